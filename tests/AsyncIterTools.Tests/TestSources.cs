@@ -1,0 +1,112 @@
+using System.Runtime.CompilerServices;
+
+namespace AsyncIterTools.Tests;
+
+/// <summary>How a test source produces its items.</summary>
+public enum SourceMode
+{
+    /// <summary>Every MoveNextAsync completes synchronously.</summary>
+    Synchronous,
+
+    /// <summary>Every MoveNextAsync first yields to the scheduler (Task.Yield), so it completes asynchronously.</summary>
+    Yielding,
+}
+
+/// <summary>
+/// An <see cref="IAsyncEnumerable{T}"/> over a fixed list that records how it is used: enumerators created,
+/// items produced, disposals, and the token each enumerator was given. It can fail at a given position.
+/// </summary>
+public sealed class TrackingSource<T> : IAsyncEnumerable<T>
+{
+    private readonly IReadOnlyList<T> _items;
+    private readonly SourceMode _mode;
+    private readonly int _failAt;
+    private readonly Exception? _failure;
+    private int _enumerators;
+    private int _disposals;
+    private int _produced;
+    private int _moveNextCalls;
+
+    public TrackingSource(IEnumerable<T> items, SourceMode mode = SourceMode.Synchronous, int failAt = -1, Exception? failure = null)
+    {
+        _items = items.ToList();
+        _mode = mode;
+        _failAt = failAt;
+        _failure = failure ?? (failAt >= 0 ? new InvalidOperationException("source failure") : null);
+    }
+
+    /// <summary>How many enumerators were created.</summary>
+    public int Enumerators => Volatile.Read(ref _enumerators);
+
+    /// <summary>How many times an enumerator was disposed (a second dispose of one enumerator counts again).</summary>
+    public int Disposals => Volatile.Read(ref _disposals);
+
+    /// <summary>How many items were handed out.</summary>
+    public int Produced => Volatile.Read(ref _produced);
+
+    /// <summary>How many times MoveNextAsync was called.</summary>
+    public int MoveNextCalls => Volatile.Read(ref _moveNextCalls);
+
+    /// <summary>The token the most recent enumerator was given.</summary>
+    public CancellationToken LastToken { get; private set; }
+
+    /// <summary>The exception thrown at <c>failAt</c>, if any.</summary>
+    public Exception? Failure => _failure;
+
+    public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+    {
+        Interlocked.Increment(ref _enumerators);
+        LastToken = cancellationToken;
+        return Enumerate(cancellationToken).GetAsyncEnumerator(cancellationToken);
+    }
+
+    private async IAsyncEnumerable<T> Enumerate([EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        try
+        {
+            for (int i = 0; ; i++)
+            {
+                Interlocked.Increment(ref _moveNextCalls);
+                if (_mode == SourceMode.Yielding)
+                {
+                    await Task.Yield();
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+                if (i == _failAt)
+                {
+                    throw _failure!;
+                }
+
+                if (i >= _items.Count)
+                {
+                    yield break;
+                }
+
+                Interlocked.Increment(ref _produced);
+                yield return _items[i];
+            }
+        }
+        finally
+        {
+            Interlocked.Increment(ref _disposals);
+        }
+    }
+}
+
+/// <summary>Shorthands for building test sources.</summary>
+public static class Sources
+{
+    public static TrackingSource<T> Of<T>(SourceMode mode, params T[] items) => new(items, mode);
+
+    public static TrackingSource<T> From<T>(IEnumerable<T> items, SourceMode mode = SourceMode.Synchronous) => new(items, mode);
+
+    public static TrackingSource<T> Failing<T>(IEnumerable<T> items, int failAt, SourceMode mode = SourceMode.Synchronous, Exception? failure = null) =>
+        new(items, mode, failAt, failure);
+
+    /// <summary>An endless source 0, 1, 2, ... that counts what it produced.</summary>
+    public static TrackingSource<int> Endless(SourceMode mode = SourceMode.Synchronous) => new(Enumerable.Range(0, int.MaxValue), mode);
+
+    /// <summary>Both modes, for <c>[Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]</c>.</summary>
+    public static TheoryData<SourceMode> Modes => new() { SourceMode.Synchronous, SourceMode.Yielding };
+}
