@@ -1,0 +1,263 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+using AsyncPrimitives.Internal;
+
+namespace AsyncPrimitives;
+
+/// <summary>
+/// A condition variable for asynchronous code (Toro's <c>Condition</c>, <c>asyncio.Condition</c>): callers holding
+/// its <see cref="AsyncLock"/> wait for a notification, releasing the lock while they wait.
+/// </summary>
+/// <remarks>
+/// <para><b>Protocol.</b> Acquire the lock (<see cref="AcquireAsync(CancellationToken)"/>), check your condition, and
+/// <see cref="WaitAsync(CancellationToken)"/> while it does not hold; <see cref="WaitAsync(CancellationToken)"/> releases
+/// the lock atomically with joining the line of waiters (so no notification between the two is lost), and always
+/// re-acquires the lock before it returns or throws, also on timeout and cancellation. Notify while holding the lock
+/// after changing the state the waiters check; <see cref="WaitUntilAsync(Func{bool}, CancellationToken)"/> does the
+/// checking loop for you.</para>
+/// <para><b>Fairness.</b> Waiters are notified strictly in the order they began waiting. <see cref="Notify(int)"/>
+/// wakes the <c>count</c> oldest waiters still waiting: waiters that timed out or were cancelled already left the
+/// line and do not use up the count.</para>
+/// <para><b>Cancellation and timeouts.</b> A timed-out wait throws <see cref="TimeoutException"/>, a cancelled one
+/// <see cref="OperationCanceledException"/>, in both cases after re-acquiring the lock. A notification that races
+/// with a timeout or cancellation is either received (the wait returns normally) or left for the next waiter.</para>
+/// <para><b>Continuations.</b> <see cref="Notify(int)"/> never runs a waiter's continuation inline.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// var condition = new AsyncCondition();
+/// var items = new Queue&lt;int&gt;();
+/// // consumer
+/// using (await condition.AcquireAsync())
+/// {
+///     await condition.WaitUntilAsync(() =&gt; items.Count &gt; 0);
+///     int item = items.Dequeue();
+/// }
+/// // producer
+/// using (await condition.AcquireAsync())
+/// {
+///     items.Enqueue(42);
+///     condition.Notify();
+/// }
+/// </code>
+/// </example>
+[DebuggerDisplay("Waiters = {WaiterCount}")]
+public sealed class AsyncCondition
+{
+    private readonly Lock _sync = new();
+
+    /// <summary>Callers waiting for a notification, oldest first.</summary>
+    private readonly WaitQueue<bool> _waiters;
+
+    private readonly AsyncLock _lock;
+    private readonly TimeProvider _timeProvider;
+
+    /// <summary>Creates a condition over <paramref name="lock"/>, or over a new lock if it is null.</summary>
+    /// <param name="lock">The lock callers hold around <see cref="WaitAsync(CancellationToken)"/>; several conditions may share one.</param>
+    /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
+    public AsyncCondition(AsyncLock? @lock = null, TimeProvider? timeProvider = null)
+    {
+        _timeProvider = timeProvider ?? TimeProvider.System;
+        _lock = @lock ?? new AsyncLock(_timeProvider);
+        _waiters = new WaitQueue<bool>(_sync, _timeProvider);
+    }
+
+    /// <summary>Whether the condition's lock is held (a snapshot).</summary>
+    public bool IsLocked => _lock.IsLocked;
+
+    /// <summary>The number of callers waiting for a notification (a snapshot).</summary>
+    internal int WaiterCount
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _waiters.Count;
+            }
+        }
+    }
+
+    /// <summary>Acquires the condition's lock.</summary>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>A releaser that releases the lock when disposed.</returns>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was acquired.</exception>
+    public ValueTask<AsyncLock.Releaser> AcquireAsync(CancellationToken cancellationToken = default) => _lock.AcquireAsync(cancellationToken);
+
+    /// <summary>Acquires the condition's lock, waiting at most <paramref name="timeout"/>.</summary>
+    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to acquire now or time out now.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>A releaser that releases the lock when disposed.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="TimeoutException">The lock was not acquired within <paramref name="timeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was acquired.</exception>
+    public ValueTask<AsyncLock.Releaser> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        _lock.AcquireAsync(timeout, cancellationToken);
+
+    /// <summary>Releases the condition's lock.</summary>
+    /// <exception cref="SynchronizationLockException">The lock is not held.</exception>
+    public void Release() => _lock.Release();
+
+    /// <summary>
+    /// Releases the lock, waits for a notification, and re-acquires the lock. The caller must hold the lock.
+    /// </summary>
+    /// <param name="cancellationToken">Cancels the wait; the lock is re-acquired before the exception is thrown.</param>
+    /// <returns>A task that completes, holding the lock again, after a notification.</returns>
+    /// <exception cref="SynchronizationLockException">The lock is not held.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the lock is held again).</exception>
+    public ValueTask WaitAsync(CancellationToken cancellationToken = default) => WaitCore(Timeout.InfiniteTimeSpan, cancellationToken);
+
+    /// <summary>
+    /// Releases the lock, waits at most <paramref name="timeout"/> for a notification, and re-acquires the lock.
+    /// The caller must hold the lock.
+    /// </summary>
+    /// <param name="timeout">How long to wait for the notification: <see cref="Timeout.InfiniteTimeSpan"/> for no limit.
+    /// Re-acquiring the lock afterwards is not limited by it.</param>
+    /// <param name="cancellationToken">Cancels the wait; the lock is re-acquired before the exception is thrown.</param>
+    /// <returns>A task that completes, holding the lock again, after a notification.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="SynchronizationLockException">The lock is not held.</exception>
+    /// <exception cref="TimeoutException">No notification came within <paramref name="timeout"/> (the lock is held again).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the lock is held again).</exception>
+    public ValueTask WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ThrowHelper.ValidateTimeout(timeout);
+        return WaitCore(timeout, cancellationToken);
+    }
+
+    /// <summary>Waits, as <see cref="WaitAsync(CancellationToken)"/> does, until <paramref name="predicate"/> returns true.
+    /// The caller must hold the lock; the predicate runs while it is held.</summary>
+    /// <param name="predicate">The condition to wait for; checked first, then after each notification.</param>
+    /// <param name="cancellationToken">Cancels the wait; the lock is re-acquired before the exception is thrown.</param>
+    /// <returns>A task that completes, holding the lock, once <paramref name="predicate"/> returned true.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="predicate"/> is null.</exception>
+    /// <exception cref="SynchronizationLockException">The lock is not held.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the lock is held again).</exception>
+    public ValueTask WaitUntilAsync(Func<bool> predicate, CancellationToken cancellationToken = default) =>
+        WaitUntilAsync(predicate, Timeout.InfiniteTimeSpan, cancellationToken);
+
+    /// <summary>Waits, as <see cref="WaitAsync(TimeSpan, CancellationToken)"/> does, until <paramref name="predicate"/>
+    /// returns true, for at most <paramref name="timeout"/> in all. The caller must hold the lock.</summary>
+    /// <param name="predicate">The condition to wait for; checked first, then after each notification.</param>
+    /// <param name="timeout">The overall time limit: <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
+    /// <param name="cancellationToken">Cancels the wait; the lock is re-acquired before the exception is thrown.</param>
+    /// <returns>A task that completes, holding the lock, once <paramref name="predicate"/> returned true.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="predicate"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="SynchronizationLockException">The lock is not held.</exception>
+    /// <exception cref="TimeoutException">The predicate did not become true within <paramref name="timeout"/> (the lock is held again).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the lock is held again).</exception>
+    public ValueTask WaitUntilAsync(Func<bool> predicate, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(predicate);
+        ThrowHelper.ValidateTimeout(timeout);
+        EnsureLocked();
+        return predicate() ? default : WaitUntilSlow(predicate, timeout, cancellationToken);
+    }
+
+    private async ValueTask WaitUntilSlow(Func<bool> predicate, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        long start = _timeProvider.GetTimestamp();
+        do
+        {
+            TimeSpan remaining = timeout;
+            if (timeout != Timeout.InfiniteTimeSpan)
+            {
+                remaining = timeout - _timeProvider.GetElapsedTime(start);
+                if (remaining < TimeSpan.Zero)
+                {
+                    remaining = TimeSpan.Zero;
+                }
+            }
+
+            await WaitCore(remaining, cancellationToken).ConfigureAwait(false);
+        }
+        while (!predicate());
+    }
+
+    /// <summary>Wakes the <paramref name="count"/> oldest waiters (fewer if fewer wait).</summary>
+    /// <param name="count">How many waiters to wake.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    public void Notify(int count = 1)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        var completions = default(Completions<bool>);
+        lock (_sync)
+        {
+            for (; count > 0 && _waiters.Dequeue() is { } node; count--)
+            {
+                node.SetResult(true);
+                completions.Add(node);
+            }
+        }
+
+        completions.CompleteAll();
+    }
+
+    /// <summary>Wakes every waiter.</summary>
+    public void NotifyAll()
+    {
+        var completions = default(Completions<bool>);
+        lock (_sync)
+        {
+            _waiters.DrainWithResult(true, ref completions);
+        }
+
+        completions.CompleteAll();
+    }
+
+    private ValueTask WaitCore(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        EnsureLocked();
+
+        // Fail without letting go of the lock: the caller holds it on return, as it would after any wait.
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
+        }
+
+        if (timeout == TimeSpan.Zero)
+        {
+            return ValueTask.FromException(ThrowHelper.TimeoutNow());
+        }
+
+        WaitNode<bool> node;
+        lock (_sync)
+        {
+            node = _waiters.Enqueue();
+        }
+
+        // Join the line first, then let go of the lock: a notifier can only get the lock after we are in line.
+        ValueTask notified = _waiters.ArmNonGeneric(node, timeout, cancellationToken);
+        _lock.Release();
+        return ReacquireAfter(notified);
+    }
+
+    private async ValueTask ReacquireAfter(ValueTask notified)
+    {
+        ExceptionDispatchInfo? failure = null;
+        try
+        {
+            await notified.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or TimeoutException)
+        {
+            failure = ExceptionDispatchInfo.Capture(ex);
+        }
+
+        // Always hold the lock again before returning, whatever happened to the wait.
+        await _lock.AcquireAsync(CancellationToken.None).ConfigureAwait(false);
+        failure?.Throw();
+    }
+
+    private void EnsureLocked()
+    {
+        if (!_lock.IsLocked)
+        {
+            ThrowHelper.ThrowSynchronizationLock_NotHeld();
+        }
+    }
+
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncCondition(locked, waiters=2)</c>.</summary>
+    /// <returns>The description.</returns>
+    public override string ToString() => $"AsyncCondition({(IsLocked ? "locked" : "unlocked")}, waiters={WaiterCount})";
+}

@@ -1,0 +1,142 @@
+using System.Diagnostics;
+using AsyncPrimitives.Internal;
+
+namespace AsyncPrimitives;
+
+/// <summary>
+/// A manual-reset event for asynchronous code (Toro's <c>Event</c>, <c>tornado.locks.Event</c>, <c>asyncio.Event</c>):
+/// waiters wait until it is set; it stays set until <see cref="Clear"/>.
+/// </summary>
+/// <remarks>
+/// <para><b>Semantics.</b> <see cref="Set"/> completes every current waiter; later waits complete at once until
+/// <see cref="Clear"/>. A waiter registered before a <see cref="Clear"/> is still completed by the next
+/// <see cref="Set"/> (and one that was already completed by an earlier <see cref="Set"/> stays completed).</para>
+/// <para><b>Cancellation and timeouts.</b> A token that is already cancelled fails the wait at once, even if the event
+/// is set. A timed-out wait throws <see cref="TimeoutException"/>, a cancelled one <see cref="OperationCanceledException"/>,
+/// and leaves no waiter behind.</para>
+/// <para><b>Continuations.</b> <see cref="Set"/> never runs a waiter's continuation inline. Waiting on a set event
+/// allocates nothing.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// var ready = new AsyncEvent();
+/// Task consumer = Task.Run(async () => { await ready.WaitAsync(); /* go */ });
+/// ready.Set();
+/// </code>
+/// </example>
+[DebuggerDisplay("IsSet = {IsSet}, Waiters = {WaiterCount}")]
+public sealed class AsyncEvent
+{
+    private readonly Lock _sync = new();
+
+    /// <summary>Callers waiting for the event to be set; empty whenever <see cref="_isSet"/> is true.</summary>
+    private readonly WaitQueue<bool> _waiters;
+
+    /// <summary>The event's state. Written under <see cref="_sync"/>, read without it on the fast path.</summary>
+    private volatile bool _isSet;
+
+    /// <summary>Creates an event.</summary>
+    /// <param name="initialState">Whether the event starts set.</param>
+    /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
+    public AsyncEvent(bool initialState = false, TimeProvider? timeProvider = null)
+    {
+        _isSet = initialState;
+        _waiters = new WaitQueue<bool>(_sync, timeProvider ?? TimeProvider.System);
+    }
+
+    /// <summary>Whether the event is set (a snapshot).</summary>
+    public bool IsSet => _isSet;
+
+    /// <summary>The number of callers waiting (a snapshot).</summary>
+    internal int WaiterCount
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _waiters.Count;
+            }
+        }
+    }
+
+    /// <summary>Sets the event, completing every waiter. Setting a set event does nothing.</summary>
+    public void Set()
+    {
+        var completions = default(Completions<bool>);
+        lock (_sync)
+        {
+            if (_isSet)
+            {
+                return;
+            }
+
+            _isSet = true;
+            _waiters.DrainWithResult(true, ref completions);
+        }
+
+        completions.CompleteAll();
+    }
+
+    /// <summary>Resets the event, so later waits wait for the next <see cref="Set"/>.</summary>
+    public void Clear()
+    {
+        lock (_sync)
+        {
+            _isSet = false;
+        }
+    }
+
+    /// <summary>Waits until the event is set.</summary>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>A task that completes when the event is set.</returns>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
+    public ValueTask WaitAsync(CancellationToken cancellationToken = default) => WaitCore(Timeout.InfiniteTimeSpan, cancellationToken);
+
+    /// <summary>Waits at most <paramref name="timeout"/> until the event is set.</summary>
+    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to check now.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>A task that completes when the event is set.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="TimeoutException">The event was not set within <paramref name="timeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
+    public ValueTask WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ThrowHelper.ValidateTimeout(timeout);
+        return WaitCore(timeout, cancellationToken);
+    }
+
+    private ValueTask WaitCore(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
+        }
+
+        if (_isSet)
+        {
+            return default;
+        }
+
+        WaitNode<bool> node;
+        lock (_sync)
+        {
+            if (_isSet)
+            {
+                return default;
+            }
+
+            if (timeout == TimeSpan.Zero)
+            {
+                return ValueTask.FromException(ThrowHelper.TimeoutNow());
+            }
+
+            node = _waiters.Enqueue();
+        }
+
+        return _waiters.ArmNonGeneric(node, timeout, cancellationToken);
+    }
+
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncEvent(set, waiters=0)</c>.</summary>
+    /// <returns>The description.</returns>
+    public override string ToString() => $"AsyncEvent({(IsSet ? "set" : "clear")}, waiters={WaiterCount})";
+}
