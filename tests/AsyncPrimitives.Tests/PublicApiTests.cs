@@ -1,0 +1,7 @@
+namespace AsyncPrimitives.Tests;
+
+public sealed class PublicApiTests
+{
+    [Fact]
+    public void PublicApi_MatchesApprovedFile() => PublicApi.Verify(typeof(AsyncLock).Assembly);
+}
