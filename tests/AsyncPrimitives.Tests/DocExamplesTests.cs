@@ -1,0 +1,181 @@
+namespace AsyncPrimitives.Tests;
+
+/// <summary>
+/// The code shown in docs/primitives.md and README.md, compiled and run. Edit a snippet here first, then copy it to the docs.
+/// </summary>
+public sealed class DocExamplesTests
+{
+    [Fact]
+    public async Task Lock_Example()
+    {
+        var balance = 0;
+        // doc: lock
+        var gate = new AsyncLock();
+
+        async Task DepositAsync(int amount, CancellationToken cancellationToken)
+        {
+            using (await gate.AcquireAsync(cancellationToken))
+            {
+                int read = balance;
+                await Task.Yield();           // other callers wait here, in FIFO order
+                balance = read + amount;
+            }
+        }
+
+        await Task.WhenAll(Enumerable.Range(0, 100).Select(_ => DepositAsync(1, CancellationToken.None)));
+        // balance == 100
+        // end doc
+        balance.Should().Be(100);
+    }
+
+    [Fact]
+    public async Task Lock_Timeout_Example()
+    {
+        var time = new ManualTimeProvider();
+        var gate = new AsyncLock(time);
+        using var held = await gate.AcquireAsync();
+        ValueTask<AsyncLock.Releaser> pending;
+        // doc: lock-timeout
+        pending = gate.AcquireAsync(TimeSpan.FromSeconds(2));
+        // ... two seconds pass while someone else holds the lock ...
+        // end doc
+        time.Advance(TimeSpan.FromSeconds(2));
+        Func<Task> wait = async () => await pending;
+        // doc: lock-timeout-throws
+        await wait.Should().ThrowAsync<TimeoutException>(); // and the waiter holds nothing
+        // end doc
+        gate.IsLocked.Should().BeTrue(); // still held by `held`, not by the timed-out waiter
+    }
+
+    [Fact]
+    public async Task Semaphore_Example()
+    {
+        int inFlight = 0, peak = 0;
+        // doc: semaphore
+        var limit = new AsyncSemaphore(initialCount: 4);
+
+        async Task<int> CallAsync(int request)
+        {
+            using (await limit.AcquireAsync())
+            {
+                int now = Interlocked.Increment(ref inFlight);
+                InterlockedMax(ref peak, now); // never more than 4
+                await Task.Yield();
+                Interlocked.Decrement(ref inFlight);
+                return request * 2;
+            }
+        }
+
+        int[] results = await Task.WhenAll(Enumerable.Range(0, 50).Select(CallAsync));
+        // end doc
+        results.Should().Equal(Enumerable.Range(0, 50).Select(i => i * 2));
+        peak.Should().BeInRange(1, 4);
+    }
+
+    [Fact]
+    public void BoundedSemaphore_Example()
+    {
+        // doc: bounded-semaphore
+        var pool = new AsyncSemaphore(initialCount: 2, maxCount: 2); // Toro's BoundedSemaphore
+        Action releaseTooMuch = () => pool.Release();
+        releaseTooMuch.Should().Throw<SemaphoreFullException>();    // a bug caught, not a silent extra permit
+        // end doc
+        pool.CurrentCount.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task ReaderWriterLock_Example()
+    {
+        var cache = new Dictionary<string, int>();
+        // doc: rwlock
+        var rw = new AsyncReaderWriterLock();
+
+        async Task<int?> ReadAsync(string key)
+        {
+            using (await rw.AcquireReadAsync())      // many readers at once
+            {
+                return cache.TryGetValue(key, out int value) ? value : null;
+            }
+        }
+
+        async Task WriteAsync(string key, int value)
+        {
+            using (await rw.AcquireWriteAsync())     // alone; later readers wait behind a waiting writer
+            {
+                cache[key] = value;
+            }
+        }
+
+        await WriteAsync("answer", 42);
+        int? answer = await ReadAsync("answer");     // 42
+        // end doc
+        answer.Should().Be(42);
+    }
+
+    [Fact]
+    public async Task Condition_Example()
+    {
+        // doc: condition
+        var condition = new AsyncCondition();
+        var items = new Queue<int>();
+
+        Task<int> consumer = Task.Run(async () =>
+        {
+            using (await condition.AcquireAsync())
+            {
+                await condition.WaitUntilAsync(() => items.Count > 0); // releases the lock while waiting
+                return items.Dequeue();
+            }
+        });
+
+        using (await condition.AcquireAsync())
+        {
+            items.Enqueue(42);
+            condition.Notify();
+        }
+
+        int item = await consumer; // 42
+        // end doc
+        item.Should().Be(42);
+    }
+
+    [Fact]
+    public async Task Event_Example()
+    {
+        // doc: event
+        var ready = new AsyncEvent();
+        Task waiter = ready.WaitAsync().AsTask();
+        ready.Set();          // wakes every waiter; later waits complete at once until Clear()
+        await waiter;
+        // end doc
+        ready.IsSet.Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task Result_Example()
+    {
+        // doc: result
+        var answer = new AsyncResult<int>();
+        Task<int> reader = answer.GetAsync().AsTask();
+        answer.Set(42);
+        int value = await reader;                        // 42
+        answer.TrySet(7).Should().BeFalse();             // one shot: the first value stays
+        // end doc
+        value.Should().Be(42);
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        int seen = Volatile.Read(ref target);
+        while (value > seen)
+        {
+            int previous = Interlocked.CompareExchange(ref target, value, seen);
+            if (previous == seen)
+            {
+                return;
+            }
+
+            seen = previous;
+        }
+    }
+}
