@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 
 namespace AsyncPrimitives.Internal;
 
@@ -65,6 +66,7 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
     }
 
     /// <summary>Takes a permit if one is free and nobody waits. Never waits, never allocates.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAcquire()
     {
         int state = Volatile.Read(ref _state);
@@ -83,6 +85,7 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
     }
 
     /// <summary>Takes a permit, waiting in FIFO order if none is free.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask<TGrant> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         if (cancellationToken.IsCancellationRequested)
@@ -133,6 +136,7 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
     /// Returns <paramref name="releaseCount"/> permits, handing them to the oldest waiters first. Returns false,
     /// changing nothing, if the count would exceed the maximum.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Release(int releaseCount)
     {
         Debug.Assert(releaseCount > 0);
