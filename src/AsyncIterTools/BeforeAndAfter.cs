@@ -65,6 +65,9 @@ public static partial class AsyncIter
         /// <summary>The shared source enumerator: null before the first read and after it is disposed.</summary>
         private IAsyncEnumerator<T>? _enumerator;
 
+        /// <summary>The token the source enumerator was opened with (that of the half that read first).</summary>
+        private CancellationToken _sourceToken;
+
         /// <summary>True once the source has been opened and then closed; it is never reopened.</summary>
         private bool _sourceClosed;
 
@@ -100,7 +103,7 @@ public static partial class AsyncIter
 
         public async ValueTask<bool> MoveNextBeforeAsync(Half.Enumerator consumer, CancellationToken cancellationToken)
         {
-            await _gate.WaitAsync(cancellationToken);
+            await EnterAsync(cancellationToken);
             try
             {
                 if (_kept.Count > 0)
@@ -139,7 +142,7 @@ public static partial class AsyncIter
 
         public async ValueTask<bool> MoveNextAfterAsync(Half.Enumerator consumer, CancellationToken cancellationToken)
         {
-            await _gate.WaitAsync(cancellationToken);
+            await EnterAsync(cancellationToken);
             try
             {
                 if (_pivotPending)
@@ -214,6 +217,13 @@ public static partial class AsyncIter
             }
         }
 
+        /// <summary>
+        /// Takes the gate. When it is free it is taken without looking at the token, so that a read with a cancelled
+        /// token still reaches <see cref="ReadSourceAsync"/>, which decides whether the cancellation ends the source.
+        /// </summary>
+        private ValueTask EnterAsync(CancellationToken cancellationToken) =>
+            _gate.Wait(0) ? default : new ValueTask(_gate.WaitAsync(cancellationToken));
+
         /// <summary>Advances the shared source; on its end or failure closes it. Caller holds the gate.</summary>
         private async ValueTask<bool> ReadSourceAsync(CancellationToken cancellationToken)
         {
@@ -223,11 +233,24 @@ public static partial class AsyncIter
                 return false;
             }
 
+            if (_enumerator is not null && _sourceToken.IsCancellationRequested)
+            {
+                // The source observes this token, so it cannot go on: fail the shared enumeration and release it now.
+                _failure = ExceptionDispatchInfo.Capture(new OperationCanceledException(_sourceToken));
+                await CloseSourceAsync();
+                _failure.Throw();
+            }
+
             cancellationToken.ThrowIfCancellationRequested();
             bool hasItem;
             try
             {
-                _enumerator ??= _source.GetAsyncEnumerator(cancellationToken);
+                if (_enumerator is null)
+                {
+                    _sourceToken = cancellationToken;
+                    _enumerator = _source.GetAsyncEnumerator(cancellationToken);
+                }
+
                 hasItem = await _enumerator.MoveNextAsync();
             }
             catch (Exception ex)
