@@ -29,7 +29,8 @@ public sealed class TrackingSource<T> : IAsyncEnumerable<T>
 
     public TrackingSource(IEnumerable<T> items, SourceMode mode = SourceMode.Synchronous, int failAt = -1, Exception? failure = null)
     {
-        _items = items.ToList();
+        // A list is used as is (Sources.Endless passes Range(0, int.MaxValue), which must not be copied).
+        _items = items as IReadOnlyList<T> ?? items.ToList();
         _mode = mode;
         _failAt = failAt;
         _failure = failure ?? (failAt >= 0 ? new InvalidOperationException("source failure") : null);

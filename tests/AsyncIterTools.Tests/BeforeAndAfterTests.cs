@@ -1,0 +1,166 @@
+namespace AsyncIterTools.Tests;
+
+public sealed class BeforeAndAfterTests
+{
+    [Fact]
+    public void BeforeAndAfter_NullArguments_ThrowAtCall()
+    {
+        ((Action)(() => ((IAsyncEnumerable<int>)null!).BeforeAndAfter(x => true))).Should().Throw<ArgumentNullException>().WithParameterName("source");
+        var source = Sources.Of(SourceMode.Synchronous, 1);
+        ((Action)(() => source.BeforeAndAfter(null!))).Should().Throw<ArgumentNullException>().WithParameterName("predicate");
+        source.Enumerators.Should().Be(0);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_Empty_BothEmpty_SourceDisposed(SourceMode mode)
+    {
+        var source = Sources.Of<int>(mode);
+        var (before, after) = source.BeforeAndAfter(x => true);
+        (await before.ToArrayAsync()).Should().BeEmpty();
+        (await after.ToArrayAsync()).Should().BeEmpty();
+        source.Enumerators.Should().Be(1);
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_BeforeFirst_MatchesMoreItertools(SourceMode mode)
+    {
+        // before, after = before_and_after(str.isupper, 'ABCdEfGhI')
+        // ''.join(before) == 'ABC'; ''.join(after) == 'dEfGhI'
+        var source = Sources.From("ABCdEfGhI", mode);
+        var (before, after) = source.BeforeAndAfter(char.IsUpper);
+        new string(await before.ToArrayAsync()).Should().Be("ABC");
+        new string(await after.ToArrayAsync()).Should().Be("dEfGhI");
+        source.Enumerators.Should().Be(1);
+        source.Produced.Should().Be(9);
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_AfterFirst_KeepsTheLeadingItemsForBefore(SourceMode mode)
+    {
+        var source = Sources.From("ABCdEfGhI", mode);
+        var (before, after) = source.BeforeAndAfter(char.IsUpper);
+        new string(await after.ToArrayAsync()).Should().Be("dEfGhI");
+        source.Disposals.Should().Be(1);
+        new string(await before.ToArrayAsync()).Should().Be("ABC");
+        source.Enumerators.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_Interleaved_AndPredicateNeverCalledAfterTheSplit(SourceMode mode)
+    {
+        int calls = 0;
+        var source = Sources.Of(mode, 1, 2, 3, 10, 4, 20);
+        var (before, after) = source.BeforeAndAfter(x => { calls++; return x < 5; });
+        await using var b = before.GetAsyncEnumerator();
+        await using var a = after.GetAsyncEnumerator();
+        (await b.MoveNextAsync()).Should().BeTrue();
+        b.Current.Should().Be(1);
+        (await a.MoveNextAsync()).Should().BeTrue();
+        a.Current.Should().Be(10);
+        var restOfBefore = new List<int>();
+        while (await b.MoveNextAsync())
+        {
+            restOfBefore.Add(b.Current);
+        }
+
+        restOfBefore.Should().Equal(2, 3);
+        var restOfAfter = new List<int>();
+        while (await a.MoveNextAsync())
+        {
+            restOfAfter.Add(a.Current);
+        }
+
+        restOfAfter.Should().Equal(4, 20);
+        calls.Should().Be(4);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_AllPassOrNonePass(SourceMode mode)
+    {
+        var (allBefore, noneAfter) = Sources.Of(mode, 1, 2).BeforeAndAfter(x => true);
+        (await allBefore.ToArrayAsync()).Should().Equal(1, 2);
+        (await noneAfter.ToArrayAsync()).Should().BeEmpty();
+
+        var (noneBefore, allAfter) = Sources.Of(mode, 1, 2).BeforeAndAfter(x => false);
+        (await allAfter.ToArrayAsync()).Should().Equal(1, 2);
+        (await noneBefore.ToArrayAsync()).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task BeforeAndAfter_IsDeferred_AndEachHalfIsSingleUse()
+    {
+        var source = Sources.Of(SourceMode.Synchronous, 1, 5);
+        var (before, after) = source.BeforeAndAfter(x => x < 3);
+        source.Enumerators.Should().Be(0);
+        (await before.ToArrayAsync()).Should().Equal(1);
+        Func<Task> again = async () => await before.ToArrayAsync();
+        await again.Should().ThrowAsync<InvalidOperationException>();
+        (await after.ToArrayAsync()).Should().Equal(5);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_BothHalvesDisposedEarly_DisposesTheSourceOnce(SourceMode mode)
+    {
+        var source = Sources.Endless(mode);
+        var (before, after) = source.BeforeAndAfter(x => x < 1000);
+        (await OperatorChecks.TakeThenBreakAsync(before, 2)).Should().Equal(0, 1);
+        source.Disposals.Should().Be(0); // After may still be read.
+        await after.GetAsyncEnumerator().DisposeAsync();
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_AfterReadPastDisposedBefore_DoesNotKeepItems(SourceMode mode)
+    {
+        var source = Sources.Of(mode, 1, 2, 3, 9, 8);
+        var (before, after) = source.BeforeAndAfter(x => x < 5);
+        await before.GetAsyncEnumerator().DisposeAsync();
+        (await OperatorChecks.TakeThenBreakAsync(after, 1)).Should().Equal(9);
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_SourceError_ReachesTheReaderAndLaterReaders_DisposedOnce(SourceMode mode)
+    {
+        var source = Sources.Failing(new[] { 1, 2, 3 }, failAt: 2, mode);
+        var (before, after) = source.BeforeAndAfter(x => x < 10);
+        (await OperatorChecks.CollectExpectingFailureAsync<int, InvalidOperationException>(before)).Should().Equal(1, 2);
+        await OperatorChecks.CollectExpectingFailureAsync<int, InvalidOperationException>(after);
+        source.Disposals.Should().Be(1);
+
+        var throwingPredicate = Sources.Of(mode, 1, 2, 3);
+        var (b2, a2) = throwingPredicate.BeforeAndAfter(x => x == 2 ? throw new DivideByZeroException() : true);
+        await OperatorChecks.CollectExpectingFailureAsync<int, DivideByZeroException>(a2);
+        (await OperatorChecks.CollectExpectingFailureAsync<int, DivideByZeroException>(b2)).Should().Equal(1);
+        throwingPredicate.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_Cancellation_ReachesTheSourceAndDisposesIt(SourceMode mode)
+    {
+        var source = Sources.Endless(mode);
+        var (before, after) = source.BeforeAndAfter(x => true);
+        CancellationToken token = await OperatorChecks.CancelAfterAsync(before, after: 2);
+        source.LastToken.Should().Be(token);
+        source.Disposals.Should().Be(1);
+        await OperatorChecks.CollectExpectingFailureAsync<int, OperationCanceledException>(after);
+        source.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task BeforeAndAfter_HalvesReadConcurrently_SeeEveryItemOnce()
+    {
+        for (int round = 0; round < 20; round++)
+        {
+            var source = Sources.From(Enumerable.Range(0, 200), SourceMode.Yielding);
+            var (before, after) = source.BeforeAndAfter(x => x < 120);
+            Task<int[]> b = Task.Run(async () => await before.ToArrayAsync());
+            Task<int[]> a = Task.Run(async () => await after.ToArrayAsync());
+            (await b).Should().Equal(Enumerable.Range(0, 120));
+            (await a).Should().Equal(Enumerable.Range(120, 80));
+            source.Disposals.Should().Be(1);
+        }
+    }
+}
