@@ -60,8 +60,10 @@ public static partial class AsyncIter
         var copies = new IAsyncEnumerable<T>[count];
         for (int i = 0; i < count; i++)
         {
-            copies[i] = new TeeCopy<T>(buffer, i);
+            copies[i] = new TeeCopy<T>(buffer, i, buffer.Start);
         }
+
+        buffer.ReleaseStart();
 
         return copies;
     }

@@ -29,7 +29,7 @@ internal sealed class TeeBuffer<T>
     /// <summary>Per copy: how many items it has consumed; <see cref="long.MaxValue"/> once it detached.</summary>
     private readonly long[] _positions;
 
-    /// <summary>The last node published; a sentinel before the first item.</summary>
+    /// <summary>The last node published; the start sentinel before the first item.</summary>
     private Node _tail = new(default!);
 
     /// <summary>How many items have been published.</summary>
@@ -59,10 +59,17 @@ internal sealed class TeeBuffer<T>
         _maxBuffer = maxBuffer;
         _positions = new long[count];
         _attached = count;
+        Start = _tail;
     }
 
-    /// <summary>Gets the node a copy starts from (the sentinel before the first item).</summary>
-    public Node Start => _tail;
+    /// <summary>
+    /// Gets the sentinel every copy starts from. Read once per copy at construction; the buffer itself never reads it
+    /// again, so only copies hold the list's head and nodes every copy has passed are collected.
+    /// </summary>
+    public Node Start { get; private set; }
+
+    /// <summary>Drops the buffer's reference to the start sentinel once every copy has taken it.</summary>
+    public void ReleaseStart() => Start = null!;
 
     /// <summary>
     /// Advances copy <paramref name="index"/> past <paramref name="node"/>: returns the next node, or null at the end;

@@ -1,10 +1,13 @@
 namespace AsyncIterTools.Internal;
 
 /// <summary>One copy returned by Tee; enumerable once.</summary>
-internal sealed class TeeCopy<T>(TeeBuffer<T> buffer, int index) : IAsyncEnumerable<T>
+internal sealed class TeeCopy<T>(TeeBuffer<T> buffer, int index, TeeBuffer<T>.Node start) : IAsyncEnumerable<T>
 {
     /// <summary>0 until the first GetAsyncEnumerator, then 1.</summary>
     private int _enumerated;
+
+    /// <summary>The sentinel this copy starts from; handed to the enumerator and then dropped.</summary>
+    private TeeBuffer<T>.Node? _start = start;
 
     public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken cancellationToken = default)
     {
@@ -13,13 +16,15 @@ internal sealed class TeeCopy<T>(TeeBuffer<T> buffer, int index) : IAsyncEnumera
             throw new InvalidOperationException("Each copy returned by Tee can be enumerated only once.");
         }
 
-        return new Enumerator(buffer, index, cancellationToken);
+        TeeBuffer<T>.Node node = _start!;
+        _start = null;
+        return new Enumerator(buffer, index, node, cancellationToken);
     }
 
-    private sealed class Enumerator(TeeBuffer<T> buffer, int index, CancellationToken cancellationToken) : IAsyncEnumerator<T>
+    private sealed class Enumerator(TeeBuffer<T> buffer, int index, TeeBuffer<T>.Node start, CancellationToken cancellationToken) : IAsyncEnumerator<T>
     {
         /// <summary>The last node this copy consumed (the start sentinel at first); null after the end or disposal.</summary>
-        private TeeBuffer<T>.Node? _node = buffer.Start;
+        private TeeBuffer<T>.Node? _node = start;
 
         /// <summary>0 until DisposeAsync, then 1.</summary>
         private int _disposed;
