@@ -27,3 +27,61 @@ internal static class Compat
 #endif
     }
 }
+
+#if NETSTANDARD2_0
+/// <summary>Task members that net10.0 has and netstandard2.0 lacks, as C# 14 extension members.</summary>
+internal static class TaskPolyfills
+{
+    extension(Task task)
+    {
+        /// <summary>
+        /// A task that completes like <paramref name="task"/>, or is cancelled when <paramref name="cancellationToken"/>
+        /// is cancelled first (the waited-for task keeps running). Mirrors <c>Task.WaitAsync(CancellationToken)</c>.
+        /// </summary>
+        public Task WaitAsync(CancellationToken cancellationToken)
+        {
+            if (task.IsCompleted || !cancellationToken.CanBeCanceled)
+            {
+                return task;
+            }
+
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return Task.FromCanceled(cancellationToken);
+            }
+
+            var promise = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            CancellationTokenRegistration registration = cancellationToken.Register(
+                static s =>
+                {
+                    var (p, token) = ((TaskCompletionSource<bool>, CancellationToken))s!;
+                    p.TrySetCanceled(token);
+                },
+                (promise, cancellationToken));
+            _ = task.ContinueWith(
+                static (t, s) =>
+                {
+                    var (p, reg) = ((TaskCompletionSource<bool>, CancellationTokenRegistration))s!;
+                    reg.Dispose();
+                    if (t.IsFaulted)
+                    {
+                        p.TrySetException(t.Exception!.InnerExceptions);
+                    }
+                    else if (t.IsCanceled)
+                    {
+                        p.TrySetCanceled();
+                    }
+                    else
+                    {
+                        p.TrySetResult(true);
+                    }
+                },
+                (promise, registration),
+                CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
+            return promise.Task;
+        }
+    }
+}
+#endif

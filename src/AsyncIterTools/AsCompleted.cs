@@ -1,0 +1,223 @@
+using System.Runtime.CompilerServices;
+using AsyncIterTools.Internal;
+
+namespace AsyncIterTools;
+
+public static partial class AsyncIter
+{
+    /// <summary>
+    /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once and
+    /// yields each result as soon as it is available, in completion order (Python's <c>asyncio.as_completed</c>).
+    /// </summary>
+    /// <typeparam name="T">The type of each result.</typeparam>
+    /// <param name="work">
+    /// Factories that start one piece of work each; each receives a token cancelled when the enumeration ends early,
+    /// fails, times out or is cancelled. Enumerated lazily (one element each time a slot frees up) and disposed.
+    /// </param>
+    /// <param name="maxConcurrency">The most pieces of work running at once; <see langword="null"/> for no limit.</param>
+    /// <param name="timeout">
+    /// One overall deadline for the whole enumeration, measured from its first <c>MoveNextAsync</c>;
+    /// <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> for none.
+    /// </param>
+    /// <returns>A sequence of the results in the order the work completes.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="work"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="maxConcurrency"/> is zero or negative, or <paramref name="timeout"/> is negative and not infinite.
+    /// </exception>
+    /// <remarks>
+    /// <para>Deferred: nothing starts until the sequence is enumerated. Work starts lazily, in input order.</para>
+    /// <para>
+    /// A failure surfaces when it is reached in completion order: the other work is cancelled and awaited, then the
+    /// exception is thrown from <c>MoveNextAsync</c>. When the deadline passes, running work is cancelled and awaited and
+    /// a <see cref="TimeoutException"/> is thrown. Breaking out of the loop (disposing the enumerator) cancels and awaits
+    /// what is still running. The token from <c>WithCancellation</c> is linked into every work item's token; the
+    /// enumeration then throws <see cref="OperationCanceledException"/>, again after the running work finished.
+    /// </para>
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// await foreach (string page in AsyncIter.AsCompleted(work, maxConcurrency: 4, timeout: TimeSpan.FromSeconds(30)))
+    /// {
+    ///     Console.WriteLine(page.Length);
+    /// }
+    /// </code>
+    /// </example>
+    public static IAsyncEnumerable<T> AsCompleted<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency = null,
+        TimeSpan? timeout = null) =>
+        AsCompleted(work, maxConcurrency, timeout, TimeProvider.System);
+
+    /// <summary>
+    /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once and
+    /// yields each result in completion order, measuring <paramref name="timeout"/> with <paramref name="timeProvider"/>.
+    /// </summary>
+    /// <typeparam name="T">The type of each result.</typeparam>
+    /// <param name="work">Factories that start one piece of work each (see the overload without a time provider).</param>
+    /// <param name="maxConcurrency">The most pieces of work running at once; <see langword="null"/> for no limit.</param>
+    /// <param name="timeout">One overall deadline; <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
+    /// <param name="timeProvider">The clock for <paramref name="timeout"/>; <see langword="null"/> for <see cref="TimeProvider.System"/>.</param>
+    /// <returns>A sequence of the results in the order the work completes.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="work"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="maxConcurrency"/> is zero or negative, or <paramref name="timeout"/> is negative and not infinite.
+    /// </exception>
+    /// <remarks>Same semantics as <see cref="AsCompleted{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, TimeSpan?)"/>.</remarks>
+    public static IAsyncEnumerable<T> AsCompleted<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency,
+        TimeSpan? timeout,
+        TimeProvider? timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        ValidateMaxConcurrency(maxConcurrency);
+        Deadline.Validate(timeout, nameof(timeout));
+        return AsCompletedImpl(work, maxConcurrency ?? int.MaxValue, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
+    }
+
+    /// <summary>
+    /// Yields the results of already running <paramref name="tasks"/> in the order they complete.
+    /// </summary>
+    /// <typeparam name="T">The type of each result.</typeparam>
+    /// <param name="tasks">The tasks; enumerated completely on the first <c>MoveNextAsync</c>.</param>
+    /// <param name="timeout">One overall deadline; <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
+    /// <returns>A sequence of the results in completion order.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="tasks"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite.</exception>
+    /// <remarks>
+    /// The operator does not own these tasks, so it cannot cancel them: on a failure, a timeout
+    /// (<see cref="TimeoutException"/>), cancellation or an early break it stops waiting and returns, leaving them running.
+    /// Failures of tasks it never reached are observed (they never raise <see cref="TaskScheduler.UnobservedTaskException"/>).
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// Task&lt;int&gt;[] tasks = { SlowAsync(), FastAsync() };
+    /// await foreach (int value in AsyncIter.AsCompleted(tasks))
+    /// {
+    ///     Console.WriteLine(value); // FastAsync's result first
+    /// }
+    /// </code>
+    /// </example>
+    public static IAsyncEnumerable<T> AsCompleted<T>(IEnumerable<Task<T>> tasks, TimeSpan? timeout = null) =>
+        AsCompleted(tasks, timeout, TimeProvider.System);
+
+    /// <summary>
+    /// Yields the results of already running <paramref name="tasks"/> in completion order, measuring
+    /// <paramref name="timeout"/> with <paramref name="timeProvider"/>.
+    /// </summary>
+    /// <typeparam name="T">The type of each result.</typeparam>
+    /// <param name="tasks">The tasks; enumerated completely on the first <c>MoveNextAsync</c>.</param>
+    /// <param name="timeout">One overall deadline; <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
+    /// <param name="timeProvider">The clock for <paramref name="timeout"/>; <see langword="null"/> for <see cref="TimeProvider.System"/>.</param>
+    /// <returns>A sequence of the results in completion order.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="tasks"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite.</exception>
+    /// <remarks>Same semantics as <see cref="AsCompleted{T}(IEnumerable{Task{T}}, TimeSpan?)"/>.</remarks>
+    public static IAsyncEnumerable<T> AsCompleted<T>(IEnumerable<Task<T>> tasks, TimeSpan? timeout, TimeProvider? timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        Deadline.Validate(timeout, nameof(timeout));
+        return AsCompletedImpl(AsFactories(tasks), int.MaxValue, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
+
+        static IEnumerable<Func<CancellationToken, Task<T>>> AsFactories(IEnumerable<Task<T>> tasks)
+        {
+            foreach (Task<T> task in tasks)
+            {
+                yield return _ => task;
+            }
+        }
+    }
+
+    private static async IAsyncEnumerable<T> AsCompletedImpl<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int maxConcurrency,
+        bool ownsWork,
+        TimeSpan? timeout,
+        TimeProvider timeProvider,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        using var deadline = new Deadline(timeout, timeProvider);
+        using var runner = new WorkRunner<T>(work, maxConcurrency, ownsWork, cancellationToken);
+
+        // Tasks the runner does not own are not awaited on exit, so waiting for them must also end on cancellation.
+        using CancellationTokenSource? waitCts = ownsWork ? null : CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+        CancellationToken waitToken = waitCts?.Token ?? deadline.Token;
+        try
+        {
+            runner.Fill();
+            while (runner.Running > 0)
+            {
+                WorkRunner<T>.Completion? completion = await NextOrTimeoutAsync(runner, waitToken);
+                if (completion is null)
+                {
+                    // Deadline passed or (for tasks we do not own) the caller cancelled; reported after the drain.
+                    runner.Stop();
+                    break;
+                }
+
+                if (!TryGetCompletedValue(runner, completion, cancellationToken, out T value))
+                {
+                    break;
+                }
+
+                runner.Fill();
+                yield return value;
+            }
+        }
+        finally
+        {
+            runner.Stop();
+            await runner.DrainAsync();
+        }
+
+        runner.Failure?.Throw();
+        cancellationToken.ThrowIfCancellationRequested();
+        if (deadline.IsExpired)
+        {
+            throw new TimeoutException($"AsCompleted did not complete within {timeout}.");
+        }
+    }
+
+    /// <summary>Returns the next completion, or null if <paramref name="waitToken"/> ended the wait first.</summary>
+    private static async ValueTask<WorkRunner<T>.Completion?> NextOrTimeoutAsync<T>(WorkRunner<T> runner, CancellationToken waitToken)
+    {
+        try
+        {
+            return await runner.NextAsync(waitToken);
+        }
+        catch (OperationCanceledException) when (waitToken.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Gets a completion's value; on failure or caller cancellation records it, stops the runner and returns false.</summary>
+    private static bool TryGetCompletedValue<T>(WorkRunner<T> runner, WorkRunner<T>.Completion completion, CancellationToken cancellationToken, out T value)
+    {
+        try
+        {
+            value = completion.GetResult();
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            runner.Fail(ex);
+            value = default!;
+            return false;
+        }
+        catch (Exception)
+        {
+            runner.Stop();
+            value = default!;
+            return false;
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            runner.Stop();
+            return false;
+        }
+
+        return true;
+    }
+}

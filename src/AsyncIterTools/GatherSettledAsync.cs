@@ -1,0 +1,79 @@
+using AsyncIterTools.Internal;
+
+namespace AsyncIterTools;
+
+public static partial class AsyncIter
+{
+    /// <summary>
+    /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once and
+    /// returns the outcome of each, success or failure, in input order (Python's <c>gather(..., return_exceptions=True)</c>).
+    /// </summary>
+    /// <typeparam name="T">The type of each result.</typeparam>
+    /// <param name="work">
+    /// Factories that start one piece of work each; each receives a token cancelled when the caller cancels.
+    /// The sequence is enumerated lazily, one element each time a slot frees up, and disposed.
+    /// </param>
+    /// <param name="maxConcurrency">The most pieces of work running at once; <see langword="null"/> for no limit.</param>
+    /// <param name="cancellationToken">Cancels the gathering: no new work starts and running work sees its token cancelled.</param>
+    /// <returns>One <see cref="Outcome{T}"/> per piece of work, in the order of <paramref name="work"/>.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="work"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxConcurrency"/> is zero or negative.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (thrown after the running work has finished).</exception>
+    /// <exception cref="Exception">Enumerating <paramref name="work"/> failed (thrown after the running work has finished).</exception>
+    /// <remarks>
+    /// A failed piece of work (a factory that throws, a faulted task, or a task cancelled by its own token) becomes a failed
+    /// <see cref="Outcome{T}"/> and does not stop the others. Work starts lazily in input order. When the returned task
+    /// completes, in any way, no work is left running.
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// Outcome&lt;int&gt;[] outcomes = await AsyncIter.GatherSettledAsync(work, maxConcurrency: 2);
+    /// int failed = outcomes.Count(o => !o.IsSuccess);
+    /// </code>
+    /// </example>
+    public static Task<Outcome<T>[]> GatherSettledAsync<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        ValidateMaxConcurrency(maxConcurrency);
+        return GatherSettledCoreAsync(work, maxConcurrency ?? int.MaxValue, cancellationToken);
+
+        static async Task<Outcome<T>[]> GatherSettledCoreAsync(IEnumerable<Func<CancellationToken, Task<T>>> work, int maxConcurrency, CancellationToken cancellationToken)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var results = new List<Outcome<T>>();
+            using var runner = new WorkRunner<T>(work, maxConcurrency, ownsWork: true, cancellationToken);
+            try
+            {
+                runner.Fill();
+                while (runner.Running > 0)
+                {
+                    WorkRunner<T>.Completion completion = await runner.NextAsync(CancellationToken.None);
+                    Outcome<T> outcome;
+                    try
+                    {
+                        outcome = Outcome<T>.FromValue(completion.GetResult());
+                    }
+                    catch (Exception ex)
+                    {
+                        outcome = Outcome<T>.FromException(ex);
+                    }
+
+                    SetAt(results, completion.Index, outcome);
+                    runner.Fill();
+                }
+            }
+            finally
+            {
+                runner.Stop();
+                await runner.DrainAsync();
+            }
+
+            runner.Failure?.Throw();
+            cancellationToken.ThrowIfCancellationRequested();
+            return results.ToArray();
+        }
+    }
+}

@@ -1,0 +1,87 @@
+using System.Runtime.ExceptionServices;
+using System.Threading.Channels;
+
+namespace AsyncIterTools.Internal;
+
+/// <summary>
+/// Reads a source ahead on its own task into a bounded channel (Prefetch and the time-based Batch). Each item is
+/// stamped with the time it was read when a clock is given.
+/// </summary>
+/// <remarks>
+/// The producer never faults: the source's failure is kept in <see cref="_failure"/>, written before the channel is
+/// completed, so a reader that saw the completion sees it too. <see cref="DisposeAsync"/> stops the producer (its
+/// token is cancelled, which also ends a blocked write) and awaits it, after which the source has been disposed.
+/// </remarks>
+internal sealed class SourcePump<T> : IAsyncDisposable
+{
+    /// <summary>The read-ahead buffer; single writer (the producer) and single reader (the operator).</summary>
+    private readonly Channel<Entry> _channel;
+
+    /// <summary>Linked to the consumer's token; given to the source; cancelled by <see cref="DisposeAsync"/>.</summary>
+    private readonly CancellationTokenSource _cts;
+
+    /// <summary>Stamps items with their read time; null when the operator needs no timestamps.</summary>
+    private readonly TimeProvider? _clock;
+
+    /// <summary>The producer; <see cref="Task.CompletedTask"/> until <see cref="Start"/>.</summary>
+    private Task _producer = Task.CompletedTask;
+
+    /// <summary>The source's failure (or cancellation); written before the channel completes.</summary>
+    private ExceptionDispatchInfo? _failure;
+
+    public SourcePump(int capacity, TimeProvider? clock, CancellationToken cancellationToken)
+    {
+        _channel = Channel.CreateBounded<Entry>(new BoundedChannelOptions(capacity)
+        {
+            SingleReader = true,
+            SingleWriter = true,
+            FullMode = BoundedChannelFullMode.Wait,
+            AllowSynchronousContinuations = false,
+        });
+        _clock = clock;
+        _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+    }
+
+    /// <summary>Gets the reader of the read-ahead buffer; it completes (without an error) when the producer is done.</summary>
+    public ChannelReader<Entry> Reader => _channel.Reader;
+
+    /// <summary>Starts reading <paramref name="source"/> on a thread-pool task.</summary>
+    public void Start(IAsyncEnumerable<T> source) => _producer = Task.Run(() => ProduceAsync(source));
+
+    /// <summary>After <see cref="Reader"/> reported completion: rethrows the source's failure, if any.</summary>
+    public void ThrowIfFailed() => _failure?.Throw();
+
+    public async ValueTask DisposeAsync()
+    {
+        _cts.CancelQuietly();
+        await _producer;
+        _cts.Dispose();
+    }
+
+    private async Task ProduceAsync(IAsyncEnumerable<T> source)
+    {
+        try
+        {
+            await using IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(_cts.Token);
+            while (await enumerator.MoveNextAsync())
+            {
+                var entry = new Entry(enumerator.Current, _clock?.GetTimestamp() ?? 0);
+                if (!_channel.Writer.TryWrite(entry))
+                {
+                    await _channel.Writer.WriteAsync(entry, _cts.Token);
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            _failure = ExceptionDispatchInfo.Capture(ex);
+        }
+        finally
+        {
+            _channel.Writer.TryComplete();
+        }
+    }
+
+    /// <summary>An item and the timestamp (of the pump's clock) at which it was read from the source.</summary>
+    internal readonly record struct Entry(T Item, long Timestamp);
+}

@@ -1,0 +1,143 @@
+using System.Runtime.CompilerServices;
+using AsyncIterTools.Internal;
+
+namespace AsyncIterTools;
+
+public static partial class AsyncIter
+{
+    /// <summary>
+    /// Projects each element with an asynchronous <paramref name="selector"/>, running up to
+    /// <paramref name="maxConcurrency"/> calls at once, and yields the results in source order.
+    /// </summary>
+    /// <typeparam name="T">The type of the source elements.</typeparam>
+    /// <typeparam name="TResult">The type of the results.</typeparam>
+    /// <param name="source">The sequence to project.</param>
+    /// <param name="selector">
+    /// The projection; it receives a token that is cancelled when the enumeration fails, is disposed early, or the token
+    /// from <c>WithCancellation</c> is cancelled.
+    /// </param>
+    /// <param name="maxConcurrency">The most selector calls in flight at once.</param>
+    /// <returns>A sequence of the projected elements, in the order of <paramref name="source"/>.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> or <paramref name="selector"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxConcurrency"/> is zero or negative.</exception>
+    /// <remarks>
+    /// <para>
+    /// Deferred. The source is pulled only when a slot is free (back-pressure): at most <paramref name="maxConcurrency"/>
+    /// elements are started and not yet yielded, so memory is O(<paramref name="maxConcurrency"/>): results that complete
+    /// out of order wait only inside that window. A slow element at the head of the window therefore delays the next
+    /// starts; use <see cref="MapUnordered{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int)"/>
+    /// when order does not matter.
+    /// </para>
+    /// <para>
+    /// The first failure, in completion order, of a selector call or of the source cancels the calls in flight, awaits
+    /// them, disposes the source and then surfaces from <c>MoveNextAsync</c>. Disposing the enumerator early does the same
+    /// (cancel, await, dispose): nothing is left running. The source is disposed exactly once.
+    /// </para>
+    /// <para>
+    /// Only an asynchronous selector is offered: a synchronous one would run inline with no concurrency to gain
+    /// (use <c>Select</c>).
+    /// </para>
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// await foreach (User user in ids.Map(async (id, ct) => await api.GetUserAsync(id, ct), maxConcurrency: 8))
+    /// {
+    ///     Console.WriteLine(user.Name); // in the order of ids
+    /// }
+    /// </code>
+    /// </example>
+    public static IAsyncEnumerable<TResult> Map<T, TResult>(
+        this IAsyncEnumerable<T> source,
+        Func<T, CancellationToken, ValueTask<TResult>> selector,
+        int maxConcurrency)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(selector);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxConcurrency);
+        return MapImpl(source, selector, maxConcurrency, ordered: true);
+    }
+
+    private static async IAsyncEnumerable<TResult> MapImpl<T, TResult>(
+        IAsyncEnumerable<T> source,
+        Func<T, CancellationToken, ValueTask<TResult>> selector,
+        int maxConcurrency,
+        bool ordered,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var invoker = new SelectorInvoker<T, TResult>(selector, cts.Token);
+
+        // Ordered: the started, not yet yielded slots in source order (Count <= maxConcurrency). Unordered: unused.
+        Queue<SelectorInvoker<T, TResult>.Slot>? window = ordered ? new Queue<SelectorInvoker<T, TResult>.Slot>() : null;
+        IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(cts.Token);
+        bool sourceDone = false;
+        try
+        {
+            while (true)
+            {
+                sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
+                if (window is not null)
+                {
+                    if (window.Count == 0)
+                    {
+                        break;
+                    }
+
+                    if (window.Peek().IsDone)
+                    {
+                        TResult head = window.Dequeue().Result;
+
+                        // Refill before yielding, so the window stays busy while the consumer works.
+                        sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
+                        yield return head;
+                        continue;
+                    }
+
+                    SelectorInvoker<T, TResult>.Slot completed = await invoker.NextAsync();
+                    completed.Error?.Throw();
+                }
+                else
+                {
+                    if (invoker.InFlight == 0)
+                    {
+                        break;
+                    }
+
+                    SelectorInvoker<T, TResult>.Slot completed = await invoker.NextAsync();
+                    completed.Error?.Throw();
+                    sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
+                    yield return completed.Result;
+                }
+            }
+        }
+        finally
+        {
+            // Failure, early disposal or cancellation: stop the calls in flight and wait for them before the source goes.
+            cts.CancelQuietly();
+            await invoker.DrainAsync();
+            await enumerator.DisposeAsync();
+        }
+    }
+
+    /// <summary>Pulls the source and starts selector calls until the window is full; returns whether the source ended.</summary>
+    private static async ValueTask<bool> FillAsync<T, TResult>(
+        IAsyncEnumerator<T> enumerator,
+        SelectorInvoker<T, TResult> invoker,
+        Queue<SelectorInvoker<T, TResult>.Slot>? window,
+        int maxConcurrency,
+        bool sourceDone)
+    {
+        while (!sourceDone && (window?.Count ?? invoker.InFlight) < maxConcurrency)
+        {
+            if (!await enumerator.MoveNextAsync())
+            {
+                return true;
+            }
+
+            SelectorInvoker<T, TResult>.Slot slot = invoker.Start(enumerator.Current);
+            window?.Enqueue(slot);
+        }
+
+        return sourceDone;
+    }
+}

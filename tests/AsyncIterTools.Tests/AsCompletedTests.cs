@@ -1,0 +1,226 @@
+namespace AsyncIterTools.Tests;
+
+public sealed class AsCompletedTests
+{
+    private static TaskCompletionSource<T> Gate<T>() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    [Fact]
+    public void InvalidArguments_ThrowAtTheCall()
+    {
+        var work = Array.Empty<Func<CancellationToken, Task<int>>>();
+        FluentActions.Invoking(() => AsyncIter.AsCompleted((IEnumerable<Func<CancellationToken, Task<int>>>)null!)).Should().Throw<ArgumentNullException>().WithParameterName("work");
+        FluentActions.Invoking(() => AsyncIter.AsCompleted((IEnumerable<Task<int>>)null!)).Should().Throw<ArgumentNullException>().WithParameterName("tasks");
+        FluentActions.Invoking(() => AsyncIter.AsCompleted(work, 0)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
+        FluentActions.Invoking(() => AsyncIter.AsCompleted(work, null, TimeSpan.FromSeconds(-2))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        FluentActions.Invoking(() => AsyncIter.AsCompleted(Array.Empty<Task<int>>(), TimeSpan.FromSeconds(-2))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        FluentActions.Invoking(() => AsyncIter.AsCompleted(work, null, Timeout.InfiniteTimeSpan)).Should().NotThrow();
+    }
+
+    [Fact]
+    public async Task Empty_GivesEmpty()
+    {
+        (await AsyncIter.AsCompleted(Array.Empty<Func<CancellationToken, Task<int>>>()).ToListAsync()).Should().BeEmpty();
+        (await AsyncIter.AsCompleted(Array.Empty<Task<int>>()).ToListAsync()).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Factories_YieldInCompletionOrder()
+    {
+        var gates = Enumerable.Range(0, 3).Select(_ => Gate<int>()).ToArray();
+        var work = gates.Select(g => (Func<CancellationToken, Task<int>>)(_ => g.Task));
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        gates[2].SetResult(2);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(2);
+
+        move = e.MoveNextAsync();
+        gates[0].SetResult(0);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+
+        gates[1].SetResult(1);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(1);
+        (await e.MoveNextAsync()).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task Tasks_YieldInCompletionOrder()
+    {
+        var gates = Enumerable.Range(0, 3).Select(_ => Gate<int>()).ToArray();
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(gates.Select(g => g.Task)).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        gates[1].SetResult(1);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(1);
+        gates[2].SetResult(2);
+        gates[0].SetResult(0);
+        (await e.MoveNextAsync()).Should().BeTrue();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        (await e.MoveNextAsync()).Should().BeFalse();
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData(2)]
+    public async Task AllResults_ArriveOnce(int? max)
+    {
+        var work = Enumerable.Range(0, 25).Select(i => (Func<CancellationToken, Task<int>>)(async _ =>
+        {
+            for (int k = 0; k < i % 5; k++)
+            {
+                await Task.Yield();
+            }
+
+            return i;
+        }));
+
+        (await AsyncIter.AsCompleted(work, max).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEquivalentTo(Enumerable.Range(0, 25));
+    }
+
+    [Fact]
+    public async Task PeakConcurrency_ReachesButNeverExceedsMax_AndStartsLazilyInInputOrder()
+    {
+        var probe = new ConcurrencyProbe(max: 3);
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(Enumerable.Range(0, 20).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.ReachedMax, ct))));
+
+        IAsyncEnumerable<int> results = AsyncIter.AsCompleted(work, 3);
+        work.Pulled.Should().Be(0);
+
+        (await results.ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEquivalentTo(Enumerable.Range(0, 20));
+        probe.Peak.Should().Be(3);
+        probe.StartOrder.Should().Equal(Enumerable.Range(0, 20));
+        work.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task Break_CancelsAndAwaitsRunningWork()
+    {
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(
+            new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(-1) }
+                .Concat(Enumerable.Range(0, 3).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, never, ct)))));
+
+        await foreach (int x in AsyncIter.AsCompleted(work, 4))
+        {
+            x.Should().Be(-1);
+            break;
+        }
+
+        probe.Started.Should().Be(3);
+        probe.Cancelled.Should().Be(3);
+        probe.InFlight.Should().Be(0);
+        work.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task Failure_SurfacesInCompletionOrder_AndCancelsTheRest()
+    {
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        var fail = Gate<int>();
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            ct => probe.RunAsync(0, never, ct),
+            _ => Task.FromResult(1),
+            _ => fail.Task,
+            ct => probe.RunAsync(3, never, ct),
+        };
+
+        var seen = new List<int>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(work))
+            {
+                seen.Add(x);
+                fail.SetException(new FormatException());
+            }
+        };
+
+        await act.Should().ThrowAsync<FormatException>();
+        seen.Should().Equal(1);
+        probe.Cancelled.Should().Be(2);
+        probe.InFlight.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Timeout_IsOneOverallDeadline_CancelsAndAwaitsWork_ThenThrowsTimeoutException()
+    {
+        var time = new ManualTimeProvider();
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        var second = Gate<int>();
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ => Task.FromResult(0),
+            _ => second.Task,
+            ct => probe.RunAsync(2, never, ct),
+        };
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work, null, TimeSpan.FromSeconds(10), time).GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        time.Advance(TimeSpan.FromSeconds(6));
+        ValueTask<bool> move = e.MoveNextAsync();
+        second.SetResult(1);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(1);
+
+        move = e.MoveNextAsync();
+        time.Advance(TimeSpan.FromSeconds(4));
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+        probe.Cancelled.Should().Be(1);
+        probe.InFlight.Should().Be(0);
+        time.ActiveTimers.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task TimeoutZero_YieldsWhatIsAlreadyDone_ThenTimesOut()
+    {
+        var pending = Gate<int>();
+        var tasks = new[] { Task.FromResult(1), pending.Task };
+        var seen = new List<int>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(tasks, TimeSpan.Zero))
+            {
+                seen.Add(x);
+            }
+        };
+
+        await act.Should().ThrowAsync<TimeoutException>();
+        seen.Should().Equal(1);
+    }
+
+    [Fact]
+    public async Task Cancellation_CancelsWork_AndThrowsOperationCanceled()
+    {
+        var probe = new ConcurrencyProbe(max: 2);
+        var never = new TaskCompletionSource<bool>().Task;
+        using var cts = new CancellationTokenSource();
+        var work = Enumerable.Range(0, 2).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, never, ct)));
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work).GetAsyncEnumerator(cts.Token);
+        ValueTask<bool> move = e.MoveNextAsync();
+        await probe.ReachedMax.WaitAsync(TestWork.Bound);
+        cts.Cancel();
+
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        probe.Cancelled.Should().Be(2);
+        probe.InFlight.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task TasksOverload_Cancellation_StopsWaitingForTasksItDoesNotOwn()
+    {
+        var pending = Gate<int>();
+        using var cts = new CancellationTokenSource();
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(new[] { pending.Task }).GetAsyncEnumerator(cts.Token);
+        ValueTask<bool> move = e.MoveNextAsync();
+        cts.Cancel();
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        pending.SetResult(1);
+    }
+}

@@ -1,0 +1,190 @@
+namespace AsyncIterTools.Tests;
+
+public sealed class BatchTests
+{
+    [Fact]
+    public void InvalidArguments_ThrowAtTheCall()
+    {
+        var source = Sources.Of(SourceMode.Synchronous, 1);
+        FluentActions.Invoking(() => ((IAsyncEnumerable<int>)null!).Batch(2)).Should().Throw<ArgumentNullException>().WithParameterName("source");
+        FluentActions.Invoking(() => source.Batch(0)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("size");
+        FluentActions.Invoking(() => ((IAsyncEnumerable<int>)null!).Batch(2, TimeSpan.FromSeconds(1))).Should().Throw<ArgumentNullException>().WithParameterName("source");
+        FluentActions.Invoking(() => source.Batch(0, TimeSpan.FromSeconds(1))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxSize");
+        FluentActions.Invoking(() => source.Batch(2, TimeSpan.Zero)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxDelay");
+        FluentActions.Invoking(() => source.Batch(2, Timeout.InfiniteTimeSpan)).Should().NotThrow();
+        source.Enumerators.Should().Be(0);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task Empty_GivesEmpty(SourceMode mode)
+    {
+        (await Sources.Of<int>(mode).Batch(3).ToListAsync()).Should().BeEmpty();
+        (await Sources.Of<int>(mode).Batch(3, TimeSpan.FromSeconds(1), new ManualTimeProvider()).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEmpty();
+    }
+
+    [Theory]
+    [InlineData(SourceMode.Synchronous, 10, 3)]
+    [InlineData(SourceMode.Yielding, 10, 3)]
+    [InlineData(SourceMode.Synchronous, 9, 3)]
+    [InlineData(SourceMode.Yielding, 1, 5)]
+    [InlineData(SourceMode.Synchronous, 2_500, 2_000)]
+    public async Task Values_MatchChunk(SourceMode mode, int count, int size)
+    {
+        int[] items = Enumerable.Range(0, count).ToArray();
+        var source = Sources.From(items, mode);
+        List<int[]> batches = await source.Batch(size).ToListAsync();
+        batches.Should().BeEquivalentTo(items.Chunk(size), o => o.WithStrictOrdering());
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task Strict_YieldsFullBatches_ThenThrowsOnAShortOne(SourceMode mode)
+    {
+        var source = Sources.From(Enumerable.Range(0, 7), mode);
+        var seen = new List<int[]>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int[] batch in source.Batch(3, strict: true))
+            {
+                seen.Add(batch);
+            }
+        };
+
+        await act.Should().ThrowAsync<InvalidOperationException>();
+        seen.Should().BeEquivalentTo(new[] { new[] { 0, 1, 2 }, new[] { 3, 4, 5 } }, o => o.WithStrictOrdering());
+        source.Disposals.Should().Be(1);
+        (await Sources.From(Enumerable.Range(0, 6), mode).Batch(3, strict: true).ToListAsync()).Should().HaveCount(2);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task EarlyBreak_Error_Cancellation_DisposeTheSourceOnce(SourceMode mode)
+    {
+        var source = Sources.From(Enumerable.Range(0, 100), mode);
+        await foreach (int[] batch in source.Batch(4))
+        {
+            break;
+        }
+
+        source.Disposals.Should().Be(1);
+        source.Produced.Should().Be(4);
+
+        var failing = Sources.Failing(Enumerable.Range(0, 10), failAt: 5, mode);
+        await FluentActions.Awaiting(() => failing.Batch(2).ToListAsync().AsTask()).Should().ThrowAsync<InvalidOperationException>();
+        failing.Disposals.Should().Be(1);
+
+        using var cts = new CancellationTokenSource();
+        var cancelled = Sources.From(Enumerable.Range(0, 100), mode);
+        Func<Task> act = async () =>
+        {
+            await foreach (int[] batch in cancelled.Batch(2).WithCancellation(cts.Token))
+            {
+                cts.Cancel();
+            }
+        };
+        await act.Should().ThrowAsync<OperationCanceledException>();
+        cancelled.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task Timed_FastSource_GivesFullBatches_InOrder(SourceMode mode)
+    {
+        int[] items = Enumerable.Range(0, 23).ToArray();
+        var source = Sources.From(items, mode);
+        List<int[]> batches = await source.Batch(5, Timeout.InfiniteTimeSpan).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+        batches.Should().BeEquivalentTo(items.Chunk(5), o => o.WithStrictOrdering());
+        source.Disposals.Should().Be(1);
+
+        // With a clock that never moves, a finite delay never fires: batches are cut by size only.
+        List<int[]> timed = await Sources.From(items, mode).Batch(5, TimeSpan.FromSeconds(1), new ManualTimeProvider()).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+        timed.Should().BeEquivalentTo(items.Chunk(5), o => o.WithStrictOrdering());
+    }
+
+    [Fact]
+    public async Task Timed_PartialBatch_IsEmittedAtItsDeadline_WhileTheSourceIsStalled_AndNoEmptyBatchEver()
+    {
+        var time = new ManualTimeProvider();
+        var gate = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stalled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        IAsyncEnumerable<int> source = TestWork.ThenWait(new[] { 1, 2 }, gate.Task, () => stalled.TrySetResult(true));
+
+        await using IAsyncEnumerator<int[]> e = source.Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        await stalled.Task.WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(4));
+        move.IsCompleted.Should().BeFalse();
+
+        time.Advance(TimeSpan.FromSeconds(1));
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal(1, 2);
+
+        // Nothing is waiting: time passing emits nothing (no empty batch); the end of the source ends the sequence.
+        move = e.MoveNextAsync();
+        time.Advance(TimeSpan.FromSeconds(60));
+        move.IsCompleted.Should().BeFalse();
+        gate.SetResult(true);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task Timed_SourceError_IsThrownAfterThePartialBatchBeforeIt()
+    {
+        var source = Sources.Failing(Enumerable.Range(0, 10), failAt: 3, SourceMode.Yielding);
+        var seen = new List<int[]>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int[] batch in source.Batch(5, TimeSpan.FromMinutes(5), new ManualTimeProvider()))
+            {
+                seen.Add(batch);
+            }
+        };
+
+        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("source failure");
+        seen.Should().BeEquivalentTo(new[] { new[] { 0, 1, 2 } }, o => o.WithStrictOrdering());
+        source.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task Timed_Dispose_StopsTheReadAhead_AndDisposesTheSourceOnce()
+    {
+        var gate = new TaskCompletionSource<bool>();
+        var stalled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var disposed = 0;
+        async IAsyncEnumerable<int> Source([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+        {
+            try
+            {
+                yield return 1;
+                stalled.SetResult(true);
+                await gate.Task.WaitAsync(ct);
+            }
+            finally
+            {
+                Interlocked.Increment(ref disposed);
+            }
+        }
+
+        var time = new ManualTimeProvider();
+        await using (IAsyncEnumerator<int[]> e = Source().Batch(2, TimeSpan.FromSeconds(1), time).GetAsyncEnumerator())
+        {
+            ValueTask<bool> move = e.MoveNextAsync();
+            await stalled.Task.WaitAsync(TestWork.Bound);
+            time.Advance(TimeSpan.FromSeconds(1));
+            (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+            e.Current.Should().Equal(1);
+        }
+
+        disposed.Should().Be(1);
+        time.ActiveTimers.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Timed_Cancellation_Throws()
+    {
+        var gate = new TaskCompletionSource<bool>();
+        using var cts = new CancellationTokenSource();
+        await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, gate.Task).Batch(3, TimeSpan.FromSeconds(1), new ManualTimeProvider()).GetAsyncEnumerator(cts.Token);
+        ValueTask<bool> move = e.MoveNextAsync();
+        cts.Cancel();
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+}

@@ -1,0 +1,154 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+
+namespace AsyncIterTools.Tests;
+
+/// <summary>
+/// Records how many pieces of work run at once: the peak in-flight count, start order, and how each ended.
+/// <see cref="ReachedMax"/> completes the first time <c>max</c> pieces are in flight, so work gated on it proves the
+/// operator reaches its limit, and nothing else (no delays) is needed to get there.
+/// </summary>
+public sealed class ConcurrencyProbe(int max = int.MaxValue)
+{
+    private readonly TaskCompletionSource<bool> _reachedMax = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _inFlight;
+    private int _peak;
+    private int _started;
+    private int _finished;
+    private int _cancelled;
+
+    public ConcurrentQueue<int> StartOrder { get; } = new();
+
+    public int InFlight => Volatile.Read(ref _inFlight);
+
+    public int Peak => Volatile.Read(ref _peak);
+
+    public int Started => Volatile.Read(ref _started);
+
+    public int Finished => Volatile.Read(ref _finished);
+
+    /// <summary>Pieces of work that ended by observing cancellation.</summary>
+    public int Cancelled => Volatile.Read(ref _cancelled);
+
+    /// <summary>Completes when <c>max</c> pieces are in flight at once.</summary>
+    public Task ReachedMax => _reachedMax.Task;
+
+    public void Enter(int id)
+    {
+        StartOrder.Enqueue(id);
+        Interlocked.Increment(ref _started);
+        int now = Interlocked.Increment(ref _inFlight);
+        int peak;
+        while (now > (peak = Volatile.Read(ref _peak)) && Interlocked.CompareExchange(ref _peak, now, peak) != peak)
+        {
+        }
+
+        if (now >= max)
+        {
+            _reachedMax.TrySetResult(true);
+        }
+    }
+
+    public void Exit(bool cancelled = false)
+    {
+        if (cancelled)
+        {
+            Interlocked.Increment(ref _cancelled);
+        }
+
+        Interlocked.Increment(ref _finished);
+        Interlocked.Decrement(ref _inFlight);
+    }
+
+    /// <summary>Work that enters, waits for <paramref name="gate"/> (or its token), exits, and returns <paramref name="id"/>.</summary>
+    public async Task<int> RunAsync(int id, Task gate, CancellationToken cancellationToken)
+    {
+        Enter(id);
+        bool cancelled = false;
+        try
+        {
+            await gate.WaitAsync(cancellationToken);
+            return id;
+        }
+        catch (OperationCanceledException)
+        {
+            cancelled = true;
+            throw;
+        }
+        finally
+        {
+            Exit(cancelled);
+        }
+    }
+}
+
+/// <summary>Helpers shared by the concurrency tests.</summary>
+public static class TestWork
+{
+    /// <summary>The bound for any await that could hang if the operator had a bug.</summary>
+    public static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
+
+    /// <summary>A lazily enumerated sequence that records how many elements were pulled and whether it was disposed.</summary>
+    public sealed class LazySequence<T>(IEnumerable<T> items) : IEnumerable<T>
+    {
+        private int _pulled;
+        private int _disposals;
+
+        public int Pulled => Volatile.Read(ref _pulled);
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public IEnumerator<T> GetEnumerator()
+        {
+            try
+            {
+                foreach (T item in items)
+                {
+                    Interlocked.Increment(ref _pulled);
+                    yield return item;
+                }
+            }
+            finally
+            {
+                Interlocked.Increment(ref _disposals);
+            }
+        }
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    /// <summary>An async sequence that tracks how many of its kind are active (enumerating, not yet disposed).</summary>
+    public static async IAsyncEnumerable<int> Tracked(ConcurrencyProbe probe, int id, IEnumerable<int> items, SourceMode mode, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        probe.Enter(id);
+        try
+        {
+            foreach (int item in items)
+            {
+                if (mode == SourceMode.Yielding)
+                {
+                    await Task.Yield();
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+                yield return item;
+            }
+        }
+        finally
+        {
+            probe.Exit();
+        }
+    }
+
+    /// <summary>An async sequence that yields <paramref name="items"/> and then waits on <paramref name="gate"/> (or its token) forever-ish.</summary>
+    public static async IAsyncEnumerable<int> ThenWait(IEnumerable<int> items, Task gate, Action? onStall = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        foreach (int item in items)
+        {
+            yield return item;
+        }
+
+        onStall?.Invoke();
+        await gate.WaitAsync(cancellationToken);
+    }
+}

@@ -1,0 +1,200 @@
+namespace AsyncIterTools.Tests;
+
+public sealed class GatherAsyncTests
+{
+    private static Func<CancellationToken, Task<int>> Const(int value) => _ => Task.FromResult(value);
+
+    [Fact]
+    public async Task InvalidArguments_ThrowAtTheCall()
+    {
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherAsync<int>(null!); }).Should().Throw<ArgumentNullException>().WithParameterName("work");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherAsync(new[] { Const(1) }, 0); }).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherAsync(new[] { Const(1) }, -1); }).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
+        (await AsyncIter.GatherAsync(new[] { Const(1) }, 1)).Should().Equal(1);
+    }
+
+    [Fact]
+    public async Task Empty_GivesEmpty()
+    {
+        (await AsyncIter.GatherAsync(Array.Empty<Func<CancellationToken, Task<int>>>())).Should().BeEmpty();
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(100)]
+    public async Task Results_AreInInputOrder_WhateverTheCompletionOrder(int? max)
+    {
+        // Later items complete first: each waits for a number of yields decreasing with its index.
+        var work = Enumerable.Range(0, 20).Select(i => (Func<CancellationToken, Task<int>>)(async _ =>
+        {
+            for (int k = 0; k < 20 - i; k++)
+            {
+                await Task.Yield();
+            }
+
+            return i * i;
+        }));
+
+        int[] results = await AsyncIter.GatherAsync(work, max).WaitAsync(TestWork.Bound);
+        results.Should().Equal(Enumerable.Range(0, 20).Select(i => i * i));
+    }
+
+    [Fact]
+    public async Task PeakConcurrency_ReachesButNeverExceedsMax_AndStartsInInputOrder()
+    {
+        var probe = new ConcurrencyProbe(max: 4);
+        var work = Enumerable.Range(0, 30).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.ReachedMax, ct)));
+
+        int[] results = await AsyncIter.GatherAsync(work, 4).WaitAsync(TestWork.Bound);
+
+        results.Should().Equal(Enumerable.Range(0, 30));
+        probe.Peak.Should().Be(4);
+        probe.StartOrder.Should().Equal(Enumerable.Range(0, 30));
+        probe.InFlight.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Work_IsEnumeratedLazily_AsSlotsFreeUp_AndDisposed()
+    {
+        var gates = Enumerable.Range(0, 5).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        var started = Enumerable.Range(0, 5).Select(_ => new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(Enumerable.Range(0, 5).Select(i => (Func<CancellationToken, Task<int>>)(_ =>
+        {
+            started[i].SetResult(true);
+            return gates[i].Task;
+        })));
+
+        Task<int[]> gather = AsyncIter.GatherAsync(work, 2);
+        work.Pulled.Should().Be(2);
+
+        gates[0].SetResult(0);
+        await started[2].Task.WaitAsync(TestWork.Bound);
+        work.Pulled.Should().Be(3);
+        started[3].Task.IsCompleted.Should().BeFalse();
+        for (int i = 1; i < gates.Length; i++)
+        {
+            gates[i].SetResult(i);
+        }
+
+        (await gather.WaitAsync(TestWork.Bound)).Should().Equal(0, 1, 2, 3, 4);
+        work.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task FirstFailure_CancelsRunningWork_AwaitsIt_StartsNothingNew_AndIsThrownAsIs()
+    {
+        var probe = new ConcurrencyProbe();
+        var boom = new InvalidOperationException("boom");
+        var failGate = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var never = new TaskCompletionSource<bool>().Task;
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(Enumerable.Range(0, 10).Select(i => (Func<CancellationToken, Task<int>>)(async ct =>
+        {
+            if (i == 1)
+            {
+                await failGate.Task;
+                throw boom;
+            }
+
+            return await probe.RunAsync(i, never, ct);
+        })));
+
+        Task<int[]> gather = AsyncIter.GatherAsync(work, 3);
+        probe.Started.Should().Be(2);
+        failGate.SetResult(true);
+
+        (await FluentActions.Awaiting(() => gather.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>()).Which.Should().BeSameAs(boom);
+        probe.Started.Should().Be(2);
+        probe.Cancelled.Should().Be(2);
+        probe.InFlight.Should().Be(0);
+        work.Pulled.Should().Be(3);
+        work.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task Failure_WaitsForWorkThatIgnoresItsToken()
+    {
+        var stubborn = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var politeCancelled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var failGate = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ => stubborn.Task,
+            async ct =>
+            {
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, ct);
+                    return 0;
+                }
+                finally
+                {
+                    politeCancelled.SetResult(true);
+                }
+            },
+            async _ =>
+            {
+                await failGate.Task;
+                throw new FormatException();
+            },
+        };
+
+        Task<int[]> gather = AsyncIter.GatherAsync(work);
+        failGate.SetResult(true);
+        await politeCancelled.Task.WaitAsync(TestWork.Bound);
+        gather.IsCompleted.Should().BeFalse();
+
+        stubborn.SetResult(1);
+        await FluentActions.Awaiting(() => gather.WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+    }
+
+    [Fact]
+    public async Task FactoryThatThrowsSynchronously_IsAFailure()
+    {
+        var work = new Func<CancellationToken, Task<int>>[] { Const(1), _ => throw new FormatException() };
+        await FluentActions.Awaiting(() => AsyncIter.GatherAsync(work)).Should().ThrowAsync<FormatException>();
+    }
+
+    [Fact]
+    public async Task EnumeratingTheWorkFails_RunningWorkIsCancelledAndTheFailureThrown()
+    {
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            yield return ct => probe.RunAsync(0, never, ct);
+            throw new FormatException();
+        }
+
+        await FluentActions.Awaiting(() => AsyncIter.GatherAsync(Work()).WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+        probe.Cancelled.Should().Be(1);
+        probe.InFlight.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task CallerCancellation_CancelsRunningWork_AndThrowsAfterItFinished()
+    {
+        var probe = new ConcurrencyProbe(max: 2);
+        var never = new TaskCompletionSource<bool>().Task;
+        using var cts = new CancellationTokenSource();
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(Enumerable.Range(0, 10).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, never, ct))));
+
+        Task<int[]> gather = AsyncIter.GatherAsync(work, 2, cts.Token);
+        await probe.ReachedMax.WaitAsync(TestWork.Bound);
+        cts.Cancel();
+
+        await FluentActions.Awaiting(() => gather.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        probe.InFlight.Should().Be(0);
+        probe.Started.Should().Be(2);
+        work.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task PreCancelledToken_StartsNothing()
+    {
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(new[] { Const(1) });
+        await FluentActions.Awaiting(() => AsyncIter.GatherAsync(work, null, new CancellationToken(true))).Should().ThrowAsync<OperationCanceledException>();
+        work.Pulled.Should().Be(0);
+    }
+}

@@ -1,0 +1,189 @@
+namespace AsyncIterTools.Tests;
+
+public sealed class MergeTests
+{
+    [Fact]
+    public void InvalidArguments_ThrowAtTheCall()
+    {
+        FluentActions.Invoking(() => AsyncIter.Merge((IAsyncEnumerable<int>[])null!)).Should().Throw<ArgumentNullException>().WithParameterName("sources");
+        FluentActions.Invoking(() => AsyncIter.Merge(Sources.Of(SourceMode.Synchronous, 1), null!)).Should().Throw<ArgumentNullException>().WithParameterName("sources");
+        FluentActions.Invoking(() => AsyncIter.Merge((IEnumerable<IAsyncEnumerable<int>>)null!, 1)).Should().Throw<ArgumentNullException>().WithParameterName("sources");
+        FluentActions.Invoking(() => AsyncIter.Merge(new List<IAsyncEnumerable<int>>(), 0)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
+    }
+
+    [Fact]
+    public async Task Empty_GivesEmpty()
+    {
+        (await AsyncIter.Merge<int>().ToListAsync()).Should().BeEmpty();
+        (await AsyncIter.Merge(new List<IAsyncEnumerable<int>>(), 2).ToListAsync()).Should().BeEmpty();
+        var empty = Sources.Of<int>(SourceMode.Yielding);
+        (await AsyncIter.Merge(empty, Sources.Of<int>(SourceMode.Synchronous)).ToListAsync()).Should().BeEmpty();
+        empty.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task AllItems_ArriveOnce_EachSourceInItsOwnOrder_EachDisposedOnce(SourceMode mode)
+    {
+        var sources = Enumerable.Range(0, 5).Select(s => Sources.From(Enumerable.Range(s * 100, 20 + s), mode)).ToArray();
+        List<int> merged = await AsyncIter.Merge(sources).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+
+        merged.Should().BeEquivalentTo(sources.SelectMany((_, s) => Enumerable.Range(s * 100, 20 + s)));
+        for (int s = 0; s < 5; s++)
+        {
+            merged.Where(x => x / 100 == s).Should().Equal(Enumerable.Range(s * 100, 20 + s));
+            sources[s].Disposals.Should().Be(1);
+        }
+    }
+
+    [Fact]
+    public async Task SynchronousSources_AreServedRoundRobin_NoneStarves()
+    {
+        var a = Sources.From(Enumerable.Range(0, 1_000));
+        var b = Sources.From(Enumerable.Range(1_000, 1_000));
+        var first = new List<int>();
+        await foreach (int x in AsyncIter.Merge(a, b))
+        {
+            first.Add(x);
+            if (first.Count == 10)
+            {
+                break;
+            }
+        }
+
+        first.Should().Equal(0, 1_000, 1, 1_001, 2, 1_002, 3, 1_003, 4, 1_004);
+        a.Disposals.Should().Be(1);
+        b.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task FastSynchronousSource_DoesNotStarveAnAsynchronousOne()
+    {
+        var fast = Sources.From(Enumerable.Range(0, 100_000));
+        var slow = Sources.From(Enumerable.Range(-5, 5), SourceMode.Yielding);
+        int seenBeforeSlowFinished = 0;
+        int slowSeen = 0;
+        await foreach (int x in AsyncIter.Merge(fast, slow))
+        {
+            if (x < 0 && ++slowSeen == 5)
+            {
+                break;
+            }
+
+            seenBeforeSlowFinished++;
+        }
+
+        slowSeen.Should().Be(5);
+        fast.Produced.Should().BeLessThan(100_000);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task MaxConcurrency_LimitsActiveSources_StartsTheRestInOrder(SourceMode mode)
+    {
+        var probe = new ConcurrencyProbe(max: 2);
+        var sequence = new TestWork.LazySequence<IAsyncEnumerable<int>>(
+            Enumerable.Range(0, 6).Select(s => TestWork.Tracked(probe, s, Enumerable.Range(s * 10, 3), mode)));
+
+        IAsyncEnumerable<int> merged = AsyncIter.Merge(sequence, 2);
+        sequence.Pulled.Should().Be(0);
+        List<int> all = await merged.ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+
+        all.Should().BeEquivalentTo(Enumerable.Range(0, 6).SelectMany(s => Enumerable.Range(s * 10, 3)));
+        probe.Peak.Should().Be(2);
+        probe.StartOrder.Should().Equal(Enumerable.Range(0, 6));
+        probe.InFlight.Should().Be(0);
+        sequence.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task FirstError_CancelsAndDisposesTheOthers_ThenSurfaces(SourceMode mode)
+    {
+        var gate = new TaskCompletionSource<bool>();
+        var stalled = Sources.From(Enumerable.Range(0, 3), mode);
+        var waiting = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var waitingSource = new TrackedEnumerable(TestWork.ThenWait(new[] { 100 }, gate.Task, () => waiting.TrySetResult(true)));
+        var failing = Sources.Failing(Enumerable.Range(200, 5), failAt: 2, mode);
+
+        await FluentActions.Awaiting(() => AsyncIter.Merge(stalled, waitingSource, failing).ToListAsync().AsTask().WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<InvalidOperationException>().WithMessage("source failure");
+
+        stalled.Disposals.Should().Be(1);
+        failing.Disposals.Should().Be(1);
+        waitingSource.Disposals.Should().Be(1);
+        waitingSource.LastToken.IsCancellationRequested.Should().BeTrue();
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task EarlyBreak_DisposesEverySourceOnce_IncludingOnesWithAPendingMoveNext(SourceMode mode)
+    {
+        var gate = new TaskCompletionSource<bool>();
+        var waiting = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var pendingSource = new TrackedEnumerable(TestWork.ThenWait(Array.Empty<int>(), gate.Task, () => waiting.TrySetResult(true)));
+        var other = Sources.From(Enumerable.Range(0, 100), mode);
+        await foreach (int x in AsyncIter.Merge(pendingSource, other))
+        {
+            await waiting.Task.WaitAsync(TestWork.Bound);
+            break;
+        }
+
+        pendingSource.Disposals.Should().Be(1);
+        other.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task Cancellation_FlowsToEverySource(SourceMode mode)
+    {
+        using var cts = new CancellationTokenSource();
+        var a = Sources.From(Enumerable.Range(0, 100), mode);
+        var b = Sources.From(Enumerable.Range(100, 100), mode);
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.Merge(a, b).WithCancellation(cts.Token))
+            {
+                cts.Cancel();
+            }
+        };
+
+        await act.Should().ThrowAsync<OperationCanceledException>();
+        a.LastToken.IsCancellationRequested.Should().BeTrue();
+        a.Disposals.Should().Be(1);
+        b.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task NullSourceInLazySequence_FailsTheMerge()
+    {
+        var a = Sources.From(Enumerable.Range(0, 3));
+        await FluentActions.Awaiting(() => AsyncIter.Merge(new IAsyncEnumerable<int>[] { a, null! }.AsEnumerable(), 2).ToListAsync().AsTask())
+            .Should().ThrowAsync<ArgumentException>().WithParameterName("sources");
+        a.Disposals.Should().Be(1);
+    }
+
+    /// <summary>Wraps any async sequence to count disposals and record its token.</summary>
+    private sealed class TrackedEnumerable(IAsyncEnumerable<int> inner) : IAsyncEnumerable<int>
+    {
+        private int _disposals;
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public CancellationToken LastToken { get; private set; }
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+        {
+            LastToken = cancellationToken;
+            return new Enumerator(this, inner.GetAsyncEnumerator(cancellationToken));
+        }
+
+        private sealed class Enumerator(TrackedEnumerable owner, IAsyncEnumerator<int> inner) : IAsyncEnumerator<int>
+        {
+            public int Current => inner.Current;
+
+            public ValueTask<bool> MoveNextAsync() => inner.MoveNextAsync();
+
+            public ValueTask DisposeAsync()
+            {
+                Interlocked.Increment(ref owner._disposals);
+                return inner.DisposeAsync();
+            }
+        }
+    }
+}

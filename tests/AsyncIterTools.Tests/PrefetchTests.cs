@@ -1,0 +1,89 @@
+namespace AsyncIterTools.Tests;
+
+public sealed class PrefetchTests
+{
+    [Fact]
+    public void InvalidArguments_ThrowAtTheCall()
+    {
+        FluentActions.Invoking(() => ((IAsyncEnumerable<int>)null!).Prefetch(2)).Should().Throw<ArgumentNullException>().WithParameterName("source");
+        FluentActions.Invoking(() => Sources.Of(SourceMode.Synchronous, 1).Prefetch(0)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("capacity");
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task Values_AreUnchanged_AndTheSourceIsDisposedOnce(SourceMode mode)
+    {
+        (await Sources.Of<int>(mode).Prefetch(3).ToListAsync()).Should().BeEmpty();
+        var source = Sources.From(Enumerable.Range(0, 100), mode);
+        (await source.Prefetch(3).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().Equal(Enumerable.Range(0, 100));
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task SourceError_SurfacesAfterTheItemsBeforeIt(SourceMode mode)
+    {
+        var source = Sources.Failing(Enumerable.Range(0, 10), failAt: 4, mode);
+        var seen = new List<int>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in source.Prefetch(2))
+            {
+                seen.Add(x);
+            }
+        };
+
+        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("source failure");
+        seen.Should().Equal(0, 1, 2, 3);
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task ReadAhead_IsBoundedByCapacity_AndBreakStopsTheProducer(SourceMode mode)
+    {
+        var source = Sources.From(Enumerable.Range(0, 1_000), mode);
+        var reachedFull = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await foreach (int x in source.Prefetch(3))
+        {
+            // 1 consumed + 3 buffered + 1 held by the blocked writer: the producer cannot get further.
+            var bound = System.Diagnostics.Stopwatch.StartNew();
+            while (source.Produced < 5 && bound.Elapsed < TestWork.Bound)
+            {
+                await Task.Yield();
+            }
+
+            source.Produced.Should().Be(5);
+
+            source.MoveNextCalls.Should().BeLessThanOrEqualTo(5);
+            break;
+        }
+
+        source.Disposals.Should().Be(1);
+        source.Produced.Should().BeLessThanOrEqualTo(5);
+    }
+
+    [Fact]
+    public async Task Cancellation_EndsAPendingMoveNext_AndStopsTheProducer()
+    {
+        var gate = new TaskCompletionSource<bool>();
+        int disposed = 0;
+        async IAsyncEnumerable<int> Source([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+        {
+            try
+            {
+                await gate.Task.WaitAsync(ct);
+                yield return 1;
+            }
+            finally
+            {
+                Interlocked.Increment(ref disposed);
+            }
+        }
+
+        using var cts = new CancellationTokenSource();
+        IAsyncEnumerator<int> e = Source().Prefetch(2).GetAsyncEnumerator(cts.Token);
+        ValueTask<bool> move = e.MoveNextAsync();
+        cts.Cancel();
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        await e.DisposeAsync();
+        disposed.Should().Be(1);
+    }
+}
