@@ -27,14 +27,12 @@ namespace AsyncPrimitives;
 [DebuggerDisplay("Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public sealed class AsyncLifoQueue<T> : AsyncQueueBase<T>
 {
-    private static readonly Func<int, QueueStore<T>> s_createStore = static maxSize => new LifoStore<T>(maxSize);
-
     /// <summary>Creates a LIFO queue.</summary>
     /// <param name="maxSize">The most items the queue holds before puts wait; 0 (the default) means unbounded.</param>
     /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxSize"/> is negative.</exception>
     public AsyncLifoQueue(int maxSize = 0, TimeProvider? timeProvider = null)
-        : base("AsyncLifoQueue", maxSize, s_createStore, timeProvider)
+        : base("AsyncLifoQueue", maxSize, new LifoStore<T>(CheckMaxSize(maxSize)), timeProvider)
     {
     }
 }

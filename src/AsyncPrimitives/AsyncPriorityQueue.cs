@@ -38,14 +38,11 @@ public sealed class AsyncPriorityQueue<T> : AsyncQueueBase<T>
     /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxSize"/> is negative.</exception>
     public AsyncPriorityQueue(int maxSize = 0, IComparer<T>? comparer = null, TimeProvider? timeProvider = null)
-        : base("AsyncPriorityQueue", maxSize, CreateStoreFactory(comparer ?? Comparer<T>.Default), timeProvider)
+        : base("AsyncPriorityQueue", maxSize, new PriorityStore<T>(CheckMaxSize(maxSize), comparer ??= Comparer<T>.Default), timeProvider)
     {
-        Comparer = comparer ?? Comparer<T>.Default;
+        Comparer = comparer;
     }
 
     /// <summary>The comparer that orders the items.</summary>
     public IComparer<T> Comparer { get; }
-
-    private static Func<int, QueueStore<T>> CreateStoreFactory(IComparer<T> comparer) =>
-        maxSize => new PriorityStore<T>(maxSize, comparer);
 }

@@ -24,14 +24,12 @@ namespace AsyncPrimitives;
 [DebuggerDisplay("Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public sealed class AsyncQueue<T> : AsyncQueueBase<T>
 {
-    private static readonly Func<int, QueueStore<T>> s_createStore = static maxSize => new FifoStore<T>(maxSize);
-
     /// <summary>Creates a FIFO queue.</summary>
     /// <param name="maxSize">The most items the queue holds before puts wait; 0 (the default) means unbounded.</param>
     /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxSize"/> is negative.</exception>
     public AsyncQueue(int maxSize = 0, TimeProvider? timeProvider = null)
-        : base("AsyncQueue", maxSize, s_createStore, timeProvider)
+        : base("AsyncQueue", maxSize, new FifoStore<T>(CheckMaxSize(maxSize)), timeProvider)
     {
     }
 }

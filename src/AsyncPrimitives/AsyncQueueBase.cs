@@ -90,13 +90,13 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// <summary>Set once by <see cref="Shutdown(bool)"/>; never cleared.</summary>
     private bool _isShutDown;
 
-    private protected AsyncQueueBase(string name, int maxSize, Func<int, QueueStore<T>> createStore, TimeProvider? timeProvider)
+    private protected AsyncQueueBase(string name, int maxSize, QueueStore<T> store, TimeProvider? timeProvider)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(maxSize);
+        Debug.Assert(maxSize >= 0, "derived constructors validate maxSize with CheckMaxSize");
         TimeProvider time = timeProvider ?? TimeProvider.System;
         _name = name;
         _maxSize = maxSize;
-        _store = createStore(maxSize);
+        _store = store;
         _getters = new WaitQueue<T>(_sync, time);
         _putters = new WaitQueue<T>(_sync, time);
         _joiners = new WaitQueue<T>(_sync, time);
@@ -191,6 +191,13 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
                 return _putters.Count;
             }
         }
+    }
+
+    /// <summary>Validates a derived constructor's <paramref name="maxSize"/> before its store is sized from it.</summary>
+    private protected static int CheckMaxSize(int maxSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxSize);
+        return maxSize;
     }
 
     private bool IsFullLocked => _maxSize != 0 && _store.Count >= _maxSize;
@@ -433,7 +440,7 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
         }
 
         WaitNode<T>? getter;
-        WaitNode<T> putter;
+        WaitNode<T>? putter = null;
         lock (_sync)
         {
             if (_isShutDown)
@@ -442,34 +449,32 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
             }
 
             getter = _getters.Dequeue();
-            if (getter is null)
-            {
-                if (!IsFullLocked)
-                {
-                    _store.Add(item);
-                    _unfinished++;
-                    return default;
-                }
-
-                if (timeout == TimeSpan.Zero)
-                {
-                    return ValueTask.FromException(ThrowHelper.TimeoutNow());
-                }
-
-                putter = _putters.Enqueue(item);
-            }
-            else
+            if (getter is not null)
             {
                 // Getters wait only on an empty queue, so the item goes straight to the oldest one.
                 getter.SetResult(item);
                 _unfinished++;
-                putter = null!;
+            }
+            else if (!IsFullLocked)
+            {
+                _store.Add(item);
+                _unfinished++;
+                return default;
+            }
+            else if (timeout == TimeSpan.Zero)
+            {
+                return ValueTask.FromException(ThrowHelper.TimeoutNow());
+            }
+            else
+            {
+                putter = _putters.Enqueue(item);
             }
         }
 
-        if (getter is not null)
+        if (putter is null)
         {
-            getter.Complete();
+            // Outside the lock: the getter resumes asynchronously, and never under our lock.
+            getter!.Complete();
             return default;
         }
 
