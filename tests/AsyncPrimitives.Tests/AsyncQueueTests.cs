@@ -44,6 +44,34 @@ public sealed class AsyncQueueTests : QueueContractTests
     }
 
     [Fact]
+    public async Task Example_ProducerConsumer_WithJoinAndShutdown()
+    {
+        // The canonical use shown in the XML docs and docs/primitives.queues.md.
+        var processed = new List<int>();
+        void Process(int item) => processed.Add(item);
+
+        var queue = new AsyncQueue<int>(maxSize: 2);
+        var consumer = Task.Run(async () =>
+        {
+            await foreach (int item in queue)   // ends when the queue is shut down and empty
+            {
+                Process(item);
+                queue.TaskDone();
+            }
+        });
+        for (int i = 0; i < 10; i++)
+        {
+            await queue.PutAsync(i);            // waits while the queue is full
+        }
+
+        await queue.JoinAsync();                // every item processed
+        queue.Shutdown();
+        await consumer.WaitAsync(Bound);
+
+        processed.Should().Equal(Enumerable.Range(0, 10));
+    }
+
+    [Fact]
     public async Task Queue_OfReferenceTypes_DropsReferencesOnceTaken()
     {
         var queue = new AsyncQueue<object>(maxSize: 4);
