@@ -267,7 +267,8 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
         return true;
     }
 
-    /// <summary>Takes the next item, waiting in FIFO order while the queue is empty.</summary>
+    /// <summary>Takes the next item in the queue's order, waiting in FIFO order while the queue is empty. If putters
+    /// wait on a full queue, the oldest one's item moves in first (completing that put).</summary>
     /// <param name="cancellationToken">Cancels the wait; nothing is taken.</param>
     /// <returns>The item.</returns>
     /// <exception cref="QueueShutDownException">The queue is shut down and empty.</exception>
@@ -276,7 +277,8 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     public ValueTask<T> GetAsync(CancellationToken cancellationToken = default) =>
         GetCore(Timeout.InfiniteTimeSpan, cancellationToken);
 
-    /// <summary>Takes the next item, waiting in FIFO order at most <paramref name="timeout"/> while the queue is empty.</summary>
+    /// <summary>Takes the next item in the queue's order, waiting in FIFO order at most <paramref name="timeout"/> while
+    /// the queue is empty. If putters wait on a full queue, the oldest one's item moves in first.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit,
     /// <see cref="TimeSpan.Zero"/> to take one now or time out now.</param>
     /// <param name="cancellationToken">Cancels the wait; nothing is taken.</param>
