@@ -19,6 +19,14 @@ Check(counter == 50, "AsyncLock serializes");
 var semaphore = new AsyncSemaphore(2, 2);
 Check(semaphore.TryAcquire() && semaphore.TryAcquire() && !semaphore.TryAcquire(), "AsyncSemaphore counts");
 
+var queue = new AsyncPriorityQueue<(int Priority, string Name)>(maxSize: 4);
+await queue.PutAsync((2, "b"));
+await queue.PutAsync((1, "a"));
+Check((await queue.GetAsync()).Name == "a" && queue.TryGet(out var next) && next.Name == "b", "AsyncPriorityQueue orders");
+queue.TaskDone();
+queue.TaskDone();
+await queue.JoinAsync(TimeSpan.FromSeconds(5));
+
 var chained = new List<long>();
 await foreach (long x in AsyncIter.Count(0, 2).Slice(3).Chain(AsyncIter.Count(100).Slice(2)))
 {
