@@ -280,7 +280,7 @@ public sealed class AsyncEventTests
     }
 
     [Fact]
-    public void ToString_ShowsStateAndWaiters()
+    public async Task ToString_ShowsStateAndWaiters()
     {
         var ev = new AsyncEvent();
         ev.ToString().Should().Be("AsyncEvent(clear, waiters=0)");
@@ -290,7 +290,7 @@ public sealed class AsyncEventTests
 
         ev.Set();
         ev.ToString().Should().Be("AsyncEvent(set, waiters=0)");
-        pending.IsCompleted.Should().BeFalse("continuations run asynchronously, but the wait is not awaited here");
+        await pending.WaitAsync(s_bound);
     }
 
     [Fact]
