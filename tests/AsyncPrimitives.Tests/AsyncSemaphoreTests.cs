@@ -741,7 +741,7 @@ public sealed class AsyncSemaphoreTests
             var semaphore = new AsyncSemaphore(0, maxCount: Permits);
             var random = new Random(2024);
             using var racer = new Racer();
-            for (int i = 0; i < 3000; i++)
+            for (int i = 0; i < 2000; i++)
             {
                 using var cts = new CancellationTokenSource();
                 ValueTask<AsyncSemaphore.Releaser>[] waiters =
@@ -801,7 +801,7 @@ public sealed class AsyncSemaphoreTests
             var semaphore = new AsyncSemaphore(0, maxCount: 2, timeProvider: time);
             var random = new Random(77);
             using var racer = new Racer();
-            for (int i = 0; i < 3000; i++)
+            for (int i = 0; i < 2000; i++)
             {
                 ValueTask<AsyncSemaphore.Releaser>[] waiters =
                 [
