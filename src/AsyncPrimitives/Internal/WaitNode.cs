@@ -152,6 +152,11 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
 
     private void Recycle()
     {
+        // Invalidate the awaiter's token first: a second GetResult on the same ValueTask (awaiting it twice) must
+        // throw, not recycle this node again. Pooling it twice would link the free list to itself and hand one node
+        // to two waiters.
+        _core.Reset();
+
         // Dispose waits for a cancellation callback that is running right now, so none can touch the node after this.
         _registration.Dispose();
         _registration = default;
