@@ -147,17 +147,37 @@ public static partial class AsyncIter
             }
 
             var batch = new List<T>(Math.Min(maxSize, 16)) { first.Item };
-            while (batch.Count < maxSize)
-            {
-                if (reader.TryRead(out SourcePump<T>.Entry next))
-                {
-                    batch.Add(next.Item);
-                    continue;
-                }
 
-                BatchWait wait = await WaitForBatchItemAsync(reader, first.Timestamp, maxDelay, timeProvider, cancellationToken);
-                if (wait == BatchWait.Deadline)
+            // One deadline per batch, armed once when its first item arrives (not per wait), so the timer is never
+            // re-armed relative to a clock that has moved on.
+            using (var deadline = new BatchDeadline(first.Timestamp, maxDelay, timeProvider, cancellationToken))
+            {
+                while (batch.Count < maxSize)
                 {
+                    if (reader.TryRead(out SourcePump<T>.Entry next))
+                    {
+                        batch.Add(next.Item);
+                        continue;
+                    }
+
+                    if (!deadline.IsExpired)
+                    {
+                        try
+                        {
+                            if (await reader.WaitToReadAsync(deadline.Token))
+                            {
+                                continue;
+                            }
+
+                            ended = true;
+                            break;
+                        }
+                        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                        {
+                            // The deadline passed while waiting.
+                        }
+                    }
+
                     // Items the read-ahead took before the deadline belong to this batch, even if we see them only now.
                     while (batch.Count < maxSize &&
                            reader.TryPeek(out SourcePump<T>.Entry late) &&
@@ -169,12 +189,6 @@ public static partial class AsyncIter
 
                     break;
                 }
-
-                if (wait == BatchWait.Completed)
-                {
-                    ended = true;
-                    break;
-                }
             }
 
             yield return batch.ToArray();
@@ -183,49 +197,46 @@ public static partial class AsyncIter
         pump.ThrowIfFailed();
     }
 
-    /// <summary>Waits until an item is available, the source is done, or the batch's deadline passes.</summary>
-    private static async ValueTask<BatchWait> WaitForBatchItemAsync<T>(
-        ChannelReader<SourcePump<T>.Entry> reader,
-        long firstTimestamp,
-        TimeSpan maxDelay,
-        TimeProvider timeProvider,
-        CancellationToken cancellationToken)
+    /// <summary>The deadline of one timed batch: <see cref="Token"/> is cancelled when <c>maxDelay</c> has passed since
+    /// the batch's first item was read, or when the consumer's token is cancelled.</summary>
+    private sealed class BatchDeadline : IDisposable
     {
-        if (maxDelay == Timeout.InfiniteTimeSpan)
+        private readonly CancellationTokenSource? _expired;
+        private readonly ITimer? _timer;
+
+        public BatchDeadline(long firstTimestamp, TimeSpan maxDelay, TimeProvider timeProvider, CancellationToken cancellationToken)
         {
-            return await reader.WaitToReadAsync(cancellationToken) ? BatchWait.Available : BatchWait.Completed;
+            if (maxDelay == Timeout.InfiniteTimeSpan)
+            {
+                Token = cancellationToken;
+                return;
+            }
+
+            _expired = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            Token = _expired.Token;
+            TimeSpan remaining = maxDelay - timeProvider.GetElapsedTime(firstTimestamp);
+            if (remaining > TimeSpan.Zero)
+            {
+                _timer = timeProvider.CreateTimer(static s => ((CancellationTokenSource)s!).CancelQuietly(), _expired, remaining, Timeout.InfiniteTimeSpan);
+            }
+
+            // The clock may have moved between measuring and arming: if the deadline has passed, expire now.
+            if (timeProvider.GetElapsedTime(firstTimestamp) >= maxDelay)
+            {
+                _expired.CancelQuietly();
+            }
         }
 
-        TimeSpan remaining = maxDelay - timeProvider.GetElapsedTime(firstTimestamp);
-        if (remaining <= TimeSpan.Zero)
-        {
-            return BatchWait.Deadline;
-        }
+        public CancellationToken Token { get; }
 
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        using ITimer timer = timeProvider.CreateTimer(static s => ((CancellationTokenSource)s!).CancelQuietly(), deadline, remaining, Timeout.InfiniteTimeSpan);
+        public bool IsExpired => _expired?.IsCancellationRequested ?? false;
 
-        // The clock may have moved between measuring and arming the timer: re-check, so the timer is never late.
-        if (maxDelay - timeProvider.GetElapsedTime(firstTimestamp) <= TimeSpan.Zero)
+        public void Dispose()
         {
-            return BatchWait.Deadline;
+            // Stop the timer first; a callback already running only cancels, which CancelQuietly tolerates on a
+            // disposed source.
+            _timer?.Dispose();
+            _expired?.Dispose();
         }
-
-        try
-        {
-            return await reader.WaitToReadAsync(deadline.Token) ? BatchWait.Available : BatchWait.Completed;
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            return BatchWait.Deadline;
-        }
-    }
-
-    /// <summary>How a wait for the next item of a timed batch ended.</summary>
-    private enum BatchWait
-    {
-        Available,
-        Completed,
-        Deadline,
     }
 }

@@ -110,6 +110,7 @@ public sealed class BatchTests
         await using IAsyncEnumerator<int[]> e = source.Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
         ValueTask<bool> move = e.MoveNextAsync();
         await stalled.Task.WaitAsync(TestWork.Bound);
+        await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound); // the consumer is parked on its deadline
         time.Advance(TimeSpan.FromSeconds(4));
         move.IsCompleted.Should().BeFalse();
 
@@ -168,6 +169,7 @@ public sealed class BatchTests
         {
             ValueTask<bool> move = e.MoveNextAsync();
             await stalled.Task.WaitAsync(TestWork.Bound);
+            await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
             time.Advance(TimeSpan.FromSeconds(1));
             (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
             e.Current.Should().Equal(1);

@@ -109,6 +109,7 @@ public sealed class DocExamplesTests
         await using IAsyncEnumerator<int[]> e = OneItemThenStall().Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
         ValueTask<bool> move = e.MoveNextAsync();
         await stalled.Task;                      // 1 was read; the source is stuck
+        await time.WaitForArmedTimersAsync();    // the batch's deadline timer is armed
         time.Advance(TimeSpan.FromSeconds(4));
         move.IsCompleted.Should().BeFalse();
 

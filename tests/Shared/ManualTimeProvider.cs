@@ -9,6 +9,7 @@ public sealed class ManualTimeProvider : TimeProvider
 {
     private readonly object _gate = new();
     private readonly List<ManualTimer> _timers = new();
+    private readonly List<(int Count, TaskCompletionSource<bool> Signal)> _armWaiters = new();
     private DateTimeOffset _now;
     private long _timerCreations;
 
@@ -29,6 +30,42 @@ public sealed class ManualTimeProvider : TimeProvider
     public int ArmedTimers
     {
         get { lock (_gate) { return _timers.Count(t => t.DueAt is not null); } }
+    }
+
+    /// <summary>
+    /// Completes once at least <paramref name="count"/> timers are armed. A test that advances the clock while code on
+    /// another thread is about to arm a timer must wait for the arming first: a timer armed after an Advance is due
+    /// relative to the new time, exactly as a real timer armed late would be.
+    /// </summary>
+    public Task WaitForArmedTimersAsync(int count = 1)
+    {
+        lock (_gate)
+        {
+            if (ArmedLocked() >= count)
+            {
+                return Task.CompletedTask;
+            }
+
+            var signal = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _armWaiters.Add((count, signal));
+            return signal.Task;
+        }
+    }
+
+    private int ArmedLocked() => _timers.Count(t => t.DueAt is not null);
+
+    /// <summary>Completes the arm waiters now satisfied. Caller holds the lock; completions run asynchronously.</summary>
+    private void SignalArmWaitersLocked()
+    {
+        int armed = ArmedLocked();
+        for (int i = _armWaiters.Count - 1; i >= 0; i--)
+        {
+            if (armed >= _armWaiters[i].Count)
+            {
+                _armWaiters[i].Signal.TrySetResult(true);
+                _armWaiters.RemoveAt(i);
+            }
+        }
     }
 
     /// <summary>How many timers were ever created.</summary>
@@ -55,6 +92,7 @@ public sealed class ManualTimeProvider : TimeProvider
         {
             _timers.Add(timer);
             timer.Arm(_now, dueTime, period);
+            SignalArmWaitersLocked();
         }
         return timer;
     }
@@ -126,6 +164,7 @@ public sealed class ManualTimeProvider : TimeProvider
                 }
 
                 Arm(owner._now, dueTime, period);
+                owner.SignalArmWaitersLocked();
                 return true;
             }
         }
