@@ -1,3 +1,4 @@
+using AsyncTools.Benchmarks;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Diagnosers;
 using BenchmarkDotNet.Jobs;
@@ -6,17 +7,41 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 
 // Every benchmark class compares against a BCL or peer baseline in the same run (Baseline = true).
 //   dotnet run -c Release --project benchmarks/AsyncTools.Benchmarks -- --filter '*'
-// CI compiles and smoke-runs everything in-process with one iteration each:
+// CI compiles and smoke-runs everything in-process with one iteration each (and the two reports below, small):
 //   dotnet run -c Release --project benchmarks/AsyncTools.Benchmarks -- --filter '*' --smoke
+// Reports that BenchmarkDotNet's per-operation numbers cannot show (no --filter needed):
+//   --fairness   each Merge source's share of the first half of the output
+//   --memory     GatherAsync(64) vs WhenAll over 1,000,000 items: bytes allocated, peak heap, max live work tasks
 bool smoke = args.Contains("--smoke");
-args = args.Where(a => a != "--smoke").ToArray();
+bool fairness = args.Contains("--fairness");
+bool memory = args.Contains("--memory");
+args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory")).ToArray();
 
+if (fairness || smoke)
+{
+    await MergeFairness.ReportAsync(Console.Out, smoke && !fairness ? 1_000 : 10_000);
+}
+
+if (memory || smoke)
+{
+    await GatherMemoryReport.ReportAsync(Console.Out, smoke && !memory ? [10_000] : [10_000, 100_000, 1_000_000]);
+}
+
+if ((fairness || memory) && !smoke && args.Length == 0)
+{
+    return 0;
+}
+
+// No JoinSummary for real runs: a joined table computes every Ratio against one class's baseline. Each class (and each
+// category inside OperatorBenchmarks and MergeBenchmarks) gets its own table, with ratios to its own baseline.
 IConfig config = DefaultConfig.Instance
     .AddDiagnoser(MemoryDiagnoser.Default)
-    .WithOptions(ConfigOptions.JoinSummary | ConfigOptions.DisableLogFile);
+    .WithOptions(ConfigOptions.DisableLogFile);
 if (smoke)
 {
-    config = config.AddJob(Job.Dry.WithToolchain(InProcessEmitToolchain.Instance).WithId("smoke"));
+    config = config
+        .AddJob(Job.Dry.WithToolchain(InProcessEmitToolchain.Instance).WithId("smoke"))
+        .WithOptions(ConfigOptions.JoinSummary);
 }
 
 var summaries = BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config).ToList();

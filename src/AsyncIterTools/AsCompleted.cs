@@ -148,8 +148,8 @@ public static partial class AsyncIter
             runner.Fill();
             while (runner.Running > 0)
             {
-                WorkRunner<T>.Completion? completion = await NextOrTimeoutAsync(runner, waitToken);
-                if (completion is null)
+                WorkRunner<T>.Completion? next = await NextOrTimeoutAsync(runner, waitToken);
+                if (next is not { } completion)
                 {
                     // Deadline passed or (for tasks we do not own) the caller cancelled; reported after the drain.
                     runner.Stop();

@@ -51,8 +51,15 @@ public static partial class AsyncIter
                 T[] batch = new T[size <= MaxPreallocatedBatch ? size : MaxPreallocatedBatch];
                 batch[0] = enumerator.Current;
                 int count = 1;
-                while (count < size && await enumerator.MoveNextAsync())
+                while (count < size)
                 {
+                    // A synchronously completed MoveNextAsync (the common case) skips the await machinery.
+                    ValueTask<bool> next = enumerator.MoveNextAsync();
+                    if (!(next.IsCompletedSuccessfully ? next.Result : await next))
+                    {
+                        break;
+                    }
+
                     if (count == batch.Length)
                     {
                         Array.Resize(ref batch, (int)Math.Min(2L * batch.Length, size));

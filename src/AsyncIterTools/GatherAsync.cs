@@ -52,7 +52,7 @@ public static partial class AsyncIter
         static async Task<T[]> GatherCoreAsync(IEnumerable<Func<CancellationToken, Task<T>>> work, int maxConcurrency, CancellationToken cancellationToken)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var results = new List<T>();
+            var results = new ResultBuffer<T>(ResultBuffer<T>.CountHint(work));
             using var runner = new WorkRunner<T>(work, maxConcurrency, ownsWork: true, cancellationToken);
             try
             {
@@ -63,7 +63,7 @@ public static partial class AsyncIter
                     try
                     {
                         T value = completion.GetResult();
-                        SetAt(results, completion.Index, value);
+                        results.Set(completion.Index, value);
                     }
                     catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
                     {
@@ -97,16 +97,5 @@ public static partial class AsyncIter
         {
             ArgumentOutOfRangeException.ThrowIfNegativeOrZero(max, nameof(maxConcurrency));
         }
-    }
-
-    /// <summary>Stores <paramref name="value"/> at <paramref name="index"/>, growing the list with defaults as needed.</summary>
-    private static void SetAt<TItem>(List<TItem> list, int index, TItem value)
-    {
-        while (list.Count <= index)
-        {
-            list.Add(default!);
-        }
-
-        list[index] = value;
     }
 }

@@ -43,7 +43,7 @@ public static partial class AsyncIter
         static async Task<Outcome<T>[]> GatherSettledCoreAsync(IEnumerable<Func<CancellationToken, Task<T>>> work, int maxConcurrency, CancellationToken cancellationToken)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var results = new List<Outcome<T>>();
+            var results = new ResultBuffer<Outcome<T>>(ResultBuffer<Outcome<T>>.CountHint(work));
             using var runner = new WorkRunner<T>(work, maxConcurrency, ownsWork: true, cancellationToken);
             try
             {
@@ -61,7 +61,7 @@ public static partial class AsyncIter
                         outcome = Outcome<T>.FromException(ex);
                     }
 
-                    SetAt(results, completion.Index, outcome);
+                    results.Set(completion.Index, outcome);
                     runner.Fill();
                 }
             }

@@ -85,7 +85,9 @@ public static partial class AsyncIter
 
                     if (window.Peek().IsDone)
                     {
-                        TResult head = window.Dequeue().Result;
+                        SelectorInvoker<T, TResult>.Slot done = window.Dequeue();
+                        TResult head = done.Result;
+                        invoker.Return(done);
 
                         // Refill before yielding, so the window stays busy while the consumer works.
                         sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
@@ -105,8 +107,10 @@ public static partial class AsyncIter
 
                     SelectorInvoker<T, TResult>.Slot completed = await invoker.NextAsync();
                     completed.Error?.Throw();
+                    TResult result = completed.Result;
+                    invoker.Return(completed);
                     sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
-                    yield return completed.Result;
+                    yield return result;
                 }
             }
         }

@@ -28,9 +28,16 @@ internal sealed class WorkRunner<T> : IDisposable
     /// <summary>Whether the runner started the work (and so must await it on exit) or was handed running tasks.</summary>
     private readonly bool _ownsWork;
 
-    /// <summary>Every started piece of work is written here exactly once, when it completes.</summary>
-    private readonly Channel<Completion> _completions =
-        Channel.CreateUnbounded<Completion>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = false });
+    /// <summary>Every started piece of work's node is written here exactly once, when it completes.</summary>
+    private readonly Channel<Pending> _completions =
+        Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = false });
+
+    /// <summary>
+    /// Nodes whose completion was read back by <see cref="NextAsync"/>, ready for the next piece of work. Touched only by
+    /// the single consumer (<see cref="Fill"/> and <see cref="NextAsync"/>), so it needs no lock; it never holds more
+    /// nodes than the most pieces ever running at once.
+    /// </summary>
+    private readonly Stack<Pending> _free = new();
 
     /// <summary>Started and not yet read back from <see cref="_completions"/>.</summary>
     private int _running;
@@ -97,14 +104,9 @@ internal sealed class WorkRunner<T> : IDisposable
                 task = Task.FromException<T>(ex);
             }
 
-            var completion = new Completion(_started++, task, _completions.Writer);
+            Pending node = _free.Count > 0 ? _free.Pop() : new Pending(_completions.Writer);
             _running++;
-            _ = task.ContinueWith(
-                static (t, s) => ((Completion)s!).Post(),
-                completion,
-                CancellationToken.None,
-                TaskContinuationOptions.ExecuteSynchronously,
-                TaskScheduler.Default);
+            node.Start(_started++, task);
         }
     }
 
@@ -112,13 +114,17 @@ internal sealed class WorkRunner<T> : IDisposable
     public async ValueTask<Completion> NextAsync(CancellationToken cancellationToken)
     {
         Debug.Assert(_running > 0, "Nothing is running.");
-        if (!_completions.Reader.TryRead(out Completion? completion))
+        if (!_completions.Reader.TryRead(out Pending? node))
         {
             // A cancelled read takes nothing out of the channel, so no completion is ever lost.
-            completion = await _completions.Reader.ReadAsync(cancellationToken);
+            node = await _completions.Reader.ReadAsync(cancellationToken);
         }
 
         _running--;
+
+        // The node's continuation has finished with it (it was written to the channel last), so it can be reused.
+        Completion completion = node.Take();
+        _free.Push(node);
         return completion;
     }
 
@@ -165,8 +171,8 @@ internal sealed class WorkRunner<T> : IDisposable
         _cts.Dispose();
     }
 
-    /// <summary>One started piece of work: its input index and task.</summary>
-    internal sealed class Completion(int index, Task<T> task, ChannelWriter<Completion> writer)
+    /// <summary>One completed piece of work: its input index and task.</summary>
+    internal readonly struct Completion(int index, Task<T> task)
     {
         public int Index { get; } = index;
 
@@ -174,17 +180,63 @@ internal sealed class WorkRunner<T> : IDisposable
 
         /// <summary>Gets the value, or throws the failure itself (never an AggregateException).</summary>
         public T GetResult() => Task.GetAwaiter().GetResult();
+    }
 
-        public void Post()
+    /// <summary>
+    /// The bookkeeping of one running piece of work, reused for later pieces once its completion has been read: its
+    /// continuation delegate is created once per node, so starting and completing work allocates nothing here.
+    /// </summary>
+    private sealed class Pending
+    {
+        private readonly ChannelWriter<Pending> _writer;
+
+        /// <summary>Cached <see cref="Post"/>; registered directly as the task's continuation (no ContinueWith task).</summary>
+        private readonly Action _post;
+
+        private int _index;
+
+        private Task<T>? _task;
+
+        public Pending(ChannelWriter<Pending> writer)
+        {
+            _writer = writer;
+            _post = Post;
+        }
+
+        public void Start(int index, Task<T> task)
+        {
+            _index = index;
+            _task = task;
+            if (task.IsCompleted)
+            {
+                Post();
+            }
+            else
+            {
+                // Runs Post on the thread that completes the task (it only writes to the channel, never user code).
+                task.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_post);
+            }
+        }
+
+        /// <summary>Hands the outcome to the consumer and clears the node for reuse.</summary>
+        public Completion Take()
+        {
+            var completion = new Completion(_index, _task!);
+            _task = null;
+            return completion;
+        }
+
+        private void Post()
         {
             // Observe the failure here, so that work abandoned on early exit never raises UnobservedTaskException;
             // whoever reads this completion still gets the exception from GetResult.
-            if (Task.IsFaulted)
+            if (_task!.IsFaulted)
             {
-                _ = Task.Exception;
+                _ = _task.Exception;
             }
 
-            bool written = writer.TryWrite(this);
+            // Last touch of the node: once written, the consumer may read and reuse it.
+            bool written = _writer.TryWrite(this);
             Debug.Assert(written, "The completion channel is unbounded and never completed.");
         }
     }
