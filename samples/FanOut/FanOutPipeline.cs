@@ -23,6 +23,9 @@ public sealed class FanOutPipeline
     private readonly FanOutOptions _options;
     private readonly TimeProvider _time;
 
+    /// <summary>The consumers' work per batch (after counting it), or null.</summary>
+    private readonly Func<CallResult[], CancellationToken, ValueTask>? _processBatch;
+
     /// <summary>Latency of every HTTP call made, in milliseconds.</summary>
     private readonly ConcurrentQueue<double> _latencies = new();
 
@@ -42,7 +45,17 @@ public sealed class FanOutPipeline
     private long _startTimestamp;
     private int _started;
 
-    public FanOutPipeline(HttpClient client, FanOutOptions options, TimeProvider? timeProvider = null)
+    /// <summary>Creates a pipeline that calls the API at <paramref name="client"/>'s base address.</summary>
+    /// <param name="client">The HTTP client; its handler should not limit connections, so the bound is the pipeline's.</param>
+    /// <param name="options">What to run.</param>
+    /// <param name="processBatch">What a consumer worker does with each batch, e.g. store it; null for nothing. It gets
+    /// no token from the run: batches already queued are processed also after cancellation.</param>
+    /// <param name="timeProvider">The clock for timings, batch deadlines and retry backoff.</param>
+    public FanOutPipeline(
+        HttpClient client,
+        FanOutOptions options,
+        Func<CallResult[], CancellationToken, ValueTask>? processBatch = null,
+        TimeProvider? timeProvider = null)
     {
         ArgumentNullException.ThrowIfNull(client);
         ArgumentNullException.ThrowIfNull(options);
@@ -50,6 +63,7 @@ public sealed class FanOutPipeline
         _client = client;
         _options = options;
         _time = timeProvider ?? TimeProvider.System;
+        _processBatch = processBatch;
         _consumedPerId = new int[options.Count];
     }
 
@@ -144,6 +158,10 @@ public sealed class FanOutPipeline
 
                 Interlocked.Increment(ref _batches);
                 Interlocked.Add(ref _consumed, batch.Length);
+                if (_processBatch is not null)
+                {
+                    await _processBatch(batch, CancellationToken.None);
+                }
             }
             finally
             {
