@@ -72,7 +72,7 @@ public sealed class ConsoleOutput
 
     public void WriteReport(FanOutResult result, FanOutOptions options, FlakyApiOptions server, int serverPeakInFlight)
     {
-        TimeSpan ideal = options.Limit == 0 ? TimeSpan.Zero : server.Latency * options.Count / options.Limit;
+        TimeSpan ideal = server.Latency * result.Consumed / options.Limit;
         string peakVerdict = serverPeakInFlight == options.Limit ? "equal"
             : serverPeakInFlight > options.Limit ? "EXCEEDED" : "not reached";
         var rows = new List<(string Label, string Value)>
@@ -80,17 +80,17 @@ public sealed class ConsoleOutput
             ("Requests", F("{0:N0}", result.Requested)),
             ("Succeeded", F("{0:N0}", result.Succeeded)),
             ("Failed", F("{0:N0} (after {1} retries each)", result.Failed, options.Retries)),
-            ("HTTP calls", F("{0:N0} ({1:N0} retries)", result.Attempts, result.Attempts - result.Consumed)),
+            ("HTTP calls", F("{0:N0} ({1:N0} retries)", result.Attempts, result.Retries)),
             ("Batches", F("{0:N0} (≤ {1} results each)", result.Batches, options.BatchSize)),
             ("Wall time", F("{0:N2} s", result.WallTime.TotalSeconds)),
-            ("Ideal wall time", F("{0:N2} s  (N × latency / limit = {1:N0} × {2:N0} ms / {3})", ideal.TotalSeconds, options.Count, server.Latency.TotalMilliseconds, options.Limit)),
+            ("Ideal wall time", F("{0:N2} s  (N × latency / limit = {1:N0} × {2:N0} ms / {3})", ideal.TotalSeconds, result.Consumed, server.Latency.TotalMilliseconds, options.Limit)),
             ("Throughput", F("{0:N0} requests/s", result.Throughput)),
             ("Latency p50 / p99", F("{0:N1} ms / {1:N1} ms (per HTTP call)", result.P50.TotalMilliseconds, result.P99.TotalMilliseconds)),
             ("Peak in flight", F("{0} measured by the server, {1} by the client (limit {2}: {3})", serverPeakInFlight, result.ClientPeakInFlight, options.Limit, peakVerdict)),
         };
         if (result.Cancelled)
         {
-            rows.Insert(1, ("Cancelled", F("yes: {0:N0} of {1:N0} requests were done", result.Consumed, result.Requested)));
+            rows.Insert(1, ("Stopped early", F("yes (Ctrl+C): {0:N0} of {1:N0} requests made; the ones in flight finished", result.Consumed, result.Requested)));
         }
 
         if (_interactive)

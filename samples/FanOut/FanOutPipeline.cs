@@ -13,9 +13,10 @@ namespace FanOut;
 /// (<c>TaskDone</c>/<c>JoinAsync</c>, then <c>Shutdown</c> ends the workers).
 /// </summary>
 /// <remarks>
-/// A run is single-use. <see cref="Snapshot"/> may be called from any thread while it runs. Cancelling the token stops
-/// new calls, cancels the ones in flight, lets the workers finish the batches already queued, and returns what was done
-/// (<see cref="FanOutResult.Cancelled"/>) instead of throwing.
+/// A run is single-use. <see cref="Snapshot"/> may be called from any thread while it runs. Cancelling the token is a
+/// graceful stop: no new request starts, the calls in flight finish (with their retries), their results go through the
+/// batches and the queue to the workers, and the run returns what was done (<see cref="FanOutResult.Cancelled"/>)
+/// instead of throwing. Nothing started is lost.
 /// </remarks>
 public sealed class FanOutPipeline
 {
@@ -49,7 +50,7 @@ public sealed class FanOutPipeline
     /// <param name="client">The HTTP client; its handler should not limit connections, so the bound is the pipeline's.</param>
     /// <param name="options">What to run.</param>
     /// <param name="processBatch">What a consumer worker does with each batch, e.g. store it; null for nothing. It gets
-    /// no token from the run: batches already queued are processed also after cancellation.</param>
+    /// no token from the run: every result is processed, also after a stop.</param>
     /// <param name="timeProvider">The clock for timings, batch deadlines and retry backoff.</param>
     public FanOutPipeline(
         HttpClient client,
@@ -82,7 +83,7 @@ public sealed class FanOutPipeline
     }
 
     /// <summary>Makes every request, hands the batched results to the workers, and waits until they processed them.</summary>
-    /// <param name="cancellationToken">Stops the run early; the result then reports what was done.</param>
+    /// <param name="cancellationToken">Stops the run early and gracefully; the result then reports what was done.</param>
     /// <exception cref="InvalidOperationException">The pipeline was already run.</exception>
     public async Task<FanOutResult> RunAsync(CancellationToken cancellationToken = default)
     {
@@ -92,32 +93,26 @@ public sealed class FanOutPipeline
         }
 
         Interlocked.Exchange(ref _startTimestamp, _time.GetTimestamp());
-        bool cancelled = false;
-
         var queue = new AsyncQueue<CallResult[]>(maxSize: _options.QueueCapacity);
         Task[] workers = Enumerable.Range(0, _options.Workers).Select(_ => Task.Run(() => ConsumeAsync(queue))).ToArray();
-        try
-        {
-            IAsyncEnumerable<CallResult[]> batches = AsyncEnumerable.Range(0, _options.Count)
-                .MapUnordered(CallWithRetriesAsync, maxConcurrency: _options.Limit) // at most Limit calls in flight
-                .Batch(_options.BatchSize, _options.BatchDelay, _time);             // full, or BatchDelay after its first result
 
-            await foreach (CallResult[] batch in batches.WithCancellation(cancellationToken))
-            {
-                await queue.PutAsync(batch, cancellationToken); // waits while QueueCapacity batches are queued
-            }
+        // A stop ends the source instead of cancelling the calls: no new request starts, the ones in flight finish and
+        // flow through Batch and the queue like any other, so everything that was started is accounted for.
+        IAsyncEnumerable<int> ids = AsyncEnumerable.Range(0, _options.Count)
+            .TakeWhile(_ => !cancellationToken.IsCancellationRequested);
 
-            await queue.JoinAsync(cancellationToken); // every batch handed off has been processed
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        IAsyncEnumerable<CallResult[]> batches = ids
+            .MapUnordered(CallWithRetriesAsync, maxConcurrency: _options.Limit) // at most Limit calls in flight
+            .Batch(_options.BatchSize, _options.BatchDelay, _time);             // full, or BatchDelay after its first result
+
+        await foreach (CallResult[] batch in batches)
         {
-            cancelled = true;
+            await queue.PutAsync(batch); // waits while QueueCapacity batches are queued (back-pressure)
         }
-        finally
-        {
-            queue.Shutdown();            // the workers drain what is queued, then their loops end
-            await Task.WhenAll(workers);
-        }
+
+        await queue.JoinAsync(); // every batch handed off has been processed (TaskDone)
+        queue.Shutdown();        // the workers' loops end
+        await Task.WhenAll(workers);
 
         TimeSpan wallTime = _time.GetElapsedTime(_startTimestamp);
         double[] latencies = [.. _latencies];
@@ -135,7 +130,8 @@ public sealed class FanOutPipeline
             WallTime = wallTime,
             P50 = Percentile(latencies, 0.50),
             P99 = Percentile(latencies, 0.99),
-            Cancelled = cancelled,
+            Cancelled = cancellationToken.IsCancellationRequested,
+            Retries = Volatile.Read(ref _retries),
             ConsumedPerId = _consumedPerId,
         };
     }

@@ -39,6 +39,9 @@ public sealed record FanOutResult
     /// <summary>HTTP calls made, retries included.</summary>
     public required int Attempts { get; init; }
 
+    /// <summary>Attempts after a failed one: <see cref="Attempts"/> - <see cref="Consumed"/>.</summary>
+    public required int Retries { get; init; }
+
     public required int Batches { get; init; }
 
     /// <summary>The largest number of HTTP calls the client had in flight at once.</summary>
@@ -51,7 +54,8 @@ public sealed record FanOutResult
 
     public required TimeSpan P99 { get; init; }
 
-    /// <summary>True if the run was cancelled: the counts are what was done until then.</summary>
+    /// <summary>True if the run was stopped early: no request started after the stop, and <see cref="Consumed"/> counts
+    /// every one that had started (the calls in flight finished).</summary>
     public required bool Cancelled { get; init; }
 
     /// <summary>How many times the consumers saw each id (index = id); 1 everywhere after a complete run.</summary>

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace FanOut;
@@ -83,6 +84,9 @@ public sealed class FlakyApiServer : IAsyncDisposable
 
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
+        // The server is a component of the demo, not its host: Ctrl+C belongs to the program (which cancels the run
+        // and reports), so the default console lifetime must not grab SIGINT and stop the server under the run.
+        builder.Services.AddSingleton<IHostLifetime, ComponentLifetime>();
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0));
         WebApplication app = builder.Build();
 
@@ -150,6 +154,14 @@ public sealed class FlakyApiServer : IAsyncDisposable
 
             peak = seen;
         }
+    }
+
+    /// <summary>A host lifetime that neither waits for nor listens to anything: the owner starts and stops the host.</summary>
+    private sealed class ComponentLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     public async ValueTask DisposeAsync()

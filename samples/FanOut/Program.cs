@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using System.CommandLine.Parsing;
 using FanOut;
 
@@ -16,19 +17,7 @@ Option<int> retries = IntOption("--retries", "Retries of a failed request before
 Option<int> batchSize = IntOption("--batch-size", "Most results per batch.", defaults.BatchSize, min: 1);
 Option<int> batchDelayMs = IntOption("--batch-delay-ms", "Longest a batch waits for more results, in milliseconds.", (int)defaults.BatchDelay.TotalMilliseconds, min: 1);
 Option<int> workers = IntOption("--workers", "Consumer workers taking batches off the queue.", defaults.Workers, min: 1);
-var errorRate = new Option<double>("--error-rate")
-{
-    Description = "Fraction of requests the server fails with 503 (0 to 1).",
-    DefaultValueFactory = _ => serverDefaults.ErrorRate,
-};
-errorRate.Validators.Add(r =>
-{
-    double value = r.GetValueOrDefault<double>();
-    if (double.IsNaN(value) || value is < 0 or > 1)
-    {
-        r.AddError($"--error-rate must be between 0 and 1 (got {value}).");
-    }
-});
+Option<double> errorRate = DoubleOption("--error-rate", "Fraction of requests the server fails with 503 (0 to 1).", serverDefaults.ErrorRate, min: 0, max: 1);
 
 var root = new RootCommand("Fans out HTTP requests to a slow, flaky in-process API with AsyncIterTools and AsyncPrimitives.")
 {
@@ -65,6 +54,16 @@ root.SetAction(async (result, cancellationToken) =>
         Workers = result.GetValue(workers),
     };
 
+    // Ctrl+C cancels the run, which then reports what was done; a second Ctrl+C ends the process at once.
+    using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+    ConsoleCancelEventHandler onCancel = (_, e) =>
+    {
+        e.Cancel = !stop.IsCancellationRequested;
+        stop.Cancel();
+    };
+    Console.CancelKeyPress += onCancel;
+    cancellationToken = stop.Token;
+
     await using FlakyApiServer server = await FlakyApiServer.StartAsync(serverOptions, cancellationToken);
     // No MaxConnectionsPerServer: the only bound on requests in flight is the pipeline's Limit.
     using var http = new HttpClient { BaseAddress = server.BaseAddress };
@@ -79,21 +78,49 @@ root.SetAction(async (result, cancellationToken) =>
     console.WriteHeader(options, serverOptions, server.BaseAddress);
     FanOutResult outcome = await console.ShowProgressAsync(pipeline, pipeline.RunAsync(cancellationToken));
     console.WriteReport(outcome, options, serverOptions, server.PeakInFlight);
+    Console.CancelKeyPress -= onCancel;
     return outcome.Cancelled ? 130 : 0; // 130: interrupted, as shells report Ctrl+C
 });
 
 return await parsed.InvokeAsync();
 
-static Option<int> IntOption(string name, string description, int defaultValue, int min)
+// Options parse their own text, so a bad value is one clear line on stderr (exit code 2), never a stack trace.
+static Option<int> IntOption(string name, string description, int defaultValue, int min) => new(name)
 {
-    var option = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
-    option.Validators.Add(r =>
+    Description = description,
+    DefaultValueFactory = _ => defaultValue,
+    CustomParser = r =>
     {
-        int value = r.GetValueOrDefault<int>();
-        if (value < min)
+        string text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+        {
+            r.AddError($"{name} must be a whole number (got '{text}').");
+        }
+        else if (value < min)
         {
             r.AddError($"{name} must be at least {min} (got {value}).");
         }
-    });
-    return option;
-}
+
+        return value;
+    },
+};
+
+static Option<double> DoubleOption(string name, string description, double defaultValue, double min, double max) => new(name)
+{
+    Description = description,
+    DefaultValueFactory = _ => defaultValue,
+    CustomParser = r =>
+    {
+        string text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
+        {
+            r.AddError($"{name} must be a number (got '{text}').");
+        }
+        else if (value < min || value > max)
+        {
+            r.AddError(string.Create(CultureInfo.InvariantCulture, $"{name} must be between {min} and {max} (got {value})."));
+        }
+
+        return value;
+    },
+};
