@@ -34,5 +34,5 @@ for consumer in Consumer.Net10 Consumer.NetStandard; do
   </packageSources>
 </configuration>
 CONFIG
-  dotnet run --project "$dir/$consumer.csproj" -p:AsyncToolsVersion="$version" --packages "$work/packages"
+  NUGET_PACKAGES="$work/packages" dotnet run --project "$dir/$consumer.csproj" -p:AsyncToolsVersion="$version"
 done

@@ -158,6 +158,15 @@ public static partial class AsyncIter
                 BatchWait wait = await WaitForBatchItemAsync(reader, first.Timestamp, maxDelay, timeProvider, cancellationToken);
                 if (wait == BatchWait.Deadline)
                 {
+                    // Items the read-ahead took before the deadline belong to this batch, even if we see them only now.
+                    while (batch.Count < maxSize &&
+                           reader.TryPeek(out SourcePump<T>.Entry late) &&
+                           timeProvider.GetElapsedTime(first.Timestamp, late.Timestamp) <= maxDelay &&
+                           reader.TryRead(out late))
+                    {
+                        batch.Add(late.Item);
+                    }
+
                     break;
                 }
 

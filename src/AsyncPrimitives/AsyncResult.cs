@@ -29,7 +29,7 @@ namespace AsyncPrimitives;
 /// int value = await reader; // 42
 /// </code>
 /// </example>
-[DebuggerDisplay("IsSet = {IsSet}")]
+[DebuggerDisplay("IsSet = {IsSet}, Waiters = {WaiterCount}")]
 public sealed class AsyncResult<T>
 {
     private readonly Lock _sync = new();
@@ -55,6 +55,18 @@ public sealed class AsyncResult<T>
 
     /// <summary>Whether the result has been set, with a value or an exception.</summary>
     public bool IsSet => _isSet;
+
+    /// <summary>The number of callers waiting (a snapshot).</summary>
+    internal int WaiterCount
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _waiters.Count;
+            }
+        }
+    }
 
     /// <summary>Sets the value and completes every waiter.</summary>
     /// <param name="value">The value.</param>
@@ -193,8 +205,8 @@ public sealed class AsyncResult<T>
     [DoesNotReturn]
     private static void ThrowAlreadySet() => throw new InvalidOperationException("The result is already set.");
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncResult(value=42)</c>, <c>AsyncResult(unset)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncResult(value=42)</c>, <c>AsyncResult(unset, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
     public override string ToString() =>
-        !_isSet ? "AsyncResult(unset)" : _error is null ? $"AsyncResult(value={_value})" : $"AsyncResult(error={_error.SourceException.GetType().Name})";
+        !_isSet ? $"AsyncResult(unset, waiters={WaiterCount})" : _error is null ? $"AsyncResult(value={_value})" : $"AsyncResult(error={_error.SourceException.GetType().Name})";
 }

@@ -43,8 +43,10 @@ public sealed class AccumulateTests
         (await Sources.Of(mode, 1, 2, 3, 4, 5).Accumulate(s_addAsync).ToArrayAsync()).Should().Equal(1, 3, 6, 10, 15);
         // list(accumulate([3, 1, 4, 1, 5], max)) == [3, 3, 4, 4, 5]
         (await Sources.Of(mode, 3, 1, 4, 1, 5).Accumulate(Math.Max).ToArrayAsync()).Should().Equal(3, 3, 4, 4, 5);
+        // doc: asynciter-accumulate
         // list(accumulate([1, 2, 3], lambda a, x: a * 10 + x, initial=100)) == [100, 1001, 10012, 100123]
         (await Sources.Of(mode, 1, 2, 3).Accumulate(100L, (a, x) => (a * 10) + x).ToArrayAsync()).Should().Equal(100L, 1001L, 10012L, 100123L);
+        // end doc
         (await Sources.Of(mode, 1, 2, 3).Accumulate(100L, (a, x, ct) => ValueTask.FromResult((a * 10) + x)).ToArrayAsync())
             .Should().Equal(100L, 1001L, 10012L, 100123L);
     }

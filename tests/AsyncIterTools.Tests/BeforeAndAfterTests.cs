@@ -39,11 +39,13 @@ public sealed class BeforeAndAfterTests
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task BeforeAndAfter_AfterFirst_KeepsTheLeadingItemsForBefore(SourceMode mode)
     {
+        // doc: asynciter-beforeandafter
         var source = Sources.From("ABCdEfGhI", mode);
         var (before, after) = source.BeforeAndAfter(char.IsUpper);
         new string(await after.ToArrayAsync()).Should().Be("dEfGhI");
         source.Disposals.Should().Be(1);
         new string(await before.ToArrayAsync()).Should().Be("ABC");
+        // end doc
         source.Enumerators.Should().Be(1);
     }
 

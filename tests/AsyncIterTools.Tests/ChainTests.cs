@@ -46,11 +46,13 @@ public sealed class ChainTests
         IAsyncEnumerable<int> b = new[] { 2 }.ToAsyncEnumerable();
         TrackingSource<int> c = Sources.Of(SourceMode.Synchronous, 3);
 
+        // doc: asynciter-chain
         IAsyncEnumerable<int> staticForm = AsyncIter.Chain(a, b, c);
         IAsyncEnumerable<int> extensionForm = a.Chain(b, c);
         IAsyncEnumerable<int> extensionCalledStatically = AsyncIter.Chain(a, others: [b, c]);
         IAsyncEnumerable<int> staticWithOne = AsyncIter.Chain(c);
         IAsyncEnumerable<int> explicitArray = AsyncIter.Chain(sources: [a, b, c]);
+        // end doc
 
         (await staticForm.ToArrayAsync()).Should().Equal(1, 2, 3);
         (await extensionForm.ToArrayAsync()).Should().Equal(1, 2, 3);

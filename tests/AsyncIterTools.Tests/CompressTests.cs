@@ -20,9 +20,11 @@ public sealed class CompressTests
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task Compress_MatchesPython(SourceMode mode)
     {
+        // doc: asynciter-compress
         // list(compress('ABCDEF', [1, 0, 1, 0, 1, 1])) == ['A', 'C', 'E', 'F']
         (await Sources.From("ABCDEF", mode).Compress(Sources.Of(mode, true, false, true, false, true, true)).ToArrayAsync())
             .Should().Equal('A', 'C', 'E', 'F');
+        // end doc
         // list(compress('ABCDEF', [1, 0, 1])) == ['A', 'C']  (selectors end first)
         (await Sources.From("ABCDEF", mode).Compress(Sources.Of(mode, true, false, true)).ToArrayAsync()).Should().Equal('A', 'C');
         // list(compress('ABC', [1, 1, 1, 1, 1])) == ['A', 'B', 'C']  (data ends first)

@@ -11,8 +11,10 @@ public sealed class CountTests
     [Fact]
     public async Task Count_StartAndStep_MatchesPython()
     {
+        // doc: asynciter-count
         // list(islice(count(10, 3), 4))
         (await AsyncIter.Count(10, 3).Take(4).ToArrayAsync()).Should().Equal(10L, 13L, 16L, 19L);
+        // end doc
         // list(islice(count(5, -2), 4))
         (await AsyncIter.Count(5, -2).Take(4).ToArrayAsync()).Should().Equal(5L, 3L, 1L, -1L);
     }

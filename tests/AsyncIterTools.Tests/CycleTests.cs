@@ -20,9 +20,11 @@ public sealed class CycleTests
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task Cycle_MatchesPython_AndReadsTheSourceOnce(SourceMode mode)
     {
+        // doc: asynciter-cycle
         // list(islice(cycle('ABC'), 8)) == ['A', 'B', 'C', 'A', 'B', 'C', 'A', 'B']
         var source = Sources.From("ABC", mode);
         (await source.Cycle().Take(8).ToArrayAsync()).Should().Equal('A', 'B', 'C', 'A', 'B', 'C', 'A', 'B');
+        // end doc
         source.Enumerators.Should().Be(1);
         source.Produced.Should().Be(3);
         source.Disposals.Should().Be(1);

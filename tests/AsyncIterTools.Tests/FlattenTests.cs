@@ -33,8 +33,10 @@ public sealed class FlattenTests
     {
         (await Sources.Of(mode, new[] { 1, 2 }, [], [3]).Flatten().ToArrayAsync()).Should().Equal(1, 2, 3);
         (await Sources.Of<List<int>>(mode, [1], [2, 3]).Flatten().ToArrayAsync()).Should().Equal(1, 2, 3);
+        // doc: asynciter-flatten
         // list(chain.from_iterable(['ab', 'c'])) == ['a', 'b', 'c']
         (await Sources.Of(mode, "ab", "c").Flatten().ToArrayAsync()).Should().Equal('a', 'b', 'c');
+        // end doc
     }
 
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]

@@ -48,6 +48,7 @@ public sealed class GatherSettledAsyncTests
     [Fact]
     public async Task SynchronousThrowAndCancelledTask_AreFailedOutcomes()
     {
+        // doc: asynciter-gathersettled
         var work = new Func<CancellationToken, Task<int>>[]
         {
             _ => throw new FormatException(),
@@ -59,6 +60,7 @@ public sealed class GatherSettledAsyncTests
         outcomes[0].Exception.Should().BeOfType<FormatException>();
         outcomes[1].Exception.Should().BeAssignableTo<OperationCanceledException>();
         outcomes[2].Value.Should().Be(3);
+        // end doc
     }
 
     [Fact]

@@ -35,10 +35,12 @@ public sealed class GroupAdjacentTests
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task GroupAdjacent_MatchesPython(SourceMode mode)
     {
+        // doc: asynciter-groupadjacent
         // [(k, list(g)) for k, g in groupby('AAAABBBCCDAABBB')]
         var groups = await ReadGroupsAsync(Sources.From("AAAABBBCCDAABBB", mode).GroupAdjacent(c => c));
         groups.Select(g => (g.Key, new string(g.Items))).Should().Equal(
             ('A', "AAAA"), ('B', "BBB"), ('C', "CC"), ('D', "D"), ('A', "AA"), ('B', "BBB"));
+        // end doc
 
         // [(k, list(g)) for k, g in groupby([1, 3, 2, 4, 6, 5, 7], lambda x: x % 2)] == [(1, [1, 3]), (0, [2, 4, 6]), (1, [5, 7])]
         var parity = await ReadGroupsAsync(Sources.Of(mode, 1, 3, 2, 4, 6, 5, 7).GroupAdjacent(async (x, ct) =>

@@ -38,6 +38,7 @@ public sealed class MergeTests
     [Fact]
     public async Task SynchronousSources_AreServedRoundRobin_NoneStarves()
     {
+        // doc: asynciter-merge
         var a = Sources.From(Enumerable.Range(0, 1_000));
         var b = Sources.From(Enumerable.Range(1_000, 1_000));
         var first = new List<int>();
@@ -51,6 +52,7 @@ public sealed class MergeTests
         }
 
         first.Should().Equal(0, 1_000, 1, 1_001, 2, 1_002, 3, 1_003, 4, 1_004);
+        // end doc
         a.Disposals.Should().Be(1);
         b.Disposals.Should().Be(1);
     }

@@ -18,10 +18,12 @@ public sealed class PairwiseTests
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task Pairwise_MatchesPython(SourceMode mode)
     {
+        // doc: asynciter-pairwise
         // list(pairwise('ABCDEFG'))
         var source = Sources.From("ABCDEFG", mode);
         (await source.Pairwise().ToArrayAsync()).Should().Equal(
             ('A', 'B'), ('B', 'C'), ('C', 'D'), ('D', 'E'), ('E', 'F'), ('F', 'G'));
+        // end doc
         source.Disposals.Should().Be(1);
     }
 

@@ -21,6 +21,7 @@ public sealed class PrefetchTests
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task SourceError_SurfacesAfterTheItemsBeforeIt(SourceMode mode)
     {
+        // doc: asynciter-prefetch
         var source = Sources.Failing(Enumerable.Range(0, 10), failAt: 4, mode);
         var seen = new List<int>();
         Func<Task> act = async () =>
@@ -33,6 +34,7 @@ public sealed class PrefetchTests
 
         await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("source failure");
         seen.Should().Equal(0, 1, 2, 3);
+        // end doc
         source.Disposals.Should().Be(1);
     }
 

@@ -47,9 +47,11 @@ public sealed class ProductTests
         // list(product([0, 1], repeat=2)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
         (await ReadAsync(AsyncIter.Product([Sources.Of(mode, 0, 1)], repeat: 2)))
             .Should().BeEquivalentTo(new[] { new[] { 0, 0 }, [0, 1], [1, 0], [1, 1] }, o => o.WithStrictOrdering());
+        // doc: asynciter-product
         // list(product([1, 2], [3], repeat=2)) == [(1, 3, 1, 3), (1, 3, 2, 3), (2, 3, 1, 3), (2, 3, 2, 3)]
         (await ReadAsync(AsyncIter.Product([Sources.Of(mode, 1, 2), Sources.Of(mode, 3)], repeat: 2)))
             .Should().BeEquivalentTo(new[] { new[] { 1, 3, 1, 3 }, [1, 3, 2, 3], [2, 3, 1, 3], [2, 3, 2, 3] }, o => o.WithStrictOrdering());
+        // end doc
     }
 
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]

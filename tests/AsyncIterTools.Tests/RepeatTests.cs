@@ -18,8 +18,10 @@ public sealed class RepeatTests
     [Fact]
     public async Task Repeat_Times_YieldsTheSameValue()
     {
+        // doc: asynciter-repeat
         // list(repeat(10, 3))
         (await AsyncIter.Repeat(10, 3).ToArrayAsync()).Should().Equal(10, 10, 10);
+        // end doc
         var instance = new object();
         (await AsyncIter.Repeat(instance, 2).ToArrayAsync()).Should().AllSatisfy(x => x.Should().BeSameAs(instance));
     }

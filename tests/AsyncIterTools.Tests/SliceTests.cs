@@ -72,10 +72,12 @@ public sealed class SliceTests
         endless.MoveNextCalls.Should().Be(3);
         endless.Disposals.Should().Be(1);
 
+        // doc: asynciter-slice
         // Last needed item is index 5; index 6 and 7 (< stop) are not needed, so not read.
         var stepped = Sources.Endless(mode);
         (await stepped.Slice(2, 8, 3).ToArrayAsync()).Should().Equal(2, 5);
         stepped.MoveNextCalls.Should().Be(6);
+        // end doc
         stepped.Disposals.Should().Be(1);
     }
 

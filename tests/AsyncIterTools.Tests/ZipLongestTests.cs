@@ -24,9 +24,11 @@ public sealed class ZipLongestTests
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task ZipLongest_Pair_MatchesPython(SourceMode mode)
     {
+        // doc: asynciter-ziplongest
         // list(zip_longest([1, 2, 3], 'ab', fillvalue='-')) == [(1, 'a'), (2, 'b'), (3, '-')]
         (await AsyncIter.ZipLongest(Sources.Of(mode, 1, 2, 3), Sources.From("ab", mode), secondFill: '-').ToArrayAsync())
             .Should().Equal((1, 'a'), (2, 'b'), (3, '-'));
+        // end doc
         (await AsyncIter.ZipLongest(Sources.Of(mode, 1), Sources.From("abc", mode), -1, '-').ToArrayAsync())
             .Should().Equal((1, 'a'), (-1, 'b'), (-1, 'c'));
         (await AsyncIter.ZipLongest(Sources.Of(mode, 1, 2), Sources.Of<string>(mode)).ToArrayAsync())

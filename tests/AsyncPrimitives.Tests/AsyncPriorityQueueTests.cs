@@ -28,6 +28,7 @@ public sealed class AsyncPriorityQueueTests : QueueContractTests
     [Fact]
     public async Task GetAsync_WithTuples_OrdersByPriorityThenInsertion()
     {
+        // doc: queues-priority
         var queue = new AsyncPriorityQueue<(int Priority, string Name)>();
         await queue.PutAsync((1, "medium"));
         await queue.PutAsync((0, "high"));
@@ -36,6 +37,7 @@ public sealed class AsyncPriorityQueueTests : QueueContractTests
         (await queue.GetAsync()).Should().Be((0, "high"));
         (await queue.GetAsync()).Should().Be((1, "medium"));
         (await queue.GetAsync()).Should().Be((10, "low"));
+        // end doc
     }
 
     [Fact]

@@ -63,10 +63,19 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// <summary>Primitive-specific kind of waiter (for example reader or writer). Guarded by the lock.</summary>
     internal int Kind;
 
+    /// <summary>
+    /// Parties that still use this wait: the completer (until <see cref="Complete"/> has fully returned) and the
+    /// awaiter (until <see cref="GetResult"/>). The node goes back to the pool only when both are done: an awaiter
+    /// can observe completion while the completing thread is still inside the core's signalling code, and reusing
+    /// the node at that moment could hand the old completion's wake-up to the next waiter.
+    /// </summary>
+    private int _owners;
+
     /// <summary>Resets the node for a new wait. Called under the lock by <see cref="WaitQueue{T}"/>.</summary>
     internal void Prepare(T payload, int kind)
     {
         _core.Reset();
+        _owners = 2;
         Payload = payload;
         Kind = kind;
         _result = default!;
@@ -118,6 +127,8 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         {
             _core.SetResult(_result);
         }
+
+        ReleaseOwnership();
     }
 
     private void OnCanceled() => _queue.Abandon(this, new OperationCanceledException(_token));
@@ -152,6 +163,11 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
 
     private void Recycle()
     {
+        // Invalidate the awaiter's token first: a second GetResult on the same ValueTask (awaiting it twice) must
+        // throw, not recycle this node again. Pooling it twice would link the free list to itself and hand one node
+        // to two waiters.
+        _core.Reset();
+
         // Dispose waits for a cancellation callback that is running right now, so none can touch the node after this.
         _registration.Dispose();
         _registration = default;
@@ -165,9 +181,19 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         {
             _timer = null;
             timer.Dispose();
-            return; // a timer callback may still be in flight: let the GC have this node instead of reusing it
+            _owners = -1; // a timer callback may still be in flight: let the GC have this node instead of reusing it
+            return;
         }
 
-        _queue.Return(this);
+        ReleaseOwnership();
+    }
+
+    /// <summary>Called once by the completer and once by the awaiter; the last one pools the node.</summary>
+    private void ReleaseOwnership()
+    {
+        if (Interlocked.Decrement(ref _owners) == 0)
+        {
+            _queue.Return(this);
+        }
     }
 }
