@@ -1,0 +1,242 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using AsyncIterTools;
+using AsyncPrimitives;
+
+namespace FanOut;
+
+/// <summary>
+/// The demo's pipeline: request ids fan out to HTTP calls with <see cref="AsyncIter.MapUnordered{T, TResult}"/> (at most
+/// <see cref="FanOutOptions.Limit"/> in flight, each retried up to <see cref="FanOutOptions.Retries"/> times), the
+/// results are grouped with <see cref="AsyncIter.Batch{T}(IAsyncEnumerable{T}, int, TimeSpan, TimeProvider?)"/>, and the
+/// batches go through a bounded <see cref="AsyncQueue{T}"/> to consumer workers that mark each one done
+/// (<c>TaskDone</c>/<c>JoinAsync</c>, then <c>Shutdown</c> ends the workers).
+/// </summary>
+/// <remarks>
+/// A run is single-use. <see cref="Snapshot"/> may be called from any thread while it runs. Cancelling the token is a
+/// graceful stop: no new request starts, the calls in flight finish (with their retries), their results go through the
+/// batches and the queue to the workers, and the run returns what was done (<see cref="FanOutResult.Cancelled"/>)
+/// instead of throwing. Nothing started is lost.
+/// </remarks>
+public sealed class FanOutPipeline
+{
+    private readonly HttpClient _client;
+    private readonly FanOutOptions _options;
+    private readonly TimeProvider _time;
+
+    /// <summary>The consumers' work per batch (after counting it), or null.</summary>
+    private readonly Func<CallResult[], CancellationToken, ValueTask>? _processBatch;
+
+    /// <summary>Latency of every HTTP call made, in milliseconds.</summary>
+    private readonly ConcurrentQueue<double> _latencies = new();
+
+    /// <summary>How many times the consumers saw each id (index = id).</summary>
+    private readonly int[] _consumedPerId;
+
+    // Live counters, written with Interlocked by the calls and the workers, read by Snapshot.
+    private int _succeeded;
+    private int _failed;
+    private int _retries;
+    private int _attempts;
+    private int _inFlight;
+    private int _peakInFlight;
+    private int _consumed;
+    private int _consumedSucceeded;
+    private int _batches;
+    private long _startTimestamp;
+    private int _started;
+
+    /// <summary>Creates a pipeline that calls the API at <paramref name="client"/>'s base address.</summary>
+    /// <param name="client">The HTTP client; its handler should not limit connections, so the bound is the pipeline's.</param>
+    /// <param name="options">What to run.</param>
+    /// <param name="processBatch">What a consumer worker does with each batch, e.g. store it; null for nothing. It gets
+    /// no token from the run: every result is processed, also after a stop.</param>
+    /// <param name="timeProvider">The clock for timings, batch deadlines and retry backoff.</param>
+    public FanOutPipeline(
+        HttpClient client,
+        FanOutOptions options,
+        Func<CallResult[], CancellationToken, ValueTask>? processBatch = null,
+        TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _client = client;
+        _options = options;
+        _time = timeProvider ?? TimeProvider.System;
+        _processBatch = processBatch;
+        _consumedPerId = new int[options.Count];
+    }
+
+    /// <summary>The counters right now.</summary>
+    public FanOutSnapshot Snapshot()
+    {
+        long start = Interlocked.Read(ref _startTimestamp);
+        return new FanOutSnapshot(
+            _options.Count,
+            Volatile.Read(ref _succeeded),
+            Volatile.Read(ref _failed),
+            Volatile.Read(ref _retries),
+            Volatile.Read(ref _inFlight),
+            Volatile.Read(ref _consumed),
+            start == 0 ? TimeSpan.Zero : _time.GetElapsedTime(start));
+    }
+
+    /// <summary>Makes every request, hands the batched results to the workers, and waits until they processed them.</summary>
+    /// <param name="cancellationToken">Stops the run early and gracefully; the result then reports what was done.</param>
+    /// <exception cref="InvalidOperationException">The pipeline was already run.</exception>
+    public async Task<FanOutResult> RunAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            throw new InvalidOperationException("A FanOutPipeline runs once.");
+        }
+
+        Interlocked.Exchange(ref _startTimestamp, _time.GetTimestamp());
+        var queue = new AsyncQueue<CallResult[]>(maxSize: _options.QueueCapacity);
+        Task[] workers = Enumerable.Range(0, _options.Workers).Select(_ => Task.Run(() => ConsumeAsync(queue))).ToArray();
+
+        // A stop ends the source instead of cancelling the calls: no new request starts, the ones in flight finish and
+        // flow through Batch and the queue like any other, so everything that was started is accounted for.
+        IAsyncEnumerable<int> ids = AsyncEnumerable.Range(0, _options.Count)
+            .TakeWhile(_ => !cancellationToken.IsCancellationRequested);
+
+        IAsyncEnumerable<CallResult[]> batches = ids
+            .MapUnordered(CallWithRetriesAsync, maxConcurrency: _options.Limit) // at most Limit calls in flight
+            .Batch(_options.BatchSize, _options.BatchDelay, _time);             // full, or BatchDelay after its first result
+
+        await foreach (CallResult[] batch in batches)
+        {
+            await queue.PutAsync(batch); // waits while QueueCapacity batches are queued (back-pressure)
+        }
+
+        await queue.JoinAsync(); // every batch handed off has been processed (TaskDone)
+        queue.Shutdown();        // the workers' loops end
+        await Task.WhenAll(workers);
+
+        TimeSpan wallTime = _time.GetElapsedTime(_startTimestamp);
+        double[] latencies = [.. _latencies];
+        Array.Sort(latencies);
+        int consumed = Volatile.Read(ref _consumed);
+        int consumedSucceeded = Volatile.Read(ref _consumedSucceeded);
+        return new FanOutResult
+        {
+            Requested = _options.Count,
+            Succeeded = consumedSucceeded,
+            Failed = consumed - consumedSucceeded,
+            Attempts = Volatile.Read(ref _attempts),
+            Batches = Volatile.Read(ref _batches),
+            ClientPeakInFlight = Volatile.Read(ref _peakInFlight),
+            WallTime = wallTime,
+            P50 = Percentile(latencies, 0.50),
+            P99 = Percentile(latencies, 0.99),
+            Cancelled = cancellationToken.IsCancellationRequested,
+            Retries = Volatile.Read(ref _retries),
+            ConsumedPerId = _consumedPerId,
+        };
+    }
+
+    /// <summary>One worker: takes batches until the queue is shut down and empty, marking each one done.</summary>
+    private async Task ConsumeAsync(AsyncQueue<CallResult[]> queue)
+    {
+        await foreach (CallResult[] batch in queue)
+        {
+            try
+            {
+                foreach (CallResult result in batch)
+                {
+                    Interlocked.Increment(ref _consumedPerId[result.Id]);
+                    if (result.Succeeded)
+                    {
+                        Interlocked.Increment(ref _consumedSucceeded);
+                    }
+                }
+
+                Interlocked.Increment(ref _batches);
+                Interlocked.Add(ref _consumed, batch.Length);
+                if (_processBatch is not null)
+                {
+                    await _processBatch(batch, CancellationToken.None);
+                }
+            }
+            finally
+            {
+                queue.TaskDone();
+            }
+        }
+    }
+
+    /// <summary>Calls the API for <paramref name="id"/>, retrying failed attempts; a request that fails every attempt is
+    /// a failed result, not an exception (so one bad id does not stop the fan-out). Only cancellation throws.</summary>
+    private async ValueTask<CallResult> CallWithRetriesAsync(int id, CancellationToken cancellationToken)
+    {
+        long start = _time.GetTimestamp();
+        for (int attempt = 1; ; attempt++)
+        {
+            string? error = await CallOnceAsync(id, attempt, cancellationToken);
+            if (error is null)
+            {
+                Interlocked.Increment(ref _succeeded);
+                return new CallResult(id, true, attempt, _time.GetElapsedTime(start), null);
+            }
+
+            if (attempt > _options.Retries)
+            {
+                Interlocked.Increment(ref _failed);
+                return new CallResult(id, false, attempt, _time.GetElapsedTime(start), error);
+            }
+
+            Interlocked.Increment(ref _retries);
+            if (_options.RetryBackoff > TimeSpan.Zero)
+            {
+                await Task.Delay(_options.RetryBackoff * attempt, _time, cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>One HTTP call; returns null on success, else why it failed.</summary>
+    private async ValueTask<string?> CallOnceAsync(int id, int attempt, CancellationToken cancellationToken)
+    {
+        UpdatePeak(Interlocked.Increment(ref _inFlight));
+        Interlocked.Increment(ref _attempts);
+        long start = _time.GetTimestamp();
+        try
+        {
+            string path = string.Create(CultureInfo.InvariantCulture, $"items/{id}?attempt={attempt}");
+            using HttpResponseMessage response = await _client.GetAsync(path, cancellationToken);
+            return response.IsSuccessStatusCode ? null : $"HTTP {(int)response.StatusCode}";
+        }
+        catch (HttpRequestException e)
+        {
+            return e.Message;
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return "timed out"; // HttpClient.Timeout, not ours
+        }
+        finally
+        {
+            _latencies.Enqueue(_time.GetElapsedTime(start).TotalMilliseconds);
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    private void UpdatePeak(int current)
+    {
+        int peak = Volatile.Read(ref _peakInFlight);
+        while (current > peak)
+        {
+            int seen = Interlocked.CompareExchange(ref _peakInFlight, current, peak);
+            if (seen == peak)
+            {
+                return;
+            }
+
+            peak = seen;
+        }
+    }
+
+    /// <summary>Nearest-rank percentile of sorted milliseconds.</summary>
+    private static TimeSpan Percentile(double[] sorted, double p) =>
+        sorted.Length == 0 ? TimeSpan.Zero : TimeSpan.FromMilliseconds(sorted[Math.Max(0, (int)Math.Ceiling(p * sorted.Length) - 1)]);
+}

@@ -1,0 +1,126 @@
+using System.CommandLine;
+using System.Globalization;
+using System.CommandLine.Parsing;
+using FanOut;
+
+// Parses the options, starts the flaky API on 127.0.0.1, runs the pipeline against it with live progress, and prints
+// the report. Everything the demo does lives in FlakyApiServer and FanOutPipeline; this file only wires it up.
+
+var defaults = new FanOutOptions();
+var serverDefaults = new FlakyApiOptions();
+
+Option<int> count = IntOption("--count", "Number of requests to make.", defaults.Count, min: 0);
+Option<int> limit = IntOption("--limit", "Most requests in flight at once.", defaults.Limit, min: 1);
+Option<int> latencyMs = IntOption("--latency-ms", "Server latency per request, in milliseconds.", (int)serverDefaults.Latency.TotalMilliseconds, min: 0);
+Option<int> jitterMs = IntOption("--jitter-ms", "Random latency added or taken away, up to this many milliseconds.", (int)serverDefaults.Jitter.TotalMilliseconds, min: 0);
+Option<int> retries = IntOption("--retries", "Retries of a failed request before it counts as failed.", defaults.Retries, min: 0);
+Option<int> batchSize = IntOption("--batch-size", "Most results per batch.", defaults.BatchSize, min: 1);
+Option<int> batchDelayMs = IntOption("--batch-delay-ms", "Longest a batch waits for more results, in milliseconds.", (int)defaults.BatchDelay.TotalMilliseconds, min: 1);
+Option<int> workers = IntOption("--workers", "Consumer workers taking batches off the queue.", defaults.Workers, min: 1);
+Option<double> errorRate = DoubleOption("--error-rate", "Fraction of requests the server fails with 503 (0 to 1).", serverDefaults.ErrorRate, min: 0, max: 1);
+
+var root = new RootCommand("Fans out HTTP requests to a slow, flaky in-process API with AsyncIterTools and AsyncPrimitives.")
+{
+    count, limit, latencyMs, jitterMs, errorRate, retries, batchSize, batchDelayMs, workers,
+};
+
+ParseResult parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    foreach (ParseError error in parsed.Errors)
+    {
+        await Console.Error.WriteLineAsync($"error: {error.Message}");
+    }
+
+    await Console.Error.WriteLineAsync("Run with --help to see the options.");
+    return 2;
+}
+
+root.SetAction(async (result, cancellationToken) =>
+{
+    var serverOptions = new FlakyApiOptions
+    {
+        Latency = TimeSpan.FromMilliseconds(result.GetValue(latencyMs)),
+        Jitter = TimeSpan.FromMilliseconds(result.GetValue(jitterMs)),
+        ErrorRate = result.GetValue(errorRate),
+    };
+    var options = new FanOutOptions
+    {
+        Count = result.GetValue(count),
+        Limit = result.GetValue(limit),
+        Retries = result.GetValue(retries),
+        BatchSize = result.GetValue(batchSize),
+        BatchDelay = TimeSpan.FromMilliseconds(result.GetValue(batchDelayMs)),
+        Workers = result.GetValue(workers),
+    };
+
+    // Ctrl+C cancels the run, which then reports what was done; a second Ctrl+C ends the process at once.
+    using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+    ConsoleCancelEventHandler onCancel = (_, e) =>
+    {
+        e.Cancel = !stop.IsCancellationRequested;
+        stop.Cancel();
+    };
+    Console.CancelKeyPress += onCancel;
+    cancellationToken = stop.Token;
+
+    await using FlakyApiServer server = await FlakyApiServer.StartAsync(serverOptions, cancellationToken);
+    // No MaxConnectionsPerServer: the only bound on requests in flight is the pipeline's Limit.
+    using var http = new HttpClient { BaseAddress = server.BaseAddress };
+    using (await http.GetAsync(new Uri("health", UriKind.Relative), cancellationToken))
+    {
+        // one warm-up call, outside the measured run
+    }
+
+    var pipeline = new FanOutPipeline(http, options);
+
+    var console = new ConsoleOutput();
+    console.WriteHeader(options, serverOptions, server.BaseAddress);
+    FanOutResult outcome = await console.ShowProgressAsync(pipeline, pipeline.RunAsync(cancellationToken));
+    console.WriteReport(outcome, options, serverOptions, server.PeakInFlight);
+    Console.CancelKeyPress -= onCancel;
+    return outcome.Cancelled ? 130 : 0; // 130: interrupted, as shells report Ctrl+C
+});
+
+return await parsed.InvokeAsync();
+
+// Options parse their own text, so a bad value is one clear line on stderr (exit code 2), never a stack trace.
+static Option<int> IntOption(string name, string description, int defaultValue, int min) => new(name)
+{
+    Description = description,
+    DefaultValueFactory = _ => defaultValue,
+    CustomParser = r =>
+    {
+        string text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+        {
+            r.AddError($"{name} must be a whole number (got '{text}').");
+        }
+        else if (value < min)
+        {
+            r.AddError($"{name} must be at least {min} (got {value}).");
+        }
+
+        return value;
+    },
+};
+
+static Option<double> DoubleOption(string name, string description, double defaultValue, double min, double max) => new(name)
+{
+    Description = description,
+    DefaultValueFactory = _ => defaultValue,
+    CustomParser = r =>
+    {
+        string text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value))
+        {
+            r.AddError($"{name} must be a number (got '{text}').");
+        }
+        else if (value < min || value > max)
+        {
+            r.AddError(string.Create(CultureInfo.InvariantCulture, $"{name} must be between {min} and {max} (got {value})."));
+        }
+
+        return value;
+    },
+};

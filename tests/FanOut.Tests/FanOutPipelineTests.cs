@@ -1,0 +1,145 @@
+using System.Reflection;
+using System.Runtime.Versioning;
+using AsyncIterTools;
+using AsyncPrimitives;
+
+namespace FanOut.Tests;
+
+/// <summary>
+/// The demo's pipeline end to end against the real in-process API on 127.0.0.1: the concurrency bound as the server
+/// measures it, and every request accounted for exactly once.
+/// </summary>
+public sealed class FanOutPipelineTests
+{
+    private const int Count = 300;
+    private const int Limit = 16;
+    private const int Retries = 3;
+
+    [Fact]
+    public async Task RunAsync_AgainstFlakyServer_HitsTheLimitExactlyAndAccountsForEveryRequestOnce()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
+        {
+            // Long enough next to the client's turnaround between two calls (under a loaded CI machine too) that all
+            // Limit calls are at the server at once at some moment; 300 × 20 ms / 16 ≈ 0.4 s.
+            Latency = TimeSpan.FromMilliseconds(20),
+            Jitter = TimeSpan.FromMilliseconds(5),
+            ErrorRate = 0.05,
+        });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        var pipeline = new FanOutPipeline(http, Options());
+
+        FanOutResult result = await pipeline.RunAsync();
+
+        server.BaseAddress.Host.Should().Be("127.0.0.1");
+        result.Cancelled.Should().BeFalse();
+        server.PeakInFlight.Should().Be(Limit, "the server must see the limit reached and never exceeded");
+        result.ClientPeakInFlight.Should().Be(Limit);
+        server.InFlight.Should().Be(0);
+
+        (result.Succeeded + result.Failed).Should().Be(Count);
+        result.ConsumedPerId.Should().HaveCount(Count).And.OnlyContain(n => n == 1, "each id reaches the consumers exactly once");
+        Enumerable.Range(0, Count).Select(server.HitsFor).Should()
+            .OnlyContain(n => n >= 1 && n <= Retries + 1, "each id is requested once plus at most its retries");
+        server.Requests.Should().Be(result.Attempts);
+        server.Errors.Should().Be(result.Attempts - result.Succeeded, "every failed attempt is a 503 the server sent");
+        result.Batches.Should().BeInRange((Count + 19) / 20, Count);
+    }
+
+    [Fact]
+    public async Task RunAsync_WhenEveryCallFails_RetriesEachIdThenCountsItFailed()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
+        {
+            Latency = TimeSpan.FromMilliseconds(1),
+            Jitter = TimeSpan.Zero,
+            ErrorRate = 1,
+        });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 40, Limit = 4 });
+
+        FanOutResult result = await pipeline.RunAsync();
+
+        result.Failed.Should().Be(40);
+        result.Succeeded.Should().Be(0);
+        result.Attempts.Should().Be(40 * (Retries + 1));
+        Enumerable.Range(0, 40).Select(server.HitsFor).Should().OnlyContain(n => n == Retries + 1);
+        result.ConsumedPerId.Should().OnlyContain(n => n == 1);
+        server.PeakInFlight.Should().BeLessThanOrEqualTo(4);
+    }
+
+    [Fact]
+    public async Task RunAsync_WhenCancelled_StartsNothingNewAndLosesNothingStarted()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
+        {
+            Latency = TimeSpan.FromMilliseconds(5),
+            Jitter = TimeSpan.Zero,
+            ErrorRate = 0,
+        });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        using var cts = new CancellationTokenSource();
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 10_000 }, processBatch: (_, _) =>
+        {
+            cts.Cancel(); // the first batch a consumer sees stops the run
+            return ValueTask.CompletedTask;
+        });
+
+        FanOutResult result = await pipeline.RunAsync(cts.Token);
+
+        result.Cancelled.Should().BeTrue();
+        result.Consumed.Should().BeGreaterThanOrEqualTo(1).And.BeLessThan(10_000);
+        result.ConsumedPerId.Should().OnlyContain(n => n == 0 || n == 1);
+        result.ConsumedPerId.Sum().Should().Be(result.Consumed);
+        Enumerable.Range(0, 10_000).Where(id => result.ConsumedPerId[id] != (server.HitsFor(id) > 0 ? 1 : 0)).Should()
+            .BeEmpty("every request the server saw reached the consumers, and no other");
+        result.Attempts.Should().Be((int)server.Requests);
+        result.ClientPeakInFlight.Should().BeLessThanOrEqualTo(Limit);
+        server.PeakInFlight.Should().BeLessThanOrEqualTo(Limit);
+    }
+
+    [Fact]
+    public async Task RunAsync_SecondCall_Throws()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri("http://127.0.0.1:9/") };
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 0 });
+        (await pipeline.RunAsync()).Consumed.Should().Be(0);
+
+        await FluentActions.Awaiting(() => pipeline.RunAsync()).Should().ThrowAsync<InvalidOperationException>();
+    }
+
+    [Fact]
+    public void Options_BadValues_ThrowNamingTheValue()
+    {
+        using var http = new HttpClient();
+        FluentActions.Invoking(() => new FanOutPipeline(http, Options() with { Limit = 0 }))
+            .Should().Throw<ArgumentOutOfRangeException>().Which.ParamName.Should().Be("Limit");
+        FluentActions.Invoking(() => new FlakyApiOptions { ErrorRate = 1.5 }.Validate())
+            .Should().Throw<ArgumentOutOfRangeException>().Which.ParamName.Should().Be("ErrorRate");
+    }
+
+    [Fact]
+    public void Demo_UsesTheLibraryAssetUnderTest()
+    {
+        string expected = typeof(FanOutPipelineTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "LibraryTargetFramework").Value!;
+        string version = expected == "netstandard2.0" ? ".NETStandard,Version=v2.0" : ".NETCoreApp,Version=v10.0";
+
+        foreach (Assembly library in new[] { typeof(AsyncIter).Assembly, typeof(AsyncQueue<>).Assembly })
+        {
+            library.GetCustomAttribute<TargetFrameworkAttribute>()!.FrameworkName.Should().Be(version);
+        }
+    }
+
+    private static FanOutOptions Options() => new()
+    {
+        Count = Count,
+        Limit = Limit,
+        Retries = Retries,
+        RetryBackoff = TimeSpan.Zero,
+        BatchSize = 20,
+        BatchDelay = TimeSpan.FromMilliseconds(50),
+        Workers = 3,
+        QueueCapacity = 4,
+    };
+}
