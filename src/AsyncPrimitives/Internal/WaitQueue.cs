@@ -41,6 +41,12 @@ internal sealed class WaitQueue<T>
     /// <summary>Number of nodes in <see cref="_pool"/>.</summary>
     private int _pooled;
 
+    /// <summary>
+    /// One recycled node kept outside the lock: an awaiter returns its node here with a single exchange, so the
+    /// common contended cycle (wait, get granted, wait again) does not take the lock a third time just to recycle.
+    /// </summary>
+    private WaitNode<T>? _cached;
+
     public WaitQueue(Lock sync, TimeProvider timeProvider, IWaitOwner<T>? owner = null)
     {
         _sync = sync;
@@ -58,21 +64,25 @@ internal sealed class WaitQueue<T>
     public WaitNode<T>? Head => _head;
 
     /// <summary>Number of recycled nodes held for reuse (for leak tests).</summary>
-    internal int PooledCount => _pooled;
+    internal int PooledCount => _pooled + (Volatile.Read(ref _cached) is null ? 0 : 1);
 
     /// <summary>Appends a waiter to the tail. Caller holds the lock, then leaves it and calls <see cref="Arm"/>.</summary>
     public WaitNode<T> Enqueue(T payload = default!, int kind = 0)
     {
         AssertLockHeld();
-        WaitNode<T>? node = _pool;
-        if (node is not null)
+        WaitNode<T>? node = Interlocked.Exchange(ref _cached, null);
+        if (node is null)
         {
-            _pool = node.Next;
-            _pooled--;
-        }
-        else
-        {
-            node = new WaitNode<T>(this);
+            node = _pool;
+            if (node is not null)
+            {
+                _pool = node.Next;
+                _pooled--;
+            }
+            else
+            {
+                node = new WaitNode<T>(this);
+            }
         }
 
         node.Prepare(payload, kind);
@@ -170,12 +180,18 @@ internal sealed class WaitQueue<T>
     /// <summary>Takes back a node whose outcome the awaiter has observed.</summary>
     internal void Return(WaitNode<T> node)
     {
+        Debug.Assert(!node.IsQueued, "a queued node cannot be recycled");
+        node.Previous = null;
+        node.Next = null;
+        if (Interlocked.CompareExchange(ref _cached, node, null) is null)
+        {
+            return;
+        }
+
         lock (_sync)
         {
-            Debug.Assert(!node.IsQueued, "a queued node cannot be recycled");
-            if (_pooled < MaxPooled)
+            if (_pooled < MaxPooled - 1) // the cached slot is the last of MaxPooled
             {
-                node.Previous = null;
                 node.Next = _pool;
                 _pool = node;
                 _pooled++;
