@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -54,6 +55,7 @@ public sealed class AsyncLock
     /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>A <see cref="Releaser"/> that releases the lock when disposed.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was acquired.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask<Releaser> AcquireAsync(CancellationToken cancellationToken = default) =>
         _permits.AcquireAsync(Timeout.InfiniteTimeSpan, cancellationToken);
 
@@ -83,6 +85,7 @@ public sealed class AsyncLock
 
     /// <summary>Releases the lock, handing it to the oldest waiter if there is one.</summary>
     /// <exception cref="SynchronizationLockException">The lock is not held.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Release()
     {
         if (!_permits.Release(1))
@@ -104,6 +107,7 @@ public sealed class AsyncLock
 
         /// <summary>Releases the lock.</summary>
         /// <exception cref="SynchronizationLockException">The lock is not held (this releaser was disposed before).</exception>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Dispose() => _owner?.Release();
     }
 }

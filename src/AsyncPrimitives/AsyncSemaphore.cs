@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -62,6 +63,7 @@ public sealed class AsyncSemaphore
     /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>A <see cref="Releaser"/> that returns the permit when disposed.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before a permit was taken.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask<Releaser> AcquireAsync(CancellationToken cancellationToken = default) =>
         _permits.AcquireAsync(Timeout.InfiniteTimeSpan, cancellationToken);
 
@@ -87,6 +89,7 @@ public sealed class AsyncSemaphore
     /// <param name="releaseCount">How many permits to return.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="releaseCount"/> is not positive.</exception>
     /// <exception cref="SemaphoreFullException">The count would exceed <see cref="MaxCount"/>; nothing was released.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Release(int releaseCount = 1)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(releaseCount);
@@ -110,6 +113,7 @@ public sealed class AsyncSemaphore
 
         /// <summary>Returns the permit.</summary>
         /// <exception cref="SemaphoreFullException">The semaphore is already at <see cref="MaxCount"/>.</exception>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Dispose() => _owner?.Release();
     }
 }
