@@ -15,7 +15,7 @@ public sealed class LockStressTests(ITestOutputHelper output)
 
     [Fact]
     public Task AsyncLock_RacingAcquiresWithTimeoutsAndCancellation_NeverAdmitsTwoAndReturnsThePermit() =>
-        Stress.RoundsAsync(output, "lock", rounds: 3, async (rng, because) =>
+        Stress.RoundsAsync(output, "lock", rounds: 5, async (rng, because) =>
         {
             var gate = new AsyncLock();
             var inside = new Occupancy();
@@ -53,7 +53,7 @@ public sealed class LockStressTests(ITestOutputHelper output)
     [InlineData(1)]
     [InlineData(3)]
     public Task AsyncSemaphore_RacingAcquiresWithTimeoutsAndCancellation_KeepTheBoundAndConservePermits(int max) =>
-        Stress.RoundsAsync(output, $"semaphore[max={max}]", rounds: 3, async (rng, because) =>
+        Stress.RoundsAsync(output, $"semaphore[max={max}]", rounds: 5, async (rng, because) =>
         {
             var semaphore = new AsyncSemaphore(max, max);
             var inside = new Occupancy();
@@ -109,7 +109,7 @@ public sealed class LockStressTests(ITestOutputHelper output)
     [InlineData(2)]
     [InlineData(int.MaxValue)]
     public Task AsyncReaderWriterLock_RacingReadersAndWriters_NeverMixAndReturnEverything(int maxReaders) =>
-        Stress.RoundsAsync(output, $"rwlock[maxReaders={maxReaders}]", rounds: 3, async (rng, because) =>
+        Stress.RoundsAsync(output, $"rwlock[maxReaders={maxReaders}]", rounds: 5, async (rng, because) =>
         {
             var rw = new AsyncReaderWriterLock(maxReaders);
             int readers = 0;

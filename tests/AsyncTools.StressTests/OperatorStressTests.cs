@@ -14,7 +14,7 @@ namespace AsyncTools.StressTests;
 /// </summary>
 public sealed class OperatorStressTests(ITestOutputHelper output)
 {
-    private const int Rounds = 40;
+    private const int Rounds = 80;
 
     /// <summary>How a run ends.</summary>
     private enum Ending

@@ -26,7 +26,7 @@ public sealed class QueueStressTests(ITestOutputHelper output)
     [Theory]
     [MemberData(nameof(Queues))]
     public Task ProducersAndConsumers_WithTimeoutsCancellationAndShutdown_AccountForEveryItemOnce(string ordering, int maxSize) =>
-        Stress.RoundsAsync(output, $"queue[{ordering},max={maxSize}]", rounds: 3, (rng, because) => RoundAsync(Create(ordering, maxSize), rng, because));
+        Stress.RoundsAsync(output, $"queue[{ordering},max={maxSize}]", rounds: 5, (rng, because) => RoundAsync(Create(ordering, maxSize), rng, because));
 
     private static AsyncQueueBase<int> Create(string ordering, int maxSize) => ordering switch
     {

@@ -11,7 +11,7 @@ public sealed class WakeUpStressTests(ITestOutputHelper output)
 {
     [Fact]
     public Task AsyncCondition_RacingNotifyWithTimingOutWaiters_LosesNoWakeUp() =>
-        Stress.RoundsAsync(output, "condition", rounds: 4, async (rng, because) =>
+        Stress.RoundsAsync(output, "condition", rounds: 8, async (rng, because) =>
         {
             const int Producers = 4;
             const int Consumers = 4;
@@ -119,7 +119,7 @@ public sealed class WakeUpStressTests(ITestOutputHelper output)
 
     [Fact]
     public Task AsyncEvent_PingPongWithRacingSetClearAndNoiseWaiters_LosesNoWakeUp() =>
-        Stress.RoundsAsync(output, "event", rounds: 4, async (rng, because) =>
+        Stress.RoundsAsync(output, "event", rounds: 8, async (rng, because) =>
         {
             const int Exchanges = 500;
             var ping = new AsyncEvent();
