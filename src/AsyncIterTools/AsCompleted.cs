@@ -22,7 +22,7 @@ public static partial class AsyncIter
     /// <returns>A sequence of the results in the order the work completes.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="work"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">
-    /// <paramref name="maxConcurrency"/> is zero or negative, or <paramref name="timeout"/> is negative and not infinite.
+    /// <paramref name="maxConcurrency"/> is zero or negative, or <paramref name="timeout"/> is negative and not infinite, or longer than about 49.7 days (4294967294 ms).
     /// </exception>
     /// <remarks>
     /// <para>Deferred: nothing starts until the sequence is enumerated. Work starts lazily, in input order.</para>
@@ -60,7 +60,7 @@ public static partial class AsyncIter
     /// <returns>A sequence of the results in the order the work completes.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="work"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">
-    /// <paramref name="maxConcurrency"/> is zero or negative, or <paramref name="timeout"/> is negative and not infinite.
+    /// <paramref name="maxConcurrency"/> is zero or negative, or <paramref name="timeout"/> is negative and not infinite, or longer than about 49.7 days (4294967294 ms).
     /// </exception>
     /// <remarks>Same semantics as <see cref="AsCompleted{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, TimeSpan?)"/>.</remarks>
     public static IAsyncEnumerable<T> AsCompleted<T>(
@@ -83,7 +83,7 @@ public static partial class AsyncIter
     /// <param name="timeout">One overall deadline; <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
     /// <returns>A sequence of the results in completion order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="tasks"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite, or longer than about 49.7 days (4294967294 ms).</exception>
     /// <remarks>
     /// The operator does not own these tasks, so it cannot cancel them: on a failure, a timeout
     /// (<see cref="TimeoutException"/>), cancellation or an early break it stops waiting and returns, leaving them running.
@@ -111,7 +111,7 @@ public static partial class AsyncIter
     /// <param name="timeProvider">The clock for <paramref name="timeout"/>; <see langword="null"/> for <see cref="TimeProvider.System"/>.</param>
     /// <returns>A sequence of the results in completion order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="tasks"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite, or longer than about 49.7 days (4294967294 ms).</exception>
     /// <remarks>Same semantics as <see cref="AsCompleted{T}(IEnumerable{Task{T}}, TimeSpan?)"/>.</remarks>
     public static IAsyncEnumerable<T> AsCompleted<T>(IEnumerable<Task<T>> tasks, TimeSpan? timeout, TimeProvider? timeProvider)
     {

@@ -100,7 +100,8 @@ public static partial class AsyncIter
     /// <returns>A sequence of non-empty arrays of at most <paramref name="maxSize"/> items, in source order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">
-    /// <paramref name="maxSize"/> is zero or negative, or <paramref name="maxDelay"/> is zero or negative and not infinite.
+    /// <paramref name="maxSize"/> is zero or negative, or <paramref name="maxDelay"/> is zero or negative and not infinite, or longer
+    /// than about 49.7 days (4294967294 ms, the limit of .NET timers).
     /// </exception>
     /// <remarks>
     /// <para>
@@ -127,9 +128,9 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxSize);
-        if (maxDelay <= TimeSpan.Zero && maxDelay != Timeout.InfiniteTimeSpan)
+        if (maxDelay != Timeout.InfiniteTimeSpan && (maxDelay <= TimeSpan.Zero || maxDelay.TotalMilliseconds > Deadline.MaxTimeoutMilliseconds))
         {
-            throw new ArgumentOutOfRangeException(nameof(maxDelay), maxDelay, "The delay must be positive or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(nameof(maxDelay), maxDelay, "The delay must be Timeout.InfiniteTimeSpan or positive and at most 4294967294 milliseconds.");
         }
 
         return TimedBatchImpl(source, maxSize, maxDelay, timeProvider ?? TimeProvider.System);

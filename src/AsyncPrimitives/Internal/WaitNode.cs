@@ -176,6 +176,11 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         _result = default!;
         _error = null;
 
+        // Drop the core's references to this wait (its exception, which for a cancellation holds the token and so its
+        // CancellationTokenSource; the awaiter's continuation and state) so a pooled node keeps nothing alive, and move
+        // the version on so that requesting this ValueTask's result again is rejected instead of recycling twice.
+        _core.Reset();
+
         ITimer? timer = _timer;
         if (timer is not null)
         {

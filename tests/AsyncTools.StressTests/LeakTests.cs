@@ -1,0 +1,341 @@
+using System.Runtime.CompilerServices;
+using AsyncPrimitives;
+using Xunit.Abstractions;
+
+namespace AsyncTools.StressTests;
+
+/// <summary>
+/// After 1,000,000 waits that time out or are cancelled on a primitive, nothing is left behind: no linked waiter, at
+/// most 32 pooled nodes, no timer, no CancellationToken registration (a registration would keep its node reachable
+/// from the long-lived token source), and the per-batch token sources and the waiter nodes are collectable.
+/// </summary>
+/// <remarks>
+/// Most of the million take the paths that never enqueue (a pre-cancelled token, <see cref="TimeSpan.Zero"/>); the
+/// rest are real waits that join the line and leave it: cancelled by <see cref="CancellationTokenSource.Cancel()"/>
+/// in batches, and timed out by <see cref="ManualTimeProvider.Advance"/> in batches while carrying a token of a source
+/// that stays alive for the whole test.
+/// </remarks>
+public sealed class LeakTests(ITestOutputHelper output)
+{
+    private const int TotalWaits = 1_000_000;
+    private const int CancelledWaits = 60_000;
+    private const int TimedOutWaits = 30_000;
+    private const int CancelBatch = 1_000;
+    private const int TimeoutBatch = 500;
+
+    /// <summary>One kind of wait on one primitive: <c>Wait(timeout, token)</c> must wait (the primitive is kept blocked).</summary>
+    public sealed record Target(string Name, object Primitive, ManualTimeProvider Time, Func<TimeSpan, CancellationToken, Task> Wait)
+    {
+        public override string ToString() => Name;
+    }
+
+    public static TheoryData<string> Targets => new()
+    {
+        "lock", "semaphore", "rwlock-read", "rwlock-write", "event", "result", "queue-get", "lifo-put", "priority-join",
+    };
+
+    [Theory]
+    [MemberData(nameof(Targets))]
+    public async Task AMillionTimedOutOrCancelledWaits_LeaveNoWaiterTimerRegistrationOrNodeBehind(string name)
+    {
+        Target target = Create(name);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        using var longLived = new CancellationTokenSource(); // never cancelled: its registrations must all be removed
+
+        int fast = FastFailures(target, TotalWaits - CancelledWaits - TimedOutWaits);
+
+        var sourceRefs = new List<WeakReference>();
+        List<WeakReference> cancelledNodes = [];
+        for (int done = 0; done < CancelledWaits; done += CancelBatch)
+        {
+            (WeakReference source, List<WeakReference> nodes) = await CancelledBatchAsync(target, CancelBatch);
+            sourceRefs.Add(source);
+            cancelledNodes = nodes;
+        }
+
+        List<WeakReference> timedOutNodes = [];
+        for (int done = 0; done < TimedOutWaits; done += TimeoutBatch)
+        {
+            List<WeakReference> nodes = await TimedOutBatchAsync(target, TimeoutBatch, longLived.Token);
+            if (done == 0)
+            {
+                timedOutNodes = nodes;
+            }
+        }
+
+        output.WriteLine($"{name}: {fast + CancelledWaits + TimedOutWaits:N0} waits in {sw.ElapsedMilliseconds} ms " +
+            $"({fast:N0} fast, {CancelledWaits:N0} cancelled, {TimedOutWaits:N0} timed out); timers created {target.Time.TimerCreations:N0}");
+        (fast + CancelledWaits + TimedOutWaits).Should().Be(TotalWaits);
+
+        WaitEngineProbe.Waiters(target.Primitive).Should().Be(0, "every waiter left the line");
+        WaitEngineProbe.MaxPooled(target.Primitive).Should().BeLessThanOrEqualTo(32, "the node pool is bounded");
+        target.Time.ActiveTimers.Should().Be(0, "every timeout timer was disposed");
+        target.Time.TimerCreations.Should().Be(TimedOutWaits + (CancelledWaits / 2), "only waits with a finite timeout that enqueued create a timer");
+
+        FullCollect();
+        sourceRefs.Count(r => r.IsAlive).Should().Be(0, "nothing keeps a cancelled wait's CancellationTokenSource reachable");
+        timedOutNodes.Should().HaveCount(TimeoutBatch);
+        timedOutNodes.Count(r => r.IsAlive).Should().Be(0,
+            "a timed-out node is never pooled, and neither its timer nor its registration on the live token keeps it");
+        cancelledNodes.Should().HaveCount(CancelBatch);
+        cancelledNodes.Count(r => r.IsAlive).Should().BeLessThanOrEqualTo(32, "only pooled nodes survive");
+        GC.KeepAlive(longLived);
+
+        // Still usable afterwards.
+        await UsableAsync(target);
+    }
+
+    [Fact]
+    public async Task AsyncCondition_ManyTimedOutOrCancelledWaits_LeaveNoWaiterTimerOrNodeBehind()
+    {
+        // A condition wait re-acquires the lock before it returns, so each waiter is a small task; fewer of them.
+        var time = new ManualTimeProvider();
+        var condition = new AsyncCondition(timeProvider: time);
+        using var longLived = new CancellationTokenSource();
+        int fast = 0;
+        using (await condition.AcquireAsync())
+        {
+            using var cancelled = new CancellationTokenSource();
+            cancelled.Cancel();
+            for (int i = 0; i < 200_000; i++)
+            {
+                Task wait = (i % 2 == 0 ? condition.WaitAsync(cancelled.Token) : condition.WaitAsync(TimeSpan.Zero)).AsTask();
+                wait.IsCompleted.Should().BeTrue();
+                wait.IsFaulted.Should().Be(i % 2 == 1);
+                fast++;
+            }
+        }
+
+        var sourceRefs = new List<WeakReference>();
+        for (int batch = 0; batch < 20; batch++)
+        {
+            sourceRefs.Add(await ConditionBatchAsync(condition, time, 500, timed: batch % 2 == 1, longLived.Token));
+        }
+
+        // One more small batch on another condition: it replaces this method's own last references (the awaiter of the
+        // last batch call), so what the check below sees alive could only be held by the condition under test.
+        await ConditionBatchAsync(new AsyncCondition(timeProvider: time), time, 10, timed: true, longLived.Token);
+        output.WriteLine($"condition: {fast + 10_000:N0} waits");
+        condition.WaiterCount.Should().Be(0);
+        condition.IsLocked.Should().BeFalse();
+        WaitEngineProbe.MaxPooled(condition).Should().BeLessThanOrEqualTo(32);
+        time.ActiveTimers.Should().Be(0);
+        FullCollect();
+        sourceRefs.Select((r, i) => r.IsAlive ? i : -1).Where(i => i >= 0).Should().BeEmpty();
+        GC.KeepAlive(longLived);
+    }
+
+    private static Target Create(string name)
+    {
+        var time = new ManualTimeProvider();
+        switch (name)
+        {
+            case "lock":
+            {
+                var gate = new AsyncLock(time);
+                gate.TryAcquire(out _).Should().BeTrue();
+                return new(name, gate, time, (t, ct) => gate.AcquireAsync(t, ct).AsTask());
+            }
+
+            case "semaphore":
+            {
+                var semaphore = new AsyncSemaphore(0, 4, time);
+                return new(name, semaphore, time, (t, ct) => semaphore.AcquireAsync(t, ct).AsTask());
+            }
+
+            case "rwlock-read":
+            case "rwlock-write":
+            {
+                var rw = new AsyncReaderWriterLock(timeProvider: time);
+                rw.TryAcquireWrite(out _).Should().BeTrue();
+                return name == "rwlock-read"
+                    ? new(name, rw, time, (t, ct) => rw.AcquireReadAsync(t, ct).AsTask())
+                    : new(name, rw, time, (t, ct) => rw.AcquireWriteAsync(t, ct).AsTask());
+            }
+
+            case "event":
+            {
+                var ev = new AsyncEvent(timeProvider: time);
+                return new(name, ev, time, (t, ct) => ev.WaitAsync(t, ct).AsTask());
+            }
+
+            case "result":
+            {
+                var result = new AsyncResult<int>(time);
+                return new(name, result, time, (t, ct) => result.GetAsync(t, ct).AsTask());
+            }
+
+            case "queue-get":
+            {
+                var queue = new AsyncQueue<int>(timeProvider: time);
+                return new(name, queue, time, (t, ct) => queue.GetAsync(t, ct).AsTask());
+            }
+
+            case "lifo-put":
+            {
+                var queue = new AsyncLifoQueue<int>(1, time);
+                queue.TryPut(0).Should().BeTrue();
+                return new(name, queue, time, (t, ct) => queue.PutAsync(1, t, ct).AsTask());
+            }
+
+            default:
+            {
+                var queue = new AsyncPriorityQueue<int>(timeProvider: time);
+                queue.TryPut(0).Should().BeTrue(); // one unfinished task: JoinAsync waits
+                return new(name, queue, time, (t, ct) => queue.JoinAsync(t, ct).AsTask());
+            }
+        }
+    }
+
+    /// <summary>Waits that fail without joining the line: half with a pre-cancelled token, half with TimeSpan.Zero.</summary>
+    private static int FastFailures(Target target, int count)
+    {
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        for (int i = 0; i < count; i++)
+        {
+            Task wait = i % 2 == 0 ? target.Wait(Timeout.InfiniteTimeSpan, cancelled.Token) : target.Wait(TimeSpan.Zero, CancellationToken.None);
+            if (!(i % 2 == 0 ? wait.IsCanceled : wait.IsFaulted && wait.Exception!.InnerException is TimeoutException))
+            {
+                throw new Xunit.Sdk.XunitException($"{target.Name}: fast wait {i} ended {wait.Status}");
+            }
+        }
+
+        return count;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<(WeakReference Source, List<WeakReference> Nodes)> CancelledBatchAsync(Target target, int count)
+    {
+        var cts = new CancellationTokenSource();
+        var waits = new Task[count];
+        for (int i = 0; i < count; i++)
+        {
+            waits[i] = target.Wait(i % 2 == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromDays(1), cts.Token);
+        }
+
+        List<WeakReference> nodes = WaitEngineProbe.LinkedNodes(target.Primitive);
+        nodes.Should().HaveCount(count, "{0}: every wait joined the line", target.Name);
+        cts.Cancel();
+        await SettledAsync(waits).Bounded();
+        waits.Should().OnlyContain(w => w.IsCanceled, "{0}: a cancelled wait throws OperationCanceledException", target.Name);
+
+        // The timers of the waits with a (long) timeout are disposed when their nodes are recycled.
+        target.Time.ArmedTimers.Should().Be(0, "{0}: a cancelled wait disposes its timer", target.Name);
+        cts.Dispose();
+        return (new WeakReference(cts), nodes);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<List<WeakReference>> TimedOutBatchAsync(Target target, int count, CancellationToken liveToken)
+    {
+        var waits = new Task[count];
+        for (int i = 0; i < count; i++)
+        {
+            waits[i] = target.Wait(TimeSpan.FromSeconds(1), liveToken);
+        }
+
+        List<WeakReference> nodes = WaitEngineProbe.LinkedNodes(target.Primitive);
+        target.Time.Advance(TimeSpan.FromSeconds(1));
+        await SettledAsync(waits).Bounded();
+        if (!waits.All(w => w.IsFaulted && w.Exception!.InnerException is TimeoutException))
+        {
+            throw new Xunit.Sdk.XunitException($"{target.Name}: every timed-out wait throws TimeoutException");
+        }
+
+        return nodes;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> ConditionBatchAsync(AsyncCondition condition, ManualTimeProvider time, int count, bool timed, CancellationToken liveToken)
+    {
+        var cts = new CancellationTokenSource();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int waiting = 0;
+        Task[] waiters = Enumerable.Range(0, count).Select(async _ =>
+        {
+            await condition.AcquireAsync();
+            try
+            {
+                ValueTask wait = timed ? condition.WaitAsync(TimeSpan.FromSeconds(1), liveToken) : condition.WaitAsync(cts.Token);
+                if (Interlocked.Increment(ref waiting) == count)
+                {
+                    started.TrySetResult();
+                }
+
+                await wait;
+            }
+            catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+            {
+                condition.IsLocked.Should().BeTrue();
+            }
+            finally
+            {
+                condition.Release();
+            }
+        }).ToArray();
+
+        await started.Task.Bounded();
+        condition.WaiterCount.Should().Be(count);
+        if (timed)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+        else
+        {
+            cts.Cancel();
+        }
+
+        await Task.WhenAll(waiters).Bounded();
+        cts.Dispose();
+        return new WeakReference(cts);
+    }
+
+    private static async Task UsableAsync(Target target)
+    {
+        Task wait = target.Wait(Timeout.InfiniteTimeSpan, CancellationToken.None);
+        WaitEngineProbe.Waiters(target.Primitive).Should().Be(1);
+        switch (target.Primitive)
+        {
+            case AsyncLock gate:
+                gate.Release();
+                break;
+            case AsyncSemaphore semaphore:
+                semaphore.Release();
+                break;
+            case AsyncReaderWriterLock rw:
+                rw.ReleaseWrite();
+                break;
+            case AsyncEvent ev:
+                ev.Set();
+                break;
+            case AsyncResult<int> result:
+                result.Set(1);
+                break;
+            case AsyncQueue<int> queue:
+                queue.TryPut(1).Should().BeTrue();
+                break;
+            case AsyncLifoQueue<int> queue:
+                queue.TryGet(out _).Should().BeTrue();
+                break;
+            case AsyncPriorityQueue<int> queue:
+                queue.TryGet(out _).Should().BeTrue();
+                queue.TaskDone();
+                break;
+        }
+
+        await wait.Bounded();
+        WaitEngineProbe.Waiters(target.Primitive).Should().Be(0);
+    }
+
+    /// <summary>Completes when every task has completed, in whatever way.</summary>
+    private static async Task SettledAsync(Task[] tasks) =>
+        await Task.WhenAll(tasks).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+
+    private static void FullCollect()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+    }
+}

@@ -1,0 +1,96 @@
+using System.Runtime.CompilerServices;
+using AsyncPrimitives;
+
+namespace AsyncTools.StressTests;
+
+/// <summary>
+/// A recycled waiter node keeps nothing of the wait it served: not the awaiter's continuation (its async state machine
+/// and everything that references), not the exception (an OperationCanceledException holds its token, and so its
+/// CancellationTokenSource). And a ValueTask awaited twice is caught, instead of returning its node to the pool twice.
+/// </summary>
+public sealed class WaitNodeRecyclingTests
+{
+    [Fact]
+    public async Task CancelledWait_OnceObserved_DoesNotKeepItsTokenSourceReachableFromThePool()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        WeakReference source = await CancelOneWaitAsync(gate);
+        gate.PooledWaiters.Should().Be(1, "the node went back to the pool");
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        source.IsAlive.Should().BeFalse("a pooled node must not keep the last wait's exception, token or continuation");
+        held.Dispose();
+    }
+
+    [Fact]
+    public async Task GrantedWait_OnceObserved_DoesNotKeepTheAwaitersStateReachableFromThePool()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        WeakReference payload = await AwaitGrantAsync(gate, held);
+        gate.PooledWaiters.Should().Be(1);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        payload.IsAlive.Should().BeFalse("a pooled node must not keep the awaiting method's state machine");
+    }
+
+    [Fact]
+    public async Task ValueTask_ResultRequestedTwice_ThrowsAndDoesNotCorruptThePool()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out _).Should().BeTrue();
+        ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync();
+        gate.Release();
+        (await wait.AsTask().Bounded()).Should().NotBe(default(AsyncLock.Releaser));
+        gate.PooledWaiters.Should().Be(1);
+
+        // Misuse: the result of the same ValueTask again. The node must not go back to the pool a second time.
+        ValueTaskAwaiter<AsyncLock.Releaser> awaiter = wait.GetAwaiter();
+        FluentActions.Invoking(() => awaiter.GetResult()).Should().Throw<InvalidOperationException>();
+        gate.PooledWaiters.Should().Be(1, "the pool holds each node once");
+
+        // Two waiters must get two distinct nodes, and both must be served.
+        Task<AsyncLock.Releaser> first = gate.AcquireAsync().AsTask();
+        Task<AsyncLock.Releaser> second = gate.AcquireAsync().AsTask();
+        gate.WaiterCount.Should().Be(2);
+        gate.Release();
+        (await first.Bounded()).Dispose();
+        (await second.Bounded()).Dispose();
+        gate.IsLocked.Should().BeFalse();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> CancelOneWaitAsync(AsyncLock gate)
+    {
+        var cts = new CancellationTokenSource();
+        ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync(cts.Token);
+        cts.Cancel();
+        Func<Task> act = async () => await wait;
+        await act.Should().ThrowAsync<OperationCanceledException>();
+        cts.Dispose();
+        return new WeakReference(cts);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> AwaitGrantAsync(AsyncLock gate, AsyncLock.Releaser held)
+    {
+        var payload = new byte[1024];
+        Task waiter = HoldAcrossWaitAsync(gate, payload);
+        held.Dispose();
+        await waiter.Bounded();
+        return new WeakReference(payload);
+
+        static async Task HoldAcrossWaitAsync(AsyncLock gate, byte[] payload)
+        {
+            using (await gate.AcquireAsync())
+            {
+                GC.KeepAlive(payload); // the state machine holds payload across the await
+            }
+        }
+    }
+}
