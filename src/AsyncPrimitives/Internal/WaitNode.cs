@@ -164,8 +164,10 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     private void Recycle()
     {
         // Invalidate the awaiter's token first: a second GetResult on the same ValueTask (awaiting it twice) must
-        // throw, not recycle this node again. Pooling it twice would link the free list to itself and hand one node
-        // to two waiters.
+        // throw, not recycle this node again (pooling it twice would link the free list to itself and hand one node
+        // to two waiters). Reset also drops the core's references to this wait: its exception, which for a
+        // cancellation holds the token and so its CancellationTokenSource, and the awaiter's continuation and state,
+        // so a pooled node keeps nothing alive.
         _core.Reset();
 
         // Dispose waits for a cancellation callback that is running right now, so none can touch the node after this.
@@ -175,11 +177,6 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         Payload = default!;
         _result = default!;
         _error = null;
-
-        // Drop the core's references to this wait (its exception, which for a cancellation holds the token and so its
-        // CancellationTokenSource; the awaiter's continuation and state) so a pooled node keeps nothing alive, and move
-        // the version on so that requesting this ValueTask's result again is rejected instead of recycling twice.
-        _core.Reset();
 
         ITimer? timer = _timer;
         if (timer is not null)
