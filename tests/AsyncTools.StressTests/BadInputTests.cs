@@ -235,7 +235,7 @@ public sealed class BadInputTests
             var c = new AsyncCondition();
             await c.AcquireAsync();
             Task t = c.WaitAsync(TimeSpan.Zero).AsTask();
-            (await t.Invoking(x => x).Should().ThrowAsync<TimeoutException>()).Which.Should().NotBeNull();
+            await t.Invoking(x => x).Should().ThrowAsync<TimeoutException>();
             c.IsLocked.Should().BeTrue();
             c.Release();
         });
