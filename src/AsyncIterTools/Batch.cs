@@ -128,10 +128,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxSize);
-        if (maxDelay != Timeout.InfiniteTimeSpan && (maxDelay <= TimeSpan.Zero || maxDelay.TotalMilliseconds > Deadline.MaxTimeoutMilliseconds))
-        {
-            throw new ArgumentOutOfRangeException(nameof(maxDelay), maxDelay, "The delay must be Timeout.InfiniteTimeSpan or positive and at most 4294967294 milliseconds.");
-        }
+        TimeoutArgument.ThrowIfInvalid(maxDelay, nameof(maxDelay), allowZero: false);
 
         return TimedBatchImpl(source, maxSize, maxDelay, timeProvider ?? TimeProvider.System);
     }

@@ -36,16 +36,13 @@ internal sealed class Deadline : IDisposable
     /// <summary>Gets a value indicating whether the deadline has passed.</summary>
     public bool IsExpired => _expired?.IsCancellationRequested ?? false;
 
-    /// <summary>The longest finite timeout a timer accepts (as for <see cref="Task.Delay(TimeSpan)"/>): about 49.7 days.</summary>
-    public const double MaxTimeoutMilliseconds = uint.MaxValue - 1;
-
     /// <summary>Validates a timeout argument: <see langword="null"/>, infinite, or between zero and about 49.7 days
     /// (a longer one would only fail later, when the timer is created during the enumeration).</summary>
     public static void Validate(TimeSpan? timeout, string paramName)
     {
-        if (timeout is { } t && t != Timeout.InfiniteTimeSpan && (t < TimeSpan.Zero || t.TotalMilliseconds > MaxTimeoutMilliseconds))
+        if (timeout is { } t)
         {
-            throw new ArgumentOutOfRangeException(paramName, t, "The timeout must be Timeout.InfiniteTimeSpan or between TimeSpan.Zero and 4294967294 milliseconds.");
+            TimeoutArgument.ThrowIfInvalid(t, paramName);
         }
     }
 

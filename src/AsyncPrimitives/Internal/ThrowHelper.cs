@@ -5,23 +5,10 @@ namespace AsyncPrimitives.Internal;
 /// <summary>Throws for our own failure cases; argument checks use the BCL throw helpers.</summary>
 internal static class ThrowHelper
 {
-    /// <summary>The upper bound on a finite timeout, as for <see cref="Task.Delay(TimeSpan)"/>: about 49.7 days.</summary>
-    private const double MaxTimeoutMilliseconds = uint.MaxValue - 1;
-
     /// <summary>Throws unless <paramref name="timeout"/> is <see cref="Timeout.InfiniteTimeSpan"/> or between zero
     /// and about 49.7 days, like <c>Task.WaitAsync(TimeSpan)</c>.</summary>
-    public static void ValidateTimeout(TimeSpan timeout, string paramName = "timeout")
-    {
-        if (timeout != Timeout.InfiniteTimeSpan && (timeout < TimeSpan.Zero || timeout.TotalMilliseconds > MaxTimeoutMilliseconds))
-        {
-            ThrowTimeoutOutOfRange(timeout, paramName);
-        }
-    }
-
-    [DoesNotReturn]
-    private static void ThrowTimeoutOutOfRange(TimeSpan timeout, string paramName) =>
-        throw new ArgumentOutOfRangeException(paramName, timeout,
-            "The timeout must be Timeout.InfiniteTimeSpan or between TimeSpan.Zero and 4294967294 milliseconds.");
+    public static void ValidateTimeout(TimeSpan timeout, string paramName = "timeout") =>
+        TimeoutArgument.ThrowIfInvalid(timeout, paramName);
 
     public static TimeoutException TimeoutNow() => new("The wait timed out.");
 
