@@ -108,6 +108,10 @@ public sealed class MutationKillTests
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         WeakReference source = await CancelOneAsync(gate);
+
+        // Collect on a fresh stack: this continuation can run inline inside the helper's completing state machine,
+        // whose hoisted locals (the source itself) would then still be on the stack and keep it alive.
+        await Task.Yield();
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();

@@ -18,6 +18,7 @@ public sealed class WaitNodeRecyclingTests
         WeakReference source = await CancelOneWaitAsync(gate);
         gate.PooledWaiters.Should().Be(1, "the node went back to the pool");
 
+        await Task.Yield(); // collect on a fresh stack: this continuation may run inside the helper's completing state machine
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();
@@ -33,6 +34,7 @@ public sealed class WaitNodeRecyclingTests
         WeakReference payload = await AwaitGrantAsync(gate, held);
         gate.PooledWaiters.Should().Be(1);
 
+        await Task.Yield(); // collect on a fresh stack: this continuation may run inside the helper's completing state machine
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();
