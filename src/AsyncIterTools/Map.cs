@@ -75,6 +75,8 @@ public static partial class AsyncIter
         {
             while (true)
             {
+                // Honoured here too, not only through the token the source and selector get: they may ignore it.
+                cancellationToken.ThrowIfCancellationRequested();
                 sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
                 if (window is not null)
                 {

@@ -49,6 +49,8 @@ public static partial class AsyncIter
             {
                 while (pump.Reader.TryRead(out SourcePump<T>.Entry entry))
                 {
+                    // Items already read ahead are not handed out once the caller has cancelled.
+                    cancellationToken.ThrowIfCancellationRequested();
                     yield return entry.Item;
                 }
             }

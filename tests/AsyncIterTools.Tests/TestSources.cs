@@ -108,6 +108,20 @@ public static class Sources
     /// <summary>An endless source 0, 1, 2, ... that counts what it produced.</summary>
     public static TrackingSource<int> Endless(SourceMode mode = SourceMode.Synchronous) => new(Enumerable.Range(0, int.MaxValue), mode);
 
+    /// <summary>
+    /// A bare compiler iterator over <paramref name="items"/> that ignores any token it is given (most real sources do
+    /// not check it between items): cancellation is then up to the operator.
+    /// </summary>
+    public static async IAsyncEnumerable<T> IgnoringToken<T>(IEnumerable<T> items)
+    {
+        foreach (T item in items)
+        {
+            yield return item;
+        }
+
+        await Task.CompletedTask;
+    }
+
     /// <summary>Both modes, for <c>[Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]</c>.</summary>
     public static TheoryData<SourceMode> Modes => new() { SourceMode.Synchronous, SourceMode.Yielding };
 }
