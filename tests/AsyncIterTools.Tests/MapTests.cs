@@ -146,4 +146,36 @@ public sealed class MapTests
         await e.DisposeAsync();
         source.Disposals.Should().Be(1);
     }
+
+    [Fact]
+    public async Task SlowHead_BoundsTheWindow_NoMoreThanMaxStartedAndNotYielded()
+    {
+        // Memory is O(maxConcurrency): results that finished behind a slow head count against the window until yielded.
+        var head = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new List<int>();
+        var source = Sources.From(Enumerable.Range(0, 10));
+        await using IAsyncEnumerator<int> e = source.Map(
+            (x, _) =>
+            {
+                started.Add(x);
+                return x == 0 ? new ValueTask<int>(head.Task) : new ValueTask<int>(x);
+            },
+            3).GetAsyncEnumerator();
+
+        ValueTask<bool> first = e.MoveNextAsync();
+        first.IsCompleted.Should().BeFalse("the head is still running");
+        started.Should().Equal(new[] { 0, 1, 2 }, "1 and 2 are done, but the window of 3 is full until 0 is yielded");
+        source.Produced.Should().Be(3);
+
+        head.SetResult(0);
+        (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+        var rest = new List<int>();
+        while (await e.MoveNextAsync())
+        {
+            rest.Add(e.Current);
+        }
+
+        rest.Should().Equal(Enumerable.Range(1, 9));
+    }
 }
