@@ -177,6 +177,22 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task TasksOverload_TimeoutRunsOnTheGivenTimeProvider()
+    {
+        var time = new ManualTimeProvider();
+        var pending = Gate<int>();
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(new[] { Task.FromResult(1), pending.Task }, TimeSpan.FromMinutes(10), time).GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        ValueTask<bool> move = e.MoveNextAsync();
+        time.Advance(TimeSpan.FromMinutes(9));
+        move.IsCompleted.Should().BeFalse("the deadline is on the given clock, which has not reached it");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>().WithMessage("AsCompleted did not complete within*");
+        time.ActiveTimers.Should().Be(0);
+        pending.SetResult(2);
+    }
+
+    [Fact]
     public async Task TimeoutZero_YieldsWhatIsAlreadyDone_ThenTimesOut()
     {
         var pending = Gate<int>();
