@@ -169,42 +169,6 @@ public sealed class MergeTests
         failing.Disposals.Should().Be(1);
     }
 
-    [Fact]
-    public Task ASourceCompletingOnItsOwnThread_NeverRunsTheConsumerInline() => Task.Run(async () =>
-    {
-        // No SynchronizationContext here, and the gate runs its continuations synchronously: without the hub's
-        // asynchronous hand-off, completing the gate would run the merge loop (and the consumer) inside SetResult.
-        var gate = new TaskCompletionSource<bool>();
-        await using IAsyncEnumerator<int> e = AsyncIter.Merge(AfterGate(gate.Task)).GetAsyncEnumerator();
-        ValueTask<bool> move = e.MoveNextAsync();
-        move.IsCompleted.Should().BeFalse();
-        var observed = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-        move.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(() => observed.SetResult(t_insideSourceCompletion));
-
-        t_insideSourceCompletion = true;
-        try
-        {
-            gate.SetResult(true);
-        }
-        finally
-        {
-            t_insideSourceCompletion = false;
-        }
-
-        (await observed.Task.WaitAsync(TestWork.Bound)).Should().BeFalse("the consumer resumes on its own, not inside the source's completion");
-        move.GetAwaiter().GetResult().Should().BeTrue();
-        e.Current.Should().Be(1);
-
-        static async IAsyncEnumerable<int> AfterGate(Task gate)
-        {
-            await gate.ConfigureAwait(false);
-            yield return 1;
-        }
-    });
-
-    [ThreadStatic]
-    private static bool t_insideSourceCompletion;
-
     /// <summary>Wraps any async sequence to count disposals and record its token.</summary>
     private sealed class TrackedEnumerable(IAsyncEnumerable<int> inner) : IAsyncEnumerable<int>
     {
