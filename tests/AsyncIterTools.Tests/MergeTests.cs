@@ -169,6 +169,84 @@ public sealed class MergeTests
         failing.Disposals.Should().Be(1);
     }
 
+    [Fact]
+    public async Task SourceWhoseMoveNextThrowsSynchronously_FailsTheMerge_OthersAreDisposed()
+    {
+        var thrower = new ScriptedSource(items: 1, moveNextThrows: new FormatException("thrown by MoveNextAsync itself"));
+        var other = Sources.From(Enumerable.Range(100, 50), SourceMode.Yielding);
+        List<int> items = await OperatorChecks.CollectExpectingFailureAsync<int, FormatException>(AsyncIter.Merge(thrower, other)).WaitAsync(TestWork.Bound);
+        items.Should().Contain(0).And.OnlyHaveUniqueItems();
+        thrower.Disposals.Should().Be(1);
+        other.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task FinishedSourceWhoseDisposeThrows_FailsTheMerge_OthersAreCancelledAndDisposed()
+    {
+        var faulty = new ScriptedSource(items: 2, disposeThrows: new FormatException("thrown by DisposeAsync"));
+        var other = Sources.From(Enumerable.Range(100, 1_000), SourceMode.Yielding);
+        await OperatorChecks.CollectExpectingFailureAsync<int, FormatException>(AsyncIter.Merge(faulty, other)).WaitAsync(TestWork.Bound);
+        faulty.Disposals.Should().Be(1);
+        other.Disposals.Should().Be(1);
+        other.Produced.Should().BeLessThan(1_000, "the failure stopped the merge");
+    }
+
+    [Fact]
+    public async Task FirstFailureWins_OverDisposalFailuresDuringShutdown()
+    {
+        var failing = Sources.Failing(Enumerable.Range(0, 5), failAt: 1);
+        var faultyDispose = new ScriptedSource(items: int.MaxValue, disposeThrows: new FormatException("thrown by DisposeAsync"));
+        await OperatorChecks.CollectExpectingFailureAsync<int, InvalidOperationException>(AsyncIter.Merge(SourcesThenThrowOnDispose(), 2)).WaitAsync(TestWork.Bound);
+        faultyDispose.Disposals.Should().Be(1);
+
+        IEnumerable<IAsyncEnumerable<int>> SourcesThenThrowOnDispose()
+        {
+            try
+            {
+                yield return failing;
+                yield return faultyDispose;
+            }
+            finally
+            {
+                throw new FormatException("thrown by disposing the sequence of sources");
+            }
+        }
+    }
+
+    /// <summary>A hand-written source: yields 0, 1, ... (<c>items</c> of them), then can throw from MoveNextAsync
+    /// synchronously (not through the returned task); DisposeAsync can throw.</summary>
+    private sealed class ScriptedSource(int items, Exception? moveNextThrows = null, Exception? disposeThrows = null) : IAsyncEnumerable<int>
+    {
+        private int _disposals;
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
+            new Enumerator(items, moveNextThrows, disposeThrows, () => Interlocked.Increment(ref _disposals));
+
+        private sealed class Enumerator(int items, Exception? moveNextThrows, Exception? disposeThrows, Action onDispose) : IAsyncEnumerator<int>
+        {
+            public int Current { get; private set; } = -1;
+
+            public ValueTask<bool> MoveNextAsync()
+            {
+                if (Current + 1 < items)
+                {
+                    Current++;
+                    return new ValueTask<bool>(true);
+                }
+
+                return moveNextThrows is null ? new ValueTask<bool>(false) : throw moveNextThrows;
+            }
+
+            public ValueTask DisposeAsync()
+            {
+                onDispose();
+                return disposeThrows is null ? default : throw disposeThrows;
+            }
+        }
+    }
+
     /// <summary>Wraps any async sequence to count disposals and record its token.</summary>
     private sealed class TrackedEnumerable(IAsyncEnumerable<int> inner) : IAsyncEnumerable<int>
     {
