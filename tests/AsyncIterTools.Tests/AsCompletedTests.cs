@@ -84,12 +84,14 @@ public sealed class AsCompletedTests
     public async Task PeakConcurrency_ReachesButNeverExceedsMax_AndStartsLazilyInInputOrder()
     {
         var probe = new ConcurrencyProbe(max: 3);
-        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(Enumerable.Range(0, 20).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.ReachedMax, ct))));
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(Enumerable.Range(0, 20).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.Held, ct))));
 
         IAsyncEnumerable<int> results = AsyncIter.AsCompleted(work, 3);
         work.Pulled.Should().Be(0);
 
-        (await results.ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEquivalentTo(Enumerable.Range(0, 20));
+        Task<List<int>> all = results.ToListAsync().AsTask();
+        await probe.AssertHeldAtMaxThenReleaseAsync();
+        (await all.WaitAsync(TestWork.Bound)).Should().BeEquivalentTo(Enumerable.Range(0, 20));
         probe.Peak.Should().Be(3);
         probe.StartOrder.Should().Equal(Enumerable.Range(0, 20));
         work.Disposals.Should().Be(1);

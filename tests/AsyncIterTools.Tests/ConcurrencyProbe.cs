@@ -11,6 +11,7 @@ namespace AsyncIterTools.Tests;
 public sealed class ConcurrencyProbe(int max = int.MaxValue)
 {
     private readonly TaskCompletionSource<bool> _reachedMax = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<bool> _held = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _inFlight;
     private int _peak;
     private int _started;
@@ -32,6 +33,21 @@ public sealed class ConcurrencyProbe(int max = int.MaxValue)
 
     /// <summary>Completes when <c>max</c> pieces are in flight at once.</summary>
     public Task ReachedMax => _reachedMax.Task;
+
+    /// <summary>A gate for work to wait on that opens only in <see cref="AssertHeldAtMaxThenReleaseAsync"/>.</summary>
+    public Task Held => _held.Task;
+
+    /// <summary>
+    /// Waits until <c>max</c> pieces of work parked on <see cref="Held"/> are in flight, asserts that no more than that
+    /// were started (nothing finishes while they are held, so an operator that overshoots its limit is caught here,
+    /// whatever the timing), then opens the gate.
+    /// </summary>
+    public async Task AssertHeldAtMaxThenReleaseAsync()
+    {
+        await ReachedMax.WaitAsync(TestWork.Bound);
+        Started.Should().Be(max, "nothing more may start while the limit's worth of work is running");
+        _held.SetResult(true);
+    }
 
     public void Enter(int id)
     {

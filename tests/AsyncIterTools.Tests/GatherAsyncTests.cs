@@ -45,9 +45,11 @@ public sealed class GatherAsyncTests
     public async Task PeakConcurrency_ReachesButNeverExceedsMax_AndStartsInInputOrder()
     {
         var probe = new ConcurrencyProbe(max: 4);
-        var work = Enumerable.Range(0, 30).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.ReachedMax, ct)));
+        var work = Enumerable.Range(0, 30).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.Held, ct)));
 
-        int[] results = await AsyncIter.GatherAsync(work, 4).WaitAsync(TestWork.Bound);
+        Task<int[]> gathered = AsyncIter.GatherAsync(work, 4);
+        await probe.AssertHeldAtMaxThenReleaseAsync();
+        int[] results = await gathered.WaitAsync(TestWork.Bound);
 
         results.Should().Equal(Enumerable.Range(0, 30));
         probe.Peak.Should().Be(4);

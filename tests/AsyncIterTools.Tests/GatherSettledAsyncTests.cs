@@ -67,9 +67,11 @@ public sealed class GatherSettledAsyncTests
     public async Task PeakConcurrency_ReachesButNeverExceedsMax()
     {
         var probe = new ConcurrencyProbe(max: 3);
-        var work = Enumerable.Range(0, 20).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.ReachedMax, ct)));
+        var work = Enumerable.Range(0, 20).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.Held, ct)));
 
-        Outcome<int>[] outcomes = await AsyncIter.GatherSettledAsync(work, 3).WaitAsync(TestWork.Bound);
+        Task<Outcome<int>[]> gathered = AsyncIter.GatherSettledAsync(work, 3);
+        await probe.AssertHeldAtMaxThenReleaseAsync();
+        Outcome<int>[] outcomes = await gathered.WaitAsync(TestWork.Bound);
 
         outcomes.Select(o => o.Value).Should().Equal(Enumerable.Range(0, 20));
         probe.Peak.Should().Be(3);

@@ -53,7 +53,9 @@ public sealed class MapTests
     {
         var probe = new ConcurrencyProbe(max: 4);
         var source = Sources.From(Enumerable.Range(0, 40), mode);
-        List<int> results = await source.Map((x, ct) => new ValueTask<int>(probe.RunAsync(x, probe.ReachedMax, ct)), 4).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+        Task<List<int>> mapped = source.Map((x, ct) => new ValueTask<int>(probe.RunAsync(x, probe.Held, ct)), 4).ToListAsync().AsTask();
+        await probe.AssertHeldAtMaxThenReleaseAsync();
+        List<int> results = await mapped.WaitAsync(TestWork.Bound);
         results.Should().Equal(Enumerable.Range(0, 40));
         probe.Peak.Should().Be(4);
         probe.StartOrder.Should().Equal(Enumerable.Range(0, 40));

@@ -78,7 +78,9 @@ public sealed class MapUnorderedTests
     {
         var probe = new ConcurrencyProbe(max: 4);
         var source = Sources.From(Enumerable.Range(0, 40), mode);
-        List<int> results = await source.MapUnordered((x, ct) => new ValueTask<int>(probe.RunAsync(x, probe.ReachedMax, ct)), 4).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+        Task<List<int>> mapped = source.MapUnordered((x, ct) => new ValueTask<int>(probe.RunAsync(x, probe.Held, ct)), 4).ToListAsync().AsTask();
+        await probe.AssertHeldAtMaxThenReleaseAsync();
+        List<int> results = await mapped.WaitAsync(TestWork.Bound);
         results.Should().BeEquivalentTo(Enumerable.Range(0, 40));
         probe.Peak.Should().Be(4);
         probe.StartOrder.Should().Equal(Enumerable.Range(0, 40));
