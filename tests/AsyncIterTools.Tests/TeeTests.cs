@@ -199,4 +199,70 @@ public sealed class TeeTests
         await e.DisposeAsync().AsTask().WaitAsync(TestWork.Bound);
         disposed.Should().Be(1);
     }
+
+    [Fact]
+    public async Task DisposingTheSlowestCopy_ReleasesACopyWaitingForRoom()
+    {
+        var source = Sources.From(Enumerable.Range(0, 5));
+        IAsyncEnumerable<int>[] copies = source.Tee(2, maxBuffer: 1);
+        await using IAsyncEnumerator<int> fast = copies[0].GetAsyncEnumerator();
+        IAsyncEnumerator<int> slow = copies[1].GetAsyncEnumerator();
+
+        (await fast.MoveNextAsync()).Should().BeTrue();
+        ValueTask<bool> ahead = fast.MoveNextAsync();
+        ahead.IsCompleted.Should().BeFalse("the buffer of 1 is full until the slow copy reads");
+
+        await slow.DisposeAsync();
+        (await ahead.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue("the copy it waited for is gone");
+        fast.Current.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task AfterTheEnd_MoveNextAsyncKeepsReturningFalse()
+    {
+        IAsyncEnumerable<int>[] copies = Sources.From(Enumerable.Range(0, 2)).Tee(2);
+        await using IAsyncEnumerator<int> e = copies[0].GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        (await e.MoveNextAsync()).Should().BeFalse();
+        (await e.MoveNextAsync()).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task ItemsEveryCopyHasPassed_AreNotKeptAlive()
+    {
+        var first = new WeakReference(null);
+        IAsyncEnumerable<object>[] copies = Objects(first).Tee(2);
+        await using IAsyncEnumerator<object> a = copies[0].GetAsyncEnumerator();
+        await using IAsyncEnumerator<object> b = copies[1].GetAsyncEnumerator();
+        for (int i = 0; i < 3; i++)
+        {
+            (await a.MoveNextAsync()).Should().BeTrue();
+            (await b.MoveNextAsync()).Should().BeTrue();
+        }
+
+        first.IsAlive.Should().BeTrue("the test's own bookkeeping works");
+        await Task.Yield(); // collect on a fresh stack
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        first.IsAlive.Should().BeFalse("both copies are past the first item, so the shared buffer must have let it go");
+        a.Current.Should().NotBeNull();
+
+        static async IAsyncEnumerable<object> Objects(WeakReference first)
+        {
+            for (int i = 0; i < 10; i++)
+            {
+                var item = new object();
+                if (i == 0)
+                {
+                    first.Target = item;
+                }
+
+                yield return item;
+            }
+
+            await Task.CompletedTask;
+        }
+    }
 }
