@@ -179,6 +179,58 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task FailuresOfWorkLeftBehindByABreak_AreObserved_NoUnobservedTaskException()
+    {
+        var unobserved = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        EventHandler<UnobservedTaskExceptionEventArgs> handler = (_, e) =>
+        {
+            foreach (Exception ex in e.Exception.InnerExceptions.OfType<AbandonedWorkFailure>())
+            {
+                unobserved.Enqueue(ex);
+            }
+        };
+
+        TaskScheduler.UnobservedTaskException += handler;
+        try
+        {
+            int failed = await BreakWhileWorkFailsAsync();
+            failed.Should().Be(2);
+            await Task.Yield(); // collect on a fresh stack
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            unobserved.Should().BeEmpty("work that failed after the consumer left is observed by the operator");
+        }
+        finally
+        {
+            TaskScheduler.UnobservedTaskException -= handler;
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task<int> BreakWhileWorkFailsAsync()
+    {
+        int failed = 0;
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(0), FailWhenCancelledAsync, FailWhenCancelledAsync };
+        await foreach (int x in AsyncIter.AsCompleted(work))
+        {
+            break; // the other two are cancelled, fail, and are awaited, but nobody reads their results
+        }
+
+        return Volatile.Read(ref failed);
+
+        async Task<int> FailWhenCancelledAsync(CancellationToken ct)
+        {
+            await new TaskCompletionSource().Task.WaitAsync(ct).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            Interlocked.Increment(ref failed);
+            throw new AbandonedWorkFailure();
+        }
+    }
+
+    private sealed class AbandonedWorkFailure : Exception;
+
+    [Fact]
     public async Task TasksOverload_TimeoutRunsOnTheGivenTimeProvider()
     {
         var time = new ManualTimeProvider();
