@@ -37,6 +37,33 @@ public sealed class MapTests
     }
 
     [Fact]
+    public async Task ReusedSlots_StartPendingAgain_ResultsStayInSourceOrder()
+    {
+        // With 2 slots, items 2 and 3 reuse the slots of items 0 and 1. A reused slot must not look finished.
+        var gates = Enumerable.Range(0, 4).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        IAsyncEnumerator<int> e = Sources.From(Enumerable.Range(0, 4)).Map((x, _) => new ValueTask<int>(gates[x].Task), 2).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        gates[0].SetResult(0);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+        move = e.MoveNextAsync();
+        gates[1].SetResult(10);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(10);
+
+        move = e.MoveNextAsync();
+        move.IsCompleted.Should().BeFalse("item 2 (in item 0's old slot) is still running");
+        gates[3].SetResult(30);
+        gates[2].SetResult(20);
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(20);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(30);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
+        await e.DisposeAsync().AsTask().WaitAsync(TestWork.Bound);
+    }
+
+    [Fact]
     public async Task OutOfOrderCompletions_AreYieldedInSourceOrder()
     {
         var gates = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();

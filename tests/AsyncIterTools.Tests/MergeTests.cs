@@ -170,6 +170,32 @@ public sealed class MergeTests
     }
 
     [Fact]
+    public async Task ConsumerWaitingAgainAndAgain_GetsEachItemWhenItArrives()
+    {
+        var gates = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        await using IAsyncEnumerator<int> e = AsyncIter.Merge(Gated()).GetAsyncEnumerator();
+        for (int i = 0; i < 3; i++)
+        {
+            ValueTask<bool> move = e.MoveNextAsync();
+            move.IsCompleted.Should().BeFalse($"item {i} has not arrived");
+            gates[i].SetResult();
+            (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+            e.Current.Should().Be(i);
+        }
+
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
+
+        async IAsyncEnumerable<int> Gated()
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                await gates[i].Task;
+                yield return i;
+            }
+        }
+    }
+
+    [Fact]
     public async Task SourceWhoseMoveNextThrowsSynchronously_FailsTheMerge_OthersAreDisposed()
     {
         var thrower = new ScriptedSource(items: 1, moveNextThrows: new FormatException("thrown by MoveNextAsync itself"));
