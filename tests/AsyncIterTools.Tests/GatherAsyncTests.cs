@@ -199,4 +199,20 @@ public sealed class GatherAsyncTests
         await FluentActions.Awaiting(() => AsyncIter.GatherAsync(work, null, new CancellationToken(true))).Should().ThrowAsync<OperationCanceledException>();
         work.Pulled.Should().Be(0);
     }
+
+    [Fact]
+    public async Task NullFactoryOrNullTask_FailsWithInvalidOperation_AfterRunningWorkFinished()
+    {
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        Func<CancellationToken, Task<int>> parked = ct => probe.RunAsync(0, never, ct);
+
+        await FluentActions.Awaiting(() => AsyncIter.GatherAsync(new[] { parked, null! }).WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<InvalidOperationException>().WithMessage("*null element*");
+        await FluentActions.Awaiting(() => AsyncIter.GatherAsync(new[] { parked, _ => null! }).WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<InvalidOperationException>().WithMessage("*null task*");
+        probe.Started.Should().Be(2);
+        probe.Cancelled.Should().Be(2);
+        probe.InFlight.Should().Be(0);
+    }
 }

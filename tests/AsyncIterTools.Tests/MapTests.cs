@@ -63,6 +63,24 @@ public sealed class MapTests
         await e.DisposeAsync().AsTask().WaitAsync(TestWork.Bound);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task SelectorThrowingSynchronously_IsAFailure_InFlightCallsAreCancelled(bool ordered)
+    {
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        var source = Sources.From(Enumerable.Range(0, 10));
+        Func<int, CancellationToken, ValueTask<int>> selector = (x, ct) => x == 2 ? throw new FormatException() : new ValueTask<int>(probe.RunAsync(x, never, ct));
+        IAsyncEnumerable<int> mapped = ordered ? source.Map(selector, 4) : source.MapUnordered(selector, 4);
+
+        await FluentActions.Awaiting(() => mapped.ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+        probe.Started.Should().BeGreaterThanOrEqualTo(2);
+        probe.Cancelled.Should().Be(probe.Started, "every call started before the failure surfaced was cancelled");
+        probe.InFlight.Should().Be(0);
+        source.Disposals.Should().Be(1);
+    }
+
     [Fact]
     public async Task OutOfOrderCompletions_AreYieldedInSourceOrder()
     {

@@ -170,6 +170,19 @@ public sealed class MergeTests
     }
 
     [Fact]
+    public async Task EarlyBreak_DisposesTheSequenceOfSources_EvenWhenNotExhausted()
+    {
+        var sequence = new TestWork.LazySequence<IAsyncEnumerable<int>>(Enumerable.Range(0, 10).Select(s => (IAsyncEnumerable<int>)Sources.From(Enumerable.Range(s * 100, 5))));
+        await foreach (int x in AsyncIter.Merge(sequence, 2))
+        {
+            break;
+        }
+
+        sequence.Pulled.Should().Be(2);
+        sequence.Disposals.Should().Be(1);
+    }
+
+    [Fact]
     public async Task ConsumerWaitingAgainAndAgain_GetsEachItemWhenItArrives()
     {
         var gates = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
