@@ -57,6 +57,44 @@ public class ContendedLockBenchmarks
         });
     }
 
+    /// <summary>The same loop written the way SemaphoreSlim is used safely: release in a finally.</summary>
+    [Benchmark(OperationsPerInvoke = Tasks * Iterations)]
+    public Task SemaphoreSlim_Contended_TryFinally()
+    {
+        var gate = new SemaphoreSlim(1, 1);
+        return Run(async () =>
+        {
+            for (int i = 0; i < Iterations; i++)
+            {
+                await gate.WaitAsync();
+                try
+                {
+                    await Task.Yield();
+                }
+                finally
+                {
+                    gate.Release();
+                }
+            }
+        });
+    }
+
+    /// <summary>The baseline's exact shape (acquire; yield; release, no finally), so only the primitive differs.</summary>
+    [Benchmark(OperationsPerInvoke = Tasks * Iterations)]
+    public Task AsyncLock_Contended_Bare()
+    {
+        var gate = new AsyncLock();
+        return Run(async () =>
+        {
+            for (int i = 0; i < Iterations; i++)
+            {
+                await gate.AcquireAsync();
+                await Task.Yield();
+                gate.Release();
+            }
+        });
+    }
+
     [Benchmark(OperationsPerInvoke = Tasks * Iterations)]
     public Task AsyncLock_Contended()
     {
@@ -107,5 +145,35 @@ public class ContendedLockBenchmarks
         }
 
         return Task.WhenAll(tasks);
+    }
+}
+
+/// <summary>
+/// The contended hand-off without the thread pool: on one thread, queue a waiter behind a held lock, release (which
+/// grants it), and collect the result. Isolates the primitive's own work per contended wait from scheduling.
+/// </summary>
+[MemoryDiagnoser]
+public class ContendedCycleBenchmarks
+{
+    private readonly SemaphoreSlim _semaphoreSlim = new(0, 1);
+    private readonly AsyncLock _lock = new();
+
+    [GlobalSetup]
+    public void Setup() => _lock.TryAcquire(out _);
+
+    [Benchmark(Baseline = true)]
+    public bool SemaphoreSlim_QueueReleaseCollect()
+    {
+        Task<bool> wait = _semaphoreSlim.WaitAsync(Timeout.Infinite);
+        _semaphoreSlim.Release();
+        return wait.Result;
+    }
+
+    [Benchmark]
+    public AsyncLock.Releaser AsyncLock_QueueReleaseCollect()
+    {
+        ValueTask<AsyncLock.Releaser> wait = _lock.AcquireAsync();
+        _lock.Release();
+        return wait.GetAwaiter().GetResult(); // the lock stays held by the granted waiter, ready for the next cycle
     }
 }
