@@ -58,39 +58,47 @@ public sealed class TrackingSource<T> : IAsyncEnumerable<T>
     {
         Interlocked.Increment(ref _enumerators);
         LastToken = cancellationToken;
-        return Enumerate(cancellationToken).GetAsyncEnumerator(cancellationToken);
+        return new CountingEnumerator(Enumerate(cancellationToken).GetAsyncEnumerator(cancellationToken), this);
+    }
+
+    /// <summary>Counts DisposeAsync calls themselves (also one made before the first MoveNextAsync, which a compiler
+    /// iterator's own finally block would not see).</summary>
+    private sealed class CountingEnumerator(IAsyncEnumerator<T> inner, TrackingSource<T> owner) : IAsyncEnumerator<T>
+    {
+        public T Current => inner.Current;
+
+        public ValueTask<bool> MoveNextAsync() => inner.MoveNextAsync();
+
+        public ValueTask DisposeAsync()
+        {
+            Interlocked.Increment(ref owner._disposals);
+            return inner.DisposeAsync();
+        }
     }
 
     private async IAsyncEnumerable<T> Enumerate([EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        try
+        for (int i = 0; ; i++)
         {
-            for (int i = 0; ; i++)
+            Interlocked.Increment(ref _moveNextCalls);
+            if (_mode == SourceMode.Yielding)
             {
-                Interlocked.Increment(ref _moveNextCalls);
-                if (_mode == SourceMode.Yielding)
-                {
-                    await Task.Yield();
-                }
-
-                cancellationToken.ThrowIfCancellationRequested();
-                if (i == _failAt)
-                {
-                    throw _failure!;
-                }
-
-                if (i >= _items.Count)
-                {
-                    yield break;
-                }
-
-                Interlocked.Increment(ref _produced);
-                yield return _items[i];
+                await Task.Yield();
             }
-        }
-        finally
-        {
-            Interlocked.Increment(ref _disposals);
+
+            cancellationToken.ThrowIfCancellationRequested();
+            if (i == _failAt)
+            {
+                throw _failure!;
+            }
+
+            if (i >= _items.Count)
+            {
+                yield break;
+            }
+
+            Interlocked.Increment(ref _produced);
+            yield return _items[i];
         }
     }
 }

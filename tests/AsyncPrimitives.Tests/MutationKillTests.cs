@@ -103,31 +103,16 @@ public sealed class MutationKillTests
     }
 
     [Fact]
-    public async Task CancelledWait_LeavesNothingReachableFromThePool()
+    public void CancelledWait_LeavesNothingReachableFromThePool()
     {
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
-        WeakReference source = await CancelOneAsync(gate);
+        WeakReference source = CancelledWaitProbe.CancelOneObservedWait(gate.AcquireAsync);
+        gate.PooledWaiters.Should().Be(1);
 
-        // Collect on a fresh stack: this continuation can run inline inside the helper's completing state machine,
-        // whose hoisted locals (the source itself) would then still be on the stack and keep it alive.
-        await Task.Yield();
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
+        CancelledWaitProbe.Collect();
         source.IsAlive.Should().BeFalse();
         held.Dispose();
-
-        [MethodImpl(MethodImplOptions.NoInlining)]
-        static async Task<WeakReference> CancelOneAsync(AsyncLock gate)
-        {
-            var cts = new CancellationTokenSource();
-            Task wait = gate.AcquireAsync(cts.Token).AsTask();
-            cts.Cancel();
-            await wait.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            cts.Dispose();
-            return new WeakReference(cts);
-        }
     }
 
     [Fact]

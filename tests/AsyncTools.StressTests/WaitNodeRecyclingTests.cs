@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using AsyncPrimitives;
+using AsyncPrimitives.Tests;
 
 namespace AsyncTools.StressTests;
 
@@ -11,17 +12,14 @@ namespace AsyncTools.StressTests;
 public sealed class WaitNodeRecyclingTests
 {
     [Fact]
-    public async Task CancelledWait_OnceObserved_DoesNotKeepItsTokenSourceReachableFromThePool()
+    public void CancelledWait_OnceObserved_DoesNotKeepItsTokenSourceReachableFromThePool()
     {
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
-        WeakReference source = await CancelOneWaitAsync(gate);
+        WeakReference source = CancelledWaitProbe.CancelOneObservedWait(gate.AcquireAsync);
         gate.PooledWaiters.Should().Be(1, "the node went back to the pool");
 
-        await Task.Yield(); // collect on a fresh stack: this continuation may run inside the helper's completing state machine
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
+        CancelledWaitProbe.Collect();
         source.IsAlive.Should().BeFalse("a pooled node must not keep the last wait's exception, token or continuation");
         held.Dispose();
     }
@@ -64,18 +62,6 @@ public sealed class WaitNodeRecyclingTests
         (await first.Bounded()).Dispose();
         (await second.Bounded()).Dispose();
         gate.IsLocked.Should().BeFalse();
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static async Task<WeakReference> CancelOneWaitAsync(AsyncLock gate)
-    {
-        var cts = new CancellationTokenSource();
-        ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync(cts.Token);
-        cts.Cancel();
-        Func<Task> act = async () => await wait;
-        await act.Should().ThrowAsync<OperationCanceledException>();
-        cts.Dispose();
-        return new WeakReference(cts);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
