@@ -1,3 +1,5 @@
+using static AsyncPrimitives.Tests.Support.Settle;
+
 namespace AsyncPrimitives.Tests;
 
 /// <summary>
@@ -868,14 +870,5 @@ public sealed class AsyncConditionTests
             DateTime.UtcNow.Should().BeBefore(deadline, "the expected state should have been reached");
             await Task.Yield();
         }
-    }
-
-    /// <summary>Waits (bounded) for <paramref name="task"/> to finish, then asserts it failed with <typeparamref name="TException"/>.
-    /// The bound is checked separately so a hang cannot pass for the TimeoutException under test.</summary>
-    private static async Task<TException> ThrowsSoon<TException>(Task task)
-        where TException : Exception
-    {
-        (await Task.WhenAny(task, Task.Delay(s_bound))).Should().BeSameAs(task, "the wait should have finished");
-        return (await FluentActions.Awaiting(() => task).Should().ThrowAsync<TException>()).Which;
     }
 }

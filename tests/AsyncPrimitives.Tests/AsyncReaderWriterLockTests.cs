@@ -1,3 +1,5 @@
+using static AsyncPrimitives.Tests.Support.Settle;
+
 namespace AsyncPrimitives.Tests;
 
 /// <summary>
@@ -539,7 +541,7 @@ public sealed class AsyncReaderWriterLockTests
 
             await RunTogether(cts.Cancel, writer.Dispose);
 
-            (await Task.WhenAny(racing, Task.Delay(s_bound))).Should().BeSameAs(racing);
+            await FinishesAsync(racing);
             if (racing.IsCompletedSuccessfully)
             {
                 rw.CurrentReaderCount.Should().Be(1, "the grant won: the reader holds the lock (iteration {0})", i);
@@ -571,7 +573,7 @@ public sealed class AsyncReaderWriterLockTests
 
             await RunTogether(cts.Cancel, reader.Dispose);
 
-            (await Task.WhenAny(racing, Task.Delay(s_bound))).Should().BeSameAs(racing);
+            await FinishesAsync(racing);
             if (racing.IsCompletedSuccessfully)
             {
                 rw.IsWriteLockHeld.Should().BeTrue("the grant won: the writer holds the lock (iteration {0})", i);
@@ -727,14 +729,5 @@ public sealed class AsyncReaderWriterLockTests
             second();
         });
         await Task.WhenAll(a, b).WaitAsync(s_bound);
-    }
-
-    /// <summary>Waits (bounded) for <paramref name="task"/> to finish, then asserts it failed with <typeparamref name="TException"/>.
-    /// The bound is checked separately so a hang cannot pass for the TimeoutException under test.</summary>
-    private static async Task<TException> ThrowsSoon<TException>(Task task)
-        where TException : Exception
-    {
-        (await Task.WhenAny(task, Task.Delay(s_bound))).Should().BeSameAs(task, "the wait should have finished");
-        return (await FluentActions.Awaiting(() => task).Should().ThrowAsync<TException>()).Which;
     }
 }
