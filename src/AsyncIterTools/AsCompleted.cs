@@ -180,11 +180,17 @@ public static partial class AsyncIter
     }
 
     /// <summary>Returns the next completion, or null if <paramref name="waitToken"/> ended the wait first.</summary>
-    private static async ValueTask<WorkRunner<T>.Completion?> NextOrTimeoutAsync<T>(WorkRunner<T> runner, CancellationToken waitToken)
+    private static ValueTask<WorkRunner<T>.Completion?> NextOrTimeoutAsync<T>(WorkRunner<T> runner, CancellationToken waitToken)
+    {
+        ValueTask<WorkRunner<T>.Completion> next = runner.NextAsync(waitToken);
+        return next.IsCompletedSuccessfully ? new ValueTask<WorkRunner<T>.Completion?>(next.Result) : AwaitNextOrTimeoutAsync(next, waitToken);
+    }
+
+    private static async ValueTask<WorkRunner<T>.Completion?> AwaitNextOrTimeoutAsync<T>(ValueTask<WorkRunner<T>.Completion> next, CancellationToken waitToken)
     {
         try
         {
-            return await runner.NextAsync(waitToken);
+            return await next;
         }
         catch (OperationCanceledException) when (waitToken.IsCancellationRequested)
         {

@@ -77,7 +77,11 @@ public static partial class AsyncIter
             {
                 // Honoured here too, not only through the token the source and selector get: they may ignore it.
                 cancellationToken.ThrowIfCancellationRequested();
-                sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
+                if (HasRoom(invoker, window, maxConcurrency, sourceDone))
+                {
+                    sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency);
+                }
+
                 if (window is not null)
                 {
                     if (window.Count == 0)
@@ -92,7 +96,11 @@ public static partial class AsyncIter
                         invoker.Return(done);
 
                         // Refill before yielding, so the window stays busy while the consumer works.
-                        sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
+                        if (!sourceDone)
+                        {
+                            sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency);
+                        }
+
                         yield return head;
                         continue;
                     }
@@ -111,7 +119,11 @@ public static partial class AsyncIter
                     completed.Error?.Throw();
                     TResult result = completed.Result;
                     invoker.Return(completed);
-                    sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
+                    if (!sourceDone)
+                    {
+                        sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency);
+                    }
+
                     yield return result;
                 }
             }
@@ -125,25 +137,75 @@ public static partial class AsyncIter
         }
     }
 
-    /// <summary>Pulls the source and starts selector calls until the window is full; returns whether the source ended.</summary>
-    private static async ValueTask<bool> FillAsync<T, TResult>(
-        IAsyncEnumerator<T> enumerator,
+    /// <summary>Whether <see cref="FillAsync"/> has anything to do: the source may have more and the window has room.</summary>
+    private static bool HasRoom<T, TResult>(
         SelectorInvoker<T, TResult> invoker,
         Queue<SelectorInvoker<T, TResult>.Slot>? window,
         int maxConcurrency,
-        bool sourceDone)
+        bool sourceDone) =>
+        !sourceDone && (window?.Count ?? invoker.InFlight) < maxConcurrency;
+
+    /// <summary>Pulls the source and starts selector calls until the window is full; returns whether the source ended.</summary>
+    /// <remarks>Synchronous while the source's <c>MoveNextAsync</c> completes synchronously (no async method runs then).</remarks>
+    private static ValueTask<bool> FillAsync<T, TResult>(
+        IAsyncEnumerator<T> enumerator,
+        SelectorInvoker<T, TResult> invoker,
+        Queue<SelectorInvoker<T, TResult>.Slot>? window,
+        int maxConcurrency)
     {
-        while (!sourceDone && (window?.Count ?? invoker.InFlight) < maxConcurrency)
+        while (HasRoom(invoker, window, maxConcurrency, sourceDone: false))
+        {
+            ValueTask<bool> move = enumerator.MoveNextAsync();
+            if (!move.IsCompletedSuccessfully)
+            {
+                return FillSlowAsync(move, enumerator, invoker, window, maxConcurrency);
+            }
+
+            if (!move.Result)
+            {
+                return new ValueTask<bool>(true);
+            }
+
+            Start(enumerator, invoker, window);
+        }
+
+        return new ValueTask<bool>(false);
+    }
+
+    /// <summary>As <see cref="FillAsync"/>, from a <c>MoveNextAsync</c> that did not complete synchronously.</summary>
+    private static async ValueTask<bool> FillSlowAsync<T, TResult>(
+        ValueTask<bool> pendingMove,
+        IAsyncEnumerator<T> enumerator,
+        SelectorInvoker<T, TResult> invoker,
+        Queue<SelectorInvoker<T, TResult>.Slot>? window,
+        int maxConcurrency)
+    {
+        if (!await pendingMove)
+        {
+            return true;
+        }
+
+        Start(enumerator, invoker, window);
+        while (HasRoom(invoker, window, maxConcurrency, sourceDone: false))
         {
             if (!await enumerator.MoveNextAsync())
             {
                 return true;
             }
 
-            SelectorInvoker<T, TResult>.Slot slot = invoker.Start(enumerator.Current);
-            window?.Enqueue(slot);
+            Start(enumerator, invoker, window);
         }
 
-        return sourceDone;
+        return false;
+    }
+
+    /// <summary>Starts a selector call for the enumerator's current item and, when ordered, appends its slot to the window.</summary>
+    private static void Start<T, TResult>(
+        IAsyncEnumerator<T> enumerator,
+        SelectorInvoker<T, TResult> invoker,
+        Queue<SelectorInvoker<T, TResult>.Slot>? window)
+    {
+        SelectorInvoker<T, TResult>.Slot slot = invoker.Start(enumerator.Current);
+        window?.Enqueue(slot);
     }
 }

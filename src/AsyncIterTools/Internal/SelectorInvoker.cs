@@ -68,14 +68,18 @@ internal sealed class SelectorInvoker<T, TResult>
     }
 
     /// <summary>Waits for the next selector call to complete (in completion order) and marks its slot done.</summary>
-    public async ValueTask<Slot> NextAsync()
+    public ValueTask<Slot> NextAsync()
     {
         Debug.Assert(_inFlight > 0, "No call is in flight.");
-        if (!_completions.Reader.TryRead(out Slot? slot))
-        {
-            slot = await _completions.Reader.ReadAsync();
-        }
 
+        // Synchronous when a completion is already queued (the common case under load): no async method runs.
+        return _completions.Reader.TryRead(out Slot? slot) ? new ValueTask<Slot>(Take(slot)) : NextSlowAsync();
+    }
+
+    private async ValueTask<Slot> NextSlowAsync() => Take(await _completions.Reader.ReadAsync());
+
+    private Slot Take(Slot slot)
+    {
         _inFlight--;
         slot.IsDone = true;
         return slot;

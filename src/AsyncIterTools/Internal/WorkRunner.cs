@@ -111,15 +111,21 @@ internal sealed class WorkRunner<T> : IDisposable
     }
 
     /// <summary>Waits for the next piece of work to complete (in completion order).</summary>
-    public async ValueTask<Completion> NextAsync(CancellationToken cancellationToken)
+    /// <remarks>Synchronous when a completion is already queued (the common case under load): no async method runs.</remarks>
+    public ValueTask<Completion> NextAsync(CancellationToken cancellationToken)
     {
         Debug.Assert(_running > 0, "Nothing is running.");
-        if (!_completions.Reader.TryRead(out Pending? node))
-        {
-            // A cancelled read takes nothing out of the channel, so no completion is ever lost.
-            node = await _completions.Reader.ReadAsync(cancellationToken);
-        }
+        return _completions.Reader.TryRead(out Pending? node) ? new ValueTask<Completion>(Take(node)) : NextSlowAsync(cancellationToken);
+    }
 
+    private async ValueTask<Completion> NextSlowAsync(CancellationToken cancellationToken)
+    {
+        // A cancelled read takes nothing out of the channel, so no completion is ever lost.
+        return Take(await _completions.Reader.ReadAsync(cancellationToken));
+    }
+
+    private Completion Take(Pending node)
+    {
         _running--;
 
         // The node's continuation has finished with it (it was written to the channel last), so it can be reused.
