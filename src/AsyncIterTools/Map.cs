@@ -77,11 +77,7 @@ public static partial class AsyncIter
             {
                 // Honoured here too, not only through the token the source and selector get: they may ignore it.
                 cancellationToken.ThrowIfCancellationRequested();
-                if (HasRoom(invoker, window, maxConcurrency, sourceDone))
-                {
-                    sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency);
-                }
-
+                sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
                 if (window is not null)
                 {
                     if (window.Count == 0)
@@ -96,11 +92,7 @@ public static partial class AsyncIter
                         invoker.Return(done);
 
                         // Refill before yielding, so the window stays busy while the consumer works.
-                        if (!sourceDone)
-                        {
-                            sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency);
-                        }
-
+                        sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
                         yield return head;
                         continue;
                     }
@@ -119,11 +111,7 @@ public static partial class AsyncIter
                     completed.Error?.Throw();
                     TResult result = completed.Result;
                     invoker.Return(completed);
-                    if (!sourceDone)
-                    {
-                        sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency);
-                    }
-
+                    sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
                     yield return result;
                 }
             }
@@ -137,23 +125,19 @@ public static partial class AsyncIter
         }
     }
 
-    /// <summary>Whether <see cref="FillAsync"/> has anything to do: the source may have more and the window has room.</summary>
-    private static bool HasRoom<T, TResult>(
-        SelectorInvoker<T, TResult> invoker,
-        Queue<SelectorInvoker<T, TResult>.Slot>? window,
-        int maxConcurrency,
-        bool sourceDone) =>
-        !sourceDone && (window?.Count ?? invoker.InFlight) < maxConcurrency;
-
     /// <summary>Pulls the source and starts selector calls until the window is full; returns whether the source ended.</summary>
-    /// <remarks>Synchronous while the source's <c>MoveNextAsync</c> completes synchronously (no async method runs then).</remarks>
+    /// <remarks>
+    /// Synchronous when there is nothing to fill (the source ended or the window is full) and while the source's
+    /// <c>MoveNextAsync</c> completes synchronously: no async method runs then.
+    /// </remarks>
     private static ValueTask<bool> FillAsync<T, TResult>(
         IAsyncEnumerator<T> enumerator,
         SelectorInvoker<T, TResult> invoker,
         Queue<SelectorInvoker<T, TResult>.Slot>? window,
-        int maxConcurrency)
+        int maxConcurrency,
+        bool sourceDone)
     {
-        while (HasRoom(invoker, window, maxConcurrency, sourceDone: false))
+        while (!sourceDone && HasRoom(invoker, window, maxConcurrency))
         {
             ValueTask<bool> move = enumerator.MoveNextAsync();
             if (!move.IsCompletedSuccessfully)
@@ -169,7 +153,7 @@ public static partial class AsyncIter
             Start(enumerator, invoker, window);
         }
 
-        return new ValueTask<bool>(false);
+        return new ValueTask<bool>(sourceDone);
     }
 
     /// <summary>As <see cref="FillAsync"/>, from a <c>MoveNextAsync</c> that did not complete synchronously.</summary>
@@ -186,7 +170,7 @@ public static partial class AsyncIter
         }
 
         Start(enumerator, invoker, window);
-        while (HasRoom(invoker, window, maxConcurrency, sourceDone: false))
+        while (HasRoom(invoker, window, maxConcurrency))
         {
             if (!await enumerator.MoveNextAsync())
             {
@@ -198,6 +182,10 @@ public static partial class AsyncIter
 
         return false;
     }
+
+    /// <summary>Whether the window (ordered) or the number of calls in flight (unordered) leaves room for another call.</summary>
+    private static bool HasRoom<T, TResult>(SelectorInvoker<T, TResult> invoker, Queue<SelectorInvoker<T, TResult>.Slot>? window, int maxConcurrency) =>
+        (window?.Count ?? invoker.InFlight) < maxConcurrency;
 
     /// <summary>Starts a selector call for the enumerator's current item and, when ordered, appends its slot to the window.</summary>
     private static void Start<T, TResult>(
