@@ -17,6 +17,34 @@ internal static class Compat
 #endif
     }
 
+    /// <summary>
+    /// Queues an awaiter's continuation to the thread pool, preferring the current thread's local queue as the BCL
+    /// does for continuations; flows the current ExecutionContext only when <paramref name="flowContext"/> is set.
+    /// </summary>
+    public static void QueueContinuation(Action<object?> continuation, object? state, bool flowContext)
+    {
+#if NETSTANDARD2_0
+        var callback = new WaitCallback(continuation.Invoke);
+        if (flowContext)
+        {
+            ThreadPool.QueueUserWorkItem(callback, state);
+        }
+        else
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(callback, state);
+        }
+#else
+        if (flowContext)
+        {
+            ThreadPool.QueueUserWorkItem(continuation, state, preferLocal: true);
+        }
+        else
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(continuation, state, preferLocal: true);
+        }
+#endif
+    }
+
     /// <summary>Queues <paramref name="callback"/> to the thread pool without flowing the ExecutionContext.</summary>
     public static void QueueNoFlow(Action<object?> callback, object? state)
     {

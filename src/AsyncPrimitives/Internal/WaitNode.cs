@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using System.Threading.Tasks.Sources;
+using AsyncTools.Polyfills;
 
 namespace AsyncPrimitives.Internal;
 
@@ -14,16 +16,41 @@ namespace AsyncPrimitives.Internal;
 /// <para>"Nothing is lost" rests on one rule: only the party that unlinks the node under the lock decides its
 /// outcome. A grant that wins makes the wait succeed, however close the cancellation came; a cancellation that
 /// wins leaves the node holding nothing, and the grant goes to the next waiter.</para>
+/// <para>The awaitable state is the node's own rather than a ManualResetValueTaskSourceCore: delivering an outcome
+/// is one exchange on <see cref="_continuation"/>, after which the completer never touches the node again unless
+/// that exchange handed it a parked continuation to schedule (and then the awaiter cannot recycle the node before
+/// the continuation it has not yet been given runs). So the node needs no count of who still uses it, and the
+/// contended cycle (park, get granted, resume, recycle) costs one atomic for the park and one for the delivery.</para>
 /// </remarks>
 internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
 {
     private static readonly Action<object?> s_onCanceled = static state => ((WaitNode<T>)state!).OnCanceled();
     private static readonly TimerCallback s_onTimedOut = static state => ((WaitNode<T>)state!).OnTimedOut();
 
+    /// <summary>Stored in <see cref="_continuation"/> once the outcome is delivered. Never invoked.</summary>
+    private static readonly Action<object?> s_delivered = static _ => Debug.Fail("the delivered sentinel is never invoked");
+
     private readonly WaitQueue<T> _queue;
 
-    /// <summary>The awaitable state. Continuations always run asynchronously: a releaser never runs a waiter's code.</summary>
-    private ManualResetValueTaskSourceCore<T> _core;
+    /// <summary>
+    /// Null while the outcome is undelivered and nobody awaits; the awaiter's continuation once it parks;
+    /// <see cref="s_delivered"/> once <see cref="Complete"/> has run. Moves only null → continuation → delivered or
+    /// null → delivered, each by one atomic, until <see cref="Recycle"/> resets it for the next wait.
+    /// </summary>
+    private object? _continuation;
+
+    /// <summary>The parked continuation's argument. Written before the continuation is published.</summary>
+    private object? _continuationState;
+
+    /// <summary>Where the parked continuation must run: a SynchronizationContext or a TaskScheduler captured by
+    /// <see cref="OnCompleted"/>, or null for the thread pool.</summary>
+    private object? _schedulingContext;
+
+    /// <summary>The ExecutionContext the parked continuation must run in, when the awaiter asked for it to flow.</summary>
+    private ExecutionContext? _executionContext;
+
+    /// <summary>Identifies the current wait; a ValueTask from an earlier wait on this node carries an older value.</summary>
+    private short _version;
 
     /// <summary>The outcome decided under the lock and delivered by <see cref="Complete"/>: a value or an error.</summary>
     private T _result = default!;
@@ -41,11 +68,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// late timer callback can only ever see this wait's node, already unlinked.</summary>
     private ITimer? _timer;
 
-    public WaitNode(WaitQueue<T> queue)
-    {
-        _queue = queue;
-        _core.RunContinuationsAsynchronously = true;
-    }
+    public WaitNode(WaitQueue<T> queue) => _queue = queue;
 
     /// <summary>Previous node in the queue while linked.</summary>
     internal WaitNode<T>? Previous;
@@ -63,28 +86,18 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// <summary>Primitive-specific kind of waiter (for example reader or writer). Guarded by the lock.</summary>
     internal int Kind;
 
-    /// <summary>
-    /// Parties that still use this wait: the completer (until <see cref="Complete"/> has fully returned) and the
-    /// awaiter (until <see cref="GetResult"/>). The node goes back to the pool only when both are done: an awaiter
-    /// can observe completion while the completing thread is still inside the core's signalling code, and reusing
-    /// the node at that moment could hand the old completion's wake-up to the next waiter.
-    /// </summary>
-    private int _owners;
-
-    /// <summary>Resets the node for a new wait. Called under the lock by <see cref="WaitQueue{T}"/>.</summary>
+    /// <summary>Sets up the node for a new wait. Called under the lock by <see cref="WaitQueue{T}"/>; a new or
+    /// recycled node is already clean.</summary>
     internal void Prepare(T payload, int kind)
     {
-        _core.Reset();
-        _owners = 2;
+        Debug.Assert(_continuation is null && _error is null && _timer is null, "only a clean node starts a wait");
         Payload = payload;
         Kind = kind;
-        _result = default!;
-        _error = null;
     }
 
-    internal ValueTask<T> AsValueTask() => new(this, _core.Version);
+    internal ValueTask<T> AsValueTask() => new(this, _version);
 
-    internal ValueTask AsNonGenericValueTask() => new(this, _core.Version);
+    internal ValueTask AsNonGenericValueTask() => new(this, _version);
 
     /// <summary>Registers the cancellation callback and starts the timeout timer. Called outside the lock, after the
     /// node was linked; the outcome may already be decided, in which case the callbacks find it unlinked.</summary>
@@ -116,86 +129,195 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         _error = error;
     }
 
-    /// <summary>Delivers the recorded outcome. Called outside the lock; continuations are queued, never inlined.</summary>
+    /// <summary>
+    /// Delivers the recorded outcome. Called outside the lock. The exchange publishes the outcome; if the awaiter
+    /// had already parked a continuation it is queued, never inlined, so a releaser never runs a waiter's code.
+    /// </summary>
     internal void Complete()
     {
-        if (_error is { } error)
+        object? parked = Interlocked.Exchange(ref _continuation, s_delivered);
+        Debug.Assert(!ReferenceEquals(parked, s_delivered), "an outcome is delivered once");
+        if (parked is not null)
         {
-            _core.SetException(error);
+            // The awaiter is parked: it cannot recycle the node before this continuation runs, so the fields it
+            // wrote before publishing the continuation are still this wait's.
+            Schedule((Action<object?>)parked, _continuationState, _schedulingContext, _executionContext);
         }
-        else
-        {
-            _core.SetResult(_result);
-        }
-
-        ReleaseOwnership();
     }
 
     private void OnCanceled() => _queue.Abandon(this, new OperationCanceledException(_token));
 
     private void OnTimedOut() => _queue.Abandon(this, ThrowHelper.TimeoutNow());
 
-    public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+    public ValueTaskSourceStatus GetStatus(short token)
+    {
+        ValidateToken(token);
+        return !ReferenceEquals(Volatile.Read(ref _continuation), s_delivered) ? ValueTaskSourceStatus.Pending
+            : _error is null ? ValueTaskSourceStatus.Succeeded
+            : _error is OperationCanceledException ? ValueTaskSourceStatus.Canceled
+            : ValueTaskSourceStatus.Faulted;
+    }
 
-    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _core.OnCompleted(continuation, state, token, flags);
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+    {
+        ArgumentNullException.ThrowIfNull(continuation);
+        ValidateToken(token);
+
+        // Capture what the continuation must run with before publishing it: once published, Complete reads these.
+        if ((flags & ValueTaskSourceOnCompletedFlags.FlowExecutionContext) != 0)
+        {
+            _executionContext = ExecutionContext.Capture();
+        }
+
+        if ((flags & ValueTaskSourceOnCompletedFlags.UseSchedulingContext) != 0)
+        {
+            SynchronizationContext? context = SynchronizationContext.Current;
+            if (context is not null && context.GetType() != typeof(SynchronizationContext))
+            {
+                _schedulingContext = context;
+            }
+            else if (TaskScheduler.Current is { } scheduler && scheduler != TaskScheduler.Default)
+            {
+                _schedulingContext = scheduler;
+            }
+        }
+
+        _continuationState = state;
+        object? previous = Interlocked.CompareExchange(ref _continuation, continuation, null);
+        if (previous is null)
+        {
+            return; // parked: Complete will schedule it
+        }
+
+        if (!ReferenceEquals(previous, s_delivered))
+        {
+            ThrowHelper.ThrowInvalidOperation_ValueTaskMisuse();
+        }
+
+        // Already delivered: still resume asynchronously, as a parked continuation would.
+        Schedule(continuation, state, _schedulingContext, _executionContext);
+    }
 
     public T GetResult(short token)
     {
         // A pending node must never be recycled: reject GetResult before completion (misuse such as blocking on
         // a pending ValueTask) without touching the node.
-        if (token != _core.Version || _core.GetStatus(token) == ValueTaskSourceStatus.Pending)
+        if (token != _version || !ReferenceEquals(Volatile.Read(ref _continuation), s_delivered))
         {
             ThrowHelper.ThrowInvalidOperation_ValueTaskMisuse();
         }
 
-        try
+        T result = _result;
+        Exception? error = _error;
+        Recycle();
+        if (error is not null)
         {
-            return _core.GetResult(token);
+            ExceptionDispatchInfo.Capture(error).Throw();
         }
-        finally
-        {
-            Recycle();
-        }
+
+        return result;
     }
 
     void IValueTaskSource.GetResult(short token) => GetResult(token);
+
+    private void ValidateToken(short token)
+    {
+        if (token != _version)
+        {
+            ThrowHelper.ThrowInvalidOperation_ValueTaskMisuse();
+        }
+    }
 
     private void Recycle()
     {
         // Invalidate the awaiter's token first: a second GetResult on the same ValueTask (awaiting it twice) must
         // throw, not recycle this node again (pooling it twice would link the free list to itself and hand one node
-        // to two waiters). Reset also drops the core's references to this wait: its exception, which for a
-        // cancellation holds the token and so its CancellationTokenSource, and the awaiter's continuation and state,
-        // so a pooled node keeps nothing alive.
-        _core.Reset();
+        // to two waiters). Then drop every reference to this wait: its exception, which for a cancellation holds the
+        // token and so its CancellationTokenSource, and the awaiter's continuation and contexts, so a pooled node
+        // keeps nothing alive.
+        _version++;
+        _continuationState = null;
+        _schedulingContext = null;
+        _executionContext = null;
+        Payload = default!;
+        _result = default!;
+        _error = null;
 
         // Dispose waits for a cancellation callback that is running right now, so none can touch the node after this.
         _registration.Dispose();
         _registration = default;
         _token = default;
-        Payload = default!;
-        _result = default!;
-        _error = null;
 
         ITimer? timer = _timer;
         if (timer is not null)
         {
-            _timer = null;
+            // A timer callback may still be in flight: let the GC have this node instead of reusing it.
             timer.Dispose();
-            _owners = -1; // a timer callback may still be in flight: let the GC have this node instead of reusing it
             return;
         }
 
-        ReleaseOwnership();
+        _continuation = null;
+        _queue.Return(this);
     }
 
-    /// <summary>Called once by the completer and once by the awaiter; the last one pools the node.</summary>
-    private void ReleaseOwnership()
+    /// <summary>Runs <paramref name="continuation"/> asynchronously where the awaiter asked: its SynchronizationContext
+    /// or TaskScheduler, else the thread pool; in <paramref name="executionContext"/> when that was captured.</summary>
+    private static void Schedule(Action<object?> continuation, object? state, object? schedulingContext, ExecutionContext? executionContext)
     {
-        if (Interlocked.Decrement(ref _owners) == 0)
+        if (schedulingContext is null)
         {
-            _queue.Return(this);
+            if (executionContext is null)
+            {
+                Compat.QueueContinuation(continuation, state, flowContext: false);
+            }
+            else
+            {
+                // Queue from inside the awaiter's context, so the work item captures and flows it.
+                ExecutionContext.Run(
+                    executionContext,
+                    static s =>
+                    {
+                        var (c, st) = ((Action<object?>, object?))s!;
+                        Compat.QueueContinuation(c, st, flowContext: true);
+                    },
+                    (continuation, state));
+            }
+
+            return;
         }
+
+        var work = new ScheduledContinuation(continuation, state, executionContext);
+        if (schedulingContext is SynchronizationContext context)
+        {
+            context.Post(static s => ((ScheduledContinuation)s!).Run(), work);
+        }
+        else
+        {
+            _ = Task.Factory.StartNew(
+                static s => ((ScheduledContinuation)s!).Run(),
+                work,
+                CancellationToken.None,
+                TaskCreationOptions.DenyChildAttach,
+                (TaskScheduler)schedulingContext);
+        }
+    }
+
+    /// <summary>A continuation bound for a SynchronizationContext or TaskScheduler, with the ExecutionContext it
+    /// must run in, if any. Only awaits inside such a context pay for this allocation.</summary>
+    private sealed class ScheduledContinuation(Action<object?> continuation, object? state, ExecutionContext? executionContext)
+    {
+        public void Run()
+        {
+            if (executionContext is null)
+            {
+                continuation(state);
+            }
+            else
+            {
+                ExecutionContext.Run(executionContext, static s => ((ScheduledContinuation)s!).Invoke(), this);
+            }
+        }
+
+        private void Invoke() => continuation(state);
     }
 }

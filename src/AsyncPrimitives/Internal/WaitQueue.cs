@@ -42,8 +42,10 @@ internal sealed class WaitQueue<T>
     private int _pooled;
 
     /// <summary>
-    /// One recycled node kept outside the lock: an awaiter returns its node here with a single exchange, so the
-    /// common contended cycle (wait, get granted, wait again) does not take the lock a third time just to recycle.
+    /// One recycled node kept outside the lock: an awaiter returns its node here with a plain write, so the common
+    /// contended cycle (wait, get granted, wait again) does not take the lock a third time just to recycle. Only
+    /// <see cref="Enqueue"/> (under the lock) takes from it, and <see cref="Return"/> only fills it when empty, so a
+    /// race between them can at worst overwrite a node, which the GC then collects: never hand one node out twice.
     /// </summary>
     private WaitNode<T>? _cached;
 
@@ -70,8 +72,12 @@ internal sealed class WaitQueue<T>
     public WaitNode<T> Enqueue(T payload = default!, int kind = 0)
     {
         AssertLockHeld();
-        WaitNode<T>? node = Interlocked.Exchange(ref _cached, null);
-        if (node is null)
+        WaitNode<T>? node = Volatile.Read(ref _cached);
+        if (node is not null)
+        {
+            Volatile.Write(ref _cached, null);
+        }
+        else
         {
             node = _pool;
             if (node is not null)
@@ -183,8 +189,9 @@ internal sealed class WaitQueue<T>
         Debug.Assert(!node.IsQueued, "a queued node cannot be recycled");
         node.Previous = null;
         node.Next = null;
-        if (Interlocked.CompareExchange(ref _cached, node, null) is null)
+        if (Volatile.Read(ref _cached) is null)
         {
+            Volatile.Write(ref _cached, node);
             return;
         }
 
