@@ -46,11 +46,7 @@ public sealed class PrefetchTests
         await foreach (int x in source.Prefetch(3))
         {
             // 1 consumed + 3 buffered + 1 held by the blocked writer: the producer cannot get further.
-            var bound = System.Diagnostics.Stopwatch.StartNew();
-            while (source.Produced < 5 && bound.Elapsed < TestWork.Bound)
-            {
-                await Task.Yield();
-            }
+            await source.WhenProduced(5).WaitAsync(TestWork.Bound);
 
             source.Produced.Should().Be(5);
 

@@ -26,6 +26,8 @@ public sealed class TrackingSource<T> : IAsyncEnumerable<T>
     private int _disposals;
     private int _produced;
     private int _moveNextCalls;
+    private readonly object _watchLock = new();
+    private (int Count, TaskCompletionSource Signal)? _watch;
 
     public TrackingSource(IEnumerable<T> items, SourceMode mode = SourceMode.Synchronous, int failAt = -1, Exception? failure = null)
     {
@@ -44,6 +46,22 @@ public sealed class TrackingSource<T> : IAsyncEnumerable<T>
 
     /// <summary>How many items were handed out.</summary>
     public int Produced => Volatile.Read(ref _produced);
+
+    /// <summary>Completes once at least <paramref name="count"/> items were handed out (one watch at a time).</summary>
+    public Task WhenProduced(int count)
+    {
+        lock (_watchLock)
+        {
+            if (Produced >= count)
+            {
+                return Task.CompletedTask;
+            }
+
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _watch = (count, signal);
+            return signal.Task;
+        }
+    }
 
     /// <summary>How many times MoveNextAsync was called.</summary>
     public int MoveNextCalls => Volatile.Read(ref _moveNextCalls);
@@ -97,7 +115,16 @@ public sealed class TrackingSource<T> : IAsyncEnumerable<T>
                 yield break;
             }
 
-            Interlocked.Increment(ref _produced);
+            int produced = Interlocked.Increment(ref _produced);
+            lock (_watchLock)
+            {
+                if (_watch is { } watch && produced >= watch.Count)
+                {
+                    _watch = null;
+                    watch.Signal.SetResult();
+                }
+            }
+
             yield return _items[i];
         }
     }

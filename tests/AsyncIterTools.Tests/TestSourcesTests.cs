@@ -23,6 +23,20 @@ public sealed class TestSourcesTests
     }
 
     [Fact]
+    public async Task TrackingSource_WhenProduced_CompletesOnlyOnceThatManyItemsWereHandedOut()
+    {
+        var source = Sources.Of(SourceMode.Synchronous, 1, 2, 3);
+        await using IAsyncEnumerator<int> e = source.GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        Task second = source.WhenProduced(2);
+
+        second.IsCompleted.Should().BeFalse();
+        source.WhenProduced(1).IsCompletedSuccessfully.Should().BeTrue("one item was already handed out");
+        (await e.MoveNextAsync()).Should().BeTrue();
+        await second.WaitAsync(TestWork.Bound);
+    }
+
+    [Fact]
     public async Task TrackingSource_FailsAtPosition()
     {
         var source = Sources.Failing(new[] { 1, 2, 3 }, failAt: 1);
