@@ -44,16 +44,6 @@ internal static class Compat
         }
 #endif
     }
-
-    /// <summary>Queues <paramref name="callback"/> to the thread pool without flowing the ExecutionContext.</summary>
-    public static void QueueNoFlow(Action<object?> callback, object? state)
-    {
-#if NETSTANDARD2_0
-        ThreadPool.UnsafeQueueUserWorkItem(s => callback(s), state);
-#else
-        ThreadPool.UnsafeQueueUserWorkItem(callback, state, preferLocal: false);
-#endif
-    }
 }
 
 #if NETSTANDARD2_0
