@@ -18,30 +18,15 @@ internal static class Compat
     }
 
     /// <summary>
-    /// Queues an awaiter's continuation to the thread pool, preferring the current thread's local queue as the BCL
-    /// does for continuations; flows the current ExecutionContext only when <paramref name="flowContext"/> is set.
+    /// Queues an awaiter's continuation to the thread pool without flowing the ExecutionContext, preferring the current
+    /// thread's local queue as the BCL does for continuations.
     /// </summary>
-    public static void QueueContinuation(Action<object?> continuation, object? state, bool flowContext)
+    public static void QueueContinuation(Action<object?> continuation, object? state)
     {
 #if NETSTANDARD2_0
-        var callback = new WaitCallback(continuation.Invoke);
-        if (flowContext)
-        {
-            ThreadPool.QueueUserWorkItem(callback, state);
-        }
-        else
-        {
-            ThreadPool.UnsafeQueueUserWorkItem(callback, state);
-        }
+        ThreadPool.UnsafeQueueUserWorkItem(new WaitCallback(continuation.Invoke), state);
 #else
-        if (flowContext)
-        {
-            ThreadPool.QueueUserWorkItem(continuation, state, preferLocal: true);
-        }
-        else
-        {
-            ThreadPool.UnsafeQueueUserWorkItem(continuation, state, preferLocal: true);
-        }
+        ThreadPool.UnsafeQueueUserWorkItem(continuation, state, preferLocal: true);
 #endif
     }
 }

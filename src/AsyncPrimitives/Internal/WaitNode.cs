@@ -264,46 +264,30 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// or TaskScheduler, else the thread pool; in <paramref name="executionContext"/> when that was captured.</summary>
     private static void Schedule(Action<object?> continuation, object? state, object? schedulingContext, ExecutionContext? executionContext)
     {
-        if (schedulingContext is null)
+        if (schedulingContext is null && executionContext is null)
         {
-            if (executionContext is null)
-            {
-                Compat.QueueContinuation(continuation, state, flowContext: false);
-            }
-            else
-            {
-                // Queue from inside the awaiter's context, so the work item captures and flows it.
-                ExecutionContext.Run(
-                    executionContext,
-                    static s =>
-                    {
-                        var (c, st) = ((Action<object?>, object?))s!;
-                        Compat.QueueContinuation(c, st, flowContext: true);
-                    },
-                    (continuation, state));
-            }
-
+            Compat.QueueContinuation(continuation, state); // what every plain `await` takes
             return;
         }
 
         var work = new ScheduledContinuation(continuation, state, executionContext);
-        if (schedulingContext is SynchronizationContext context)
+        switch (schedulingContext)
         {
-            context.Post(static s => ((ScheduledContinuation)s!).Run(), work);
-        }
-        else
-        {
-            _ = Task.Factory.StartNew(
-                static s => ((ScheduledContinuation)s!).Run(),
-                work,
-                CancellationToken.None,
-                TaskCreationOptions.DenyChildAttach,
-                (TaskScheduler)schedulingContext);
+            case SynchronizationContext context:
+                context.Post(static s => ((ScheduledContinuation)s!).Run(), work);
+                break;
+            case TaskScheduler scheduler:
+                _ = Task.Factory.StartNew(
+                    static s => ((ScheduledContinuation)s!).Run(), work, CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler);
+                break;
+            default:
+                Compat.QueueContinuation(static s => ((ScheduledContinuation)s!).Run(), work);
+                break;
         }
     }
 
-    /// <summary>A continuation bound for a SynchronizationContext or TaskScheduler, with the ExecutionContext it
-    /// must run in, if any. Only awaits inside such a context pay for this allocation.</summary>
+    /// <summary>A continuation with the ExecutionContext it must run in, if any, bound for a SynchronizationContext,
+    /// a TaskScheduler or the pool. Only awaits that captured a context pay for this allocation.</summary>
     private sealed class ScheduledContinuation(Action<object?> continuation, object? state, ExecutionContext? executionContext)
     {
         public void Run()
