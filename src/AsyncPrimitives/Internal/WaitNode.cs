@@ -141,7 +141,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         {
             // The awaiter is parked: it cannot recycle the node before this continuation runs, so the fields it
             // wrote before publishing the continuation are still this wait's.
-            Schedule((Action<object?>)parked, _continuationState, _schedulingContext, _executionContext);
+            Schedule((Action<object?>)parked);
         }
     }
 
@@ -195,14 +195,15 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         }
 
         // Already delivered: still resume asynchronously, as a parked continuation would.
-        Schedule(continuation, state, _schedulingContext, _executionContext);
+        Schedule(continuation);
     }
 
     public T GetResult(short token)
     {
         // A pending node must never be recycled: reject GetResult before completion (misuse such as blocking on
         // a pending ValueTask) without touching the node.
-        if (token != _version || !ReferenceEquals(Volatile.Read(ref _continuation), s_delivered))
+        ValidateToken(token);
+        if (!ReferenceEquals(Volatile.Read(ref _continuation), s_delivered))
         {
             ThrowHelper.ThrowInvalidOperation_ValueTaskMisuse();
         }
@@ -260,10 +261,14 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         _queue.Return(this);
     }
 
-    /// <summary>Runs <paramref name="continuation"/> asynchronously where the awaiter asked: its SynchronizationContext
-    /// or TaskScheduler, else the thread pool; in <paramref name="executionContext"/> when that was captured.</summary>
-    private static void Schedule(Action<object?> continuation, object? state, object? schedulingContext, ExecutionContext? executionContext)
+    /// <summary>Runs the awaiter's <paramref name="continuation"/> asynchronously where <see cref="OnCompleted"/> recorded:
+    /// its SynchronizationContext or TaskScheduler, else the thread pool; in its ExecutionContext when that was captured.
+    /// Reads the node's fields before queuing anything: once queued, the continuation may recycle the node.</summary>
+    private void Schedule(Action<object?> continuation)
     {
+        object? state = _continuationState;
+        object? schedulingContext = _schedulingContext;
+        ExecutionContext? executionContext = _executionContext;
         if (schedulingContext is null && executionContext is null)
         {
             Compat.QueueContinuation(continuation, state); // what every plain `await` takes
