@@ -71,7 +71,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(work);
         ValidateMaxConcurrency(maxConcurrency);
-        Deadline.Validate(timeout, nameof(timeout));
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return AsCompletedImpl(work, maxConcurrency ?? int.MaxValue, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
     }
 
@@ -116,7 +116,7 @@ public static partial class AsyncIter
     public static IAsyncEnumerable<T> AsCompleted<T>(IEnumerable<Task<T>> tasks, TimeSpan? timeout, TimeProvider? timeProvider)
     {
         ArgumentNullException.ThrowIfNull(tasks);
-        Deadline.Validate(timeout, nameof(timeout));
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return AsCompletedImpl(AsFactories(tasks), int.MaxValue, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
 
         static IEnumerable<Func<CancellationToken, Task<T>>> AsFactories(IEnumerable<Task<T>> tasks)

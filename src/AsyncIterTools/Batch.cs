@@ -128,7 +128,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxSize);
-        TimeoutArgument.ThrowIfInvalid(maxDelay, nameof(maxDelay), allowZero: false);
+        TimeoutArgument.ThrowIfInvalid(maxDelay, allowZero: false);
 
         return TimedBatchImpl(source, maxSize, maxDelay, timeProvider ?? TimeProvider.System);
     }

@@ -30,43 +30,11 @@ internal static class ThrowHelperExtensions
             }
         }
 
-        public static void ThrowIfNegative(long value, [CallerArgumentExpression(nameof(value))] string? paramName = null)
-        {
-            if (value < 0)
-            {
-                throw new ArgumentOutOfRangeException(paramName, value, $"{paramName} ('{value}') must be a non-negative value.");
-            }
-        }
-
         public static void ThrowIfNegativeOrZero(int value, [CallerArgumentExpression(nameof(value))] string? paramName = null)
         {
             if (value <= 0)
             {
                 throw new ArgumentOutOfRangeException(paramName, value, $"{paramName} ('{value}') must be a non-negative and non-zero value.");
-            }
-        }
-
-        public static void ThrowIfNegativeOrZero(long value, [CallerArgumentExpression(nameof(value))] string? paramName = null)
-        {
-            if (value <= 0)
-            {
-                throw new ArgumentOutOfRangeException(paramName, value, $"{paramName} ('{value}') must be a non-negative and non-zero value.");
-            }
-        }
-
-        public static void ThrowIfNegativeOrZero(TimeSpan value, [CallerArgumentExpression(nameof(value))] string? paramName = null)
-        {
-            if (value <= TimeSpan.Zero)
-            {
-                throw new ArgumentOutOfRangeException(paramName, value, $"{paramName} ('{value}') must be a non-negative and non-zero value.");
-            }
-        }
-
-        public static void ThrowIfLessThan(int value, int other, [CallerArgumentExpression(nameof(value))] string? paramName = null)
-        {
-            if (value < other)
-            {
-                throw new ArgumentOutOfRangeException(paramName, value, $"{paramName} ('{value}') must be greater than or equal to '{other}'.");
             }
         }
 
@@ -78,16 +46,6 @@ internal static class ThrowHelperExtensions
             }
         }
     }
-
-    extension(ObjectDisposedException)
-    {
-        public static void ThrowIf([DoesNotReturnIf(true)] bool condition, object instance)
-        {
-            if (condition)
-            {
-                throw new ObjectDisposedException(instance?.GetType().FullName);
-            }
-        }
-    }
 }
 #endif
+

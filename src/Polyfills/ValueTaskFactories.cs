@@ -7,8 +7,6 @@ internal static class ValueTaskFactories
 {
     extension(ValueTask)
     {
-        public static ValueTask CompletedTask => default;
-
         public static ValueTask FromCanceled(CancellationToken cancellationToken) => new(Task.FromCanceled(cancellationToken));
 
         public static ValueTask<TResult> FromCanceled<TResult>(CancellationToken cancellationToken) => new(Task.FromCanceled<TResult>(cancellationToken));
@@ -16,8 +14,6 @@ internal static class ValueTaskFactories
         public static ValueTask FromException(Exception exception) => new(Task.FromException(exception));
 
         public static ValueTask<TResult> FromException<TResult>(Exception exception) => new(Task.FromException<TResult>(exception));
-
-        public static ValueTask<TResult> FromResult<TResult>(TResult result) => new(result);
     }
 }
 #endif

@@ -36,16 +36,6 @@ internal sealed class Deadline : IDisposable
     /// <summary>Gets a value indicating whether the deadline has passed.</summary>
     public bool IsExpired => _expired?.IsCancellationRequested ?? false;
 
-    /// <summary>Validates a timeout argument: <see langword="null"/>, infinite, or between zero and about 49.7 days
-    /// (a longer one would only fail later, when the timer is created during the enumeration).</summary>
-    public static void Validate(TimeSpan? timeout, string paramName)
-    {
-        if (timeout is { } t)
-        {
-            TimeoutArgument.ThrowIfInvalid(t, paramName);
-        }
-    }
-
     public void Dispose()
     {
         // The timer is stopped first; a callback already running may still cancel the source, so the source is
