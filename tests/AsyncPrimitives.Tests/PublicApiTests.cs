@@ -1,7 +1,0 @@
-namespace AsyncPrimitives.Tests;
-
-public sealed class PublicApiTests
-{
-    [Fact]
-    public void PublicApi_MatchesApprovedFile() => PublicApi.Verify(typeof(AsyncLock).Assembly);
-}
