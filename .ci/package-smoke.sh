@@ -1,29 +1,69 @@
 #!/usr/bin/env bash
-# Packs both libraries, installs them from a local folder feed into throwaway consumer projects (one running the
-# net10.0 asset, one the netstandard2.0 asset) with a private package cache, and runs them.
+# Packs both libraries as CI does, checks what is in the packages (both assets, XML docs, symbols, declared
+# dependencies, path-independent build), installs them from a local folder feed into throwaway consumers with a
+# private package cache, and runs them: one on the net10.0 asset, one on the netstandard2.0 asset (checks compiled
+# for netstandard2.0, run by a net10.0 host).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' "$root/Directory.Build.props" | head -1)
+fail() { echo "package smoke FAILED: $*"; exit 1; }
 
+# The version comes from the build (Directory.Build.props' VersionPrefix, plus any VersionSuffix), never re-typed here.
+version=$(dotnet msbuild "$root/src/AsyncPrimitives/AsyncPrimitives.csproj" -getProperty:PackageVersion -p:TargetFramework=net10.0)
+echo "packing version $version"
 dotnet pack "$root/AsyncTools.sln" -c Release -o "$work/feed" -p:ContinuousIntegrationBuild=true
 ls "$work/feed"
-for p in AsyncPrimitives AsyncIterTools; do
-  for f in nupkg snupkg; do
-    [ -f "$work/feed/$p.$version.$f" ] || { echo "missing $p.$version.$f"; exit 1; }
-  done
-  unzip -l "$work/feed/$p.$version.nupkg" > "$work/$p.listing"
-  grep -q "lib/net10.0/$p.xml" "$work/$p.listing" || { echo "$p: no net10.0 XML docs"; exit 1; }
-  grep -q "lib/netstandard2.0/$p.dll" "$work/$p.listing" || { echo "$p: no netstandard2.0 asset"; exit 1; }
-  grep -q " README.md" "$work/$p.listing" || { echo "$p: no package README"; exit 1; }
-done
 
+for p in AsyncPrimitives AsyncIterTools; do
+  nupkg="$work/feed/$p.$version.nupkg"
+  snupkg="$work/feed/$p.$version.snupkg"
+  [ -f "$nupkg" ] || fail "missing $p.$version.nupkg"
+  [ -f "$snupkg" ] || fail "missing $p.$version.snupkg (symbols)"
+  unzip -l "$nupkg" > "$work/$p.listing"
+  unzip -l "$snupkg" > "$work/$p.symbols"
+  for tfm in net10.0 netstandard2.0; do
+    grep -q "lib/$tfm/$p.dll" "$work/$p.listing" || fail "$p: no $tfm asset"
+    grep -q "lib/$tfm/$p.xml" "$work/$p.listing" || fail "$p: no $tfm XML docs"
+    grep -q "lib/$tfm/$p.pdb" "$work/$p.symbols" || fail "$p: no $tfm PDB in the symbols package"
+    # A CI build maps source paths to /_/: the assembly records /_/... and nothing of where it was built.
+    unzip -p "$nupkg" "lib/$tfm/$p.dll" > "$work/$p.$tfm.dll"
+    grep -aqF "/_/src/$p/" "$work/$p.$tfm.dll" || fail "$p ($tfm): paths not mapped to /_/ (ContinuousIntegrationBuild)"
+    ! grep -aqF "$root/" "$work/$p.$tfm.dll" || fail "$p ($tfm): the assembly contains the build path $root"
+  done
+  grep -q " README.md" "$work/$p.listing" || fail "$p: no package README"
+  unzip -p "$nupkg" "$p.nuspec" > "$work/$p.nuspec"
+  grep -q '<repository type="git" url="[^"]*"' "$work/$p.nuspec" || fail "$p: no repository in the .nuspec"
+  if git -C "$root" rev-parse HEAD > /dev/null 2>&1; then
+    grep -q "commit=\"$(git -C "$root" rev-parse HEAD)\"" "$work/$p.nuspec" || fail "$p: the .nuspec does not record the commit"
+  fi
+  # net10.0 has everything in the base library: the package declares no dependency for it.
+  grep -q '<group targetFramework="net10.0" />' "$work/$p.nuspec" || fail "$p: net10.0 declares dependencies"
+done
+grep -q 'id="System.Linq.AsyncEnumerable"' "$work/AsyncIterTools.nuspec" \
+  || fail "AsyncIterTools: netstandard2.0 does not bring LINQ over IAsyncEnumerable (System.Linq.AsyncEnumerable)"
+
+# The packages the netstandard2.0 assets declare, as PackageReferences for the net10.0 host that runs those assets.
+{
+  echo '<Project><ItemGroup>'
+  for p in AsyncPrimitives AsyncIterTools; do
+    sed -n '/targetFramework=".NETStandard2.0"/,/<\/group>/p' "$work/$p.nuspec" \
+      | sed -n 's:.*<dependency id="\([^"]*\)" version="\([^"]*\)".*:\1 \2:p'
+  done | sort -u | while read -r id v; do echo "  <PackageReference Include=\"$id\" Version=\"$v\" />"; done
+  echo '</ItemGroup></Project>'
+} > "$work/NetStandardDependencies.props"
+cat "$work/NetStandardDependencies.props"
+
+src="$root/.ci/package-smoke"
 for consumer in Consumer.Net10 Consumer.NetStandard; do
   dir="$work/$consumer"
   mkdir -p "$dir"
-  cp "$root/.ci/package-smoke/"{Directory.Build.props,Directory.Packages.props,Directory.Build.targets,Program.cs} "$dir/"
-  cp "$root/.ci/package-smoke/$consumer.csproj" "$dir/"
+  cp "$src/"{Directory.Build.props,Directory.Packages.props,Directory.Build.targets,Program.cs,Checks.cs,$consumer.csproj} "$dir/"
+  if [ "$consumer" = Consumer.NetStandard ]; then
+    mkdir -p "$dir/checks"
+    cp "$src/Checks.cs" "$src/Checks.NetStandard.csproj" "$dir/checks/"
+    cp "$work/NetStandardDependencies.props" "$dir/"
+  fi
   cat > "$dir/nuget.config" <<CONFIG
 <?xml version="1.0" encoding="utf-8"?>
 <configuration>
@@ -32,6 +72,16 @@ for consumer in Consumer.Net10 Consumer.NetStandard; do
     <add key="local" value="$work/feed" />
     <add key="nuget.org" value="https://api.nuget.org/v3/index.json" />
   </packageSources>
+  <!-- Our packages come from the local feed only, never from a same-named package elsewhere. -->
+  <packageSourceMapping>
+    <packageSource key="local">
+      <package pattern="AsyncPrimitives" />
+      <package pattern="AsyncIterTools" />
+    </packageSource>
+    <packageSource key="nuget.org">
+      <package pattern="*" />
+    </packageSource>
+  </packageSourceMapping>
 </configuration>
 CONFIG
   NUGET_PACKAGES="$work/packages" dotnet run --project "$dir/$consumer.csproj" -p:AsyncToolsVersion="$version"
