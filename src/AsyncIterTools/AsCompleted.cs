@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -70,9 +71,9 @@ public static partial class AsyncIter
         TimeProvider? timeProvider)
     {
         ArgumentNullException.ThrowIfNull(work);
-        ValidateMaxConcurrency(maxConcurrency);
+        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(work, maxConcurrency ?? int.MaxValue, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
+        return AsCompletedImpl(work, StartWork, nameof(work), maxConcurrency ?? int.MaxValue, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>
@@ -117,19 +118,13 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(tasks);
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(AsFactories(tasks), int.MaxValue, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
-
-        static IEnumerable<Func<CancellationToken, Task<T>>> AsFactories(IEnumerable<Task<T>> tasks)
-        {
-            foreach (Task<T> task in tasks)
-            {
-                yield return _ => task;
-            }
-        }
+        return AsCompletedImpl(tasks, static (task, _) => new ValueTask<T>(task), nameof(tasks), int.MaxValue, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
     }
 
-    private static async IAsyncEnumerable<T> AsCompletedImpl<T>(
-        IEnumerable<Func<CancellationToken, Task<T>>> work,
+    private static async IAsyncEnumerable<T> AsCompletedImpl<TArg, T>(
+        IEnumerable<TArg> inputs,
+        Func<TArg, CancellationToken, ValueTask<T>> start,
+        string inputsName,
         int maxConcurrency,
         bool ownsWork,
         TimeSpan? timeout,
@@ -138,40 +133,54 @@ public static partial class AsyncIter
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var deadline = new Deadline(timeout, timeProvider);
-        using var runner = new WorkRunner<T>(work, maxConcurrency, ownsWork, cancellationToken);
+        using var running = new CompletionQueue<TArg, T>(start, cancellationToken);
+        using IEnumerator<TArg> pending = inputs.GetEnumerator();
 
-        // Tasks the runner does not own are not awaited on exit, so waiting for them must also end on cancellation.
+        // Tasks the operator does not own are not awaited on exit, so waiting for them must also end on cancellation.
         using CancellationTokenSource? waitCts = ownsWork ? null : CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         CancellationToken waitToken = waitCts?.Token ?? deadline.Token;
         try
         {
-            runner.Fill();
-            while (runner.Running > 0)
+            running.StartMore(pending, maxConcurrency, inputsName);
+            while (running.InFlight > 0)
             {
-                WorkRunner<T>.Completion? next = await NextOrTimeoutAsync(runner, waitToken);
-                if (next is not { } completion)
+                CompletionQueue<TArg, T>.Operation? next = await NextOrTimeoutAsync(running, waitToken);
+                if (next is null)
                 {
                     // Deadline passed or (for tasks we do not own) the caller cancelled; reported after the drain.
-                    runner.Stop();
+                    running.Cancel();
                     break;
                 }
 
-                if (!TryGetCompletedValue(runner, completion, cancellationToken, out T value))
+                ExceptionDispatchInfo? error = next.Error;
+                T value = next.Result;
+                running.Return(next);
+                if (error is not null || cancellationToken.IsCancellationRequested)
                 {
+                    // Work failing because the caller cancelled is reported as the caller's cancellation below.
+                    if (error is not null && !cancellationToken.IsCancellationRequested)
+                    {
+                        running.Fail(error);
+                    }
+
+                    running.Cancel();
                     break;
                 }
 
-                runner.Fill();
+                running.StartMore(pending, maxConcurrency, inputsName);
                 yield return value;
             }
         }
         finally
         {
-            runner.Stop();
-            await runner.DrainAsync();
+            running.Cancel();
+            if (ownsWork)
+            {
+                await running.DrainAsync();
+            }
         }
 
-        runner.Failure?.Throw();
+        running.Failure?.Throw();
         cancellationToken.ThrowIfCancellationRequested();
         if (deadline.IsExpired)
         {
@@ -180,13 +189,17 @@ public static partial class AsyncIter
     }
 
     /// <summary>Returns the next completion, or null if <paramref name="waitToken"/> ended the wait first.</summary>
-    private static ValueTask<WorkRunner<T>.Completion?> NextOrTimeoutAsync<T>(WorkRunner<T> runner, CancellationToken waitToken)
+    private static ValueTask<CompletionQueue<TArg, T>.Operation?> NextOrTimeoutAsync<TArg, T>(CompletionQueue<TArg, T> running, CancellationToken waitToken)
     {
-        ValueTask<WorkRunner<T>.Completion> next = runner.NextAsync(waitToken);
-        return next.IsCompletedSuccessfully ? new ValueTask<WorkRunner<T>.Completion?>(next.Result) : AwaitNextOrTimeoutAsync(next, waitToken);
+        ValueTask<CompletionQueue<TArg, T>.Operation> next = running.NextAsync(waitToken);
+        return next.IsCompletedSuccessfully
+            ? new ValueTask<CompletionQueue<TArg, T>.Operation?>(next.Result)
+            : AwaitNextOrTimeoutAsync(next, waitToken);
     }
 
-    private static async ValueTask<WorkRunner<T>.Completion?> AwaitNextOrTimeoutAsync<T>(ValueTask<WorkRunner<T>.Completion> next, CancellationToken waitToken)
+    private static async ValueTask<CompletionQueue<TArg, T>.Operation?> AwaitNextOrTimeoutAsync<TArg, T>(
+        ValueTask<CompletionQueue<TArg, T>.Operation> next,
+        CancellationToken waitToken)
     {
         try
         {
@@ -196,34 +209,5 @@ public static partial class AsyncIter
         {
             return null;
         }
-    }
-
-    /// <summary>Gets a completion's value; on failure or caller cancellation records it, stops the runner and returns false.</summary>
-    private static bool TryGetCompletedValue<T>(WorkRunner<T> runner, WorkRunner<T>.Completion completion, CancellationToken cancellationToken, out T value)
-    {
-        try
-        {
-            value = completion.GetResult();
-        }
-        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
-        {
-            runner.Fail(ex);
-            value = default!;
-            return false;
-        }
-        catch (Exception)
-        {
-            runner.Stop();
-            value = default!;
-            return false;
-        }
-
-        if (cancellationToken.IsCancellationRequested)
-        {
-            runner.Stop();
-            return false;
-        }
-
-        return true;
     }
 }

@@ -155,7 +155,7 @@ public static partial class AsyncIter
 
             // One deadline per batch, armed once when its first item arrives (not per wait), so the timer is never
             // re-armed relative to a clock that has moved on.
-            using (var deadline = new BatchDeadline(first.Timestamp, maxDelay, timeProvider, cancellationToken))
+            using (var deadline = new Deadline(maxDelay, timeProvider, first.Timestamp, cancellationToken))
             {
                 while (batch.Count < maxSize)
                 {
@@ -200,48 +200,5 @@ public static partial class AsyncIter
         }
 
         pump.ThrowIfFailed();
-    }
-
-    /// <summary>The deadline of one timed batch: <see cref="Token"/> is cancelled when <c>maxDelay</c> has passed since
-    /// the batch's first item was read, or when the consumer's token is cancelled.</summary>
-    private sealed class BatchDeadline : IDisposable
-    {
-        private readonly CancellationTokenSource? _expired;
-        private readonly ITimer? _timer;
-
-        public BatchDeadline(long firstTimestamp, TimeSpan maxDelay, TimeProvider timeProvider, CancellationToken cancellationToken)
-        {
-            if (maxDelay == Timeout.InfiniteTimeSpan)
-            {
-                Token = cancellationToken;
-                return;
-            }
-
-            _expired = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            Token = _expired.Token;
-            TimeSpan remaining = maxDelay - timeProvider.GetElapsedTime(firstTimestamp);
-            if (remaining > TimeSpan.Zero)
-            {
-                _timer = timeProvider.CreateTimer(static s => ((CancellationTokenSource)s!).CancelQuietly(), _expired, remaining, Timeout.InfiniteTimeSpan);
-            }
-
-            // The clock may have moved between measuring and arming: if the deadline has passed, expire now.
-            if (timeProvider.GetElapsedTime(firstTimestamp) >= maxDelay)
-            {
-                _expired.CancelQuietly();
-            }
-        }
-
-        public CancellationToken Token { get; }
-
-        public bool IsExpired => _expired?.IsCancellationRequested ?? false;
-
-        public void Dispose()
-        {
-            // Stop the timer first; a callback already running only cancels, which CancelQuietly tolerates on a
-            // disposed source.
-            _timer?.Dispose();
-            _expired?.Dispose();
-        }
     }
 }

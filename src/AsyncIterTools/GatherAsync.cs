@@ -46,56 +46,72 @@ public static partial class AsyncIter
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
-        ValidateMaxConcurrency(maxConcurrency);
-        return GatherCoreAsync(work, maxConcurrency ?? int.MaxValue, cancellationToken);
-
-        static async Task<T[]> GatherCoreAsync(IEnumerable<Func<CancellationToken, Task<T>>> work, int maxConcurrency, CancellationToken cancellationToken)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            var results = new ResultBuffer<T>(ResultBuffer<T>.CountHint(work));
-            using var runner = new WorkRunner<T>(work, maxConcurrency, ownsWork: true, cancellationToken);
-            try
+        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
+        return GatherCoreAsync<T, T>(
+            work,
+            maxConcurrency ?? int.MaxValue,
+            static (piece, results) =>
             {
-                runner.Fill();
-                while (runner.Running > 0)
+                if (piece.Error is not null)
                 {
-                    WorkRunner<T>.Completion completion = await runner.NextAsync(CancellationToken.None);
-                    try
-                    {
-                        T value = completion.GetResult();
-                        results.Set(completion.Index, value);
-                    }
-                    catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
-                    {
-                        runner.Fail(ex);
-                    }
-                    catch (Exception)
-                    {
-                        // Work failing because the caller cancelled is reported as the caller's cancellation below.
-                        runner.Stop();
-                    }
-
-                    runner.Fill();
+                    return false;
                 }
-            }
-            finally
-            {
-                runner.Stop();
-                await runner.DrainAsync();
-            }
 
-            runner.Failure?.Throw();
-            cancellationToken.ThrowIfCancellationRequested();
-            return results.ToArray();
-        }
+                results.Set(piece.Index, piece.Result);
+                return true;
+            },
+            cancellationToken);
     }
 
-    /// <summary>Throws if a <c>maxConcurrency</c> argument is present and not positive.</summary>
-    private static void ValidateMaxConcurrency(int? maxConcurrency)
+    /// <summary>
+    /// Runs <paramref name="work"/> for GatherAsync and GatherSettledAsync: <paramref name="record"/> stores each completed
+    /// piece's outcome, or returns false for a failure that stops the gathering (the first is thrown, after the drain).
+    /// </summary>
+    private static async Task<TOut[]> GatherCoreAsync<T, TOut>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int maxConcurrency,
+        Func<CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation, ResultBuffer<TOut>, bool> record,
+        CancellationToken cancellationToken)
     {
-        if (maxConcurrency is { } max)
+        cancellationToken.ThrowIfCancellationRequested();
+        var results = new ResultBuffer<TOut>(ResultBuffer<TOut>.CountHint(work));
+        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(StartWork, cancellationToken);
+        using IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
+        try
         {
-            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(max, nameof(maxConcurrency));
+            running.StartMore(inputs, maxConcurrency, nameof(work));
+            while (running.InFlight > 0)
+            {
+                CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation piece = await running.NextAsync();
+                if (!record(piece, results))
+                {
+                    // Work failing because the caller cancelled is reported as the caller's cancellation below.
+                    if (cancellationToken.IsCancellationRequested)
+                    {
+                        running.Cancel();
+                    }
+                    else
+                    {
+                        running.Fail(piece.Error!);
+                    }
+                }
+
+                running.Return(piece);
+                running.StartMore(inputs, maxConcurrency, nameof(work));
+            }
         }
+        finally
+        {
+            running.Cancel();
+            await running.DrainAsync();
+        }
+
+        running.Failure?.Throw();
+        cancellationToken.ThrowIfCancellationRequested();
+        return results.ToArray();
     }
+
+    /// <summary>Starts one piece of work (GatherAsync, GatherSettledAsync, AsCompleted); a null task is its failure.</summary>
+    private static ValueTask<T> StartWork<T>(Func<CancellationToken, Task<T>> factory, CancellationToken cancellationToken) =>
+        new(factory(cancellationToken) ?? throw new InvalidOperationException("A work factory returned a null task."));
 }

@@ -37,43 +37,15 @@ public static partial class AsyncIter
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
-        ValidateMaxConcurrency(maxConcurrency);
-        return GatherSettledCoreAsync(work, maxConcurrency ?? int.MaxValue, cancellationToken);
-
-        static async Task<Outcome<T>[]> GatherSettledCoreAsync(IEnumerable<Func<CancellationToken, Task<T>>> work, int maxConcurrency, CancellationToken cancellationToken)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            var results = new ResultBuffer<Outcome<T>>(ResultBuffer<Outcome<T>>.CountHint(work));
-            using var runner = new WorkRunner<T>(work, maxConcurrency, ownsWork: true, cancellationToken);
-            try
+        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
+        return GatherCoreAsync<T, Outcome<T>>(
+            work,
+            maxConcurrency ?? int.MaxValue,
+            static (piece, results) =>
             {
-                runner.Fill();
-                while (runner.Running > 0)
-                {
-                    WorkRunner<T>.Completion completion = await runner.NextAsync(CancellationToken.None);
-                    Outcome<T> outcome;
-                    try
-                    {
-                        outcome = Outcome<T>.FromValue(completion.GetResult());
-                    }
-                    catch (Exception ex)
-                    {
-                        outcome = Outcome<T>.FromException(ex);
-                    }
-
-                    results.Set(completion.Index, outcome);
-                    runner.Fill();
-                }
-            }
-            finally
-            {
-                runner.Stop();
-                await runner.DrainAsync();
-            }
-
-            runner.Failure?.Throw();
-            cancellationToken.ThrowIfCancellationRequested();
-            return results.ToArray();
-        }
+                results.Set(piece.Index, piece.Error is null ? Outcome<T>.FromValue(piece.Result) : Outcome<T>.FromException(piece.Error.SourceException));
+                return true;
+            },
+            cancellationToken);
     }
 }

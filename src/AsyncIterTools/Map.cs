@@ -49,12 +49,20 @@ public static partial class AsyncIter
     public static IAsyncEnumerable<TResult> Map<T, TResult>(
         this IAsyncEnumerable<T> source,
         Func<T, CancellationToken, ValueTask<TResult>> selector,
-        int maxConcurrency)
+        int maxConcurrency) =>
+        MapCore(source, selector, maxConcurrency, ordered: true);
+
+    /// <summary>Validates the arguments of Map and MapUnordered, then returns the deferred projection.</summary>
+    private static IAsyncEnumerable<TResult> MapCore<T, TResult>(
+        IAsyncEnumerable<T> source,
+        Func<T, CancellationToken, ValueTask<TResult>> selector,
+        int maxConcurrency,
+        bool ordered)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(selector);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxConcurrency);
-        return MapImpl(source, selector, maxConcurrency, ordered: true);
+        return MapImpl(source, selector, maxConcurrency, ordered);
     }
 
     private static async IAsyncEnumerable<TResult> MapImpl<T, TResult>(
@@ -64,12 +72,11 @@ public static partial class AsyncIter
         bool ordered,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var invoker = new SelectorInvoker<T, TResult>(selector, cts.Token);
+        using var calls = new CompletionQueue<T, TResult>(selector, cancellationToken);
 
-        // Ordered: the started, not yet yielded slots in source order (Count <= maxConcurrency). Unordered: unused.
-        Queue<SelectorInvoker<T, TResult>.Slot>? window = ordered ? new Queue<SelectorInvoker<T, TResult>.Slot>() : null;
-        IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(cts.Token);
+        // Ordered: the started, not yet yielded calls in source order (Count <= maxConcurrency). Unordered: unused.
+        Queue<CompletionQueue<T, TResult>.Operation>? window = ordered ? new Queue<CompletionQueue<T, TResult>.Operation>() : null;
+        IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(calls.Token);
         bool sourceDone = false;
         try
         {
@@ -77,7 +84,8 @@ public static partial class AsyncIter
             {
                 // Honoured here too, not only through the token the source and selector get: they may ignore it.
                 cancellationToken.ThrowIfCancellationRequested();
-                sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
+                sourceDone = await FillAsync(enumerator, calls, window, maxConcurrency, sourceDone);
+                CompletionQueue<T, TResult>.Operation completed;
                 if (window is not null)
                 {
                     if (window.Count == 0)
@@ -85,42 +93,38 @@ public static partial class AsyncIter
                         break;
                     }
 
-                    if (window.Peek().IsDone)
+                    if (!window.Peek().IsDone)
                     {
-                        SelectorInvoker<T, TResult>.Slot done = window.Dequeue();
-                        TResult head = done.Result;
-                        invoker.Return(done);
-
-                        // Refill before yielding, so the window stays busy while the consumer works.
-                        sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
-                        yield return head;
+                        // Failures surface in completion order, even one behind the head of the window.
+                        (await calls.NextAsync()).Error?.Throw();
                         continue;
                     }
 
-                    SelectorInvoker<T, TResult>.Slot completed = await invoker.NextAsync();
-                    completed.Error?.Throw();
+                    completed = window.Dequeue();
                 }
                 else
                 {
-                    if (invoker.InFlight == 0)
+                    if (calls.InFlight == 0)
                     {
                         break;
                     }
 
-                    SelectorInvoker<T, TResult>.Slot completed = await invoker.NextAsync();
-                    completed.Error?.Throw();
-                    TResult result = completed.Result;
-                    invoker.Return(completed);
-                    sourceDone = await FillAsync(enumerator, invoker, window, maxConcurrency, sourceDone);
-                    yield return result;
+                    completed = await calls.NextAsync();
                 }
+
+                TResult result = completed.GetResult();
+                calls.Return(completed);
+
+                // Refill before yielding, so the window stays busy while the consumer works.
+                sourceDone = await FillAsync(enumerator, calls, window, maxConcurrency, sourceDone);
+                yield return result;
             }
         }
         finally
         {
             // Failure, early disposal or cancellation: stop the calls in flight and wait for them before the source goes.
-            cts.CancelQuietly();
-            await invoker.DrainAsync();
+            calls.Cancel();
+            await calls.DrainAsync();
             await enumerator.DisposeAsync();
         }
     }
@@ -132,17 +136,17 @@ public static partial class AsyncIter
     /// </remarks>
     private static ValueTask<bool> FillAsync<T, TResult>(
         IAsyncEnumerator<T> enumerator,
-        SelectorInvoker<T, TResult> invoker,
-        Queue<SelectorInvoker<T, TResult>.Slot>? window,
+        CompletionQueue<T, TResult> calls,
+        Queue<CompletionQueue<T, TResult>.Operation>? window,
         int maxConcurrency,
         bool sourceDone)
     {
-        while (!sourceDone && HasRoom(invoker, window, maxConcurrency))
+        while (!sourceDone && HasRoom(calls, window, maxConcurrency))
         {
             ValueTask<bool> move = enumerator.MoveNextAsync();
             if (!move.IsCompletedSuccessfully)
             {
-                return FillSlowAsync(move, enumerator, invoker, window, maxConcurrency);
+                return FillSlowAsync(move, enumerator, calls, window, maxConcurrency);
             }
 
             if (!move.Result)
@@ -150,7 +154,7 @@ public static partial class AsyncIter
                 return new ValueTask<bool>(true);
             }
 
-            Start(enumerator, invoker, window);
+            Start(enumerator, calls, window);
         }
 
         return new ValueTask<bool>(sourceDone);
@@ -160,8 +164,8 @@ public static partial class AsyncIter
     private static async ValueTask<bool> FillSlowAsync<T, TResult>(
         ValueTask<bool> pendingMove,
         IAsyncEnumerator<T> enumerator,
-        SelectorInvoker<T, TResult> invoker,
-        Queue<SelectorInvoker<T, TResult>.Slot>? window,
+        CompletionQueue<T, TResult> calls,
+        Queue<CompletionQueue<T, TResult>.Operation>? window,
         int maxConcurrency)
     {
         if (!await pendingMove)
@@ -169,31 +173,31 @@ public static partial class AsyncIter
             return true;
         }
 
-        Start(enumerator, invoker, window);
-        while (HasRoom(invoker, window, maxConcurrency))
+        Start(enumerator, calls, window);
+        while (HasRoom(calls, window, maxConcurrency))
         {
             if (!await enumerator.MoveNextAsync())
             {
                 return true;
             }
 
-            Start(enumerator, invoker, window);
+            Start(enumerator, calls, window);
         }
 
         return false;
     }
 
     /// <summary>Whether the window (ordered) or the number of calls in flight (unordered) leaves room for another call.</summary>
-    private static bool HasRoom<T, TResult>(SelectorInvoker<T, TResult> invoker, Queue<SelectorInvoker<T, TResult>.Slot>? window, int maxConcurrency) =>
-        (window?.Count ?? invoker.InFlight) < maxConcurrency;
+    private static bool HasRoom<T, TResult>(CompletionQueue<T, TResult> calls, Queue<CompletionQueue<T, TResult>.Operation>? window, int maxConcurrency) =>
+        (window?.Count ?? calls.InFlight) < maxConcurrency;
 
-    /// <summary>Starts a selector call for the enumerator's current item and, when ordered, appends its slot to the window.</summary>
+    /// <summary>Starts a selector call for the enumerator's current item and, when ordered, appends it to the window.</summary>
     private static void Start<T, TResult>(
         IAsyncEnumerator<T> enumerator,
-        SelectorInvoker<T, TResult> invoker,
-        Queue<SelectorInvoker<T, TResult>.Slot>? window)
+        CompletionQueue<T, TResult> calls,
+        Queue<CompletionQueue<T, TResult>.Operation>? window)
     {
-        SelectorInvoker<T, TResult>.Slot slot = invoker.Start(enumerator.Current);
-        window?.Enqueue(slot);
+        CompletionQueue<T, TResult>.Operation call = calls.Start(enumerator.Current);
+        window?.Enqueue(call);
     }
 }

@@ -40,11 +40,6 @@ public static partial class AsyncIter
     public static IAsyncEnumerable<TResult> MapUnordered<T, TResult>(
         this IAsyncEnumerable<T> source,
         Func<T, CancellationToken, ValueTask<TResult>> selector,
-        int maxConcurrency)
-    {
-        ArgumentNullException.ThrowIfNull(source);
-        ArgumentNullException.ThrowIfNull(selector);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxConcurrency);
-        return MapImpl(source, selector, maxConcurrency, ordered: false);
-    }
+        int maxConcurrency) =>
+        MapCore(source, selector, maxConcurrency, ordered: false);
 }

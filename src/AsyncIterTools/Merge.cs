@@ -38,16 +38,7 @@ public static partial class AsyncIter
     public static IAsyncEnumerable<T> Merge<T>(params IAsyncEnumerable<T>[] sources)
     {
         ArgumentNullException.ThrowIfNull(sources);
-        foreach (IAsyncEnumerable<T> source in sources)
-        {
-            if (source is null)
-            {
-                throw new ArgumentNullException(nameof(sources), "The sources contain a null element.");
-            }
-        }
-
-        // Copied, so that later changes to the caller's array do not change what is merged.
-        return MergeImpl((IAsyncEnumerable<T>[])sources.Clone(), Math.Max(1, sources.Length));
+        return MergeImpl(Arguments.CopyNonNull(sources, nameof(sources)), Math.Max(1, sources.Length));
     }
 
     /// <summary>
@@ -57,7 +48,7 @@ public static partial class AsyncIter
     /// <typeparam name="T">The type of the elements.</typeparam>
     /// <param name="sources">
     /// The sequences to merge; enumerated lazily: the next source starts when an active one finishes.
-    /// A <see langword="null"/> element fails the merge with an <see cref="ArgumentException"/>.
+    /// A <see langword="null"/> element fails the merge, when it is reached, with an <see cref="ArgumentNullException"/>.
     /// </param>
     /// <param name="maxConcurrency">The most sources being pulled at once.</param>
     /// <returns>A sequence of every item of every source, in the order they become available.</returns>
@@ -83,28 +74,34 @@ public static partial class AsyncIter
         return MergeImpl(sources, maxConcurrency);
     }
 
+    /// <remarks>
+    /// Each active source is one call at a time in a <see cref="CompletionQueue{TArg, TResult}"/>: its
+    /// <c>MoveNextAsync</c>. The consumer takes sources whose call completed in completion order, and starts a source's
+    /// next call only after it has yielded that source's item, so a source that completes synchronously goes to the back
+    /// of the line: round-robin among ready sources.
+    /// </remarks>
     private static async IAsyncEnumerable<T> MergeImpl<T>(
         IEnumerable<IAsyncEnumerable<T>> sources,
         int maxConcurrency,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var hub = new MergeHub<T>(sources, maxConcurrency, cancellationToken);
+        var moves = new CompletionQueue<IAsyncEnumerator<T>, bool>(static (source, _) => source.MoveNextAsync(), cancellationToken);
+
+        // Sources started and not yet disposed.
+        var active = new List<IAsyncEnumerator<T>>();
+        IEnumerator<IAsyncEnumerator<T>> opening = OpenEach(sources, active, moves.Token).GetEnumerator();
         try
         {
-            hub.StartMore();
-            while (!hub.HasFailed)
+            moves.StartMore(opening, maxConcurrency, nameof(sources));
+            while (moves.InFlight > 0 && moves.Failure is null)
             {
-                MergeHub<T>.Lane? lane = await hub.NextAsync();
-                if (lane is null)
+                CompletionQueue<IAsyncEnumerator<T>, bool>.Operation move = await moves.NextAsync();
+                IAsyncEnumerator<T> source = move.Arg;
+                if (!TryTakeMergeItem(moves, move, cancellationToken, out bool finished, out T item))
                 {
-                    break;
-                }
-
-                if (!TryTakeMergeItem(hub, lane, cancellationToken, out bool finished, out T item))
-                {
-                    if (finished)
+                    if (finished && await TryRetireAsync(moves, active, source))
                     {
-                        await hub.RetireAsync(lane);
+                        moves.StartMore(opening, maxConcurrency, nameof(sources));
                     }
 
                     continue;
@@ -113,38 +110,119 @@ public static partial class AsyncIter
                 yield return item;
 
                 // Asked for its next item only now, after the consumer is done with this one.
-                hub.Pump(lane);
+                _ = moves.Start(source);
+            }
+
+            // Cancellation stops the start of further sources: it must not pass for the end of the merge.
+            if (moves.Failure is null)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
             }
         }
         finally
         {
-            await hub.ShutdownAsync();
-            hub.ThrowIfFailed();
+            await ShutDownMergeAsync(moves, active, opening);
         }
     }
 
-    /// <summary>Consumes a lane's completed MoveNextAsync: true with an item; false when it finished or failed (recorded).</summary>
-    private static bool TryTakeMergeItem<T>(MergeHub<T> hub, MergeHub<T>.Lane lane, CancellationToken cancellationToken, out bool finished, out T item)
+    /// <summary>Opens each source, in order, as the merge reaches it, with the merge's token; tracks it in <paramref name="active"/>.</summary>
+    private static IEnumerable<IAsyncEnumerator<T>> OpenEach<T>(IEnumerable<IAsyncEnumerable<T>> sources, List<IAsyncEnumerator<T>> active, CancellationToken token)
+    {
+        foreach (IAsyncEnumerable<T> source in sources)
+        {
+            IAsyncEnumerator<T> enumerator = Arguments.NotNullElement(source, nameof(sources)).GetAsyncEnumerator(token);
+            active.Add(enumerator);
+            yield return enumerator;
+        }
+    }
+
+    /// <summary>
+    /// Consumes a source's completed <c>MoveNextAsync</c> and gives the operation back: true with an item; false when the
+    /// source finished, or failed (recorded, which cancels the others).
+    /// </summary>
+    private static bool TryTakeMergeItem<T>(
+        CompletionQueue<IAsyncEnumerator<T>, bool> moves,
+        CompletionQueue<IAsyncEnumerator<T>, bool>.Operation move,
+        CancellationToken cancellationToken,
+        out bool finished,
+        out T item)
     {
         item = default!;
         finished = false;
         try
         {
-            if (!lane.GetResult())
+            if (!move.GetResult())
             {
                 finished = true;
                 return false;
             }
 
             cancellationToken.ThrowIfCancellationRequested();
+            item = move.Arg.Current;
+            return true;
         }
         catch (Exception ex)
         {
-            hub.Fail(ex);
+            moves.Fail(ex);
             return false;
         }
+        finally
+        {
+            moves.Return(move);
+        }
+    }
 
-        item = lane.Enumerator.Current;
-        return true;
+    /// <summary>Disposes a finished source; false if that failed (recorded).</summary>
+    private static async ValueTask<bool> TryRetireAsync<T>(CompletionQueue<IAsyncEnumerator<T>, bool> moves, List<IAsyncEnumerator<T>> active, IAsyncEnumerator<T> source)
+    {
+        _ = active.Remove(source);
+        try
+        {
+            await source.DisposeAsync();
+            return true;
+        }
+        catch (Exception ex)
+        {
+            moves.Fail(ex);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Cancels the sources, waits for every outstanding <c>MoveNextAsync</c> (dropping its outcome), then disposes each
+    /// active source once and the sequence of sources, and throws the first failure. A disposal failure is that failure if
+    /// nothing failed before.
+    /// </summary>
+    private static async ValueTask ShutDownMergeAsync<T>(
+        CompletionQueue<IAsyncEnumerator<T>, bool> moves,
+        List<IAsyncEnumerator<T>> active,
+        IEnumerator<IAsyncEnumerator<T>> opening)
+    {
+        moves.Cancel();
+        await moves.DrainAsync();
+        foreach (IAsyncEnumerator<T> source in active)
+        {
+            try
+            {
+                await source.DisposeAsync();
+            }
+            catch (Exception ex)
+            {
+                moves.Fail(ex);
+            }
+        }
+
+        active.Clear();
+        try
+        {
+            opening.Dispose();
+        }
+        catch (Exception ex)
+        {
+            moves.Fail(ex);
+        }
+
+        moves.Dispose();
+        moves.Failure?.Throw();
     }
 }

@@ -201,14 +201,14 @@ public sealed class GatherAsyncTests
     }
 
     [Fact]
-    public async Task NullFactoryOrNullTask_FailsWithInvalidOperation_AfterRunningWorkFinished()
+    public async Task NullElement_FailsWithArgumentNullNamingWork_NullTask_FailsWithInvalidOperation_AfterRunningWorkFinished()
     {
         var probe = new ConcurrencyProbe();
         var never = new TaskCompletionSource<bool>().Task;
         Func<CancellationToken, Task<int>> parked = ct => probe.RunAsync(0, never, ct);
 
-        await FluentActions.Awaiting(() => AsyncIter.GatherAsync(new[] { parked, null! }).WaitAsync(TestWork.Bound))
-            .Should().ThrowAsync<InvalidOperationException>().WithMessage("*null element*");
+        (await FluentActions.Awaiting(() => AsyncIter.GatherAsync(new[] { parked, null! }).WaitAsync(TestWork.Bound))
+            .Should().ThrowExactlyAsync<ArgumentNullException>()).Which.ParamName.Should().Be("work");
         await FluentActions.Awaiting(() => AsyncIter.GatherAsync(new[] { parked, _ => null! }).WaitAsync(TestWork.Bound))
             .Should().ThrowAsync<InvalidOperationException>().WithMessage("*null task*");
         probe.Started.Should().Be(2);

@@ -423,9 +423,9 @@ public sealed class BadInputTests
             await t.Invoking(x => x).Should().ThrowAsync<OperationCanceledException>();
             started.Should().Be(0);
         });
-        Add("GatherAsync(work)", "a `null` factory, or a factory returning `null`", "`InvalidOperationException`", async () =>
+        Add("GatherAsync(work)", "a `null` factory; a factory returning `null`", "`ArgumentNullException` (work) when reached; `InvalidOperationException`", async () =>
         {
-            await AsyncIter.GatherAsync(new Func<CancellationToken, Task<int>>[] { null! }).Invoking(x => x).Should().ThrowAsync<InvalidOperationException>();
+            (await AsyncIter.GatherAsync(new Func<CancellationToken, Task<int>>[] { null! }).Invoking(x => x).Should().ThrowExactlyAsync<ArgumentNullException>()).Which.ParamName.Should().Be("work");
             await AsyncIter.GatherAsync(new Func<CancellationToken, Task<int>>[] { _ => null! }).Invoking(x => x).Should().ThrowAsync<InvalidOperationException>();
         });
         AddSync("AsCompleted(work, maxConcurrency, timeout)", "work `null`; maxConcurrency 0; timeout -2 ms", "`ArgumentNullException` / `ArgumentOutOfRangeException` (named) at the call", () =>

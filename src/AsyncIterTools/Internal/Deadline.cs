@@ -1,51 +1,69 @@
 namespace AsyncIterTools.Internal;
 
 /// <summary>
-/// One overall deadline driven by a <see cref="TimeProvider"/>: its <see cref="Token"/> is cancelled when the
-/// timeout elapses. <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> never expires;
-/// <see cref="TimeSpan.Zero"/> is expired from the start.
+/// The one deadline type of AsyncIterTools (AsCompleted's overall timeout, each timed batch of Batch): its
+/// <see cref="Token"/> is cancelled when the timeout has passed since the start, or when the linked token is cancelled.
+/// A <see langword="null"/> or infinite timeout never expires; a zero timeout, or one already past, is expired from the
+/// start.
 /// </summary>
 internal sealed class Deadline : IDisposable
 {
-    /// <summary>Cancelled exactly when the deadline passes; never disposed while the timer may still fire.</summary>
-    private readonly CancellationTokenSource? _expired;
+    /// <summary>Cancelled when the deadline passes (or the linked token is cancelled); null when there is neither.</summary>
+    private readonly CancellationTokenSource? _source;
 
-    /// <summary>The one-shot timer that cancels <see cref="_expired"/>; null when there is no finite timeout.</summary>
+    /// <summary>The one-shot timer that expires the deadline; null when there is no finite time left to wait.</summary>
     private readonly ITimer? _timer;
 
-    public Deadline(TimeSpan? timeout, TimeProvider timeProvider)
+    /// <summary>Set (before <see cref="_source"/> is cancelled) once the time has passed.</summary>
+    private volatile bool _expired;
+
+    /// <summary>Starts a deadline of <paramref name="timeout"/> measured by <paramref name="timeProvider"/>.</summary>
+    /// <param name="timeout">The time allowed; <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
+    /// <param name="timeProvider">The clock.</param>
+    /// <param name="startTimestamp">When the time started (a <paramref name="timeProvider"/> timestamp); null for now.</param>
+    /// <param name="linkedToken">Also cancels <see cref="Token"/>, without expiring the deadline.</param>
+    public Deadline(TimeSpan? timeout, TimeProvider timeProvider, long? startTimestamp = null, CancellationToken linkedToken = default)
     {
         if (timeout is not { } t || t == Timeout.InfiniteTimeSpan)
         {
+            Token = linkedToken;
             return;
         }
 
-        _expired = new CancellationTokenSource();
-        if (t == TimeSpan.Zero)
+        _source = linkedToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(linkedToken) : new CancellationTokenSource();
+        Token = _source.Token;
+        long start = startTimestamp ?? timeProvider.GetTimestamp();
+        TimeSpan remaining = t - timeProvider.GetElapsedTime(start);
+        if (remaining > TimeSpan.Zero)
         {
-            _expired.Cancel();
-            return;
+            _timer = timeProvider.CreateTimer(static s => ((Deadline)s!).Expire(), this, remaining, Timeout.InfiniteTimeSpan);
         }
 
-        _timer = timeProvider.CreateTimer(static s => Expire((CancellationTokenSource)s!), _expired, t, Timeout.InfiniteTimeSpan);
+        // Measured before arming: if the clock has moved past the deadline meanwhile, expire now.
+        if (timeProvider.GetElapsedTime(start) >= t)
+        {
+            Expire();
+        }
     }
 
-    /// <summary>Gets a token cancelled when the deadline passes (<see cref="CancellationToken.None"/> without one).</summary>
-    public CancellationToken Token => _expired?.Token ?? CancellationToken.None;
+    /// <summary>Gets a token cancelled when the deadline passes or the linked token is cancelled.</summary>
+    public CancellationToken Token { get; }
 
-    /// <summary>Gets a value indicating whether the deadline has passed.</summary>
-    public bool IsExpired => _expired?.IsCancellationRequested ?? false;
+    /// <summary>Gets a value indicating whether the time has passed (not merely the linked token cancelled).</summary>
+    public bool IsExpired => _expired;
 
     public void Dispose()
     {
-        // The timer is stopped first; a callback already running may still cancel the source, so the source is
-        // not disposed (it owns no timer or wait handle, so there is nothing to release).
+        // The timer is stopped first; a callback already running may still expire, which tolerates a disposed source.
         _timer?.Dispose();
+        _source?.Dispose();
     }
 
-    private static void Expire(CancellationTokenSource source)
+    private void Expire()
     {
-        // Cancel runs the registrations (a pending channel read) on the timer thread; they only complete tasks.
-        source.Cancel();
+        _expired = true;
+
+        // Runs the registrations (a pending channel read) on the timer thread; they only complete waits.
+        _source!.CancelQuietly();
     }
 }

@@ -58,18 +58,29 @@ internal sealed class SourcePump<T> : IAsyncDisposable
         _cts.Dispose();
     }
 
+    /// <remarks>
+    /// Every await here is <c>ConfigureAwait(false)</c>: the producer belongs to no caller's context, also when a source
+    /// completes it inline on the consumer's thread.
+    /// </remarks>
     private async Task ProduceAsync(IAsyncEnumerable<T> source)
     {
         try
         {
-            await using IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(_cts.Token);
-            while (await enumerator.MoveNextAsync())
+            IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(_cts.Token);
+            try
             {
-                var entry = new Entry(enumerator.Current, _clock?.GetTimestamp() ?? 0);
-                if (!_channel.Writer.TryWrite(entry))
+                while (await enumerator.MoveNextAsync().ConfigureAwait(false))
                 {
-                    await _channel.Writer.WriteAsync(entry, _cts.Token);
+                    var entry = new Entry(enumerator.Current, _clock?.GetTimestamp() ?? 0);
+                    if (!_channel.Writer.TryWrite(entry))
+                    {
+                        await _channel.Writer.WriteAsync(entry, _cts.Token).ConfigureAwait(false);
+                    }
                 }
+            }
+            finally
+            {
+                await enumerator.DisposeAsync().ConfigureAwait(false);
             }
         }
         catch (Exception ex)

@@ -199,7 +199,8 @@ internal sealed class TeeBuffer<T>
         try
         {
             _enumerator ??= _source.GetAsyncEnumerator(_cts.Token);
-            if (await _enumerator.MoveNextAsync())
+            // Bookkeeping after the call: it only publishes, so it never captures the caller's context.
+            if (await _enumerator.MoveNextAsync().ConfigureAwait(false))
             {
                 hasItem = true;
                 item = _enumerator.Current;

@@ -1,0 +1,272 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+using System.Threading.Channels;
+
+namespace AsyncIterTools.Internal;
+
+/// <summary>
+/// The one completion mechanism under the concurrent operators (Map, MapUnordered, GatherAsync, GatherSettledAsync,
+/// AsCompleted, Merge): every asynchronous call they make starts in <see cref="Start"/> and ends when the operator's
+/// consumer takes it back from <see cref="NextAsync"/>, in completion order.
+/// </summary>
+/// <typeparam name="TArg">What a call is started with: an element to project, a work factory, a task, a source's enumerator.</typeparam>
+/// <typeparam name="TResult">What a call completes with.</typeparam>
+/// <remarks>
+/// <para>
+/// Single consumer: every member except the operations' completion callbacks is called by one logical flow at a time
+/// (the operator's iterator or gathering method). A completion callback only stores the outcome in its
+/// <see cref="Operation"/> and writes the operation to <see cref="_completed"/>.
+/// </para>
+/// <para>
+/// Context policy. The completion callback is bookkeeping: it is registered with <c>ConfigureAwait(false)</c> and runs
+/// on whichever thread completes the call, never posted to the caller's <see cref="SynchronizationContext"/>. The
+/// consumer, which goes on to call user code (the next selector, the next work factory, the next
+/// <c>MoveNextAsync</c>), is resumed asynchronously (never inline inside a completion) and on the caller's context
+/// when it had to wait: one post per wait, none per completion.
+/// </para>
+/// <para>
+/// The operations are pooled: a taken operation goes back to <see cref="_free"/> through <see cref="Return"/>, so once
+/// the window has filled, starting and completing a call allocates nothing here.
+/// </para>
+/// </remarks>
+internal sealed class CompletionQueue<TArg, TResult> : IDisposable
+{
+    /// <summary>Starts one call; a synchronous throw counts as a call that failed.</summary>
+    private readonly Func<TArg, CancellationToken, ValueTask<TResult>> _call;
+
+    /// <summary>Linked to the caller's token; its token is given to every call; cancelled by <see cref="Cancel"/>.</summary>
+    private readonly CancellationTokenSource _cts;
+
+    /// <summary>Every started operation is written here exactly once, by its completion callback, as its last touch.</summary>
+    private readonly Channel<Operation> _completed =
+        Channel.CreateUnbounded<Operation>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = false });
+
+    /// <summary>Operations given back through <see cref="Return"/>; consumer-only, so no lock.</summary>
+    private readonly Stack<Operation> _free = new();
+
+    /// <summary>Calls started and not yet taken from <see cref="_completed"/>.</summary>
+    private int _inFlight;
+
+    /// <summary>How many calls were started; the next one gets this <see cref="Operation.Index"/>.</summary>
+    private int _started;
+
+    /// <summary>True once <see cref="StartMore"/> found its inputs exhausted (or failing): it reads them no more.</summary>
+    private bool _inputsEnded;
+
+    /// <summary>The first failure reported through <see cref="Fail(Exception)"/>.</summary>
+    private ExceptionDispatchInfo? _failure;
+
+    public CompletionQueue(Func<TArg, CancellationToken, ValueTask<TResult>> call, CancellationToken cancellationToken)
+    {
+        _call = call;
+        _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+    }
+
+    /// <summary>Gets the token every call receives (and that the operator gives its sources).</summary>
+    public CancellationToken Token => _cts.Token;
+
+    /// <summary>Gets how many calls are in flight: started, and not yet taken by <see cref="NextAsync"/>.</summary>
+    public int InFlight => _inFlight;
+
+    /// <summary>Gets the first failure reported through <see cref="Fail(Exception)"/>, if any.</summary>
+    public ExceptionDispatchInfo? Failure => _failure;
+
+    /// <summary>Starts a call with <paramref name="arg"/>; returns the operation its outcome will be stored in.</summary>
+    public Operation Start(TArg arg)
+    {
+        Operation operation = _free.Count > 0 ? _free.Pop() : new Operation(this);
+        _inFlight++;
+        ValueTask<TResult> pending;
+        try
+        {
+            pending = _call(arg, _cts.Token);
+        }
+        catch (Exception ex)
+        {
+            pending = new ValueTask<TResult>(Task.FromException<TResult>(ex));
+        }
+
+        operation.Await(arg, _started++, pending);
+        return operation;
+    }
+
+    /// <summary>
+    /// Starts a call for each next element of <paramref name="inputs"/>, in order, until <paramref name="maxConcurrency"/>
+    /// calls are in flight, the inputs end, or the queue is cancelled. A failure to read the inputs, or a
+    /// <see langword="null"/> element (<see cref="Arguments.NullElement"/>, naming <paramref name="inputsName"/>), is
+    /// reported through <see cref="Fail(Exception)"/>; after that, or after the end, the inputs are not read again.
+    /// </summary>
+    public void StartMore(IEnumerator<TArg> inputs, int maxConcurrency, string inputsName)
+    {
+        while (!_inputsEnded && _inFlight < maxConcurrency)
+        {
+            TArg arg;
+            try
+            {
+                if (_cts.IsCancellationRequested || !inputs.MoveNext())
+                {
+                    _inputsEnded = true;
+                    return;
+                }
+
+                arg = inputs.Current ?? throw Arguments.NullElement(inputsName);
+            }
+            catch (Exception ex)
+            {
+                _inputsEnded = true;
+                Fail(ex);
+                return;
+            }
+
+            _ = Start(arg);
+        }
+    }
+
+    /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
+    /// <remarks>
+    /// Synchronous when a completion is already queued (the common case under load): no async method runs. A wait ended
+    /// by <paramref name="cancellationToken"/> takes nothing, so no completion is ever lost.
+    /// </remarks>
+    public ValueTask<Operation> NextAsync(CancellationToken cancellationToken = default)
+    {
+        Debug.Assert(_inFlight > 0, "No call is in flight.");
+        return _completed.Reader.TryRead(out Operation? operation)
+            ? new ValueTask<Operation>(Take(operation))
+            : NextSlowAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Takes back an operation the consumer is done with (taken by <see cref="NextAsync"/>, outcome read); a later
+    /// <see cref="Start"/> reuses it.
+    /// </summary>
+    public void Return(Operation operation)
+    {
+        Debug.Assert(operation.IsDone, "Only a taken operation can be reused.");
+        operation.Reset();
+        _free.Push(operation);
+    }
+
+    /// <summary>Records <paramref name="failure"/> if it is the first, then cancels (<see cref="Cancel"/>).</summary>
+    public void Fail(Exception failure) => Fail(ExceptionDispatchInfo.Capture(failure));
+
+    /// <summary>Records <paramref name="failure"/> if it is the first, then cancels (<see cref="Cancel"/>).</summary>
+    public void Fail(ExceptionDispatchInfo failure)
+    {
+        _failure ??= failure;
+        Cancel();
+    }
+
+    /// <summary>Cancels the calls in flight; <see cref="StartMore"/> starts nothing after this.</summary>
+    public void Cancel() => _cts.CancelQuietly();
+
+    /// <summary>Awaits every call still in flight (after <see cref="Cancel"/> they observe cancellation); drops their outcomes.</summary>
+    public async ValueTask DrainAsync()
+    {
+        while (_inFlight > 0)
+        {
+            Return(await NextAsync());
+        }
+    }
+
+    /// <summary>Disposes the linked token source, unregistering it from the caller's token.</summary>
+    public void Dispose() => _cts.Dispose();
+
+    private async ValueTask<Operation> NextSlowAsync(CancellationToken cancellationToken) =>
+        Take(await _completed.Reader.ReadAsync(cancellationToken));
+
+    private Operation Take(Operation operation)
+    {
+        _inFlight--;
+        operation.IsDone = true;
+        return operation;
+    }
+
+    private void Post(Operation operation)
+    {
+        bool written = _completed.Writer.TryWrite(operation);
+        Debug.Assert(written, "The completion channel is unbounded and never completed.");
+    }
+
+    /// <summary>
+    /// One call: what it was started with, and its outcome once complete. Written by the completion callback before it is
+    /// posted, read by the consumer after it is taken. Its callback delegate is created once and reused.
+    /// </summary>
+    internal sealed class Operation
+    {
+        private readonly CompletionQueue<TArg, TResult> _owner;
+
+        /// <summary>Cached <see cref="OnCompleted"/>, registered directly on the pending call (no async state machine).</summary>
+        private readonly Action _onCompleted;
+
+        /// <summary>The call being awaited; default once its outcome is stored.</summary>
+        private ValueTask<TResult> _pending;
+
+        public Operation(CompletionQueue<TArg, TResult> owner)
+        {
+            _owner = owner;
+            _onCompleted = OnCompleted;
+        }
+
+        /// <summary>Gets what the call was started with.</summary>
+        public TArg Arg { get; private set; } = default!;
+
+        /// <summary>Gets the call's start order: 0 for the queue's first call, 1 for the next, and so on.</summary>
+        public int Index { get; private set; }
+
+        /// <summary>Gets the call's value, when it succeeded.</summary>
+        public TResult Result { get; private set; } = default!;
+
+        /// <summary>Gets the call's failure (or cancellation), if any; observed, so it never goes unobserved.</summary>
+        public ExceptionDispatchInfo? Error { get; private set; }
+
+        /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
+        public bool IsDone { get; internal set; }
+
+        /// <summary>Returns the value, or throws the failure itself (never wrapped).</summary>
+        public TResult GetResult()
+        {
+            Error?.Throw();
+            return Result;
+        }
+
+        internal void Await(TArg arg, int index, ValueTask<TResult> pending)
+        {
+            Arg = arg;
+            Index = index;
+            _pending = pending;
+            if (pending.IsCompleted)
+            {
+                OnCompleted();
+                return;
+            }
+
+            // Bookkeeping never captures the caller's context: the callback only stores the outcome and posts.
+            pending.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onCompleted);
+        }
+
+        internal void Reset()
+        {
+            Arg = default!;
+            Result = default!;
+            Error = null;
+            IsDone = false;
+        }
+
+        // Never throws: the outcome goes into the operation, which is then posted (its last touch here).
+        private void OnCompleted()
+        {
+            ValueTask<TResult> pending = _pending;
+            _pending = default;
+            try
+            {
+                Result = pending.GetAwaiter().GetResult();
+            }
+            catch (Exception ex)
+            {
+                Error = ExceptionDispatchInfo.Capture(ex);
+            }
+
+            _owner.Post(this);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+using System.Collections.Concurrent;
+
+namespace AsyncIterTools.Tests;
+
+/// <summary>
+/// The context policy of the concurrent operators, counted under a single-threaded <see cref="SynchronizationContext"/>
+/// (a UI thread's kind): the bookkeeping that records a completed call never posts to the caller's context; only the
+/// consumer's own resumption after a wait does (and the test's await of the operator). Every call is parked on one
+/// gate that the test opens on the context's thread, so each completion runs inside that call and a completion that
+/// posted would post once per call.
+/// </summary>
+public sealed class ContextPolicyTests
+{
+    /// <summary>Calls (or sources) parked on the gate: a per-completion post would show as this many posts.</summary>
+    private const int Calls = 64;
+
+    /// <summary>
+    /// What the policy allows after the gate opens: the consumer's resumption, which then takes the queued completions
+    /// without waiting (typically 1, and again if the runtime queues a completion to the pool instead of running it in the
+    /// gate's call, so that the consumer waits once more), and the resumption of each await layered on it (the test's;
+    /// BatchTimed's <c>Select</c>). A completion that posted would add one post per call: <see cref="Calls"/> of them.
+    /// </summary>
+    private const int AllowedPosts = Calls / 8;
+
+    public static TheoryData<string> Operators => new()
+    {
+        "Map", "MapUnordered", "GatherAsync", "GatherSettledAsync", "AsCompleted(work)", "AsCompleted(tasks)", "Merge", "Tee", "Prefetch", "BatchTimed",
+    };
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task UnderASingleThreadedContext_CompletionsPostNothing_OnlyTheConsumersResumptionPosts(string op)
+    {
+        using var context = new SingleThreadedContext();
+        (int posts, int results) = await context.Run(() => RunAsync(op, context)).WaitAsync(TestWork.Bound);
+
+        results.Should().Be(Calls);
+        posts.Should().BeLessThanOrEqualTo(AllowedPosts, "recording a completion must not post to the caller's context");
+    }
+
+    /// <summary>Runs <paramref name="op"/> on the context's thread; returns the posts after the gate opened and the results read.</summary>
+    private static async Task<(int Posts, int Results)> RunAsync(string op, SingleThreadedContext context)
+    {
+        // Synchronous continuations: opening the gate runs every waiting completion inline, on the opening thread.
+        var gate = new TaskCompletionSource<int>();
+        Func<CancellationToken, Task<int>> parked = _ => gate.Task;
+        IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat(parked, Calls);
+
+        if (op is "GatherAsync" or "GatherSettledAsync")
+        {
+            Task<int> gathered = op == "GatherAsync"
+                ? AsyncIter.GatherAsync(work, Calls).ContinueWith(t => t.Result.Length, TaskScheduler.Default)
+                : AsyncIter.GatherSettledAsync(work, Calls).ContinueWith(t => t.Result.Count(o => o.IsSuccess), TaskScheduler.Default);
+            int before = context.Posts;
+            OpenGate(gate);
+            int gatheredCount = await gathered;
+            return (context.Posts - before, gatheredCount);
+        }
+
+        var gated = new GatedSource(gate.Task, Calls);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => Sources.From(Enumerable.Range(0, Calls)).Map((_, _) => new ValueTask<int>(gate.Task), Calls),
+            "MapUnordered" => Sources.From(Enumerable.Range(0, Calls)).MapUnordered((_, _) => new ValueTask<int>(gate.Task), Calls),
+            "AsCompleted(work)" => AsyncIter.AsCompleted(work, Calls),
+            "AsCompleted(tasks)" => AsyncIter.AsCompleted(Enumerable.Repeat(gate.Task, Calls)),
+            "Merge" => AsyncIter.Merge(Enumerable.Range(0, Calls).Select(_ => new GatedSource(gate.Task, 1)).ToArray()),
+            "Tee" => gated.Tee(2)[0],
+            "Prefetch" => gated.Prefetch(Calls),
+            "BatchTimed" => gated.Batch(Calls, Timeout.InfiniteTimeSpan).Select(b => b.Length),
+            _ => throw new ArgumentOutOfRangeException(nameof(op)),
+        };
+
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator();
+        ValueTask<bool> first = e.MoveNextAsync();
+        if (op is "Prefetch" or "BatchTimed")
+        {
+            // These read the source on the thread pool by design; open the gate once their producer is parked on it.
+            await gated.Parked;
+        }
+
+        int start = context.Posts;
+        OpenGate(gate);
+        int results = 0;
+        if (await first)
+        {
+            // BatchTimed yields one batch of every item, as its length; the others one item at a time.
+            results += op == "BatchTimed" ? e.Current : 1;
+            while (await e.MoveNextAsync())
+            {
+                results += op == "BatchTimed" ? e.Current : 1;
+            }
+        }
+
+        return (context.Posts - start, results);
+    }
+
+    /// <summary>
+    /// Opens the gate from a thread of its own (no context) and blocks this, the context's, thread until every completion
+    /// it runs inline has run: the consumer, resumed on this thread, then finds them all queued and never waits again. (On
+    /// a thread with a context a <c>ConfigureAwait(false)</c> continuation is never inlined: it would go to the pool and
+    /// race the consumer. A dedicated thread, unlike a task, cannot be inlined into the wait.)
+    /// </summary>
+    private static void OpenGate(TaskCompletionSource<int> gate)
+    {
+        var opener = new Thread(() => gate.SetResult(1)) { IsBackground = true };
+        opener.Start();
+        opener.Join(TestWork.Bound).Should().BeTrue();
+    }
+
+    /// <summary>A source whose first <c>MoveNextAsync</c> waits for the gate; the rest complete synchronously.</summary>
+    private sealed class GatedSource(Task gate, int count) : IAsyncEnumerable<int>
+    {
+        private readonly TaskCompletionSource _parked = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Completes when a <c>MoveNextAsync</c> is waiting for the gate.</summary>
+        public Task Parked => _parked.Task;
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => new Enumerator(gate, count, _parked);
+
+        private sealed class Enumerator(Task gate, int count, TaskCompletionSource parked) : IAsyncEnumerator<int>
+        {
+            private int _produced;
+
+            public int Current { get; private set; }
+
+            public ValueTask<bool> MoveNextAsync()
+            {
+                if (_produced == count)
+                {
+                    return new ValueTask<bool>(false);
+                }
+
+                Current = ++_produced;
+                if (_produced > 1 || gate.IsCompleted)
+                {
+                    return new ValueTask<bool>(true);
+                }
+
+                Task<bool> waiting = gate.ContinueWith(_ => true, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                parked.TrySetResult();
+                return new ValueTask<bool>(waiting);
+            }
+
+            public ValueTask DisposeAsync() => default;
+        }
+    }
+
+    /// <summary>A single-threaded <see cref="SynchronizationContext"/> (a UI thread's kind) that counts its posts.</summary>
+    private sealed class SingleThreadedContext : SynchronizationContext, IDisposable
+    {
+        private readonly BlockingCollection<(SendOrPostCallback Callback, object? State)> _queue = new();
+        private int _posts;
+
+        public SingleThreadedContext()
+        {
+            var thread = new Thread(() =>
+            {
+                SetSynchronizationContext(this);
+                foreach ((SendOrPostCallback callback, object? state) in _queue.GetConsumingEnumerable())
+                {
+                    callback(state);
+                }
+            })
+            { IsBackground = true, Name = "single-threaded context" };
+            thread.Start();
+        }
+
+        public int Posts => Volatile.Read(ref _posts);
+
+        public override void Post(SendOrPostCallback d, object? state)
+        {
+            Interlocked.Increment(ref _posts);
+            _queue.Add((d, state));
+        }
+
+        public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException();
+
+        /// <summary>Runs <paramref name="body"/> on the context's thread.</summary>
+        public Task<T> Run<T>(Func<Task<T>> body)
+        {
+            var result = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _queue.Add((
+                async _ =>
+                {
+                    try
+                    {
+                        result.SetResult(await body());
+                    }
+                    catch (Exception ex)
+                    {
+                        result.SetException(ex);
+                    }
+                },
+                null));
+            return result.Task;
+        }
+
+        public void Dispose() => _queue.CompleteAdding();
+    }
+}
