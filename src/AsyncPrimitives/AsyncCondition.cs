@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.ExceptionServices;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -41,13 +40,14 @@ namespace AsyncPrimitives;
 /// }
 /// </code>
 /// </example>
-[DebuggerDisplay("Waiters = {WaiterCount}")]
+[DebuggerDisplay("Waiters = {_waiters.Count}")]
 public sealed class AsyncCondition
 {
     private readonly Lock _sync = new();
 
-    /// <summary>Callers waiting for a notification, oldest first.</summary>
-    private readonly WaitQueue<bool> _waiters;
+    /// <summary>Callers waiting for a notification, oldest first. A waiter that leaves it, notified, timed out or
+    /// cancelled, moves on to the tail of the lock's line and resumes once the lock is handed to it.</summary>
+    private readonly WaitQueue<AsyncLock.Releaser, Policy> _waiters;
 
     private readonly AsyncLock _lock;
     private readonly TimeProvider _timeProvider;
@@ -59,23 +59,14 @@ public sealed class AsyncCondition
     {
         _timeProvider = timeProvider ?? TimeProvider.System;
         _lock = @lock ?? new AsyncLock(_timeProvider);
-        _waiters = new WaitQueue<bool>(_sync, _timeProvider);
+        _waiters = new WaitQueue<AsyncLock.Releaser, Policy>(default, _sync, _timeProvider, reacquire: _lock.Waiters);
     }
 
     /// <summary>Whether the condition's lock is held (a snapshot).</summary>
     public bool IsLocked => _lock.IsLocked;
 
-    /// <summary>The number of callers waiting for a notification (a snapshot).</summary>
-    internal int WaiterCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _waiters.Count;
-            }
-        }
-    }
+    /// <summary>The line of callers waiting for a notification, for tests.</summary>
+    internal WaitLines Lines => new(_waiters);
 
     /// <summary>Acquires the condition's lock.</summary>
     /// <param name="cancellationToken">Cancels the wait.</param>
@@ -174,32 +165,32 @@ public sealed class AsyncCondition
         while (!predicate());
     }
 
-    /// <summary>Wakes the <paramref name="count"/> oldest waiters (fewer if fewer wait).</summary>
+    /// <summary>Wakes the <paramref name="count"/> oldest waiters (fewer if fewer wait). They get the lock back in
+    /// this order, ahead of anyone who asks for it later.</summary>
     /// <param name="count">How many waiters to wake.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
     public void Notify(int count = 1)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
-        var completions = default(Completions<bool>);
+        var completions = default(Completions<AsyncLock.Releaser>);
         lock (_sync)
         {
-            for (; count > 0 && _waiters.Dequeue() is { } node; count--)
+            // Each notified waiter goes straight to the tail of the lock's line, in notify order.
+            for (; count > 0 && _waiters.TryServeNext(default, ref completions); count--)
             {
-                node.SetResult(true);
-                completions.Add(node);
             }
         }
 
         completions.CompleteAll();
     }
 
-    /// <summary>Wakes every waiter.</summary>
+    /// <summary>Wakes every waiter. They get the lock back in the order they began waiting.</summary>
     public void NotifyAll()
     {
-        var completions = default(Completions<bool>);
+        var completions = default(Completions<AsyncLock.Releaser>);
         lock (_sync)
         {
-            _waiters.DrainWithResult(true, ref completions);
+            _waiters.ServeAll(default, ref completions);
         }
 
         completions.CompleteAll();
@@ -209,44 +200,17 @@ public sealed class AsyncCondition
     {
         EnsureLocked();
 
-        // Fail without letting go of the lock: the caller holds it on return, as it would after any wait.
-        if (cancellationToken.IsCancellationRequested)
+        // Join the line first, then let go of the lock: a notifier can only get the lock after we are in line. An
+        // already-cancelled token or a zero timeout fails at once, and the caller still holds the lock.
+        ValueTask wait = _waiters.WaitWithoutResultAsync(default, timeout, cancellationToken);
+        if (!wait.IsCompleted)
         {
-            return ValueTask.FromCanceled(cancellationToken);
+            // We joined the line. The wait completes only once the lock is handed back to us, which cannot happen
+            // before we release it here.
+            _lock.Release();
         }
 
-        if (timeout == TimeSpan.Zero)
-        {
-            return ValueTask.FromException(ThrowHelper.TimeoutNow());
-        }
-
-        WaitNode<bool> node;
-        lock (_sync)
-        {
-            node = _waiters.Enqueue();
-        }
-
-        // Join the line first, then let go of the lock: a notifier can only get the lock after we are in line.
-        ValueTask notified = _waiters.ArmNonGeneric(node, timeout, cancellationToken);
-        _lock.Release();
-        return ReacquireAfter(notified);
-    }
-
-    private async ValueTask ReacquireAfter(ValueTask notified)
-    {
-        ExceptionDispatchInfo? failure = null;
-        try
-        {
-            await notified.ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or TimeoutException)
-        {
-            failure = ExceptionDispatchInfo.Capture(ex);
-        }
-
-        // Always hold the lock again before returning, whatever happened to the wait.
-        await _lock.AcquireAsync(CancellationToken.None).ConfigureAwait(false);
-        failure?.Throw();
+        return wait;
     }
 
     private void EnsureLocked()
@@ -259,5 +223,23 @@ public sealed class AsyncCondition
 
     /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncCondition(locked, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() => $"AsyncCondition({(IsLocked ? "locked" : "unlocked")}, waiters={WaiterCount})";
+    public override string ToString() => $"AsyncCondition({(IsLocked ? "locked" : "unlocked")}, waiters={_waiters.Count})";
+
+    /// <summary>The engine's view: a caller always waits (for a notification); nothing else to decide.</summary>
+    private readonly struct Policy : IWaitPolicy<AsyncLock.Releaser>
+    {
+        public bool HasLockFreePath => false;
+
+        public bool TryAcquire(AsyncLock.Releaser offer, bool willWait, ref Completions<AsyncLock.Releaser> completions, out AsyncLock.Releaser result)
+        {
+            result = default;
+            return false;
+        }
+
+        public Exception? Refusal() => null;
+
+        public void OnWaiterLeft(ref Completions<AsyncLock.Releaser> completions)
+        {
+        }
+    }
 }

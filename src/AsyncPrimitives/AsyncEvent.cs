@@ -24,13 +24,13 @@ namespace AsyncPrimitives;
 /// ready.Set();
 /// </code>
 /// </example>
-[DebuggerDisplay("IsSet = {IsSet}, Waiters = {WaiterCount}")]
+[DebuggerDisplay("IsSet = {IsSet}, Waiters = {_waiters.Count}")]
 public sealed class AsyncEvent
 {
     private readonly Lock _sync = new();
 
     /// <summary>Callers waiting for the event to be set; empty whenever <see cref="_isSet"/> is true.</summary>
-    private readonly WaitQueue<bool> _waiters;
+    private readonly WaitQueue<bool, Policy> _waiters;
 
     /// <summary>The event's state. Written under <see cref="_sync"/>, read without it on the fast path.</summary>
     private volatile bool _isSet;
@@ -41,23 +41,14 @@ public sealed class AsyncEvent
     public AsyncEvent(bool initialState = false, TimeProvider? timeProvider = null)
     {
         _isSet = initialState;
-        _waiters = new WaitQueue<bool>(_sync, timeProvider ?? TimeProvider.System);
+        _waiters = new WaitQueue<bool, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>Whether the event is set (a snapshot).</summary>
     public bool IsSet => _isSet;
 
-    /// <summary>The number of callers waiting (a snapshot).</summary>
-    internal int WaiterCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _waiters.Count;
-            }
-        }
-    }
+    /// <summary>The line of waiters, for tests.</summary>
+    internal WaitLines Lines => new(_waiters);
 
     /// <summary>Sets the event, completing every waiter. Setting a set event does nothing.</summary>
     public void Set()
@@ -71,7 +62,7 @@ public sealed class AsyncEvent
             }
 
             _isSet = true;
-            _waiters.DrainWithResult(true, ref completions);
+            _waiters.ServeAll(true, ref completions);
         }
 
         completions.CompleteAll();
@@ -90,7 +81,8 @@ public sealed class AsyncEvent
     /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>A task that completes when the event is set.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
-    public ValueTask WaitAsync(CancellationToken cancellationToken = default) => WaitCore(Timeout.InfiniteTimeSpan, cancellationToken);
+    public ValueTask WaitAsync(CancellationToken cancellationToken = default) =>
+        _waiters.WaitWithoutResultAsync(false, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Waits at most <paramref name="timeout"/> until the event is set.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to check now.</param>
@@ -102,41 +94,24 @@ public sealed class AsyncEvent
     public ValueTask WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowHelper.ValidateTimeout(timeout);
-        return WaitCore(timeout, cancellationToken);
-    }
-
-    private ValueTask WaitCore(TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled(cancellationToken);
-        }
-
-        if (_isSet)
-        {
-            return default;
-        }
-
-        WaitNode<bool> node;
-        lock (_sync)
-        {
-            if (_isSet)
-            {
-                return default;
-            }
-
-            if (timeout == TimeSpan.Zero)
-            {
-                return ValueTask.FromException(ThrowHelper.TimeoutNow());
-            }
-
-            node = _waiters.Enqueue();
-        }
-
-        return _waiters.ArmNonGeneric(node, timeout, cancellationToken);
+        return _waiters.WaitWithoutResultAsync(false, timeout, cancellationToken);
     }
 
     /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncEvent(set, waiters=0)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() => $"AsyncEvent({(IsSet ? "set" : "clear")}, waiters={WaiterCount})";
+    public override string ToString() => $"AsyncEvent({(IsSet ? "set" : "clear")}, waiters={_waiters.Count})";
+
+    /// <summary>The engine's view: a caller is served when the event is set, with or without the lock.</summary>
+    private readonly struct Policy(AsyncEvent owner) : IWaitPolicy<bool>
+    {
+        public bool HasLockFreePath => true;
+
+        public bool TryAcquire(bool offer, bool willWait, ref Completions<bool> completions, out bool result) => result = owner._isSet;
+
+        public Exception? Refusal() => null;
+
+        public void OnWaiterLeft(ref Completions<bool> completions)
+        {
+        }
+    }
 }

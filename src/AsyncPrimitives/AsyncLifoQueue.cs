@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -24,7 +23,6 @@ namespace AsyncPrimitives;
 /// int newest = await stack.GetAsync(); // 2
 /// </code>
 /// </example>
-[DebuggerDisplay("Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public sealed class AsyncLifoQueue<T> : AsyncQueueBase<T>
 {
     /// <summary>Creates a LIFO queue.</summary>

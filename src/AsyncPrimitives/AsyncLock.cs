@@ -30,7 +30,7 @@ namespace AsyncPrimitives;
 /// }
 /// </code>
 /// </example>
-[DebuggerDisplay("IsLocked = {IsLocked}, Waiters = {WaiterCount}")]
+[DebuggerDisplay("IsLocked = {IsLocked}, Waiters = {_permits.WaiterCount}")]
 public sealed class AsyncLock
 {
     private readonly PermitPool<Releaser> _permits;
@@ -45,11 +45,11 @@ public sealed class AsyncLock
     /// <summary>Whether the lock is held right now (a snapshot).</summary>
     public bool IsLocked => _permits.CurrentCount == 0;
 
-    /// <summary>The number of callers waiting to acquire the lock (a snapshot).</summary>
-    internal int WaiterCount => _permits.WaiterCount;
+    /// <summary>The line of waiters, for tests.</summary>
+    internal WaitLines Lines => _permits.Lines;
 
-    /// <summary>Nodes held for reuse, for leak tests.</summary>
-    internal int PooledWaiters => _permits.PooledWaiters;
+    /// <summary>The line of waiters, which an <see cref="AsyncCondition"/>'s waiters join to get the lock back.</summary>
+    internal IWaitQueue<Releaser> Waiters => _permits.Waiters;
 
     /// <summary>Acquires the lock, waiting in FIFO order while it is held.</summary>
     /// <param name="cancellationToken">Cancels the wait.</param>
@@ -57,7 +57,7 @@ public sealed class AsyncLock
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was acquired.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask<Releaser> AcquireAsync(CancellationToken cancellationToken = default) =>
-        _permits.AcquireAsync(Timeout.InfiniteTimeSpan, cancellationToken);
+        _permits.AcquireAsync(cancellationToken);
 
     /// <summary>Acquires the lock, waiting in FIFO order at most <paramref name="timeout"/>.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
@@ -67,11 +67,8 @@ public sealed class AsyncLock
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
     /// <exception cref="TimeoutException">The lock was not acquired within <paramref name="timeout"/>.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was acquired.</exception>
-    public ValueTask<Releaser> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        ThrowHelper.ValidateTimeout(timeout);
-        return _permits.AcquireAsync(timeout, cancellationToken);
-    }
+    public ValueTask<Releaser> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        _permits.AcquireAsync(timeout, cancellationToken);
 
     /// <summary>Acquires the lock if it is free and nobody waits for it; never waits.</summary>
     /// <param name="releaser">When this returns true, releases the lock when disposed.</param>
@@ -96,7 +93,7 @@ public sealed class AsyncLock
 
     /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncLock(locked, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() => $"AsyncLock({(IsLocked ? "locked" : "unlocked")}, waiters={WaiterCount})";
+    public override string ToString() => $"AsyncLock({(IsLocked ? "locked" : "unlocked")}, waiters={_permits.WaiterCount})";
 
     /// <summary>Releases the lock when disposed. Dispose it exactly once; <c>default(Releaser)</c> does nothing.</summary>
     public readonly struct Releaser : IDisposable

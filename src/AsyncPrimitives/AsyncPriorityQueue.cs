@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -29,7 +28,6 @@ namespace AsyncPrimitives;
 /// var first = await queue.GetAsync(); // (0, "high")
 /// </code>
 /// </example>
-[DebuggerDisplay("Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public sealed class AsyncPriorityQueue<T> : AsyncQueueBase<T>
 {
     /// <summary>Creates a priority queue.</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -21,7 +20,6 @@ namespace AsyncPrimitives;
 /// queue.TaskDone();
 /// </code>
 /// </example>
-[DebuggerDisplay("Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public sealed class AsyncQueue<T> : AsyncQueueBase<T>
 {
     /// <summary>Creates a FIFO queue.</summary>

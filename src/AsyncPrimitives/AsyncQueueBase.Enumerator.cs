@@ -20,17 +20,14 @@ public abstract partial class AsyncQueueBase<T>
                 return ValueTask.FromCanceled<bool>(cancellationToken);
             }
 
-            switch (queue.TryTake(out T? item))
+            if (queue._getters.TryNow(default!, out T item, out Exception? refusal))
             {
-                case TakeStatus.Taken:
-                    _current = item!;
-                    return new ValueTask<bool>(true);
-                case TakeStatus.ShutDown:
-                    _current = default!;
-                    return new ValueTask<bool>(false);
-                default:
-                    return WaitAsync();
+                _current = item;
+                return new ValueTask<bool>(true);
             }
+
+            _current = default!;
+            return refusal is null ? WaitAsync() : new ValueTask<bool>(false); // refused: shut down and empty
         }
 
         public ValueTask DisposeAsync()
@@ -43,7 +40,7 @@ public abstract partial class AsyncQueueBase<T>
         {
             try
             {
-                _current = await queue.GetCore(Timeout.InfiniteTimeSpan, cancellationToken).ConfigureAwait(false);
+                _current = await queue.GetAsync(cancellationToken).ConfigureAwait(false);
                 return true;
             }
             catch (QueueShutDownException)

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using AsyncPrimitives.Internal;
 
@@ -61,7 +60,7 @@ namespace AsyncPrimitives;
 [DebuggerDisplay("Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
 {
-    /// <summary>Guards every field below and the three wait queues.</summary>
+    /// <summary>Guards every field below and the three lines of waiters.</summary>
     private readonly Lock _sync = new();
 
     /// <summary>The items in the queue, in this queue's order. Holds more than <see cref="_maxSize"/> only for the
@@ -69,14 +68,14 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     private readonly QueueStore<T> _store;
 
     /// <summary>FIFO of blocked getters. Non-empty only while <see cref="_store"/> is empty and nobody waits to put.</summary>
-    private readonly WaitQueue<T> _getters;
+    private readonly WaitQueue<T, GetPolicy> _getters;
 
-    /// <summary>FIFO of blocked putters, each carrying its item in <see cref="WaitNode{T}.Payload"/> (not yet in the
-    /// queue, not counted). Non-empty only while the queue is full and not shut down.</summary>
-    private readonly WaitQueue<T> _putters;
+    /// <summary>FIFO of blocked putters, each carrying its item (not yet in the queue, not counted) in its node's
+    /// <see cref="WaitNode{T}.Value"/>. Non-empty only while the queue is full and not shut down.</summary>
+    private readonly WaitQueue<T, PutPolicy> _putters;
 
     /// <summary>FIFO of <see cref="JoinAsync(CancellationToken)"/> callers. Non-empty only while <see cref="_unfinished"/> &gt; 0.</summary>
-    private readonly WaitQueue<T> _joiners;
+    private readonly WaitQueue<T, JoinPolicy> _joiners;
 
     /// <summary>The bound; 0 means unbounded.</summary>
     private readonly int _maxSize;
@@ -97,17 +96,9 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
         _name = name;
         _maxSize = maxSize;
         _store = store;
-        _getters = new WaitQueue<T>(_sync, time);
-        _putters = new WaitQueue<T>(_sync, time);
-        _joiners = new WaitQueue<T>(_sync, time);
-    }
-
-    /// <summary>What a non-waiting take found.</summary>
-    private enum TakeStatus
-    {
-        Taken,
-        Empty,
-        ShutDown,
+        _getters = new WaitQueue<T, GetPolicy>(new GetPolicy(this), _sync, time);
+        _putters = new WaitQueue<T, PutPolicy>(new PutPolicy(this), _sync, time);
+        _joiners = new WaitQueue<T, JoinPolicy>(new JoinPolicy(this), _sync, time);
     }
 
     /// <summary>The most items the queue holds; 0 means unbounded.</summary>
@@ -146,215 +137,15 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// (a snapshot). It grows when an item enters the queue (including an item handed straight to a waiting getter,
     /// and a waiting putter's item when it moves in), not when a put starts waiting.
     /// </summary>
-    public int UnfinishedTasks
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _unfinished;
-            }
-        }
-    }
+    public int UnfinishedTasks => Volatile.Read(ref _unfinished);
 
     /// <summary>Whether <see cref="Shutdown(bool)"/> has been called.</summary>
-    public bool IsShutDown
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _isShutDown;
-            }
-        }
-    }
+    public bool IsShutDown => Volatile.Read(ref _isShutDown);
 
-    /// <summary>The number of blocked getters (a snapshot).</summary>
-    internal int GetterCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _getters.Count;
-            }
-        }
-    }
-
-    /// <summary>The number of blocked putters (a snapshot).</summary>
-    internal int PutterCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _putters.Count;
-            }
-        }
-    }
-
-    /// <summary>Validates a derived constructor's <paramref name="maxSize"/> before its store is sized from it.</summary>
-    private protected static int CheckMaxSize(int maxSize)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(maxSize);
-        return maxSize;
-    }
+    /// <summary>The lines of getters, putters and joiners, for tests.</summary>
+    internal WaitLines Lines => new(_getters, _putters, _joiners);
 
     private bool IsFullLocked => _maxSize != 0 && _store.Count >= _maxSize;
-
-    /// <summary>Puts an item, waiting in FIFO order while the queue is full.</summary>
-    /// <param name="item">The item.</param>
-    /// <param name="cancellationToken">Cancels the wait; the item is then not enqueued.</param>
-    /// <returns>A task that completes when the item is in the queue or handed to a getter.</returns>
-    /// <exception cref="QueueShutDownException">The queue is shut down, or was shut down while the put waited; the
-    /// item was not enqueued.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the item
-    /// entered the queue; the item was not enqueued.</exception>
-    public ValueTask PutAsync(T item, CancellationToken cancellationToken = default) =>
-        PutCore(item, Timeout.InfiniteTimeSpan, cancellationToken);
-
-    /// <summary>Puts an item, waiting in FIFO order at most <paramref name="timeout"/> while the queue is full.</summary>
-    /// <param name="item">The item.</param>
-    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit,
-    /// <see cref="TimeSpan.Zero"/> to put now or time out now.</param>
-    /// <param name="cancellationToken">Cancels the wait; the item is then not enqueued.</param>
-    /// <returns>A task that completes when the item is in the queue or handed to a getter.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or
-    /// longer than about 49.7 days.</exception>
-    /// <exception cref="TimeoutException">The queue stayed full for <paramref name="timeout"/>; the item was not enqueued.</exception>
-    /// <exception cref="QueueShutDownException">The queue is shut down, or was shut down while the put waited; the
-    /// item was not enqueued.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the item
-    /// entered the queue; the item was not enqueued.</exception>
-    public ValueTask PutAsync(T item, TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        ThrowHelper.ValidateTimeout(timeout);
-        return PutCore(item, timeout, cancellationToken);
-    }
-
-    /// <summary>Puts an item if that needs no wait: the queue is not full (or a getter is waiting). Never waits.</summary>
-    /// <param name="item">The item.</param>
-    /// <returns>True if the item entered the queue (or went to a waiting getter); false if the queue is full.</returns>
-    /// <exception cref="QueueShutDownException">The queue is shut down.</exception>
-    public bool TryPut(T item)
-    {
-        WaitNode<T>? getter;
-        lock (_sync)
-        {
-            if (_isShutDown)
-            {
-                ThrowShutDown();
-            }
-
-            getter = _getters.Dequeue();
-            if (getter is null)
-            {
-                if (IsFullLocked)
-                {
-                    return false;
-                }
-
-                _store.Add(item);
-                _unfinished++;
-                return true;
-            }
-
-            getter.SetResult(item);
-            _unfinished++;
-        }
-
-        getter.Complete(); // outside the lock: the getter resumes asynchronously anyway, but never under our lock
-        return true;
-    }
-
-    /// <summary>Takes the next item in the queue's order, waiting in FIFO order while the queue is empty. If putters
-    /// wait on a full queue, the oldest one's item moves in first (completing that put).</summary>
-    /// <param name="cancellationToken">Cancels the wait; nothing is taken.</param>
-    /// <returns>The item.</returns>
-    /// <exception cref="QueueShutDownException">The queue is shut down and empty.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item
-    /// was taken; nothing was taken.</exception>
-    public ValueTask<T> GetAsync(CancellationToken cancellationToken = default) =>
-        GetCore(Timeout.InfiniteTimeSpan, cancellationToken);
-
-    /// <summary>Takes the next item in the queue's order, waiting in FIFO order at most <paramref name="timeout"/> while
-    /// the queue is empty. If putters wait on a full queue, the oldest one's item moves in first.</summary>
-    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit,
-    /// <see cref="TimeSpan.Zero"/> to take one now or time out now.</param>
-    /// <param name="cancellationToken">Cancels the wait; nothing is taken.</param>
-    /// <returns>The item.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or
-    /// longer than about 49.7 days.</exception>
-    /// <exception cref="TimeoutException">The queue stayed empty for <paramref name="timeout"/>; nothing was taken.</exception>
-    /// <exception cref="QueueShutDownException">The queue is shut down and empty.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item
-    /// was taken; nothing was taken.</exception>
-    public ValueTask<T> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        ThrowHelper.ValidateTimeout(timeout);
-        return GetCore(timeout, cancellationToken);
-    }
-
-    /// <summary>Takes the next item if there is one (moving a waiting putter's item in first). Never waits.</summary>
-    /// <param name="item">The item taken, or the default value.</param>
-    /// <returns>True if an item was taken; false if the queue is empty.</returns>
-    /// <exception cref="QueueShutDownException">The queue is shut down and empty.</exception>
-    public bool TryGet([MaybeNullWhen(false)] out T item)
-    {
-        TakeStatus status = TryTake(out item);
-        if (status == TakeStatus.ShutDown)
-        {
-            ThrowShutDown();
-        }
-
-        return status == TakeStatus.Taken;
-    }
-
-    /// <summary>
-    /// Marks one item that entered the queue as processed (Python's <c>task_done</c>). When every item is done,
-    /// <see cref="JoinAsync(CancellationToken)"/> completes.
-    /// </summary>
-    /// <exception cref="InvalidOperationException">Called more times than items entered the queue.</exception>
-    public void TaskDone()
-    {
-        var completions = default(Completions<T>);
-        lock (_sync)
-        {
-            if (_unfinished == 0)
-            {
-                ThrowTaskDoneTooMany();
-            }
-
-            if (--_unfinished == 0)
-            {
-                _joiners.DrainWithResult(default!, ref completions);
-            }
-        }
-
-        completions.CompleteAll();
-    }
-
-    /// <summary>Waits until every item that entered the queue has been marked done with <see cref="TaskDone"/>.</summary>
-    /// <param name="cancellationToken">Cancels the wait.</param>
-    /// <returns>A task that completes when <see cref="UnfinishedTasks"/> reaches zero; already completed if it is zero.</returns>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
-    public ValueTask JoinAsync(CancellationToken cancellationToken = default) =>
-        JoinCore(Timeout.InfiniteTimeSpan, cancellationToken);
-
-    /// <summary>Waits at most <paramref name="timeout"/> until every item that entered the queue has been marked done.</summary>
-    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit,
-    /// <see cref="TimeSpan.Zero"/> to check now.</param>
-    /// <param name="cancellationToken">Cancels the wait.</param>
-    /// <returns>A task that completes when <see cref="UnfinishedTasks"/> reaches zero; already completed if it is zero.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or
-    /// longer than about 49.7 days.</exception>
-    /// <exception cref="TimeoutException">Tasks were still unfinished after <paramref name="timeout"/>.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
-    public ValueTask JoinAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        ThrowHelper.ValidateTimeout(timeout);
-        return JoinCore(timeout, cancellationToken);
-    }
 
     /// <summary>
     /// Shuts the queue down (Python 3.13's <c>Queue.shutdown</c>): every later or waiting put throws
@@ -376,21 +167,15 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
                 _unfinished = Math.Max(0, _unfinished - dropped);
                 if (_unfinished == 0)
                 {
-                    _joiners.DrainWithResult(default!, ref completions);
+                    _joiners.ServeAll(default!, ref completions);
                 }
             }
 
-            if (!_putters.IsEmpty)
-            {
-                _putters.DrainWithError(new QueueShutDownException(), ref completions);
-            }
+            _putters.FailAll(new QueueShutDownException(), ref completions);
 
             // Getters wait only while the queue is empty, so every one of them fails now.
-            if (!_getters.IsEmpty)
-            {
-                Debug.Assert(_store.Count == 0, "getters wait only on an empty queue");
-                _getters.DrainWithError(new QueueShutDownException(), ref completions);
-            }
+            Debug.Assert(_getters.IsEmpty || _store.Count == 0, "getters wait only on an empty queue");
+            _getters.FailAll(new QueueShutDownException(), ref completions);
         }
 
         completions.CompleteAll();
@@ -416,13 +201,11 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// <returns>The description.</returns>
     public override string ToString()
     {
-        int count, getters, putters, unfinished;
+        int count, unfinished;
         bool shutDown;
         lock (_sync)
         {
             count = _store.Count;
-            getters = _getters.Count;
-            putters = _putters.Count;
             unfinished = _unfinished;
             shutDown = _isShutDown;
         }
@@ -431,173 +214,16 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
         return string.Format(
             CultureInfo.InvariantCulture,
             "{0}(maxSize={1}, count={2}, getters={3}, putters={4}, unfinished={5}{6})",
-            _name, maxSize, count, getters, putters, unfinished, shutDown ? ", shutdown" : string.Empty);
+            _name, maxSize, count, _getters.Count, _putters.Count, unfinished, shutDown ? ", shutdown" : string.Empty);
     }
 
-    private ValueTask PutCore(T item, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Validates a derived constructor's <paramref name="maxSize"/> before its store is sized from it.</summary>
+    private protected static int CheckMaxSize(int maxSize)
     {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled(cancellationToken);
-        }
-
-        WaitNode<T>? getter;
-        WaitNode<T>? putter = null;
-        lock (_sync)
-        {
-            if (_isShutDown)
-            {
-                return ValueTask.FromException(new QueueShutDownException());
-            }
-
-            getter = _getters.Dequeue();
-            if (getter is not null)
-            {
-                // Getters wait only on an empty queue, so the item goes straight to the oldest one.
-                getter.SetResult(item);
-                _unfinished++;
-            }
-            else if (!IsFullLocked)
-            {
-                _store.Add(item);
-                _unfinished++;
-                return default;
-            }
-            else if (timeout == TimeSpan.Zero)
-            {
-                return ValueTask.FromException(ThrowHelper.TimeoutNow());
-            }
-            else
-            {
-                putter = _putters.Enqueue(item);
-            }
-        }
-
-        if (putter is null)
-        {
-            // Outside the lock: the getter resumes asynchronously, and never under our lock.
-            getter!.Complete();
-            return default;
-        }
-
-        return _putters.ArmNonGeneric(putter, timeout, cancellationToken);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxSize);
+        return maxSize;
     }
 
-    private ValueTask<T> GetCore(TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled<T>(cancellationToken);
-        }
-
-        WaitNode<T>? released = null;
-        WaitNode<T> getter;
-        try
-        {
-            lock (_sync)
-            {
-                if (_store.Count > 0 || !_putters.IsEmpty)
-                {
-                    return new ValueTask<T>(TakeLocked(ref released));
-                }
-
-                if (_isShutDown)
-                {
-                    return ValueTask.FromException<T>(new QueueShutDownException());
-                }
-
-                if (timeout == TimeSpan.Zero)
-                {
-                    return ValueTask.FromException<T>(ThrowHelper.TimeoutNow());
-                }
-
-                getter = _getters.Enqueue();
-            }
-        }
-        finally
-        {
-            // A putter whose item moved in resumes after we leave the lock.
-            released?.Complete();
-        }
-
-        return _getters.Arm(getter, timeout, cancellationToken);
-    }
-
-    private ValueTask JoinCore(TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled(cancellationToken);
-        }
-
-        WaitNode<T> joiner;
-        lock (_sync)
-        {
-            if (_unfinished == 0)
-            {
-                return default;
-            }
-
-            if (timeout == TimeSpan.Zero)
-            {
-                return ValueTask.FromException(ThrowHelper.TimeoutNow());
-            }
-
-            joiner = _joiners.Enqueue();
-        }
-
-        return _joiners.ArmNonGeneric(joiner, timeout, cancellationToken);
-    }
-
-    /// <summary>Takes an item without waiting: the non-throwing core of <see cref="TryGet(out T)"/> and the enumerator.</summary>
-    private TakeStatus TryTake([MaybeNullWhen(false)] out T item)
-    {
-        WaitNode<T>? released = null;
-        try
-        {
-            lock (_sync)
-            {
-                if (_store.Count > 0 || !_putters.IsEmpty)
-                {
-                    item = TakeLocked(ref released);
-                    return TakeStatus.Taken;
-                }
-
-                item = default!;
-                return _isShutDown ? TakeStatus.ShutDown : TakeStatus.Empty;
-            }
-        }
-        finally
-        {
-            released?.Complete();
-        }
-    }
-
-    /// <summary>
-    /// Takes the next item. If a putter waits (so the queue is full), its item moves in first and then the next item
-    /// is taken in this queue's order, as Toro did. The caller holds the lock, checked that the queue or the putters
-    /// are non-empty, and completes <paramref name="released"/> after leaving the lock.
-    /// </summary>
-    private T TakeLocked(ref WaitNode<T>? released)
-    {
-        Debug.Assert(_sync.IsHeldByCurrentThread, "the lock must be held");
-        if (_putters.Head is { } putter)
-        {
-            // Add before unlinking: if a priority comparer throws, nothing has changed.
-            _store.Add(putter.Payload);
-            _putters.Dequeue();
-            _unfinished++;
-            putter.SetResult(default!);
-            released = putter;
-        }
-
-        return _store.Take();
-    }
-
-    [DoesNotReturn]
-    private static void ThrowTaskDoneTooMany() =>
-        throw new InvalidOperationException("TaskDone() was called more times than items entered the queue.");
-
-    [DoesNotReturn]
-    private static void ThrowShutDown() => throw new QueueShutDownException();
+    private static QueueShutDownException? RefuseIfShutDown(AsyncQueueBase<T> queue) =>
+        queue._isShutDown ? new QueueShutDownException() : null;
 }

@@ -27,15 +27,13 @@ namespace AsyncPrimitives;
 /// </code>
 /// </example>
 [DebuggerDisplay("Readers = {CurrentReaderCount}, IsWriteLockHeld = {IsWriteLockHeld}")]
-public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Releaser>
+public sealed class AsyncReaderWriterLock
 {
-    private const int ReaderKind = 0;
-    private const int WriterKind = 1;
-
     private readonly Lock _sync = new();
 
-    /// <summary>Readers and writers in arrival order; a node's <c>Kind</c> says which.</summary>
-    private readonly WaitQueue<Releaser> _waiters;
+    /// <summary>Readers and writers in arrival order; each waiting node carries the releaser it asks for, which says
+    /// whether it is a reader or a writer.</summary>
+    private readonly WaitQueue<Releaser, Policy> _waiters;
 
     private readonly Releaser _readReleaser;
     private readonly Releaser _writeReleaser;
@@ -57,54 +55,27 @@ public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Rel
         _maxReaders = maxReaders;
         _readReleaser = new Releaser(this, writer: false);
         _writeReleaser = new Releaser(this, writer: true);
-        _waiters = new WaitQueue<Releaser>(_sync, timeProvider ?? TimeProvider.System, this);
+        _waiters = new WaitQueue<Releaser, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>The most read locks held at once.</summary>
     public int MaxReaders => _maxReaders;
 
     /// <summary>Read locks held now (a snapshot).</summary>
-    public int CurrentReaderCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _readers;
-            }
-        }
-    }
+    public int CurrentReaderCount => Volatile.Read(ref _readers);
 
     /// <summary>Whether the write lock is held now (a snapshot).</summary>
-    public bool IsWriteLockHeld
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _writerHeld;
-            }
-        }
-    }
+    public bool IsWriteLockHeld => Volatile.Read(ref _writerHeld);
 
-    /// <summary>The number of callers waiting (a snapshot).</summary>
-    internal int WaiterCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _waiters.Count;
-            }
-        }
-    }
+    /// <summary>The line of waiters, for tests.</summary>
+    internal WaitLines Lines => new(_waiters);
 
     /// <summary>Takes a read lock, waiting in FIFO order behind any earlier writer.</summary>
     /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>A <see cref="Releaser"/> that releases the read lock when disposed.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
     public ValueTask<Releaser> AcquireReadAsync(CancellationToken cancellationToken = default) =>
-        Acquire(ReaderKind, Timeout.InfiniteTimeSpan, cancellationToken);
+        _waiters.WaitAsync(_readReleaser, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes a read lock, waiting at most <paramref name="timeout"/>.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to take it now or time out now.</param>
@@ -116,7 +87,7 @@ public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Rel
     public ValueTask<Releaser> AcquireReadAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowHelper.ValidateTimeout(timeout);
-        return Acquire(ReaderKind, timeout, cancellationToken);
+        return _waiters.WaitAsync(_readReleaser, timeout, cancellationToken);
     }
 
     /// <summary>Takes the write lock, waiting in FIFO order until no reader or writer holds the lock.</summary>
@@ -124,7 +95,7 @@ public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Rel
     /// <returns>A <see cref="Releaser"/> that releases the write lock when disposed.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
     public ValueTask<Releaser> AcquireWriteAsync(CancellationToken cancellationToken = default) =>
-        Acquire(WriterKind, Timeout.InfiniteTimeSpan, cancellationToken);
+        _waiters.WaitAsync(_writeReleaser, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes the write lock, waiting at most <paramref name="timeout"/>.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to take it now or time out now.</param>
@@ -136,46 +107,18 @@ public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Rel
     public ValueTask<Releaser> AcquireWriteAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowHelper.ValidateTimeout(timeout);
-        return Acquire(WriterKind, timeout, cancellationToken);
+        return _waiters.WaitAsync(_writeReleaser, timeout, cancellationToken);
     }
 
     /// <summary>Takes a read lock if that is possible without waiting and nobody waits.</summary>
     /// <param name="releaser">When this returns true, releases the read lock when disposed.</param>
     /// <returns>True if the read lock was taken.</returns>
-    public bool TryAcquireRead(out Releaser releaser)
-    {
-        lock (_sync)
-        {
-            if (CanEnter(ReaderKind) && _waiters.IsEmpty)
-            {
-                _readers++;
-                releaser = _readReleaser;
-                return true;
-            }
-        }
-
-        releaser = default;
-        return false;
-    }
+    public bool TryAcquireRead(out Releaser releaser) => _waiters.TryNow(_readReleaser, out releaser, out _);
 
     /// <summary>Takes the write lock if nobody holds or waits for the lock.</summary>
     /// <param name="releaser">When this returns true, releases the write lock when disposed.</param>
     /// <returns>True if the write lock was taken.</returns>
-    public bool TryAcquireWrite(out Releaser releaser)
-    {
-        lock (_sync)
-        {
-            if (CanEnter(WriterKind) && _waiters.IsEmpty)
-            {
-                _writerHeld = true;
-                releaser = _writeReleaser;
-                return true;
-            }
-        }
-
-        releaser = default;
-        return false;
-    }
+    public bool TryAcquireWrite(out Releaser releaser) => _waiters.TryNow(_writeReleaser, out releaser, out _);
 
     /// <summary>Releases one read lock, admitting waiters it was holding back.</summary>
     /// <exception cref="SynchronizationLockException">No read lock is held.</exception>
@@ -184,32 +127,6 @@ public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Rel
     /// <summary>Releases the write lock, admitting the next writer or the readers at the head of the line.</summary>
     /// <exception cref="SynchronizationLockException">The write lock is not held.</exception>
     public void ReleaseWrite() => Release(writer: true);
-
-    private ValueTask<Releaser> Acquire(int kind, TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled<Releaser>(cancellationToken);
-        }
-
-        WaitNode<Releaser> node;
-        lock (_sync)
-        {
-            if (_waiters.IsEmpty && CanEnter(kind))
-            {
-                return new ValueTask<Releaser>(Enter(kind));
-            }
-
-            if (timeout == TimeSpan.Zero)
-            {
-                return ValueTask.FromException<Releaser>(ThrowHelper.TimeoutNow());
-            }
-
-            node = _waiters.Enqueue(kind: kind);
-        }
-
-        return _waiters.Arm(node, timeout, cancellationToken);
-    }
 
     private void Release(bool writer)
     {
@@ -236,36 +153,35 @@ public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Rel
         completions.CompleteAll();
     }
 
-    /// <summary>Whether a caller of <paramref name="kind"/> could hold the lock now, ignoring the queue. Lock held.</summary>
-    private bool CanEnter(int kind) =>
-        kind == WriterKind ? !_writerHeld && _readers == 0 : !_writerHeld && _readers < _maxReaders;
-
-    /// <summary>Records a holder of <paramref name="kind"/> and returns its releaser. Lock held.</summary>
-    private Releaser Enter(int kind)
+    /// <summary>Takes the lock <paramref name="request"/> stands for, if that can be done now, ignoring the line. Lock held.</summary>
+    private bool TryEnter(Releaser request)
     {
-        if (kind == WriterKind)
+        if (_writerHeld || (request.IsWriter ? _readers > 0 : _readers >= _maxReaders))
         {
-            _writerHeld = true;
-            return _writeReleaser;
+            return false;
         }
 
-        _readers++;
-        return _readReleaser;
+        if (request.IsWriter)
+        {
+            _writerHeld = true;
+        }
+        else
+        {
+            _readers++;
+        }
+
+        return true;
     }
 
     /// <summary>Admits waiters from the head of the line for as long as the head can enter. Lock held.</summary>
     private void AdmitWaiters(ref Completions<Releaser> completions)
     {
-        while (_waiters.Head is { } head && CanEnter(head.Kind))
+        while (_waiters.Head is { } head && TryEnter(head.Value))
         {
             _waiters.Dequeue();
-            head.SetResult(Enter(head.Kind));
-            completions.Add(head);
+            _waiters.Serve(head, head.Value, ref completions);
         }
     }
-
-    void IWaitOwner<Releaser>.OnWaiterLeft(ref Completions<Releaser> completions) =>
-        AdmitWaiters(ref completions); // a writer that gave up may have been holding back readers
 
     /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncReaderWriterLock(readers=2, writer=False, waiters=1)</c>.</summary>
     /// <returns>The description.</returns>
@@ -275,6 +191,23 @@ public sealed class AsyncReaderWriterLock : IWaitOwner<AsyncReaderWriterLock.Rel
         {
             return $"AsyncReaderWriterLock(readers={_readers}, writer={_writerHeld}, waiters={_waiters.Count})";
         }
+    }
+
+    /// <summary>The engine's view: a caller is served when it can enter now; a waiter that gives up may unblock others.</summary>
+    private readonly struct Policy(AsyncReaderWriterLock owner) : IWaitPolicy<Releaser>
+    {
+        public bool HasLockFreePath => false;
+
+        public bool TryAcquire(Releaser offer, bool willWait, ref Completions<Releaser> completions, out Releaser result)
+        {
+            result = offer;
+            return owner.TryEnter(offer);
+        }
+
+        public Exception? Refusal() => null;
+
+        public void OnWaiterLeft(ref Completions<Releaser> completions) =>
+            owner.AdmitWaiters(ref completions); // a writer that gave up may have been holding back readers
     }
 
     /// <summary>Releases a read lock or the write lock when disposed. Dispose it exactly once; <c>default(Releaser)</c> does nothing.</summary>

@@ -29,13 +29,13 @@ namespace AsyncPrimitives;
 /// int value = await reader; // 42
 /// </code>
 /// </example>
-[DebuggerDisplay("IsSet = {IsSet}, Waiters = {WaiterCount}")]
+[DebuggerDisplay("IsSet = {IsSet}, Waiters = {_waiters.Count}")]
 public sealed class AsyncResult<T>
 {
     private readonly Lock _sync = new();
 
     /// <summary>Callers waiting for the result; empty once it is set.</summary>
-    private readonly WaitQueue<T> _waiters;
+    private readonly WaitQueue<T, Policy> _waiters;
 
     /// <summary>The value, valid once <see cref="_isSet"/> is true and <see cref="_error"/> is null.</summary>
     private T _value = default!;
@@ -50,23 +50,14 @@ public sealed class AsyncResult<T>
     /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
     public AsyncResult(TimeProvider? timeProvider = null)
     {
-        _waiters = new WaitQueue<T>(_sync, timeProvider ?? TimeProvider.System);
+        _waiters = new WaitQueue<T, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>Whether the result has been set, with a value or an exception.</summary>
     public bool IsSet => _isSet;
 
-    /// <summary>The number of callers waiting (a snapshot).</summary>
-    internal int WaiterCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _waiters.Count;
-            }
-        }
-    }
+    /// <summary>The line of waiters, for tests.</summary>
+    internal WaitLines Lines => new(_waiters);
 
     /// <summary>Sets the value and completes every waiter.</summary>
     /// <param name="value">The value.</param>
@@ -128,7 +119,8 @@ public sealed class AsyncResult<T>
     /// <returns>The value.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
     /// <exception cref="Exception">The result was set with an exception: that exception is rethrown.</exception>
-    public ValueTask<T> GetAsync(CancellationToken cancellationToken = default) => GetCore(Timeout.InfiniteTimeSpan, cancellationToken);
+    public ValueTask<T> GetAsync(CancellationToken cancellationToken = default) =>
+        _waiters.WaitAsync(default!, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Waits at most <paramref name="timeout"/> for the result.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to check now.</param>
@@ -141,38 +133,7 @@ public sealed class AsyncResult<T>
     public ValueTask<T> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowHelper.ValidateTimeout(timeout);
-        return GetCore(timeout, cancellationToken);
-    }
-
-    private ValueTask<T> GetCore(TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled<T>(cancellationToken);
-        }
-
-        if (_isSet)
-        {
-            return _error is null ? new ValueTask<T>(_value) : ValueTask.FromException<T>(_error.SourceException);
-        }
-
-        WaitNode<T> node;
-        lock (_sync)
-        {
-            if (_isSet)
-            {
-                return _error is null ? new ValueTask<T>(_value) : ValueTask.FromException<T>(_error.SourceException);
-            }
-
-            if (timeout == TimeSpan.Zero)
-            {
-                return ValueTask.FromException<T>(ThrowHelper.TimeoutNow());
-            }
-
-            node = _waiters.Enqueue();
-        }
-
-        return _waiters.Arm(node, timeout, cancellationToken);
+        return _waiters.WaitAsync(default!, timeout, cancellationToken);
     }
 
     private bool TryComplete(T value, ExceptionDispatchInfo? error)
@@ -190,11 +151,11 @@ public sealed class AsyncResult<T>
             _isSet = true;
             if (error is null)
             {
-                _waiters.DrainWithResult(value, ref completions);
+                _waiters.ServeAll(value, ref completions);
             }
             else
             {
-                _waiters.DrainWithError(error.SourceException, ref completions);
+                _waiters.FailAll(error.SourceException, ref completions);
             }
         }
 
@@ -208,5 +169,25 @@ public sealed class AsyncResult<T>
     /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncResult(value=42)</c>, <c>AsyncResult(unset, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
     public override string ToString() =>
-        !_isSet ? $"AsyncResult(unset, waiters={WaiterCount})" : _error is null ? $"AsyncResult(value={_value})" : $"AsyncResult(error={_error.SourceException.GetType().Name})";
+        !_isSet ? $"AsyncResult(unset, waiters={_waiters.Count})" : _error is null ? $"AsyncResult(value={_value})" : $"AsyncResult(error={_error.SourceException.GetType().Name})";
+
+    /// <summary>The engine's view: a caller is served (or fails) once the result is set, with or without the lock.</summary>
+    private readonly struct Policy(AsyncResult<T> owner) : IWaitPolicy<T>
+    {
+        public bool HasLockFreePath => true;
+
+        public bool TryAcquire(T offer, bool willWait, ref Completions<T> completions, out T result)
+        {
+            // _isSet first: it is written last, so once it reads true the value and error are visible.
+            bool served = owner._isSet && owner._error is null;
+            result = served ? owner._value : default!;
+            return served;
+        }
+
+        public Exception? Refusal() => owner._isSet ? owner._error!.SourceException : null;
+
+        public void OnWaiterLeft(ref Completions<T> completions)
+        {
+        }
+    }
 }

@@ -27,7 +27,7 @@ namespace AsyncPrimitives;
 /// }
 /// </code>
 /// </example>
-[DebuggerDisplay("CurrentCount = {CurrentCount}, MaxCount = {MaxCount}, Waiters = {WaiterCount}")]
+[DebuggerDisplay("CurrentCount = {CurrentCount}, MaxCount = {MaxCount}, Waiters = {_permits.WaiterCount}")]
 public sealed class AsyncSemaphore
 {
     private readonly PermitPool<Releaser> _permits;
@@ -53,11 +53,8 @@ public sealed class AsyncSemaphore
     /// <summary>The most permits there can be.</summary>
     public int MaxCount => _permits.MaxCount;
 
-    /// <summary>The number of callers waiting for a permit (a snapshot).</summary>
-    internal int WaiterCount => _permits.WaiterCount;
-
-    /// <summary>Nodes held for reuse, for leak tests.</summary>
-    internal int PooledWaiters => _permits.PooledWaiters;
+    /// <summary>The line of waiters, for tests.</summary>
+    internal WaitLines Lines => _permits.Lines;
 
     /// <summary>Takes a permit, waiting in FIFO order while none is available.</summary>
     /// <param name="cancellationToken">Cancels the wait.</param>
@@ -65,7 +62,7 @@ public sealed class AsyncSemaphore
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before a permit was taken.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask<Releaser> AcquireAsync(CancellationToken cancellationToken = default) =>
-        _permits.AcquireAsync(Timeout.InfiniteTimeSpan, cancellationToken);
+        _permits.AcquireAsync(cancellationToken);
 
     /// <summary>Takes a permit, waiting in FIFO order at most <paramref name="timeout"/>.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
@@ -75,11 +72,8 @@ public sealed class AsyncSemaphore
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
     /// <exception cref="TimeoutException">No permit was taken within <paramref name="timeout"/>.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before a permit was taken.</exception>
-    public ValueTask<Releaser> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        ThrowHelper.ValidateTimeout(timeout);
-        return _permits.AcquireAsync(timeout, cancellationToken);
-    }
+    public ValueTask<Releaser> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        _permits.AcquireAsync(timeout, cancellationToken);
 
     /// <summary>Takes a permit if one is available and nobody waits; never waits. Release it with <see cref="Release(int)"/>.</summary>
     /// <returns>True if a permit was taken.</returns>
@@ -102,7 +96,7 @@ public sealed class AsyncSemaphore
     /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncSemaphore(count=0, max=4, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
     public override string ToString() =>
-        $"AsyncSemaphore(count={CurrentCount}, max={(MaxCount == int.MaxValue ? "unbounded" : MaxCount.ToString(System.Globalization.CultureInfo.InvariantCulture))}, waiters={WaiterCount})";
+        $"AsyncSemaphore(count={CurrentCount}, max={(MaxCount == int.MaxValue ? "unbounded" : MaxCount.ToString(System.Globalization.CultureInfo.InvariantCulture))}, waiters={_permits.WaiterCount})";
 
     /// <summary>Returns one permit when disposed. Dispose it exactly once; <c>default(Releaser)</c> does nothing.</summary>
     public readonly struct Releaser : IDisposable

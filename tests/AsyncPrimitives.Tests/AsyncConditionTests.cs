@@ -28,7 +28,7 @@ public sealed class AsyncConditionTests
         var condition = new AsyncCondition();
 
         condition.IsLocked.Should().BeFalse();
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -40,7 +40,7 @@ public sealed class AsyncConditionTests
         FluentActions.Invoking(() => condition.WaitAsync(TimeSpan.FromSeconds(1))).Should().Throw<SynchronizationLockException>();
         FluentActions.Invoking(() => condition.WaitUntilAsync(() => false)).Should().Throw<SynchronizationLockException>();
         FluentActions.Invoking(() => condition.WaitUntilAsync(() => true, TimeSpan.FromSeconds(1))).Should().Throw<SynchronizationLockException>();
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeFalse();
 
         // And after a wait, the lock is usable as ever.
@@ -81,7 +81,7 @@ public sealed class AsyncConditionTests
         Task wait = condition.WaitAsync().AsTask();
 
         condition.IsLocked.Should().BeFalse("the lock is released while waiting");
-        condition.WaiterCount.Should().Be(1);
+        condition.Lines.Waiting.Should().Be(1);
         condition.Notify();
         await wait.WaitAsync(s_bound);
         condition.IsLocked.Should().BeTrue("the lock is held again when the wait returns");
@@ -99,7 +99,7 @@ public sealed class AsyncConditionTests
 
         AsyncLock.Releaser notifier = await condition.AcquireAsync();
         condition.Notify();
-        await WaitUntil(() => gate.WaiterCount == 1); // the woken waiter now queues for the lock
+        gate.Lines.Waiting.Should().Be(1, "the woken waiter went straight to the lock's line");
 
         wait.IsCompleted.Should().BeFalse();
         notifier.Dispose();
@@ -114,14 +114,14 @@ public sealed class AsyncConditionTests
         var condition = new AsyncCondition();
         var woken = new List<int>();
         Task<Outcome>[] waiters = Enumerable.Range(0, 5).Select(i => WaitOnce(condition, onWake: () => woken.Add(i))).ToArray();
-        condition.WaiterCount.Should().Be(5);
+        condition.Lines.Waiting.Should().Be(5);
 
         for (int i = 0; i < 5; i++)
         {
             condition.Notify(1);
             (await waiters[i].WaitAsync(s_bound)).Should().Be(Outcome.Notified);
             woken.Should().Equal(Enumerable.Range(0, i + 1));
-            condition.WaiterCount.Should().Be(4 - i);
+            condition.Lines.Waiting.Should().Be(4 - i);
         }
     }
 
@@ -133,18 +133,94 @@ public sealed class AsyncConditionTests
 
         condition.Notify(3);
         await Task.WhenAll(waiters[..3]).WaitAsync(s_bound);
-        condition.WaiterCount.Should().Be(3);
+        condition.Lines.Waiting.Should().Be(3);
         waiters[3..].Should().OnlyContain(t => !t.IsCompleted);
 
         condition.Notify(1);
         await waiters[3].WaitAsync(s_bound);
-        condition.WaiterCount.Should().Be(2);
+        condition.Lines.Waiting.Should().Be(2);
 
         condition.Notify(2);
         await Task.WhenAll(waiters[4..]).WaitAsync(s_bound);
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         waiters.Should().OnlyContain(t => t.Result == Outcome.Notified);
         condition.IsLocked.Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task Notify_Three_TheyGetTheLockBackInNotifyOrder_AheadOfLaterRequests()
+    {
+        // asyncio and tornado: Notify(3) wakes waiters 0, 1, 2, and they hold the lock again in that order.
+        var gate = new AsyncLock();
+        var condition = new AsyncCondition(gate);
+        var order = new List<int>();
+        Task<Outcome>[] waiters = Enumerable.Range(0, 3).Select(i => WaitOnce(condition, onWake: () => order.Add(i))).ToArray();
+        Task late;
+        using (await condition.AcquireAsync())
+        {
+            condition.Notify(3);
+
+            condition.Lines.Waiting.Should().Be(0);
+            gate.Lines.Waiting.Should().Be(3, "the notified waiters went straight to the lock's line");
+            late = AcquireAndRecordAsync();
+        }
+
+        await Task.WhenAll(waiters.Append(late)).WaitAsync(s_bound);
+        order.Should().Equal(0, 1, 2, 99);
+
+        async Task AcquireAndRecordAsync()
+        {
+            using (await condition.AcquireAsync())
+            {
+                order.Add(99);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task WaitAsync_TimedOut_RejoinsTheLockLineAtTheMomentItTimedOut()
+    {
+        var time = new ManualTimeProvider();
+        var gate = new AsyncLock(time);
+        var condition = new AsyncCondition(gate, time);
+        var order = new List<string>();
+        Task timedOut = WaitAndRecordAsync();
+        AsyncLock.Releaser held = await condition.AcquireAsync();
+        Task early = AcquireAndRecordAsync("early");
+
+        time.Advance(TimeSpan.FromSeconds(1));
+        gate.Lines.Waiting.Should().Be(2, "the timed-out waiter queued for the lock behind the earlier request");
+        Task late = AcquireAndRecordAsync("late");
+        held.Dispose();
+
+        await Task.WhenAll(timedOut, early, late).WaitAsync(s_bound);
+        order.Should().Equal("early", "timed out", "late");
+        condition.IsLocked.Should().BeFalse();
+
+        async Task WaitAndRecordAsync()
+        {
+            await condition.AcquireAsync();
+            try
+            {
+                await condition.WaitAsync(TimeSpan.FromSeconds(1));
+            }
+            catch (TimeoutException)
+            {
+                order.Add("timed out");
+            }
+            finally
+            {
+                condition.Release();
+            }
+        }
+
+        async Task AcquireAndRecordAsync(string name)
+        {
+            using (await condition.AcquireAsync())
+            {
+                order.Add(name);
+            }
+        }
     }
 
     [Fact]
@@ -160,12 +236,12 @@ public sealed class AsyncConditionTests
 
         time.Advance(TimeSpan.FromSeconds(1));
         (await w1.WaitAsync(s_bound)).Should().Be(Outcome.TimedOut);
-        condition.WaiterCount.Should().Be(3);
+        condition.Lines.Waiting.Should().Be(3);
 
         condition.Notify(2);
 
         (await Task.WhenAll(w0, w2).WaitAsync(s_bound)).Should().OnlyContain(o => o == Outcome.Notified);
-        condition.WaiterCount.Should().Be(1);
+        condition.Lines.Waiting.Should().Be(1);
         w3.IsCompleted.Should().BeFalse();
 
         condition.Notify();
@@ -188,7 +264,7 @@ public sealed class AsyncConditionTests
         condition.Notify(2);
 
         (await Task.WhenAll(w1, w2).WaitAsync(s_bound)).Should().OnlyContain(o => o == Outcome.Notified);
-        condition.WaiterCount.Should().Be(1);
+        condition.Lines.Waiting.Should().Be(1);
         w3.IsCompleted.Should().BeFalse();
         condition.NotifyAll();
         (await w3.WaitAsync(s_bound)).Should().Be(Outcome.Notified);
@@ -210,7 +286,7 @@ public sealed class AsyncConditionTests
         condition.NotifyAll();
 
         (await Task.WhenAll(rest.Append(w0)).WaitAsync(s_bound)).Should().OnlyContain(o => o == Outcome.Notified);
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeFalse();
     }
 
@@ -225,7 +301,7 @@ public sealed class AsyncConditionTests
         (await early.WaitAsync(s_bound)).Should().Be(Outcome.Notified);
         Task<Outcome> late = WaitOnce(condition);
 
-        condition.WaiterCount.Should().Be(1);
+        condition.Lines.Waiting.Should().Be(1);
         late.IsCompleted.Should().BeFalse();
         condition.Notify();
         (await late.WaitAsync(s_bound)).Should().Be(Outcome.Notified);
@@ -239,7 +315,7 @@ public sealed class AsyncConditionTests
 
         condition.Notify(0);
 
-        condition.WaiterCount.Should().Be(1);
+        condition.Lines.Waiting.Should().Be(1);
         waiter.IsCompleted.Should().BeFalse();
         condition.Notify();
         await waiter.WaitAsync(s_bound);
@@ -254,7 +330,7 @@ public sealed class AsyncConditionTests
         condition.Notify(10);
         condition.NotifyAll();
 
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -292,11 +368,11 @@ public sealed class AsyncConditionTests
         Task wait = condition.WaitAsync(TimeSpan.FromSeconds(1)).AsTask();
         condition.IsLocked.Should().BeFalse();
         time.Advance(TimeSpan.FromMilliseconds(999));
-        condition.WaiterCount.Should().Be(1);
+        condition.Lines.Waiting.Should().Be(1);
         time.Advance(TimeSpan.FromMilliseconds(1));
 
         await ThrowsSoon<TimeoutException>(wait);
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeTrue("the lock is held again after a timed-out wait");
         condition.Release();
         condition.IsLocked.Should().BeFalse();
@@ -333,7 +409,7 @@ public sealed class AsyncConditionTests
         cts.Cancel();
 
         (await ThrowsSoon<OperationCanceledException>(wait)).CancellationToken.Should().Be(cts.Token);
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeTrue("the lock is held again after a cancelled wait");
         condition.Release();
     }
@@ -350,7 +426,7 @@ public sealed class AsyncConditionTests
         AsyncLock.Releaser other = await condition.AcquireAsync();
 
         cts.Cancel();
-        await WaitUntil(() => gate.WaiterCount == 1); // the cancelled waiter queues to get the lock back
+        gate.Lines.Waiting.Should().Be(1, "the cancelled waiter queued at once to get the lock back");
 
         wait.IsCompleted.Should().BeFalse("the wait must not end before it holds the lock again");
         other.Dispose();
@@ -371,7 +447,7 @@ public sealed class AsyncConditionTests
         AsyncLock.Releaser other = await condition.AcquireAsync();
 
         time.Advance(TimeSpan.FromSeconds(10));
-        await WaitUntil(() => gate.WaiterCount == 1);
+        gate.Lines.Waiting.Should().Be(1, "the timed-out waiter queued at once to get the lock back");
 
         wait.IsCompleted.Should().BeFalse();
         other.Dispose();
@@ -396,7 +472,7 @@ public sealed class AsyncConditionTests
         timed.IsCanceled.Should().BeTrue();
         until.IsCanceled.Should().BeTrue();
         await FluentActions.Awaiting(() => wait.AsTask()).Should().ThrowAsync<OperationCanceledException>();
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeTrue();
         condition.Release();
     }
@@ -412,7 +488,7 @@ public sealed class AsyncConditionTests
 
         wait.IsFaulted.Should().BeTrue();
         wait.AsTask().Exception!.InnerException.Should().BeOfType<TimeoutException>();
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeTrue();
         time.TimerCreations.Should().Be(0);
         condition.Release();
@@ -440,7 +516,7 @@ public sealed class AsyncConditionTests
         FluentActions.Invoking(() => condition.AcquireAsync(timeout))
             .Should().Throw<ArgumentOutOfRangeException>().Which.ParamName.Should().Be("timeout");
         condition.IsLocked.Should().BeTrue();
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -457,7 +533,7 @@ public sealed class AsyncConditionTests
 
             Outcome outcome = await first.WaitAsync(s_bound);
             outcome.Should().NotBe(Outcome.Canceled);
-            int wakes = (outcome == Outcome.Notified ? 1 : 0) + (condition.WaiterCount == 0 ? 1 : 0);
+            int wakes = (outcome == Outcome.Notified ? 1 : 0) + (condition.Lines.Waiting == 0 ? 1 : 0);
             wakes.Should().Be(1, "the one notification wakes exactly one waiter (iteration {0}, first {1})", i, outcome);
             condition.NotifyAll();
             (await second.WaitAsync(s_bound)).Should().Be(Outcome.Notified);
@@ -480,7 +556,7 @@ public sealed class AsyncConditionTests
 
             Outcome outcome = await first.WaitAsync(s_bound);
             outcome.Should().NotBe(Outcome.TimedOut);
-            int wakes = (outcome == Outcome.Notified ? 1 : 0) + (condition.WaiterCount == 0 ? 1 : 0);
+            int wakes = (outcome == Outcome.Notified ? 1 : 0) + (condition.Lines.Waiting == 0 ? 1 : 0);
             wakes.Should().Be(1, "the one notification wakes exactly one waiter (iteration {0}, first {1})", i, outcome);
             condition.NotifyAll();
             (await second.WaitAsync(s_bound)).Should().Be(Outcome.Notified);
@@ -501,7 +577,7 @@ public sealed class AsyncConditionTests
         wait.IsCompletedSuccessfully.Should().BeTrue();
         timed.IsCompletedSuccessfully.Should().BeTrue();
         calls.Should().Be(2);
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeTrue();
         condition.Release();
     }
@@ -524,7 +600,7 @@ public sealed class AsyncConditionTests
         condition.IsLocked.Should().BeFalse();
 
         condition.Notify();
-        await WaitUntil(() => Volatile.Read(ref calls) == 2 && condition.WaiterCount == 1);
+        await WaitUntil(() => Volatile.Read(ref calls) == 2 && condition.Lines.Waiting == 1);
         wait.IsCompleted.Should().BeFalse();
 
         using (await condition.AcquireAsync())
@@ -550,12 +626,12 @@ public sealed class AsyncConditionTests
 
         time.Advance(TimeSpan.FromSeconds(3));
         condition.Notify();
-        await WaitUntil(() => Volatile.Read(ref calls) == 2 && condition.WaiterCount == 1);
+        await WaitUntil(() => Volatile.Read(ref calls) == 2 && condition.Lines.Waiting == 1);
 
         time.Advance(TimeSpan.FromMilliseconds(1999));
-        condition.WaiterCount.Should().Be(1, "2 s of the 5 s were left after the notification");
+        condition.Lines.Waiting.Should().Be(1, "2 s of the 5 s were left after the notification");
         time.Advance(TimeSpan.FromMilliseconds(1));
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
 
         await ThrowsSoon<TimeoutException>(wait);
         condition.IsLocked.Should().BeTrue();
@@ -575,7 +651,7 @@ public sealed class AsyncConditionTests
 
         await ThrowsSoon<OperationCanceledException>(wait);
         condition.IsLocked.Should().BeTrue();
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.Release();
     }
 
@@ -600,13 +676,13 @@ public sealed class AsyncConditionTests
         var notFull = new AsyncCondition(gate);
         Task<Outcome> onNotEmpty = WaitOnce(notEmpty);
         Task<Outcome> onNotFull = WaitOnce(notFull);
-        notEmpty.WaiterCount.Should().Be(1);
-        notFull.WaiterCount.Should().Be(1);
+        notEmpty.Lines.Waiting.Should().Be(1);
+        notFull.Lines.Waiting.Should().Be(1);
 
         notFull.Notify();
 
         (await onNotFull.WaitAsync(s_bound)).Should().Be(Outcome.Notified);
-        notEmpty.WaiterCount.Should().Be(1);
+        notEmpty.Lines.Waiting.Should().Be(1);
         onNotEmpty.IsCompleted.Should().BeFalse();
 
         using (await notFull.AcquireAsync())
@@ -665,12 +741,12 @@ public sealed class AsyncConditionTests
         var time = new ManualTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         Task<Outcome>[] waiters = Enumerable.Range(0, 100).Select(_ => WaitOnce(condition, TimeSpan.FromSeconds(1))).ToArray();
-        condition.WaiterCount.Should().Be(100);
+        condition.Lines.Waiting.Should().Be(100);
 
         time.Advance(TimeSpan.FromSeconds(1));
 
         (await Task.WhenAll(waiters).WaitAsync(s_bound)).Should().OnlyContain(o => o == Outcome.TimedOut);
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeFalse();
         time.ActiveTimers.Should().Be(0);
     }
@@ -796,7 +872,7 @@ public sealed class AsyncConditionTests
         consumed.Should().Be(Rounds * Producers * PerProducer);
         items.Should().Be(0);
         (timeouts + cancellations).Should().BeGreaterThan(0, "the stress must exercise timeouts and cancellations");
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeFalse();
     }
 

@@ -20,7 +20,7 @@ public sealed class AsyncEventTests
         var ev = new AsyncEvent();
 
         ev.IsSet.Should().BeFalse();
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -40,13 +40,13 @@ public sealed class AsyncEventTests
         var ev = new AsyncEvent();
         Task[] waits = Enumerable.Range(0, waiters).Select(_ => ev.WaitAsync().AsTask()).ToArray();
         waits.Should().OnlyContain(t => !t.IsCompleted);
-        ev.WaiterCount.Should().Be(waiters);
+        ev.Lines.Waiting.Should().Be(waiters);
 
         ev.Set();
         ev.Clear();
 
         await Task.WhenAll(waits).WaitAsync(s_bound);
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
         ev.IsSet.Should().BeFalse();
     }
 
@@ -72,7 +72,7 @@ public sealed class AsyncEventTests
         Task wait = ev.WaitAsync().AsTask();
 
         wait.IsCompleted.Should().BeFalse();
-        ev.WaiterCount.Should().Be(1);
+        ev.Lines.Waiting.Should().Be(1);
         ev.Set();
         await wait.WaitAsync(s_bound);
         ev.IsSet.Should().BeTrue();
@@ -107,7 +107,7 @@ public sealed class AsyncEventTests
         ev.Clear();
 
         await wait.WaitAsync(s_bound);
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
         ev.IsSet.Should().BeFalse();
     }
 
@@ -119,7 +119,7 @@ public sealed class AsyncEventTests
         ev.Set();
 
         ev.IsSet.Should().BeTrue();
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -134,7 +134,7 @@ public sealed class AsyncEventTests
         time.Advance(TimeSpan.FromMilliseconds(1));
 
         await ThrowsSoon<TimeoutException>(wait);
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
         ev.IsSet.Should().BeFalse();
         time.ActiveTimers.Should().Be(0);
 
@@ -156,7 +156,7 @@ public sealed class AsyncEventTests
         time.Advance(TimeSpan.FromSeconds(1));
 
         await ThrowsSoon<TimeoutException>(shortWait);
-        ev.WaiterCount.Should().Be(2);
+        ev.Lines.Waiting.Should().Be(2);
         ev.Set();
         await Task.WhenAll(forever, longWait).WaitAsync(s_bound);
     }
@@ -192,7 +192,7 @@ public sealed class AsyncEventTests
         await FluentActions.Awaiting(() => wait.AsTask()).Should().ThrowAsync<OperationCanceledException>();
         ev.Clear();
         ev.WaitAsync(cts.Token).IsCanceled.Should().BeTrue();
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -208,7 +208,7 @@ public sealed class AsyncEventTests
 
         OperationCanceledException ex = await ThrowsSoon<OperationCanceledException>(cancelled);
         ex.CancellationToken.Should().Be(cts.Token);
-        ev.WaiterCount.Should().Be(1);
+        ev.Lines.Waiting.Should().Be(1);
         ev.Set();
         await other.WaitAsync(s_bound);
     }
@@ -222,7 +222,7 @@ public sealed class AsyncEventTests
         ValueTask clear = ev.WaitAsync(TimeSpan.Zero);
         clear.IsFaulted.Should().BeTrue();
         clear.AsTask().Exception!.InnerException.Should().BeOfType<TimeoutException>();
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
         time.TimerCreations.Should().Be(0);
 
         ev.Set();
@@ -357,7 +357,7 @@ public sealed class AsyncEventTests
         ev.Set();
 
         await Task.WhenAll(waits).WaitAsync(s_bound);
-        ev.WaiterCount.Should().Be(0);
+        ev.Lines.Waiting.Should().Be(0);
         (succeeded + cancelled + timedOut).Should().BeGreaterThan(0);
     }
 

@@ -59,11 +59,11 @@ public sealed class AsyncLockTests
         ValueTask<AsyncLock.Releaser> waiting = gate.AcquireAsync();
 
         waiting.IsCompleted.Should().BeFalse();
-        gate.WaiterCount.Should().Be(1);
+        gate.Lines.Waiting.Should().Be(1);
         held.Dispose();
         (await Within(waiting)).Dispose();
         gate.IsLocked.Should().BeFalse();
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -72,7 +72,7 @@ public sealed class AsyncLockTests
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         var waiters = Enumerable.Range(0, 5).Select(_ => gate.AcquireAsync()).ToArray();
-        gate.WaiterCount.Should().Be(5);
+        gate.Lines.Waiting.Should().Be(5);
 
         held.Dispose();
         for (int i = 0; i < waiters.Length; i++)
@@ -80,7 +80,7 @@ public sealed class AsyncLockTests
             // Exactly the oldest remaining waiter holds the lock; everyone behind it still waits.
             waiters[i].IsCompletedSuccessfully.Should().BeTrue($"waiter {i} is the oldest");
             waiters.Skip(i + 1).Count(w => w.IsCompleted).Should().Be(0, $"only waiter {i} may hold the lock");
-            gate.WaiterCount.Should().Be(waiters.Length - i - 1);
+            gate.Lines.Waiting.Should().Be(waiters.Length - i - 1);
             gate.IsLocked.Should().BeTrue();
             (await Within(waiters[i])).Dispose();
         }
@@ -127,7 +127,7 @@ public sealed class AsyncLockTests
         gate.IsLocked.Should().BeTrue("the lock went straight to the first waiter");
         first.IsCompletedSuccessfully.Should().BeTrue();
         second.IsCompleted.Should().BeFalse();
-        gate.WaiterCount.Should().Be(1);
+        gate.Lines.Waiting.Should().Be(1);
         (await Within(first)).Dispose();
         (await Within(second)).Dispose();
         gate.IsLocked.Should().BeFalse();
@@ -375,7 +375,7 @@ public sealed class AsyncLockTests
         gate.IsLocked.Should().BeFalse("a rejected call takes nothing");
         gate.TryAcquire(out _).Should().BeTrue();
         gate.Invoking(g => g.AcquireAsync(timeout)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
-        gate.WaiterCount.Should().Be(0, "a rejected call does not queue");
+        gate.Lines.Waiting.Should().Be(0, "a rejected call does not queue");
     }
 
     [Fact]
@@ -443,7 +443,7 @@ public sealed class AsyncLockTests
 
         gate.AcquireAsync(cts.Token).IsCanceled.Should().BeTrue();
 
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -453,13 +453,13 @@ public sealed class AsyncLockTests
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         using var cts = new CancellationTokenSource();
         ValueTask<AsyncLock.Releaser> waiting = gate.AcquireAsync(cts.Token);
-        gate.WaiterCount.Should().Be(1);
+        gate.Lines.Waiting.Should().Be(1);
 
         cts.Cancel();
 
         (await FluentActions.Awaiting(() => Within(waiting)).Should().ThrowAsync<OperationCanceledException>())
             .Which.CancellationToken.Should().Be(cts.Token);
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
         gate.IsLocked.Should().BeTrue("the holder still holds it");
         held.Dispose();
         gate.IsLocked.Should().BeFalse("the cancelled waiter was not handed the lock");
@@ -477,7 +477,7 @@ public sealed class AsyncLockTests
 
         cts.Cancel();
         b.IsCanceled.Should().BeTrue();
-        gate.WaiterCount.Should().Be(2);
+        gate.Lines.Waiting.Should().Be(2);
 
         held.Dispose();
         a.IsCompletedSuccessfully.Should().BeTrue();
@@ -528,7 +528,7 @@ public sealed class AsyncLockTests
         bHolds.Dispose();
         (await Within(c)).Dispose();
         gate.IsLocked.Should().BeFalse();
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -565,7 +565,7 @@ public sealed class AsyncLockTests
 
         zero.IsFaulted.Should().BeTrue();
         await FluentActions.Awaiting(() => zero.AsTask()).Should().ThrowAsync<TimeoutException>();
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
         time.TimerCreations.Should().Be(0);
     }
 
@@ -582,7 +582,7 @@ public sealed class AsyncLockTests
         time.Advance(TimeSpan.FromMilliseconds(1));
 
         await FluentActions.Awaiting(() => Within(waiting)).Should().ThrowAsync<TimeoutException>();
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
         gate.IsLocked.Should().BeTrue();
         held.Dispose();
         gate.IsLocked.Should().BeFalse("the timed-out waiter was not handed the lock");
@@ -601,7 +601,7 @@ public sealed class AsyncLockTests
 
         time.Advance(TimeSpan.FromSeconds(1));
         b.IsFaulted.Should().BeTrue();
-        gate.WaiterCount.Should().Be(2);
+        gate.Lines.Waiting.Should().Be(2);
 
         held.Dispose();
         a.IsCompletedSuccessfully.Should().BeTrue();
@@ -751,7 +751,7 @@ public sealed class AsyncLockTests
                 c.IsCompletedSuccessfully.Should().BeTrue("the lock reached C either way");
                 (await Within(c)).Dispose();
                 gate.IsLocked.Should().BeFalse();
-                gate.WaiterCount.Should().Be(0);
+                gate.Lines.Waiting.Should().Be(0);
             }
         }).WaitAsync(TimeSpan.FromSeconds(60));
 
@@ -789,7 +789,7 @@ public sealed class AsyncLockTests
                 c.IsCompletedSuccessfully.Should().BeTrue("the lock reached C either way");
                 (await Within(c)).Dispose();
                 gate.IsLocked.Should().BeFalse();
-                gate.WaiterCount.Should().Be(0);
+                gate.Lines.Waiting.Should().Be(0);
             }
         }).WaitAsync(TimeSpan.FromSeconds(60));
 
@@ -827,7 +827,7 @@ public sealed class AsyncLockTests
                 bHolds.Dispose();
                 (await Within(c)).Dispose();
                 gate.IsLocked.Should().BeFalse();
-                gate.WaiterCount.Should().Be(0);
+                gate.Lines.Waiting.Should().Be(0);
             }
         }).WaitAsync(TimeSpan.FromSeconds(60));
     }
@@ -919,7 +919,7 @@ public sealed class AsyncLockTests
         (acquired + cancelled + timedOut + refused).Should().Be(Workers * Attempts);
         acquired.Should().BePositive();
         gate.IsLocked.Should().BeFalse();
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
     }
 
     // ---- helpers ----
@@ -938,7 +938,7 @@ public sealed class AsyncLockTests
     {
         gate.IsLocked.Should().BeTrue(because);
         waiter.IsCompleted.Should().BeFalse(because);
-        gate.WaiterCount.Should().Be(1, because);
+        gate.Lines.Waiting.Should().Be(1, because);
     }
 
     private static async Task<bool> ResumeAndReportAsync(ValueTask<AsyncLock.Releaser> pending)

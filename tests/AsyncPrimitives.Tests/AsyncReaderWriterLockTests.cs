@@ -23,7 +23,7 @@ public sealed class AsyncReaderWriterLockTests
         rw.MaxReaders.Should().Be(int.MaxValue);
         rw.CurrentReaderCount.Should().Be(0);
         rw.IsWriteLockHeld.Should().BeFalse();
-        rw.WaiterCount.Should().Be(0);
+        rw.Lines.Waiting.Should().Be(0);
     }
 
     [Theory]
@@ -81,7 +81,7 @@ public sealed class AsyncReaderWriterLockTests
         Task<AsyncReaderWriterLock.Releaser> reader = rw.AcquireReadAsync().AsTask();
         Task<AsyncReaderWriterLock.Releaser> writer2 = rw.AcquireWriteAsync().AsTask();
 
-        rw.WaiterCount.Should().Be(2);
+        rw.Lines.Waiting.Should().Be(2);
         rw.TryAcquireRead(out _).Should().BeFalse();
         rw.TryAcquireWrite(out _).Should().BeFalse();
         rw.CurrentReaderCount.Should().Be(0);
@@ -108,7 +108,7 @@ public sealed class AsyncReaderWriterLockTests
         Task<AsyncReaderWriterLock.Releaser> writer = rw.AcquireWriteAsync().AsTask();
 
         r1.Dispose();
-        rw.WaiterCount.Should().Be(1);
+        rw.Lines.Waiting.Should().Be(1);
         writer.IsCompleted.Should().BeFalse();
         r2.Dispose();
 
@@ -127,7 +127,7 @@ public sealed class AsyncReaderWriterLockTests
         Task<AsyncReaderWriterLock.Releaser> r4 = rw.AcquireReadAsync().AsTask();
         rw.TryAcquireRead(out _).Should().BeFalse();
         rw.CurrentReaderCount.Should().Be(2);
-        rw.WaiterCount.Should().Be(2);
+        rw.Lines.Waiting.Should().Be(2);
 
         r1.Dispose();
         await r3.WaitAsync(s_bound);
@@ -153,7 +153,7 @@ public sealed class AsyncReaderWriterLockTests
         r2.IsCompleted.Should().BeFalse("a reader that arrives after a waiting writer waits behind it");
         rw.TryAcquireRead(out _).Should().BeFalse("TryAcquireRead does not barge past the waiting writer");
         rw.CurrentReaderCount.Should().Be(1);
-        rw.WaiterCount.Should().Be(2);
+        rw.Lines.Waiting.Should().Be(2);
 
         r1.Dispose();
         (await writer.WaitAsync(s_bound)).IsWriter.Should().BeTrue();
@@ -175,16 +175,16 @@ public sealed class AsyncReaderWriterLockTests
         Task<AsyncReaderWriterLock.Releaser> w2 = rw.AcquireWriteAsync().AsTask();
         Task<AsyncReaderWriterLock.Releaser> r4 = rw.AcquireReadAsync().AsTask();
         Task<AsyncReaderWriterLock.Releaser> r5 = rw.AcquireReadAsync().AsTask();
-        rw.WaiterCount.Should().Be(6);
+        rw.Lines.Waiting.Should().Be(6);
 
         first.Dispose();
         await w1.WaitAsync(s_bound);
-        rw.WaiterCount.Should().Be(5);
+        rw.Lines.Waiting.Should().Be(5);
 
         (await w1).Dispose();
         await Task.WhenAll(r2, r3).WaitAsync(s_bound);
         rw.CurrentReaderCount.Should().Be(2, "the consecutive readers at the head are admitted together");
-        rw.WaiterCount.Should().Be(3, "w2 waits, and r4, r5 wait behind it");
+        rw.Lines.Waiting.Should().Be(3, "w2 waits, and r4, r5 wait behind it");
 
         (await r2).Dispose();
         w2.IsCompleted.Should().BeFalse();
@@ -197,7 +197,7 @@ public sealed class AsyncReaderWriterLockTests
         rw.CurrentReaderCount.Should().Be(2);
         (await r4).Dispose();
         (await r5).Dispose();
-        rw.WaiterCount.Should().Be(0);
+        rw.Lines.Waiting.Should().Be(0);
         rw.CurrentReaderCount.Should().Be(0);
     }
 
@@ -242,7 +242,7 @@ public sealed class AsyncReaderWriterLockTests
         await Task.WhenAll(r2, r3).WaitAsync(s_bound);
         rw.CurrentReaderCount.Should().Be(3);
         rw.IsWriteLockHeld.Should().BeFalse();
-        rw.WaiterCount.Should().Be(0);
+        rw.Lines.Waiting.Should().Be(0);
 
         r1.Dispose();
         (await r2).Dispose();
@@ -265,7 +265,7 @@ public sealed class AsyncReaderWriterLockTests
         time.Advance(TimeSpan.FromSeconds(1));
         await ThrowsSoon<TimeoutException>(timedOut);
         rw.IsWriteLockHeld.Should().BeTrue("the first writer still holds it");
-        rw.WaiterCount.Should().Be(1);
+        rw.Lines.Waiting.Should().Be(1);
 
         held.Dispose();
         (await reader.WaitAsync(s_bound)).Dispose();
@@ -287,7 +287,7 @@ public sealed class AsyncReaderWriterLockTests
         (await ThrowsSoon<OperationCanceledException>(writer)).CancellationToken.Should().Be(cts.Token);
         (await r2.WaitAsync(s_bound)).Dispose();
         r1.Dispose();
-        rw.WaiterCount.Should().Be(0);
+        rw.Lines.Waiting.Should().Be(0);
         rw.CurrentReaderCount.Should().Be(0);
         rw.IsWriteLockHeld.Should().BeFalse();
     }
@@ -307,7 +307,7 @@ public sealed class AsyncReaderWriterLockTests
         await ThrowsSoon<TimeoutException>(writer);
         await r2.WaitAsync(s_bound);
         rw.CurrentReaderCount.Should().Be(2);
-        rw.WaiterCount.Should().Be(1);
+        rw.Lines.Waiting.Should().Be(1);
         r3.IsCompleted.Should().BeFalse();
 
         r1.Dispose();
@@ -330,7 +330,7 @@ public sealed class AsyncReaderWriterLockTests
 
         await ThrowsSoon<TimeoutException>(timedOut);
         rw.CurrentReaderCount.Should().Be(1);
-        rw.WaiterCount.Should().Be(1);
+        rw.Lines.Waiting.Should().Be(1);
         held.Dispose();
         (await next.WaitAsync(s_bound)).Dispose();
         rw.CurrentReaderCount.Should().Be(0);
@@ -352,7 +352,7 @@ public sealed class AsyncReaderWriterLockTests
         await FluentActions.Awaiting(() => read.AsTask()).Should().ThrowAsync<OperationCanceledException>();
         rw.CurrentReaderCount.Should().Be(0);
         rw.IsWriteLockHeld.Should().BeFalse();
-        rw.WaiterCount.Should().Be(0);
+        rw.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -368,7 +368,7 @@ public sealed class AsyncReaderWriterLockTests
         ValueTask<AsyncReaderWriterLock.Releaser> write = rw.AcquireWriteAsync(TimeSpan.Zero);
         write.IsFaulted.Should().BeTrue();
         write.AsTask().Exception!.InnerException.Should().BeOfType<TimeoutException>();
-        rw.WaiterCount.Should().Be(0);
+        rw.Lines.Waiting.Should().Be(0);
 
         reader.Dispose();
         ValueTask<AsyncReaderWriterLock.Releaser> write2 = rw.AcquireWriteAsync(TimeSpan.Zero);
@@ -556,7 +556,7 @@ public sealed class AsyncReaderWriterLockTests
             (await nextWriter.WaitAsync(s_bound)).Dispose();
             rw.IsWriteLockHeld.Should().BeFalse();
             rw.CurrentReaderCount.Should().Be(0);
-            rw.WaiterCount.Should().Be(0);
+            rw.Lines.Waiting.Should().Be(0);
         }
     }
 
@@ -588,7 +588,7 @@ public sealed class AsyncReaderWriterLockTests
             (await behind.WaitAsync(s_bound)).Dispose();
             rw.IsWriteLockHeld.Should().BeFalse();
             rw.CurrentReaderCount.Should().Be(0);
-            rw.WaiterCount.Should().Be(0);
+            rw.Lines.Waiting.Should().Be(0);
         }
     }
 
@@ -684,7 +684,7 @@ public sealed class AsyncReaderWriterLockTests
         failures.Should().BeGreaterThan(0);
         rw.CurrentReaderCount.Should().Be(0);
         rw.IsWriteLockHeld.Should().BeFalse();
-        rw.WaiterCount.Should().Be(0);
+        rw.Lines.Waiting.Should().Be(0);
     }
 
     /// <summary>Takes and releases a read lock and the write lock <paramref name="times"/> times each, uncontended,

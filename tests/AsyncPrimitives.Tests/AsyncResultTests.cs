@@ -50,12 +50,12 @@ public sealed class AsyncResultTests
         var result = new AsyncResult<int>();
         Task<int>[] getters = Enumerable.Range(0, 50).Select(_ => result.GetAsync().AsTask()).ToArray();
         getters.Should().OnlyContain(t => !t.IsCompleted);
-        result.WaiterCount.Should().Be(50);
+        result.Lines.Waiting.Should().Be(50);
 
         result.Set(7);
 
         (await Task.WhenAll(getters).WaitAsync(s_bound)).Should().OnlyContain(v => v == 7);
-        result.WaiterCount.Should().Be(0);
+        result.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -113,7 +113,7 @@ public sealed class AsyncResultTests
         await FluentActions.Awaiting(() => result.GetAsync().AsTask()).Should().ThrowAsync<InvalidCastException>();
         await FluentActions.Awaiting(() => result.GetAsync(TimeSpan.FromSeconds(1)).AsTask()).Should().ThrowAsync<InvalidCastException>();
         FluentActions.Invoking(() => result.TryGet(out _)).Should().Throw<InvalidCastException>().Which.Message.Should().Be("boom");
-        result.WaiterCount.Should().Be(0);
+        result.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -162,7 +162,7 @@ public sealed class AsyncResultTests
 
         await ThrowsSoon<TimeoutException>(timed);
         result.IsSet.Should().BeFalse();
-        result.WaiterCount.Should().Be(1);
+        result.Lines.Waiting.Should().Be(1);
         time.ActiveTimers.Should().Be(0);
 
         result.Set("foo");
@@ -194,7 +194,7 @@ public sealed class AsyncResultTests
         ValueTask<int> unset = result.GetAsync(TimeSpan.Zero);
         unset.IsFaulted.Should().BeTrue();
         unset.AsTask().Exception!.InnerException.Should().BeOfType<TimeoutException>();
-        result.WaiterCount.Should().Be(0);
+        result.Lines.Waiting.Should().Be(0);
         time.TimerCreations.Should().Be(0);
 
         result.Set(5);
@@ -211,7 +211,7 @@ public sealed class AsyncResultTests
         cts.Cancel();
 
         result.GetAsync(cts.Token).IsCanceled.Should().BeTrue();
-        result.WaiterCount.Should().Be(0);
+        result.Lines.Waiting.Should().Be(0);
         result.Set(1);
         ValueTask<int> get = result.GetAsync(cts.Token);
         get.IsCanceled.Should().BeTrue();
@@ -231,7 +231,7 @@ public sealed class AsyncResultTests
 
         (await ThrowsSoon<OperationCanceledException>(cancelled)).CancellationToken.Should().Be(cts.Token);
         result.IsSet.Should().BeFalse();
-        result.WaiterCount.Should().Be(1);
+        result.Lines.Waiting.Should().Be(1);
         result.Set(9);
         (await other.WaitAsync(s_bound)).Should().Be(9);
     }
@@ -344,7 +344,7 @@ public sealed class AsyncResultTests
                 }
             }
 
-            result.WaiterCount.Should().Be(0);
+            result.Lines.Waiting.Should().Be(0);
             foreach (CancellationTokenSource cts in sources)
             {
                 cts.Dispose();

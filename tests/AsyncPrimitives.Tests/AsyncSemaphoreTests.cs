@@ -48,7 +48,7 @@ public sealed class AsyncSemaphoreTests
 
         semaphore.CurrentCount.Should().Be(initialCount);
         semaphore.MaxCount.Should().Be(maxCount);
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -65,7 +65,7 @@ public sealed class AsyncSemaphoreTests
 
         semaphore.TryAcquire().Should().BeFalse();
         semaphore.AcquireAsync().IsCompleted.Should().BeFalse();
-        semaphore.WaiterCount.Should().Be(1);
+        semaphore.Lines.Waiting.Should().Be(1);
     }
 
     // ---- acquire and release ----
@@ -91,7 +91,7 @@ public sealed class AsyncSemaphoreTests
     {
         var semaphore = new AsyncSemaphore(0);
         var waiters = Enumerable.Range(0, 5).Select(_ => semaphore.AcquireAsync()).ToArray();
-        semaphore.WaiterCount.Should().Be(5);
+        semaphore.Lines.Waiting.Should().Be(5);
 
         for (int i = 0; i < waiters.Length; i++)
         {
@@ -99,7 +99,7 @@ public sealed class AsyncSemaphoreTests
             waiters[i].IsCompletedSuccessfully.Should().BeTrue($"waiter {i} is the oldest");
             waiters.Skip(i + 1).Count(w => w.IsCompleted).Should().Be(0, $"one permit serves only waiter {i}");
             semaphore.CurrentCount.Should().Be(0, "the permit went to a waiter, not to the count");
-            semaphore.WaiterCount.Should().Be(waiters.Length - i - 1);
+            semaphore.Lines.Waiting.Should().Be(waiters.Length - i - 1);
             await Within(waiters[i]);
         }
 
@@ -130,7 +130,7 @@ public sealed class AsyncSemaphoreTests
         }
 
         Task[] contenders = new[] { "c1", "c2", "c3" }.Select(Contend).ToArray();
-        semaphore.WaiterCount.Should().Be(3);
+        semaphore.Lines.Waiting.Should().Be(3);
         semaphore.Release();
         await Task.WhenAll(contenders).WaitAsync(s_hang);
 
@@ -148,13 +148,13 @@ public sealed class AsyncSemaphoreTests
 
         waiters.Select(w => w.IsCompletedSuccessfully).Should().Equal(true, true, true, false, false);
         semaphore.CurrentCount.Should().Be(0);
-        semaphore.WaiterCount.Should().Be(2);
+        semaphore.Lines.Waiting.Should().Be(2);
 
         semaphore.Release(4);
 
         waiters.Skip(3).Should().OnlyContain(w => w.IsCompletedSuccessfully);
         semaphore.CurrentCount.Should().Be(2, "what no waiter needed stays in the count");
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
         foreach (ValueTask<AsyncSemaphore.Releaser> waiter in waiters)
         {
             (await Within(waiter)).Dispose();
@@ -213,7 +213,7 @@ public sealed class AsyncSemaphoreTests
         semaphore.TryAcquire().Should().BeFalse();
 
         semaphore.CurrentCount.Should().Be(0);
-        semaphore.WaiterCount.Should().Be(0, "TryAcquire never waits");
+        semaphore.Lines.Waiting.Should().Be(0, "TryAcquire never waits");
     }
 
     [Fact]
@@ -284,7 +284,7 @@ public sealed class AsyncSemaphoreTests
         semaphore.Invoking(s => s.Release(3)).Should().Throw<SemaphoreFullException>();
 
         waiter.IsCompleted.Should().BeFalse();
-        semaphore.WaiterCount.Should().Be(1);
+        semaphore.Lines.Waiting.Should().Be(1);
         semaphore.CurrentCount.Should().Be(0);
         semaphore.Release(2);
         waiter.IsCompletedSuccessfully.Should().BeTrue();
@@ -432,7 +432,7 @@ public sealed class AsyncSemaphoreTests
 
         semaphore.TryAcquire().Should().BeTrue();
         semaphore.Invoking(s => s.AcquireAsync(timeout)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
-        semaphore.WaiterCount.Should().Be(0, "a rejected call does not queue");
+        semaphore.Lines.Waiting.Should().Be(0, "a rejected call does not queue");
     }
 
     [Fact]
@@ -486,7 +486,7 @@ public sealed class AsyncSemaphoreTests
 
         (await FluentActions.Awaiting(() => Within(waiting)).Should().ThrowAsync<OperationCanceledException>())
             .Which.CancellationToken.Should().Be(cts.Token);
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
         semaphore.Release();
         semaphore.CurrentCount.Should().Be(1, "the permit was not handed to the cancelled waiter");
     }
@@ -534,7 +534,7 @@ public sealed class AsyncSemaphoreTests
         a.IsCompletedSuccessfully.Should().BeTrue();
         c.IsCompletedSuccessfully.Should().BeTrue();
         d.IsCompleted.Should().BeFalse();
-        semaphore.WaiterCount.Should().Be(1);
+        semaphore.Lines.Waiting.Should().Be(1);
         await FluentActions.Awaiting(() => Within(b)).Should().ThrowAsync<OperationCanceledException>();
         await Within(a);
         await Within(c);
@@ -561,7 +561,7 @@ public sealed class AsyncSemaphoreTests
         bHolds.Dispose();
         (await Within(c)).Dispose();
         semaphore.CurrentCount.Should().Be(1);
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -575,7 +575,7 @@ public sealed class AsyncSemaphoreTests
         cts.Cancel();
         semaphore.Release(2);
 
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
         semaphore.CurrentCount.Should().Be(2);
         semaphore.TryAcquire().Should().BeTrue();
         semaphore.TryAcquire().Should().BeTrue();
@@ -597,7 +597,7 @@ public sealed class AsyncSemaphoreTests
         never.IsFaulted.Should().BeTrue();
         await FluentActions.Awaiting(() => never.AsTask()).Should().ThrowAsync<TimeoutException>();
         semaphore.CurrentCount.Should().Be(0);
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
         time.TimerCreations.Should().Be(0);
     }
 
@@ -616,7 +616,7 @@ public sealed class AsyncSemaphoreTests
         time.Advance(TimeSpan.FromMilliseconds(1));
 
         await FluentActions.Awaiting(() => Within(waiting)).Should().ThrowAsync<TimeoutException>();
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
         semaphore.CurrentCount.Should().Be(0);
         semaphore.Release();
         semaphore.CurrentCount.Should().Be(1, "the timed-out waiter was not handed the permit");
@@ -635,7 +635,7 @@ public sealed class AsyncSemaphoreTests
         ValueTask<AsyncSemaphore.Releaser> c = semaphore.AcquireAsync();
 
         time.Advance(TimeSpan.FromSeconds(1));
-        semaphore.WaiterCount.Should().Be(2);
+        semaphore.Lines.Waiting.Should().Be(2);
         semaphore.Release(2);
 
         a.IsCompletedSuccessfully.Should().BeTrue();
@@ -677,7 +677,7 @@ public sealed class AsyncSemaphoreTests
 
         time.Advance(TimeSpan.FromMilliseconds(10));
 
-        semaphore.WaiterCount.Should().Be(1);
+        semaphore.Lines.Waiting.Should().Be(1);
         foreach (ValueTask<AsyncSemaphore.Releaser> waiter in waiters)
         {
             await FluentActions.Awaiting(() => Within(waiter)).Should().ThrowAsync<TimeoutException>();
@@ -761,7 +761,7 @@ public sealed class AsyncSemaphoreTests
                 waiters[0].IsCompleted.Should().BeTrue();
                 waiters[2].IsCompleted.Should().BeTrue();
                 AssertServedInOrder(granted);
-                semaphore.WaiterCount.Should().Be(granted[3] ? 0 : 1);
+                semaphore.Lines.Waiting.Should().Be(granted[3] ? 0 : 1);
 
                 int holders = 0;
                 for (int w = 0; w < waiters.Length; w++)
@@ -785,7 +785,7 @@ public sealed class AsyncSemaphoreTests
 
                 holders.Should().BeGreaterThanOrEqualTo(Permits);
                 semaphore.CurrentCount.Should().Be(Permits, "every permit came back");
-                semaphore.WaiterCount.Should().Be(0);
+                semaphore.Lines.Waiting.Should().Be(0);
                 semaphore.TryAcquire().Should().BeTrue();
                 semaphore.TryAcquire().Should().BeTrue();
             }
@@ -838,7 +838,7 @@ public sealed class AsyncSemaphoreTests
                 }
 
                 semaphore.CurrentCount.Should().Be(2);
-                semaphore.WaiterCount.Should().Be(0);
+                semaphore.Lines.Waiting.Should().Be(0);
                 semaphore.TryAcquire().Should().BeTrue();
                 semaphore.TryAcquire().Should().BeTrue();
             }
@@ -941,7 +941,65 @@ public sealed class AsyncSemaphoreTests
         (acquired + cancelled + timedOut + refused).Should().Be(Workers * Attempts);
         acquired.Should().BePositive();
         semaphore.CurrentCount.Should().Be(Permits);
-        semaphore.WaiterCount.Should().Be(0);
+        semaphore.Lines.Waiting.Should().Be(0);
+    }
+
+    // ---- races on the fast path ----
+
+    [Fact]
+    public async Task Release_OfSeveralWithWaiters_GrantsThemAndChecksTheBoundFirst()
+    {
+        var semaphore = new AsyncSemaphore(0, 3);
+        Task<AsyncSemaphore.Releaser> a = semaphore.AcquireAsync().AsTask();
+        Task<AsyncSemaphore.Releaser> b = semaphore.AcquireAsync().AsTask();
+        semaphore.Lines.Waiting.Should().Be(2);
+        semaphore.CurrentCount.Should().Be(0, "never negative while waiters queue");
+        semaphore.Invoking(s => s.Release(4)).Should().Throw<SemaphoreFullException>();
+        semaphore.Lines.Waiting.Should().Be(2);
+        semaphore.Release(3); // two go to the waiters, one stays
+        await Task.WhenAll(a, b).WaitAsync(s_hang);
+        semaphore.CurrentCount.Should().Be(1);
+        semaphore.Lines.Waiting.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task TryAcquireAndRelease_Racing_NeitherOverGrantNorLosePermits()
+    {
+        for (int round = 0; round < 200; round++)
+        {
+            var semaphore = new AsyncSemaphore(1);
+            int granted = 0;
+            using var start = new Barrier(4);
+            Task[] racers = Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < 50; i++)
+                {
+                    if (semaphore.TryAcquire())
+                    {
+                        Interlocked.Increment(ref granted);
+                    }
+                }
+            })).ToArray();
+            await Task.WhenAll(racers).WaitAsync(s_hang);
+            granted.Should().Be(1, "one permit is granted once (round {0})", round);
+        }
+
+        for (int round = 0; round < 200; round++)
+        {
+            var semaphore = new AsyncSemaphore(0);
+            using var start = new Barrier(4);
+            Task[] releasers = Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < 50; i++)
+                {
+                    semaphore.Release();
+                }
+            })).ToArray();
+            await Task.WhenAll(releasers).WaitAsync(s_hang);
+            semaphore.CurrentCount.Should().Be(200, "no racing release is lost (round {0})", round);
+        }
     }
 
     // ---- helpers ----

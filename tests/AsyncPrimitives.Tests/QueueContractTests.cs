@@ -101,7 +101,7 @@ public abstract class QueueContractTests
         var queue = CreateQueue();
         var getter = queue.GetAsync().AsTask();
         getter.IsCompleted.Should().BeFalse();
-        queue.GetterCount.Should().Be(1);
+        queue.Lines.Waiting.Should().Be(1);
 
         await queue.PutAsync(5);
 
@@ -130,7 +130,7 @@ public abstract class QueueContractTests
         await queue.PutAsync(1);
         var putter = queue.PutAsync(2).AsTask();
         putter.IsCompleted.Should().BeFalse();
-        queue.PutterCount.Should().Be(1);
+        queue.Lines.Waiting.Should().Be(1);
         queue.UnfinishedTasks.Should().Be(1, "a waiting putter's item has not entered the queue");
 
         int first = await Bounded(queue.GetAsync());
@@ -167,7 +167,7 @@ public abstract class QueueContractTests
         queue.TryPut(2).Should().BeFalse();
         var putter = queue.PutAsync(3).AsTask();
         queue.TryPut(4).Should().BeFalse("a newcomer never barges past a waiting putter");
-        queue.PutterCount.Should().Be(1);
+        queue.Lines.Waiting.Should().Be(1);
         queue.UnfinishedTasks.Should().Be(1);
 
         queue.TryGet(out _).Should().BeTrue();
@@ -215,7 +215,7 @@ public abstract class QueueContractTests
 
         time.Advance(TimeSpan.FromSeconds(1));
         await timed.Invoking(t => t.WaitAsync(Bound)).Should().ThrowAsync<TimeoutException>();
-        queue.GetterCount.Should().Be(1);
+        queue.Lines.Waiting.Should().Be(1);
 
         await queue.PutAsync(42);
         (await patient.WaitAsync(Bound)).Should().Be(42);
@@ -235,7 +235,7 @@ public abstract class QueueContractTests
         time.Advance(TimeSpan.FromMilliseconds(1));
         await timed.Invoking(t => t.WaitAsync(Bound)).Should().ThrowAsync<TimeoutException>();
 
-        queue.PutterCount.Should().Be(0);
+        queue.Lines.Waiting.Should().Be(0);
         queue.UnfinishedTasks.Should().Be(1);
         queue.TryGet(out int item).Should().BeTrue();
         item.Should().Be(1);
@@ -283,8 +283,7 @@ public abstract class QueueContractTests
         (await get).Should().Be(1);
         queue.TaskDone();
         queue.JoinAsync(TimeSpan.Zero).IsCompletedSuccessfully.Should().BeTrue();
-        queue.PutterCount.Should().Be(0);
-        queue.GetterCount.Should().Be(0);
+        queue.Lines.Waiting.Should().Be(0);
     }
 
     [Theory]
@@ -997,7 +996,24 @@ public abstract class QueueContractTests
         done.Should().Be(got.Sum());
         queue.UnfinishedTasks.Should().Be(0);
         queue.Count.Should().Be(0);
-        queue.GetterCount.Should().Be(0);
-        queue.PutterCount.Should().Be(0);
+        queue.Lines.Waiting.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Timeouts_OfPutGetAndJoin_RunOnTheGivenTimeProvider()
+    {
+        var time = new ManualTimeProvider();
+        var queue = CreateQueue(1, time);
+        Task<int> get = queue.GetAsync(TimeSpan.FromSeconds(5)).AsTask();
+        queue.TryPut(1).Should().BeTrue(); // hands it to the getter
+        (await get.WaitAsync(Bound)).Should().Be(1);
+        queue.TryPut(2).Should().BeTrue();
+        Task put = queue.PutAsync(3, TimeSpan.FromSeconds(5)).AsTask();
+        Task join = queue.JoinAsync(TimeSpan.FromSeconds(5)).AsTask();
+        time.ActiveTimers.Should().Be(2);
+        time.Advance(TimeSpan.FromSeconds(5));
+        await put.Invoking(t => t).Should().ThrowAsync<TimeoutException>();
+        await join.Invoking(t => t).Should().ThrowAsync<TimeoutException>();
+        queue.Count.Should().Be(1, "the timed-out put did not enqueue");
     }
 }

@@ -269,7 +269,7 @@ public sealed class BadInputTests
             await c.AcquireAsync();
             Task w = c.WaitAsync().AsTask();
             c.Notify(0);
-            c.WaiterCount.Should().Be(1);
+            c.Lines.Waiting.Should().Be(1);
             c.NotifyAll();
             await w.Bounded();
             c.Release();
@@ -674,7 +674,7 @@ public sealed class BadInputTests
     private static async Task ReleaseAllAsync(AsyncLock gate)
     {
         // The waits left queued by the cases are granted one by one; a fresh waiter then gets the lock too.
-        while (gate.WaiterCount > 0 || gate.IsLocked)
+        while (gate.Lines.Waiting > 0 || gate.IsLocked)
         {
             gate.Release();
             await Task.Yield();
@@ -687,7 +687,7 @@ public sealed class BadInputTests
 
     private static async Task GrantAsync(AsyncSemaphore semaphore)
     {
-        while (semaphore.WaiterCount > 0)
+        while (semaphore.Lines.Waiting > 0)
         {
             semaphore.Release();
             await Task.Yield();
@@ -706,15 +706,14 @@ public sealed class BadInputTests
         }
 
         await Task.Yield();
-        rw.WaiterCount.Should().BeLessThanOrEqualTo(1);
+        rw.Lines.Waiting.Should().BeLessThanOrEqualTo(1);
     }
 
     private static async Task QueueUsableAsync<T>(AsyncQueueBase<T> queue)
     {
         queue.Shutdown(immediate: true); // fails waiting putters and getters, drops the items (counted done)
         await Task.Yield();
-        queue.PutterCount.Should().Be(0);
-        queue.GetterCount.Should().Be(0);
+        queue.Lines.Waiting.Should().Be(0);
         queue.UnfinishedTasks.Should().Be(0);
     }
 

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using AsyncPrimitives;
+using AsyncPrimitives.Internal;
 using Xunit.Abstractions;
 
 namespace AsyncTools.StressTests;
@@ -24,9 +25,13 @@ public sealed class LeakTests(ITestOutputHelper output)
     private const int TimeoutBatch = 500;
 
     /// <summary>One kind of wait on one primitive: <c>Wait(timeout, token)</c> must wait (the primitive is kept blocked).</summary>
-    public sealed record Target(string Name, object Primitive, ManualTimeProvider Time, Func<TimeSpan, CancellationToken, Task> Wait)
+    internal sealed record Target(string Name, object Primitive, WaitLines Lines, ManualTimeProvider Time, Func<TimeSpan, CancellationToken, Task> Wait)
     {
         public override string ToString() => Name;
+
+        /// <summary>Weak references to every node waiting in the primitive's lines right now.</summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public List<WeakReference> LinkedNodes() => Lines.LinkedNodes().Select(node => new WeakReference(node)).ToList();
     }
 
     public static TheoryData<string> Targets => new()
@@ -67,8 +72,8 @@ public sealed class LeakTests(ITestOutputHelper output)
             $"({fast:N0} fast, {CancelledWaits:N0} cancelled, {TimedOutWaits:N0} timed out); timers created {target.Time.TimerCreations:N0}");
         (fast + CancelledWaits + TimedOutWaits).Should().Be(TotalWaits);
 
-        WaitEngineProbe.Waiters(target.Primitive).Should().Be(0, "every waiter left the line");
-        WaitEngineProbe.MaxPooled(target.Primitive).Should().BeLessThanOrEqualTo(32, "the node pool is bounded");
+        target.Lines.Waiting.Should().Be(0, "every waiter left the line");
+        target.Lines.MaxPooled.Should().BeLessThanOrEqualTo(WaitLines.PoolCapacity, "the node pool is bounded");
         target.Time.ActiveTimers.Should().Be(0, "every timeout timer was disposed");
         target.Time.TimerCreations.Should().Be(TimedOutWaits + (CancelledWaits / 2), "only waits with a finite timeout that enqueued create a timer");
 
@@ -78,7 +83,7 @@ public sealed class LeakTests(ITestOutputHelper output)
         timedOutNodes.Count(r => r.IsAlive).Should().Be(0,
             "a timed-out node is never pooled, and neither its timer nor its registration on the live token keeps it");
         cancelledNodes.Should().HaveCount(CancelBatch);
-        cancelledNodes.Count(r => r.IsAlive).Should().BeLessThanOrEqualTo(32, "only pooled nodes survive");
+        cancelledNodes.Count(r => r.IsAlive).Should().BeLessThanOrEqualTo(WaitLines.PoolCapacity, "only pooled nodes survive");
         GC.KeepAlive(longLived);
 
         // Still usable afterwards.
@@ -116,9 +121,9 @@ public sealed class LeakTests(ITestOutputHelper output)
         // last batch call), so what the check below sees alive could only be held by the condition under test.
         await ConditionBatchAsync(new AsyncCondition(timeProvider: time), time, 10, timed: true, longLived.Token);
         output.WriteLine($"condition: {fast + 10_000:N0} waits");
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeFalse();
-        WaitEngineProbe.MaxPooled(condition).Should().BeLessThanOrEqualTo(32);
+        condition.Lines.MaxPooled.Should().BeLessThanOrEqualTo(WaitLines.PoolCapacity);
         time.ActiveTimers.Should().Be(0);
         FullCollect();
         sourceRefs.Select((r, i) => r.IsAlive ? i : -1).Where(i => i >= 0).Should().BeEmpty();
@@ -134,13 +139,13 @@ public sealed class LeakTests(ITestOutputHelper output)
             {
                 var gate = new AsyncLock(time);
                 gate.TryAcquire(out _).Should().BeTrue();
-                return new(name, gate, time, (t, ct) => gate.AcquireAsync(t, ct).AsTask());
+                return new(name, gate, gate.Lines, time, (t, ct) => gate.AcquireAsync(t, ct).AsTask());
             }
 
             case "semaphore":
             {
                 var semaphore = new AsyncSemaphore(0, 4, time);
-                return new(name, semaphore, time, (t, ct) => semaphore.AcquireAsync(t, ct).AsTask());
+                return new(name, semaphore, semaphore.Lines, time, (t, ct) => semaphore.AcquireAsync(t, ct).AsTask());
             }
 
             case "rwlock-read":
@@ -149,40 +154,40 @@ public sealed class LeakTests(ITestOutputHelper output)
                 var rw = new AsyncReaderWriterLock(timeProvider: time);
                 rw.TryAcquireWrite(out _).Should().BeTrue();
                 return name == "rwlock-read"
-                    ? new(name, rw, time, (t, ct) => rw.AcquireReadAsync(t, ct).AsTask())
-                    : new(name, rw, time, (t, ct) => rw.AcquireWriteAsync(t, ct).AsTask());
+                    ? new(name, rw, rw.Lines, time, (t, ct) => rw.AcquireReadAsync(t, ct).AsTask())
+                    : new(name, rw, rw.Lines, time, (t, ct) => rw.AcquireWriteAsync(t, ct).AsTask());
             }
 
             case "event":
             {
                 var ev = new AsyncEvent(timeProvider: time);
-                return new(name, ev, time, (t, ct) => ev.WaitAsync(t, ct).AsTask());
+                return new(name, ev, ev.Lines, time, (t, ct) => ev.WaitAsync(t, ct).AsTask());
             }
 
             case "result":
             {
                 var result = new AsyncResult<int>(time);
-                return new(name, result, time, (t, ct) => result.GetAsync(t, ct).AsTask());
+                return new(name, result, result.Lines, time, (t, ct) => result.GetAsync(t, ct).AsTask());
             }
 
             case "queue-get":
             {
                 var queue = new AsyncQueue<int>(timeProvider: time);
-                return new(name, queue, time, (t, ct) => queue.GetAsync(t, ct).AsTask());
+                return new(name, queue, queue.Lines, time, (t, ct) => queue.GetAsync(t, ct).AsTask());
             }
 
             case "lifo-put":
             {
                 var queue = new AsyncLifoQueue<int>(1, time);
                 queue.TryPut(0).Should().BeTrue();
-                return new(name, queue, time, (t, ct) => queue.PutAsync(1, t, ct).AsTask());
+                return new(name, queue, queue.Lines, time, (t, ct) => queue.PutAsync(1, t, ct).AsTask());
             }
 
             default:
             {
                 var queue = new AsyncPriorityQueue<int>(timeProvider: time);
                 queue.TryPut(0).Should().BeTrue(); // one unfinished task: JoinAsync waits
-                return new(name, queue, time, (t, ct) => queue.JoinAsync(t, ct).AsTask());
+                return new(name, queue, queue.Lines, time, (t, ct) => queue.JoinAsync(t, ct).AsTask());
             }
         }
     }
@@ -214,7 +219,7 @@ public sealed class LeakTests(ITestOutputHelper output)
             waits[i] = target.Wait(i % 2 == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromDays(1), cts.Token);
         }
 
-        List<WeakReference> nodes = WaitEngineProbe.LinkedNodes(target.Primitive);
+        List<WeakReference> nodes = target.LinkedNodes();
         nodes.Should().HaveCount(count, "{0}: every wait joined the line", target.Name);
         cts.Cancel();
         await SettledAsync(waits).Bounded();
@@ -235,7 +240,7 @@ public sealed class LeakTests(ITestOutputHelper output)
             waits[i] = target.Wait(TimeSpan.FromSeconds(1), liveToken);
         }
 
-        List<WeakReference> nodes = WaitEngineProbe.LinkedNodes(target.Primitive);
+        List<WeakReference> nodes = target.LinkedNodes();
         target.Time.Advance(TimeSpan.FromSeconds(1));
         await SettledAsync(waits).Bounded();
         if (!waits.All(w => w.IsFaulted && w.Exception!.InnerException is TimeoutException))
@@ -276,7 +281,7 @@ public sealed class LeakTests(ITestOutputHelper output)
         }).ToArray();
 
         await started.Task.Bounded();
-        condition.WaiterCount.Should().Be(count);
+        condition.Lines.Waiting.Should().Be(count);
         if (timed)
         {
             time.Advance(TimeSpan.FromSeconds(1));
@@ -294,7 +299,7 @@ public sealed class LeakTests(ITestOutputHelper output)
     private static async Task UsableAsync(Target target)
     {
         Task wait = target.Wait(Timeout.InfiniteTimeSpan, CancellationToken.None);
-        WaitEngineProbe.Waiters(target.Primitive).Should().Be(1);
+        target.Lines.Waiting.Should().Be(1);
         switch (target.Primitive)
         {
             case AsyncLock gate:
@@ -325,7 +330,7 @@ public sealed class LeakTests(ITestOutputHelper output)
         }
 
         await wait.Bounded();
-        WaitEngineProbe.Waiters(target.Primitive).Should().Be(0);
+        target.Lines.Waiting.Should().Be(0);
     }
 
     /// <summary>Completes when every task has completed, in whatever way.</summary>

@@ -42,7 +42,7 @@ public sealed class LockStressTests(ITestOutputHelper output)
             violations.Should().Be(0, because);
             inside.Peak.Should().Be(1, because);
             gate.IsLocked.Should().BeFalse(because);
-            gate.WaiterCount.Should().Be(0, because);
+            gate.Lines.Waiting.Should().Be(0, because);
             gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue(because);
             gate.TryAcquire(out _).Should().BeFalse(because);
             held.Dispose();
@@ -93,7 +93,7 @@ public sealed class LockStressTests(ITestOutputHelper output)
             violations.Should().Be(0, because);
             inside.Peak.Should().BeLessThanOrEqualTo(max, because);
             semaphore.CurrentCount.Should().Be(max, because + ": permits are conserved");
-            semaphore.WaiterCount.Should().Be(0, because);
+            semaphore.Lines.Waiting.Should().Be(0, because);
             semaphore.Invoking(s => s.Release()).Should().Throw<SemaphoreFullException>(because);
             for (int i = 0; i < max; i++)
             {
@@ -162,7 +162,7 @@ public sealed class LockStressTests(ITestOutputHelper output)
             writes.Should().BePositive(because);
             rw.CurrentReaderCount.Should().Be(0, because);
             rw.IsWriteLockHeld.Should().BeFalse(because);
-            rw.WaiterCount.Should().Be(0, because);
+            rw.Lines.Waiting.Should().Be(0, because);
             rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser w).Should().BeTrue(because + ": nothing is held any more");
             w.Dispose();
             rw.Invoking(l => l.ReleaseRead()).Should().Throw<SynchronizationLockException>(because);

@@ -130,8 +130,8 @@ public sealed class QueueStressTests(ITestOutputHelper output)
         }
 
         queue.Count.Should().Be(0, because);
-        queue.GetterCount.Should().Be(0, because);
-        queue.PutterCount.Should().Be(0, because);
+        queue.Lines.Waiting.Should().Be(0, because);
+        queue.Lines.Waiting.Should().Be(0, because);
 
         // Items got and not yet marked done are exactly the unfinished ones (immediate shutdown counted its drops as done).
         queue.UnfinishedTasks.Should().Be(deferred, because);

@@ -39,7 +39,7 @@ public sealed class ReentrantContinuationTests
         gate.Release();
         await Task.WhenAll(chain).Bounded();
         gate.IsLocked.Should().BeFalse();
-        gate.WaiterCount.Should().Be(0);
+        gate.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -105,7 +105,7 @@ public sealed class ReentrantContinuationTests
         queue.TryGet(out int first).Should().BeTrue();
         first.Should().Be(-1);
         await Task.WhenAll(putters).Bounded();
-        queue.PutterCount.Should().Be(0);
+        queue.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
@@ -157,7 +157,7 @@ public sealed class ReentrantContinuationTests
         }
 
         await Task.WhenAll(waiters).Bounded();
-        condition.WaiterCount.Should().Be(0);
+        condition.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]

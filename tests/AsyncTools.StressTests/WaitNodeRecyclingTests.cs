@@ -17,7 +17,7 @@ public sealed class WaitNodeRecyclingTests
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         WeakReference source = CancelledWaitProbe.CancelOneObservedWait(gate.AcquireAsync);
-        gate.PooledWaiters.Should().Be(1, "the node went back to the pool");
+        gate.Lines.MaxPooled.Should().Be(1, "the node went back to the pool");
 
         CancelledWaitProbe.Collect();
         source.IsAlive.Should().BeFalse("a pooled node must not keep the last wait's exception, token or continuation");
@@ -30,7 +30,7 @@ public sealed class WaitNodeRecyclingTests
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         WeakReference payload = await AwaitGrantAsync(gate, held);
-        gate.PooledWaiters.Should().Be(1);
+        gate.Lines.MaxPooled.Should().Be(1);
 
         await Task.Yield(); // collect on a fresh stack: this continuation may run inside the helper's completing state machine
         GC.Collect();
@@ -47,17 +47,17 @@ public sealed class WaitNodeRecyclingTests
         ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync();
         gate.Release();
         (await wait.AsTask().Bounded()).Should().NotBe(default(AsyncLock.Releaser));
-        gate.PooledWaiters.Should().Be(1);
+        gate.Lines.MaxPooled.Should().Be(1);
 
         // Misuse: the result of the same ValueTask again. The node must not go back to the pool a second time.
         ValueTaskAwaiter<AsyncLock.Releaser> awaiter = wait.GetAwaiter();
         FluentActions.Invoking(() => awaiter.GetResult()).Should().Throw<InvalidOperationException>();
-        gate.PooledWaiters.Should().Be(1, "the pool holds each node once");
+        gate.Lines.MaxPooled.Should().Be(1, "the pool holds each node once");
 
         // Two waiters must get two distinct nodes, and both must be served.
         Task<AsyncLock.Releaser> first = gate.AcquireAsync().AsTask();
         Task<AsyncLock.Releaser> second = gate.AcquireAsync().AsTask();
-        gate.WaiterCount.Should().Be(2);
+        gate.Lines.Waiting.Should().Be(2);
         gate.Release();
         (await first.Bounded()).Dispose();
         (await second.Bounded()).Dispose();

@@ -113,7 +113,60 @@ public sealed class WakeUpStressTests(ITestOutputHelper output)
             await Task.WhenAll(consumers).Bounded();
             produced.Should().Be(Producers * ItemsPerProducer, because);
             consumed.Should().Be(produced, because);
-            condition.WaiterCount.Should().Be(0, because);
+            condition.Lines.Waiting.Should().Be(0, because);
+            condition.IsLocked.Should().BeFalse(because);
+        });
+
+    /// <summary>
+    /// Waiters 0..n-1 wait on a condition; a notifier on another thread wakes them in random chunks, each time
+    /// holding the lock and then asking for the lock again from a third party. The waiters must hold the lock again
+    /// in notify order, and each chunk ahead of the request made after its notify. Before the engine handed notified
+    /// waiters straight to the lock's line, Notify(3) gave 0, 1, 2 back as 2, 1, 0 (pool continuations run last in,
+    /// first out), which every round with a chunk of two or more would show.
+    /// </summary>
+    [Fact]
+    public Task AsyncCondition_NotifiedWaiters_GetTheLockBackInNotifyOrder() =>
+        Stress.RoundsAsync(output, "condition-order", rounds: 200, async (rng, because) =>
+        {
+            var condition = new AsyncCondition();
+            int n = rng.Next(2, 9);
+            var order = new List<int>();
+            Task[] waiters = Enumerable.Range(0, n).Select(i => WaitThenRecordAsync(condition, order, i)).ToArray();
+            var lateRequests = new List<Task>();
+            var chunkEnds = new List<int>();
+            int seed = rng.Next();
+
+            await Task.Run(async () =>
+            {
+                var r = new Random(seed);
+                for (int notified = 0, chunk = 0; notified < n; chunk++)
+                {
+                    using (await condition.AcquireAsync())
+                    {
+                        int count = r.Next(1, n - notified + 1);
+                        condition.Notify(count);
+                        notified += count;
+                        chunkEnds.Add(notified - 1);
+                        int marker = -1 - chunk;
+                        lateRequests.Add(Task.Run(async () =>
+                        {
+                            using (await condition.AcquireAsync())
+                            {
+                                order.Add(marker);
+                            }
+                        }));
+                    }
+                }
+            });
+
+            await Task.WhenAll(waiters.Concat(lateRequests)).Bounded();
+            order.Where(x => x >= 0).Should().Equal(Enumerable.Range(0, n), because);
+            for (int chunk = 0; chunk < chunkEnds.Count; chunk++)
+            {
+                order.IndexOf(-1 - chunk).Should().BeGreaterThan(order.IndexOf(chunkEnds[chunk]),
+                    "{0}: a lock request made after notify {1} comes after the waiters it woke", because, chunk);
+            }
+
             condition.IsLocked.Should().BeFalse(because);
         });
 
@@ -192,8 +245,24 @@ public sealed class WakeUpStressTests(ITestOutputHelper output)
             late.Set();
             await Task.WhenAll(waiters).Bounded();
 
-            ping.WaiterCount.Should().Be(0, because);
-            pong.WaiterCount.Should().Be(0, because);
+            ping.Lines.Waiting.Should().Be(0, because);
+            pong.Lines.Waiting.Should().Be(0, because);
             output.WriteLine($"{because}: noise waiters woken {noiseWoken}");
         });
+
+    /// <summary>Takes the lock, waits for a notification and records <paramref name="id"/> while holding the lock
+    /// again. Runs synchronously up to the wait (the lock must be free), so waiters join the line in call order.</summary>
+    private static async Task WaitThenRecordAsync(AsyncCondition condition, List<int> order, int id)
+    {
+        await condition.AcquireAsync();
+        try
+        {
+            await condition.WaitAsync();
+            order.Add(id);
+        }
+        finally
+        {
+            condition.Release();
+        }
+    }
 }

@@ -8,13 +8,13 @@ namespace AsyncPrimitives.Internal;
 /// <see cref="AsyncSemaphore"/>. Uncontended acquire and release are a single compare-and-swap, no lock, no allocation.
 /// </summary>
 /// <typeparam name="TGrant">What a successful acquire returns: the primitive's releaser, the same value every time.</typeparam>
-internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
+internal sealed class PermitPool<TGrant>
 {
     /// <summary><see cref="_state"/> value meaning "no permits, and waiters are queued: take the lock".</summary>
     private const int Contended = -1;
 
     private readonly Lock _sync = new();
-    private readonly WaitQueue<TGrant> _waiters;
+    private readonly WaitQueue<TGrant, Policy> _waiters;
     private readonly TGrant _grant;
     private readonly int _maxCount;
 
@@ -32,7 +32,7 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
         _grant = grant;
         _state = initialCount;
         _maxCount = maxCount;
-        _waiters = new WaitQueue<TGrant>(_sync, timeProvider, this);
+        _waiters = new WaitQueue<TGrant, Policy>(new Policy(this), _sync, timeProvider);
     }
 
     /// <summary>Permits available now.</summary>
@@ -42,30 +42,15 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
     public int MaxCount => _maxCount;
 
     /// <summary>Number of queued waiters (a snapshot).</summary>
-    public int WaiterCount
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _waiters.Count;
-            }
-        }
-    }
+    public int WaiterCount => _waiters.Count;
 
-    /// <summary>Nodes held for reuse (for leak tests).</summary>
-    internal int PooledWaiters
-    {
-        get
-        {
-            lock (_sync)
-            {
-                return _waiters.PooledCount;
-            }
-        }
-    }
+    /// <summary>The line of waiters, which an <see cref="AsyncCondition"/>'s waiters join to re-acquire the lock.</summary>
+    public IWaitQueue<TGrant> Waiters => _waiters;
 
-    /// <summary>Takes a permit if one is free and nobody waits. Never waits, never allocates.</summary>
+    /// <summary>The line, for tests.</summary>
+    public WaitLines Lines => new(_waiters);
+
+    /// <summary>Takes a permit if one is free (and so nobody waits). Never waits, never allocates, never locks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAcquire()
     {
@@ -84,52 +69,16 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
         return false;
     }
 
-    /// <summary>Takes a permit, waiting in FIFO order if none is free.</summary>
+    /// <summary>Takes a permit, waiting in FIFO order for as long as none is free.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ValueTask<TGrant> AcquireAsync(CancellationToken cancellationToken) =>
+        _waiters.WaitAsync(_grant, Timeout.InfiniteTimeSpan, cancellationToken);
+
+    /// <summary>Takes a permit, waiting in FIFO order at most <paramref name="timeout"/> (validated here) if none is free.</summary>
     public ValueTask<TGrant> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled<TGrant>(cancellationToken);
-        }
-
-        return TryAcquire() ? new ValueTask<TGrant>(_grant) : AcquireSlow(timeout, cancellationToken);
-    }
-
-    private ValueTask<TGrant> AcquireSlow(TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        WaitNode<TGrant> node;
-        lock (_sync)
-        {
-            while (true)
-            {
-                int state = _state;
-                if (state > 0)
-                {
-                    if (Interlocked.CompareExchange(ref _state, state - 1, state) == state)
-                    {
-                        return new ValueTask<TGrant>(_grant);
-                    }
-
-                    continue; // a fast path moved the count; look again
-                }
-
-                if (timeout == TimeSpan.Zero)
-                {
-                    return ValueTask.FromException<TGrant>(ThrowHelper.TimeoutNow());
-                }
-
-                // Announce the queue before joining it, so a fast release that comes next takes the lock.
-                if (state == Contended || Interlocked.CompareExchange(ref _state, Contended, 0) == 0)
-                {
-                    break;
-                }
-            }
-
-            node = _waiters.Enqueue(_grant);
-        }
-
-        return _waiters.Arm(node, timeout, cancellationToken);
+        ThrowHelper.ValidateTimeout(timeout);
+        return _waiters.WaitAsync(_grant, timeout, cancellationToken);
     }
 
     /// <summary>
@@ -160,6 +109,8 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
         return ReleaseContended(releaseCount);
     }
 
+    public override string ToString() => $"count={CurrentCount}, waiters={WaiterCount}";
+
     private bool ReleaseContended(int releaseCount)
     {
         var completions = default(Completions<TGrant>);
@@ -177,10 +128,8 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
                 return false;
             }
 
-            while (releaseCount > 0 && _waiters.Dequeue() is { } node)
+            while (releaseCount > 0 && _waiters.TryServeNext(_grant, ref completions))
             {
-                node.SetResult(_grant);
-                completions.Add(node);
                 releaseCount--;
             }
 
@@ -191,14 +140,50 @@ internal sealed class PermitPool<TGrant> : IWaitOwner<TGrant>
         return true;
     }
 
-    void IWaitOwner<TGrant>.OnWaiterLeft(ref Completions<TGrant> completions)
+    /// <summary>Under the lock: take a permit if one is free; if not, announce the queue the caller is about to join
+    /// (move the state to <see cref="Contended"/>), so a fast release that comes next takes the lock.</summary>
+    private bool TryAcquireOrAnnounce()
     {
-        // Permits are zero while anyone waits; when the last waiter gives up, reopen the fast path.
-        if (_waiters.IsEmpty)
+        while (true)
         {
-            Volatile.Write(ref _state, 0);
+            int state = _state;
+            if (state > 0)
+            {
+                if (Interlocked.CompareExchange(ref _state, state - 1, state) == state)
+                {
+                    return true;
+                }
+
+                continue; // a fast path moved the count; look again
+            }
+
+            if (state == Contended || Interlocked.CompareExchange(ref _state, Contended, 0) == 0)
+            {
+                return false;
+            }
         }
     }
 
-    public override string ToString() => $"count={CurrentCount}, waiters={WaiterCount}";
+    private readonly struct Policy(PermitPool<TGrant> pool) : IWaitPolicy<TGrant>
+    {
+        public bool HasLockFreePath => true;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public bool TryAcquire(TGrant offer, bool willWait, ref Completions<TGrant> completions, out TGrant result)
+        {
+            result = pool._grant;
+            return willWait ? pool.TryAcquireOrAnnounce() : pool.TryAcquire();
+        }
+
+        public Exception? Refusal() => null;
+
+        public void OnWaiterLeft(ref Completions<TGrant> completions)
+        {
+            // Permits are zero while anyone waits; when the last waiter gives up, reopen the fast path.
+            if (pool._waiters.IsEmpty)
+            {
+                Volatile.Write(ref pool._state, 0);
+            }
+        }
+    }
 }

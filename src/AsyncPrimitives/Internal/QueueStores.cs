@@ -31,6 +31,15 @@ internal abstract class QueueStore<T>
 
     /// <summary>The next array size when <paramref name="length"/> is full.</summary>
     protected static int Grow(int length) => length >= int.MaxValue / 2 ? int.MaxValue : length * 2;
+
+    /// <summary>Empties a store whose items live in <paramref name="items"/>, dropping every reference. Returns how many there were.</summary>
+    protected int ClearAll<TItem>(TItem[] items)
+    {
+        int count = Count;
+        Array.Clear(items, 0, items.Length);
+        Count = 0;
+        return count;
+    }
 }
 
 /// <summary>First in, first out: a growable ring buffer (no version field, no bounds checks beyond the array's).</summary>
@@ -78,14 +87,8 @@ internal sealed class FifoStore<T> : QueueStore<T>
 
     public override int Clear()
     {
-        int count = Count;
-        while (Count > 0)
-        {
-            Take();
-        }
-
         _head = 0;
-        return count;
+        return ClearAll(_items);
     }
 
     private T[] Resize(T[] items, int count)
@@ -130,13 +133,7 @@ internal sealed class LifoStore<T> : QueueStore<T>
         return item;
     }
 
-    public override int Clear()
-    {
-        int count = Count;
-        Array.Clear(_items, 0, count);
-        Count = 0;
-        return count;
-    }
+    public override int Clear() => ClearAll(_items);
 }
 
 /// <summary>
@@ -260,13 +257,7 @@ internal sealed class PriorityStore<T> : QueueStore<T>
         return item;
     }
 
-    public override int Clear()
-    {
-        int count = Count;
-        Array.Clear(_heap, 0, count);
-        Count = 0;
-        return count;
-    }
+    public override int Clear() => ClearAll(_heap);
 
     private bool Precedes(in Entry a, in Entry b)
     {

@@ -6,13 +6,16 @@ using AsyncTools.Polyfills;
 namespace AsyncPrimitives.Internal;
 
 /// <summary>
-/// One waiter: a pooled, reusable <see cref="IValueTaskSource{TResult}"/> linked into a <see cref="WaitQueue{T}"/>.
+/// One waiter: a pooled, reusable <see cref="IValueTaskSource{TResult}"/> linked into a <see cref="WaitQueue{T, TPolicy}"/>.
 /// </summary>
 /// <remarks>
-/// <para>Lifecycle: rented and linked under the owner's lock; armed with cancellation and timeout outside it;
-/// unlinked under the lock by exactly one of grant, cancellation, timeout or shutdown, which records the outcome;
-/// completed outside the lock (so a continuation or a SynchronizationContext.Post never runs under our lock);
-/// recycled by <see cref="GetResult"/> once the awaiter has observed the outcome.</para>
+/// <para>Lifecycle: rented from its home queue and linked under the owner's lock; armed with cancellation and
+/// timeout outside it; unlinked under the lock by exactly one of grant, cancellation, timeout or shutdown, which
+/// records the outcome; completed outside the lock (so a continuation or a SynchronizationContext.Post never runs
+/// under our lock); recycled into its home queue by <see cref="GetResult"/> once the awaiter has observed the
+/// outcome. A waiter of an <see cref="AsyncCondition"/> has one more step: once it leaves the condition's line it
+/// joins the line of the condition's lock (<see cref="IWaitQueue{T}.Join"/>), and is completed when that lock is
+/// handed to it.</para>
 /// <para>"Nothing is lost" rests on one rule: only the party that unlinks the node under the lock decides its
 /// outcome. A grant that wins makes the wait succeed, however close the cancellation came; a cancellation that
 /// wins leaves the node holding nothing, and the grant goes to the next waiter.</para>
@@ -30,7 +33,8 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// <summary>Stored in <see cref="_continuation"/> once the outcome is delivered. Never invoked.</summary>
     private static readonly Action<object?> s_delivered = static _ => Debug.Fail("the delivered sentinel is never invoked");
 
-    private readonly WaitQueue<T> _queue;
+    /// <summary>The queue this node was rented from: where its cancellation and timeout act, and where it is recycled.</summary>
+    private readonly IWaitQueue<T> _home;
 
     /// <summary>
     /// Null while the outcome is undelivered and nobody awaits; the awaiter's continuation once it parks;
@@ -52,10 +56,8 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// <summary>Identifies the current wait; a ValueTask from an earlier wait on this node carries an older value.</summary>
     private short _version;
 
-    /// <summary>The outcome decided under the lock and delivered by <see cref="Complete"/>: a value or an error.</summary>
-    private T _result = default!;
-
-    /// <summary>The error outcome, if the wait failed (canceled, timed out, shut down).</summary>
+    /// <summary>The error outcome, if the wait failed (canceled, timed out, shut down). For a condition waiter that
+    /// timed out or was cancelled it is recorded before the lock is handed back, and delivered with it.</summary>
     private Exception? _error;
 
     /// <summary>The token the wait was armed with; used to build the OperationCanceledException.</summary>
@@ -68,7 +70,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// late timer callback can only ever see this wait's node, already unlinked.</summary>
     private ITimer? _timer;
 
-    public WaitNode(WaitQueue<T> queue) => _queue = queue;
+    public WaitNode(IWaitQueue<T> home) => _home = home;
 
     /// <summary>Previous node in the queue while linked.</summary>
     internal WaitNode<T>? Previous;
@@ -77,23 +79,18 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// chain; in the pool, the next free node.</summary>
     internal WaitNode<T>? Next;
 
-    /// <summary>True while the node is linked into its queue. Guarded by the owner's lock.</summary>
-    internal bool IsQueued;
+    /// <summary>The queue the node is linked into, or null. Written under that queue's lock.</summary>
+    internal IWaitQueue<T>? Queue;
 
-    /// <summary>Primitive-specific data carried by the waiter: the item a putter offers. Guarded by the lock.</summary>
-    internal T Payload = default!;
+    /// <summary>
+    /// The one value a wait carries. While the node waits, what the waiter brought (a putter's item, the releaser a
+    /// reader-writer waiter asks for: the primitive's policy reads it); once served, what the waiter is handed.
+    /// Guarded by the lock until the outcome is delivered.
+    /// </summary>
+    internal T Value = default!;
 
-    /// <summary>Primitive-specific kind of waiter (for example reader or writer). Guarded by the lock.</summary>
-    internal int Kind;
-
-    /// <summary>Sets up the node for a new wait. Called under the lock by <see cref="WaitQueue{T}"/>; a new or
-    /// recycled node is already clean.</summary>
-    internal void Prepare(T payload, int kind)
-    {
-        Debug.Assert(_continuation is null && _error is null && _timer is null, "only a clean node starts a wait");
-        Payload = payload;
-        Kind = kind;
-    }
+    /// <summary>Whether the node is linked into a queue.</summary>
+    internal bool IsQueued => Queue is not null;
 
     internal ValueTask<T> AsValueTask() => new(this, _version);
 
@@ -119,7 +116,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     internal void SetResult(T result)
     {
         Debug.Assert(!IsQueued, "decide the outcome only after unlinking");
-        _result = result;
+        Value = result;
     }
 
     /// <summary>Records a failed outcome. Caller holds the lock and has unlinked the node.</summary>
@@ -145,9 +142,9 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         }
     }
 
-    private void OnCanceled() => _queue.Abandon(this, new OperationCanceledException(_token));
+    private void OnCanceled() => _home.Abandon(this, new OperationCanceledException(_token));
 
-    private void OnTimedOut() => _queue.Abandon(this, ThrowHelper.TimeoutNow());
+    private void OnTimedOut() => _home.Abandon(this, ThrowHelper.TimeoutNow());
 
     public ValueTaskSourceStatus GetStatus(short token)
     {
@@ -208,7 +205,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
             ThrowHelper.ThrowInvalidOperation_ValueTaskMisuse();
         }
 
-        T result = _result;
+        T result = Value;
         Exception? error = _error;
         Recycle();
         if (error is not null)
@@ -240,8 +237,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         _continuationState = null;
         _schedulingContext = null;
         _executionContext = null;
-        Payload = default!;
-        _result = default!;
+        Value = default!;
         _error = null;
 
         // Dispose waits for a cancellation callback that is running right now, so none can touch the node after this.
@@ -258,7 +254,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         }
 
         _continuation = null;
-        _queue.Return(this);
+        _home.Return(this);
     }
 
     /// <summary>Runs the awaiter's <paramref name="continuation"/> asynchronously where <see cref="OnCompleted"/> recorded:

@@ -1,297 +1,310 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 
 namespace AsyncPrimitives.Internal;
 
 /// <summary>
-/// The wait engine every primitive shares: a strictly FIFO, intrusive, doubly linked list of pooled
-/// <see cref="WaitNode{T}"/>s, guarded by the owning primitive's lock.
+/// The wait engine every primitive shares: one FIFO line of pooled <see cref="WaitNode{T}"/>s, guarded by the
+/// owning primitive's lock, and the one acquire sequence every wait goes through.
 /// </summary>
+/// <typeparam name="T">What a wait hands the waiter, and what a waiting node carries (see <see cref="WaitNode{T}.Value"/>).</typeparam>
+/// <typeparam name="TPolicy">The primitive's policy: when a caller is served at once, what a departure unblocks.</typeparam>
 /// <remarks>
-/// <para>A primitive is policy on top of this engine: under its lock it decides whether a caller can proceed now;
-/// if not it calls <see cref="Enqueue"/>, leaves the lock, and returns <see cref="Arm"/>'s ValueTask. Whatever
-/// frees capacity (a release, a put, a get, a notify) dequeues waiters under the lock, records each one's outcome,
-/// and collects them in a <see cref="Completions{T}"/> that it completes after leaving the lock.</para>
-/// <para>Cancellation and timeout unlink a waiter in O(1) under the same lock, so a waiter that gave up never holds
-/// anything, and a waiter that was granted something keeps it. After a waiter leaves that way the owner's
-/// <see cref="IWaitOwner{T}.OnWaiterLeft"/> runs, still under the lock, so a policy that depends on the queue's
-/// shape (a writer at the head holding back readers) can grant whoever is now unblocked.</para>
-/// <para>Every member except <see cref="Arm"/> and <see cref="Abandon"/> requires the caller to hold the lock.</para>
+/// <para><b>Queued</b> (<see cref="WaitAsync(T, TimeSpan, CancellationToken)"/>): an already-cancelled token fails
+/// the call; the policy's lock-free fast path, if it has one, may serve it; otherwise, under the lock, the policy serves it if nobody
+/// waits ahead, or refuses it, or a zero timeout fails it, or it joins the tail of the line. Cancellation and timeout
+/// are armed after the lock is left (their callbacks take the lock themselves).</para>
+/// <para><b>Granted</b>: whatever frees capacity (a release, a put, a notify) runs the primitive's own code under
+/// the lock, which takes waiters from the head with <see cref="Dequeue"/> and decides each one's outcome with
+/// <see cref="Serve"/> or <see cref="Fail"/> into a <see cref="Completions{T}"/>, completed after the lock is left.
+/// A waiter that times out or is cancelled is unlinked here (<see cref="IWaitQueue{T}.Abandon"/>) under the same
+/// lock, so exactly one party decides its outcome: a waiter that gave up holds nothing, a waiter that was served
+/// keeps what it got. Then the policy hears of the departure (<see cref="IWaitPolicy{T}.OnWaiterLeft"/>).</para>
+/// <para><b>Recycled</b> (<see cref="IWaitQueue{T}.Return"/>): once the awaiter has read the outcome, the node comes
+/// back to the queue it was rented from, at most <see cref="WaitLines.PoolCapacity"/> of them.</para>
+/// <para><b>Re-acquire</b>: a queue built with a <c>reacquire</c> queue (an <see cref="AsyncCondition"/>'s line,
+/// whose waiters must hold the condition's lock again before they resume) does not complete the waiters that leave
+/// it, notified or not: it moves them, in that order, to the tail of the lock's line
+/// (<see cref="IWaitQueue{T}.Join"/>), as Java's AbstractQueuedSynchronizer moves a signalled node to its sync queue.
+/// They are completed when the lock is handed to them.</para>
+/// <para><b>Locks.</b> Members marked "lock held" require the caller to hold the lock given to the constructor.
+/// The engine takes a second lock only in <see cref="IWaitQueue{T}.Join"/>, always a condition's lock first and
+/// then its <see cref="AsyncLock"/>'s; nothing takes them the other way round. No user code runs under either:
+/// outcomes are delivered, and continuations scheduled, after every lock is left.</para>
+/// <para><b>Where a wait starts and ends</b>: a wait that could not be served at once starts in <see cref="Link"/>
+/// and leaves the line in <see cref="Unlink"/>; its outcome is decided in <see cref="Serve"/> or
+/// <see cref="Fail"/>. Counts of waiters and wait durations belong there.</para>
 /// </remarks>
-internal sealed class WaitQueue<T>
+internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
+    where TPolicy : struct, IWaitPolicy<T>
 {
-    /// <summary>Nodes kept for reuse; beyond this a burst of waiters is left to the GC.</summary>
-    private const int MaxPooled = 32;
-
+    private readonly TPolicy _policy;
     private readonly Lock _sync;
-    private readonly IWaitOwner<T>? _owner;
     private readonly TimeProvider _timeProvider;
 
-    /// <summary>Oldest waiter: the next to be served. Null when the queue is empty.</summary>
-    private WaitNode<T>? _head;
+    /// <summary>Where waiters go when they leave this line, served or not, or null: they resume at once.</summary>
+    private readonly IWaitQueue<T>? _reacquire;
 
-    /// <summary>Newest waiter. Null when the queue is empty.</summary>
-    private WaitNode<T>? _tail;
-
-    /// <summary>Number of linked waiters.</summary>
-    private int _count;
-
-    /// <summary>Free list of recycled nodes, linked through <see cref="WaitNode{T}.Next"/>. Guarded by the lock.</summary>
-    private WaitNode<T>? _pool;
-
-    /// <summary>Number of nodes in <see cref="_pool"/>.</summary>
-    private int _pooled;
-
-    /// <summary>
-    /// One recycled node kept outside the lock: an awaiter returns its node here with a plain write, so the common
-    /// contended cycle (wait, get granted, wait again) does not take the lock a third time just to recycle. Only
-    /// <see cref="Enqueue"/> (under the lock) takes from it, and <see cref="Return"/> only fills it when empty, so a
-    /// race between them can at worst overwrite a node, which the GC then collects: never hand one node out twice.
-    /// </summary>
-    private WaitNode<T>? _cached;
-
-    public WaitQueue(Lock sync, TimeProvider timeProvider, IWaitOwner<T>? owner = null)
+    /// <param name="policy">The primitive's policy.</param>
+    /// <param name="sync">The primitive's lock, which guards this queue.</param>
+    /// <param name="timeProvider">The clock for timeouts.</param>
+    /// <param name="reacquire">For an <see cref="AsyncCondition"/>: the line of its lock, which every waiter joins
+    /// when it leaves this one.</param>
+    public WaitQueue(TPolicy policy, Lock sync, TimeProvider timeProvider, IWaitQueue<T>? reacquire = null)
     {
+        _policy = policy;
         _sync = sync;
         _timeProvider = timeProvider;
-        _owner = owner;
+        _reacquire = reacquire;
     }
 
-    /// <summary>The number of waiters in the queue.</summary>
-    public int Count => _count;
-
-    /// <summary>True when nobody waits.</summary>
-    public bool IsEmpty => _head is null;
-
-    /// <summary>The oldest waiter, or null.</summary>
-    public WaitNode<T>? Head => _head;
-
-    /// <summary>Number of recycled nodes held for reuse (for leak tests).</summary>
-    internal int PooledCount => _pooled + (Volatile.Read(ref _cached) is null ? 0 : 1);
-
-    /// <summary>Appends a waiter to the tail. Caller holds the lock, then leaves it and calls <see cref="Arm"/>.</summary>
-    public WaitNode<T> Enqueue(T payload = default!, int kind = 0)
+    /// <summary>What a caller found under the lock.</summary>
+    private enum Entry
     {
-        AssertLockHeld();
-        WaitNode<T>? node = Volatile.Read(ref _cached);
-        if (node is not null)
-        {
-            Volatile.Write(ref _cached, null);
-        }
-        else
-        {
-            node = _pool;
-            if (node is not null)
-            {
-                _pool = node.Next;
-                _pooled--;
-            }
-            else
-            {
-                node = new WaitNode<T>(this);
-            }
-        }
+        /// <summary>The policy served it now.</summary>
+        Served,
 
-        node.Prepare(payload, kind);
-        node.Next = null;
-        node.Previous = _tail;
-        if (_tail is null)
-        {
-            _head = node;
-        }
-        else
-        {
-            _tail.Next = node;
-        }
+        /// <summary>The policy refused it (<see cref="IWaitPolicy{T}.Refusal"/>).</summary>
+        Refused,
 
-        _tail = node;
-        node.IsQueued = true;
-        _count++;
-        return node;
+        /// <summary>It could not be served now and may not wait.</summary>
+        Unavailable,
+
+        /// <summary>It joined the line.</summary>
+        Queued,
     }
 
     /// <summary>
-    /// Starts the waiter's timeout and cancellation and returns what the caller awaits. Call outside the lock,
-    /// right after <see cref="Enqueue"/>: callbacks that fire now take the lock themselves.
+    /// The acquire sequence, for waits that hand the caller a value. Completes synchronously when the caller is
+    /// served, refused or timed out at once; otherwise when a grant, the timeout or the cancellation decides.
     /// </summary>
-    public ValueTask<T> Arm(WaitNode<T> node, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <param name="offer">What the caller brings (see <see cref="WaitNode{T}.Value"/>); ignored by most policies.</param>
+    /// <param name="timeout">A validated timeout: <see cref="Timeout.InfiniteTimeSpan"/>, zero, or positive.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ValueTask<T> WaitAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        node.Arm(timeout, cancellationToken, _timeProvider);
-        return node.AsValueTask();
-    }
-
-    /// <summary>As <see cref="Arm"/>, for waits whose result carries no value (put, join).</summary>
-    public ValueTask ArmNonGeneric(WaitNode<T> node, TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        node.Arm(timeout, cancellationToken, _timeProvider);
-        return node.AsNonGenericValueTask();
-    }
-
-    /// <summary>Unlinks and returns the oldest waiter, or null. Caller holds the lock and records its outcome.</summary>
-    public WaitNode<T>? Dequeue()
-    {
-        AssertLockHeld();
-        WaitNode<T>? node = _head;
-        if (node is not null)
+        if (cancellationToken.IsCancellationRequested)
         {
-            Unlink(node);
+            return ValueTask.FromCanceled<T>(cancellationToken);
         }
 
-        return node;
+        return TryWithoutLock(offer, out T result) ? new ValueTask<T>(result) : WaitSlowAsync(offer, timeout, cancellationToken);
     }
 
-    /// <summary>Unlinks every waiter, recording <paramref name="error"/> as each one's outcome, into <paramref name="completions"/>.</summary>
-    public void DrainWithError(Exception error, ref Completions<T> completions)
+    /// <summary>The acquire sequence, for waits whose success carries no value (a put, a join, an event).</summary>
+    /// <inheritdoc cref="WaitAsync(T, TimeSpan, CancellationToken)"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ValueTask WaitWithoutResultAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
+        }
+
+        return TryWithoutLock(offer, out _) ? default : WaitWithoutResultSlowAsync(offer, timeout, cancellationToken);
+    }
+
+    /// <summary>The non-waiting form (<c>TryXxx</c>): the steps under the lock, never queueing.</summary>
+    /// <param name="offer">What the caller brings.</param>
+    /// <param name="result">What the caller gets, when this returns true.</param>
+    /// <param name="refusal">The policy's refusal, when this returns false because of one; else null.</param>
+    /// <returns>True if the caller was served.</returns>
+    public bool TryNow(T offer, out T result, out Exception? refusal) =>
+        Enter(offer, mayWait: false, out result, out refusal, out _) == Entry.Served;
+
+    /// <summary>Serves an unlinked waiter: it is handed <paramref name="result"/> once <paramref name="completions"/>
+    /// are completed, after the lock. Lock held.</summary>
+    public void Serve(WaitNode<T> node, T result, ref Completions<T> completions)
+    {
+        node.SetResult(result);
+        Deliver(node, ref completions);
+    }
+
+    /// <summary>Fails an unlinked waiter with <paramref name="error"/>. Lock held.</summary>
+    public void Fail(WaitNode<T> node, Exception error, ref Completions<T> completions)
+    {
+        node.SetError(error);
+        Deliver(node, ref completions);
+    }
+
+    /// <summary>Serves the oldest waiter with <paramref name="result"/>; false if nobody waits. Lock held.</summary>
+    public bool TryServeNext(T result, ref Completions<T> completions)
+    {
+        if (Dequeue() is not { } node)
+        {
+            return false;
+        }
+
+        Serve(node, result, ref completions);
+        return true;
+    }
+
+    /// <summary>Serves every waiter with <paramref name="result"/>, oldest first. Lock held.</summary>
+    public void ServeAll(T result, ref Completions<T> completions)
+    {
+        while (TryServeNext(result, ref completions))
+        {
+        }
+    }
+
+    /// <summary>Fails every waiter with <paramref name="error"/>, oldest first. Lock held.</summary>
+    public void FailAll(Exception error, ref Completions<T> completions)
     {
         while (Dequeue() is { } node)
         {
-            node.SetError(error);
-            completions.Add(node);
+            Fail(node, error, ref completions);
         }
     }
 
-    /// <summary>Unlinks every waiter, recording <paramref name="result"/> as each one's outcome, into <paramref name="completions"/>.</summary>
-    public void DrainWithResult(T result, ref Completions<T> completions)
-    {
-        while (Dequeue() is { } node)
-        {
-            node.SetResult(result);
-            completions.Add(node);
-        }
-    }
-
-    /// <summary>
-    /// Called by a node's cancellation or timeout callback, outside the lock: if the node is still waiting, it
-    /// leaves the queue holding nothing and fails with <paramref name="error"/>; if it was already served, nothing
-    /// happens (it keeps what it was given).
-    /// </summary>
-    internal void Abandon(WaitNode<T> node, Exception error)
+    void IWaitQueue<T>.Abandon(WaitNode<T> node, Exception error)
     {
         var completions = default(Completions<T>);
         lock (_sync)
         {
-            if (!node.IsQueued)
+            if (!ReferenceEquals(node.Queue, this))
             {
-                return;
+                return; // already served (it keeps what it got), or gone on to re-acquire a condition's lock
             }
 
             Unlink(node);
-            node.SetError(error);
-            completions.Add(node);
-            _owner?.OnWaiterLeft(ref completions);
+            Fail(node, error, ref completions);
+            _policy.OnWaiterLeft(ref completions);
         }
 
         completions.CompleteAll();
     }
 
-    /// <summary>Takes back a node whose outcome the awaiter has observed.</summary>
-    internal void Return(WaitNode<T> node)
+    void IWaitQueue<T>.Join(WaitNode<T> node, ref Completions<T> completions)
     {
-        Debug.Assert(!node.IsQueued, "a queued node cannot be recycled");
-        node.Previous = null;
-        node.Next = null;
-        if (Volatile.Read(ref _cached) is null)
-        {
-            Volatile.Write(ref _cached, node);
-            return;
-        }
-
+        // Called with the condition's lock held: this lock is always taken second.
         lock (_sync)
         {
-            if (_pooled < MaxPooled - 1) // the cached slot is the last of MaxPooled
+            if (IsEmpty && _policy.TryAcquire(node.Value, willWait: true, ref completions, out T result))
             {
-                node.Next = _pool;
-                _pool = node;
-                _pooled++;
+                Serve(node, result, ref completions);
+            }
+            else
+            {
+                Link(node);
             }
         }
     }
 
-    private void Unlink(WaitNode<T> node)
+    /// <summary>The policy's lock-free fast path, if it has one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryWithoutLock(T offer, out T result)
     {
-        AssertLockHeld();
-        Debug.Assert(node.IsQueued, "only a linked node can be unlinked");
-        WaitNode<T>? previous = node.Previous;
-        WaitNode<T>? next = node.Next;
-        if (previous is null)
-        {
-            _head = next;
-        }
-        else
-        {
-            previous.Next = next;
-        }
-
-        if (next is null)
-        {
-            _tail = previous;
-        }
-        else
-        {
-            next.Previous = previous;
-        }
-
-        node.Previous = null;
-        node.Next = null;
-        node.IsQueued = false;
-        _count--;
+        var none = default(Completions<T>); // a lock-free path serves nobody else
+        result = default!;
+        return _policy.HasLockFreePath && _policy.TryAcquire(offer, willWait: false, ref none, out result);
     }
 
-    [Conditional("DEBUG")]
-    private void AssertLockHeld() => Debug.Assert(_sync.IsHeldByCurrentThread, "the owner's lock must be held");
+    private ValueTask<T> WaitSlowAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        bool mayWait = timeout != TimeSpan.Zero;
+        return Enter(offer, mayWait, out T result, out Exception? refusal, out WaitNode<T>? node) switch
+        {
+            Entry.Served => new ValueTask<T>(result),
+            Entry.Queued => Arm(node!, timeout, cancellationToken).AsValueTask(),
+            _ => ValueTask.FromException<T>(refusal ?? ThrowHelper.TimeoutNow()),
+        };
+    }
+
+    private ValueTask WaitWithoutResultSlowAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        bool mayWait = timeout != TimeSpan.Zero;
+        return Enter(offer, mayWait, out _, out Exception? refusal, out WaitNode<T>? node) switch
+        {
+            Entry.Served => default,
+            Entry.Queued => Arm(node!, timeout, cancellationToken).AsNonGenericValueTask(),
+            _ => ValueTask.FromException(refusal ?? ThrowHelper.TimeoutNow()),
+        };
+    }
+
+    /// <summary>The steps under the lock: serve now if nobody waits ahead and the policy can, else refuse, else (if
+    /// the caller may wait) join the tail of the line. Waiters this served in turn are completed after the lock.</summary>
+    private Entry Enter(T offer, bool mayWait, out T result, out Exception? refusal, out WaitNode<T>? node)
+    {
+        var completions = default(Completions<T>);
+        Entry entry;
+        result = default!;
+        refusal = null;
+        node = null;
+        try
+        {
+            lock (_sync)
+            {
+                if (IsEmpty && _policy.TryAcquire(offer, mayWait, ref completions, out result))
+                {
+                    entry = Entry.Served;
+                }
+                else if ((refusal = _policy.Refusal()) is not null)
+                {
+                    entry = Entry.Refused;
+                }
+                else if (!mayWait)
+                {
+                    entry = Entry.Unavailable;
+                }
+                else
+                {
+                    node = Rent();
+                    node.Value = offer;
+                    Link(node);
+                    entry = Entry.Queued;
+                }
+            }
+        }
+        finally
+        {
+            // Also when a priority queue's comparer threw after a waiting putter's item had moved in: that put completes.
+            completions.CompleteAll();
+        }
+
+        return entry;
+    }
+
+    /// <summary>Starts the waiter's timeout and cancellation, outside the lock: their callbacks take it themselves,
+    /// and may find the outcome already decided (then they change nothing).</summary>
+    private WaitNode<T> Arm(WaitNode<T> node, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        node.Arm(timeout, cancellationToken, _timeProvider);
+        return node;
+    }
+
+    /// <summary>Where a served or failed waiter goes: completed after the lock, or on to re-acquire a condition's lock.</summary>
+    private void Deliver(WaitNode<T> node, ref Completions<T> completions)
+    {
+        if (_reacquire is null)
+        {
+            completions.Add(node);
+        }
+        else
+        {
+            _reacquire.Join(node, ref completions);
+        }
+    }
+
 }
 
-/// <summary>
-/// Implemented by a primitive whose policy must react when a waiter gives up (times out or is cancelled).
-/// </summary>
-internal interface IWaitOwner<T>
+/// <summary>What a <see cref="WaitNode{T}"/> needs of the queue it waits in.</summary>
+internal interface IWaitQueue<T>
 {
     /// <summary>
-    /// Called under the lock right after a waiter left the queue by cancellation or timeout. Grants to whoever the
-    /// departure unblocked go into <paramref name="completions"/>, which the engine completes after the lock.
+    /// Called by a node's cancellation or timeout callback on the node's home queue, outside any lock: if the node is
+    /// still waiting there, it leaves the line holding nothing and fails with <paramref name="error"/>; if it was
+    /// already served, nothing happens (it keeps what it was given).
     /// </summary>
-    void OnWaiterLeft(ref Completions<T> completions);
-}
+    void Abandon(WaitNode<T> node, Exception error);
 
-/// <summary>
-/// Waiters whose outcomes were decided under the lock, to be completed after leaving it (so continuations and
-/// synchronization contexts never run under the lock). A chain through <see cref="WaitNode{T}.Next"/>.
-/// </summary>
-internal struct Completions<T>
-{
-    private WaitNode<T>? _head;
-    private WaitNode<T>? _tail;
+    /// <summary>Takes back a node whose outcome the awaiter has observed.</summary>
+    void Return(WaitNode<T> node);
 
-    public readonly bool IsEmpty => _head is null;
-
-    /// <summary>Adds an unlinked node whose outcome is recorded.</summary>
-    public void Add(WaitNode<T> node)
-    {
-        Debug.Assert(!node.IsQueued, "only unlinked nodes can be completed");
-        node.Next = null;
-        if (_tail is null)
-        {
-            _head = node;
-        }
-        else
-        {
-            _tail.Next = node;
-        }
-
-        _tail = node;
-    }
-
-    /// <summary>Delivers every outcome, oldest first. Call outside the lock.</summary>
-    public void CompleteAll()
-    {
-        WaitNode<T>? node = _head;
-        _head = _tail = null;
-        while (node is not null)
-        {
-            // Read the link first: once completed, the node may be recycled and relinked by its awaiter at once.
-            WaitNode<T>? next = node.Next;
-            node.Next = null;
-            node.Complete();
-            node = next;
-        }
-    }
+    /// <summary>
+    /// A waiter that left another line (an <see cref="AsyncCondition"/>'s, notified or not) joins this one, with its
+    /// outcome so far: it is served at once if the policy can and nobody waits, else it waits at the tail. It can no
+    /// longer be cancelled or time out. Called with the other line's lock held.
+    /// </summary>
+    void Join(WaitNode<T> node, ref Completions<T> completions);
 }

@@ -1,257 +1,227 @@
-using System.Reflection;
+using System.Runtime.CompilerServices;
 using AsyncPrimitives.Internal;
+using AsyncPrimitives.Tests.Support;
 
 namespace AsyncPrimitives.Tests.Internal;
 
 /// <summary>
-/// The shared wait engine (<see cref="WaitQueue{T}"/>, <see cref="WaitNode{T}"/>, and PermitPool through the
-/// primitives): FIFO order, O(1) unlinking of waiters that give up, the outcome rule (whoever unlinks decides),
-/// the bounded node pool, and that a flood of failed waits leaves nothing behind.
+/// The shared wait engine (<see cref="WaitQueue{T, TPolicy}"/>), driven through the primitives: FIFO order kept when
+/// waiters leave from anywhere in the line, the outcome rule (whoever unlinks decides), node recycling into a bounded
+/// pool, misuse of a waiter's ValueTask, and that a flood of failed waits leaves nothing behind. What the engine
+/// holds is read through the primitives' internal <see cref="WaitLines"/>.
 /// </summary>
 public sealed class WaitQueueTests
 {
     private static readonly TimeSpan s_hang = TimeSpan.FromSeconds(10);
 
-    // ---- the queue itself ----
-
-    [Fact]
-    public void Dequeue_ReturnsWaitersInEnqueueOrderWithTheirPayloads()
-    {
-        var engine = new Engine();
-        using (engine.Hold())
-        {
-            for (int i = 0; i < 5; i++)
-            {
-                engine.Queue.Enqueue(payload: 100 + i, kind: i % 2);
-            }
-
-            engine.Queue.Count.Should().Be(5);
-            engine.Queue.Head!.Payload.Should().Be(100);
-            for (int i = 0; i < 5; i++)
-            {
-                WaitNode<int> node = engine.Queue.Dequeue()!;
-                node.Payload.Should().Be(100 + i);
-                node.Kind.Should().Be(i % 2);
-                node.IsQueued.Should().BeFalse();
-            }
-
-            engine.Queue.Dequeue().Should().BeNull();
-            engine.Queue.IsEmpty.Should().BeTrue();
-            engine.Queue.Count.Should().Be(0);
-        }
-    }
+    // ---- the line ----
 
     [Theory]
     [InlineData(0)]
     [InlineData(1)]
     [InlineData(2)]
-    public async Task Abandon_OfAnyWaiter_UnlinksItAndKeepsTheOthersInOrder(int leaver)
+    public async Task Waiters_OneLeavingFromAnywhereInTheLine_TheOthersAreServedInOrder(int leaver)
     {
-        var engine = new Engine();
+        var semaphore = new AsyncSemaphore(0);
         using var cts = new CancellationTokenSource();
-        ValueTask<int>[] waits = new ValueTask<int>[3];
-        for (int i = 0; i < 3; i++)
-        {
-            waits[i] = engine.Wait(payload: i, cancellationToken: i == leaver ? cts.Token : default);
-        }
+        ValueTask<AsyncSemaphore.Releaser>[] waits = Enumerable.Range(0, 3)
+            .Select(i => semaphore.AcquireAsync(i == leaver ? cts.Token : default))
+            .ToArray();
 
         cts.Cancel();
 
-        engine.LeftCount.Should().Be(1, "the owner hears of every waiter that gives up");
-        await FluentActions.Awaiting(() => waits[leaver].AsTask()).Should().ThrowAsync<OperationCanceledException>();
-        using (engine.Hold())
+        waits[leaver].IsCanceled.Should().BeTrue();
+        semaphore.Lines.Waiting.Should().Be(2);
+        int[] others = Enumerable.Range(0, 3).Where(i => i != leaver).ToArray();
+        semaphore.Release();
+        waits[others[0]].IsCompletedSuccessfully.Should().BeTrue("the oldest remaining waiter is served first");
+        waits[others[1]].IsCompleted.Should().BeFalse();
+        semaphore.Release();
+        waits[others[1]].IsCompletedSuccessfully.Should().BeTrue();
+        foreach (int i in others)
         {
-            engine.Queue.Count.Should().Be(2);
-            var remaining = new List<int>();
-            while (engine.Queue.Dequeue() is { } node)
-            {
-                remaining.Add(node.Payload);
-            }
-
-            remaining.Should().Equal(Enumerable.Range(0, 3).Where(i => i != leaver));
+            await waits[i];
         }
+
+        semaphore.CurrentCount.Should().Be(0, "both permits went to waiters");
     }
 
     [Fact]
-    public void Enqueue_AfterTheQueueEmptiedByAbandons_LinksCorrectly()
+    public async Task Line_EmptiedByCancellations_TakesNewWaitersInOrder()
     {
-        var engine = new Engine();
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         using var cts = new CancellationTokenSource();
-        _ = engine.Wait(1, cancellationToken: cts.Token);
-        _ = engine.Wait(2, cancellationToken: cts.Token);
+        ValueTask<AsyncLock.Releaser> gone1 = gate.AcquireAsync(cts.Token);
+        ValueTask<AsyncLock.Releaser> gone2 = gate.AcquireAsync(cts.Token);
         cts.Cancel();
+        gate.Lines.Waiting.Should().Be(0);
 
-        _ = engine.Wait(3);
-        _ = engine.Wait(4);
+        ValueTask<AsyncLock.Releaser> first = gate.AcquireAsync();
+        ValueTask<AsyncLock.Releaser> second = gate.AcquireAsync();
 
-        using (engine.Hold())
-        {
-            engine.Queue.Count.Should().Be(2);
-            engine.Queue.Dequeue()!.Payload.Should().Be(3);
-            engine.Queue.Dequeue()!.Payload.Should().Be(4);
-            engine.Queue.IsEmpty.Should().BeTrue();
-        }
+        gate.Lines.Waiting.Should().Be(2);
+        held.Dispose();
+        first.IsCompletedSuccessfully.Should().BeTrue();
+        second.IsCompleted.Should().BeFalse();
+        (await first).Dispose();
+        (await second.AsTask().WaitAsync(s_hang)).Dispose();
+        gone1.IsCanceled.Should().BeTrue();
+        gone2.IsCanceled.Should().BeTrue();
     }
 
     [Fact]
-    public async Task DrainWithError_FailsEveryWaiterOldestFirst()
+    public async Task CancellationAndTimeout_AfterTheGrant_ChangeNothing()
     {
-        var engine = new Engine();
-        var waits = Enumerable.Range(0, 3).Select(i => engine.Wait(i)).ToArray();
-        var error = new InvalidOperationException("shut down");
-
-        engine.Complete((Engine e, ref Completions<int> completions) => e.Queue.DrainWithError(error, ref completions));
-
-        engine.Queue.Count.Should().Be(0);
-        foreach (ValueTask<int> wait in waits)
-        {
-            (await FluentActions.Awaiting(() => wait.AsTask().WaitAsync(s_hang)).Should().ThrowAsync<InvalidOperationException>())
-                .Which.Should().BeSameAs(error);
-        }
-    }
-
-    [Fact]
-    public async Task DrainWithResult_CompletesEveryWaiterWithTheResult()
-    {
-        var engine = new Engine();
-        var waits = Enumerable.Range(0, 3).Select(i => engine.Wait(i)).ToArray();
-
-        engine.Complete((Engine e, ref Completions<int> completions) => e.Queue.DrainWithResult(42, ref completions));
-
-        engine.Queue.Count.Should().Be(0);
-        foreach (ValueTask<int> wait in waits)
-        {
-            (await wait.AsTask().WaitAsync(s_hang)).Should().Be(42);
-        }
-    }
-
-    [Fact]
-    public async Task Arm_AfterTheOutcomeWasDecided_KeepsThatOutcome()
-    {
-        // A grant may land between Enqueue and Arm; a token already cancelled at Arm must not undo it.
-        var engine = new Engine();
-        WaitNode<int> node;
-        using (engine.Hold())
-        {
-            node = engine.Queue.Enqueue(7);
-        }
-
-        engine.Complete((Engine e, ref Completions<int> completions) =>
-        {
-            WaitNode<int> granted = e.Queue.Dequeue()!;
-            granted.SetResult(99);
-            completions.Add(granted);
-        });
+        var time = new ManualTimeProvider();
+        var gate = new AsyncLock(time);
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         using var cts = new CancellationTokenSource();
-        cts.Cancel();
-        ValueTask<int> wait = engine.Queue.Arm(node, TimeSpan.FromSeconds(1), cts.Token);
+        ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync(TimeSpan.FromSeconds(1), cts.Token);
 
-        (await wait.AsTask().WaitAsync(s_hang)).Should().Be(99);
-        engine.LeftCount.Should().Be(0, "the waiter never left: it was served");
-        engine.Time.Advance(TimeSpan.FromSeconds(1));
-        engine.Time.ActiveTimers.Should().Be(0);
+        held.Dispose(); // the grant decides the outcome
+        cts.Cancel();
+        time.Advance(TimeSpan.FromSeconds(1));
+
+        wait.IsCompletedSuccessfully.Should().BeTrue("whoever unlinks the waiter decides its outcome");
+        (await wait).Dispose();
+        gate.IsLocked.Should().BeFalse("the lock was handed over once and released once");
+        time.ActiveTimers.Should().Be(0);
     }
 
-    [Fact]
-    public async Task Abandon_AfterTheGrant_ChangesNothing()
-    {
-        var engine = new Engine();
-        using var cts = new CancellationTokenSource();
-        ValueTask<int> wait = engine.Wait(1, TimeSpan.FromSeconds(1), cts.Token);
-
-        engine.Complete((Engine e, ref Completions<int> completions) =>
-        {
-            WaitNode<int> granted = e.Queue.Dequeue()!;
-            granted.SetResult(5);
-            completions.Add(granted);
-        });
-        cts.Cancel();
-        engine.Time.Advance(TimeSpan.FromSeconds(1));
-
-        (await wait.AsTask().WaitAsync(s_hang)).Should().Be(5);
-        engine.LeftCount.Should().Be(0);
-        engine.Time.ActiveTimers.Should().Be(0);
-    }
-
-    // ---- node pool ----
+    // ---- recycling ----
 
     [Fact]
-    public async Task GetResult_ReturnsTheNodeToThePool_AndTheNextWaitReusesIt()
+    public async Task ObservedWait_ReturnsItsNodeToThePool_AndTheNextWaitReusesIt()
     {
-        var engine = new Engine();
-        ValueTask<int> wait = engine.Wait(1);
-        engine.GrantAll(10);
-        (await wait).Should().Be(10);
-        engine.Queue.PooledCount.Should().Be(1);
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync();
+        held.Dispose();
+        AsyncLock.Releaser second = await wait;
+        gate.Lines.MaxPooled.Should().Be(1);
 
-        ValueTask<int> next = engine.Wait(2);
+        ValueTask<AsyncLock.Releaser> next = gate.AcquireAsync();
 
-        engine.Queue.PooledCount.Should().Be(0, "the node was reused");
+        gate.Lines.MaxPooled.Should().Be(0, "the node was reused");
         next.IsCompleted.Should().BeFalse("a reused node starts pending");
-        engine.GrantAll(20);
-        (await next).Should().Be(20);
+        second.Dispose();
+        (await next.AsTask().WaitAsync(s_hang)).Dispose();
     }
 
     [Fact]
-    public async Task Return_KeepsAtMost32Nodes()
+    public async Task Pool_KeepsAtMostItsCapacity_AndLendsFromIt()
     {
-        var engine = new Engine();
-        var waits = Enumerable.Range(0, 100).Select(i => engine.Wait(i)).ToArray();
-        engine.GrantAll(1);
-
-        foreach (ValueTask<int> wait in waits)
+        int more = WaitLines.PoolCapacity + 8;
+        var semaphore = new AsyncSemaphore(0);
+        using (var cts = new CancellationTokenSource())
         {
-            await wait;
+            Task[] waits = Enumerable.Range(0, more).Select(_ => semaphore.AcquireAsync(cts.Token).AsTask()).ToArray();
+            semaphore.Lines.Waiting.Should().Be(more);
+            cts.Cancel();
+            await Settle.FinishesAsync(Task.WhenAll(waits));
         }
 
-        engine.Queue.PooledCount.Should().Be(32);
+        semaphore.Lines.MaxPooled.Should().Be(WaitLines.PoolCapacity, "every node came back; the pool keeps its capacity");
+        Task<AsyncSemaphore.Releaser>[] next = Enumerable.Range(0, 10).Select(_ => semaphore.AcquireAsync().AsTask()).ToArray();
+        semaphore.Lines.MaxPooled.Should().Be(WaitLines.PoolCapacity - 10, "new waits take pooled nodes");
+        semaphore.Release(10);
+        await Task.WhenAll(next).WaitAsync(s_hang);
+        semaphore.Lines.MaxPooled.Should().Be(WaitLines.PoolCapacity);
+        semaphore.CurrentCount.Should().Be(0);
     }
 
     [Fact]
-    public async Task GetResult_OfAWaitWithATimer_DoesNotRecycleTheNode()
+    public async Task TimedWait_ItsNodeIsNotPooled_ButAnUntimedOnesIs()
     {
-        // A late timer callback must never find its node serving another wait.
-        var engine = new Engine();
-        ValueTask<int> wait = engine.Wait(1, TimeSpan.FromSeconds(1));
-        engine.GrantAll(3);
+        // A late timer callback must never find its node serving another wait, so a node that had a timer is left to the GC.
+        var time = new ManualTimeProvider();
+        var gate = new AsyncLock(time);
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        Task timed = gate.AcquireAsync(TimeSpan.FromSeconds(1)).AsTask();
+        time.Advance(TimeSpan.FromSeconds(1));
+        await timed.Invoking(t => t).Should().ThrowAsync<TimeoutException>();
+        gate.Lines.MaxPooled.Should().Be(0);
+        time.ActiveTimers.Should().Be(0);
 
-        (await wait).Should().Be(3);
-
-        engine.Queue.PooledCount.Should().Be(0);
-        engine.Time.ActiveTimers.Should().Be(0, "the timer was disposed");
+        using var cts = new CancellationTokenSource();
+        Task cancelled = gate.AcquireAsync(cts.Token).AsTask();
+        cts.Cancel();
+        await cancelled.Invoking(t => t).Should().ThrowAsync<OperationCanceledException>();
+        gate.Lines.MaxPooled.Should().Be(1);
+        held.Dispose();
     }
 
     [Fact]
-    public async Task GetResult_BeforeCompletion_ThrowsAndTheWaitStillWorks()
+    public async Task RecycledNode_DoesNotHearTheCancellationOfItsPreviousWait()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out _).Should().BeTrue();
+        using var first = new CancellationTokenSource();
+        ValueTask<AsyncLock.Releaser> granted = gate.AcquireAsync(first.Token);
+        gate.Release();
+        (await granted).Dispose(); // the node is back in the pool
+        gate.Lines.MaxPooled.Should().Be(1);
+
+        gate.TryAcquire(out _).Should().BeTrue();
+        Task<AsyncLock.Releaser> second = gate.AcquireAsync().AsTask(); // reuses that node, with no token
+        first.Cancel();                                                  // must not reach the reused node
+
+        second.IsCompleted.Should().BeFalse();
+        gate.Lines.Waiting.Should().Be(1);
+        gate.Release();
+        (await second.WaitAsync(s_hang)).Dispose();
+    }
+
+    [Fact]
+    public void CancelledWait_OnceObserved_LeavesNothingReachableFromThePool()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        WeakReference source = CancelledWaitProbe.CancelOneObservedWait(gate.AcquireAsync);
+        gate.Lines.MaxPooled.Should().Be(1);
+
+        CancelledWaitProbe.Collect();
+        source.IsAlive.Should().BeFalse("a pooled node keeps neither the exception nor the token of its last wait");
+        held.Dispose();
+    }
+
+    // ---- misuse of the ValueTask ----
+
+    [Fact]
+    public async Task ResultOfAPendingWait_IsRejected_AndTheWaiterStaysInLine()
     {
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         ValueTask<AsyncLock.Releaser> pending = gate.AcquireAsync();
+        ValueTaskAwaiter<AsyncLock.Releaser> awaiter = pending.GetAwaiter();
 
-        FluentActions.Invoking(() => BlockOn(pending)).Should().Throw<InvalidOperationException>();
+        FluentActions.Invoking(() => awaiter.GetResult()).Should().Throw<InvalidOperationException>();
 
-        gate.WaiterCount.Should().Be(1, "the misuse left the waiter in line");
+        gate.Lines.MaxPooled.Should().Be(0, "a pending node is never recycled");
+        gate.Lines.Waiting.Should().Be(1, "the misuse left the waiter in line");
         held.Dispose();
         (await pending.AsTask().WaitAsync(s_hang)).Dispose();
         gate.IsLocked.Should().BeFalse();
     }
 
     [Fact]
-    public async Task GetResult_Twice_ThrowsAndDoesNotCorruptThePool()
+    public async Task ResultRequestedTwice_IsRejected_AndThePoolHoldsTheNodeOnce()
     {
         var gate = new AsyncLock();
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         ValueTask<AsyncLock.Releaser> pending = gate.AcquireAsync();
         held.Dispose();
         AsyncLock.Releaser releaser = await pending.AsTask().WaitAsync(s_hang);
-        gate.PooledWaiters.Should().Be(1);
+        gate.Lines.MaxPooled.Should().Be(1);
 
-        FluentActions.Invoking(() => BlockOn(pending)).Should().Throw<InvalidOperationException>("a ValueTask may be awaited once");
+        ValueTaskAwaiter<AsyncLock.Releaser> awaiter = pending.GetAwaiter();
+        FluentActions.Invoking(() => awaiter.GetResult()).Should().Throw<InvalidOperationException>("a ValueTask may be awaited once");
 
-        gate.PooledWaiters.Should().Be(1, "the node is pooled once, not twice");
+        gate.Lines.MaxPooled.Should().Be(1, "the node is pooled once, not twice");
         ValueTask<AsyncLock.Releaser> first = gate.AcquireAsync();
         ValueTask<AsyncLock.Releaser> second = gate.AcquireAsync();
-        gate.WaiterCount.Should().Be(2);
+        gate.Lines.Waiting.Should().Be(2);
         releaser.Dispose();
         first.IsCompletedSuccessfully.Should().BeTrue();
         second.IsCompleted.Should().BeFalse("two waiters never share a node");
@@ -270,10 +240,10 @@ public sealed class WaitQueueTests
         var gate = new AsyncLock(time);
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
 
-        await FloodAsync(time, gate.AcquireAsync, gate.AcquireAsync, () => gate.WaiterCount);
+        await FloodAsync(time, gate.AcquireAsync, gate.AcquireAsync, () => gate.Lines.Waiting);
 
-        gate.WaiterCount.Should().Be(0);
-        gate.PooledWaiters.Should().BeInRange(1, 32);
+        gate.Lines.Waiting.Should().Be(0);
+        gate.Lines.MaxPooled.Should().BeInRange(1, WaitLines.PoolCapacity);
         time.ActiveTimers.Should().Be(0);
         gate.IsLocked.Should().BeTrue("only the original holder holds it");
         held.Dispose();
@@ -288,10 +258,10 @@ public sealed class WaitQueueTests
         var time = new ManualTimeProvider();
         var semaphore = new AsyncSemaphore(0, maxCount: 2, timeProvider: time);
 
-        await FloodAsync(time, semaphore.AcquireAsync, semaphore.AcquireAsync, () => semaphore.WaiterCount);
+        await FloodAsync(time, semaphore.AcquireAsync, semaphore.AcquireAsync, () => semaphore.Lines.Waiting);
 
-        semaphore.WaiterCount.Should().Be(0);
-        semaphore.PooledWaiters.Should().BeInRange(1, 32);
+        semaphore.Lines.Waiting.Should().Be(0);
+        semaphore.Lines.MaxPooled.Should().BeInRange(1, WaitLines.PoolCapacity);
         time.ActiveTimers.Should().Be(0);
         semaphore.CurrentCount.Should().Be(0, "no failed wait took or added a permit");
         semaphore.Release(2);
@@ -380,6 +350,4 @@ public sealed class WaitQueueTests
 
         return failures;
     }
-
-    private static T BlockOn<T>(ValueTask<T> pending) => pending.Result;
 }

@@ -1,14 +1,14 @@
 using System.Runtime.CompilerServices;
-using System.Threading.Tasks.Sources;
 
 namespace AsyncPrimitives.Tests.Internal;
 
 /// <summary>
-/// How a <see cref="AsyncPrimitives.Internal.WaitNode{T}"/> resumes its awaiter: never inline, on the awaiter's
+/// How a waiter (<see cref="AsyncPrimitives.Internal.WaitNode{T}"/>, seen through the <see cref="ValueTask{TResult}"/>
+/// an <see cref="AsyncResult{T}"/> wait returns) resumes its awaiter: never inline, on the awaiter's
 /// SynchronizationContext or TaskScheduler when it asked for one, in its ExecutionContext only when it asked for
 /// that to flow, and with the status (succeeded, canceled, faulted) that matches the outcome.
 /// </summary>
-public sealed class WaitNodeContinuationTests
+public sealed class WaitNodeTests
 {
     private static readonly TimeSpan s_hang = TimeSpan.FromSeconds(10);
 
@@ -20,10 +20,10 @@ public sealed class WaitNodeContinuationTests
     [Fact]
     public async Task Continuation_WithSynchronizationContext_IsPostedToIt()
     {
-        var engine = new Engine();
+        var result = new AsyncResult<int>();
         var context = new CountingContext();
         var resumed = new TaskCompletionSource<SynchronizationContext?>(TaskCreationOptions.RunContinuationsAsynchronously);
-        ValueTask<int> wait = engine.Wait(payload: 0);
+        ValueTask<int> wait = result.GetAsync();
 
         SynchronizationContext? previous = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(context);
@@ -36,7 +36,7 @@ public sealed class WaitNodeContinuationTests
             SynchronizationContext.SetSynchronizationContext(previous);
         }
 
-        engine.GrantAll(5);
+        result.Set(5);
 
         (await resumed.Task.WaitAsync(s_hang)).Should().BeSameAs(context);
         context.Posts.Should().Be(1);
@@ -46,10 +46,10 @@ public sealed class WaitNodeContinuationTests
     [Fact]
     public async Task Continuation_WithTaskScheduler_RunsOnThatScheduler()
     {
-        var engine = new Engine();
+        var result = new AsyncResult<int>();
         var pair = new ConcurrentExclusiveSchedulerPair();
         var resumed = new TaskCompletionSource<TaskScheduler>(TaskCreationOptions.RunContinuationsAsynchronously);
-        ValueTask<int> wait = engine.Wait(payload: 0);
+        ValueTask<int> wait = result.GetAsync();
 
         await Task.Factory.StartNew(
             () => wait.GetAwaiter().UnsafeOnCompleted(() => resumed.SetResult(TaskScheduler.Current)),
@@ -57,7 +57,7 @@ public sealed class WaitNodeContinuationTests
             TaskCreationOptions.None,
             pair.ExclusiveScheduler);
 
-        engine.GrantAll(6);
+        result.Set(6);
 
         (await resumed.Task.WaitAsync(s_hang)).Should().BeSameAs(pair.ExclusiveScheduler);
         (await wait).Should().Be(6);
@@ -68,15 +68,15 @@ public sealed class WaitNodeContinuationTests
     [InlineData(false, 0)]
     public async Task Continuation_RunsInTheAwaitersExecutionContext_OnlyWhenAskedToFlowIt(bool flow, int expected)
     {
-        var engine = new Engine();
+        var result = new AsyncResult<int>();
         var resumed = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        ValueTask<int> wait = engine.Wait(payload: 0);
+        ValueTask<int> wait = result.GetAsync();
 
         await Task.Run(() =>
         {
             s_ambient.Value = 42;
             Action record = () => resumed.SetResult(s_ambient.Value);
-            ConfiguredValueTaskAwaitable<int>.ConfiguredValueTaskAwaiter awaiter = wait.ConfigureAwait(false).GetAwaiter();
+            ValueTaskAwaiter<int> awaiter = wait.GetAwaiter();
             if (flow)
             {
                 awaiter.OnCompleted(record);
@@ -91,7 +91,7 @@ public sealed class WaitNodeContinuationTests
         await Task.Run(() =>
         {
             s_ambient.Value = 7;
-            engine.GrantAll(1);
+            result.Set(1);
         });
 
         (await resumed.Task.WaitAsync(s_hang)).Should().Be(expected);
@@ -100,17 +100,17 @@ public sealed class WaitNodeContinuationTests
     [Fact]
     public async Task OnCompleted_AfterDelivery_StillRunsTheContinuationAsynchronously()
     {
-        var engine = new Engine();
+        var result = new AsyncResult<int>();
         var resumed = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-        ValueTask<int> wait = engine.Wait(payload: 0);
-        engine.GrantAll(3);
+        ValueTask<int> wait = result.GetAsync();
+        result.Set(3);
+        wait.IsCompletedSuccessfully.Should().BeTrue();
 
-        IValueTaskSource<int> source = SourceOf(wait, out short token);
-        source.GetStatus(token).Should().Be(ValueTaskSourceStatus.Succeeded);
+        // The awaiter registers on the waiter even though it completed: the continuation must still not run inline.
         t_insideOnCompleted = true;
         try
         {
-            source.OnCompleted(_ => resumed.SetResult(t_insideOnCompleted), null, token, ValueTaskSourceOnCompletedFlags.None);
+            wait.GetAwaiter().UnsafeOnCompleted(() => resumed.SetResult(t_insideOnCompleted));
         }
         finally
         {
@@ -124,44 +124,35 @@ public sealed class WaitNodeContinuationTests
     [Fact]
     public async Task OnCompleted_Twice_Throws()
     {
-        var engine = new Engine();
-        ValueTask<int> wait = engine.Wait(payload: 0);
-        IValueTaskSource<int> source = SourceOf(wait, out short token);
-        source.OnCompleted(static _ => { }, null, token, ValueTaskSourceOnCompletedFlags.None);
+        var result = new AsyncResult<int>();
+        ValueTask<int> wait = result.GetAsync();
+        ValueTaskAwaiter<int> awaiter = wait.GetAwaiter();
+        awaiter.UnsafeOnCompleted(static () => { });
 
-        Action second = () => source.OnCompleted(static _ => { }, null, token, ValueTaskSourceOnCompletedFlags.None);
+        Action second = () => awaiter.UnsafeOnCompleted(static () => { });
 
         second.Should().Throw<InvalidOperationException>();
-        engine.GrantAll(1);
+        result.Set(1);
         (await wait.AsTask().WaitAsync(s_hang)).Should().Be(1);
     }
 
     [Fact]
     public async Task Status_MatchesTheOutcome_CanceledForCancellation_FaultedForTimeout()
     {
-        var engine = new Engine();
+        var time = new ManualTimeProvider();
+        var result = new AsyncResult<int>(time);
         using var cts = new CancellationTokenSource();
-        ValueTask<int> canceled = engine.Wait(payload: 0, cancellationToken: cts.Token);
-        ValueTask<int> timedOut = engine.Wait(payload: 1, timeout: TimeSpan.FromSeconds(1));
+        ValueTask<int> canceled = result.GetAsync(cts.Token);
+        ValueTask<int> timedOut = result.GetAsync(TimeSpan.FromSeconds(1));
 
         cts.Cancel();
-        engine.Time.Advance(TimeSpan.FromSeconds(1));
+        time.Advance(TimeSpan.FromSeconds(1));
 
         canceled.IsCanceled.Should().BeTrue();
         timedOut.IsFaulted.Should().BeTrue();
         (await canceled.Invoking(async w => await w).Should().ThrowAsync<OperationCanceledException>())
             .Which.CancellationToken.Should().Be(cts.Token);
         await timedOut.Invoking(async w => await w).Should().ThrowAsync<TimeoutException>();
-    }
-
-    private static IValueTaskSource<int> SourceOf(ValueTask<int> wait, out short token)
-    {
-        // ValueTask<T> keeps its source and token in private fields; the test needs the raw source to drive
-        // OnCompleted with explicit flags.
-        Type type = typeof(ValueTask<int>);
-        object boxed = wait;
-        token = (short)type.GetField("_token", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(boxed)!;
-        return (IValueTaskSource<int>)type.GetField("_obj", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(boxed)!;
     }
 
     /// <summary>Runs posted work on the thread pool with itself as the current context, counting posts.</summary>
