@@ -111,7 +111,7 @@ public sealed class AsyncCondition
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the lock is held again).</exception>
     public ValueTask WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return WaitCore(timeout, cancellationToken);
     }
 
@@ -140,7 +140,7 @@ public sealed class AsyncCondition
     public ValueTask WaitUntilAsync(Func<bool> predicate, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(predicate);
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         EnsureLocked();
         return predicate() ? default : WaitUntilSlow(predicate, timeout, cancellationToken);
     }

@@ -93,7 +93,7 @@ public sealed class AsyncEvent
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
     public ValueTask WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _waiters.WaitWithoutResultAsync(false, timeout, cancellationToken);
     }
 

@@ -31,7 +31,7 @@ public abstract partial class AsyncQueueBase<T>
     /// was taken; nothing was taken.</exception>
     public ValueTask<T> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _getters.WaitAsync(default!, timeout, cancellationToken);
     }
 

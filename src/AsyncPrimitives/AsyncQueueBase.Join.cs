@@ -47,7 +47,7 @@ public abstract partial class AsyncQueueBase<T>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
     public ValueTask JoinAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _joiners.WaitWithoutResultAsync(default!, timeout, cancellationToken);
     }
 

@@ -31,7 +31,7 @@ public abstract partial class AsyncQueueBase<T>
     /// entered the queue; the item was not enqueued.</exception>
     public ValueTask PutAsync(T item, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _putters.WaitWithoutResultAsync(item, timeout, cancellationToken);
     }
 

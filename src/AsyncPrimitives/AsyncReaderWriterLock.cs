@@ -86,7 +86,7 @@ public sealed class AsyncReaderWriterLock
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
     public ValueTask<Releaser> AcquireReadAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _waiters.WaitAsync(_readReleaser, timeout, cancellationToken);
     }
 
@@ -106,7 +106,7 @@ public sealed class AsyncReaderWriterLock
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
     public ValueTask<Releaser> AcquireWriteAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _waiters.WaitAsync(_writeReleaser, timeout, cancellationToken);
     }
 

@@ -132,7 +132,7 @@ public sealed class AsyncResult<T>
     /// <exception cref="Exception">The result was set with an exception: that exception is rethrown.</exception>
     public ValueTask<T> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _waiters.WaitAsync(default!, timeout, cancellationToken);
     }
 

@@ -77,7 +77,7 @@ internal sealed class PermitPool<TGrant>
     /// <summary>Takes a permit, waiting in FIFO order at most <paramref name="timeout"/> (validated here) if none is free.</summary>
     public ValueTask<TGrant> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        ThrowHelper.ValidateTimeout(timeout);
+        TimeoutArgument.ThrowIfInvalid(timeout);
         return _waiters.WaitAsync(_grant, timeout, cancellationToken);
     }
 

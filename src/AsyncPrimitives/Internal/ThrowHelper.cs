@@ -5,11 +5,6 @@ namespace AsyncPrimitives.Internal;
 /// <summary>Throws for our own failure cases; argument checks use the BCL throw helpers.</summary>
 internal static class ThrowHelper
 {
-    /// <summary>Throws unless <paramref name="timeout"/> is <see cref="Timeout.InfiniteTimeSpan"/> or between zero
-    /// and about 49.7 days, like <c>Task.WaitAsync(TimeSpan)</c>.</summary>
-    public static void ValidateTimeout(TimeSpan timeout, string paramName = "timeout") =>
-        TimeoutArgument.ThrowIfInvalid(timeout, paramName);
-
     public static TimeoutException TimeoutNow() => new("The wait timed out.");
 
     [DoesNotReturn]
