@@ -9,7 +9,6 @@ namespace AsyncTools.Benchmarks;
 /// MapUnordered ≤ 1.0 × WhenAll + SemaphoreSlim(64) (the baseline), ≤ 0.8 × Parallel.ForEachAsync, bytes per item ≤ the
 /// baseline's, and faster than TPL Dataflow's TransformBlock (EnsureOrdered on for Map, off for MapUnordered).
 /// </summary>
-[MemoryDiagnoser]
 public class GatherMapBenchmarks
 {
     public const int Items = 10_000;

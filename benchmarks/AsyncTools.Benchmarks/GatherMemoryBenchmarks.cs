@@ -9,7 +9,6 @@ namespace AsyncTools.Benchmarks;
 /// WhenAll over a pre-materialized list of all the tasks. BenchmarkDotNet gives time and bytes allocated per item; the
 /// peak live memory and the maximum number of live work tasks are printed by <c>--memory</c> (<see cref="GatherMemoryReport"/>).
 /// </summary>
-[MemoryDiagnoser]
 public class GatherMemoryBenchmarks
 {
     public const int Items = 1_000_000;

@@ -1,11 +1,9 @@
-extern alias ix;
-
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using AsyncIterTools;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
-using IxMerge = ix::System.Linq.AsyncEnumerableEx;
+using IxMerge = System.Linq.AsyncEnumerableEx;
 
 namespace AsyncTools.Benchmarks;
 
@@ -15,7 +13,6 @@ namespace AsyncTools.Benchmarks;
 /// Channel bounded at 8 (one item per source, as Merge holds). Per item. Two kinds of source: synchronously completing
 /// (the merge's own overhead dominates) and yielding before every item (really asynchronous).
 /// </summary>
-[MemoryDiagnoser]
 [GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
 [CategoriesColumn]
 public class MergeBenchmarks

@@ -12,7 +12,6 @@ namespace AsyncTools.Benchmarks;
 /// hand-written iterator is reported next to it). The Source category shows the floor: the bare source and one compiler
 /// iterator pass-through, plus in-box LINQ for scale.
 /// </summary>
-[MemoryDiagnoser]
 [GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory)]
 [CategoriesColumn]
 public class OperatorBenchmarks

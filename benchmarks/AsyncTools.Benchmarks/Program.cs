@@ -36,7 +36,9 @@ if ((fairness || memory) && !smoke && args.Length == 0)
 // category inside OperatorBenchmarks and MergeBenchmarks) gets its own table, with ratios to its own baseline.
 IConfig config = DefaultConfig.Instance
     .AddDiagnoser(MemoryDiagnoser.Default)
-    .WithOptions(ConfigOptions.DisableLogFile);
+    .AddDiagnoser(ThreadingDiagnoser.Default)
+    .WithOptions(ConfigOptions.DisableLogFile)
+    .WithBuildTimeout(TimeSpan.FromMinutes(10)); // the per-job rebuild can take minutes on a busy 2-core machine
 if (smoke)
 {
     config = config
