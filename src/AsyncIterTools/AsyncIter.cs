@@ -15,7 +15,9 @@ namespace AsyncIterTools;
 /// <para>
 /// <b>Argument validation happens at the call.</b> A null argument throws <see cref="ArgumentNullException"/> and an
 /// out-of-range value throws <see cref="ArgumentOutOfRangeException"/>, both naming the parameter, when the
-/// operator is called, not when its result is first enumerated.
+/// operator is called, not when its result is first enumerated. A null element is an
+/// <see cref="ArgumentNullException"/> naming its parameter too: at the call for an array (which is copied then), and
+/// when it is reached for a sequence, which is read only as the operator runs.
 /// </para>
 /// <para>
 /// <b>Cancellation.</b> Lazy operators take no <see cref="CancellationToken"/>. Pass one when enumerating, with
@@ -30,8 +32,10 @@ namespace AsyncIterTools;
 /// source, a callback, or cancellation throws.
 /// </para>
 /// <para>
-/// <b>Threading.</b> Operators do not use <c>ConfigureAwait(false)</c>, because they call user callbacks that may
-/// depend on the caller's <see cref="SynchronizationContext"/>; this matches <c>System.Linq.AsyncEnumerable</c>.
+/// <b>Threading.</b> Operators do not use <c>ConfigureAwait(false)</c> where they call user code (callbacks, a source's
+/// <c>MoveNextAsync</c>), which may depend on the caller's <see cref="SynchronizationContext"/>; this matches
+/// <c>System.Linq.AsyncEnumerable</c>. Their internal bookkeeping (recording that a concurrent call completed) never
+/// posts to that context.
 /// </para>
 /// </remarks>
 public static partial class AsyncIter

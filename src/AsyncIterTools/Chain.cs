@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
 
@@ -11,8 +12,7 @@ public static partial class AsyncIter
     /// <typeparam name="T">The type of the items.</typeparam>
     /// <param name="sources">The sequences to concatenate, in order. The array is copied at the call.</param>
     /// <returns>The concatenation of <paramref name="sources"/>; empty when there are none.</returns>
-    /// <exception cref="ArgumentNullException"><paramref name="sources"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException"><paramref name="sources"/> contains a <see langword="null"/> element.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="sources"/> is or contains <see langword="null"/>.</exception>
     /// <remarks>
     /// Execution is deferred. Each source is enumerated only once the previous one has ended, with the
     /// enumeration token, and is disposed before the next one starts (or when enumeration stops early or fails).
@@ -20,7 +20,7 @@ public static partial class AsyncIter
     public static IAsyncEnumerable<T> Chain<T>(params IAsyncEnumerable<T>[] sources)
     {
         ArgumentNullException.ThrowIfNull(sources);
-        return ChainImpl(first: null, CopyNonNull(sources, nameof(sources)));
+        return ChainImpl(first: null, Arguments.CopyNonNull(sources, nameof(sources)));
     }
 
     /// <summary>
@@ -34,7 +34,7 @@ public static partial class AsyncIter
     /// <remarks>
     /// Execution is deferred: <paramref name="sources"/> itself is enumerated only as the result is, so it may be
     /// endless. A <see langword="null"/> element is reported when it is reached, as an
-    /// <see cref="InvalidOperationException"/> thrown from <c>MoveNextAsync</c>. Each source is enumerated with the
+    /// <see cref="ArgumentNullException"/> (naming <paramref name="sources"/>) thrown from <c>MoveNextAsync</c>. Each source is enumerated with the
     /// enumeration token and disposed before the next one starts.
     /// </remarks>
     public static IAsyncEnumerable<T> Chain<T>(IEnumerable<IAsyncEnumerable<T>> sources)
@@ -51,8 +51,7 @@ public static partial class AsyncIter
     /// <param name="source">The first sequence.</param>
     /// <param name="others">The sequences to append. The array is copied at the call.</param>
     /// <returns>The concatenation of <paramref name="source"/> and <paramref name="others"/>.</returns>
-    /// <exception cref="ArgumentNullException"><paramref name="source"/> or <paramref name="others"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException"><paramref name="others"/> contains a <see langword="null"/> element.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> or <paramref name="others"/> is, or <paramref name="others"/> contains, <see langword="null"/>.</exception>
     /// <remarks>
     /// Execution is deferred. Each sequence is enumerated only once the previous one has ended, with the
     /// enumeration token, and is disposed before the next one starts (or when enumeration stops early or fails).
@@ -61,18 +60,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(others);
-        return ChainImpl(source, CopyNonNull(others, nameof(others)));
-    }
-
-    private static IAsyncEnumerable<T>[] CopyNonNull<T>(IAsyncEnumerable<T>[] sources, string paramName)
-    {
-        var copy = new IAsyncEnumerable<T>[sources.Length];
-        for (int i = 0; i < copy.Length; i++)
-        {
-            copy[i] = sources[i] ?? throw new ArgumentException($"Element {i} is null.", paramName);
-        }
-
-        return copy;
+        return ChainImpl(source, Arguments.CopyNonNull(others, nameof(others)));
     }
 
     private static async IAsyncEnumerable<T> ChainImpl<T>(
@@ -90,12 +78,7 @@ public static partial class AsyncIter
 
         foreach (IAsyncEnumerable<T>? source in rest)
         {
-            if (source is null)
-            {
-                throw new InvalidOperationException("Chain: the sequence of sources contains a null element.");
-            }
-
-            await foreach (T item in source.WithCancellation(cancellationToken))
+            await foreach (T item in Arguments.NotNullElement(source, "sources").WithCancellation(cancellationToken))
             {
                 yield return item;
             }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
 
@@ -15,8 +16,8 @@ public static partial class AsyncIter
     /// <remarks>
     /// Execution is deferred. The outer sequence is advanced only when the current inner sequence has ended, so it
     /// may be endless. Each inner sequence is enumerated with the enumeration token and disposed before the next
-    /// is requested. A <see langword="null"/> inner sequence throws <see cref="InvalidOperationException"/> from
-    /// <c>MoveNextAsync</c> when it is reached.
+    /// is requested. A <see langword="null"/> inner sequence throws <see cref="ArgumentNullException"/> (naming
+    /// <paramref name="source"/>) from <c>MoveNextAsync</c> when it is reached.
     /// </remarks>
     public static IAsyncEnumerable<T> Flatten<T>(this IAsyncEnumerable<IAsyncEnumerable<T>> source)
     {
@@ -27,12 +28,7 @@ public static partial class AsyncIter
         {
             await foreach (IAsyncEnumerable<T>? inner in source.WithCancellation(cancellationToken))
             {
-                if (inner is null)
-                {
-                    throw new InvalidOperationException("Flatten: the source yielded a null sequence.");
-                }
-
-                await foreach (T item in inner.WithCancellation(cancellationToken))
+                await foreach (T item in Arguments.NotNullElement(inner, nameof(source)).WithCancellation(cancellationToken))
                 {
                     yield return item;
                 }
@@ -51,8 +47,8 @@ public static partial class AsyncIter
     /// <remarks>
     /// Execution is deferred. Each inner sequence's enumerator is disposed before the outer sequence is advanced.
     /// The enumeration token flows to <paramref name="source"/> and is checked before each inner item. A
-    /// <see langword="null"/> inner sequence throws <see cref="InvalidOperationException"/> from
-    /// <c>MoveNextAsync</c> when it is reached.
+    /// <see langword="null"/> inner sequence throws <see cref="ArgumentNullException"/> (naming <paramref name="source"/>)
+    /// from <c>MoveNextAsync</c> when it is reached.
     /// </remarks>
     public static IAsyncEnumerable<T> Flatten<T>(this IAsyncEnumerable<IEnumerable<T>> source)
     {
@@ -63,12 +59,7 @@ public static partial class AsyncIter
         {
             await foreach (IEnumerable<T>? inner in source.WithCancellation(cancellationToken))
             {
-                if (inner is null)
-                {
-                    throw new InvalidOperationException("Flatten: the source yielded a null sequence.");
-                }
-
-                foreach (T item in inner)
+                foreach (T item in Arguments.NotNullElement(inner, nameof(source)))
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     yield return item;

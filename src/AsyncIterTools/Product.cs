@@ -51,14 +51,17 @@ public static partial class AsyncIter
     /// (Python's <c>itertools.product(*sources, repeat=repeat)</c>): the last position varies fastest.
     /// </summary>
     /// <typeparam name="T">The type of the items.</typeparam>
-    /// <param name="sources">The sequences to combine. The collection is copied at the call.</param>
+    /// <param name="sources">
+    /// The sequences to combine; read once, when the result is enumerated (deferred, like the sources themselves).
+    /// A <see langword="null"/> element throws <see cref="ArgumentNullException"/> (naming <paramref name="sources"/>) from
+    /// the first <c>MoveNextAsync</c>.
+    /// </param>
     /// <param name="repeat">How many times the list of sources is repeated.</param>
     /// <returns>
     /// One new array of length <c>sources.Count * repeat</c> per combination. When that length is zero (no sources,
     /// or <paramref name="repeat"/> is 0) a single empty array, as in Python; nothing when any source is empty.
     /// </returns>
     /// <exception cref="ArgumentNullException"><paramref name="sources"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException"><paramref name="sources"/> contains a <see langword="null"/> element.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="repeat"/> is negative.</exception>
     /// <remarks>
     /// Execution is deferred. Every source is enumerated exactly once, with the enumeration token. When
@@ -70,11 +73,11 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(sources);
         ArgumentOutOfRangeException.ThrowIfNegative(repeat);
-        IAsyncEnumerable<T>[] copy = CopyNonNull(sources as IAsyncEnumerable<T>[] ?? [.. sources], nameof(sources));
-        return Impl(copy, repeat);
+        return Impl(sources, repeat);
 
-        static async IAsyncEnumerable<T[]> Impl(IAsyncEnumerable<T>[] sources, int repeat, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        static async IAsyncEnumerable<T[]> Impl(IEnumerable<IAsyncEnumerable<T>> sequences, int repeat, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
+            IAsyncEnumerable<T>[] sources = [.. sequences.Select(s => Arguments.NotNullElement(s, nameof(sources)))];
             int width = sources.Length * repeat;
             if (width == 0)
             {

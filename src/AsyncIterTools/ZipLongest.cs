@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
 
@@ -59,8 +60,7 @@ public static partial class AsyncIter
     /// One new array of length <c>sources.Length</c> per position, as many as the longest source has items; nothing
     /// when there are no sources.
     /// </returns>
-    /// <exception cref="ArgumentNullException"><paramref name="sources"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException"><paramref name="sources"/> contains a <see langword="null"/> element.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="sources"/> is or contains <see langword="null"/>.</exception>
     /// <remarks>
     /// Execution is deferred. Each step advances the live sources in order; a source that has ended is not read again.
     /// All are enumerated with the enumeration token and all are disposed when the enumeration ends, stops early, or
@@ -69,7 +69,7 @@ public static partial class AsyncIter
     public static IAsyncEnumerable<T[]> ZipLongest<T>(T fill, params IAsyncEnumerable<T>[] sources)
     {
         ArgumentNullException.ThrowIfNull(sources);
-        return Impl(fill, CopyNonNull(sources, nameof(sources)));
+        return Impl(fill, Arguments.CopyNonNull(sources, nameof(sources)));
 
         static async IAsyncEnumerable<T[]> Impl(T fill, IAsyncEnumerable<T>[] sources, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {

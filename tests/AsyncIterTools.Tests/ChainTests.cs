@@ -8,10 +8,10 @@ public sealed class ChainTests
         IAsyncEnumerable<int> a = Sources.Of(SourceMode.Synchronous, 1);
         ((Action)(() => AsyncIter.Chain((IAsyncEnumerable<int>[])null!))).Should().Throw<ArgumentNullException>().WithParameterName("sources");
         ((Action)(() => AsyncIter.Chain((IEnumerable<IAsyncEnumerable<int>>)null!))).Should().Throw<ArgumentNullException>().WithParameterName("sources");
-        ((Action)(() => AsyncIter.Chain(new[] { a, null! }))).Should().Throw<ArgumentException>().WithParameterName("sources");
+        ((Action)(() => AsyncIter.Chain(new[] { a, null! }))).Should().ThrowExactly<ArgumentNullException>().WithParameterName("sources");
         ((Action)(() => ((IAsyncEnumerable<int>)null!).Chain(a))).Should().Throw<ArgumentNullException>().WithParameterName("source");
         ((Action)(() => a.Chain((IAsyncEnumerable<int>[])null!))).Should().Throw<ArgumentNullException>().WithParameterName("others");
-        ((Action)(() => a.Chain(a, null!))).Should().Throw<ArgumentException>().WithParameterName("others");
+        ((Action)(() => a.Chain(a, null!))).Should().ThrowExactly<ArgumentNullException>().WithParameterName("others");
     }
 
     [Fact]
@@ -90,10 +90,10 @@ public sealed class ChainTests
     }
 
     [Fact]
-    public async Task Chain_NullElementInLazySources_FailsWhenReached()
+    public async Task Chain_NullElementInLazySources_ThrowsArgumentNullWhenReached()
     {
         IAsyncEnumerable<int> chained = AsyncIter.Chain(new List<IAsyncEnumerable<int>> { Sources.Of(SourceMode.Synchronous, 1), null! });
-        (await OperatorChecks.CollectExpectingFailureAsync<int, InvalidOperationException>(chained)).Should().Equal(1);
+        (await OperatorChecks.CollectExpectingFailureAsync<int, ArgumentNullException>(chained)).Should().Equal(1);
     }
 
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]

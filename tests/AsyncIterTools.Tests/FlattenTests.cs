@@ -66,10 +66,10 @@ public sealed class FlattenTests
     }
 
     [Fact]
-    public async Task Flatten_NullInner_FailsWhenReached()
+    public async Task Flatten_NullInner_ThrowsArgumentNullWhenReached()
     {
         var outer = Sources.Of(SourceMode.Synchronous, new[] { 1 }, null!);
-        (await OperatorChecks.CollectExpectingFailureAsync<int, InvalidOperationException>(outer.Flatten())).Should().Equal(1);
+        (await OperatorChecks.CollectExpectingFailureAsync<int, ArgumentNullException>(outer.Flatten())).Should().Equal(1);
         outer.Disposals.Should().Be(1);
     }
 

@@ -156,7 +156,7 @@ public sealed class MergeTests
     {
         var a = Sources.From(Enumerable.Range(0, 3));
         await FluentActions.Awaiting(() => AsyncIter.Merge(new IAsyncEnumerable<int>[] { a, null! }.AsEnumerable(), 2).ToListAsync().AsTask())
-            .Should().ThrowAsync<ArgumentException>().WithParameterName("sources");
+            .Should().ThrowExactlyAsync<ArgumentNullException>().WithParameterName("sources");
         a.Disposals.Should().Be(1);
     }
 

@@ -11,8 +11,21 @@ public sealed class ProductTests
         ((Action)(() => AsyncIter.Product<int, int>(null!, a))).Should().Throw<ArgumentNullException>().WithParameterName("first");
         ((Action)(() => AsyncIter.Product<int, int>(a, null!))).Should().Throw<ArgumentNullException>().WithParameterName("second");
         ((Action)(() => AsyncIter.Product<int>(null!))).Should().Throw<ArgumentNullException>().WithParameterName("sources");
-        ((Action)(() => AsyncIter.Product(new IAsyncEnumerable<int>[] { a, null! }))).Should().Throw<ArgumentException>().WithParameterName("sources");
         ((Action)(() => AsyncIter.Product([a], repeat: -1))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("repeat");
+        a.Enumerators.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Product_SequenceOfSources_IsReadWhenEnumerated_ANullElementThrowsArgumentNullThen()
+    {
+        var a = Sources.Of(SourceMode.Synchronous, 1);
+        var sources = new TestWork.LazySequence<IAsyncEnumerable<int>>([a, null!]);
+        IAsyncEnumerable<int[]> product = AsyncIter.Product(sources);
+        sources.Pulled.Should().Be(0, "deferred: nothing is read at the call");
+
+        Func<Task> act = async () => await product.ToArrayAsync();
+        (await act.Should().ThrowExactlyAsync<ArgumentNullException>()).Which.ParamName.Should().Be("sources");
+        sources.Disposals.Should().Be(1);
         a.Enumerators.Should().Be(0);
     }
 

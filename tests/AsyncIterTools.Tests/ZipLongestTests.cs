@@ -9,7 +9,7 @@ public sealed class ZipLongestTests
         ((Action)(() => AsyncIter.ZipLongest<int, int>(null!, a))).Should().Throw<ArgumentNullException>().WithParameterName("first");
         ((Action)(() => AsyncIter.ZipLongest<int, int>(a, null!))).Should().Throw<ArgumentNullException>().WithParameterName("second");
         ((Action)(() => AsyncIter.ZipLongest(0, (IAsyncEnumerable<int>[])null!))).Should().Throw<ArgumentNullException>().WithParameterName("sources");
-        ((Action)(() => AsyncIter.ZipLongest(0, a, null!))).Should().Throw<ArgumentException>().WithParameterName("sources");
+        ((Action)(() => AsyncIter.ZipLongest(0, a, null!))).Should().ThrowExactly<ArgumentNullException>().WithParameterName("sources");
         a.Enumerators.Should().Be(0);
     }
 

@@ -405,10 +405,29 @@ public sealed class BadInputTests
         });
         Add("Merge(sources)", "empty array", "an empty sequence", async () =>
             (await AsyncIter.Merge<int>().ToArrayAsync()).Should().BeEmpty());
-        Add("Merge(sources, maxConcurrency)", "a `null` element in the sequence", "`ArgumentException` (sources) when reached", async () =>
+        Add("Merge(sources, maxConcurrency)", "a `null` element in the sequence", "`ArgumentNullException` (sources) when reached", async () =>
         {
             Func<Task> act = async () => await AsyncIter.Merge(new[] { src, null! }, 1).ToArrayAsync();
-            (await act.Should().ThrowAsync<ArgumentException>()).Which.ParamName.Should().Be("sources");
+            (await act.Should().ThrowExactlyAsync<ArgumentNullException>()).Which.ParamName.Should().Be("sources");
+        });
+        AddSync("Chain, ZipLongest, Merge (array forms)", "a `null` element", "`ArgumentNullException` naming the array, at the call", () =>
+        {
+            Param<ArgumentNullException>(() => AsyncIter.Chain(new[] { src, null! }), "sources");
+            Param<ArgumentNullException>(() => src.Chain(src, null!), "others");
+            Param<ArgumentNullException>(() => AsyncIter.ZipLongest(0, src, null!), "sources");
+            Param<ArgumentNullException>(() => AsyncIter.Merge(src, null!), "sources");
+        });
+        Add("Chain, Product, Flatten, Merge, GatherAsync, AsCompleted (sequence forms)", "a `null` element", "`ArgumentNullException` naming the sequence, when reached; items before it are yielded", async () =>
+        {
+            IEnumerable<IAsyncEnumerable<int>> withNull = new List<IAsyncEnumerable<int>> { src, null! };
+            await NullElementAsync(AsyncIter.Chain(withNull), "sources");
+            await NullElementAsync(AsyncIter.Product(withNull).Select(row => row[0]), "sources");
+            await NullElementAsync(Sources.From(withNull).Flatten(), "source");
+            await NullElementAsync(AsyncIter.Merge(withNull, 1), "sources");
+            await NullElementAsync(AsyncIter.AsCompleted(new[] { Task.FromResult(1), null! }), "tasks");
+            await NullElementAsync(AsyncIter.AsCompleted(new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(1), null! }), "work");
+            (await AsyncIter.GatherAsync(new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(1), null! }).Invoking(x => x)
+                .Should().ThrowExactlyAsync<ArgumentNullException>()).Which.ParamName.Should().Be("work");
         });
         AddSync("GatherAsync(work, maxConcurrency)", "work `null`; maxConcurrency 0 or -1", "`ArgumentNullException` (work) / `ArgumentOutOfRangeException` (maxConcurrency) at the call", () =>
         {
@@ -725,6 +744,13 @@ public sealed class BadInputTests
 
     private static void Ctor(Func<object> create, string param) =>
         create.Should().Throw<ArgumentOutOfRangeException>().Which.ParamName.Should().Be(param);
+
+    /// <summary>Enumerates <paramref name="sequence"/>; expects <see cref="ArgumentNullException"/> naming <paramref name="param"/>.</summary>
+    private static async Task NullElementAsync(IAsyncEnumerable<int> sequence, string param)
+    {
+        Func<Task> act = async () => await sequence.ToArrayAsync();
+        (await act.Should().ThrowExactlyAsync<ArgumentNullException>()).Which.ParamName.Should().Be(param);
+    }
 
     private static void Param<TException>(Func<object> call, string param)
         where TException : ArgumentException =>
