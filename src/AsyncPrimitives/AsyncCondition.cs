@@ -16,7 +16,9 @@ namespace AsyncPrimitives;
 /// checking loop for you.</para>
 /// <para><b>Fairness.</b> Waiters are notified strictly in the order they began waiting. <see cref="Notify(int)"/>
 /// wakes the <c>count</c> oldest waiters still waiting: waiters that timed out or were cancelled already left the
-/// line and do not use up the count.</para>
+/// line and do not use up the count. Notified waiters get the lock back in the order they were notified, ahead of
+/// anyone who asks for it after the notify (as in asyncio and tornado); a waiter that times out or is cancelled
+/// queues for the lock at that moment.</para>
 /// <para><b>Cancellation and timeouts.</b> A timed-out wait throws <see cref="TimeoutException"/>, a cancelled one
 /// <see cref="OperationCanceledException"/>, in both cases after re-acquiring the lock. A notification that races
 /// with a timeout or cancellation is either received (the wait returns normally) or left for the next waiter.</para>

@@ -101,6 +101,7 @@ public sealed class AsyncEvent
     /// <returns>The description.</returns>
     public override string ToString() => $"AsyncEvent({(IsSet ? "set" : "clear")}, waiters={_waiters.Count})";
 
+    // doc: engine-policy
     /// <summary>The engine's view: a caller is served when the event is set, with or without the lock.</summary>
     private readonly struct Policy(AsyncEvent owner) : IWaitPolicy<bool>
     {
@@ -114,4 +115,5 @@ public sealed class AsyncEvent
         {
         }
     }
+    // end doc
 }

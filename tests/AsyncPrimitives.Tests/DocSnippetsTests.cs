@@ -7,7 +7,7 @@ namespace AsyncPrimitives.Tests;
 /// <summary>
 /// Keeps the code in README.md and docs/*.md identical to code that compiles and runs: every
 /// <c>&lt;!-- snippet: NAME --&gt;</c> marker in a page must be followed by a csharp code block equal to the
-/// <c>// doc: NAME</c> ... <c>// end doc</c> region of a test or sample file. Run with ASYNCTOOLS_ACCEPT_DOCS=1 to
+/// <c>// doc: NAME</c> ... <c>// end doc</c> region of a test, sample or library source file. Run with ASYNCTOOLS_ACCEPT_DOCS=1 to
 /// rewrite the pages' blocks from the sources.
 /// </summary>
 public sealed partial class DocSnippetsTests
@@ -69,7 +69,7 @@ public sealed partial class DocSnippetsTests
     private static Dictionary<string, string> ReadSnippets(string root)
     {
         var snippets = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (string dir in new[] { "tests", "samples" })
+        foreach (string dir in new[] { "tests", "samples", "src" })
         {
             string path = Path.Combine(root, dir);
             if (!Directory.Exists(path))
