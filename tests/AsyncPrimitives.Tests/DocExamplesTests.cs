@@ -59,7 +59,7 @@ public sealed class DocExamplesTests
             using (await limit.AcquireAsync())
             {
                 int now = Interlocked.Increment(ref inFlight);
-                InterlockedMax(ref peak, now); // never more than 4
+                Peak.Raise(ref peak, now); // never more than 4
                 await Task.Yield();
                 Interlocked.Decrement(ref inFlight);
                 return request * 2;
@@ -162,20 +162,5 @@ public sealed class DocExamplesTests
         answer.TrySet(7).Should().BeFalse();             // one shot: the first value stays
         // end doc
         value.Should().Be(42);
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int seen = Volatile.Read(ref target);
-        while (value > seen)
-        {
-            int previous = Interlocked.CompareExchange(ref target, value, seen);
-            if (previous == seen)
-            {
-                return;
-            }
-
-            seen = previous;
-        }
     }
 }

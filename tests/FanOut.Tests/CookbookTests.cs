@@ -65,7 +65,7 @@ public sealed class CookbookTests
             await Task.Yield(); // the slow stage
             storedItems.Add(item);
             int lead = Volatile.Read(ref produced) - Interlocked.Increment(ref stored);
-            InterlockedMax(ref maxLead, lead);
+            Peak.Raise(ref maxLead, lead);
         }
 
         // doc: cookbook-stages
@@ -270,21 +270,6 @@ public sealed class CookbookTests
             Jitter = TimeSpan.FromMilliseconds(1),
             ErrorRate = errorRate,
         });
-
-    private static void InterlockedMax(ref int location, int value)
-    {
-        int current = Volatile.Read(ref location);
-        while (value > current)
-        {
-            int seen = Interlocked.CompareExchange(ref location, value, current);
-            if (seen == current)
-            {
-                return;
-            }
-
-            current = seen;
-        }
-    }
 }
 
 // doc: cookbook-stage-meter
