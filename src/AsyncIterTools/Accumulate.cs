@@ -21,24 +21,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(func);
-        return Impl(source, func);
-
-        static async IAsyncEnumerable<T> Impl(IAsyncEnumerable<T> source, Func<T, T, T> func, [EnumeratorCancellation] CancellationToken cancellationToken = default)
-        {
-            await using IAsyncEnumerator<T> e = source.GetAsyncEnumerator(cancellationToken);
-            if (!await e.MoveNextAsync())
-            {
-                yield break;
-            }
-
-            T total = e.Current;
-            yield return total;
-            while (await e.MoveNextAsync())
-            {
-                total = func(total, e.Current);
-                yield return total;
-            }
-        }
+        return source.Accumulate((total, item, _) => new ValueTask<T>(func(total, item)));
     }
 
     /// <summary>
@@ -97,18 +80,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(func);
-        return Impl(source, seed, func);
-
-        static async IAsyncEnumerable<TAcc> Impl(IAsyncEnumerable<T> source, TAcc seed, Func<TAcc, T, TAcc> func, [EnumeratorCancellation] CancellationToken cancellationToken = default)
-        {
-            TAcc total = seed;
-            yield return total;
-            await foreach (T item in source.WithCancellation(cancellationToken))
-            {
-                total = func(total, item);
-                yield return total;
-            }
-        }
+        return source.Accumulate(seed, (total, item, _) => new ValueTask<TAcc>(func(total, item)));
     }
 
     /// <summary>

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -24,31 +23,20 @@ public static partial class AsyncIter
     /// </remarks>
     public static IAsyncEnumerable<T[]> Combinations<T>(this IAsyncEnumerable<T> source, int length)
     {
-        ArgumentNullException.ThrowIfNull(source);
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        return Impl(source, length);
+        return Combinatorics.PickEach(source, length, Indices);
 
-        static async IAsyncEnumerable<T[]> Impl(IAsyncEnumerable<T> source, int r, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        // indices is strictly increasing; position i can rise to at most i + n - r.
+        static IEnumerable<int[]> Indices(int n, int r)
         {
-            List<T> pool = await SequenceBuffer.ToListAsync(source, cancellationToken);
-            int n = pool.Count;
             if (r > n)
             {
                 yield break;
             }
 
-            // indices is strictly increasing; position i can rise to at most i + n - r.
-            int[] indices = new int[r];
-            for (int i = 0; i < r; i++)
-            {
-                indices[i] = i;
-            }
-
+            int[] indices = Combinatorics.Ascending(r);
             while (true)
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                yield return Pick(pool, indices, r);
-
+                yield return indices;
                 int k = r - 1;
                 while (k >= 0 && indices[k] == k + n - r)
                 {

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -10,58 +9,47 @@ public static partial class AsyncIter
     /// keeping source order within each (Python's <c>itertools.combinations_with_replacement(source, length)</c>), in
     /// Python's order.
     /// </summary>
-    /// <typeparam name="T">The type of the items.</typeparam>
-    /// <param name="source">The source sequence; items are distinguished by position, not by value.</param>
-    /// <param name="length">The length of each combination.</param>
+    /// <inheritdoc cref="Combinations{T}(IAsyncEnumerable{T}, int)" path="/typeparam"/>
+    /// <inheritdoc cref="Combinations{T}(IAsyncEnumerable{T}, int)" path="/param"/>
     /// <returns>
     /// One new array per combination: <c>(n + length - 1)! / (length! (n - 1)!)</c> of them. A single empty array when
     /// <paramref name="length"/> is 0; nothing when the source is empty and <paramref name="length"/> is positive.
     /// </returns>
-    /// <exception cref="ArgumentNullException"><paramref name="source"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative.</exception>
-    /// <remarks>
-    /// Execution is deferred. The source is read completely into memory, with the enumeration token, and disposed
-    /// before the first combination is yielded; the token is then checked before each combination.
-    /// </remarks>
+    /// <inheritdoc cref="Combinations{T}(IAsyncEnumerable{T}, int)" path="/exception"/>
+    /// <inheritdoc cref="Combinations{T}(IAsyncEnumerable{T}, int)" path="/remarks"/>
     public static IAsyncEnumerable<T[]> CombinationsWithReplacement<T>(this IAsyncEnumerable<T> source, int length)
     {
-        ArgumentNullException.ThrowIfNull(source);
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        return Impl(source, length);
+        return Combinatorics.PickEach(source, length, Indices);
 
-        static async IAsyncEnumerable<T[]> Impl(IAsyncEnumerable<T> source, int r, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        // indices is non-decreasing, each below n; the rightmost that can still rise does, and those after it follow it.
+        static IEnumerable<int[]> Indices(int n, int r)
         {
-            List<T> pool = await SequenceBuffer.ToListAsync(source, cancellationToken);
-            int n = pool.Count;
             if (n == 0 && r > 0)
             {
                 yield break;
             }
 
-            // indices is non-decreasing, each below n.
             int[] indices = new int[r];
-            while (true)
+            int k;
+            do
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                yield return Pick(pool, indices, r);
-
-                int k = r - 1;
+                yield return indices;
+                k = r - 1;
                 while (k >= 0 && indices[k] == n - 1)
                 {
                     k--;
                 }
 
-                if (k < 0)
+                if (k >= 0)
                 {
-                    yield break;
-                }
-
-                int next = indices[k] + 1;
-                for (int j = k; j < r; j++)
-                {
-                    indices[j] = next;
+                    int next = indices[k] + 1;
+                    for (int j = k; j < r; j++)
+                    {
+                        indices[j] = next;
+                    }
                 }
             }
+            while (k >= 0);
         }
     }
 }

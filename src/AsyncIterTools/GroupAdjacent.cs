@@ -31,35 +31,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(keySelector);
-        return Impl(source, keySelector, comparer ?? EqualityComparer<TKey>.Default);
-
-        static async IAsyncEnumerable<IGrouping<TKey, T>> Impl(IAsyncEnumerable<T> source, Func<T, TKey> keySelector, IEqualityComparer<TKey> comparer, [EnumeratorCancellation] CancellationToken cancellationToken = default)
-        {
-            await using IAsyncEnumerator<T> e = source.GetAsyncEnumerator(cancellationToken);
-            if (!await e.MoveNextAsync())
-            {
-                yield break;
-            }
-
-            T item = e.Current;
-            var group = new AdjacentGroup<TKey, T>(keySelector(item), item);
-            while (await e.MoveNextAsync())
-            {
-                item = e.Current;
-                TKey key = keySelector(item);
-                if (comparer.Equals(group.Key, key))
-                {
-                    group.Add(item);
-                }
-                else
-                {
-                    yield return group;
-                    group = new AdjacentGroup<TKey, T>(key, item);
-                }
-            }
-
-            yield return group;
-        }
+        return source.GroupAdjacent((item, _) => new ValueTask<TKey>(keySelector(item)), comparer);
     }
 
     /// <summary>

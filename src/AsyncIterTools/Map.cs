@@ -46,10 +46,7 @@ public static partial class AsyncIter
     /// }
     /// </code>
     /// </example>
-    public static IAsyncEnumerable<TResult> Map<T, TResult>(
-        this IAsyncEnumerable<T> source,
-        Func<T, CancellationToken, ValueTask<TResult>> selector,
-        int maxConcurrency) =>
+    public static IAsyncEnumerable<TResult> Map<T, TResult>(this IAsyncEnumerable<T> source, Func<T, CancellationToken, ValueTask<TResult>> selector, int maxConcurrency) =>
         MapCore(source, selector, maxConcurrency, ordered: true);
 
     /// <summary>Validates the arguments of Map and MapUnordered, then returns the deferred projection.</summary>

@@ -6,17 +6,10 @@ public static partial class AsyncIter
     /// Projects each element with an asynchronous <paramref name="selector"/>, running up to
     /// <paramref name="maxConcurrency"/> calls at once, and yields the results in completion order.
     /// </summary>
-    /// <typeparam name="T">The type of the source elements.</typeparam>
-    /// <typeparam name="TResult">The type of the results.</typeparam>
-    /// <param name="source">The sequence to project.</param>
-    /// <param name="selector">
-    /// The projection; it receives a token that is cancelled when the enumeration fails, is disposed early, or the token
-    /// from <c>WithCancellation</c> is cancelled.
-    /// </param>
-    /// <param name="maxConcurrency">The most selector calls in flight at once.</param>
+    /// <inheritdoc cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int)" path="/typeparam"/>
+    /// <inheritdoc cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int)" path="/param"/>
     /// <returns>A sequence of the projected elements, in the order the calls complete.</returns>
-    /// <exception cref="ArgumentNullException"><paramref name="source"/> or <paramref name="selector"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxConcurrency"/> is zero or negative.</exception>
+    /// <inheritdoc cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int)" path="/exception"/>
     /// <remarks>
     /// <para>
     /// Deferred. The source is pulled only when a slot is free (back-pressure), so at most
@@ -37,9 +30,6 @@ public static partial class AsyncIter
     /// }
     /// </code>
     /// </example>
-    public static IAsyncEnumerable<TResult> MapUnordered<T, TResult>(
-        this IAsyncEnumerable<T> source,
-        Func<T, CancellationToken, ValueTask<TResult>> selector,
-        int maxConcurrency) =>
+    public static IAsyncEnumerable<TResult> MapUnordered<T, TResult>(this IAsyncEnumerable<T> source, Func<T, CancellationToken, ValueTask<TResult>> selector, int maxConcurrency) =>
         MapCore(source, selector, maxConcurrency, ordered: false);
 }

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -25,19 +24,10 @@ public static partial class AsyncIter
     /// </remarks>
     public static IAsyncEnumerable<T[]> Permutations<T>(this IAsyncEnumerable<T> source, int? length = null)
     {
-        ArgumentNullException.ThrowIfNull(source);
-        if (length is int r)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegative(r, nameof(length));
-        }
+        return Combinatorics.PickEach(source, length, Indices);
 
-        return Impl(source, length);
-
-        static async IAsyncEnumerable<T[]> Impl(IAsyncEnumerable<T> source, int? length, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        static IEnumerable<int[]> Indices(int n, int r)
         {
-            List<T> pool = await SequenceBuffer.ToListAsync(source, cancellationToken);
-            int n = pool.Count;
-            int r = length ?? n;
             if (r > n)
             {
                 yield break;
@@ -45,11 +35,7 @@ public static partial class AsyncIter
 
             // indices is a permutation of 0..n-1 whose first r entries are the current arrangement;
             // cycles[i] counts the swaps left at position i before its suffix rotates back to sorted order.
-            int[] indices = new int[n];
-            for (int i = 0; i < n; i++)
-            {
-                indices[i] = i;
-            }
+            int[] indices = Combinatorics.Ascending(n);
 
             int[] cycles = new int[r];
             for (int i = 0; i < r; i++)
@@ -57,8 +43,7 @@ public static partial class AsyncIter
                 cycles[i] = n - i;
             }
 
-            cancellationToken.ThrowIfCancellationRequested();
-            yield return Pick(pool, indices, r);
+            yield return indices;
             while (r > 0)
             {
                 int i = r - 1;
@@ -85,21 +70,8 @@ public static partial class AsyncIter
                     yield break;
                 }
 
-                cancellationToken.ThrowIfCancellationRequested();
-                yield return Pick(pool, indices, r);
+                yield return indices;
             }
         }
-    }
-
-    /// <summary>Returns a new array of <c>pool[indices[0]], ..., pool[indices[count - 1]]</c>.</summary>
-    private static T[] Pick<T>(List<T> pool, int[] indices, int count)
-    {
-        var result = new T[count];
-        for (int i = 0; i < count; i++)
-        {
-            result[i] = pool[indices[i]];
-        }
-
-        return result;
     }
 }
