@@ -12,18 +12,26 @@ fail() { echo "package smoke FAILED: $*"; exit 1; }
 # The version comes from the build (Directory.Build.props' VersionPrefix, plus any VersionSuffix), never re-typed here.
 version=$(dotnet msbuild "$root/src/AsyncPrimitives/AsyncPrimitives.csproj" -getProperty:PackageVersion -p:TargetFramework=net10.0)
 echo "packing version $version"
-dotnet pack "$root/AsyncTools.sln" -c Release -o "$work/feed" -p:ContinuousIntegrationBuild=true
+# Rebuild the libraries as CI does (an earlier Release build without ContinuousIntegrationBuild would otherwise be
+# reused: MSBuild does not rebuild when only the path map changes), then pack what was just built.
+for project in "$root"/src/*/*.csproj; do
+  dotnet build "$project" -c Release --no-incremental -p:ContinuousIntegrationBuild=true
+done
+dotnet pack "$root/AsyncTools.sln" -c Release --no-build -o "$work/feed" -p:ContinuousIntegrationBuild=true
 ls "$work/feed"
 
-for p in AsyncPrimitives AsyncIterTools; do
-  nupkg="$work/feed/$p.$version.nupkg"
+# Every package the solution packs: each lib/<tfm>/ asset with its XML docs, its PDB in the .snupkg, and built
+# path-independently; the .nuspec records the repository and the commit.
+for nupkg in "$work/feed"/*.nupkg; do
+  p=$(basename "$nupkg" ".$version.nupkg")
   snupkg="$work/feed/$p.$version.snupkg"
-  [ -f "$nupkg" ] || fail "missing $p.$version.nupkg"
   [ -f "$snupkg" ] || fail "missing $p.$version.snupkg (symbols)"
   unzip -l "$nupkg" > "$work/$p.listing"
   unzip -l "$snupkg" > "$work/$p.symbols"
-  for tfm in net10.0 netstandard2.0; do
-    grep -q "lib/$tfm/$p.dll" "$work/$p.listing" || fail "$p: no $tfm asset"
+  tfms=$(sed -n "s:.* lib/\([^/]*\)/$p\.dll$:\1:p" "$work/$p.listing")
+  [ -n "$tfms" ] || fail "$p: no lib/<tfm>/$p.dll"
+  echo "$p $version: $(echo $tfms)"
+  for tfm in $tfms; do
     grep -q "lib/$tfm/$p.xml" "$work/$p.listing" || fail "$p: no $tfm XML docs"
     grep -q "lib/$tfm/$p.pdb" "$work/$p.symbols" || fail "$p: no $tfm PDB in the symbols package"
     # A CI build maps source paths to /_/: the assembly records /_/... and nothing of where it was built.
@@ -37,7 +45,13 @@ for p in AsyncPrimitives AsyncIterTools; do
   if git -C "$root" rev-parse HEAD > /dev/null 2>&1; then
     grep -q "commit=\"$(git -C "$root" rev-parse HEAD)\"" "$work/$p.nuspec" || fail "$p: the .nuspec does not record the commit"
   fi
-  # net10.0 has everything in the base library: the package declares no dependency for it.
+done
+# The two libraries: both assets, and on net10.0 (everything in the base library) no dependency.
+for p in AsyncPrimitives AsyncIterTools; do
+  [ -f "$work/$p.nuspec" ] || fail "missing $p.$version.nupkg"
+  for tfm in net10.0 netstandard2.0; do
+    grep -q "lib/$tfm/$p.dll" "$work/$p.listing" || fail "$p: no $tfm asset"
+  done
   grep -q '<group targetFramework="net10.0" />' "$work/$p.nuspec" || fail "$p: net10.0 declares dependencies"
 done
 grep -q 'id="System.Linq.AsyncEnumerable"' "$work/AsyncIterTools.nuspec" \
