@@ -1,16 +1,56 @@
 using System.Runtime.CompilerServices;
 using AsyncPrimitives;
 using AsyncPrimitives.Tests;
+using Xunit.Abstractions;
 
 namespace AsyncTools.StressTests;
 
 /// <summary>
 /// A recycled waiter node keeps nothing of the wait it served: not the awaiter's continuation (its async state machine
 /// and everything that references), not the exception (an OperationCanceledException holds its token, and so its
-/// CancellationTokenSource). And a ValueTask awaited twice is caught, instead of returning its node to the pool twice.
+/// CancellationTokenSource). A ValueTask awaited twice is caught, instead of returning its node to the pool twice. And a
+/// node that waited with a system timer is reused only once that timer can no longer call back.
 /// </summary>
-public sealed class WaitNodeRecyclingTests
+public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
 {
+    /// <summary>
+    /// Timed waits whose 1 ms system timer fires at about the moment the lock is handed over, each round's untimed wait
+    /// renting the node of the previous round's timed one. A late timer callback that reached a reused node would fail
+    /// that untimed wait with a TimeoutException. (The window for such a callback is narrow, between the timer deciding
+    /// to fire and the callback taking the lock, so this is a smoke test; the guarantee itself is that a system timer's
+    /// DisposeAsync completes synchronously only when no callback is queued or running.)
+    /// </summary>
+    [Fact]
+    public Task RecycledTimedNode_NeverTimesOutALaterWaitThatHasNoTimeout() =>
+        Stress.RoundsAsync(output, "timed-node-reuse", rounds: 3, async (rng, because) =>
+        {
+            var gate = new AsyncLock();
+            int timedOut = 0;
+            for (int i = 0; i < 1500; i++)
+            {
+                // The untimed wait rents the most recently recycled node: the previous round's timed one.
+                gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue(because);
+                ValueTask<AsyncLock.Releaser> untimed = gate.AcquireAsync();
+                ValueTask<AsyncLock.Releaser> timed = gate.AcquireAsync(TimeSpan.FromMilliseconds(1));
+                Thread.SpinWait(rng.Next(20_000)); // about the timer's resolution
+                held.Dispose();
+                (await untimed.AsTask().Bounded()).Dispose(); // a TimeoutException here is a stale callback on a reused node
+                try
+                {
+                    (await timed.AsTask().Bounded()).Dispose();
+                }
+                catch (TimeoutException)
+                {
+                    timedOut++;
+                }
+
+                gate.IsLocked.Should().BeFalse(because);
+            }
+
+            gate.Lines.Waiting.Should().Be(0, because);
+            output.WriteLine($"{because}: {timedOut} of 1500 timed waits timed out");
+        });
+
     [Fact]
     public void CancelledWait_OnceObserved_DoesNotKeepItsTokenSourceReachableFromThePool()
     {

@@ -66,9 +66,19 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// <summary>Registration on <see cref="_token"/>; disposed (waiting out a running callback) before recycling.</summary>
     private CancellationTokenRegistration _registration;
 
-    /// <summary>The timeout timer, if the wait had a finite timeout. A node that had one is never recycled, so a
-    /// late timer callback can only ever see this wait's node, already unlinked.</summary>
+    /// <summary>
+    /// Whether disposing a timer of <see cref="TimeProvider.System"/> tells when its callback can no longer run: true
+    /// where the system timer is the runtime's own (its <c>DisposeAsync</c> completes synchronously exactly when no
+    /// callback is queued or running, and a queued one then never runs), false for the netstandard2.0 polyfill's.
+    /// </summary>
+    private static readonly bool s_systemTimerDisposalIsExact = typeof(TimeProvider).Assembly == typeof(object).Assembly;
+
+    /// <summary>The timeout timer, if the wait had a finite timeout. The node is recycled only once the timer is known
+    /// to be quiet (see <see cref="Recycle"/>), so a late timer callback can only ever see this wait's node.</summary>
     private ITimer? _timer;
+
+    /// <summary>Whether <see cref="_timer"/> is a system timer whose disposal says when its callback is quiet.</summary>
+    private bool _timerDisposalIsExact;
 
     public WaitNode(IWaitQueue<T> home) => _home = home;
 
@@ -103,6 +113,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         if (timeout != Timeout.InfiniteTimeSpan)
         {
             _timer = timeProvider.CreateTimer(s_onTimedOut, this, timeout, Timeout.InfiniteTimeSpan);
+            _timerDisposalIsExact = s_systemTimerDisposalIsExact && ReferenceEquals(timeProvider, TimeProvider.System);
         }
 
         if (cancellationToken.CanBeCanceled)
@@ -246,15 +257,32 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         _token = default;
 
         ITimer? timer = _timer;
-        if (timer is not null)
+        if (timer is not null && !TryDisposeQuietly(timer))
         {
             // A timer callback may still be in flight: let the GC have this node instead of reusing it.
-            timer.Dispose();
             return;
         }
 
         _continuation = null;
         _home.Return(this);
+    }
+
+    /// <summary>Disposes the timeout timer; true if its callback is known never to run from now on, so the node may be
+    /// reused. Only a system timer can say so; any other provider's timer might still call back late.</summary>
+    private bool TryDisposeQuietly(ITimer timer)
+    {
+        _timer = null;
+        bool exact = _timerDisposalIsExact;
+        _timerDisposalIsExact = false;
+        if (!exact)
+        {
+            timer.Dispose();
+            return false;
+        }
+
+        // Completes synchronously unless a callback is running now; then it completes when that callback returns,
+        // and nothing needs to wait for it: the node is simply not reused.
+        return timer.DisposeAsync().IsCompletedSuccessfully;
     }
 
     /// <summary>Runs the awaiter's <paramref name="continuation"/> asynchronously where <see cref="OnCompleted"/> recorded:

@@ -132,9 +132,23 @@ public sealed class WaitQueueTests
     }
 
     [Fact]
-    public async Task TimedWait_ItsNodeIsNotPooled_ButAnUntimedOnesIs()
+    public async Task TimedWait_OnTheSystemClock_ItsNodeIsPooledOnceItsTimerIsQuiet()
     {
-        // A late timer callback must never find its node serving another wait, so a node that had a timer is left to the GC.
+        var gate = new AsyncLock(); // TimeProvider.System
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync(TimeSpan.FromMinutes(5));
+
+        held.Dispose();
+        (await wait).Dispose();
+
+        gate.Lines.MaxPooled.Should().Be(1, "the timer never fired, so once disposed nothing can call back into the node");
+    }
+
+    [Fact]
+    public async Task TimedWait_OnAnotherClock_ItsNodeIsNotPooled_ButAnUntimedOnesIs()
+    {
+        // Another provider's timer may call back after it was disposed; a late callback must never find its node
+        // serving another wait, so such a node is left to the GC.
         var time = new ManualTimeProvider();
         var gate = new AsyncLock(time);
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
