@@ -1,0 +1,112 @@
+namespace AsyncPrimitives.Postgres.Internal;
+
+/// <summary>What a lease is a lease on: the heartbeat renews each kind with its own statement.</summary>
+internal enum LeaseKind
+{
+    /// <summary>A lock or semaphore permit; <see cref="LeaseTracker.Id"/> is its fencing token.</summary>
+    Permit,
+
+    /// <summary>A leased queue item; <see cref="LeaseTracker.Id"/> is the lease's token.</summary>
+    Delivery,
+}
+
+/// <summary>
+/// The local side of one lease (a permit or a leased queue item): whether it is still held, its <c>Lost</c> token, and
+/// the local deadline by which it counts as lost unless the heartbeat renews it.
+/// </summary>
+/// <remarks>
+/// The deadline is the time the last successful acquire or renewal was <em>sent</em>, plus the lease duration. The
+/// server set the expiry from its own clock when it ran that statement, which was after it was sent, so the lease
+/// is lost here no later than the server frees it: the process stops relying on it before anyone else can get it.
+/// </remarks>
+internal sealed class LeaseTracker
+{
+    private const int Held = 0;
+    private const int Released = 1;
+    private const int Lost = 2;
+
+    private readonly Session _session;
+    private readonly TimeProvider _time;
+    private readonly CancellationTokenSource _lost = new();
+    private readonly ITimer _deadline;
+    private int _state;
+
+    /// <param name="session">The session the lease was taken under; it must be ended or renewed for the lease to last.</param>
+    /// <param name="kind">What the lease is on.</param>
+    /// <param name="id">The fencing token (a permit) or the lease token (a queue item).</param>
+    /// <param name="duration">How long the lease lasts without renewal.</param>
+    /// <param name="sentAt">The local timestamp at which the statement that granted it was sent.</param>
+    /// <param name="wakeKey">The key to wake when the lease is lost (others may take it now).</param>
+    /// <param name="time">The local clock.</param>
+    public LeaseTracker(Session session, LeaseKind kind, long id, TimeSpan duration, long sentAt, string wakeKey, TimeProvider time)
+    {
+        _session = session;
+        Kind = kind;
+        Id = id;
+        Duration = duration;
+        WakeKey = wakeKey;
+        _time = time;
+        _deadline = time.CreateTimer(static s => ((LeaseTracker)s!).MarkLost(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        Renewed(sentAt);
+    }
+
+    public LeaseKind Kind { get; }
+
+    public long Id { get; }
+
+    public TimeSpan Duration { get; }
+
+    public string WakeKey { get; }
+
+    public Session Session => _session;
+
+    /// <summary>Cancelled (from the thread pool, never inline) when the lease is lost; never when it is released.</summary>
+    public CancellationToken LostToken => _lost.Token;
+
+    public bool IsHeld => Volatile.Read(ref _state) == Held;
+
+    public bool IsLost => Volatile.Read(ref _state) == Lost;
+
+    /// <summary>Moves the deadline: the lease was renewed by a statement sent at <paramref name="sentAt"/>.</summary>
+    public void Renewed(long sentAt)
+    {
+        TimeSpan left = Duration - _time.GetElapsedTime(sentAt);
+        if (left <= TimeSpan.Zero)
+        {
+            MarkLost();
+            return;
+        }
+
+        if (IsHeld)
+        {
+            _deadline.Change(left, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    /// <summary>Marks the lease released; false when it was already released or lost.</summary>
+    public bool TryRelease()
+    {
+        if (Interlocked.CompareExchange(ref _state, Released, Held) != Held)
+        {
+            return false;
+        }
+
+        _deadline.Dispose();
+        _session.Remove(this);
+        return true;
+    }
+
+    /// <summary>Marks the lease lost and fires <see cref="LostToken"/>; nothing when it was released or lost before.</summary>
+    public void MarkLost()
+    {
+        if (Interlocked.CompareExchange(ref _state, Lost, Held) != Held)
+        {
+            return;
+        }
+
+        _deadline.Dispose();
+        _session.Remove(this);
+        // The holder's callbacks run on the thread pool, not on the heartbeat's or the LISTEN loop's thread.
+        ThreadPool.UnsafeQueueUserWorkItem(static cts => cts.Cancel(), _lost, preferLocal: false);
+    }
+}

@@ -1,0 +1,91 @@
+using System.Collections.Concurrent;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Internal;
+
+/// <summary>
+/// Sends the wake-up notifications of one coordinator, after the change they announce has committed and outside its
+/// transaction, and coalesced: at most one NOTIFY statement is in flight, and every key requested meanwhile goes out in
+/// the next one, once. (A NOTIFY inside a transaction takes a server-wide lock at commit, which would make every
+/// transaction that puts an item or releases a permit commit one at a time.)
+/// </summary>
+/// <remarks>
+/// A notification is only a hint to check the server again. One that cannot be sent (the server is unreachable) is
+/// dropped, deliberately and without an error: every wait also polls every <see cref="PostgresCoordinatorOptions.PollInterval"/>,
+/// so a lost hint delays a wake-up by at most that much and loses nothing.
+/// </remarks>
+internal sealed class Notifier
+{
+    private readonly Database _database;
+    private readonly string _sql;
+
+    /// <summary>Keys requested and not yet sent.</summary>
+    private readonly ConcurrentDictionary<string, byte> _pending = new(StringComparer.Ordinal);
+
+    /// <summary>1 while a drain loop runs (it sends until nothing is pending); only the thread that sets it starts one.</summary>
+    private int _draining;
+
+    /// <summary>The drain loop running now, for <see cref="FlushAsync"/>.</summary>
+    private Task _drain = Task.CompletedTask;
+
+    public Notifier(Database database)
+    {
+        _database = database;
+        _sql = "SELECT pg_notify($1, key) FROM unnest($2::text[]) AS key";
+    }
+
+    /// <summary>Number of NOTIFY statements sent, for tests.</summary>
+    public long Sent;
+
+    /// <summary>Asks for <paramref name="key"/> to be notified soon; returns at once.</summary>
+    public void Request(string key)
+    {
+        _pending.TryAdd(key, 0);
+        if (Interlocked.CompareExchange(ref _draining, 1, 0) == 0)
+        {
+            _drain = Task.Run(DrainAsync);
+        }
+    }
+
+    /// <summary>Waits until what was requested so far has been sent (or dropped).</summary>
+    public Task FlushAsync() => Volatile.Read(ref _draining) == 0 ? Task.CompletedTask : _drain;
+
+    private async Task DrainAsync()
+    {
+        while (true)
+        {
+            string[] keys = _pending.Keys.ToArray();
+            foreach (string key in keys)
+            {
+                _pending.TryRemove(key, out _);
+            }
+
+            if (keys.Length == 0)
+            {
+                Volatile.Write(ref _draining, 0);
+                // A request that saw the loop still running may have added a key after the snapshot: take it over.
+                if (_pending.IsEmpty || Interlocked.CompareExchange(ref _draining, 1, 0) != 0)
+                {
+                    return;
+                }
+
+                continue;
+            }
+
+            try
+            {
+                await _database.QueryAsync(
+                    _sql,
+                    [Database.Parameter(_database.Channel), Database.Parameter(keys)],
+                    static _ => true,
+                    Database.Retry.Always,
+                    CancellationToken.None).ConfigureAwait(false);
+                Interlocked.Increment(ref Sent);
+            }
+            catch (PostgresCoordinationException)
+            {
+                // Dropped on purpose: see the remarks. The waits' polling covers it.
+            }
+        }
+    }
+}

@@ -1,0 +1,387 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using AsyncPrimitives.Postgres.Internal;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres;
+
+/// <summary>
+/// The entry point of AsyncPrimitives.Postgres: one per process and database. Creates the locks, semaphores and queues
+/// that every process using the same schema shares, and owns what they need here: the LISTEN connection that wakes this
+/// process's waits, and the heartbeat that keeps its leases.
+/// </summary>
+/// <remarks>
+/// <para><b>Setup.</b> Call <see cref="EnsureSchemaAsync"/> once at startup (every process may: it is idempotent and
+/// safe when processes race). The data source must connect to PostgreSQL directly or through a pooler in session mode:
+/// the coordinator keeps one connection open for LISTEN, and its session is what the server watches to free a crashed
+/// process's leases. PgBouncer's transaction pooling breaks both.</para>
+/// <para><b>Failures.</b> When the LISTEN connection fails (its backend was terminated, the server restarted, the
+/// network dropped), waits in progress throw <see cref="PostgresCoordinationException"/>, every lease held by this
+/// process is lost (<see cref="PostgresLease.Lost"/> fires) and becomes free for the others, and the next call opens a
+/// new connection.</para>
+/// <para><b>Disposal.</b> <see cref="DisposeAsync"/> ends the session: waits in progress throw
+/// <see cref="ObjectDisposedException"/>, leases held are lost and given back to the server at once. Dispose the
+/// coordinator before its data source.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// await using NpgsqlDataSource dataSource = NpgsqlDataSource.Create(connectionString);
+/// await using var coordinator = new PostgresCoordinator(dataSource);
+/// await coordinator.EnsureSchemaAsync();
+/// PostgresSemaphore partnerApi = coordinator.CreateSemaphore("partner-api", maxCount: 64);
+/// </code>
+/// </example>
+[DebuggerDisplay("{ToString(),nq}")]
+public sealed class PostgresCoordinator : IAsyncDisposable
+{
+    /// <summary>The longest lock, semaphore or queue name, in characters.</summary>
+    internal const int MaxNameLength = 256;
+
+    private static readonly TimeSpan s_minLeaseDuration = TimeSpan.FromSeconds(1);
+
+    private readonly Lock _sync = new();
+
+    /// <summary>The open session; replaced when it ends. Guarded by <see cref="_sync"/>.</summary>
+    private Session? _session;
+
+    /// <summary>The session being opened, shared by the calls that need it meanwhile. Guarded by <see cref="_sync"/>.</summary>
+    private Task<Session>? _connecting;
+
+    /// <summary>The shortest lease duration in use (the coordinator's, or a queue's): the heartbeat beats every third of it.</summary>
+    private TimeSpan _shortestLease;
+
+    private bool _disposed;
+
+    /// <summary>Creates a coordinator over <paramref name="dataSource"/>; it connects on first use.</summary>
+    /// <param name="dataSource">The database. It must not use multiplexing (the coordinator needs a connection of its
+    /// own for LISTEN). The coordinator does not dispose it.</param>
+    /// <param name="options">Settings; the defaults when null.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="dataSource"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="dataSource"/> uses multiplexing, or
+    /// <see cref="PostgresCoordinatorOptions.Schema"/> is not a valid schema name.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><see cref="PostgresCoordinatorOptions.LeaseDuration"/> is shorter
+    /// than 1 second or longer than about 49.7 days, or <see cref="PostgresCoordinatorOptions.PollInterval"/> is not
+    /// positive or longer than about 49.7 days.</exception>
+    public PostgresCoordinator(NpgsqlDataSource dataSource, PostgresCoordinatorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        if (new NpgsqlConnectionStringBuilder(dataSource.ConnectionString).Multiplexing)
+        {
+            throw new ArgumentException(
+                "The data source uses multiplexing; the coordinator needs a connection of its own for LISTEN.", nameof(dataSource));
+        }
+
+        options ??= new PostgresCoordinatorOptions();
+        if (!Database.IsValidSchemaName(options.Schema))
+        {
+            throw new ArgumentException(
+                $"The schema name '{options.Schema}' is not valid: use lowercase letters, digits and underscores, starting with a letter or an underscore, at most 63 characters.",
+                nameof(options));
+        }
+
+        if (options.LeaseDuration < s_minLeaseDuration || options.LeaseDuration.TotalMilliseconds > TimeoutArgument.MaxMilliseconds)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(options), options.LeaseDuration, "LeaseDuration must be at least 1 second and at most 4294967294 milliseconds.");
+        }
+
+        if (options.PollInterval <= TimeSpan.Zero || options.PollInterval.TotalMilliseconds > TimeoutArgument.MaxMilliseconds)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(options), options.PollInterval, "PollInterval must be positive and at most 4294967294 milliseconds.");
+        }
+
+        Database = new Database(dataSource, options.Schema);
+        LeaseDuration = options.LeaseDuration;
+        PollInterval = options.PollInterval;
+        Json = options.JsonSerializerOptions ?? JsonSerializerOptions.Default;
+        Time = options.TimeProvider ?? TimeProvider.System;
+        _shortestLease = LeaseDuration;
+        Signals = new WakeSignals();
+        Notifier = new Notifier(Database);
+    }
+
+    /// <summary>This coordinator's name on the server (in every row it holds); new for each coordinator.</summary>
+    internal Guid Owner { get; } = Guid.NewGuid();
+
+    internal Database Database { get; }
+
+    internal TimeSpan LeaseDuration { get; }
+
+    internal TimeSpan PollInterval { get; }
+
+    internal JsonSerializerOptions Json { get; }
+
+    internal TimeProvider Time { get; }
+
+    internal WakeSignals Signals { get; }
+
+    internal Notifier Notifier { get; }
+
+    /// <summary>How long a clean-up call (a release, leaving a wait line) may take before it is left to expiry.</summary>
+    internal TimeSpan CleanupTimeout => LeaseDuration;
+
+    /// <summary>The open session, or null; for tests.</summary>
+    internal Session? CurrentSession
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return _session;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Creates the schema, its tables and functions if they are missing, or brings them up to this library's version.
+    /// Idempotent, and safe when several processes run it at once (they take turns under an advisory lock).
+    /// </summary>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>A task that completes when the schema is ready.</returns>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, refused the statements (for
+    /// example for lack of the CREATE privilege), or holds a newer version of the schema than this library knows.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public async Task EnsureSchemaAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        NpgsqlConnection connection = await Database.OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var connectionScope = connection.ConfigureAwait(false);
+        try
+        {
+            NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using var transactionScope = transaction.ConfigureAwait(false);
+            using (var turn = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", connection, transaction))
+            {
+                turn.Parameters.Add(Database.Parameter("AsyncPrimitives.Postgres schema " + Database.Schema));
+                await turn.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            int installed = 0;
+            using (var version = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection, transaction))
+            {
+                version.Parameters.Add(Database.Parameter(Database.Quoted + ".schema_version"));
+                if ((bool)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+                {
+                    version.CommandText = Database.InstalledVersion;
+                    version.Parameters.Clear();
+                    installed = (int)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+                }
+            }
+
+            if (installed > Database.Version)
+            {
+                throw new PostgresCoordinationException(
+                    $"The schema \"{Database.Schema}\" has version {installed}, newer than this library's {Database.Version}: update AsyncPrimitives.Postgres.");
+            }
+
+            if (installed < Database.Version)
+            {
+                using var install = new NpgsqlCommand(Database.Install, connection, transaction);
+                await install.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (NpgsqlException e)
+        {
+            throw Database.Failure(e, "Installing the schema");
+        }
+    }
+
+    /// <summary>Creates the lock named <paramref name="name"/> (it exists on the server from its first use).</summary>
+    /// <param name="name">The lock's name: every process that uses it (in the same schema) shares the lock. At most
+    /// 256 characters.</param>
+    /// <returns>The lock.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, or longer than 256 characters.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public PostgresLock CreateLock(string name)
+    {
+        ValidateName(name);
+        ThrowIfDisposed();
+        return new PostgresLock(this, name);
+    }
+
+    /// <summary>Creates the semaphore named <paramref name="name"/> with <paramref name="maxCount"/> permits.</summary>
+    /// <param name="name">The semaphore's name: every process that uses it (in the same schema) shares the permits. At
+    /// most 256 characters.</param>
+    /// <param name="maxCount">The most leases held at once across all processes; every process must use the same.</param>
+    /// <returns>The semaphore.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, or longer than 256 characters.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxCount"/> is not positive.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public PostgresSemaphore CreateSemaphore(string name, int maxCount)
+    {
+        ValidateName(name);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount);
+        ThrowIfDisposed();
+        return new PostgresSemaphore(this, name, maxCount);
+    }
+
+    /// <summary>
+    /// Ends the coordinator: its session ends (waits in progress throw <see cref="ObjectDisposedException"/>, leases
+    /// held are lost and given back to the server), and later calls through its locks, semaphores and queues throw
+    /// <see cref="ObjectDisposedException"/>. Idempotent.
+    /// </summary>
+    /// <returns>A task that completes when the session is closed.</returns>
+    public async ValueTask DisposeAsync()
+    {
+        Session? session;
+        Task<Session>? connecting;
+        lock (_sync)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            session = _session;
+            connecting = _connecting;
+            _session = null;
+        }
+
+        if (session is null && connecting is not null)
+        {
+            try
+            {
+                session = await connecting.ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is PostgresCoordinationException or ObjectDisposedException)
+            {
+                // It never opened: nothing to close.
+            }
+        }
+
+        if (session is not null)
+        {
+            // Local leases are lost first, then the server frees them: nothing here relies on a permit that the
+            // others may already have.
+            session.End(new ObjectDisposedException(nameof(PostgresCoordinator)));
+            try
+            {
+                using var timeout = new CancellationTokenSource(CleanupTimeout);
+                await Database.QueryAsync(
+                    Database.EndSession,
+                    [Database.Parameter(Owner), Database.Parameter(session.Pid), Database.Parameter(session.BackendStart)],
+                    static _ => true,
+                    Database.Retry.Always,
+                    timeout.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
+            {
+                // Left to the server: the session's connection closes below, which frees its rows too.
+            }
+
+            await session.StopAsync(new ObjectDisposedException(nameof(PostgresCoordinator))).ConfigureAwait(false);
+        }
+
+        await Notifier.FlushAsync().ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override string ToString()
+    {
+        Session? session = CurrentSession;
+        return string.Format(
+            CultureInfo.InvariantCulture,
+            "PostgresCoordinator(schema={0}, {1})",
+            Database.Schema,
+            _disposed ? "disposed" : session is null || session.IsEnded ? "not connected" : "session=backend " + session.Pid.ToString(CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>The open session; opens one (shared by the callers meanwhile) when there is none or it ended.</summary>
+    internal ValueTask<Session> GetSessionAsync(CancellationToken cancellationToken)
+    {
+        Task<Session> connecting;
+        lock (_sync)
+        {
+            ThrowIfDisposed();
+            if (_session is { IsEnded: false } session)
+            {
+                return new ValueTask<Session>(session);
+            }
+
+            // Started on the thread pool, never inline: ConnectAsync clears _connecting under this lock, which must
+            // happen after the assignment here, even when every step of it completes synchronously.
+            _connecting ??= Task.Run(ConnectAsync);
+            connecting = _connecting;
+        }
+
+        return new ValueTask<Session>(connecting.WaitAsync(cancellationToken));
+    }
+
+    /// <summary>Notes a lease duration in use (a queue's), so that the heartbeat beats often enough for it.</summary>
+    internal void UseLeaseDuration(TimeSpan duration)
+    {
+        lock (_sync)
+        {
+            if (duration < _shortestLease)
+            {
+                _shortestLease = duration;
+            }
+        }
+    }
+
+    private TimeSpan HeartbeatInterval()
+    {
+        lock (_sync)
+        {
+            return _shortestLease / 3;
+        }
+    }
+
+    private async Task<Session> ConnectAsync()
+    {
+        Session session;
+        try
+        {
+            session = await Session.OpenAsync(
+                Database, Signals, Notifier, Time, Owner, LeaseDuration, HeartbeatInterval, LeaseDuration / 3).ConfigureAwait(false);
+        }
+        catch
+        {
+            lock (_sync)
+            {
+                _connecting = null;
+            }
+
+            throw;
+        }
+
+        bool disposed;
+        lock (_sync)
+        {
+            _connecting = null;
+            disposed = _disposed;
+            if (!disposed)
+            {
+                _session = session;
+            }
+        }
+
+        if (disposed)
+        {
+            await session.StopAsync(new ObjectDisposedException(nameof(PostgresCoordinator))).ConfigureAwait(false);
+            throw new ObjectDisposedException(nameof(PostgresCoordinator));
+        }
+
+        return session;
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>The one check of a lock, semaphore or queue name.</summary>
+    internal static void ValidateName(string name, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(name))] string? paramName = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name, paramName);
+        if (name.Length > MaxNameLength)
+        {
+            throw new ArgumentException($"The name is longer than {MaxNameLength} characters.", paramName);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using System.Globalization;
+using AsyncPrimitives.Postgres.Internal;
+
+namespace AsyncPrimitives.Postgres;
+
+/// <summary>
+/// A lock or semaphore permit held by this process, granted by <see cref="PostgresLock"/> or
+/// <see cref="PostgresSemaphore"/>. Release it with <see cref="ReleaseAsync"/> or by disposing it (<c>await using</c>).
+/// </summary>
+/// <remarks>
+/// <para><b>Heartbeat and loss.</b> While the lease is held, its coordinator renews it every third of
+/// <see cref="PostgresCoordinatorOptions.LeaseDuration"/>. It is lost when the coordinator's session ends (its LISTEN
+/// connection failed: the backend was terminated, the server restarted) or when no renewal succeeded for a whole lease
+/// duration; <see cref="Lost"/> then fires, at the latest when the server frees the permit for others. Work guarded by
+/// the lease should stop when it fires.</para>
+/// <para><b>Fencing.</b> A process can pause (a GC, a swapped-out VM) long enough to lose its lease without running
+/// any code. Pass <see cref="FencingToken"/> to the resource the lease guards, and let it refuse a token lower than one
+/// it has seen: a stale holder is then turned away even if it never noticed the loss.</para>
+/// </remarks>
+[DebuggerDisplay("{ToString(),nq}")]
+public sealed class PostgresLease : IAsyncDisposable
+{
+    private readonly PermitSet _set;
+    private readonly LeaseTracker _tracker;
+
+    internal PostgresLease(PermitSet set, LeaseTracker tracker)
+    {
+        _set = set;
+        _tracker = tracker;
+    }
+
+    /// <summary>
+    /// The fencing token: strictly greater than the token of every earlier grant of the same lock or semaphore (by
+    /// any process), and never reused, also across server restarts.
+    /// </summary>
+    public long FencingToken => _tracker.Id;
+
+    /// <summary>
+    /// Cancelled when the lease is lost (see the remarks): its session ended, or it could not be renewed for a lease
+    /// duration. Never cancelled by <see cref="ReleaseAsync"/>. Callbacks run on the thread pool.
+    /// </summary>
+    public CancellationToken Lost => _tracker.LostToken;
+
+    /// <summary>
+    /// Gives the permit back. Idempotent; a no-op for a lease that was lost. Never throws: when the server cannot be
+    /// reached, the permit, which is no longer renewed, is free for others when its lease expires (at most
+    /// <see cref="PostgresCoordinatorOptions.LeaseDuration"/> later).
+    /// </summary>
+    /// <returns>A task that completes when the server has freed the permit, or the attempt to reach it has ended.</returns>
+    public ValueTask ReleaseAsync() => _tracker.TryRelease() ? _set.ReleaseAsync(_tracker.Id) : default;
+
+    /// <summary>Releases the lease: the same as <see cref="ReleaseAsync"/>.</summary>
+    /// <returns>A task that completes when the release has.</returns>
+    public ValueTask DisposeAsync() => ReleaseAsync();
+
+    /// <inheritdoc />
+    public override string ToString() => string.Format(
+        CultureInfo.InvariantCulture,
+        "PostgresLease(name={0}, token={1}, {2})",
+        _set.Name,
+        FencingToken,
+        _tracker.IsHeld ? "held" : _tracker.IsLost ? "lost" : "released");
+}

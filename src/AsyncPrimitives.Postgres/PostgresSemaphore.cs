@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Threading.RateLimiting;
+using AsyncPrimitives.Postgres.Internal;
+
+namespace AsyncPrimitives.Postgres;
+
+/// <summary>
+/// A counting semaphore shared by every process that uses the same name in the same schema: at most
+/// <see cref="MaxCount"/> leases of it are held at a time, across all of them, whatever crashes. Create it with
+/// <see cref="PostgresCoordinator.CreateSemaphore"/>; use <see cref="AsRateLimiter"/> where a
+/// <see cref="RateLimiter"/> is expected.
+/// </summary>
+/// <remarks>
+/// <para><b>Fairness.</b> Waiters acquire in arrival order across processes: a waiter takes a permit only while fewer
+/// waiters are ahead of it than permits are free, so while anyone waits, <see cref="TryAcquireAsync"/> fails.</para>
+/// <para><b>The maximum.</b> Every process must use the same <see cref="MaxCount"/> for a name. Each grant is checked
+/// against the maximum of the process asking, so while a changed maximum rolls out, the old and the new one both
+/// apply.</para>
+/// <para><b>Cancellation, timeouts and failures</b> are as for <see cref="PostgresLock"/>: a cancelled or timed-out
+/// wait leaves nothing on the server; a failed connection fails the waits in progress with
+/// <see cref="PostgresCoordinationException"/> and loses the leases held; a crashed holder's permit is free as soon as
+/// the server sees its connection close, and at the latest <see cref="PostgresCoordinatorOptions.LeaseDuration"/>
+/// after its last heartbeat.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// PostgresSemaphore partnerApi = coordinator.CreateSemaphore("partner-api", maxCount: 64);
+/// await using (await partnerApi.AcquireAsync(cancellationToken))
+/// {
+///     await CallPartnerAsync(cancellationToken); // at most 64 calls in flight across every instance
+/// }
+/// </code>
+/// </example>
+[DebuggerDisplay("{ToString(),nq}")]
+public sealed class PostgresSemaphore
+{
+    private readonly PermitSet _set;
+
+    internal PostgresSemaphore(PostgresCoordinator coordinator, string name, int maxCount) =>
+        _set = new PermitSet(coordinator, 's', name, maxCount);
+
+    /// <summary>The semaphore's name: every process that uses this name (in the same schema) shares the permits.</summary>
+    public string Name => _set.Name;
+
+    /// <summary>The most leases held at once, across all processes.</summary>
+    public int MaxCount => _set.MaxCount;
+
+    /// <summary>Takes a permit, waiting in FIFO order while none is free.</summary>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>The lease; release it (or dispose it) to give the permit back.</returns>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before a permit was taken.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, or the coordinator's connection failed during the wait.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public ValueTask<PostgresLease> AcquireAsync(CancellationToken cancellationToken = default) =>
+        AcquireCoreAsync(Timeout.InfiniteTimeSpan, cancellationToken);
+
+    /// <summary>Takes a permit, waiting in FIFO order at most <paramref name="timeout"/>.</summary>
+    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
+    /// to take one now or time out now.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>The lease; release it (or dispose it) to give the permit back.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="TimeoutException">No permit was taken within <paramref name="timeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before a permit was taken.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, or the coordinator's connection failed during the wait.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public ValueTask<PostgresLease> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        TimeoutArgument.ThrowIfInvalid(timeout);
+        return AcquireCoreAsync(timeout, cancellationToken);
+    }
+
+    /// <summary>Takes a permit if one is free and no one waits.</summary>
+    /// <param name="cancellationToken">Cancels the call before it reaches the server.</param>
+    /// <returns>The lease, or null when no permit is free or others wait.</returns>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the call.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public ValueTask<PostgresLease?> TryAcquireAsync(CancellationToken cancellationToken = default) =>
+        _set.AcquireAsync(TimeSpan.Zero, throwOnTimeout: false, cancellationToken);
+
+    /// <summary>The permits free now across all processes: <see cref="MaxCount"/> less the leases held (a snapshot).</summary>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>The number of free permits, from 0 to <see cref="MaxCount"/>.</returns>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    public ValueTask<int> GetCurrentCountAsync(CancellationToken cancellationToken = default) =>
+        _set.GetFreeCountAsync(cancellationToken);
+
+    /// <summary>
+    /// This semaphore as a <see cref="RateLimiter"/>: each lease of the limiter is one permit of the semaphore, held
+    /// until the lease is disposed. For APIs that take a limiter (such as AsyncIterTools' <c>MapUnordered</c>, or
+    /// <see cref="RateLimiter.CreateChained"/> to combine it with a rate).
+    /// </summary>
+    /// <returns>A new limiter over this semaphore; disposing it does not affect the semaphore.</returns>
+    /// <remarks>
+    /// <see cref="RateLimiter.AcquireAsync"/> waits (FIFO) for a permit; a permit count of 0 answers whether a permit is
+    /// free now, without waiting. <see cref="RateLimiter.AttemptAcquire"/> cannot reach the server without blocking,
+    /// so it always returns a lease that is not acquired, with a <see cref="MetadataName.ReasonPhrase"/>; use
+    /// <c>AcquireAsync</c>. A permit count above 1 is refused with <see cref="ArgumentOutOfRangeException"/>.
+    /// Disposing a lease releases the permit in the background. The limiter gives no statistics
+    /// (<see cref="RateLimiter.GetStatistics"/> returns null).
+    /// </remarks>
+    public RateLimiter AsRateLimiter() => new Limiter(this);
+
+    /// <inheritdoc />
+    public override string ToString() =>
+        string.Format(CultureInfo.InvariantCulture, "PostgresSemaphore(name={0}, max={1})", Name, MaxCount);
+
+    private async ValueTask<PostgresLease> AcquireCoreAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
+        (await _set.AcquireAsync(timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))!;
+
+    /// <summary>The <see cref="RateLimiter"/> view of the semaphore.</summary>
+    private sealed class Limiter(PostgresSemaphore semaphore) : RateLimiter
+    {
+        private static readonly RateLimitLease s_cannotAttempt = new Lease(
+            null, "A PostgresSemaphore permit needs a round trip to the server: use AcquireAsync.");
+
+        private static readonly RateLimitLease s_noneFree = new Lease(null, "No permit is free now.");
+
+        private static readonly RateLimitLease s_free = new Lease(null, null);
+
+        private volatile bool _disposed;
+
+        public override TimeSpan? IdleDuration => null;
+
+        public override RateLimiterStatistics? GetStatistics() => null;
+
+        protected override RateLimitLease AttemptAcquireCore(int permitCount)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(permitCount, 1);
+            return s_cannotAttempt;
+        }
+
+        protected override async ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(permitCount, 1);
+            if (permitCount == 0)
+            {
+                return await semaphore.GetCurrentCountAsync(cancellationToken).ConfigureAwait(false) > 0 ? s_free : s_noneFree;
+            }
+
+            return new Lease(await semaphore.AcquireAsync(cancellationToken).ConfigureAwait(false), null);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            _disposed = true;
+            base.Dispose(disposing);
+        }
+
+        public override string ToString() => "RateLimiter over " + semaphore;
+    }
+
+    /// <summary>A limiter lease: acquired when it carries a <see cref="PostgresLease"/>, else failed with a reason.</summary>
+    private sealed class Lease(PostgresLease? held, string? reason) : RateLimitLease
+    {
+        private PostgresLease? _held = held;
+
+        public override bool IsAcquired => reason is null;
+
+        public override IEnumerable<string> MetadataNames => reason is null ? [] : [MetadataName.ReasonPhrase.Name];
+
+        public override bool TryGetMetadata(string metadataName, out object? metadata)
+        {
+            if (reason is not null && metadataName == MetadataName.ReasonPhrase.Name)
+            {
+                metadata = reason;
+                return true;
+            }
+
+            metadata = null;
+            return false;
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            // RateLimitLease.Dispose is synchronous: the release runs on; it never throws (see PostgresLease.ReleaseAsync).
+            if (Interlocked.Exchange(ref _held, null) is { } lease)
+            {
+                _ = lease.ReleaseAsync().AsTask();
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>Bad input fails at the call, naming the parameter. None of these reaches a server.</summary>
+public sealed class ArgumentTests : IAsyncLifetime
+{
+    private readonly NpgsqlDataSource _source = NpgsqlDataSource.Create("Host=127.0.0.1;Port=1;Username=nobody");
+    private PostgresCoordinator _coordinator = null!;
+
+    public Task InitializeAsync()
+    {
+        _coordinator = new PostgresCoordinator(_source);
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _coordinator.DisposeAsync();
+        await _source.DisposeAsync();
+    }
+
+    [Fact]
+    public void Constructor_NullDataSource_Throws() =>
+        FluentActions.Invoking(() => new PostgresCoordinator(null!)).Should().Throw<ArgumentNullException>().WithParameterName("dataSource");
+
+    [Fact]
+    public async Task Constructor_MultiplexingDataSource_Throws()
+    {
+        await using NpgsqlDataSource multiplexing = NpgsqlDataSource.Create("Host=127.0.0.1;Port=1;Username=nobody;Multiplexing=true");
+        FluentActions.Invoking(() => new PostgresCoordinator(multiplexing)).Should().Throw<ArgumentException>().WithParameterName("dataSource");
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("Upper")]
+    [InlineData("with-dash")]
+    [InlineData("with space")]
+    [InlineData("1digit_first")]
+    [InlineData("quote\"d")]
+    [InlineData("a_name_that_is_longer_than_sixty_three_characters_which_postgres_cuts")]
+    public void Constructor_InvalidSchemaName_Throws(string schema) =>
+        FluentActions.Invoking(() => new PostgresCoordinator(_source, new PostgresCoordinatorOptions { Schema = schema }))
+            .Should().Throw<ArgumentException>().WithParameterName("options").WithMessage("*schema*");
+
+    [Theory]
+    [InlineData("asynctools")]
+    [InlineData("_private")]
+    [InlineData("app_2")]
+    public async Task Constructor_ValidSchemaName_IsAccepted(string schema)
+    {
+        await using var coordinator = new PostgresCoordinator(_source, new PostgresCoordinatorOptions { Schema = schema });
+        coordinator.ToString().Should().Be($"PostgresCoordinator(schema={schema}, not connected)");
+    }
+
+    [Fact]
+    public void Constructor_NullSchemaName_Throws() =>
+        FluentActions.Invoking(() => new PostgresCoordinator(_source, new PostgresCoordinatorOptions { Schema = null! }))
+            .Should().Throw<ArgumentException>().WithParameterName("options");
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(999)]
+    [InlineData(-1)]
+    public void Constructor_LeaseDurationUnderOneSecond_Throws(int milliseconds) =>
+        FluentActions.Invoking(() => new PostgresCoordinator(_source, new PostgresCoordinatorOptions { LeaseDuration = TimeSpan.FromMilliseconds(milliseconds) }))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("options").WithMessage("*LeaseDuration*");
+
+    [Fact]
+    public void Constructor_InfiniteLeaseDuration_Throws() =>
+        FluentActions.Invoking(() => new PostgresCoordinator(_source, new PostgresCoordinatorOptions { LeaseDuration = Timeout.InfiniteTimeSpan }))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("options");
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-5)]
+    public void Constructor_NonPositivePollInterval_Throws(int milliseconds) =>
+        FluentActions.Invoking(() => new PostgresCoordinator(_source, new PostgresCoordinatorOptions { PollInterval = TimeSpan.FromMilliseconds(milliseconds) }))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("options").WithMessage("*PollInterval*");
+
+    [Fact]
+    public void CreateLock_NullName_Throws() =>
+        FluentActions.Invoking(() => _coordinator.CreateLock(null!)).Should().Throw<ArgumentNullException>().WithParameterName("name");
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("   ")]
+    public void CreateLockAndSemaphore_EmptyName_Throws(string name)
+    {
+        FluentActions.Invoking(() => _coordinator.CreateLock(name)).Should().Throw<ArgumentException>().WithParameterName("name");
+        FluentActions.Invoking(() => _coordinator.CreateSemaphore(name, 1)).Should().Throw<ArgumentException>().WithParameterName("name");
+    }
+
+    [Fact]
+    public void CreateLock_NameLongerThan256_Throws()
+    {
+        FluentActions.Invoking(() => _coordinator.CreateLock(new string('x', 257))).Should().Throw<ArgumentException>().WithParameterName("name");
+        _coordinator.CreateLock(new string('x', 256)).Name.Should().HaveLength(256);
+    }
+
+    [Fact]
+    public void CreateSemaphore_NullName_Throws() =>
+        FluentActions.Invoking(() => _coordinator.CreateSemaphore(null!, 1)).Should().Throw<ArgumentNullException>().WithParameterName("name");
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    public void CreateSemaphore_NonPositiveMaxCount_Throws(int maxCount) =>
+        FluentActions.Invoking(() => _coordinator.CreateSemaphore("api", maxCount)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxCount");
+
+    [Fact]
+    public async Task AcquireAsync_NegativeTimeout_Throws()
+    {
+        await FluentActions.Awaiting(async () => await _coordinator.CreateLock("job").AcquireAsync(TimeSpan.FromSeconds(-2)))
+            .Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        await FluentActions.Awaiting(async () => await _coordinator.CreateSemaphore("api", 2).AcquireAsync(TimeSpan.FromSeconds(-2)))
+            .Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
+    }
+
+    [Fact]
+    public async Task Calls_AfterDispose_ThrowObjectDisposed()
+    {
+        PostgresLock jobLock = _coordinator.CreateLock("job");
+        await _coordinator.DisposeAsync();
+        await _coordinator.DisposeAsync();
+
+        FluentActions.Invoking(() => _coordinator.CreateLock("job")).Should().Throw<ObjectDisposedException>();
+        FluentActions.Invoking(() => _coordinator.CreateSemaphore("api", 1)).Should().Throw<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await jobLock.AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(() => _coordinator.EnsureSchemaAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        _coordinator.ToString().Should().Contain("disposed");
+    }
+}

@@ -1,0 +1,157 @@
+using System.Diagnostics;
+using AsyncPrimitives.Postgres.Tests.Support;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// Locks and semaphores when things break: a killed backend, a cut-off or dropped connection, a server restart, a
+/// disposed coordinator. Each must give typed exceptions to the calls in progress, lose (and free) the leases of the
+/// process that broke, leave nothing behind, and let later calls work.
+/// </summary>
+public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(server)
+{
+    [PostgresFact]
+    public async Task HolderBackendsTerminated_HolderSeesLost_AndAWaiterGetsThePermitWellBeforeExpiry()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync();
+        Task<PostgresLease> waiting = b.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        var clock = Stopwatch.StartNew();
+        (await TerminateAsync(a)).Should().BeGreaterThan(0);
+
+        await WaitForLostAsync(held);
+        await using PostgresLease taken = await waiting.WaitAsync(Bound);
+        clock.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(10), "a dead session frees its permits without waiting for the 30 s lease");
+        taken.FencingToken.Should().BeGreaterThan(held.FencingToken);
+        await held.ReleaseAsync(); // a no-op for a lost lease, and no exception
+
+        // The coordinator that lost its connection works again.
+        await taken.ReleaseAsync();
+        await using PostgresLease again = await a.Coordinator.CreateLock("job").AcquireAsync().AsTask().WaitAsync(Bound);
+        again.FencingToken.Should().BeGreaterThan(taken.FencingToken);
+    }
+
+    [PostgresFact]
+    public async Task WaiterBackendsTerminated_FailTheWaitWithPostgresCoordinationException_AndLeaveNothingInLine()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        Member c = await JoinAsync();
+        PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync();
+        Task<PostgresLease> dying = b.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        await TerminateAsync(b);
+        await FluentActions.Awaiting(() => dying.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+
+        // The dead waiter's place does not block the line.
+        Task<PostgresLease> next = c.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await held.ReleaseAsync();
+        await using PostgresLease lease = await next.WaitAsync(Bound);
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters")).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task CutOffHolder_SeesLostWithinLeaseDuration_BeforeAnyoneElseGetsThePermit()
+    {
+        TimeSpan leaseDuration = TimeSpan.FromSeconds(2);
+        await using var proxy = new TcpProxy("127.0.0.1", new Npgsql.NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member cutOff = await JoinAsync(o => o.LeaseDuration = leaseDuration, port: proxy.Port);
+        Member other = await JoinAsync(o => o.LeaseDuration = leaseDuration);
+        PostgresLease held = await cutOff.Coordinator.CreateSemaphore("api", 1).AcquireAsync();
+
+        var clock = Stopwatch.StartNew();
+        proxy.Freeze(); // the server still sees the holder's connections open
+        TimeSpan lostAt = TimeSpan.MaxValue;
+        using CancellationTokenRegistration onLost = held.Lost.Register(() => lostAt = clock.Elapsed);
+
+        await using PostgresLease taken = await other.Coordinator.CreateSemaphore("api", 1).AcquireAsync().AsTask().WaitAsync(Bound);
+        TimeSpan takenAt = clock.Elapsed;
+
+        await WaitForLostAsync(held);
+        lostAt.Should().BeLessThanOrEqualTo(leaseDuration, "Lost fires within the lease duration");
+        lostAt.Should().BeLessThan(takenAt, "the holder stops relying on the permit before anyone else gets it");
+        takenAt.Should().BeLessThan(leaseDuration + TimeSpan.FromSeconds(3), "the server frees the permit when the lease expires");
+
+        proxy.Thaw();
+        await taken.ReleaseAsync();
+        await using PostgresLease again = await cutOff.Coordinator.CreateSemaphore("api", 1).AcquireAsync().AsTask().WaitAsync(Bound);
+        again.FencingToken.Should().BeGreaterThan(taken.FencingToken);
+    }
+
+    [PostgresFact]
+    public async Task DroppedConnections_FailWaitsInProgress_LoseLeases_AndLaterCallsWork()
+    {
+        await using var proxy = new TcpProxy("127.0.0.1", new Npgsql.NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member dropped = await JoinAsync(port: proxy.Port);
+        Member other = await JoinAsync();
+        PostgresLease otherHeld = await other.Coordinator.CreateLock("queue-head").AcquireAsync();
+        PostgresLease held = await dropped.Coordinator.CreateLock("job").AcquireAsync();
+        Task<PostgresLease> waiting = dropped.Coordinator.CreateLock("queue-head").AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        proxy.Sever();
+
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+        await WaitForLostAsync(held);
+        await using PostgresLease taken = await other.Coordinator.CreateLock("job").AcquireAsync().AsTask().WaitAsync(Bound);
+
+        await otherHeld.ReleaseAsync();
+        await using PostgresLease again = await dropped.Coordinator.CreateLock("queue-head").AcquireAsync().AsTask().WaitAsync(Bound);
+        again.FencingToken.Should().BeGreaterThan(otherHeld.FencingToken);
+    }
+
+    [PostgresRestartFact]
+    public async Task ServerRestart_FailsWaitsInProgress_LosesLeases_NothingLeaks_AndLaterCallsWork()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresLease held = await a.Coordinator.CreateSemaphore("api", 1).AcquireAsync();
+        Task<PostgresLease> waiting = b.Coordinator.CreateSemaphore("api", 1).AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        Server.Restart();
+
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+        await WaitForLostAsync(held);
+
+        // Both coordinators reconnect; the dead sessions' rows neither block nor count.
+        PostgresSemaphore semB = b.Coordinator.CreateSemaphore("api", 1);
+        PostgresLease after = await semB.AcquireAsync().AsTask().WaitAsync(Bound);
+        after.FencingToken.Should().BeGreaterThan(held.FencingToken, "tokens never repeat, also across a restart");
+        (await a.Coordinator.CreateSemaphore("api", 1).TryAcquireAsync()).Should().BeNull();
+        await after.ReleaseAsync();
+        (await semB.GetCurrentCountAsync()).Should().Be(1);
+        (await PermitRowsAsync()).Holders.Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task DisposingTheCoordinator_FailsItsWaitsWithObjectDisposed_AndFreesItsLeasesAtOnce()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresLease bHeld = await b.Coordinator.CreateLock("other").AcquireAsync();
+        PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync();
+        Task<PostgresLease> waiting = a.Coordinator.CreateLock("other").AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        await a.Coordinator.DisposeAsync();
+
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<ObjectDisposedException>();
+        await WaitForLostAsync(held);
+        (await b.Coordinator.CreateLock("job").TryAcquireAsync()).Should().NotBeNull("the disposed coordinator gave its permit back");
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters")).Should().Be(0);
+        await FluentActions.Awaiting(async () => await a.Coordinator.CreateLock("job").AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await bHeld.ReleaseAsync();
+    }
+
+    private static async Task WaitForLostAsync(PostgresLease lease)
+    {
+        var lost = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using CancellationTokenRegistration registration = lease.Lost.Register(() => lost.TrySetResult());
+        await lost.Task.WaitAsync(Bound);
+    }
+}

@@ -1,0 +1,204 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+public sealed class PostgresLockTests(PostgresServer server) : PostgresTest(server)
+{
+    /// <summary>Long enough that a test passing within it proves a wake-up came from a notification, not a poll.</summary>
+    private static readonly TimeSpan s_noPolling = TimeSpan.FromHours(1);
+
+    [PostgresFact]
+    public async Task AcquireAsync_WhenFree_GrantsAndExcludesOtherCoordinators()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresLock lockA = a.Coordinator.CreateLock("job");
+        PostgresLock lockB = b.Coordinator.CreateLock("job");
+
+        PostgresLease lease = await lockA.AcquireAsync();
+        (await lockB.TryAcquireAsync()).Should().BeNull("another coordinator holds the lock");
+
+        await lease.ReleaseAsync();
+        PostgresLease? next = await lockB.TryAcquireAsync();
+        next.Should().NotBeNull();
+        await next!.ReleaseAsync();
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
+    [PostgresFact]
+    public async Task TryAcquireAsync_FromTheHoldingProcess_ReturnsNull()
+    {
+        Member a = await JoinAsync();
+        PostgresLock jobLock = a.Coordinator.CreateLock("job");
+        await using PostgresLease lease = await jobLock.AcquireAsync();
+
+        (await jobLock.TryAcquireAsync()).Should().BeNull("the lock is not reentrant");
+        (await a.Coordinator.CreateLock("job").TryAcquireAsync()).Should().BeNull();
+    }
+
+    [PostgresFact]
+    public async Task Locks_WithDifferentNames_AreIndependent()
+    {
+        Member a = await JoinAsync();
+        await using PostgresLease first = await a.Coordinator.CreateLock("one").AcquireAsync();
+        await using PostgresLease? second = await a.Coordinator.CreateLock("two").TryAcquireAsync();
+        second.Should().NotBeNull();
+        await using PostgresLease? semaphore = await a.Coordinator.CreateSemaphore("one", 1).TryAcquireAsync();
+        semaphore.Should().NotBeNull("a semaphore and a lock of the same name are different things");
+    }
+
+    [PostgresFact]
+    public async Task AcquireAsync_WhenHeld_WaitsInFifoOrder_AcrossCoordinators()
+    {
+        Member a = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member b = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member holder = await JoinAsync();
+        PostgresLease held = await holder.Coordinator.CreateLock("job").AcquireAsync();
+
+        var order = new List<string>();
+        var waits = new List<Task>();
+        foreach ((Member member, string name) in new[] { (a, "a1"), (b, "b1"), (a, "a2"), (b, "b2") })
+        {
+            PostgresLock jobLock = member.Coordinator.CreateLock("job");
+            waits.Add(Task.Run(async () =>
+            {
+                PostgresLease lease = await jobLock.AcquireAsync();
+                lock (order)
+                {
+                    order.Add(name);
+                }
+
+                await lease.ReleaseAsync();
+            }));
+            await WaitersAsync(waits.Count);
+        }
+
+        await held.ReleaseAsync();
+        await Task.WhenAll(waits).WaitAsync(Bound);
+        order.Should().Equal("a1", "b1", "a2", "b2");
+    }
+
+    [PostgresFact]
+    public async Task FencingToken_IncreasesWithEveryGrant_AcrossCoordinators()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        var tokens = new List<long>();
+        for (int i = 0; i < 6; i++)
+        {
+            Member member = i % 2 == 0 ? a : b;
+            await using PostgresLease lease = await member.Coordinator.CreateLock("job").AcquireAsync();
+            tokens.Add(lease.FencingToken);
+        }
+
+        tokens.Should().BeInAscendingOrder().And.OnlyHaveUniqueItems();
+    }
+
+    [PostgresFact]
+    public async Task AcquireAsync_WithTimeout_ThrowsTimeoutException_AndLeavesNothing()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        await using PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync();
+
+        Func<Task> wait = async () => await b.Coordinator.CreateLock("job").AcquireAsync(TimeSpan.FromMilliseconds(200));
+        await wait.Should().ThrowAsync<TimeoutException>();
+        (await PermitRowsAsync()).Should().Be((1L, 0L), "the timed-out wait left its place in line");
+    }
+
+    [PostgresFact]
+    public async Task AcquireAsync_WithZeroTimeout_ThrowsAtOnce_WithoutQueueing()
+    {
+        Member a = await JoinAsync();
+        await using PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync();
+
+        Func<Task> now = async () => await a.Coordinator.CreateLock("job").AcquireAsync(TimeSpan.Zero);
+        await now.Should().ThrowAsync<TimeoutException>();
+        (await PermitRowsAsync()).Should().Be((1L, 0L));
+
+        await held.ReleaseAsync();
+        await using PostgresLease free = await a.Coordinator.CreateLock("job").AcquireAsync(TimeSpan.Zero);
+        free.FencingToken.Should().BeGreaterThan(held.FencingToken);
+    }
+
+    [PostgresFact]
+    public async Task AcquireAsync_Cancelled_ThrowsAndLeavesNothing_AndTheNextWaiterIsServed()
+    {
+        Member a = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member b = await JoinAsync(o => o.PollInterval = s_noPolling);
+        PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync();
+
+        using var cancel = new CancellationTokenSource();
+        Task<PostgresLease> first = b.Coordinator.CreateLock("job").AcquireAsync(cancel.Token).AsTask();
+        await WaitersAsync(1);
+        Task<PostgresLease> second = a.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await WaitersAsync(2);
+
+        cancel.Cancel();
+        await FluentActions.Awaiting(() => first.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+        await WaitersAsync(1);
+
+        await held.ReleaseAsync();
+        await using PostgresLease next = await second.WaitAsync(Bound);
+        next.FencingToken.Should().BeGreaterThan(held.FencingToken);
+    }
+
+    [PostgresFact]
+    public async Task AcquireAsync_WithCancelledToken_ThrowsAtOnce()
+    {
+        Member a = await JoinAsync();
+        Func<Task> call = async () => await a.Coordinator.CreateLock("job").AcquireAsync(new CancellationToken(canceled: true));
+        await call.Should().ThrowAsync<OperationCanceledException>();
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
+    [PostgresFact]
+    public async Task ReleaseAsync_IsIdempotent_AndDoesNotFireLost()
+    {
+        Member a = await JoinAsync();
+        PostgresLease lease = await a.Coordinator.CreateLock("job").AcquireAsync();
+        await lease.ReleaseAsync();
+        await lease.ReleaseAsync();
+        await lease.DisposeAsync();
+
+        lease.Lost.IsCancellationRequested.Should().BeFalse();
+        lease.ToString().Should().Contain("released");
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
+    [PostgresFact]
+    public async Task DisposeAsync_ReleasesTheLease()
+    {
+        Member a = await JoinAsync();
+        await using (await a.Coordinator.CreateLock("job").AcquireAsync())
+        {
+            (await PermitRowsAsync()).Holders.Should().Be(1);
+        }
+
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
+    [PostgresFact]
+    public async Task Heartbeat_KeepsALeaseHeldLongerThanItsDuration()
+    {
+        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(2));
+        Member b = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(2));
+        await using PostgresLease lease = await a.Coordinator.CreateLock("job").AcquireAsync();
+
+        // Over two lease durations: without renewals the lease would have expired twice.
+        Func<Task> wait = async () => await b.Coordinator.CreateLock("job").AcquireAsync(TimeSpan.FromSeconds(4.5));
+        await wait.Should().ThrowAsync<TimeoutException>();
+        lease.Lost.IsCancellationRequested.Should().BeFalse();
+    }
+
+    [PostgresFact]
+    public async Task ToString_NamesTheLock()
+    {
+        Member a = await JoinAsync();
+        PostgresLock jobLock = a.Coordinator.CreateLock("job");
+        jobLock.ToString().Should().Be("PostgresLock(name=job)");
+        jobLock.Name.Should().Be("job");
+        await using PostgresLease lease = await jobLock.AcquireAsync();
+        lease.ToString().Should().Be($"PostgresLease(name=job, token={lease.FencingToken}, held)");
+    }
+}

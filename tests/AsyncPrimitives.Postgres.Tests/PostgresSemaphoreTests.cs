@@ -1,0 +1,142 @@
+using System.Threading.RateLimiting;
+using AsyncPrimitives.Postgres.Tests.Support;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest(server)
+{
+    [PostgresFact]
+    public async Task ManyTasks_OnTwoCoordinators_NeverHoldMoreThanMaxCount_AndEveryAcquireIsServed()
+    {
+        const int MaxCount = 3;
+        const int Tasks = 8;
+        const int Rounds = 15;
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        int inside = 0;
+        int peak = 0;
+        int served = 0;
+
+        async Task WorkAsync(PostgresSemaphore semaphore)
+        {
+            for (int i = 0; i < Rounds; i++)
+            {
+                await using PostgresLease lease = await semaphore.AcquireAsync();
+                int now = Interlocked.Increment(ref inside);
+                InterlockedMax(ref peak, now);
+                await Task.Yield();
+                Interlocked.Decrement(ref inside);
+                Interlocked.Increment(ref served);
+            }
+        }
+
+        await Task.WhenAll(Enumerable.Range(0, Tasks).Select(i =>
+            Task.Run(() => WorkAsync((i % 2 == 0 ? a : b).Coordinator.CreateSemaphore("api", MaxCount))))).WaitAsync(TimeSpan.FromSeconds(60));
+
+        peak.Should().BeLessThanOrEqualTo(MaxCount);
+        peak.Should().BeGreaterThan(1, "the permits are used concurrently");
+        served.Should().Be(Tasks * Rounds);
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
+    [PostgresFact]
+    public async Task AcquireAsync_WhenFull_WaitsInFifoOrder()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresSemaphore semA = a.Coordinator.CreateSemaphore("api", 2);
+        PostgresSemaphore semB = b.Coordinator.CreateSemaphore("api", 2);
+        PostgresLease first = await semA.AcquireAsync();
+        PostgresLease second = await semB.AcquireAsync();
+
+        Task<PostgresLease> w1 = semB.AcquireAsync().AsTask();
+        await WaitersAsync(1);
+        Task<PostgresLease> w2 = semA.AcquireAsync().AsTask();
+        await WaitersAsync(2);
+        (await semA.TryAcquireAsync()).Should().BeNull("others wait");
+
+        await first.ReleaseAsync();
+        await using PostgresLease got1 = await w1.WaitAsync(Bound);
+        w2.IsCompleted.Should().BeFalse("one permit was freed, and the first in line took it");
+        await second.ReleaseAsync();
+        await using PostgresLease got2 = await w2.WaitAsync(Bound);
+        got2.FencingToken.Should().BeGreaterThan(got1.FencingToken);
+    }
+
+    [PostgresFact]
+    public async Task GetCurrentCountAsync_CountsFreePermitsAcrossCoordinators()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresSemaphore semA = a.Coordinator.CreateSemaphore("api", 3);
+        PostgresSemaphore semB = b.Coordinator.CreateSemaphore("api", 3);
+        (await semA.GetCurrentCountAsync()).Should().Be(3);
+
+        await using PostgresLease one = await semA.AcquireAsync();
+        await using PostgresLease two = await semB.AcquireAsync();
+        (await semB.GetCurrentCountAsync()).Should().Be(1);
+        semA.MaxCount.Should().Be(3);
+        semA.ToString().Should().Be("PostgresSemaphore(name=api, max=3)");
+    }
+
+    [PostgresFact]
+    public async Task AsRateLimiter_LeasesArePermits_DisposingReleases()
+    {
+        Member a = await JoinAsync();
+        PostgresSemaphore semaphore = a.Coordinator.CreateSemaphore("api", 2);
+        using RateLimiter limiter = semaphore.AsRateLimiter();
+
+        using (RateLimitLease first = await limiter.AcquireAsync())
+        using (RateLimitLease second = await limiter.AcquireAsync())
+        {
+            first.IsAcquired.Should().BeTrue();
+            second.IsAcquired.Should().BeTrue();
+            (await semaphore.GetCurrentCountAsync()).Should().Be(0);
+            using RateLimitLease none = await limiter.AcquireAsync(permitCount: 0);
+            none.IsAcquired.Should().BeFalse("no permit is free");
+        }
+
+        await EventuallyAsync(async () => await semaphore.GetCurrentCountAsync() == 2, "the disposed leases are released");
+        using RateLimitLease free = await limiter.AcquireAsync(permitCount: 0);
+        free.IsAcquired.Should().BeTrue();
+    }
+
+    [PostgresFact]
+    public async Task AsRateLimiter_AttemptAcquire_IsNeverAcquired_AndSaysWhy()
+    {
+        Member a = await JoinAsync();
+        using RateLimiter limiter = a.Coordinator.CreateSemaphore("api", 2).AsRateLimiter();
+
+        using RateLimitLease lease = limiter.AttemptAcquire();
+        lease.IsAcquired.Should().BeFalse();
+        lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason).Should().BeTrue();
+        reason.Should().Contain("AcquireAsync");
+        FluentActions.Invoking(() => limiter.AttemptAcquire(2)).Should().Throw<ArgumentOutOfRangeException>();
+        await FluentActions.Awaiting(async () => await limiter.AcquireAsync(2)).Should().ThrowAsync<ArgumentOutOfRangeException>();
+        limiter.GetStatistics().Should().BeNull();
+    }
+
+    [PostgresFact]
+    public async Task AsRateLimiter_AfterDispose_Throws()
+    {
+        Member a = await JoinAsync();
+        RateLimiter limiter = a.Coordinator.CreateSemaphore("api", 2).AsRateLimiter();
+        limiter.Dispose();
+        await FluentActions.Awaiting(async () => await limiter.AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        int seen = Volatile.Read(ref target);
+        while (value > seen)
+        {
+            int previous = Interlocked.CompareExchange(ref target, value, seen);
+            if (previous == seen)
+            {
+                return;
+            }
+
+            seen = previous;
+        }
+    }
+}

@@ -1,0 +1,162 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace AsyncPrimitives.Postgres.Tests.Support;
+
+/// <summary>
+/// A TCP relay in front of the test server, to cut a client off without the server noticing: <see cref="Freeze"/>
+/// stops relaying bytes while every connection stays open (a network partition: the server still sees its sessions
+/// alive), <see cref="Thaw"/> resumes, <see cref="Sever"/> closes every connection at once (a dropped connection).
+/// </summary>
+public sealed class TcpProxy : IAsyncDisposable
+{
+    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+    private readonly IPEndPoint _target;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _sync = new();
+    private readonly List<Socket> _sockets = [];
+    private readonly Task _accepting;
+    private TaskCompletionSource _open = NewOpenGate(opened: true);
+
+    public TcpProxy(string host, int port)
+    {
+        _target = new IPEndPoint(IPAddress.Parse(host), port);
+        _listener.Start();
+        _accepting = AcceptAsync();
+    }
+
+    public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
+
+    /// <summary>Stops relaying; connections stay open, bytes wait.</summary>
+    public void Freeze()
+    {
+        lock (_sync)
+        {
+            if (_open.Task.IsCompleted)
+            {
+                _open = NewOpenGate(opened: false);
+            }
+        }
+    }
+
+    /// <summary>Resumes relaying.</summary>
+    public void Thaw()
+    {
+        lock (_sync)
+        {
+            _open.TrySetResult();
+        }
+    }
+
+    /// <summary>Closes every relayed connection (new ones are still accepted).</summary>
+    public void Sever()
+    {
+        Socket[] sockets;
+        lock (_sync)
+        {
+            sockets = [.. _sockets];
+            _sockets.Clear();
+        }
+
+        foreach (Socket socket in sockets)
+        {
+            socket.LingerState = new LingerOption(true, 0); // reset, not a polite close
+            socket.Dispose();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        _listener.Stop();
+        Thaw();
+        Sever();
+        await _accepting.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+    }
+
+    private async Task AcceptAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener.AcceptSocketAsync(_stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+
+            var server = new Socket(SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                await server.ConnectAsync(_target, _stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException)
+            {
+                client.Dispose();
+                server.Dispose();
+                continue;
+            }
+
+            lock (_sync)
+            {
+                _sockets.Add(client);
+                _sockets.Add(server);
+            }
+
+            _ = PumpAsync(client, server);
+            _ = PumpAsync(server, client);
+        }
+    }
+
+    private async Task PumpAsync(Socket from, Socket to)
+    {
+        byte[] buffer = new byte[16 * 1024];
+        try
+        {
+            while (true)
+            {
+                int read = await from.ReceiveAsync(buffer, SocketFlags.None, _stop.Token);
+                if (read == 0)
+                {
+                    break;
+                }
+
+                Task open;
+                lock (_sync)
+                {
+                    open = _open.Task;
+                }
+
+                await open.WaitAsync(_stop.Token);
+                await to.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, _stop.Token);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+        {
+            // Severed or stopped.
+        }
+
+        try
+        {
+            to.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Already gone.
+        }
+    }
+
+    private static TaskCompletionSource NewOpenGate(bool opened)
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (opened)
+        {
+            gate.SetResult();
+        }
+
+        return gate;
+    }
+}
