@@ -1,40 +1,12 @@
 namespace AsyncIterTools.Tests;
 
-public sealed class MapUnorderedTests
+/// <summary>MapUnordered: the shared contract, plus what completion order adds.</summary>
+public sealed class MapUnorderedTests : MapContractTests
 {
-    private static readonly Func<int, CancellationToken, ValueTask<int>> s_double = (x, _) => new ValueTask<int>(x * 2);
+    protected override bool Ordered => false;
 
-    private static async ValueTask<int> YieldThenDouble(int x, CancellationToken ct)
-    {
-        await Task.Yield();
-        return x * 2;
-    }
-
-    [Fact]
-    public void InvalidArguments_ThrowAtTheCall()
-    {
-        FluentActions.Invoking(() => ((IAsyncEnumerable<int>)null!).MapUnordered(s_double, 1)).Should().Throw<ArgumentNullException>().WithParameterName("source");
-        FluentActions.Invoking(() => Sources.Of(SourceMode.Synchronous, 1).MapUnordered((Func<int, CancellationToken, ValueTask<int>>)null!, 1)).Should().Throw<ArgumentNullException>().WithParameterName("selector");
-        FluentActions.Invoking(() => Sources.Of(SourceMode.Synchronous, 1).MapUnordered(s_double, 0)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task Empty_GivesEmpty(SourceMode mode)
-    {
-        var source = Sources.Of<int>(mode);
-        (await source.MapUnordered(s_double, 3).ToListAsync()).Should().BeEmpty();
-        source.Disposals.Should().Be(1);
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task Values_MatchSelect_InSourceOrder(SourceMode mode)
-    {
-        int[] items = Enumerable.Range(0, 50).ToArray();
-        var source = Sources.From(items, mode);
-        (await source.MapUnordered(YieldThenDouble, 4).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEquivalentTo(items.Select(x => x * 2));
-        (await Sources.From(items, mode).MapUnordered(s_double, 1).ToListAsync()).Should().Equal(items.Select(x => x * 2));
-        source.Disposals.Should().Be(1);
-    }
+    protected override IAsyncEnumerable<TResult> Apply<T, TResult>(IAsyncEnumerable<T> source, Func<T, CancellationToken, ValueTask<TResult>> selector, int maxConcurrency) =>
+        source.MapUnordered(selector, maxConcurrency);
 
     [Fact]
     public async Task Results_AreYieldedInCompletionOrder()
@@ -71,106 +43,5 @@ public sealed class MapUnorderedTests
         slow.SetResult(0);
         (await last.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
         e.Current.Should().Be(0);
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task PeakConcurrency_ReachesButNeverExceedsMax(SourceMode mode)
-    {
-        var probe = new ConcurrencyProbe(max: 4);
-        var source = Sources.From(Enumerable.Range(0, 40), mode);
-        Task<List<int>> mapped = source.MapUnordered((x, ct) => new ValueTask<int>(probe.RunAsync(x, probe.Held, ct)), 4).ToListAsync().AsTask();
-        await probe.AssertHeldAtMaxThenReleaseAsync();
-        List<int> results = await mapped.WaitAsync(TestWork.Bound);
-        results.Should().BeEquivalentTo(Enumerable.Range(0, 40));
-        probe.Peak.Should().Be(4);
-        probe.StartOrder.Should().Equal(Enumerable.Range(0, 40));
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task BackPressure_ConsumerStopsAfter10_SourceProducedAtMost14(SourceMode mode)
-    {
-        var source = Sources.From(Enumerable.Range(0, 1_000), mode); // Sources.Endless materializes int.MaxValue items (OOM)
-        var taken = new List<int>();
-        await foreach (int x in source.MapUnordered(YieldThenDouble, 4))
-        {
-            taken.Add(x);
-            if (taken.Count == 10)
-            {
-                break;
-            }
-        }
-
-        taken.Should().OnlyHaveUniqueItems().And.HaveCount(10);
-        source.Produced.Should().BeLessThanOrEqualTo(14);
-        source.Disposals.Should().Be(1);
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task SelectorFailure_CancelsAndAwaitsInFlightCalls_ThenSurfaces(SourceMode mode)
-    {
-        var probe = new ConcurrencyProbe();
-        var never = new TaskCompletionSource<bool>().Task;
-        var boom = new FormatException();
-        var source = Sources.From(Enumerable.Range(0, 10), mode);
-        var map = source.MapUnordered(async (x, ct) => x == 3 ? throw boom : await probe.RunAsync(x, never, ct), 4);
-
-        (await FluentActions.Awaiting(() => map.ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>()).Which.Should().BeSameAs(boom);
-        probe.Started.Should().Be(3);
-        probe.Cancelled.Should().Be(3);
-        probe.InFlight.Should().Be(0);
-        source.Disposals.Should().Be(1);
-        source.Produced.Should().Be(4);
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task SourceFailure_CancelsAndAwaitsInFlightCalls_ThenSurfaces(SourceMode mode)
-    {
-        var probe = new ConcurrencyProbe();
-        var never = new TaskCompletionSource<bool>().Task;
-        var source = Sources.Failing(Enumerable.Range(0, 10), failAt: 2, mode);
-
-        await FluentActions.Awaiting(() => source.MapUnordered((x, ct) => new ValueTask<int>(probe.RunAsync(x, never, ct)), 4).ToListAsync().AsTask().WaitAsync(TestWork.Bound))
-            .Should().ThrowAsync<InvalidOperationException>().WithMessage("source failure");
-        probe.Cancelled.Should().Be(2);
-        probe.InFlight.Should().Be(0);
-        source.Disposals.Should().Be(1);
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task EarlyBreak_CancelsAndAwaitsInFlightCalls(SourceMode mode)
-    {
-        var probe = new ConcurrencyProbe();
-        var never = new TaskCompletionSource<bool>().Task;
-        var source = Sources.From(Enumerable.Range(0, 10), mode);
-        await foreach (int x in source.MapUnordered((x, ct) => x == 0 ? new ValueTask<int>(x) : new ValueTask<int>(probe.RunAsync(x, never, ct)), 4))
-        {
-            x.Should().Be(0);
-            break;
-        }
-
-        probe.InFlight.Should().Be(0);
-        probe.Cancelled.Should().Be(probe.Started);
-        probe.Started.Should().BeGreaterThan(0);
-        source.Disposals.Should().Be(1);
-    }
-
-    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
-    public async Task Cancellation_FlowsToSourceAndSelector(SourceMode mode)
-    {
-        var probe = new ConcurrencyProbe(max: 2);
-        var never = new TaskCompletionSource<bool>().Task;
-        using var cts = new CancellationTokenSource();
-        var source = Sources.From(Enumerable.Range(0, 10), mode);
-        await using IAsyncEnumerator<int> e = source.MapUnordered((x, ct) => new ValueTask<int>(probe.RunAsync(x, never, ct)), 2).GetAsyncEnumerator(cts.Token);
-        ValueTask<bool> move = e.MoveNextAsync();
-        await probe.ReachedMax.WaitAsync(TestWork.Bound);
-        source.LastToken.CanBeCanceled.Should().BeTrue();
-        cts.Cancel();
-
-        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
-        probe.Cancelled.Should().Be(2);
-        source.LastToken.IsCancellationRequested.Should().BeTrue();
-        await e.DisposeAsync();
-        source.Disposals.Should().Be(1);
     }
 }
