@@ -72,6 +72,75 @@ public sealed class OperatorStressTests(ITestOutputHelper output)
             }
         });
 
+    /// <summary>
+    /// AsCompleted's wait for the next completion ended by its deadline (work it owns) or by the caller's token (tasks it
+    /// was handed) while completions arrive on other threads: every value yielded is a distinct completed one, the run
+    /// ends with the value set complete or with the timeout or cancellation, and it ends at all: a completion handed over
+    /// as the wait ended is neither lost (the drain of owned work would wait for it forever) nor delivered twice.
+    /// </summary>
+    [Fact]
+    public Task AsCompleted_WaitEndingWhileCompletionsArrive_LosesAndDuplicatesNothing() =>
+        Stress.RoundsAsync(output, "asCompletedWaitRace", Rounds, async (rng, because) =>
+        {
+            int n = rng.Next(1, 40);
+            bool owned = rng.Next(2) == 0;
+            int endAfter = rng.Next(0, n + 1);
+            var gates = Enumerable.Range(0, n).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+            var time = new ManualTimeProvider();
+            using var cts = new CancellationTokenSource();
+            IAsyncEnumerable<int> sequence = owned
+                ? AsyncIter.AsCompleted(gates.Select((g, i) => (Func<CancellationToken, Task<int>>)(ct => Complete(g, ct))), null, TimeSpan.FromSeconds(1), time)
+                : AsyncIter.AsCompleted(gates.Select(g => g.Task), null, time);
+
+            // Completions arrive on pool threads; the deadline passes (or the caller cancels) after a random number of them.
+            Task completer = Task.Run(() =>
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    if (i == endAfter)
+                    {
+                        if (owned)
+                        {
+                            time.Advance(TimeSpan.FromSeconds(1));
+                        }
+                        else
+                        {
+                            cts.Cancel();
+                        }
+                    }
+
+                    gates[i].TrySetResult(i);
+                }
+            });
+
+            var seen = new List<int>();
+            Task run = Task.Run(async () =>
+            {
+                await foreach (int value in sequence.WithCancellation(cts.Token))
+                {
+                    seen.Add(value);
+                }
+            });
+            Exception? error = await Record(run);
+            await completer.Bounded();
+
+            run.IsCompleted.Should().BeTrue(because + ": the run ends (a lost completion would hang the drain)");
+            seen.Should().OnlyHaveUniqueItems(because);
+            seen.Should().BeSubsetOf(Enumerable.Range(0, n), because);
+            if (error is null)
+            {
+                seen.Should().HaveCount(n, because + ": a run that ends normally yields every value");
+            }
+            else
+            {
+                error.Should().BeOfType(owned ? typeof(TimeoutException) : typeof(OperationCanceledException), because);
+            }
+        });
+
+    /// <summary>Work that completes with its gate, or observes cancellation of its token.</summary>
+    private static async Task<int> Complete(TaskCompletionSource<int> gate, CancellationToken cancellationToken) =>
+        await gate.Task.WaitAsync(cancellationToken);
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.ExceptionServices;
-using System.Threading.Channels;
+using System.Threading.Tasks.Sources;
 
 namespace AsyncIterTools.Internal;
 
@@ -15,7 +15,8 @@ namespace AsyncIterTools.Internal;
 /// <para>
 /// Single consumer: every member except the operations' completion callbacks is called by one logical flow at a time
 /// (the operator's iterator or gathering method). A completion callback only stores the outcome in its
-/// <see cref="Operation"/> and writes the operation to <see cref="_completed"/>.
+/// <see cref="Operation"/> and hands the operation over (<see cref="Post"/>): to the parked consumer, or to
+/// <see cref="_completed"/>.
 /// </para>
 /// <para>
 /// Context policy. The completion callback is bookkeeping: it is registered with <c>ConfigureAwait(false)</c> and runs
@@ -25,21 +26,26 @@ namespace AsyncIterTools.Internal;
 /// when it had to wait: one post per wait, none per completion.
 /// </para>
 /// <para>
-/// The operations are pooled: a taken operation goes back to <see cref="_free"/> through <see cref="Return"/>, so once
-/// the window has filled, starting and completing a call allocates nothing here.
+/// The operations are pooled: a taken operation goes back to <see cref="_free"/> through <see cref="Return"/>, and the
+/// consumer parks on this queue itself (a reusable <see cref="ManualResetValueTaskSourceCore{TResult}"/>), so once the
+/// window has filled, starting, completing and waiting allocate nothing here.
 /// </para>
 /// </remarks>
-internal sealed class CompletionQueue<TArg, TResult> : IDisposable
+internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<CompletionQueue<TArg, TResult>.Operation>, IDisposable
 {
+    private static readonly Action<object?> s_cancelWait = static s => ((CompletionQueue<TArg, TResult>)s!).CancelWait();
+
     /// <summary>Starts one call; a synchronous throw counts as a call that failed.</summary>
     private readonly Func<TArg, CancellationToken, ValueTask<TResult>> _call;
 
     /// <summary>Linked to the caller's token; its token is given to every call; cancelled by <see cref="Cancel"/>.</summary>
     private readonly CancellationTokenSource _cts;
 
-    /// <summary>Every started operation is written here exactly once, by its completion callback, as its last touch.</summary>
-    private readonly Channel<Operation> _completed =
-        Channel.CreateUnbounded<Operation>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = false });
+    /// <summary>Guards <see cref="_completed"/> and <see cref="_waiting"/>; held for a few instructions, never around user code.</summary>
+    private readonly Lock _lock = new();
+
+    /// <summary>Completed operations the consumer has not taken yet, in completion order.</summary>
+    private readonly Queue<Operation> _completed = new();
 
     /// <summary>Operations given back through <see cref="Return"/>; consumer-only, so no lock.</summary>
     private readonly Stack<Operation> _free = new();
@@ -55,6 +61,20 @@ internal sealed class CompletionQueue<TArg, TResult> : IDisposable
 
     /// <summary>The first failure reported through <see cref="Fail(Exception)"/>.</summary>
     private ExceptionDispatchInfo? _failure;
+
+    /// <summary>
+    /// The consumer's parking spot. Continuations run asynchronously, so a call completing on its own thread never runs
+    /// the consumer (and the user code it calls next) inline; they resume on the consumer's context when it had one.
+    /// </summary>
+    private ManualResetValueTaskSourceCore<Operation> _waiter = new() { RunContinuationsAsynchronously = true };
+
+    /// <summary>True while the consumer is parked on <see cref="_waiter"/>; then <see cref="_completed"/> is empty.</summary>
+    private bool _waiting;
+
+    /// <summary>The token that may end the current wait, and its registration (consumer side).</summary>
+    private CancellationToken _waitToken;
+
+    private CancellationTokenRegistration _waitRegistration;
 
     public CompletionQueue(Func<TArg, CancellationToken, ValueTask<TResult>> call, CancellationToken cancellationToken)
     {
@@ -124,15 +144,36 @@ internal sealed class CompletionQueue<TArg, TResult> : IDisposable
 
     /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
     /// <remarks>
-    /// Synchronous when a completion is already queued (the common case under load): no async method runs. A wait ended
-    /// by <paramref name="cancellationToken"/> takes nothing, so no completion is ever lost.
+    /// Synchronous when a completion is already queued (the common case under load). Otherwise the consumer parks on this
+    /// queue (no allocation) until a completion is handed over. A wait ended by <paramref name="cancellationToken"/> takes
+    /// nothing, so no completion is ever lost.
     /// </remarks>
     public ValueTask<Operation> NextAsync(CancellationToken cancellationToken = default)
     {
         Debug.Assert(_inFlight > 0, "No call is in flight.");
-        return _completed.Reader.TryRead(out Operation? operation)
-            ? new ValueTask<Operation>(Take(operation))
-            : NextSlowAsync(cancellationToken);
+        lock (_lock)
+        {
+            if (_completed.Count > 0)
+            {
+                return new ValueTask<Operation>(Take(_completed.Dequeue()));
+            }
+
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return ValueTask.FromCanceled<Operation>(cancellationToken);
+            }
+
+            _waiting = true;
+        }
+
+        if (cancellationToken.CanBeCanceled)
+        {
+            // Registered after parking: a token cancelled meanwhile runs CancelWait right here.
+            _waitToken = cancellationToken;
+            _waitRegistration = cancellationToken.RegisterNoFlow(s_cancelWait, this);
+        }
+
+        return new ValueTask<Operation>(this, _waiter.Version);
     }
 
     /// <summary>
@@ -171,9 +212,6 @@ internal sealed class CompletionQueue<TArg, TResult> : IDisposable
     /// <summary>Disposes the linked token source, unregistering it from the caller's token.</summary>
     public void Dispose() => _cts.Dispose();
 
-    private async ValueTask<Operation> NextSlowAsync(CancellationToken cancellationToken) =>
-        Take(await _completed.Reader.ReadAsync(cancellationToken));
-
     private Operation Take(Operation operation)
     {
         _inFlight--;
@@ -181,11 +219,62 @@ internal sealed class CompletionQueue<TArg, TResult> : IDisposable
         return operation;
     }
 
+    /// <summary>Called (on any thread) by an operation's completion callback, as its last touch of the operation.</summary>
     private void Post(Operation operation)
     {
-        bool written = _completed.Writer.TryWrite(operation);
-        Debug.Assert(written, "The completion channel is unbounded and never completed.");
+        lock (_lock)
+        {
+            if (!_waiting)
+            {
+                _completed.Enqueue(operation);
+                return;
+            }
+
+            // The consumer is parked, so the queue is empty: hand the operation over directly (order is kept).
+            Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
+            _waiting = false;
+        }
+
+        // Outside the lock: completing the waiter schedules the consumer's continuation.
+        _waiter.SetResult(operation);
     }
+
+    /// <summary>Ends the consumer's wait with cancellation, unless a completion was handed over first (it then stays delivered).</summary>
+    private void CancelWait()
+    {
+        lock (_lock)
+        {
+            if (!_waiting)
+            {
+                return;
+            }
+
+            _waiting = false;
+        }
+
+        _waiter.SetException(new OperationCanceledException(_waitToken));
+    }
+
+    Operation IValueTaskSource<Operation>.GetResult(short token)
+    {
+        // Waits for a CancelWait already running, so the next wait never sees this one's cancellation.
+        _waitRegistration.Dispose();
+        _waitRegistration = default;
+        _waitToken = default;
+        try
+        {
+            return Take(_waiter.GetResult(token));
+        }
+        finally
+        {
+            _waiter.Reset();
+        }
+    }
+
+    ValueTaskSourceStatus IValueTaskSource<Operation>.GetStatus(short token) => _waiter.GetStatus(token);
+
+    void IValueTaskSource<Operation>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _waiter.OnCompleted(continuation, state, token, flags);
 
     /// <summary>
     /// One call: what it was started with, and its outcome once complete. Written by the completion callback before it is
