@@ -18,6 +18,19 @@ internal static class Compat
     }
 
     /// <summary>
+    /// Queues <paramref name="callback"/> to the thread pool's global queue without flowing the ExecutionContext, so that
+    /// work already queued on the current thread runs first (a hand-off that lets completions accumulate).
+    /// </summary>
+    public static void QueueGlobal(Action<object?> callback, object? state)
+    {
+#if NETSTANDARD2_0
+        ThreadPool.UnsafeQueueUserWorkItem(new WaitCallback(callback.Invoke), state);
+#else
+        ThreadPool.UnsafeQueueUserWorkItem(callback, state, preferLocal: false);
+#endif
+    }
+
+    /// <summary>
     /// Queues an awaiter's continuation to the thread pool without flowing the ExecutionContext, preferring the current
     /// thread's local queue as the BCL does for continuations.
     /// </summary>

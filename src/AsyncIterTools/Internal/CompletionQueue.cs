@@ -35,6 +35,8 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 {
     private static readonly Action<object?> s_cancelWait = static s => ((CompletionQueue<TArg, TResult>)s!).CancelWait();
 
+    private static readonly Action<object?> s_deliver = static s => ((CompletionQueue<TArg, TResult>)s!).Deliver();
+
     /// <summary>Starts one call; a synchronous throw counts as a call that failed.</summary>
     private readonly Func<TArg, CancellationToken, ValueTask<TResult>> _call;
 
@@ -63,10 +65,14 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     private ExceptionDispatchInfo? _failure;
 
     /// <summary>
-    /// The consumer's parking spot. Continuations run asynchronously, so a call completing on its own thread never runs
-    /// the consumer (and the user code it calls next) inline; they resume on the consumer's context when it had one.
+    /// The consumer's parking spot. It is completed from a thread-pool work item of its own (<see cref="Deliver"/>), never
+    /// inside the call that completed, so a call completing on its own thread never runs the consumer (and the user code
+    /// it calls next) inline; the consumer resumes on its context when it had one.
     /// </summary>
-    private ManualResetValueTaskSourceCore<Operation> _waiter = new() { RunContinuationsAsynchronously = true };
+    private ManualResetValueTaskSourceCore<Operation> _waiter;
+
+    /// <summary>The operation handed to the parked consumer, between <see cref="Post"/> and <see cref="Deliver"/>.</summary>
+    private Operation? _handOff;
 
     /// <summary>True while the consumer is parked on <see cref="_waiter"/>; then <see cref="_completed"/> is empty.</summary>
     private bool _waiting;
@@ -235,7 +241,17 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
             _waiting = false;
         }
 
-        // Outside the lock: completing the waiter schedules the consumer's continuation.
+        // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
+        // before the consumer runs, so it takes them without parking again.
+        _handOff = operation;
+        Compat.QueueGlobal(s_deliver, this);
+    }
+
+    /// <summary>Completes the parked consumer's wait with the handed-off operation (its continuation runs here or on its context).</summary>
+    private void Deliver()
+    {
+        Operation operation = _handOff!;
+        _handOff = null;
         _waiter.SetResult(operation);
     }
 
