@@ -204,7 +204,7 @@ public sealed class AsyncCondition
 
         // Join the line first, then let go of the lock: a notifier can only get the lock after we are in line. An
         // already-cancelled token or a zero timeout fails at once, and the caller still holds the lock.
-        ValueTask wait = _waiters.WaitWithoutResultAsync(default, timeout, cancellationToken);
+        ValueTask wait = _waiters.WaitWithoutResultAsync(default, default, timeout, cancellationToken);
         if (!wait.IsCompleted)
         {
             // We joined the line. The wait completes only once the lock is handed back to us, which cannot happen

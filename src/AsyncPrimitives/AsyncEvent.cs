@@ -82,7 +82,7 @@ public sealed class AsyncEvent
     /// <returns>A task that completes when the event is set.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
     public ValueTask WaitAsync(CancellationToken cancellationToken = default) =>
-        _waiters.WaitWithoutResultAsync(false, Timeout.InfiniteTimeSpan, cancellationToken);
+        _waiters.WaitWithoutResultAsync(new Policy(this), false, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Waits at most <paramref name="timeout"/> until the event is set.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to check now.</param>
@@ -94,7 +94,7 @@ public sealed class AsyncEvent
     public ValueTask WaitAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _waiters.WaitWithoutResultAsync(false, timeout, cancellationToken);
+        return _waiters.WaitWithoutResultAsync(new Policy(this), false, timeout, cancellationToken);
     }
 
     /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncEvent(set, waiters=0)</c>.</summary>

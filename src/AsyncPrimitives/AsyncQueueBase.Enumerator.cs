@@ -20,7 +20,7 @@ public abstract partial class AsyncQueueBase<T>
                 return ValueTask.FromCanceled<bool>(cancellationToken);
             }
 
-            if (queue._getters.TryNow(default!, out T item, out Exception? refusal))
+            if (queue._getters.TryNow(new GetPolicy(queue), default!, out T item, out Exception? refusal))
             {
                 _current = item;
                 return new ValueTask<bool>(true);

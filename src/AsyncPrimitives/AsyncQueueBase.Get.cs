@@ -15,7 +15,7 @@ public abstract partial class AsyncQueueBase<T>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item
     /// was taken; nothing was taken.</exception>
     public ValueTask<T> GetAsync(CancellationToken cancellationToken = default) =>
-        _getters.WaitAsync(default!, Timeout.InfiniteTimeSpan, cancellationToken);
+        _getters.WaitAsync(new GetPolicy(this), default!, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes the next item in the queue's order, waiting in FIFO order at most <paramref name="timeout"/> while
     /// the queue is empty. If putters wait on a full queue, the oldest one's item moves in first.</summary>
@@ -32,7 +32,7 @@ public abstract partial class AsyncQueueBase<T>
     public ValueTask<T> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _getters.WaitAsync(default!, timeout, cancellationToken);
+        return _getters.WaitAsync(new GetPolicy(this), default!, timeout, cancellationToken);
     }
 
     /// <summary>Takes the next item if there is one (moving a waiting putter's item in first). Never waits.</summary>
@@ -41,7 +41,7 @@ public abstract partial class AsyncQueueBase<T>
     /// <exception cref="QueueShutDownException">The queue is shut down and empty.</exception>
     public bool TryGet([MaybeNullWhen(false)] out T item)
     {
-        if (_getters.TryNow(default!, out item, out Exception? refusal))
+        if (_getters.TryNow(new GetPolicy(this), default!, out item, out Exception? refusal))
         {
             return true;
         }

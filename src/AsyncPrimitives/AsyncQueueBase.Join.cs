@@ -34,7 +34,7 @@ public abstract partial class AsyncQueueBase<T>
     /// <returns>A task that completes when <see cref="UnfinishedTasks"/> reaches zero; already completed if it is zero.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
     public ValueTask JoinAsync(CancellationToken cancellationToken = default) =>
-        _joiners.WaitWithoutResultAsync(default!, Timeout.InfiniteTimeSpan, cancellationToken);
+        _joiners.WaitWithoutResultAsync(new JoinPolicy(this), default!, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Waits at most <paramref name="timeout"/> until every item that entered the queue has been marked done.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit,
@@ -48,7 +48,7 @@ public abstract partial class AsyncQueueBase<T>
     public ValueTask JoinAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _joiners.WaitWithoutResultAsync(default!, timeout, cancellationToken);
+        return _joiners.WaitWithoutResultAsync(new JoinPolicy(this), default!, timeout, cancellationToken);
     }
 
     /// <summary>The engine's view of a join: served once every item is done.</summary>

@@ -14,7 +14,7 @@ public abstract partial class AsyncQueueBase<T>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the item
     /// entered the queue; the item was not enqueued.</exception>
     public ValueTask PutAsync(T item, CancellationToken cancellationToken = default) =>
-        _putters.WaitWithoutResultAsync(item, Timeout.InfiniteTimeSpan, cancellationToken);
+        _putters.WaitWithoutResultAsync(new PutPolicy(this), item, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Puts an item, waiting in FIFO order at most <paramref name="timeout"/> while the queue is full.</summary>
     /// <param name="item">The item.</param>
@@ -32,7 +32,7 @@ public abstract partial class AsyncQueueBase<T>
     public ValueTask PutAsync(T item, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _putters.WaitWithoutResultAsync(item, timeout, cancellationToken);
+        return _putters.WaitWithoutResultAsync(new PutPolicy(this), item, timeout, cancellationToken);
     }
 
     /// <summary>Puts an item if that needs no wait: the queue is not full (or a getter is waiting). Never waits.</summary>
@@ -41,7 +41,7 @@ public abstract partial class AsyncQueueBase<T>
     /// <exception cref="QueueShutDownException">The queue is shut down.</exception>
     public bool TryPut(T item)
     {
-        if (_putters.TryNow(item, out _, out Exception? refusal))
+        if (_putters.TryNow(new PutPolicy(this), item, out _, out Exception? refusal))
         {
             return true;
         }

@@ -75,7 +75,7 @@ public sealed class AsyncReaderWriterLock
     /// <returns>A <see cref="Releaser"/> that releases the read lock when disposed.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
     public ValueTask<Releaser> AcquireReadAsync(CancellationToken cancellationToken = default) =>
-        _waiters.WaitAsync(_readReleaser, Timeout.InfiniteTimeSpan, cancellationToken);
+        _waiters.WaitAsync(new Policy(this), _readReleaser, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes a read lock, waiting at most <paramref name="timeout"/>.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to take it now or time out now.</param>
@@ -87,7 +87,7 @@ public sealed class AsyncReaderWriterLock
     public ValueTask<Releaser> AcquireReadAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _waiters.WaitAsync(_readReleaser, timeout, cancellationToken);
+        return _waiters.WaitAsync(new Policy(this), _readReleaser, timeout, cancellationToken);
     }
 
     /// <summary>Takes the write lock, waiting in FIFO order until no reader or writer holds the lock.</summary>
@@ -95,7 +95,7 @@ public sealed class AsyncReaderWriterLock
     /// <returns>A <see cref="Releaser"/> that releases the write lock when disposed.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
     public ValueTask<Releaser> AcquireWriteAsync(CancellationToken cancellationToken = default) =>
-        _waiters.WaitAsync(_writeReleaser, Timeout.InfiniteTimeSpan, cancellationToken);
+        _waiters.WaitAsync(new Policy(this), _writeReleaser, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes the write lock, waiting at most <paramref name="timeout"/>.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to take it now or time out now.</param>
@@ -107,18 +107,18 @@ public sealed class AsyncReaderWriterLock
     public ValueTask<Releaser> AcquireWriteAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _waiters.WaitAsync(_writeReleaser, timeout, cancellationToken);
+        return _waiters.WaitAsync(new Policy(this), _writeReleaser, timeout, cancellationToken);
     }
 
     /// <summary>Takes a read lock if that is possible without waiting and nobody waits.</summary>
     /// <param name="releaser">When this returns true, releases the read lock when disposed.</param>
     /// <returns>True if the read lock was taken.</returns>
-    public bool TryAcquireRead(out Releaser releaser) => _waiters.TryNow(_readReleaser, out releaser, out _);
+    public bool TryAcquireRead(out Releaser releaser) => _waiters.TryNow(new Policy(this), _readReleaser, out releaser, out _);
 
     /// <summary>Takes the write lock if nobody holds or waits for the lock.</summary>
     /// <param name="releaser">When this returns true, releases the write lock when disposed.</param>
     /// <returns>True if the write lock was taken.</returns>
-    public bool TryAcquireWrite(out Releaser releaser) => _waiters.TryNow(_writeReleaser, out releaser, out _);
+    public bool TryAcquireWrite(out Releaser releaser) => _waiters.TryNow(new Policy(this), _writeReleaser, out releaser, out _);
 
     /// <summary>Releases one read lock, admitting waiters it was holding back.</summary>
     /// <exception cref="SynchronizationLockException">No read lock is held.</exception>

@@ -120,7 +120,7 @@ public sealed class AsyncResult<T>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
     /// <exception cref="Exception">The result was set with an exception: that exception is rethrown.</exception>
     public ValueTask<T> GetAsync(CancellationToken cancellationToken = default) =>
-        _waiters.WaitAsync(default!, Timeout.InfiniteTimeSpan, cancellationToken);
+        _waiters.WaitAsync(new Policy(this), default!, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Waits at most <paramref name="timeout"/> for the result.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to check now.</param>
@@ -133,7 +133,7 @@ public sealed class AsyncResult<T>
     public ValueTask<T> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _waiters.WaitAsync(default!, timeout, cancellationToken);
+        return _waiters.WaitAsync(new Policy(this), default!, timeout, cancellationToken);
     }
 
     private bool TryComplete(T value, ExceptionDispatchInfo? error)

@@ -771,7 +771,7 @@ public sealed class AsyncConditionTests
     }
 
     [Fact]
-    public async Task Stress_ProducersAndConsumersWithTimeoutsAndCancellations_ConsumeEveryItem()
+    public async Task ProducersAndConsumers_WithTimeoutsAndCancellations_ConsumeEveryItem()
     {
         // Rounds: producers add items (each with one Notify) while a ticker drives the consumers' timeouts and
         // cancellations on a manual clock; then the clock stops, and every item must still be consumed. With the clock

@@ -296,7 +296,7 @@ public sealed class AsyncEventTests
     }
 
     [Fact]
-    public async Task Stress_RacingSetClearAndWaits_EveryWaiterBeforeTheFinalSetCompletes()
+    public async Task SetClearAndWaits_Racing_EveryWaiterBeforeTheFinalSetCompletes()
     {
         var ev = new AsyncEvent();
         var waits = new System.Collections.Concurrent.ConcurrentBag<Task>();

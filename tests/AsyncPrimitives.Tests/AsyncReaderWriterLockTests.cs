@@ -593,7 +593,7 @@ public sealed class AsyncReaderWriterLockTests
     }
 
     [Fact]
-    public async Task Stress_RandomReadersAndWritersWithCancellationsAndTimeouts_KeepTheInvariant()
+    public async Task RandomReadersAndWriters_WithCancellationsAndTimeouts_NeverMixAndReturnEverything()
     {
         const int MaxReaders = 3, Workers = 6, Iterations = 1500;
         var rw = new AsyncReaderWriterLock(MaxReaders);

@@ -313,7 +313,7 @@ public sealed class AsyncResultTests
     }
 
     [Fact]
-    public async Task Stress_CancellationRacingSet_EveryGetterGetsTheValueOrIsCancelled()
+    public async Task CancellationRacingSet_EveryGetterGetsTheValueOrIsCancelled()
     {
         for (int round = 0; round < 200; round++)
         {

@@ -6,7 +6,7 @@ namespace AsyncPrimitives.Tests;
 public sealed class DocExamplesTests
 {
     [Fact]
-    public async Task Lock_Example()
+    public async Task LockExample_ConcurrentDeposits_AreSerializedAndNoneIsLost()
     {
         var balance = 0;
         // doc: lock
@@ -29,7 +29,7 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
-    public async Task Lock_Timeout_Example()
+    public async Task LockTimeoutExample_ExpiredWait_ThrowsAndHoldsNothing()
     {
         var time = new ManualTimeProvider();
         var gate = new AsyncLock(time);
@@ -48,7 +48,7 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
-    public async Task Semaphore_Example()
+    public async Task SemaphoreExample_NeverMoreThanFourCallsInFlight()
     {
         int inFlight = 0, peak = 0;
         // doc: semaphore
@@ -73,7 +73,7 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
-    public void BoundedSemaphore_Example()
+    public void BoundedSemaphoreExample_ReleasePastTheBound_Throws()
     {
         // doc: bounded-semaphore
         var pool = new AsyncSemaphore(initialCount: 2, maxCount: 2); // Toro's BoundedSemaphore
@@ -84,7 +84,7 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
-    public async Task ReaderWriterLock_Example()
+    public async Task ReaderWriterLockExample_ReadSeesTheWrite()
     {
         var cache = new Dictionary<string, int>();
         // doc: rwlock
@@ -113,7 +113,7 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
-    public async Task Condition_Example()
+    public async Task ConditionExample_ConsumerWakesForTheProducedItem()
     {
         // doc: condition
         var condition = new AsyncCondition();
@@ -140,7 +140,7 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
-    public async Task Event_Example()
+    public async Task EventExample_SetWakesTheWaiter()
     {
         // doc: event
         var ready = new AsyncEvent();
@@ -152,7 +152,7 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
-    public async Task Result_Example()
+    public async Task ResultExample_ReaderGetsTheFirstValueOnly()
     {
         // doc: result
         var answer = new AsyncResult<int>();

@@ -870,7 +870,7 @@ public abstract class QueueContractTests
     [Theory]
     [InlineData(0)]
     [InlineData(3)]
-    public async Task Stress_ProducersAndConsumersWithTimeoutsAndCancellation_ConserveEveryItem(int maxSize)
+    public async Task ProducersAndConsumers_WithTimeoutsAndCancellation_ConserveEveryItem(int maxSize)
     {
         const int Producers = 8, Consumers = 8, PerProducer = 2000;
         const int Total = Producers * PerProducer;

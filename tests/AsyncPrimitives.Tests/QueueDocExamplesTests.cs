@@ -12,7 +12,7 @@ public sealed class QueueDocExamplesTests
     private static Task Bounded(Func<Task> example) => example().WaitAsync(Bound);
 
     [Fact]
-    public void Size_Example()
+    public void SizeExample_TryPutOnAFullQueue_FailsWithoutWaiting()
     {
         // doc: queues-size
         var queue = new AsyncQueue<int>(maxSize: 2);
@@ -25,7 +25,7 @@ public sealed class QueueDocExamplesTests
     }
 
     [Fact]
-    public Task LifoOrder_WithPuttersWaiting_Example() => Bounded(async () =>
+    public Task LifoOrderExample_WithPuttersWaiting_IncludesTheirItems() => Bounded(async () =>
     {
         // doc: queues-lifo-order
         // Toro's LIFO order test: full at [1, 0] (0 pushed last), puts of 3 then 2 waiting.
@@ -46,7 +46,7 @@ public sealed class QueueDocExamplesTests
     });
 
     [Fact]
-    public Task TimedOutGet_TakesNothing_Example() => Bounded(async () =>
+    public Task TimeoutExample_TimedOutGet_TakesNothing() => Bounded(async () =>
     {
         // doc: queues-timeout
         var time = new ManualTimeProvider();
@@ -64,7 +64,7 @@ public sealed class QueueDocExamplesTests
     });
 
     [Fact]
-    public Task Join_Example() => Bounded(async () =>
+    public Task JoinExample_CompletesWhenEveryItemIsDone() => Bounded(async () =>
     {
         // doc: queues-join
         var queue = new AsyncQueue<int>();
@@ -86,7 +86,7 @@ public sealed class QueueDocExamplesTests
     });
 
     [Fact]
-    public Task ImmediateShutdown_Example() => Bounded(async () =>
+    public Task ShutdownExample_Immediate_DropsWhatIsLeft() => Bounded(async () =>
     {
         // doc: queues-shutdown
         var queue = new AsyncQueue<int>(maxSize: 3);
@@ -108,7 +108,7 @@ public sealed class QueueDocExamplesTests
     });
 
     [Fact]
-    public Task ProducerConsumer_Example() => Bounded(async () =>
+    public Task ProducerConsumerExample_ForeachEndsAtShutdown() => Bounded(async () =>
     {
         var processed = new List<int>();
         void Process(int item) => processed.Add(item);
@@ -136,7 +136,7 @@ public sealed class QueueDocExamplesTests
     });
 
     [Fact]
-    public Task ToString_Example() => Bounded(async () =>
+    public Task ToStringExample_ShowsTheState() => Bounded(async () =>
     {
         var queue = new AsyncQueue<int>(maxSize: 10);
         for (int i = 0; i < 3; i++)

@@ -72,13 +72,13 @@ internal sealed class PermitPool<TGrant>
     /// <summary>Takes a permit, waiting in FIFO order for as long as none is free.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ValueTask<TGrant> AcquireAsync(CancellationToken cancellationToken) =>
-        _waiters.WaitAsync(_grant, Timeout.InfiniteTimeSpan, cancellationToken);
+        _waiters.WaitAsync(new Policy(this), _grant, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes a permit, waiting in FIFO order at most <paramref name="timeout"/> (validated here) if none is free.</summary>
     public ValueTask<TGrant> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _waiters.WaitAsync(_grant, timeout, cancellationToken);
+        return _waiters.WaitAsync(new Policy(this), _grant, timeout, cancellationToken);
     }
 
     /// <summary>

@@ -10,10 +10,10 @@ namespace AsyncPrimitives.Internal;
 /// <typeparam name="T">What a wait hands the waiter, and what a waiting node carries (see <see cref="WaitNode{T}.Value"/>).</typeparam>
 /// <typeparam name="TPolicy">The primitive's policy: when a caller is served at once, what a departure unblocks.</typeparam>
 /// <remarks>
-/// <para><b>Queued</b> (<see cref="WaitAsync(T, TimeSpan, CancellationToken)"/>): an already-cancelled token fails
-/// the call; the policy's lock-free fast path, if it has one, may serve it; otherwise, under the lock, the policy serves it if nobody
-/// waits ahead, or refuses it, or a zero timeout fails it, or it joins the tail of the line. Cancellation and timeout
-/// are armed after the lock is left (their callbacks take the lock themselves).</para>
+/// <para><b>Queued</b> (<see cref="WaitAsync(TPolicy, T, TimeSpan, CancellationToken)"/>): an already-cancelled token fails
+/// the call; the policy's lock-free fast path, if it has one, may serve it; otherwise, under the lock, the policy
+/// serves it if nobody waits ahead, or refuses it, or a zero timeout fails it, or it joins the tail of the line.
+/// Cancellation and timeout are armed after the lock is left (their callbacks take the lock themselves).</para>
 /// <para><b>Granted</b>: whatever frees capacity (a release, a put, a notify) runs the primitive's own code under
 /// the lock, which takes waiters from the head with <see cref="Dequeue"/> and decides each one's outcome with
 /// <see cref="Serve"/> or <see cref="Fail"/> into a <see cref="Completions{T}"/>, completed after the lock is left.
@@ -78,40 +78,44 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// The acquire sequence, for waits that hand the caller a value. Completes synchronously when the caller is
     /// served, refused or timed out at once; otherwise when a grant, the timeout or the cancellation decides.
     /// </summary>
+    /// <param name="policy">The primitive's policy, made from the primitive's own <c>this</c> by the caller, so the fast
+    /// path reads the primitive's fields directly rather than through this queue (the one the queue keeps is for
+    /// callbacks: a waiter leaving, a condition's waiter joining).</param>
     /// <param name="offer">What the caller brings (see <see cref="WaitNode{T}.Value"/>); ignored by most policies.</param>
     /// <param name="timeout">A validated timeout: <see cref="Timeout.InfiniteTimeSpan"/>, zero, or positive.</param>
     /// <param name="cancellationToken">Cancels the wait.</param>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ValueTask<T> WaitAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    public ValueTask<T> WaitAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken)
     {
         if (cancellationToken.IsCancellationRequested)
         {
             return ValueTask.FromCanceled<T>(cancellationToken);
         }
 
-        return TryWithoutLock(offer, out T result) ? new ValueTask<T>(result) : WaitSlowAsync(offer, timeout, cancellationToken);
+        return TryWithoutLock(policy, offer, out T result) ? new ValueTask<T>(result) : WaitSlowAsync(policy, offer, timeout, cancellationToken);
     }
 
     /// <summary>The acquire sequence, for waits whose success carries no value (a put, a join, an event).</summary>
-    /// <inheritdoc cref="WaitAsync(T, TimeSpan, CancellationToken)"/>
+    /// <inheritdoc cref="WaitAsync(TPolicy, T, TimeSpan, CancellationToken)"/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ValueTask WaitWithoutResultAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    public ValueTask WaitWithoutResultAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken)
     {
         if (cancellationToken.IsCancellationRequested)
         {
             return ValueTask.FromCanceled(cancellationToken);
         }
 
-        return TryWithoutLock(offer, out _) ? default : WaitWithoutResultSlowAsync(offer, timeout, cancellationToken);
+        return TryWithoutLock(policy, offer, out _) ? default : WaitWithoutResultSlowAsync(policy, offer, timeout, cancellationToken);
     }
 
     /// <summary>The non-waiting form (<c>TryXxx</c>): the steps under the lock, never queueing.</summary>
+    /// <param name="policy">The primitive's policy, made from its own <c>this</c>.</param>
     /// <param name="offer">What the caller brings.</param>
     /// <param name="result">What the caller gets, when this returns true.</param>
     /// <param name="refusal">The policy's refusal, when this returns false because of one; else null.</param>
     /// <returns>True if the caller was served.</returns>
-    public bool TryNow(T offer, out T result, out Exception? refusal) =>
-        Enter(offer, mayWait: false, out result, out refusal, out _) == Entry.Served;
+    public bool TryNow(TPolicy policy, T offer, out T result, out Exception? refusal) =>
+        Enter(policy, offer, mayWait: false, out result, out refusal, out _) == Entry.Served;
 
     /// <summary>Serves an unlinked waiter: it is handed <paramref name="result"/> once <paramref name="completions"/>
     /// are completed, after the lock. Lock held.</summary>
@@ -193,17 +197,17 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
 
     /// <summary>The policy's lock-free fast path, if it has one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryWithoutLock(T offer, out T result)
+    private static bool TryWithoutLock(TPolicy policy, T offer, out T result)
     {
         var none = default(Completions<T>); // a lock-free path serves nobody else
         result = default!;
-        return _policy.HasLockFreePath && _policy.TryAcquire(offer, willWait: false, ref none, out result);
+        return policy.HasLockFreePath && policy.TryAcquire(offer, willWait: false, ref none, out result);
     }
 
-    private ValueTask<T> WaitSlowAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    private ValueTask<T> WaitSlowAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken)
     {
         bool mayWait = timeout != TimeSpan.Zero;
-        return Enter(offer, mayWait, out T result, out Exception? refusal, out WaitNode<T>? node) switch
+        return Enter(policy, offer, mayWait, out T result, out Exception? refusal, out WaitNode<T>? node) switch
         {
             Entry.Served => new ValueTask<T>(result),
             Entry.Queued => Arm(node!, timeout, cancellationToken).AsValueTask(),
@@ -211,10 +215,10 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         };
     }
 
-    private ValueTask WaitWithoutResultSlowAsync(T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    private ValueTask WaitWithoutResultSlowAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken)
     {
         bool mayWait = timeout != TimeSpan.Zero;
-        return Enter(offer, mayWait, out _, out Exception? refusal, out WaitNode<T>? node) switch
+        return Enter(policy, offer, mayWait, out _, out Exception? refusal, out WaitNode<T>? node) switch
         {
             Entry.Served => default,
             Entry.Queued => Arm(node!, timeout, cancellationToken).AsNonGenericValueTask(),
@@ -224,7 +228,8 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
 
     /// <summary>The steps under the lock: serve now if nobody waits ahead and the policy can, else refuse, else (if
     /// the caller may wait) join the tail of the line. Waiters this served in turn are completed after the lock.</summary>
-    private Entry Enter(T offer, bool mayWait, out T result, out Exception? refusal, out WaitNode<T>? node)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Entry Enter(TPolicy policy, T offer, bool mayWait, out T result, out Exception? refusal, out WaitNode<T>? node)
     {
         var completions = default(Completions<T>);
         Entry entry;
@@ -235,11 +240,11 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         {
             lock (_sync)
             {
-                if (IsEmpty && _policy.TryAcquire(offer, mayWait, ref completions, out result))
+                if (IsEmpty && policy.TryAcquire(offer, mayWait, ref completions, out result))
                 {
                     entry = Entry.Served;
                 }
-                else if ((refusal = _policy.Refusal()) is not null)
+                else if ((refusal = policy.Refusal()) is not null)
                 {
                     entry = Entry.Refused;
                 }
