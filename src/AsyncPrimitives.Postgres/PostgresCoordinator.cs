@@ -53,6 +53,9 @@ public sealed class PostgresCoordinator : IAsyncDisposable
 
     private bool _disposed;
 
+    /// <summary>Where the data source connects: a caller's transaction for a put must connect to the same.</summary>
+    private readonly (string? Host, int Port, string? Database) _endpoint;
+
     /// <summary>Creates a coordinator over <paramref name="dataSource"/>; it connects on first use.</summary>
     /// <param name="dataSource">The database. It must not use multiplexing (the coordinator needs a connection of its
     /// own for LISTEN). The coordinator does not dispose it.</param>
@@ -100,6 +103,9 @@ public sealed class PostgresCoordinator : IAsyncDisposable
         _shortestLease = LeaseDuration;
         Signals = new WakeSignals();
         Notifier = new Notifier(Database);
+        CommitWatcher = new CommitWatcher(Database, Signals, Notifier, Time, PollInterval);
+        var settings = new NpgsqlConnectionStringBuilder(dataSource.ConnectionString);
+        _endpoint = (settings.Host, settings.Port, settings.Database ?? settings.Username);
     }
 
     /// <summary>This coordinator's name on the server (in every row it holds); new for each coordinator.</summary>
@@ -118,6 +124,8 @@ public sealed class PostgresCoordinator : IAsyncDisposable
     internal WakeSignals Signals { get; }
 
     internal Notifier Notifier { get; }
+
+    internal CommitWatcher CommitWatcher { get; }
 
     /// <summary>How long a clean-up call (a release, leaving a wait line) may take before it is left to expiry.</summary>
     internal TimeSpan CleanupTimeout => LeaseDuration;
@@ -220,6 +228,47 @@ public sealed class PostgresCoordinator : IAsyncDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount);
         ThrowIfDisposed();
         return new PostgresSemaphore(this, name, maxCount);
+    }
+
+    /// <summary>Creates the queue named <paramref name="name"/>, of items of type <typeparamref name="T"/>.</summary>
+    /// <typeparam name="T">The item type: written and read as JSON by System.Text.Json with
+    /// <see cref="PostgresCoordinatorOptions.JsonSerializerOptions"/>; checked now.</typeparam>
+    /// <param name="name">The queue's name: every process that uses it (in the same schema) shares the items. At most
+    /// 256 characters.</param>
+    /// <param name="options">This process's settings for the queue (order, attempts, lease); the defaults when null.</param>
+    /// <returns>The queue.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, or longer than 256
+    /// characters; or System.Text.Json cannot write and read <typeparamref name="T"/> (the parameter named is
+    /// <c>T</c>); or <see cref="PostgresQueueOptions.Order"/> is not a defined value.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><see cref="PostgresQueueOptions.MaxAttempts"/> is not positive, or
+    /// <see cref="PostgresQueueOptions.LeaseDuration"/> is shorter than 1 second or longer than about 49.7 days.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public PostgresQueue<T> CreateQueue<T>(string name, PostgresQueueOptions? options = null)
+    {
+        ValidateName(name);
+        options ??= new PostgresQueueOptions();
+        if (!Enum.IsDefined(options.Order))
+        {
+            throw new ArgumentException($"Order {options.Order} is not a QueueOrder.", nameof(options));
+        }
+
+        if (options.MaxAttempts <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxAttempts, "MaxAttempts must be positive.");
+        }
+
+        TimeSpan leaseDuration = options.LeaseDuration ?? LeaseDuration;
+        if (leaseDuration < s_minLeaseDuration || leaseDuration.TotalMilliseconds > TimeoutArgument.MaxMilliseconds)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(options), leaseDuration, "LeaseDuration must be at least 1 second and at most 4294967294 milliseconds.");
+        }
+
+        System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> contract = Payload.Contract<T>(Json);
+        ThrowIfDisposed();
+        UseLeaseDuration(leaseDuration);
+        return new PostgresQueue<T>(this, name, options.Order, options.MaxAttempts, leaseDuration, contract);
     }
 
     /// <summary>
@@ -373,7 +422,38 @@ public sealed class PostgresCoordinator : IAsyncDisposable
         return session;
     }
 
-    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>Checks that a caller's transaction can carry a put: not disposed, and on the coordinator's database.
+    /// (Npgsql refuses a committed or rolled-back one when the put runs: see <see cref="PostgresQueue{T}"/>.)</summary>
+    internal void ValidateTransaction(NpgsqlTransaction transaction, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(transaction))] string? paramName = null)
+    {
+        NpgsqlConnection? connection;
+        try
+        {
+            connection = transaction.Connection;
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new ArgumentException("The transaction has completed and was disposed.", paramName, e);
+        }
+
+        if (connection is null)
+        {
+            throw new ArgumentException("The transaction has completed.", paramName);
+        }
+
+        var settings = new NpgsqlConnectionStringBuilder(connection.ConnectionString);
+        (string? Host, int Port, string? Database) theirs = (settings.Host, settings.Port, settings.Database ?? settings.Username);
+        if (!string.Equals(theirs.Host, _endpoint.Host, StringComparison.OrdinalIgnoreCase) || theirs.Port != _endpoint.Port ||
+            !string.Equals(theirs.Database, _endpoint.Database, StringComparison.Ordinal))
+        {
+            throw new ArgumentException(
+                $"The transaction's connection is to {theirs.Host}:{theirs.Port}/{theirs.Database}, not to the coordinator's database " +
+                $"{_endpoint.Host}:{_endpoint.Port}/{_endpoint.Database}: the item would be put in another database.",
+                paramName);
+        }
+    }
 
     /// <summary>The one check of a lock, semaphore or queue name.</summary>
     internal static void ValidateName(string name, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(name))] string? paramName = null)

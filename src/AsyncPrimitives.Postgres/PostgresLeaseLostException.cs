@@ -1,9 +1,10 @@
 namespace AsyncPrimitives.Postgres;
 
 /// <summary>
-/// Thrown by <c>PostgresDelivery&lt;T&gt;.CompleteAsync</c> when the delivery's lease is no longer held: it expired
-/// (its heartbeat could not reach the server for a whole lease duration), or the coordinator's session ended. The item
-/// was not completed; it may already be with another consumer, and will be delivered again if no one completes it.
+/// Thrown by <see cref="PostgresDelivery{T}.CompleteAsync"/> (and <see cref="PostgresQueue{T}.CompleteManyAsync"/>)
+/// when the delivery's lease is no longer held: it expired (its heartbeat could not reach the server for a whole lease
+/// duration), or the coordinator's session ended. The item was not completed; it may already be with another consumer,
+/// and will be delivered again if no one completes it.
 /// </summary>
 public sealed class PostgresLeaseLostException : PostgresCoordinationException
 {

@@ -117,17 +117,86 @@ public sealed class ArgumentTests : IAsyncLifetime
             .Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
     }
 
+    public interface IShape
+    {
+        double Area { get; }
+    }
+
+    public sealed class WithCallback
+    {
+        public int Id { get; set; }
+
+        public Action? OnDone { get; set; }
+    }
+
+    public sealed class WithShapes
+    {
+        public List<IShape> Shapes { get; set; } = [];
+    }
+
+    [Fact]
+    public void CreateQueue_OfATypeJsonCannotReadOrWrite_Throws_NamingT()
+    {
+        FluentActions.Invoking(() => _coordinator.CreateQueue<Action>("q")).Should().Throw<ArgumentException>().WithParameterName("T");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<Type>("q")).Should().Throw<ArgumentException>().WithParameterName("T");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<IShape>("q")).Should().Throw<ArgumentException>().WithParameterName("T");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<WithCallback>("q")).Should().Throw<ArgumentException>().WithParameterName("T")
+            .WithMessage("*WithCallback*");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<WithShapes>("q")).Should().Throw<ArgumentException>().WithParameterName("T");
+    }
+
+    [Fact]
+    public void CreateQueue_OfTypesJsonHandles_IsAccepted()
+    {
+        _coordinator.CreateQueue<int>("q").Name.Should().Be("q");
+        _coordinator.CreateQueue<string>("q");
+        _coordinator.CreateQueue<Dictionary<string, List<DateTimeOffset>>>("q");
+        _coordinator.CreateQueue<PostgresQueueTests.Job>("q");
+        _coordinator.CreateQueue<object>("q");
+    }
+
+    [Fact]
+    public void CreateQueue_BadNameOrOptions_Throws()
+    {
+        FluentActions.Invoking(() => _coordinator.CreateQueue<int>(null!)).Should().Throw<ArgumentNullException>().WithParameterName("name");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<int>(" ")).Should().Throw<ArgumentException>().WithParameterName("name");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<int>("q", new PostgresQueueOptions { MaxAttempts = 0 }))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("options").WithMessage("*MaxAttempts*");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<int>("q", new PostgresQueueOptions { LeaseDuration = TimeSpan.FromMilliseconds(500) }))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("options").WithMessage("*LeaseDuration*");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<int>("q", new PostgresQueueOptions { Order = (QueueOrder)7 }))
+            .Should().Throw<ArgumentException>().WithParameterName("options");
+    }
+
+    [Fact]
+    public async Task QueueCalls_BadArguments_Throw()
+    {
+        PostgresQueue<int> queue = _coordinator.CreateQueue<int>("q");
+        await FluentActions.Awaiting(async () => await queue.GetManyAsync(0)).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("maxCount");
+        await FluentActions.Awaiting(async () => await queue.GetManyAsync(1, TimeSpan.FromSeconds(-2))).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        await FluentActions.Awaiting(async () => await queue.GetAsync(TimeSpan.FromSeconds(-2))).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        await FluentActions.Awaiting(async () => await queue.JoinAsync(TimeSpan.FromSeconds(-2))).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        await FluentActions.Awaiting(async () => await queue.PutManyAsync(null!)).Should().ThrowAsync<ArgumentNullException>().WithParameterName("items");
+        await FluentActions.Awaiting(async () => await queue.CompleteManyAsync(null!)).Should().ThrowAsync<ArgumentNullException>().WithParameterName("deliveries");
+        await FluentActions.Awaiting(async () => await queue.CompleteManyAsync([null!])).Should().ThrowAsync<ArgumentNullException>().WithParameterName("deliveries");
+    }
+
     [Fact]
     public async Task Calls_AfterDispose_ThrowObjectDisposed()
     {
         PostgresLock jobLock = _coordinator.CreateLock("job");
+        PostgresQueue<int> queue = _coordinator.CreateQueue<int>("q");
         await _coordinator.DisposeAsync();
         await _coordinator.DisposeAsync();
 
         FluentActions.Invoking(() => _coordinator.CreateLock("job")).Should().Throw<ObjectDisposedException>();
         FluentActions.Invoking(() => _coordinator.CreateSemaphore("api", 1)).Should().Throw<ObjectDisposedException>();
+        FluentActions.Invoking(() => _coordinator.CreateQueue<int>("q")).Should().Throw<ObjectDisposedException>();
         await FluentActions.Awaiting(async () => await jobLock.AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
         await FluentActions.Awaiting(() => _coordinator.EnsureSchemaAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.PutAsync(1)).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.GetAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.CountAsync()).Should().ThrowAsync<ObjectDisposedException>();
         _coordinator.ToString().Should().Contain("disposed");
     }
 }

@@ -25,6 +25,9 @@ internal sealed partial class Database
     /// <summary>The SQLSTATE the schema's functions raise when the caller's session has ended.</summary>
     public const string SessionEndedState = "AT001";
 
+    /// <summary>The SQLSTATE the queue functions raise when the queue is shut down (and, for a get, nothing waits).</summary>
+    public const string QueueShutDownState = "AT002";
+
     private static readonly Lazy<string> s_script = new(LoadScript);
 
     private readonly NpgsqlDataSource _source;
@@ -41,7 +44,15 @@ internal sealed partial class Database
         PermitRelease = $"SELECT {s}.permit_release($1::\"char\", $2, $3, $4)";
         PermitLeave = $"SELECT {s}.permit_leave($1::\"char\", $2, $3, $4)";
         PermitFree = $"SELECT {s}.permit_free($1::\"char\", $2, $3)";
-        Renew = $"SELECT {s}.renew($1, $2, $3, $4, $5, $6)";
+        Renew = $"SELECT {s}.renew($1, $2, $3, $4, $5, $6, $7, $8)";
+        QueuePut = $"SELECT {s}.queue_put($1, $2, $3::jsonb[])";
+        QueueGet = $"SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text FROM {s}.queue_get($1, $2::\"char\", $3, $4, $5, $6, $7, $8)";
+        QueueComplete = $"SELECT completed, gone, drained, dropped FROM {s}.queue_complete($1, $2, $3, $4)";
+        QueueAbandon = $"SELECT {s}.queue_abandon($1, $2, $3)::text";
+        QueueShutdown = $"SELECT {s}.queue_shutdown($1, $2)";
+        QueueCounts = $"SELECT waiting, unfinished, dead FROM {s}.queue_counts($1)";
+        QueueReclaim = $"SELECT {s}.queue_reclaim($1, true)";
+        CommitStatus = "SELECT x, txid_status(x) FROM unnest($1::bigint[]) AS x";
         EndSession = $"SELECT {s}.end_session($1, $2, $3)";
     }
 
@@ -71,6 +82,22 @@ internal sealed partial class Database
     public string Renew { get; }
 
     public string EndSession { get; }
+
+    public string QueuePut { get; }
+
+    public string QueueGet { get; }
+
+    public string QueueComplete { get; }
+
+    public string QueueAbandon { get; }
+
+    public string QueueShutdown { get; }
+
+    public string QueueCounts { get; }
+
+    public string QueueReclaim { get; }
+
+    public string CommitStatus { get; }
 
     public NpgsqlDataSource Source => _source;
 
@@ -116,11 +143,11 @@ internal sealed partial class Database
     /// prepares it only on our own connections, and never tries again.</summary>
     public async ValueTask<T?> QueryAsync<T>(
         NpgsqlConnection connection, bool prepare, string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, NpgsqlTransaction? transaction = null)
     {
         try
         {
-            return await RunAsync(connection, prepare, sql, parameters, (reader, ct) => FirstRowAsync(reader, read, ct), cancellationToken)
+            return await RunAsync(connection, prepare, sql, parameters, (reader, ct) => FirstRowAsync(reader, read, ct), cancellationToken, transaction)
                 .ConfigureAwait(false);
         }
         catch (NpgsqlException e)
@@ -165,9 +192,10 @@ internal sealed partial class Database
 
     private static async ValueTask<T?> RunAsync<T>(
         NpgsqlConnection connection, bool prepare, string sql, NpgsqlParameter[] parameters,
-        Func<NpgsqlDataReader, CancellationToken, ValueTask<T?>> consume, CancellationToken cancellationToken)
+        Func<NpgsqlDataReader, CancellationToken, ValueTask<T?>> consume, CancellationToken cancellationToken,
+        NpgsqlTransaction? transaction = null)
     {
-        using var command = new NpgsqlCommand(sql, connection);
+        using var command = new NpgsqlCommand(sql, connection, transaction);
         command.Parameters.AddRange(parameters);
         try
         {

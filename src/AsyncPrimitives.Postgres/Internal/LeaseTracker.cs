@@ -34,15 +34,17 @@ internal sealed class LeaseTracker
     /// <param name="session">The session the lease was taken under; it must be ended or renewed for the lease to last.</param>
     /// <param name="kind">What the lease is on.</param>
     /// <param name="id">The fencing token (a permit) or the lease token (a queue item).</param>
+    /// <param name="itemId">The queue item's id (a delivery); 0 for a permit.</param>
     /// <param name="duration">How long the lease lasts without renewal.</param>
     /// <param name="sentAt">The local timestamp at which the statement that granted it was sent.</param>
     /// <param name="wakeKey">The key to wake when the lease is lost (others may take it now).</param>
     /// <param name="time">The local clock.</param>
-    public LeaseTracker(Session session, LeaseKind kind, long id, TimeSpan duration, long sentAt, string wakeKey, TimeProvider time)
+    public LeaseTracker(Session session, LeaseKind kind, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey, TimeProvider time)
     {
         _session = session;
         Kind = kind;
         Id = id;
+        ItemId = itemId;
         Duration = duration;
         WakeKey = wakeKey;
         _time = time;
@@ -53,6 +55,8 @@ internal sealed class LeaseTracker
     public LeaseKind Kind { get; }
 
     public long Id { get; }
+
+    public long ItemId { get; }
 
     public TimeSpan Duration { get; }
 

@@ -98,7 +98,7 @@ internal sealed class PermitSet
                         place = null; // the server removed it with the grant
                     }
 
-                    var tracker = new LeaseTracker(session, LeaseKind.Permit, token, _coordinator.LeaseDuration, sentAt, WakeKey, time);
+                    var tracker = new LeaseTracker(session, LeaseKind.Permit, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey, time);
                     if (!session.TryAdd(tracker))
                     {
                         // The session ended while the call ran: the permit is free for the others already.
@@ -141,7 +141,7 @@ internal sealed class PermitSet
                     sleep = left < sleep ? left : sleep;
                 }
 
-                await WaitForTurnAsync(woken, sleep, session, time, cancellationToken).ConfigureAwait(false);
+                await Waiting.WaitForTurnAsync(woken, sleep, session, time, cancellationToken).ConfigureAwait(false);
             }
         }
         catch when (place is not null)
@@ -227,23 +227,6 @@ internal sealed class PermitSet
         catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
         {
             // The place expires by itself (see the caller).
-        }
-    }
-
-    private static async Task WaitForTurnAsync(Task woken, TimeSpan sleep, Session session, TimeProvider time, CancellationToken cancellationToken)
-    {
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, session.Ended);
-        try
-        {
-            await woken.WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
-        }
-        catch (TimeoutException)
-        {
-            // The poll interval passed: ask the server again.
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            throw session.CreateEndException();
         }
     }
 

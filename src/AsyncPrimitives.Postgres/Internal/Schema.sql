@@ -185,11 +185,270 @@ LANGUAGE sql STABLE AS $$
       AND __schema__.session_alive(h.session_pid, h.session_start)
 $$;
 
--- The heartbeat: extends the leases the coordinator still knows it holds and its places in wait lines, each by its
--- own lease duration. Returns the permit tokens renewed; a token missing from the answer was lost (it expired or its
--- session ended). Expired rows are never revived: someone else may already count on their permit.
+---------------------------------------------------------------------------------------------------------------------
+-- Queues. Items are durable: a put commits its rows, and only a completion (or the move to the dead letters, or an
+-- immediate shutdown) deletes one. A delivery is a lease on an item, recorded on its row like a permit: the session,
+-- an expiry renewed by the heartbeat, and a lease token that a completion must present.
+
+-- A queue has a row here once it is shut down (every process sees it: puts, and gets once drained, then fail).
+CREATE TABLE IF NOT EXISTS __schema__.queues (
+    name text PRIMARY KEY,
+    shut_down_at timestamptz NOT NULL,
+    immediate boolean NOT NULL
+);
+
+-- Frequent inserts, updates and deletes: vacuum early and leave room on each page for the heartbeat's updates.
+CREATE TABLE IF NOT EXISTS __schema__.queue_items (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,   -- put order
+    queue text NOT NULL,
+    priority int NOT NULL,
+    payload jsonb NOT NULL,
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    attempts int NOT NULL DEFAULT 0,                      -- deliveries so far
+    lease_token bigint,                                   -- the current delivery; null while the item waits
+    lease_owner uuid,
+    session_pid int,
+    session_start timestamptz,
+    lease interval,
+    leased_until timestamptz,
+    max_attempts int                                      -- the MaxAttempts of the consumer that has it
+) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+        autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX IF NOT EXISTS queue_items_ready ON __schema__.queue_items (queue, id) WHERE lease_token IS NULL;
+CREATE INDEX IF NOT EXISTS queue_items_ready_priority ON __schema__.queue_items (queue, priority, id) WHERE lease_token IS NULL;
+CREATE INDEX IF NOT EXISTS queue_items_leased ON __schema__.queue_items (queue) WHERE lease_token IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS __schema__.queue_dead_letters (
+    id bigint PRIMARY KEY,                                -- the item's id in queue_items
+    queue text NOT NULL,
+    priority int NOT NULL,
+    payload jsonb NOT NULL,
+    enqueued_at timestamptz NOT NULL,
+    attempts int NOT NULL,
+    dead_at timestamptz NOT NULL DEFAULT now(),
+    reason text NOT NULL                                  -- how its last delivery ended: abandoned, expired, session ended
+);
+CREATE INDEX IF NOT EXISTS queue_dead_letters_queue ON __schema__.queue_dead_letters (queue, id);
+
+-- Puts items, in order. Raises AT002 when the queue is shut down. The check comes after the insert: a shutdown takes
+-- a SHARE lock on queue_items first, so it waits for a put that has inserted, and a put that inserts after it
+-- committed sees it here. Returns the transaction's id, so that the caller can learn when it commits.
+CREATE OR REPLACE FUNCTION __schema__.queue_put(p_queue text, p_priorities int[], p_payloads jsonb[])
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO __schema__.queue_items (queue, priority, payload)
+    SELECT p_queue, t.priority, t.payload
+    FROM unnest(p_priorities, p_payloads) WITH ORDINALITY AS t(priority, payload, n)
+    ORDER BY t.n;
+    IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
+        RAISE EXCEPTION 'the queue % is shut down', p_queue USING ERRCODE = 'AT002';
+    END IF;
+    RETURN txid_current();
+END
+$$;
+
+-- Ends the deliveries of the queue that no one completed in time: expired ones, and (p_check_sessions) ones whose
+-- session is gone. Each goes back in line, or to the dead letters when it has had max_attempts deliveries. Returns the
+-- number that went back in line.
+CREATE OR REPLACE FUNCTION __schema__.queue_reclaim(p_queue text, p_check_sessions boolean)
+RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_back int;
+BEGIN
+    WITH ended AS (
+        SELECT q.id, CASE WHEN q.leased_until <= now() THEN 'expired' ELSE 'session ended' END AS reason
+        FROM __schema__.queue_items q
+        WHERE q.queue = p_queue AND q.lease_token IS NOT NULL
+          AND (q.leased_until <= now()
+               OR (p_check_sessions AND NOT __schema__.session_alive(q.session_pid, q.session_start)))
+        FOR UPDATE SKIP LOCKED
+    ), dead AS (
+        DELETE FROM __schema__.queue_items q USING ended e
+        WHERE q.id = e.id AND q.attempts >= q.max_attempts
+        RETURNING q.id, q.queue, q.priority, q.payload, q.enqueued_at, q.attempts, e.reason
+    ), buried AS (
+        INSERT INTO __schema__.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason)
+        SELECT * FROM dead
+    ), back AS (
+        UPDATE __schema__.queue_items q
+        SET lease_token = NULL, lease_owner = NULL, session_pid = NULL, session_start = NULL, lease = NULL,
+            leased_until = NULL, max_attempts = NULL
+        FROM ended e
+        WHERE q.id = e.id AND q.attempts < q.max_attempts
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_back FROM back;
+    RETURN v_back;
+END
+$$;
+
+-- Leases up to p_count waiting items in the given order ('f' first in first out, 'l' last in first out, 'p' smallest
+-- priority first, then first in), skipping items other consumers are taking at this moment. One statement per order,
+-- so that each reads its index in order and stops after p_count rows.
+CREATE OR REPLACE FUNCTION __schema__.queue_take(
+    p_queue text, p_order "char", p_count int, p_owner uuid, p_pid int, p_start timestamptz, p_lease interval,
+    p_max_attempts int)
+RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_order = 'p' THEN
+        RETURN QUERY
+            UPDATE __schema__.queue_items q
+            SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
+                session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
+                max_attempts = p_max_attempts
+            WHERE q.id IN (
+                SELECT w.id FROM __schema__.queue_items w
+                WHERE w.queue = p_queue AND w.lease_token IS NULL
+                ORDER BY w.priority, w.id
+                LIMIT p_count
+                FOR UPDATE SKIP LOCKED)
+            RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+    ELSIF p_order = 'l' THEN
+        RETURN QUERY
+            UPDATE __schema__.queue_items q
+            SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
+                session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
+                max_attempts = p_max_attempts
+            WHERE q.id IN (
+                SELECT w.id FROM __schema__.queue_items w
+                WHERE w.queue = p_queue AND w.lease_token IS NULL
+                ORDER BY w.id DESC
+                LIMIT p_count
+                FOR UPDATE SKIP LOCKED)
+            RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+    ELSE
+        RETURN QUERY
+            UPDATE __schema__.queue_items q
+            SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
+                session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
+                max_attempts = p_max_attempts
+            WHERE q.id IN (
+                SELECT w.id FROM __schema__.queue_items w
+                WHERE w.queue = p_queue AND w.lease_token IS NULL
+                ORDER BY w.id
+                LIMIT p_count
+                FOR UPDATE SKIP LOCKED)
+            RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+    END IF;
+END
+$$;
+
+-- Delivers up to p_count items (see queue_take). Expired deliveries go back in line first; when nothing waits, so do
+-- the deliveries of dead sessions. Raises AT002 when the queue is shut down and nothing waits.
+CREATE OR REPLACE FUNCTION __schema__.queue_get(
+    p_queue text, p_order "char", p_count int, p_owner uuid, p_pid int, p_start timestamptz, p_lease interval,
+    p_max_attempts int)
+RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM __schema__.require_session(p_pid, p_start);
+    PERFORM __schema__.queue_reclaim(p_queue, false);
+    RETURN QUERY SELECT * FROM __schema__.queue_take(p_queue, p_order, p_count, p_owner, p_pid, p_start, p_lease, p_max_attempts);
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    IF __schema__.queue_reclaim(p_queue, true) > 0 THEN
+        RETURN QUERY SELECT * FROM __schema__.queue_take(p_queue, p_order, p_count, p_owner, p_pid, p_start, p_lease, p_max_attempts);
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
+        RAISE EXCEPTION 'the queue % is shut down', p_queue USING ERRCODE = 'AT002';
+    END IF;
+END
+$$;
+
+-- Completes deliveries: deletes the items whose lease the caller still holds and has not expired. Returns the ids
+-- completed, the ids whose items are gone altogether (completed by a later delivery, or dropped by an immediate
+-- shutdown), whether the queue now has nothing unfinished, and whether it was shut down immediately.
+CREATE OR REPLACE FUNCTION __schema__.queue_complete(p_queue text, p_ids bigint[], p_tokens bigint[], p_owner uuid,
+    OUT completed bigint[], OUT gone bigint[], OUT drained boolean, OUT dropped boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH done AS (
+        DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
+        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND q.leased_until > now()
+        RETURNING q.id
+    )
+    SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
+    SELECT coalesce(array_agg(r.id), '{}') INTO gone FROM unnest(p_ids) AS r(id)
+    WHERE NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id) AND r.id <> ALL (completed);
+    drained := NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
+           AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NOT NULL);
+    dropped := EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue AND s.immediate);
+END
+$$;
+
+-- Gives a delivery back: the item goes back in line now, or to the dead letters when it has had max_attempts
+-- deliveries. Returns 'r' (back in line), 'd' (dead letter) or 'n' (the caller no longer held it).
+CREATE OR REPLACE FUNCTION __schema__.queue_abandon(p_id bigint, p_token bigint, p_owner uuid)
+RETURNS "char"
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_attempts int;
+    v_max int;
+BEGIN
+    SELECT q.attempts, q.max_attempts INTO v_attempts, v_max FROM __schema__.queue_items q
+    WHERE q.id = p_id AND q.lease_token = p_token AND q.lease_owner = p_owner
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'n';
+    END IF;
+    IF v_attempts >= v_max THEN
+        WITH dead AS (
+            DELETE FROM __schema__.queue_items q WHERE q.id = p_id
+            RETURNING q.id, q.queue, q.priority, q.payload, q.enqueued_at, q.attempts
+        )
+        INSERT INTO __schema__.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason)
+        SELECT d.*, 'abandoned' FROM dead d;
+        RETURN 'd';
+    END IF;
+    UPDATE __schema__.queue_items q
+    SET lease_token = NULL, lease_owner = NULL, session_pid = NULL, session_start = NULL, lease = NULL,
+        leased_until = NULL, max_attempts = NULL
+    WHERE q.id = p_id;
+    RETURN 'r';
+END
+$$;
+
+-- Shuts a queue down (once; a later immediate shutdown still drops what is left). Immediate drops every item,
+-- waiting or delivered. The SHARE lock waits for puts in flight and holds off new ones until this commits (see
+-- queue_put).
+CREATE OR REPLACE FUNCTION __schema__.queue_shutdown(p_queue text, p_immediate boolean)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    LOCK TABLE __schema__.queue_items IN SHARE MODE;
+    INSERT INTO __schema__.queues (name, shut_down_at, immediate) VALUES (p_queue, now(), p_immediate)
+    ON CONFLICT (name) DO UPDATE SET immediate = __schema__.queues.immediate OR excluded.immediate;
+    IF p_immediate THEN
+        DELETE FROM __schema__.queue_items q WHERE q.queue = p_queue;
+    END IF;
+END
+$$;
+
+-- Items waiting to be delivered (expired deliveries included), items not completed, and dead letters.
+CREATE OR REPLACE FUNCTION __schema__.queue_counts(p_queue text, OUT waiting bigint, OUT unfinished bigint, OUT dead bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT r.n + x.n, r.n + l.n, d.n
+    FROM (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL) r,
+         (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NOT NULL) l,
+         (SELECT count(*) AS n FROM __schema__.queue_items q
+          WHERE q.queue = p_queue AND q.lease_token IS NOT NULL AND q.leased_until <= now()) x,
+         (SELECT count(*) AS n FROM __schema__.queue_dead_letters d WHERE d.queue = p_queue) d
+$$;
+
+-- The heartbeat: extends the leases the coordinator still knows it holds (permits, deliveries) and its places in wait
+-- lines, each by its own lease duration. Returns the lease tokens renewed; a token missing from the answer was lost (it
+-- expired, its session ended, or an immediate shutdown dropped its item). Expired rows are never revived: someone else
+-- may already count on their permit or have their item.
 CREATE OR REPLACE FUNCTION __schema__.renew(
-    p_owner uuid, p_pid int, p_start timestamptz, p_tokens bigint[], p_tickets bigint[], p_lease interval)
+    p_owner uuid, p_pid int, p_start timestamptz, p_tokens bigint[], p_tickets bigint[], p_lease interval,
+    p_items bigint[], p_item_tokens bigint[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -200,6 +459,11 @@ BEGIN
         UPDATE __schema__.permit_holders h SET expires_at = now() + h.lease
         WHERE h.token = ANY (p_tokens) AND h.owner = p_owner AND h.expires_at > now()
         RETURNING h.token;
+    RETURN QUERY
+        UPDATE __schema__.queue_items q SET leased_until = now() + q.lease
+        FROM unnest(p_items, p_item_tokens) AS r(id, token)
+        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND q.leased_until > now()
+        RETURNING q.lease_token;
 END
 $$;
 
@@ -210,6 +474,9 @@ LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM __schema__.permit_holders h WHERE h.owner = p_owner AND h.session_pid = p_pid AND h.session_start = p_start;
     DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session_pid = p_pid AND w.session_start = p_start;
+    PERFORM __schema__.queue_abandon(q.id, q.lease_token, p_owner)
+    FROM __schema__.queue_items q
+    WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session_pid = p_pid AND q.session_start = p_start;
 END
 $$;
 

@@ -355,6 +355,8 @@ internal sealed class Session
                         Database.Parameter(_owner), Database.Parameter(Pid), Database.Parameter(BackendStart),
                         Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Permit).Select(l => l.Id).ToArray()),
                         Database.Parameter(tickets), Database.Parameter(_waitLease),
+                        Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.ItemId).ToArray()),
+                        Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.Id).ToArray()),
                     ],
                     static r => r.GetInt64(0),
                     Database.Retry.Always,

@@ -1,0 +1,123 @@
+namespace AsyncPrimitives.Postgres.Internal;
+
+/// <summary>
+/// Wakes the getters of items put inside a caller's transaction once that transaction commits. The put cannot send the
+/// notification itself: inside the transaction it would take the server-wide NOTIFY lock at commit (see
+/// <see cref="Notifier"/>), and outside it the items are not visible yet. So the coordinator asks the server for the
+/// transaction's status (<c>txid_status</c>), soon and then less and less often up to the poll interval, and signals
+/// the queue when it has committed (nothing when it rolled back).
+/// </summary>
+internal sealed class CommitWatcher
+{
+    private static readonly TimeSpan s_firstCheck = TimeSpan.FromMilliseconds(2);
+
+    private readonly Database _database;
+    private readonly WakeSignals _signals;
+    private readonly Notifier _notifier;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _longestWait;
+    private readonly Lock _sync = new();
+
+    /// <summary>Transactions not known to have ended, with the wake key of each; guarded by <see cref="_sync"/>.</summary>
+    private readonly Dictionary<long, HashSet<string>> _pending = [];
+
+    /// <summary>Whether the watch loop runs; guarded by <see cref="_sync"/>.</summary>
+    private bool _watching;
+
+    /// <summary>The next check comes this long after the last; reset to the shortest when a transaction is added.</summary>
+    private TimeSpan _interval = s_firstCheck;
+
+    public CommitWatcher(Database database, WakeSignals signals, Notifier notifier, TimeProvider time, TimeSpan longestWait)
+    {
+        _database = database;
+        _signals = signals;
+        _notifier = notifier;
+        _time = time;
+        _longestWait = longestWait;
+    }
+
+    /// <summary>Wakes <paramref name="key"/> when the transaction <paramref name="transactionId"/> commits.</summary>
+    public void Watch(long transactionId, string key)
+    {
+        lock (_sync)
+        {
+            if (!_pending.TryGetValue(transactionId, out HashSet<string>? keys))
+            {
+                _pending.Add(transactionId, keys = new HashSet<string>(StringComparer.Ordinal));
+            }
+
+            keys.Add(key);
+            _interval = s_firstCheck;
+            if (_watching)
+            {
+                return;
+            }
+
+            _watching = true;
+        }
+
+        _ = Task.Run(WatchAsync);
+    }
+
+    private async Task WatchAsync()
+    {
+        while (true)
+        {
+            long[] ids;
+            TimeSpan interval;
+            lock (_sync)
+            {
+                if (_pending.Count == 0)
+                {
+                    _watching = false;
+                    return;
+                }
+
+                ids = [.. _pending.Keys];
+                interval = _interval;
+                _interval = _interval * 2 < _longestWait ? _interval * 2 : _longestWait;
+            }
+
+            await Task.Delay(interval, _time).ConfigureAwait(false);
+            List<(long Id, string? Status)> statuses;
+            try
+            {
+                statuses = await _database.QueryAllAsync(
+                    _database.CommitStatus,
+                    [Database.Parameter(ids)],
+                    static r => (r.GetInt64(0), r.IsDBNull(1) ? null : r.GetString(1)),
+                    Database.Retry.Always,
+                    CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (PostgresCoordinationException)
+            {
+                // The server cannot be reached: ask again later (the getters also poll).
+                continue;
+            }
+
+            var committed = new List<string>();
+            lock (_sync)
+            {
+                foreach ((long id, string? status) in statuses)
+                {
+                    if (status == "in progress" || !_pending.Remove(id, out HashSet<string>? keys))
+                    {
+                        continue;
+                    }
+
+                    // Rolled back: nothing to wake. Unknown (null: too old to tell): wake, to be safe.
+                    if (status != "aborted")
+                    {
+                        committed.AddRange(keys);
+                    }
+                }
+            }
+
+            foreach (string key in committed.Distinct(StringComparer.Ordinal))
+            {
+                _signals.Signal(key);
+                _notifier.Request(key);
+            }
+        }
+    }
+}

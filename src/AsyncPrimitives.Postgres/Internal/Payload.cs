@@ -1,0 +1,72 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+
+namespace AsyncPrimitives.Postgres.Internal;
+
+/// <summary>How a queue's items are written to and read from the server: JSON, through System.Text.Json.</summary>
+internal static class Payload
+{
+    /// <summary>
+    /// The JSON contract of <typeparamref name="T"/>, checked now: a queue whose items could be put but never read
+    /// (or not put at all) fails at creation, not at its first delivery. Every type the contract reaches (property
+    /// types, element types) must have a converter that can read its kind of JSON.
+    /// </summary>
+    /// <exception cref="ArgumentException">System.Text.Json cannot write or read <typeparamref name="T"/> (with
+    /// <paramref name="options"/>); the parameter named is <c>T</c>.</exception>
+    public static JsonTypeInfo<T> Contract<T>(JsonSerializerOptions options)
+    {
+        try
+        {
+            var contract = (JsonTypeInfo<T>)options.GetTypeInfo(typeof(T));
+            Check(contract, new HashSet<Type>());
+            return contract;
+        }
+        catch (Exception e) when (e is NotSupportedException or InvalidOperationException or ArgumentException)
+        {
+            throw new ArgumentException(
+                $"System.Text.Json cannot write and read {typeof(T)} as a queue item: {e.Message}", "T", e);
+        }
+    }
+
+    /// <summary>Reads a minimal document of the contract's kind (an empty object, an empty array, a string): the
+    /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
+    /// (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
+    /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>).</summary>
+    private static void Check(JsonTypeInfo contract, HashSet<Type> seen)
+    {
+        if (!seen.Add(contract.Type) || contract.Type == typeof(object))
+        {
+            return;
+        }
+
+        string probe = contract.Kind switch
+        {
+            JsonTypeInfoKind.Object or JsonTypeInfoKind.Dictionary => "{}",
+            JsonTypeInfoKind.Enumerable => "[]",
+            _ => "\"\"",
+        };
+        try
+        {
+            _ = JsonSerializer.Deserialize(probe, contract);
+        }
+        catch (JsonException)
+        {
+            // The type is readable; only this document does not fit it.
+        }
+
+        foreach (JsonPropertyInfo property in contract.Properties)
+        {
+            Check(contract.Options.GetTypeInfo(property.PropertyType), seen);
+        }
+
+        if (contract.ElementType is { } element)
+        {
+            Check(contract.Options.GetTypeInfo(element), seen);
+        }
+
+        if (contract.KeyType is { } key && key != typeof(string))
+        {
+            Check(contract.Options.GetTypeInfo(key), seen);
+        }
+    }
+}

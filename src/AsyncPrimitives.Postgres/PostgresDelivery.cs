@@ -1,0 +1,183 @@
+using System.Diagnostics;
+using System.Globalization;
+using AsyncPrimitives.Postgres.Internal;
+
+namespace AsyncPrimitives.Postgres;
+
+/// <summary>
+/// An item of a <see cref="PostgresQueue{T}"/> delivered to this process, under a lease that the coordinator renews
+/// until the delivery is completed or abandoned. Complete it when the work is done (<see cref="CompleteAsync"/>, the
+/// in-memory queues' <c>TaskDone</c>); give it back with <see cref="AbandonAsync"/>; disposing it gives it back unless
+/// it was completed.
+/// </summary>
+/// <typeparam name="T">The item type.</typeparam>
+[DebuggerDisplay("{ToString(),nq}")]
+public sealed class PostgresDelivery<T> : IAsyncDisposable
+{
+    internal const int Open = 0;
+    internal const int Completed = 1;
+    internal const int Abandoned = 2;
+
+    /// <summary><see cref="Open"/>, <see cref="Completed"/> or <see cref="Abandoned"/>; moves once, from open.</summary>
+    private int _state;
+
+    /// <summary>1 while a completion or an abandonment of this delivery is in flight.</summary>
+    private int _busy;
+
+    internal PostgresDelivery(PostgresQueue<T> queue, long id, int attempt, T item, LeaseTracker tracker)
+    {
+        Queue = queue;
+        Id = id;
+        Attempt = attempt;
+        Item = item;
+        Tracker = tracker;
+    }
+
+    /// <summary>The item.</summary>
+    public T Item { get; }
+
+    /// <summary>The item's id: unique in the schema, increasing in put order, the same on every delivery of the item.</summary>
+    public long Id { get; }
+
+    /// <summary>Which delivery of the item this is: 1 the first time, 2 after one delivery ended without completion
+    /// (counted on the server, so a consumer that crashed counts too).</summary>
+    public int Attempt { get; }
+
+    /// <summary>
+    /// Cancelled when the lease is lost: it could not be renewed for a lease duration, or the coordinator's session
+    /// ended, or an immediate shutdown dropped the item. The item may then be delivered to another consumer, and a
+    /// completion is refused. Never cancelled by completing or abandoning. Callbacks run on the thread pool.
+    /// </summary>
+    public CancellationToken Lost => Tracker.LostToken;
+
+    internal PostgresQueue<T> Queue { get; }
+
+    internal LeaseTracker Tracker { get; }
+
+    internal int State => Volatile.Read(ref _state);
+
+    /// <summary>
+    /// Completes the item: it is deleted from the queue, never delivered again, and no longer unfinished. Idempotent.
+    /// </summary>
+    /// <param name="cancellationToken">Cancels the call; a cancelled completion did not happen.</param>
+    /// <returns>A task that completes when the server has completed the item.</returns>
+    /// <exception cref="PostgresLeaseLostException">The lease was lost before the completion reached the server (see
+    /// <see cref="Lost"/>): the item was not completed and may be with another consumer.</exception>
+    /// <exception cref="InvalidOperationException">The delivery was abandoned, or another completion or abandonment of
+    /// it is in progress.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the item was not completed.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached. The lease is still held (and
+    /// renewed): the call may be repeated.</exception>
+    public async ValueTask CompleteAsync(CancellationToken cancellationToken = default)
+    {
+        if (State == Completed)
+        {
+            return;
+        }
+
+        EnterCall();
+        try
+        {
+            await Queue.CompleteCoreAsync([this], cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <summary>
+    /// Gives the item back: it is delivered again at once (to any consumer), or moves to the dead letters if this was
+    /// its <see cref="PostgresQueueOptions.MaxAttempts"/>-th delivery. Idempotent; a no-op for a lost lease.
+    /// </summary>
+    /// <param name="cancellationToken">Cancels the call; the lease then still holds.</param>
+    /// <returns>A task that completes when the server has taken the item back.</returns>
+    /// <exception cref="InvalidOperationException">The delivery was completed, or another completion or abandonment of
+    /// it is in progress.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached. The lease is still held (and
+    /// renewed): the call may be repeated.</exception>
+    public async ValueTask AbandonAsync(CancellationToken cancellationToken = default)
+    {
+        switch (State)
+        {
+            case Abandoned:
+                return;
+            case Completed:
+                throw new InvalidOperationException($"The delivery of item {Id} was completed; it cannot be abandoned.");
+        }
+
+        if (Tracker.IsLost)
+        {
+            return;
+        }
+
+        EnterCall();
+        try
+        {
+            await Queue.AbandonCoreAsync(this, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <summary>
+    /// Gives the item back (as <see cref="AbandonAsync"/>) unless the delivery was completed or abandoned. Never throws:
+    /// when the server cannot be reached, the lease is no longer renewed, and the item comes back when it expires.
+    /// </summary>
+    /// <returns>A task that completes when the item is given back, or left to expire.</returns>
+    public async ValueTask DisposeAsync()
+    {
+        if (State != Open || Tracker.IsLost || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            using var timeout = new CancellationTokenSource(Queue.LeaseDuration);
+            await Queue.AbandonCoreAsync(this, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
+        {
+            // Left to expire: no longer renewed, the item comes back at the latest one lease duration from now.
+            MarkFinished(Abandoned);
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => string.Format(
+        CultureInfo.InvariantCulture,
+        "PostgresDelivery<{0}>(queue={1}, id={2}, attempt={3}, {4})",
+        typeof(T).Name,
+        Queue.Name,
+        Id,
+        Attempt,
+        State switch
+        {
+            Completed => "completed",
+            Abandoned => "abandoned",
+            _ => Tracker.IsLost ? "lost" : "held",
+        });
+
+    /// <summary>Records the end of the delivery; its lease is no longer renewed.</summary>
+    internal void MarkFinished(int state)
+    {
+        Interlocked.CompareExchange(ref _state, state, Open);
+        Tracker.TryRelease();
+    }
+
+    private void EnterCall()
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            throw new InvalidOperationException($"Another completion or abandonment of item {Id} is in progress.");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+using System.Text.Json;
+using AsyncPrimitives.Postgres.Internal;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres;
+
+public sealed partial class PostgresQueue<T>
+{
+    /// <summary>Takes the next item, waiting until one is put.</summary>
+    /// <param name="cancellationToken">Cancels the wait; a cancelled get took nothing.</param>
+    /// <returns>The delivery: complete it when the work is done, or abandon it.</returns>
+    /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
+    /// failed during the wait, or a delivered item could not be read as <typeparamref name="T"/> (it was given back).</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public async ValueTask<PostgresDelivery<T>> GetAsync(CancellationToken cancellationToken = default) =>
+        (await GetCoreAsync(1, Timeout.InfiniteTimeSpan, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))[0];
+
+    /// <summary>Takes the next item, waiting at most <paramref name="timeout"/> until one is put.</summary>
+    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
+    /// to take one now or time out now.</param>
+    /// <param name="cancellationToken">Cancels the wait; a cancelled get took nothing.</param>
+    /// <returns>The delivery: complete it when the work is done, or abandon it.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="TimeoutException">No item came within <paramref name="timeout"/>; nothing was taken.</exception>
+    /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
+    /// failed during the wait, or a delivered item could not be read as <typeparamref name="T"/> (it was given back).</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public async ValueTask<PostgresDelivery<T>> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        TimeoutArgument.ThrowIfInvalid(timeout);
+        return (await GetCoreAsync(1, timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))[0];
+    }
+
+    /// <summary>Takes the next item if one is waiting. Never waits.</summary>
+    /// <param name="cancellationToken">Cancels the call before it reaches the server.</param>
+    /// <returns>The delivery, or null when no item is waiting.</returns>
+    /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the call.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, or the item could not be read
+    /// as <typeparamref name="T"/> (it was given back).</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public async ValueTask<PostgresDelivery<T>?> TryGetAsync(CancellationToken cancellationToken = default)
+    {
+        List<PostgresDelivery<T>> got = await GetCoreAsync(1, TimeSpan.Zero, throwOnTimeout: false, cancellationToken).ConfigureAwait(false);
+        return got.Count == 0 ? null : got[0];
+    }
+
+    /// <summary>Takes up to <paramref name="maxCount"/> items in one round trip, waiting until at least one is put: the
+    /// batch form of <see cref="GetAsync(CancellationToken)"/>. Complete them together with <see cref="CompleteManyAsync"/>.</summary>
+    /// <param name="maxCount">The most items to take.</param>
+    /// <param name="cancellationToken">Cancels the wait; a cancelled get took nothing.</param>
+    /// <returns>One delivery or more, in the queue's order.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxCount"/> is not positive.</exception>
+    /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
+    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back).</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount);
+        return await GetCoreAsync(maxCount, Timeout.InfiniteTimeSpan, throwOnTimeout: true, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Takes up to <paramref name="maxCount"/> items in one round trip, waiting at most <paramref name="timeout"/>
+    /// until at least one is put (see <see cref="GetManyAsync(int, CancellationToken)"/>).</summary>
+    /// <param name="maxCount">The most items to take.</param>
+    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
+    /// to take what is there now or time out now.</param>
+    /// <param name="cancellationToken">Cancels the wait; a cancelled get took nothing.</param>
+    /// <returns>One delivery or more, in the queue's order.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxCount"/> is not positive, or <paramref name="timeout"/>
+    /// is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="TimeoutException">No item came within <paramref name="timeout"/>; nothing was taken.</exception>
+    /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
+    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back).</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount);
+        TimeoutArgument.ThrowIfInvalid(timeout);
+        return await GetCoreAsync(maxCount, timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Completes several deliveries of this queue in one round trip: the batch form of
+    /// <see cref="PostgresDelivery{T}.CompleteAsync"/>. Every delivery whose lease still holds is completed, even when
+    /// others' leases were lost; deliveries completed before are skipped.
+    /// </summary>
+    /// <param name="deliveries">Deliveries of this queue; nothing is done for none.</param>
+    /// <param name="cancellationToken">Cancels the call; a cancelled call completed nothing.</param>
+    /// <returns>A task that completes when the deliveries are completed.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="deliveries"/> is null or holds null.</exception>
+    /// <exception cref="ArgumentException">A delivery belongs to another queue object.</exception>
+    /// <exception cref="InvalidOperationException">A delivery was abandoned.</exception>
+    /// <exception cref="PostgresLeaseLostException">Some deliveries were not completed: their leases were lost (they
+    /// expired, or their session ended), so their items may be with other consumers. The others were completed.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; nothing was completed.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    public ValueTask CompleteManyAsync(IEnumerable<PostgresDelivery<T>> deliveries, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deliveries);
+        PostgresDelivery<T>[] batch = [.. deliveries];
+        foreach (PostgresDelivery<T> delivery in batch)
+        {
+            if (delivery is null)
+            {
+                throw new ArgumentNullException(nameof(deliveries), "A delivery is null.");
+            }
+
+            if (delivery.Queue != this)
+            {
+                throw new ArgumentException($"A delivery of '{delivery.Queue.Name}' cannot be completed through this queue object.", nameof(deliveries));
+            }
+        }
+
+        return CompleteCoreAsync(batch, cancellationToken);
+    }
+
+    /// <summary>Completes <paramref name="batch"/>: one call of the server's queue_complete.</summary>
+    internal async ValueTask CompleteCoreAsync(PostgresDelivery<T>[] batch, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var open = new List<PostgresDelivery<T>>(batch.Length);
+        int lost = 0;
+        foreach (PostgresDelivery<T> delivery in batch)
+        {
+            switch (delivery.State)
+            {
+                case PostgresDelivery<T>.Completed:
+                    break;
+                case PostgresDelivery<T>.Abandoned:
+                    throw new InvalidOperationException($"The delivery of item {delivery.Id} was abandoned; it cannot be completed.");
+                default:
+                    if (delivery.Tracker.IsLost)
+                    {
+                        lost++;
+                    }
+                    else
+                    {
+                        open.Add(delivery);
+                    }
+
+                    break;
+            }
+        }
+
+        if (open.Count > 0)
+        {
+            Database database = _coordinator.Database;
+            // Not tried again when the answer may be lost: a repeat would find its own completion and call it a loss.
+            (long[] Completed, long[] Gone, bool Drained, bool Dropped) result = await database.QueryAsync(
+                database.QueueComplete,
+                [
+                    Database.Parameter(Name), Database.Parameter(open.Select(d => d.Id).ToArray()),
+                    Database.Parameter(open.Select(d => d.Tracker.Id).ToArray()), Database.Parameter(_coordinator.Owner),
+                ],
+                static r => (r.GetFieldValue<long[]>(0), r.GetFieldValue<long[]>(1), r.GetBoolean(2), r.GetBoolean(3)),
+                Database.Retry.IfNotRun,
+                cancellationToken).ConfigureAwait(false);
+
+            var completed = new HashSet<long>(result.Completed);
+            // Gone after an immediate shutdown: dropped with the rest, nothing left to do for it.
+            if (result.Dropped)
+            {
+                completed.UnionWith(result.Gone);
+            }
+
+            foreach (PostgresDelivery<T> delivery in open)
+            {
+                if (completed.Contains(delivery.Id))
+                {
+                    delivery.MarkFinished(PostgresDelivery<T>.Completed);
+                }
+                else
+                {
+                    delivery.Tracker.MarkLost();
+                    lost++;
+                }
+            }
+
+            if (result.Drained)
+            {
+                Wake(JoinKey);
+            }
+        }
+
+        if (lost > 0)
+        {
+            throw new PostgresLeaseLostException(batch.Length == 1
+                ? $"The lease of item {batch[0].Id} was lost (it expired, or its session ended): the item was not completed, and may be with another consumer."
+                : $"The leases of {lost} of the {batch.Length} items were lost (they expired, or their session ended): those items were not completed, and may be with other consumers.");
+        }
+    }
+
+    /// <summary>Gives a delivery back (see <see cref="PostgresDelivery{T}.AbandonAsync"/>).</summary>
+    internal async ValueTask AbandonCoreAsync(PostgresDelivery<T> delivery, CancellationToken cancellationToken)
+    {
+        Database database = _coordinator.Database;
+        string outcome = (await database.QueryAsync(
+            database.QueueAbandon,
+            [Database.Parameter(delivery.Id), Database.Parameter(delivery.Tracker.Id), Database.Parameter(_coordinator.Owner)],
+            static r => r.GetString(0),
+            Database.Retry.Always,
+            cancellationToken).ConfigureAwait(false))!;
+        delivery.MarkFinished(PostgresDelivery<T>.Abandoned);
+        if (outcome == "r")
+        {
+            Wake(WakeKey);
+        }
+        else if (outcome == "d")
+        {
+            Wake(JoinKey);
+        }
+    }
+
+    /// <summary>
+    /// Takes up to <paramref name="maxCount"/> items: now or never (<paramref name="timeout"/> zero; an empty list, or
+    /// <see cref="TimeoutException"/> when <paramref name="throwOnTimeout"/>), or waiting at most <paramref name="timeout"/>.
+    /// </summary>
+    private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        TimeProvider time = _coordinator.Time;
+        long started = time.GetTimestamp();
+        bool wait = timeout != TimeSpan.Zero;
+        Database database = _coordinator.Database;
+        WakeSignals.Entry? signal = wait ? _coordinator.Signals.Enter(WakeKey) : null;
+        Session? session = null;
+        bool waited = false;
+        bool retriedSession = false;
+        try
+        {
+            while (true)
+            {
+                session ??= await _coordinator.GetSessionAsync(cancellationToken).ConfigureAwait(false);
+                Task woken = signal?.Next ?? Task.CompletedTask;
+                long sentAt = time.GetTimestamp();
+                List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows;
+                try
+                {
+                    // Never cancelled half-way (an item leased by a call whose answer is lost would wait for its lease
+                    // to expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
+                    rows = await database.QueryAllAsync(
+                        database.QueueGet,
+                        [
+                            Database.Parameter(Name), Database.Parameter(_orderCode), Database.Parameter(maxCount),
+                            Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
+                            Database.Parameter(session.BackendStart), Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
+                        ],
+                        static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4)),
+                        Database.Retry.Always,
+                        CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
+                {
+                    session.End(e);
+                    if (waited || retriedSession)
+                    {
+                        throw; // a wait in progress fails with its session
+                    }
+
+                    retriedSession = true; // the session ended before this call noticed: a new call, so a new session
+                    session = null;
+                    continue;
+                }
+                catch (PostgresCoordinationException e) when (e.InnerException is PostgresException { SqlState: Database.QueueShutDownState })
+                {
+                    throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.", e.InnerException);
+                }
+
+                if (rows.Count > 0)
+                {
+                    return await DeliverAsync(rows, session, sentAt).ConfigureAwait(false);
+                }
+
+                if (!wait)
+                {
+                    return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : [];
+                }
+
+                TimeSpan sleep = _coordinator.PollInterval;
+                if (timeout != Timeout.InfiniteTimeSpan)
+                {
+                    TimeSpan left = timeout - time.GetElapsedTime(started);
+                    if (left <= TimeSpan.Zero)
+                    {
+                        throw new TimeoutException("The wait timed out.");
+                    }
+
+                    sleep = left < sleep ? left : sleep;
+                }
+
+                waited = true;
+                await Waiting.WaitForTurnAsync(woken, sleep, session, time, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            if (signal is not null)
+            {
+                _coordinator.Signals.Leave(signal);
+            }
+        }
+    }
+
+    /// <summary>Turns leased rows into deliveries, in the queue's order, each with its lease in the session. When an
+    /// item cannot be read as <typeparamref name="T"/>, the whole batch is given back and the call fails.</summary>
+    private async ValueTask<List<PostgresDelivery<T>>> DeliverAsync(
+        List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows, Session session, long sentAt)
+    {
+        rows.Sort(Order switch
+        {
+            QueueOrder.Lifo => static (a, b) => b.Id.CompareTo(a.Id),
+            QueueOrder.Priority => static (a, b) => a.Priority != b.Priority ? a.Priority.CompareTo(b.Priority) : a.Id.CompareTo(b.Id),
+            _ => static (a, b) => a.Id.CompareTo(b.Id),
+        });
+
+        var deliveries = new List<PostgresDelivery<T>>(rows.Count);
+        JsonException? unreadable = null;
+        long unreadableId = 0;
+        foreach ((long id, long token, int attempt, _, string payload) in rows)
+        {
+            var tracker = new LeaseTracker(session, LeaseKind.Delivery, token, id, LeaseDuration, sentAt, WakeKey, _coordinator.Time);
+            T item = default!;
+            try
+            {
+                item = JsonSerializer.Deserialize(payload, _contract)!;
+            }
+            catch (JsonException e)
+            {
+                unreadable ??= e;
+                unreadableId = unreadableId == 0 ? id : unreadableId;
+            }
+
+            deliveries.Add(new PostgresDelivery<T>(this, id, attempt, item, tracker));
+            if (!session.TryAdd(tracker))
+            {
+                // The session ended meanwhile: the items are free for others again (their session is gone).
+                throw session.CreateEndException();
+            }
+        }
+
+        if (unreadable is not null)
+        {
+            foreach (PostgresDelivery<T> delivery in deliveries)
+            {
+                await delivery.DisposeAsync().ConfigureAwait(false);
+            }
+
+            throw new PostgresCoordinationException(
+                $"Item {unreadableId} of the queue '{Name}' could not be read as {typeof(T)}; the items taken were given back " +
+                $"(after {MaxAttempts} deliveries it moves to the dead letters).",
+                unreadable);
+        }
+
+        return deliveries;
+    }
+}

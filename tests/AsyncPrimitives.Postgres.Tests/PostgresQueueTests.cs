@@ -1,0 +1,385 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(server)
+{
+    /// <summary>Long enough that a test passing within it proves a wake-up came from a notification, not a poll.</summary>
+    private static readonly TimeSpan s_noPolling = TimeSpan.FromHours(1);
+
+    public sealed record Job(int Number, string Name, DateTimeOffset At);
+
+    [PostgresFact]
+    public async Task PutGetComplete_RoundTripsTheItem_AndCountsOnTheServer()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<Job> jobs = a.Coordinator.CreateQueue<Job>("jobs");
+        var job = new Job(42, "answer", new DateTimeOffset(2026, 5, 4, 3, 2, 1, TimeSpan.FromHours(2)));
+
+        await jobs.PutAsync(job);
+        (await jobs.CountAsync()).Should().Be(1);
+        (await jobs.UnfinishedAsync()).Should().Be(1);
+
+        await using PostgresDelivery<Job> delivery = await jobs.GetAsync();
+        delivery.Item.Should().Be(job);
+        delivery.Attempt.Should().Be(1);
+        delivery.Id.Should().BePositive();
+        (await jobs.CountAsync()).Should().Be(0);
+        (await jobs.UnfinishedAsync()).Should().Be(1, "a delivered item is unfinished until completed");
+
+        await delivery.CompleteAsync();
+        await delivery.CompleteAsync(); // idempotent
+        (await jobs.UnfinishedAsync()).Should().Be(0);
+        (await jobs.TryGetAsync()).Should().BeNull();
+        delivery.ToString().Should().Be($"PostgresDelivery<Job>(queue=jobs, id={delivery.Id}, attempt=1, completed)");
+        jobs.ToString().Should().Be("PostgresQueue<Job>(name=jobs, order=Fifo, maxAttempts=5)");
+    }
+
+    [PostgresTheory]
+    [InlineData(QueueOrder.Fifo, new[] { 1, 2, 3, 4, 5 })]
+    [InlineData(QueueOrder.Lifo, new[] { 5, 4, 3, 2, 1 })]
+    [InlineData(QueueOrder.Priority, new[] { 4, 2, 1, 5, 3 })]
+    public async Task GetAsync_DeliversInTheQueueOrder(QueueOrder order, int[] expected)
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers", new PostgresQueueOptions { Order = order });
+        int[] priorities = [7, 3, 9, 1, 8]; // of items 1..5
+        for (int i = 1; i <= 5; i++)
+        {
+            await queue.PutAsync(i, priorities[i - 1]);
+        }
+
+        var taken = new List<int>();
+        for (int i = 0; i < 5; i++)
+        {
+            await using PostgresDelivery<int> delivery = await queue.GetAsync();
+            taken.Add(delivery.Item);
+            await delivery.CompleteAsync();
+        }
+
+        taken.Should().Equal(expected);
+    }
+
+    [PostgresFact]
+    public async Task GetManyAsync_TakesABatchInOrder_AndCompleteManyAsyncCompletesIt()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync(Enumerable.Range(1, 25));
+
+        IReadOnlyList<PostgresDelivery<int>> first = await queue.GetManyAsync(10);
+        first.Select(d => d.Item).Should().Equal(Enumerable.Range(1, 10));
+        IReadOnlyList<PostgresDelivery<int>> rest = await queue.GetManyAsync(100, TimeSpan.Zero);
+        rest.Select(d => d.Item).Should().Equal(Enumerable.Range(11, 15));
+        (await queue.UnfinishedAsync()).Should().Be(25);
+
+        await queue.CompleteManyAsync(first.Concat(rest));
+        (await queue.UnfinishedAsync()).Should().Be(0);
+        await queue.CompleteManyAsync([]);
+    }
+
+    [PostgresFact]
+    public async Task GetAsync_InAnotherCoordinator_IsWokenByTheNotification()
+    {
+        Member producer = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member consumer = await JoinAsync(o => o.PollInterval = s_noPolling);
+        PostgresQueue<int> consumerQueue = consumer.Coordinator.CreateQueue<int>("numbers");
+        Task<PostgresDelivery<int>> waiting = consumerQueue.GetAsync().AsTask();
+        // The getter is waiting (or about to): either way the item must reach it without a poll.
+        await producer.Coordinator.CreateQueue<int>("numbers").PutAsync(7);
+
+        await using PostgresDelivery<int> delivery = await waiting.WaitAsync(Bound);
+        delivery.Item.Should().Be(7);
+    }
+
+    [PostgresFact]
+    public async Task PutInTransaction_IsDeliveredOnlyAfterCommit_AndWakesAGetterElsewhere()
+    {
+        Member producer = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member consumer = await JoinAsync(o => o.PollInterval = s_noPolling);
+        PostgresQueue<int> queue = producer.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> consumerQueue = consumer.Coordinator.CreateQueue<int>("numbers");
+        Task<PostgresDelivery<int>> waiting = consumerQueue.GetAsync().AsTask();
+
+        await using (NpgsqlConnection connection = await producer.Source.OpenConnectionAsync())
+        await using (NpgsqlTransaction transaction = await connection.BeginTransactionAsync())
+        {
+            await queue.PutAsync(1, transaction);
+            (await queue.CountAsync()).Should().Be(0, "the transaction has not committed");
+            await transaction.RollbackAsync();
+        }
+
+        await using (NpgsqlConnection connection = await producer.Source.OpenConnectionAsync())
+        await using (NpgsqlTransaction transaction = await connection.BeginTransactionAsync())
+        {
+            await queue.PutAsync(2, transaction);
+            waiting.IsCompleted.Should().BeFalse();
+            await transaction.CommitAsync();
+        }
+
+        await using PostgresDelivery<int> delivery = await waiting.WaitAsync(Bound);
+        delivery.Item.Should().Be(2, "the rolled-back put enqueued nothing");
+        (await queue.UnfinishedAsync()).Should().Be(1);
+    }
+
+    [PostgresFact]
+    public async Task PutInTransaction_OnAnotherDatabaseOrCompleted_ThrowsNamingTheTransaction()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await using NpgsqlDataSource elsewhere = Server.CreateDataSource(b => b.Database = "template1");
+        await using (NpgsqlConnection connection = await elsewhere.OpenConnectionAsync())
+        await using (NpgsqlTransaction transaction = await connection.BeginTransactionAsync())
+        {
+            await FluentActions.Awaiting(async () => await queue.PutAsync(1, transaction))
+                .Should().ThrowAsync<ArgumentException>().WithParameterName("transaction").WithMessage("*another database*");
+        }
+
+        await using (NpgsqlConnection connection = await a.Source.OpenConnectionAsync())
+        {
+            NpgsqlTransaction done = await connection.BeginTransactionAsync();
+            await done.CommitAsync();
+            await FluentActions.Awaiting(async () => await queue.PutAsync(1, done))
+                .Should().ThrowAsync<ArgumentException>().WithParameterName("transaction").WithMessage("*completed*");
+            await done.DisposeAsync();
+        }
+
+        await FluentActions.Awaiting(async () => await queue.PutAsync(1, (NpgsqlTransaction)null!))
+            .Should().ThrowAsync<ArgumentNullException>().WithParameterName("transaction");
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task AbandonAsync_DeliversAgainWithTheNextAttempt_ThenDeadLettersAfterMaxAttempts()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers", new PostgresQueueOptions { MaxAttempts = 3 });
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers", new PostgresQueueOptions { MaxAttempts = 3 });
+        await queueA.PutAsync(9);
+
+        for (int attempt = 1; attempt <= 3; attempt++)
+        {
+            PostgresDelivery<int> delivery = await (attempt % 2 == 0 ? queueB : queueA).GetAsync(Bound);
+            delivery.Attempt.Should().Be(attempt);
+            delivery.Item.Should().Be(9);
+            await delivery.AbandonAsync();
+            await delivery.AbandonAsync(); // idempotent
+        }
+
+        (await queueA.TryGetAsync()).Should().BeNull("the third attempt was the last");
+        (await queueA.DeadLetterCountAsync()).Should().Be(1);
+        (await queueA.UnfinishedAsync()).Should().Be(0);
+        (await ScalarAsync<string>("SELECT reason FROM @schema.queue_dead_letters")).Should().Be("abandoned");
+    }
+
+    [PostgresFact]
+    public async Task DisposeAsync_OfAnOpenDelivery_GivesItBack()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        await using (PostgresDelivery<int> first = await queue.GetAsync())
+        {
+            first.Attempt.Should().Be(1);
+        }
+
+        await using PostgresDelivery<int> again = await queue.GetAsync(Bound);
+        again.Attempt.Should().Be(2);
+        await again.CompleteAsync();
+        await FluentActions.Awaiting(async () => await again.AbandonAsync()).Should().ThrowAsync<InvalidOperationException>();
+    }
+
+    [PostgresFact]
+    public async Task CompleteAsync_AfterAbandon_Throws()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync();
+        await delivery.AbandonAsync();
+        await FluentActions.Awaiting(async () => await delivery.CompleteAsync()).Should().ThrowAsync<InvalidOperationException>();
+    }
+
+    [PostgresFact]
+    public async Task ALongJob_KeepsItsItem_PastTheLeaseDuration()
+    {
+        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(1));
+        Member b = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync();
+
+        // Three lease durations: a fixed invisibility timeout would have handed the item to b twice over.
+        Func<Task> other = async () => await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.FromSeconds(3));
+        await other.Should().ThrowAsync<TimeoutException>();
+        delivery.Lost.IsCancellationRequested.Should().BeFalse();
+        await delivery.CompleteAsync();
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task GetAsync_Cancelled_TakesNothing_AndTimeout_Throws()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        using var cancel = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> waiting = queue.GetAsync(cancel.Token).AsTask();
+        cancel.Cancel();
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+        await FluentActions.Awaiting(async () => await queue.GetAsync(TimeSpan.FromMilliseconds(100))).Should().ThrowAsync<TimeoutException>();
+        await FluentActions.Awaiting(async () => await queue.GetAsync(TimeSpan.Zero)).Should().ThrowAsync<TimeoutException>();
+        await FluentActions.Awaiting(async () => await queue.GetManyAsync(5, TimeSpan.Zero)).Should().ThrowAsync<TimeoutException>();
+        await FluentActions.Awaiting(async () => await queue.GetAsync(new CancellationToken(canceled: true))).Should().ThrowAsync<OperationCanceledException>();
+
+        await queue.PutAsync(5);
+        await using PostgresDelivery<int> delivery = await queue.GetAsync();
+        delivery.Attempt.Should().Be(1, "the cancelled and timed-out gets took nothing");
+    }
+
+    [PostgresFact]
+    public async Task JoinAsync_WaitsUntilEveryItemIsCompleted_ByAnyCoordinator()
+    {
+        Member a = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member b = await JoinAsync(o => o.PollInterval = s_noPolling);
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        await queueA.JoinAsync(TimeSpan.Zero); // nothing unfinished
+        await queueA.PutManyAsync([1, 2]);
+
+        Task joined = queueA.JoinAsync().AsTask();
+        PostgresDelivery<int> one = await queueB.GetAsync();
+        PostgresDelivery<int> two = await queueB.GetAsync();
+        await one.CompleteAsync();
+        joined.IsCompleted.Should().BeFalse("one item is still unfinished");
+        await FluentActions.Awaiting(async () => await queueA.JoinAsync(TimeSpan.FromMilliseconds(50))).Should().ThrowAsync<TimeoutException>();
+        await two.CompleteAsync();
+        await joined.WaitAsync(Bound);
+    }
+
+    [PostgresFact]
+    public async Task ShutdownAsync_SeenByEveryCoordinator_PutsFail_GetsDrainThenFail()
+    {
+        Member a = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member b = await JoinAsync(o => o.PollInterval = s_noPolling);
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        await queueA.PutAsync(1);
+        PostgresDelivery<int> first = await queueB.GetAsync();
+        await queueA.PutAsync(2);
+
+        await queueA.ShutdownAsync();
+        await queueA.ShutdownAsync(); // idempotent
+
+        await FluentActions.Awaiting(async () => await queueB.PutAsync(3)).Should().ThrowAsync<QueueShutDownException>();
+        await using PostgresDelivery<int> second = await queueB.GetAsync();
+        second.Item.Should().Be(2, "what was put before the shutdown is still delivered");
+        await FluentActions.Awaiting(async () => await queueB.GetAsync()).Should().ThrowAsync<QueueShutDownException>();
+        await FluentActions.Awaiting(async () => await queueA.TryGetAsync()).Should().ThrowAsync<QueueShutDownException>();
+        await first.CompleteAsync();
+        await second.CompleteAsync();
+        await queueA.JoinAsync(Bound);
+    }
+
+    [PostgresFact]
+    public async Task ShutdownAsync_WakesWaitingGetters_WhichThenThrow()
+    {
+        Member a = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Member b = await JoinAsync(o => o.PollInterval = s_noPolling);
+        Task<PostgresDelivery<int>> waiting = b.Coordinator.CreateQueue<int>("numbers").GetAsync().AsTask();
+        await EventuallyAsync(() => Task.FromResult(b.Coordinator.Signals.Count == 1), "the getter waits");
+
+        await a.Coordinator.CreateQueue<int>("numbers").ShutdownAsync();
+
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<QueueShutDownException>();
+    }
+
+    [PostgresFact]
+    public async Task ShutdownAsync_Immediate_DropsEverything_LeavingNothingUnfinished()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        await queueA.PutManyAsync([1, 2, 3]);
+        PostgresDelivery<int> delivered = await queueB.GetAsync();
+        Task joined = queueA.JoinAsync().AsTask();
+
+        await queueA.ShutdownAsync(immediate: true);
+
+        (await queueA.UnfinishedAsync()).Should().Be(0);
+        await joined.WaitAsync(Bound);
+        await delivered.CompleteAsync(); // dropped: nothing left to do, no loss to report
+        await FluentActions.Awaiting(async () => await queueB.GetAsync()).Should().ThrowAsync<QueueShutDownException>();
+        await FluentActions.Awaiting(async () => await queueB.PutAsync(4)).Should().ThrowAsync<QueueShutDownException>();
+    }
+
+    [PostgresFact]
+    public async Task ManyProducersAndConsumers_OnTwoCoordinators_EveryItemCompletedExactlyOnce()
+    {
+        const int Items = 300;
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        var completed = new System.Collections.Concurrent.ConcurrentBag<int>();
+        using var done = new CancellationTokenSource();
+
+        async Task ConsumeAsync(PostgresQueue<int> queue, bool batches)
+        {
+            while (completed.Count < Items)
+            {
+                try
+                {
+                    IReadOnlyList<PostgresDelivery<int>> got = batches
+                        ? await queue.GetManyAsync(7, done.Token)
+                        : [await queue.GetAsync(done.Token)];
+                    foreach (PostgresDelivery<int> delivery in got)
+                    {
+                        delivery.Attempt.Should().Be(1, "nothing failed, so nothing is delivered twice");
+                    }
+
+                    await queue.CompleteManyAsync(got);
+                    foreach (PostgresDelivery<int> delivery in got)
+                    {
+                        completed.Add(delivery.Item);
+                    }
+                }
+                catch (OperationCanceledException) when (done.IsCancellationRequested)
+                {
+                    return;
+                }
+            }
+
+            done.Cancel();
+        }
+
+        Task[] consumers = [.. new[] { (queueA, false), (queueA, true), (queueB, false), (queueB, true) }
+            .Select(c => Task.Run(() => ConsumeAsync(c.Item1, c.Item2)))];
+        Task[] producers =
+        [
+            Task.Run(async () => { for (int i = 0; i < Items; i += 2) { await queueA.PutAsync(i); } }),
+            Task.Run(async () => { for (int i = 1; i < Items; i += 10) { await queueB.PutManyAsync(Enumerable.Range(0, 5).Select(k => i + (2 * k))); } }),
+        ];
+
+        await Task.WhenAll(producers).WaitAsync(TimeSpan.FromSeconds(60));
+        await Task.WhenAll(consumers).WaitAsync(TimeSpan.FromSeconds(60));
+        completed.Order().Should().Equal(Enumerable.Range(0, Items));
+        (await queueA.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task AnItemThatCannotBeRead_FailsTheGet_AndIsGivenBack()
+    {
+        Member a = await JoinAsync();
+        await a.Coordinator.CreateQueue<string>("mixed").PutAsync("not a number");
+        PostgresQueue<int> numbers = a.Coordinator.CreateQueue<int>("mixed", new PostgresQueueOptions { MaxAttempts = 2 });
+
+        await FluentActions.Awaiting(async () => await numbers.GetAsync()).Should().ThrowAsync<PostgresCoordinationException>()
+            .WithInnerException(typeof(System.Text.Json.JsonException));
+        (await numbers.CountAsync()).Should().Be(1, "the item was given back");
+        await FluentActions.Awaiting(async () => await numbers.GetAsync()).Should().ThrowAsync<PostgresCoordinationException>();
+        (await numbers.DeadLetterCountAsync()).Should().Be(1, "after MaxAttempts it moved to the dead letters");
+    }
+}

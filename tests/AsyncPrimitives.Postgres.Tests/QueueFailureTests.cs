@@ -1,0 +1,115 @@
+using System.Diagnostics;
+using AsyncPrimitives.Postgres.Tests.Support;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// Queues when things break: a consumer whose backends are killed, one cut off from the server, a server restart. No
+/// item is lost, a crashed consumer's item comes back with the next attempt, a late completion is refused, and later
+/// calls work.
+/// </summary>
+public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(server)
+{
+    [PostgresFact]
+    public async Task ConsumerBackendsTerminated_ItsItemIsDeliveredAgain_WellBeforeTheLeaseExpires()
+    {
+        Member crashing = await JoinAsync();
+        Member other = await JoinAsync();
+        PostgresQueue<int> queue = crashing.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> first = await queue.GetAsync();
+
+        var clock = Stopwatch.StartNew();
+        await TerminateAsync(crashing);
+
+        await using PostgresDelivery<int> again = await other.Coordinator.CreateQueue<int>("numbers").GetAsync(Bound);
+        clock.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(10), "a dead session's items come back without waiting for the 30 s lease");
+        again.Item.Should().Be(1);
+        again.Attempt.Should().Be(2, "the attempt is counted on the server");
+        await WaitForLostAsync(first.Lost);
+        await FluentActions.Awaiting(async () => await first.CompleteAsync()).Should().ThrowAsync<PostgresLeaseLostException>();
+        await again.CompleteAsync();
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task CutOffConsumer_SeesLost_ItsItemGoesToAnother_AndItsLateCompletionIsRefused()
+    {
+        TimeSpan leaseDuration = TimeSpan.FromSeconds(2);
+        await using var proxy = new TcpProxy("127.0.0.1", new Npgsql.NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member cutOff = await JoinAsync(o => o.LeaseDuration = leaseDuration, port: proxy.Port);
+        Member other = await JoinAsync(o => o.LeaseDuration = leaseDuration);
+        PostgresQueue<int> queue = cutOff.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> first = await queue.GetAsync();
+
+        var clock = Stopwatch.StartNew();
+        proxy.Freeze();
+        TimeSpan lostAt = TimeSpan.MaxValue;
+        using CancellationTokenRegistration onLost = first.Lost.Register(() => lostAt = clock.Elapsed);
+
+        await using PostgresDelivery<int> again = await other.Coordinator.CreateQueue<int>("numbers").GetAsync(Bound);
+        TimeSpan takenAt = clock.Elapsed;
+        again.Attempt.Should().Be(2);
+        await WaitForLostAsync(first.Lost);
+        lostAt.Should().BeLessThanOrEqualTo(leaseDuration);
+        lostAt.Should().BeLessThan(takenAt, "the first consumer is told before anyone else gets the item");
+
+        proxy.Thaw();
+        await FluentActions.Awaiting(async () => await first.CompleteAsync()).Should().ThrowAsync<PostgresLeaseLostException>();
+        await again.CompleteAsync();
+        (await other.Coordinator.CreateQueue<int>("numbers").UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresRestartFact]
+    public async Task ServerRestart_FailsWaitingGets_LosesNothing_AndLaterCallsWork()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> empty = b.Coordinator.CreateQueue<int>("empty");
+        await queueA.PutManyAsync([1, 2]);
+        PostgresDelivery<int> delivered = await queueA.GetAsync();
+        Task<PostgresDelivery<int>> waiting = empty.GetAsync().AsTask();
+        await EventuallyAsync(() => Task.FromResult(b.Coordinator.Signals.Count == 1), "the getter waits");
+
+        Server.Restart();
+
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+        await WaitForLostAsync(delivered.Lost);
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        var items = new List<(int Item, int Attempt)>();
+        for (int i = 0; i < 2; i++)
+        {
+            await using PostgresDelivery<int> delivery = await queueB.GetAsync().AsTask().WaitAsync(Bound);
+            items.Add((delivery.Item, delivery.Attempt));
+            await delivery.CompleteAsync();
+        }
+
+        items.Should().BeEquivalentTo([(1, 2), (2, 1)], "the delivered item comes back; the other was never delivered");
+        (await queueA.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task DisposingTheCoordinator_GivesItsDeliveriesBack()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync();
+
+        await a.Coordinator.DisposeAsync();
+
+        await WaitForLostAsync(delivery.Lost);
+        await using PostgresDelivery<int> again = await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.Zero);
+        again.Attempt.Should().Be(2);
+    }
+
+    private static async Task WaitForLostAsync(CancellationToken lost)
+    {
+        var fired = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using CancellationTokenRegistration registration = lost.Register(() => fired.TrySetResult());
+        await fired.Task.WaitAsync(Bound);
+    }
+}
