@@ -205,14 +205,14 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     [PostgresFact]
     public async Task ALongJob_KeepsItsItem_PastTheLeaseDuration()
     {
-        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(1));
+        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(2));
         Member b = await JoinAsync();
         PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
         await queue.PutAsync(1);
         PostgresDelivery<int> delivery = await queue.GetAsync();
 
-        // Three lease durations: a fixed invisibility timeout would have handed the item to b twice over.
-        Func<Task> other = async () => await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.FromSeconds(3));
+        // Over two lease durations: a fixed invisibility timeout would have handed the item to b twice.
+        Func<Task> other = async () => await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.FromSeconds(4.5));
         await other.Should().ThrowAsync<TimeoutException>();
         delivery.Lost.IsCancellationRequested.Should().BeFalse();
         await delivery.CompleteAsync();

@@ -318,18 +318,19 @@ internal sealed class Session
     /// Renews, every third of the shortest lease in use, the leases and places this session still holds. A lease the
     /// server did not renew is lost (it expired or its session ended); one the heartbeat cannot renew for a whole lease
     /// duration is lost by its own deadline (see <see cref="LeaseTracker"/>). One renewal at a time: a renewal that
-    /// does not answer within a beat is left to finish on its own, and the beats skip until it has.
+    /// does not answer within a beat is left to finish on its own (its answer still counts when it comes), and the
+    /// beats skip until it has.
     /// </summary>
     private async Task HeartbeatAsync()
     {
-        Task<List<long>>? renewal = null;
+        Task renewal = Task.CompletedTask;
         try
         {
             while (true)
             {
                 TimeSpan interval = _heartbeatInterval();
                 await Task.Delay(interval, _time, _stop.Token).ConfigureAwait(false);
-                if (renewal is { IsCompleted: false })
+                if (!renewal.IsCompleted)
                 {
                     continue;
                 }
@@ -347,46 +348,14 @@ internal sealed class Session
                     continue;
                 }
 
-                long sentAt = _time.GetTimestamp();
-                HashSet<long> renewed;
-                renewal = _database.QueryAllAsync(
-                    _database.Renew,
-                    [
-                        Database.Parameter(_owner), Database.Parameter(Pid), Database.Parameter(BackendStart),
-                        Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Permit).Select(l => l.Id).ToArray()),
-                        Database.Parameter(tickets), Database.Parameter(_waitLease),
-                        Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.ItemId).ToArray()),
-                        Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.Id).ToArray()),
-                    ],
-                    static r => r.GetInt64(0),
-                    Database.Retry.Always,
-                    CancellationToken.None).AsTask();
+                renewal = RenewAsync(leases, tickets);
                 try
                 {
-                    renewed = [.. await renewal.WaitAsync(interval, _time, _stop.Token).ConfigureAwait(false)];
+                    await renewal.WaitAsync(interval, _time, _stop.Token).ConfigureAwait(false);
                 }
-                catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
+                catch (TimeoutException)
                 {
-                    End(e);
-                    return;
-                }
-                catch (Exception e) when (e is PostgresCoordinationException or TimeoutException)
-                {
-                    // Not renewed this time: try again at the next beat. Leases whose deadline passes meanwhile are
-                    // lost by their own timers.
-                    continue;
-                }
-
-                foreach (LeaseTracker lease in leases)
-                {
-                    if (renewed.Contains(lease.Id))
-                    {
-                        lease.Renewed(sentAt);
-                    }
-                    else if (lease.IsHeld)
-                    {
-                        lease.MarkLost();
-                    }
+                    // Slow: it goes on in the background.
                 }
             }
         }
@@ -394,11 +363,50 @@ internal sealed class Session
         {
             // The session ended.
         }
-        finally
+    }
+
+    /// <summary>One renewal: what the server renewed gets a new deadline, what it did not is lost. Never throws.</summary>
+    private async Task RenewAsync(LeaseTracker[] leases, long[] tickets)
+    {
+        long sentAt = _time.GetTimestamp();
+        List<long> rows;
+        try
         {
-            if (renewal is { IsCompleted: false })
+            rows = await _database.QueryAllAsync(
+                _database.Renew,
+                [
+                    Database.Parameter(_owner), Database.Parameter(Pid), Database.Parameter(BackendStart),
+                    Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Permit).Select(l => l.Id).ToArray()),
+                    Database.Parameter(tickets), Database.Parameter(_waitLease),
+                    Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.ItemId).ToArray()),
+                    Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.Id).ToArray()),
+                ],
+                static r => r.GetInt64(0),
+                Database.Retry.Always,
+                CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
+        {
+            End(e);
+            return;
+        }
+        catch (PostgresCoordinationException)
+        {
+            // Not renewed this time: the next beat tries again. Leases whose deadline passes meanwhile are lost by
+            // their own timers.
+            return;
+        }
+
+        var renewed = new HashSet<long>(rows);
+        foreach (LeaseTracker lease in leases)
+        {
+            if (renewed.Contains(lease.Id))
             {
-                _ = renewal.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+                lease.Renewed(sentAt);
+            }
+            else if (lease.IsHeld)
+            {
+                lease.MarkLost();
             }
         }
     }
