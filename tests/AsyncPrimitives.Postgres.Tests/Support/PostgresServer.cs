@@ -9,7 +9,8 @@ namespace AsyncPrimitives.Postgres.Tests.Support;
 /// <summary>
 /// The PostgreSQL server the tests run against, shared by every test of the <see cref="PostgresCollection"/>.
 /// With <c>ASYNCTOOLS_POSTGRES</c> set it is that server (a connection string); otherwise the fixture finds the server
-/// binaries (<c>pg_config --bindir</c>, then <c>/usr/lib/postgresql/*/bin</c>), runs <c>initdb</c> into a temporary
+/// binaries (<c>ASYNCTOOLS_POSTGRES_BIN</c> when set, else <c>pg_config --bindir</c>, then
+/// <c>/usr/lib/postgresql/*/bin</c>), runs <c>initdb</c> into a temporary
 /// folder (as the <c>postgres</c> user when running as root: initdb refuses root), starts it on 127.0.0.1 on a free
 /// port with <c>fsync=off</c>, and stops it and deletes the folder when the collection ends. Where neither exists the
 /// tests are skipped with <see cref="SkipReason"/>, unless <c>ASYNCTOOLS_REQUIRE_POSTGRES=1</c> (as in CI), which turns
@@ -19,6 +20,7 @@ public sealed class PostgresServer : IAsyncLifetime
 {
     private const string ConnectionVariable = "ASYNCTOOLS_POSTGRES";
     private const string RequireVariable = "ASYNCTOOLS_REQUIRE_POSTGRES";
+    private const string BinVariable = "ASYNCTOOLS_POSTGRES_BIN";
     private const string FolderPrefix = "asynctools-pg-";
 
     private static readonly Lazy<Discovery> s_discovery = new(Discover);
@@ -51,7 +53,13 @@ public sealed class PostgresServer : IAsyncLifetime
         Discovery found = s_discovery.Value;
         if (found.Problem is { } problem)
         {
-            throw new InvalidOperationException($"{RequireVariable}=1, but no PostgreSQL server can be used: {problem}");
+            // Every test of the collection is skipped with SkipReason, unless the server is required.
+            if (SkipReason is null)
+            {
+                throw new InvalidOperationException($"{RequireVariable}=1, but no PostgreSQL server can be used: {problem}");
+            }
+
+            return;
         }
 
         if (found.External)
@@ -136,7 +144,7 @@ public sealed class PostgresServer : IAsyncLifetime
         if (bin is null)
         {
             return Discovery.Missing(
-                $"no {ConnectionVariable} connection string, and no PostgreSQL server binaries (initdb, pg_ctl) under " +
+                $"no {ConnectionVariable} connection string, and no PostgreSQL server binaries (initdb, pg_ctl) in {BinVariable}, " +
                 "`pg_config --bindir` or /usr/lib/postgresql/*/bin; install PostgreSQL (Debian: apt-get install postgresql)");
         }
 
@@ -156,6 +164,12 @@ public sealed class PostgresServer : IAsyncLifetime
     private static string? FindBinDirectory()
     {
         var candidates = new List<string>();
+        if (Environment.GetEnvironmentVariable(BinVariable) is { Length: > 0 } chosen)
+        {
+            // The one place to look, when set (a server installed where the search below would not find it).
+            return IsBinDirectory(chosen) ? chosen : null;
+        }
+
         try
         {
             using var process = Process.Start(new ProcessStartInfo("pg_config", "--bindir")
@@ -185,8 +199,11 @@ public sealed class PostgresServer : IAsyncLifetime
                 .Select(d => Path.Combine(d, "bin")));
         }
 
-        return candidates.FirstOrDefault(d => File.Exists(Path.Combine(d, "initdb")) && File.Exists(Path.Combine(d, "pg_ctl")));
+        return candidates.FirstOrDefault(IsBinDirectory);
     }
+
+    private static bool IsBinDirectory(string directory) =>
+        File.Exists(Path.Combine(directory, "initdb")) && File.Exists(Path.Combine(directory, "pg_ctl"));
 
     private static bool UserExists(string name) =>
         File.Exists("/etc/passwd") && File.ReadLines("/etc/passwd").Any(line => line.StartsWith(name + ":", StringComparison.Ordinal));

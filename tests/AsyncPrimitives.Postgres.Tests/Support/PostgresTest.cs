@@ -2,127 +2,35 @@ using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests.Support;
 
-/// <summary>
-/// Base of the tests against the server: each test gets a schema of its own (dropped at the end) and makes as many
-/// coordinators as it needs, each on a data source of its own (a separate connection pool, as separate processes
-/// would have) and with its own application_name, so a test can end exactly one coordinator's connections.
-/// </summary>
+/// <summary>Base of the tests against the server: each test works in a <see cref="PostgresScope"/> of its own.</summary>
 [Collection(PostgresCollection.Name)]
 public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
 {
-    /// <summary>How long a test waits for something that must happen; a hang fails instead of blocking the run.</summary>
-    protected static readonly TimeSpan Bound = TimeSpan.FromSeconds(20);
+    /// <summary>How long a test waits for something that must happen.</summary>
+    protected static readonly TimeSpan Bound = PostgresScope.Bound;
 
-    private readonly List<IAsyncDisposable> _owned = [];
-    private int _coordinators;
+    protected PostgresScope Scope { get; } = new(server);
 
     protected PostgresServer Server => server;
 
-    /// <summary>This test's schema.</summary>
-    protected string Schema { get; } = "t_" + Guid.NewGuid().ToString("N")[..16];
+    protected string Schema => Scope.Schema;
 
-    /// <summary>A data source for the test's own queries (assertions on the tables).</summary>
-    protected NpgsqlDataSource Admin { get; private set; } = null!;
+    protected NpgsqlDataSource Admin => Scope.Admin;
 
-    public virtual async Task InitializeAsync()
-    {
-        // Not pooled: a pooled connection would not survive the tests that restart the server.
-        Admin = server.CreateDataSource(b =>
-        {
-            b.ApplicationName = "test-admin";
-            b.Pooling = false;
-        });
-        _owned.Add(Admin);
-        await Task.CompletedTask;
-    }
+    public virtual Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        // Coordinators before their data sources, newest first.
-        for (int i = _owned.Count - 1; i >= 0; i--)
-        {
-            if (_owned[i] != Admin)
-            {
-                await _owned[i].DisposeAsync();
-            }
-        }
+    public async Task DisposeAsync() => await Scope.DisposeAsync();
 
-        await using (NpgsqlCommand drop = Admin.CreateCommand($"DROP SCHEMA IF EXISTS \"{Schema}\" CASCADE"))
-        {
-            await drop.ExecuteNonQueryAsync();
-        }
+    protected Task<Member> JoinAsync(Action<PostgresCoordinatorOptions>? configure = null, int? port = null, bool ensureSchema = true) =>
+        Scope.JoinAsync(configure, port, ensureSchema);
 
-        await Admin.DisposeAsync();
-    }
+    protected Task<T> ScalarAsync<T>(string sql) => Scope.ScalarAsync<T>(sql);
 
-    /// <summary>
-    /// A new coordinator on a data source of its own, with the schema installed. Its connections carry
-    /// <c>application_name</c> = the returned <see cref="Member.Application"/>.
-    /// </summary>
-    protected async Task<Member> JoinAsync(
-        Action<PostgresCoordinatorOptions>? configure = null, int? port = null, bool ensureSchema = true)
-    {
-        string application = $"coordinator-{Interlocked.Increment(ref _coordinators)}";
-        NpgsqlDataSource source = server.CreateDataSource(b =>
-        {
-            b.ApplicationName = application;
-            if (port is int p)
-            {
-                b.Host = "127.0.0.1";
-                b.Port = p;
-                b.Timeout = 3;
-                b.CancellationTimeout = 1000;
-            }
-        });
-        _owned.Add(source);
-        var options = new PostgresCoordinatorOptions { Schema = Schema };
-        configure?.Invoke(options);
-        var coordinator = new PostgresCoordinator(source, options);
-        _owned.Add(coordinator);
-        if (ensureSchema)
-        {
-            await coordinator.EnsureSchemaAsync();
-        }
+    protected Task<long> TerminateAsync(Member member) => Scope.TerminateAsync(member);
 
-        return new Member(coordinator, source, application);
-    }
+    protected static Task EventuallyAsync(Func<Task<bool>> condition, string because) => PostgresScope.EventuallyAsync(condition, because);
 
-    /// <summary>Runs a scalar query on the test's admin connection.</summary>
-    protected async Task<T> ScalarAsync<T>(string sql)
-    {
-        await using NpgsqlCommand command = Admin.CreateCommand(sql.Replace("@schema", $"\"{Schema}\"", StringComparison.Ordinal));
-        return (T)(await command.ExecuteScalarAsync())!;
-    }
+    protected Task WaitersAsync(long count) => Scope.WaitersAsync(count);
 
-    /// <summary>Ends every server backend of <paramref name="member"/> (its LISTEN connection and its pooled ones),
-    /// as an administrator's pg_terminate_backend would; returns how many were ended.</summary>
-    protected Task<long> TerminateAsync(Member member) => ScalarAsync<long>(
-        $"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{member.Application}'");
-
-    /// <summary>Waits (bounded) until <paramref name="condition"/> holds, checking it every few milliseconds.</summary>
-    protected static async Task EventuallyAsync(Func<Task<bool>> condition, string because)
-    {
-        DateTime deadline = DateTime.UtcNow + Bound;
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException("Timed out waiting until " + because);
-            }
-
-            await Task.Delay(10);
-        }
-    }
-
-    /// <summary>Waits (bounded) until <paramref name="count"/> waiters stand in the wait lines of this schema.</summary>
-    protected Task WaitersAsync(long count) =>
-        EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters") == count, $"{count} waiters are in line");
-
-    /// <summary>Rows left in the lock and semaphore tables (holders, waiters).</summary>
-    protected async Task<(long Holders, long Waiters)> PermitRowsAsync() =>
-        (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_holders"),
-         await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters"));
-
-    /// <summary>A coordinator of the test, with the data source it runs on and the application_name of its connections.</summary>
-    public sealed record Member(PostgresCoordinator Coordinator, NpgsqlDataSource Source, string Application);
+    protected Task<(long Holders, long Waiters)> PermitRowsAsync() => Scope.PermitRowsAsync();
 }

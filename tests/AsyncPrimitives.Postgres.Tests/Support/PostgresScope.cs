@@ -1,0 +1,123 @@
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests.Support;
+
+/// <summary>
+/// What a test against the server works in: a schema of its own (dropped at the end) and as many coordinators as it
+/// needs, each on a data source of its own (a separate connection pool, as separate processes would have) and with its
+/// own application_name, so a test can end exactly one coordinator's connections.
+/// </summary>
+public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
+{
+    /// <summary>How long a test waits for something that must happen; a hang fails instead of blocking the run.</summary>
+    public static readonly TimeSpan Bound = TimeSpan.FromSeconds(20);
+
+    private static int s_coordinators;
+
+    private readonly List<IAsyncDisposable> _owned = [];
+
+    // Not pooled: a pooled connection would not survive the tests that restart the server.
+    private NpgsqlDataSource? _admin;
+
+    public PostgresServer Server => server;
+
+    /// <summary>This test's schema.</summary>
+    public string Schema { get; } = "t_" + Guid.NewGuid().ToString("N")[..16];
+
+    /// <summary>A data source for the test's own queries (assertions on the tables).</summary>
+    public NpgsqlDataSource Admin => _admin ??= server.CreateDataSource(b =>
+    {
+        b.ApplicationName = "test-admin";
+        b.Pooling = false;
+    });
+
+    /// <summary>
+    /// A new coordinator on a data source of its own, with the schema installed. Its connections carry
+    /// <c>application_name</c> = the returned <see cref="Member.Application"/>; <paramref name="port"/> connects it
+    /// through a <see cref="TcpProxy"/>.
+    /// </summary>
+    public async Task<Member> JoinAsync(Action<PostgresCoordinatorOptions>? configure = null, int? port = null, bool ensureSchema = true)
+    {
+        string application = $"coordinator-{Interlocked.Increment(ref s_coordinators)}";
+        NpgsqlDataSource source = server.CreateDataSource(b =>
+        {
+            b.ApplicationName = application;
+            if (port is int p)
+            {
+                b.Host = "127.0.0.1";
+                b.Port = p;
+                b.Timeout = 3;
+                b.CancellationTimeout = 1000;
+            }
+        });
+        _owned.Add(source);
+        var options = new PostgresCoordinatorOptions { Schema = Schema };
+        configure?.Invoke(options);
+        var coordinator = new PostgresCoordinator(source, options);
+        _owned.Add(coordinator);
+        if (ensureSchema)
+        {
+            await coordinator.EnsureSchemaAsync();
+        }
+
+        return new Member(coordinator, source, application);
+    }
+
+    /// <summary>Runs a scalar query on the admin connection; <c>@schema</c> stands for this test's schema.</summary>
+    public async Task<T> ScalarAsync<T>(string sql)
+    {
+        await using NpgsqlCommand command = Admin.CreateCommand(sql.Replace("@schema", $"\"{Schema}\"", StringComparison.Ordinal));
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>Ends every server backend of <paramref name="member"/> (its LISTEN connection and its pooled ones),
+    /// as an administrator's pg_terminate_backend would; returns how many were ended.</summary>
+    public Task<long> TerminateAsync(Member member) => ScalarAsync<long>(
+        $"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{member.Application}'");
+
+    /// <summary>Waits (bounded) until <paramref name="condition"/> holds, checking it every few milliseconds.</summary>
+    public static async Task EventuallyAsync(Func<Task<bool>> condition, string because)
+    {
+        DateTime deadline = DateTime.UtcNow + Bound;
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException("Timed out waiting until " + because);
+            }
+
+            await Task.Delay(10);
+        }
+    }
+
+    /// <summary>Waits (bounded) until <paramref name="count"/> waiters stand in the wait lines of this schema.</summary>
+    public Task WaitersAsync(long count) =>
+        EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters") == count, $"{count} waiters are in line");
+
+    /// <summary>Rows left in the lock and semaphore tables (holders, waiters).</summary>
+    public async Task<(long Holders, long Waiters)> PermitRowsAsync() =>
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_holders"),
+         await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters"));
+
+    public async ValueTask DisposeAsync()
+    {
+        // Coordinators before their data sources, newest first.
+        for (int i = _owned.Count - 1; i >= 0; i--)
+        {
+            await _owned[i].DisposeAsync();
+        }
+
+        if (_admin is not null)
+        {
+            await using (NpgsqlCommand drop = _admin.CreateCommand($"DROP SCHEMA IF EXISTS \"{Schema}\" CASCADE"))
+            {
+                await drop.ExecuteNonQueryAsync();
+            }
+
+            await _admin.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>A coordinator of a test, with the data source it runs on and the application_name of its connections.</summary>
+public sealed record Member(PostgresCoordinator Coordinator, NpgsqlDataSource Source, string Application);
