@@ -34,8 +34,11 @@ internal sealed class Notifier
         _sql = "SELECT pg_notify($1, key) FROM unnest($2::text[]) AS key";
     }
 
-    /// <summary>Number of NOTIFY statements sent, for tests.</summary>
-    public long Sent;
+    /// <summary>NOTIFY statements sent so far.</summary>
+    private long _sent;
+
+    /// <summary>NOTIFY statements sent so far (each may carry several keys), for tests.</summary>
+    public long Sent => Interlocked.Read(ref _sent);
 
     /// <summary>Asks for <paramref name="key"/> to be notified soon; returns at once.</summary>
     public void Request(string key)
@@ -80,7 +83,7 @@ internal sealed class Notifier
                     static _ => true,
                     Database.Retry.Always,
                     CancellationToken.None).ConfigureAwait(false);
-                Interlocked.Increment(ref Sent);
+                Interlocked.Increment(ref _sent);
             }
             catch (PostgresCoordinationException)
             {

@@ -17,6 +17,7 @@ public sealed class TcpProxy : IAsyncDisposable
     private readonly List<Socket> _sockets = [];
     private readonly Task _accepting;
     private TaskCompletionSource _open = NewOpenGate(opened: true);
+    private int _heldBack;
 
     public TcpProxy(string host, int port)
     {
@@ -26,6 +27,9 @@ public sealed class TcpProxy : IAsyncDisposable
     }
 
     public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
+
+    /// <summary>Reads held back by <see cref="Freeze"/> now (a relay that has bytes to pass on and waits).</summary>
+    public int HeldBack => Volatile.Read(ref _heldBack);
 
     /// <summary>Stops relaying; connections stay open, bytes wait.</summary>
     public void Freeze()
@@ -130,7 +134,19 @@ public sealed class TcpProxy : IAsyncDisposable
                     open = _open.Task;
                 }
 
-                await open.WaitAsync(_stop.Token);
+                if (!open.IsCompleted)
+                {
+                    Interlocked.Increment(ref _heldBack);
+                    try
+                    {
+                        await open.WaitAsync(_stop.Token);
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref _heldBack);
+                    }
+                }
+
                 await to.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, _stop.Token);
             }
         }

@@ -1,0 +1,68 @@
+using AsyncPrimitives.Postgres.Internal;
+using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// Wake-ups: a NOTIFY is sent after the change it announces has committed, never inside the transaction that makes
+/// it (where it would take the server-wide notification lock at commit), and requests made while one is in flight
+/// are coalesced into the next.
+/// </summary>
+public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
+{
+    [PostgresFact]
+    public async Task PutInTheCallersTransaction_NotifiesFromAnotherSession_AfterTheCommit()
+    {
+        Member producer = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        PostgresQueue<int> queue = producer.Coordinator.CreateQueue<int>("numbers");
+        await using NpgsqlDataSource business = Server.CreateDataSource(b => b.ApplicationName = "business");
+        await using NpgsqlConnection listener = await Server.CreateDataSource().OpenConnectionAsync();
+        var received = new TaskCompletionSource<(int Pid, string Payload)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        listener.Notification += (_, e) => received.TrySetResult((e.PID, e.Payload));
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listener))
+        {
+            await listen.ExecuteNonQueryAsync();
+        }
+
+        int businessPid;
+        await using (NpgsqlConnection connection = await business.OpenConnectionAsync())
+        {
+            businessPid = connection.ProcessID;
+            await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
+            await queue.PutAsync(1, transaction);
+            await transaction.CommitAsync();
+        }
+
+        Task<bool> waiting = listener.WaitAsync(Bound);
+        (int Pid, string Payload) notification = await received.Task.WaitAsync(Bound);
+        await waiting;
+        notification.Payload.Should().Be("q:numbers");
+        notification.Pid.Should().NotBe(businessPid, "the put's transaction carries no NOTIFY");
+    }
+
+    [PostgresFact]
+    public async Task Notifier_WhileOneNotifyIsInFlight_CoalescesTheRequestsIntoOneMore()
+    {
+        _ = await JoinAsync(); // installs the schema
+        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        await using NpgsqlDataSource slow = Server.CreateDataSource(b => b.Port = proxy.Port);
+        var notifier = new Notifier(new Database(slow, Schema));
+        await using (await slow.OpenConnectionAsync())
+        {
+            // A pooled connection exists, so the first NOTIFY reaches the proxy and waits there.
+        }
+
+        proxy.Freeze();
+        notifier.Request("q:first");
+        await EventuallyAsync(() => Task.FromResult(proxy.HeldBack > 0), "the first NOTIFY is on its way (held by the proxy)");
+        for (int i = 0; i < 50; i++)
+        {
+            notifier.Request("q:item-" + (i % 5));
+        }
+
+        proxy.Thaw();
+        await notifier.FlushAsync().WaitAsync(Bound);
+        notifier.Sent.Should().Be(2, "the 50 requests made meanwhile went out together, in one statement");
+    }
+}
