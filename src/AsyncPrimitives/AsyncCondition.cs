@@ -42,7 +42,7 @@ namespace AsyncPrimitives;
 /// }
 /// </code>
 /// </example>
-[DebuggerDisplay("Waiters = {_waiters.Count}")]
+[DebuggerDisplay("Name = {Name}, Waiters = {_waiters.Count}")]
 public sealed class AsyncCondition
 {
     private readonly Lock _sync = new();
@@ -63,6 +63,11 @@ public sealed class AsyncCondition
         _lock = @lock ?? new AsyncLock(_timeProvider);
         _waiters = new WaitQueue<AsyncLock.Releaser, Policy>(default, _sync, _timeProvider, reacquire: _lock.Waiters);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncCondition { Name = "orders-ready" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>Whether the condition's lock is held (a snapshot).</summary>
     public bool IsLocked => _lock.IsLocked;
@@ -223,9 +228,10 @@ public sealed class AsyncCondition
         }
     }
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncCondition(locked, waiters=2)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncCondition(locked, waiters=2)</c>; with a
+    /// <see cref="Name"/> it comes first: <c>AsyncCondition(name="orders-ready", locked, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() => $"AsyncCondition({(IsLocked ? "locked" : "unlocked")}, waiters={_waiters.Count})";
+    public override string ToString() => Display.Format("AsyncCondition", Name, $"{(IsLocked ? "locked" : "unlocked")}, waiters={_waiters.Count}");
 
     /// <summary>The engine's view: a caller always waits (for a notification); nothing else to decide.</summary>
     private readonly struct Policy : IWaitPolicy<AsyncLock.Releaser>

@@ -24,7 +24,7 @@ namespace AsyncPrimitives;
 /// ready.Set();
 /// </code>
 /// </example>
-[DebuggerDisplay("IsSet = {IsSet}, Waiters = {_waiters.Count}")]
+[DebuggerDisplay("Name = {Name}, IsSet = {IsSet}, Waiters = {_waiters.Count}")]
 public sealed class AsyncEvent
 {
     private readonly Lock _sync = new();
@@ -43,6 +43,11 @@ public sealed class AsyncEvent
         _isSet = initialState;
         _waiters = new WaitQueue<bool, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncEvent { Name = "warmed-up" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>Whether the event is set (a snapshot).</summary>
     public bool IsSet => _isSet;
@@ -97,9 +102,10 @@ public sealed class AsyncEvent
         return _waiters.WaitWithoutResultAsync(new Policy(this), false, timeout, cancellationToken);
     }
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncEvent(set, waiters=0)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncEvent(set, waiters=0)</c>; with a
+    /// <see cref="Name"/> it comes first: <c>AsyncEvent(name="warmed-up", set, waiters=0)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() => $"AsyncEvent({(IsSet ? "set" : "clear")}, waiters={_waiters.Count})";
+    public override string ToString() => Display.Format("AsyncEvent", Name, $"{(IsSet ? "set" : "clear")}, waiters={_waiters.Count}");
 
     // doc: engine-policy
     /// <summary>The engine's view: a caller is served when the event is set, with or without the lock.</summary>

@@ -30,7 +30,7 @@ namespace AsyncPrimitives;
 /// }
 /// </code>
 /// </example>
-[DebuggerDisplay("IsLocked = {IsLocked}, Waiters = {_permits.WaiterCount}")]
+[DebuggerDisplay("Name = {Name}, IsLocked = {IsLocked}, Waiters = {_permits.WaiterCount}")]
 public sealed class AsyncLock
 {
     private readonly PermitPool<Releaser> _permits;
@@ -41,6 +41,11 @@ public sealed class AsyncLock
     {
         _permits = new PermitPool<Releaser>(new Releaser(this), 1, 1, timeProvider ?? TimeProvider.System);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncLock { Name = "cache-refresh" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>Whether the lock is held right now (a snapshot).</summary>
     public bool IsLocked => _permits.CurrentCount == 0;
@@ -91,9 +96,10 @@ public sealed class AsyncLock
         }
     }
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncLock(locked, waiters=2)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncLock(locked, waiters=2)</c>, or with a
+    /// <see cref="Name"/> <c>AsyncLock(name="cache-refresh", locked, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() => $"AsyncLock({(IsLocked ? "locked" : "unlocked")}, waiters={_permits.WaiterCount})";
+    public override string ToString() => Display.Format("AsyncLock", Name, $"{(IsLocked ? "locked" : "unlocked")}, waiters={_permits.WaiterCount}");
 
     /// <summary>Releases the lock when disposed. Dispose it exactly once; <c>default(Releaser)</c> does nothing.</summary>
     public readonly struct Releaser : IDisposable

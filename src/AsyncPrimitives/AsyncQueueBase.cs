@@ -57,7 +57,7 @@ namespace AsyncPrimitives;
 /// await consumer;
 /// </code>
 /// </example>
-[DebuggerDisplay("Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
+[DebuggerDisplay("Name = {Name}, Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
 {
     /// <summary>Guards every field below and the three lines of waiters.</summary>
@@ -80,8 +80,8 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// <summary>The bound; 0 means unbounded.</summary>
     private readonly int _maxSize;
 
-    /// <summary>The type's name for <see cref="ToString"/>.</summary>
-    private readonly string _name;
+    /// <summary>The type's name without generic arity (<c>AsyncQueue</c>), for <see cref="ToString"/>.</summary>
+    private readonly string _kind;
 
     /// <summary>Items that entered the queue (stored or handed to a getter) minus <see cref="TaskDone"/> calls; never negative.</summary>
     private int _unfinished;
@@ -89,17 +89,22 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// <summary>Set once by <see cref="Shutdown(bool)"/>; never cleared.</summary>
     private bool _isShutDown;
 
-    private protected AsyncQueueBase(string name, int maxSize, QueueStore<T> store, TimeProvider? timeProvider)
+    private protected AsyncQueueBase(string kind, int maxSize, QueueStore<T> store, TimeProvider? timeProvider)
     {
         Debug.Assert(maxSize >= 0, "derived constructors validate maxSize with CheckMaxSize");
         TimeProvider time = timeProvider ?? TimeProvider.System;
-        _name = name;
+        _kind = kind;
         _maxSize = maxSize;
         _store = store;
         _getters = new WaitQueue<T, GetPolicy>(new GetPolicy(this), _sync, time);
         _putters = new WaitQueue<T, PutPolicy>(new PutPolicy(this), _sync, time);
         _joiners = new WaitQueue<T, JoinPolicy>(new JoinPolicy(this), _sync, time);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncQueue&lt;Job&gt;(100) { Name = "jobs" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>The most items the queue holds; 0 means unbounded.</summary>
     public int MaxSize => _maxSize;
@@ -196,7 +201,8 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// <summary>
     /// Describes the state like Toro's <c>__str__</c>:
     /// <c>AsyncQueue(maxSize=10, count=3, getters=0, putters=0, unfinished=3)</c>; an unbounded queue shows
-    /// <c>maxSize=unbounded</c>, and a shut-down queue ends with <c>, shutdown</c>.
+    /// <c>maxSize=unbounded</c>, a shut-down queue ends with <c>, shutdown</c>, and a queue with a <see cref="Name"/>
+    /// starts with it: <c>AsyncQueue(name="jobs", maxSize=10, ...)</c>.
     /// </summary>
     /// <returns>The description.</returns>
     public override string ToString()
@@ -211,10 +217,13 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
         }
 
         string maxSize = _maxSize == 0 ? "unbounded" : _maxSize.ToString(CultureInfo.InvariantCulture);
-        return string.Format(
-            CultureInfo.InvariantCulture,
-            "{0}(maxSize={1}, count={2}, getters={3}, putters={4}, unfinished={5}{6})",
-            _name, maxSize, count, _getters.Count, _putters.Count, unfinished, shutDown ? ", shutdown" : string.Empty);
+        return Display.Format(
+            _kind,
+            Name,
+            string.Format(
+                CultureInfo.InvariantCulture,
+                "maxSize={0}, count={1}, getters={2}, putters={3}, unfinished={4}{5}",
+                maxSize, count, _getters.Count, _putters.Count, unfinished, shutDown ? ", shutdown" : string.Empty));
     }
 
     /// <summary>Validates a derived constructor's <paramref name="maxSize"/> before its store is sized from it.</summary>

@@ -26,7 +26,7 @@ namespace AsyncPrimitives;
 /// using (await rw.AcquireWriteAsync(cancellationToken)) { /* exclusive */ }
 /// </code>
 /// </example>
-[DebuggerDisplay("Readers = {CurrentReaderCount}, IsWriteLockHeld = {IsWriteLockHeld}")]
+[DebuggerDisplay("Name = {Name}, Readers = {CurrentReaderCount}, IsWriteLockHeld = {IsWriteLockHeld}")]
 public sealed class AsyncReaderWriterLock
 {
     private readonly Lock _sync = new();
@@ -57,6 +57,11 @@ public sealed class AsyncReaderWriterLock
         _writeReleaser = new Releaser(this, writer: true);
         _waiters = new WaitQueue<Releaser, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncReaderWriterLock { Name = "routes" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>The most read locks held at once.</summary>
     public int MaxReaders => _maxReaders;
@@ -183,13 +188,14 @@ public sealed class AsyncReaderWriterLock
         }
     }
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncReaderWriterLock(readers=2, writer=False, waiters=1)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncReaderWriterLock(readers=2, writer=False, waiters=1)</c>; with a
+    /// <see cref="Name"/> it comes first: <c>AsyncReaderWriterLock(name="routes", readers=2, writer=False, waiters=1)</c>.</summary>
     /// <returns>The description.</returns>
     public override string ToString()
     {
         lock (_sync)
         {
-            return $"AsyncReaderWriterLock(readers={_readers}, writer={_writerHeld}, waiters={_waiters.Count})";
+            return Display.Format("AsyncReaderWriterLock", Name, $"readers={_readers}, writer={_writerHeld}, waiters={_waiters.Count}");
         }
     }
 

@@ -29,7 +29,7 @@ namespace AsyncPrimitives;
 /// int value = await reader; // 42
 /// </code>
 /// </example>
-[DebuggerDisplay("IsSet = {IsSet}, Waiters = {_waiters.Count}")]
+[DebuggerDisplay("Name = {Name}, IsSet = {IsSet}, Waiters = {_waiters.Count}")]
 public sealed class AsyncResult<T>
 {
     private readonly Lock _sync = new();
@@ -52,6 +52,11 @@ public sealed class AsyncResult<T>
     {
         _waiters = new WaitQueue<T, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncResult&lt;Config&gt; { Name = "config" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>Whether the result has been set, with a value or an exception.</summary>
     public bool IsSet => _isSet;
@@ -166,10 +171,13 @@ public sealed class AsyncResult<T>
     [DoesNotReturn]
     private static void ThrowAlreadySet() => throw new InvalidOperationException("The result is already set.");
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncResult(value=42)</c>, <c>AsyncResult(unset, waiters=2)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncResult(value=42)</c>, <c>AsyncResult(unset, waiters=2)</c>; with a
+    /// <see cref="Name"/> it comes first: <c>AsyncResult(name="config", value=42)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() =>
-        !_isSet ? $"AsyncResult(unset, waiters={_waiters.Count})" : _error is null ? $"AsyncResult(value={_value})" : $"AsyncResult(error={_error.SourceException.GetType().Name})";
+    public override string ToString() => Display.Format(
+        "AsyncResult",
+        Name,
+        !_isSet ? $"unset, waiters={_waiters.Count}" : _error is null ? $"value={_value}" : $"error={_error.SourceException.GetType().Name}");
 
     /// <summary>The engine's view: a caller is served (or fails) once the result is set, with or without the lock.</summary>
     private readonly struct Policy(AsyncResult<T> owner) : IWaitPolicy<T>

@@ -27,7 +27,7 @@ namespace AsyncPrimitives;
 /// }
 /// </code>
 /// </example>
-[DebuggerDisplay("CurrentCount = {CurrentCount}, MaxCount = {MaxCount}, Waiters = {_permits.WaiterCount}")]
+[DebuggerDisplay("Name = {Name}, CurrentCount = {CurrentCount}, MaxCount = {MaxCount}, Waiters = {_permits.WaiterCount}")]
 public sealed class AsyncSemaphore
 {
     private readonly PermitPool<Releaser> _permits;
@@ -46,6 +46,11 @@ public sealed class AsyncSemaphore
         ArgumentOutOfRangeException.ThrowIfGreaterThan(initialCount, maxCount);
         _permits = new PermitPool<Releaser>(new Releaser(this), initialCount, maxCount, timeProvider ?? TimeProvider.System);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncSemaphore(64) { Name = "partner-api" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>Permits available now (a snapshot).</summary>
     public int CurrentCount => _permits.CurrentCount;
@@ -93,10 +98,13 @@ public sealed class AsyncSemaphore
         }
     }
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncSemaphore(count=0, max=4, waiters=2)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncSemaphore(count=0, max=4, waiters=2)</c>, or
+    /// with a <see cref="Name"/> <c>AsyncSemaphore(name="partner-api", count=0, max=4, waiters=2)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() =>
-        $"AsyncSemaphore(count={CurrentCount}, max={(MaxCount == int.MaxValue ? "unbounded" : MaxCount.ToString(System.Globalization.CultureInfo.InvariantCulture))}, waiters={_permits.WaiterCount})";
+    public override string ToString() => Display.Format(
+        "AsyncSemaphore",
+        Name,
+        $"count={CurrentCount}, max={(MaxCount == int.MaxValue ? "unbounded" : MaxCount.ToString(System.Globalization.CultureInfo.InvariantCulture))}, waiters={_permits.WaiterCount}");
 
     /// <summary>Returns one permit when disposed. Dispose it exactly once; <c>default(Releaser)</c> does nothing.</summary>
     public readonly struct Releaser : IDisposable

@@ -771,6 +771,19 @@ public sealed class AsyncConditionTests
     }
 
     [Fact]
+    public async Task ToString_WithAName_ShowsItFirst()
+    {
+        var condition = new AsyncCondition { Name = "orders-ready" };
+        condition.Name.Should().Be("orders-ready");
+        using (await condition.AcquireAsync())
+        {
+            condition.ToString().Should().Be("AsyncCondition(name=\"orders-ready\", locked, waiters=0)");
+        }
+
+        new AsyncCondition().Name.Should().BeNull();
+    }
+
+    [Fact]
     public async Task ProducersAndConsumers_WithTimeoutsAndCancellations_ConsumeEveryItem()
     {
         // Rounds: producers add items (each with one Notify) while a ticker drives the consumers' timeouts and

@@ -296,6 +296,15 @@ public sealed class AsyncEventTests
     }
 
     [Fact]
+    public void ToString_WithAName_ShowsItFirst()
+    {
+        var ev = new AsyncEvent(initialState: true) { Name = "warmed-up" };
+        ev.Name.Should().Be("warmed-up");
+        ev.ToString().Should().Be("AsyncEvent(name=\"warmed-up\", set, waiters=0)");
+        new AsyncEvent().Name.Should().BeNull();
+    }
+
+    [Fact]
     public async Task SetClearAndWaits_Racing_EveryWaiterBeforeTheFinalSetCompletes()
     {
         var ev = new AsyncEvent();

@@ -4,8 +4,8 @@ public sealed class AsyncLifoQueueTests : QueueContractTests
 {
     protected override string QueueName => "AsyncLifoQueue";
 
-    protected override AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null) =>
-        new AsyncLifoQueue<int>(maxSize, timeProvider);
+    protected override AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null, string? name = null) =>
+        new AsyncLifoQueue<int>(maxSize, timeProvider) { Name = name };
 
     [Fact]
     public async Task GetAsync_ReturnsTheNewestItemFirst()

@@ -105,4 +105,15 @@ public sealed class AsyncLockTests : LockContractTests<AsyncLock, AsyncLock.Rele
         cts.Cancel();
         gate.ToString().Should().Be("AsyncLock(locked, waiters=0)");
     }
+
+    [Fact]
+    public void ToString_WithAName_ShowsItFirst()
+    {
+        var gate = new AsyncLock { Name = "cache-refresh" };
+        gate.Name.Should().Be("cache-refresh");
+        gate.TryAcquire(out _).Should().BeTrue();
+
+        gate.ToString().Should().Be("AsyncLock(name=\"cache-refresh\", locked, waiters=0)");
+        new AsyncLock().Name.Should().BeNull();
+    }
 }

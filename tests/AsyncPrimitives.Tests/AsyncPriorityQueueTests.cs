@@ -4,8 +4,8 @@ public sealed class AsyncPriorityQueueTests : QueueContractTests
 {
     protected override string QueueName => "AsyncPriorityQueue";
 
-    protected override AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null) =>
-        new AsyncPriorityQueue<int>(maxSize, timeProvider: timeProvider);
+    protected override AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null, string? name = null) =>
+        new AsyncPriorityQueue<int>(maxSize, timeProvider: timeProvider) { Name = name };
 
     [Fact]
     public async Task GetAsync_ReturnsTheSmallestItemFirst()

@@ -4,8 +4,8 @@ public sealed class AsyncQueueTests : QueueContractTests
 {
     protected override string QueueName => "AsyncQueue";
 
-    protected override AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null) =>
-        new AsyncQueue<int>(maxSize, timeProvider);
+    protected override AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null, string? name = null) =>
+        new AsyncQueue<int>(maxSize, timeProvider) { Name = name };
 
     [Fact]
     public async Task GetAsync_ReturnsItemsInFifoOrder()

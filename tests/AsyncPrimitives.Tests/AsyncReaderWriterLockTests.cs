@@ -529,6 +529,19 @@ public sealed class AsyncReaderWriterLockTests
     }
 
     [Fact]
+    public async Task ToString_WithAName_ShowsItFirst()
+    {
+        var rw = new AsyncReaderWriterLock { Name = "routes" };
+        rw.Name.Should().Be("routes");
+        using (await rw.AcquireReadAsync())
+        {
+            rw.ToString().Should().Be("AsyncReaderWriterLock(name=\"routes\", readers=1, writer=False, waiters=0)");
+        }
+
+        new AsyncReaderWriterLock().Name.Should().BeNull();
+    }
+
+    [Fact]
     public async Task Cancellation_RacingReleaseWrite_TheReadLockIsGrantedOrPassedOn()
     {
         for (int i = 0; i < 300; i++)

@@ -313,6 +313,17 @@ public sealed class AsyncResultTests
     }
 
     [Fact]
+    public void ToString_WithAName_ShowsItFirst()
+    {
+        var config = new AsyncResult<int> { Name = "config" };
+        config.Name.Should().Be("config");
+        config.ToString().Should().Be("AsyncResult(name=\"config\", unset, waiters=0)");
+        config.Set(42);
+        config.ToString().Should().Be("AsyncResult(name=\"config\", value=42)");
+        new AsyncResult<int>().Name.Should().BeNull();
+    }
+
+    [Fact]
     public async Task CancellationRacingSet_EveryGetterGetsTheValueOrIsCancelled()
     {
         for (int round = 0; round < 200; round++)

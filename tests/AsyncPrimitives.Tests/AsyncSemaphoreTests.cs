@@ -330,6 +330,15 @@ public sealed class AsyncSemaphoreTests : LockContractTests<AsyncSemaphore, Asyn
         new AsyncSemaphore(3).ToString().Should().Be("AsyncSemaphore(count=3, max=unbounded, waiters=0)");
     }
 
+    [Fact]
+    public void ToString_WithAName_ShowsItFirst()
+    {
+        var limit = new AsyncSemaphore(3, maxCount: 64) { Name = "partner-api" };
+        limit.Name.Should().Be("partner-api");
+        limit.ToString().Should().Be("AsyncSemaphore(name=\"partner-api\", count=3, max=64, waiters=0)");
+        new AsyncSemaphore(1).Name.Should().BeNull();
+    }
+
     // ---- cancellation ----
 
     [Fact]

@@ -17,7 +17,7 @@ public abstract class QueueContractTests
     /// <summary>The type name <c>ToString</c> starts with.</summary>
     protected abstract string QueueName { get; }
 
-    protected abstract AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null);
+    protected abstract AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null, string? name = null);
 
     protected static Task<T> Bounded<T>(ValueTask<T> pending) => pending.AsTask().WaitAsync(Bound);
 
@@ -727,6 +727,17 @@ public abstract class QueueContractTests
         unbounded.ToString().Should().Be($"{QueueName}(maxSize=unbounded, count=0, getters=1, putters=0, unfinished=0)");
         unbounded.Shutdown();
         await getter.Invoking(t => t.WaitAsync(Bound)).Should().ThrowAsync<QueueShutDownException>();
+    }
+
+    [Fact]
+    public async Task ToString_WithAName_ShowsItFirst()
+    {
+        var queue = CreateQueue(10, name: "jobs");
+        queue.Name.Should().Be("jobs");
+        await queue.PutAsync(1);
+
+        queue.ToString().Should().Be($"{QueueName}(name=\"jobs\", maxSize=10, count=1, getters=0, putters=0, unfinished=1)");
+        CreateQueue().Name.Should().BeNull();
     }
 
     // ---- continuations never run inline ----
