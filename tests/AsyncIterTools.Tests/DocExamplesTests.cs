@@ -131,4 +131,39 @@ public sealed class DocExamplesTests
         source.Enumerators.Should().Be(1);
         // end doc
     });
+
+    private sealed record Response(string Url);
+
+    [Fact]
+    public Task PackageReadme_Example() => Bounded(async () =>
+    {
+        IAsyncEnumerable<string> urls = AsyncEnumerable.Range(0, 250).Select(i => $"https://example.com/{i}");
+        var probe = new ConcurrencyProbe(max: 64);
+        var saved = new List<Response>();
+        async ValueTask<Response> FetchAsync(string url, CancellationToken ct)
+        {
+            await probe.RunAsync(0, probe.ReachedMax, ct);
+            return new Response(url);
+        }
+
+        Task SaveAsync(Response[] batch)
+        {
+            batch.Length.Should().BeInRange(1, 100);
+            saved.AddRange(batch);
+            return Task.CompletedTask;
+        }
+
+        // doc: package-readme-itertools
+        await foreach (Response[] batch in urls
+            .Map((url, ct) => FetchAsync(url, ct), maxConcurrency: 64)
+            .Batch(maxSize: 100, maxDelay: TimeSpan.FromSeconds(1)))
+        {
+            await SaveAsync(batch);
+        }
+        // end doc
+
+        saved.Select(r => r.Url).Should().Equal(Enumerable.Range(0, 250).Select(i => $"https://example.com/{i}"));
+        probe.Peak.Should().Be(64);
+    });
 }
+

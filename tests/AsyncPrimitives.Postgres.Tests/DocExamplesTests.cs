@@ -11,19 +11,30 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
 
     public sealed record Email(string To, string Subject);
 
+    /// <summary>Calls made by the examples' <see cref="CallPartnerAsync"/>.</summary>
+    private int _partnerCalls;
+
+    /// <summary>The partner API the semaphore examples guard: checks the lease it is given and counts the call.</summary>
+    private Task CallPartnerAsync(long fencingToken, CancellationToken lost)
+    {
+        fencingToken.Should().BePositive();
+        lost.IsCancellationRequested.Should().BeFalse();
+        Interlocked.Increment(ref _partnerCalls);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Drops the schema the examples install (the default one), so each example starts from none.</summary>
+    private async Task DropExampleSchemaAsync()
+    {
+        await using NpgsqlCommand drop = Admin.CreateCommand("DROP SCHEMA asynctools CASCADE");
+        await drop.ExecuteNonQueryAsync();
+    }
+
     [PostgresFact]
     public async Task SetupAndGlobalLimit()
     {
         string connectionString = Server.ConnectionString;
         CancellationToken cancellationToken = CancellationToken.None;
-        int calls = 0;
-        Task CallPartnerAsync(long fencingToken, CancellationToken lost)
-        {
-            fencingToken.Should().BePositive();
-            lost.IsCancellationRequested.Should().BeFalse();
-            Interlocked.Increment(ref calls);
-            return Task.CompletedTask;
-        }
 
         // doc: scaleout-setup
         await using NpgsqlDataSource dataSource = NpgsqlDataSource.Create(connectionString);
@@ -44,11 +55,36 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
         }
         // end doc
 
-        calls.Should().Be(1);
+        _partnerCalls.Should().Be(1);
         (await partnerApi.GetCurrentCountAsync()).Should().Be(64);
-        await using NpgsqlCommand drop = Admin.CreateCommand("DROP SCHEMA asynctools CASCADE");
         await coordinator.DisposeAsync();
-        await drop.ExecuteNonQueryAsync();
+        await DropExampleSchemaAsync();
+    }
+
+    [PostgresFact]
+    public async Task PackageReadmeExample()
+    {
+        string connectionString = Server.ConnectionString;
+        CancellationToken cancellationToken = CancellationToken.None;
+
+        {
+            // doc: package-readme-postgres
+            await using NpgsqlDataSource dataSource = NpgsqlDataSource.Create(connectionString);
+            await using var coordinator = new PostgresCoordinator(dataSource);
+            await coordinator.EnsureSchemaAsync();
+
+            PostgresSemaphore partnerApi = coordinator.CreateSemaphore("partner-api", maxCount: 64);
+            await using (PostgresLease lease = await partnerApi.AcquireAsync(cancellationToken))
+            {
+                await CallPartnerAsync(lease.FencingToken, lease.Lost); // at most 64 in flight across every instance
+            }
+            // end doc
+
+            (await partnerApi.GetCurrentCountAsync()).Should().Be(64);
+        }
+
+        _partnerCalls.Should().Be(1);
+        await DropExampleSchemaAsync();
     }
 
     [PostgresFact]

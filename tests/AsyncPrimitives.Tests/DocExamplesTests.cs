@@ -163,4 +163,27 @@ public sealed class DocExamplesTests
         // end doc
         value.Should().Be(42);
     }
+
+    [Fact]
+    public async Task PackageReadmeExample_LockAndQueue()
+    {
+        CancellationToken cancellationToken = CancellationToken.None;
+        // doc: package-readme-primitives
+        var gate = new AsyncLock();
+        using (await gate.AcquireAsync(cancellationToken))
+        {
+            // one caller at a time
+        }
+
+        var queue = new AsyncQueue<int>(maxSize: 100);
+        await queue.PutAsync(42, cancellationToken);
+        int item = await queue.GetAsync(TimeSpan.FromSeconds(5), cancellationToken);
+        queue.TaskDone();
+        // end doc
+
+        item.Should().Be(42);
+        queue.UnfinishedTasks.Should().Be(0);
+        gate.TryAcquire(out AsyncLock.Releaser releaser).Should().BeTrue("the using block released the lock");
+        releaser.Dispose();
+    }
 }

@@ -29,8 +29,10 @@ namespace AsyncPrimitives.Internal;
 /// They are completed when the lock is handed to them.</para>
 /// <para><b>Locks.</b> Members marked "lock held" require the caller to hold the lock given to the constructor.
 /// The engine takes a second lock only in <see cref="IWaitQueue{T}.Join"/>, always a condition's lock first and
-/// then its <see cref="AsyncLock"/>'s; nothing takes them the other way round. No user code runs under either:
-/// outcomes are delivered, and continuations scheduled, after every lock is left.</para>
+/// then its <see cref="AsyncLock"/>'s; nothing takes them the other way round. The engine runs no user code under
+/// either: outcomes are delivered, and continuations scheduled, after every lock is left. (The one piece of user code
+/// that does run under a primitive's lock is an <see cref="AsyncPriorityQueue{T}"/>'s comparer, called by its
+/// store.)</para>
 /// <para><b>Where a wait starts and ends</b>: a wait that could not be served at once starts in <see cref="Link"/>
 /// and leaves the line in <see cref="Unlink"/>; its outcome is decided in <see cref="Serve"/> or
 /// <see cref="Fail"/>. Counts of waiters and wait durations belong there.</para>
