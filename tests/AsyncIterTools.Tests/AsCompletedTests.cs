@@ -151,7 +151,7 @@ public sealed class AsCompletedTests
     [Fact]
     public async Task Timeout_IsOneOverallDeadline_CancelsAndAwaitsWork_ThenThrowsTimeoutException()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var probe = new ConcurrencyProbe();
         var never = new TaskCompletionSource<bool>().Task;
         var second = Gate<int>();
@@ -233,7 +233,7 @@ public sealed class AsCompletedTests
     [Fact]
     public async Task TasksOverload_TimeoutRunsOnTheGivenTimeProvider()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var pending = Gate<int>();
         await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(new[] { Task.FromResult(1), pending.Task }, TimeSpan.FromMinutes(10), time).GetAsyncEnumerator();
         (await e.MoveNextAsync()).Should().BeTrue();

@@ -19,7 +19,7 @@ public sealed class BatchTests
     public async Task Empty_GivesEmpty(SourceMode mode)
     {
         (await Sources.Of<int>(mode).Batch(3).ToListAsync()).Should().BeEmpty();
-        (await Sources.Of<int>(mode).Batch(3, TimeSpan.FromSeconds(1), new ManualTimeProvider()).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEmpty();
+        (await Sources.Of<int>(mode).Batch(3, TimeSpan.FromSeconds(1), new FakeTimeProvider()).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEmpty();
     }
 
     [Theory]
@@ -95,14 +95,14 @@ public sealed class BatchTests
         source.Disposals.Should().Be(1);
 
         // With a clock that never moves, a finite delay never fires: batches are cut by size only.
-        List<int[]> timed = await Sources.From(items, mode).Batch(5, TimeSpan.FromSeconds(1), new ManualTimeProvider()).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+        List<int[]> timed = await Sources.From(items, mode).Batch(5, TimeSpan.FromSeconds(1), new FakeTimeProvider()).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
         timed.Should().BeEquivalentTo(items.Chunk(5), o => o.WithStrictOrdering());
     }
 
     [Fact]
     public async Task Timed_PartialBatch_IsEmittedAtItsDeadline_WhileTheSourceIsStalled_AndNoEmptyBatchEver()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var gate = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         var stalled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         IAsyncEnumerable<int> source = TestWork.ThenWait(new[] { 1, 2 }, gate.Task, () => stalled.TrySetResult(true));
@@ -133,7 +133,7 @@ public sealed class BatchTests
         var seen = new List<int[]>();
         Func<Task> act = async () =>
         {
-            await foreach (int[] batch in source.Batch(5, TimeSpan.FromMinutes(5), new ManualTimeProvider()))
+            await foreach (int[] batch in source.Batch(5, TimeSpan.FromMinutes(5), new FakeTimeProvider()))
             {
                 seen.Add(batch);
             }
@@ -164,7 +164,7 @@ public sealed class BatchTests
             }
         }
 
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         await using (IAsyncEnumerator<int[]> e = Source().Batch(2, TimeSpan.FromSeconds(1), time).GetAsyncEnumerator())
         {
             ValueTask<bool> move = e.MoveNextAsync();
@@ -184,7 +184,7 @@ public sealed class BatchTests
     {
         var gate = new TaskCompletionSource<bool>();
         using var cts = new CancellationTokenSource();
-        await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, gate.Task).Batch(3, TimeSpan.FromSeconds(1), new ManualTimeProvider()).GetAsyncEnumerator(cts.Token);
+        await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, gate.Task).Batch(3, TimeSpan.FromSeconds(1), new FakeTimeProvider()).GetAsyncEnumerator(cts.Token);
         ValueTask<bool> move = e.MoveNextAsync();
         cts.Cancel();
         await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();

@@ -45,7 +45,7 @@ public sealed class DocExamplesTests
     public Task AsCompleted_Timeout_Example() => Bounded(async () =>
     {
         // doc: asynciter-ascompleted-timeout
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var second = new TaskCompletionSource<int>();
         var work = new Func<CancellationToken, Task<int>>[]
         {
@@ -96,7 +96,7 @@ public sealed class DocExamplesTests
     public Task Batch_Deadline_Example() => Bounded(async () =>
     {
         // doc: asynciter-batch
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
 
         async IAsyncEnumerable<int> OneItemThenStall([EnumeratorCancellation] CancellationToken ct = default)

@@ -47,16 +47,47 @@ public sealed class TestSourcesTests
     }
 
     [Fact]
-    public void ManualTimeProvider_FiresDueTimersInOrder()
+    public void FakeTimeProvider_Advance_FiresDueTimersOnTheCallingThreadInDueOrderBeforeReturning()
     {
-        var time = new ManualTimeProvider();
-        var fired = new List<int>();
-        using ITimer a = time.CreateTimer(_ => fired.Add(2), null, TimeSpan.FromSeconds(2), Timeout.InfiniteTimeSpan);
-        using ITimer b = time.CreateTimer(_ => fired.Add(1), null, TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
-        time.Advance(TimeSpan.FromMilliseconds(1500));
-        fired.Should().Equal(1);
+        // What the timeout tests rely on: after Advance returns, every timer due by then has run, on the test's thread.
+        var time = new FakeTimeProvider();
+        int testThread = Environment.CurrentManagedThreadId;
+        var fired = new List<(int Timer, int Thread)>();
+        using ITimer a = time.CreateTimer(_ => fired.Add((2, Environment.CurrentManagedThreadId)), null, TimeSpan.FromSeconds(2), Timeout.InfiniteTimeSpan);
+        using ITimer b = time.CreateTimer(_ => fired.Add((1, Environment.CurrentManagedThreadId)), null, TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
+        time.Advance(TimeSpan.FromMilliseconds(999));
+        fired.Should().BeEmpty();
+        time.Advance(TimeSpan.FromMilliseconds(501));
+        fired.Should().Equal((1, testThread));
         time.Advance(TimeSpan.FromSeconds(1));
-        fired.Should().Equal(1, 2);
-        time.ArmedTimers.Should().Be(0);
+        fired.Should().Equal((1, testThread), (2, testThread));
+    }
+
+    [Fact]
+    public async Task CountingTimeProvider_CountsCreatedActiveAndArmedTimers()
+    {
+        var time = new CountingTimeProvider();
+        int fired = 0;
+        Task armed = time.WaitForArmedTimersAsync(2);
+        ITimer once = time.CreateTimer(_ => fired++, null, TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
+        armed.IsCompleted.Should().BeFalse("one timer is armed, the test waits for two");
+        using ITimer idle = time.CreateTimer(_ => fired++, null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        armed.IsCompleted.Should().BeFalse("a timer created with an infinite due time is not armed");
+        idle.Change(TimeSpan.FromSeconds(5), Timeout.InfiniteTimeSpan).Should().BeTrue();
+        await armed.WaitAsync(TestWork.Bound);
+        (time.TimerCreations, time.ActiveTimers, time.ArmedTimers).Should().Be((2L, 2, 2));
+
+        time.Advance(TimeSpan.FromSeconds(1));
+        fired.Should().Be(1);
+        time.ArmedTimers.Should().Be(1, "a one-shot timer that fired is no longer armed");
+        once.Change(TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan).Should().BeTrue();
+        time.ArmedTimers.Should().Be(2, "Change arms it again");
+
+        once.Dispose();
+        once.Change(TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan).Should().BeFalse("a disposed timer cannot be changed");
+        (time.ActiveTimers, time.ArmedTimers).Should().Be((1, 1));
+        time.Advance(TimeSpan.FromSeconds(4));
+        fired.Should().Be(2, "the disposed timer never fires; the other fires at five seconds");
+        (time.TimerCreations, time.ActiveTimers, time.ArmedTimers).Should().Be((2L, 1, 0));
     }
 }

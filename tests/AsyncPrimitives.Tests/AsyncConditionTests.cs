@@ -61,7 +61,7 @@ public sealed class AsyncConditionTests
     [Fact]
     public async Task AcquireAsync_WhenHeld_TimesOutWithTheTimeProvider()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         using AsyncLock.Releaser held = await condition.AcquireAsync();
 
@@ -180,7 +180,7 @@ public sealed class AsyncConditionTests
     [Fact]
     public async Task WaitAsync_TimedOut_RejoinsTheLockLineAtTheMomentItTimedOut()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var gate = new AsyncLock(time);
         var condition = new AsyncCondition(gate, time);
         var order = new List<string>();
@@ -227,7 +227,7 @@ public sealed class AsyncConditionTests
     public async Task Notify_Two_WakesExactlyTheTwoOldestLiveWaiters()
     {
         // Toro test_notify_n_with_timeout: a timed-out waiter does not count against notify(n).
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         Task<Outcome> w0 = WaitOnce(condition);
         Task<Outcome> w1 = WaitOnce(condition, TimeSpan.FromSeconds(1));
@@ -274,7 +274,7 @@ public sealed class AsyncConditionTests
     public async Task NotifyAll_WakesEveryLiveWaiter()
     {
         // Toro test_notify_all_with_timeout.
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         Task<Outcome> w0 = WaitOnce(condition);
         Task<Outcome> w1 = WaitOnce(condition, TimeSpan.FromSeconds(1));
@@ -361,7 +361,7 @@ public sealed class AsyncConditionTests
     [Fact]
     public async Task WaitAsync_Timeout_ThrowsAfterReacquiringTheLock()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         await condition.AcquireAsync();
 
@@ -383,7 +383,7 @@ public sealed class AsyncConditionTests
     public async Task WaitAsync_NotifiedBeforeTimeout_Returns()
     {
         // Toro test_wait_timeout_preempted.
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         await condition.AcquireAsync();
         Task wait = condition.WaitAsync(TimeSpan.FromSeconds(2)).AsTask();
@@ -439,7 +439,7 @@ public sealed class AsyncConditionTests
     public async Task WaitAsync_TimedOutWhileTheLockIsContended_ThrowsOnlyOnceItHoldsTheLockAgain()
     {
         // asyncio test_timeout_in_block: the timeout covers the wait, not getting the lock back.
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var gate = new AsyncLock(time);
         var condition = new AsyncCondition(gate, time);
         await condition.AcquireAsync();
@@ -480,7 +480,7 @@ public sealed class AsyncConditionTests
     [Fact]
     public async Task WaitAsync_ZeroTimeout_TimesOutAtOnceKeepingTheLock()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         await condition.AcquireAsync();
 
@@ -524,7 +524,7 @@ public sealed class AsyncConditionTests
     {
         for (int i = 0; i < 300; i++)
         {
-            var time = new ManualTimeProvider();
+            var time = new FakeTimeProvider();
             var condition = new AsyncCondition(timeProvider: time);
             Task<Outcome> first = WaitOnce(condition, TimeSpan.FromSeconds(1));
             Task<Outcome> second = WaitOnce(condition);
@@ -618,7 +618,7 @@ public sealed class AsyncConditionTests
     [Fact]
     public async Task WaitUntilAsync_Timeout_IsOneOverallDeadline()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         int calls = 0;
         await condition.AcquireAsync();
@@ -738,7 +738,7 @@ public sealed class AsyncConditionTests
     public async Task WaitAsync_ManyTimedOutWaiters_LeaveNothingBehind()
     {
         // tornado test_garbage_collection: timed-out waiters are removed, not kept until the next notify.
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         Task<Outcome>[] waiters = Enumerable.Range(0, 100).Select(_ => WaitOnce(condition, TimeSpan.FromSeconds(1))).ToArray();
         condition.Lines.Waiting.Should().Be(100);
@@ -791,7 +791,7 @@ public sealed class AsyncConditionTests
         // stopped only notifications wake a consumer, so a wake-up lost to a racing timeout or cancellation leaves an
         // item behind and the round never finishes (the test fails at the bound).
         const int Rounds = 100, Producers = 2, PerProducer = 20, Consumers = 4;
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         int items = 0, consumed = 0, produced = 0; // guarded by the condition's lock
         int timeouts = 0, cancellations = 0;

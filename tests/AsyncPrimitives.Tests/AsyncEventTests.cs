@@ -125,7 +125,7 @@ public sealed class AsyncEventTests
     [Fact]
     public async Task WaitAsync_Timeout_ThrowsTimeoutExceptionAndLeavesNoWaiter()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var ev = new AsyncEvent(timeProvider: time);
 
         Task wait = ev.WaitAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -147,7 +147,7 @@ public sealed class AsyncEventTests
     [Fact]
     public async Task WaitAsync_TimeoutAmongWaiters_OnlyThatWaiterLeaves()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var ev = new AsyncEvent(timeProvider: time);
         Task forever = ev.WaitAsync().AsTask();
         Task shortWait = ev.WaitAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -164,7 +164,7 @@ public sealed class AsyncEventTests
     [Fact]
     public async Task WaitAsync_SetBeforeTimeout_Succeeds()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var ev = new AsyncEvent(timeProvider: time);
         Task wait = ev.WaitAsync(TimeSpan.FromSeconds(1)).AsTask();
 
@@ -216,7 +216,7 @@ public sealed class AsyncEventTests
     [Fact]
     public void WaitAsync_ZeroTimeout_SucceedsWhenSetAndTimesOutAtOnceWhenClear()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var ev = new AsyncEvent(timeProvider: time);
 
         ValueTask clear = ev.WaitAsync(TimeSpan.Zero);
@@ -232,7 +232,7 @@ public sealed class AsyncEventTests
     [Fact]
     public async Task WaitAsync_InfiniteTimeout_WaitsForSet()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var ev = new AsyncEvent(timeProvider: time);
         Task wait = ev.WaitAsync(Timeout.InfiniteTimeSpan).AsTask();
 

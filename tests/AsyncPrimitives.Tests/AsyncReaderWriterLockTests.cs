@@ -229,7 +229,7 @@ public sealed class AsyncReaderWriterLockTests
     public async Task AcquireWriteAsync_TimedOut_HoldsNothingAndTheReadersItHeldBackAreAdmitted()
     {
         // Toro's RWLock leaks the reader permits a timed-out writer had collected; this lock must not.
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var rw = new AsyncReaderWriterLock(timeProvider: time);
         AsyncReaderWriterLock.Releaser r1 = await rw.AcquireReadAsync();
         Task<AsyncReaderWriterLock.Releaser> writer = rw.AcquireWriteAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -256,7 +256,7 @@ public sealed class AsyncReaderWriterLockTests
     [Fact]
     public async Task AcquireWriteAsync_TimedOutWhileAWriterHolds_HoldsNothing()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var rw = new AsyncReaderWriterLock(timeProvider: time);
         AsyncReaderWriterLock.Releaser held = await rw.AcquireWriteAsync();
         Task<AsyncReaderWriterLock.Releaser> timedOut = rw.AcquireWriteAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -295,7 +295,7 @@ public sealed class AsyncReaderWriterLockTests
     [Fact]
     public async Task AcquireWriteAsync_TimedOutAtTheHead_AdmitsOnlyAsManyReadersAsMaxReadersAllows()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var rw = new AsyncReaderWriterLock(maxReaders: 2, timeProvider: time);
         AsyncReaderWriterLock.Releaser r1 = await rw.AcquireReadAsync();
         Task<AsyncReaderWriterLock.Releaser> writer = rw.AcquireWriteAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -320,7 +320,7 @@ public sealed class AsyncReaderWriterLockTests
     public async Task AcquireReadAsync_TimedOut_LeavesTheLineAndTheNextReaderIsServed()
     {
         // Toro test_acquire_timeout (read side): the lock stays held by its holder.
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var rw = new AsyncReaderWriterLock(maxReaders: 1, timeProvider: time);
         AsyncReaderWriterLock.Releaser held = await rw.AcquireReadAsync();
         Task<AsyncReaderWriterLock.Releaser> timedOut = rw.AcquireReadAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -358,7 +358,7 @@ public sealed class AsyncReaderWriterLockTests
     [Fact]
     public async Task AcquireAsync_ZeroTimeout_SucceedsWhenFreeAndTimesOutAtOnceWhenNot()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var rw = new AsyncReaderWriterLock(timeProvider: time);
 
         ValueTask<AsyncReaderWriterLock.Releaser> read = rw.AcquireReadAsync(TimeSpan.Zero);

@@ -151,7 +151,7 @@ public sealed class AsyncResultTests
     [Fact]
     public async Task GetAsync_Timeout_ThrowsTimeoutAndALaterSetStillWorksForOthers()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var result = new AsyncResult<string>(time);
         Task<string> timed = result.GetAsync(TimeSpan.FromSeconds(1)).AsTask();
         Task<string> patient = result.GetAsync().AsTask();
@@ -173,7 +173,7 @@ public sealed class AsyncResultTests
     [Fact]
     public async Task GetAsync_SetBeforeTimeout_ReturnsTheValue()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var result = new AsyncResult<int>(time);
         Task<int> get = result.GetAsync(TimeSpan.FromSeconds(1)).AsTask();
 
@@ -188,7 +188,7 @@ public sealed class AsyncResultTests
     [Fact]
     public async Task GetAsync_ZeroTimeout_ReturnsWhenSetAndTimesOutAtOnceWhenUnset()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var result = new AsyncResult<int>(time);
 
         ValueTask<int> unset = result.GetAsync(TimeSpan.Zero);

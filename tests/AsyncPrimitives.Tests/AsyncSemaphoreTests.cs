@@ -499,7 +499,7 @@ public sealed class AsyncSemaphoreTests : LockContractTests<AsyncSemaphore, Asyn
     [Fact]
     public async Task AcquireAsync_ManualTimeoutsRacingRelease_ConservePermits()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         await Task.Run(async () =>
         {
             var semaphore = new AsyncSemaphore(0, maxCount: 2, timeProvider: time);

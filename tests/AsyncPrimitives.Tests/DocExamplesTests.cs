@@ -31,7 +31,7 @@ public sealed class DocExamplesTests
     [Fact]
     public async Task LockTimeoutExample_ExpiredWait_ThrowsAndHoldsNothing()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var gate = new AsyncLock(time);
         using var held = await gate.AcquireAsync();
         ValueTask<AsyncLock.Releaser> pending;

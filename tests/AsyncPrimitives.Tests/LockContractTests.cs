@@ -59,7 +59,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     [Fact]
     public void AcquireAsync_WithTimeout_WhenFree_CompletesSynchronouslyWithoutATimer()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         TGate gate = Create(time);
 
         ValueTask<TReleaser> acquire = AcquireAsync(gate, TimeSpan.FromSeconds(5));
@@ -157,7 +157,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     [Fact]
     public async Task AcquireAsync_ByTheHolder_IsNotReentrant()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         TGate gate = Create(time);
         using (await AcquireAsync(gate))
         {
@@ -328,7 +328,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     [Fact]
     public async Task AcquireAsync_LongestAndInfiniteTimeouts_AreAccepted()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         TGate gate = Create(time);
         TryAcquire(gate).Should().BeTrue();
 
@@ -491,7 +491,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     [Fact]
     public async Task AcquireAsync_ZeroTimeout_WhenHeld_ThrowsTimeoutExceptionAtOnce()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         TGate gate = Create(time);
         TryAcquire(gate).Should().BeTrue();
 
@@ -507,7 +507,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     public async Task AcquireAsync_TimesOut_ThrowsTimeoutExceptionAndHoldsNothing()
     {
         // tornado test_acquire_timeout, Toro test_try_acquire
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         TGate gate = Create(time);
         TryAcquire(gate).Should().BeTrue();
 
@@ -527,7 +527,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     [Fact]
     public async Task AcquireAsync_TimedOutWaiterInTheMiddle_IsSkipped()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         TGate gate = Create(time);
         TryAcquire(gate).Should().BeTrue();
         ValueTask<TReleaser> a = AcquireAsync(gate, TimeSpan.FromSeconds(10));
@@ -551,7 +551,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     public async Task AcquireAsync_ReleasedBeforeTheTimeout_AcquiresAndTheTimerIsGone()
     {
         // tornado test_acquire_timeout_preempted
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         TGate gate = Create(time);
         TryAcquire(gate).Should().BeTrue();
         ValueTask<TReleaser> waiting = AcquireAsync(gate, TimeSpan.FromSeconds(2));
@@ -570,7 +570,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     [Fact]
     public async Task AcquireAsync_LastWaiterTimesOut_ReopensTheFastPath()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         TGate gate = Create(time);
         TryAcquire(gate).Should().BeTrue();
         ValueTask<TReleaser> waiting = AcquireAsync(gate, TimeSpan.FromSeconds(1));
@@ -588,7 +588,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     public async Task AcquireAsync_ManyTimedOutWaiters_AreAllRemoved()
     {
         // tornado test_garbage_collection: timed-out waiters do not pile up in the line.
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         TGate gate = Create(time);
         TryAcquire(gate).Should().BeTrue();
         ValueTask<TReleaser>[] waiters = Enumerable.Range(0, 100).Select(_ => AcquireAsync(gate, TimeSpan.FromMilliseconds(10))).ToArray();
@@ -719,7 +719,7 @@ public abstract class LockContractTests<TGate, TReleaser>
     [Fact]
     public async Task AcquireAsync_ManualTimeoutRacingRelease_EitherKeepsThePermitOrPassesItOn()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         await Task.Run(async () =>
         {
             TGate gate = Create(time);

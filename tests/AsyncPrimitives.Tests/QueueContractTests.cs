@@ -208,7 +208,7 @@ public abstract class QueueContractTests
     [Fact]
     public async Task GetAsync_TimedOut_TakesNothing_AndTheNextGetterGetsTheItem()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var queue = CreateQueue(timeProvider: time);
         var timed = queue.GetAsync(TimeSpan.FromSeconds(1)).AsTask();
         var patient = queue.GetAsync().AsTask();
@@ -225,7 +225,7 @@ public abstract class QueueContractTests
     [Fact]
     public async Task PutAsync_TimedOut_ItsItemNeverEnters()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var queue = CreateQueue(1, time);
         await queue.PutAsync(1);
         var timed = queue.PutAsync(2, TimeSpan.FromSeconds(1)).AsTask();
@@ -245,7 +245,7 @@ public abstract class QueueContractTests
     [Fact]
     public async Task Waits_WithTimeoutSatisfiedInTime_DoNotTimeOut()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var queue = CreateQueue(1, time);
         var getter = queue.GetAsync(TimeSpan.FromSeconds(1)).AsTask();
         await queue.PutAsync(1);
@@ -484,7 +484,7 @@ public abstract class QueueContractTests
     [Fact]
     public async Task JoinAsync_WithTimeout_TimesOutWhileTasksAreUnfinished()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var queue = CreateQueue(timeProvider: time);
         queue.TryPut(1).Should().BeTrue();
         var join = queue.JoinAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -1013,7 +1013,7 @@ public abstract class QueueContractTests
     [Fact]
     public async Task Timeouts_OfPutGetAndJoin_RunOnTheGivenTimeProvider()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var queue = CreateQueue(1, time);
         Task<int> get = queue.GetAsync(TimeSpan.FromSeconds(5)).AsTask();
         queue.TryPut(1).Should().BeTrue(); // hands it to the getter

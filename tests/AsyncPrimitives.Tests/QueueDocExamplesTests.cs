@@ -49,7 +49,7 @@ public sealed class QueueDocExamplesTests
     public Task TimeoutExample_TimedOutGet_TakesNothing() => Bounded(async () =>
     {
         // doc: queues-timeout
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var queue = new AsyncQueue<int>(timeProvider: time);
         var timed = queue.GetAsync(TimeSpan.FromSeconds(1)).AsTask();
         var patient = queue.GetAsync().AsTask();

@@ -87,7 +87,7 @@ public sealed class AbandonedEnumerationTests
     public async Task TimedBatch_BreakWithTheReadAheadParked_StopsItAndDisposesTheSource()
     {
         var source = new StallingSource(2); // a full first batch, then the read-ahead parks in the source
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         await foreach (int[] batch in source.Batch(2, TimeSpan.FromSeconds(1), time))
         {
             batch.Should().Equal(0, 1);

@@ -13,7 +13,7 @@ namespace AsyncTools.StressTests;
 /// <remarks>
 /// Most of the million take the paths that never enqueue (a pre-cancelled token, <see cref="TimeSpan.Zero"/>); the
 /// rest are real waits that join the line and leave it: cancelled by <see cref="CancellationTokenSource.Cancel()"/>
-/// in batches, and timed out by <see cref="ManualTimeProvider.Advance"/> in batches while carrying a token of a source
+/// in batches, and timed out by <see cref="FakeTimeProvider.Advance"/> in batches while carrying a token of a source
 /// that stays alive for the whole test.
 /// </remarks>
 public sealed class LeakTests(ITestOutputHelper output)
@@ -25,7 +25,7 @@ public sealed class LeakTests(ITestOutputHelper output)
     private const int TimeoutBatch = 500;
 
     /// <summary>One kind of wait on one primitive: <c>Wait(timeout, token)</c> must wait (the primitive is kept blocked).</summary>
-    internal sealed record Target(string Name, object Primitive, WaitLines Lines, ManualTimeProvider Time, Func<TimeSpan, CancellationToken, Task> Wait)
+    internal sealed record Target(string Name, object Primitive, WaitLines Lines, CountingTimeProvider Time, Func<TimeSpan, CancellationToken, Task> Wait)
     {
         public override string ToString() => Name;
 
@@ -94,7 +94,7 @@ public sealed class LeakTests(ITestOutputHelper output)
     public async Task AsyncCondition_ManyTimedOutOrCancelledWaits_LeaveNoWaiterTimerOrNodeBehind()
     {
         // A condition wait re-acquires the lock before it returns, so each waiter is a small task; fewer of them.
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var condition = new AsyncCondition(timeProvider: time);
         using var longLived = new CancellationTokenSource();
         int fast = 0;
@@ -132,7 +132,7 @@ public sealed class LeakTests(ITestOutputHelper output)
 
     private static Target Create(string name)
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         switch (name)
         {
             case "lock":
@@ -252,7 +252,7 @@ public sealed class LeakTests(ITestOutputHelper output)
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static async Task<WeakReference> ConditionBatchAsync(AsyncCondition condition, ManualTimeProvider time, int count, bool timed, CancellationToken liveToken)
+    private static async Task<WeakReference> ConditionBatchAsync(AsyncCondition condition, CountingTimeProvider time, int count, bool timed, CancellationToken liveToken)
     {
         var cts = new CancellationTokenSource();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -86,7 +86,7 @@ public sealed class OperatorStressTests(ITestOutputHelper output)
             bool owned = rng.Next(2) == 0;
             int endAfter = rng.Next(0, n + 1);
             var gates = Enumerable.Range(0, n).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
-            var time = new ManualTimeProvider();
+            var time = new FakeTimeProvider();
             using var cts = new CancellationTokenSource();
             IAsyncEnumerable<int> sequence = owned
                 ? AsyncIter.AsCompleted(gates.Select((g, i) => (Func<CancellationToken, Task<int>>)(ct => Complete(g, ct))), null, TimeSpan.FromSeconds(1), time)

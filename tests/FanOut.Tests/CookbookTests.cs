@@ -149,7 +149,7 @@ public sealed class CookbookTests
     [Fact]
     public void StageMeter_RateIsItemsOverElapsedTime()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var meter = new StageMeter("parse", time);
         for (int i = 0; i < 100; i++)
         {
@@ -165,7 +165,7 @@ public sealed class CookbookTests
     [Fact]
     public async Task Shutdown_WithinGrace_ProcessesEverythingQueued()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var queue = new AsyncQueue<int>(maxSize: 100, time);
         int processed = 0;
         Task[] workers = StartWorkers(queue, 2, _ =>
@@ -188,7 +188,7 @@ public sealed class CookbookTests
     [Fact]
     public async Task Shutdown_GraceRunsOut_DropsWhatIsQueuedAndLetsWorkersFinishTheirItem()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var queue = new AsyncQueue<int>(maxSize: 100, time);
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var bothBusy = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

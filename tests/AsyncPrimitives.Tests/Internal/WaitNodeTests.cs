@@ -139,7 +139,7 @@ public sealed class WaitNodeTests
     [Fact]
     public async Task Status_MatchesTheOutcome_CanceledForCancellation_FaultedForTimeout()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var result = new AsyncResult<int>(time);
         using var cts = new CancellationTokenSource();
         ValueTask<int> canceled = result.GetAsync(cts.Token);

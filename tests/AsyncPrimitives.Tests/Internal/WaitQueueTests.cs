@@ -73,7 +73,7 @@ public sealed class WaitQueueTests
     [Fact]
     public async Task CancellationAndTimeout_AfterTheGrant_ChangeNothing()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var gate = new AsyncLock(time);
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         using var cts = new CancellationTokenSource();
@@ -149,7 +149,7 @@ public sealed class WaitQueueTests
     {
         // Another provider's timer may call back after it was disposed; a late callback must never find its node
         // serving another wait, so such a node is left to the GC.
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var gate = new AsyncLock(time);
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         Task timed = gate.AcquireAsync(TimeSpan.FromSeconds(1)).AsTask();
@@ -250,7 +250,7 @@ public sealed class WaitQueueTests
     [Fact]
     public async Task AsyncLock_AMillionImmediateFailuresAndManyTimedOutWaits_LeaveNothingBehind()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var gate = new AsyncLock(time);
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
 
@@ -269,7 +269,7 @@ public sealed class WaitQueueTests
     [Fact]
     public async Task AsyncSemaphore_AMillionImmediateFailuresAndManyTimedOutWaits_LeaveNothingBehind()
     {
-        var time = new ManualTimeProvider();
+        var time = new CountingTimeProvider();
         var semaphore = new AsyncSemaphore(0, maxCount: 2, timeProvider: time);
 
         await FloodAsync(time, semaphore.AcquireAsync, semaphore.AcquireAsync, () => semaphore.Lines.Waiting);
@@ -290,7 +290,7 @@ public sealed class WaitQueueTests
     /// queued waits that are cancelled, in batches.
     /// </summary>
     private static async Task FloodAsync<TReleaser>(
-        ManualTimeProvider time,
+        CountingTimeProvider time,
         Func<TimeSpan, CancellationToken, ValueTask<TReleaser>> acquireWithTimeout,
         Func<CancellationToken, ValueTask<TReleaser>> acquire,
         Func<int> waiterCount)
