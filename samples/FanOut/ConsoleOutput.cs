@@ -20,14 +20,7 @@ public sealed class ConsoleOutput
             "{6} retries, batches of {7}, {8} workers",
             options.Count, address, server.Latency.TotalMilliseconds, server.Jitter.TotalMilliseconds, server.ErrorRate,
             options.Limit, options.Retries, options.BatchSize, options.Workers);
-        if (_interactive)
-        {
-            AnsiConsole.MarkupLine($"[bold]{Markup.Escape(line)}[/]");
-        }
-        else
-        {
-            Console.WriteLine(line);
-        }
+        WriteLine(line);
     }
 
     /// <summary>Shows <paramref name="pipeline"/>'s progress until <paramref name="run"/> completes, then returns its result.</summary>
@@ -93,6 +86,82 @@ public sealed class ConsoleOutput
             rows.Insert(1, ("Stopped early", F("yes (Ctrl+C): {0:N0} of {1:N0} requests made; the ones in flight finished", result.Consumed, result.Requested)));
         }
 
+        WriteRows(rows);
+    }
+
+    public void WriteScaleOutHeader(ScaleOutOptions options, FlakyApiOptions server, Uri address, string postgres)
+    {
+        string global = options.GlobalLimit > 0 ? F("one PostgresSemaphore of {0} across them", options.GlobalLimit) : "no global limit";
+        WriteLine(F(
+            "FanOut --postgres: {0:N0} requests to {1} (latency {2:N0} ms ± {3:N0} ms, error rate {4:P1}) from {5} OS processes, " +
+            "each at most {6} in flight, {7}; the work handed out through a PostgresQueue on {8}{9}",
+            options.FanOut.Count, address, server.Latency.TotalMilliseconds, server.Jitter.TotalMilliseconds, server.ErrorRate,
+            options.Instances, options.FanOut.Limit, global, postgres, options.KillOne ? "; one instance will be killed mid-run" : ""));
+    }
+
+    public void WriteScaleOutProgress(ScaleOutProgress progress, int serverInFlight)
+    {
+        Console.WriteLine(F(
+            "[{0,6:N1} s] {1,6:N0}/{2:N0} recorded ({3}), {4} in flight at the API",
+            progress.Elapsed.TotalSeconds, progress.RecordedPerInstance.Sum(), progress.Total,
+            string.Join(", ", progress.RecordedPerInstance.Select((n, i) => F("#{0} {1:N0}", i + 1, n))), serverInFlight));
+        if (progress.Event is { } happened)
+        {
+            Console.WriteLine(F("[{0,6:N1} s] {1}", progress.Elapsed.TotalSeconds, happened));
+        }
+    }
+
+    public void WriteScaleOutReport(ScaleOutResult result, ScaleOutOptions options, FlakyApiOptions server, int serverPeakInFlight, long serverRequests)
+    {
+        int unlimited = options.Instances * options.FanOut.Limit;
+        string peak = options.GlobalLimit > 0
+            ? F("{0} measured by the server (global limit {1}: {2}; without it up to {3} × {4} = {5})",
+                serverPeakInFlight, options.GlobalLimit, serverPeakInFlight <= options.GlobalLimit ? "never exceeded" : "EXCEEDED",
+                options.Instances, options.FanOut.Limit, unlimited)
+            : F("{0} measured by the server (no global limit: up to {1} × {2} = {3})", serverPeakInFlight, options.Instances, options.FanOut.Limit, unlimited);
+        string completed = result.Lost == 0
+            ? F("{0:N0} of {1:N0} completed, none lost", result.Completed, result.Requested)
+            : F("{0:N0} of {1:N0} completed, {2:N0} LOST ({3:N0} unfinished in the queue, {4:N0} dead letters)",
+                result.Completed, result.Requested, result.Lost, result.Unfinished, result.DeadLetters);
+        ScaleOutInstance? killed = result.Instances.FirstOrDefault(i => i.Killed);
+        string twice = killed is null
+            ? F("{0:N0}", result.DeliveredTwice)
+            : F("{0:N0} (held by instance #{1} when it was killed, delivered again with Attempt 2); {2:N0} of them recorded twice " +
+                "(recorded before the kill, completed after it: at least once)", result.DeliveredTwice, killed.Number, result.RecordedTwice);
+        var rows = new List<(string Label, string Value)>
+        {
+            ("Instances", F("{0} OS processes (pids {1}), each at most {2} in flight", result.Instances.Count,
+                string.Join(", ", result.Instances.Select(i => i.ProcessId)), options.FanOut.Limit)),
+            ("Completed", completed),
+            ("Per instance", string.Join(", ", result.Instances.Select(i => F("#{0} {1:N0}{2}", i.Number, i.Recorded, i.Killed ? " (killed)" : "")))),
+            ("Delivered twice", twice),
+            ("Succeeded", F("{0:N0} ({1:N0} failed after {2} retries each)", result.Succeeded, result.Completed - result.Succeeded, options.FanOut.Retries)),
+            ("HTTP calls", F("{0:N0} behind the recorded results; {1:N0} received by the server", result.Calls, serverRequests)),
+            ("Peak in flight", peak),
+            ("Wall time", F("{0:N2} s (from putting the work, every instance ready, to the last completion)", result.WallTime.TotalSeconds)),
+            ("Throughput", F("{0:N0} requests/s", result.Throughput)),
+        };
+        int limit = options.GlobalLimit > 0 ? options.GlobalLimit : unlimited;
+        TimeSpan ideal = server.Latency * result.Requested / limit;
+        rows.Insert(rows.Count - 1, ("Ideal wall time", F("{0:N2} s  (N × latency / limit = {1:N0} × {2:N0} ms / {3})",
+            ideal.TotalSeconds, result.Requested, server.Latency.TotalMilliseconds, limit)));
+        WriteRows(rows);
+    }
+
+    private void WriteLine(string line)
+    {
+        if (_interactive)
+        {
+            AnsiConsole.MarkupLine($"[bold]{Markup.Escape(line)}[/]");
+        }
+        else
+        {
+            Console.WriteLine(line);
+        }
+    }
+
+    private void WriteRows(List<(string Label, string Value)> rows)
+    {
         if (_interactive)
         {
             var table = new Table().RoundedBorder().Title("[bold]Report[/]").AddColumn("").AddColumn("");

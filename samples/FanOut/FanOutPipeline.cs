@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Threading.RateLimiting;
 using AsyncIterTools;
 using AsyncPrimitives;
 
@@ -10,7 +11,9 @@ namespace FanOut;
 /// <see cref="FanOutOptions.Limit"/> in flight, each retried up to <see cref="FanOutOptions.Retries"/> times), the
 /// results are grouped with <see cref="AsyncIter.Batch{T}(IAsyncEnumerable{T}, int, TimeSpan, TimeProvider?)"/>, and the
 /// batches go through a bounded <see cref="AsyncQueue{T}"/> to consumer workers that mark each one done
-/// (<c>TaskDone</c>/<c>JoinAsync</c>, then <c>Shutdown</c> ends the workers).
+/// (<c>TaskDone</c>/<c>JoinAsync</c>, then <c>Shutdown</c> ends the workers). With a <see cref="RateLimiter"/>, each
+/// request (with its retries) also holds one of its permits, on top of the local limit: a <c>PostgresSemaphore</c>'s
+/// limiter makes the limit global across processes, as each instance of the scale-out demo does (<see cref="ScaleOutWorker"/>).
 /// </summary>
 /// <remarks>
 /// A run is single-use. <see cref="Snapshot"/> may be called from any thread while it runs. Cancelling the token is a
@@ -23,6 +26,12 @@ public sealed class FanOutPipeline
     private readonly HttpClient _client;
     private readonly FanOutOptions _options;
     private readonly TimeProvider _time;
+
+    /// <summary>The request ids to call, or null for 0 .. Count-1 in order.</summary>
+    private readonly IAsyncEnumerable<int>? _ids;
+
+    /// <summary>The permits each request holds while it runs, on top of the local limit, or null.</summary>
+    private readonly RateLimiter? _limiter;
 
     /// <summary>The consumers' work per batch (after counting it), or null.</summary>
     private readonly Func<CallResult[], CancellationToken, ValueTask>? _processBatch;
@@ -52,11 +61,17 @@ public sealed class FanOutPipeline
     /// <param name="processBatch">What a consumer worker does with each batch, e.g. store it; null for nothing. It gets
     /// no token from the run: every result is processed, also after a stop.</param>
     /// <param name="timeProvider">The clock for timings, batch deadlines and retry backoff.</param>
+    /// <param name="ids">The request ids to call, each in [0, <see cref="FanOutOptions.Count"/>), pulled only as a call
+    /// slot frees up (e.g. deliveries of a shared queue); null for 0 .. Count-1 in order.</param>
+    /// <param name="limiter">A limit on top of <see cref="FanOutOptions.Limit"/>: each request acquires one permit before
+    /// its first attempt and holds it until its last attempt ends; null for none.</param>
     public FanOutPipeline(
         HttpClient client,
         FanOutOptions options,
         Func<CallResult[], CancellationToken, ValueTask>? processBatch = null,
-        TimeProvider? timeProvider = null)
+        TimeProvider? timeProvider = null,
+        IAsyncEnumerable<int>? ids = null,
+        RateLimiter? limiter = null)
     {
         ArgumentNullException.ThrowIfNull(client);
         ArgumentNullException.ThrowIfNull(options);
@@ -65,6 +80,8 @@ public sealed class FanOutPipeline
         _options = options;
         _time = timeProvider ?? TimeProvider.System;
         _processBatch = processBatch;
+        _ids = ids;
+        _limiter = limiter;
         _consumedPerId = new int[options.Count];
     }
 
@@ -98,12 +115,13 @@ public sealed class FanOutPipeline
 
         // A stop ends the source instead of cancelling the calls: no new request starts, the ones in flight finish and
         // flow through Batch and the queue like any other, so everything that was started is accounted for.
-        IAsyncEnumerable<int> ids = AsyncEnumerable.Range(0, _options.Count)
+        IAsyncEnumerable<int> ids = (_ids ?? AsyncEnumerable.Range(0, _options.Count))
             .TakeWhile(_ => !cancellationToken.IsCancellationRequested);
 
+        Func<int, CancellationToken, ValueTask<CallResult>> call = _limiter is null ? CallWithRetriesAsync : CallWithPermitAsync;
         IAsyncEnumerable<CallResult[]> batches = ids
-            .MapUnordered(CallWithRetriesAsync, maxConcurrency: _options.Limit) // at most Limit calls in flight
-            .Batch(_options.BatchSize, _options.BatchDelay, _time);             // full, or BatchDelay after its first result
+            .MapUnordered(call, maxConcurrency: _options.Limit)     // at most Limit calls in flight (and the limiter's)
+            .Batch(_options.BatchSize, _options.BatchDelay, _time); // full, or BatchDelay after its first result
 
         await foreach (CallResult[] batch in batches)
         {
@@ -164,6 +182,19 @@ public sealed class FanOutPipeline
                 queue.TaskDone();
             }
         }
+    }
+
+    /// <summary>Calls the API for <paramref name="id"/> while holding a permit of the limiter.</summary>
+    private async ValueTask<CallResult> CallWithPermitAsync(int id, CancellationToken cancellationToken)
+    {
+        using RateLimitLease permit = await _limiter!.AcquireAsync(1, cancellationToken);
+        if (!permit.IsAcquired)
+        {
+            string reason = permit.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? phrase! : "no reason given";
+            throw new InvalidOperationException($"The limiter refused a permit for request {id}: {reason}");
+        }
+
+        return await CallWithRetriesAsync(id, cancellationToken);
     }
 
     /// <summary>Calls the API for <paramref name="id"/>, retrying failed attempts; a request that fails every attempt is

@@ -1,10 +1,14 @@
 using System.CommandLine;
 using System.Globalization;
 using System.CommandLine.Parsing;
+using System.Text.Json;
+using AsyncTools.Testing;
 using FanOut;
 
 // Parses the options, starts the flaky API on 127.0.0.1, runs the pipeline against it with live progress, and prints
 // the report. Everything the demo does lives in FlakyApiServer and FanOutPipeline; this file only wires it up.
+// With --postgres, the same requests are made by --instances OS processes of this program (ScaleOutDemo), each
+// started with the hidden --worker option (ScaleOutWorker).
 
 var defaults = new FanOutOptions();
 var serverDefaults = new FlakyApiOptions();
@@ -18,11 +22,39 @@ Option<int> batchSize = IntOption("--batch-size", "Most results per batch.", def
 Option<int> batchDelayMs = IntOption("--batch-delay-ms", "Longest a batch waits for more results, in milliseconds.", (int)defaults.BatchDelay.TotalMilliseconds, min: 1);
 Option<int> workers = IntOption("--workers", "Consumer workers taking batches off the queue.", defaults.Workers, min: 1);
 Option<double> errorRate = DoubleOption("--error-rate", "Fraction of requests the server fails with 503 (0 to 1).", serverDefaults.ErrorRate, min: 0, max: 1);
+Option<string?> postgres = new("--postgres")
+{
+    Description = "Run the requests from --instances OS processes that share a PostgreSQL queue and semaphore. " +
+        "Takes a connection string; without one, a throwaway server is started (needs the PostgreSQL server binaries).",
+    Arity = ArgumentArity.ZeroOrOne,
+};
+Option<int> instances = IntOption("--instances", "With --postgres: OS processes of this program that share the work.", 1, min: 1);
+Option<int> globalLimit = IntOption("--global-limit", "With --postgres: most requests in flight across every instance (default: --limit; 0 for none).", defaults.Limit, min: 0);
+Option<bool> killOne = new("--kill-one") { Description = "With --postgres: kill one instance mid-run; the items it held are delivered again." };
+Option<string?> worker = new(WorkerCommand.WorkerOption) { Hidden = true }; // an instance started by --postgres
 
 var root = new RootCommand("Fans out HTTP requests to a slow, flaky in-process API with AsyncIterTools and AsyncPrimitives.")
 {
-    count, limit, latencyMs, jitterMs, errorRate, retries, batchSize, batchDelayMs, workers,
+    count, limit, latencyMs, jitterMs, errorRate, retries, batchSize, batchDelayMs, workers, postgres, instances, globalLimit,
+    killOne, worker,
 };
+root.Validators.Add(command =>
+{
+    if (command.GetResult(postgres) is null)
+    {
+        foreach (Option needsPostgres in new Option[] { instances, globalLimit, killOne })
+        {
+            if (command.GetResult(needsPostgres) is { Implicit: false })
+            {
+                command.AddError($"{needsPostgres.Name} needs --postgres.");
+            }
+        }
+    }
+    else if (command.GetValue(killOne) && command.GetValue(instances) < 2)
+    {
+        command.AddError("--kill-one needs --instances 2 or more, so that another instance takes over the work.");
+    }
+});
 
 ParseResult parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
@@ -54,6 +86,24 @@ root.SetAction(async (result, cancellationToken) =>
         Workers = result.GetValue(workers),
     };
 
+    if (result.GetValue(worker) is { } settings)
+    {
+        await ScaleOutWorker.RunAsync(JsonSerializer.Deserialize<ScaleOutWorkerSettings>(settings)!, cancellationToken);
+        return 0;
+    }
+
+    if (result.GetResult(postgres) is not null)
+    {
+        var scaleOut = new ScaleOutOptions
+        {
+            FanOut = options,
+            Instances = result.GetValue(instances),
+            GlobalLimit = result.GetResult(globalLimit) is { Implicit: false } ? result.GetValue(globalLimit) : options.Limit,
+            KillOne = result.GetValue(killOne),
+        };
+        return await RunScaleOutAsync(scaleOut, serverOptions, result.GetValue(postgres), cancellationToken);
+    }
+
     // Ctrl+C cancels the run, which then reports what was done; a second Ctrl+C ends the process at once.
     using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
     ConsoleCancelEventHandler onCancel = (_, e) =>
@@ -83,6 +133,54 @@ root.SetAction(async (result, cancellationToken) =>
 });
 
 return await parsed.InvokeAsync();
+
+// The scale-out demo: the flaky API in this process, the instances in their own; a throwaway PostgreSQL server when no
+// connection string is given. Ctrl+C kills the instances and cleans up.
+static async Task<int> RunScaleOutAsync(ScaleOutOptions options, FlakyApiOptions serverOptions, string? connectionString, CancellationToken cancellationToken)
+{
+    using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+    ConsoleCancelEventHandler onCancel = (_, e) =>
+    {
+        e.Cancel = !stop.IsCancellationRequested;
+        stop.Cancel();
+    };
+    Console.CancelKeyPress += onCancel;
+    try
+    {
+        var console = new ConsoleOutput();
+        ThrowawayPostgresServer? throwaway = null;
+        if (string.IsNullOrWhiteSpace(connectionString))
+        {
+            if (ThrowawayPostgresServer.Problem is { } problem)
+            {
+                await Console.Error.WriteLineAsync($"error: --postgres has no connection string, and no throwaway server can be started: {problem}");
+                return 2;
+            }
+
+            throwaway = await ThrowawayPostgresServer.StartAsync();
+            connectionString = throwaway.ConnectionString;
+        }
+
+        await using (throwaway)
+        {
+            await using FlakyApiServer server = await FlakyApiServer.StartAsync(serverOptions, stop.Token);
+            console.WriteScaleOutHeader(options, serverOptions, server.BaseAddress, throwaway is null ? "the server given" : "a throwaway server on " + connectionString);
+            var demo = new ScaleOutDemo(options, connectionString, server.BaseAddress);
+            ScaleOutResult outcome = await demo.RunAsync(p => console.WriteScaleOutProgress(p, server.InFlight), stop.Token);
+            console.WriteScaleOutReport(outcome, options, serverOptions, server.PeakInFlight, server.Requests);
+            return outcome.Lost == 0 ? 0 : 1;
+        }
+    }
+    catch (OperationCanceledException) when (stop.IsCancellationRequested)
+    {
+        await Console.Error.WriteLineAsync("Stopped (Ctrl+C): the instances were killed and the run's schema dropped.");
+        return 130;
+    }
+    finally
+    {
+        Console.CancelKeyPress -= onCancel;
+    }
+}
 
 // Options parse their own text, so a bad value is one clear line on stderr (exit code 2), never a stack trace.
 static Option<int> IntOption(string name, string description, int defaultValue, int min) => new(name)

@@ -69,19 +69,6 @@ public sealed class PostgresCollection : ICollectionFixture<PostgresServer>
     public const string Name = "Postgres";
 }
 
-/// <summary>A test that needs the server: skipped with <see cref="PostgresServer.SkipReason"/> where there is none.</summary>
-public sealed class PostgresFactAttribute : FactAttribute
-{
-    public PostgresFactAttribute()
-    {
-        if (PostgresServer.SkipReason is { } reason)
-        {
-            Skip = reason;
-        }
-    }
-
-}
-
 /// <summary>A test that restarts the server, so it needs one these tests started: skipped with
 /// <see cref="PostgresServer.RestartSkipReason"/> otherwise.</summary>
 public sealed class PostgresRestartFactAttribute : FactAttribute
