@@ -101,10 +101,14 @@ public sealed class ConsoleOutput
 
     public void WriteScaleOutProgress(ScaleOutProgress progress, int serverInFlight)
     {
-        Console.WriteLine(F(
-            "[{0,6:N1} s] {1,6:N0}/{2:N0} recorded ({3}), {4} in flight at the API",
-            progress.Elapsed.TotalSeconds, progress.RecordedPerInstance.Sum(), progress.Total,
-            string.Join(", ", progress.RecordedPerInstance.Select((n, i) => F("#{0} {1:N0}", i + 1, n))), serverInFlight));
+        if (progress.RecordedPerInstance.Count > 0)
+        {
+            Console.WriteLine(F(
+                "[{0,6:N1} s] {1,6:N0}/{2:N0} recorded ({3}), {4} in flight at the API",
+                progress.Elapsed.TotalSeconds, progress.RecordedPerInstance.Sum(), progress.Total,
+                string.Join(", ", progress.RecordedPerInstance.Select((n, i) => F("#{0} {1:N0}", i + 1, n))), serverInFlight));
+        }
+
         if (progress.Event is { } happened)
         {
             Console.WriteLine(F("[{0,6:N1} s] {1}", progress.Elapsed.TotalSeconds, happened));

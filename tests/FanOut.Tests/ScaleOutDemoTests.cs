@@ -59,7 +59,7 @@ public sealed class ScaleOutDemoTests(ScaleOutDemoTests.Postgres postgres) : ICl
         result.DeadLetters.Should().Be(0);
         result.DeliveredTwice.Should().BeGreaterThan(0, "the killed instance held leased items, which went to the others");
         result.Items.Should().OnlyContain(i => i.Effects >= 1, "every item's result was recorded");
-        result.Items.Where(i => i.Effects > 1).Should().OnlyContain(i => i.MaxAttempt > 1,
+        result.Items.Should().NotContain(i => i.Effects > 1 && i.MaxAttempt < 2,
             "an item is recorded twice only when it was delivered again (at least once), never twice from one delivery");
         result.Items.Should().OnlyContain(i => i.MaxAttempt <= 2, "one crash delivers an item at most once more");
         result.RecordedTwice.Should().BeLessThanOrEqualTo(result.DeliveredTwice);

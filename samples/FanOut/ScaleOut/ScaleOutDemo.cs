@@ -89,7 +89,7 @@ public sealed class ScaleOutDemo
             // The work is put once every instance waits for it, so they all start together (a process takes a while
             // to start), and the wall time is the work's.
             await WaitUntilReadyAsync(dataSource, schema, instances, launched, cancellationToken);
-            progress?.Invoke(new ScaleOutProgress(TimeSpan.Zero, _options.FanOut.Count, new int[_options.Instances], string.Format(
+            progress?.Invoke(new ScaleOutProgress(TimeSpan.Zero, _options.FanOut.Count, [], string.Format(
                 CultureInfo.InvariantCulture, "{0} instances (pids {1}) ready {2:N1} s after they were started; putting the work",
                 instances.Count, string.Join(", ", instances.Select(i => i.ProcessId)), _time.GetElapsedTime(launched).TotalSeconds)));
             long start = _time.GetTimestamp();
@@ -163,12 +163,17 @@ public sealed class ScaleOutDemo
         {
             while (true)
             {
-                Task anyExit = Task.WhenAny(instances.Where(i => !i.Killed).Select(i => i.Exited));
-                await Task.WhenAny(join, anyExit, Task.Delay(_options.ProgressInterval, _time, cancellationToken));
-                cancellationToken.ThrowIfCancellationRequested();
-                if (instances.FirstOrDefault(i => !i.Killed && i.Exited.IsCompleted) is { } ended)
+                // An instance ends by itself once nothing is left to deliver, while others may still finish theirs.
+                Task[] running = [.. instances.Where(i => !i.Killed && !i.Exited.IsCompleted).Select(i => i.Exited)];
+                if (running.Length > 0)
                 {
-                    throw new InvalidOperationException($"Instance #{ended.Number} ended before the work was done: {ended.Describe()}");
+                    await Task.WhenAny(join, Task.WhenAny(running), Task.Delay(_options.ProgressInterval, _time, cancellationToken));
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+                if (instances.FirstOrDefault(i => !i.Killed && i.Exited.IsCompleted && i.ExitCode != 0) is { } failed)
+                {
+                    throw new InvalidOperationException($"Instance #{failed.Number} failed: {failed.Describe()}");
                 }
 
                 int[] recorded = await ReadRecordedPerInstanceAsync(dataSource, schema, cancellationToken);
@@ -176,19 +181,30 @@ public sealed class ScaleOutDemo
                 Instance victim = instances[^1];
                 // Killed while items still wait to be delivered: the others are still taking items, and the get that
                 // finds none left gives back the items of the dead instance's session first.
-                if (_options.KillOne && !victim.Killed && recorded.Sum() >= _options.FanOut.Count / 3 && recorded[victim.Number - 1] > 0
-                    && await queue.CountAsync(cancellationToken) > 0)
+                if (_options.KillOne && !victim.Killed && !victim.Exited.IsCompleted && recorded.Sum() >= _options.FanOut.Count / 3
+                    && recorded[victim.Number - 1] > 0 && await queue.CountAsync(cancellationToken) > 0)
                 {
                     victim.Kill();
                     happened = string.Format(CultureInfo.InvariantCulture,
-                        "killed instance #{0} (pid {1}) after it recorded {2:N0} results; the items it held go to the others",
-                        victim.Number, victim.ProcessId, recorded[victim.Number - 1]);
+                        "killed instance #{0} (pid {1}); the items it held go to the others", victim.Number, victim.ProcessId);
                 }
 
                 progress?.Invoke(new ScaleOutProgress(_time.GetElapsedTime(start), _options.FanOut.Count, recorded, happened));
                 if (join.IsCompleted)
                 {
                     await join; // throws TimeoutException if the work took longer than the run's timeout
+                    return;
+                }
+
+                if (running.Length == 0)
+                {
+                    // Every instance has ended: the work is done, or no one is left to do it.
+                    long unfinished = await queue.UnfinishedAsync(cancellationToken);
+                    if (unfinished > 0)
+                    {
+                        throw new InvalidOperationException($"{unfinished} items are unfinished, and every instance has ended.");
+                    }
+
                     return;
                 }
             }

@@ -3,7 +3,7 @@ namespace FanOut;
 /// <summary>A live view of a scale-out run, for progress output.</summary>
 /// <param name="Elapsed">Time since the instances were started.</param>
 /// <param name="Total">The number of requests in all.</param>
-/// <param name="RecordedPerInstance">Results each instance recorded so far (index = instance number - 1).</param>
+/// <param name="RecordedPerInstance">Results each instance recorded so far (index = instance number - 1); empty before the work is put.</param>
 /// <param name="Event">What just happened (an instance killed), or null.</param>
 public readonly record struct ScaleOutProgress(TimeSpan Elapsed, int Total, IReadOnlyList<int> RecordedPerInstance, string? Event);
 
