@@ -132,8 +132,20 @@ public sealed class EventAndResultHistoryTests(ITestOutputHelper output)
 
         public void TryGet(Step step) => Call(step, () => _result.TryGet(out int v) ? v.ToString(CultureInfo.InvariantCulture) : "false");
 
-        protected override string State() =>
-            string.Create(CultureInfo.InvariantCulture, $"set={_result.IsSet} waiting={_result.Lines.Waiting} {_result}");
+        protected override string State()
+        {
+            string value;
+            try
+            {
+                value = _result.TryGet(out int v) ? v.ToString(CultureInfo.InvariantCulture) : "none";
+            }
+            catch (FormatException)
+            {
+                value = nameof(FormatException);
+            }
+
+            return string.Create(CultureInfo.InvariantCulture, $"set={_result.IsSet} waiting={_result.Lines.Waiting} value={value}");
+        }
 
         private static string Run(Action action)
         {
@@ -193,11 +205,8 @@ public sealed class EventAndResultHistoryTests(ITestOutputHelper output)
             }
         }
 
-        protected override string State()
-        {
-            string text = !_set ? $"AsyncResult(unset, waiters={_line.Count})" : _value is { } v ? $"AsyncResult(value={v})" : "AsyncResult(error=FormatException)";
-            return string.Create(CultureInfo.InvariantCulture, $"set={_set} waiting={_line.Count} {text}");
-        }
+        protected override string State() =>
+            string.Create(CultureInfo.InvariantCulture, $"set={_set} waiting={_line.Count} value={(_set ? Got() : "none")}");
 
         private string Got() => _value is { } v ? v.ToString(CultureInfo.InvariantCulture) : nameof(FormatException);
     }
