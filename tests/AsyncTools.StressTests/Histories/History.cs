@@ -222,6 +222,7 @@ internal static class Outcome
 internal abstract class ActualHistory
 {
     private readonly ConcurrentDictionary<Step, CancellationTokenSource> _sources = new();
+    private readonly object _cancelling = new();
     private readonly ConcurrentDictionary<Step, Func<string>> _outcomes = new();
     private readonly Lazy<string> _observed;
 
@@ -236,7 +237,13 @@ internal abstract class ActualHistory
     {
         if (target is not null)
         {
-            Source(target).Cancel();
+            // One at a time: a second Cancel of a source whose callbacks are still running returns at once, before
+            // the wait has left its line, which would make "cancelled" two steps. The engine's callbacks never take
+            // this lock, so holding it while they run cannot deadlock.
+            lock (_cancelling)
+            {
+                Source(target).Cancel();
+            }
         }
     }
 
