@@ -33,7 +33,7 @@ namespace AsyncPrimitives.Postgres;
 /// </code>
 /// </example>
 [DebuggerDisplay("{ToString(),nq}")]
-public sealed class PostgresCoordinator : IAsyncDisposable
+public sealed partial class PostgresCoordinator : IAsyncDisposable
 {
     /// <summary>The longest lock, semaphore or queue name, in characters.</summary>
     internal const int MaxNameLength = 256;
@@ -83,12 +83,7 @@ public sealed class PostgresCoordinator : IAsyncDisposable
                 nameof(options));
         }
 
-        if (options.LeaseDuration < s_minLeaseDuration || options.LeaseDuration.TotalMilliseconds > TimeoutArgument.MaxMilliseconds)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(options), options.LeaseDuration, "LeaseDuration must be at least 1 second and at most 4294967294 milliseconds.");
-        }
-
+        ValidateLeaseDuration(options.LeaseDuration, nameof(options));
         if (options.PollInterval <= TimeSpan.Zero || options.PollInterval.TotalMilliseconds > TimeoutArgument.MaxMilliseconds)
         {
             throw new ArgumentOutOfRangeException(
@@ -104,8 +99,7 @@ public sealed class PostgresCoordinator : IAsyncDisposable
         Signals = new WakeSignals();
         Notifier = new Notifier(Database);
         CommitWatcher = new CommitWatcher(Database, Signals, Notifier, Time, PollInterval);
-        var settings = new NpgsqlConnectionStringBuilder(dataSource.ConnectionString);
-        _endpoint = (settings.Host, settings.Port, settings.Database ?? settings.Username);
+        _endpoint = Endpoint(dataSource.ConnectionString);
     }
 
     /// <summary>This coordinator's name on the server (in every row it holds); new for each coordinator.</summary>
@@ -155,48 +149,7 @@ public sealed class PostgresCoordinator : IAsyncDisposable
     public async Task EnsureSchemaAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
-        NpgsqlConnection connection = await Database.OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using var connectionScope = connection.ConfigureAwait(false);
-        try
-        {
-            NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-            await using var transactionScope = transaction.ConfigureAwait(false);
-            using (var turn = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", connection, transaction))
-            {
-                turn.Parameters.Add(Database.Parameter("AsyncPrimitives.Postgres schema " + Database.Schema));
-                await turn.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-
-            int installed = 0;
-            using (var version = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection, transaction))
-            {
-                version.Parameters.Add(Database.Parameter(Database.Quoted + ".schema_version"));
-                if ((bool)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
-                {
-                    version.CommandText = Database.InstalledVersion;
-                    version.Parameters.Clear();
-                    installed = (int)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
-                }
-            }
-
-            if (installed > Database.Version)
-            {
-                throw new PostgresCoordinationException(
-                    $"The schema \"{Database.Schema}\" has version {installed}, newer than this library's {Database.Version}: update AsyncPrimitives.Postgres.");
-            }
-
-            if (installed < Database.Version)
-            {
-                using var install = new NpgsqlCommand(Database.Install, connection, transaction);
-                await install.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-
-            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (NpgsqlException e)
-        {
-            throw Database.Failure(e, "Installing the schema");
-        }
+        await Database.InstallAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Creates the lock named <paramref name="name"/> (it exists on the server from its first use).</summary>
@@ -259,12 +212,7 @@ public sealed class PostgresCoordinator : IAsyncDisposable
         }
 
         TimeSpan leaseDuration = options.LeaseDuration ?? LeaseDuration;
-        if (leaseDuration < s_minLeaseDuration || leaseDuration.TotalMilliseconds > TimeoutArgument.MaxMilliseconds)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(options), leaseDuration, "LeaseDuration must be at least 1 second and at most 4294967294 milliseconds.");
-        }
-
+        ValidateLeaseDuration(leaseDuration, nameof(options));
         System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> contract = Payload.Contract<T>(Json);
         ThrowIfDisposed();
         UseLeaseDuration(leaseDuration);
@@ -308,25 +256,7 @@ public sealed class PostgresCoordinator : IAsyncDisposable
 
         if (session is not null)
         {
-            // Local leases are lost first, then the server frees them: nothing here relies on a permit that the
-            // others may already have.
-            session.End(new ObjectDisposedException(nameof(PostgresCoordinator)));
-            try
-            {
-                using var timeout = new CancellationTokenSource(CleanupTimeout);
-                await Database.QueryAsync(
-                    Database.EndSession,
-                    [Database.Parameter(Owner), Database.Parameter(session.Pid), Database.Parameter(session.BackendStart)],
-                    static _ => true,
-                    Database.Retry.Always,
-                    timeout.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
-            {
-                // Left to the server: the session's connection closes below, which frees its rows too.
-            }
-
-            await session.StopAsync(new ObjectDisposedException(nameof(PostgresCoordinator))).ConfigureAwait(false);
+            await session.CloseAsync(new ObjectDisposedException(nameof(PostgresCoordinator))).ConfigureAwait(false);
         }
 
         await Notifier.FlushAsync().ConfigureAwait(false);
@@ -376,7 +306,8 @@ public sealed class PostgresCoordinator : IAsyncDisposable
         }
     }
 
-    private TimeSpan HeartbeatInterval()
+    /// <summary>How often the heartbeat beats: every third of the shortest lease duration in use.</summary>
+    internal TimeSpan HeartbeatInterval()
     {
         lock (_sync)
         {
@@ -389,8 +320,7 @@ public sealed class PostgresCoordinator : IAsyncDisposable
         Session session;
         try
         {
-            session = await Session.OpenAsync(
-                Database, Signals, Notifier, Time, Owner, LeaseDuration, HeartbeatInterval, LeaseDuration / 3).ConfigureAwait(false);
+            session = await Session.OpenAsync(this).ConfigureAwait(false);
         }
         catch
         {
@@ -423,45 +353,4 @@ public sealed class PostgresCoordinator : IAsyncDisposable
     }
 
     internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
-
-    /// <summary>Checks that a caller's transaction can carry a put: not disposed, and on the coordinator's database.
-    /// (Npgsql refuses a committed or rolled-back one when the put runs: see <see cref="PostgresQueue{T}"/>.)</summary>
-    internal void ValidateTransaction(NpgsqlTransaction transaction, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(transaction))] string? paramName = null)
-    {
-        NpgsqlConnection? connection;
-        try
-        {
-            connection = transaction.Connection;
-        }
-        catch (ObjectDisposedException e)
-        {
-            throw new ArgumentException("The transaction has completed and was disposed.", paramName, e);
-        }
-
-        if (connection is null)
-        {
-            throw new ArgumentException("The transaction has completed.", paramName);
-        }
-
-        var settings = new NpgsqlConnectionStringBuilder(connection.ConnectionString);
-        (string? Host, int Port, string? Database) theirs = (settings.Host, settings.Port, settings.Database ?? settings.Username);
-        if (!string.Equals(theirs.Host, _endpoint.Host, StringComparison.OrdinalIgnoreCase) || theirs.Port != _endpoint.Port ||
-            !string.Equals(theirs.Database, _endpoint.Database, StringComparison.Ordinal))
-        {
-            throw new ArgumentException(
-                $"The transaction's connection is to {theirs.Host}:{theirs.Port}/{theirs.Database}, not to the coordinator's database " +
-                $"{_endpoint.Host}:{_endpoint.Port}/{_endpoint.Database}: the item would be put in another database.",
-                paramName);
-        }
-    }
-
-    /// <summary>The one check of a lock, semaphore or queue name.</summary>
-    internal static void ValidateName(string name, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(name))] string? paramName = null)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(name, paramName);
-        if (name.Length > MaxNameLength)
-        {
-            throw new ArgumentException($"The name is longer than {MaxNameLength} characters.", paramName);
-        }
-    }
 }

@@ -24,10 +24,9 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// <summary>1 while a completion or an abandonment of this delivery is in flight.</summary>
     private int _busy;
 
-    internal PostgresDelivery(PostgresQueue<T> queue, long id, int attempt, T item, LeaseTracker tracker)
+    internal PostgresDelivery(PostgresQueue<T> queue, int attempt, T item, LeaseTracker tracker)
     {
         Queue = queue;
-        Id = id;
         Attempt = attempt;
         Item = item;
         Tracker = tracker;
@@ -37,7 +36,7 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     public T Item { get; }
 
     /// <summary>The item's id: unique in the schema, increasing in put order, the same on every delivery of the item.</summary>
-    public long Id { get; }
+    public long Id => Tracker.ItemId;
 
     /// <summary>Which delivery of the item this is: 1 the first time, 2 after one delivery ended without completion
     /// (counted on the server, so a consumer that crashed counts too).</summary>

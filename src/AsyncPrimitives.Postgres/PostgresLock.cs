@@ -42,42 +42,21 @@ public sealed class PostgresLock
     public string Name => _set.Name;
 
     /// <summary>Takes the lock, waiting in FIFO order while another holder has it.</summary>
-    /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>The lease; release it (or dispose it) to give the lock back.</returns>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
-    /// <exception cref="PostgresCoordinationException">The server could not be reached, or the coordinator's connection failed during the wait.</exception>
-    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public ValueTask<PostgresLease> AcquireAsync(CancellationToken cancellationToken = default) =>
-        AcquireCoreAsync(Timeout.InfiniteTimeSpan, cancellationToken);
+    /// <inheritdoc cref="PostgresSemaphore.AcquireAsync(CancellationToken)" path="/param|/exception"/>
+    public ValueTask<PostgresLease> AcquireAsync(CancellationToken cancellationToken = default) => _set.AcquireAsync(cancellationToken);
 
     /// <summary>Takes the lock, waiting in FIFO order at most <paramref name="timeout"/>.</summary>
-    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
-    /// to take it now or time out now.</param>
-    /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>The lease; release it (or dispose it) to give the lock back.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
-    /// <exception cref="TimeoutException">The lock was not taken within <paramref name="timeout"/>.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lock was taken.</exception>
-    /// <exception cref="PostgresCoordinationException">The server could not be reached, or the coordinator's connection failed during the wait.</exception>
-    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public ValueTask<PostgresLease> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        TimeoutArgument.ThrowIfInvalid(timeout);
-        return AcquireCoreAsync(timeout, cancellationToken);
-    }
+    /// <inheritdoc cref="PostgresSemaphore.AcquireAsync(TimeSpan, CancellationToken)" path="/param|/exception"/>
+    public ValueTask<PostgresLease> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        _set.AcquireAsync(timeout, cancellationToken);
 
     /// <summary>Takes the lock if no one holds it and no one waits for it.</summary>
-    /// <param name="cancellationToken">Cancels the call before it reaches the server.</param>
     /// <returns>The lease, or null when the lock is held (by any process, this one included) or has waiters.</returns>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the call.</exception>
-    /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
-    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public ValueTask<PostgresLease?> TryAcquireAsync(CancellationToken cancellationToken = default) =>
-        _set.AcquireAsync(TimeSpan.Zero, throwOnTimeout: false, cancellationToken);
+    /// <inheritdoc cref="PostgresSemaphore.TryAcquireAsync(CancellationToken)" path="/param|/exception"/>
+    public ValueTask<PostgresLease?> TryAcquireAsync(CancellationToken cancellationToken = default) => _set.TryAcquireAsync(cancellationToken);
 
     /// <inheritdoc />
     public override string ToString() => $"PostgresLock(name={Name})";
-
-    private async ValueTask<PostgresLease> AcquireCoreAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
-        (await _set.AcquireAsync(timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))!;
 }

@@ -156,7 +156,7 @@ public sealed partial class PostgresQueue<T>
             Database database = _coordinator.Database;
             // Not tried again when the answer may be lost: a repeat would find its own completion and call it a loss.
             (long[] Completed, long[] Gone, bool Drained, bool Dropped) result = await database.QueryAsync(
-                database.QueueComplete,
+                "SELECT completed, gone, drained, dropped FROM __schema__.queue_complete($1, $2, $3, $4)",
                 [
                     Database.Parameter(Name), Database.Parameter(open.Select(d => d.Id).ToArray()),
                     Database.Parameter(open.Select(d => d.Tracker.Id).ToArray()), Database.Parameter(_coordinator.Owner),
@@ -204,7 +204,7 @@ public sealed partial class PostgresQueue<T>
     {
         Database database = _coordinator.Database;
         string outcome = (await database.QueryAsync(
-            database.QueueAbandon,
+            "SELECT __schema__.queue_abandon($1, $2, $3)::text",
             [Database.Parameter(delivery.Id), Database.Parameter(delivery.Tracker.Id), Database.Parameter(_coordinator.Owner)],
             static r => r.GetString(0),
             Database.Retry.Always,
@@ -220,6 +220,9 @@ public sealed partial class PostgresQueue<T>
         }
     }
 
+    private const string GetSql =
+        "SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text FROM __schema__.queue_get($1, $2::\"char\", $3, $4, $5, $6, $7, $8)";
+
     /// <summary>
     /// Takes up to <paramref name="maxCount"/> items: now or never (<paramref name="timeout"/> zero; an empty list, or
     /// <see cref="TimeoutException"/> when <paramref name="throwOnTimeout"/>), or waiting at most <paramref name="timeout"/>.
@@ -227,86 +230,53 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        TimeProvider time = _coordinator.Time;
-        long started = time.GetTimestamp();
-        bool wait = timeout != TimeSpan.Zero;
-        Database database = _coordinator.Database;
-        WakeSignals.Entry? signal = wait ? _coordinator.Signals.Enter(WakeKey) : null;
-        Session? session = null;
+        using var wait = new ServerWait(_coordinator, WakeKey, timeout);
         bool waited = false;
-        bool retriedSession = false;
-        try
+        while (true)
         {
-            while (true)
+            Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
+            List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows;
+            try
             {
-                session ??= await _coordinator.GetSessionAsync(cancellationToken).ConfigureAwait(false);
-                Task woken = signal?.Next ?? Task.CompletedTask;
-                long sentAt = time.GetTimestamp();
-                List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows;
-                try
-                {
-                    // Never cancelled half-way (an item leased by a call whose answer is lost would wait for its lease
-                    // to expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
-                    rows = await database.QueryAllAsync(
-                        database.QueueGet,
-                        [
-                            Database.Parameter(Name), Database.Parameter(_orderCode), Database.Parameter(maxCount),
-                            Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
-                            Database.Parameter(session.BackendStart), Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
-                        ],
-                        static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4)),
-                        Database.Retry.Always,
-                        CancellationToken.None).ConfigureAwait(false);
-                }
-                catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
-                {
-                    session.End(e);
-                    if (waited || retriedSession)
-                    {
-                        throw; // a wait in progress fails with its session
-                    }
-
-                    retriedSession = true; // the session ended before this call noticed: a new call, so a new session
-                    session = null;
-                    continue;
-                }
-                catch (PostgresCoordinationException e) when (e.InnerException is PostgresException { SqlState: Database.QueueShutDownState })
-                {
-                    throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.", e.InnerException);
-                }
-
-                if (rows.Count > 0)
-                {
-                    return await DeliverAsync(rows, session, sentAt).ConfigureAwait(false);
-                }
-
-                if (!wait)
-                {
-                    return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : [];
-                }
-
-                TimeSpan sleep = _coordinator.PollInterval;
-                if (timeout != Timeout.InfiniteTimeSpan)
-                {
-                    TimeSpan left = timeout - time.GetElapsedTime(started);
-                    if (left <= TimeSpan.Zero)
-                    {
-                        throw new TimeoutException("The wait timed out.");
-                    }
-
-                    sleep = left < sleep ? left : sleep;
-                }
-
-                waited = true;
-                await Waiting.WaitForTurnAsync(woken, sleep, session, time, cancellationToken).ConfigureAwait(false);
+                // Never cancelled half-way (an item leased by a call whose answer is lost would wait for its lease to
+                // expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
+                rows = await _coordinator.Database.QueryAllAsync(
+                    GetSql,
+                    [
+                        Database.Parameter(Name), Database.Parameter(_orderCode), Database.Parameter(maxCount),
+                        Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
+                        Database.Parameter(session.BackendStart), Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
+                    ],
+                    static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4)),
+                    Database.Retry.Always,
+                    CancellationToken.None).ConfigureAwait(false);
             }
-        }
-        finally
-        {
-            if (signal is not null)
+            catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
             {
-                _coordinator.Signals.Leave(signal);
+                if (!wait.RetryAfterSessionEnded(e, inProgress: waited))
+                {
+                    throw;
+                }
+
+                continue;
             }
+            catch (PostgresCoordinationException e) when (e.InnerException is PostgresException { SqlState: Database.QueueShutDownState })
+            {
+                throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.", e.InnerException);
+            }
+
+            if (rows.Count > 0)
+            {
+                return await DeliverAsync(rows, session, wait.SentAt).ConfigureAwait(false);
+            }
+
+            if (!wait.Waits)
+            {
+                return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : [];
+            }
+
+            waited = true;
+            await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -327,7 +297,7 @@ public sealed partial class PostgresQueue<T>
         long unreadableId = 0;
         foreach ((long id, long token, int attempt, _, string payload) in rows)
         {
-            var tracker = new LeaseTracker(session, LeaseKind.Delivery, token, id, LeaseDuration, sentAt, WakeKey, _coordinator.Time);
+            var tracker = new LeaseTracker(session, token, id, LeaseDuration, sentAt, WakeKey);
             T item = default!;
             try
             {
@@ -339,7 +309,7 @@ public sealed partial class PostgresQueue<T>
                 unreadableId = unreadableId == 0 ? id : unreadableId;
             }
 
-            deliveries.Add(new PostgresDelivery<T>(this, id, attempt, item, tracker));
+            deliveries.Add(new PostgresDelivery<T>(this, attempt, item, tracker));
             if (!session.TryAdd(tracker))
             {
                 // The session ended meanwhile: the items are free for others again (their session is gone).

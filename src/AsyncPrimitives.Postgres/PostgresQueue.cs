@@ -209,7 +209,7 @@ public sealed partial class PostgresQueue<T>
         _coordinator.ThrowIfDisposed();
         Database database = _coordinator.Database;
         await database.QueryAsync(
-            database.QueueShutdown,
+            "SELECT __schema__.queue_shutdown($1, $2)",
             [Database.Parameter(Name), Database.Parameter(immediate)],
             static _ => true,
             Database.Retry.Always,
@@ -233,6 +233,8 @@ public sealed partial class PostgresQueue<T>
         _coordinator.Signals.Signal(key);
         _coordinator.Notifier.Request(key);
     }
+
+    private const string PutSql = "SELECT __schema__.queue_put($1, $2, $3::jsonb[])";
 
     private async ValueTask PutCoreAsync(T[] items, int priority, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
     {
@@ -260,7 +262,7 @@ public sealed partial class PostgresQueue<T>
         {
             if (transaction is null)
             {
-                await database.QueryAsync(database.QueuePut, parameters, static _ => true, Database.Retry.IfNotRun, cancellationToken)
+                await database.QueryAsync(PutSql, parameters, static _ => true, Database.Retry.IfNotRun, cancellationToken)
                     .ConfigureAwait(false);
                 Wake(WakeKey);
             }
@@ -270,7 +272,7 @@ public sealed partial class PostgresQueue<T>
                 try
                 {
                     transactionId = await database.QueryAsync(
-                        transaction.Connection!, prepare: false, database.QueuePut, parameters, static r => r.GetInt64(0), cancellationToken, transaction)
+                        transaction.Connection!, prepare: false, PutSql, parameters, static r => r.GetInt64(0), cancellationToken, transaction)
                         .ConfigureAwait(false);
                 }
                 catch (InvalidOperationException e)
@@ -293,7 +295,7 @@ public sealed partial class PostgresQueue<T>
         _coordinator.ThrowIfDisposed();
         Database database = _coordinator.Database;
         return await database.QueryAsync(
-            database.QueueCounts,
+            "SELECT waiting, unfinished, dead FROM __schema__.queue_counts($1)",
             [Database.Parameter(Name)],
             static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt64(2)),
             Database.Retry.Always,
@@ -303,39 +305,17 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask JoinCoreAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        TimeProvider time = _coordinator.Time;
-        long started = time.GetTimestamp();
-        WakeSignals.Entry signal = _coordinator.Signals.Enter(JoinKey);
-        try
+        using var wait = new ServerWait(_coordinator, JoinKey, timeout);
+        while (true)
         {
             // The session carries the notifications that end the wait early.
-            Session session = await _coordinator.GetSessionAsync(cancellationToken).ConfigureAwait(false);
-            while (true)
+            await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
+            if ((await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished == 0)
             {
-                Task woken = signal.Next;
-                if ((await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished == 0)
-                {
-                    return;
-                }
-
-                TimeSpan sleep = _coordinator.PollInterval;
-                if (timeout != Timeout.InfiniteTimeSpan)
-                {
-                    TimeSpan left = timeout - time.GetElapsedTime(started);
-                    if (left <= TimeSpan.Zero)
-                    {
-                        throw new TimeoutException("The wait timed out.");
-                    }
-
-                    sleep = left < sleep ? left : sleep;
-                }
-
-                await Waiting.WaitForTurnAsync(woken, sleep, session, time, cancellationToken).ConfigureAwait(false);
+                return;
             }
-        }
-        finally
-        {
-            _coordinator.Signals.Leave(signal);
+
+            await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 }

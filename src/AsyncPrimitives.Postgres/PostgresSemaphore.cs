@@ -49,27 +49,23 @@ public sealed class PostgresSemaphore
     /// <summary>Takes a permit, waiting in FIFO order while none is free.</summary>
     /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>The lease; release it (or dispose it) to give the permit back.</returns>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before a permit was taken.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lease was granted.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, or the coordinator's connection failed during the wait.</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public ValueTask<PostgresLease> AcquireAsync(CancellationToken cancellationToken = default) =>
-        AcquireCoreAsync(Timeout.InfiniteTimeSpan, cancellationToken);
+    public ValueTask<PostgresLease> AcquireAsync(CancellationToken cancellationToken = default) => _set.AcquireAsync(cancellationToken);
 
     /// <summary>Takes a permit, waiting in FIFO order at most <paramref name="timeout"/>.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
-    /// to take one now or time out now.</param>
+    /// to take it now or time out now.</param>
     /// <param name="cancellationToken">Cancels the wait.</param>
     /// <returns>The lease; release it (or dispose it) to give the permit back.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
-    /// <exception cref="TimeoutException">No permit was taken within <paramref name="timeout"/>.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before a permit was taken.</exception>
+    /// <exception cref="TimeoutException">No lease was granted within <paramref name="timeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the lease was granted.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, or the coordinator's connection failed during the wait.</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public ValueTask<PostgresLease> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        TimeoutArgument.ThrowIfInvalid(timeout);
-        return AcquireCoreAsync(timeout, cancellationToken);
-    }
+    public ValueTask<PostgresLease> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        _set.AcquireAsync(timeout, cancellationToken);
 
     /// <summary>Takes a permit if one is free and no one waits.</summary>
     /// <param name="cancellationToken">Cancels the call before it reaches the server.</param>
@@ -77,8 +73,7 @@ public sealed class PostgresSemaphore
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the call.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public ValueTask<PostgresLease?> TryAcquireAsync(CancellationToken cancellationToken = default) =>
-        _set.AcquireAsync(TimeSpan.Zero, throwOnTimeout: false, cancellationToken);
+    public ValueTask<PostgresLease?> TryAcquireAsync(CancellationToken cancellationToken = default) => _set.TryAcquireAsync(cancellationToken);
 
     /// <summary>The permits free now across all processes: <see cref="MaxCount"/> less the leases held (a snapshot).</summary>
     /// <param name="cancellationToken">Cancels the call.</param>
@@ -107,9 +102,6 @@ public sealed class PostgresSemaphore
     /// <inheritdoc />
     public override string ToString() =>
         string.Format(CultureInfo.InvariantCulture, "PostgresSemaphore(name={0}, max={1})", Name, MaxCount);
-
-    private async ValueTask<PostgresLease> AcquireCoreAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
-        (await _set.AcquireAsync(timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))!;
 
     /// <summary>The <see cref="RateLimiter"/> view of the semaphore.</summary>
     private sealed class Limiter(PostgresSemaphore semaphore) : RateLimiter

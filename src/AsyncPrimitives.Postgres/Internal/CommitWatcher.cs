@@ -83,7 +83,7 @@ internal sealed class CommitWatcher
             try
             {
                 statuses = await _database.QueryAllAsync(
-                    _database.CommitStatus,
+                    "SELECT x, txid_status(x) FROM unnest($1::bigint[]) AS x",
                     [Database.Parameter(ids)],
                     static r => (r.GetInt64(0), r.IsDBNull(1) ? null : r.GetString(1)),
                     Database.Retry.Always,

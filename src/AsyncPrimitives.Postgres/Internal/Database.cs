@@ -1,4 +1,4 @@
-using System.Reflection;
+using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
 using Npgsql;
 
@@ -28,32 +28,20 @@ internal sealed partial class Database
     /// <summary>The SQLSTATE the queue functions raise when the queue is shut down (and, for a get, nothing waits).</summary>
     public const string QueueShutDownState = "AT002";
 
+    /// <summary>What every statement template says where the schema's name goes.</summary>
+    private const string SchemaPlaceholder = "__schema__";
+
     private static readonly Lazy<string> s_script = new(LoadScript);
 
     private readonly NpgsqlDataSource _source;
+
+    /// <summary>The statements of this schema, by template (see <see cref="Sql"/>).</summary>
+    private readonly ConcurrentDictionary<string, string> _statements = new(StringComparer.Ordinal);
 
     public Database(NpgsqlDataSource source, string schema)
     {
         _source = source;
         Schema = schema;
-        string s = Quoted;
-        Channel = schema;
-        Install = s_script.Value.Replace("__schema__", s, StringComparison.Ordinal);
-        InstalledVersion = $"SELECT coalesce(max(version), 0) FROM {s}.schema_version";
-        PermitAcquire = $"SELECT granted_token, waiting_ticket FROM {s}.permit_acquire($1::\"char\", $2, $3, $4, $5, $6, $7, $8, $9)";
-        PermitRelease = $"SELECT {s}.permit_release($1::\"char\", $2, $3, $4)";
-        PermitLeave = $"SELECT {s}.permit_leave($1::\"char\", $2, $3, $4)";
-        PermitFree = $"SELECT {s}.permit_free($1::\"char\", $2, $3)";
-        Renew = $"SELECT {s}.renew($1, $2, $3, $4, $5, $6, $7, $8)";
-        QueuePut = $"SELECT {s}.queue_put($1, $2, $3::jsonb[])";
-        QueueGet = $"SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text FROM {s}.queue_get($1, $2::\"char\", $3, $4, $5, $6, $7, $8)";
-        QueueComplete = $"SELECT completed, gone, drained, dropped FROM {s}.queue_complete($1, $2, $3, $4)";
-        QueueAbandon = $"SELECT {s}.queue_abandon($1, $2, $3)::text";
-        QueueShutdown = $"SELECT {s}.queue_shutdown($1, $2)";
-        QueueCounts = $"SELECT waiting, unfinished, dead FROM {s}.queue_counts($1)";
-        QueueReclaim = $"SELECT {s}.queue_reclaim($1, true)";
-        CommitStatus = "SELECT x, txid_status(x) FROM unnest($1::bigint[]) AS x";
-        EndSession = $"SELECT {s}.end_session($1, $2, $3)";
     }
 
     /// <summary>The version of the schema this library installs and expects.</summary>
@@ -65,44 +53,68 @@ internal sealed partial class Database
     public string Quoted => "\"" + Schema + "\"";
 
     /// <summary>The LISTEN/NOTIFY channel: the schema name.</summary>
-    public string Channel { get; }
-
-    public string Install { get; }
-
-    public string InstalledVersion { get; }
-
-    public string PermitAcquire { get; }
-
-    public string PermitRelease { get; }
-
-    public string PermitLeave { get; }
-
-    public string PermitFree { get; }
-
-    public string Renew { get; }
-
-    public string EndSession { get; }
-
-    public string QueuePut { get; }
-
-    public string QueueGet { get; }
-
-    public string QueueComplete { get; }
-
-    public string QueueAbandon { get; }
-
-    public string QueueShutdown { get; }
-
-    public string QueueCounts { get; }
-
-    public string QueueReclaim { get; }
-
-    public string CommitStatus { get; }
+    public string Channel => Schema;
 
     public NpgsqlDataSource Source => _source;
 
     /// <summary>Whether <paramref name="schema"/> is a name the options accept.</summary>
     public static bool IsValidSchemaName(string? schema) => schema is not null && SchemaName().IsMatch(schema);
+
+    /// <summary>
+    /// The statement <paramref name="template"/> for this schema: every <c>__schema__</c> in it replaced by the quoted
+    /// schema name. Made once per template; every query method takes templates. The statements live next to the code
+    /// that binds their parameters.
+    /// </summary>
+    public string Sql(string template) =>
+        _statements.GetOrAdd(template, static (t, quoted) => t.Replace(SchemaPlaceholder, quoted, StringComparison.Ordinal), Quoted);
+
+    /// <summary>Installs the schema, or brings it up to <see cref="Version"/> (see
+    /// <see cref="PostgresCoordinator.EnsureSchemaAsync"/>): in one transaction, under a transaction-level advisory lock.</summary>
+    public async Task InstallAsync(CancellationToken cancellationToken)
+    {
+        NpgsqlConnection connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var connectionScope = connection.ConfigureAwait(false);
+        try
+        {
+            NpgsqlTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using var transactionScope = transaction.ConfigureAwait(false);
+            using (var turn = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", connection, transaction))
+            {
+                turn.Parameters.Add(Parameter("AsyncPrimitives.Postgres schema " + Schema));
+                await turn.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            int installed = 0;
+            using (var version = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection, transaction))
+            {
+                version.Parameters.Add(Parameter(Quoted + ".schema_version"));
+                if ((bool)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+                {
+                    version.CommandText = Sql("SELECT coalesce(max(version), 0) FROM __schema__.schema_version");
+                    version.Parameters.Clear();
+                    installed = (int)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+                }
+            }
+
+            if (installed > Version)
+            {
+                throw new PostgresCoordinationException(
+                    $"The schema \"{Schema}\" has version {installed}, newer than this library's {Version}: update AsyncPrimitives.Postgres.");
+            }
+
+            if (installed < Version)
+            {
+                using var install = new NpgsqlCommand(s_script.Value.Replace(SchemaPlaceholder, Quoted, StringComparison.Ordinal), connection, transaction);
+                await install.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (NpgsqlException e)
+        {
+            throw Failure(e, "Installing the schema");
+        }
+    }
 
     /// <summary>Opens a pooled connection; <paramref name="cancellationToken"/> cancels only the opening.</summary>
     public async ValueTask<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
@@ -118,8 +130,8 @@ internal sealed partial class Database
     }
 
     /// <summary>
-    /// Runs <paramref name="sql"/> with <paramref name="parameters"/> on a pooled connection and reads its first row
-    /// with <paramref name="read"/> (default when there is none). <paramref name="cancellationToken"/> cancels the call;
+    /// Runs the statement template <paramref name="sql"/> (see <see cref="Sql"/>) with <paramref name="parameters"/> on a
+    /// pooled connection and reads its first row with <paramref name="read"/> (default when there is none). <paramref name="cancellationToken"/> cancels the call;
     /// pass none for a call whose effect must be known (one that grants something).
     /// </summary>
     /// <remarks>
@@ -190,12 +202,12 @@ internal sealed partial class Database
         exception is PostgresException { SqlState: "57P01" or "57P02" or "57P03" }
         || (exception is not PostgresException && connection.State is System.Data.ConnectionState.Broken or System.Data.ConnectionState.Closed);
 
-    private static async ValueTask<T?> RunAsync<T>(
+    private async ValueTask<T?> RunAsync<T>(
         NpgsqlConnection connection, bool prepare, string sql, NpgsqlParameter[] parameters,
         Func<NpgsqlDataReader, CancellationToken, ValueTask<T?>> consume, CancellationToken cancellationToken,
         NpgsqlTransaction? transaction = null)
     {
-        using var command = new NpgsqlCommand(sql, connection, transaction);
+        using var command = new NpgsqlCommand(Sql(sql), connection, transaction);
         command.Parameters.AddRange(parameters);
         try
         {

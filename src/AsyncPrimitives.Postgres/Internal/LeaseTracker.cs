@@ -1,15 +1,5 @@
 namespace AsyncPrimitives.Postgres.Internal;
 
-/// <summary>What a lease is a lease on: the heartbeat renews each kind with its own statement.</summary>
-internal enum LeaseKind
-{
-    /// <summary>A lock or semaphore permit; <see cref="LeaseTracker.Id"/> is its fencing token.</summary>
-    Permit,
-
-    /// <summary>A leased queue item; <see cref="LeaseTracker.Id"/> is the lease's token.</summary>
-    Delivery,
-}
-
 /// <summary>
 /// The local side of one lease (a permit or a leased queue item): whether it is still held, its <c>Lost</c> token, and
 /// the local deadline by which it counts as lost unless the heartbeat renews it.
@@ -32,31 +22,29 @@ internal sealed class LeaseTracker
     private int _state;
 
     /// <param name="session">The session the lease was taken under; it must be ended or renewed for the lease to last.</param>
-    /// <param name="kind">What the lease is on.</param>
     /// <param name="id">The fencing token (a permit) or the lease token (a queue item).</param>
     /// <param name="itemId">The queue item's id (a delivery); 0 for a permit.</param>
     /// <param name="duration">How long the lease lasts without renewal.</param>
     /// <param name="sentAt">The local timestamp at which the statement that granted it was sent.</param>
     /// <param name="wakeKey">The key to wake when the lease is lost (others may take it now).</param>
-    /// <param name="time">The local clock.</param>
-    public LeaseTracker(Session session, LeaseKind kind, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey, TimeProvider time)
+    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey)
     {
         _session = session;
-        Kind = kind;
+        _time = session.Time;
         Id = id;
         ItemId = itemId;
         Duration = duration;
         WakeKey = wakeKey;
-        _time = time;
-        _deadline = time.CreateTimer(static s => ((LeaseTracker)s!).MarkLost(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _deadline = _time.CreateTimer(static s => ((LeaseTracker)s!).MarkLost(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         Renewed(sentAt);
     }
-
-    public LeaseKind Kind { get; }
 
     public long Id { get; }
 
     public long ItemId { get; }
+
+    /// <summary>Whether the lease is on a queue item (else on a permit): the heartbeat renews each with its own statement.</summary>
+    public bool IsDelivery => ItemId != 0;
 
     public TimeSpan Duration { get; }
 

@@ -16,6 +16,11 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// </remarks>
 internal sealed class PermitSet
 {
+    private const string AcquireSql =
+        "SELECT granted_token, waiting_ticket FROM __schema__.permit_acquire($1::\"char\", $2, $3, $4, $5, $6, $7, $8, $9)";
+
+    private const string ReleaseSql = "SELECT __schema__.permit_release($1::\"char\", $2, $3, $4, $5)";
+
     private readonly PostgresCoordinator _coordinator;
     private readonly string _kind;
 
@@ -35,28 +40,38 @@ internal sealed class PermitSet
     /// <summary>The key of this set's wake-ups.</summary>
     public string WakeKey { get; }
 
+    /// <summary>Takes a permit, waiting in line (see <see cref="PostgresSemaphore.AcquireAsync(CancellationToken)"/>).</summary>
+    public ValueTask<PostgresLease> AcquireAsync(CancellationToken cancellationToken) =>
+        AcquireOrThrowAsync(Timeout.InfiniteTimeSpan, cancellationToken);
+
+    /// <summary>Takes a permit, waiting in line at most <paramref name="timeout"/> (checked here: the caller's argument).</summary>
+    public ValueTask<PostgresLease> AcquireAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        TimeoutArgument.ThrowIfInvalid(timeout);
+        return AcquireOrThrowAsync(timeout, cancellationToken);
+    }
+
+    /// <summary>Takes a permit if one is free now and no one waits; null otherwise.</summary>
+    public ValueTask<PostgresLease?> TryAcquireAsync(CancellationToken cancellationToken) =>
+        AcquireCoreAsync(TimeSpan.Zero, throwOnTimeout: false, cancellationToken);
+
+    private async ValueTask<PostgresLease> AcquireOrThrowAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
+        (await AcquireCoreAsync(timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))!;
+
     /// <summary>
     /// Takes a permit: now or never (<paramref name="timeout"/> zero with <paramref name="throwOnTimeout"/> false: the
     /// Try form), or waiting in line at most <paramref name="timeout"/>. Returns null only for the Try form.
     /// </summary>
-    public async ValueTask<PostgresLease?> AcquireAsync(TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
+    private async ValueTask<PostgresLease?> AcquireCoreAsync(TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        TimeProvider time = _coordinator.Time;
-        long started = time.GetTimestamp();
-        bool wait = timeout != TimeSpan.Zero;
-        Database database = _coordinator.Database;
-        WakeSignals.Entry? signal = wait ? _coordinator.Signals.Enter(WakeKey) : null;
-        Session? session = null;
+        using var wait = new ServerWait(_coordinator, WakeKey, timeout);
         WaitPlace? place = null;
-        bool retriedSession = false;
         try
         {
             while (true)
             {
-                session ??= await _coordinator.GetSessionAsync(cancellationToken).ConfigureAwait(false);
-                Task woken = signal?.Next ?? Task.CompletedTask;
-                long sentAt = time.GetTimestamp();
+                Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
                 (long? Token, long? Ticket) result;
                 try
                 {
@@ -64,11 +79,11 @@ internal sealed class PermitSet
                     // A call with a ticket may run twice (the server answers a repeat with the same grant); the first
                     // one may not: if its answer is lost, the call fails, and the place or permit it may have taken
                     // (never renewed) expires.
-                    result = await database.QueryAsync(
-                        database.PermitAcquire,
+                    result = await _coordinator.Database.QueryAsync(
+                        AcquireSql,
                         [
                             Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount),
-                            Database.Parameter(place?.Ticket), Database.Parameter(wait),
+                            Database.Parameter(place?.Ticket), Database.Parameter(wait.Waits),
                             Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
                             Database.Parameter(session.BackendStart), Database.Parameter(_coordinator.LeaseDuration),
                         ],
@@ -78,15 +93,11 @@ internal sealed class PermitSet
                 }
                 catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
                 {
-                    session.End(e);
-                    if (place is not null || retriedSession)
+                    if (!wait.RetryAfterSessionEnded(e, inProgress: place is not null))
                     {
-                        throw; // a wait in progress fails with its session
+                        throw;
                     }
 
-                    // The session ended before this call noticed: a new call, so a new session.
-                    retriedSession = true;
-                    session = null;
                     continue;
                 }
 
@@ -98,7 +109,7 @@ internal sealed class PermitSet
                         place = null; // the server removed it with the grant
                     }
 
-                    var tracker = new LeaseTracker(session, LeaseKind.Permit, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey, time);
+                    var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, wait.SentAt, WakeKey);
                     if (!session.TryAdd(tracker))
                     {
                         // The session ended while the call ran: the permit is free for the others already.
@@ -108,7 +119,7 @@ internal sealed class PermitSet
                     return new PostgresLease(this, tracker);
                 }
 
-                if (!wait)
+                if (!wait.Waits)
                 {
                     return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : null;
                 }
@@ -129,61 +140,57 @@ internal sealed class PermitSet
                     session.TryAdd(place);
                 }
 
-                TimeSpan sleep = _coordinator.PollInterval;
-                if (timeout != Timeout.InfiniteTimeSpan)
-                {
-                    TimeSpan left = timeout - time.GetElapsedTime(started);
-                    if (left <= TimeSpan.Zero)
-                    {
-                        throw new TimeoutException("The wait timed out.");
-                    }
-
-                    sleep = left < sleep ? left : sleep;
-                }
-
-                await Waiting.WaitForTurnAsync(woken, sleep, session, time, cancellationToken).ConfigureAwait(false);
+                await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
             }
         }
         catch when (place is not null)
         {
             // Leave the line (a timeout, a cancellation, a failure): nothing of this wait stays on the server. If this
             // cannot reach the server, the place expires by itself: the heartbeat no longer renews it.
-            session!.Remove(place);
+            Session session = wait.Session!;
+            session.Remove(place);
             if (!session.IsEnded)
             {
-                await LeaveAsync(place.Ticket).ConfigureAwait(false);
+                await GiveBackAsync(token: null, place.Ticket).ConfigureAwait(false);
             }
 
             throw;
-        }
-        finally
-        {
-            if (signal is not null)
-            {
-                _coordinator.Signals.Leave(signal);
-            }
         }
     }
 
     /// <summary>Gives a permit back. Never throws: when the server cannot be reached, the permit (no longer renewed)
     /// is free when its lease expires.</summary>
-    public async ValueTask ReleaseAsync(long token)
+    public ValueTask ReleaseAsync(long token) => GiveBackAsync(token, ticket: null);
+
+    /// <summary>Permits free now across all processes.</summary>
+    public async ValueTask<int> GetFreeCountAsync(CancellationToken cancellationToken) =>
+        await _coordinator.Database.QueryAsync(
+            "SELECT __schema__.permit_free($1::\"char\", $2, $3)",
+            [Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount)],
+            static r => r.GetInt32(0),
+            Database.Retry.Always,
+            cancellationToken).ConfigureAwait(false);
+
+    /// <summary>Gives a permit back, or leaves the wait line, then wakes the waits that may go ahead now. Never throws:
+    /// what the server cannot be told about is no longer renewed, and expires.</summary>
+    private async ValueTask GiveBackAsync(long? token, long? ticket)
     {
-        Database database = _coordinator.Database;
         bool othersWait;
         try
         {
             using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
-            othersWait = await database.QueryAsync(
-                database.PermitRelease,
-                [Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(token), Database.Parameter(_coordinator.Owner)],
+            othersWait = await _coordinator.Database.QueryAsync(
+                ReleaseSql,
+                [
+                    Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(token), Database.Parameter(ticket),
+                    Database.Parameter(_coordinator.Owner),
+                ],
                 static r => r.GetBoolean(0),
                 Database.Retry.Always,
                 timeout.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
         {
-            // Not renewed any more, the permit is free at the latest when its lease expires.
             return;
         }
 
@@ -191,42 +198,6 @@ internal sealed class PermitSet
         if (othersWait)
         {
             _coordinator.Notifier.Request(WakeKey);
-        }
-    }
-
-    /// <summary>Permits free now across all processes.</summary>
-    public async ValueTask<int> GetFreeCountAsync(CancellationToken cancellationToken)
-    {
-        Database database = _coordinator.Database;
-        return await database.QueryAsync(
-            database.PermitFree,
-            [Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount)],
-            static r => r.GetInt32(0),
-            Database.Retry.Always,
-            cancellationToken).ConfigureAwait(false);
-    }
-
-    private async ValueTask LeaveAsync(long ticket)
-    {
-        Database database = _coordinator.Database;
-        try
-        {
-            using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
-            bool othersWait = await database.QueryAsync(
-                database.PermitLeave,
-                [Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(ticket), Database.Parameter(_coordinator.Owner)],
-                static r => r.GetBoolean(0),
-                Database.Retry.Always,
-                timeout.Token).ConfigureAwait(false);
-            _coordinator.Signals.Signal(WakeKey);
-            if (othersWait)
-            {
-                _coordinator.Notifier.Request(WakeKey);
-            }
-        }
-        catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
-        {
-            // The place expires by itself (see the caller).
         }
     }
 

@@ -77,6 +77,17 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_waiters (
 );
 CREATE INDEX IF NOT EXISTS permit_waiters_set ON __schema__.permit_waiters (kind, name, ticket);
 
+-- Live permits held, plus live waiters ahead of p_ticket (all of them when it is null).
+CREATE OR REPLACE FUNCTION __schema__.permit_ahead(p_kind "char", p_name text, p_ticket bigint)
+RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT (SELECT count(*) FROM __schema__.permit_holders h
+            WHERE h.kind = p_kind AND h.name = p_name AND h.expires_at > now())
+         + (SELECT count(*) FROM __schema__.permit_waiters w
+            WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now()
+              AND (p_ticket IS NULL OR w.ticket < p_ticket))
+$$;
+
 -- Takes a permit, or joins (p_wait) or keeps (p_ticket) a place in the wait line. Returns the fencing token when the
 -- permit is taken; otherwise the caller's ticket (null when it does not wait). A call with a ticket may be repeated
 -- (its first answer was lost): when the ticket was already granted, the same token is returned again.
@@ -110,12 +121,7 @@ BEGIN
     END IF;
 
     -- Permits held plus waiters ahead: the permit is ours when that is below the maximum.
-    SELECT (SELECT count(*) FROM __schema__.permit_holders h
-            WHERE h.kind = p_kind AND h.name = p_name AND h.expires_at > now())
-         + (SELECT count(*) FROM __schema__.permit_waiters w
-            WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now()
-              AND (v_ticket IS NULL OR w.ticket < v_ticket))
-    INTO v_taken;
+    v_taken := __schema__.permit_ahead(p_kind, p_name, v_ticket);
 
     IF v_taken >= p_max THEN
         -- Before refusing, free what dead sessions hold: expired rows, and rows whose session is gone.
@@ -125,10 +131,7 @@ BEGIN
         DELETE FROM __schema__.permit_waiters w
         WHERE w.kind = p_kind AND w.name = p_name AND w.ticket IS DISTINCT FROM v_ticket
           AND (w.expires_at <= now() OR NOT __schema__.session_alive(w.session_pid, w.session_start));
-        SELECT (SELECT count(*) FROM __schema__.permit_holders h WHERE h.kind = p_kind AND h.name = p_name)
-             + (SELECT count(*) FROM __schema__.permit_waiters w
-                WHERE w.kind = p_kind AND w.name = p_name AND (v_ticket IS NULL OR w.ticket < v_ticket))
-        INTO v_taken;
+        v_taken := __schema__.permit_ahead(p_kind, p_name, v_ticket);
     END IF;
 
     IF v_taken < p_max THEN
@@ -149,27 +152,16 @@ BEGIN
 END
 $$;
 
--- Gives a permit back (a no-op when it is no longer held: lost, or released before). Returns whether other
--- coordinators have waiters for this permit set, which the caller then wakes.
-CREATE OR REPLACE FUNCTION __schema__.permit_release(p_kind "char", p_name text, p_token bigint, p_owner uuid)
+-- Gives a permit back (p_token), or leaves the wait line (p_ticket: a cancelled or timed-out wait); a no-op for what
+-- the caller no longer holds. Returns whether other coordinators have waiters for this permit set, which the caller
+-- then wakes: the permit may be theirs now, or the waiters behind the place left may be first.
+CREATE OR REPLACE FUNCTION __schema__.permit_release(p_kind "char", p_name text, p_token bigint, p_ticket bigint, p_owner uuid)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
     -- Taking turns with acquire: a waiter that has just queued is visible here, so it is woken.
     PERFORM 1 FROM __schema__.permit_sets s WHERE s.kind = p_kind AND s.name = p_name FOR UPDATE;
     DELETE FROM __schema__.permit_holders h WHERE h.token = p_token AND h.owner = p_owner;
-    RETURN EXISTS (SELECT 1 FROM __schema__.permit_waiters w
-                   WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > now());
-END
-$$;
-
--- Leaves the wait line (a cancelled or timed-out wait). Returns whether other coordinators have waiters for this
--- permit set: the ones behind may now be first.
-CREATE OR REPLACE FUNCTION __schema__.permit_leave(p_kind "char", p_name text, p_ticket bigint, p_owner uuid)
-RETURNS boolean
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM 1 FROM __schema__.permit_sets s WHERE s.kind = p_kind AND s.name = p_name FOR UPDATE;
     DELETE FROM __schema__.permit_waiters w WHERE w.ticket = p_ticket AND w.owner = p_owner;
     RETURN EXISTS (SELECT 1 FROM __schema__.permit_waiters w
                    WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > now());
@@ -248,22 +240,16 @@ BEGIN
 END
 $$;
 
--- Ends the deliveries of the queue that no one completed in time: expired ones, and (p_check_sessions) ones whose
--- session is gone. Each goes back in line, or to the dead letters when it has had max_attempts deliveries. Returns the
--- number that went back in line.
-CREATE OR REPLACE FUNCTION __schema__.queue_reclaim(p_queue text, p_check_sessions boolean)
+-- Ends deliveries (p_ids, each with the reason it ended): each item goes back in line, or to the dead letters when it
+-- has had max_attempts deliveries. Returns the number that went back in line.
+CREATE OR REPLACE FUNCTION __schema__.queue_end_deliveries(p_ids bigint[], p_reasons text[])
 RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
     v_back int;
 BEGIN
     WITH ended AS (
-        SELECT q.id, CASE WHEN q.leased_until <= now() THEN 'expired' ELSE 'session ended' END AS reason
-        FROM __schema__.queue_items q
-        WHERE q.queue = p_queue AND q.lease_token IS NOT NULL
-          AND (q.leased_until <= now()
-               OR (p_check_sessions AND NOT __schema__.session_alive(q.session_pid, q.session_start)))
-        FOR UPDATE SKIP LOCKED
+        SELECT * FROM unnest(p_ids, p_reasons) AS e(id, reason)
     ), dead AS (
         DELETE FROM __schema__.queue_items q USING ended e
         WHERE q.id = e.id AND q.attempts >= q.max_attempts
@@ -284,78 +270,67 @@ BEGIN
 END
 $$;
 
--- Leases up to p_count waiting items in the given order ('f' first in first out, 'l' last in first out, 'p' smallest
--- priority first, then first in), skipping items other consumers are taking at this moment. One statement per order,
--- so that each reads its index in order and stops after p_count rows.
-CREATE OR REPLACE FUNCTION __schema__.queue_take(
-    p_queue text, p_order "char", p_count int, p_owner uuid, p_pid int, p_start timestamptz, p_lease interval,
-    p_max_attempts int)
-RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
+-- Ends the deliveries of the queue that no one completed in time: expired ones, and (p_check_sessions) ones whose
+-- session is gone (see queue_end_deliveries). Returns the number that went back in line.
+CREATE OR REPLACE FUNCTION __schema__.queue_reclaim(p_queue text, p_check_sessions boolean)
+RETURNS int
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+    v_reasons text[];
 BEGIN
-    IF p_order = 'p' THEN
-        RETURN QUERY
-            UPDATE __schema__.queue_items q
-            SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
-                session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
-                max_attempts = p_max_attempts
-            WHERE q.id IN (
-                SELECT w.id FROM __schema__.queue_items w
-                WHERE w.queue = p_queue AND w.lease_token IS NULL
-                ORDER BY w.priority, w.id
-                LIMIT p_count
-                FOR UPDATE SKIP LOCKED)
-            RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
-    ELSIF p_order = 'l' THEN
-        RETURN QUERY
-            UPDATE __schema__.queue_items q
-            SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
-                session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
-                max_attempts = p_max_attempts
-            WHERE q.id IN (
-                SELECT w.id FROM __schema__.queue_items w
-                WHERE w.queue = p_queue AND w.lease_token IS NULL
-                ORDER BY w.id DESC
-                LIMIT p_count
-                FOR UPDATE SKIP LOCKED)
-            RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
-    ELSE
-        RETURN QUERY
-            UPDATE __schema__.queue_items q
-            SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
-                session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
-                max_attempts = p_max_attempts
-            WHERE q.id IN (
-                SELECT w.id FROM __schema__.queue_items w
-                WHERE w.queue = p_queue AND w.lease_token IS NULL
-                ORDER BY w.id
-                LIMIT p_count
-                FOR UPDATE SKIP LOCKED)
-            RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+    SELECT array_agg(e.id), array_agg(e.reason) INTO v_ids, v_reasons
+    FROM (SELECT q.id, CASE WHEN q.leased_until <= now() THEN 'expired' ELSE 'session ended' END AS reason
+          FROM __schema__.queue_items q
+          WHERE q.queue = p_queue AND q.lease_token IS NOT NULL
+            AND (q.leased_until <= now()
+                 OR (p_check_sessions AND NOT __schema__.session_alive(q.session_pid, q.session_start)))
+          FOR UPDATE SKIP LOCKED) e;
+    IF v_ids IS NULL THEN
+        RETURN 0;
     END IF;
+    RETURN __schema__.queue_end_deliveries(v_ids, v_reasons);
 END
 $$;
 
--- Delivers up to p_count items (see queue_take). Expired deliveries go back in line first; when nothing waits, so do
--- the deliveries of dead sessions. Raises AT002 when the queue is shut down and nothing waits.
+-- Delivers up to p_count waiting items in the given order ('f' first in first out, 'l' last in first out, 'p' smallest
+-- priority first, then first in), skipping items other consumers are taking at this moment; one query per order, so
+-- that each reads its index in order and stops after p_count rows. Expired deliveries go back in line first; when
+-- nothing waits, so do the deliveries of dead sessions. Raises AT002 when the queue is shut down and nothing waits.
 CREATE OR REPLACE FUNCTION __schema__.queue_get(
     p_queue text, p_order "char", p_count int, p_owner uuid, p_pid int, p_start timestamptz, p_lease interval,
     p_max_attempts int)
 RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
     PERFORM __schema__.require_session(p_pid, p_start);
     PERFORM __schema__.queue_reclaim(p_queue, false);
-    RETURN QUERY SELECT * FROM __schema__.queue_take(p_queue, p_order, p_count, p_owner, p_pid, p_start, p_lease, p_max_attempts);
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    IF __schema__.queue_reclaim(p_queue, true) > 0 THEN
-        RETURN QUERY SELECT * FROM __schema__.queue_take(p_queue, p_order, p_count, p_owner, p_pid, p_start, p_lease, p_max_attempts);
-        IF FOUND THEN
+    FOR v_round IN 1..2 LOOP
+        IF p_order = 'p' THEN
+            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                           ORDER BY w.priority, w.id LIMIT p_count FOR UPDATE SKIP LOCKED);
+        ELSIF p_order = 'l' THEN
+            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                           ORDER BY w.id DESC LIMIT p_count FOR UPDATE SKIP LOCKED);
+        ELSE
+            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                           ORDER BY w.id LIMIT p_count FOR UPDATE SKIP LOCKED);
+        END IF;
+        IF cardinality(v_ids) > 0 THEN
+            RETURN QUERY
+                UPDATE __schema__.queue_items q
+                SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
+                    session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
+                    max_attempts = p_max_attempts
+                WHERE q.id = ANY (v_ids)
+                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
             RETURN;
         END IF;
-    END IF;
+        -- Nothing waits: end the deliveries of dead sessions, and look again if any came back.
+        EXIT WHEN v_round = 2 OR __schema__.queue_reclaim(p_queue, true) = 0;
+    END LOOP;
     IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
         RAISE EXCEPTION 'the queue % is shut down', p_queue USING ERRCODE = 'AT002';
     END IF;
@@ -388,30 +363,14 @@ $$;
 CREATE OR REPLACE FUNCTION __schema__.queue_abandon(p_id bigint, p_token bigint, p_owner uuid)
 RETURNS "char"
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_attempts int;
-    v_max int;
 BEGIN
-    SELECT q.attempts, q.max_attempts INTO v_attempts, v_max FROM __schema__.queue_items q
+    PERFORM 1 FROM __schema__.queue_items q
     WHERE q.id = p_id AND q.lease_token = p_token AND q.lease_owner = p_owner
     FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'n';
     END IF;
-    IF v_attempts >= v_max THEN
-        WITH dead AS (
-            DELETE FROM __schema__.queue_items q WHERE q.id = p_id
-            RETURNING q.id, q.queue, q.priority, q.payload, q.enqueued_at, q.attempts
-        )
-        INSERT INTO __schema__.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason)
-        SELECT d.*, 'abandoned' FROM dead d;
-        RETURN 'd';
-    END IF;
-    UPDATE __schema__.queue_items q
-    SET lease_token = NULL, lease_owner = NULL, session_pid = NULL, session_start = NULL, lease = NULL,
-        leased_until = NULL, max_attempts = NULL
-    WHERE q.id = p_id;
-    RETURN 'r';
+    RETURN CASE WHEN __schema__.queue_end_deliveries(ARRAY[p_id], ARRAY['abandoned']) > 0 THEN 'r' ELSE 'd' END;
 END
 $$;
 

@@ -14,19 +14,13 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// taken under it lost, and asks the others to look again (their permits may be free now). The coordinator then opens
 /// a new session for the next call.
 /// </remarks>
-internal sealed class Session
+internal sealed partial class Session
 {
     /// <summary>How long closing the connection waits for the server to answer UNLISTEN.</summary>
     private static readonly TimeSpan s_closeTimeout = TimeSpan.FromSeconds(5);
 
     private readonly NpgsqlConnection _connection;
-    private readonly Database _database;
-    private readonly WakeSignals _signals;
-    private readonly Notifier _notifier;
-    private readonly TimeProvider _time;
-    private readonly Func<TimeSpan> _heartbeatInterval;
-    private readonly Guid _owner;
-    private readonly TimeSpan _waitLease;
+    private readonly PostgresCoordinator _coordinator;
 
     /// <summary>Stops the LISTEN loop and the heartbeat (the session is ending).</summary>
     private readonly CancellationTokenSource _stop = new();
@@ -48,20 +42,12 @@ internal sealed class Session
     private Task _listening = Task.CompletedTask;
     private Task _heartbeat = Task.CompletedTask;
 
-    private Session(
-        NpgsqlConnection connection, int pid, DateTime backendStart, Database database, WakeSignals signals, Notifier notifier,
-        TimeProvider time, Guid owner, TimeSpan waitLease, Func<TimeSpan> heartbeatInterval)
+    private Session(NpgsqlConnection connection, int pid, DateTime backendStart, PostgresCoordinator coordinator)
     {
         _connection = connection;
         Pid = pid;
         BackendStart = backendStart;
-        _database = database;
-        _signals = signals;
-        _notifier = notifier;
-        _time = time;
-        _owner = owner;
-        _waitLease = waitLease;
-        _heartbeatInterval = heartbeatInterval;
+        _coordinator = coordinator;
     }
 
     /// <summary>The process id of the session's backend.</summary>
@@ -69,6 +55,9 @@ internal sealed class Session
 
     /// <summary>When the session's backend started (with <see cref="Pid"/>, the session's name on the server).</summary>
     public DateTime BackendStart { get; }
+
+    /// <summary>The coordinator's clock.</summary>
+    public TimeProvider Time => _coordinator.Time;
 
     /// <summary>Cancelled once the session has ended.</summary>
     public CancellationToken Ended => _ended.Token;
@@ -102,11 +91,11 @@ internal sealed class Session
         };
     }
 
-    /// <summary>Opens a session: a connection of <paramref name="database"/>'s data source that LISTENs on the channel.</summary>
-    public static async Task<Session> OpenAsync(
-        Database database, WakeSignals signals, Notifier notifier, TimeProvider time, Guid owner, TimeSpan waitLease,
-        Func<TimeSpan> heartbeatInterval, TimeSpan pingInterval)
+    /// <summary>Opens a session of <paramref name="coordinator"/>: a connection of its data source that LISTENs on the
+    /// channel.</summary>
+    public static async Task<Session> OpenAsync(PostgresCoordinator coordinator)
     {
+        Database database = coordinator.Database;
         NpgsqlConnection connection = await database.OpenAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
@@ -117,9 +106,10 @@ internal sealed class Session
                 [],
                 static r => (r.GetInt32(0), r.GetDateTime(1)),
                 CancellationToken.None).ConfigureAwait(false);
-            var session = new Session(connection, name.Pid, name.Start, database, signals, notifier, time, owner, waitLease, heartbeatInterval);
+            var session = new Session(connection, name.Pid, name.Start, coordinator);
+            WakeSignals signals = coordinator.Signals;
             connection.Notification += (_, e) => signals.Signal(e.Payload);
-            session._listening = Task.Run(() => session.ListenAsync(pingInterval));
+            session._listening = Task.Run(session.ListenAsync);
             session._heartbeat = Task.Run(session.HeartbeatAsync);
             return session;
         }
@@ -208,7 +198,7 @@ internal sealed class Session
         foreach (LeaseTracker lease in lost)
         {
             lease.MarkLost();
-            _notifier.Request(lease.WakeKey);
+            _coordinator.Notifier.Request(lease.WakeKey);
         }
     }
 
@@ -220,8 +210,35 @@ internal sealed class Session
         await _heartbeat.ConfigureAwait(false);
     }
 
-    private async Task ListenAsync(TimeSpan pingInterval)
+    /// <summary>
+    /// Ends the session for good (its coordinator is disposed): the leases are lost here first, then the server frees
+    /// what the session held, so nothing here relies on a permit that the others may already have; then the session
+    /// stops. Never throws for a server that cannot be reached: closing the connection frees the rows too.
+    /// </summary>
+    public async Task CloseAsync(Exception reason)
     {
+        End(reason);
+        try
+        {
+            using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
+            await _coordinator.Database.QueryAsync(
+                "SELECT __schema__.end_session($1, $2, $3)",
+                [Database.Parameter(_coordinator.Owner), Database.Parameter(Pid), Database.Parameter(BackendStart)],
+                static _ => true,
+                Database.Retry.Always,
+                timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
+        {
+            // Left to the server: the session's connection closes below, which frees its rows too.
+        }
+
+        await StopAsync(reason).ConfigureAwait(false);
+    }
+
+    private async Task ListenAsync()
+    {
+        TimeSpan pingInterval = _coordinator.LeaseDuration / 3;
         Exception? failure = null;
         Task? unfinished = null;
         try
@@ -248,13 +265,13 @@ internal sealed class Session
         }
         finally
         {
-            await CloseAsync(unfinished).ConfigureAwait(false);
+            await CloseConnectionAsync(unfinished).ConfigureAwait(false);
         }
 
         if (failure is not null)
         {
             // Whatever failed, the other idle connections of the pool likely failed with it (a restart, the network).
-            _database.Source.Clear();
+            _coordinator.Database.Source.Clear();
             End(new PostgresCoordinationException(
                 $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are lost, " +
                 "and the coordinator reconnects on the next call.", failure));
@@ -273,7 +290,7 @@ internal sealed class Session
     /// tries to reach the server): a statement that does not answer in time is left to finish on its own, and the
     /// connection is closed after it.
     /// </summary>
-    private async Task CloseAsync(Task? unfinished)
+    private async Task CloseConnectionAsync(Task? unfinished)
     {
         if (unfinished is null && _connection.State == System.Data.ConnectionState.Open)
         {
@@ -313,107 +330,4 @@ internal sealed class Session
         using var unlisten = new NpgsqlCommand("UNLISTEN *", _connection);
         await unlisten.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
     }
-
-    /// <summary>
-    /// Renews, every third of the shortest lease in use, the leases and places this session still holds. A lease the
-    /// server did not renew is lost (it expired or its session ended); one the heartbeat cannot renew for a whole lease
-    /// duration is lost by its own deadline (see <see cref="LeaseTracker"/>). One renewal at a time: a renewal that
-    /// does not answer within a beat is left to finish on its own (its answer still counts when it comes), and the
-    /// beats skip until it has.
-    /// </summary>
-    private async Task HeartbeatAsync()
-    {
-        Task renewal = Task.CompletedTask;
-        try
-        {
-            while (true)
-            {
-                TimeSpan interval = _heartbeatInterval();
-                await Task.Delay(interval, _time, _stop.Token).ConfigureAwait(false);
-                if (!renewal.IsCompleted)
-                {
-                    continue;
-                }
-
-                LeaseTracker[] leases;
-                long[] tickets;
-                lock (_sync)
-                {
-                    leases = [.. _leases];
-                    tickets = [.. _places.Select(p => p.Ticket)];
-                }
-
-                if (leases.Length == 0 && tickets.Length == 0)
-                {
-                    continue;
-                }
-
-                renewal = RenewAsync(leases, tickets);
-                try
-                {
-                    await renewal.WaitAsync(interval, _time, _stop.Token).ConfigureAwait(false);
-                }
-                catch (TimeoutException)
-                {
-                    // Slow: it goes on in the background.
-                }
-            }
-        }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-        {
-            // The session ended.
-        }
-    }
-
-    /// <summary>One renewal: what the server renewed gets a new deadline, what it did not is lost. Never throws.</summary>
-    private async Task RenewAsync(LeaseTracker[] leases, long[] tickets)
-    {
-        long sentAt = _time.GetTimestamp();
-        List<long> rows;
-        try
-        {
-            rows = await _database.QueryAllAsync(
-                _database.Renew,
-                [
-                    Database.Parameter(_owner), Database.Parameter(Pid), Database.Parameter(BackendStart),
-                    Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Permit).Select(l => l.Id).ToArray()),
-                    Database.Parameter(tickets), Database.Parameter(_waitLease),
-                    Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.ItemId).ToArray()),
-                    Database.Parameter(leases.Where(l => l.Kind == LeaseKind.Delivery).Select(l => l.Id).ToArray()),
-                ],
-                static r => r.GetInt64(0),
-                Database.Retry.Always,
-                CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
-        {
-            End(e);
-            return;
-        }
-        catch (PostgresCoordinationException)
-        {
-            // Not renewed this time: the next beat tries again. Leases whose deadline passes meanwhile are lost by
-            // their own timers.
-            return;
-        }
-
-        var renewed = new HashSet<long>(rows);
-        foreach (LeaseTracker lease in leases)
-        {
-            if (renewed.Contains(lease.Id))
-            {
-                lease.Renewed(sentAt);
-            }
-            else if (lease.IsHeld)
-            {
-                lease.MarkLost();
-            }
-        }
-    }
-}
-
-/// <summary>A wait's place in a wait line (its ticket), kept by the heartbeat while the wait lasts.</summary>
-internal sealed class WaitPlace(long ticket)
-{
-    public long Ticket { get; } = ticket;
 }

@@ -1,0 +1,112 @@
+namespace AsyncPrimitives.Postgres.Internal;
+
+/// <summary>
+/// One wait that asks the server until it gets what it waits for (an acquire, a get, a join): the session each call is
+/// made under, and the one way the wait sleeps between two calls. Dispose it when the wait ends.
+/// </summary>
+/// <remarks>
+/// The wait takes its key's next signal <em>before</em> each call (<see cref="BeginCallAsync"/>), so a signal that
+/// arrives while the call runs is not missed: the sleep after it then ends at once.
+/// </remarks>
+internal sealed class ServerWait : IDisposable
+{
+    private readonly PostgresCoordinator _coordinator;
+    private readonly TimeSpan _timeout;
+    private readonly long _started;
+    private readonly WakeSignals.Entry? _signal;
+    private Task _woken = Task.CompletedTask;
+    private bool _retriedSession;
+
+    /// <summary>Starts a wait on <paramref name="wakeKey"/> of at most <paramref name="timeout"/>; with
+    /// <see cref="TimeSpan.Zero"/> the wait makes one call and never sleeps.</summary>
+    public ServerWait(PostgresCoordinator coordinator, string wakeKey, TimeSpan timeout)
+    {
+        _coordinator = coordinator;
+        _timeout = timeout;
+        _started = coordinator.Time.GetTimestamp();
+        _signal = timeout != TimeSpan.Zero ? coordinator.Signals.Enter(wakeKey) : null;
+    }
+
+    /// <summary>Whether the wait may sleep (its timeout is not zero).</summary>
+    public bool Waits => _signal is not null;
+
+    /// <summary>The session of the last call; null before the first.</summary>
+    public Session? Session { get; private set; }
+
+    /// <summary>When the last call was sent (a local timestamp): a lease it grants counts from then.</summary>
+    public long SentAt { get; private set; }
+
+    /// <summary>Before a call: the session to make it under (opened when there is none), and the signal a sleep after
+    /// the call waits for.</summary>
+    public async ValueTask<Session> BeginCallAsync(CancellationToken cancellationToken)
+    {
+        Session ??= await _coordinator.GetSessionAsync(cancellationToken).ConfigureAwait(false);
+        _woken = _signal?.Next ?? Task.CompletedTask;
+        SentAt = _coordinator.Time.GetTimestamp();
+        return Session;
+    }
+
+    /// <summary>
+    /// After a call failed because its session had ended (<see cref="Database.IsSessionEnded"/>): ends the session here.
+    /// Returns true when the call may be made again under a new session: the session ended before the wait noticed,
+    /// so once, and only while the wait holds nothing on the server (<paramref name="inProgress"/> false). Otherwise
+    /// the wait fails with its session.
+    /// </summary>
+    public bool RetryAfterSessionEnded(PostgresCoordinationException exception, bool inProgress)
+    {
+        Session!.End(exception);
+        if (inProgress || _retriedSession)
+        {
+            return false;
+        }
+
+        _retriedSession = true;
+        Session = null;
+        return true;
+    }
+
+    /// <summary>
+    /// Sleeps until the key is signalled, the coordinator's poll interval passes, the timeout passes
+    /// (<see cref="TimeoutException"/>, also when it already has), <paramref name="cancellationToken"/> is cancelled
+    /// (<see cref="OperationCanceledException"/>), or the session ends (the session's end exception).
+    /// </summary>
+    public async Task SleepAsync(CancellationToken cancellationToken)
+    {
+        TimeProvider time = _coordinator.Time;
+        TimeSpan sleep = _coordinator.PollInterval;
+        if (_timeout != Timeout.InfiniteTimeSpan)
+        {
+            TimeSpan left = _timeout - time.GetElapsedTime(_started);
+            if (left <= TimeSpan.Zero)
+            {
+                throw new TimeoutException("The wait timed out.");
+            }
+
+            sleep = left < sleep ? left : sleep;
+        }
+
+        Session session = Session!;
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, session.Ended);
+        try
+        {
+            await _woken.WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // The poll interval passed: ask the server again.
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw session.CreateEndException();
+        }
+    }
+
+    /// <summary>Ends the wait: its key no longer counts it.</summary>
+    public void Dispose()
+    {
+        if (_signal is not null)
+        {
+            _coordinator.Signals.Leave(_signal);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+namespace AsyncPrimitives.Postgres.Internal;
+
+// The heartbeat of a session: it keeps the leases and places in line taken under the session.
+internal sealed partial class Session
+{
+    /// <summary>
+    /// Renews, every third of the shortest lease in use, the leases and places this session still holds. A lease the
+    /// server did not renew is lost (it expired or its session ended); one the heartbeat cannot renew for a whole lease
+    /// duration is lost by its own deadline (see <see cref="LeaseTracker"/>). One renewal at a time: a renewal that
+    /// does not answer within a beat is left to finish on its own (its answer still counts when it comes), and the
+    /// beats skip until it has.
+    /// </summary>
+    private async Task HeartbeatAsync()
+    {
+        Task renewal = Task.CompletedTask;
+        try
+        {
+            while (true)
+            {
+                TimeSpan interval = _coordinator.HeartbeatInterval();
+                await Task.Delay(interval, _coordinator.Time, _stop.Token).ConfigureAwait(false);
+                if (!renewal.IsCompleted)
+                {
+                    continue;
+                }
+
+                LeaseTracker[] leases;
+                long[] tickets;
+                lock (_sync)
+                {
+                    leases = [.. _leases];
+                    tickets = [.. _places.Select(p => p.Ticket)];
+                }
+
+                if (leases.Length == 0 && tickets.Length == 0)
+                {
+                    continue;
+                }
+
+                renewal = RenewAsync(leases, tickets);
+                try
+                {
+                    await renewal.WaitAsync(interval, _coordinator.Time, _stop.Token).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    // Slow: it goes on in the background.
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            // The session ended.
+        }
+    }
+
+    /// <summary>One renewal: what the server renewed gets a new deadline, what it did not is lost. Never throws.</summary>
+    private async Task RenewAsync(LeaseTracker[] leases, long[] tickets)
+    {
+        long sentAt = _coordinator.Time.GetTimestamp();
+        List<long> rows;
+        try
+        {
+            rows = await _coordinator.Database.QueryAllAsync(
+                "SELECT __schema__.renew($1, $2, $3, $4, $5, $6, $7, $8)",
+                [
+                    Database.Parameter(_coordinator.Owner), Database.Parameter(Pid), Database.Parameter(BackendStart),
+                    Database.Parameter(leases.Where(l => !l.IsDelivery).Select(l => l.Id).ToArray()),
+                    Database.Parameter(tickets), Database.Parameter(_coordinator.LeaseDuration),
+                    Database.Parameter(leases.Where(l => l.IsDelivery).Select(l => l.ItemId).ToArray()),
+                    Database.Parameter(leases.Where(l => l.IsDelivery).Select(l => l.Id).ToArray()),
+                ],
+                static r => r.GetInt64(0),
+                Database.Retry.Always,
+                CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
+        {
+            End(e);
+            return;
+        }
+        catch (PostgresCoordinationException)
+        {
+            // Not renewed this time: the next beat tries again. Leases whose deadline passes meanwhile are lost by
+            // their own timers.
+            return;
+        }
+
+        var renewed = new HashSet<long>(rows);
+        foreach (LeaseTracker lease in leases)
+        {
+            if (renewed.Contains(lease.Id))
+            {
+                lease.Renewed(sentAt);
+            }
+            else if (lease.IsHeld)
+            {
+                lease.MarkLost();
+            }
+        }
+    }
+}
+
+/// <summary>A wait's place in a wait line (its ticket), kept by the heartbeat while the wait lasts.</summary>
+internal sealed class WaitPlace(long ticket)
+{
+    public long Ticket { get; } = ticket;
+}
