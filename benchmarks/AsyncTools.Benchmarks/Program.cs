@@ -12,10 +12,22 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // Reports that BenchmarkDotNet's per-operation numbers cannot show (no --filter needed):
 //   --fairness   each Merge source's share of the first half of the output
 //   --memory     GatherAsync(64) vs WhenAll over 1,000,000 items: bytes allocated, peak heap, max live work tasks
+//   postgres     AsyncPrimitives.Postgres vs DistributedLock.Postgres and a naive queue, on a throwaway PostgreSQL server
+//                (ASYNCTOOLS_POSTGRES names another; skipped with a message where there is none)
 bool smoke = args.Contains("--smoke");
 bool fairness = args.Contains("--fairness");
 bool memory = args.Contains("--memory");
-args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory")).ToArray();
+bool postgres = args.Contains("postgres");
+args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "postgres")).ToArray();
+
+if (postgres || smoke)
+{
+    int status = await PostgresReport.RunAsync(Console.Out, smoke && !postgres);
+    if (status != 0 || (postgres && args.Length == 0))
+    {
+        return status;
+    }
+}
 
 if (fairness || smoke)
 {

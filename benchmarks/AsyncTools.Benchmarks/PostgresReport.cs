@@ -1,0 +1,442 @@
+using System.Diagnostics;
+using System.Globalization;
+using AsyncPrimitives.Postgres;
+using AsyncTools.Testing;
+using Medallion.Threading.Postgres;
+using Npgsql;
+
+namespace AsyncTools.Benchmarks;
+
+/// <summary>
+/// The <c>postgres</c> report: AsyncPrimitives.Postgres side by side with DistributedLock.Postgres and a naive
+/// one-statement queue, in one run on one server (a throwaway one, or <c>ASYNCTOOLS_POSTGRES</c>'s). A bounded
+/// harness rather than BenchmarkDotNet: the rows need several tasks and coordinators at once, and percentiles.
+/// Every comparison alternates short rounds of ours and the peer, so a change of load on a shared machine hits both.
+/// Next to each rate: bytes allocated and thread-pool work items completed per operation, in the whole process.
+/// </summary>
+public static class PostgresReport
+{
+    private sealed record Job(int Id, string Name);
+
+    /// <summary>How long each side runs in total (split into rounds), and the latency samples.</summary>
+    private sealed record Sizes(int Rounds, TimeSpan Round, int QueueItems, int BatchSize, int LatencySamples);
+
+    private static readonly Sizes s_real = new(Rounds: 6, Round: TimeSpan.FromSeconds(1), QueueItems: 2_000, BatchSize: 100, LatencySamples: 300);
+    private static readonly Sizes s_smoke = new(Rounds: 1, Round: TimeSpan.FromMilliseconds(200), QueueItems: 40, BatchSize: 10, LatencySamples: 5);
+
+    /// <summary>Runs the report; 0 when it ran (or was skipped for want of a server), 1 when a check failed.</summary>
+    public static async Task<int> RunAsync(TextWriter output, bool smoke)
+    {
+        if (TestPostgres.Problem is { } problem)
+        {
+            output.WriteLine($"Postgres benchmarks skipped: {problem}");
+            return 0;
+        }
+
+        Sizes sizes = smoke ? s_smoke : s_real;
+        await using TestPostgres server = await TestPostgres.StartAsync();
+        string schema = "bench_" + Guid.NewGuid().ToString("N")[..12];
+        var report = new Run(server, schema, sizes, output);
+        try
+        {
+            await report.AllAsync();
+        }
+        catch (InvalidOperationException e)
+        {
+            output.WriteLine($"Postgres benchmarks FAILED: {e.Message}");
+            return 1;
+        }
+        finally
+        {
+            await report.DropAsync();
+        }
+
+        return 0;
+    }
+
+    /// <summary>One side's totals over its rounds.</summary>
+    private readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems)
+    {
+        public double Rate => Ops / Elapsed.TotalSeconds;
+
+        public double BytesPerOp => Ops == 0 ? 0 : (double)Bytes / Ops;
+
+        public double WorkItemsPerOp => Ops == 0 ? 0 : (double)WorkItems / Ops;
+
+        public static Totals operator +(Totals a, Totals b) =>
+            new(a.Ops + b.Ops, a.Elapsed + b.Elapsed, a.Bytes + b.Bytes, a.WorkItems + b.WorkItems);
+    }
+
+    private sealed class Run(TestPostgres server, string schema, Sizes sizes, TextWriter output)
+    {
+        private readonly List<IAsyncDisposable> _owned = [];
+
+        public async Task AllAsync()
+        {
+            await HeaderAsync();
+            await LocksAsync();
+            await SemaphoreAsync();
+            await QueuesAsync();
+            await LatencyAsync();
+            foreach (IAsyncDisposable owned in Enumerable.Reverse(_owned))
+            {
+                await owned.DisposeAsync();
+            }
+
+            _owned.Clear();
+        }
+
+        public async Task DropAsync()
+        {
+            foreach (IAsyncDisposable owned in Enumerable.Reverse(_owned))
+            {
+                await owned.DisposeAsync();
+            }
+
+            await using NpgsqlDataSource admin = NpgsqlDataSource.Create(server.ConnectionString);
+            await using NpgsqlCommand drop = admin.CreateCommand($"DROP SCHEMA IF EXISTS {schema} CASCADE");
+            await drop.ExecuteNonQueryAsync();
+        }
+
+        private async Task HeaderAsync()
+        {
+            await using NpgsqlDataSource admin = NpgsqlDataSource.Create(server.ConnectionString);
+            async Task<string> Show(string setting)
+            {
+                await using NpgsqlCommand show = admin.CreateCommand("SHOW " + setting);
+                return (string)(await show.ExecuteScalarAsync())!;
+            }
+
+            output.WriteLine("## Scale-out (PostgreSQL): AsyncPrimitives.Postgres vs DistributedLock.Postgres 1.3.2 and a naive queue");
+            output.WriteLine();
+            output.WriteLine($"Server: PostgreSQL {await Show("server_version")} on 127.0.0.1 (same machine), fsync={await Show("fsync")}, " +
+                             $"synchronous_commit={await Show("synchronous_commit")}, shared_buffers={await Show("shared_buffers")}.");
+            output.WriteLine($"Machine: {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, " +
+                             $".NET {Environment.Version}; load average at start: {LoadAverage()}.");
+            output.WriteLine($"Each comparison: {sizes.Rounds} alternating rounds of {sizes.Round.TotalSeconds:0.#} s per side. " +
+                             "B/op and work items/op: bytes allocated and thread-pool work items completed in the whole process, per operation.");
+            output.WriteLine();
+        }
+
+        private async Task<PostgresCoordinator> CoordinatorAsync(string name)
+        {
+            NpgsqlDataSource source = DataSource(name);
+            var coordinator = new PostgresCoordinator(source, new PostgresCoordinatorOptions { Schema = schema });
+            _owned.Add(coordinator);
+            await coordinator.EnsureSchemaAsync();
+            return coordinator;
+        }
+
+        /// <summary>A data source of its own (a connection pool, as a process has). The peers' prepare their statements
+        /// automatically, as AsyncPrimitives.Postgres prepares its own.</summary>
+        private NpgsqlDataSource DataSource(string application)
+        {
+            var builder = new NpgsqlConnectionStringBuilder(server.ConnectionString) { ApplicationName = application, MaxAutoPrepare = 16 };
+            NpgsqlDataSource source = NpgsqlDataSource.Create(builder);
+            _owned.Add(source);
+            return source;
+        }
+
+        private async Task LocksAsync()
+        {
+            PostgresCoordinator coordinator = await CoordinatorAsync("bench-ours");
+            PostgresLock ours = coordinator.CreateLock("bench-lock");
+            var theirs = new PostgresDistributedLock(new PostgresAdvisoryLockKey("bench-lock", allowHashing: true), DataSource("bench-peer"));
+
+            output.WriteLine("### Lock acquire + release (one lock, every task contends for it)");
+            output.WriteLine();
+            output.WriteLine("| Tasks | Ours (ops/s) | DistributedLock.Postgres (ops/s) | Ratio | Ours B/op | Peer B/op | Ours work items/op | Peer work items/op |");
+            output.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (int tasks in new[] { 1, 4 })
+            {
+                (Totals a, Totals b) = await CompareAsync(
+                    tasks,
+                    async () =>
+                    {
+                        await using PostgresLease lease = await ours.AcquireAsync();
+                    },
+                    async () =>
+                    {
+                        await using PostgresDistributedLockHandle handle = await theirs.AcquireAsync();
+                    });
+                output.WriteLine(
+                    $"| {tasks} | {a.Rate:N0} | {b.Rate:N0} | {a.Rate / b.Rate:0.00} | {a.BytesPerOp:N0} | {b.BytesPerOp:N0} | " +
+                    $"{a.WorkItemsPerOp:0.0} | {b.WorkItemsPerOp:0.0} |");
+            }
+
+            output.WriteLine();
+        }
+
+        private async Task SemaphoreAsync()
+        {
+            PostgresSemaphore first = (await CoordinatorAsync("bench-sem-1")).CreateSemaphore("bench-semaphore", 64);
+            PostgresSemaphore second = (await CoordinatorAsync("bench-sem-2")).CreateSemaphore("bench-semaphore", 64);
+            Totals totals = default;
+            for (int round = 0; round < sizes.Rounds; round++)
+            {
+                totals += await MeasureAsync(8, task => task % 2 == 0 ? Op(first) : Op(second));
+            }
+
+            static Func<Task> Op(PostgresSemaphore semaphore) => async () =>
+            {
+                await using PostgresLease lease = await semaphore.AcquireAsync();
+            };
+
+            output.WriteLine("### Semaphore(64) acquire + release, 8 tasks from 2 coordinators (separate data sources)");
+            output.WriteLine();
+            output.WriteLine("| Tasks | Coordinators | Ops/s | B/op | Work items/op |");
+            output.WriteLine("|---:|---:|---:|---:|---:|");
+            output.WriteLine($"| 8 | 2 | {totals.Rate:N0} | {totals.BytesPerOp:N0} | {totals.WorkItemsPerOp:0.0} |");
+            output.WriteLine();
+            output.WriteLine("No other .NET library has a PostgreSQL semaphore to compare with.");
+            output.WriteLine();
+        }
+
+        private async Task QueuesAsync()
+        {
+            PostgresCoordinator coordinator = await CoordinatorAsync("bench-queue");
+            NpgsqlDataSource naive = DataSource("bench-naive");
+            await using (NpgsqlCommand create = naive.CreateCommand(
+                $"CREATE TABLE {schema}.naive_queue (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload jsonb NOT NULL)"))
+            {
+                await create.ExecuteNonQueryAsync();
+            }
+
+            PostgresQueue<Job> single = coordinator.CreateQueue<Job>("bench-single");
+            PostgresQueue<Job> batched = coordinator.CreateQueue<Job>("bench-batched");
+            Totals ours = default, oursBatched = default, theirs = default;
+            for (int round = 0; round < sizes.Rounds; round++)
+            {
+                theirs += await PipelineAsync(NaiveProducerAsync(naive), NaiveConsumerAsync(naive));
+                ours += await PipelineAsync(OurProducerAsync(single, 1), OurConsumerAsync(single, 1));
+                oursBatched += await PipelineAsync(OurProducerAsync(batched, sizes.BatchSize), OurConsumerAsync(batched, sizes.BatchSize));
+            }
+
+            output.WriteLine($"### Queue put → get → complete: 4 producers, 4 consumers, {sizes.QueueItems:N0} items a round");
+            output.WriteLine();
+            output.WriteLine("| Queue | Items/s | Ratio to naive | B/item | Work items/item |");
+            output.WriteLine("|---|---:|---:|---:|---:|");
+            output.WriteLine($"| Naive: INSERT; DELETE … FOR UPDATE SKIP LOCKED RETURNING (baseline) | {theirs.Rate:N0} | 1.00 | {theirs.BytesPerOp:N0} | {theirs.WorkItemsPerOp:0.0} |");
+            output.WriteLine($"| PostgresQueue: PutAsync; GetAsync; CompleteAsync | {ours.Rate:N0} | {ours.Rate / theirs.Rate:0.00} | {ours.BytesPerOp:N0} | {ours.WorkItemsPerOp:0.0} |");
+            output.WriteLine($"| PostgresQueue, batches of {sizes.BatchSize}: PutManyAsync; GetManyAsync; CompleteManyAsync | {oursBatched.Rate:N0} | {oursBatched.Rate / theirs.Rate:0.00} | {oursBatched.BytesPerOp:N0} | {oursBatched.WorkItemsPerOp:0.0} |");
+            output.WriteLine();
+            output.WriteLine("The naive loop deletes an item as it takes it: one statement per item, and an item whose consumer crashes is lost. " +
+                             "A naive consumer that finds the table empty retries after 1 ms. PostgresQueue leases the item, " +
+                             "completes it in a second statement, and redelivers it if its consumer dies.");
+            output.WriteLine();
+        }
+
+        /// <summary>Runs 4 producers (each putting a quarter of the round's items) and 4 consumers until every item is
+        /// consumed; checks that each was consumed exactly once.</summary>
+        private async Task<Totals> PipelineAsync(Func<int, int, Task> produce, Func<Func<int, bool>, CancellationToken, Task> consume)
+        {
+            int items = sizes.QueueItems;
+            var seen = new int[items];
+            int consumed = 0;
+            using var done = new CancellationTokenSource();
+            bool Take(int id)
+            {
+                if (Interlocked.Increment(ref seen[id]) != 1)
+                {
+                    throw new InvalidOperationException($"Item {id} was consumed twice.");
+                }
+
+                if (Interlocked.Increment(ref consumed) == items)
+                {
+                    done.Cancel();
+                }
+
+                return true;
+            }
+
+            Snapshot start = Snapshot.Take();
+            var tasks = new List<Task>();
+            for (int p = 0; p < 4; p++)
+            {
+                int from = p * items / 4, to = (p + 1) * items / 4;
+                tasks.Add(Task.Run(() => produce(from, to)));
+            }
+
+            for (int c = 0; c < 4; c++)
+            {
+                tasks.Add(Task.Run(() => consume(Take, done.Token)));
+            }
+
+            Task all = Task.WhenAll(tasks);
+            if (await Task.WhenAny(all, Task.Delay(TimeSpan.FromMinutes(2))) != all)
+            {
+                throw new InvalidOperationException($"The queue round did not finish in 2 minutes ({Volatile.Read(ref consumed)} of {items} consumed).");
+            }
+
+            await all;
+            return start.Until(items);
+        }
+
+        private Func<int, int, Task> NaiveProducerAsync(NpgsqlDataSource source) => async (from, to) =>
+        {
+            for (int id = from; id < to; id++)
+            {
+                await using NpgsqlCommand put = source.CreateCommand($"INSERT INTO {schema}.naive_queue (payload) VALUES ($1::jsonb)");
+                put.Parameters.Add(new NpgsqlParameter<string> { TypedValue = System.Text.Json.JsonSerializer.Serialize(new Job(id, "job")) });
+                await put.ExecuteNonQueryAsync();
+            }
+        };
+
+        private Func<Func<int, bool>, CancellationToken, Task> NaiveConsumerAsync(NpgsqlDataSource source) => async (take, done) =>
+        {
+            string sql = $"DELETE FROM {schema}.naive_queue WHERE id = (SELECT id FROM {schema}.naive_queue ORDER BY id LIMIT 1 " +
+                         "FOR UPDATE SKIP LOCKED) RETURNING payload::text";
+            while (!done.IsCancellationRequested)
+            {
+                await using NpgsqlCommand get = source.CreateCommand(sql);
+                if (await get.ExecuteScalarAsync() is string payload)
+                {
+                    take(System.Text.Json.JsonSerializer.Deserialize<Job>(payload)!.Id);
+                }
+                else
+                {
+                    try
+                    {
+                        await Task.Delay(1, done);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                }
+            }
+        };
+
+        private static Func<int, int, Task> OurProducerAsync(PostgresQueue<Job> queue, int batch) => async (from, to) =>
+        {
+            for (int id = from; id < to; id += batch)
+            {
+                if (batch == 1)
+                {
+                    await queue.PutAsync(new Job(id, "job"));
+                }
+                else
+                {
+                    await queue.PutManyAsync(Enumerable.Range(id, Math.Min(batch, to - id)).Select(i => new Job(i, "job")));
+                }
+            }
+        };
+
+        private static Func<Func<int, bool>, CancellationToken, Task> OurConsumerAsync(PostgresQueue<Job> queue, int batch) => async (take, done) =>
+        {
+            try
+            {
+                while (true)
+                {
+                    if (batch == 1)
+                    {
+                        PostgresDelivery<Job> delivery = await queue.GetAsync(done);
+                        await delivery.CompleteAsync();
+                        take(delivery.Item.Id);
+                    }
+                    else
+                    {
+                        IReadOnlyList<PostgresDelivery<Job>> deliveries = await queue.GetManyAsync(batch, done);
+                        await queue.CompleteManyAsync(deliveries);
+                        foreach (PostgresDelivery<Job> delivery in deliveries)
+                        {
+                            take(delivery.Item.Id);
+                        }
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (done.IsCancellationRequested)
+            {
+                // Every item was consumed; a cancelled get took nothing.
+            }
+        };
+
+        private async Task LatencyAsync()
+        {
+            PostgresCoordinator getterSide = await CoordinatorAsync("bench-getter");
+            PostgresCoordinator putterSide = await CoordinatorAsync("bench-putter");
+            PostgresQueue<Job> getter = getterSide.CreateQueue<Job>("bench-latency");
+            PostgresQueue<Job> putter = putterSide.CreateQueue<Job>("bench-latency");
+            var samples = new List<double>(sizes.LatencySamples);
+            for (int i = 0; i < sizes.LatencySamples + 5; i++)
+            {
+                Task<PostgresDelivery<Job>> waiting = getter.GetAsync(TimeSpan.FromSeconds(30)).AsTask();
+                // Give the get time to find the queue empty and sleep: the put must wake it, not be found by its first call.
+                await Task.Delay(20);
+                long sent = Stopwatch.GetTimestamp();
+                await putter.PutAsync(new Job(i, "job"));
+                PostgresDelivery<Job> delivery = await waiting;
+                double latency = Stopwatch.GetElapsedTime(sent).TotalMilliseconds;
+                await delivery.CompleteAsync();
+                if (i >= 5)
+                {
+                    samples.Add(latency); // the first five warm up
+                }
+            }
+
+            samples.Sort();
+            double Percentile(double p) => samples[Math.Min(samples.Count - 1, (int)Math.Ceiling(p * samples.Count) - 1)];
+            TimeSpan poll = new PostgresCoordinatorOptions().PollInterval;
+            output.WriteLine($"### Wake-up latency: put in one coordinator → a get waiting in another ({samples.Count} samples)");
+            output.WriteLine();
+            output.WriteLine("| p50 (ms) | p99 (ms) | max (ms) | PollInterval (ms) | p99 / PollInterval |");
+            output.WriteLine("|---:|---:|---:|---:|---:|");
+            output.WriteLine($"| {Percentile(0.5):0.0} | {Percentile(0.99):0.0} | {samples[^1]:0.0} | {poll.TotalMilliseconds:0} | {Percentile(0.99) / poll.TotalMilliseconds:0.000} |");
+            output.WriteLine();
+            output.WriteLine("From the start of PutAsync (its own transaction, committed) to the waiting GetAsync returning the item: the putter's " +
+                             "coordinator sends a NOTIFY after the commit, the getter's LISTEN connection receives it and the get asks the server again.");
+            output.WriteLine();
+            output.WriteLine($"Load average at the end: {LoadAverage()}.");
+            output.WriteLine();
+        }
+
+        /// <summary>Alternates rounds of <paramref name="ours"/> and <paramref name="theirs"/>, each run by
+        /// <paramref name="tasks"/> tasks in a loop; returns each side's totals.</summary>
+        private async Task<(Totals Ours, Totals Theirs)> CompareAsync(int tasks, Func<Task> ours, Func<Task> theirs)
+        {
+            await MeasureAsync(tasks, _ => ours, TimeSpan.FromMilliseconds(200)); // warm up both
+            await MeasureAsync(tasks, _ => theirs, TimeSpan.FromMilliseconds(200));
+            Totals a = default, b = default;
+            for (int round = 0; round < sizes.Rounds; round++)
+            {
+                a += await MeasureAsync(tasks, _ => ours);
+                b += await MeasureAsync(tasks, _ => theirs);
+            }
+
+            return (a, b);
+        }
+
+        private async Task<Totals> MeasureAsync(int tasks, Func<int, Func<Task>> op, TimeSpan? duration = null)
+        {
+            long ops = 0;
+            Snapshot start = Snapshot.Take();
+            long deadline = Stopwatch.GetTimestamp() + (long)((duration ?? sizes.Round).TotalSeconds * Stopwatch.Frequency);
+            await Task.WhenAll(Enumerable.Range(0, tasks).Select(t => Task.Run(async () =>
+            {
+                Func<Task> body = op(t);
+                while (Stopwatch.GetTimestamp() < deadline)
+                {
+                    await body();
+                    Interlocked.Increment(ref ops);
+                }
+            })));
+            return start.Until(ops);
+        }
+
+        private static string LoadAverage() =>
+            File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
+    }
+
+    /// <summary>The process's counters at one moment.</summary>
+    private readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems)
+    {
+        public static Snapshot Take() =>
+            new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount);
+
+        public Totals Until(long ops) => new(
+            ops,
+            Stopwatch.GetElapsedTime(Timestamp),
+            GC.GetTotalAllocatedBytes(precise: true) - Bytes,
+            ThreadPool.CompletedWorkItemCount - WorkItems);
+    }
+}
