@@ -84,6 +84,32 @@ public sealed class DocExamplesTests
     }
 
     [Fact]
+    public async Task KeyedLockExample_UpdatesOfOneAccountAreSerialized_OthersRunAtOnce()
+    {
+        var balances = new Dictionary<string, int> { ["alice"] = 0, ["bob"] = 0 };
+        // doc: keyed-lock
+        var perAccount = new AsyncKeyedLock<string>();
+
+        async Task DepositAsync(string account, int amount)
+        {
+            using (await perAccount.AcquireAsync(account))
+            {
+                int read;
+                lock (balances) { read = balances[account]; }
+                await Task.Yield();           // others wait here only if they deposit to the same account
+                lock (balances) { balances[account] = read + amount; }
+            }
+        }
+
+        await Task.WhenAll(Enumerable.Range(0, 100).Select(i => DepositAsync(i % 2 == 0 ? "alice" : "bob", 1)));
+        // balances: alice 50, bob 50; perAccount.KeyCount == 0 (no key is kept once released)
+        // end doc
+        balances["alice"].Should().Be(50);
+        balances["bob"].Should().Be(50);
+        perAccount.KeyCount.Should().Be(0);
+    }
+
+    [Fact]
     public async Task ReaderWriterLockExample_ReadSeesTheWrite()
     {
         var cache = new Dictionary<string, int>();

@@ -61,19 +61,30 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     }
 
     /// <summary>What a caller found under the lock.</summary>
-    private enum Entry
+    internal enum Entry
     {
+        /// <summary>It could not be served now and may not wait.</summary>
+        Unavailable,
+
         /// <summary>The policy served it now.</summary>
         Served,
 
         /// <summary>The policy refused it (<see cref="IWaitPolicy{T}.Refusal"/>).</summary>
         Refused,
 
-        /// <summary>It could not be served now and may not wait.</summary>
-        Unavailable,
-
         /// <summary>It joined the line.</summary>
         Queued,
+    }
+
+    /// <summary>What <see cref="Admit"/> decided under the lock: how the caller entered, what it got now (served), why
+    /// it was refused, or the node it waits in (queued).</summary>
+    internal readonly record struct Admission(Entry Kind, T Result, Exception? Refusal, WaitNode<T>? Node)
+    {
+        /// <summary>A caller served without reaching the line (a keyed lock's key that nobody waits for has none yet).</summary>
+        public static Admission Served(T result) => new(Entry.Served, result, null, null);
+
+        /// <summary>A caller that could not be served now and may not wait, refused without reaching the line.</summary>
+        public static Admission Unavailable => default;
     }
 
     /// <summary>
@@ -116,8 +127,13 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// <param name="result">What the caller gets, when this returns true.</param>
     /// <param name="refusal">The policy's refusal, when this returns false because of one; else null.</param>
     /// <returns>True if the caller was served.</returns>
-    public bool TryNow(TPolicy policy, T offer, out T result, out Exception? refusal) =>
-        Enter(policy, offer, mayWait: false, out result, out refusal, out _) == Entry.Served;
+    public bool TryNow(TPolicy policy, T offer, out T result, out Exception? refusal)
+    {
+        Admission admission = Enter(policy, offer, mayWait: false);
+        result = admission.Result;
+        refusal = admission.Refusal;
+        return admission.Kind == Entry.Served;
+    }
 
     /// <summary>Serves an unlinked waiter: it is handed <paramref name="result"/> once <paramref name="completions"/>
     /// are completed, after the lock. Lock held.</summary>
@@ -206,61 +222,71 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         return policy.HasLockFreePath && policy.TryAcquire(offer, willWait: false, ref none, out result);
     }
 
-    private ValueTask<T> WaitSlowAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>
+    /// The steps under the lock, for a primitive that must find the line itself under the lock it shares with many
+    /// lines (<see cref="AsyncKeyedLock{TKey}"/>: one lock per stripe of keys, a line per contended key): served now
+    /// if nobody waits ahead and the policy can, else refused, else (if <paramref name="mayWait"/>) queued at the
+    /// tail. Lock held; complete <paramref name="completions"/> after it, then hand the admission to the
+    /// <c>WaitAsync(admission, timeout, cancellationToken)</c> overload. The lock-free fast path and the
+    /// already-cancelled check (step 1) are the caller's.
+    /// </summary>
+    public Admission Admit(TPolicy policy, T offer, bool mayWait, ref Completions<T> completions)
     {
-        bool mayWait = timeout != TimeSpan.Zero;
-        return Enter(policy, offer, mayWait, out T result, out Exception? refusal, out WaitNode<T>? node) switch
+        AssertLockHeld();
+        if (IsEmpty && policy.TryAcquire(offer, mayWait, ref completions, out T result))
         {
-            Entry.Served => new ValueTask<T>(result),
-            Entry.Queued => Arm(node!, timeout, cancellationToken).AsValueTask(),
-            _ => ValueTask.FromException<T>(refusal ?? ThrowHelper.TimeoutNow()),
-        };
+            return new Admission(Entry.Served, result, null, null);
+        }
+
+        if (policy.Refusal() is { } refusal)
+        {
+            return new Admission(Entry.Refused, default!, refusal, null);
+        }
+
+        if (!mayWait)
+        {
+            return new Admission(Entry.Unavailable, default!, null, null);
+        }
+
+        WaitNode<T> node = Rent();
+        node.Value = offer;
+        Link(node);
+        return new Admission(Entry.Queued, default!, null, node);
     }
+
+    /// <summary>The steps after the lock: the caller's outcome now, or its queued wait armed with
+    /// <paramref name="timeout"/> and <paramref name="cancellationToken"/>.</summary>
+    public ValueTask<T> WaitAsync(in Admission admission, TimeSpan timeout, CancellationToken cancellationToken) => admission.Kind switch
+    {
+        Entry.Served => new ValueTask<T>(admission.Result),
+        Entry.Queued => Arm(admission.Node!, timeout, cancellationToken).AsValueTask(),
+        _ => ValueTask.FromException<T>(admission.Refusal ?? ThrowHelper.TimeoutNow()),
+    };
+
+    private ValueTask<T> WaitSlowAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken) =>
+        WaitAsync(Enter(policy, offer, mayWait: timeout != TimeSpan.Zero), timeout, cancellationToken);
 
     private ValueTask WaitWithoutResultSlowAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        bool mayWait = timeout != TimeSpan.Zero;
-        return Enter(policy, offer, mayWait, out _, out Exception? refusal, out WaitNode<T>? node) switch
+        Admission admission = Enter(policy, offer, mayWait: timeout != TimeSpan.Zero);
+        return admission.Kind switch
         {
             Entry.Served => default,
-            Entry.Queued => Arm(node!, timeout, cancellationToken).AsNonGenericValueTask(),
-            _ => ValueTask.FromException(refusal ?? ThrowHelper.TimeoutNow()),
+            Entry.Queued => Arm(admission.Node!, timeout, cancellationToken).AsNonGenericValueTask(),
+            _ => ValueTask.FromException(admission.Refusal ?? ThrowHelper.TimeoutNow()),
         };
     }
 
-    /// <summary>The steps under the lock: serve now if nobody waits ahead and the policy can, else refuse, else (if
-    /// the caller may wait) join the tail of the line. Waiters this served in turn are completed after the lock.</summary>
+    /// <summary>Takes the lock for <see cref="Admit"/>; waiters it served in turn are completed after the lock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Entry Enter(TPolicy policy, T offer, bool mayWait, out T result, out Exception? refusal, out WaitNode<T>? node)
+    private Admission Enter(TPolicy policy, T offer, bool mayWait)
     {
         var completions = default(Completions<T>);
-        Entry entry;
-        result = default!;
-        refusal = null;
-        node = null;
         try
         {
             lock (_sync)
             {
-                if (IsEmpty && policy.TryAcquire(offer, mayWait, ref completions, out result))
-                {
-                    entry = Entry.Served;
-                }
-                else if ((refusal = policy.Refusal()) is not null)
-                {
-                    entry = Entry.Refused;
-                }
-                else if (!mayWait)
-                {
-                    entry = Entry.Unavailable;
-                }
-                else
-                {
-                    node = Rent();
-                    node.Value = offer;
-                    Link(node);
-                    entry = Entry.Queued;
-                }
+                return Admit(policy, offer, mayWait, ref completions);
             }
         }
         finally
@@ -268,8 +294,6 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
             // Also when a priority queue's comparer threw after a waiting putter's item had moved in: that put completes.
             completions.CompleteAll();
         }
-
-        return entry;
     }
 
     /// <summary>Starts the waiter's timeout and cancellation, outside the lock: their callbacks take it themselves,

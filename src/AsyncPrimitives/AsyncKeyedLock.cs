@@ -1,0 +1,534 @@
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using AsyncPrimitives.Internal;
+
+namespace AsyncPrimitives;
+
+/// <summary>
+/// A lock per key (or a semaphore of <see cref="MaxCountPerKey"/> per key) for asynchronous code: callers that name
+/// the same key take turns, callers with different keys never wait for each other. A key's lock exists only while
+/// someone holds it or waits for it: it is created by the first acquire and removed by the last release.
+/// </summary>
+/// <typeparam name="TKey">The type of the keys.</typeparam>
+/// <remarks>
+/// <para><b>Fairness.</b> Waiters for one key acquire strictly in arrival order; while anyone waits for a key,
+/// <see cref="TryAcquire(TKey, out Releaser)"/> of that key fails and a release hands the key to its oldest waiter.</para>
+/// <para><b>No leak.</b> <see cref="KeyCount"/> counts the keys with a holder or a waiter; it is 0 once everything is
+/// released, and the lock keeps no reference to a key it no longer holds. Memory grows with the keys held at once,
+/// never with the keys ever seen.</para>
+/// <para><b>Cancellation and timeouts</b> are those of <see cref="AsyncSemaphore"/>: a token that is already cancelled
+/// fails the call at once (and creates nothing); a timed-out wait throws <see cref="TimeoutException"/>, a cancelled one
+/// <see cref="OperationCanceledException"/>, and the waiter leaves holding nothing. When a key is handed over just as
+/// its waiter's token is cancelled, exactly one wins: the wait returns the key, or it throws and the key goes to the
+/// next waiter (or is removed if there is none). Nothing is lost.</para>
+/// <para><b>Not reentrant.</b> Acquiring a key again from the code that holds it waits (with one permit per key).</para>
+/// <para><b>Continuations.</b> A release never runs a waiter's continuation inline. Acquiring and releasing a key
+/// nobody else holds takes one short lock each (keys are spread over several locks) and, once warmed up, allocates
+/// nothing: released keys' entries are reused.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// var perAccount = new AsyncKeyedLock&lt;string&gt;();
+/// using (await perAccount.AcquireAsync(accountId, cancellationToken))
+/// {
+///     await UpdateBalanceAsync(accountId, cancellationToken); // one update per account at a time
+/// }
+/// </code>
+/// </example>
+[DebuggerDisplay("KeyCount = {KeyCount}, MaxCountPerKey = {MaxCountPerKey}")]
+public sealed class AsyncKeyedLock<TKey>
+    where TKey : notnull
+{
+    /// <summary>Entries a stripe keeps for reuse after their key is released.</summary>
+    private const int EntryPoolCapacity = 16;
+
+    /// <summary>The smallest bucket table of a stripe; a power of two.</summary>
+    private const int MinBuckets = 8;
+
+    /// <summary>Each stripe has its own lock and table; a key's stripe is fixed by its hash. A power of two long.</summary>
+    private readonly Stripe[] _stripes;
+
+    /// <summary>Bits of the mixed hash that select the stripe (the low ones); the bucket uses the bits above them.</summary>
+    private readonly int _stripeBits;
+
+    /// <summary>The key comparer, or null for <see cref="EqualityComparer{T}.Default"/> (called directly, so the JIT
+    /// can devirtualize it for value-type keys).</summary>
+    private readonly IEqualityComparer<TKey>? _comparer;
+
+    private readonly int _maxCountPerKey;
+    private readonly TimeProvider _timeProvider;
+
+    /// <summary>Creates a keyed lock with no keys.</summary>
+    /// <param name="maxCountPerKey">How many callers may hold one key at once: 1 (the default) for a lock per key,
+    /// more for a semaphore per key.</param>
+    /// <param name="comparer">Compares keys; <see cref="EqualityComparer{T}.Default"/> when null.</param>
+    /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxCountPerKey"/> is not positive.</exception>
+    public AsyncKeyedLock(int maxCountPerKey = 1, IEqualityComparer<TKey>? comparer = null, TimeProvider? timeProvider = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCountPerKey);
+        _maxCountPerKey = maxCountPerKey;
+        _comparer = comparer is null || ReferenceEquals(comparer, EqualityComparer<TKey>.Default) ? null : comparer;
+        _timeProvider = timeProvider ?? TimeProvider.System;
+
+        int stripes = 2;
+        while (stripes < Environment.ProcessorCount && stripes < 64)
+        {
+            stripes *= 2;
+        }
+
+        _stripes = new Stripe[stripes];
+        for (int i = 0; i < stripes; i++)
+        {
+            _stripes[i] = new Stripe();
+        }
+
+        _stripeBits = BitCount(stripes - 1);
+    }
+
+    /// <summary>How many callers may hold one key at once.</summary>
+    public int MaxCountPerKey => _maxCountPerKey;
+
+    /// <summary>The number of keys that someone holds or waits for (a snapshot); 0 once every key is released.</summary>
+    public int KeyCount
+    {
+        get
+        {
+            int count = 0;
+            foreach (Stripe stripe in _stripes)
+            {
+                count += Volatile.Read(ref stripe.Count);
+            }
+
+            return count;
+        }
+    }
+
+    /// <summary>Acquires <paramref name="key"/>, waiting in FIFO order while it is held by <see cref="MaxCountPerKey"/> callers.</summary>
+    /// <param name="key">The key.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>A <see cref="Releaser"/> that releases the key when disposed.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="key"/> is null.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the key was acquired.</exception>
+    public ValueTask<Releaser> AcquireAsync(TKey key, CancellationToken cancellationToken = default)
+    {
+        ThrowIfNull(key);
+        return AcquireCore(key, Timeout.InfiniteTimeSpan, cancellationToken);
+    }
+
+    /// <summary>Acquires <paramref name="key"/>, waiting in FIFO order at most <paramref name="timeout"/>.</summary>
+    /// <param name="key">The key.</param>
+    /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
+    /// to acquire now or time out now.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>A <see cref="Releaser"/> that releases the key when disposed.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="key"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
+    /// <exception cref="TimeoutException">The key was not acquired within <paramref name="timeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the key was acquired.</exception>
+    public ValueTask<Releaser> AcquireAsync(TKey key, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ThrowIfNull(key);
+        TimeoutArgument.ThrowIfInvalid(timeout);
+        return AcquireCore(key, timeout, cancellationToken);
+    }
+
+    /// <summary>Acquires <paramref name="key"/> if that needs no wait (fewer than <see cref="MaxCountPerKey"/> hold it
+    /// and nobody waits for it); never waits.</summary>
+    /// <param name="key">The key.</param>
+    /// <param name="releaser">When this returns true, releases the key when disposed.</param>
+    /// <returns>True if the key was acquired.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="key"/> is null.</exception>
+    public bool TryAcquire(TKey key, out Releaser releaser)
+    {
+        ThrowIfNull(key);
+        uint hash = Hash(key);
+        Stripe stripe = StripeOf(hash);
+        var completions = default(Completions<Releaser>);
+        WaitQueue<Releaser, Policy>.Admission admission;
+        lock (stripe.Sync)
+        {
+            admission = Admit(stripe, key, hash, mayWait: false, ref completions, out _);
+        }
+
+        Debug.Assert(admission.Node is null, "a call that may not wait never queues");
+        releaser = admission.Result;
+        return admission.Kind == WaitQueue<Releaser, Policy>.Entry.Served;
+    }
+
+    /// <summary>Whether anyone holds <paramref name="key"/> right now (a snapshot).</summary>
+    /// <param name="key">The key.</param>
+    /// <returns>True if the key is held.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="key"/> is null.</exception>
+    public bool IsHeld(TKey key)
+    {
+        ThrowIfNull(key);
+        uint hash = Hash(key);
+        Stripe stripe = StripeOf(hash);
+        lock (stripe.Sync)
+        {
+            return Find(stripe, key, hash) is not null;
+        }
+    }
+
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncKeyedLock(keys=2, maxCountPerKey=1)</c>.</summary>
+    /// <returns>The description.</returns>
+    public override string ToString() =>
+        string.Format(CultureInfo.InvariantCulture, "AsyncKeyedLock(keys={0}, maxCountPerKey={1})", KeyCount, _maxCountPerKey);
+
+    /// <summary>The line of waiters for <paramref name="key"/> (none when nobody waits for it), for tests.</summary>
+    internal WaitLines Lines(TKey key)
+    {
+        uint hash = Hash(key);
+        Stripe stripe = StripeOf(hash);
+        lock (stripe.Sync)
+        {
+            return Find(stripe, key, hash)?.Line is { } line ? new WaitLines(line) : new WaitLines(NoLine.Instance);
+        }
+    }
+
+    /// <summary>Releases one hold of <paramref name="key"/>, whoever took it; for tests that release what they did not acquire.</summary>
+    internal void Release(TKey key)
+    {
+        uint hash = Hash(key);
+        Stripe stripe = StripeOf(hash);
+        Entry? entry;
+        lock (stripe.Sync)
+        {
+            entry = Find(stripe, key, hash);
+        }
+
+        if (entry is null)
+        {
+            ThrowHelper.ThrowSynchronizationLock_NotHeld();
+        }
+
+        Release(entry, Volatile.Read(ref entry.Generation));
+    }
+
+    private static void ThrowIfNull(TKey key)
+    {
+        // The type test first: unoptimized code would box a value-type key for the null test.
+        if (!typeof(TKey).IsValueType && key is null)
+        {
+            ThrowKeyNull();
+        }
+    }
+
+    [DoesNotReturn]
+    private static void ThrowKeyNull() => throw new ArgumentNullException("key");
+
+    private static int BitCount(int mask)
+    {
+        int bits = 0;
+        for (; mask != 0; mask >>= 1)
+        {
+            bits++;
+        }
+
+        return bits;
+    }
+
+    /// <summary>The key's hash, mixed so that both the low bits (the stripe) and the ones above them (the bucket)
+    /// spread keys whose hashes differ only in high bits (multiples of 1024, say).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private uint Hash(TKey key)
+    {
+        int hash = _comparer is null ? EqualityComparer<TKey>.Default.GetHashCode(key) : _comparer.GetHashCode(key);
+        uint mixed = unchecked((uint)hash * 0x9E3779B9u); // Fibonacci hashing
+        return mixed ^ (mixed >> 16);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Stripe StripeOf(uint hash) => _stripes[hash & (uint)(_stripes.Length - 1)];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int BucketOf(uint hash, int buckets) => (int)((hash >> _stripeBits) & (uint)(buckets - 1));
+
+    private ValueTask<Releaser> AcquireCore(TKey key, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<Releaser>(cancellationToken);
+        }
+
+        uint hash = Hash(key);
+        Stripe stripe = StripeOf(hash);
+        var completions = default(Completions<Releaser>);
+        WaitQueue<Releaser, Policy>.Admission admission;
+        WaitQueue<Releaser, Policy>? line;
+        lock (stripe.Sync)
+        {
+            admission = Admit(stripe, key, hash, mayWait: timeout != TimeSpan.Zero, ref completions, out line);
+        }
+
+        completions.CompleteAll(); // empty: an acquire serves nobody else
+        return line is null && admission.Kind == WaitQueue<Releaser, Policy>.Entry.Served
+            ? new ValueTask<Releaser>(admission.Result)
+            : line is null ? ValueTask.FromException<Releaser>(ThrowHelper.TimeoutNow())
+            : line.WaitAsync(admission, timeout, cancellationToken);
+    }
+
+    /// <summary>
+    /// Under the stripe's lock: the key's entry is found or created (a new key is served at once), and the caller is
+    /// admitted into the key's line by the engine's acquire sequence. A key nobody has waited for has no line yet:
+    /// the policy serves the caller directly, and the line is created by the first caller that must wait.
+    /// </summary>
+    private WaitQueue<Releaser, Policy>.Admission Admit(
+        Stripe stripe, TKey key, uint hash, bool mayWait, ref Completions<Releaser> completions, out WaitQueue<Releaser, Policy>? line)
+    {
+        Entry entry = Find(stripe, key, hash) ?? Add(stripe, key, hash);
+        var policy = new Policy(entry);
+        line = entry.Line;
+        if (line is null)
+        {
+            if (policy.TryAcquire(default, mayWait, ref completions, out Releaser result))
+            {
+                return WaitQueue<Releaser, Policy>.Admission.Served(result);
+            }
+
+            if (!mayWait)
+            {
+                return WaitQueue<Releaser, Policy>.Admission.Unavailable;
+            }
+
+            line = entry.Line = new WaitQueue<Releaser, Policy>(policy, stripe.Sync, _timeProvider);
+        }
+
+        return line.Admit(policy, default, mayWait, ref completions);
+    }
+
+    /// <summary>Returns one hold of <paramref name="entry"/>: to its oldest waiter if there is one, else the key is
+    /// released and, with no holder left, removed.</summary>
+    private void Release(Entry entry, int generation)
+    {
+        Stripe stripe = entry.Stripe;
+        var completions = default(Completions<Releaser>);
+        bool held;
+        lock (stripe.Sync)
+        {
+            held = entry.Generation == generation;
+            if (held && (entry.Line is not { } line || !line.TryServeNext(new Releaser(entry, generation), ref completions)) && --entry.Holders == 0)
+            {
+                Remove(stripe, entry);
+            }
+        }
+
+        completions.CompleteAll();
+        if (!held)
+        {
+            ThrowHelper.ThrowSynchronizationLock_NotHeld();
+        }
+    }
+
+    /// <summary>The entry of <paramref name="key"/>, or null when nobody holds it. Stripe lock held.</summary>
+    private Entry? Find(Stripe stripe, TKey key, uint hash)
+    {
+        Entry? entry = stripe.Buckets[BucketOf(hash, stripe.Buckets.Length)];
+        if (_comparer is null)
+        {
+            for (; entry is not null; entry = entry.NextInBucket)
+            {
+                if (entry.Hash == hash && EqualityComparer<TKey>.Default.Equals(entry.Key, key))
+                {
+                    return entry;
+                }
+            }
+        }
+        else
+        {
+            for (; entry is not null; entry = entry.NextInBucket)
+            {
+                if (entry.Hash == hash && _comparer.Equals(entry.Key, key))
+                {
+                    return entry;
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>A new entry for <paramref name="key"/>, nobody holding it yet: a reused one if the stripe has one. Stripe lock held.</summary>
+    private Entry Add(Stripe stripe, TKey key, uint hash)
+    {
+        Entry? entry = stripe.FreeEntries;
+        if (entry is null)
+        {
+            entry = new Entry(this, stripe);
+        }
+        else
+        {
+            stripe.FreeEntries = entry.NextInBucket;
+            stripe.FreeCount--;
+        }
+
+        entry.Key = key;
+        entry.Hash = hash;
+        if (stripe.Count >= stripe.Buckets.Length)
+        {
+            Rehash(stripe, stripe.Buckets.Length * 2);
+        }
+
+        ref Entry? bucket = ref stripe.Buckets[BucketOf(hash, stripe.Buckets.Length)];
+        entry.NextInBucket = bucket;
+        bucket = entry;
+        Volatile.Write(ref stripe.Count, stripe.Count + 1);
+        return entry;
+    }
+
+    /// <summary>Unlinks a key nobody holds or waits for, and keeps its entry for reuse (its releasers, now of an older
+    /// generation, release nothing). Stripe lock held.</summary>
+    private void Remove(Stripe stripe, Entry entry)
+    {
+        Debug.Assert(entry.Holders == 0 && (entry.Line is null || entry.Line.IsEmpty), "only a key nobody holds or waits for is removed");
+        ref Entry? link = ref stripe.Buckets[BucketOf(entry.Hash, stripe.Buckets.Length)];
+        while (!ReferenceEquals(link, entry))
+        {
+            link = ref link!.NextInBucket;
+        }
+
+        link = entry.NextInBucket;
+        Volatile.Write(ref stripe.Count, stripe.Count - 1);
+        Volatile.Write(ref entry.Generation, entry.Generation + 1);
+        entry.Key = default!;
+        entry.NextInBucket = null;
+        if (stripe.FreeCount < EntryPoolCapacity)
+        {
+            entry.NextInBucket = stripe.FreeEntries;
+            stripe.FreeEntries = entry;
+            stripe.FreeCount++;
+        }
+
+        // Give back the table of a burst of keys: halving at a quarter full keeps growth and shrinking amortized O(1).
+        if (stripe.Buckets.Length > MinBuckets && stripe.Count < stripe.Buckets.Length / 4)
+        {
+            Rehash(stripe, stripe.Buckets.Length / 2);
+        }
+    }
+
+    /// <summary>Moves a stripe's keys to a table of <paramref name="size"/> buckets. Stripe lock held.</summary>
+    private void Rehash(Stripe stripe, int size)
+    {
+        var buckets = new Entry?[size];
+        foreach (Entry? head in stripe.Buckets)
+        {
+            for (Entry? entry = head; entry is not null;)
+            {
+                Entry? next = entry.NextInBucket;
+                ref Entry? bucket = ref buckets[BucketOf(entry.Hash, size)];
+                entry.NextInBucket = bucket;
+                bucket = entry;
+                entry = next;
+            }
+        }
+
+        stripe.Buckets = buckets;
+    }
+
+    /// <summary>Releases a hold of a key when disposed. Dispose it exactly once; <c>default(Releaser)</c> does nothing.</summary>
+    public readonly struct Releaser : IDisposable
+    {
+        /// <summary>The key's entry, and its generation when this hold was granted (an entry is reused for other keys
+        /// once released: a releaser of an older generation must not release them).</summary>
+        private readonly Entry? _entry;
+        private readonly int _generation;
+
+        internal Releaser(Entry entry, int generation)
+        {
+            _entry = entry;
+            _generation = generation;
+        }
+
+        /// <summary>Releases the key, handing it to its oldest waiter if there is one.</summary>
+        /// <exception cref="SynchronizationLockException">The key was already released by this releaser, and nobody
+        /// holds it now.</exception>
+        public void Dispose()
+        {
+            if (_entry is { } entry)
+            {
+                entry.Owner.Release(entry, _generation);
+            }
+        }
+    }
+
+    /// <summary>One stripe of keys: a lock, a chained hash table of the keys held there, and entries kept for reuse.</summary>
+    internal sealed class Stripe
+    {
+        /// <summary>Guards everything below, and the lines of this stripe's keys.</summary>
+        public readonly Lock Sync = new();
+
+        /// <summary>Chains of entries by bucket (<see cref="BucketOf"/>); a power of two long, at least <see cref="MinBuckets"/>.</summary>
+        public Entry?[] Buckets = new Entry?[MinBuckets];
+
+        /// <summary>Keys in the table: each has a holder (and perhaps waiters). Written under the lock, read without it.</summary>
+        public int Count;
+
+        /// <summary>Released entries kept for reuse, linked through <see cref="Entry.NextInBucket"/>.</summary>
+        public Entry? FreeEntries;
+
+        /// <summary>Entries in <see cref="FreeEntries"/>, at most <see cref="EntryPoolCapacity"/>.</summary>
+        public int FreeCount;
+    }
+
+    /// <summary>A key with a holder: in the table exactly while <see cref="Holders"/> &gt; 0. Guarded by its stripe's lock.</summary>
+    internal sealed class Entry(AsyncKeyedLock<TKey> owner, Stripe stripe)
+    {
+        public readonly AsyncKeyedLock<TKey> Owner = owner;
+        public readonly Stripe Stripe = stripe;
+
+        public TKey Key = default!;
+        public uint Hash;
+
+        /// <summary>Next entry in the bucket's chain, or in the stripe's free list.</summary>
+        public Entry? NextInBucket;
+
+        /// <summary>Callers holding the key, 1 to <see cref="MaxCountPerKey"/>. A release with waiters hands its
+        /// hold over without changing it, so a key with waiters always has holders, and is removed only once the last
+        /// holder leaves with nobody waiting.</summary>
+        public int Holders;
+
+        /// <summary>Bumped each time the entry is removed: releasers of an earlier key are stale.</summary>
+        public int Generation;
+
+        /// <summary>The key's FIFO line of waiters, created by its first waiter and kept with the entry when it is reused.</summary>
+        public WaitQueue<Releaser, Policy>? Line;
+    }
+
+    /// <summary>The engine's view of a key: a caller is served while fewer than <see cref="MaxCountPerKey"/> hold it.</summary>
+    internal readonly struct Policy(Entry entry) : IWaitPolicy<Releaser>
+    {
+        public bool HasLockFreePath => false;
+
+        public bool TryAcquire(Releaser offer, bool willWait, ref Completions<Releaser> completions, out Releaser result)
+        {
+            if (entry.Holders < entry.Owner._maxCountPerKey)
+            {
+                entry.Holders++;
+                result = new Releaser(entry, entry.Generation);
+                return true;
+            }
+
+            result = default;
+            return false;
+        }
+
+        public Exception? Refusal() => null;
+
+        public void OnWaiterLeft(ref Completions<Releaser> completions)
+        {
+            // A key has holders while anyone waits for it, and they keep it; a waiter leaving frees nothing.
+            Debug.Assert(entry.Holders > 0, "a key with waiters has holders");
+        }
+    }
+
+    /// <summary>The lines of a key nobody waits for: none.</summary>
+    private sealed class NoLine : IWaitLine
+    {
+        public static readonly NoLine Instance = new();
+
+        public WaitLineSnapshot Snapshot() => new([], 0);
+    }
+}
