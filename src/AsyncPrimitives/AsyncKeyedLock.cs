@@ -37,7 +37,7 @@ namespace AsyncPrimitives;
 /// }
 /// </code>
 /// </example>
-[DebuggerDisplay("KeyCount = {KeyCount}, MaxCountPerKey = {MaxCountPerKey}")]
+[DebuggerDisplay("Name = {Name}, KeyCount = {KeyCount}, MaxCountPerKey = {MaxCountPerKey}")]
 public sealed class AsyncKeyedLock<TKey>
     where TKey : notnull
 {
@@ -87,6 +87,11 @@ public sealed class AsyncKeyedLock<TKey>
 
         _stripeBits = BitCount(stripes - 1);
     }
+
+    /// <summary>
+    /// A name for diagnostics (<c>new AsyncKeyedLock&lt;string&gt; { Name = "per-account" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// </summary>
+    public string? Name { get; init; }
 
     /// <summary>How many callers may hold one key at once.</summary>
     public int MaxCountPerKey => _maxCountPerKey;
@@ -173,10 +178,11 @@ public sealed class AsyncKeyedLock<TKey>
         }
     }
 
-    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncKeyedLock(keys=2, maxCountPerKey=1)</c>.</summary>
+    /// <summary>Describes the state, like Toro's <c>__str__</c>: <c>AsyncKeyedLock(keys=2, maxCountPerKey=1)</c>, or with a
+    /// <see cref="Name"/> <c>AsyncKeyedLock(name="per-account", keys=2, maxCountPerKey=1)</c>.</summary>
     /// <returns>The description.</returns>
-    public override string ToString() =>
-        string.Format(CultureInfo.InvariantCulture, "AsyncKeyedLock(keys={0}, maxCountPerKey={1})", KeyCount, _maxCountPerKey);
+    public override string ToString() => Display.Format(
+        "AsyncKeyedLock", Name, string.Format(CultureInfo.InvariantCulture, "keys={0}, maxCountPerKey={1}", KeyCount, _maxCountPerKey));
 
     /// <summary>The line of waiters for <paramref name="key"/> (none when nobody waits for it), for tests.</summary>
     internal WaitLines Lines(TKey key)

@@ -185,6 +185,17 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
         keyed.KeyCount.Should().Be(0);
     }
 
+    [Fact]
+    public void ToString_WithAName_ShowsItFirst()
+    {
+        var keyed = new AsyncKeyedLock<string>(maxCountPerKey: 2) { Name = "per-account" };
+        keyed.TryAcquire("a", out _).Should().BeTrue();
+
+        keyed.Name.Should().Be("per-account");
+        keyed.ToString().Should().Be("AsyncKeyedLock(name=\"per-account\", keys=1, maxCountPerKey=2)");
+        new AsyncKeyedLock<int>().Name.Should().BeNull();
+    }
+
     // ---- a semaphore per key ----
 
     [Fact]
