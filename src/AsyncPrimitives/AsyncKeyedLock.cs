@@ -42,10 +42,10 @@ public sealed class AsyncKeyedLock<TKey>
     where TKey : notnull
 {
     /// <summary>Entries a stripe keeps for reuse after their key is released.</summary>
-    private const int EntryPoolCapacity = 16;
+    internal const int EntryPoolCapacity = 16;
 
     /// <summary>The smallest bucket table of a stripe; a power of two.</summary>
-    private const int MinBuckets = 8;
+    internal const int MinBuckets = 8;
 
     /// <summary>Each stripe has its own lock and table; a key's stripe is fixed by its hash. A power of two long.</summary>
     private readonly Stripe[] _stripes;
@@ -194,6 +194,28 @@ public sealed class AsyncKeyedLock<TKey>
             return Find(stripe, key, hash)?.Line is { } line ? new WaitLines(line) : new WaitLines(NoLine.Instance);
         }
     }
+
+    /// <summary>What the lock keeps between uses, for tests: bucket slots plus entries kept for reuse, over all stripes
+    /// (a snapshot). Bounded once the keys are released, however many were held at once.</summary>
+    internal int RetainedSlots
+    {
+        get
+        {
+            int slots = 0;
+            foreach (Stripe stripe in _stripes)
+            {
+                lock (stripe.Sync)
+                {
+                    slots += stripe.Buckets.Length + stripe.FreeCount;
+                }
+            }
+
+            return slots;
+        }
+    }
+
+    /// <summary>The number of stripes, for tests.</summary>
+    internal int StripeCount => _stripes.Length;
 
     /// <summary>Releases one hold of <paramref name="key"/>, whoever took it; for tests that release what they did not acquire.</summary>
     internal void Release(TKey key)
