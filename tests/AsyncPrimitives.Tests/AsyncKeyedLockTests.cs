@@ -85,7 +85,7 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
     [Fact]
     public async Task KeyCount_CountsKeysWithAHolderOrAWaiter_AndIsZeroOnceAllAreReleased()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var keyed = new AsyncKeyedLock<string>(timeProvider: time);
         keyed.KeyCount.Should().Be(0);
 
