@@ -19,4 +19,7 @@ internal static class ThrowHelper
     [DoesNotReturn]
     public static void ThrowSemaphoreFull() =>
         throw new SemaphoreFullException("Adding the specified count to the semaphore would cause it to exceed its maximum count.");
+
+    [DoesNotReturn]
+    public static void ThrowObjectDisposed(string objectName) => throw new ObjectDisposedException(objectName);
 }

@@ -1,0 +1,334 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using AsyncPrimitives.Internal;
+using AsyncTools.Polyfills;
+
+namespace AsyncPrimitives;
+
+/// <summary>
+/// One dedicated OS thread with a FIFO queue of work, for thread-affine or blocking APIs (the pattern of Python's
+/// aiosqlite: a connection that must only ever be used from the thread that opened it, driven from async code).
+/// </summary>
+/// <remarks>
+/// <para><b>Order.</b> Work runs on the dedicated thread, one item at a time, in the order
+/// <see cref="RunAsync{T}(Func{T}, CancellationToken)"/> was called; <see cref="IsCurrentThread"/> is true inside it.</para>
+/// <para><b>Results and exceptions</b> reach only the caller whose work produced them; the thread goes on with the
+/// next item. Callers resume on the thread pool (or their own context), never on the dedicated thread, so their
+/// code never holds up the queue.</para>
+/// <para><b>Cancellation.</b> A token cancelled before the work starts removes it from the queue (it never runs) and
+/// cancels the call; once the work has started it runs to the end (a <see cref="Func{TResult}"/> takes no token). A token
+/// already cancelled at the call queues nothing.</para>
+/// <para><b>Disposal.</b> <see cref="DisposeAsync"/> refuses new work (<see cref="ObjectDisposedException"/>), runs what
+/// was queued, then ends the thread; it completes once the thread has finished its last item. The thread is a background
+/// thread: a process that never disposes it can still exit.</para>
+/// <para><b>Context.</b> Work runs in the caller's <see cref="ExecutionContext"/> (its <see cref="AsyncLocal{T}"/>
+/// values), as with <see cref="Task.Run(Action)"/>. Work that calls <see cref="RunAsync{T}(Func{T}, CancellationToken)"/>
+/// on its own thread and blocks on the result deadlocks: that work is queued behind it.</para>
+/// </remarks>
+/// <example>
+/// <code>
+/// await using var db = new AsyncThread("sqlite");
+/// var connection = await db.RunAsync(() => OpenConnection());          // opened on the dedicated thread
+/// int rows = await db.RunAsync(() => connection.Execute(sql), cancellationToken); // and only ever used there
+/// </code>
+/// </example>
+[DebuggerDisplay("Name = {Name}, Queued = {_queued}, IsDisposed = {_disposing}")]
+public sealed class AsyncThread : IAsyncDisposable
+{
+    /// <summary>Guards the queue and the flags; the dedicated thread waits on it (<see cref="Monitor.Wait(object)"/>)
+    /// while there is nothing to run.</summary>
+    private readonly object _sync = new();
+
+    private readonly Thread _thread;
+
+    /// <summary>Completed by the dedicated thread when it ends, after its last item.</summary>
+    private readonly TaskCompletionSource<bool> _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Oldest queued item, the next to run; null when none is queued.</summary>
+    private Work? _head;
+
+    /// <summary>Newest queued item.</summary>
+    private Work? _tail;
+
+    /// <summary>Items queued and not yet started or removed.</summary>
+    private int _queued;
+
+    /// <summary>Set once by <see cref="DisposeAsync"/>: no new work; the thread ends when the queue is empty.</summary>
+    private bool _disposing;
+
+    /// <summary>Creates the thread and starts it.</summary>
+    /// <param name="name">The thread's name (seen in debuggers and dumps) and this object's <see cref="Name"/>;
+    /// <c>"AsyncThread"</c> when null.</param>
+    public AsyncThread(string? name = null)
+    {
+        Name = name;
+        _thread = new Thread(Loop) { IsBackground = true, Name = name ?? nameof(AsyncThread) };
+        _thread.Start();
+    }
+
+    /// <summary>The name given to the constructor, or null.</summary>
+    public string? Name { get; }
+
+    /// <summary>Whether the calling code runs on this object's dedicated thread (inside a work item).</summary>
+    public bool IsCurrentThread => Thread.CurrentThread == _thread;
+
+    /// <summary>Runs <paramref name="work"/> on the dedicated thread after the work queued before it.</summary>
+    /// <typeparam name="T">The type of the result.</typeparam>
+    /// <param name="work">The work.</param>
+    /// <param name="cancellationToken">Removes the work from the queue if cancelled before it starts.</param>
+    /// <returns>A task with the result of <paramref name="work"/>, or its exception.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="work"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException"><see cref="DisposeAsync"/> was called.</exception>
+    /// <exception cref="OperationCanceledException">(From the task.) <paramref name="cancellationToken"/> was
+    /// cancelled before the work started; it did not run.</exception>
+    public Task<T> RunAsync<T>(Func<T> work, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        var item = new Work<T>(this, work);
+        Enqueue(item, cancellationToken);
+        return item.Task;
+    }
+
+    /// <summary>Runs <paramref name="work"/> on the dedicated thread after the work queued before it.</summary>
+    /// <param name="work">The work.</param>
+    /// <param name="cancellationToken">Removes the work from the queue if cancelled before it starts.</param>
+    /// <returns>A task that completes when <paramref name="work"/> has run, with its exception if it threw.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="work"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException"><see cref="DisposeAsync"/> was called.</exception>
+    /// <exception cref="OperationCanceledException">(From the task.) <paramref name="cancellationToken"/> was
+    /// cancelled before the work started; it did not run.</exception>
+    public Task RunAsync(Action work, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        var item = new Work<bool>(this, () =>
+        {
+            work();
+            return true;
+        });
+        Enqueue(item, cancellationToken);
+        return item.Task;
+    }
+
+    /// <summary>Refuses new work, runs what was queued, then ends the thread. Calling it again is harmless.</summary>
+    /// <returns>A task that completes when the thread has run its last item.</returns>
+    public ValueTask DisposeAsync()
+    {
+        lock (_sync)
+        {
+            _disposing = true;
+            Monitor.Pulse(_sync);
+        }
+
+        return new ValueTask(_ended.Task);
+    }
+
+    /// <summary>Describes the state: <c>AsyncThread(queued=2)</c>, or with a <see cref="Name"/>
+    /// <c>AsyncThread(name="sqlite", queued=2)</c>, ending with <c>, disposed</c> once <see cref="DisposeAsync"/> was called.</summary>
+    /// <returns>The description.</returns>
+    public override string ToString()
+    {
+        int queued;
+        bool disposing;
+        lock (_sync)
+        {
+            queued = _queued;
+            disposing = _disposing;
+        }
+
+        return Display.Format(
+            nameof(AsyncThread), Name, string.Format(CultureInfo.InvariantCulture, "queued={0}{1}", queued, disposing ? ", disposed" : string.Empty));
+    }
+
+    private void Enqueue(Work item, CancellationToken cancellationToken)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            ThrowIfDisposed(Volatile.Read(ref _disposing));
+            item.Cancel(cancellationToken);
+            return;
+        }
+
+        lock (_sync)
+        {
+            ThrowIfDisposed(_disposing);
+            item.Previous = _tail;
+            if (_tail is null)
+            {
+                _head = item;
+            }
+            else
+            {
+                _tail.Next = item;
+            }
+
+            _tail = item;
+            item.IsQueued = true;
+            _queued++;
+            if (_queued == 1)
+            {
+                Monitor.Pulse(_sync);
+            }
+        }
+
+        // Outside the lock: a token cancelled meanwhile runs the callback here, which takes the lock itself.
+        item.Arm(cancellationToken);
+    }
+
+    private static void ThrowIfDisposed(bool disposing)
+    {
+        if (disposing)
+        {
+            ThrowHelper.ThrowObjectDisposed(nameof(AsyncThread));
+        }
+    }
+
+    /// <summary>Takes <paramref name="item"/> out of the queue if it is still there. Lock held.</summary>
+    private bool TryUnlink(Work item)
+    {
+        if (!item.IsQueued)
+        {
+            return false;
+        }
+
+        (item.Previous is null ? ref _head : ref item.Previous.Next) = item.Next;
+        (item.Next is null ? ref _tail : ref item.Next.Previous) = item.Previous;
+        item.Previous = item.Next = null;
+        item.IsQueued = false;
+        _queued--;
+        return true;
+    }
+
+    /// <summary>The dedicated thread: runs queued items in order until disposal has emptied the queue.</summary>
+    private void Loop()
+    {
+        while (true)
+        {
+            Work? item;
+            lock (_sync)
+            {
+                while (_head is null && !_disposing)
+                {
+                    Monitor.Wait(_sync);
+                }
+
+                item = _head;
+                if (item is null)
+                {
+                    break; // disposed and drained
+                }
+
+                TryUnlink(item);
+            }
+
+            item.Run();
+        }
+
+        _ended.TrySetResult(true);
+    }
+
+    /// <summary>The cancellation callback: removes the item if it has not started.</summary>
+    private void OnCanceled(Work item, CancellationToken cancellationToken)
+    {
+        bool removed;
+        lock (_sync)
+        {
+            removed = TryUnlink(item);
+        }
+
+        if (removed)
+        {
+            item.Cancel(cancellationToken);
+        }
+    }
+
+    /// <summary>A queued call: a node of the intrusive FIFO (so a cancelled one leaves in O(1)), and its caller's task.</summary>
+    private abstract class Work(AsyncThread owner)
+    {
+        private static readonly Action<object?> s_onCanceled = static state => ((Work)state!).OnCanceled();
+
+        private readonly AsyncThread _owner = owner;
+
+        /// <summary>The caller's context, or null when it flows nothing.</summary>
+        private readonly ExecutionContext? _context = ExecutionContext.Capture();
+
+        private CancellationToken _token;
+        private CancellationTokenRegistration _registration;
+
+        public Work? Previous;
+        public Work? Next;
+
+        /// <summary>Linked in the queue. Guarded by the owner's lock.</summary>
+        public bool IsQueued;
+
+        /// <summary>Registers the cancellation that removes the item while it is queued. After the item was linked,
+        /// outside the lock.</summary>
+        public void Arm(CancellationToken cancellationToken)
+        {
+            if (cancellationToken.CanBeCanceled)
+            {
+                _token = cancellationToken;
+                _registration = cancellationToken.RegisterNoFlow(s_onCanceled, this);
+            }
+        }
+
+        /// <summary>On the dedicated thread, after the item was unlinked: runs it in its caller's context and completes its task.</summary>
+        public void Run()
+        {
+            // Waits for a cancellation callback running now; it finds the item unlinked and changes nothing.
+            _registration.Dispose();
+            if (_context is null)
+            {
+                Invoke();
+            }
+            else
+            {
+                ExecutionContext.Run(_context, static state => ((Work)state!).Invoke(), this);
+            }
+        }
+
+        /// <summary>Completes the caller's task as cancelled; the work never runs.</summary>
+        public abstract void Cancel(CancellationToken cancellationToken);
+
+        protected abstract void Invoke();
+
+        private void OnCanceled() => _owner.OnCanceled(this, _token);
+    }
+
+    private sealed class Work<T>(AsyncThread owner, Func<T> work) : Work(owner)
+    {
+        /// <summary>Continuations run asynchronously: never on the dedicated thread, which goes on with the next item.</summary>
+        private readonly TaskCompletionSource<T> _result = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<T> Task => _result.Task;
+
+        public override void Cancel(CancellationToken cancellationToken) => _result.TrySetCanceled(cancellationToken);
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        protected override void Invoke()
+        {
+            T result;
+            try
+            {
+                result = work();
+            }
+#pragma warning disable CA1031 // an exception of the work belongs to its caller alone
+            catch (Exception error)
+#pragma warning restore CA1031
+            {
+                if (error is OperationCanceledException canceled)
+                {
+                    _result.TrySetCanceled(canceled.CancellationToken);
+                }
+                else
+                {
+                    _result.TrySetException(error);
+                }
+
+                return;
+            }
+
+            _result.TrySetResult(result);
+        }
+    }
+}

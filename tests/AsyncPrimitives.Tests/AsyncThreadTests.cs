@@ -1,0 +1,260 @@
+namespace AsyncPrimitives.Tests;
+
+/// <summary>
+/// AsyncThread: one dedicated thread, FIFO work, results and exceptions to each caller alone, cancellation before
+/// start, orderly disposal; and a thread-affine resource used through it by many concurrent callers.
+/// </summary>
+public sealed class AsyncThreadTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task RunAsync_NullWork_ThrowsArgumentNullWithTheParameterName()
+    {
+        await using var thread = new AsyncThread();
+        Call(() => thread.RunAsync((Func<int>)null!)).Should().Throw<ArgumentNullException>().WithParameterName("work");
+        Call(() => thread.RunAsync((Action)null!)).Should().Throw<ArgumentNullException>().WithParameterName("work");
+    }
+
+    [Fact]
+    public async Task ThreadAffineResource_UsedByManyConcurrentCallers_IsOnlyEverCalledOnItsThread()
+    {
+        await using var thread = new AsyncThread("affine");
+        ThreadAffineCounter counter = await thread.RunAsync(() => new ThreadAffineCounter());
+        const int Callers = 8;
+        const int CallsEach = 200;
+
+        int[][] seen = await Task.WhenAll(Enumerable.Range(0, Callers).Select(caller => Task.Run(async () =>
+        {
+            var values = new int[CallsEach];
+            for (int i = 0; i < CallsEach; i++)
+            {
+                values[i] = await thread.RunAsync(counter.Next);
+            }
+
+            return values;
+        }))).WaitAsync(Bound);
+
+        // Every call ran on the resource's thread (it throws otherwise), one at a time: the values are exactly 1..N.
+        seen.SelectMany(v => v).Should().BeEquivalentTo(Enumerable.Range(1, Callers * CallsEach));
+        seen.Should().OnlyContain(values => values.SequenceEqual(values.Order()), "each caller's calls run in its order");
+        FluentActions.Invoking(() => counter.Next()).Should().Throw<InvalidOperationException>("the resource really is thread-affine");
+    }
+
+    [Fact]
+    public async Task RunAsync_RunsWorkInSubmissionOrder_OnOneThread()
+    {
+        await using var thread = new AsyncThread();
+        var order = new List<int>();
+        var threads = new HashSet<int>();
+
+        Task[] runs = Enumerable.Range(0, 100).Select(i => thread.RunAsync(() =>
+        {
+            order.Add(i);
+            threads.Add(Environment.CurrentManagedThreadId);
+        })).ToArray();
+        await Task.WhenAll(runs).WaitAsync(Bound);
+
+        order.Should().Equal(Enumerable.Range(0, 100));
+        threads.Should().ContainSingle().Which.Should().NotBe(Environment.CurrentManagedThreadId);
+    }
+
+    [Fact]
+    public async Task IsCurrentThread_IsTrueOnlyInsideWork_AndCallersResumeElsewhere()
+    {
+        await using var thread = new AsyncThread("worker");
+        thread.IsCurrentThread.Should().BeFalse();
+
+        (bool inside, string? name) = await thread.RunAsync(() => (thread.IsCurrentThread, Thread.CurrentThread.Name));
+
+        inside.Should().BeTrue();
+        name.Should().Be("worker");
+        thread.IsCurrentThread.Should().BeFalse("the caller's continuation never runs on the dedicated thread");
+        thread.Name.Should().Be("worker");
+    }
+
+    [Fact]
+    public async Task RunAsync_AnExceptionReachesOnlyItsCaller()
+    {
+        await using var thread = new AsyncThread();
+        using var gate = new ManualResetEventSlim();
+        Task blocker = thread.RunAsync(() => gate.Wait(Bound));
+        Task<int> before = thread.RunAsync(() => 1);
+        Task<int> failing = thread.RunAsync<int>(() => throw new FormatException("bad"));
+        Task<int> after = thread.RunAsync(() => 3);
+        gate.Set();
+
+        (await before.WaitAsync(Bound)).Should().Be(1);
+        await FluentActions.Awaiting(() => failing).Should().ThrowAsync<FormatException>().WithMessage("bad");
+        (await after.WaitAsync(Bound)).Should().Be(3);
+        await blocker;
+    }
+
+    [Fact]
+    public async Task RunAsync_CancelledBeforeItStarts_IsRemovedAndNeverRuns()
+    {
+        await using var thread = new AsyncThread();
+        using var gate = new ManualResetEventSlim();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task blocker = thread.RunAsync(() =>
+        {
+            started.SetResult();
+            gate.Wait(Bound);
+        });
+        await started.Task.WaitAsync(Bound);
+        using var cts = new CancellationTokenSource();
+        bool ran = false;
+        Task cancelled = thread.RunAsync(() => ran = true, cts.Token);
+        Task<int> next = thread.RunAsync(() => 7);
+        thread.ToString().Should().Be("AsyncThread(queued=2)");
+
+        cts.Cancel();
+
+        cancelled.IsCanceled.Should().BeTrue("a token cancelled before the work starts cancels the call at once");
+        (await FluentActions.Awaiting(() => cancelled).Should().ThrowAsync<OperationCanceledException>()).Which.CancellationToken.Should().Be(cts.Token);
+        thread.ToString().Should().Be("AsyncThread(queued=1)", "the cancelled work left the queue");
+        gate.Set();
+        (await next.WaitAsync(Bound)).Should().Be(7);
+        await blocker;
+        ran.Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task RunAsync_CancelledAfterItStarted_RunsToTheEnd()
+    {
+        await using var thread = new AsyncThread();
+        using var cts = new CancellationTokenSource();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var gate = new ManualResetEventSlim();
+        Task<int> running = thread.RunAsync(() =>
+        {
+            started.SetResult();
+            gate.Wait(Bound);
+            return 5;
+        }, cts.Token);
+        await started.Task.WaitAsync(Bound);
+
+        cts.Cancel();
+        gate.Set();
+
+        (await running.WaitAsync(Bound)).Should().Be(5);
+    }
+
+    [Fact]
+    public async Task RunAsync_PreCancelledToken_QueuesNothing()
+    {
+        await using var thread = new AsyncThread();
+        bool ran = false;
+
+        Task run = thread.RunAsync(() => ran = true, new CancellationToken(true));
+
+        run.IsCanceled.Should().BeTrue();
+        await thread.RunAsync(() => { }).WaitAsync(Bound); // anything queued before this would have run by now
+        ran.Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task RunAsync_FlowsTheCallersExecutionContext()
+    {
+        await using var thread = new AsyncThread();
+        var local = new AsyncLocal<string> { Value = "caller" };
+
+        (await thread.RunAsync(() => local.Value)).Should().Be("caller");
+    }
+
+    [Fact]
+    public async Task DisposeAsync_RunsWhatWasQueued_ThenEndsTheThread()
+    {
+        var thread = new AsyncThread();
+        using var gate = new ManualResetEventSlim();
+        Thread? worker = null;
+        var ran = new List<int>();
+        Task blocker = thread.RunAsync(() =>
+        {
+            worker = Thread.CurrentThread;
+            gate.Wait(Bound);
+        });
+        Task[] queued = Enumerable.Range(0, 5).Select(i => thread.RunAsync(() => ran.Add(i))).ToArray();
+
+        ValueTask disposal = thread.DisposeAsync();
+        disposal.IsCompleted.Should().BeFalse("the queued work has not run yet");
+        Call(() => thread.RunAsync(() => 1)).Should().Throw<ObjectDisposedException>("disposal refuses new work at once");
+        thread.ToString().Should().EndWith(", disposed)");
+        gate.Set();
+        await disposal.AsTask().WaitAsync(Bound);
+
+        ran.Should().Equal(0, 1, 2, 3, 4);
+        queued.Should().OnlyContain(t => t.IsCompletedSuccessfully);
+        await blocker;
+        worker!.Join(Bound).Should().BeTrue("the thread ends after its last item");
+    }
+
+    [Fact]
+    public async Task RunAsync_AfterDisposal_ThrowsObjectDisposedException_AndDisposingAgainIsHarmless()
+    {
+        var thread = new AsyncThread();
+        await thread.DisposeAsync();
+
+        Call(() => thread.RunAsync(() => 1)).Should().Throw<ObjectDisposedException>();
+        Call(() => thread.RunAsync(() => { })).Should().Throw<ObjectDisposedException>();
+        Call(() => thread.RunAsync(() => 1, new CancellationToken(true))).Should().Throw<ObjectDisposedException>();
+        await thread.DisposeAsync().AsTask().WaitAsync(Bound);
+    }
+
+    [Fact]
+    public async Task ManyCallers_WithRandomCancellations_EveryCallRunsOrIsCancelledExactlyOnce()
+    {
+        await using var thread = new AsyncThread();
+        const int Callers = 8;
+        const int Calls = 500;
+        int ran = 0, completed = 0, cancelled = 0;
+
+        await Task.WhenAll(Enumerable.Range(0, Callers).Select(c => Task.Run(async () =>
+        {
+            var random = new Random(c);
+            for (int i = 0; i < Calls; i++)
+            {
+                using var cts = new CancellationTokenSource();
+                Task<int> call = thread.RunAsync(() => Interlocked.Increment(ref ran), cts.Token);
+                if (random.Next(2) == 0)
+                {
+                    cts.Cancel();
+                }
+
+                try
+                {
+                    await call;
+                    Interlocked.Increment(ref completed);
+                }
+                catch (OperationCanceledException)
+                {
+                    Interlocked.Increment(ref cancelled);
+                }
+            }
+        }))).WaitAsync(TimeSpan.FromSeconds(60));
+
+        (completed + cancelled).Should().Be(Callers * Calls);
+        ran.Should().Be(completed, "a call ran exactly when its caller got a result");
+        thread.ToString().Should().Be("AsyncThread(queued=0)");
+    }
+
+    /// <summary>The call itself, so that what it throws synchronously (not its task) is asserted.</summary>
+    private static Action Call(Func<Task> call) => () => call();
+
+    /// <summary>A resource that may only be used on the thread that created it, like a SQLite connection or a COM object.</summary>
+    private sealed class ThreadAffineCounter
+    {
+        private readonly int _owner = Environment.CurrentManagedThreadId;
+        private int _value;
+
+        public int Next()
+        {
+            if (Environment.CurrentManagedThreadId != _owner)
+            {
+                throw new InvalidOperationException("used from another thread");
+            }
+
+            return ++_value;
+        }
+    }
+}
