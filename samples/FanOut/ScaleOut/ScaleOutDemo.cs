@@ -357,7 +357,8 @@ public sealed class ScaleOutDemo
             lock (_output)
             {
                 string text = _output.ToString();
-                return $"exit code {code}; output: {(text.Length > 4000 ? "…" + text[^4000..] : text)}";
+                // The start (the exception and its message) and the end (where it was thrown from).
+                return $"exit code {code}; output: {(text.Length > 6000 ? text[..3000] + "…" + text[^3000..] : text)}";
             }
         }
 

@@ -25,6 +25,9 @@ public sealed record ScaleOutWorkerSettings(
 /// </summary>
 public static class ScaleOutWorker
 {
+    /// <summary>The most connections an instance opens (besides its coordinator's LISTEN connection).</summary>
+    public const int ConnectionsPerInstance = 16;
+
     /// <summary>Runs the instance until the queue is shut down and drained.</summary>
     public static async Task RunAsync(ScaleOutWorkerSettings settings, CancellationToken cancellationToken = default)
     {
@@ -32,6 +35,11 @@ public static class ScaleOutWorker
         var connection = new NpgsqlConnectionStringBuilder(settings.ConnectionString)
         {
             ApplicationName = $"fanout-instance-{settings.Instance}",
+            // The calls in flight (a permit acquire or release each, the gets and completions) share a few
+            // connections, one statement at a time each, so that several instances fit in a server's max_connections
+            // (100 by default); a call waits for a free connection meanwhile.
+            MaxPoolSize = ConnectionsPerInstance,
+            Timeout = 60,
         };
         await using NpgsqlDataSource dataSource = NpgsqlDataSource.Create(connection);
         await using var coordinator = new PostgresCoordinator(dataSource, new PostgresCoordinatorOptions { Schema = settings.Schema });
@@ -95,32 +103,37 @@ public static class ScaleOutWorker
         }
 
         var pipeline = new FanOutPipeline(
-            http, settings.FanOut, RecordAndCompleteAsync, ids: TakeAsync(queue, open), limiter: globalLimit);
+            http, settings.FanOut, RecordAndCompleteAsync, ids: TakeAsync(queue, open, Math.Max(1, settings.FanOut.Limit / 4)), limiter: globalLimit);
         await pipeline.RunAsync(cancellationToken);
     }
 
-    /// <summary>The ids of the queue's deliveries, as the pipeline asks for them, until the queue is shut down and empty.</summary>
+    /// <summary>The ids of the queue's deliveries, as the pipeline asks for them, until the queue is shut down and
+    /// empty. Taken up to <paramref name="batch"/> at a time (one round trip), so at most that many wait for a call slot.</summary>
     private static async IAsyncEnumerable<int> TakeAsync(
         PostgresQueue<int> queue,
         ConcurrentDictionary<int, PostgresDelivery<int>> open,
+        int batch,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         while (true)
         {
-            PostgresDelivery<int> delivery;
+            IReadOnlyList<PostgresDelivery<int>> deliveries;
             try
             {
-                delivery = await queue.GetAsync(cancellationToken);
+                deliveries = await queue.GetManyAsync(batch, cancellationToken);
             }
             catch (QueueShutDownException)
             {
                 yield break;
             }
 
-            // A delivery of an id this instance already holds means the older one's lease was lost: the newer one is
-            // the one to complete.
-            open[delivery.Item] = delivery;
-            yield return delivery.Item;
+            foreach (PostgresDelivery<int> delivery in deliveries)
+            {
+                // A delivery of an id this instance already holds means the older one's lease was lost: the newer one
+                // is the one to complete.
+                open[delivery.Item] = delivery;
+                yield return delivery.Item;
+            }
         }
     }
 }
