@@ -73,7 +73,7 @@ public static partial class AsyncIter
         ArgumentNullException.ThrowIfNull(work);
         Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(work, StartWork, nameof(work), maxConcurrency ?? int.MaxValue, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
+        return AsCompletedImpl(work, WorkFactory.Start, nameof(work), maxConcurrency ?? int.MaxValue, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>

@@ -75,7 +75,7 @@ public static partial class AsyncIter
     {
         cancellationToken.ThrowIfCancellationRequested();
         var results = new ResultBuffer<TOut>(ResultBuffer<TOut>.CountHint(work));
-        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(StartWork, cancellationToken);
+        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(WorkFactory.Start, cancellationToken);
         using IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
         try
         {
@@ -110,8 +110,4 @@ public static partial class AsyncIter
         cancellationToken.ThrowIfCancellationRequested();
         return results.ToArray();
     }
-
-    /// <summary>Starts one piece of work (GatherAsync, GatherSettledAsync, AsCompleted); a null task is its failure.</summary>
-    private static ValueTask<T> StartWork<T>(Func<CancellationToken, Task<T>> factory, CancellationToken cancellationToken) =>
-        new(factory(cancellationToken) ?? throw new InvalidOperationException("A work factory returned a null task."));
 }

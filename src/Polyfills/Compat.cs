@@ -18,28 +18,17 @@ internal static class Compat
     }
 
     /// <summary>
-    /// Queues <paramref name="callback"/> to the thread pool's global queue without flowing the ExecutionContext, so that
-    /// work already queued on the current thread runs first (a hand-off that lets completions accumulate).
+    /// Queues <paramref name="callback"/> to the thread pool without flowing the ExecutionContext. With
+    /// <paramref name="preferLocal"/>, to the current thread's local queue, as the BCL queues an awaiter's continuation;
+    /// without, to the global queue, so that work already queued on the current thread runs first (a hand-off that lets
+    /// completions accumulate). netstandard2.0 has only the global queue.
     /// </summary>
-    public static void QueueGlobal(Action<object?> callback, object? state)
+    public static void UnsafeQueue(Action<object?> callback, object? state, bool preferLocal)
     {
 #if NETSTANDARD2_0
         ThreadPool.UnsafeQueueUserWorkItem(new WaitCallback(callback.Invoke), state);
 #else
-        ThreadPool.UnsafeQueueUserWorkItem(callback, state, preferLocal: false);
-#endif
-    }
-
-    /// <summary>
-    /// Queues an awaiter's continuation to the thread pool without flowing the ExecutionContext, preferring the current
-    /// thread's local queue as the BCL does for continuations.
-    /// </summary>
-    public static void QueueContinuation(Action<object?> continuation, object? state)
-    {
-#if NETSTANDARD2_0
-        ThreadPool.UnsafeQueueUserWorkItem(new WaitCallback(continuation.Invoke), state);
-#else
-        ThreadPool.UnsafeQueueUserWorkItem(continuation, state, preferLocal: true);
+        ThreadPool.UnsafeQueueUserWorkItem(callback, state, preferLocal);
 #endif
     }
 }

@@ -244,7 +244,7 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
         // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
         // before the consumer runs, so it takes them without parking again.
         _handOff = operation;
-        Compat.QueueGlobal(s_deliver, this);
+        Compat.UnsafeQueue(s_deliver, this, preferLocal: false);
     }
 
     /// <summary>Completes the parked consumer's wait with the handed-off operation (its continuation runs here or on its context).</summary>

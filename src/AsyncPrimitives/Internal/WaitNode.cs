@@ -295,7 +295,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         ExecutionContext? executionContext = _executionContext;
         if (schedulingContext is null && executionContext is null)
         {
-            Compat.QueueContinuation(continuation, state); // what every plain `await` takes
+            Compat.UnsafeQueue(continuation, state, preferLocal: true); // what every plain `await` takes
             return;
         }
 
@@ -310,7 +310,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
                     static s => ((ScheduledContinuation)s!).Run(), work, CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler);
                 break;
             default:
-                Compat.QueueContinuation(static s => ((ScheduledContinuation)s!).Run(), work);
+                Compat.UnsafeQueue(static s => ((ScheduledContinuation)s!).Run(), work, preferLocal: true);
                 break;
         }
     }
