@@ -32,7 +32,11 @@ public sealed class AsyncEvent
     /// <summary>Callers waiting for the event to be set; empty whenever <see cref="_isSet"/> is true.</summary>
     private readonly WaitQueue<bool, Policy> _waiters;
 
-    /// <summary>The event's state. Written under <see cref="_sync"/>, read without it on the fast path.</summary>
+    /// <summary>
+    /// The event's state, read without the lock on the fast path. Made true only under <see cref="_sync"/>, by a
+    /// <see cref="Set"/> that serves the whole line in the same section; made false by <see cref="Clear"/> without it.
+    /// A caller joins the line only after reading false under the lock, so the line is empty whenever this is true.
+    /// </summary>
     private volatile bool _isSet;
 
     /// <summary>Creates an event.</summary>
@@ -74,13 +78,10 @@ public sealed class AsyncEvent
     }
 
     /// <summary>Resets the event, so later waits wait for the next <see cref="Set"/>.</summary>
-    public void Clear()
-    {
-        lock (_sync)
-        {
-            _isSet = false;
-        }
-    }
+    public void Clear() =>
+        // One write, no lock: a Set racing it has served everyone in its line before it leaves the lock, and a waiter
+        // arriving after it reads false (under the lock, if it has to join the line) and waits for the next Set.
+        _isSet = false;
 
     /// <summary>Waits until the event is set.</summary>
     /// <param name="cancellationToken">Cancels the wait.</param>
