@@ -260,6 +260,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         }
 
         await Notifier.FlushAsync().ConfigureAwait(false);
+        await Database.CloseAsync().ConfigureAwait(false);
     }
 
     /// <inheritdoc />

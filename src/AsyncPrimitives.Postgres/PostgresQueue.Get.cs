@@ -230,7 +230,7 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, WakeKey, timeout);
+        using var wait = new ServerWait(_coordinator, WakeKey, wakeLimit: 1, timeout);
         bool waited = false;
         while (true)
         {
@@ -262,11 +262,18 @@ public sealed partial class PostgresQueue<T>
             }
             catch (PostgresCoordinationException e) when (e.InnerException is PostgresException { SqlState: Database.QueueShutDownState })
             {
+                _coordinator.Signals.Signal(WakeKey); // the next getter here sees the shutdown too
                 throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.", e.InnerException);
             }
 
             if (rows.Count > 0)
             {
+                if (rows.Count == maxCount)
+                {
+                    // More may be waiting (a notification may stand for several puts): the next getter here looks.
+                    _coordinator.Signals.Signal(WakeKey);
+                }
+
                 return await DeliverAsync(rows, session, wait.SentAt).ConfigureAwait(false);
             }
 

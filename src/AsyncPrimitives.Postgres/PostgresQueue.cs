@@ -305,7 +305,7 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask JoinCoreAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, JoinKey, timeout);
+        using var wait = new ServerWait(_coordinator, JoinKey, int.MaxValue, timeout);
         while (true)
         {
             // The session carries the notifications that end the wait early.

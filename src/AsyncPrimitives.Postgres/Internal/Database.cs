@@ -35,6 +35,22 @@ internal sealed partial class Database
 
     private readonly NpgsqlDataSource _source;
 
+    /// <summary>
+    /// How many connections the coordinator keeps open between calls (besides its LISTEN connection). A kept connection
+    /// skips the reset that the data source's pool sends when a connection is taken again, and keeps its prepared
+    /// statements; calls that run at once beyond these take connections from the pool as usual.
+    /// </summary>
+    public const int MaxKept = 4;
+
+    /// <summary>The connections kept open for the next calls.</summary>
+    private readonly ConcurrentStack<NpgsqlConnection> _kept = new();
+
+    /// <summary>About how many connections are in <see cref="_kept"/> (a bound, not an exact count).</summary>
+    private int _keptCount;
+
+    /// <summary>Set once the coordinator is disposed: connections are no longer kept.</summary>
+    private bool _closed;
+
     /// <summary>The statements of this schema, by template (see <see cref="Sql"/>).</summary>
     private readonly ConcurrentDictionary<string, string> _statements = new(StringComparer.Ordinal);
 
@@ -54,8 +70,6 @@ internal sealed partial class Database
 
     /// <summary>The LISTEN/NOTIFY channel: the schema name.</summary>
     public string Channel => Schema;
-
-    public NpgsqlDataSource Source => _source;
 
     /// <summary>Whether <paramref name="schema"/> is a name the options accept.</summary>
     public static bool IsValidSchemaName(string? schema) => schema is not null && SchemaName().IsMatch(schema);
@@ -174,15 +188,14 @@ internal sealed partial class Database
     {
         for (int attempt = 0; ; attempt++)
         {
-            NpgsqlConnection connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-            await using var connectionScope = connection.ConfigureAwait(false);
+            NpgsqlConnection connection = await RentAsync(cancellationToken).ConfigureAwait(false);
             try
             {
                 return await RunAsync(connection, prepare: true, sql, parameters, consume, cancellationToken).ConfigureAwait(false);
             }
             catch (NpgsqlException e) when (IsConnectionFailure(e, connection))
             {
-                _source.Clear();
+                ClearConnections();
                 // A termination error answering the statement means it never ran; any other failure leaves that open.
                 bool ran = e is not PostgresException;
                 if (attempt > 0 || cancellationToken.IsCancellationRequested || (ran && retry == Retry.IfNotRun))
@@ -194,6 +207,75 @@ internal sealed partial class Database
             {
                 throw Failure(e, "The call");
             }
+            finally
+            {
+                await GiveBackAsync(connection).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>A connection for one call: a kept one, or a new one from the data source.</summary>
+    private async ValueTask<NpgsqlConnection> RentAsync(CancellationToken cancellationToken)
+    {
+        while (_kept.TryPop(out NpgsqlConnection? kept))
+        {
+            Interlocked.Decrement(ref _keptCount);
+            if (kept.State == System.Data.ConnectionState.Open)
+            {
+                return kept;
+            }
+
+            await kept.DisposeAsync().ConfigureAwait(false);
+        }
+
+        return await OpenAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Keeps a connection after its call, open, for the next one (up to <see cref="MaxKept"/>); closes it
+    /// (back to the data source's pool) otherwise, or when it is no longer open.</summary>
+    private ValueTask GiveBackAsync(NpgsqlConnection connection)
+    {
+        if (connection.State == System.Data.ConnectionState.Open && !Volatile.Read(ref _closed))
+        {
+            if (Interlocked.Increment(ref _keptCount) <= MaxKept)
+            {
+                _kept.Push(connection);
+                if (Volatile.Read(ref _closed))
+                {
+                    ClearConnections(); // CloseAsync ran meanwhile and may have missed it
+                }
+
+                return default;
+            }
+
+            Interlocked.Decrement(ref _keptCount);
+        }
+
+        return connection.DisposeAsync();
+    }
+
+    /// <summary>
+    /// After a connection failed: the others likely failed with it (a restart, the network), so the data source's idle
+    /// connections are cleared and the kept ones closed; the next calls open new ones.
+    /// </summary>
+    public void ClearConnections()
+    {
+        _source.Clear();
+        while (_kept.TryPop(out NpgsqlConnection? kept))
+        {
+            Interlocked.Decrement(ref _keptCount);
+            _ = kept.DisposeAsync().AsTask(); // closing a broken connection does not wait on the server
+        }
+    }
+
+    /// <summary>Closes the kept connections for good (the coordinator is disposed); later calls close theirs after use.</summary>
+    public async Task CloseAsync()
+    {
+        Volatile.Write(ref _closed, true);
+        while (_kept.TryPop(out NpgsqlConnection? kept))
+        {
+            Interlocked.Decrement(ref _keptCount);
+            await kept.DisposeAsync().ConfigureAwait(false);
         }
     }
 

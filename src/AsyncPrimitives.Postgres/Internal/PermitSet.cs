@@ -65,7 +65,7 @@ internal sealed class PermitSet
     private async ValueTask<PostgresLease?> AcquireCoreAsync(TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, WakeKey, timeout);
+        using var wait = new ServerWait(_coordinator, WakeKey, MaxCount, timeout);
         WaitPlace? place = null;
         try
         {
@@ -140,6 +140,8 @@ internal sealed class PermitSet
                     session.TryAdd(place);
                 }
 
+                wait.SetRank(place.Ticket);
+
                 await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
             }
         }
@@ -147,6 +149,7 @@ internal sealed class PermitSet
         {
             // Leave the line (a timeout, a cancellation, a failure): nothing of this wait stays on the server. If this
             // cannot reach the server, the place expires by itself: the heartbeat no longer renews it.
+            wait.Dispose(); // before the place is left: the wake that leaving sends goes to the waits behind it
             Session session = wait.Session!;
             session.Remove(place);
             if (!session.IsEnded)

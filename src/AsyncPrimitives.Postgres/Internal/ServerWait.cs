@@ -13,18 +13,19 @@ internal sealed class ServerWait : IDisposable
     private readonly PostgresCoordinator _coordinator;
     private readonly TimeSpan _timeout;
     private readonly long _started;
-    private readonly WakeSignals.Entry? _signal;
+    private readonly WakeSignals.Waiter? _signal;
     private Task _woken = Task.CompletedTask;
     private bool _retriedSession;
 
     /// <summary>Starts a wait on <paramref name="wakeKey"/> of at most <paramref name="timeout"/>; with
-    /// <see cref="TimeSpan.Zero"/> the wait makes one call and never sleeps.</summary>
-    public ServerWait(PostgresCoordinator coordinator, string wakeKey, TimeSpan timeout)
+    /// <see cref="TimeSpan.Zero"/> the wait makes one call and never sleeps. One signal of the key wakes at most
+    /// <paramref name="wakeLimit"/> of its waits (see <see cref="WakeSignals"/>).</summary>
+    public ServerWait(PostgresCoordinator coordinator, string wakeKey, int wakeLimit, TimeSpan timeout)
     {
         _coordinator = coordinator;
         _timeout = timeout;
         _started = coordinator.Time.GetTimestamp();
-        _signal = timeout != TimeSpan.Zero ? coordinator.Signals.Enter(wakeKey) : null;
+        _signal = timeout != TimeSpan.Zero ? coordinator.Signals.Enter(wakeKey, wakeLimit) : null;
     }
 
     /// <summary>Whether the wait may sleep (its timeout is not zero).</summary>
@@ -41,7 +42,7 @@ internal sealed class ServerWait : IDisposable
     public async ValueTask<Session> BeginCallAsync(CancellationToken cancellationToken)
     {
         Session ??= await _coordinator.GetSessionAsync(cancellationToken).ConfigureAwait(false);
-        _woken = _signal?.Next ?? Task.CompletedTask;
+        _woken = _signal?.Arm() ?? Task.CompletedTask;
         SentAt = _coordinator.Time.GetTimestamp();
         return Session;
     }
@@ -101,12 +102,9 @@ internal sealed class ServerWait : IDisposable
         }
     }
 
-    /// <summary>Ends the wait: its key no longer counts it.</summary>
-    public void Dispose()
-    {
-        if (_signal is not null)
-        {
-            _coordinator.Signals.Leave(_signal);
-        }
-    }
+    /// <summary>Records the wait's place in line: signals of its key wake the waits first in line first.</summary>
+    public void SetRank(long ticket) => _signal?.SetRank(ticket);
+
+    /// <summary>Ends the wait: its key no longer counts it, and a wake it did not use goes to the next. Idempotent.</summary>
+    public void Dispose() => _signal?.Dispose();
 }

@@ -271,7 +271,7 @@ internal sealed partial class Session
         if (failure is not null)
         {
             // Whatever failed, the other idle connections of the pool likely failed with it (a restart, the network).
-            _coordinator.Database.Source.Clear();
+            _coordinator.Database.ClearConnections();
             End(new PostgresCoordinationException(
                 $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are lost, " +
                 "and the coordinator reconnects on the next call.", failure));

@@ -2,76 +2,69 @@ namespace AsyncPrimitives.Postgres.Internal;
 
 /// <summary>
 /// The wake-ups of one coordinator, by key (<c>"l:name"</c> for a lock, <c>"s:name"</c> a semaphore, <c>"q:name"</c> a
-/// queue's new items, <c>"j:name"</c> its unfinished count reaching zero). A notification from the server, or a release
-/// in this process, signals a key; every wait on that key then checks the server again.
+/// queue's new items, <c>"j:name"</c> its unfinished count reaching zero). A notification from the server, or a change
+/// made in this process, signals a key; the waits on that key that may go ahead then check the server again.
 /// </summary>
 /// <remarks>
-/// A wait takes <see cref="Entry.Next"/> <em>before</em> it asks the server, so a signal that arrives while it asks is
-/// not missed: the task it then awaits has already completed.
+/// <para>A signal wakes at most the key's <em>wake limit</em> of waits that are not woken already, in order: first those
+/// with the lowest rank (a permit wait's ticket: its place in the line), then in the order they entered. So a release
+/// of a lock wakes the one local wait that is first in line, and a put wakes one getter, instead of every wait asking
+/// the server at once and all but one finding nothing. A wait that got what it waited for and leaves something for the
+/// next (a getter that took items: more may be there) signals the key again; a wait that leaves holding a wake it did
+/// not use passes it on.</para>
+/// <para>A wait takes its next signal (<see cref="Waiter.Arm"/>) <em>before</em> it asks the server, so a signal that
+/// arrives while it asks is not missed: the task it then awaits has already completed.</para>
 /// </remarks>
 internal sealed class WakeSignals
 {
     private readonly Lock _sync = new();
 
-    /// <summary>The keys someone waits on, each with its current signal; a key leaves when its last wait does.</summary>
-    private readonly Dictionary<string, Entry> _entries = new(StringComparer.Ordinal);
+    /// <summary>The keys someone waits on, each with its waits; a key leaves when its last wait does.</summary>
+    private readonly Dictionary<string, List<Waiter>> _entries = new(StringComparer.Ordinal);
 
-    /// <summary>Registers a wait on <paramref name="key"/>; <see cref="Leave"/> when the wait ends.</summary>
-    public Entry Enter(string key)
+    private long _entered;
+
+    /// <summary>Registers a wait on <paramref name="key"/>, of which one signal wakes at most
+    /// <paramref name="wakeLimit"/>; <see cref="Waiter.Dispose"/> when the wait ends.</summary>
+    public Waiter Enter(string key, int wakeLimit)
     {
         lock (_sync)
         {
-            if (!_entries.TryGetValue(key, out Entry? entry))
+            if (!_entries.TryGetValue(key, out List<Waiter>? waiters))
             {
-                entry = new Entry(this, key);
-                _entries.Add(key, entry);
+                _entries.Add(key, waiters = []);
             }
 
-            entry.Users++;
-            return entry;
+            var waiter = new Waiter(this, key, wakeLimit, ++_entered);
+            waiters.Add(waiter);
+            return waiter;
         }
     }
 
-    /// <summary>Ends a wait registered by <see cref="Enter"/>.</summary>
-    public void Leave(Entry entry)
-    {
-        lock (_sync)
-        {
-            if (--entry.Users == 0)
-            {
-                _entries.Remove(entry.Key);
-            }
-        }
-    }
-
-    /// <summary>Wakes every wait on <paramref name="key"/>.</summary>
+    /// <summary>Wakes the waits on <paramref name="key"/> that may go ahead now (see the remarks).</summary>
     public void Signal(string key)
     {
-        TaskCompletionSource? fired = null;
+        List<TaskCompletionSource>? fired = null;
         lock (_sync)
         {
-            if (_entries.TryGetValue(key, out Entry? entry))
+            if (_entries.TryGetValue(key, out List<Waiter>? waiters))
             {
-                fired = entry.Swap();
+                int limit = waiters.Max(w => w.WakeLimit);
+                int woken = 0;
+                foreach (Waiter waiter in waiters.Where(w => !w.IsWoken).OrderBy(w => w.Rank).ThenBy(w => w.Order))
+                {
+                    if (woken++ == limit)
+                    {
+                        break;
+                    }
+
+                    (fired ??= []).Add(waiter.Signal);
+                    waiter.IsWoken = true;
+                }
             }
         }
 
-        fired?.TrySetResult();
-    }
-
-    /// <summary>Wakes every wait (after a reconnection: notifications may have been missed meanwhile).</summary>
-    public void SignalAll()
-    {
-        List<TaskCompletionSource> fired;
-        lock (_sync)
-        {
-            fired = _entries.Values.Select(e => e.Swap()).ToList();
-        }
-
-        foreach (TaskCompletionSource signal in fired)
-        {
-            signal.TrySetResult();
-        }
+        Fire(fired);
     }
 
     /// <summary>The number of keys waited on, for tests.</summary>
@@ -86,41 +79,94 @@ internal sealed class WakeSignals
         }
     }
 
-    /// <summary>One key's signal, shared by its waits.</summary>
-    public sealed class Entry
+    private static void Fire(List<TaskCompletionSource>? fired)
+    {
+        foreach (TaskCompletionSource signal in fired ?? [])
+        {
+            signal.TrySetResult();
+        }
+    }
+
+    /// <summary>One wait on a key.</summary>
+    public sealed class Waiter : IDisposable
     {
         private readonly WakeSignals _owner;
-        private TaskCompletionSource _signal = NewSignal();
+        private readonly string _key;
+        private bool _left;
 
-        internal Entry(WakeSignals owner, string key)
+        internal Waiter(WakeSignals owner, string key, int wakeLimit, long order)
         {
             _owner = owner;
-            Key = key;
+            _key = key;
+            WakeLimit = wakeLimit;
+            Order = order;
         }
 
-        internal string Key { get; }
+        internal int WakeLimit { get; }
 
-        /// <summary>Waits in this process on the key; guarded by the owner's lock.</summary>
-        internal int Users { get; set; }
+        /// <summary>The order in which the waits entered; guarded by the owner's lock.</summary>
+        internal long Order { get; }
 
-        /// <summary>Completes at the next signal of the key.</summary>
-        public Task Next
+        /// <summary>The wait's place in line (a permit wait's ticket), lowest first; unknown (last) until it has one.
+        /// Guarded by the owner's lock.</summary>
+        internal long Rank { get; private set; } = long.MaxValue;
+
+        /// <summary>The signal the wait sleeps on; replaced by <see cref="Arm"/> once it fired. Guarded by the owner's lock.</summary>
+        internal TaskCompletionSource Signal { get; private set; } = NewSignal();
+
+        /// <summary>Whether <see cref="Signal"/> fired and the wait has not asked the server since. Guarded by the owner's lock.</summary>
+        internal bool IsWoken { get; set; }
+
+        /// <summary>Before the wait asks the server: the task that completes at the next signal for this wait (a signal
+        /// that came since the last call is used up by this call).</summary>
+        public Task Arm()
         {
-            get
+            lock (_owner._sync)
             {
-                lock (_owner._sync)
+                if (IsWoken)
                 {
-                    return _signal.Task;
+                    IsWoken = false;
+                    Signal = NewSignal();
                 }
+
+                return Signal.Task;
             }
         }
 
-        /// <summary>Replaces the signal and returns the old one for the caller to complete outside the lock.</summary>
-        internal TaskCompletionSource Swap()
+        /// <summary>Records the wait's place in line.</summary>
+        public void SetRank(long rank)
         {
-            TaskCompletionSource old = _signal;
-            _signal = NewSignal();
-            return old;
+            lock (_owner._sync)
+            {
+                Rank = rank;
+            }
+        }
+
+        /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key. Idempotent.</summary>
+        public void Dispose()
+        {
+            bool passOn;
+            lock (_owner._sync)
+            {
+                if (_left)
+                {
+                    return;
+                }
+
+                _left = true;
+                passOn = IsWoken;
+                List<Waiter> waiters = _owner._entries[_key];
+                waiters.Remove(this);
+                if (waiters.Count == 0)
+                {
+                    _owner._entries.Remove(_key);
+                }
+            }
+
+            if (passOn)
+            {
+                _owner.Signal(_key);
+            }
         }
 
         // Continuations run asynchronously: a signal comes from the LISTEN loop, which must not run waits inline.
