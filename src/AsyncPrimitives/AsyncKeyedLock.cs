@@ -155,7 +155,7 @@ public sealed class AsyncKeyedLock<TKey>
         WaitQueue<Releaser, Policy>.Admission admission;
         lock (stripe.Sync)
         {
-            admission = Admit(stripe, key, hash, mayWait: false, ref completions, out _);
+            admission = Admit(stripe, key, hash, mayWait: false, CancellationToken.None, ref completions, out _);
         }
 
         Debug.Assert(admission.Node is null, "a call that may not wait never queues");
@@ -289,7 +289,7 @@ public sealed class AsyncKeyedLock<TKey>
         WaitQueue<Releaser, Policy>? line;
         lock (stripe.Sync)
         {
-            admission = Admit(stripe, key, hash, mayWait: timeout != TimeSpan.Zero, ref completions, out line);
+            admission = Admit(stripe, key, hash, mayWait: timeout != TimeSpan.Zero, cancellationToken, ref completions, out line);
         }
 
         completions.CompleteAll(); // empty: an acquire serves nobody else
@@ -305,7 +305,7 @@ public sealed class AsyncKeyedLock<TKey>
     /// the policy serves the caller directly, and the line is created by the first caller that must wait.
     /// </summary>
     private WaitQueue<Releaser, Policy>.Admission Admit(
-        Stripe stripe, TKey key, uint hash, bool mayWait, ref Completions<Releaser> completions, out WaitQueue<Releaser, Policy>? line)
+        Stripe stripe, TKey key, uint hash, bool mayWait, CancellationToken cancellationToken, ref Completions<Releaser> completions, out WaitQueue<Releaser, Policy>? line)
     {
         Entry entry = Find(stripe, key, hash) ?? Add(stripe, key, hash);
         var policy = new Policy(entry);
@@ -325,7 +325,7 @@ public sealed class AsyncKeyedLock<TKey>
             line = entry.Line = new WaitQueue<Releaser, Policy>(policy, stripe.Sync, _timeProvider);
         }
 
-        return line.Admit(policy, default, mayWait, ref completions);
+        return line.Admit(policy, default, mayWait, cancellationToken, ref completions);
     }
 
     /// <summary>Returns one hold of <paramref name="entry"/>: to its oldest waiter if there is one, else the key is

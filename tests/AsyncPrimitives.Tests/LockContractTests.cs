@@ -466,6 +466,46 @@ public abstract class LockContractTests<TGate, TReleaser>
     }
 
     [Fact]
+    public async Task AcquireAsync_CancelledJustAfterJoiningTheLine_IsNotServedByALaterRelease()
+    {
+        // The cancellation completes, and then the permit is released, while the acquire call is still arming its
+        // timeout (the provider runs both inside CreateTimer): the cancellation came first, so the waiter must not
+        // get the permit, and the permit must stay free.
+        using var cts = new CancellationTokenSource();
+        TGate? gate = null;
+        var time = new HookedTimeProvider(() =>
+        {
+            cts.Cancel();
+            Release(gate!);
+        });
+        gate = Create(time);
+        TryAcquire(gate).Should().BeTrue();
+
+        ValueTask<TReleaser> waiting = AcquireAsync(gate, TimeSpan.FromHours(1), cts.Token);
+
+        await FluentActions.Awaiting(() => Within(waiting)).Should().ThrowAsync<OperationCanceledException>();
+        IsHeld(gate).Should().BeFalse();
+        Lines(gate).Waiting.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task AcquireAsync_CancelledJustAfterJoiningTheLine_IsCancelledNotTimedOut()
+    {
+        // The cancellation completes while the acquire call is arming its timeout, and then the timer fires at once:
+        // the wait ends as cancelled, the earlier of the two.
+        using var cts = new CancellationTokenSource();
+        var time = new HookedTimeProvider(() => cts.Cancel(), fireAtOnce: true);
+        TGate gate = Create(time);
+        TryAcquire(gate).Should().BeTrue();
+
+        ValueTask<TReleaser> waiting = AcquireAsync(gate, TimeSpan.FromHours(1), cts.Token);
+
+        await FluentActions.Awaiting(() => Within(waiting)).Should().ThrowAsync<OperationCanceledException>();
+        IsHeld(gate).Should().BeTrue();
+        Release(gate);
+    }
+
+    [Fact]
     public async Task AcquireAsync_LastWaiterCancelled_ReopensTheFastPath()
     {
         TGate gate = Create();
@@ -952,5 +992,16 @@ public abstract class LockContractTests<TGate, TReleaser>
         }
 
         return synchronous;
+    }
+
+    /// <summary>A clock that runs <c>hook</c> each time a timer is armed, before arming it (and then fires it at once
+    /// if asked): a point inside an acquire call after it joined the line.</summary>
+    private sealed class HookedTimeProvider(Action hook, bool fireAtOnce = false) : FakeTimeProvider
+    {
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            hook();
+            return base.CreateTimer(callback, state, fireAtOnce ? TimeSpan.Zero : dueTime, period);
+        }
     }
 }

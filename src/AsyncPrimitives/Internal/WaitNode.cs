@@ -9,8 +9,8 @@ namespace AsyncPrimitives.Internal;
 /// One waiter: a pooled, reusable <see cref="IValueTaskSource{TResult}"/> linked into a <see cref="WaitQueue{T, TPolicy}"/>.
 /// </summary>
 /// <remarks>
-/// <para>Lifecycle: rented from its home queue and linked under the owner's lock; armed with cancellation and
-/// timeout outside it; unlinked under the lock by exactly one of grant, cancellation, timeout or shutdown, which
+/// <para>Lifecycle: rented from its home queue, registered for cancellation and linked under the owner's lock;
+/// armed with its timeout outside it; unlinked under the lock by exactly one of grant, cancellation, timeout or shutdown, which
 /// records the outcome; completed outside the lock (so a continuation or a SynchronizationContext.Post never runs
 /// under our lock); recycled into its home queue by <see cref="GetResult"/> once the awaiter has observed the
 /// outcome. A waiter of an <see cref="AsyncCondition"/> has one more step: once it leaves the condition's line it
@@ -106,20 +106,36 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
 
     internal ValueTask AsNonGenericValueTask() => new(this, _version);
 
-    /// <summary>Registers the cancellation callback and starts the timeout timer. Called outside the lock, after the
-    /// node was linked; the outcome may already be decided, in which case the callbacks find it unlinked.</summary>
-    internal void Arm(TimeSpan timeout, CancellationToken cancellationToken, TimeProvider timeProvider)
+    /// <summary>
+    /// Registers the cancellation callback. Called under the lock, before the node is linked, so a cancellation that
+    /// completes after this is sure to find the node and unlink it. False if the token was cancelled meanwhile: the
+    /// caller fails the wait as cancelled and drops the node (a callback that ran or is running may still call
+    /// <see cref="IWaitQueue{T}.Abandon"/> for it, which then finds it unlinked; so it is never reused).
+    /// </summary>
+    /// <remarks>A callback that runs inside the registration (the token was cancelled just now) re-enters the lock,
+    /// which is reentrant, and changes nothing. A cancelled token's callbacks have run or are being run by the
+    /// canceller, so there is nothing to unregister (and waiting for one here could deadlock: it may be blocked on
+    /// the lock this thread holds).</remarks>
+    internal bool Watch(CancellationToken cancellationToken)
+    {
+        if (!cancellationToken.CanBeCanceled)
+        {
+            return true;
+        }
+
+        _token = cancellationToken;
+        _registration = cancellationToken.RegisterNoFlow(s_onCanceled, this);
+        return !cancellationToken.IsCancellationRequested;
+    }
+
+    /// <summary>Starts the timeout timer. Called outside the lock, after the node was linked; the outcome may already
+    /// be decided, in which case the callback finds it unlinked.</summary>
+    internal void ArmTimeout(TimeSpan timeout, TimeProvider timeProvider)
     {
         if (timeout != Timeout.InfiniteTimeSpan)
         {
             _timer = timeProvider.CreateTimer(s_onTimedOut, this, timeout, Timeout.InfiniteTimeSpan);
             _timerDisposalIsExact = s_systemTimerDisposalIsExact && ReferenceEquals(timeProvider, TimeProvider.System);
-        }
-
-        if (cancellationToken.CanBeCanceled)
-        {
-            _token = cancellationToken;
-            _registration = cancellationToken.RegisterNoFlow(s_onCanceled, this);
         }
     }
 

@@ -12,8 +12,8 @@ namespace AsyncPrimitives.Internal;
 /// <remarks>
 /// <para><b>Queued</b> (<see cref="WaitAsync(TPolicy, T, TimeSpan, CancellationToken)"/>): an already-cancelled token fails
 /// the call; the policy's lock-free fast path, if it has one, may serve it; otherwise, under the lock, the policy
-/// serves it if nobody waits ahead, or refuses it, or a zero timeout fails it, or it joins the tail of the line.
-/// Cancellation and timeout are armed after the lock is left (their callbacks take the lock themselves).</para>
+/// serves it if nobody waits ahead, or refuses it, or a zero timeout fails it, or it joins the tail of the line with
+/// its cancellation registered. The timeout is armed after the lock is left (its callback takes the lock itself).</para>
 /// <para><b>Granted</b>: whatever frees capacity (a release, a put, a notify) runs the primitive's own code under
 /// the lock, which takes waiters from the head with <see cref="Dequeue"/> and decides each one's outcome with
 /// <see cref="Serve"/> or <see cref="Fail"/> into a <see cref="Completions{T}"/>, completed after the lock is left.
@@ -74,6 +74,9 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
 
         /// <summary>It joined the line.</summary>
         Queued,
+
+        /// <summary>Its token was cancelled before it could join the line.</summary>
+        Canceled,
     }
 
     /// <summary>What <see cref="Admit"/> decided under the lock: how the caller entered, what it got now (served), why
@@ -129,7 +132,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// <returns>True if the caller was served.</returns>
     public bool TryNow(TPolicy policy, T offer, out T result, out Exception? refusal)
     {
-        Admission admission = Enter(policy, offer, mayWait: false);
+        Admission admission = Enter(policy, offer, mayWait: false, CancellationToken.None);
         result = admission.Result;
         refusal = admission.Refusal;
         return admission.Kind == Entry.Served;
@@ -227,10 +230,14 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// lines (<see cref="AsyncKeyedLock{TKey}"/>: one lock per stripe of keys, a line per contended key): served now
     /// if nobody waits ahead and the policy can, else refused, else (if <paramref name="mayWait"/>) queued at the
     /// tail. Lock held; complete <paramref name="completions"/> after it, then hand the admission to the
-    /// <c>WaitAsync(admission, timeout, cancellationToken)</c> overload. The lock-free fast path and the
-    /// already-cancelled check (step 1) are the caller's.
+    /// <c>WaitAsync(admission, timeout, cancellationToken)</c> overload with the same token. The lock-free fast path
+    /// and the already-cancelled check (step 1) are the caller's.
     /// </summary>
-    public Admission Admit(TPolicy policy, T offer, bool mayWait, ref Completions<T> completions)
+    /// <remarks>A queued waiter is cancellable from the moment it is in the line: its cancellation is registered here,
+    /// under the lock and before it is linked, so a cancellation that completed before a grant always wins over that
+    /// grant. (Registered after the lock, a wait could be served although its token had been cancelled before the
+    /// release that served it.) A token cancelled in between fails the caller with <see cref="Entry.Canceled"/>.</remarks>
+    public Admission Admit(TPolicy policy, T offer, bool mayWait, CancellationToken cancellationToken, ref Completions<T> completions)
     {
         AssertLockHeld();
         if (IsEmpty && policy.TryAcquire(offer, mayWait, ref completions, out T result))
@@ -249,6 +256,11 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         }
 
         WaitNode<T> node = Rent();
+        if (!node.Watch(cancellationToken))
+        {
+            return new Admission(Entry.Canceled, default!, null, null); // the node is left to the GC (see Watch)
+        }
+
         node.Value = offer;
         Link(node);
         return new Admission(Entry.Queued, default!, null, node);
@@ -259,34 +271,36 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     public ValueTask<T> WaitAsync(in Admission admission, TimeSpan timeout, CancellationToken cancellationToken) => admission.Kind switch
     {
         Entry.Served => new ValueTask<T>(admission.Result),
-        Entry.Queued => Arm(admission.Node!, timeout, cancellationToken).AsValueTask(),
+        Entry.Queued => Arm(admission.Node!, timeout).AsValueTask(),
+        Entry.Canceled => ValueTask.FromCanceled<T>(cancellationToken),
         _ => ValueTask.FromException<T>(admission.Refusal ?? ThrowHelper.TimeoutNow()),
     };
 
     private ValueTask<T> WaitSlowAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken) =>
-        WaitAsync(Enter(policy, offer, mayWait: timeout != TimeSpan.Zero), timeout, cancellationToken);
+        WaitAsync(Enter(policy, offer, mayWait: timeout != TimeSpan.Zero, cancellationToken), timeout, cancellationToken);
 
     private ValueTask WaitWithoutResultSlowAsync(TPolicy policy, T offer, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        Admission admission = Enter(policy, offer, mayWait: timeout != TimeSpan.Zero);
+        Admission admission = Enter(policy, offer, mayWait: timeout != TimeSpan.Zero, cancellationToken);
         return admission.Kind switch
         {
             Entry.Served => default,
-            Entry.Queued => Arm(admission.Node!, timeout, cancellationToken).AsNonGenericValueTask(),
+            Entry.Queued => Arm(admission.Node!, timeout).AsNonGenericValueTask(),
+            Entry.Canceled => ValueTask.FromCanceled(cancellationToken),
             _ => ValueTask.FromException(admission.Refusal ?? ThrowHelper.TimeoutNow()),
         };
     }
 
     /// <summary>Takes the lock for <see cref="Admit"/>; waiters it served in turn are completed after the lock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Admission Enter(TPolicy policy, T offer, bool mayWait)
+    private Admission Enter(TPolicy policy, T offer, bool mayWait, CancellationToken cancellationToken)
     {
         var completions = default(Completions<T>);
         try
         {
             lock (_sync)
             {
-                return Admit(policy, offer, mayWait, ref completions);
+                return Admit(policy, offer, mayWait, cancellationToken, ref completions);
             }
         }
         finally
@@ -296,11 +310,11 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         }
     }
 
-    /// <summary>Starts the waiter's timeout and cancellation, outside the lock: their callbacks take it themselves,
-    /// and may find the outcome already decided (then they change nothing).</summary>
-    private WaitNode<T> Arm(WaitNode<T> node, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Starts the waiter's timeout, outside the lock: its callback takes the lock itself, and may find the
+    /// outcome already decided (then it changes nothing). Its cancellation was registered in <see cref="Admit"/>.</summary>
+    private WaitNode<T> Arm(WaitNode<T> node, TimeSpan timeout)
     {
-        node.Arm(timeout, cancellationToken, _timeProvider);
+        node.ArmTimeout(timeout, _timeProvider);
         return node;
     }
 

@@ -19,7 +19,7 @@ namespace AsyncTools.StressTests.Histories;
 /// </remarks>
 public sealed class ConditionHistoryTests(ITestOutputHelper output)
 {
-    [Fact(Skip = "Quarantined: fails on main after later landings (seeds e9ulxM3fAN0p8, cdPmHH5BTi0pf, 5CBbr4QcZpYZc); checker or engine to be diagnosed, see closing note")]
+    [Fact]
     public void AsyncCondition_ConcurrentHistories_AreLinearizable() =>
         History.Check(
             output,

@@ -13,7 +13,7 @@ namespace AsyncTools.StressTests.Histories;
 /// </summary>
 public sealed class EventAndResultHistoryTests(ITestOutputHelper output)
 {
-    [Fact(Skip = "Quarantined: fails on main after later landings (seeds e9ulxM3fAN0p8, cdPmHH5BTi0pf, 5CBbr4QcZpYZc); checker or engine to be diagnosed, see closing note")]
+    [Fact]
     public void AsyncEvent_ConcurrentHistories_AreLinearizable() =>
         History.Check(
             output,
@@ -26,7 +26,7 @@ public sealed class EventAndResultHistoryTests(ITestOutputHelper output)
             Step.CancelTarget.Operation<EventActual, EventModel>(t => $"Cancel({t})", (a, t) => a.Cancel(t), (m, t) => m.Cancel(t)),
             Step.ExpireTarget.Operation<EventActual, EventModel>(t => $"Expire({t})", (a, t) => a.Expire(t), (m, t) => m.Expire(t)));
 
-    [Fact(Skip = "Quarantined: fails on main after later landings (seeds e9ulxM3fAN0p8, cdPmHH5BTi0pf, 5CBbr4QcZpYZc); checker or engine to be diagnosed, see closing note")]
+    [Fact]
     public void AsyncResult_ConcurrentHistories_AreLinearizable() =>
         History.Check(
             output,

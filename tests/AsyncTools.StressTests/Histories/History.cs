@@ -53,6 +53,15 @@ internal sealed class Step
 
     public bool Timed => Form is WaitForm.Timed or WaitForm.CancellableTimed;
 
+    /// <summary>
+    /// Whether the last actual run of this wait saw its token cancelled on arrival: the token was cancelled before
+    /// the call was made, or the call returned already cancelled. A cancellation that races with a call's arrival may
+    /// or may not be seen by it (the engine reads the token as the call starts and again as it joins the line, not
+    /// atomically with a fast-path acquire), so the model follows the run there; a cancellation that completed before
+    /// the call was made must be seen.
+    /// </summary>
+    public bool SawCancelOnArrival { get; set; }
+
     /// <summary>A step that does not wait.</summary>
     public static Gen<Step> Plain { get; } = Gen.Int[0, 0].Select(_ => New(null));
 
@@ -258,7 +267,9 @@ internal abstract class ActualHistory
     /// <summary>Starts <paramref name="step"/>'s wait with its timeout and token, and records its outcome (read later).</summary>
     public ValueTask<T> Wait<T>(Step step, Func<TimeSpan, CancellationToken, ValueTask<T>> wait, Func<T, string>? describe = null)
     {
+        bool cancelledBefore = step.Cancellable && Source(step).IsCancellationRequested;
         ValueTask<T> task = ScriptedTime.Starting(step, () => wait(Timeout(step), Token(step)));
+        step.SawCancelOnArrival = cancelledBefore || task.IsCanceled;
         _outcomes[step] = () => Read(task, describe ?? (_ => Outcome.Ok));
         return task;
     }
@@ -266,7 +277,9 @@ internal abstract class ActualHistory
     /// <inheritdoc cref="Wait{T}(Step, Func{TimeSpan, CancellationToken, ValueTask{T}}, Func{T, string}?)"/>
     public ValueTask Wait(Step step, Func<TimeSpan, CancellationToken, ValueTask> wait)
     {
+        bool cancelledBefore = step.Cancellable && Source(step).IsCancellationRequested;
         ValueTask task = ScriptedTime.Starting(step, () => wait(Timeout(step), Token(step)));
+        step.SawCancelOnArrival = cancelledBefore || task.IsCanceled;
         _outcomes[step] = () => Read(task);
         return task;
     }
@@ -357,10 +370,12 @@ internal abstract class ModelHistory
 
     public void Record(Step step, string outcome) => _outcomes[step] = outcome;
 
-    /// <summary>A cancelled token fails a wait at once, even one that could be served (the arrival check).</summary>
+    /// <summary>A cancelled token fails a wait at once, even one that could be served (the arrival check), when the
+    /// run saw it on arrival (see <see cref="Step.SawCancelOnArrival"/>); otherwise the cancellation raced with the
+    /// arrival and the wait proceeds as if it came first.</summary>
     public bool CancelledOnArrival(Step step)
     {
-        if (step.Cancellable && _cancelled.Contains(step))
+        if (step.Cancellable && _cancelled.Contains(step) && step.SawCancelOnArrival)
         {
             Record(step, Outcome.Canceled);
             return true;

@@ -14,11 +14,11 @@ namespace AsyncTools.StressTests.Histories;
 /// </summary>
 public sealed class PermitHistoryTests(ITestOutputHelper output)
 {
-    [Fact(Skip = "Quarantined: fails on main after later landings (seeds e9ulxM3fAN0p8, cdPmHH5BTi0pf, 5CBbr4QcZpYZc); checker or engine to be diagnosed, see closing note")]
+    [Fact]
     public void AsyncLock_ConcurrentHistories_AreLinearizable() =>
         Check("AsyncLock", maxRelease: 1, () => new PermitActual(isLock: true, 1, 1), () => new PermitModel(1, 1, isLock: true));
 
-    [Fact(Skip = "Quarantined: fails on main after later landings (seeds e9ulxM3fAN0p8, cdPmHH5BTi0pf, 5CBbr4QcZpYZc); checker or engine to be diagnosed, see closing note")]
+    [Fact]
     public void AsyncSemaphore_ConcurrentHistories_AreLinearizable() =>
         Check("AsyncSemaphore(1, max 2)", maxRelease: 2, () => new PermitActual(isLock: false, 1, 2), () => new PermitModel(1, 2, isLock: false));
 

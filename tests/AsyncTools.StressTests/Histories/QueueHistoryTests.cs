@@ -30,7 +30,7 @@ public sealed class QueueHistoryTests(ITestOutputHelper output)
         Priority,
     }
 
-    [Theory(Skip = "Quarantined: fails on main after later landings (seeds e9ulxM3fAN0p8, cdPmHH5BTi0pf, 5CBbr4QcZpYZc); checker or engine to be diagnosed, see closing note")]
+    [Theory]
     [InlineData(Order.Fifo)]
     [InlineData(Order.Lifo)]
     [InlineData(Order.Priority)]

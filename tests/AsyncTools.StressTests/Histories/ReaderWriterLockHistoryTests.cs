@@ -15,7 +15,7 @@ public sealed class ReaderWriterLockHistoryTests(ITestOutputHelper output)
 {
     private const int MaxReaders = 2;
 
-    [Fact(Skip = "Quarantined: fails on main after later landings (seeds e9ulxM3fAN0p8, cdPmHH5BTi0pf, 5CBbr4QcZpYZc); checker or engine to be diagnosed, see closing note")]
+    [Fact]
     public void AsyncReaderWriterLock_ConcurrentHistories_AreLinearizable() =>
         History.Check(
             output,
