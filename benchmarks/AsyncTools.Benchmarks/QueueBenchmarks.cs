@@ -191,6 +191,14 @@ public class QueueSpscBenchmarks : QueueBenchmarkBase
     [Benchmark(OperationsPerInvoke = Items)]
     public Task<long> AsyncQueue_PutAsync_GetAsync() => QueueAsync(new AsyncQueue<int>(Capacity), 1);
 
+    /// <summary>Low-water mark at half: waiting producers wake only once the consumer has drained half the queue.</summary>
+    [Benchmark(OperationsPerInvoke = Items)]
+    public Task<long> AsyncQueue_ResumeSizeHalf_PutAsync_GetAsync() => QueueAsync(new AsyncQueue<int>(Capacity) { ResumeSize = Capacity / 2 }, 1);
+
+    /// <summary>Low-water mark at 0: waiting producers wake only once the consumer has emptied the queue.</summary>
+    [Benchmark(OperationsPerInvoke = Items)]
+    public Task<long> AsyncQueue_ResumeSize0_PutAsync_GetAsync() => QueueAsync(new AsyncQueue<int>(Capacity) { ResumeSize = 0 }, 1);
+
     [Benchmark(OperationsPerInvoke = Items)]
     public Task<long> AsyncLifoQueue_PutAsync_GetAsync() => QueueAsync(new AsyncLifoQueue<int>(Capacity), 1);
 

@@ -50,20 +50,25 @@ public abstract partial class AsyncQueueBase<T>
     }
 
     /// <summary>
-    /// Takes the next item. If a putter waits (so the queue is full), its item moves in first and then the next item
-    /// is taken in this queue's order, as Toro did: that put completes with <paramref name="completions"/>, after the
-    /// lock. Lock held; the queue or the putters are not empty.
+    /// Takes the next item. If putters wait (so the queue was full) and this take leaves at most
+    /// <see cref="ResumeSize"/> items, their items move in first, oldest first, until the queue would be full again
+    /// after the take; then the next item is taken in this queue's order, as Toro did (with the default
+    /// <see cref="ResumeSize"/> that is one putter per take). Those puts complete with <paramref name="completions"/>,
+    /// after the lock. Lock held; the queue or the putters are not empty.
     /// </summary>
     private T TakeLocked(ref Completions<T> completions)
     {
         Debug.Assert(_sync.IsHeldByCurrentThread, "the lock must be held");
-        if (_putters.Head is { } putter)
+        if (!_putters.IsEmpty && _store.Count - 1 <= _resumeSize)
         {
-            // Add before unlinking: if a priority comparer throws, nothing has changed.
-            _store.Add(putter.Value);
-            _putters.Dequeue();
-            _unfinished++;
-            _putters.Serve(putter, default!, ref completions);
+            while (_store.Count <= _maxSize && _putters.Head is { } putter)
+            {
+                // Add before unlinking: if a priority comparer throws, nothing has changed.
+                _store.Add(putter.Value);
+                _putters.Dequeue();
+                _unfinished++;
+                _putters.Serve(putter, default!, ref completions);
+            }
         }
 
         return _store.Take();

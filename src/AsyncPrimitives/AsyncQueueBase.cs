@@ -80,6 +80,10 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// <summary>The bound; 0 means unbounded.</summary>
     private readonly int _maxSize;
 
+    /// <summary>The low-water mark: once putters wait, a get lets them in only when it leaves at most this many items.
+    /// <c>MaxSize - 1</c> by default (each get lets one in); 0 for an unbounded queue.</summary>
+    private readonly int _resumeSize;
+
     /// <summary>The type's name without generic arity (<c>AsyncQueue</c>), for <see cref="ToString"/>.</summary>
     private readonly string _kind;
 
@@ -95,6 +99,7 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
         TimeProvider time = timeProvider ?? TimeProvider.System;
         _kind = kind;
         _maxSize = maxSize;
+        _resumeSize = Math.Max(maxSize - 1, 0);
         _store = store;
         _getters = new WaitQueue<T, GetPolicy>(new GetPolicy(this), _sync, time);
         _putters = new WaitQueue<T, PutPolicy>(new PutPolicy(this), _sync, time);
@@ -108,6 +113,28 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
 
     /// <summary>The most items the queue holds; 0 means unbounded.</summary>
     public int MaxSize => _maxSize;
+
+    /// <summary>
+    /// The low-water mark for waiting putters (back-pressure with hysteresis): once the queue is full, putters that wait
+    /// resume only when a get leaves <see cref="Count"/> at or below it, and then as many of them move in, in FIFO order,
+    /// as fill the queue again. The default, <c>MaxSize - 1</c>, lets one waiting putter in per get. A lower value lets
+    /// the consumer drain a batch before the producers wake, so each producer wake-up moves several items instead of one.
+    /// Set it with an object initializer: <c>new AsyncQueue&lt;Job&gt;(1000) { ResumeSize = 500 }</c>. Putters that
+    /// arrive while none waits and the queue is not full put at once, as always. An unbounded queue never makes a
+    /// putter wait: its <see cref="ResumeSize"/> is 0 and can only be set to 0.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">(On init.) The value is negative or not less than
+    /// <see cref="MaxSize"/> (for an unbounded queue: not 0).</exception>
+    public int ResumeSize
+    {
+        get => _resumeSize;
+        init
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value, nameof(ResumeSize));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, Math.Max(_maxSize - 1, 0), nameof(ResumeSize));
+            _resumeSize = value;
+        }
+    }
 
     /// <summary>The number of items in the queue (a snapshot). Items of waiting putters are not counted.</summary>
     public int Count

@@ -7,6 +7,9 @@ public sealed class AsyncLifoQueueTests : QueueContractTests
     protected override AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null, string? name = null) =>
         new AsyncLifoQueue<int>(maxSize, timeProvider) { Name = name };
 
+    protected override AsyncQueueBase<int> CreateQueue(int maxSize, int resumeSize, TimeProvider? timeProvider = null) =>
+        new AsyncLifoQueue<int>(maxSize, timeProvider: timeProvider) { ResumeSize = resumeSize };
+
     [Fact]
     public async Task GetAsync_ReturnsTheNewestItemFirst()
     {

@@ -19,6 +19,9 @@ public abstract class QueueContractTests
 
     protected abstract AsyncQueueBase<int> CreateQueue(int maxSize = 0, TimeProvider? timeProvider = null, string? name = null);
 
+    /// <summary>A queue with a <see cref="AsyncQueueBase{T}.ResumeSize"/> (set by its object initializer).</summary>
+    protected abstract AsyncQueueBase<int> CreateQueue(int maxSize, int resumeSize, TimeProvider? timeProvider = null);
+
     protected static Task<T> Bounded<T>(ValueTask<T> pending) => pending.AsTask().WaitAsync(Bound);
 
     protected static Task Bounded(ValueTask pending) => pending.AsTask().WaitAsync(Bound);
@@ -42,6 +45,140 @@ public abstract class QueueContractTests
         queue.IsFull.Should().BeFalse();
         queue.UnfinishedTasks.Should().Be(0);
         queue.IsShutDown.Should().BeFalse();
+    }
+
+    // ---- ResumeSize: the low-water mark for waiting putters ----
+
+    [Fact]
+    public void ResumeSize_DefaultsToMaxSizeMinusOne_AndToZeroWhenUnbounded()
+    {
+        CreateQueue(10).ResumeSize.Should().Be(9);
+        CreateQueue(1).ResumeSize.Should().Be(0);
+        CreateQueue().ResumeSize.Should().Be(0);
+        CreateQueue(0, 0).ResumeSize.Should().Be(0);
+        CreateQueue(10, 3).ResumeSize.Should().Be(3);
+    }
+
+    [Theory]
+    [InlineData(4, -1)]
+    [InlineData(4, 4)]
+    [InlineData(4, 5)]
+    [InlineData(1, 1)]
+    [InlineData(0, 1)]
+    [InlineData(0, -1)]
+    public void ResumeSize_OutOfRange_ThrowsArgumentOutOfRangeNamingIt(int maxSize, int resumeSize)
+    {
+        FluentActions.Invoking(() => CreateQueue(maxSize, resumeSize))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("ResumeSize");
+    }
+
+    [Fact]
+    public async Task ResumeSize_WaitingPuttersResumeOnlyAtOrBelowIt_ThenRefillTheQueueInFifoOrder()
+    {
+        var queue = CreateQueue(4, resumeSize: 1);
+        for (int i = 0; i < 4; i++)
+        {
+            queue.TryPut(i).Should().BeTrue();
+        }
+
+        ValueTask[] putters = Enumerable.Range(4, 3).Select(i => queue.PutAsync(i)).ToArray();
+        putters.Should().OnlyContain(p => !p.IsCompleted);
+        var got = new List<int>();
+
+        got.Add(await queue.GetAsync());
+        got.Add(await queue.GetAsync());
+        queue.Count.Should().Be(2);
+        putters.Should().OnlyContain(p => !p.IsCompleted, "the count is still above ResumeSize");
+        queue.TryPut(99).Should().BeFalse("a newcomer never barges past the waiting putters");
+
+        got.Add(await queue.GetAsync()); // leaves 1 = ResumeSize: the putters move in
+        putters.Should().OnlyContain(p => p.IsCompletedSuccessfully, "all three fit once the queue is refilled");
+        queue.Count.Should().Be(4);
+        queue.UnfinishedTasks.Should().Be(7);
+        while (queue.TryGet(out int item))
+        {
+            got.Add(item);
+        }
+
+        got.Should().BeEquivalentTo(Enumerable.Range(0, 7));
+    }
+
+    [Fact]
+    public async Task ResumeSize_MovesInOnlyAsManyPuttersAsRefillTheQueue()
+    {
+        var queue = CreateQueue(3, resumeSize: 0);
+        for (int i = 0; i < 3; i++)
+        {
+            queue.TryPut(i).Should().BeTrue();
+        }
+
+        ValueTask[] putters = Enumerable.Range(3, 5).Select(i => queue.PutAsync(i)).ToArray();
+        await queue.GetAsync();
+        await queue.GetAsync();
+        putters.Should().OnlyContain(p => !p.IsCompleted);
+
+        await queue.GetAsync(); // leaves 0: three putters refill the queue, the other two keep waiting
+        putters.Count(p => p.IsCompletedSuccessfully).Should().Be(3);
+        putters.Take(3).Should().OnlyContain(p => p.IsCompletedSuccessfully, "putters move in oldest first");
+        queue.Count.Should().Be(3);
+
+        for (int i = 0; i < 3; i++)
+        {
+            await queue.GetAsync();
+        }
+
+        putters.Should().OnlyContain(p => p.IsCompletedSuccessfully);
+        queue.Count.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task ResumeSize_APutterThatTimesOutWhileTheQueueDrains_EnqueuedNothing()
+    {
+        var time = new FakeTimeProvider();
+        var queue = CreateQueue(2, resumeSize: 0, time);
+        queue.TryPut(1).Should().BeTrue();
+        queue.TryPut(2).Should().BeTrue();
+        ValueTask put = queue.PutAsync(3, TimeSpan.FromSeconds(1));
+        await queue.GetAsync();
+        put.IsCompleted.Should().BeFalse();
+
+        time.Advance(TimeSpan.FromSeconds(1));
+
+        await FluentActions.Awaiting(() => put.AsTask()).Should().ThrowAsync<TimeoutException>();
+        queue.Count.Should().Be(1);
+        queue.UnfinishedTasks.Should().Be(2);
+        queue.TryPut(4).Should().BeTrue("with nobody waiting, a put into a queue that is not full goes in at once");
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(8)]
+    [InlineData(15)]
+    public async Task ResumeSize_OneProducerOneConsumer_LoseAndDuplicateNothing(int resumeSize)
+    {
+        const int Items = 20_000;
+        var queue = CreateQueue(16, resumeSize);
+        Task producer = Task.Run(async () =>
+        {
+            for (int i = 0; i < Items; i++)
+            {
+                await queue.PutAsync(i).ConfigureAwait(false);
+            }
+        });
+        var got = new List<int>(Items);
+        Task consumer = Task.Run(async () =>
+        {
+            for (int i = 0; i < Items; i++)
+            {
+                got.Add(await queue.GetAsync().ConfigureAwait(false));
+            }
+        });
+
+        await Task.WhenAll(producer, consumer).WaitAsync(TimeSpan.FromSeconds(60));
+
+        got.Should().BeEquivalentTo(Enumerable.Range(0, Items));
+        queue.Count.Should().Be(0);
+        queue.Lines.Waiting.Should().Be(0);
     }
 
     [Fact]
