@@ -33,7 +33,7 @@ namespace AsyncPrimitives;
 /// int rows = await db.RunAsync(() => connection.Execute(sql), cancellationToken); // and only ever used there
 /// </code>
 /// </example>
-[DebuggerDisplay("Name = {Name}, Queued = {_queued}, IsDisposed = {_disposing}")]
+[DebuggerDisplay("Name = {Name}, Queued = {_queue.Count}, IsDisposed = {_disposing}")]
 public sealed class AsyncThread : IAsyncDisposable
 {
     /// <summary>Guards the queue and the flags; the dedicated thread waits on it (<see cref="Monitor.Wait(object)"/>)
@@ -45,14 +45,9 @@ public sealed class AsyncThread : IAsyncDisposable
     /// <summary>Completed by the dedicated thread when it ends, after its last item.</summary>
     private readonly TaskCompletionSource<bool> _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>Oldest queued item, the next to run; null when none is queued.</summary>
-    private Work? _head;
-
-    /// <summary>Newest queued item.</summary>
-    private Work? _tail;
-
-    /// <summary>Items queued and not yet started or removed.</summary>
-    private int _queued;
+    /// <summary>Items queued and not yet started or removed, oldest (the next to run) first. Each item owns its node,
+    /// so a cancelled one leaves in O(1).</summary>
+    private readonly LinkedList<Work> _queue = new();
 
     /// <summary>Set once by <see cref="DisposeAsync"/>: no new work; the thread ends when the queue is empty.</summary>
     private bool _disposing;
@@ -132,7 +127,7 @@ public sealed class AsyncThread : IAsyncDisposable
         bool disposing;
         lock (_sync)
         {
-            queued = _queued;
+            queued = _queue.Count;
             disposing = _disposing;
         }
 
@@ -149,30 +144,30 @@ public sealed class AsyncThread : IAsyncDisposable
             return;
         }
 
+        bool cancelled;
         lock (_sync)
         {
             ThrowIfDisposed(_disposing);
-            item.Previous = _tail;
-            if (_tail is null)
-            {
-                _head = item;
-            }
-            else
-            {
-                _tail.Next = item;
-            }
 
-            _tail = item;
-            item.IsQueued = true;
-            _queued++;
-            if (_queued == 1)
+            // Registered before the item is queued, as the wait engine does: a cancellation that completes after this
+            // finds the item queued and removes it; one that came in between is seen here. A callback that runs inside
+            // the registration re-enters this (reentrant) lock and finds nothing to remove.
+            item.Watch(cancellationToken);
+            cancelled = cancellationToken.IsCancellationRequested;
+            if (!cancelled)
             {
-                Monitor.Pulse(_sync);
+                _queue.AddLast(item.Node);
+                if (_queue.Count == 1)
+                {
+                    Monitor.Pulse(_sync);
+                }
             }
         }
 
-        // Outside the lock: a token cancelled meanwhile runs the callback here, which takes the lock itself.
-        item.Arm(cancellationToken);
+        if (cancelled)
+        {
+            item.Cancel(cancellationToken);
+        }
     }
 
     private static void ThrowIfDisposed(bool disposing)
@@ -186,16 +181,12 @@ public sealed class AsyncThread : IAsyncDisposable
     /// <summary>Takes <paramref name="item"/> out of the queue if it is still there. Lock held.</summary>
     private bool TryUnlink(Work item)
     {
-        if (!item.IsQueued)
+        if (item.Node.List is null)
         {
             return false;
         }
 
-        (item.Previous is null ? ref _head : ref item.Previous.Next) = item.Next;
-        (item.Next is null ? ref _tail : ref item.Next.Previous) = item.Previous;
-        item.Previous = item.Next = null;
-        item.IsQueued = false;
-        _queued--;
+        _queue.Remove(item.Node);
         return true;
     }
 
@@ -207,18 +198,18 @@ public sealed class AsyncThread : IAsyncDisposable
             Work? item;
             lock (_sync)
             {
-                while (_head is null && !_disposing)
+                while (_queue.Count == 0 && !_disposing)
                 {
                     Monitor.Wait(_sync);
                 }
 
-                item = _head;
+                item = _queue.First?.Value;
                 if (item is null)
                 {
                     break; // disposed and drained
                 }
 
-                TryUnlink(item);
+                _queue.RemoveFirst();
             }
 
             item.Run();
@@ -242,12 +233,12 @@ public sealed class AsyncThread : IAsyncDisposable
         }
     }
 
-    /// <summary>A queued call: a node of the intrusive FIFO (so a cancelled one leaves in O(1)), and its caller's task.</summary>
-    private abstract class Work(AsyncThread owner)
+    /// <summary>A queued call: its node in the queue (so a cancelled one leaves in O(1)), and its caller's task.</summary>
+    private abstract class Work
     {
         private static readonly Action<object?> s_onCanceled = static state => ((Work)state!).OnCanceled();
 
-        private readonly AsyncThread _owner = owner;
+        private readonly AsyncThread _owner;
 
         /// <summary>The caller's context, or null when it flows nothing.</summary>
         private readonly ExecutionContext? _context = ExecutionContext.Capture();
@@ -255,15 +246,18 @@ public sealed class AsyncThread : IAsyncDisposable
         private CancellationToken _token;
         private CancellationTokenRegistration _registration;
 
-        public Work? Previous;
-        public Work? Next;
+        protected Work(AsyncThread owner)
+        {
+            _owner = owner;
+            Node = new LinkedListNode<Work>(this);
+        }
 
-        /// <summary>Linked in the queue. Guarded by the owner's lock.</summary>
-        public bool IsQueued;
+        /// <summary>The item's node in the owner's queue; in a list while queued. Guarded by the owner's lock.</summary>
+        public LinkedListNode<Work> Node { get; }
 
-        /// <summary>Registers the cancellation that removes the item while it is queued. After the item was linked,
-        /// outside the lock.</summary>
-        public void Arm(CancellationToken cancellationToken)
+        /// <summary>Registers the cancellation that removes the item while it is queued. Under the owner's lock, before
+        /// the item is queued.</summary>
+        public void Watch(CancellationToken cancellationToken)
         {
             if (cancellationToken.CanBeCanceled)
             {
