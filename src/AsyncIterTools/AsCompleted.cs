@@ -133,7 +133,7 @@ public static partial class AsyncIter
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var deadline = new Deadline(timeout, timeProvider);
-        using var running = new CompletionQueue<TArg, T>(start, cancellationToken);
+        using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken);
         using IEnumerator<TArg> pending = inputs.GetEnumerator();
 
         // Tasks the operator does not own are not awaited on exit, so waiting for them must also end on cancellation.

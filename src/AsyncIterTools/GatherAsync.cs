@@ -48,6 +48,7 @@ public static partial class AsyncIter
         ArgumentNullException.ThrowIfNull(work);
         Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         return GatherCoreAsync<T, T>(
+            nameof(GatherAsync),
             work,
             maxConcurrency ?? int.MaxValue,
             static (piece, results) =>
@@ -68,6 +69,7 @@ public static partial class AsyncIter
     /// piece's outcome, or returns false for a failure that stops the gathering (the first is thrown, after the drain).
     /// </summary>
     private static async Task<TOut[]> GatherCoreAsync<T, TOut>(
+        string operatorName,
         IEnumerable<Func<CancellationToken, Task<T>>> work,
         int maxConcurrency,
         Func<CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation, ResultBuffer<TOut>, bool> record,
@@ -75,7 +77,7 @@ public static partial class AsyncIter
     {
         cancellationToken.ThrowIfCancellationRequested();
         var results = new ResultBuffer<TOut>(ResultBuffer<TOut>.CountHint(work));
-        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(WorkFactory.Start, cancellationToken);
+        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(operatorName, WorkFactory.Start, cancellationToken);
         using IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
         try
         {

@@ -39,6 +39,7 @@ public static partial class AsyncIter
         ArgumentNullException.ThrowIfNull(work);
         Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         return GatherCoreAsync<T, Outcome<T>>(
+            nameof(GatherSettledAsync),
             work,
             maxConcurrency ?? int.MaxValue,
             static (piece, results) =>

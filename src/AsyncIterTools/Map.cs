@@ -69,7 +69,7 @@ public static partial class AsyncIter
         bool ordered,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var calls = new CompletionQueue<T, TResult>(selector, cancellationToken);
+        using var calls = new CompletionQueue<T, TResult>(ordered ? nameof(Map) : nameof(MapUnordered), selector, cancellationToken);
 
         // Ordered: the started, not yet yielded calls in source order (Count <= maxConcurrency). Unordered: unused.
         Queue<CompletionQueue<T, TResult>.Operation>? window = ordered ? new Queue<CompletionQueue<T, TResult>.Operation>() : null;

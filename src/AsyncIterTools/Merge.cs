@@ -85,7 +85,7 @@ public static partial class AsyncIter
         int maxConcurrency,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var moves = new CompletionQueue<IAsyncEnumerator<T>, bool>(static (source, _) => source.MoveNextAsync(), cancellationToken);
+        var moves = new CompletionQueue<IAsyncEnumerator<T>, bool>(nameof(Merge), static (source, _) => source.MoveNextAsync(), cancellationToken);
 
         // Sources started and not yet disposed.
         var active = new List<IAsyncEnumerator<T>>();

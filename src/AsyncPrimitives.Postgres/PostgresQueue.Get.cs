@@ -230,60 +230,67 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, WakeKey, wakeLimit: 1, timeout);
+        using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, WakeKey, wakeLimit: 1, timeout);
         bool waited = false;
-        while (true)
+        try
         {
-            Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
-            List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows;
-            try
+            while (true)
             {
-                // Never cancelled half-way (an item leased by a call whose answer is lost would wait for its lease to
-                // expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
-                rows = await _coordinator.Database.QueryAllAsync(
-                    GetSql,
-                    [
-                        Database.Parameter(Name), Database.Parameter(_orderCode), Database.Parameter(maxCount),
-                        Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
-                        Database.Parameter(session.BackendStart), Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
-                    ],
-                    static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4)),
-                    Database.Retry.Always,
-                    CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
-            {
-                if (!wait.RetryAfterSessionEnded(e, inProgress: waited))
+                Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
+                List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows;
+                try
                 {
-                    throw;
+                    // Never cancelled half-way (an item leased by a call whose answer is lost would wait for its lease to
+                    // expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
+                    rows = await _coordinator.Database.QueryAllAsync(
+                        GetSql,
+                        [
+                            Database.Parameter(Name), Database.Parameter(_orderCode), Database.Parameter(maxCount),
+                            Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
+                            Database.Parameter(session.BackendStart), Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
+                        ],
+                        static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4)),
+                        Database.Retry.Always,
+                        CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
+                {
+                    if (!wait.RetryAfterSessionEnded(e, inProgress: waited))
+                    {
+                        throw;
+                    }
+
+                    continue;
+                }
+                catch (PostgresCoordinationException e) when (e.InnerException is PostgresException { SqlState: Database.QueueShutDownState })
+                {
+                    _coordinator.Signals.Signal(WakeKey); // the next getter here sees the shutdown too
+                    throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.", e.InnerException);
                 }
 
-                continue;
-            }
-            catch (PostgresCoordinationException e) when (e.InnerException is PostgresException { SqlState: Database.QueueShutDownState })
-            {
-                _coordinator.Signals.Signal(WakeKey); // the next getter here sees the shutdown too
-                throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.", e.InnerException);
-            }
-
-            if (rows.Count > 0)
-            {
-                if (rows.Count == maxCount)
+                if (rows.Count > 0)
                 {
-                    // More may be waiting (a notification may stand for several puts): the next getter here looks.
-                    _coordinator.Signals.Signal(WakeKey);
+                    if (rows.Count == maxCount)
+                    {
+                        // More may be waiting (a notification may stand for several puts): the next getter here looks.
+                        _coordinator.Signals.Signal(WakeKey);
+                    }
+
+                    return await DeliverAsync(rows, session, wait.SentAt).ConfigureAwait(false);
                 }
 
-                return await DeliverAsync(rows, session, wait.SentAt).ConfigureAwait(false);
-            }
+                if (!wait.Waits)
+                {
+                    return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : [];
+                }
 
-            if (!wait.Waits)
-            {
-                return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : [];
+                waited = true;
+                await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
             }
-
-            waited = true;
-            await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (wait.Failed(e, cancellationToken))
+        {
+            throw; // never reached: the filter records the outcome and lets the exception pass
         }
     }
 

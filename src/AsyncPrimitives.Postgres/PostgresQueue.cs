@@ -305,17 +305,24 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask JoinCoreAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, JoinKey, int.MaxValue, timeout);
-        while (true)
+        using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, JoinKey, int.MaxValue, timeout);
+        try
         {
-            // The session carries the notifications that end the wait early.
-            await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
-            if ((await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished == 0)
+            while (true)
             {
-                return;
-            }
+                // The session carries the notifications that end the wait early.
+                await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
+                if ((await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished == 0)
+                {
+                    return;
+                }
 
-            await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
+                await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (wait.Failed(e, cancellationToken))
+        {
+            throw; // never reached: the filter records the outcome and lets the exception pass
         }
     }
 }

@@ -61,13 +61,18 @@ public sealed class AsyncCondition
     {
         _timeProvider = timeProvider ?? TimeProvider.System;
         _lock = @lock ?? new AsyncLock(_timeProvider);
-        _waiters = new WaitQueue<AsyncLock.Releaser, Policy>(default, _sync, _timeProvider, reacquire: _lock.Waiters);
+        _waiters = new WaitQueue<AsyncLock.Releaser, Policy>("AsyncCondition", default, _sync, _timeProvider, reacquire: _lock.Waiters);
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncCondition { Name = "orders-ready" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncCondition { Name = "orders-ready" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics; null (the default) for none.
     /// </summary>
-    public string? Name { get; init; }
+    public string? Name
+    {
+        get => _waiters.Name;
+        init => _waiters.Name = value;
+    }
 
     /// <summary>Whether the condition's lock is held (a snapshot).</summary>
     public bool IsLocked => _lock.IsLocked;

@@ -45,13 +45,18 @@ public sealed class AsyncEvent
     public AsyncEvent(bool initialState = false, TimeProvider? timeProvider = null)
     {
         _isSet = initialState;
-        _waiters = new WaitQueue<bool, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
+        _waiters = new WaitQueue<bool, Policy>("AsyncEvent", new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncEvent { Name = "warmed-up" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncEvent { Name = "warmed-up" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics; null (the default) for none.
     /// </summary>
-    public string? Name { get; init; }
+    public string? Name
+    {
+        get => _waiters.Name;
+        init => _waiters.Name = value;
+    }
 
     /// <summary>Whether the event is set (a snapshot).</summary>
     public bool IsSet => _isSet;

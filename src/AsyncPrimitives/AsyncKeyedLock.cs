@@ -89,7 +89,8 @@ public sealed class AsyncKeyedLock<TKey>
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncKeyedLock&lt;string&gt; { Name = "per-account" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncKeyedLock&lt;string&gt; { Name = "per-account" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics (one series for all its keys: a key is never a tag); null (the default) for none.
     /// </summary>
     public string? Name { get; init; }
 
@@ -322,7 +323,7 @@ public sealed class AsyncKeyedLock<TKey>
                 return WaitQueue<Releaser, Policy>.Admission.Unavailable;
             }
 
-            line = entry.Line = new WaitQueue<Releaser, Policy>(policy, stripe.Sync, _timeProvider);
+            line = entry.Line = new WaitQueue<Releaser, Policy>("AsyncKeyedLock", policy, stripe.Sync, _timeProvider) { Name = Name };
         }
 
         return line.Admit(policy, default, mayWait, cancellationToken, ref completions);

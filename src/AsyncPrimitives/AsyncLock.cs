@@ -39,13 +39,18 @@ public sealed class AsyncLock
     /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
     public AsyncLock(TimeProvider? timeProvider = null)
     {
-        _permits = new PermitPool<Releaser>(new Releaser(this), 1, 1, timeProvider ?? TimeProvider.System);
+        _permits = new PermitPool<Releaser>("AsyncLock", new Releaser(this), 1, 1, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncLock { Name = "cache-refresh" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncLock { Name = "cache-refresh" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics; null (the default) for none.
     /// </summary>
-    public string? Name { get; init; }
+    public string? Name
+    {
+        get => _permits.Name;
+        init => _permits.Name = value;
+    }
 
     /// <summary>Whether the lock is held right now (a snapshot).</summary>
     public bool IsLocked => _permits.CurrentCount == 0;

@@ -58,7 +58,7 @@ namespace AsyncPrimitives;
 /// </code>
 /// </example>
 [DebuggerDisplay("Name = {Name}, Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
-public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
+public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>, IQueueDepth
 {
     /// <summary>Guards every field below and the three lines of waiters.</summary>
     private readonly Lock _sync = new();
@@ -101,15 +101,27 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
         _maxSize = maxSize;
         _resumeSize = Math.Max(maxSize - 1, 0);
         _store = store;
-        _getters = new WaitQueue<T, GetPolicy>(new GetPolicy(this), _sync, time);
-        _putters = new WaitQueue<T, PutPolicy>(new PutPolicy(this), _sync, time);
-        _joiners = new WaitQueue<T, JoinPolicy>(new JoinPolicy(this), _sync, time);
+        _getters = new WaitQueue<T, GetPolicy>(kind, new GetPolicy(this), _sync, time);
+        _putters = new WaitQueue<T, PutPolicy>(kind, new PutPolicy(this), _sync, time);
+        _joiners = new WaitQueue<T, JoinPolicy>(kind, new JoinPolicy(this), _sync, time);
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncQueue&lt;Job&gt;(100) { Name = "jobs" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncQueue&lt;Job&gt;(100) { Name = "jobs" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics; null (the default) for none.
     /// </summary>
-    public string? Name { get; init; }
+    public string? Name
+    {
+        get => _getters.Name;
+        init
+        {
+            _getters.Name = _putters.Name = _joiners.Name = value;
+            if (value is not null)
+            {
+                WaitMetrics.RegisterQueue(this);
+            }
+        }
+    }
 
     /// <summary>The most items the queue holds; 0 means unbounded.</summary>
     public int MaxSize => _maxSize;
@@ -174,6 +186,9 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
     /// <summary>Whether <see cref="Shutdown(bool)"/> has been called.</summary>
     public bool IsShutDown => Volatile.Read(ref _isShutDown);
 
+    /// <inheritdoc/>
+    string IQueueDepth.Kind => _kind;
+
     /// <summary>The lines of getters, putters and joiners, for tests.</summary>
     internal WaitLines Lines => new(_getters, _putters, _joiners);
 
@@ -203,11 +218,11 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>
                 }
             }
 
-            _putters.FailAll(new QueueShutDownException(), ref completions);
+            _putters.FailAll(new QueueShutDownException(), MetricNames.ShutDown, ref completions);
 
             // Getters wait only while the queue is empty, so every one of them fails now.
             Debug.Assert(_getters.IsEmpty || _store.Count == 0, "getters wait only on an empty queue");
-            _getters.FailAll(new QueueShutDownException(), ref completions);
+            _getters.FailAll(new QueueShutDownException(), MetricNames.ShutDown, ref completions);
         }
 
         completions.CompleteAll();

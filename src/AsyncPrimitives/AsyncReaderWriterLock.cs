@@ -55,13 +55,18 @@ public sealed class AsyncReaderWriterLock
         _maxReaders = maxReaders;
         _readReleaser = new Releaser(this, writer: false);
         _writeReleaser = new Releaser(this, writer: true);
-        _waiters = new WaitQueue<Releaser, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
+        _waiters = new WaitQueue<Releaser, Policy>("AsyncReaderWriterLock", new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncReaderWriterLock { Name = "routes" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncReaderWriterLock { Name = "routes" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics; null (the default) for none.
     /// </summary>
-    public string? Name { get; init; }
+    public string? Name
+    {
+        get => _waiters.Name;
+        init => _waiters.Name = value;
+    }
 
     /// <summary>The most read locks held at once.</summary>
     public int MaxReaders => _maxReaders;

@@ -50,13 +50,18 @@ public sealed class AsyncResult<T>
     /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
     public AsyncResult(TimeProvider? timeProvider = null)
     {
-        _waiters = new WaitQueue<T, Policy>(new Policy(this), _sync, timeProvider ?? TimeProvider.System);
+        _waiters = new WaitQueue<T, Policy>("AsyncResult", new Policy(this), _sync, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncResult&lt;Config&gt; { Name = "config" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncResult&lt;Config&gt; { Name = "config" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics; null (the default) for none.
     /// </summary>
-    public string? Name { get; init; }
+    public string? Name
+    {
+        get => _waiters.Name;
+        init => _waiters.Name = value;
+    }
 
     /// <summary>Whether the result has been set, with a value or an exception.</summary>
     public bool IsSet => _isSet;
@@ -160,7 +165,7 @@ public sealed class AsyncResult<T>
             }
             else
             {
-                _waiters.FailAll(error.SourceException, ref completions);
+                _waiters.FailAll(error.SourceException, MetricNames.Acquired, ref completions); // the waiters got the result
             }
         }
 

@@ -44,13 +44,18 @@ public sealed class AsyncSemaphore
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount);
         ArgumentOutOfRangeException.ThrowIfNegative(initialCount);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(initialCount, maxCount);
-        _permits = new PermitPool<Releaser>(new Releaser(this), initialCount, maxCount, timeProvider ?? TimeProvider.System);
+        _permits = new PermitPool<Releaser>("AsyncSemaphore", new Releaser(this), initialCount, maxCount, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>
-    /// A name for diagnostics (<c>new AsyncSemaphore(64) { Name = "partner-api" }</c>): shown by <see cref="ToString"/>; null (the default) for none.
+    /// A name for diagnostics (<c>new AsyncSemaphore(64) { Name = "partner-api" }</c>): shown by <see cref="ToString"/> and
+    /// the <c>asynctools.name</c> tag of its metrics; null (the default) for none.
     /// </summary>
-    public string? Name { get; init; }
+    public string? Name
+    {
+        get => _permits.Name;
+        init => _permits.Name = value;
+    }
 
     /// <summary>Permits available now (a snapshot).</summary>
     public int CurrentCount => _permits.CurrentCount;

@@ -25,6 +25,9 @@ namespace AsyncPrimitives;
 /// <para><b>Context.</b> Work runs in the caller's <see cref="ExecutionContext"/> (its <see cref="AsyncLocal{T}"/>
 /// values), as with <see cref="Task.Run(Action)"/>. Work that calls <see cref="RunAsync{T}(Func{T}, CancellationToken)"/>
 /// on its own thread and blocks on the result deadlocks: that work is queued behind it.</para>
+/// <para><b>Metrics.</b> While someone listens to the <c>AsyncPrimitives</c> meter, queued work counts in
+/// <c>asynctools.waiters</c> and its wait for the thread is recorded in <c>asynctools.wait.duration</c> (kind
+/// <c>AsyncThread</c>): outcome <c>acquired</c> when the work starts, <c>canceled</c> when its token removed it.</para>
 /// </remarks>
 /// <example>
 /// <code>
@@ -62,7 +65,7 @@ public sealed class AsyncThread : IAsyncDisposable
         _thread.Start();
     }
 
-    /// <summary>The name given to the constructor, or null.</summary>
+    /// <summary>The name given to the constructor, or null; the <c>asynctools.name</c> tag of its metrics.</summary>
     public string? Name { get; }
 
     /// <summary>Whether the calling code runs on this object's dedicated thread (inside a work item).</summary>
@@ -145,6 +148,7 @@ public sealed class AsyncThread : IAsyncDisposable
         }
 
         bool cancelled;
+        bool countsAsWaiter = false;
         lock (_sync)
         {
             ThrowIfDisposed(_disposing);
@@ -157,6 +161,8 @@ public sealed class AsyncThread : IAsyncDisposable
             if (!cancelled)
             {
                 _queue.AddLast(item.Node);
+                item.Metering = WaitMetrics.Start();
+                countsAsWaiter = item.Metering.CountsAsWaiter;
                 if (_queue.Count == 1)
                 {
                     Monitor.Pulse(_sync);
@@ -167,6 +173,10 @@ public sealed class AsyncThread : IAsyncDisposable
         if (cancelled)
         {
             item.Cancel(cancellationToken);
+        }
+        else if (countsAsWaiter)
+        {
+            WaitMetrics.Queued(nameof(AsyncThread), Name); // outside the lock: a listener's callback is user code
         }
     }
 
@@ -196,6 +206,7 @@ public sealed class AsyncThread : IAsyncDisposable
         while (true)
         {
             Work? item;
+            WaitMetering metering;
             lock (_sync)
             {
                 while (_queue.Count == 0 && !_disposing)
@@ -210,6 +221,12 @@ public sealed class AsyncThread : IAsyncDisposable
                 }
 
                 _queue.RemoveFirst();
+                metering = item.Metering;
+            }
+
+            if (metering.IsActive)
+            {
+                WaitMetrics.Ended(metering, nameof(AsyncThread), Name); // the work waited until now: it starts
             }
 
             item.Run();
@@ -222,13 +239,21 @@ public sealed class AsyncThread : IAsyncDisposable
     private void OnCanceled(Work item, CancellationToken cancellationToken)
     {
         bool removed;
+        WaitMetering metering;
         lock (_sync)
         {
             removed = TryUnlink(item);
+            metering = item.Metering;
         }
 
         if (removed)
         {
+            if (metering.IsActive)
+            {
+                metering.Outcome = MetricNames.Canceled;
+                WaitMetrics.Ended(metering, nameof(AsyncThread), Name);
+            }
+
             item.Cancel(cancellationToken);
         }
     }
@@ -254,6 +279,10 @@ public sealed class AsyncThread : IAsyncDisposable
 
         /// <summary>The item's node in the owner's queue; in a list while queued. Guarded by the owner's lock.</summary>
         public LinkedListNode<Work> Node { get; }
+
+        /// <summary>How its wait for the thread is metered, set as it is queued (all defaults while nobody listens);
+        /// recorded when it starts or is cancelled. Guarded by the owner's lock.</summary>
+        public WaitMetering Metering { get; set; }
 
         /// <summary>Registers the cancellation that removes the item while it is queued. Under the owner's lock, before
         /// the item is queued.</summary>

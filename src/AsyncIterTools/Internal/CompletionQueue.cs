@@ -37,6 +37,9 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
     private static readonly Action<object?> s_deliver = static s => ((CompletionQueue<TArg, TResult>)s!).Deliver();
 
+    /// <summary>The operator's name (<c>Map</c>, ...), the <c>asynctools.operator</c> tag of its in-flight count.</summary>
+    private readonly string _operatorName;
+
     /// <summary>Starts one call; a synchronous throw counts as a call that failed.</summary>
     private readonly Func<TArg, CancellationToken, ValueTask<TResult>> _call;
 
@@ -82,8 +85,12 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
     private CancellationTokenRegistration _waitRegistration;
 
-    public CompletionQueue(Func<TArg, CancellationToken, ValueTask<TResult>> call, CancellationToken cancellationToken)
+    /// <param name="operatorName">The operator (<c>Map</c>, <c>MapUnordered</c>, <c>GatherAsync</c>, ...), for metrics.</param>
+    /// <param name="call">Starts one call.</param>
+    /// <param name="cancellationToken">The caller's token, which cancels every call.</param>
+    public CompletionQueue(string operatorName, Func<TArg, CancellationToken, ValueTask<TResult>> call, CancellationToken cancellationToken)
     {
+        _operatorName = operatorName;
         _call = call;
         _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
     }
@@ -102,6 +109,13 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     {
         Operation operation = _free.Count > 0 ? _free.Pop() : new Operation(this);
         _inFlight++;
+        if (OperatorMetrics.InFlight.Enabled)
+        {
+            // Counted down by the completion callback: only calls counted up (someone listened as they started).
+            operation.Metered = true;
+            OperatorMetrics.InFlight.Add(1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _operatorName));
+        }
+
         ValueTask<TResult> pending;
         try
         {
@@ -324,6 +338,10 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
         /// <summary>Gets the call's failure (or cancellation), if any; observed, so it never goes unobserved.</summary>
         public ExceptionDispatchInfo? Error { get; private set; }
 
+        /// <summary>Gets or sets a value indicating whether the call was counted in <see cref="OperatorMetrics.InFlight"/>
+        /// as it started; the completion callback then counts it down.</summary>
+        public bool Metered { get; set; }
+
         /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
         public bool IsDone { get; internal set; }
 
@@ -369,6 +387,12 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
             catch (Exception ex)
             {
                 Error = ExceptionDispatchInfo.Capture(ex);
+            }
+
+            if (Metered)
+            {
+                Metered = false;
+                OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _owner._operatorName));
             }
 
             _owner.Post(this);

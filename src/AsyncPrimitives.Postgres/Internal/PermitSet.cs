@@ -24,10 +24,14 @@ internal sealed class PermitSet
     private readonly PostgresCoordinator _coordinator;
     private readonly string _kind;
 
+    /// <summary>The owner's type name, the <c>asynctools.kind</c> tag of its waits.</summary>
+    private readonly string _typeName;
+
     public PermitSet(PostgresCoordinator coordinator, char kind, string name, int maxCount)
     {
         _coordinator = coordinator;
         _kind = kind.ToString();
+        _typeName = kind == 'l' ? nameof(PostgresLock) : nameof(PostgresSemaphore);
         Name = name;
         MaxCount = maxCount;
         WakeKey = kind + ":" + name;
@@ -65,7 +69,7 @@ internal sealed class PermitSet
     private async ValueTask<PostgresLease?> AcquireCoreAsync(TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, WakeKey, MaxCount, timeout);
+        using var wait = new ServerWait(_coordinator, _typeName, Name, WakeKey, MaxCount, timeout);
         WaitPlace? place = null;
         try
         {
@@ -144,6 +148,10 @@ internal sealed class PermitSet
 
                 await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
             }
+        }
+        catch (Exception e) when (wait.Failed(e, cancellationToken))
+        {
+            throw; // never reached: the filter records the outcome and lets the exception pass
         }
         catch when (place is not null)
         {

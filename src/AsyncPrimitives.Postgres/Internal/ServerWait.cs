@@ -5,8 +5,11 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// made under, and the one way the wait sleeps between two calls. Dispose it when the wait ends.
 /// </summary>
 /// <remarks>
-/// The wait takes its key's next signal <em>before</em> each call (<see cref="BeginCallAsync"/>), so a signal that
-/// arrives while the call runs is not missed: the sleep after it then ends at once.
+/// <para>The wait takes its key's next signal <em>before</em> each call (<see cref="BeginCallAsync"/>), so a signal that
+/// arrives while the call runs is not missed: the sleep after it then ends at once.</para>
+/// <para><b>Metrics</b> (<see cref="WaitMetering"/>): a wait is metered from its first sleep; its outcome is recorded
+/// once, by the caller's exception filter (<see cref="Failed"/>) when it fails, else by <see cref="Dispose"/>: a wait
+/// that slept and did not fail got what it waited for. A wait served by its first call records nothing.</para>
 /// </remarks>
 internal sealed class ServerWait : IDisposable
 {
@@ -17,11 +20,16 @@ internal sealed class ServerWait : IDisposable
     private Task _woken = Task.CompletedTask;
     private bool _retriedSession;
 
+    /// <summary>The wait's metrics; started by its first sleep.</summary>
+    private WaitMetering _metering;
+
     /// <summary>Starts a wait on <paramref name="wakeKey"/> of at most <paramref name="timeout"/>; with
     /// <see cref="TimeSpan.Zero"/> the wait makes one call and never sleeps. One signal of the key wakes at most
-    /// <paramref name="wakeLimit"/> of its waits (see <see cref="WakeSignals"/>).</summary>
-    public ServerWait(PostgresCoordinator coordinator, string wakeKey, int wakeLimit, TimeSpan timeout)
+    /// <paramref name="wakeLimit"/> of its waits (see <see cref="WakeSignals"/>). <paramref name="kind"/> and
+    /// <paramref name="name"/> tag its metrics (<c>PostgresQueue</c>, the queue's name).</summary>
+    public ServerWait(PostgresCoordinator coordinator, string kind, string name, string wakeKey, int wakeLimit, TimeSpan timeout)
     {
+        _metering = new WaitMetering(kind, name);
         _coordinator = coordinator;
         _timeout = timeout;
         _started = coordinator.Time.GetTimestamp();
@@ -86,6 +94,7 @@ internal sealed class ServerWait : IDisposable
             sleep = left < sleep ? left : sleep;
         }
 
+        _metering.Sleeping();
         Session session = Session!;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, session.Ended);
         try
@@ -105,6 +114,17 @@ internal sealed class ServerWait : IDisposable
     /// <summary>Records the wait's place in line: signals of its key wake the waits first in line first.</summary>
     public void SetRank(long ticket) => _signal?.SetRank(ticket);
 
-    /// <summary>Ends the wait: its key no longer counts it, and a wake it did not use goes to the next. Idempotent.</summary>
-    public void Dispose() => _signal?.Dispose();
+    /// <summary>
+    /// An exception filter for the caller's wait loop (<c>catch (Exception e) when (wait.Failed(e, cancellationToken))</c>):
+    /// records the wait's failure with <paramref name="error"/> and returns false, so the exception goes on as if not caught.
+    /// </summary>
+    public bool Failed(Exception error, CancellationToken cancellationToken) => _metering.Failed(error, cancellationToken);
+
+    /// <summary>Ends the wait: its key no longer counts it, and a wake it did not use goes to the next; a wait that slept
+    /// and did not fail is recorded as acquired. Idempotent.</summary>
+    public void Dispose()
+    {
+        _signal?.Dispose();
+        _metering.Acquired();
+    }
 }

@@ -26,13 +26,13 @@ internal sealed class PermitPool<TGrant>
     /// </summary>
     private int _state;
 
-    public PermitPool(TGrant grant, int initialCount, int maxCount, TimeProvider timeProvider)
+    public PermitPool(string kind, TGrant grant, int initialCount, int maxCount, TimeProvider timeProvider)
     {
         Debug.Assert(initialCount >= 0 && initialCount <= maxCount);
         _grant = grant;
         _state = initialCount;
         _maxCount = maxCount;
-        _waiters = new WaitQueue<TGrant, Policy>(new Policy(this), _sync, timeProvider);
+        _waiters = new WaitQueue<TGrant, Policy>(kind, new Policy(this), _sync, timeProvider);
     }
 
     /// <summary>Permits available now.</summary>
@@ -40,6 +40,13 @@ internal sealed class PermitPool<TGrant>
 
     /// <summary>The most permits there can be.</summary>
     public int MaxCount => _maxCount;
+
+    /// <summary>The owner's name, the <c>asynctools.name</c> tag of its waits.</summary>
+    public string? Name
+    {
+        get => _waiters.Name;
+        set => _waiters.Name = value;
+    }
 
     /// <summary>Number of queued waiters (a snapshot).</summary>
     public int WaiterCount => _waiters.Count;

@@ -99,6 +99,10 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// </summary>
     internal T Value = default!;
 
+    /// <summary>What the metrics record of this wait when its outcome is delivered; set under the home queue's lock as
+    /// the wait queues, all defaults while nobody listens. Reset by <see cref="Complete"/>.</summary>
+    internal WaitMetering Metering;
+
     /// <summary>Whether the node is linked into a queue.</summary>
     internal bool IsQueued => Queue is not null;
 
@@ -159,6 +163,12 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// </summary>
     internal void Complete()
     {
+        if (Metering.IsActive)
+        {
+            // Before the exchange, which hands the node to its awaiter (and so to its next wait).
+            _home.OnMeteredWaitEnded(this);
+        }
+
         object? parked = Interlocked.Exchange(ref _continuation, s_delivered);
         Debug.Assert(!ReferenceEquals(parked, s_delivered), "an outcome is delivered once");
         if (parked is not null)

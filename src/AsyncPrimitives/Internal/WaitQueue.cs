@@ -35,7 +35,11 @@ namespace AsyncPrimitives.Internal;
 /// store.)</para>
 /// <para><b>Where a wait starts and ends</b>: a wait that could not be served at once starts in <see cref="Link"/>
 /// and leaves the line in <see cref="Unlink"/>; its outcome is decided in <see cref="Serve"/> or
-/// <see cref="Fail"/>. Counts of waiters and wait durations belong there.</para>
+/// <see cref="Fail"/>. <b>Metrics</b> (<see cref="WaitMetrics"/>) follow it: a wait that queues while someone listens
+/// is marked under the lock (<see cref="WaitNode{T}.Metering"/>), counted as a waiter once the lock is left, and
+/// measured and counted out when its outcome is delivered (<see cref="IWaitQueue{T}.OnMeteredWaitEnded"/>), also outside
+/// the lock, since a listener's callback is user code. A wait served at once is never metered, and nothing is recorded
+/// for a wait that queued while nobody listened.</para>
 /// </remarks>
 internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     where TPolicy : struct, IWaitPolicy<T>
@@ -47,18 +51,26 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// <summary>Where waiters go when they leave this line, served or not, or null: they resume at once.</summary>
     private readonly IWaitQueue<T>? _reacquire;
 
+    /// <summary>The owner's type name without generic arity, the <c>asynctools.kind</c> tag of its waits.</summary>
+    private readonly string _kind;
+
+    /// <param name="kind">The owner's type name without generic arity (<c>AsyncQueue</c>), for metrics.</param>
     /// <param name="policy">The primitive's policy.</param>
     /// <param name="sync">The primitive's lock, which guards this queue.</param>
     /// <param name="timeProvider">The clock for timeouts.</param>
     /// <param name="reacquire">For an <see cref="AsyncCondition"/>: the line of its lock, which every waiter joins
     /// when it leaves this one.</param>
-    public WaitQueue(TPolicy policy, Lock sync, TimeProvider timeProvider, IWaitQueue<T>? reacquire = null)
+    public WaitQueue(string kind, TPolicy policy, Lock sync, TimeProvider timeProvider, IWaitQueue<T>? reacquire = null)
     {
+        _kind = kind;
         _policy = policy;
         _sync = sync;
         _timeProvider = timeProvider;
         _reacquire = reacquire;
     }
+
+    /// <summary>The owner's <c>Name</c>, the <c>asynctools.name</c> tag of its waits; set by the owner's <c>init</c>.</summary>
+    public string? Name { get; set; }
 
     /// <summary>What a caller found under the lock.</summary>
     internal enum Entry
@@ -80,8 +92,10 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     }
 
     /// <summary>What <see cref="Admit"/> decided under the lock: how the caller entered, what it got now (served), why
-    /// it was refused, or the node it waits in (queued).</summary>
-    internal readonly record struct Admission(Entry Kind, T Result, Exception? Refusal, WaitNode<T>? Node)
+    /// it was refused, or the node it waits in (queued), and whether that wait is to be counted among the waiters
+    /// once the lock is left (<see cref="WaitMetering.CountsAsWaiter"/>, read under the lock: by then the node may
+    /// already be served and its metering reset).</summary>
+    internal readonly record struct Admission(Entry Kind, T Result, Exception? Refusal, WaitNode<T>? Node, bool CountsAsWaiter = false)
     {
         /// <summary>A caller served without reaching the line (a keyed lock's key that nobody waits for has none yet).</summary>
         public static Admission Served(T result) => new(Entry.Served, result, null, null);
@@ -143,13 +157,20 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     public void Serve(WaitNode<T> node, T result, ref Completions<T> completions)
     {
         node.SetResult(result);
+        node.Metering.Outcome ??= MetricNames.Acquired;
         Deliver(node, ref completions);
     }
 
     /// <summary>Fails an unlinked waiter with <paramref name="error"/>. Lock held.</summary>
-    public void Fail(WaitNode<T> node, Exception error, ref Completions<T> completions)
+    /// <param name="node">The waiter.</param>
+    /// <param name="error">What its wait throws.</param>
+    /// <param name="outcome">How its wait ended, for metrics (a <see cref="MetricNames"/> outcome): a queue's shutdown,
+    /// or an <see cref="AsyncResult{T}"/> set with an exception (which the wait acquired).</param>
+    /// <param name="completions">Where the outcome is delivered from, after the lock.</param>
+    public void Fail(WaitNode<T> node, Exception error, string outcome, ref Completions<T> completions)
     {
         node.SetError(error);
+        node.Metering.Outcome ??= outcome;
         Deliver(node, ref completions);
     }
 
@@ -174,11 +195,12 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     }
 
     /// <summary>Fails every waiter with <paramref name="error"/>, oldest first. Lock held.</summary>
-    public void FailAll(Exception error, ref Completions<T> completions)
+    /// <inheritdoc cref="Fail" path="/param"/>
+    public void FailAll(Exception error, string outcome, ref Completions<T> completions)
     {
         while (Dequeue() is { } node)
         {
-            Fail(node, error, ref completions);
+            Fail(node, error, outcome, ref completions);
         }
     }
 
@@ -193,7 +215,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
             }
 
             Unlink(node);
-            Fail(node, error, ref completions);
+            Fail(node, error, error is TimeoutException ? MetricNames.TimedOut : MetricNames.Canceled, ref completions);
             _policy.OnWaiterLeft(ref completions);
         }
 
@@ -263,7 +285,8 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
 
         node.Value = offer;
         Link(node);
-        return new Admission(Entry.Queued, default!, null, node);
+        node.Metering = WaitMetrics.Start();
+        return new Admission(Entry.Queued, default!, null, node, node.Metering.CountsAsWaiter);
     }
 
     /// <summary>The steps after the lock: the caller's outcome now, or its queued wait armed with
@@ -271,7 +294,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     public ValueTask<T> WaitAsync(in Admission admission, TimeSpan timeout, CancellationToken cancellationToken) => admission.Kind switch
     {
         Entry.Served => new ValueTask<T>(admission.Result),
-        Entry.Queued => Arm(admission.Node!, timeout).AsValueTask(),
+        Entry.Queued => Arm(admission, timeout).AsValueTask(),
         Entry.Canceled => ValueTask.FromCanceled<T>(cancellationToken),
         _ => ValueTask.FromException<T>(admission.Refusal ?? ThrowHelper.TimeoutNow()),
     };
@@ -285,7 +308,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         return admission.Kind switch
         {
             Entry.Served => default,
-            Entry.Queued => Arm(admission.Node!, timeout).AsNonGenericValueTask(),
+            Entry.Queued => Arm(admission, timeout).AsNonGenericValueTask(),
             Entry.Canceled => ValueTask.FromCanceled(cancellationToken),
             _ => ValueTask.FromException(admission.Refusal ?? ThrowHelper.TimeoutNow()),
         };
@@ -310,12 +333,29 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         }
     }
 
-    /// <summary>Starts the waiter's timeout, outside the lock: its callback takes the lock itself, and may find the
-    /// outcome already decided (then it changes nothing). Its cancellation was registered in <see cref="Admit"/>.</summary>
-    private WaitNode<T> Arm(WaitNode<T> node, TimeSpan timeout)
+    /// <summary>Starts a queued waiter's timeout, outside the lock: its callback takes the lock itself, and may find the
+    /// outcome already decided (then it changes nothing). Its cancellation was registered in <see cref="Admit"/>. A
+    /// metered wait is counted among the waiters here, also outside the lock (a listener's callback is user code); it
+    /// may already have been served or cancelled, and counted out, by another thread: the count is a sum, so it comes
+    /// right at once.</summary>
+    private WaitNode<T> Arm(in Admission admission, TimeSpan timeout)
     {
+        Debug.Assert(admission.Kind == Entry.Queued && admission.Node is not null, "only a queued wait is armed");
+        if (admission.CountsAsWaiter)
+        {
+            WaitMetrics.Queued(_kind, Name);
+        }
+
+        WaitNode<T> node = admission.Node!;
         node.ArmTimeout(timeout, _timeProvider);
         return node;
+    }
+
+    void IWaitQueue<T>.OnMeteredWaitEnded(WaitNode<T> node)
+    {
+        WaitMetering metering = node.Metering;
+        node.Metering = default;
+        WaitMetrics.Ended(metering, _kind, Name);
     }
 
     /// <summary>Where a served or failed waiter goes: completed after the lock, or on to re-acquire a condition's lock.</summary>
@@ -345,6 +385,12 @@ internal interface IWaitQueue<T>
 
     /// <summary>Takes back a node whose outcome the awaiter has observed.</summary>
     void Return(WaitNode<T> node);
+
+    /// <summary>
+    /// Called by a metered node (<see cref="WaitNode{T}.Metering"/>) of this line as its outcome is delivered, outside
+    /// any lock: records the wait's duration and outcome and counts it out of the waiters, with this line's tags.
+    /// </summary>
+    void OnMeteredWaitEnded(WaitNode<T> node);
 
     /// <summary>
     /// A waiter that left another line (an <see cref="AsyncCondition"/>'s, notified or not) joins this one, with its

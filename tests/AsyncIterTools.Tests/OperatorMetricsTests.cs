@@ -1,0 +1,103 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+
+namespace AsyncIterTools.Tests;
+
+/// <summary>
+/// The "AsyncIterTools" meter (DESIGN.md, Metrics): <c>asynctools.operator.in_flight</c> counts the calls each
+/// concurrent operator has running, tagged <c>asynctools.operator</c>; up as a call starts, down as it completes.
+/// </summary>
+[Collection(MetricsCollection.Name)]
+public sealed class OperatorMetricsTests : IDisposable
+{
+    private const int Calls = 3;
+
+    private readonly MetricCollector<long> _inFlight = new(null, "AsyncIterTools", "asynctools.operator.in_flight");
+
+    public static TheoryData<string> Operators => new() { "Map", "MapUnordered", "GatherAsync", "GatherSettledAsync", "AsCompleted", "Merge" };
+
+    public void Dispose() => _inFlight.Dispose();
+
+    [Fact]
+    public void Instrument_IsAnUpDownCounterOfTheAsyncIterToolsMeter()
+    {
+        _inFlight.Instrument.Should().BeOfType<UpDownCounter<long>>();
+        _inFlight.Instrument!.Meter.Name.Should().Be("AsyncIterTools");
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task RunningCalls_AreCountedWhileTheyRun_TaggedWithTheOperator(string op)
+    {
+        var gate = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var allStarted = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        int started = 0;
+        async Task<int> Work(int item)
+        {
+            if (Interlocked.Increment(ref started) == Calls)
+            {
+                allStarted.SetResult(true);
+            }
+
+            await gate.Task;
+            return item;
+        }
+
+        Task<int> run = RunAsync(op, Work);
+        await allStarted.Task.WaitAsync(TestWork.Bound);
+
+        InFlight(op).Should().Be(Calls);
+
+        gate.SetResult(true);
+        (await run.WaitAsync(TestWork.Bound)).Should().Be(Calls);
+        InFlight(op).Should().Be(0);
+        _inFlight.GetMeasurementSnapshot().Where(m => Equals(m.Tags["asynctools.operator"], op)).Should().OnlyContain(m =>
+            m.Tags.Count == 1 && (m.Value == 1 || m.Value == -1), "the operator is the only tag, and each call moves the count by one");
+    }
+
+    [Fact]
+    public async Task FailedCalls_AreCountedDownToo()
+    {
+        Func<Task> gather = () => AsyncIter.GatherAsync(
+            Enumerable.Range(0, Calls).Select(i => (Func<CancellationToken, Task<int>>)(async ct =>
+            {
+                await Task.Yield();
+                throw new InvalidOperationException("boom " + i);
+            })));
+
+        await gather.Should().ThrowAsync<InvalidOperationException>();
+
+        InFlight("GatherAsync").Should().Be(0);
+        _inFlight.GetMeasurementSnapshot().Should().NotBeEmpty();
+    }
+
+    private static async Task<int> RunAsync(string op, Func<int, Task<int>> work)
+    {
+        IEnumerable<int> items = Enumerable.Range(0, Calls);
+        IEnumerable<Func<CancellationToken, Task<int>>> factories = items.Select(i => (Func<CancellationToken, Task<int>>)(_ => work(i)));
+        switch (op)
+        {
+            case "Map":
+                return await items.ToAsyncEnumerable().Map((i, _) => new ValueTask<int>(work(i)), Calls).CountAsync();
+            case "MapUnordered":
+                return await items.ToAsyncEnumerable().MapUnordered((i, _) => new ValueTask<int>(work(i)), Calls).CountAsync();
+            case "GatherAsync":
+                return (await AsyncIter.GatherAsync(factories)).Length;
+            case "GatherSettledAsync":
+                return (await AsyncIter.GatherSettledAsync(factories)).Length;
+            case "AsCompleted":
+                return await AsyncIter.AsCompleted(factories).CountAsync();
+            case "Merge":
+                return await AsyncIter.Merge(items.Select(i => Source(i, work)).ToArray()).CountAsync();
+            default:
+                throw new ArgumentOutOfRangeException(nameof(op), op, null);
+        }
+    }
+
+    private static async IAsyncEnumerable<int> Source(int item, Func<int, Task<int>> work)
+    {
+        yield return await work(item);
+    }
+
+    private long InFlight(string op) =>
+        _inFlight.GetMeasurementSnapshot().Where(m => Equals(m.Tags["asynctools.operator"], op)).Sum(m => m.Value);
+}

@@ -1,0 +1,135 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// The "AsyncPrimitives.Postgres" meter (DESIGN.md, Metrics): a wait that had to sleep for its turn is recorded in
+/// <c>asynctools.wait.duration</c> with its outcome and counted in <c>asynctools.waiters</c> while it sleeps; a call
+/// served at once records nothing. Each test uses names of its own, and looks only at measurements tagged with them.
+/// </summary>
+public sealed class WaitMeteringTests(PostgresServer server) : PostgresTest(server)
+{
+    [PostgresFact]
+    public async Task LockWait_ThatHadToSleep_IsCountedWhileItSleeps_AndRecordedAsAcquired()
+    {
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives.Postgres", "asynctools.waiters");
+        Member holder = await JoinAsync();
+        Member waiter = await JoinAsync();
+        PostgresLease held = await holder.Coordinator.CreateLock(name).AcquireAsync();
+        Tagged(durations.GetMeasurementSnapshot(), name).Should().BeEmpty("a lock acquired at once is no wait");
+
+        Task<PostgresLease> waiting = waiter.Coordinator.CreateLock(name).AcquireAsync().AsTask();
+        await waiters.WaitForMeasurementsAsync(1, Bound);
+        Tagged(waiters.GetMeasurementSnapshot(), name).Sum(m => m.Value).Should().Be(1);
+
+        await held.ReleaseAsync();
+        await (await waiting.WaitAsync(Bound)).ReleaseAsync();
+
+        CollectedMeasurement<double> wait = Tagged(durations.GetMeasurementSnapshot(), name).Should().ContainSingle().Subject;
+        wait.Value.Should().BeGreaterThan(0);
+        wait.Tags.Should().BeEquivalentTo(new Dictionary<string, object?>
+        {
+            ["asynctools.kind"] = "PostgresLock",
+            ["asynctools.name"] = name,
+            ["asynctools.outcome"] = "acquired",
+        });
+        Tagged(waiters.GetMeasurementSnapshot(), name).Select(m => m.Value).Should().Equal(1, -1);
+    }
+
+    [PostgresFact]
+    public async Task SemaphoreWait_ThatTimesOut_IsRecordedAsTimeout()
+    {
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        Member a = await JoinAsync();
+        PostgresSemaphore semaphore = a.Coordinator.CreateSemaphore(name, 1);
+        await using PostgresLease held = await semaphore.AcquireAsync();
+
+        Func<Task> wait = () => semaphore.AcquireAsync(TimeSpan.FromMilliseconds(200)).AsTask();
+
+        await wait.Should().ThrowAsync<TimeoutException>();
+        CollectedMeasurement<double> timedOut = Tagged(durations.GetMeasurementSnapshot(), name).Should().ContainSingle().Subject;
+        timedOut.Tags["asynctools.kind"].Should().Be("PostgresSemaphore");
+        timedOut.Tags["asynctools.outcome"].Should().Be("timeout");
+    }
+
+    [PostgresFact]
+    public async Task QueueGet_ThatWaitedForAPut_IsRecordedAsAcquired_AndOneCancelledAsCanceled()
+    {
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives.Postgres", "asynctools.waiters");
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>(name);
+        Task<PostgresDelivery<int>> getter = queue.GetAsync().AsTask();
+        await waiters.WaitForMeasurementsAsync(1, Bound);
+
+        await queue.PutAsync(42);
+        await using (PostgresDelivery<int> delivery = await getter.WaitAsync(Bound))
+        {
+            await delivery.CompleteAsync();
+        }
+
+        using var cts = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> cancelled = queue.GetAsync(cts.Token).AsTask();
+        await waiters.WaitForMeasurementsAsync(3, Bound);
+        cts.Cancel();
+        await cancelled.Invoking(t => t.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+
+        Tagged(durations.GetMeasurementSnapshot(), name).Select(m => (m.Tags["asynctools.kind"], m.Tags["asynctools.outcome"]))
+            .Should().Equal(("PostgresQueue", "acquired"), ("PostgresQueue", "canceled"));
+        Tagged(waiters.GetMeasurementSnapshot(), name).Sum(m => m.Value).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task LockWait_EndedByItsSessionDying_IsRecordedAsError()
+    {
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives.Postgres", "asynctools.waiters");
+        Member holder = await JoinAsync();
+        Member waiter = await JoinAsync();
+        await using PostgresLease held = await holder.Coordinator.CreateLock(name).AcquireAsync();
+        Task<PostgresLease> dying = waiter.Coordinator.CreateLock(name).AcquireAsync().AsTask();
+        await SleepingAsync(waiters, name);
+
+        await TerminateAsync(waiter);
+
+        await dying.Invoking(t => t.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+        Tagged(durations.GetMeasurementSnapshot(), name).Select(m => m.Tags["asynctools.outcome"]).Should().Equal("error");
+        Tagged(waiters.GetMeasurementSnapshot(), name).Select(m => m.Value).Should().Equal(1, -1);
+    }
+
+    [PostgresFact]
+    public async Task QueueJoin_ThatWaitedForACompletion_IsRecordedAsAcquired()
+    {
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives.Postgres", "asynctools.waiters");
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>(name);
+        await queue.PutAsync(1);
+        await using PostgresDelivery<int> delivery = await queue.GetAsync();
+        Task joining = queue.JoinAsync().AsTask();
+        await SleepingAsync(waiters, name);
+
+        await delivery.CompleteAsync();
+
+        await joining.WaitAsync(Bound);
+        CollectedMeasurement<double> join = Tagged(durations.GetMeasurementSnapshot(), name).Should().ContainSingle().Subject;
+        join.Tags["asynctools.kind"].Should().Be("PostgresQueue");
+        join.Tags["asynctools.outcome"].Should().Be("acquired");
+        Tagged(waiters.GetMeasurementSnapshot(), name).Sum(m => m.Value).Should().Be(0);
+    }
+
+    /// <summary>Until the wait on <paramref name="name"/> sleeps for its turn (it is counted among the waiters).</summary>
+    private static Task SleepingAsync(MetricCollector<long> waiters, string name) => PostgresScope.EventuallyAsync(
+        () => Task.FromResult(Tagged(waiters.GetMeasurementSnapshot(), name).Sum(m => m.Value) == 1), $"the wait on '{name}' sleeps");
+
+    private static List<CollectedMeasurement<T>> Tagged<T>(IEnumerable<CollectedMeasurement<T>> measurements, string name)
+        where T : struct =>
+        measurements.Where(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), name)).ToList();
+}

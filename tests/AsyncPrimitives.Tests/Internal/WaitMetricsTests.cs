@@ -1,0 +1,381 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+
+namespace AsyncPrimitives.Tests.Internal;
+
+/// <summary>
+/// The "AsyncPrimitives" meter (DESIGN.md, Metrics), recorded by the wait engine: <c>asynctools.wait.duration</c> for
+/// every wait that had to queue, with its outcome; <c>asynctools.waiters</c> up while a wait queues, down when it ends;
+/// <c>asynctools.queue.depth</c> for each named queue; <see cref="AsyncThread"/> meters its calls' wait for the thread
+/// the same way. Tags: <c>asynctools.kind</c> (no generic arity),
+/// <c>asynctools.name</c> (only when named), <c>asynctools.outcome</c>.
+/// </summary>
+[Collection(MetricsCollection.Name)]
+public sealed class WaitMetricsTests : IDisposable
+{
+    private static readonly TimeSpan s_bound = TimeSpan.FromSeconds(10);
+
+    private readonly MetricCollector<double> _durations = new(null, "AsyncPrimitives", "asynctools.wait.duration");
+    private readonly MetricCollector<long> _waiters = new(null, "AsyncPrimitives", "asynctools.waiters");
+    private readonly MetricCollector<long> _depth = new(null, "AsyncPrimitives", "asynctools.queue.depth");
+
+    public void Dispose()
+    {
+        _durations.Dispose();
+        _waiters.Dispose();
+        _depth.Dispose();
+    }
+
+    [Fact]
+    public void Instruments_HaveTheContractsNamesUnitsAndKinds()
+    {
+        _durations.Instrument.Should().BeOfType<Histogram<double>>();
+        _durations.Instrument!.Unit.Should().Be("s");
+        _durations.Instrument.Meter.Name.Should().Be("AsyncPrimitives");
+        _waiters.Instrument.Should().BeOfType<UpDownCounter<long>>();
+        _depth.Instrument.Should().BeOfType<ObservableUpDownCounter<long>>();
+    }
+
+    [Fact]
+    public async Task ContendedLock_RecordsOneAcquiredWait_AndCountsTheWaiterWhileItQueues()
+    {
+        var gate = new AsyncLock { Name = "cache-refresh" };
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+
+        ValueTask<AsyncLock.Releaser> waiting = gate.AcquireAsync();
+        Sum(_waiters, "AsyncLock", "cache-refresh").Should().Be(1);
+        _durations.GetMeasurementSnapshot().Should().BeEmpty("the wait has not ended");
+
+        held.Dispose();
+        (await waiting.AsTask().WaitAsync(s_bound)).Dispose();
+
+        CollectedMeasurement<double> wait = _durations.GetMeasurementSnapshot().Should().ContainSingle().Subject;
+        wait.Value.Should().BeGreaterThanOrEqualTo(0);
+        wait.Tags.Should().BeEquivalentTo(new Dictionary<string, object?>
+        {
+            ["asynctools.kind"] = "AsyncLock",
+            ["asynctools.name"] = "cache-refresh",
+            ["asynctools.outcome"] = "acquired",
+        });
+        Sum(_waiters, "AsyncLock", "cache-refresh").Should().Be(0);
+        _waiters.GetMeasurementSnapshot().Select(m => m.Value).Should().Equal(1, -1);
+    }
+
+    [Fact]
+    public async Task WaitsServedAtOnce_RecordNothing()
+    {
+        var gate = new AsyncLock { Name = "free" };
+        (await gate.AcquireAsync()).Dispose();
+        var limit = new AsyncSemaphore(2) { Name = "free" };
+        (await limit.AcquireAsync(TimeSpan.FromSeconds(1))).Dispose();
+        var queue = new AsyncQueue<int>(maxSize: 1) { Name = "free" };
+        await queue.PutAsync(1);
+        (await queue.GetAsync()).Should().Be(1);
+        queue.TryGet(out _).Should().BeFalse();
+        var ev = new AsyncEvent(initialState: true) { Name = "free" };
+        await ev.WaitAsync();
+
+        _durations.GetMeasurementSnapshot().Should().BeEmpty();
+        _waiters.GetMeasurementSnapshot().Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task TimedOutWait_RecordsTimeout()
+    {
+        var time = new FakeTimeProvider();
+        var limit = new AsyncSemaphore(0, timeProvider: time) { Name = "partner-api" };
+        Task waiting = limit.AcquireAsync(TimeSpan.FromSeconds(5)).AsTask(); // queued and its timer armed by the call
+
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        await waiting.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<TimeoutException>();
+        Outcomes("AsyncSemaphore").Should().Equal("timeout");
+        Sum(_waiters, "AsyncSemaphore", "partner-api").Should().Be(0);
+    }
+
+    [Fact]
+    public async Task CancelledWait_RecordsCanceled()
+    {
+        var ev = new AsyncEvent { Name = "warmed-up" };
+        using var cts = new CancellationTokenSource();
+        Task waiting = ev.WaitAsync(cts.Token).AsTask();
+
+        cts.Cancel();
+
+        await waiting.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<OperationCanceledException>();
+        Outcomes("AsyncEvent").Should().Equal("canceled");
+        Sum(_waiters, "AsyncEvent", "warmed-up").Should().Be(0);
+    }
+
+    [Fact]
+    public async Task QueueShutDown_RecordsShutdown_ForWaitingGettersAndPutters()
+    {
+        var empty = new AsyncQueue<int> { Name = "jobs" };
+        Task getter = empty.GetAsync().AsTask();
+        var full = new AsyncLifoQueue<int>(maxSize: 1) { Name = "jobs" };
+        await full.PutAsync(1);
+        Task putter = full.PutAsync(2).AsTask();
+
+        empty.Shutdown();
+        full.Shutdown();
+
+        await getter.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<QueueShutDownException>();
+        await putter.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<QueueShutDownException>();
+        Outcomes("AsyncQueue").Should().Equal("shutdown");
+        Outcomes("AsyncLifoQueue").Should().Equal("shutdown");
+    }
+
+    [Fact]
+    public async Task Kind_IsTheTypeNameWithoutGenericArity_AndNameIsOmittedWhenNull()
+    {
+        var priority = new AsyncPriorityQueue<int>();
+        Task<int> getter = priority.GetAsync().AsTask();
+        var result = new AsyncResult<string>();
+        Task<string> reader = result.GetAsync().AsTask();
+
+        await priority.PutAsync(7);
+        result.Set("ready");
+        (await getter.WaitAsync(s_bound)).Should().Be(7);
+        (await reader.WaitAsync(s_bound)).Should().Be("ready");
+
+        IReadOnlyList<CollectedMeasurement<double>> waits = _durations.GetMeasurementSnapshot();
+        waits.Select(m => m.Tags["asynctools.kind"]).Should().BeEquivalentTo(["AsyncPriorityQueue", "AsyncResult"]);
+        waits.Should().OnlyContain(m => !m.Tags.ContainsKey("asynctools.name") && (string?)m.Tags["asynctools.outcome"] == "acquired");
+    }
+
+    [Fact]
+    public async Task ResultSetWithAnException_CountsAsAcquired()
+    {
+        var result = new AsyncResult<int> { Name = "config" };
+        Task<int> reader = result.GetAsync().AsTask();
+
+        result.SetException(new TimeoutException("the result itself is this exception"));
+
+        await reader.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<TimeoutException>();
+        Outcomes("AsyncResult").Should().Equal("acquired");
+    }
+
+    [Fact]
+    public async Task ReaderWriterLock_WriterQueuedBehindAReader_RecordsItsWait()
+    {
+        var rw = new AsyncReaderWriterLock { Name = "routes" };
+        AsyncReaderWriterLock.Releaser reader = await rw.AcquireReadAsync();
+        Task<AsyncReaderWriterLock.Releaser> writer = rw.AcquireWriteAsync().AsTask();
+        Sum(_waiters, "AsyncReaderWriterLock", "routes").Should().Be(1);
+
+        reader.Dispose();
+        (await writer.WaitAsync(s_bound)).Dispose();
+
+        Outcomes("AsyncReaderWriterLock").Should().Equal("acquired");
+        Sum(_waiters, "AsyncReaderWriterLock", "routes").Should().Be(0);
+    }
+
+    [Fact]
+    public async Task ConditionWait_IsOneWaitOfTheCondition_UntilItHoldsTheLockAgain()
+    {
+        var time = new FakeTimeProvider();
+        var condition = new AsyncCondition(timeProvider: time) { Name = "orders-ready" };
+        Task notified = WaitOnceAsync(condition, Timeout.InfiniteTimeSpan);
+        Task timedOut = WaitOnceAsync(condition, TimeSpan.FromSeconds(1));
+        Sum(_waiters, "AsyncCondition", "orders-ready").Should().Be(2, "both took the free lock and began waiting at the call");
+
+        using (await condition.AcquireAsync())
+        {
+            condition.Notify();
+            time.Advance(TimeSpan.FromSeconds(1));
+
+            // Both left the condition's line and wait for this lock: still waiters of the condition, not yet measured.
+            Sum(_waiters, "AsyncCondition", "orders-ready").Should().Be(2);
+            Outcomes("AsyncCondition").Should().BeEmpty();
+        }
+
+        await notified.WaitAsync(s_bound);
+        await timedOut.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<TimeoutException>();
+        Outcomes("AsyncCondition").Should().BeEquivalentTo(["acquired", "timeout"]);
+        Outcomes("AsyncLock").Should().BeEmpty("re-acquiring the lock is part of the condition's wait");
+        Sum(_waiters, "AsyncCondition", "orders-ready").Should().Be(0);
+    }
+
+    [Fact]
+    public async Task WaitQueuedBeforeAnyoneListened_IsNeitherCountedDownNorMeasured()
+    {
+        _waiters.Dispose();
+        _durations.Dispose();
+        var gate = new AsyncLock { Name = "late" };
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        ValueTask<AsyncLock.Releaser> waiting = gate.AcquireAsync(); // queued while nobody listens
+
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives", "asynctools.waiters");
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives", "asynctools.wait.duration");
+        held.Dispose();
+        (await waiting.AsTask().WaitAsync(s_bound)).Dispose();
+
+        waiters.GetMeasurementSnapshot().Should().BeEmpty("a wait that was never counted up is never counted down");
+        durations.GetMeasurementSnapshot().Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task QueueDepth_ReportsEachNamedQueue_AddsUpQueuesOfOneName_AndSkipsUnnamedOnes()
+    {
+        string name = "depth-" + Guid.NewGuid().ToString("N");
+        var jobs = new AsyncQueue<int> { Name = name };
+        var moreJobs = new AsyncQueue<int> { Name = name };
+        var priority = new AsyncPriorityQueue<int> { Name = name };
+        var unnamed = new AsyncQueue<int>();
+        for (int i = 0; i < 3; i++)
+        {
+            await jobs.PutAsync(i);
+            await unnamed.PutAsync(i);
+        }
+
+        await moreJobs.PutAsync(1);
+        await priority.PutAsync(1);
+
+        _depth.RecordObservableInstruments();
+
+        IReadOnlyList<CollectedMeasurement<long>> depths = _depth.GetMeasurementSnapshot()
+            .Where(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), name)).ToList();
+        depths.Should().HaveCount(2);
+        depths.Single(m => Equals(m.Tags["asynctools.kind"], "AsyncQueue")).Value.Should().Be(4);
+        depths.Single(m => Equals(m.Tags["asynctools.kind"], "AsyncPriorityQueue")).Value.Should().Be(1);
+        _depth.GetMeasurementSnapshot().Should().OnlyContain(m => m.Tags.ContainsKey("asynctools.name"));
+        GC.KeepAlive(unnamed);
+    }
+
+    [Fact]
+    public void QueueDepth_ForgetsCollectedQueues()
+    {
+        string name = "collected-" + Guid.NewGuid().ToString("N");
+        WeakReference queue = CreateNamedQueue(name);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        queue.IsAlive.Should().BeFalse("the registry holds named queues weakly");
+
+        _depth.RecordObservableInstruments();
+
+        _depth.GetMeasurementSnapshot().Should().NotContain(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), name));
+    }
+
+    [Fact]
+    public async Task ManyContendedWaits_CountEveryWaiterDownAgain()
+    {
+        var limit = new AsyncSemaphore(2) { Name = "many" };
+        Task[] workers = Enumerable.Range(0, 8).Select(i => Task.Run(async () =>
+        {
+            for (int n = 0; n < 200; n++)
+            {
+                try
+                {
+                    using (await limit.AcquireAsync(n % 7 == 0 ? TimeSpan.Zero : Timeout.InfiniteTimeSpan))
+                    {
+                        await Task.Yield();
+                    }
+                }
+                catch (TimeoutException)
+                {
+                }
+            }
+        })).ToArray();
+
+        await Task.WhenAll(workers).WaitAsync(s_bound * 3);
+
+        Sum(_waiters, "AsyncSemaphore", "many").Should().Be(0);
+        _durations.GetMeasurementSnapshot().Should().HaveCount(_waiters.GetMeasurementSnapshot().Count / 2);
+        limit.CurrentCount.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task KeyedLock_MetersEachQueuedWaitOnce_WithTheLocksNameAndNoKey()
+    {
+        var time = new FakeTimeProvider();
+        var locks = new AsyncKeyedLock<string>(timeProvider: time) { Name = "per-account" };
+        (await locks.AcquireAsync("b")).Dispose(); // a key nobody holds: served at once, no wait
+        _durations.GetMeasurementSnapshot().Should().BeEmpty();
+
+        for (int round = 0; round < 2; round++)
+        {
+            // The key's line is created by its first waiter and reused by the next: each wait is metered once.
+            locks.TryAcquire("a", out AsyncKeyedLock<string>.Releaser held).Should().BeTrue();
+            ValueTask<AsyncKeyedLock<string>.Releaser> waiting = locks.AcquireAsync("a");
+            Sum(_waiters, "AsyncKeyedLock", "per-account").Should().Be(1);
+
+            held.Dispose();
+            (await waiting.AsTask().WaitAsync(s_bound)).Dispose();
+            Sum(_waiters, "AsyncKeyedLock", "per-account").Should().Be(0);
+        }
+
+        locks.TryAcquire("a", out AsyncKeyedLock<string>.Releaser holder).Should().BeTrue();
+        Task timedOut = locks.AcquireAsync("a", TimeSpan.FromSeconds(1)).AsTask();
+        using var cts = new CancellationTokenSource();
+        Task cancelled = locks.AcquireAsync("a", cts.Token).AsTask();
+        time.Advance(TimeSpan.FromSeconds(1));
+        cts.Cancel();
+        await timedOut.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<TimeoutException>();
+        await cancelled.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<OperationCanceledException>();
+        holder.Dispose();
+
+        Outcomes("AsyncKeyedLock").Should().Equal("acquired", "acquired", "timeout", "canceled");
+        _durations.GetMeasurementSnapshot().Should().OnlyContain(m =>
+            m.Tags.Count == 3 && Equals(m.Tags["asynctools.name"], "per-account"), "kind, name and outcome: a key is never a tag");
+        _waiters.GetMeasurementSnapshot().Select(m => m.Value).Should().Equal(1, -1, 1, -1, 1, 1, -1, -1);
+        locks.KeyCount.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task AsyncThread_MetersEachCallsWaitForTheThread_UntilItStartsOrIsCancelled()
+    {
+        await using var thread = new AsyncThread("sqlite");
+        var blockerStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var release = new ManualResetEventSlim();
+        Task blocker = thread.RunAsync(() =>
+        {
+            blockerStarted.SetResult();
+            release.Wait(s_bound);
+        });
+        await blockerStarted.Task.WaitAsync(s_bound);
+        Outcomes("AsyncThread").Should().Equal(["acquired"], "the first call waited only until the thread took it");
+
+        using var cts = new CancellationTokenSource();
+        Task cancelled = thread.RunAsync(() => { }, cts.Token);
+        Task<int> queued = thread.RunAsync(() => 42);
+        Sum(_waiters, "AsyncThread", "sqlite").Should().Be(2, "both wait behind the running call");
+
+        cts.Cancel();
+        await cancelled.Invoking(t => t.WaitAsync(s_bound)).Should().ThrowAsync<OperationCanceledException>();
+        Sum(_waiters, "AsyncThread", "sqlite").Should().Be(1);
+        release.Set();
+        (await queued.WaitAsync(s_bound)).Should().Be(42);
+        await blocker.WaitAsync(s_bound);
+
+        Outcomes("AsyncThread").Should().Equal("acquired", "canceled", "acquired");
+        _durations.GetMeasurementSnapshot().Should().OnlyContain(m => Equals(m.Tags["asynctools.name"], "sqlite"));
+        Sum(_waiters, "AsyncThread", "sqlite").Should().Be(0);
+    }
+
+    private static WeakReference CreateNamedQueue(string name)
+    {
+        var queue = new AsyncQueue<int> { Name = name };
+        queue.TryPut(1).Should().BeTrue();
+        return new WeakReference(queue);
+    }
+
+    private static async Task WaitOnceAsync(AsyncCondition condition, TimeSpan timeout)
+    {
+        using (await condition.AcquireAsync())
+        {
+            await condition.WaitAsync(timeout);
+        }
+    }
+
+    private static long Sum(MetricCollector<long> collector, string kind, string name) =>
+        collector.GetMeasurementSnapshot()
+            .Where(m => Equals(m.Tags["asynctools.kind"], kind) && Equals(m.Tags.GetValueOrDefault("asynctools.name"), name))
+            .Sum(m => m.Value);
+
+    private List<string?> Outcomes(string kind) =>
+        _durations.GetMeasurementSnapshot()
+            .Where(m => Equals(m.Tags["asynctools.kind"], kind))
+            .Select(m => (string?)m.Tags["asynctools.outcome"])
+            .ToList();
+}
