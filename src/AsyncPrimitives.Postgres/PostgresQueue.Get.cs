@@ -221,7 +221,7 @@ public sealed partial class PostgresQueue<T>
     }
 
     private const string GetSql =
-        "SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text FROM __schema__.queue_get($1, $2::\"char\", $3, $4, $5, $6, $7, $8)";
+        "SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text FROM __schema__.queue_get($1, $2::\"char\", $3, $4, $5, $6, $7)";
 
     /// <summary>
     /// Takes up to <paramref name="maxCount"/> items: now or never (<paramref name="timeout"/> zero; an empty list, or
@@ -246,8 +246,8 @@ public sealed partial class PostgresQueue<T>
                         GetSql,
                         [
                             Database.Parameter(Name), Database.Parameter(_orderCode), Database.Parameter(maxCount),
-                            Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
-                            Database.Parameter(session.BackendStart), Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
+                            Database.Parameter(_coordinator.Owner), Database.Parameter(session.Key),
+                            Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
                         ],
                         static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4)),
                         Database.Retry.Always,

@@ -50,6 +50,12 @@ internal sealed class LeaseTracker
 
     public string WakeKey { get; }
 
+    /// <summary>A permit's kind (<c>l</c> or <c>s</c>): the first character of its wake key (see <see cref="PermitSet.WakeKey"/>).</summary>
+    public string PermitKind => WakeKey[..1];
+
+    /// <summary>A permit's set name: its wake key after the kind and the colon.</summary>
+    public string PermitName => WakeKey[2..];
+
     public Session Session => _session;
 
     /// <summary>Cancelled (from the thread pool, never inline) when the lease is lost; never when it is released.</summary>

@@ -17,7 +17,7 @@ namespace AsyncPrimitives.Postgres.Internal;
 internal sealed class PermitSet
 {
     private const string AcquireSql =
-        "SELECT granted_token, waiting_ticket FROM __schema__.permit_acquire($1::\"char\", $2, $3, $4, $5, $6, $7, $8, $9)";
+        "SELECT granted_token, waiting_ticket FROM __schema__.permit_acquire($1::\"char\", $2, $3, $4, $5, $6, $7, $8)";
 
     private const string ReleaseSql = "SELECT __schema__.permit_release($1::\"char\", $2, $3, $4, $5)";
 
@@ -88,8 +88,8 @@ internal sealed class PermitSet
                         [
                             Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount),
                             Database.Parameter(place?.Ticket), Database.Parameter(wait.Waits),
-                            Database.Parameter(_coordinator.Owner), Database.Parameter(session.Pid),
-                            Database.Parameter(session.BackendStart), Database.Parameter(_coordinator.LeaseDuration),
+                            Database.Parameter(_coordinator.Owner), Database.Parameter(session.Key),
+                            Database.Parameter(_coordinator.LeaseDuration),
                         ],
                         static r => (r.IsDBNull(0) ? (long?)null : r.GetInt64(0), r.IsDBNull(1) ? (long?)null : r.GetInt64(1)),
                         place is null ? Database.Retry.IfNotRun : Database.Retry.Always,

@@ -2,11 +2,14 @@
 -- under a transaction-level advisory lock (so processes that race to install it take turns), with every
 -- "__schema__" replaced by the quoted schema name. Every statement is idempotent.
 --
--- Sessions. A coordinator's session is its LISTEN connection, named by that backend's (pid, backend_start). Every
--- row that holds something (a permit, a place in a wait line, a leased queue item) records the session and an
--- expiry, and counts only while both hold: the session still exists in pg_stat_activity, and expires_at (set from
--- the server's now(), renewed by the coordinator's heartbeat) has not passed. So a process that crashes frees what
--- it held as soon as its connection is seen gone, and one that is cut off frees it at most one lease duration later.
+-- Sessions. A coordinator's session is its LISTEN connection, which holds a session-level advisory lock on a random
+-- 64-bit key for as long as it lives: that key names the session. Every row that holds something (a permit, a place
+-- in a wait line, a leased queue item) records the session and an expiry, and counts only while both hold: the
+-- session's lock is still held (the backend exists), and expires_at (set from the server's now(), renewed by the
+-- coordinator's heartbeat) has not passed. So a process that crashes frees what it held as soon as its connection is
+-- seen gone, and one that is cut off frees it at most one lease duration later. Whether a session lives is asked only
+-- where it matters (before refusing a permit, when a queue has nothing else to deliver), and costs one call into the
+-- lock manager.
 
 CREATE SCHEMA IF NOT EXISTS __schema__;
 
@@ -17,23 +20,21 @@ CREATE TABLE IF NOT EXISTS __schema__.schema_version (
 -- Fencing tokens and wait-line tickets. Logged, so a token never repeats, even across a server crash.
 CREATE SEQUENCE IF NOT EXISTS __schema__.ids;
 
--- True unless the backend (pid, backend_start) is known to be gone. Where the role may not see another role's
--- backend_start (it reads as null), a backend with that pid counts as alive: expiry still frees its rows.
-CREATE OR REPLACE FUNCTION __schema__.session_alive(p_pid int, p_start timestamptz)
+-- True unless the session p_session has ended: its advisory lock is free, so a shared one can be taken (and is held
+-- to the end of the transaction, which is harmless: a key names one session only, and is never used again).
+CREATE OR REPLACE FUNCTION __schema__.session_alive(p_session bigint)
 RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM pg_stat_get_activity(p_pid) a
-        WHERE a.backend_start IS NULL OR a.backend_start = p_start)
+LANGUAGE sql VOLATILE AS $$
+    SELECT NOT pg_try_advisory_xact_lock_shared(p_session)
 $$;
 
 -- Raises AT001 when the caller's session is gone: what it would record would be free for others at once.
-CREATE OR REPLACE FUNCTION __schema__.require_session(p_pid int, p_start timestamptz)
+CREATE OR REPLACE FUNCTION __schema__.require_session(p_session bigint)
 RETURNS void
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    IF NOT __schema__.session_alive(p_pid, p_start) THEN
-        RAISE EXCEPTION 'the coordinator session (backend %) has ended', p_pid USING ERRCODE = 'AT001';
+    IF NOT __schema__.session_alive(p_session) THEN
+        RAISE EXCEPTION 'the coordinator session % has ended', p_session USING ERRCODE = 'AT001';
     END IF;
 END
 $$;
@@ -41,29 +42,25 @@ $$;
 ---------------------------------------------------------------------------------------------------------------------
 -- Locks and semaphores. A lock is a permit set of one. Everything here describes sessions that exist now, so the
 -- tables are UNLOGGED: no WAL, no commit flush, and a server crash empties them, which is right, as every session
--- ended with it.
+-- ended with it. Acquires and releases of one permit set take turns under a transaction-level advisory lock on a hash
+-- of the schema and the set (see permit_turn).
 
--- One row per lock or semaphore ever used: acquire and release lock it, so they take turns per permit set.
-CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_sets (
+-- The permits of each set, one row per slot, made on first use and then only updated: taking and giving back a permit
+-- changes no indexed column, so the update stays on its page (a HOT update, no index entry), and a busy lock does not
+-- bloat its indexes. A slot is held while token is set, expires_at has not passed and its session lives.
+CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_slots (
     kind "char" NOT NULL,                   -- 'l' lock, 's' semaphore
     name text NOT NULL,
-    PRIMARY KEY (kind, name)
-);
-
-CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_holders (
-    token bigint PRIMARY KEY,               -- the fencing token
-    kind "char" NOT NULL,
-    name text NOT NULL,
+    slot int NOT NULL,
+    token bigint,                           -- the fencing token of the holder; null when free
     ticket bigint,                          -- the place in line it was granted to, if it waited
-    owner uuid NOT NULL,                    -- the coordinator
-    session_pid int NOT NULL,
-    session_start timestamptz NOT NULL,
-    lease interval NOT NULL,
-    acquired_at timestamptz NOT NULL,
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS permit_holders_set ON __schema__.permit_holders (kind, name);
-CREATE UNIQUE INDEX IF NOT EXISTS permit_holders_ticket ON __schema__.permit_holders (ticket) WHERE ticket IS NOT NULL;
+    owner uuid,                             -- the coordinator
+    session bigint,
+    lease interval,
+    acquired_at timestamptz,
+    expires_at timestamptz,
+    PRIMARY KEY (kind, name, slot)
+) WITH (fillfactor = 50);
 
 -- The FIFO wait line: a waiter may take a permit only while fewer live waiters are ahead of it than permits are free.
 CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_waiters (
@@ -71,18 +68,24 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_waiters (
     kind "char" NOT NULL,
     name text NOT NULL,
     owner uuid NOT NULL,
-    session_pid int NOT NULL,
-    session_start timestamptz NOT NULL,
+    session bigint NOT NULL,
     expires_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS permit_waiters_set ON __schema__.permit_waiters (kind, name, ticket);
+
+-- Waits for the turn of the permit set, to the end of the transaction.
+CREATE OR REPLACE FUNCTION __schema__.permit_turn(p_kind "char", p_name text)
+RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ' || p_kind::text || ' ' || p_name, 0))
+$$;
 
 -- Live permits held, plus live waiters ahead of p_ticket (all of them when it is null).
 CREATE OR REPLACE FUNCTION __schema__.permit_ahead(p_kind "char", p_name text, p_ticket bigint)
 RETURNS bigint
 LANGUAGE sql STABLE AS $$
-    SELECT (SELECT count(*) FROM __schema__.permit_holders h
-            WHERE h.kind = p_kind AND h.name = p_name AND h.expires_at > now())
+    SELECT (SELECT count(*) FROM __schema__.permit_slots h
+            WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > now())
          + (SELECT count(*) FROM __schema__.permit_waiters w
             WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now()
               AND (p_ticket IS NULL OR w.ticket < p_ticket))
@@ -90,25 +93,24 @@ $$;
 
 -- Takes a permit, or joins (p_wait) or keeps (p_ticket) a place in the wait line. Returns the fencing token when the
 -- permit is taken; otherwise the caller's ticket (null when it does not wait). A call with a ticket may be repeated
--- (its first answer was lost): when the ticket was already granted, the same token is returned again.
+-- (its first answer was lost): when the ticket was already granted, the same token is returned again. Sessions are
+-- checked only before refusing: an uncontended acquire reads the set's slots and updates one.
 CREATE OR REPLACE FUNCTION __schema__.permit_acquire(
     p_kind "char", p_name text, p_max int, p_ticket bigint, p_wait boolean,
-    p_owner uuid, p_pid int, p_start timestamptz, p_lease interval,
+    p_owner uuid, p_session bigint, p_lease interval,
     OUT granted_token bigint, OUT waiting_ticket bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ticket bigint := p_ticket;
-    v_taken int;
+    v_taken bigint;
+    v_slot int;
 BEGIN
-    PERFORM __schema__.require_session(p_pid, p_start);
-    PERFORM 1 FROM __schema__.permit_sets s WHERE s.kind = p_kind AND s.name = p_name FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO __schema__.permit_sets (kind, name) VALUES (p_kind, p_name) ON CONFLICT DO NOTHING;
-        PERFORM 1 FROM __schema__.permit_sets s WHERE s.kind = p_kind AND s.name = p_name FOR UPDATE;
-    END IF;
+    PERFORM __schema__.require_session(p_session);
+    PERFORM __schema__.permit_turn(p_kind, p_name);
 
     IF v_ticket IS NOT NULL THEN
-        SELECT h.token INTO granted_token FROM __schema__.permit_holders h WHERE h.ticket = v_ticket AND h.owner = p_owner;
+        SELECT h.token INTO granted_token FROM __schema__.permit_slots h
+        WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = v_ticket AND h.owner = p_owner;
         IF FOUND THEN
             RETURN;
         END IF;
@@ -125,20 +127,30 @@ BEGIN
 
     IF v_taken >= p_max THEN
         -- Before refusing, free what dead sessions hold: expired rows, and rows whose session is gone.
-        DELETE FROM __schema__.permit_holders h
-        WHERE h.kind = p_kind AND h.name = p_name
-          AND (h.expires_at <= now() OR NOT __schema__.session_alive(h.session_pid, h.session_start));
+        UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
+        WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL
+          AND (h.expires_at <= now() OR NOT __schema__.session_alive(h.session));
         DELETE FROM __schema__.permit_waiters w
         WHERE w.kind = p_kind AND w.name = p_name AND w.ticket IS DISTINCT FROM v_ticket
-          AND (w.expires_at <= now() OR NOT __schema__.session_alive(w.session_pid, w.session_start));
+          AND (w.expires_at <= now() OR NOT __schema__.session_alive(w.session));
         v_taken := __schema__.permit_ahead(p_kind, p_name, v_ticket);
     END IF;
 
     IF v_taken < p_max THEN
         granted_token := nextval('__schema__.ids');
-        INSERT INTO __schema__.permit_holders
-            (token, kind, name, ticket, owner, session_pid, session_start, lease, acquired_at, expires_at)
-        VALUES (granted_token, p_kind, p_name, v_ticket, p_owner, p_pid, p_start, p_lease, now(), now() + p_lease);
+        SELECT h.slot INTO v_slot FROM __schema__.permit_slots h
+        WHERE h.kind = p_kind AND h.name = p_name AND (h.token IS NULL OR h.expires_at <= now())
+        LIMIT 1;
+        IF FOUND THEN
+            UPDATE __schema__.permit_slots h
+            SET token = granted_token, ticket = v_ticket, owner = p_owner, session = p_session, lease = p_lease,
+                acquired_at = now(), expires_at = now() + p_lease
+            WHERE h.kind = p_kind AND h.name = p_name AND h.slot = v_slot;
+        ELSE
+            INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
+            SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), granted_token, v_ticket, p_owner, p_session, p_lease, now(), now() + p_lease
+            FROM __schema__.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;
+        END IF;
         IF v_ticket IS NOT NULL THEN
             DELETE FROM __schema__.permit_waiters w WHERE w.ticket = v_ticket;
         END IF;
@@ -146,8 +158,8 @@ BEGIN
         waiting_ticket := v_ticket;
     ELSIF p_wait THEN
         waiting_ticket := nextval('__schema__.ids');
-        INSERT INTO __schema__.permit_waiters (ticket, kind, name, owner, session_pid, session_start, expires_at)
-        VALUES (waiting_ticket, p_kind, p_name, p_owner, p_pid, p_start, now() + p_lease);
+        INSERT INTO __schema__.permit_waiters (ticket, kind, name, owner, session, expires_at)
+        VALUES (waiting_ticket, p_kind, p_name, p_owner, p_session, now() + p_lease);
     END IF;
 END
 $$;
@@ -160,9 +172,14 @@ RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
     -- Taking turns with acquire: a waiter that has just queued is visible here, so it is woken.
-    PERFORM 1 FROM __schema__.permit_sets s WHERE s.kind = p_kind AND s.name = p_name FOR UPDATE;
-    DELETE FROM __schema__.permit_holders h WHERE h.token = p_token AND h.owner = p_owner;
-    DELETE FROM __schema__.permit_waiters w WHERE w.ticket = p_ticket AND w.owner = p_owner;
+    PERFORM __schema__.permit_turn(p_kind, p_name);
+    IF p_token IS NOT NULL THEN
+        UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
+        WHERE h.kind = p_kind AND h.name = p_name AND h.token = p_token AND h.owner = p_owner;
+    END IF;
+    IF p_ticket IS NOT NULL THEN
+        DELETE FROM __schema__.permit_waiters w WHERE w.ticket = p_ticket AND w.owner = p_owner;
+    END IF;
     RETURN EXISTS (SELECT 1 FROM __schema__.permit_waiters w
                    WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > now());
 END
@@ -171,10 +188,10 @@ $$;
 -- Permits free now: the maximum less the live holders.
 CREATE OR REPLACE FUNCTION __schema__.permit_free(p_kind "char", p_name text, p_max int)
 RETURNS int
-LANGUAGE sql STABLE AS $$
-    SELECT greatest(0, p_max - count(*))::int FROM __schema__.permit_holders h
-    WHERE h.kind = p_kind AND h.name = p_name AND h.expires_at > now()
-      AND __schema__.session_alive(h.session_pid, h.session_start)
+LANGUAGE sql VOLATILE AS $$
+    SELECT greatest(0, p_max - count(*))::int FROM __schema__.permit_slots h
+    WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > now()
+      AND __schema__.session_alive(h.session)
 $$;
 
 ---------------------------------------------------------------------------------------------------------------------
@@ -199,8 +216,7 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_items (
     attempts int NOT NULL DEFAULT 0,                      -- deliveries so far
     lease_token bigint,                                   -- the current delivery; null while the item waits
     lease_owner uuid,
-    session_pid int,
-    session_start timestamptz,
+    session bigint,
     lease interval,
     leased_until timestamptz,
     max_attempts int                                      -- the MaxAttempts of the consumer that has it
@@ -259,7 +275,7 @@ BEGIN
         SELECT * FROM dead
     ), back AS (
         UPDATE __schema__.queue_items q
-        SET lease_token = NULL, lease_owner = NULL, session_pid = NULL, session_start = NULL, lease = NULL,
+        SET lease_token = NULL, lease_owner = NULL, session = NULL, lease = NULL,
             leased_until = NULL, max_attempts = NULL
         FROM ended e
         WHERE q.id = e.id AND q.attempts < q.max_attempts
@@ -284,7 +300,7 @@ BEGIN
           FROM __schema__.queue_items q
           WHERE q.queue = p_queue AND q.lease_token IS NOT NULL
             AND (q.leased_until <= now()
-                 OR (p_check_sessions AND NOT __schema__.session_alive(q.session_pid, q.session_start)))
+                 OR (p_check_sessions AND NOT __schema__.session_alive(q.session)))
           FOR UPDATE SKIP LOCKED) e;
     IF v_ids IS NULL THEN
         RETURN 0;
@@ -298,14 +314,14 @@ $$;
 -- that each reads its index in order and stops after p_count rows. Expired deliveries go back in line first; when
 -- nothing waits, so do the deliveries of dead sessions. Raises AT002 when the queue is shut down and nothing waits.
 CREATE OR REPLACE FUNCTION __schema__.queue_get(
-    p_queue text, p_order "char", p_count int, p_owner uuid, p_pid int, p_start timestamptz, p_lease interval,
+    p_queue text, p_order "char", p_count int, p_owner uuid, p_session bigint, p_lease interval,
     p_max_attempts int)
 RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ids bigint[];
 BEGIN
-    PERFORM __schema__.require_session(p_pid, p_start);
+    PERFORM __schema__.require_session(p_session);
     PERFORM __schema__.queue_reclaim(p_queue, false);
     FOR v_round IN 1..2 LOOP
         IF p_order = 'p' THEN
@@ -322,7 +338,7 @@ BEGIN
             RETURN QUERY
                 UPDATE __schema__.queue_items q
                 SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
-                    session_pid = p_pid, session_start = p_start, lease = p_lease, leased_until = now() + p_lease,
+                    session = p_session, lease = p_lease, leased_until = now() + p_lease,
                     max_attempts = p_max_attempts
                 WHERE q.id = ANY (v_ids)
                 RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
@@ -406,17 +422,18 @@ $$;
 -- expired, its session ended, or an immediate shutdown dropped its item). Expired rows are never revived: someone else
 -- may already count on their permit or have their item.
 CREATE OR REPLACE FUNCTION __schema__.renew(
-    p_owner uuid, p_pid int, p_start timestamptz, p_tokens bigint[], p_tickets bigint[], p_lease interval,
+    p_owner uuid, p_session bigint, p_kinds "char"[], p_names text[], p_tokens bigint[], p_tickets bigint[], p_lease interval,
     p_items bigint[], p_item_tokens bigint[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM __schema__.require_session(p_pid, p_start);
+    PERFORM __schema__.require_session(p_session);
     UPDATE __schema__.permit_waiters w SET expires_at = now() + p_lease
     WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner AND w.expires_at > now();
     RETURN QUERY
-        UPDATE __schema__.permit_holders h SET expires_at = now() + h.lease
-        WHERE h.token = ANY (p_tokens) AND h.owner = p_owner AND h.expires_at > now()
+        UPDATE __schema__.permit_slots h SET expires_at = now() + h.lease
+        FROM unnest(p_kinds, p_names, p_tokens) AS r(kind, name, token)
+        WHERE h.kind = r.kind AND h.name = r.name AND h.token = r.token AND h.owner = p_owner AND h.expires_at > now()
         RETURNING h.token;
     RETURN QUERY
         UPDATE __schema__.queue_items q SET leased_until = now() + q.lease
@@ -427,15 +444,16 @@ END
 $$;
 
 -- A coordinator that closes gives back everything its session holds, rather than leave it to expiry.
-CREATE OR REPLACE FUNCTION __schema__.end_session(p_owner uuid, p_pid int, p_start timestamptz)
+CREATE OR REPLACE FUNCTION __schema__.end_session(p_owner uuid, p_session bigint)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM __schema__.permit_holders h WHERE h.owner = p_owner AND h.session_pid = p_pid AND h.session_start = p_start;
-    DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session_pid = p_pid AND w.session_start = p_start;
+    UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
+    WHERE h.owner = p_owner AND h.session = p_session;
+    DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session = p_session;
     PERFORM __schema__.queue_abandon(q.id, q.lease_token, p_owner)
     FROM __schema__.queue_items q
-    WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session_pid = p_pid AND q.session_start = p_start;
+    WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session = p_session;
 END
 $$;
 

@@ -58,14 +58,17 @@ internal sealed partial class Session
     private async Task RenewAsync(LeaseTracker[] leases, long[] tickets)
     {
         long sentAt = _coordinator.Time.GetTimestamp();
+        LeaseTracker[] permits = [.. leases.Where(l => !l.IsDelivery)];
         List<long> rows;
         try
         {
             rows = await _coordinator.Database.QueryAllAsync(
-                "SELECT __schema__.renew($1, $2, $3, $4, $5, $6, $7, $8)",
+                "SELECT __schema__.renew($1, $2, $3::\"char\"[], $4, $5, $6, $7, $8, $9)",
                 [
-                    Database.Parameter(_coordinator.Owner), Database.Parameter(Pid), Database.Parameter(BackendStart),
-                    Database.Parameter(leases.Where(l => !l.IsDelivery).Select(l => l.Id).ToArray()),
+                    Database.Parameter(_coordinator.Owner), Database.Parameter(Key),
+                    Database.Parameter(permits.Select(l => l.PermitKind).ToArray()),
+                    Database.Parameter(permits.Select(l => l.PermitName).ToArray()),
+                    Database.Parameter(permits.Select(l => l.Id).ToArray()),
                     Database.Parameter(tickets), Database.Parameter(_coordinator.LeaseDuration),
                     Database.Parameter(leases.Where(l => l.IsDelivery).Select(l => l.ItemId).ToArray()),
                     Database.Parameter(leases.Where(l => l.IsDelivery).Select(l => l.Id).ToArray()),

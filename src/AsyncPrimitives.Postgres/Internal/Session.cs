@@ -1,12 +1,13 @@
+using System.Globalization;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Internal;
 
 /// <summary>
 /// One session of a coordinator: its LISTEN connection, and what it holds on the server while that connection lives.
-/// The server names the session by the connection's backend (<see cref="Pid"/>, <see cref="BackendStart"/>); every
-/// permit, place in line and leased item taken under it records that name, and counts for the others only while the
-/// backend exists (or, failing that, until its lease expires).
+/// The connection holds a session-level advisory lock on a random 64-bit <see cref="Key"/>, which names the session on
+/// the server; every permit, place in line and leased item taken under it records that key, and counts for the others
+/// only while the lock is held, that is while the backend exists (or, failing that, until its lease expires).
 /// </summary>
 /// <remarks>
 /// The session ends when its connection fails (the backend was terminated, the server restarted, a ping got no answer)
@@ -42,19 +43,19 @@ internal sealed partial class Session
     private Task _listening = Task.CompletedTask;
     private Task _heartbeat = Task.CompletedTask;
 
-    private Session(NpgsqlConnection connection, int pid, DateTime backendStart, PostgresCoordinator coordinator)
+    private Session(NpgsqlConnection connection, int pid, long key, PostgresCoordinator coordinator)
     {
         _connection = connection;
         Pid = pid;
-        BackendStart = backendStart;
+        Key = key;
         _coordinator = coordinator;
     }
 
     /// <summary>The process id of the session's backend.</summary>
     public int Pid { get; }
 
-    /// <summary>When the session's backend started (with <see cref="Pid"/>, the session's name on the server).</summary>
-    public DateTime BackendStart { get; }
+    /// <summary>The session's name on the server: the key of the advisory lock its connection holds while it lives.</summary>
+    public long Key { get; }
 
     /// <summary>The coordinator's clock.</summary>
     public TimeProvider Time => _coordinator.Time;
@@ -99,14 +100,28 @@ internal sealed partial class Session
         NpgsqlConnection connection = await database.OpenAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
-            (int Pid, DateTime Start) name = await database.QueryAsync(
-                connection,
-                prepare: false,
-                $"LISTEN \"{database.Channel}\"; SELECT pid, backend_start FROM pg_stat_get_activity(pg_backend_pid())",
-                [],
-                static r => (r.GetInt32(0), r.GetDateTime(1)),
-                CancellationToken.None).ConfigureAwait(false);
-            var session = new Session(connection, name.Pid, name.Start, coordinator);
+            Session session;
+            string listen = $"LISTEN \"{database.Channel}\"; ";
+            while (true)
+            {
+                // A random key; if another session holds it already (a chance of one in 2^64 per pair), draw again.
+                long key = Random.Shared.NextInt64(long.MinValue, long.MaxValue);
+                (int Pid, bool Locked) name = await database.QueryAsync(
+                    connection,
+                    prepare: false,
+                    listen + string.Create(CultureInfo.InvariantCulture, $"SELECT pg_backend_pid(), pg_try_advisory_lock({key})"),
+                    [],
+                    static r => (r.GetInt32(0), r.GetBoolean(1)),
+                    CancellationToken.None).ConfigureAwait(false);
+                if (name.Locked)
+                {
+                    session = new Session(connection, name.Pid, key, coordinator);
+                    break;
+                }
+
+                listen = "";
+            }
+
             WakeSignals signals = coordinator.Signals;
             connection.Notification += (_, e) => signals.Signal(e.Payload);
             session._listening = Task.Run(session.ListenAsync);
@@ -222,8 +237,8 @@ internal sealed partial class Session
         {
             using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
             await _coordinator.Database.QueryAsync(
-                "SELECT __schema__.end_session($1, $2, $3)",
-                [Database.Parameter(_coordinator.Owner), Database.Parameter(Pid), Database.Parameter(BackendStart)],
+                "SELECT __schema__.end_session($1, $2)",
+                [Database.Parameter(_coordinator.Owner), Database.Parameter(Key)],
                 static _ => true,
                 Database.Retry.Always,
                 timeout.Token).ConfigureAwait(false);
@@ -285,7 +300,7 @@ internal sealed partial class Session
     }
 
     /// <summary>
-    /// Closes the connection: UNLISTEN first, so it goes back to the pool clean (a broken one is discarded instead).
+    /// Closes the connection: UNLISTEN and the session's advisory lock released first, so it goes back to the pool clean (a broken one is discarded instead).
     /// Nothing here waits on the server for long, and nothing uses Npgsql's cancellation (which blocks a thread while it
     /// tries to reach the server): a statement that does not answer in time is left to finish on its own, and the
     /// connection is closed after it.
@@ -327,7 +342,9 @@ internal sealed partial class Session
 
     private async Task UnlistenAsync()
     {
-        using var unlisten = new NpgsqlCommand("UNLISTEN *", _connection);
+        // The advisory lock too: the data source's pool would release it only when the connection is next used, and
+        // until then the others would take the session for alive.
+        using var unlisten = new NpgsqlCommand("UNLISTEN *; SELECT pg_advisory_unlock_all()", _connection);
         await unlisten.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
     }
 }

@@ -96,7 +96,7 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
 
     /// <summary>Rows left in the lock and semaphore tables (holders, waiters).</summary>
     public async Task<(long Holders, long Waiters)> PermitRowsAsync() =>
-        (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_holders"),
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL"),
          await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters"));
 
     public async ValueTask DisposeAsync()
