@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Internal;
@@ -19,13 +20,23 @@ internal sealed class PermitSet
     private const string AcquireSql =
         "SELECT granted_token, waiting_ticket FROM __schema__.permit_acquire($1::\"char\", $2, $3, $4, $5, $6, $7, $8)";
 
-    private const string ReleaseSql = "SELECT __schema__.permit_release($1::\"char\", $2, $3, $4, $5)";
+    private const string ReleaseSql =
+        "SELECT others_wait, granted_tickets, granted_tokens FROM __schema__.permit_release($1::\"char\", $2, $3, $4, $5, $6)";
 
     private readonly PostgresCoordinator _coordinator;
     private readonly string _kind;
 
     /// <summary>The owner's type name, the <c>asynctools.kind</c> tag of its waits.</summary>
     private readonly string _typeName;
+
+    /// <summary>The places in line of this process's waits on this set, by ticket: a release here that grants one of
+    /// them its permit hands the token over through it, so the wait needs no call to claim it.</summary>
+    private readonly ConcurrentDictionary<long, WaitPlace> _places = new();
+
+    /// <summary>Permits granted by a release here to a ticket whose wait had not recorded its place yet (its call that
+    /// got the ticket was still returning): the wait takes it from here. An entry whose wait never comes (its call
+    /// failed after the server had queued it) stays; its permit, never claimed, expires on the server.</summary>
+    private readonly ConcurrentDictionary<long, PermitGrant> _grants = new();
 
     public PermitSet(PostgresCoordinator coordinator, char kind, string name, int maxCount)
     {
@@ -76,6 +87,12 @@ internal sealed class PermitSet
             while (true)
             {
                 Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
+                if (place?.TakeGrant() is { } grant)
+                {
+                    // A release in this process granted the permit to this wait's place: no call needed.
+                    return Granted(session, ref place, grant.Token, grant.SentAt);
+                }
+
                 (long? Token, long? Ticket) result;
                 try
                 {
@@ -107,20 +124,7 @@ internal sealed class PermitSet
 
                 if (result.Token is long token)
                 {
-                    if (place is not null)
-                    {
-                        session.Remove(place);
-                        place = null; // the server removed it with the grant
-                    }
-
-                    var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, wait.SentAt, WakeKey);
-                    if (!session.TryAdd(tracker))
-                    {
-                        // The session ended while the call ran: the permit is free for the others already.
-                        throw session.CreateEndException();
-                    }
-
-                    return new PostgresLease(this, tracker);
+                    return Granted(session, ref place, token, wait.SentAt);
                 }
 
                 if (!wait.Waits)
@@ -131,6 +135,7 @@ internal sealed class PermitSet
                 if (place is null)
                 {
                     place = new WaitPlace(result.Ticket!.Value);
+                    _places[place.Ticket] = place;
                     if (!session.TryAdd(place))
                     {
                         throw session.CreateEndException();
@@ -139,14 +144,22 @@ internal sealed class PermitSet
                 else if (place.Ticket != result.Ticket)
                 {
                     // The place was given up (not renewed in time); the call queued again at the back.
-                    session.Remove(place);
+                    Leave(session, place);
                     place = new WaitPlace(result.Ticket!.Value);
+                    _places[place.Ticket] = place;
                     session.TryAdd(place);
                 }
 
                 wait.SetRank(place.Ticket);
-
-                await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
+                if (_grants.TryRemove(place.Ticket, out PermitGrant? early))
+                {
+                    // Granted by a release here before the place was recorded: taken at the top of the loop.
+                    place.Grant(early);
+                }
+                else
+                {
+                    await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
+                }
             }
         }
         catch (Exception e) when (wait.Failed(e, cancellationToken))
@@ -159,7 +172,7 @@ internal sealed class PermitSet
             // cannot reach the server, the place expires by itself: the heartbeat no longer renews it.
             wait.Dispose(); // before the place is left: the wake that leaving sends goes to the waits behind it
             Session session = wait.Session!;
-            session.Remove(place);
+            Leave(session, place);
             if (!session.IsEnded)
             {
                 await GiveBackAsync(token: null, place.Ticket).ConfigureAwait(false);
@@ -167,6 +180,33 @@ internal sealed class PermitSet
 
             throw;
         }
+    }
+
+    /// <summary>The wait got its permit (from its own call, or handed over by a release here): its place, if it had
+    /// one, is left (the server removed it with the grant), and the lease is recorded in the session.</summary>
+    private PostgresLease Granted(Session session, ref WaitPlace? place, long token, long sentAt)
+    {
+        if (place is not null)
+        {
+            Leave(session, place);
+            place = null;
+        }
+
+        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey);
+        if (!session.TryAdd(tracker))
+        {
+            // The session ended while the call ran: the permit is free for the others already.
+            throw session.CreateEndException();
+        }
+
+        return new PostgresLease(this, tracker);
+    }
+
+    private void Leave(Session session, WaitPlace place)
+    {
+        session.Remove(place);
+        _places.TryRemove(new KeyValuePair<long, WaitPlace>(place.Ticket, place));
+        _grants.TryRemove(place.Ticket, out _);
     }
 
     /// <summary>Gives a permit back. Never throws: when the server cannot be reached, the permit (no longer renewed)
@@ -186,17 +226,18 @@ internal sealed class PermitSet
     /// what the server cannot be told about is no longer renewed, and expires.</summary>
     private async ValueTask GiveBackAsync(long? token, long? ticket)
     {
-        bool othersWait;
+        (bool OthersWait, long[]? Tickets, long[]? Tokens) result;
+        long sentAt = _coordinator.Time.GetTimestamp();
         try
         {
             using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
-            othersWait = await _coordinator.Database.QueryAsync(
+            result = await _coordinator.Database.QueryAsync(
                 ReleaseSql,
                 [
-                    Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(token), Database.Parameter(ticket),
-                    Database.Parameter(_coordinator.Owner),
+                    Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount), Database.Parameter(token),
+                    Database.Parameter(ticket), Database.Parameter(_coordinator.Owner),
                 ],
-                static r => r.GetBoolean(0),
+                static r => (r.GetBoolean(0), r.IsDBNull(1) ? null : r.GetFieldValue<long[]>(1), r.IsDBNull(2) ? null : r.GetFieldValue<long[]>(2)),
                 Database.Retry.Always,
                 timeout.Token).ConfigureAwait(false);
         }
@@ -205,8 +246,22 @@ internal sealed class PermitSet
             return;
         }
 
+        // Permits granted to waits of this process: handed over here. A wait that has left meanwhile gave its permit
+        // back with its place (see permit_release); one that asks the server first claims it there (the same token).
+        // Published before the place is looked up, as the wait records its place before it looks for a grant: one of
+        // the two sees the other, and only one takes the grant out.
+        for (int i = 0; i < (result.Tickets?.Length ?? 0); i++)
+        {
+            long granted = result.Tickets![i];
+            _grants[granted] = new PermitGrant(result.Tokens![i], sentAt);
+            if (_places.TryGetValue(granted, out WaitPlace? place) && _grants.TryRemove(granted, out PermitGrant? grant))
+            {
+                place.Grant(grant);
+            }
+        }
+
         _coordinator.Signals.Signal(WakeKey);
-        if (othersWait)
+        if (result.OthersWait)
         {
             _coordinator.Notifier.Request(WakeKey);
         }

@@ -69,6 +69,7 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_waiters (
     name text NOT NULL,
     owner uuid NOT NULL,
     session bigint NOT NULL,
+    lease interval NOT NULL,                -- of the permit granted to it
     expires_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS permit_waiters_set ON __schema__.permit_waiters (kind, name, ticket);
@@ -91,10 +92,38 @@ LANGUAGE sql STABLE AS $$
               AND (p_ticket IS NULL OR w.ticket < p_ticket))
 $$;
 
+-- Grants a permit of the set (the caller has its turn and has checked that one is free): a new fencing token in a
+-- free slot (one whose holder released it or expired), or in a new slot. Returns the token.
+CREATE OR REPLACE FUNCTION __schema__.permit_grant(
+    p_kind "char", p_name text, p_ticket bigint, p_owner uuid, p_session bigint, p_lease interval)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_token bigint := nextval('__schema__.ids');
+    v_slot int;
+BEGIN
+    SELECT h.slot INTO v_slot FROM __schema__.permit_slots h
+    WHERE h.kind = p_kind AND h.name = p_name AND (h.token IS NULL OR h.expires_at <= now())
+    ORDER BY h.slot LIMIT 1;
+    IF FOUND THEN
+        UPDATE __schema__.permit_slots h
+        SET token = v_token, ticket = p_ticket, owner = p_owner, session = p_session, lease = p_lease,
+            acquired_at = now(), expires_at = now() + p_lease
+        WHERE h.kind = p_kind AND h.name = p_name AND h.slot = v_slot;
+    ELSE
+        INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
+        SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease, now(), now() + p_lease
+        FROM __schema__.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;
+    END IF;
+    RETURN v_token;
+END
+$$;
+
 -- Takes a permit, or joins (p_wait) or keeps (p_ticket) a place in the wait line. Returns the fencing token when the
--- permit is taken; otherwise the caller's ticket (null when it does not wait). A call with a ticket may be repeated
--- (its first answer was lost): when the ticket was already granted, the same token is returned again. Sessions are
--- checked only before refusing: an uncontended acquire reads the set's slots and updates one.
+-- permit is taken; otherwise the caller's ticket (null when it does not wait). A waiter's permit may have been granted
+-- to its ticket by a release (see permit_release): the call then claims it, and a repeated call (its first answer was
+-- lost) gets the same token again. An acquire that finds no one waiting and a slot free is one update of that slot;
+-- sessions are checked only before refusing.
 CREATE OR REPLACE FUNCTION __schema__.permit_acquire(
     p_kind "char", p_name text, p_max int, p_ticket bigint, p_wait boolean,
     p_owner uuid, p_session bigint, p_lease interval,
@@ -103,14 +132,31 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ticket bigint := p_ticket;
     v_taken bigint;
-    v_slot int;
 BEGIN
     PERFORM __schema__.require_session(p_session);
     PERFORM __schema__.permit_turn(p_kind, p_name);
 
-    IF v_ticket IS NOT NULL THEN
-        SELECT h.token INTO granted_token FROM __schema__.permit_slots h
-        WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = v_ticket AND h.owner = p_owner;
+    IF v_ticket IS NULL THEN
+        UPDATE __schema__.permit_slots h
+        SET token = nextval('__schema__.ids'), ticket = NULL, owner = p_owner, session = p_session, lease = p_lease,
+            acquired_at = now(), expires_at = now() + p_lease
+        WHERE h.kind = p_kind AND h.name = p_name
+          AND h.slot = (SELECT f.slot FROM __schema__.permit_slots f
+                        WHERE f.kind = p_kind AND f.name = p_name AND (f.token IS NULL OR f.expires_at <= now())
+                        ORDER BY f.slot LIMIT 1)
+          AND NOT EXISTS (SELECT 1 FROM __schema__.permit_waiters w
+                          WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now())
+          AND (SELECT count(*) FROM __schema__.permit_slots c
+               WHERE c.kind = p_kind AND c.name = p_name AND c.token IS NOT NULL AND c.expires_at > now()) < p_max
+        RETURNING h.token INTO granted_token;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    ELSE
+        -- Granted to this ticket by a release? Claimed now: its expiry counts from this call.
+        UPDATE __schema__.permit_slots h SET expires_at = now() + h.lease
+        WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = v_ticket AND h.owner = p_owner AND h.expires_at > now()
+        RETURNING h.token INTO granted_token;
         IF FOUND THEN
             RETURN;
         END IF;
@@ -137,20 +183,7 @@ BEGIN
     END IF;
 
     IF v_taken < p_max THEN
-        granted_token := nextval('__schema__.ids');
-        SELECT h.slot INTO v_slot FROM __schema__.permit_slots h
-        WHERE h.kind = p_kind AND h.name = p_name AND (h.token IS NULL OR h.expires_at <= now())
-        LIMIT 1;
-        IF FOUND THEN
-            UPDATE __schema__.permit_slots h
-            SET token = granted_token, ticket = v_ticket, owner = p_owner, session = p_session, lease = p_lease,
-                acquired_at = now(), expires_at = now() + p_lease
-            WHERE h.kind = p_kind AND h.name = p_name AND h.slot = v_slot;
-        ELSE
-            INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
-            SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), granted_token, v_ticket, p_owner, p_session, p_lease, now(), now() + p_lease
-            FROM __schema__.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;
-        END IF;
+        granted_token := __schema__.permit_grant(p_kind, p_name, v_ticket, p_owner, p_session, p_lease);
         IF v_ticket IS NOT NULL THEN
             DELETE FROM __schema__.permit_waiters w WHERE w.ticket = v_ticket;
         END IF;
@@ -158,20 +191,28 @@ BEGIN
         waiting_ticket := v_ticket;
     ELSIF p_wait THEN
         waiting_ticket := nextval('__schema__.ids');
-        INSERT INTO __schema__.permit_waiters (ticket, kind, name, owner, session, expires_at)
-        VALUES (waiting_ticket, p_kind, p_name, p_owner, p_session, now() + p_lease);
+        INSERT INTO __schema__.permit_waiters (ticket, kind, name, owner, session, lease, expires_at)
+        VALUES (waiting_ticket, p_kind, p_name, p_owner, p_session, p_lease, now() + p_lease);
     END IF;
 END
 $$;
 
--- Gives a permit back (p_token), or leaves the wait line (p_ticket: a cancelled or timed-out wait); a no-op for what
--- the caller no longer holds. Returns whether other coordinators have waiters for this permit set, which the caller
--- then wakes: the permit may be theirs now, or the waiters behind the place left may be first.
-CREATE OR REPLACE FUNCTION __schema__.permit_release(p_kind "char", p_name text, p_token bigint, p_ticket bigint, p_owner uuid)
-RETURNS boolean
+-- Gives a permit back (p_token), or ends a wait that did not get its permit (p_ticket: a cancelled or timed-out wait
+-- leaves its place, and gives back the permit a release may have granted to it meanwhile); a no-op for what the caller
+-- no longer holds. Then hands the permits free (of p_max) to the first live waiters in line, as their own calls would
+-- have taken them: their slots record their tickets, and their next call claims them. Returns the tickets of the
+-- caller's own waiters granted so (with their tokens), for it to hand over in its process, and whether other
+-- coordinators have waiters, which the caller then wakes.
+CREATE OR REPLACE FUNCTION __schema__.permit_release(
+    p_kind "char", p_name text, p_max int, p_token bigint, p_ticket bigint, p_owner uuid,
+    OUT others_wait boolean, OUT granted_tickets bigint[], OUT granted_tokens bigint[])
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_free bigint;
+    v_waiter record;
+    v_token bigint;
 BEGIN
-    -- Taking turns with acquire: a waiter that has just queued is visible here, so it is woken.
+    -- Taking turns with acquire: a waiter that has just queued is visible here, so it is served or woken.
     PERFORM __schema__.permit_turn(p_kind, p_name);
     IF p_token IS NOT NULL THEN
         UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
@@ -179,9 +220,34 @@ BEGIN
     END IF;
     IF p_ticket IS NOT NULL THEN
         DELETE FROM __schema__.permit_waiters w WHERE w.ticket = p_ticket AND w.owner = p_owner;
+        UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
+        WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = p_ticket AND h.owner = p_owner;
     END IF;
-    RETURN EXISTS (SELECT 1 FROM __schema__.permit_waiters w
-                   WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > now());
+
+    others_wait := false;
+    IF EXISTS (SELECT 1 FROM __schema__.permit_waiters w
+               WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now()) THEN
+        v_free := p_max - (SELECT count(*) FROM __schema__.permit_slots h
+                           WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > now());
+        FOR v_waiter IN
+            SELECT w.ticket, w.owner, w.session, w.lease FROM __schema__.permit_waiters w
+            WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now() AND __schema__.session_alive(w.session)
+            ORDER BY w.ticket
+            LIMIT greatest(v_free, 0)
+        LOOP
+            v_token := __schema__.permit_grant(p_kind, p_name, v_waiter.ticket, v_waiter.owner, v_waiter.session, v_waiter.lease);
+            DELETE FROM __schema__.permit_waiters w WHERE w.ticket = v_waiter.ticket;
+            IF v_waiter.owner = p_owner THEN
+                granted_tickets := granted_tickets || v_waiter.ticket;
+                granted_tokens := granted_tokens || v_token;
+            ELSE
+                others_wait := true;
+            END IF;
+        END LOOP;
+        others_wait := others_wait OR EXISTS (
+            SELECT 1 FROM __schema__.permit_waiters w
+            WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > now());
+    END IF;
 END
 $$;
 
@@ -428,8 +494,13 @@ RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM __schema__.require_session(p_session);
-    UPDATE __schema__.permit_waiters w SET expires_at = now() + p_lease
-    WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner AND w.expires_at > now();
+    IF cardinality(p_tickets) > 0 THEN
+        UPDATE __schema__.permit_waiters w SET expires_at = now() + p_lease
+        WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner AND w.expires_at > now();
+        -- A permit granted to a waiter that has not claimed it yet is kept for it, as its place was.
+        UPDATE __schema__.permit_slots h SET expires_at = now() + h.lease
+        WHERE h.ticket = ANY (p_tickets) AND h.owner = p_owner AND h.expires_at > now();
+    END IF;
     RETURN QUERY
         UPDATE __schema__.permit_slots h SET expires_at = now() + h.lease
         FROM unnest(p_kinds, p_names, p_tokens) AS r(kind, name, token)

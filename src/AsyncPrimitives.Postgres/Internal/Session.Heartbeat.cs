@@ -104,8 +104,20 @@ internal sealed partial class Session
     }
 }
 
-/// <summary>A wait's place in a wait line (its ticket), kept by the heartbeat while the wait lasts.</summary>
+/// <summary>A wait's place in a wait line (its ticket), kept by the heartbeat while the wait lasts; and the permit a
+/// release in this process granted to it, until the wait takes it.</summary>
 internal sealed class WaitPlace(long ticket)
 {
+    private PermitGrant? _grant;
+
     public long Ticket { get; } = ticket;
+
+    /// <summary>Hands over the permit granted to this place by a release.</summary>
+    public void Grant(PermitGrant grant) => Volatile.Write(ref _grant, grant);
+
+    /// <summary>The permit granted to this place, once; null when none was.</summary>
+    public PermitGrant? TakeGrant() => Interlocked.Exchange(ref _grant, null);
 }
+
+/// <summary>A permit granted to a wait by a release: its token, and when the release was sent (its lease counts from then).</summary>
+internal sealed record PermitGrant(long Token, long SentAt);
