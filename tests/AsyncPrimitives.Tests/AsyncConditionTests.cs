@@ -640,6 +640,33 @@ public sealed class AsyncConditionTests
     }
 
     [Fact]
+    public async Task WaitUntilAsync_DeadlinePassedWhileReacquiringTheLock_TimesOutAtOnceHoldingTheLock()
+    {
+        var time = new CountingTimeProvider();
+        var condition = new AsyncCondition(timeProvider: time);
+        int calls = 0;
+        await condition.AcquireAsync();
+        Task wait = condition.WaitUntilAsync(() => Interlocked.Increment(ref calls) < 0, TimeSpan.FromSeconds(5)).AsTask();
+        condition.Lines.Waiting.Should().Be(1);
+
+        // Notified in time, but the notifier keeps the lock past the whole deadline.
+        using (await condition.AcquireAsync())
+        {
+            condition.Notify();
+            time.Advance(TimeSpan.FromSeconds(6));
+        }
+
+        // Back with the lock, the predicate is still false and no time is left: the wait ends at once, without
+        // waiting for another notification or for the clock to move again.
+        await ThrowsSoon<TimeoutException>(wait);
+        Volatile.Read(ref calls).Should().Be(2, "the predicate is checked first and once after the notification");
+        condition.IsLocked.Should().BeTrue();
+        condition.Lines.Waiting.Should().Be(0);
+        condition.Release();
+        time.ActiveTimers.Should().Be(0);
+    }
+
+    [Fact]
     public async Task WaitUntilAsync_Cancelled_ThrowsAfterReacquiringTheLock()
     {
         var condition = new AsyncCondition();
