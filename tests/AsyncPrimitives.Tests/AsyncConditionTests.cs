@@ -1,3 +1,4 @@
+using AsyncPrimitives.Tests.Support;
 using static AsyncPrimitives.Tests.Support.Settle;
 
 namespace AsyncPrimitives.Tests;
@@ -637,6 +638,48 @@ public sealed class AsyncConditionTests
         condition.IsLocked.Should().BeTrue();
         condition.Release();
         time.ActiveTimers.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task WaitUntilAsync_CalledUnderASynchronizationContext_ChecksThePredicateAgainWithoutPostingToIt()
+    {
+        // The re-checks between notifications are the library's own steps: they never wait for the caller's context
+        // (a UI thread blocked on the returned task would deadlock them). Only the caller's own await resumes there.
+        var condition = new AsyncCondition();
+        var context = new CountingContext();
+        bool ready = false;
+        int calls = 0;
+        await condition.AcquireAsync();
+
+        Task wait;
+        SynchronizationContext? previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            wait = condition.WaitUntilAsync(() =>
+            {
+                Interlocked.Increment(ref calls);
+                return Volatile.Read(ref ready);
+            }).AsTask();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        condition.Notify();
+        await WaitUntil(() => Volatile.Read(ref calls) == 2 && condition.Lines.Waiting == 1);
+        using (await condition.AcquireAsync())
+        {
+            Volatile.Write(ref ready, true);
+            condition.Notify();
+        }
+
+        await wait.WaitAsync(s_bound);
+        Volatile.Read(ref calls).Should().Be(3);
+        context.Posts.Should().Be(0, "no step of the wait was posted to the caller's context");
+        condition.IsLocked.Should().BeTrue();
+        condition.Release();
     }
 
     [Fact]

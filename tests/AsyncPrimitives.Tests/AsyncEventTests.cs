@@ -128,8 +128,9 @@ public sealed class AsyncEventTests
         var time = new CountingTimeProvider();
         var ev = new AsyncEvent(timeProvider: time);
 
-        Task wait = ev.WaitAsync(TimeSpan.FromSeconds(1)).AsTask();
-        time.Advance(TimeSpan.FromMilliseconds(999));
+        // An hour: only the given clock can end it within the test's bound.
+        Task wait = ev.WaitAsync(TimeSpan.FromHours(1)).AsTask();
+        time.Advance(TimeSpan.FromHours(1) - TimeSpan.FromMilliseconds(1));
         wait.IsCompleted.Should().BeFalse();
         time.Advance(TimeSpan.FromMilliseconds(1));
 

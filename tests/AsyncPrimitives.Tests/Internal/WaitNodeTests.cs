@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using AsyncPrimitives.Tests.Support;
 
 namespace AsyncPrimitives.Tests.Internal;
 
@@ -153,30 +154,5 @@ public sealed class WaitNodeTests
         (await canceled.Invoking(async w => await w).Should().ThrowAsync<OperationCanceledException>())
             .Which.CancellationToken.Should().Be(cts.Token);
         await timedOut.Invoking(async w => await w).Should().ThrowAsync<TimeoutException>();
-    }
-
-    /// <summary>Runs posted work on the thread pool with itself as the current context, counting posts.</summary>
-    private sealed class CountingContext : SynchronizationContext
-    {
-        private int _posts;
-
-        public int Posts => Volatile.Read(ref _posts);
-
-        public override void Post(SendOrPostCallback d, object? state)
-        {
-            Interlocked.Increment(ref _posts);
-            ThreadPool.QueueUserWorkItem(_ =>
-            {
-                SetSynchronizationContext(this);
-                try
-                {
-                    d(state);
-                }
-                finally
-                {
-                    SetSynchronizationContext(null);
-                }
-            });
-        }
     }
 }
