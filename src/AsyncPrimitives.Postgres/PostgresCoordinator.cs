@@ -97,7 +97,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         Time = options.TimeProvider ?? TimeProvider.System;
         _shortestLease = LeaseDuration;
         Signals = new WakeSignals();
-        Notifier = new Notifier(Database);
+        Notifier = new Notifier(Database, Owner);
         CommitWatcher = new CommitWatcher(Database, Signals, Notifier, Time, PollInterval);
         _endpoint = Endpoint(dataSource.ConnectionString);
     }

@@ -37,7 +37,7 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         Task<bool> waiting = listener.WaitAsync(Bound);
         (int Pid, string Payload) notification = await received.Task.WaitAsync(Bound);
         await waiting;
-        notification.Payload.Should().Be("q:numbers");
+        notification.Payload.Should().EndWith(" q:numbers", "a notification names its sender, then the key");
         notification.Pid.Should().NotBe(businessPid, "the put's transaction carries no NOTIFY");
     }
 
@@ -47,7 +47,7 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         _ = await JoinAsync(); // installs the schema
         await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
         await using NpgsqlDataSource slow = Server.CreateDataSource(b => b.Port = proxy.Port);
-        var notifier = new Notifier(new Database(slow, Schema));
+        var notifier = new Notifier(new Database(slow, Schema), Guid.NewGuid());
         await using (await slow.OpenConnectionAsync())
         {
             // A pooled connection exists, so the first NOTIFY reaches the proxy and waits there.
@@ -64,5 +64,15 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         proxy.Thaw();
         await notifier.FlushAsync().WaitAsync(Bound);
         notifier.Sent.Should().Be(2, "the 50 requests made meanwhile went out together, in one statement");
+    }
+
+    [Fact]
+    public void Notifier_KeyOf_IgnoresItsOwnNotifications_AndReadsOthersKeys()
+    {
+        var mine = new Notifier(null!, Guid.NewGuid());
+        var theirs = new Notifier(null!, Guid.NewGuid());
+
+        mine.KeyOf(mine.Tag + " q:jobs").Should().BeNull("its own waits were signalled when it sent it");
+        mine.KeyOf(theirs.Tag + " q:jobs with spaces").Should().Be("q:jobs with spaces");
     }
 }

@@ -28,10 +28,22 @@ internal sealed class Notifier
     /// <summary>The drain loop running now, for <see cref="FlushAsync"/>.</summary>
     private Task _drain = Task.CompletedTask;
 
-    public Notifier(Database database)
+    public Notifier(Database database, Guid owner)
     {
         _database = database;
-        _sql = "SELECT pg_notify($1, key) FROM unnest($2::text[]) AS key";
+        Tag = owner.ToString("N");
+        _sql = "SELECT pg_notify($1, $3 || ' ' || key) FROM unnest($2::text[]) AS key";
+    }
+
+    /// <summary>What this coordinator's notifications start with (then a space and the key): its LISTEN connection
+    /// receives them too, and ignores them, as the sender has already signalled its own waits.</summary>
+    public string Tag { get; }
+
+    /// <summary>The key a notification's payload names, or null for one this coordinator sent itself.</summary>
+    public string? KeyOf(string payload)
+    {
+        int space = payload.IndexOf(' ', StringComparison.Ordinal);
+        return space < 0 ? payload : payload.AsSpan(0, space).SequenceEqual(Tag) ? null : payload[(space + 1)..];
     }
 
     /// <summary>NOTIFY statements sent so far.</summary>
@@ -79,7 +91,7 @@ internal sealed class Notifier
             {
                 await _database.QueryAsync(
                     _sql,
-                    [Database.Parameter(_database.Channel), Database.Parameter(keys)],
+                    [Database.Parameter(_database.Channel), Database.Parameter(keys), Database.Parameter(Tag)],
                     static _ => true,
                     Database.Retry.Always,
                     CancellationToken.None).ConfigureAwait(false);

@@ -290,7 +290,7 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_items (
         autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX IF NOT EXISTS queue_items_ready ON __schema__.queue_items (queue, id) WHERE lease_token IS NULL;
 CREATE INDEX IF NOT EXISTS queue_items_ready_priority ON __schema__.queue_items (queue, priority, id) WHERE lease_token IS NULL;
-CREATE INDEX IF NOT EXISTS queue_items_leased ON __schema__.queue_items (queue) WHERE lease_token IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_items_leased ON __schema__.queue_items (queue, leased_until) WHERE lease_token IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS __schema__.queue_dead_letters (
     id bigint PRIMARY KEY,                                -- the item's id in queue_items
@@ -376,38 +376,51 @@ END
 $$;
 
 -- Delivers up to p_count waiting items in the given order ('f' first in first out, 'l' last in first out, 'p' smallest
--- priority first, then first in), skipping items other consumers are taking at this moment; one query per order, so
--- that each reads its index in order and stops after p_count rows. Expired deliveries go back in line first; when
--- nothing waits, so do the deliveries of dead sessions. Raises AT002 when the queue is shut down and nothing waits.
+-- priority first, then first in), skipping items other consumers are taking at this moment; one statement per order,
+-- so that each reads its index in order, stops after p_count rows and leases them at once. Expired deliveries go back
+-- in line first (an index probe, which finds none as a rule); when nothing waits, so do the deliveries of dead
+-- sessions. Raises AT002 when the queue is shut down and nothing waits.
 CREATE OR REPLACE FUNCTION __schema__.queue_get(
     p_queue text, p_order "char", p_count int, p_owner uuid, p_session bigint, p_lease interval,
     p_max_attempts int)
 RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_ids bigint[];
 BEGIN
     PERFORM __schema__.require_session(p_session);
-    PERFORM __schema__.queue_reclaim(p_queue, false);
+    IF EXISTS (SELECT 1 FROM __schema__.queue_items q
+               WHERE q.queue = p_queue AND q.lease_token IS NOT NULL AND q.leased_until <= now()) THEN
+        PERFORM __schema__.queue_reclaim(p_queue, false);
+    END IF;
     FOR v_round IN 1..2 LOOP
         IF p_order = 'p' THEN
-            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
-                           ORDER BY w.priority, w.id LIMIT p_count FOR UPDATE SKIP LOCKED);
-        ELSIF p_order = 'l' THEN
-            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
-                           ORDER BY w.id DESC LIMIT p_count FOR UPDATE SKIP LOCKED);
-        ELSE
-            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
-                           ORDER BY w.id LIMIT p_count FOR UPDATE SKIP LOCKED);
-        END IF;
-        IF cardinality(v_ids) > 0 THEN
             RETURN QUERY
                 UPDATE __schema__.queue_items q
                 SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
-                    session = p_session, lease = p_lease, leased_until = now() + p_lease,
-                    max_attempts = p_max_attempts
-                WHERE q.id = ANY (v_ids)
+                    session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
+                WHERE q.id = ANY (ARRAY(
+                    SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                    ORDER BY w.priority, w.id LIMIT p_count FOR UPDATE SKIP LOCKED))
                 RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+        ELSIF p_order = 'l' THEN
+            RETURN QUERY
+                UPDATE __schema__.queue_items q
+                SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
+                    session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
+                WHERE q.id = ANY (ARRAY(
+                    SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                    ORDER BY w.id DESC LIMIT p_count FOR UPDATE SKIP LOCKED))
+                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+        ELSE
+            RETURN QUERY
+                UPDATE __schema__.queue_items q
+                SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
+                    session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
+                WHERE q.id = ANY (ARRAY(
+                    SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                    ORDER BY w.id LIMIT p_count FOR UPDATE SKIP LOCKED))
+                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+        END IF;
+        IF FOUND THEN
             RETURN;
         END IF;
         -- Nothing waits: end the deliveries of dead sessions, and look again if any came back.
@@ -421,7 +434,8 @@ $$;
 
 -- Completes deliveries: deletes the items whose lease the caller still holds and has not expired. Returns the ids
 -- completed, the ids whose items are gone altogether (completed by a later delivery, or dropped by an immediate
--- shutdown), whether the queue now has nothing unfinished, and whether it was shut down immediately.
+-- shutdown), whether the queue now has nothing unfinished, and whether it was shut down immediately (both of the last
+-- looked up only when some item was not completed).
 CREATE OR REPLACE FUNCTION __schema__.queue_complete(p_queue text, p_ids bigint[], p_tokens bigint[], p_owner uuid,
     OUT completed bigint[], OUT gone bigint[], OUT drained boolean, OUT dropped boolean)
 LANGUAGE plpgsql AS $$
@@ -432,11 +446,16 @@ BEGIN
         RETURNING q.id
     )
     SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
-    SELECT coalesce(array_agg(r.id), '{}') INTO gone FROM unnest(p_ids) AS r(id)
-    WHERE NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id) AND r.id <> ALL (completed);
+    IF cardinality(completed) = cardinality(p_ids) THEN
+        gone := '{}';
+        dropped := false;
+    ELSE
+        SELECT coalesce(array_agg(r.id), '{}') INTO gone FROM unnest(p_ids) AS r(id)
+        WHERE NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id) AND r.id <> ALL (completed);
+        dropped := EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue AND s.immediate);
+    END IF;
     drained := NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
            AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NOT NULL);
-    dropped := EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue AND s.immediate);
 END
 $$;
 

@@ -123,7 +123,14 @@ internal sealed partial class Session
             }
 
             WakeSignals signals = coordinator.Signals;
-            connection.Notification += (_, e) => signals.Signal(e.Payload);
+            Notifier notifier = coordinator.Notifier;
+            connection.Notification += (_, e) =>
+            {
+                if (notifier.KeyOf(e.Payload) is { } key)
+                {
+                    signals.Signal(key);
+                }
+            };
             session._listening = Task.Run(session.ListenAsync);
             session._heartbeat = Task.Run(session.HeartbeatAsync);
             return session;
@@ -213,6 +220,7 @@ internal sealed partial class Session
         foreach (LeaseTracker lease in lost)
         {
             lease.MarkLost();
+            _coordinator.Signals.Signal(lease.WakeKey);
             _coordinator.Notifier.Request(lease.WakeKey);
         }
     }
