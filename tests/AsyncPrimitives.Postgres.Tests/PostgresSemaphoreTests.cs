@@ -40,6 +40,70 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
     }
 
     [PostgresFact]
+    public async Task ManyTasks_CancellingWaitsThatRaceHandOvers_NeverExceedMaxCount_LoseNoPermit_AndLeaveNothing()
+    {
+        // A release hands its permit to the first waiter in line; here waits are cancelled (by their token, or by a
+        // short timeout) at any moment, also just as a release grants them their permit: the permit must then go
+        // on to the next waiter, not stay with the wait that left.
+        const int MaxCount = 2;
+        const int Tasks = 8;
+        const int Rounds = 12;
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        int inside = 0;
+        int peak = 0;
+        int served = 0;
+        int gaveUp = 0;
+
+        async Task WorkAsync(PostgresSemaphore semaphore, int seed)
+        {
+            var random = new Random(seed);
+            for (int i = 0; i < Rounds; i++)
+            {
+                using var cancel = new CancellationTokenSource();
+                ValueTask<PostgresLease> acquiring = random.Next(3) switch
+                {
+                    0 => semaphore.AcquireAsync(TimeSpan.FromMilliseconds(random.Next(1, 30)), cancel.Token),
+                    _ => semaphore.AcquireAsync(cancel.Token),
+                };
+                if (random.Next(3) == 0)
+                {
+                    cancel.CancelAfter(random.Next(0, 20));
+                }
+
+                PostgresLease lease;
+                try
+                {
+                    lease = await acquiring;
+                }
+                catch (Exception e) when (e is OperationCanceledException or TimeoutException)
+                {
+                    Interlocked.Increment(ref gaveUp);
+                    continue;
+                }
+
+                await using (lease)
+                {
+                    int now = Interlocked.Increment(ref inside);
+                    InterlockedMax(ref peak, now);
+                    await Task.Delay(random.Next(0, 3));
+                    Interlocked.Decrement(ref inside);
+                    Interlocked.Increment(ref served);
+                }
+            }
+        }
+
+        await Task.WhenAll(Enumerable.Range(0, Tasks).Select(i =>
+            Task.Run(() => WorkAsync((i % 2 == 0 ? a : b).Coordinator.CreateSemaphore("api", MaxCount), i)))).WaitAsync(TimeSpan.FromSeconds(90));
+
+        peak.Should().BeLessThanOrEqualTo(MaxCount);
+        (served + gaveUp).Should().Be(Tasks * Rounds, "every acquire either got a permit or gave up");
+        served.Should().BeGreaterThan(0);
+        (await PermitRowsAsync()).Should().Be((0L, 0L), "no permit or place stays with a wait that left");
+        (await a.Coordinator.CreateSemaphore("api", MaxCount).GetCurrentCountAsync()).Should().Be(MaxCount);
+    }
+
+    [PostgresFact]
     public async Task AcquireAsync_WhenFull_WaitsInFifoOrder()
     {
         Member a = await JoinAsync();
