@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
+using System.Threading.RateLimiting;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -73,7 +74,72 @@ public static partial class AsyncIter
         ArgumentNullException.ThrowIfNull(work);
         Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(work, WorkFactory.Start, nameof(work), maxConcurrency ?? int.MaxValue, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
+        return AsCompletedImpl(work, WorkFactory.Start, nameof(work), maxConcurrency ?? int.MaxValue, limiter: null, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
+    }
+
+    /// <summary>
+    /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once, each
+    /// while holding a lease of <paramref name="limiter"/>, and yields each result in completion order.
+    /// </summary>
+    /// <typeparam name="T">The type of each result.</typeparam>
+    /// <param name="work">
+    /// Factories that start one piece of work each; each receives a token cancelled when the enumeration ends early,
+    /// fails, times out or is cancelled. Enumerated lazily (one element each time a slot frees up) and disposed.
+    /// </param>
+    /// <param name="maxConcurrency">
+    /// The most pieces of work in flight at once, waiting for a lease included; <see langword="null"/> for no limit but the limiter's.
+    /// </param>
+    /// <param name="limiter">
+    /// Grants one lease (<c>AcquireAsync(1)</c>) per piece before its factory runs; the lease is disposed when that piece
+    /// ends. A rate (<see cref="TokenBucketRateLimiter"/>), a concurrency limit shared with other callers
+    /// (<see cref="ConcurrencyLimiter"/>, a limiter across processes) or several at once (<see cref="RateLimiter.CreateChained"/>).
+    /// </param>
+    /// <param name="timeout">
+    /// One overall deadline for the whole enumeration, measured from its first <c>MoveNextAsync</c> (waits for leases
+    /// included); <see langword="null"/> or <see cref="Timeout.InfiniteTimeSpan"/> for none.
+    /// </param>
+    /// <param name="timeProvider">
+    /// The clock for <paramref name="timeout"/> and for the waits after a refusal's <c>RetryAfter</c>;
+    /// <see langword="null"/> for <see cref="TimeProvider.System"/>.
+    /// </param>
+    /// <returns>A sequence of the results in the order the work completes.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="work"/> or <paramref name="limiter"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="maxConcurrency"/> is zero or negative, or <paramref name="timeout"/> is negative and not infinite, or longer than about 49.7 days (4294967294 ms).
+    /// </exception>
+    /// <remarks>
+    /// <para>
+    /// As <see cref="AsCompleted{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, TimeSpan?, TimeProvider?)"/>, with
+    /// the limiter on top of <paramref name="maxConcurrency"/>. Leases are asked for in input order.
+    /// </para>
+    /// <para>
+    /// A refused lease that carries <see cref="MetadataName.RetryAfter"/> is asked for again after that delay. One without
+    /// it fails the enumeration with an <see cref="InvalidOperationException"/> naming the limiter, when it is reached in
+    /// completion order; that piece never starts. Every lease acquired is disposed when its piece ends (success, failure,
+    /// cancellation, the deadline, or the consumer breaking out of its loop), and none is held once the enumeration has ended.
+    /// </para>
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// RateLimiter limiter = RateLimiter.CreateChained(perSecond, global);
+    /// await foreach (string page in AsyncIter.AsCompleted(work, maxConcurrency: 32, limiter, timeout: TimeSpan.FromMinutes(5)))
+    /// {
+    ///     Console.WriteLine(page.Length);
+    /// }
+    /// </code>
+    /// </example>
+    public static IAsyncEnumerable<T> AsCompleted<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency,
+        RateLimiter limiter,
+        TimeSpan? timeout = null,
+        TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
+        ArgumentNullException.ThrowIfNull(limiter);
+        TimeoutArgument.ThrowIfInvalid(timeout);
+        return AsCompletedImpl(work, WorkFactory.Start, nameof(work), maxConcurrency ?? int.MaxValue, limiter, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
     }
 
     /// <summary>
@@ -118,7 +184,7 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(tasks);
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(tasks, static (task, _) => new ValueTask<T>(task), nameof(tasks), int.MaxValue, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
+        return AsCompletedImpl(tasks, static (task, _) => new ValueTask<T>(task), nameof(tasks), int.MaxValue, limiter: null, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
     }
 
     private static async IAsyncEnumerable<T> AsCompletedImpl<TArg, T>(
@@ -126,6 +192,7 @@ public static partial class AsyncIter
         Func<TArg, CancellationToken, ValueTask<T>> start,
         string inputsName,
         int maxConcurrency,
+        RateLimiter? limiter,
         bool ownsWork,
         TimeSpan? timeout,
         TimeProvider timeProvider,
@@ -133,7 +200,7 @@ public static partial class AsyncIter
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var deadline = new Deadline(timeout, timeProvider);
-        using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken);
+        using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken, limiter, timeProvider);
         using IEnumerator<TArg> pending = inputs.GetEnumerator();
 
         // Tasks the operator does not own are not awaited on exit, so waiting for them must also end on cancellation.

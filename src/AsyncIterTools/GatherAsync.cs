@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -47,21 +48,103 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(work);
         Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
-        return GatherCoreAsync<T, T>(
-            nameof(GatherAsync),
-            work,
-            maxConcurrency ?? int.MaxValue,
-            static (piece, results) =>
-            {
-                if (piece.Error is not null)
-                {
-                    return false;
-                }
+        return GatherCoreAsync<T, T>(nameof(GatherAsync), work, maxConcurrency ?? int.MaxValue, limiter: null, timeProvider: null, RecordGathered, cancellationToken);
+    }
 
-                results.Set(piece.Index, piece.Result);
-                return true;
-            },
-            cancellationToken);
+    /// <summary>
+    /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once, each
+    /// while holding a lease of <paramref name="limiter"/>, and returns their results in input order.
+    /// </summary>
+    /// <typeparam name="T">The type of each result.</typeparam>
+    /// <param name="work">
+    /// Factories that start one piece of work each. Each receives a token that is cancelled when another piece fails or
+    /// the caller cancels. The sequence is enumerated lazily, one element each time a slot frees up, and disposed.
+    /// </param>
+    /// <param name="maxConcurrency">
+    /// The most pieces of work in flight at once, waiting for a lease included; <see langword="null"/> for no limit but the limiter's.
+    /// </param>
+    /// <param name="limiter">
+    /// Grants one lease (<c>AcquireAsync(1)</c>) per piece before its factory runs; the lease is disposed when that piece
+    /// ends. A rate (<see cref="TokenBucketRateLimiter"/>), a concurrency limit shared with other callers
+    /// (<see cref="ConcurrencyLimiter"/>, a limiter across processes) or several at once (<see cref="RateLimiter.CreateChained"/>).
+    /// </param>
+    /// <param name="cancellationToken">Cancels the gathering: no new work starts and running work sees its token cancelled.</param>
+    /// <returns>The results, in the order of <paramref name="work"/> (not completion order).</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="work"/> or <paramref name="limiter"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxConcurrency"/> is zero or negative.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (thrown after the running work has finished).</exception>
+    /// <exception cref="InvalidOperationException">
+    /// <paramref name="limiter"/> refused a lease without <see cref="MetadataName.RetryAfter"/> metadata (that piece never
+    /// started; thrown after the running work has finished).
+    /// </exception>
+    /// <exception cref="Exception">
+    /// The first failure, in completion order, of a piece of work or of enumerating <paramref name="work"/>, thrown as is.
+    /// </exception>
+    /// <remarks>
+    /// <para>
+    /// As <see cref="GatherAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, CancellationToken)"/>, with the
+    /// limiter on top of <paramref name="maxConcurrency"/>. Leases are asked for in input order. A refused lease that
+    /// carries <see cref="MetadataName.RetryAfter"/> is asked for again after that delay (on
+    /// <see cref="TimeProvider.System"/>; the overload with a <see cref="TimeProvider"/> takes another clock); one without
+    /// it is a failure like a failed piece. Every lease acquired is disposed when its piece ends (success, failure or
+    /// cancellation); when the returned task completes, none is held.
+    /// </para>
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// using var partnerApi = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 64, QueueLimit = int.MaxValue });
+    /// string[] pages = await AsyncIter.GatherAsync(work, maxConcurrency: 8, partnerApi, cancellationToken);
+    /// </code>
+    /// </example>
+    public static Task<T[]> GatherAsync<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency,
+        RateLimiter limiter,
+        CancellationToken cancellationToken = default) =>
+        GatherAsync(work, maxConcurrency, limiter, timeProvider: null, cancellationToken);
+
+    /// <summary>
+    /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once, each
+    /// while holding a lease of <paramref name="limiter"/>, and returns their results in input order; waits after a
+    /// refusal's <c>RetryAfter</c> on <paramref name="timeProvider"/>.
+    /// </summary>
+    /// <inheritdoc cref="GatherAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, CancellationToken)" path="/typeparam"/>
+    /// <param name="work">
+    /// Factories that start one piece of work each. Each receives a token that is cancelled when another piece fails or
+    /// the caller cancels. The sequence is enumerated lazily, one element each time a slot frees up, and disposed.
+    /// </param>
+    /// <param name="maxConcurrency">
+    /// The most pieces of work in flight at once, waiting for a lease included; <see langword="null"/> for no limit but the limiter's.
+    /// </param>
+    /// <param name="limiter">Grants one lease per piece before its factory runs; the lease is disposed when that piece ends.</param>
+    /// <param name="timeProvider">The clock of the waits after a refusal's <c>RetryAfter</c>; <see langword="null"/> for <see cref="TimeProvider.System"/>.</param>
+    /// <param name="cancellationToken">Cancels the gathering: no new work starts and running work sees its token cancelled.</param>
+    /// <returns>The results, in the order of <paramref name="work"/> (not completion order).</returns>
+    /// <inheritdoc cref="GatherAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, CancellationToken)" path="/exception"/>
+    /// <remarks>Same semantics as <see cref="GatherAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, CancellationToken)"/>.</remarks>
+    public static Task<T[]> GatherAsync<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency,
+        RateLimiter limiter,
+        TimeProvider? timeProvider,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
+        ArgumentNullException.ThrowIfNull(limiter);
+        return GatherCoreAsync<T, T>(nameof(GatherAsync), work, maxConcurrency ?? int.MaxValue, limiter, timeProvider, RecordGathered, cancellationToken);
+    }
+
+    /// <summary>GatherAsync's outcome rule: a value goes to its slot; a failure stops the gathering.</summary>
+    private static bool RecordGathered<T>(CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation piece, ResultBuffer<T> results)
+    {
+        if (piece.Error is not null)
+        {
+            return false;
+        }
+
+        results.Set(piece.Index, piece.Result);
+        return true;
     }
 
     /// <summary>
@@ -72,12 +155,14 @@ public static partial class AsyncIter
         string operatorName,
         IEnumerable<Func<CancellationToken, Task<T>>> work,
         int maxConcurrency,
+        RateLimiter? limiter,
+        TimeProvider? timeProvider,
         Func<CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation, ResultBuffer<TOut>, bool> record,
         CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var results = new ResultBuffer<TOut>(ResultBuffer<TOut>.CountHint(work));
-        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(operatorName, WorkFactory.Start, cancellationToken);
+        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(operatorName, WorkFactory.Start, cancellationToken, limiter, timeProvider);
         using IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
         try
         {

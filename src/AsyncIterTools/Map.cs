@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Threading.RateLimiting;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -47,29 +48,93 @@ public static partial class AsyncIter
     /// </code>
     /// </example>
     public static IAsyncEnumerable<TResult> Map<T, TResult>(this IAsyncEnumerable<T> source, Func<T, CancellationToken, ValueTask<TResult>> selector, int maxConcurrency) =>
-        MapCore(source, selector, maxConcurrency, ordered: true);
+        MapCore(source, selector, maxConcurrency, limiter: null, timeProvider: null, ordered: true);
 
-    /// <summary>Validates the arguments of Map and MapUnordered, then returns the deferred projection.</summary>
+    /// <summary>
+    /// Projects each element with an asynchronous <paramref name="selector"/>, running up to
+    /// <paramref name="maxConcurrency"/> calls at once, each while holding a lease of <paramref name="limiter"/>, and
+    /// yields the results in source order.
+    /// </summary>
+    /// <typeparam name="T">The type of the source elements.</typeparam>
+    /// <typeparam name="TResult">The type of the results.</typeparam>
+    /// <param name="source">The sequence to project.</param>
+    /// <param name="selector">
+    /// The projection; it receives a token that is cancelled when the enumeration fails, is disposed early, or the token
+    /// from <c>WithCancellation</c> is cancelled.
+    /// </param>
+    /// <param name="maxConcurrency">The most selector calls in flight at once, waiting for a lease included.</param>
+    /// <param name="limiter">
+    /// Grants one lease (<c>AcquireAsync(1)</c>) per element before its selector call starts; the lease is disposed when
+    /// that call ends. A rate (<see cref="TokenBucketRateLimiter"/>), a concurrency limit shared with other pipelines
+    /// (<see cref="ConcurrencyLimiter"/>, a limiter across processes) or several at once (<see cref="RateLimiter.CreateChained"/>).
+    /// </param>
+    /// <param name="timeProvider">The clock of the waits after a refusal's <c>RetryAfter</c>; <see langword="null"/> for <see cref="TimeProvider.System"/>.</param>
+    /// <returns>A sequence of the projected elements, in the order of <paramref name="source"/>.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/>, <paramref name="selector"/> or <paramref name="limiter"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxConcurrency"/> is zero or negative.</exception>
+    /// <remarks>
+    /// <para>
+    /// As <see cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int)"/>, with the
+    /// limiter on top of <paramref name="maxConcurrency"/>: an element whose call waits for its lease holds its slot, so
+    /// the source is still read only as slots free up. Leases are asked for in source order.
+    /// </para>
+    /// <para>
+    /// A refused lease (<see cref="RateLimitLease.IsAcquired"/> false) that carries <see cref="MetadataName.RetryAfter"/> is
+    /// asked for again after that delay. One without it fails the enumeration with an
+    /// <see cref="InvalidOperationException"/> naming the limiter; that element's selector never runs. Every lease
+    /// acquired is disposed, whatever ends the call (success, failure, cancellation, or the consumer breaking out of its
+    /// loop), and none is held once the enumeration has ended. The operator never holds more leases than it has selector
+    /// calls running.
+    /// </para>
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// using var perSecond = new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
+    /// {
+    ///     TokenLimit = 100, TokensPerPeriod = 100, ReplenishmentPeriod = TimeSpan.FromSeconds(1), QueueLimit = 1_000,
+    /// });
+    /// await foreach (User user in ids.Map(async (id, ct) => await api.GetUserAsync(id, ct), maxConcurrency: 32, perSecond))
+    /// {
+    ///     Console.WriteLine(user.Name); // in the order of ids; at most 32 calls in flight and 100 started per second
+    /// }
+    /// </code>
+    /// </example>
+    public static IAsyncEnumerable<TResult> Map<T, TResult>(
+        this IAsyncEnumerable<T> source,
+        Func<T, CancellationToken, ValueTask<TResult>> selector,
+        int maxConcurrency,
+        RateLimiter limiter,
+        TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(limiter);
+        return MapCore(source, selector, maxConcurrency, limiter, timeProvider, ordered: true);
+    }
+
+    /// <summary>Validates the arguments of Map and MapUnordered (all but a limiter), then returns the deferred projection.</summary>
     private static IAsyncEnumerable<TResult> MapCore<T, TResult>(
         IAsyncEnumerable<T> source,
         Func<T, CancellationToken, ValueTask<TResult>> selector,
         int maxConcurrency,
+        RateLimiter? limiter,
+        TimeProvider? timeProvider,
         bool ordered)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(selector);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxConcurrency);
-        return MapImpl(source, selector, maxConcurrency, ordered);
+        return MapImpl(source, selector, maxConcurrency, limiter, timeProvider, ordered);
     }
 
     private static async IAsyncEnumerable<TResult> MapImpl<T, TResult>(
         IAsyncEnumerable<T> source,
         Func<T, CancellationToken, ValueTask<TResult>> selector,
         int maxConcurrency,
+        RateLimiter? limiter,
+        TimeProvider? timeProvider,
         bool ordered,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var calls = new CompletionQueue<T, TResult>(ordered ? nameof(Map) : nameof(MapUnordered), selector, cancellationToken);
+        using var calls = new CompletionQueue<T, TResult>(ordered ? nameof(Map) : nameof(MapUnordered), selector, cancellationToken, limiter, timeProvider);
 
         // Ordered: the started, not yet yielded calls in source order (Count <= maxConcurrency). Unordered: unused.
         Queue<CompletionQueue<T, TResult>.Operation>? window = ordered ? new Queue<CompletionQueue<T, TResult>.Operation>() : null;

@@ -1,3 +1,5 @@
+using System.Threading.RateLimiting;
+
 namespace AsyncIterTools;
 
 public static partial class AsyncIter
@@ -31,5 +33,42 @@ public static partial class AsyncIter
     /// </code>
     /// </example>
     public static IAsyncEnumerable<TResult> MapUnordered<T, TResult>(this IAsyncEnumerable<T> source, Func<T, CancellationToken, ValueTask<TResult>> selector, int maxConcurrency) =>
-        MapCore(source, selector, maxConcurrency, ordered: false);
+        MapCore(source, selector, maxConcurrency, limiter: null, timeProvider: null, ordered: false);
+
+    /// <summary>
+    /// Projects each element with an asynchronous <paramref name="selector"/>, running up to
+    /// <paramref name="maxConcurrency"/> calls at once, each while holding a lease of <paramref name="limiter"/>, and
+    /// yields the results in completion order.
+    /// </summary>
+    /// <inheritdoc cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int, RateLimiter, TimeProvider?)" path="/typeparam"/>
+    /// <inheritdoc cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int, RateLimiter, TimeProvider?)" path="/param"/>
+    /// <returns>A sequence of the projected elements, in the order the calls complete.</returns>
+    /// <inheritdoc cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int, RateLimiter, TimeProvider?)" path="/exception"/>
+    /// <remarks>
+    /// As <see cref="MapUnordered{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int)"/>,
+    /// with the limiter on top of <paramref name="maxConcurrency"/>; the limiter's rules (retry after
+    /// <see cref="MetadataName.RetryAfter"/>, a refusal without it fails the enumeration with an
+    /// <see cref="InvalidOperationException"/>, every lease disposed) are those of
+    /// <see cref="Map{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int, RateLimiter, TimeProvider?)"/>.
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// // One limit for every instance of the service, on top of 16 calls in flight here.
+    /// RateLimiter global = coordinator.CreateSemaphore("partner-api", maxCount: 64).AsRateLimiter();
+    /// await foreach (Page page in urls.MapUnordered(async (url, ct) => await FetchAsync(url, ct), maxConcurrency: 16, global))
+    /// {
+    ///     Index(page);
+    /// }
+    /// </code>
+    /// </example>
+    public static IAsyncEnumerable<TResult> MapUnordered<T, TResult>(
+        this IAsyncEnumerable<T> source,
+        Func<T, CancellationToken, ValueTask<TResult>> selector,
+        int maxConcurrency,
+        RateLimiter limiter,
+        TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(limiter);
+        return MapCore(source, selector, maxConcurrency, limiter, timeProvider, ordered: false);
+    }
 }

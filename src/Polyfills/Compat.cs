@@ -31,6 +31,16 @@ internal static class Compat
         ThreadPool.UnsafeQueueUserWorkItem(callback, state, preferLocal);
 #endif
     }
+
+    /// <summary>A task that completes after <paramref name="delay"/> on <paramref name="timeProvider"/>'s clock, or is cancelled first.</summary>
+    public static Task Delay(TimeProvider timeProvider, TimeSpan delay, CancellationToken cancellationToken)
+    {
+#if NETSTANDARD2_0
+        return timeProvider.Delay(delay, cancellationToken);
+#else
+        return Task.Delay(delay, timeProvider, cancellationToken);
+#endif
+    }
 }
 
 #if NETSTANDARD2_0

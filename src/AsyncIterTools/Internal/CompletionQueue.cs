@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.ExceptionServices;
+using System.Threading.RateLimiting;
 using System.Threading.Tasks.Sources;
 
 namespace AsyncIterTools.Internal;
@@ -30,6 +31,15 @@ namespace AsyncIterTools.Internal;
 /// consumer parks on this queue itself (a reusable <see cref="ManualResetValueTaskSourceCore{TResult}"/>), so once the
 /// window has filled, starting, completing and waiting allocate nothing here.
 /// </para>
+/// <para>
+/// Limiter (the operators' <c>RateLimiter</c> overloads). With a <see cref="_limiter"/>, a started call first acquires
+/// one lease (in start order), runs while holding it and disposes it when it ends, whether it succeeds, fails or is
+/// cancelled; it is in flight, and counts against the operator's concurrency limit, from its start, waiting for the
+/// lease included, so the source is still read only as slots free up. A lease refused with <c>RetryAfter</c> metadata
+/// is asked for again after that delay; one refused without it fails the call, which never runs, with an
+/// <see cref="InvalidOperationException"/> (<see cref="Operation.LeaseRefused"/> tells it from a failure of the call).
+/// The queue holds no more leases than it has calls running, and none once <see cref="DrainAsync"/> returns.
+/// </para>
 /// </remarks>
 internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<CompletionQueue<TArg, TResult>.Operation>, IDisposable
 {
@@ -45,6 +55,12 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
     /// <summary>Linked to the caller's token; its token is given to every call; cancelled by <see cref="Cancel"/>.</summary>
     private readonly CancellationTokenSource _cts;
+
+    /// <summary>Grants the lease each call holds while it runs, or null for none.</summary>
+    private readonly RateLimiter? _limiter;
+
+    /// <summary>The clock of the waits before asking <see cref="_limiter"/> again (a refused lease's <c>RetryAfter</c>).</summary>
+    private readonly TimeProvider _timeProvider;
 
     /// <summary>Guards <see cref="_completed"/> and <see cref="_waiting"/>; held for a few instructions, never around user code.</summary>
     private readonly Lock _lock = new();
@@ -88,11 +104,20 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     /// <param name="operatorName">The operator (<c>Map</c>, <c>MapUnordered</c>, <c>GatherAsync</c>, ...), for metrics.</param>
     /// <param name="call">Starts one call.</param>
     /// <param name="cancellationToken">The caller's token, which cancels every call.</param>
-    public CompletionQueue(string operatorName, Func<TArg, CancellationToken, ValueTask<TResult>> call, CancellationToken cancellationToken)
+    /// <param name="limiter">Grants one lease per call, held while it runs; null for none.</param>
+    /// <param name="timeProvider">The clock of the waits after a refused lease's <c>RetryAfter</c>; null for the system clock.</param>
+    public CompletionQueue(
+        string operatorName,
+        Func<TArg, CancellationToken, ValueTask<TResult>> call,
+        CancellationToken cancellationToken,
+        RateLimiter? limiter = null,
+        TimeProvider? timeProvider = null)
     {
         _operatorName = operatorName;
         _call = call;
         _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        _limiter = limiter;
+        _timeProvider = timeProvider ?? TimeProvider.System;
     }
 
     /// <summary>Gets the token every call receives (and that the operator gives its sources).</summary>
@@ -119,7 +144,7 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
         ValueTask<TResult> pending;
         try
         {
-            pending = _call(arg, _cts.Token);
+            pending = _limiter is null ? _call(arg, _cts.Token) : CallWithLeaseAsync(operation, arg, _cts.Token);
         }
         catch (Exception ex)
         {
@@ -128,6 +153,55 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
         operation.Await(arg, _started++, pending);
         return operation;
+    }
+
+    /// <summary>Runs one call while holding a lease of <see cref="_limiter"/>, acquired first and disposed however the call ends.</summary>
+    /// <remarks>
+    /// Not <c>ConfigureAwait(false)</c>: the call is user code, and runs on the context it would have run on without a
+    /// limiter (the csproj's context policy).
+    /// </remarks>
+    private async ValueTask<TResult> CallWithLeaseAsync(Operation operation, TArg arg, CancellationToken cancellationToken)
+    {
+        using RateLimitLease lease = await AcquireLeaseAsync(operation, cancellationToken);
+
+        // Granted after the operator failed or was cancelled: start nothing new (the lease goes back at once).
+        cancellationToken.ThrowIfCancellationRequested();
+        return await _call(arg, cancellationToken);
+    }
+
+    /// <summary>
+    /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
+    /// (on <see cref="_timeProvider"/>); one without it marks <paramref name="operation"/> refused and throws.
+    /// </summary>
+    private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
+    {
+        RateLimiter limiter = _limiter!;
+        while (true)
+        {
+            RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken);
+            if (lease.IsAcquired)
+            {
+                return lease;
+            }
+
+            TimeSpan retryAfter;
+            try
+            {
+                if (!lease.TryGetMetadata(MetadataName.RetryAfter, out retryAfter))
+                {
+                    operation.LeaseRefused = true;
+                    string reason = lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? $" ({phrase})" : string.Empty;
+                    throw new InvalidOperationException(
+                        $"The rate limiter {limiter} refused a permit{reason} without a RetryAfter; the work was not started.");
+                }
+            }
+            finally
+            {
+                lease.Dispose();
+            }
+
+            await Compat.Delay(_timeProvider, retryAfter > TimeSpan.Zero ? retryAfter : TimeSpan.Zero, cancellationToken);
+        }
     }
 
     /// <summary>
@@ -342,6 +416,12 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
         /// as it started; the completion callback then counts it down.</summary>
         public bool Metered { get; set; }
 
+        /// <summary>
+        /// Gets a value indicating whether the call failed because the limiter refused its lease (no <c>RetryAfter</c>):
+        /// the call never ran, and the operator fails as a whole, even where a failed call would not stop it.
+        /// </summary>
+        public bool LeaseRefused { get; internal set; }
+
         /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
         public bool IsDone { get; internal set; }
 
@@ -372,6 +452,7 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
             Arg = default!;
             Result = default!;
             Error = null;
+            LeaseRefused = false;
             IsDone = false;
         }
 
