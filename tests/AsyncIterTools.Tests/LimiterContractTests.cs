@@ -1,0 +1,459 @@
+using System.Threading.RateLimiting;
+
+namespace AsyncIterTools.Tests;
+
+/// <summary>The operators that take a <see cref="RateLimiter"/>.</summary>
+public enum LimitedOperator
+{
+    Map,
+    MapUnordered,
+    GatherAsync,
+    GatherSettledAsync,
+    AsCompleted,
+}
+
+/// <summary>
+/// The limiter overloads of Map, MapUnordered, GatherAsync, GatherSettledAsync and AsCompleted (one rule, in the shared
+/// CompletionQueue): one lease per call, acquired before it starts and disposed however it ends; on top of
+/// <c>maxConcurrency</c>; a refusal's <c>RetryAfter</c> waited on the operator's clock; a refusal without it fails the
+/// operator with <see cref="InvalidOperationException"/>. Every test checks, with <see cref="CountingLimiter"/>, that
+/// every lease was disposed exactly once.
+/// </summary>
+public sealed class LimiterContractTests
+{
+    public static TheoryData<LimitedOperator> Operators => new()
+    {
+        LimitedOperator.Map, LimitedOperator.MapUnordered, LimitedOperator.GatherAsync, LimitedOperator.GatherSettledAsync, LimitedOperator.AsCompleted,
+    };
+
+    /// <summary>The operators a consumer can break out of.</summary>
+    public static TheoryData<LimitedOperator> Streaming => new() { LimitedOperator.Map, LimitedOperator.MapUnordered, LimitedOperator.AsCompleted };
+
+    [Fact]
+    public void NullLimiter_ThrowsAtTheCall()
+    {
+        var source = Sources.Of(SourceMode.Synchronous, 1);
+        Func<CancellationToken, Task<int>>[] work = [_ => Task.FromResult(1)];
+        static ValueTask<int> Identity(int x, CancellationToken ct) => new(x);
+        RateLimiter limiter = null!;
+
+        FluentActions.Invoking(() => source.Map(Identity, 1, limiter)).Should().Throw<ArgumentNullException>().WithParameterName("limiter");
+        FluentActions.Invoking(() => source.MapUnordered(Identity, 1, limiter)).Should().Throw<ArgumentNullException>().WithParameterName("limiter");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherAsync(work, 1, limiter); }).Should().Throw<ArgumentNullException>().WithParameterName("limiter");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherAsync(work, 1, limiter, TimeProvider.System); }).Should().Throw<ArgumentNullException>().WithParameterName("limiter");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherSettledAsync(work, 1, limiter); }).Should().Throw<ArgumentNullException>().WithParameterName("limiter");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherSettledAsync(work, 1, limiter, TimeProvider.System); }).Should().Throw<ArgumentNullException>().WithParameterName("limiter");
+        FluentActions.Invoking(() => AsyncIter.AsCompleted(work, 1, limiter)).Should().Throw<ArgumentNullException>().WithParameterName("limiter");
+        source.Enumerators.Should().Be(0, "arguments are checked before anything is enumerated");
+    }
+
+    [Fact]
+    public void OtherArguments_AreStillChecked()
+    {
+        using var limiter = new CountingLimiter();
+        Func<CancellationToken, Task<int>>[] work = [_ => Task.FromResult(1)];
+        FluentActions.Invoking(() => Sources.Of(SourceMode.Synchronous, 1).Map((x, _) => new ValueTask<int>(x), 0, limiter))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherAsync(work, 0, limiter); }).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
+        FluentActions.Invoking(() => { _ = AsyncIter.GatherSettledAsync<int>(null!, 1, limiter); }).Should().Throw<ArgumentNullException>().WithParameterName("work");
+        FluentActions.Invoking(() => AsyncIter.AsCompleted(work, 1, limiter, TimeSpan.FromSeconds(-2)))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        limiter.Requests.Should().Be(0);
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task Success_EveryCallHoldsALease_AndEveryLeaseIsDisposed(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter();
+        int running = 0;
+        int runningWithoutLease = 0;
+        async Task<int> Work(int i, CancellationToken ct)
+        {
+            int now = Interlocked.Increment(ref running);
+            if (limiter.Held < now)
+            {
+                Interlocked.Increment(ref runningWithoutLease);
+            }
+
+            await Task.Yield();
+            Interlocked.Decrement(ref running);
+            return i;
+        }
+
+        List<int> results = await RunAsync(op, 40, Work, maxConcurrency: 4, limiter).WaitAsync(TestWork.Bound);
+
+        results.Should().BeEquivalentTo(Enumerable.Range(0, 40));
+        runningWithoutLease.Should().Be(0, "every call runs while holding its lease");
+        limiter.Granted.Should().Be(40);
+        limiter.PeakHeld.Should().BeInRange(1, 4, "leases are held only by the calls in flight");
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task LimiterPermits_BoundTheCalls_OnTopOfMaxConcurrency(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 2, QueueLimit = 100 }));
+        var probe = new ConcurrencyProbe(max: 2);
+
+        Task<List<int>> run = RunAsync(op, 12, (i, ct) => probe.RunAsync(i, probe.Held, ct), maxConcurrency: 8, limiter);
+        await probe.AssertHeldAtMaxThenReleaseAsync(); // two running, six more in flight waiting for a permit: none started
+        List<int> results = await run.WaitAsync(TestWork.Bound);
+
+        results.Should().BeEquivalentTo(Enumerable.Range(0, 12));
+        probe.Peak.Should().Be(2);
+        limiter.PeakHeld.Should().Be(2);
+        limiter.ShouldHaveReturnedEveryLease();
+        limiter.GetStatistics()!.CurrentAvailablePermits.Should().Be(2);
+    }
+
+    [Theory]
+    [InlineData(LimitedOperator.Map, LimitedOperator.GatherAsync)]
+    [InlineData(LimitedOperator.MapUnordered, LimitedOperator.AsCompleted)]
+    [InlineData(LimitedOperator.GatherSettledAsync, LimitedOperator.Map)]
+    public async Task TwoOperators_SharingAConcurrencyLimiter_NeverRunMoreThanItsPermits(LimitedOperator first, LimitedOperator second)
+    {
+        using var limiter = new CountingLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 3, QueueLimit = 100 }));
+        var probe = new ConcurrencyProbe(max: 3);
+        Task<int> Work(int i, CancellationToken ct) => probe.RunAsync(i, probe.Held, ct);
+
+        // Each operator alone would run 5 at once; together they want 10.
+        Task<List<int>> a = RunAsync(first, 20, Work, maxConcurrency: 5, limiter);
+        Task<List<int>> b = RunAsync(second, 20, Work, maxConcurrency: 5, limiter);
+        await probe.AssertHeldAtMaxThenReleaseAsync();
+        await Task.WhenAll(a, b).WaitAsync(TestWork.Bound);
+
+        probe.Peak.Should().Be(3);
+        probe.Started.Should().Be(40);
+        limiter.PeakHeld.Should().Be(3);
+        limiter.ShouldHaveReturnedEveryLease();
+        limiter.GetStatistics()!.CurrentAvailablePermits.Should().Be(3);
+    }
+
+    [Theory]
+    [MemberData(nameof(CallFailures))]
+    public async Task CallThrows_EveryLeaseIsDisposed(LimitedOperator op, bool synchronously)
+    {
+        using var limiter = new CountingLimiter();
+        Task<int> Work(int i, CancellationToken ct)
+        {
+            if (i == 7 && synchronously)
+            {
+                throw new InvalidDataException("call 7");
+            }
+
+            return WorkAsync(i, ct);
+        }
+
+        async Task<int> WorkAsync(int i, CancellationToken ct)
+        {
+            await Task.Yield();
+            return i == 7 ? throw new InvalidDataException("call 7") : i;
+        }
+
+        Task<List<int>> run = RunAsync(op, 20, Work, maxConcurrency: 4, limiter);
+        if (op == LimitedOperator.GatherSettledAsync)
+        {
+            // A failed call is a failed outcome; the others go on.
+            (await run.WaitAsync(TestWork.Bound)).Should().HaveCount(20).And.ContainSingle(x => x == FailedOutcome);
+            limiter.Granted.Should().Be(20);
+        }
+        else
+        {
+            await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>();
+        }
+
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    public static TheoryData<LimitedOperator, bool> CallFailures()
+    {
+        var data = new TheoryData<LimitedOperator, bool>();
+        foreach (LimitedOperator op in Enum.GetValues<LimitedOperator>())
+        {
+            data.Add(op, false);
+            data.Add(op, true);
+        }
+
+        return data;
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task Cancellation_WhileCallsRunAndOthersWaitForALease_DisposesEveryLease(LimitedOperator op)
+    {
+        var allRequested = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var limiter = new CountingLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 2, QueueLimit = 100 }))
+        {
+            Gate = (n, _) =>
+            {
+                if (n == 5)
+                {
+                    allRequested.TrySetResult(true);
+                }
+
+                return Task.CompletedTask;
+            },
+        };
+        var probe = new ConcurrencyProbe(max: 2);
+        using var cts = new CancellationTokenSource();
+
+        Task<List<int>> run = RunAsync(op, 50, (i, ct) => probe.RunAsync(i, probe.Held, ct), maxConcurrency: 6, limiter, cancellationToken: cts.Token);
+        await probe.ReachedMax.WaitAsync(TestWork.Bound);  // two calls hold the permits
+        await allRequested.Task.WaitAsync(TestWork.Bound); // four more wait in the limiter's queue
+        await cts.CancelAsync();
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        probe.Started.Should().Be(2);
+        probe.Cancelled.Should().Be(2);
+        limiter.ShouldHaveReturnedEveryLease();
+        RateLimiterStatistics stats = limiter.GetStatistics()!;
+        stats.CurrentAvailablePermits.Should().Be(2);
+        stats.CurrentQueuedCount.Should().Be(0, "the waits for a lease were cancelled too");
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task LeaseGrantedAfterCancellation_StartsNothing_AndIsDisposed(LimitedOperator op)
+    {
+        // A limiter that grants late and ignores the token while it waits: requests 2.. are granted only after the cancel.
+        var late = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var allRequested = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var limiter = new CountingLimiter
+        {
+            Gate = (n, _) =>
+            {
+                if (n == 3)
+                {
+                    allRequested.TrySetResult(true);
+                }
+
+                return n < 2 ? Task.CompletedTask : late.Task;
+            },
+        };
+        var probe = new ConcurrencyProbe(max: 2);
+        using var cts = new CancellationTokenSource();
+
+        Task<List<int>> run = RunAsync(op, 10, (i, ct) => probe.RunAsync(i, probe.Held, ct), maxConcurrency: 4, limiter, cancellationToken: cts.Token);
+        await probe.ReachedMax.WaitAsync(TestWork.Bound);
+        await allRequested.Task.WaitAsync(TestWork.Bound);
+        await cts.CancelAsync();
+        late.SetResult(true);
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        probe.Started.Should().Be(2, "a lease granted after the cancellation starts nothing");
+        limiter.Granted.Should().Be(4);
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    [Theory, MemberData(nameof(Streaming))]
+    public async Task ConsumerBreaksEarly_EveryLeaseIsDisposed(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 3, QueueLimit = 100 }));
+        async Task<int> Work(int i, CancellationToken ct)
+        {
+            await Task.Yield();
+            if (i >= 2)
+            {
+                await Task.Delay(Timeout.InfiniteTimeSpan, ct); // runs until the operator cancels it
+            }
+
+            return i;
+        }
+
+        var taken = new List<int>();
+        await foreach (int x in Stream(op, 100, Work, maxConcurrency: 5, limiter))
+        {
+            taken.Add(x);
+            if (taken.Count == 2)
+            {
+                break;
+            }
+        }
+
+        taken.Should().BeEquivalentTo([0, 1]);
+        limiter.ShouldHaveReturnedEveryLease();
+        RateLimiterStatistics stats = limiter.GetStatistics()!;
+        stats.CurrentAvailablePermits.Should().Be(3);
+        stats.CurrentQueuedCount.Should().Be(0);
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task RefusalWithRetryAfter_WaitsThatLongOnTheTimeProvider_ThenAsksAgain(LimitedOperator op)
+    {
+        var time = new CountingTimeProvider();
+        using var limiter = new CountingLimiter { Refuse = n => n == 0 ? new CountingLimiter.Refusal(TimeSpan.FromSeconds(5)) : null };
+        int started = 0;
+        Task<int> Work(int i, CancellationToken ct)
+        {
+            Interlocked.Increment(ref started);
+            return Task.FromResult(i);
+        }
+
+        Task<List<int>> run = RunAsync(op, 3, Work, maxConcurrency: 1, limiter, time);
+        await time.WaitForArmedTimersAsync(1).WaitAsync(TestWork.Bound);
+        limiter.Requests.Should().Be(1);
+
+        time.Advance(TimeSpan.FromSeconds(4.9)); // fires every timer due by then, on this thread: the retry is not
+        limiter.Requests.Should().Be(1, "the limiter is asked again only once RetryAfter has passed");
+        started.Should().Be(0);
+        run.IsCompleted.Should().BeFalse();
+
+        time.Advance(TimeSpan.FromSeconds(0.1));
+        List<int> results = await run.WaitAsync(TestWork.Bound);
+
+        results.Should().BeEquivalentTo([0, 1, 2]);
+        limiter.Requests.Should().Be(4);
+        limiter.Refused.Should().Be(1);
+        limiter.Granted.Should().Be(3);
+        limiter.ShouldHaveReturnedEveryLease();
+        time.ActiveTimers.Should().Be(0);
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task Cancellation_DuringARetryAfterWait_EndsTheWait(LimitedOperator op)
+    {
+        var time = new CountingTimeProvider();
+        using var limiter = new CountingLimiter { Refuse = _ => new CountingLimiter.Refusal(TimeSpan.FromMinutes(1)) };
+        using var cts = new CancellationTokenSource();
+
+        Task<List<int>> run = RunAsync(op, 3, (i, _) => Task.FromResult(i), maxConcurrency: 2, limiter, time, cts.Token);
+        await time.WaitForArmedTimersAsync(2).WaitAsync(TestWork.Bound);
+        await cts.CancelAsync();
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        limiter.Granted.Should().Be(0);
+        limiter.ShouldHaveReturnedEveryLease();
+        time.ActiveTimers.Should().Be(0, "the cancelled waits leave no timer behind");
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task RefusalWithoutRetryAfter_FailsTheOperator_AndThatCallNeverStarts(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter { Refuse = n => n == 2 ? new CountingLimiter.Refusal() : null };
+        var started = new List<int>();
+        Task<int> Work(int i, CancellationToken ct)
+        {
+            lock (started)
+            {
+                started.Add(i);
+            }
+
+            return Task.FromResult(i);
+        }
+
+        // maxConcurrency 1: request n is call n's.
+        Task<List<int>> run = RunAsync(op, 10, Work, maxConcurrency: 1, limiter);
+
+        // GatherSettledAsync included: a refused lease is not an outcome of that piece, it fails the whole gathering.
+        (await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>())
+            .Which.Message.Should().Contain("CountingLimiter(test)").And.Contain("refused");
+        started.Should().Equal(0, 1);
+        limiter.Refused.Should().Be(1);
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    [Fact]
+    public async Task GatherSettledAsync_ARefusalStopsTheRunningWork()
+    {
+        using var limiter = new CountingLimiter { Refuse = n => n == 3 ? new CountingLimiter.Refusal() : null };
+        var probe = new ConcurrencyProbe(max: 3);
+        var work = Enumerable.Range(0, 10).Select(i => (Func<CancellationToken, Task<int>>)(ct => probe.RunAsync(i, probe.Held, ct)));
+
+        await FluentActions.Awaiting(() => AsyncIter.GatherSettledAsync(work, 4, limiter).WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<InvalidOperationException>();
+        probe.Started.Should().Be(3);
+        probe.Cancelled.Should().Be(3, "the work in flight is cancelled and awaited before the failure surfaces");
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    /// <summary>
+    /// Adversarial: the operator's token is cancelled from another thread at a random point while leases are being
+    /// handed from finishing calls to waiting ones. Whatever the interleaving, no permit of the shared limiter leaks.
+    /// </summary>
+    [Theory, MemberData(nameof(Operators))]
+    public async Task CancellationRacingLeaseHandOff_NeverLeaksAPermit(LimitedOperator op)
+    {
+        var random = new Random(1234 + (int)op);
+        using var limiter = new CountingLimiter(new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 2, QueueLimit = 1_000 }));
+        int cancelledRuns = 0;
+        for (int round = 0; round < 200; round++)
+        {
+            var cts = new CancellationTokenSource(); // not disposed: the cancel may still be running after the round
+            int cancelAt = random.Next(0, 25);
+            int started = 0;
+            async Task<int> Work(int i, CancellationToken ct)
+            {
+                if (Interlocked.Increment(ref started) == cancelAt)
+                {
+                    _ = Task.Run(cts.Cancel);
+                }
+
+                await Task.Yield();
+                return i;
+            }
+
+            try
+            {
+                (await RunAsync(op, 20, Work, maxConcurrency: 4, limiter, cancellationToken: cts.Token).WaitAsync(TestWork.Bound))
+                    .Should().BeEquivalentTo(Enumerable.Range(0, 20));
+            }
+            catch (OperationCanceledException)
+            {
+                cancelledRuns++;
+            }
+
+            limiter.ShouldHaveReturnedEveryLease();
+            limiter.GetStatistics()!.CurrentAvailablePermits.Should().Be(2, $"round {round}");
+        }
+
+        cancelledRuns.Should().BePositive("the race was exercised");
+    }
+
+    /// <summary>What <see cref="RunAsync"/> reports for a failed outcome of GatherSettledAsync.</summary>
+    private const int FailedOutcome = -1;
+
+    /// <summary>
+    /// Runs <paramref name="op"/> over calls 0 .. <paramref name="count"/>-1 with <paramref name="work"/> and returns its
+    /// results (in the operator's order). GatherSettledAsync's failed outcomes come back as <see cref="FailedOutcome"/>.
+    /// </summary>
+    private static async Task<List<int>> RunAsync(
+        LimitedOperator op,
+        int count,
+        Func<int, CancellationToken, Task<int>> work,
+        int maxConcurrency,
+        RateLimiter limiter,
+        TimeProvider? timeProvider = null,
+        CancellationToken cancellationToken = default)
+    {
+        IEnumerable<Func<CancellationToken, Task<int>>> Factories() =>
+            Enumerable.Range(0, count).Select(i => (Func<CancellationToken, Task<int>>)(ct => work(i, ct)));
+        switch (op)
+        {
+            case LimitedOperator.GatherAsync:
+                return [.. await AsyncIter.GatherAsync(Factories(), maxConcurrency, limiter, timeProvider, cancellationToken)];
+            case LimitedOperator.GatherSettledAsync:
+                Outcome<int>[] outcomes = await AsyncIter.GatherSettledAsync(Factories(), maxConcurrency, limiter, timeProvider, cancellationToken);
+                return [.. outcomes.Select(o => o.IsSuccess ? o.Value : FailedOutcome)];
+            default:
+                return await Stream(op, count, work, maxConcurrency, limiter, timeProvider).ToListAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>The streaming operators (Map, MapUnordered, AsCompleted) over calls 0 .. <paramref name="count"/>-1.</summary>
+    private static IAsyncEnumerable<int> Stream(
+        LimitedOperator op,
+        int count,
+        Func<int, CancellationToken, Task<int>> work,
+        int maxConcurrency,
+        RateLimiter limiter,
+        TimeProvider? timeProvider = null)
+    {
+        var source = Sources.From(Enumerable.Range(0, count));
+        return op switch
+        {
+            LimitedOperator.Map => source.Map((i, ct) => new ValueTask<int>(work(i, ct)), maxConcurrency, limiter, timeProvider),
+            LimitedOperator.MapUnordered => source.MapUnordered((i, ct) => new ValueTask<int>(work(i, ct)), maxConcurrency, limiter, timeProvider),
+            LimitedOperator.AsCompleted => AsyncIter.AsCompleted(
+                Enumerable.Range(0, count).Select(i => (Func<CancellationToken, Task<int>>)(ct => work(i, ct))), maxConcurrency, limiter, timeout: null, timeProvider),
+            _ => throw new ArgumentOutOfRangeException(nameof(op)),
+        };
+    }
+}
