@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Threading.RateLimiting;
 
 namespace AsyncIterTools.Tests;
 
@@ -38,6 +39,37 @@ public sealed class DocExamplesTests
 
         results.Should().Equal(Enumerable.Range(0, 30));
         probe.Peak.Should().Be(4);
+        // end doc
+    });
+
+    [Fact]
+    public Task Limiter_SharedByTwoOperators_Example() => Bounded(async () =>
+    {
+        // doc: asynciter-limiter
+        // One ConcurrencyLimiter shared by two pipelines: 3 calls at once between them, whatever each one's maxConcurrency.
+        using var partnerApi = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 3, QueueLimit = 1_000 });
+        var probe = new ConcurrencyProbe();
+        async Task<int> CallAsync(int id, CancellationToken ct)
+        {
+            probe.Enter(id);
+            await Task.Yield();
+            probe.Exit();
+            return id;
+        }
+
+        Task<List<int>> mapped = AsyncEnumerable.Range(0, 100)
+            .Map(async (id, ct) => await CallAsync(id, ct), maxConcurrency: 8, partnerApi)
+            .ToListAsync().AsTask();
+        Task<int[]> gathered = AsyncIter.GatherAsync(
+            Enumerable.Range(100, 100).Select(id => (Func<CancellationToken, Task<int>>)(ct => CallAsync(id, ct))),
+            maxConcurrency: 8,
+            partnerApi);
+        await Task.WhenAll(mapped, gathered);
+
+        (await mapped).Should().Equal(Enumerable.Range(0, 100));
+        (await gathered).Should().Equal(Enumerable.Range(100, 100));
+        probe.Peak.Should().BeLessThanOrEqualTo(3);
+        partnerApi.GetStatistics()!.CurrentAvailablePermits.Should().Be(3); // every lease was given back
         // end doc
     });
 

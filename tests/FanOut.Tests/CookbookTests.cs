@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using System.Threading.RateLimiting;
 using AsyncIterTools;
 using AsyncPrimitives;
 
@@ -52,6 +53,49 @@ public sealed class CookbookTests
         outcomes.Where(o => !o.IsSuccess).Should().OnlyContain(o => o.Exception is HttpRequestException);
         server.PeakInFlight.Should().BeInRange(1, 16);
     }
+
+    [Fact]
+    public async Task Limiters_LocalBoundRateAndGlobalLimit()
+    {
+        await using FlakyApiServer server = await StartServerAsync(errorRate: 0);
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+
+        // Stands in for coordinator.CreateSemaphore("partner-api", 48).AsRateLimiter(), shared by two "instances" that
+        // would each run 32 calls at once: together they never have more than 48 in flight.
+        using var global = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 48, QueueLimit = 1_000 });
+
+        List<string>[] instances = await Task.WhenAll(
+            FetchAllAsync(http, AsyncEnumerable.Range(0, 120), global),
+            FetchAllAsync(http, AsyncEnumerable.Range(120, 120), global));
+
+        instances.Sum(bodies => bodies.Count).Should().Be(240);
+        server.PeakInFlight.Should().BeInRange(1, 48);
+        global.GetStatistics()!.CurrentAvailablePermits.Should().Be(48, "every permit was given back");
+    }
+
+    // doc: cookbook-limiters
+    /// <summary>
+    /// Fetches every id with at most 32 calls in flight in this instance, at most 100 started per second by it, and never
+    /// more calls in flight across all instances than <paramref name="global"/> has permits.
+    /// </summary>
+    private static async Task<List<string>> FetchAllAsync(HttpClient http, IAsyncEnumerable<int> ids, RateLimiter global)
+    {
+        using var perSecond = new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = 100,                              // a burst of at most 100,
+            TokensPerPeriod = 100,
+            ReplenishmentPeriod = TimeSpan.FromSeconds(1), // then 100 per second
+            QueueLimit = 32,                               // each call in flight may wait for a token: none is refused
+        });
+
+        // The rate first: a call still waiting for its token holds none of the global permits the other instances need.
+        using RateLimiter limiter = RateLimiter.CreateChained(perSecond, global);
+
+        return await ids
+            .MapUnordered(async (id, ct) => await http.GetStringAsync($"items/{id}", ct), maxConcurrency: 32, limiter)
+            .ToListAsync();
+    }
+    // end doc
 
     [Fact]
     public async Task Stages_BoundedQueuesHoldTheProducerBack()
