@@ -118,9 +118,12 @@ public sealed class FanOutPipeline
         IAsyncEnumerable<int> ids = (_ids ?? AsyncEnumerable.Range(0, _options.Count))
             .TakeWhile(_ => !cancellationToken.IsCancellationRequested);
 
-        Func<int, CancellationToken, ValueTask<CallResult>> call = _limiter is null ? CallWithRetriesAsync : CallWithPermitAsync;
-        IAsyncEnumerable<CallResult[]> batches = ids
-            .MapUnordered(call, maxConcurrency: _options.Limit)     // at most Limit calls in flight (and the limiter's)
+        // At most Limit calls in flight; with a limiter, each request also holds one of its leases from before its first
+        // attempt until its last attempt ends.
+        IAsyncEnumerable<CallResult> results = _limiter is null
+            ? ids.MapUnordered(CallWithRetriesAsync, maxConcurrency: _options.Limit)
+            : ids.MapUnordered(CallWithRetriesAsync, maxConcurrency: _options.Limit, _limiter, _time);
+        IAsyncEnumerable<CallResult[]> batches = results
             .Batch(_options.BatchSize, _options.BatchDelay, _time); // full, or BatchDelay after its first result
 
         await foreach (CallResult[] batch in batches)
@@ -182,19 +185,6 @@ public sealed class FanOutPipeline
                 queue.TaskDone();
             }
         }
-    }
-
-    /// <summary>Calls the API for <paramref name="id"/> while holding a permit of the limiter.</summary>
-    private async ValueTask<CallResult> CallWithPermitAsync(int id, CancellationToken cancellationToken)
-    {
-        using RateLimitLease permit = await _limiter!.AcquireAsync(1, cancellationToken);
-        if (!permit.IsAcquired)
-        {
-            string reason = permit.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? phrase! : "no reason given";
-            throw new InvalidOperationException($"The limiter refused a permit for request {id}: {reason}");
-        }
-
-        return await CallWithRetriesAsync(id, cancellationToken);
     }
 
     /// <summary>Calls the API for <paramref name="id"/>, retrying failed attempts; a request that fails every attempt is
