@@ -12,6 +12,7 @@ namespace AsyncTools.StressTests.Schedules;
 /// token was cancelled before the call), the waiter held the lock again whenever it returned (mutual exclusion
 /// throughout), and the lock is free with nobody left in either line.
 /// </summary>
+[Collection("Schedules")] // one exploration at a time: each keeps a core busy
 public sealed class ConditionScheduleTests(ITestOutputHelper output)
 {
     [Fact]

@@ -4,6 +4,7 @@ namespace AsyncTools.StressTests.Schedules;
 
 /// <summary>The explorer itself: it runs every interleaving of independent strands exactly once, so the schedule
 /// counts of the engine's scenarios mean what they say.</summary>
+[Collection("Schedules")] // one exploration at a time: each keeps a core busy
 public sealed class ExplorerTests(ITestOutputHelper output)
 {
     [Fact]

@@ -11,6 +11,7 @@ namespace AsyncTools.StressTests.Schedules;
 /// wait's outcome (a getter's: the item it got) is the sequential model's for the order in which the steps took effect,
 /// and every item that was put is got or left in the queue exactly once, in FIFO order; a timed-out put left nothing.
 /// </summary>
+[Collection("Schedules")] // one exploration at a time: each keeps a core busy
 public sealed class QueueScheduleTests(ITestOutputHelper output)
 {
     [Fact]

@@ -11,6 +11,7 @@ namespace AsyncTools.StressTests.Schedules;
 /// sequential model's for the order in which the steps took effect (in particular a writer that timed out lets in the
 /// reader it held back), readers and the writer never held at once, and the lock is free with nobody in line.
 /// </summary>
+[Collection("Schedules")] // one exploration at a time: each keeps a core busy
 public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output)
 {
     [Fact]
