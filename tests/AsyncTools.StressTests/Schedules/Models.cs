@@ -8,11 +8,19 @@ internal sealed class Observations
 {
     private readonly SortedDictionary<string, string> _outcomes = new(StringComparer.Ordinal);
     private readonly List<(string Name, Task Task)> _tasks = [];
+    private readonly Dictionary<string, Func<bool>> _started = [];
     private int _holders;
+
+    /// <summary>Keeps a started wait's task until its outcome is recorded, to tell after each step whether it was decided.</summary>
+    public void Started(string wait, ValueTask task) => _started[wait] = () => task.IsCompleted;
+
+    /// <inheritdoc cref="Started(string, ValueTask)"/>
+    public void Started<T>(string wait, ValueTask<T> task) => _started[wait] = () => task.IsCompleted;
 
     /// <summary>Records what wait <paramref name="wait"/> observed; a wait observes once.</summary>
     public void Record(string wait, string outcome)
     {
+        _started.Remove(wait); // read: its node may be serving another wait now
         if (!_outcomes.TryAdd(wait, outcome))
         {
             throw new InvalidOperationException($"Wait {wait} observed twice ({_outcomes[wait]}, then {outcome}).");
@@ -53,6 +61,30 @@ internal sealed class Observations
         return observed == model
             ? observed
             : throw new InvalidOperationException($"observed {observed}, but the steps in this order give {model}.");
+    }
+
+    /// <summary>
+    /// After a step: every wait the model has decided (given the steps so far) has its outcome delivered, and no other
+    /// wait has (a wait is decided by the step that serves, cancels or times it out, not later). Waits whose call has
+    /// not returned yet (paused in it) are skipped.
+    /// </summary>
+    public void CheckDecided(Model model, IEnumerable<string> events)
+    {
+        model.Replay(events);
+        foreach ((string wait, string outcome) in model.Outcomes)
+        {
+            bool recorded = _outcomes.ContainsKey(wait);
+            if (!recorded && !_started.ContainsKey(wait))
+            {
+                continue;
+            }
+
+            bool decided = recorded || _started[wait]();
+            if (decided != (outcome != Outcome.Pending))
+            {
+                throw new InvalidOperationException($"after the steps {string.Join(", ", events)}, wait {wait} is {(decided ? "decided" : "still waiting")}, but the model has it {outcome}.");
+            }
+        }
     }
 
     private static string Format(IEnumerable<KeyValuePair<string, string>> outcomes) =>

@@ -11,6 +11,7 @@ namespace AsyncTools.StressTests.Schedules;
 /// took effect (FIFO, a cancelled or expired waiter holds nothing, a cancellation that completed before a release wins
 /// over it, a recycled node serves its new wait only), mutual exclusion held throughout, the permits are all back and
 /// nobody is left in line.
+/// And after every step, the waits the model has decided by then are exactly those whose outcome was delivered.
 /// </summary>
 [Collection("Schedules")] // one exploration at a time: each keeps a core busy
 public sealed class PermitScheduleTests(ITestOutputHelper output)
@@ -34,9 +35,8 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
             var first = new CancellationTokenSource();
             var second = new CancellationTokenSource();
             var seen = new Observations();
-            var model = new PermitModel(0);
-            model.Tokens["a"] = "c1";
-            model.Tokens["b"] = "c2";
+            PermitModel model = NewModel();
+            schedule.BetweenSteps = () => seen.CheckDecided(NewModel(), schedule.Events);
             bool recycled = false;
 
             schedule.Spawn("waiter", () => seen.Track("waiter", Waiter));
@@ -88,8 +88,17 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
                 }
             }
 
+            static PermitModel NewModel()
+            {
+                var model = new PermitModel(0);
+                model.Tokens["a"] = "c1";
+                model.Tokens["b"] = "c2";
+                return model;
+            }
+
             async ValueTask<bool> Acquire(ValueTask<AsyncLock.Releaser> wait, string name)
             {
+                seen.Started(name, wait);
                 // A hook point between the call and its await: the wait may be decided before its awaiter parks (it then
                 // resumes at once) or after (its continuation is posted and runs as a strand of its own).
                 schedule.Yield();
@@ -140,8 +149,8 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
             var semaphore = new AsyncSemaphore(0, 2, schedule.Time);
             var token = new CancellationTokenSource();
             var seen = new Observations();
-            var model = new PermitModel(0);
-            model.Tokens["a"] = "c1";
+            PermitModel model = NewModel();
+            schedule.BetweenSteps = () => seen.CheckDecided(NewModel(), schedule.Events);
 
             schedule.Spawn("waiter a", () => seen.Track("waiter a", () => Waiter("a", () => semaphore.AcquireAsync(token.Token))));
             schedule.Spawn("waiter b", () => seen.Track("waiter b", () => Waiter("b", () => semaphore.AcquireAsync(s_timed))));
@@ -168,11 +177,19 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
                 return outcome;
             };
 
+            static PermitModel NewModel()
+            {
+                var model = new PermitModel(0);
+                model.Tokens["a"] = "c1";
+                return model;
+            }
+
             async Task Waiter(string name, Func<ValueTask<AsyncSemaphore.Releaser>> acquire)
             {
                 schedule.Time.Arming = name;
                 schedule.Event("arrive " + name);
                 ValueTask<AsyncSemaphore.Releaser> wait = acquire();
+                seen.Started(name, wait);
                 string outcome = Outcome.Ok;
                 try
                 {

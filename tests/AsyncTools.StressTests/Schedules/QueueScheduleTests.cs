@@ -10,6 +10,7 @@ namespace AsyncTools.StressTests.Schedules;
 /// waits with a timeout on the full queue, a canceller, the timer and the continuations. After each schedule: every
 /// wait's outcome (a getter's: the item it got) is the sequential model's for the order in which the steps took effect,
 /// and every item that was put is got or left in the queue exactly once, in FIFO order; a timed-out put left nothing.
+/// And after every step, the waits the model has decided by then are exactly those whose outcome was delivered.
 /// </summary>
 [Collection("Schedules")] // one exploration at a time: each keeps a core busy
 public sealed class QueueScheduleTests(ITestOutputHelper output)
@@ -22,8 +23,8 @@ public sealed class QueueScheduleTests(ITestOutputHelper output)
             var queue = new AsyncQueue<int>(1, schedule.Time);
             var token = new CancellationTokenSource();
             var seen = new Observations();
-            var model = new QueueModel(1);
-            model.Tokens["g"] = "c1";
+            QueueModel model = NewModel();
+            schedule.BetweenSteps = () => seen.CheckDecided(NewModel(), schedule.Events);
             var got = new List<int>();
 
             schedule.Spawn("getter g", () => seen.Track("getter g", () => Getter("g", Timeout.InfiniteTimeSpan, token.Token)));
@@ -52,11 +53,19 @@ public sealed class QueueScheduleTests(ITestOutputHelper output)
                 return outcome;
             };
 
+            static QueueModel NewModel()
+            {
+                var model = new QueueModel(1);
+                model.Tokens["g"] = "c1";
+                return model;
+            }
+
             async Task Getter(string name, TimeSpan timeout, CancellationToken cancellationToken)
             {
                 schedule.Time.Arming = name;
                 schedule.Event("get " + name);
                 ValueTask<int> wait = queue.GetAsync(timeout, cancellationToken);
+                seen.Started(name, wait);
                 string outcome;
                 try
                 {
@@ -83,6 +92,7 @@ public sealed class QueueScheduleTests(ITestOutputHelper output)
                 schedule.Time.Arming = name;
                 schedule.Event($"put {name}:{item}");
                 ValueTask wait = queue.PutAsync(item, timeout);
+                seen.Started(name, wait);
                 string outcome = Outcome.Ok;
                 try
                 {

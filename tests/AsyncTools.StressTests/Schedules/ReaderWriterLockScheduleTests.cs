@@ -10,6 +10,7 @@ namespace AsyncTools.StressTests.Schedules;
 /// the timer and the continuations (each holder releases when it resumes). After each schedule: every outcome is the
 /// sequential model's for the order in which the steps took effect (in particular a writer that timed out lets in the
 /// reader it held back), readers and the writer never held at once, and the lock is free with nobody in line.
+/// And after every step, the waits the model has decided by then are exactly those whose outcome was delivered.
 /// </summary>
 [Collection("Schedules")] // one exploration at a time: each keeps a core busy
 public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output)
@@ -23,6 +24,7 @@ public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output)
             rw.TryAcquireRead(out _).Should().BeTrue();
             var seen = new Observations();
             var model = new ReaderWriterModel(readers: 1);
+            schedule.BetweenSteps = () => seen.CheckDecided(new ReaderWriterModel(readers: 1), schedule.Events);
             int readers = 0, writers = 0;
 
             schedule.Spawn("writer", () => seen.Track("writer", () => Acquire("w", writer: true)));
@@ -48,6 +50,7 @@ public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output)
                 schedule.Time.Arming = name;
                 schedule.Event($"{(writer ? "write" : "read")} {name}");
                 ValueTask<AsyncReaderWriterLock.Releaser> wait = writer ? rw.AcquireWriteAsync(TimeSpan.FromHours(1)) : rw.AcquireReadAsync();
+                seen.Started(name, wait);
                 string outcome = Outcome.Ok;
                 try
                 {

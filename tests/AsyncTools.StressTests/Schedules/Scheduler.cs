@@ -41,6 +41,10 @@ internal sealed class Schedule
     /// <summary>The clock to give the primitive: timers yield as they are created and fire only as strands.</summary>
     public ScheduleTime Time { get; }
 
+    /// <summary>Called between two segments (no strand runs then), and once more at the end: a check of the state after
+    /// every step.</summary>
+    public Action? BetweenSteps { get; set; }
+
     /// <summary>The scenario's steps in the order they took effect (see <see cref="Event"/>).</summary>
     public IReadOnlyList<string> Events => _events;
 
@@ -110,6 +114,8 @@ internal sealed class Schedule
                     throw new InvalidOperationException($"Strand '{strand.Name}' failed: {error.Message}", error);
                 }
             }
+
+            BetweenSteps?.Invoke();
         }
     }
 
