@@ -89,7 +89,6 @@ public sealed class ConditionScheduleTests(ITestOutputHelper output)
     /// serves its oldest waiter.</summary>
     private sealed class ConditionModel : Model
     {
-        private readonly List<string> _line = [];
 
         protected override void Apply(string verb, string argument)
         {
@@ -98,25 +97,17 @@ public sealed class ConditionScheduleTests(ITestOutputHelper output)
                 case "wait" when CancelledOnArrival(argument):
                     break;
                 case "wait":
-                    _line.Add(argument);
+                    Line.Add(argument);
                     Outcomes[argument] = Outcome.Pending;
                     break;
-                case "notify" when _line.Count > 0:
-                    Outcomes[_line[0]] = Outcome.Ok;
-                    _line.RemoveAt(0);
+                case "notify" when Line.Count > 0:
+                    Outcomes[Line[0]] = Outcome.Ok;
+                    Line.RemoveAt(0);
                     break;
                 case "notify":
                     break;
                 default:
                     throw new InvalidOperationException($"Unknown step {verb}.");
-            }
-        }
-
-        protected override void Leave(string wait, string outcome)
-        {
-            if (_line.Remove(wait))
-            {
-                Outcomes[wait] = outcome;
             }
         }
     }

@@ -99,6 +99,9 @@ internal abstract class Model
     /// <summary>Each wait's outcome in the model; <see cref="Outcome.Pending"/> while it waits.</summary>
     public SortedDictionary<string, string> Outcomes { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>The one FIFO line of a model that has one, oldest first.</summary>
+    protected List<string> Line { get; } = [];
+
     /// <summary>The token (a name) each wait was made with, if any.</summary>
     public Dictionary<string, string> Tokens { get; } = [];
 
@@ -145,18 +148,23 @@ internal abstract class Model
     protected abstract void Apply(string verb, string argument);
 
     /// <summary>If <paramref name="wait"/> is in a line, it leaves it with <paramref name="outcome"/> (and the object
-    /// reacts to the departure); otherwise nothing happens.</summary>
-    protected abstract void Leave(string wait, string outcome);
+    /// reacts to the departure); otherwise nothing happens. By default the line is <see cref="Line"/>.</summary>
+    protected virtual void Leave(string wait, string outcome)
+    {
+        if (Line.Remove(wait))
+        {
+            Outcomes[wait] = outcome;
+        }
+    }
 }
 
 /// <summary>A lock or semaphore: counted permits and one FIFO line. Steps: <c>arrive w</c>, <c>release</c>.</summary>
 internal sealed class PermitModel(int permits) : Model
 {
-    private readonly List<string> _line = [];
 
     public int Permits => permits;
 
-    public int Waiting => _line.Count;
+    public int Waiting => Line.Count;
 
     protected override void Apply(string verb, string argument)
     {
@@ -164,31 +172,23 @@ internal sealed class PermitModel(int permits) : Model
         {
             case "arrive" when CancelledOnArrival(argument):
                 break;
-            case "arrive" when _line.Count == 0 && permits > 0:
+            case "arrive" when Line.Count == 0 && permits > 0:
                 permits--;
                 Outcomes[argument] = Outcome.Ok;
                 break;
             case "arrive":
-                _line.Add(argument);
+                Line.Add(argument);
                 Outcomes[argument] = Outcome.Pending;
                 break;
-            case "release" when _line.Count > 0:
-                Outcomes[_line[0]] = Outcome.Ok; // the oldest waiter gets the permit
-                _line.RemoveAt(0);
+            case "release" when Line.Count > 0:
+                Outcomes[Line[0]] = Outcome.Ok; // the oldest waiter gets the permit
+                Line.RemoveAt(0);
                 break;
             case "release":
                 permits++;
                 break;
             default:
                 throw new InvalidOperationException($"Unknown step {verb}.");
-        }
-    }
-
-    protected override void Leave(string wait, string outcome)
-    {
-        if (_line.Remove(wait))
-        {
-            Outcomes[wait] = outcome;
         }
     }
 }
