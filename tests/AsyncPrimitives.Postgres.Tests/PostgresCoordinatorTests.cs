@@ -50,4 +50,22 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
             a.Coordinator.ToString().Should().MatchRegex($@"^PostgresCoordinator\(schema={Schema}, session=backend \d+\)$");
         }
     }
+
+    [PostgresFact]
+    public async Task DisposeAsync_ReleasesTheSessionsAdvisoryLock_AndLeavesNoSessionOnTheServer()
+    {
+        Member a = await JoinAsync();
+        string heldByA =
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid " +
+            $"WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = '{a.Application}'";
+        await using (await a.Coordinator.CreateLock("job").AcquireAsync())
+        {
+            (await ScalarAsync<long>(heldByA)).Should().Be(1, "the LISTEN connection holds the lock that names the session");
+        }
+
+        await a.Coordinator.DisposeAsync();
+
+        (await ScalarAsync<long>(heldByA)).Should().Be(0, "closing the session gives its lock back at once, not when the pool reuses the connection");
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
 }
