@@ -376,15 +376,17 @@ END
 $$;
 
 -- Delivers up to p_count waiting items in the given order ('f' first in first out, 'l' last in first out, 'p' smallest
--- priority first, then first in), skipping items other consumers are taking at this moment; one statement per order,
--- so that each reads its index in order, stops after p_count rows and leases them at once. Expired deliveries go back
--- in line first (an index probe, which finds none as a rule); when nothing waits, so do the deliveries of dead
--- sessions. Raises AT002 when the queue is shut down and nothing waits.
+-- priority first, then first in), skipping items other consumers are taking at this moment; one query per order, so
+-- that each reads its index in order and stops after p_count rows, then one update leases them. Expired deliveries
+-- go back in line first (an index probe, which finds none as a rule); when nothing waits, so do the deliveries of
+-- dead sessions. Raises AT002 when the queue is shut down and nothing waits.
 CREATE OR REPLACE FUNCTION __schema__.queue_get(
     p_queue text, p_order "char", p_count int, p_owner uuid, p_session bigint, p_lease interval,
     p_max_attempts int)
 RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
     PERFORM __schema__.require_session(p_session);
     IF EXISTS (SELECT 1 FROM __schema__.queue_items q
@@ -393,34 +395,22 @@ BEGIN
     END IF;
     FOR v_round IN 1..2 LOOP
         IF p_order = 'p' THEN
-            RETURN QUERY
-                UPDATE __schema__.queue_items q
-                SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
-                    session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
-                WHERE q.id = ANY (ARRAY(
-                    SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
-                    ORDER BY w.priority, w.id LIMIT p_count FOR UPDATE SKIP LOCKED))
-                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                           ORDER BY w.priority, w.id LIMIT p_count FOR UPDATE SKIP LOCKED);
         ELSIF p_order = 'l' THEN
-            RETURN QUERY
-                UPDATE __schema__.queue_items q
-                SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
-                    session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
-                WHERE q.id = ANY (ARRAY(
-                    SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
-                    ORDER BY w.id DESC LIMIT p_count FOR UPDATE SKIP LOCKED))
-                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                           ORDER BY w.id DESC LIMIT p_count FOR UPDATE SKIP LOCKED);
         ELSE
+            v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
+                           ORDER BY w.id LIMIT p_count FOR UPDATE SKIP LOCKED);
+        END IF;
+        IF cardinality(v_ids) > 0 THEN
             RETURN QUERY
                 UPDATE __schema__.queue_items q
                 SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
                     session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
-                WHERE q.id = ANY (ARRAY(
-                    SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
-                    ORDER BY w.id LIMIT p_count FOR UPDATE SKIP LOCKED))
+                WHERE q.id = ANY (v_ids)
                 RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
-        END IF;
-        IF FOUND THEN
             RETURN;
         END IF;
         -- Nothing waits: end the deliveries of dead sessions, and look again if any came back.
