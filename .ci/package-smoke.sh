@@ -52,7 +52,12 @@ for p in AsyncPrimitives AsyncIterTools; do
   for tfm in net10.0 netstandard2.0; do
     grep -q "lib/$tfm/$p.dll" "$work/$p.listing" || fail "$p: no $tfm asset"
   done
-  grep -q '<group targetFramework="net10.0" />' "$work/$p.nuspec" || fail "$p: net10.0 declares dependencies"
+  # net10.0 depends on nothing but what the base library lacks: AsyncIterTools' limiter overloads take a RateLimiter
+  # (System.Threading.RateLimiting is a package, not part of Microsoft.NETCore.App).
+  allowed=""; [ "$p" = AsyncIterTools ] && allowed="System.Threading.RateLimiting"
+  declared=$(awk '/targetFramework="net10.0"/ { inside = !/\/>/; next } inside && /<\/group>/ { inside = 0 } inside' "$work/$p.nuspec" \
+    | sed -n 's:.*<dependency id="\([^"]*\)".*:\1:p' | sort | tr '\n' ' ' | sed 's/ $//')
+  [ "$declared" = "$allowed" ] || fail "$p: net10.0 declares dependencies '$declared' (expected '$allowed')"
 done
 grep -q 'id="System.Linq.AsyncEnumerable"' "$work/AsyncIterTools.nuspec" \
   || fail "AsyncIterTools: netstandard2.0 does not bring LINQ over IAsyncEnumerable (System.Linq.AsyncEnumerable)"
