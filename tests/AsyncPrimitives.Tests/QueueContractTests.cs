@@ -964,11 +964,17 @@ public abstract class QueueContractTests
         var queue = CreateQueue(16);
         RunUncontended(queue, 100); // warm up: JIT, tiering, statics
 
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        int failures = RunUncontended(queue, 1000);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The least of three measurements: a one-time allocation by the runtime that lands in one of them (it happened
+        // once in CI on the netstandard2.0 asset, about 6 KB) is not the queue's; one per operation would be in all three.
+        long allocated = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && allocated != 0; attempt++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            int failures = RunUncontended(queue, 1000);
+            allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
+            failures.Should().Be(0);
+        }
 
-        failures.Should().Be(0);
         allocated.Should().Be(0);
     }
 
