@@ -290,7 +290,11 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_items (
         autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX IF NOT EXISTS queue_items_ready ON __schema__.queue_items (queue, id) WHERE lease_token IS NULL;
 CREATE INDEX IF NOT EXISTS queue_items_ready_priority ON __schema__.queue_items (queue, priority, id) WHERE lease_token IS NULL;
-CREATE INDEX IF NOT EXISTS queue_items_leased ON __schema__.queue_items (queue, leased_until) WHERE lease_token IS NOT NULL;
+-- The deliveries, by expiry (leased_until is set exactly while lease_token is). A statement that looks an item up by
+-- its id writes its expiry check as coalesce(leased_until, '-infinity') > now(), which does not imply this index's
+-- predicate: otherwise the planner, which sees this index nearly empty whenever the table was analyzed, scans it whole
+-- (with every entry that ended deliveries left in it) instead of probing the primary key.
+CREATE INDEX IF NOT EXISTS queue_items_leased ON __schema__.queue_items (queue, leased_until) WHERE leased_until IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS __schema__.queue_dead_letters (
     id bigint PRIMARY KEY,                                -- the item's id in queue_items
@@ -364,7 +368,7 @@ BEGIN
     SELECT array_agg(e.id), array_agg(e.reason) INTO v_ids, v_reasons
     FROM (SELECT q.id, CASE WHEN q.leased_until <= now() THEN 'expired' ELSE 'session ended' END AS reason
           FROM __schema__.queue_items q
-          WHERE q.queue = p_queue AND q.lease_token IS NOT NULL
+          WHERE q.queue = p_queue AND q.leased_until IS NOT NULL
             AND (q.leased_until <= now()
                  OR (p_check_sessions AND NOT __schema__.session_alive(q.session)))
           FOR UPDATE SKIP LOCKED) e;
@@ -390,7 +394,7 @@ DECLARE
 BEGIN
     PERFORM __schema__.require_session(p_session);
     IF EXISTS (SELECT 1 FROM __schema__.queue_items q
-               WHERE q.queue = p_queue AND q.lease_token IS NOT NULL AND q.leased_until <= now()) THEN
+               WHERE q.queue = p_queue AND q.leased_until <= now()) THEN
         PERFORM __schema__.queue_reclaim(p_queue, false);
     END IF;
     FOR v_round IN 1..2 LOOP
@@ -432,7 +436,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     WITH done AS (
         DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
-        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND q.leased_until > now()
+        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
         RETURNING q.id
     )
     SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
@@ -445,7 +449,7 @@ BEGIN
         dropped := EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue AND s.immediate);
     END IF;
     drained := NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
-           AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NOT NULL);
+           AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until IS NOT NULL);
 END
 $$;
 
@@ -486,9 +490,9 @@ CREATE OR REPLACE FUNCTION __schema__.queue_counts(p_queue text, OUT waiting big
 LANGUAGE sql STABLE AS $$
     SELECT r.n + x.n, r.n + l.n, d.n
     FROM (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL) r,
-         (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NOT NULL) l,
+         (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until IS NOT NULL) l,
          (SELECT count(*) AS n FROM __schema__.queue_items q
-          WHERE q.queue = p_queue AND q.lease_token IS NOT NULL AND q.leased_until <= now()) x,
+          WHERE q.queue = p_queue AND q.leased_until <= now()) x,
          (SELECT count(*) AS n FROM __schema__.queue_dead_letters d WHERE d.queue = p_queue) d
 $$;
 
@@ -518,7 +522,7 @@ BEGIN
     RETURN QUERY
         UPDATE __schema__.queue_items q SET leased_until = now() + q.lease
         FROM unnest(p_items, p_item_tokens) AS r(id, token)
-        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND q.leased_until > now()
+        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
         RETURNING q.lease_token;
 END
 $$;
