@@ -69,13 +69,8 @@ public static partial class AsyncIter
         IEnumerable<Func<CancellationToken, Task<T>>> work,
         int? maxConcurrency,
         TimeSpan? timeout,
-        TimeProvider? timeProvider)
-    {
-        ArgumentNullException.ThrowIfNull(work);
-        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
-        TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(work, WorkFactory.Start, nameof(work), maxConcurrency ?? int.MaxValue, limiter: null, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
-    }
+        TimeProvider? timeProvider) =>
+        AsCompletedCore(work, maxConcurrency, limiter: null, timeout, timeProvider);
 
     /// <summary>
     /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once, each
@@ -135,11 +130,8 @@ public static partial class AsyncIter
         TimeSpan? timeout = null,
         TimeProvider? timeProvider = null)
     {
-        ArgumentNullException.ThrowIfNull(work);
-        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         ArgumentNullException.ThrowIfNull(limiter);
-        TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(work, WorkFactory.Start, nameof(work), maxConcurrency ?? int.MaxValue, limiter, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
+        return AsCompletedCore(work, maxConcurrency, limiter, timeout, timeProvider);
     }
 
     /// <summary>
@@ -185,6 +177,20 @@ public static partial class AsyncIter
         ArgumentNullException.ThrowIfNull(tasks);
         TimeoutArgument.ThrowIfInvalid(timeout);
         return AsCompletedImpl(tasks, static (task, _) => new ValueTask<T>(task), nameof(tasks), int.MaxValue, limiter: null, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
+    }
+
+    /// <summary>Validates the arguments of AsCompleted over work (all but a limiter), then returns the deferred sequence.</summary>
+    private static IAsyncEnumerable<T> AsCompletedCore<T>(
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency,
+        RateLimiter? limiter,
+        TimeSpan? timeout,
+        TimeProvider? timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
+        TimeoutArgument.ThrowIfInvalid(timeout);
+        return AsCompletedImpl(work, WorkFactory.Start, nameof(work), maxConcurrency ?? int.MaxValue, limiter, ownsWork: true, timeout, timeProvider ?? TimeProvider.System);
     }
 
     private static async IAsyncEnumerable<T> AsCompletedImpl<TArg, T>(

@@ -44,12 +44,8 @@ public static partial class AsyncIter
     public static Task<T[]> GatherAsync<T>(
         IEnumerable<Func<CancellationToken, Task<T>>> work,
         int? maxConcurrency = null,
-        CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(work);
-        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
-        return GatherCoreAsync<T, T>(nameof(GatherAsync), work, maxConcurrency ?? int.MaxValue, limiter: null, timeProvider: null, RecordGathered, cancellationToken);
-    }
+        CancellationToken cancellationToken = default) =>
+        GatherCore<T, T>(nameof(GatherAsync), work, maxConcurrency, limiter: null, timeProvider: null, RecordGathered, cancellationToken);
 
     /// <summary>
     /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once, each
@@ -129,10 +125,8 @@ public static partial class AsyncIter
         TimeProvider? timeProvider,
         CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(work);
-        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         ArgumentNullException.ThrowIfNull(limiter);
-        return GatherCoreAsync<T, T>(nameof(GatherAsync), work, maxConcurrency ?? int.MaxValue, limiter, timeProvider, RecordGathered, cancellationToken);
+        return GatherCore<T, T>(nameof(GatherAsync), work, maxConcurrency, limiter, timeProvider, RecordGathered, cancellationToken);
     }
 
     /// <summary>GatherAsync's outcome rule: a value goes to its slot; a failure stops the gathering.</summary>
@@ -147,11 +141,26 @@ public static partial class AsyncIter
         return true;
     }
 
+    /// <summary>Validates the arguments of GatherAsync and GatherSettledAsync (all but a limiter), then starts the gathering.</summary>
+    private static Task<TOut[]> GatherCore<T, TOut>(
+        string operatorName,
+        IEnumerable<Func<CancellationToken, Task<T>>> work,
+        int? maxConcurrency,
+        RateLimiter? limiter,
+        TimeProvider? timeProvider,
+        Func<CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation, ResultBuffer<TOut>, bool> record,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
+        return GatherImplAsync(operatorName, work, maxConcurrency ?? int.MaxValue, limiter, timeProvider, record, cancellationToken);
+    }
+
     /// <summary>
     /// Runs <paramref name="work"/> for GatherAsync and GatherSettledAsync: <paramref name="record"/> stores each completed
     /// piece's outcome, or returns false for a failure that stops the gathering (the first is thrown, after the drain).
     /// </summary>
-    private static async Task<TOut[]> GatherCoreAsync<T, TOut>(
+    private static async Task<TOut[]> GatherImplAsync<T, TOut>(
         string operatorName,
         IEnumerable<Func<CancellationToken, Task<T>>> work,
         int maxConcurrency,

@@ -35,12 +35,8 @@ public static partial class AsyncIter
     public static Task<Outcome<T>[]> GatherSettledAsync<T>(
         IEnumerable<Func<CancellationToken, Task<T>>> work,
         int? maxConcurrency = null,
-        CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(work);
-        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
-        return GatherCoreAsync<T, Outcome<T>>(nameof(GatherSettledAsync), work, maxConcurrency ?? int.MaxValue, limiter: null, timeProvider: null, RecordSettled, cancellationToken);
-    }
+        CancellationToken cancellationToken = default) =>
+        GatherCore<T, Outcome<T>>(nameof(GatherSettledAsync), work, maxConcurrency, limiter: null, timeProvider: null, RecordSettled, cancellationToken);
 
     /// <summary>
     /// Runs every piece of <paramref name="work"/> with at most <paramref name="maxConcurrency"/> running at once, each
@@ -123,10 +119,8 @@ public static partial class AsyncIter
         TimeProvider? timeProvider,
         CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(work);
-        Arguments.ThrowIfInvalidMaxConcurrency(maxConcurrency);
         ArgumentNullException.ThrowIfNull(limiter);
-        return GatherCoreAsync<T, Outcome<T>>(nameof(GatherSettledAsync), work, maxConcurrency ?? int.MaxValue, limiter, timeProvider, RecordSettled, cancellationToken);
+        return GatherCore<T, Outcome<T>>(nameof(GatherSettledAsync), work, maxConcurrency, limiter, timeProvider, RecordSettled, cancellationToken);
     }
 
     /// <summary>
