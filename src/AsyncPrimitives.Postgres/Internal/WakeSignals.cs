@@ -88,24 +88,16 @@ internal sealed class WakeSignals
     }
 
     /// <summary>One wait on a key.</summary>
-    public sealed class Waiter : IDisposable
+    public sealed class Waiter(WakeSignals owner, string key, int wakeLimit, long order) : IDisposable
     {
-        private readonly WakeSignals _owner;
-        private readonly string _key;
+        private readonly WakeSignals _owner = owner;
+        private readonly string _key = key;
         private bool _left;
 
-        internal Waiter(WakeSignals owner, string key, int wakeLimit, long order)
-        {
-            _owner = owner;
-            _key = key;
-            WakeLimit = wakeLimit;
-            Order = order;
-        }
-
-        internal int WakeLimit { get; }
+        internal int WakeLimit { get; } = wakeLimit;
 
         /// <summary>The order in which the waits entered; guarded by the owner's lock.</summary>
-        internal long Order { get; }
+        internal long Order { get; } = order;
 
         /// <summary>The wait's place in line (a permit wait's ticket), lowest first; unknown (last) until it has one.
         /// Guarded by the owner's lock.</summary>
