@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using AsyncPrimitives;
 using AsyncPrimitives.Internal;
@@ -114,30 +115,17 @@ public sealed class LeakTests(ITestOutputHelper output)
         var sourceRefs = new List<WeakReference>();
         for (int batch = 0; batch < 20; batch++)
         {
-            sourceRefs.Add(await ConditionBatchAsync(condition, time, 500, timed: batch % 2 == 1, longLived.Token));
+            sourceRefs.Add(ConditionBatch(condition, time, 500, timed: batch % 2 == 1, longLived.Token));
         }
 
-        // One more small batch on another condition: it replaces this method's own last references (the awaiter of the
-        // last batch call), so what the check below sees alive could only be held by the condition under test.
-        await ConditionBatchAsync(new AsyncCondition(timeProvider: time), time, 10, timed: true, longLived.Token);
         output.WriteLine($"condition: {fast + 10_000:N0} waits");
         condition.Lines.Waiting.Should().Be(0);
         condition.IsLocked.Should().BeFalse();
         condition.Lines.MaxPooled.Should().BeLessThanOrEqualTo(WaitLines.PoolCapacity);
         time.ActiveTimers.Should().Be(0);
 
-        // The last batch's continuations (each waiter re-acquiring the lock, then its task completing) may still be
-        // finishing on pool threads when the batch's await returns, and hold that batch's token source until they do:
-        // collect until nothing is alive, bounded. A source the condition kept would stay alive through every attempt.
-        for (int attempt = 0; attempt < 100 && sourceRefs.Any(r => r.IsAlive); attempt++)
-        {
-            FullCollect();
-            if (sourceRefs.Any(r => r.IsAlive))
-            {
-                await Task.Delay(10);
-            }
-        }
-
+        // Each batch ran to its end on this thread, its frames gone: a source still alive is one the condition kept.
+        FullCollect();
         sourceRefs.Select((r, i) => r.IsAlive ? i : -1).Where(i => i >= 0).Should().BeEmpty();
         GC.KeepAlive(longLived);
     }
@@ -263,24 +251,23 @@ public sealed class LeakTests(ITestOutputHelper output)
         return nodes;
     }
 
+    /// <summary>
+    /// <paramref name="count"/> waiters take the condition's lock and wait on it, then all time out or are cancelled
+    /// and take the lock back in turn. Runs to the end on the calling thread: every continuation of the waiters is
+    /// posted to a <see cref="PumpContext"/> that this method runs dry, so once it returns no frame of the batch is on
+    /// any stack, and whatever still holds the batch's token source is on the heap. Returns a weak reference to it.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static async Task<WeakReference> ConditionBatchAsync(AsyncCondition condition, CountingTimeProvider time, int count, bool timed, CancellationToken liveToken)
+    private static WeakReference ConditionBatch(AsyncCondition condition, CountingTimeProvider time, int count, bool timed, CancellationToken liveToken)
     {
         var cts = new CancellationTokenSource();
-        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        int waiting = 0;
-        Task[] waiters = Enumerable.Range(0, count).Select(async _ =>
+        var pump = new PumpContext();
+        Task[] waiters = pump.Run(() => Enumerable.Range(0, count).Select(async _ =>
         {
             await condition.AcquireAsync();
             try
             {
-                ValueTask wait = timed ? condition.WaitAsync(TimeSpan.FromSeconds(1), liveToken) : condition.WaitAsync(cts.Token);
-                if (Interlocked.Increment(ref waiting) == count)
-                {
-                    started.TrySetResult();
-                }
-
-                await wait;
+                await (timed ? condition.WaitAsync(TimeSpan.FromSeconds(1), liveToken) : condition.WaitAsync(cts.Token));
             }
             catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
             {
@@ -290,20 +277,27 @@ public sealed class LeakTests(ITestOutputHelper output)
             {
                 condition.Release();
             }
-        }).ToArray();
+        }).ToArray());
 
-        await started.Task.Bounded();
         condition.Lines.Waiting.Should().Be(count);
-        if (timed)
+        pump.Run(() =>
         {
-            time.Advance(TimeSpan.FromSeconds(1));
-        }
-        else
+            if (timed)
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+            }
+            else
+            {
+                cts.Cancel();
+            }
+        });
+
+        foreach (Task waiter in waiters)
         {
-            cts.Cancel();
+            waiter.IsCompleted.Should().BeTrue("every waiter timed out or was cancelled and got the lock back");
+            waiter.GetAwaiter().GetResult(); // its own failure, if it failed
         }
 
-        await Task.WhenAll(waiters).Bounded();
         cts.Dispose();
         return new WeakReference(cts);
     }
@@ -354,5 +348,46 @@ public sealed class LeakTests(ITestOutputHelper output)
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();
+    }
+
+    /// <summary>A single-threaded FIFO <see cref="SynchronizationContext"/>: what is posted to it waits in a queue until
+    /// <see cref="Run(Action)"/> runs it, on the thread that called <see cref="Run(Action)"/>.</summary>
+    private sealed class PumpContext : SynchronizationContext
+    {
+        private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _posted = new();
+
+        /// <summary>Runs <paramref name="start"/> as <see cref="Run(Action)"/> does, and returns its result.</summary>
+        public T Run<T>(Func<T> start)
+        {
+            T result = default!;
+            Run(() => { result = start(); });
+            return result;
+        }
+
+        /// <summary>Runs <paramref name="start"/> with this context current (so its awaits capture it), then everything
+        /// posted, in order, until the queue is empty.</summary>
+        public void Run(Action start)
+        {
+            SynchronizationContext? previous = Current;
+            SetSynchronizationContext(this);
+            try
+            {
+                start();
+                while (_posted.TryDequeue(out (SendOrPostCallback Callback, object? State) item))
+                {
+                    item.Callback(item.State);
+                }
+            }
+            finally
+            {
+                SetSynchronizationContext(previous);
+            }
+        }
+
+        public override void Post(SendOrPostCallback d, object? state) => _posted.Enqueue((d, state));
+
+        public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException("Nothing here sends to a context.");
+
+        public override SynchronizationContext CreateCopy() => this;
     }
 }
