@@ -53,7 +53,9 @@ public sealed class HistoryUnderFaultsTests(PostgresServer server) : PostgresTes
                     var hold = new Hold(m.Application, lease.FencingToken, clock.Elapsed);
                     using CancellationTokenRegistration onLost = lease.Lost.Register(() => hold.LostAt ??= clock.Elapsed);
                     leases.Add(hold);
-                    await Task.Delay(r.Next(0, 30)); // the work done under the permit
+                    // The work done under the permit, 0 to 30 ms: part of the scenario, not a wait for anything. The
+                    // holds overlap one another (what the limit check counts) and the faults injected meanwhile.
+                    await Task.Delay(r.Next(0, 30));
                     hold.ReleasedAt = clock.Elapsed;
                     await lease.ReleaseAsync();
                 }
@@ -218,7 +220,13 @@ public sealed class HistoryUnderFaultsTests(PostgresServer server) : PostgresTes
                 return;
             }
 
-            await Task.Delay(complete ? 0 : r.Next(0, 20));
+            if (!complete)
+            {
+                // The work done on the item, 0 to 20 ms: part of the scenario, not a wait for anything. A fault may
+                // land between the delivery and its completion (the lease lost, or the completion's outcome unknown).
+                await Task.Delay(r.Next(0, 20));
+            }
+
             await delivery.CompleteAsync();
             record.Completed = true;
         }
@@ -253,6 +261,8 @@ public sealed class HistoryUnderFaultsTests(PostgresServer server) : PostgresTes
         Task all = Task.WhenAll(workers);
         for (int i = 0; i < Faults && !all.IsCompleted; i++)
         {
+            // The spacing of the faults, 100 to 600 ms of the workers' run: part of the scenario, not a wait for anything
+            // (the moment of a fault is what is random). It ends early once the workers are done.
             await Task.WhenAny(all, Task.Delay(rng.Next(100, 600)));
             if (all.IsCompleted)
             {

@@ -86,6 +86,9 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
                 {
                     int now = Interlocked.Increment(ref inside);
                     InterlockedMax(ref peak, now);
+                    // The work done under the permit, 0 to 2 ms: part of the scenario, not a wait for anything. It
+                    // spreads the releases, and so the hand-offs, over the same real-time span as the waits' timeouts
+                    // and CancelAfter above, so that they race.
                     await Task.Delay(random.Next(0, 3));
                     Interlocked.Decrement(ref inside);
                     Interlocked.Increment(ref served);
