@@ -12,20 +12,16 @@ namespace AsyncTools.StressTests.Schedules;
 /// token was cancelled before the call), the waiter held the lock again whenever it returned (mutual exclusion
 /// throughout), and the lock is free with nobody left in either line.
 /// </summary>
-[Collection("Schedules")] // one exploration at a time: each keeps a core busy
-public sealed class ConditionScheduleTests(ITestOutputHelper output)
+public sealed class ConditionScheduleTests(ITestOutputHelper output) : ScheduleTestBase(output)
 {
     [Fact]
     public void AsyncCondition_NotifyCancelTimerAndReacquire_EveryScheduleMatchesTheModel()
     {
-        Exploration result = Explorer.Explore("AsyncCondition", schedule =>
+        Exploration result = Explore("AsyncCondition", () => new ConditionModel { Tokens = { ["w"] = "c1" } }, (schedule, seen, model) =>
         {
             var gate = new AsyncLock(schedule.Time);
             var condition = new AsyncCondition(gate, schedule.Time);
             var token = new CancellationTokenSource();
-            var seen = new Observations();
-            var model = new ConditionModel();
-            model.Tokens["w"] = "c1";
 
             schedule.Spawn("waiter", () => seen.Track("waiter", Waiter));
             schedule.Spawn("notifier", () => seen.Track("notifier", Notifier));
@@ -35,10 +31,8 @@ public sealed class ConditionScheduleTests(ITestOutputHelper output)
                 token.Cancel();
             });
 
-            return () =>
+            return outcome =>
             {
-                model.Replay(schedule.Events);
-                string outcome = seen.Check(model.Outcomes);
                 gate.IsLocked.Should().BeFalse();
                 gate.Lines.Waiting.Should().Be(0);
                 condition.Lines.Waiting.Should().Be(0);
@@ -78,9 +72,8 @@ public sealed class ConditionScheduleTests(ITestOutputHelper output)
                 seen.Exit();
                 gate.Release();
             }
-        });
+        }, everyStep: false);
 
-        output.WriteLine(result.ToString());
         result.Outcomes.Keys.Should().Contain(["w=ok", "w=canceled", "w=timeout"]);
         result.Schedules.Should().Be(59, "the exhaustive count on this engine");
     }

@@ -4,14 +4,13 @@ namespace AsyncTools.StressTests.Schedules;
 
 /// <summary>The explorer itself: it runs every interleaving of independent strands exactly once, so the schedule
 /// counts of the engine's scenarios mean what they say.</summary>
-[Collection("Schedules")] // one exploration at a time: each keeps a core busy
-public sealed class ExplorerTests(ITestOutputHelper output)
+public sealed class ExplorerTests(ITestOutputHelper output) : ScheduleTestBase(output)
 {
     [Fact]
     public void Explore_IndependentStrands_RunsEveryInterleavingOnce()
     {
         // Strands of 2, 3 and 2 segments (1, 2 and 1 hook points): 7! / (2! 3! 2!) = 210 interleavings.
-        Exploration result = Explorer.Explore("independent strands", schedule =>
+        Exploration result = Explore("independent strands", schedule =>
         {
             var order = new List<string>();
             schedule.Spawn("a", () => Segments(schedule, order, "a", 2));
@@ -20,7 +19,6 @@ public sealed class ExplorerTests(ITestOutputHelper output)
             return () => string.Concat(order);
         });
 
-        output.WriteLine(result.ToString());
         result.Schedules.Should().Be(210);
         result.Outcomes.Should().HaveCount(210, "each interleaving is run once").And.OnlyContain(o => o.Value == 1);
     }
@@ -32,7 +30,7 @@ public sealed class ExplorerTests(ITestOutputHelper output)
         // and the timer's firing are strands of 1 segment each, runnable once posted and created. Beside it, an
         // independent strand x of 1 segment. Either x runs first, then p1, then the 3 others in any order (3! = 6), or
         // p1 runs first and then the 4 others in any order (4! = 24): 30 schedules.
-        Exploration result = Explorer.Explore("posts and timers", schedule =>
+        Exploration result = Explore("posts and timers", schedule =>
         {
             var order = new List<string>();
             schedule.Spawn("poster", () =>
@@ -47,7 +45,6 @@ public sealed class ExplorerTests(ITestOutputHelper output)
             return () => string.Join(" ", order);
         });
 
-        output.WriteLine(result.ToString());
         result.Schedules.Should().Be(30);
         result.Outcomes.Should().HaveCount(30, "each interleaving is run once");
     }

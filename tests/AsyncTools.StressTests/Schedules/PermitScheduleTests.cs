@@ -13,8 +13,7 @@ namespace AsyncTools.StressTests.Schedules;
 /// nobody is left in line.
 /// And after every step, the waits the model has decided by then are exactly those whose outcome was delivered.
 /// </summary>
-[Collection("Schedules")] // one exploration at a time: each keeps a core busy
-public sealed class PermitScheduleTests(ITestOutputHelper output)
+public sealed class PermitScheduleTests(ITestOutputHelper output) : ScheduleTestBase(output)
 {
     private static readonly TimeSpan s_timed = TimeSpan.FromHours(1); // fires only as a strand of the schedule
 
@@ -28,15 +27,12 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
     [Fact]
     public void AsyncLock_CancelTimerReleaseAndRecycle_EveryScheduleMatchesTheModel()
     {
-        Exploration result = Explorer.Explore("AsyncLock", schedule =>
+        Exploration result = Explore("AsyncLock", () => new PermitModel(0) { Tokens = { ["a"] = "c1", ["b"] = "c2" } }, (schedule, seen, model) =>
         {
             var gate = new AsyncLock(schedule.Time);
             gate.TryAcquire(out _).Should().BeTrue();
             var first = new CancellationTokenSource();
             var second = new CancellationTokenSource();
-            var seen = new Observations();
-            PermitModel model = NewModel();
-            schedule.BetweenSteps = () => seen.CheckDecided(NewModel(), schedule.Events);
             bool recycled = false;
 
             schedule.Spawn("waiter", () => seen.Track("waiter", Waiter));
@@ -54,10 +50,8 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
                 second.Cancel();
             });
 
-            return () =>
+            return outcome =>
             {
-                model.Replay(schedule.Events);
-                string outcome = seen.Check(model.Outcomes);
                 gate.IsLocked.Should().BeFalse("every holder released");
                 gate.Lines.Waiting.Should().Be(0);
                 return recycled ? outcome + " (b waited on a's recycled node)" : outcome;
@@ -86,14 +80,6 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
                 {
                     Release();
                 }
-            }
-
-            static PermitModel NewModel()
-            {
-                var model = new PermitModel(0);
-                model.Tokens["a"] = "c1";
-                model.Tokens["b"] = "c2";
-                return model;
             }
 
             async ValueTask<bool> Acquire(ValueTask<AsyncLock.Releaser> wait, string name)
@@ -125,7 +111,6 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
             }
         });
 
-        output.WriteLine(result.ToString());
         result.Outcomes.Keys.Should().Contain([
             "a=canceled b=ok (b waited on a's recycled node)",
             "a=canceled b=timeout (b waited on a's recycled node)",
@@ -144,13 +129,10 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
     [Fact]
     public void AsyncSemaphore_TwoWaitersCancelTimerAndReleases_EveryScheduleMatchesTheModel()
     {
-        Exploration result = Explorer.Explore("AsyncSemaphore", schedule =>
+        Exploration result = Explore("AsyncSemaphore", () => new PermitModel(0) { Tokens = { ["a"] = "c1" } }, (schedule, seen, model) =>
         {
             var semaphore = new AsyncSemaphore(0, 2, schedule.Time);
             var token = new CancellationTokenSource();
-            var seen = new Observations();
-            PermitModel model = NewModel();
-            schedule.BetweenSteps = () => seen.CheckDecided(NewModel(), schedule.Events);
 
             schedule.Spawn("waiter a", () => seen.Track("waiter a", () => Waiter("a", () => semaphore.AcquireAsync(token.Token))));
             schedule.Spawn("waiter b", () => seen.Track("waiter b", () => Waiter("b", () => semaphore.AcquireAsync(s_timed))));
@@ -168,21 +150,12 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
                 token.Cancel();
             });
 
-            return () =>
+            return outcome =>
             {
-                model.Replay(schedule.Events);
-                string outcome = seen.Check(model.Outcomes);
                 semaphore.CurrentCount.Should().Be(model.Permits).And.Be(2, "both permits are back");
                 semaphore.Lines.Waiting.Should().Be(0);
                 return outcome;
             };
-
-            static PermitModel NewModel()
-            {
-                var model = new PermitModel(0);
-                model.Tokens["a"] = "c1";
-                return model;
-            }
 
             async Task Waiter(string name, Func<ValueTask<AsyncSemaphore.Releaser>> acquire)
             {
@@ -211,7 +184,6 @@ public sealed class PermitScheduleTests(ITestOutputHelper output)
             }
         });
 
-        output.WriteLine(result.ToString());
         result.Outcomes.Keys.Should().Contain(["a=canceled b=ok", "a=canceled b=timeout", "a=ok b=ok", "a=ok b=timeout"]);
         result.Schedules.Should().Be(SemaphoreSchedules);
     }

@@ -12,19 +12,15 @@ namespace AsyncTools.StressTests.Schedules;
 /// and every item that was put is got or left in the queue exactly once, in FIFO order; a timed-out put left nothing.
 /// And after every step, the waits the model has decided by then are exactly those whose outcome was delivered.
 /// </summary>
-[Collection("Schedules")] // one exploration at a time: each keeps a core busy
-public sealed class QueueScheduleTests(ITestOutputHelper output)
+public sealed class QueueScheduleTests(ITestOutputHelper output) : ScheduleTestBase(output)
 {
     [Fact]
     public void AsyncQueue_CancelledGetterAndTimedPutter_EveryScheduleMatchesTheModel()
     {
-        Exploration result = Explorer.Explore("AsyncQueue(maxSize 1)", schedule =>
+        Exploration result = Explore("AsyncQueue(maxSize 1)", () => new QueueModel(1) { Tokens = { ["g"] = "c1" } }, (schedule, seen, model) =>
         {
             var queue = new AsyncQueue<int>(1, schedule.Time);
             var token = new CancellationTokenSource();
-            var seen = new Observations();
-            QueueModel model = NewModel();
-            schedule.BetweenSteps = () => seen.CheckDecided(NewModel(), schedule.Events);
             var got = new List<int>();
 
             schedule.Spawn("getter g", () => seen.Track("getter g", () => Getter("g", Timeout.InfiniteTimeSpan, token.Token)));
@@ -36,10 +32,8 @@ public sealed class QueueScheduleTests(ITestOutputHelper output)
                 token.Cancel();
             });
 
-            return () =>
+            return outcome =>
             {
-                model.Replay(schedule.Events);
-                string outcome = seen.Check(model.Outcomes);
                 queue.Lines.Waiting.Should().Be(0);
                 var left = new List<int>();
                 while (queue.TryGet(out int item))
@@ -52,13 +46,6 @@ public sealed class QueueScheduleTests(ITestOutputHelper output)
                 got.Concat(left).Should().BeEquivalentTo(put, "every item put is got or left exactly once, and nothing else");
                 return outcome;
             };
-
-            static QueueModel NewModel()
-            {
-                var model = new QueueModel(1);
-                model.Tokens["g"] = "c1";
-                return model;
-            }
 
             async Task Getter(string name, TimeSpan timeout, CancellationToken cancellationToken)
             {
@@ -107,7 +94,6 @@ public sealed class QueueScheduleTests(ITestOutputHelper output)
             }
         });
 
-        output.WriteLine(result.ToString());
         result.Outcomes.Keys.Should().Contain(["g=1 h=2 p1=ok p2=ok", "g=2 h=1 p1=ok p2=ok", "g=canceled h=1 p1=ok p2=ok", "g=canceled h=timeout p1=ok p2=timeout"]);
         result.Schedules.Should().Be(2_533, "the exhaustive count on this engine");
     }

@@ -12,19 +12,15 @@ namespace AsyncTools.StressTests.Schedules;
 /// reader it held back), readers and the writer never held at once, and the lock is free with nobody in line.
 /// And after every step, the waits the model has decided by then are exactly those whose outcome was delivered.
 /// </summary>
-[Collection("Schedules")] // one exploration at a time: each keeps a core busy
-public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output)
+public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output) : ScheduleTestBase(output)
 {
     [Fact]
     public void AsyncReaderWriterLock_WriterTimeoutLetsReadersIn_EveryScheduleMatchesTheModel()
     {
-        Exploration result = Explorer.Explore("AsyncReaderWriterLock", schedule =>
+        Exploration result = Explore("AsyncReaderWriterLock", () => new ReaderWriterModel(readers: 1), (schedule, seen, model) =>
         {
             var rw = new AsyncReaderWriterLock(timeProvider: schedule.Time);
             rw.TryAcquireRead(out _).Should().BeTrue();
-            var seen = new Observations();
-            var model = new ReaderWriterModel(readers: 1);
-            schedule.BetweenSteps = () => seen.CheckDecided(new ReaderWriterModel(readers: 1), schedule.Events);
             int readers = 0, writers = 0;
 
             schedule.Spawn("writer", () => seen.Track("writer", () => Acquire("w", writer: true)));
@@ -35,10 +31,8 @@ public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output)
                 rw.ReleaseRead();
             });
 
-            return () =>
+            return outcome =>
             {
-                model.Replay(schedule.Events);
-                string outcome = seen.Check(model.Outcomes);
                 rw.CurrentReaderCount.Should().Be(0);
                 rw.IsWriteLockHeld.Should().BeFalse();
                 rw.Lines.Waiting.Should().Be(0);
@@ -87,7 +81,6 @@ public sealed class ReaderWriterLockScheduleTests(ITestOutputHelper output)
             }
         });
 
-        output.WriteLine(result.ToString());
         result.Outcomes.Keys.Should().Contain(["r=ok w=ok", "r=ok w=timeout"]);
         result.Schedules.Should().Be(57, "the exhaustive count on this engine");
     }
