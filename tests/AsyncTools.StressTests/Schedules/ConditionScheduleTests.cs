@@ -82,7 +82,6 @@ public sealed class ConditionScheduleTests(ITestOutputHelper output) : ScheduleT
     /// serves its oldest waiter.</summary>
     private sealed class ConditionModel : Model
     {
-
         protected override void Apply(string verb, string argument)
         {
             switch (verb)
@@ -90,14 +89,10 @@ public sealed class ConditionScheduleTests(ITestOutputHelper output) : ScheduleT
                 case "wait" when CancelledOnArrival(argument):
                     break;
                 case "wait":
-                    Line.Add(argument);
-                    Outcomes[argument] = Outcome.Pending;
-                    break;
-                case "notify" when Line.Count > 0:
-                    Outcomes[Line[0]] = Outcome.Ok;
-                    Line.RemoveAt(0);
+                    Enqueue(argument);
                     break;
                 case "notify":
+                    ServeOldest();
                     break;
                 default:
                     throw new InvalidOperationException($"Unknown step {verb}.");

@@ -147,6 +147,26 @@ internal abstract class Model
     /// <summary>Any step other than a cancellation or a timer firing.</summary>
     protected abstract void Apply(string verb, string argument);
 
+    /// <summary><paramref name="wait"/> joins the end of <see cref="Line"/> and waits.</summary>
+    protected void Enqueue(string wait)
+    {
+        Line.Add(wait);
+        Outcomes[wait] = Outcome.Pending;
+    }
+
+    /// <summary>The oldest wait in <see cref="Line"/>, if any, leaves it served; false if nobody waits.</summary>
+    protected bool ServeOldest()
+    {
+        if (Line.Count == 0)
+        {
+            return false;
+        }
+
+        Outcomes[Line[0]] = Outcome.Ok;
+        Line.RemoveAt(0);
+        return true;
+    }
+
     /// <summary>If <paramref name="wait"/> is in a line, it leaves it with <paramref name="outcome"/> (and the object
     /// reacts to the departure); otherwise nothing happens. By default the line is <see cref="Line"/>.</summary>
     protected virtual void Leave(string wait, string outcome)
@@ -161,7 +181,6 @@ internal abstract class Model
 /// <summary>A lock or semaphore: counted permits and one FIFO line. Steps: <c>arrive w</c>, <c>release</c>.</summary>
 internal sealed class PermitModel(int permits) : Model
 {
-
     public int Permits => permits;
 
     public int Waiting => Line.Count;
@@ -177,15 +196,14 @@ internal sealed class PermitModel(int permits) : Model
                 Outcomes[argument] = Outcome.Ok;
                 break;
             case "arrive":
-                Line.Add(argument);
-                Outcomes[argument] = Outcome.Pending;
-                break;
-            case "release" when Line.Count > 0:
-                Outcomes[Line[0]] = Outcome.Ok; // the oldest waiter gets the permit
-                Line.RemoveAt(0);
+                Enqueue(argument);
                 break;
             case "release":
-                permits++;
+                if (!ServeOldest())
+                {
+                    permits++; // nobody waits: the permit is free again (else the oldest waiter got it)
+                }
+
                 break;
             default:
                 throw new InvalidOperationException($"Unknown step {verb}.");
