@@ -14,12 +14,9 @@ public sealed class WakeSignalsTests
     public void Signal_WakesTheWaitFirstInLine_NotEveryWait()
     {
         var signals = new WakeSignals();
-        using WakeSignals.Waiter third = signals.Enter("l:a", wakeLimit: 1);
-        using WakeSignals.Waiter first = signals.Enter("l:a", wakeLimit: 1);
-        using WakeSignals.Waiter second = signals.Enter("l:a", wakeLimit: 1);
-        third.SetRank(30);
-        first.SetRank(10);
-        second.SetRank(20);
+        using WakeSignals.Waiter third = Enter(signals, "l:a", rank: 30);
+        using WakeSignals.Waiter first = Enter(signals, "l:a", rank: 10);
+        using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 20);
         Task[] armed = [first.Arm(), second.Arm(), third.Arm()];
 
         signals.Signal("l:a");
@@ -35,10 +32,9 @@ public sealed class WakeSignalsTests
     public void Signal_WakesWaitsWithoutATicket_InTheOrderTheyEntered_AfterTheRankedOnes()
     {
         var signals = new WakeSignals();
-        using WakeSignals.Waiter early = signals.Enter("q:a", wakeLimit: 1);
-        using WakeSignals.Waiter late = signals.Enter("q:a", wakeLimit: 1);
-        using WakeSignals.Waiter ranked = signals.Enter("q:a", wakeLimit: 1);
-        ranked.SetRank(5);
+        using WakeSignals.Waiter early = Enter(signals, "q:a");
+        using WakeSignals.Waiter late = Enter(signals, "q:a");
+        using WakeSignals.Waiter ranked = Enter(signals, "q:a", rank: 5);
         Task[] armed = [ranked.Arm(), early.Arm(), late.Arm()];
 
         signals.Signal("q:a");
@@ -73,12 +69,9 @@ public sealed class WakeSignalsTests
     public void AWaitThatLeavesWithAnUnusedWake_PassesItOn_AndOneThatUsedIt_DoesNot()
     {
         var signals = new WakeSignals();
-        WakeSignals.Waiter first = signals.Enter("l:a", wakeLimit: 1);
-        using WakeSignals.Waiter second = signals.Enter("l:a", wakeLimit: 1);
-        using WakeSignals.Waiter third = signals.Enter("l:a", wakeLimit: 1);
-        first.SetRank(1);
-        second.SetRank(2);
-        third.SetRank(3);
+        WakeSignals.Waiter first = Enter(signals, "l:a", rank: 1);
+        using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 2);
+        using WakeSignals.Waiter third = Enter(signals, "l:a", rank: 3);
         _ = first.Arm();
         Task secondWoken = second.Arm();
         Task thirdWoken = third.Arm();
@@ -98,12 +91,25 @@ public sealed class WakeSignalsTests
     public void ASignalDuringTheCall_IsKeptForTheSleepAfterIt()
     {
         var signals = new WakeSignals();
-        using WakeSignals.Waiter waiter = signals.Enter("q:a", wakeLimit: 1);
+        using WakeSignals.Waiter waiter = Enter(signals, "q:a");
         Task beforeCall = waiter.Arm();
 
         signals.Signal("q:a"); // arrives while the call runs
 
         beforeCall.IsCompleted.Should().BeTrue(); // the sleep after the call ends at once
         waiter.Arm().IsCompleted.Should().BeFalse(); // and the next call uses it up
+    }
+
+    /// <summary>Enters a wait on <paramref name="key"/> that a signal wakes alone (wake limit 1, as a lock's or a
+    /// getter's), with the rank of its ticket when it has one.</summary>
+    private static WakeSignals.Waiter Enter(WakeSignals signals, string key, long? rank = null)
+    {
+        WakeSignals.Waiter waiter = signals.Enter(key, wakeLimit: 1);
+        if (rank is long ticket)
+        {
+            waiter.SetRank(ticket);
+        }
+
+        return waiter;
     }
 }
