@@ -39,10 +39,27 @@ public sealed class AsyncReaderWriterLock
     private readonly Releaser _writeReleaser;
     private readonly int _maxReaders;
 
-    /// <summary>Read locks held now. Guarded by <see cref="_sync"/>; zero while <see cref="_writerHeld"/>.</summary>
+    /// <summary><see cref="_state"/> value: the write lock is held, and nobody waits.</summary>
+    private const int WriterHeld = -2;
+
+    /// <summary><see cref="_state"/> value: waiters are queued; the lock is described by <see cref="_readers"/> and
+    /// <see cref="_writerHeld"/>, under <see cref="_sync"/>.</summary>
+    private const int Contended = -1;
+
+    /// <summary>
+    /// While nobody waits: the read locks held (&gt;= 0), or <see cref="WriterHeld"/>; uncontended acquires and
+    /// releases move it by compare-and-swap, without the lock. While anyone waits: <see cref="Contended"/>. Only code
+    /// holding <see cref="_sync"/> moves it to <see cref="Contended"/> (a caller about to queue, after copying the
+    /// state into the fields) or from it (once the line is empty, copying the fields back), so no fast path can take
+    /// the lock past a waiter.
+    /// </summary>
+    private int _state;
+
+    /// <summary>Read locks held while <see cref="_state"/> is <see cref="Contended"/>. Guarded by <see cref="_sync"/>;
+    /// zero while <see cref="_writerHeld"/>.</summary>
     private int _readers;
 
-    /// <summary>Whether the write lock is held. Guarded by <see cref="_sync"/>.</summary>
+    /// <summary>Whether the write lock is held while <see cref="_state"/> is <see cref="Contended"/>. Guarded by <see cref="_sync"/>.</summary>
     private bool _writerHeld;
 
     /// <summary>Creates an unlocked reader-writer lock.</summary>
@@ -72,10 +89,20 @@ public sealed class AsyncReaderWriterLock
     public int MaxReaders => _maxReaders;
 
     /// <summary>Read locks held now (a snapshot).</summary>
-    public int CurrentReaderCount => Volatile.Read(ref _readers);
+    public int CurrentReaderCount => Volatile.Read(ref _state) switch
+    {
+        >= 0 and int readers => readers,
+        WriterHeld => 0,
+        _ => Volatile.Read(ref _readers),
+    };
 
     /// <summary>Whether the write lock is held now (a snapshot).</summary>
-    public bool IsWriteLockHeld => Volatile.Read(ref _writerHeld);
+    public bool IsWriteLockHeld => Volatile.Read(ref _state) switch
+    {
+        >= 0 => false,
+        WriterHeld => true,
+        _ => Volatile.Read(ref _writerHeld),
+    };
 
     /// <summary>The line of waiters, for tests.</summary>
     internal WaitLines Lines => new(_waiters);
@@ -140,9 +167,47 @@ public sealed class AsyncReaderWriterLock
 
     private void Release(bool writer)
     {
+        while (!TryReleaseFast(writer) && !TryReleaseContended(writer))
+        {
+            // The waiters left between the two looks: the fast path applies again.
+        }
+    }
+
+    /// <summary>Releases without the lock while nobody waits; false when someone does (<see cref="Contended"/>).</summary>
+    private bool TryReleaseFast(bool writer)
+    {
+        int state = Volatile.Read(ref _state);
+        while (state != Contended)
+        {
+            if (writer ? state != WriterHeld : state <= 0)
+            {
+                ThrowHelper.ThrowSynchronizationLock_NotHeld();
+            }
+
+            int seen = Interlocked.CompareExchange(ref _state, writer ? 0 : state - 1, state);
+            if (seen == state)
+            {
+                return true;
+            }
+
+            state = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Releases under the lock while someone waits, admitting the waiters that can enter now; false (changing
+    /// nothing) when nobody waits any more.</summary>
+    private bool TryReleaseContended(bool writer)
+    {
         var completions = default(Completions<Releaser>);
         lock (_sync)
         {
+            if (_state != Contended)
+            {
+                return false;
+            }
+
             if (writer ? !_writerHeld : _readers == 0)
             {
                 ThrowHelper.ThrowSynchronizationLock_NotHeld();
@@ -161,10 +226,46 @@ public sealed class AsyncReaderWriterLock
         }
 
         completions.CompleteAll();
+        return true;
     }
 
-    /// <summary>Takes the lock <paramref name="request"/> stands for, if that can be done now, ignoring the line. Lock held.</summary>
-    private bool TryEnter(Releaser request)
+    /// <summary>
+    /// Takes the lock (a read lock, or the write lock for <paramref name="writer"/>) if that can be done now, while
+    /// nobody waits; by compare-and-swap, so also without the lock. When it cannot and <paramref name="willWait"/> (the
+    /// caller holds the lock and joins the line next), the state moves to <see cref="Contended"/>.
+    /// </summary>
+    private bool TryEnter(bool writer, bool willWait)
+    {
+        int state = Volatile.Read(ref _state);
+        while (state != Contended)
+        {
+            bool can = writer ? state == 0 : state >= 0 && state < _maxReaders;
+            if (!can && !willWait)
+            {
+                return false;
+            }
+
+            if (!can)
+            {
+                _readers = Math.Max(state, 0);
+                _writerHeld = state == WriterHeld;
+            }
+
+            int seen = Interlocked.CompareExchange(ref _state, !can ? Contended : writer ? WriterHeld : state + 1, state);
+            if (seen == state)
+            {
+                return can;
+            }
+
+            state = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Takes the lock <paramref name="request"/> stands for, if that can be done now, ignoring the line, while
+    /// the state is <see cref="Contended"/>. Lock held.</summary>
+    private bool TryEnterContended(Releaser request)
     {
         if (_writerHeld || (request.IsWriter ? _readers > 0 : _readers >= _maxReaders))
         {
@@ -183,13 +284,20 @@ public sealed class AsyncReaderWriterLock
         return true;
     }
 
-    /// <summary>Admits waiters from the head of the line for as long as the head can enter. Lock held.</summary>
+    /// <summary>Admits waiters from the head of the line for as long as the head can enter; once the line is empty,
+    /// reopens the fast paths. Lock held, state <see cref="Contended"/>.</summary>
     private void AdmitWaiters(ref Completions<Releaser> completions)
     {
-        while (_waiters.Head is { } head && TryEnter(head.Value))
+        Debug.Assert(_state == Contended, "waiters are admitted only while the lock is contended");
+        while (_waiters.Head is { } head && TryEnterContended(head.Value))
         {
             _waiters.Dequeue();
             _waiters.Serve(head, head.Value, ref completions);
+        }
+
+        if (_waiters.IsEmpty)
+        {
+            Volatile.Write(ref _state, _writerHeld ? WriterHeld : _readers);
         }
     }
 
@@ -200,25 +308,25 @@ public sealed class AsyncReaderWriterLock
     {
         lock (_sync)
         {
-            return Display.Format("AsyncReaderWriterLock", Name, $"readers={_readers}, writer={_writerHeld}, waiters={_waiters.Count}");
+            return Display.Format("AsyncReaderWriterLock", Name, $"readers={CurrentReaderCount}, writer={IsWriteLockHeld}, waiters={_waiters.Count}");
         }
     }
 
     /// <summary>The engine's view: a caller is served when it can enter now; a waiter that gives up may unblock others.</summary>
     private readonly struct Policy(AsyncReaderWriterLock owner) : IWaitPolicy<Releaser>
     {
-        public bool HasLockFreePath => false;
+        public bool HasLockFreePath => true;
 
         public bool TryAcquire(Releaser offer, bool willWait, ref Completions<Releaser> completions, out Releaser result)
         {
             result = offer;
-            return owner.TryEnter(offer);
+            return owner.TryEnter(offer.IsWriter, willWait);
         }
 
         public Exception? Refusal() => null;
 
         public void OnWaiterLeft(ref Completions<Releaser> completions) =>
-            owner.AdmitWaiters(ref completions); // a writer that gave up may have been holding back readers
+            owner.AdmitWaiters(ref completions); // a writer that gave up may have been holding back readers; or none is left
     }
 
     /// <summary>Releases a read lock or the write lock when disposed. Dispose it exactly once; <c>default(Releaser)</c> does nothing.</summary>

@@ -168,6 +168,42 @@ public sealed class LockStressTests(ITestOutputHelper output)
             rw.Invoking(l => l.ReleaseRead()).Should().Throw<SynchronizationLockException>(because);
         });
 
+    [Fact]
+    public async Task AsyncReaderWriterLock_WriterCancelledAsItJoinsTheLine_HoldsBackNoReader()
+    {
+        // A writer that finds a reader inside closes the readers' fast path as it is about to queue; its token is
+        // cancelled by another thread at that moment, so some of these calls see the token still uncancelled at the
+        // start and cancelled as they join the line. The writer never waited: a reader that comes next enters at once.
+        var rw = new AsyncReaderWriterLock();
+        rw.TryAcquireRead(out AsyncReaderWriterLock.Releaser inside).Should().BeTrue();
+        int ready = 0, go = 0;
+        for (int i = 0; i < 5_000; i++)
+        {
+            using var cts = new CancellationTokenSource();
+            Volatile.Write(ref ready, 0);
+            Volatile.Write(ref go, 0);
+            Task canceller = Task.Run(() =>
+            {
+                Volatile.Write(ref ready, 1);
+                SpinWait.SpinUntil(() => Volatile.Read(ref go) == 1);
+                cts.Cancel();
+            });
+            SpinWait.SpinUntil(() => Volatile.Read(ref ready) == 1);
+            Volatile.Write(ref go, 1);
+            ValueTask<AsyncReaderWriterLock.Releaser> writer = rw.AcquireWriteAsync(cts.Token);
+            await canceller.Bounded();
+            await FluentActions.Awaiting(() => writer.AsTask().Bounded()).Should().ThrowAsync<OperationCanceledException>();
+
+            rw.TryAcquireRead(out AsyncReaderWriterLock.Releaser next).Should().BeTrue($"no writer waits (call {i})");
+            next.Dispose();
+        }
+
+        rw.Lines.Waiting.Should().Be(0);
+        inside.Dispose();
+        rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser w).Should().BeTrue();
+        w.Dispose();
+    }
+
     /// <summary>A non-waiting acquire, in the shape of TryAcquire(out releaser).</summary>
     internal delegate bool TryAcquireFunc<TReleaser>(out TReleaser releaser);
 

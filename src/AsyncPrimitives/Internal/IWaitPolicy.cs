@@ -35,8 +35,9 @@ internal interface IWaitPolicy<T>
     Exception? Refusal();
 
     /// <summary>
-    /// Under the lock, right after a waiter left the line by timeout or cancellation: serve whoever that unblocked
-    /// (a writer that gave up may have been holding back readers), or reopen a fast path.
+    /// Under the lock, right after a waiter left the line by timeout or cancellation, or after a caller that
+    /// <see cref="TryAcquire"/> was told would wait was cancelled before it joined: serve whoever that unblocked (a
+    /// writer that gave up may have been holding back readers), or reopen a fast path.
     /// </summary>
     void OnWaiterLeft(ref Completions<T> completions);
 }

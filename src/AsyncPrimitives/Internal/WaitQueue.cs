@@ -280,7 +280,10 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         WaitNode<T> node = Rent();
         if (!node.Watch(cancellationToken))
         {
-            return new Admission(Entry.Canceled, default!, null, null); // the node is left to the GC (see Watch)
+            // The node is left to the GC (see Watch). The policy was told the caller would wait (a lock-free policy
+            // closed its fast path for it): it never joined, so it left.
+            policy.OnWaiterLeft(ref completions);
+            return new Admission(Entry.Canceled, default!, null, null);
         }
 
         node.Value = offer;
