@@ -157,7 +157,11 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     public void Serve(WaitNode<T> node, T result, ref Completions<T> completions)
     {
         node.SetResult(result);
-        node.Metering.Outcome ??= MetricNames.Acquired;
+        if (node.Metering.IsActive)
+        {
+            node.Metering.Outcome ??= MetricNames.Acquired;
+        }
+
         Deliver(node, ref completions);
     }
 
@@ -170,7 +174,11 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     public void Fail(WaitNode<T> node, Exception error, string outcome, ref Completions<T> completions)
     {
         node.SetError(error);
-        node.Metering.Outcome ??= outcome;
+        if (node.Metering.IsActive)
+        {
+            node.Metering.Outcome ??= outcome;
+        }
+
         Deliver(node, ref completions);
     }
 
@@ -288,8 +296,13 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
 
         node.Value = offer;
         Link(node);
-        node.Metering = WaitMetrics.Start();
-        return new Admission(Entry.Queued, default!, null, node, node.Metering.CountsAsWaiter);
+        WaitMetering metering = WaitMetrics.Start();
+        if (metering.IsActive)
+        {
+            node.Metering = metering; // a node out of the pool holds the defaults: nothing to write while nobody listens
+        }
+
+        return new Admission(Entry.Queued, default!, null, node, metering.CountsAsWaiter);
     }
 
     /// <summary>The steps after the lock: the caller's outcome now, or its queued wait armed with
