@@ -123,6 +123,29 @@ public sealed class WaitNodeTests
     }
 
     [Fact]
+    public async Task ValueTask_TouchedAfterItsResult_ThrowsEvenWhileItsNodeServesTheNextWait()
+    {
+        // The node behind a consumed ValueTask is reused by the next wait: the old ValueTask must be refused (as
+        // ValueTask's rules allow), never report or hand over the next wait's outcome.
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        ValueTask<AsyncLock.Releaser> first = gate.AcquireAsync();
+        held.Dispose();
+        AsyncLock.Releaser firstHeld = await first;
+
+        ValueTask<AsyncLock.Releaser> next = gate.AcquireAsync(); // queued behind firstHeld, on the recycled node
+        next.IsCompleted.Should().BeFalse();
+
+        FluentActions.Invoking(() => first.IsCompleted).Should().Throw<InvalidOperationException>();
+        FluentActions.Invoking(() => first.GetAwaiter().GetResult()).Should().Throw<InvalidOperationException>();
+        next.IsCompleted.Should().BeFalse("the stale ValueTask changed nothing of the wait that uses the node now");
+
+        firstHeld.Dispose();
+        (await next.AsTask().WaitAsync(s_hang)).Dispose();
+        gate.IsLocked.Should().BeFalse();
+    }
+
+    [Fact]
     public async Task OnCompleted_Twice_Throws()
     {
         var result = new AsyncResult<int>();
