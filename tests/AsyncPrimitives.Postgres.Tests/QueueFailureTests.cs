@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using AsyncPrimitives.Postgres.Tests.Support;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -64,6 +65,7 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
     [PostgresRestartFact]
     public async Task ServerRestart_FailsWaitingGets_LosesNothing_AndLaterCallsWork()
     {
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives.Postgres", "asynctools.waiters");
         Member a = await JoinAsync();
         Member b = await JoinAsync();
         PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
@@ -71,7 +73,13 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
         await queueA.PutManyAsync([1, 2]);
         PostgresDelivery<int> delivered = await queueA.GetAsync();
         Task<PostgresDelivery<int>> waiting = empty.GetAsync().AsTask();
-        await EventuallyAsync(() => Task.FromResult(b.Coordinator.Signals.Count == 1), "the getter waits");
+
+        // Restart only once the getter sleeps (it asked the server, found nothing, and waits): a restart during its
+        // first call would only make that call start again on a new session, as a wait that holds nothing may.
+        await EventuallyAsync(
+            () => Task.FromResult(waiters.GetMeasurementSnapshot()
+                .Where(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), "empty")).Sum(m => m.Value) == 1),
+            "the getter sleeps");
 
         Server.Restart();
 
