@@ -259,10 +259,10 @@ public sealed class AsyncReaderWriterLockTests
         var time = new FakeTimeProvider();
         var rw = new AsyncReaderWriterLock(timeProvider: time);
         AsyncReaderWriterLock.Releaser held = await rw.AcquireWriteAsync();
-        Task<AsyncReaderWriterLock.Releaser> timedOut = rw.AcquireWriteAsync(TimeSpan.FromSeconds(1)).AsTask();
+        Task<AsyncReaderWriterLock.Releaser> timedOut = rw.AcquireWriteAsync(TimeSpan.FromHours(1)).AsTask(); // only the given clock can end it
         Task<AsyncReaderWriterLock.Releaser> reader = rw.AcquireReadAsync().AsTask();
 
-        time.Advance(TimeSpan.FromSeconds(1));
+        time.Advance(TimeSpan.FromHours(1));
         await ThrowsSoon<TimeoutException>(timedOut);
         rw.IsWriteLockHeld.Should().BeTrue("the first writer still holds it");
         rw.Lines.Waiting.Should().Be(1);
@@ -271,6 +271,24 @@ public sealed class AsyncReaderWriterLockTests
         (await reader.WaitAsync(s_bound)).Dispose();
         rw.IsWriteLockHeld.Should().BeFalse();
         rw.CurrentReaderCount.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task ReleaseRead_WhileAWriterHoldsAndAReaderWaits_ThrowsAndChangesNothing()
+    {
+        var rw = new AsyncReaderWriterLock();
+        AsyncReaderWriterLock.Releaser writer = await rw.AcquireWriteAsync();
+        ValueTask<AsyncReaderWriterLock.Releaser> reader = rw.AcquireReadAsync();
+
+        rw.Invoking(l => l.ReleaseRead()).Should().Throw<SynchronizationLockException>();
+
+        rw.IsWriteLockHeld.Should().BeTrue();
+        reader.IsCompleted.Should().BeFalse();
+        writer.Dispose();
+        (await reader.AsTask().WaitAsync(s_bound)).Dispose();
+        rw.CurrentReaderCount.Should().Be(0);
+        rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser again).Should().BeTrue();
+        again.Dispose();
     }
 
     [Fact]
