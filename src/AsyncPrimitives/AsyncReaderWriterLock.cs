@@ -42,25 +42,22 @@ public sealed class AsyncReaderWriterLock
     /// <summary><see cref="_state"/> value: the write lock is held, and nobody waits.</summary>
     private const int WriterHeld = -2;
 
-    /// <summary><see cref="_state"/> value: waiters are queued; the lock is described by <see cref="_readers"/> and
-    /// <see cref="_writerHeld"/>, under <see cref="_sync"/>.</summary>
+    /// <summary><see cref="_state"/> value: waiters are queued; what is held is in <see cref="_held"/>, under
+    /// <see cref="_sync"/>.</summary>
     private const int Contended = -1;
 
     /// <summary>
     /// While nobody waits: the read locks held (&gt;= 0), or <see cref="WriterHeld"/>; uncontended acquires and
     /// releases move it by compare-and-swap, without the lock. While anyone waits: <see cref="Contended"/>. Only code
-    /// holding <see cref="_sync"/> moves it to <see cref="Contended"/> (a caller about to queue, after copying the
-    /// state into the fields) or from it (once the line is empty, copying the fields back), so no fast path can take
-    /// the lock past a waiter.
+    /// holding <see cref="_sync"/> moves it to <see cref="Contended"/> (a caller about to queue, after copying it into
+    /// <see cref="_held"/>) or from it (once the line is empty, copying <see cref="_held"/> back), so no fast path can
+    /// take the lock past a waiter.
     /// </summary>
     private int _state;
 
-    /// <summary>Read locks held while <see cref="_state"/> is <see cref="Contended"/>. Guarded by <see cref="_sync"/>;
-    /// zero while <see cref="_writerHeld"/>.</summary>
-    private int _readers;
-
-    /// <summary>Whether the write lock is held while <see cref="_state"/> is <see cref="Contended"/>. Guarded by <see cref="_sync"/>.</summary>
-    private bool _writerHeld;
+    /// <summary>What is held while <see cref="_state"/> is <see cref="Contended"/>, in the same encoding (read locks
+    /// held, or <see cref="WriterHeld"/>). Guarded by <see cref="_sync"/>.</summary>
+    private int _held;
 
     /// <summary>Creates an unlocked reader-writer lock.</summary>
     /// <param name="maxReaders">The most read locks held at once.</param>
@@ -89,20 +86,13 @@ public sealed class AsyncReaderWriterLock
     public int MaxReaders => _maxReaders;
 
     /// <summary>Read locks held now (a snapshot).</summary>
-    public int CurrentReaderCount => Volatile.Read(ref _state) switch
-    {
-        >= 0 and int readers => readers,
-        WriterHeld => 0,
-        _ => Volatile.Read(ref _readers),
-    };
+    public int CurrentReaderCount => Math.Max(Held, 0);
 
     /// <summary>Whether the write lock is held now (a snapshot).</summary>
-    public bool IsWriteLockHeld => Volatile.Read(ref _state) switch
-    {
-        >= 0 => false,
-        WriterHeld => true,
-        _ => Volatile.Read(ref _writerHeld),
-    };
+    public bool IsWriteLockHeld => Held == WriterHeld;
+
+    /// <summary>What is held now (a snapshot), in the encoding of <see cref="_state"/>.</summary>
+    private int Held => Volatile.Read(ref _state) is int state && state != Contended ? state : Volatile.Read(ref _held);
 
     /// <summary>The line of waiters, for tests.</summary>
     internal WaitLines Lines => new(_waiters);
@@ -179,12 +169,12 @@ public sealed class AsyncReaderWriterLock
         int state = Volatile.Read(ref _state);
         while (state != Contended)
         {
-            if (writer ? state != WriterHeld : state <= 0)
+            if (!Holds(state, writer))
             {
                 ThrowHelper.ThrowSynchronizationLock_NotHeld();
             }
 
-            int seen = Interlocked.CompareExchange(ref _state, writer ? 0 : state - 1, state);
+            int seen = Interlocked.CompareExchange(ref _state, Released(state, writer), state);
             if (seen == state)
             {
                 return true;
@@ -208,20 +198,12 @@ public sealed class AsyncReaderWriterLock
                 return false;
             }
 
-            if (writer ? !_writerHeld : _readers == 0)
+            if (!Holds(_held, writer))
             {
                 ThrowHelper.ThrowSynchronizationLock_NotHeld();
             }
 
-            if (writer)
-            {
-                _writerHeld = false;
-            }
-            else
-            {
-                _readers--;
-            }
-
+            _held = Released(_held, writer);
             AdmitWaiters(ref completions);
         }
 
@@ -239,7 +221,7 @@ public sealed class AsyncReaderWriterLock
         int state = Volatile.Read(ref _state);
         while (state != Contended)
         {
-            bool can = writer ? state == 0 : state >= 0 && state < _maxReaders;
+            bool can = CanEnter(state, writer);
             if (!can && !willWait)
             {
                 return false;
@@ -247,11 +229,10 @@ public sealed class AsyncReaderWriterLock
 
             if (!can)
             {
-                _readers = Math.Max(state, 0);
-                _writerHeld = state == WriterHeld;
+                _held = state;
             }
 
-            int seen = Interlocked.CompareExchange(ref _state, !can ? Contended : writer ? WriterHeld : state + 1, state);
+            int seen = Interlocked.CompareExchange(ref _state, can ? Entered(state, writer) : Contended, state);
             if (seen == state)
             {
                 return can;
@@ -267,22 +248,26 @@ public sealed class AsyncReaderWriterLock
     /// the state is <see cref="Contended"/>. Lock held.</summary>
     private bool TryEnterContended(Releaser request)
     {
-        if (_writerHeld || (request.IsWriter ? _readers > 0 : _readers >= _maxReaders))
+        if (!CanEnter(_held, request.IsWriter))
         {
             return false;
         }
 
-        if (request.IsWriter)
-        {
-            _writerHeld = true;
-        }
-        else
-        {
-            _readers++;
-        }
-
+        _held = Entered(_held, request.IsWriter);
         return true;
     }
+
+    /// <summary>Whether a reader (or a writer) can enter while <paramref name="held"/> is held.</summary>
+    private bool CanEnter(int held, bool writer) => writer ? held == 0 : held >= 0 && held < _maxReaders;
+
+    /// <summary>What is held once a reader (or a writer) entered while <paramref name="held"/> was.</summary>
+    private static int Entered(int held, bool writer) => writer ? WriterHeld : held + 1;
+
+    /// <summary>Whether <paramref name="held"/> includes a read lock (or the write lock) to release.</summary>
+    private static bool Holds(int held, bool writer) => writer ? held == WriterHeld : held > 0;
+
+    /// <summary>What is held once a read lock (or the write lock) was released from <paramref name="held"/>.</summary>
+    private static int Released(int held, bool writer) => writer ? 0 : held - 1;
 
     /// <summary>Admits waiters from the head of the line for as long as the head can enter; once the line is empty,
     /// reopens the fast paths. Lock held, state <see cref="Contended"/>.</summary>
@@ -297,7 +282,7 @@ public sealed class AsyncReaderWriterLock
 
         if (_waiters.IsEmpty)
         {
-            Volatile.Write(ref _state, _writerHeld ? WriterHeld : _readers);
+            Volatile.Write(ref _state, _held);
         }
     }
 
