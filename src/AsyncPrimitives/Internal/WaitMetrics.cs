@@ -157,4 +157,14 @@ internal struct WaitMetering
 
     /// <summary>Whether anything is to be recorded when the wait is delivered.</summary>
     public readonly bool IsActive => CountsAsWaiter || IsTimed;
+
+    /// <summary>Records <paramref name="outcome"/> unless an earlier line decided it (a condition's waiter is decided
+    /// by the condition's line, then served again by its lock's line); writes nothing while the wait is not metered.</summary>
+    public void Decide(string outcome)
+    {
+        if (IsActive)
+        {
+            Outcome ??= outcome;
+        }
+    }
 }

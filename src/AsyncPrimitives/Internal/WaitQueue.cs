@@ -157,11 +157,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     public void Serve(WaitNode<T> node, T result, ref Completions<T> completions)
     {
         node.SetResult(result);
-        if (node.Metering.IsActive)
-        {
-            node.Metering.Outcome ??= MetricNames.Acquired;
-        }
-
+        node.Metering.Decide(MetricNames.Acquired);
         Deliver(node, ref completions);
     }
 
@@ -174,11 +170,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     public void Fail(WaitNode<T> node, Exception error, string outcome, ref Completions<T> completions)
     {
         node.SetError(error);
-        if (node.Metering.IsActive)
-        {
-            node.Metering.Outcome ??= outcome;
-        }
-
+        node.Metering.Decide(outcome);
         Deliver(node, ref completions);
     }
 
