@@ -73,12 +73,7 @@ public sealed class AsyncKeyedLock<TKey>
         _comparer = comparer is null || ReferenceEquals(comparer, EqualityComparer<TKey>.Default) ? null : comparer;
         _timeProvider = timeProvider ?? TimeProvider.System;
 
-        int stripes = 2;
-        while (stripes < Environment.ProcessorCount && stripes < 64)
-        {
-            stripes *= 2;
-        }
-
+        int stripes = StripeCountFor(Environment.ProcessorCount);
         _stripes = new Stripe[stripes];
         for (int i = 0; i < stripes; i++)
         {
@@ -207,7 +202,12 @@ public sealed class AsyncKeyedLock<TKey>
             {
                 lock (stripe.Sync)
                 {
-                    slots += stripe.Buckets.Length + stripe.FreeCount;
+                    // The entries themselves, not FreeCount: what is kept, whatever the count says.
+                    slots += stripe.Buckets.Length;
+                    for (Entry? entry = stripe.FreeEntries; entry is not null; entry = entry.NextInBucket)
+                    {
+                        slots++;
+                    }
                 }
             }
 
@@ -217,6 +217,19 @@ public sealed class AsyncKeyedLock<TKey>
 
     /// <summary>The number of stripes, for tests.</summary>
     internal int StripeCount => _stripes.Length;
+
+    /// <summary>The stripes of a lock on a machine with <paramref name="processorCount"/> processors: the power of two
+    /// at or above it, at least 2 and at most 64.</summary>
+    internal static int StripeCountFor(int processorCount)
+    {
+        int stripes = 2;
+        while (stripes < processorCount && stripes < 64)
+        {
+            stripes *= 2;
+        }
+
+        return stripes;
+    }
 
     /// <summary>Releases one hold of <paramref name="key"/>, whoever took it; for tests that release what they did not acquire.</summary>
     internal void Release(TKey key)

@@ -186,6 +186,40 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
     }
 
     [Fact]
+    public void DistinctKeysWithEqualHashCodes_UnderTheDefaultComparer_AreStillDistinct()
+    {
+        var keyed = new AsyncKeyedLock<CollidingKey>();
+        keyed.TryAcquire(new CollidingKey(1), out AsyncKeyedLock<CollidingKey>.Releaser one).Should().BeTrue();
+
+        keyed.IsHeld(new CollidingKey(1)).Should().BeTrue();
+        keyed.IsHeld(new CollidingKey(2)).Should().BeFalse("an equal hash code does not make keys equal");
+        keyed.TryAcquire(new CollidingKey(1), out _).Should().BeFalse();
+        keyed.TryAcquire(new CollidingKey(2), out AsyncKeyedLock<CollidingKey>.Releaser two).Should().BeTrue();
+        keyed.KeyCount.Should().Be(2);
+
+        one.Dispose();
+        keyed.IsHeld(new CollidingKey(1)).Should().BeFalse();
+        keyed.IsHeld(new CollidingKey(2)).Should().BeTrue();
+        two.Dispose();
+        keyed.KeyCount.Should().Be(0);
+    }
+
+    [Theory]
+    [InlineData(1, 2)]
+    [InlineData(2, 2)]
+    [InlineData(3, 4)]
+    [InlineData(8, 8)]
+    [InlineData(12, 16)]
+    [InlineData(64, 64)]
+    [InlineData(65, 64)]
+    [InlineData(1024, 64)]
+    public void StripeCount_IsThePowerOfTwoAtOrAboveTheProcessorCount_FromTwoToSixtyFour(int processors, int stripes)
+    {
+        AsyncKeyedLock<int>.StripeCountFor(processors).Should().Be(stripes);
+        new AsyncKeyedLock<int>().StripeCount.Should().Be(AsyncKeyedLock<int>.StripeCountFor(Environment.ProcessorCount));
+    }
+
+    [Fact]
     public void ToString_WithAName_ShowsItFirst()
     {
         var keyed = new AsyncKeyedLock<string>(maxCountPerKey: 2) { Name = "per-account" };
@@ -301,6 +335,50 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
         }
 
         peak.Should().BeGreaterThanOrEqualTo(held.Length, "the tables did grow for 10,000 keys held at once");
+    }
+
+    [Fact]
+    public void ABurstOfKeys_ReleasedOneByOne_ShrinksTheTablesWithTheKeys_AndHeldAgainTheKeysStillExcludeOnlyThemselves()
+    {
+        const int Keys = 4096;
+        var keyed = new AsyncKeyedLock<int>();
+        int minimum = keyed.StripeCount * (AsyncKeyedLock<int>.MinBuckets + AsyncKeyedLock<int>.EntryPoolCapacity);
+        var held = new AsyncKeyedLock<int>.Releaser[Keys];
+        keyed.RetainedSlots.Should().Be(keyed.StripeCount * AsyncKeyedLock<int>.MinBuckets, "a new lock keeps its smallest tables and no entry");
+
+        for (int round = 0; round < 2; round++)
+        {
+            for (int key = 0; key < Keys; key++)
+            {
+                if (!keyed.TryAcquire(key, out held[key]))
+                {
+                    throw new InvalidOperationException($"round {round}: key {key} was not free");
+                }
+            }
+
+            // Each key excludes itself, and only itself.
+            Enumerable.Range(0, Keys).Count(key => keyed.TryAcquire(key, out _)).Should().Be(0);
+            keyed.TryAcquire(Keys, out AsyncKeyedLock<int>.Releaser other).Should().BeTrue();
+            other.Dispose();
+            keyed.KeyCount.Should().Be(Keys);
+
+            var tables = new List<(int Remaining, int Retained)>();
+            for (int key = 0; key < Keys; key++)
+            {
+                held[key].Dispose();
+                int remaining = Keys - key - 1;
+                if (remaining % 128 == 0)
+                {
+                    tables.Add((remaining, keyed.RetainedSlots));
+                }
+            }
+
+            // A table grows at one key per bucket and halves at a quarter full: never fewer buckets than keys, never
+            // more than about four per key (plus the smallest tables and the entries kept for reuse).
+            tables.Should().OnlyContain(t => t.Retained >= t.Remaining && t.Retained <= (4 * t.Remaining) + (2 * minimum), $"round {round}");
+            keyed.KeyCount.Should().Be(0);
+            keyed.RetainedSlots.Should().Be(minimum, "every table is back to its smallest size, and each stripe keeps a full pool of entries, no more");
+        }
     }
 
     [Fact]
@@ -481,6 +559,12 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
 
     /// <summary>One key of a keyed lock, seen as a lock for the contract.</summary>
     public sealed record KeyedGate(AsyncKeyedLock<string> Keyed, string Key);
+
+    /// <summary>A key whose own equality (the default comparer's) gives every key the same hash code.</summary>
+    public sealed record CollidingKey(int Value)
+    {
+        public override int GetHashCode() => 7;
+    }
 
     private sealed class ConstantHashComparer : IEqualityComparer<int>
     {

@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using AsyncPrimitives.Tests.Support;
+
 namespace AsyncPrimitives.Tests;
 
 /// <summary>
@@ -71,6 +74,116 @@ public sealed class AsyncThreadTests
         name.Should().Be("worker");
         thread.IsCurrentThread.Should().BeFalse("the caller's continuation never runs on the dedicated thread");
         thread.Name.Should().Be("worker");
+    }
+
+    [Fact]
+    public async Task TheThread_IsABackgroundThread_SoItNeverKeepsTheProcessAlive()
+    {
+        await using var thread = new AsyncThread();
+
+        (await thread.RunAsync(() => Thread.CurrentThread.IsBackground).WaitAsync(Bound)).Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task RunAsync_WorkThrowingOperationCanceled_CancelsTheCallWithThatToken()
+    {
+        await using var thread = new AsyncThread();
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+
+        Task<int> call = thread.RunAsync<int>(() => throw new OperationCanceledException(cts.Token));
+
+        (await FluentActions.Awaiting(() => call.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>())
+            .Which.CancellationToken.Should().Be(cts.Token);
+        call.IsCanceled.Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task RunAsync_WithExecutionContextFlowSuppressed_RunsTheWork()
+    {
+        await using var thread = new AsyncThread();
+        Task<int> call;
+        using (ExecutionContext.SuppressFlow())
+        {
+            call = thread.RunAsync(() => 42);
+        }
+
+        (await call.WaitAsync(Bound)).Should().Be(42);
+    }
+
+    [Fact]
+    public async Task RunAsync_WithALongLivedToken_DoesNotKeepTheWorkAliveOnceItRan()
+    {
+        await using var thread = new AsyncThread();
+        using var longLived = new CancellationTokenSource();
+        (WeakReference captured, Task<int> call) = RunCapturing(thread, longLived.Token);
+        await call.WaitAsync(Bound);
+        await thread.RunAsync(() => 0).WaitAsync(Bound); // the thread has moved on to other work
+
+        for (int i = 0; i < 3 && captured.IsAlive; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+
+        captured.IsAlive.Should().BeFalse("the token's registration for the work ends when the work starts");
+        longLived.IsCancellationRequested.Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task RunAsync_RacingItsTokensCancellation_EachCallRunsOrIsCancelledAtOnce_NoneIsLeftPending()
+    {
+        const int Calls = 5000;
+        int ran = 0;
+        var calls = new Task<int>[Calls];
+        await using var thread = new AsyncThread();
+        CancellationTokenSource? current = null;
+        bool done = false;
+
+        // One thread cancels each token a random moment after it is published, while this one publishes a token and
+        // calls with it: cancellations land before the call, inside it (after its first check, before it is queued),
+        // while it is queued, and after it started.
+        var canceller = new Thread(() =>
+        {
+            var random = new Random(31);
+            while (!Volatile.Read(ref done))
+            {
+                if (Volatile.Read(ref current) is { IsCancellationRequested: false } token)
+                {
+                    Thread.SpinWait(random.Next(256));
+                    token.Cancel();
+                }
+            }
+        }) { IsBackground = true };
+        canceller.Start();
+        await Task.Run(() =>
+        {
+            var tokens = new CancellationTokenSource[Calls];
+            try
+            {
+                for (int i = 0; i < Calls; i++)
+                {
+                    tokens[i] = new CancellationTokenSource();
+                    Volatile.Write(ref current, tokens[i]);
+                    calls[i] = thread.RunAsync(() => Interlocked.Increment(ref ran), tokens[i].Token);
+                    if (!SpinWait.SpinUntil(() => tokens[i].IsCancellationRequested, Bound))
+                    {
+                        throw new TimeoutException("the cancelling thread stopped");
+                    }
+                }
+            }
+            finally
+            {
+                Volatile.Write(ref done, true);
+                canceller.Join(Bound);
+                Array.ForEach(tokens, t => t?.Dispose());
+            }
+        }).WaitAsync(TimeSpan.FromSeconds(60));
+
+        await thread.RunAsync(() => 0).WaitAsync(Bound); // every call queued before it has run by now
+
+        calls.Should().OnlyContain(call => call.IsCompletedSuccessfully || call.IsCanceled, "a call that did not start was cancelled by its token at once");
+        calls.Count(call => call.IsCompletedSuccessfully).Should().Be(ran, "a call ran exactly when its caller got a result");
     }
 
     [Fact]
@@ -236,6 +349,15 @@ public sealed class AsyncThreadTests
         (completed + cancelled).Should().Be(Callers * Calls);
         ran.Should().Be(completed, "a call ran exactly when its caller got a result");
         thread.ToString().Should().Be("AsyncThread(queued=0)");
+    }
+
+    /// <summary>Runs work that captures a new object; returns a weak reference to it. Not inlined, so no local of the
+    /// caller keeps the object alive.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static (WeakReference Captured, Task<int> Call) RunCapturing(AsyncThread thread, CancellationToken cancellationToken)
+    {
+        object captured = new();
+        return (new WeakReference(captured), thread.RunAsync(() => captured.GetHashCode(), cancellationToken));
     }
 
     /// <summary>The call itself, so that what it throws synchronously (not its task) is asserted.</summary>

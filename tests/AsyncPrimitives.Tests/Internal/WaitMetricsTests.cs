@@ -337,14 +337,8 @@ public sealed class WaitMetricsTests : IDisposable
     public async Task AsyncThread_MetersEachCallsWaitForTheThread_UntilItStartsOrIsCancelled()
     {
         await using var thread = new AsyncThread("sqlite");
-        var blockerStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var release = new ManualResetEventSlim();
-        Task blocker = thread.RunAsync(() =>
-        {
-            blockerStarted.SetResult();
-            release.Wait(s_bound);
-        });
-        await blockerStarted.Task.WaitAsync(s_bound);
+        Task blocker = await BlockAsync(thread, release);
         Outcomes("AsyncThread").Should().Equal(["acquired"], "the first call waited only until the thread took it");
 
         using var cts = new CancellationTokenSource();
@@ -362,6 +356,64 @@ public sealed class WaitMetricsTests : IDisposable
         Outcomes("AsyncThread").Should().Equal("acquired", "canceled", "acquired");
         _durations.GetMeasurementSnapshot().Should().OnlyContain(m => Equals(m.Tags["asynctools.name"], "sqlite"));
         Sum(_waiters, "AsyncThread", "sqlite").Should().Be(0);
+    }
+
+    [Fact]
+    public async Task AsyncThread_ATokenCancelledJustAsItsWorkStarts_DoesNotCancelTheCall()
+    {
+        await using var thread = new AsyncThread("cancelled-as-it-starts");
+        using var release = new ManualResetEventSlim();
+        Task blocker = await BlockAsync(thread, release);
+        using var cts = new CancellationTokenSource();
+        bool ran = false;
+        Task<int> call = thread.RunAsync(() =>
+        {
+            ran = true;
+            return 5;
+        }, cts.Token);
+
+        // The thread records the call's wait as it takes the call off the queue, just before running it: the token is
+        // cancelled there, after the call left the queue and before it runs.
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "AsyncPrimitives" && instrument.Name == "asynctools.wait.duration")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<double>((_, _, tags, _) =>
+        {
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                if (tag.Key == "asynctools.name" && Equals(tag.Value, "cancelled-as-it-starts"))
+                {
+                    cts.Cancel();
+                }
+            }
+        });
+        listener.Start();
+        release.Set();
+        await blocker.WaitAsync(s_bound);
+
+        (await call.WaitAsync(s_bound)).Should().Be(5, "once taken off the queue, the work runs and its result is the call's");
+        ran.Should().BeTrue();
+        cts.IsCancellationRequested.Should().BeTrue();
+        Outcomes("AsyncThread").Should().NotContain("canceled");
+    }
+
+    /// <summary>Runs work on <paramref name="thread"/> that blocks it until <paramref name="release"/> is set; returns
+    /// that work's task once it has started.</summary>
+    private static async Task<Task> BlockAsync(AsyncThread thread, ManualResetEventSlim release)
+    {
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task blocker = thread.RunAsync(() =>
+        {
+            started.SetResult();
+            release.Wait(s_bound);
+        });
+        await started.Task.WaitAsync(s_bound);
+        return blocker;
     }
 
     private static WeakReference CreateNamedQueue(string name)
