@@ -55,6 +55,27 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
     }
 
     [PostgresFact]
+    public async Task RowsOfAProcessThatDiedWithoutCleaningUp_DoNotHoldBackTheNextAcquire()
+    {
+        Member a = await JoinAsync();
+        PostgresSemaphore semaphore = a.Coordinator.CreateSemaphore("api", 1);
+        await (await semaphore.AcquireAsync()).ReleaseAsync(); // the permit's row exists
+
+        // A process that died (its session's advisory lock is free, so its session has ended) and left a permit held
+        // and a place in line ahead of everyone, both far from expiry.
+        await ScalarAsync<int>(
+            "UPDATE @schema.permit_slots SET token = nextval('@schema.ids'), owner = gen_random_uuid(), session = 4242, " +
+            "lease = '1 hour', acquired_at = now(), expires_at = now() + interval '1 hour' WHERE name = 'api'; " +
+            "INSERT INTO @schema.permit_waiters (ticket, kind, name, owner, session, lease, expires_at) " +
+            "VALUES (nextval('@schema.ids'), 's', 'api', gen_random_uuid(), 4242, '1 hour', now() + interval '1 hour'); SELECT 1");
+
+        // Not even a wait: the acquire frees both and takes the permit.
+        await using PostgresLease? lease = await semaphore.TryAcquireAsync();
+        lease.Should().NotBeNull("a holder and a waiter whose session has ended count for nothing");
+        (await PermitRowsAsync()).Should().Be((1L, 0L));
+    }
+
+    [PostgresFact]
     public async Task CutOffHolder_SeesLostWithinLeaseDuration_BeforeAnyoneElseGetsThePermit()
     {
         TimeSpan leaseDuration = TimeSpan.FromSeconds(2);
