@@ -308,6 +308,27 @@ public sealed class LimiterContractTests
     }
 
     [Theory, MemberData(nameof(Operators))]
+    public async Task RefusalWithRetryAfterZero_WaitsAMillisecond_SoALimiterThatKeepsRefusingNeverSpins(LimitedOperator op)
+    {
+        var time = new CountingTimeProvider();
+        using var limiter = new CountingLimiter { Refuse = n => n < 2 ? new CountingLimiter.Refusal(TimeSpan.Zero) : null };
+
+        Task<List<int>> run = RunAsync(op, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter, time);
+        await time.WaitForArmedTimersAsync(1).WaitAsync(TestWork.Bound);
+        limiter.Requests.Should().Be(1, "a refusal with a RetryAfter of zero waits on the clock before asking again");
+
+        time.Advance(TimeSpan.FromMilliseconds(1)); // the first wait's timer fires, and is disarmed, on this thread
+        await time.WaitForArmedTimersAsync(1).WaitAsync(TestWork.Bound);
+        limiter.Requests.Should().Be(2);
+
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        (await run.WaitAsync(TestWork.Bound)).Should().Equal(0);
+        limiter.Requests.Should().Be(3);
+        limiter.ShouldHaveReturnedEveryLease();
+        time.ActiveTimers.Should().Be(0);
+    }
+
+    [Theory, MemberData(nameof(Operators))]
     public async Task Cancellation_DuringARetryAfterWait_EndsTheWait(LimitedOperator op)
     {
         var time = new CountingTimeProvider();

@@ -169,9 +169,13 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
         return await _call(arg, cancellationToken);
     }
 
+    /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>
+    internal static readonly TimeSpan MinRetryAfter = TimeSpan.FromMilliseconds(1);
+
     /// <summary>
     /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
-    /// (on <see cref="_timeProvider"/>); one without it marks <paramref name="operation"/> refused and throws.
+    /// (on <see cref="_timeProvider"/>, and at least <see cref="MinRetryAfter"/>); one without it marks
+    /// <paramref name="operation"/> refused and throws.
     /// </summary>
     private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
     {
@@ -200,7 +204,8 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
                 lease.Dispose();
             }
 
-            await Compat.Delay(_timeProvider, retryAfter > TimeSpan.Zero ? retryAfter : TimeSpan.Zero, cancellationToken);
+            // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the thread.
+            await Compat.Delay(_timeProvider, retryAfter > MinRetryAfter ? retryAfter : MinRetryAfter, cancellationToken);
         }
     }
 
