@@ -12,13 +12,16 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // Reports that BenchmarkDotNet's per-operation numbers cannot show (no --filter needed):
 //   --fairness   each Merge source's share of the first half of the output
 //   --memory     GatherAsync(64) vs WhenAll over 1,000,000 items: bytes allocated, peak heap, max live work tasks
+//   --interleaved  the contended lock classes, every row in one process in rounds (a stable verdict where one process
+//                per row gives none)
 //   postgres     AsyncPrimitives.Postgres vs DistributedLock.Postgres and a naive queue, on a throwaway PostgreSQL server
 //                (ASYNCTOOLS_POSTGRES names another; skipped with a message where there is none)
 bool smoke = args.Contains("--smoke");
 bool fairness = args.Contains("--fairness");
 bool memory = args.Contains("--memory");
+bool interleaved = args.Contains("--interleaved");
 bool postgres = args.Contains("postgres");
-args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "postgres")).ToArray();
+args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "--interleaved" or "postgres")).ToArray();
 
 if (postgres || smoke)
 {
@@ -39,7 +42,12 @@ if (memory || smoke)
     await GatherMemoryReport.ReportAsync(Console.Out, smoke && !memory ? [10_000] : [10_000, 100_000, 1_000_000]);
 }
 
-if ((fairness || memory) && !smoke && args.Length == 0)
+if (interleaved || smoke)
+{
+    await InterleavedReport.ReportAsync(Console.Out, rounds: smoke && !interleaved ? 2 : 40, invokesPerRound: smoke && !interleaved ? 1 : 10);
+}
+
+if ((fairness || memory || interleaved) && !smoke && args.Length == 0)
 {
     return 0;
 }

@@ -1,0 +1,121 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using BenchmarkDotNet.Attributes;
+
+namespace AsyncTools.Benchmarks;
+
+/// <summary>
+/// Interleaved report (<c>--interleaved</c>): the rows of the classes whose time BenchmarkDotNet gives no stable verdict
+/// for on a small machine (8 tasks contending through the thread pool: each row runs in a process of its own, and how
+/// that process's pool interleaves the tasks moves a row by up to 3 times between runs). Here every row runs in one
+/// process, in rounds, once per round in a random order, so the pool's state and the machine's load hit every row alike.
+/// Per row: the median time per operation, the median and quartiles of its per-round ratio to the class's baseline, and
+/// bytes and thread-pool work items per operation over all rounds.
+/// </summary>
+public static class InterleavedReport
+{
+    /// <summary>The classes reported, each with its <c>[Benchmark]</c> methods as rows (one a baseline).</summary>
+    public static readonly Type[] Classes = [typeof(ContendedLockBenchmarks), typeof(ContendedReaderWriterLockBenchmarks)];
+
+    private sealed record Row(string Name, Func<Task> Run, bool Baseline, int OperationsPerInvoke)
+    {
+        public List<double> Nanoseconds { get; } = [];
+
+        public List<double> Ratios { get; } = [];
+
+        public long Operations { get; set; }
+
+        public long Bytes { get; set; }
+
+        public long WorkItems { get; set; }
+    }
+
+    /// <summary>Runs <paramref name="rounds"/> rounds of every class's rows, each row <paramref name="invokesPerRound"/>
+    /// times a round, and writes one table per class.</summary>
+    public static async Task ReportAsync(TextWriter output, int rounds, int invokesPerRound)
+    {
+        output.WriteLine($"## Interleaved: {rounds} rounds, every row {invokesPerRound} times a round, in a random order");
+        output.WriteLine();
+        var random = new Random(12345);
+        foreach (Type type in Classes)
+        {
+            List<Row> rows = RowsOf(type);
+            Row baseline = rows.Single(r => r.Baseline);
+            foreach (Row row in rows)
+            {
+                await row.Run(); // warm up: JIT, tiering, the pool's threads
+            }
+
+            for (int round = 0; round < rounds; round++)
+            {
+                foreach (Row row in rows.OrderBy(_ => random.Next()))
+                {
+                    await MeasureAsync(row, invokesPerRound);
+                }
+
+                foreach (Row row in rows)
+                {
+                    row.Ratios.Add(row.Nanoseconds[^1] / baseline.Nanoseconds[^1]);
+                }
+            }
+
+            output.WriteLine($"### {type.Name}");
+            output.WriteLine();
+            output.WriteLine("| Row | Median time/op | Ratio: median (quartiles) | Allocated/op | Work items/op |");
+            output.WriteLine("|---|---:|---:|---:|---:|");
+            foreach (Row row in rows)
+            {
+                output.WriteLine(string.Format(
+                    CultureInfo.InvariantCulture,
+                    "| `{0}`{1} | {2:0.0} ns | {3:0.00} ({4:0.00}–{5:0.00}) | {6:0} B | {7:0.00} |",
+                    row.Name,
+                    row.Baseline ? " (baseline)" : string.Empty,
+                    Quantile(row.Nanoseconds, 0.5),
+                    Quantile(row.Ratios, 0.5),
+                    Quantile(row.Ratios, 0.25),
+                    Quantile(row.Ratios, 0.75),
+                    (double)row.Bytes / row.Operations,
+                    (double)row.WorkItems / row.Operations));
+            }
+
+            output.WriteLine();
+        }
+    }
+
+    private static List<Row> RowsOf(Type type)
+    {
+        object instance = Activator.CreateInstance(type)!;
+        return type.GetMethods(BindingFlags.Public | BindingFlags.Instance)
+            .Select(m => (Method: m, Attribute: m.GetCustomAttribute<BenchmarkAttribute>()))
+            .Where(m => m.Attribute is not null && m.Method.ReturnType == typeof(Task))
+            .OrderBy(m => m.Attribute!.Baseline ? 0 : 1)
+            .ThenBy(m => m.Method.MetadataToken)
+            .Select(m => new Row(m.Method.Name, m.Method.CreateDelegate<Func<Task>>(instance), m.Attribute!.Baseline, m.Attribute.OperationsPerInvoke))
+            .ToList();
+    }
+
+    private static async Task MeasureAsync(Row row, int invokes)
+    {
+        long bytes = GC.GetTotalAllocatedBytes(precise: true);
+        long workItems = ThreadPool.CompletedWorkItemCount;
+        long start = Stopwatch.GetTimestamp();
+        for (int i = 0; i < invokes; i++)
+        {
+            await row.Run();
+        }
+
+        TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
+        long operations = (long)invokes * row.OperationsPerInvoke;
+        row.Nanoseconds.Add(elapsed.TotalNanoseconds / operations);
+        row.Operations += operations;
+        row.Bytes += GC.GetTotalAllocatedBytes(precise: true) - bytes;
+        row.WorkItems += ThreadPool.CompletedWorkItemCount - workItems;
+    }
+
+    private static double Quantile(List<double> values, double q)
+    {
+        List<double> sorted = values.Order().ToList();
+        return sorted[(int)Math.Round(q * (sorted.Count - 1))];
+    }
+}
