@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
 using BenchmarkDotNet.Attributes;
@@ -24,11 +23,7 @@ public static class InterleavedReport
 
         public List<double> Ratios { get; } = [];
 
-        public long Operations { get; set; }
-
-        public long Bytes { get; set; }
-
-        public long WorkItems { get; set; }
+        public Totals Totals { get; set; }
     }
 
     /// <summary>Runs <paramref name="rounds"/> rounds of every class's rows, each row <paramref name="invokesPerRound"/>
@@ -75,8 +70,8 @@ public static class InterleavedReport
                     Quantile(row.Ratios, 0.5),
                     Quantile(row.Ratios, 0.25),
                     Quantile(row.Ratios, 0.75),
-                    (double)row.Bytes / row.Operations,
-                    (double)row.WorkItems / row.Operations));
+                    row.Totals.BytesPerOp,
+                    row.Totals.WorkItemsPerOp));
             }
 
             output.WriteLine();
@@ -97,20 +92,15 @@ public static class InterleavedReport
 
     private static async Task MeasureAsync(Row row, int invokes)
     {
-        long bytes = GC.GetTotalAllocatedBytes(precise: true);
-        long workItems = ThreadPool.CompletedWorkItemCount;
-        long start = Stopwatch.GetTimestamp();
+        Snapshot start = Snapshot.Take();
         for (int i = 0; i < invokes; i++)
         {
             await row.Run();
         }
 
-        TimeSpan elapsed = Stopwatch.GetElapsedTime(start);
-        long operations = (long)invokes * row.OperationsPerInvoke;
-        row.Nanoseconds.Add(elapsed.TotalNanoseconds / operations);
-        row.Operations += operations;
-        row.Bytes += GC.GetTotalAllocatedBytes(precise: true) - bytes;
-        row.WorkItems += ThreadPool.CompletedWorkItemCount - workItems;
+        Totals totals = start.Until((long)invokes * row.OperationsPerInvoke);
+        row.Nanoseconds.Add(totals.NanosecondsPerOp);
+        row.Totals += totals;
     }
 
     private static double Quantile(List<double> values, double q)

@@ -54,19 +54,6 @@ public static class PostgresReport
         return 0;
     }
 
-    /// <summary>One side's totals over its rounds.</summary>
-    private readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems)
-    {
-        public double Rate => Ops / Elapsed.TotalSeconds;
-
-        public double BytesPerOp => Ops == 0 ? 0 : (double)Bytes / Ops;
-
-        public double WorkItemsPerOp => Ops == 0 ? 0 : (double)WorkItems / Ops;
-
-        public static Totals operator +(Totals a, Totals b) =>
-            new(a.Ops + b.Ops, a.Elapsed + b.Elapsed, a.Bytes + b.Bytes, a.WorkItems + b.WorkItems);
-    }
-
     private sealed class Run(TestPostgres server, string schema, Sizes sizes, TextWriter output)
     {
         private readonly List<IAsyncDisposable> _owned = [];
@@ -425,18 +412,5 @@ public static class PostgresReport
 
         private static string LoadAverage() =>
             File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
-    }
-
-    /// <summary>The process's counters at one moment.</summary>
-    private readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems)
-    {
-        public static Snapshot Take() =>
-            new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount);
-
-        public Totals Until(long ops) => new(
-            ops,
-            Stopwatch.GetElapsedTime(Timestamp),
-            GC.GetTotalAllocatedBytes(precise: true) - Bytes,
-            ThreadPool.CompletedWorkItemCount - WorkItems);
     }
 }
