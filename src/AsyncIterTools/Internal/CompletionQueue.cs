@@ -170,7 +170,7 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     }
 
     /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>
-    internal static readonly TimeSpan MinRetryAfter = TimeSpan.FromMilliseconds(1);
+    private static readonly TimeSpan MinRetryAfter = TimeSpan.FromMilliseconds(1);
 
     /// <summary>
     /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
