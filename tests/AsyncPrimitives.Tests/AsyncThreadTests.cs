@@ -120,11 +120,7 @@ public sealed class AsyncThreadTests
         await call.WaitAsync(Bound);
         await thread.RunAsync(() => 0).WaitAsync(Bound); // the thread has moved on to other work
 
-        for (int i = 0; i < 3 && captured.IsAlive; i++)
-        {
-            GC.Collect();
-            GC.WaitForPendingFinalizers();
-        }
+        CancelledWaitProbe.Collect();
 
         captured.IsAlive.Should().BeFalse("the token's registration for the work ends when the work starts");
         longLived.IsCancellationRequested.Should().BeFalse();
