@@ -27,7 +27,8 @@ public static partial class AsyncIter
     /// elements are started and not yet yielded, so memory is O(<paramref name="maxConcurrency"/>): results that complete
     /// out of order wait only inside that window. A slow element at the head of the window therefore delays the next
     /// starts; use <see cref="MapUnordered{T, TResult}(IAsyncEnumerable{T}, Func{T, CancellationToken, ValueTask{TResult}}, int)"/>
-    /// when order does not matter.
+    /// when order does not matter. A result whose turn has come is yielded at once, also while the source is still
+    /// waiting for its next element.
     /// </para>
     /// <para>
     /// The first failure, in completion order, of a selector call or of the source cancels the calls in flight, awaits
@@ -146,99 +147,84 @@ public static partial class AsyncIter
             {
                 // Honoured here too, not only through the token the source and selector get: they may ignore it.
                 cancellationToken.ThrowIfCancellationRequested();
-                sourceDone = await FillAsync(enumerator, calls, window, maxConcurrency, sourceDone);
+                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
                 CompletionQueue<T, TResult>.Operation completed;
-                if (window is not null)
+                if (window is not null && window.Count > 0 && window.Peek().IsDone)
                 {
-                    if (window.Count == 0)
-                    {
-                        break;
-                    }
-
-                    if (!window.Peek().IsDone)
-                    {
-                        // Failures surface in completion order, even one behind the head of the window.
-                        (await calls.NextAsync()).Error?.Throw();
-                        continue;
-                    }
-
                     completed = window.Dequeue();
                 }
                 else
                 {
-                    if (calls.InFlight == 0)
+                    if (calls.InFlight == 0 && !calls.IsMoving)
                     {
                         break;
                     }
 
+                    // The next call to complete, or the source's next element, whichever comes first.
                     completed = await calls.NextAsync();
+                    if (calls.IsMoveSignal(completed))
+                    {
+                        if (calls.TakeMove())
+                        {
+                            Start(enumerator, calls, window);
+                        }
+                        else
+                        {
+                            sourceDone = true;
+                        }
+
+                        continue;
+                    }
+
+                    if (window is not null)
+                    {
+                        // Failures surface in completion order, even one behind the head of the window; a value waits
+                        // in the window for its turn.
+                        completed.Error?.Throw();
+                        continue;
+                    }
                 }
 
                 TResult result = completed.GetResult();
                 calls.Return(completed);
 
                 // Refill before yielding, so the window stays busy while the consumer works.
-                sourceDone = await FillAsync(enumerator, calls, window, maxConcurrency, sourceDone);
+                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
                 yield return result;
             }
         }
         finally
         {
-            // Failure, early disposal or cancellation: stop the calls in flight and wait for them before the source goes.
+            // Failure, early disposal or cancellation: stop the calls in flight (and a pending move of the source) and wait
+            // for them before the source goes.
             calls.Cancel();
             await calls.DrainAsync();
             await enumerator.DisposeAsync();
         }
     }
 
-    /// <summary>Pulls the source and starts selector calls until the window is full; returns whether the source ended.</summary>
-    /// <remarks>
-    /// Synchronous when there is nothing to fill (the source ended or the window is full) and while the source's
-    /// <c>MoveNextAsync</c> completes synchronously: no async method runs then.
-    /// </remarks>
-    private static ValueTask<bool> FillAsync<T, TResult>(
+    /// <summary>
+    /// Pulls the source and starts selector calls until the window is full, the source ends (returns true) or its
+    /// <c>MoveNextAsync</c> does not complete at once: that move then races the calls in flight
+    /// (<see cref="CompletionQueue{TArg, TResult}.AwaitMove"/>), so a result that is ready never waits for the source.
+    /// </summary>
+    private static bool Fill<T, TResult>(
         IAsyncEnumerator<T> enumerator,
         CompletionQueue<T, TResult> calls,
         Queue<CompletionQueue<T, TResult>.Operation>? window,
         int maxConcurrency,
         bool sourceDone)
     {
-        while (!sourceDone && HasRoom(calls, window, maxConcurrency))
+        while (!sourceDone && !calls.IsMoving && HasRoom(calls, window, maxConcurrency))
         {
             ValueTask<bool> move = enumerator.MoveNextAsync();
-            if (!move.IsCompletedSuccessfully)
+            if (!move.IsCompleted)
             {
-                return FillSlowAsync(move, enumerator, calls, window, maxConcurrency);
+                calls.AwaitMove(move);
+                return false;
             }
 
-            if (!move.Result)
-            {
-                return new ValueTask<bool>(true);
-            }
-
-            Start(enumerator, calls, window);
-        }
-
-        return new ValueTask<bool>(sourceDone);
-    }
-
-    /// <summary>As <see cref="FillAsync"/>, from a <c>MoveNextAsync</c> that did not complete synchronously.</summary>
-    private static async ValueTask<bool> FillSlowAsync<T, TResult>(
-        ValueTask<bool> pendingMove,
-        IAsyncEnumerator<T> enumerator,
-        CompletionQueue<T, TResult> calls,
-        Queue<CompletionQueue<T, TResult>.Operation>? window,
-        int maxConcurrency)
-    {
-        if (!await pendingMove)
-        {
-            return true;
-        }
-
-        Start(enumerator, calls, window);
-        while (HasRoom(calls, window, maxConcurrency))
-        {
-            if (!await enumerator.MoveNextAsync())
+            if (!move.GetAwaiter().GetResult())
             {
                 return true;
             }
@@ -246,7 +232,7 @@ public static partial class AsyncIter
             Start(enumerator, calls, window);
         }
 
-        return false;
+        return sourceDone;
     }
 
     /// <summary>Whether the window (ordered) or the number of calls in flight (unordered) leaves room for another call.</summary>

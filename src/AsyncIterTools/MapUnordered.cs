@@ -16,7 +16,8 @@ public static partial class AsyncIter
     /// <para>
     /// Deferred. The source is pulled only when a slot is free (back-pressure), so at most
     /// <paramref name="maxConcurrency"/> calls are in flight and memory is O(<paramref name="maxConcurrency"/>). A finished
-    /// call frees its slot at once, so one slow element never holds back the others.
+    /// call frees its slot at once, so one slow element never holds back the others, and is yielded at once, also while
+    /// the source is still waiting for its next element.
     /// </para>
     /// <para>
     /// The first failure, in completion order, of a selector call or of the source cancels the calls in flight, awaits

@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+
 namespace AsyncIterTools.Tests;
 
 /// <summary>
@@ -179,5 +182,164 @@ public abstract class MapContractTests
         source.LastToken.IsCancellationRequested.Should().BeTrue();
         await e.DisposeAsync();
         source.Disposals.Should().Be(1);
+    }
+
+    /// <summary>
+    /// A source that yields 0 and 1 at once, then waits for <paramref name="gate"/> (with its token, unless
+    /// <paramref name="ignoreToken"/>) before yielding 2. <paramref name="log"/> records how it ended.
+    /// </summary>
+    private static async IAsyncEnumerable<int> StallsAfterTwo(
+        Task gate, ConcurrentQueue<string> log, bool ignoreToken = false, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            yield return 0;
+            yield return 1;
+            try
+            {
+                await (ignoreToken ? gate : gate.WaitAsync(cancellationToken));
+            }
+            catch (OperationCanceledException)
+            {
+                log.Enqueue("cancelled");
+                throw;
+            }
+
+            log.Enqueue("moved");
+            yield return 2;
+        }
+        finally
+        {
+            log.Enqueue("disposed");
+        }
+    }
+
+    [Fact]
+    public async Task AResultThatIsReady_IsYielded_WhileTheSourceWaitsForItsNextElement()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var calls = new[] { new TaskCompletionSource<int>(), new TaskCompletionSource<int>(), new TaskCompletionSource<int>() };
+        var log = new ConcurrentQueue<string>();
+        await using IAsyncEnumerator<int> e = Apply(StallsAfterTwo(gate.Task, log), (x, _) => new ValueTask<int>(calls[x].Task), 4).GetAsyncEnumerator();
+
+        ValueTask<bool> first = e.MoveNextAsync();
+        calls[0].SetResult(10);
+        (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue("call 0 is done: it does not wait for the source's element 2");
+        e.Current.Should().Be(10);
+
+        ValueTask<bool> second = e.MoveNextAsync();
+        calls[1].SetResult(11);
+        (await second.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(11);
+        log.Should().BeEmpty("the source is still waiting");
+
+        ValueTask<bool> third = e.MoveNextAsync();
+        gate.SetResult();
+        calls[2].SetResult(12);
+        (await third.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(12);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
+        log.Should().Equal("moved", "disposed");
+    }
+
+    [Fact]
+    public async Task AFailureThatIsReady_Surfaces_WhileTheSourceWaitsForItsNextElement_AndTheSourceIsCancelledThenDisposed()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        var boom = new FormatException();
+        var log = new ConcurrentQueue<string>();
+        var failing = new TaskCompletionSource<int>();
+        var secondStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IAsyncEnumerable<int> mapped = Apply(StallsAfterTwo(gate.Task, log), (x, ct) =>
+        {
+            if (x == 0)
+            {
+                return new ValueTask<int>(failing.Task);
+            }
+
+            secondStarted.SetResult();
+            return new ValueTask<int>(probe.RunAsync(x, never, ct));
+        }, 4);
+
+        Task<List<int>> all = mapped.ToListAsync().AsTask();
+        await secondStarted.Task.WaitAsync(TestWork.Bound);
+        failing.SetException(boom);
+
+        (await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>()).Which.Should().BeSameAs(boom);
+        log.Should().Equal("cancelled", "disposed");
+        probe.Cancelled.Should().Be(1);
+        probe.InFlight.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task EarlyBreak_WhileTheSourceWaitsForItsNextElement_DisposesTheSourceOnlyAfterThatMoveEnds()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var log = new ConcurrentQueue<string>();
+        IAsyncEnumerator<int> e = Apply(StallsAfterTwo(gate.Task, log, ignoreToken: true), (x, _) => new ValueTask<int>(x), 4).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+
+        // Both results were yielded while the source waits (ignoring its token): stopping now must wait for that move.
+        Task disposing = e.DisposeAsync().AsTask();
+        disposing.IsCompleted.Should().BeFalse("an enumerator is never disposed while its MoveNextAsync is pending");
+        log.Should().BeEmpty();
+
+        gate.SetResult();
+        await disposing.WaitAsync(TestWork.Bound);
+        log.Should().Equal("moved", "disposed");
+    }
+
+    [Fact]
+    public async Task RacingSourceMovesAndCompletions_EveryElementIsMappedExactlyOnce_InOrderWhenOrdered()
+    {
+        var random = new Random(20261203);
+        for (int round = 0; round < 200; round++)
+        {
+            int count = random.Next(0, 40);
+            int seed = random.Next();
+            int limit = random.Next(1, 6);
+            var probe = new ConcurrencyProbe();
+            var source = RandomlyYielding(count, new Random(seed));
+            var selectorRandom = new Random(seed + 1);
+            int[] yields = Enumerable.Range(0, count).Select(_ => selectorRandom.Next(0, 3)).ToArray();
+
+            List<int> results = await Apply(source, async (x, ct) =>
+            {
+                probe.Enter(x);
+                try
+                {
+                    for (int i = 0; i < yields[x]; i++)
+                    {
+                        await Task.Yield();
+                    }
+
+                    return x * 2;
+                }
+                finally
+                {
+                    probe.Exit();
+                }
+            }, limit).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+
+            AssertResults(results, Enumerable.Range(0, count).Select(x => x * 2));
+            probe.Peak.Should().BeLessThanOrEqualTo(limit, "round {0} (seed {1})", round, seed);
+            probe.InFlight.Should().Be(0);
+        }
+    }
+
+    private static async IAsyncEnumerable<int> RandomlyYielding(int count, Random random)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            if (random.Next(2) == 0)
+            {
+                await Task.Yield();
+            }
+
+            yield return i;
+        }
     }
 }

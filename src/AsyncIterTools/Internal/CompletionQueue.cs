@@ -96,6 +96,22 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     /// <summary>True while the consumer is parked on <see cref="_waiter"/>; then <see cref="_completed"/> is empty.</summary>
     private bool _waiting;
 
+    /// <summary>
+    /// Stands in the completion order for the source's <c>MoveNextAsync</c> registered by <see cref="AwaitMove"/> (Map and
+    /// MapUnordered): taken from <see cref="NextAsync"/> like a call's operation, but never started, counted or returned.
+    /// Made on the first such move.
+    /// </summary>
+    private Operation? _moveSignal;
+
+    /// <summary>The source's pending <c>MoveNextAsync</c> (see <see cref="AwaitMove"/>), until <see cref="TakeMove"/> reads it.</summary>
+    private ValueTask<bool> _move;
+
+    /// <summary>True from <see cref="AwaitMove"/> until <see cref="NextAsync"/> hands out <see cref="_moveSignal"/>.</summary>
+    private bool _moving;
+
+    /// <summary>Cached <see cref="OnMoveCompleted"/>, registered on each pending move.</summary>
+    private Action? _onMoveCompleted;
+
     /// <summary>The token that may end the current wait, and its registration (consumer side).</summary>
     private CancellationToken _waitToken;
 
@@ -125,6 +141,9 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
     /// <summary>Gets how many calls are in flight: started, and not yet taken by <see cref="NextAsync"/>.</summary>
     public int InFlight => _inFlight;
+
+    /// <summary>Gets a value indicating whether a source move registered by <see cref="AwaitMove"/> has not been taken yet.</summary>
+    public bool IsMoving => _moving;
 
     /// <summary>Gets the first failure reported through <see cref="Fail(Exception)"/>, if any.</summary>
     public ExceptionDispatchInfo? Failure => _failure;
@@ -241,6 +260,55 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
         }
     }
 
+    /// <summary>
+    /// Lets the source's pending <paramref name="move"/> (its <c>MoveNextAsync</c>) race the calls in flight: once it
+    /// completes, <see cref="NextAsync"/> hands out the move signal (<see cref="IsMoveSignal"/>) in completion order, and
+    /// <see cref="TakeMove"/> gives its outcome. So a call that completes while the source waits for its next element is
+    /// yielded at once rather than after that element. One move at a time.
+    /// </summary>
+    public void AwaitMove(ValueTask<bool> move)
+    {
+        Debug.Assert(!_moving, "One move at a time.");
+        _moveSignal ??= new Operation(this);
+        _move = move;
+        _moving = true;
+
+        // Bookkeeping, as a call's completion callback: it only posts the signal, on no caller's context.
+        move.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onMoveCompleted ??= OnMoveCompleted);
+    }
+
+    /// <summary>Whether <paramref name="operation"/>, taken from <see cref="NextAsync"/>, is the move signal rather than a call.</summary>
+    public bool IsMoveSignal(Operation operation) => ReferenceEquals(operation, _moveSignal);
+
+    /// <summary>After <see cref="NextAsync"/> handed out the move signal: the move's outcome (the source's failure is thrown).</summary>
+    public bool TakeMove()
+    {
+        ValueTask<bool> move = _move;
+        _move = default;
+        return move.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// The move completed: its signal joins the completion order. A parked consumer is resumed right here, as awaiting
+    /// the move itself would resume it (the next thing it runs is the source's or the selector's code either way).
+    /// </summary>
+    private void OnMoveCompleted()
+    {
+        lock (_lock)
+        {
+            if (!_waiting)
+            {
+                _completed.Enqueue(_moveSignal!);
+                return;
+            }
+
+            Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
+            _waiting = false;
+        }
+
+        _waiter.SetResult(_moveSignal!);
+    }
+
     /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
     /// <remarks>
     /// Synchronous when a completion is already queued (the common case under load). Otherwise the consumer parks on this
@@ -249,7 +317,7 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     /// </remarks>
     public ValueTask<Operation> NextAsync(CancellationToken cancellationToken = default)
     {
-        Debug.Assert(_inFlight > 0, "No call is in flight.");
+        Debug.Assert(_inFlight > 0 || _moving, "No call or move is in flight.");
         lock (_lock)
         {
             if (_completed.Count > 0)
@@ -299,12 +367,29 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     /// <summary>Cancels the calls in flight; <see cref="StartMore"/> starts nothing after this.</summary>
     public void Cancel() => _cts.CancelQuietly();
 
-    /// <summary>Awaits every call still in flight (after <see cref="Cancel"/> they observe cancellation); drops their outcomes.</summary>
+    /// <summary>
+    /// Awaits every call still in flight, and the source's move if one is pending (after <see cref="Cancel"/> they
+    /// observe cancellation); drops their outcomes, as the consumer has stopped taking them.
+    /// </summary>
     public async ValueTask DrainAsync()
     {
-        while (_inFlight > 0)
+        while (_inFlight > 0 || _moving)
         {
-            Return(await NextAsync());
+            Operation operation = await NextAsync();
+            if (!IsMoveSignal(operation))
+            {
+                Return(operation);
+                continue;
+            }
+
+            try
+            {
+                _ = TakeMove();
+            }
+            catch (Exception)
+            {
+                // Dropped like a call's outcome: the source's move ended after the operator stopped for another reason.
+            }
         }
     }
 
@@ -313,6 +398,12 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
     private Operation Take(Operation operation)
     {
+        if (IsMoveSignal(operation))
+        {
+            _moving = false;
+            return operation;
+        }
+
         _inFlight--;
         operation.IsDone = true;
         return operation;
