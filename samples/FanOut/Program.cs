@@ -104,14 +104,8 @@ root.SetAction(async (result, cancellationToken) =>
         return await RunScaleOutAsync(scaleOut, serverOptions, result.GetValue(postgres), cancellationToken);
     }
 
-    // Ctrl+C cancels the run, which then reports what was done; a second Ctrl+C ends the process at once.
-    using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-    ConsoleCancelEventHandler onCancel = (_, e) =>
-    {
-        e.Cancel = !stop.IsCancellationRequested;
-        stop.Cancel();
-    };
-    Console.CancelKeyPress += onCancel;
+    // Ctrl+C (or SIGTERM) cancels the run, which then reports what was done; a second one ends the process at once.
+    using var stop = new StopSignals(cancellationToken);
     cancellationToken = stop.Token;
 
     await using FlakyApiServer server = await FlakyApiServer.StartAsync(serverOptions, cancellationToken);
@@ -128,23 +122,16 @@ root.SetAction(async (result, cancellationToken) =>
     console.WriteHeader(options, serverOptions, server.BaseAddress);
     FanOutResult outcome = await console.ShowProgressAsync(pipeline, pipeline.RunAsync(cancellationToken));
     console.WriteReport(outcome, options, serverOptions, server.PeakInFlight);
-    Console.CancelKeyPress -= onCancel;
-    return outcome.Cancelled ? 130 : 0; // 130: interrupted, as shells report Ctrl+C
+    return outcome.Cancelled ? stop.ExitCode : 0;
 });
 
 return await parsed.InvokeAsync();
 
 // The scale-out demo: the flaky API in this process, the instances in their own; a throwaway PostgreSQL server when no
-// connection string is given. Ctrl+C kills the instances and cleans up.
+// connection string is given. Ctrl+C or SIGTERM kills the instances and cleans up (the throwaway server included).
 static async Task<int> RunScaleOutAsync(ScaleOutOptions options, FlakyApiOptions serverOptions, string? connectionString, CancellationToken cancellationToken)
 {
-    using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-    ConsoleCancelEventHandler onCancel = (_, e) =>
-    {
-        e.Cancel = !stop.IsCancellationRequested;
-        stop.Cancel();
-    };
-    Console.CancelKeyPress += onCancel;
+    using var stop = new StopSignals(cancellationToken);
     try
     {
         var console = new ConsoleOutput();
@@ -171,14 +158,10 @@ static async Task<int> RunScaleOutAsync(ScaleOutOptions options, FlakyApiOptions
             return outcome.Lost == 0 ? 0 : 1;
         }
     }
-    catch (OperationCanceledException) when (stop.IsCancellationRequested)
+    catch (OperationCanceledException) when (stop.Token.IsCancellationRequested)
     {
-        await Console.Error.WriteLineAsync("Stopped (Ctrl+C): the instances were killed and the run's schema dropped.");
-        return 130;
-    }
-    finally
-    {
-        Console.CancelKeyPress -= onCancel;
+        await Console.Error.WriteLineAsync($"Stopped ({stop.Reason}): the instances were killed and the run's schema dropped.");
+        return stop.ExitCode;
     }
 }
 
