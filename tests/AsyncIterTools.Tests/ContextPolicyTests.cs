@@ -24,7 +24,7 @@ public sealed class ContextPolicyTests
 
     public static TheoryData<string> Operators => new()
     {
-        "Map", "MapUnordered", "GatherAsync", "GatherSettledAsync", "AsCompleted(work)", "AsCompleted(tasks)", "Merge", "Tee", "Prefetch", "BatchTimed",
+        "Map", "MapUnordered", "Map(async source)", "MapUnordered(async source)", "GatherAsync", "GatherSettledAsync", "AsCompleted(work)", "AsCompleted(tasks)", "Merge", "Tee", "Prefetch", "BatchTimed",
     };
 
     [Theory, MemberData(nameof(Operators))]
@@ -61,6 +61,10 @@ public sealed class ContextPolicyTests
         {
             "Map" => Sources.From(Enumerable.Range(0, Calls)).Map((_, _) => new ValueTask<int>(gate.Task), Calls),
             "MapUnordered" => Sources.From(Enumerable.Range(0, Calls)).MapUnordered((_, _) => new ValueTask<int>(gate.Task), Calls),
+            // The source's first move waits for the gate: the operators hand it to their completion queue, whose signal
+            // must not post either.
+            "Map(async source)" => gated.Map((_, _) => new ValueTask<int>(gate.Task), Calls),
+            "MapUnordered(async source)" => gated.MapUnordered((_, _) => new ValueTask<int>(gate.Task), Calls),
             "AsCompleted(work)" => AsyncIter.AsCompleted(work, Calls),
             "AsCompleted(tasks)" => AsyncIter.AsCompleted(Enumerable.Repeat(gate.Task, Calls)),
             "Merge" => AsyncIter.Merge(Enumerable.Range(0, Calls).Select(_ => new GatedSource(gate.Task, 1)).ToArray()),
@@ -72,9 +76,10 @@ public sealed class ContextPolicyTests
 
         await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator();
         ValueTask<bool> first = e.MoveNextAsync();
-        if (op is "Prefetch" or "BatchTimed")
+        if (op is "Prefetch" or "BatchTimed" or "Map(async source)" or "MapUnordered(async source)")
         {
-            // These read the source on the thread pool by design; open the gate once their producer is parked on it.
+            // Open the gate once the source's move is parked on it (Prefetch and BatchTimed read the source on the thread
+            // pool by design).
             await gated.Parked;
         }
 
