@@ -152,7 +152,23 @@ public abstract class MapContractTests
         var probe = new ConcurrencyProbe();
         var never = new TaskCompletionSource<bool>().Task;
         var source = Sources.From(Enumerable.Range(0, 10), mode);
-        await foreach (int x in Apply(source, (x, ct) => x == 0 ? new ValueTask<int>(x) : new ValueTask<int>(probe.RunAsync(x, never, ct)), 4))
+
+        // Call 0 finishes once another call is running, so the break finds calls in flight whatever the source's timing
+        // (a result that is ready is yielded without waiting for the source).
+        var anotherStarted = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Func<int, CancellationToken, ValueTask<int>> selector = (x, ct) =>
+        {
+            if (x == 0)
+            {
+                return new ValueTask<int>(anotherStarted.Task);
+            }
+
+            Task<int> running = probe.RunAsync(x, never, ct);
+            anotherStarted.TrySetResult(0);
+            return new ValueTask<int>(running);
+        };
+
+        await foreach (int x in Apply(source, selector, 4))
         {
             x.Should().Be(0);
             break;

@@ -104,6 +104,14 @@ internal sealed class Step
 /// timer whose due time has passed would. So "the timeout fires" is one atomic step that races with grants,
 /// cancellations and other expiries, and the model knows exactly which wait it hit.
 /// </summary>
+/// <remarks>
+/// The engine links a wait into its line before it arms the wait's timer (it never calls the clock under its lock), so
+/// a grant may reach a wait that is linked and not yet armed: the grant wins, as it does against a real timer, which
+/// starts counting only when armed. Two rules keep an expiry one atomic step all the same. An <c>Expire</c> that finds
+/// the wait being started waits until its call has returned, by which time the timer was armed and fired. And a wait
+/// whose expiry came before it started is started alone (<see cref="ActualHistory"/>'s arrival lock), so nothing can
+/// grant it between its linking and its timer firing: it times out on arrival, as the model says.
+/// </remarks>
 internal sealed class ScriptedTime : TimeProvider
 {
     /// <summary>The step whose wait is being started on this thread (timers are armed synchronously inside the call).</summary>
@@ -114,8 +122,23 @@ internal sealed class ScriptedTime : TimeProvider
     private readonly Dictionary<Step, ScriptedTimer> _armed = [];
     private readonly HashSet<Step> _expired = [];
 
-    /// <summary>Runs <paramref name="start"/> (a call that may arm a timer) on behalf of <paramref name="step"/>.</summary>
-    public static T Starting<T>(Step step, Func<T> start)
+    /// <summary>The waits whose call is running (between <see cref="BeginStarting"/> and <see cref="Starting"/>'s end).</summary>
+    private readonly HashSet<Step> _starting = [];
+
+    /// <summary>Records that <paramref name="step"/>'s wait is about to start; returns whether its expiry came already
+    /// (it must then be started alone). Follow with <see cref="Starting"/>.</summary>
+    public bool BeginStarting(Step step)
+    {
+        lock (_gate)
+        {
+            _starting.Add(step);
+            return _expired.Contains(step);
+        }
+    }
+
+    /// <summary>Runs <paramref name="start"/> (a call that may arm a timer) on behalf of <paramref name="step"/>, announced
+    /// by <see cref="BeginStarting"/>; an <see cref="Expire"/> of the step waits for it.</summary>
+    public T Starting<T>(Step step, Func<T> start)
     {
         t_starting = step;
         try
@@ -125,6 +148,11 @@ internal sealed class ScriptedTime : TimeProvider
         finally
         {
             t_starting = null;
+            lock (_gate)
+            {
+                _starting.Remove(step);
+                Monitor.PulseAll(_gate);
+            }
         }
     }
 
@@ -158,6 +186,14 @@ internal sealed class ScriptedTime : TimeProvider
             if (_armed.Remove(step, out ScriptedTimer? timer))
             {
                 timer.Fire();
+                return;
+            }
+
+            // Being started: it arms its timer (which then fires at once) before its call returns. Waits never block,
+            // so this wait ends.
+            while (_starting.Contains(step))
+            {
+                Monitor.Wait(_gate);
             }
         }
     }
@@ -232,6 +268,10 @@ internal abstract class ActualHistory
 {
     private readonly ConcurrentDictionary<Step, CancellationTokenSource> _sources = new();
     private readonly object _cancelling = new();
+
+    /// <summary>Every step that acts on the object holds it shared; a wait whose expiry came before it started holds it
+    /// alone (see <see cref="ScriptedTime"/>).</summary>
+    private readonly ReaderWriterLockSlim _arrivals = new(LockRecursionPolicy.NoRecursion);
     private readonly ConcurrentDictionary<Step, Func<string>> _outcomes = new();
     private readonly Lazy<string> _observed;
 
@@ -251,7 +291,7 @@ internal abstract class ActualHistory
             // this lock, so holding it while they run cannot deadlock.
             lock (_cancelling)
             {
-                Source(target).Cancel();
+                Shared(() => Source(target).Cancel());
             }
         }
     }
@@ -268,7 +308,7 @@ internal abstract class ActualHistory
     public ValueTask<T> Wait<T>(Step step, Func<TimeSpan, CancellationToken, ValueTask<T>> wait, Func<T, string>? describe = null)
     {
         bool cancelledBefore = step.Cancellable && Source(step).IsCancellationRequested;
-        ValueTask<T> task = ScriptedTime.Starting(step, () => wait(Timeout(step), Token(step)));
+        ValueTask<T> task = Start(step, () => wait(Timeout(step), Token(step)));
         step.SawCancelOnArrival = cancelledBefore || task.IsCanceled;
         _outcomes[step] = () => Read(task, describe ?? (_ => Outcome.Ok));
         return task;
@@ -278,7 +318,7 @@ internal abstract class ActualHistory
     public ValueTask Wait(Step step, Func<TimeSpan, CancellationToken, ValueTask> wait)
     {
         bool cancelledBefore = step.Cancellable && Source(step).IsCancellationRequested;
-        ValueTask task = ScriptedTime.Starting(step, () => wait(Timeout(step), Token(step)));
+        ValueTask task = Start(step, () => wait(Timeout(step), Token(step)));
         step.SawCancelOnArrival = cancelledBefore || task.IsCanceled;
         _outcomes[step] = () => Read(task);
         return task;
@@ -290,7 +330,7 @@ internal abstract class ActualHistory
         string outcome;
         try
         {
-            outcome = call();
+            outcome = Shared(call);
         }
         catch (Exception error) when (error is not OutOfMemoryException)
         {
@@ -299,6 +339,55 @@ internal abstract class ActualHistory
 
         _outcomes[step] = () => outcome;
     }
+
+    /// <summary>Starts a wait under the arrival lock: shared, or alone when its expiry came before it started.</summary>
+    private TTask Start<TTask>(Step step, Func<TTask> start)
+    {
+        bool alone = Time.BeginStarting(step);
+        if (alone)
+        {
+            _arrivals.EnterWriteLock();
+        }
+        else
+        {
+            _arrivals.EnterReadLock();
+        }
+
+        try
+        {
+            return Time.Starting(step, start);
+        }
+        finally
+        {
+            if (alone)
+            {
+                _arrivals.ExitWriteLock();
+            }
+            else
+            {
+                _arrivals.ExitReadLock();
+            }
+        }
+    }
+
+    private T Shared<T>(Func<T> action)
+    {
+        _arrivals.EnterReadLock();
+        try
+        {
+            return action();
+        }
+        finally
+        {
+            _arrivals.ExitReadLock();
+        }
+    }
+
+    private void Shared(Action action) => Shared(() =>
+    {
+        action();
+        return 0;
+    });
 
     /// <summary>The object's observable state, read once after every step returned and every outcome was read.</summary>
     protected abstract string State();
