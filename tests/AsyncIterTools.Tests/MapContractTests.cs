@@ -346,6 +346,103 @@ public abstract class MapContractTests
         }
     }
 
+    [Fact]
+    public async Task RacingCancellationAndEarlyBreak_WithPendingSourceMoves_LeaveNothingRunning_AndDisposeTheSourceOnce()
+    {
+        var random = new Random(20261204);
+        for (int round = 0; round < 200; round++)
+        {
+            int seed = random.Next();
+            var rng = new Random(seed);
+            int count = rng.Next(1, 40);
+            int limit = rng.Next(1, 6);
+            int breakAfter = rng.Next(0, count + 1);
+            int cancelAfter = rng.Next(0, count + 1);
+            var probe = new ConcurrencyProbe();
+            var disposals = new StrongBox<int>();
+            using var cts = new CancellationTokenSource();
+            int[] yields = Enumerable.Range(0, count).Select(_ => rng.Next(0, 3)).ToArray();
+            var results = new List<int>();
+
+            Func<Task> run = async () =>
+            {
+                await foreach (int x in Apply(TrackedRandomlyYielding(count, new Random(seed + 1), disposals), async (x, ct) =>
+                {
+                    probe.Enter(x);
+                    bool cancelled = false;
+                    try
+                    {
+                        for (int i = 0; i < yields[x]; i++)
+                        {
+                            await Task.Yield();
+                            ct.ThrowIfCancellationRequested();
+                        }
+
+                        return x;
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        cancelled = true;
+                        throw;
+                    }
+                    finally
+                    {
+                        probe.Exit(cancelled);
+                    }
+                }, limit).WithCancellation(cts.Token))
+                {
+                    results.Add(x);
+                    if (results.Count == cancelAfter)
+                    {
+                        // Cancelled from another thread, racing the completions and the source's pending move.
+                        _ = Task.Run(cts.Cancel);
+                    }
+
+                    if (results.Count == breakAfter)
+                    {
+                        break;
+                    }
+                }
+            };
+
+            Exception? error = await Record.ExceptionAsync(() => run().WaitAsync(TestWork.Bound));
+            if (error is not null)
+            {
+                error.Should().BeAssignableTo<OperationCanceledException>("round {0} (seed {1}): only the cancellation may end the run early", round, seed);
+            }
+
+            probe.InFlight.Should().Be(0, "round {0} (seed {1}): nothing is left running", round, seed);
+            disposals.Value.Should().Be(1, "round {0} (seed {1}): the source is disposed exactly once", round, seed);
+            results.Should().OnlyHaveUniqueItems().And.OnlyContain(x => x >= 0 && x < count);
+            if (Ordered)
+            {
+                results.Should().Equal(Enumerable.Range(0, results.Count), "round {0} (seed {1})", round, seed);
+            }
+        }
+    }
+
+    private static async IAsyncEnumerable<int> TrackedRandomlyYielding(
+        int count, Random random, StrongBox<int> disposals, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                if (random.Next(2) == 0)
+                {
+                    await Task.Yield();
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+                yield return i;
+            }
+        }
+        finally
+        {
+            Interlocked.Increment(ref disposals.Value);
+        }
+    }
+
     private static async IAsyncEnumerable<int> RandomlyYielding(int count, Random random)
     {
         for (int i = 0; i < count; i++)
