@@ -318,7 +318,8 @@ public abstract class MapContractTests
             int seed = random.Next();
             int limit = random.Next(1, 6);
             var probe = new ConcurrencyProbe();
-            var source = RandomlyYielding(count, new Random(seed));
+            var disposals = new StrongBox<int>();
+            var source = RandomlyYielding(count, new Random(seed), disposals);
             var selectorRandom = new Random(seed + 1);
             int[] yields = Enumerable.Range(0, count).Select(_ => selectorRandom.Next(0, 3)).ToArray();
 
@@ -343,6 +344,7 @@ public abstract class MapContractTests
             AssertResults(results, Enumerable.Range(0, count).Select(x => x * 2));
             probe.Peak.Should().BeLessThanOrEqualTo(limit, "round {0} (seed {1})", round, seed);
             probe.InFlight.Should().Be(0);
+            disposals.Value.Should().Be(1);
         }
     }
 
@@ -366,7 +368,7 @@ public abstract class MapContractTests
 
             Func<Task> run = async () =>
             {
-                await foreach (int x in Apply(TrackedRandomlyYielding(count, new Random(seed + 1), disposals), async (x, ct) =>
+                await foreach (int x in Apply(RandomlyYielding(count, new Random(seed + 1), disposals), async (x, ct) =>
                 {
                     probe.Enter(x);
                     bool cancelled = false;
@@ -421,7 +423,7 @@ public abstract class MapContractTests
         }
     }
 
-    private static async IAsyncEnumerable<int> TrackedRandomlyYielding(
+    private static async IAsyncEnumerable<int> RandomlyYielding(
         int count, Random random, StrongBox<int> disposals, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         try
@@ -440,19 +442,6 @@ public abstract class MapContractTests
         finally
         {
             Interlocked.Increment(ref disposals.Value);
-        }
-    }
-
-    private static async IAsyncEnumerable<int> RandomlyYielding(int count, Random random)
-    {
-        for (int i = 0; i < count; i++)
-        {
-            if (random.Next(2) == 0)
-            {
-                await Task.Yield();
-            }
-
-            yield return i;
         }
     }
 }
