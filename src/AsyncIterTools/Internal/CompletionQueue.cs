@@ -292,22 +292,7 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
     /// The move completed: its signal joins the completion order. A parked consumer is resumed right here, as awaiting
     /// the move itself would resume it (the next thing it runs is the source's or the selector's code either way).
     /// </summary>
-    private void OnMoveCompleted()
-    {
-        lock (_lock)
-        {
-            if (!_waiting)
-            {
-                _completed.Enqueue(_moveSignal!);
-                return;
-            }
-
-            Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
-            _waiting = false;
-        }
-
-        _waiter.SetResult(_moveSignal!);
-    }
+    private void OnMoveCompleted() => Post(_moveSignal!, resumeHere: true);
 
     /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
     /// <remarks>
@@ -409,8 +394,11 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
         return operation;
     }
 
-    /// <summary>Called (on any thread) by an operation's completion callback, as its last touch of the operation.</summary>
-    private void Post(Operation operation)
+    /// <summary>Called (on any thread) by an operation's completion callback, as its last touch of the operation, or by the
+    /// source's completed move with its signal.</summary>
+    /// <remarks><paramref name="resumeHere"/>: a parked consumer is resumed on this thread (the source's move), not from
+    /// the pool (a call's completion).</remarks>
+    private void Post(Operation operation, bool resumeHere = false)
     {
         lock (_lock)
         {
@@ -423,6 +411,12 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
             // The consumer is parked, so the queue is empty: hand the operation over directly (order is kept).
             Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
             _waiting = false;
+        }
+
+        if (resumeHere)
+        {
+            _waiter.SetResult(operation);
+            return;
         }
 
         // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
