@@ -12,14 +12,8 @@ namespace AsyncTools.Benchmarks;
 /// </summary>
 public class AsyncSourceMapBenchmarks
 {
-    public const int Items = 10_000;
-    public const int Limit = 64;
-
-    private static readonly Func<int, CancellationToken, ValueTask<int>> s_selector = static async (i, _) =>
-    {
-        await Task.Yield();
-        return i;
-    };
+    private const int Items = GatherMapBenchmarks.Items;
+    private const int Limit = GatherMapBenchmarks.Limit;
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Items)]
     public async Task<int> Parallel_ForEachAsync()
@@ -30,7 +24,7 @@ public class AsyncSourceMapBenchmarks
             new ParallelOptions { MaxDegreeOfParallelism = Limit },
             async (i, ct) =>
             {
-                await s_selector(i, ct);
+                await GatherMapBenchmarks.Selector(i, ct);
                 Interlocked.Increment(ref count);
             });
         return count;
@@ -40,7 +34,7 @@ public class AsyncSourceMapBenchmarks
     public async Task<int> Map()
     {
         int count = 0;
-        await foreach (int _ in YieldingRange.Create(0, Items).Map(s_selector, Limit))
+        await foreach (int _ in YieldingRange.Create(0, Items).Map(GatherMapBenchmarks.Selector, Limit))
         {
             count++;
         }
@@ -52,7 +46,7 @@ public class AsyncSourceMapBenchmarks
     public async Task<int> MapUnordered()
     {
         int count = 0;
-        await foreach (int _ in YieldingRange.Create(0, Items).MapUnordered(s_selector, Limit))
+        await foreach (int _ in YieldingRange.Create(0, Items).MapUnordered(GatherMapBenchmarks.Selector, Limit))
         {
             count++;
         }

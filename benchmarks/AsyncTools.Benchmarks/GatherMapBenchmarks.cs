@@ -15,7 +15,8 @@ public class GatherMapBenchmarks
     public const int Limit = 64;
 
     private static readonly Func<CancellationToken, Task<int>> s_work = static _ => YieldAsync(1);
-    private static readonly Func<int, CancellationToken, ValueTask<int>> s_selector = static (i, _) => YieldValueAsync(i);
+    /// <summary>The selector of the Map rows: yields the thread, then returns its element.</summary>
+    internal static readonly Func<int, CancellationToken, ValueTask<int>> Selector = static (i, _) => YieldValueAsync(i);
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Items)]
     public async Task<int> WhenAll_SemaphoreSlim()
@@ -97,7 +98,7 @@ public class GatherMapBenchmarks
     public async Task<int> Map()
     {
         int count = 0;
-        await foreach (int _ in new SyncRange(0, Items).Map(s_selector, Limit))
+        await foreach (int _ in new SyncRange(0, Items).Map(Selector, Limit))
         {
             count++;
         }
@@ -109,7 +110,7 @@ public class GatherMapBenchmarks
     public async Task<int> MapUnordered()
     {
         int count = 0;
-        await foreach (int _ in new SyncRange(0, Items).MapUnordered(s_selector, Limit))
+        await foreach (int _ in new SyncRange(0, Items).MapUnordered(Selector, Limit))
         {
             count++;
         }

@@ -61,7 +61,7 @@ public sealed partial class ProgramStopTests
                 }
             }
 
-            await SendSigTermAsync(run.Id);
+            await SendSignalAsync(run.Id, "-TERM");
             await run.WaitForExitAsync().WaitAsync(s_bound);
 
             run.ExitCode.Should().Be(143, "a run stopped by SIGTERM exits with 128 + 15, as shells report it");
@@ -92,8 +92,6 @@ public sealed partial class ProgramStopTests
             }
         }
     }
-
-    private static Task SendSigTermAsync(int pid) => SendSignalAsync(pid, "-TERM");
 
     private static async Task SendSignalAsync(int pid, string signal)
     {
