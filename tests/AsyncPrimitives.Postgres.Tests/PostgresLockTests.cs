@@ -181,12 +181,13 @@ public sealed class PostgresLockTests(PostgresServer server) : PostgresTest(serv
     [PostgresFact]
     public async Task Heartbeat_KeepsALeaseHeldLongerThanItsDuration()
     {
-        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(2));
-        Member b = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(2));
+        // Renewed every second (a third of the lease): a renewal may come up to two seconds late on a loaded machine.
+        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(3));
+        Member b = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(3));
         await using PostgresLease lease = await a.Coordinator.CreateLock("job").AcquireAsync();
 
         // Over two lease durations: without renewals the lease would have expired twice.
-        Func<Task> wait = async () => await b.Coordinator.CreateLock("job").AcquireAsync(TimeSpan.FromSeconds(4.5));
+        Func<Task> wait = async () => await b.Coordinator.CreateLock("job").AcquireAsync(TimeSpan.FromSeconds(6.5));
         await wait.Should().ThrowAsync<TimeoutException>();
         lease.Lost.IsCancellationRequested.Should().BeFalse();
     }

@@ -417,7 +417,17 @@ BEGIN
             v_ids := ARRAY(SELECT w.id FROM __schema__.queue_items w WHERE w.queue = p_queue AND w.lease_token IS NULL
                            ORDER BY w.id LIMIT p_count FOR UPDATE SKIP LOCKED);
         END IF;
-        IF cardinality(v_ids) > 0 THEN
+        IF cardinality(v_ids) = 1 THEN
+            -- One item: the id as a scalar, so that the statement keeps one plan for the connection's life (with the
+            -- array, the planner weighs an array of unknown length, and plans the statement again on every call).
+            RETURN QUERY
+                UPDATE __schema__.queue_items q
+                SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
+                    session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
+                WHERE q.id = v_ids[1]
+                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+            RETURN;
+        ELSIF cardinality(v_ids) > 1 THEN
             RETURN QUERY
                 UPDATE __schema__.queue_items q
                 SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
@@ -443,12 +453,20 @@ CREATE OR REPLACE FUNCTION __schema__.queue_complete(p_queue text, p_ids bigint[
     OUT completed bigint[], OUT gone bigint[], OUT drained boolean, OUT dropped boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
-    WITH done AS (
-        DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
-        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
-        RETURNING q.id
-    )
-    SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
+    IF cardinality(p_ids) = 1 THEN
+        -- One item: scalars, for one plan for the connection's life (see queue_get).
+        DELETE FROM __schema__.queue_items q
+        WHERE q.id = p_ids[1] AND q.lease_token = p_tokens[1] AND q.lease_owner = p_owner
+          AND coalesce(q.leased_until, '-infinity') > now();
+        completed := CASE WHEN FOUND THEN p_ids ELSE '{}' END;
+    ELSE
+        WITH done AS (
+            DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
+            WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
+            RETURNING q.id
+        )
+        SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
+    END IF;
     IF cardinality(completed) = cardinality(p_ids) THEN
         gone := '{}';
         dropped := false;
