@@ -302,17 +302,40 @@ public sealed partial class PostgresQueue<T>
             cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Waits until nothing is unfinished. A join that may sleep is recorded on the server while it waits (see
+    /// queue_join), because a completion looks whether it emptied the queue, and wakes the joins, only while one waits.
+    /// </summary>
     private async ValueTask JoinCoreAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, JoinKey, int.MaxValue, timeout);
+        long? joinId = null;
         try
         {
             while (true)
             {
                 // The session carries the notifications that end the wait early.
-                await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
-                if ((await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished == 0)
+                Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
+                long unfinished;
+                if (wait.Waits)
+                {
+                    (joinId, unfinished) = await _coordinator.Database.QueryAsync(
+                        "SELECT join_id, unfinished FROM __schema__.queue_join($1, $2, $3, $4)",
+                        [
+                            Database.Parameter(Name), Database.Parameter(joinId), Database.Parameter(_coordinator.Owner),
+                            Database.Parameter(session.Key),
+                        ],
+                        static r => (r.GetInt64(0), r.GetInt64(1)),
+                        Database.Retry.Always,
+                        cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    unfinished = (await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished;
+                }
+
+                if (unfinished == 0)
                 {
                     return;
                 }
@@ -323,6 +346,34 @@ public sealed partial class PostgresQueue<T>
         catch (Exception e) when (wait.Failed(e, cancellationToken))
         {
             throw; // never reached: the filter records the outcome and lets the exception pass
+        }
+        finally
+        {
+            if (joinId is long id)
+            {
+                await EndJoinAsync(id).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Removes a join's row. Never throws: a row left behind (the server cannot be reached) only makes
+    /// completions look whether they emptied the queue, and the next join of the queue removes it once its session
+    /// has ended.</summary>
+    private async ValueTask EndJoinAsync(long id)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
+            await _coordinator.Database.QueryAsync(
+                "SELECT __schema__.queue_join_end($1, $2)",
+                [Database.Parameter(id), Database.Parameter(_coordinator.Owner)],
+                static _ => true,
+                Database.Retry.Always,
+                timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
+        {
+            // Left for the next join of the queue to remove (see the summary).
         }
     }
 }

@@ -259,6 +259,32 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     }
 
     [PostgresFact]
+    public async Task JoinAsync_TimedOutOrCancelled_LeavesNoRow_AndAJoinRemovesTheRowsOfEndedSessions()
+    {
+        Member a = await JoinAsync(o => o.PollInterval = s_noPolling);
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+
+        await FluentActions.Awaiting(async () => await queue.JoinAsync(TimeSpan.FromMilliseconds(100))).Should().ThrowAsync<TimeoutException>();
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins")).Should().Be(0, "the timed-out join left");
+
+        using (var cts = new CancellationTokenSource())
+        {
+            Task joining = queue.JoinAsync(cts.Token).AsTask();
+            await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join is recorded");
+            cts.Cancel();
+            await FluentActions.Awaiting(() => joining.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+        }
+
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins")).Should().Be(0, "the cancelled join left");
+
+        // A process that died while joining (its session's advisory lock is free): its row goes with the next join.
+        await ScalarAsync<int>("INSERT INTO @schema.queue_joins (id, queue, owner, session) VALUES (nextval('@schema.ids'), 'numbers', gen_random_uuid(), 4242); SELECT 1");
+        await FluentActions.Awaiting(async () => await queue.JoinAsync(TimeSpan.FromMilliseconds(50))).Should().ThrowAsync<TimeoutException>();
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins")).Should().Be(0, "the ended session's row was removed");
+    }
+
+    [PostgresFact]
     public async Task ShutdownAsync_SeenByEveryCoordinator_PutsFail_GetsDrainThenFail()
     {
         Member a = await JoinAsync(o => o.PollInterval = s_noPolling);

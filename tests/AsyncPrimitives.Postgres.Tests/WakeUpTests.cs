@@ -66,6 +66,54 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         notifier.Sent.Should().Be(2, "the 50 requests made meanwhile went out together, in one statement");
     }
 
+    [PostgresFact]
+    public async Task CompletionThatEmptiesTheQueue_NotifiesTheJoinKey_OnlyWhileAJoinWaits()
+    {
+        Member a = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        Member b = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        await using NpgsqlConnection listener = await Server.CreateDataSource().OpenConnectionAsync();
+        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        listener.Notification += (_, e) => payloads.Enqueue(e.Payload);
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listener))
+        {
+            await listen.ExecuteNonQueryAsync();
+        }
+
+        // Everything sent before a marker of our own has arrived once the marker has (one channel, commit order).
+        async Task<string[]> ReceivedAsync(string marker)
+        {
+            await a.Coordinator.Notifier.FlushAsync().WaitAsync(Bound);
+            await using (NpgsqlCommand notify = Admin.CreateCommand($"SELECT pg_notify('{Schema}', '{marker}')"))
+            {
+                await notify.ExecuteNonQueryAsync();
+            }
+
+            using var bound = new CancellationTokenSource(Bound);
+            while (!payloads.Contains(marker))
+            {
+                await listener.WaitAsync(bound.Token);
+            }
+
+            string[] received = [.. payloads];
+            payloads.Clear();
+            return received;
+        }
+
+        await queueA.PutAsync(1);
+        await (await queueA.GetAsync()).CompleteAsync();
+        (await ReceivedAsync("marker-1")).Should().NotContain(p => p.EndsWith(" j:numbers"), "no join waits");
+
+        await queueA.PutAsync(2);
+        Task joined = queueB.JoinAsync().AsTask();
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join is recorded");
+        await (await queueA.GetAsync()).CompleteAsync();
+        await joined.WaitAsync(Bound);
+        (await ReceivedAsync("marker-2")).Should().Contain(p => p.EndsWith(" j:numbers"), "a join waited in another process");
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins")).Should().Be(0, "the join removed its row as it ended");
+    }
+
     [Fact]
     public void Notifier_KeyOf_IgnoresItsOwnNotifications_AndReadsOthersKeys()
     {

@@ -316,6 +316,19 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_dead_letters (
 );
 CREATE INDEX IF NOT EXISTS queue_dead_letters_queue ON __schema__.queue_dead_letters (queue, id);
 
+-- The joins waiting now (JoinAsync), one row each, so that a completion looks whether it left its queue with nothing
+-- unfinished, and wakes the joins, only when some join waits: otherwise every completion that empties a queue, the
+-- common case when consumers keep up, would send a notification to every process. Unlogged: a join lives as long as
+-- its session. A row whose session ended without removing it only makes completions look (and wake no one); the
+-- next join of the queue removes it.
+CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.queue_joins (
+    id bigint PRIMARY KEY,
+    queue text NOT NULL,
+    owner uuid NOT NULL,
+    session bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_joins_queue ON __schema__.queue_joins (queue);
+
 -- Puts items, in order. Raises AT002 when the queue is shut down. The check comes after the insert: a shutdown takes
 -- a SHARE lock on queue_items first, so it waits for a put that has inserted, and a put that inserts after it
 -- committed sees it here. Returns the transaction's id, so that the caller can learn when it commits.
@@ -447,8 +460,8 @@ $$;
 
 -- Completes deliveries: deletes the items whose lease the caller still holds and has not expired. Returns the ids
 -- completed, the ids whose items are gone altogether (completed by a later delivery, or dropped by an immediate
--- shutdown), whether the queue now has nothing unfinished, and whether it was shut down immediately (both of the last
--- looked up only when some item was not completed).
+-- shutdown), whether the queue now has nothing unfinished and a join waits for that, and whether it was shut down
+-- immediately (looked up only when some item was not completed).
 CREATE OR REPLACE FUNCTION __schema__.queue_complete(p_queue text, p_ids bigint[], p_tokens bigint[], p_owner uuid,
     OUT completed bigint[], OUT gone bigint[], OUT drained boolean, OUT dropped boolean)
 LANGUAGE plpgsql AS $$
@@ -475,7 +488,9 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id) AND r.id <> ALL (completed);
         dropped := EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue AND s.immediate);
     END IF;
-    drained := NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
+    -- Looked up only while a join waits (see queue_joins).
+    drained := EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue)
+           AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
            AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until IS NOT NULL);
 END
 $$;
@@ -510,6 +525,32 @@ BEGIN
         DELETE FROM __schema__.queue_items q WHERE q.queue = p_queue;
     END IF;
 END
+$$;
+
+-- A join's check: records the join (p_id null: a new row, whose id is returned; the rows of joins of the queue whose
+-- session ended go), then returns the items not finished. The row is recorded before the count, so a completion that
+-- empties the queue after the count sees it, and wakes the join. A completion running at the same moment may see
+-- neither (its look at the joins came before this commit, and its delete after this count): the join then sees it at
+-- its next poll.
+CREATE OR REPLACE FUNCTION __schema__.queue_join(p_queue text, p_id bigint, p_owner uuid, p_session bigint,
+    OUT join_id bigint, OUT unfinished bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    join_id := p_id;
+    IF join_id IS NULL THEN
+        DELETE FROM __schema__.queue_joins j WHERE j.queue = p_queue AND NOT __schema__.session_alive(j.session);
+        join_id := nextval('__schema__.ids');
+        INSERT INTO __schema__.queue_joins (id, queue, owner, session) VALUES (join_id, p_queue, p_owner, p_session);
+    END IF;
+    SELECT c.unfinished INTO unfinished FROM __schema__.queue_counts(p_queue) c;
+END
+$$;
+
+-- Ends a join (see queue_join); a no-op for one already gone.
+CREATE OR REPLACE FUNCTION __schema__.queue_join_end(p_id bigint, p_owner uuid)
+RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM __schema__.queue_joins j WHERE j.id = p_id AND j.owner = p_owner
 $$;
 
 -- Items waiting to be delivered (expired deliveries included), items not completed, and dead letters.
@@ -564,6 +605,7 @@ BEGIN
     UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
     WHERE h.owner = p_owner AND h.session = p_session;
     DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session = p_session;
+    DELETE FROM __schema__.queue_joins j WHERE j.owner = p_owner AND j.session = p_session;
     PERFORM __schema__.queue_abandon(q.id, q.lease_token, p_owner)
     FROM __schema__.queue_items q
     WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session = p_session;
