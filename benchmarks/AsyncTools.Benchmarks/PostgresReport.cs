@@ -194,12 +194,19 @@ public static class PostgresReport
 
             PostgresQueue<Job> single = coordinator.CreateQueue<Job>("bench-single");
             PostgresQueue<Job> batched = coordinator.CreateQueue<Job>("bench-batched");
-            Totals ours = default, oursBatched = default, theirs = default;
+            PostgresQueue<Job> alone = coordinator.CreateQueue<Job>("bench-one-task");
+            Totals ours = default, oursBatched = default, theirs = default, oursInTurn = default, theirsInTurn = default;
             for (int round = 0; round < sizes.Rounds; round++)
             {
                 theirs += await PipelineAsync(sizes.QueueItems, NaiveProducerAsync(naive), NaiveConsumerAsync(naive));
                 ours += await PipelineAsync(sizes.QueueItems, OurProducerAsync(single, 1), OurConsumerAsync(single, 1));
                 oursBatched += await PipelineAsync(sizes.BatchedQueueItems, OurProducerAsync(batched, sizes.BatchSize), OurConsumerAsync(batched, sizes.BatchSize));
+                theirsInTurn += await InTurnAsync(NaiveInTurnAsync(naive));
+                oursInTurn += await InTurnAsync(async id =>
+                {
+                    await alone.PutAsync(new Job(id, "job"));
+                    await (await alone.GetAsync()).CompleteAsync();
+                });
             }
 
             output.WriteLine($"### Queue put → get → complete: 4 producers, 4 consumers, {sizes.QueueItems:N0} items a round ({sizes.BatchedQueueItems:N0} in batches)");
@@ -214,7 +221,41 @@ public static class PostgresReport
                              "A naive consumer that finds the table empty retries after 1 ms. PostgresQueue leases the item, " +
                              "completes it in a second statement, and redelivers it if its consumer dies.");
             output.WriteLine();
+            output.WriteLine($"### Queue, one task: put, then get, then complete, {sizes.QueueItems:N0} items a round");
+            output.WriteLine();
+            output.WriteLine("| Queue | Items/s | Ratio to naive | B/item | Work items/item |");
+            output.WriteLine("|---|---:|---:|---:|---:|");
+            output.WriteLine($"| Naive: INSERT; DELETE … RETURNING (baseline) | {theirsInTurn.Rate:N0} | 1.00 | {theirsInTurn.BytesPerOp:N0} | {theirsInTurn.WorkItemsPerOp:0.0} |");
+            output.WriteLine($"| PostgresQueue: PutAsync; GetAsync; CompleteAsync | {oursInTurn.Rate:N0} | {oursInTurn.Rate / theirsInTurn.Rate:0.00} | {oursInTurn.BytesPerOp:N0} | {oursInTurn.WorkItemsPerOp:0.0} |");
+            output.WriteLine();
+            output.WriteLine("Every put here also sends a NOTIFY after its commit (for getters in other processes), which the loop's own " +
+                             "coordinator receives and ignores.");
+            output.WriteLine();
         }
+
+        /// <summary>Runs <paramref name="item"/> for each of a round's items in turn, on one task.</summary>
+        private async Task<Totals> InTurnAsync(Func<int, Task> item)
+        {
+            Snapshot start = Snapshot.Take();
+            for (int id = 0; id < sizes.QueueItems; id++)
+            {
+                await item(id);
+            }
+
+            return start.Until(sizes.QueueItems);
+        }
+
+        /// <summary>The naive loop's get: takes the first item and deletes it, in one statement.</summary>
+        private string NaiveGetSql =>
+            $"DELETE FROM {schema}.naive_queue WHERE id = (SELECT id FROM {schema}.naive_queue ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING payload::text";
+
+        private Func<int, Task> NaiveInTurnAsync(NpgsqlDataSource source) => async id =>
+        {
+            await NaiveProducerAsync(source)(id, id + 1);
+            await using NpgsqlCommand get = source.CreateCommand(NaiveGetSql);
+            string payload = (string)(await get.ExecuteScalarAsync())!;
+            System.Text.Json.JsonSerializer.Deserialize<Job>(payload);
+        };
 
         /// <summary>Runs 4 producers (each putting a quarter of <paramref name="items"/>) and 4 consumers until every item is
         /// consumed; checks that each was consumed exactly once.</summary>
@@ -273,8 +314,7 @@ public static class PostgresReport
 
         private Func<Func<int, bool>, CancellationToken, Task> NaiveConsumerAsync(NpgsqlDataSource source) => async (take, done) =>
         {
-            string sql = $"DELETE FROM {schema}.naive_queue WHERE id = (SELECT id FROM {schema}.naive_queue ORDER BY id LIMIT 1 " +
-                         "FOR UPDATE SKIP LOCKED) RETURNING payload::text";
+            string sql = NaiveGetSql;
             while (!done.IsCancellationRequested)
             {
                 await using NpgsqlCommand get = source.CreateCommand(sql);
