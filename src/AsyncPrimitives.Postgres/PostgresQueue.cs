@@ -353,29 +353,14 @@ public sealed partial class PostgresQueue<T>
         {
             if (joinId is long id)
             {
-                await EndJoinAsync(id).ConfigureAwait(false);
+                // If this cannot reach the server, the row only makes completions look whether they emptied the queue,
+                // and the next join of the queue removes it once its session has ended.
+                await _coordinator.Database.RunCleanupAsync(
+                    "SELECT __schema__.queue_join_end($1, $2)",
+                    [Database.Parameter(id), Database.Parameter(_coordinator.Owner)],
+                    static _ => true,
+                    _coordinator.CleanupTimeout).ConfigureAwait(false);
             }
-        }
-    }
-
-    /// <summary>Removes a join's row. Never throws: a row left behind (the server cannot be reached) only makes
-    /// completions look whether they emptied the queue, and the next join of the queue removes it once its session
-    /// has ended.</summary>
-    private async ValueTask EndJoinAsync(long id)
-    {
-        try
-        {
-            using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
-            await _coordinator.Database.QueryAsync(
-                "SELECT __schema__.queue_join_end($1, $2)",
-                [Database.Parameter(id), Database.Parameter(_coordinator.Owner)],
-                static _ => true,
-                Database.Retry.Always,
-                timeout.Token).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
-        {
-            // Left for the next join of the queue to remove (see the summary).
         }
     }
 }

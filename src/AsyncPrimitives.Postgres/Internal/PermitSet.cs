@@ -226,22 +226,16 @@ internal sealed class PermitSet
     /// what the server cannot be told about is no longer renewed, and expires.</summary>
     private async ValueTask GiveBackAsync(long? token, long? ticket)
     {
-        (bool OthersWait, long[]? Tickets, long[]? Tokens) result;
         long sentAt = _coordinator.Time.GetTimestamp();
-        try
-        {
-            using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
-            result = await _coordinator.Database.QueryAsync(
-                ReleaseSql,
-                [
-                    Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount), Database.Parameter(token),
-                    Database.Parameter(ticket), Database.Parameter(_coordinator.Owner),
-                ],
-                static r => (r.GetBoolean(0), r.IsDBNull(1) ? null : r.GetFieldValue<long[]>(1), r.IsDBNull(2) ? null : r.GetFieldValue<long[]>(2)),
-                Database.Retry.Always,
-                timeout.Token).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
+        (bool ran, (bool OthersWait, long[]? Tickets, long[]? Tokens) result) = await _coordinator.Database.RunCleanupAsync(
+            ReleaseSql,
+            [
+                Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount), Database.Parameter(token),
+                Database.Parameter(ticket), Database.Parameter(_coordinator.Owner),
+            ],
+            static r => (r.GetBoolean(0), r.IsDBNull(1) ? null : r.GetFieldValue<long[]>(1), r.IsDBNull(2) ? null : r.GetFieldValue<long[]>(2)),
+            _coordinator.CleanupTimeout).ConfigureAwait(false);
+        if (!ran)
         {
             return;
         }

@@ -241,21 +241,12 @@ internal sealed partial class Session
     public async Task CloseAsync(Exception reason)
     {
         End(reason);
-        try
-        {
-            using var timeout = new CancellationTokenSource(_coordinator.CleanupTimeout);
-            await _coordinator.Database.QueryAsync(
-                "SELECT __schema__.end_session($1, $2)",
-                [Database.Parameter(_coordinator.Owner), Database.Parameter(Key)],
-                static _ => true,
-                Database.Retry.Always,
-                timeout.Token).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
-        {
-            // Left to the server: the session's connection closes below, which frees its rows too.
-        }
-
+        // If this cannot reach the server, the session's connection, closed below, frees its rows too.
+        await _coordinator.Database.RunCleanupAsync(
+            "SELECT __schema__.end_session($1, $2)",
+            [Database.Parameter(_coordinator.Owner), Database.Parameter(Key)],
+            static _ => true,
+            _coordinator.CleanupTimeout).ConfigureAwait(false);
         await StopAsync(reason).ConfigureAwait(false);
     }
 
