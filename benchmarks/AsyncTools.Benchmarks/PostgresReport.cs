@@ -18,8 +18,8 @@ public static class PostgresReport
 {
     private sealed record Job(int Id, string Name);
 
-    /// <summary>How long each side runs in total (split into rounds), and the latency samples.</summary>
-    /// <summary>How much each row runs. A round of the batched queue puts <see cref="BatchedQueueItems"/> items, ten times a
+    /// <summary>How much each row runs: rounds, their length, the queue's items and batch size, the latency samples. A
+    /// round of the batched queue puts <see cref="BatchedQueueItems"/> items, ten times a
     /// single-item round's, so that both rounds last about as long (otherwise a batched round is a few tens of
     /// milliseconds, mostly filling and draining the pipeline).</summary>
     private sealed record Sizes(int Rounds, TimeSpan Round, int QueueItems, int BatchedQueueItems, int BatchSize, int LatencySamples);
@@ -209,27 +209,37 @@ public static class PostgresReport
                 });
             }
 
-            output.WriteLine($"### Queue put → get → complete: 4 producers, 4 consumers, {sizes.QueueItems:N0} items a round ({sizes.BatchedQueueItems:N0} in batches)");
-            output.WriteLine();
-            output.WriteLine("| Queue | Items/s | Ratio to naive | B/item | Work items/item |");
-            output.WriteLine("|---|---:|---:|---:|---:|");
-            output.WriteLine($"| Naive: INSERT; DELETE … FOR UPDATE SKIP LOCKED RETURNING (baseline) | {theirs.Rate:N0} | 1.00 | {theirs.BytesPerOp:N0} | {theirs.WorkItemsPerOp:0.0} |");
-            output.WriteLine($"| PostgresQueue: PutAsync; GetAsync; CompleteAsync | {ours.Rate:N0} | {ours.Rate / theirs.Rate:0.00} | {ours.BytesPerOp:N0} | {ours.WorkItemsPerOp:0.0} |");
-            output.WriteLine($"| PostgresQueue, batches of {sizes.BatchSize}: PutManyAsync; GetManyAsync; CompleteManyAsync | {oursBatched.Rate:N0} | {oursBatched.Rate / theirs.Rate:0.00} | {oursBatched.BytesPerOp:N0} | {oursBatched.WorkItemsPerOp:0.0} |");
-            output.WriteLine();
+            QueueTable(
+                $"Queue put → get → complete: 4 producers, 4 consumers, {sizes.QueueItems:N0} items a round ({sizes.BatchedQueueItems:N0} in batches)",
+                ("Naive: INSERT; DELETE … FOR UPDATE SKIP LOCKED RETURNING", theirs),
+                ("PostgresQueue: PutAsync; GetAsync; CompleteAsync", ours),
+                ($"PostgresQueue, batches of {sizes.BatchSize}: PutManyAsync; GetManyAsync; CompleteManyAsync", oursBatched));
             output.WriteLine("The naive loop deletes an item as it takes it: one statement per item, and an item whose consumer crashes is lost. " +
                              "A naive consumer that finds the table empty retries after 1 ms. PostgresQueue leases the item, " +
                              "completes it in a second statement, and redelivers it if its consumer dies.");
             output.WriteLine();
-            output.WriteLine($"### Queue, one task: put, then get, then complete, {sizes.QueueItems:N0} items a round");
+            QueueTable(
+                $"Queue, one task: put, then get, then complete, {sizes.QueueItems:N0} items a round",
+                ("Naive: INSERT; DELETE … RETURNING", theirsInTurn),
+                ("PostgresQueue: PutAsync; GetAsync; CompleteAsync", oursInTurn));
+            output.WriteLine("Every put here also sends a NOTIFY after its commit (for getters in other processes), which the loop's own " +
+                             "coordinator receives and ignores.");
+            output.WriteLine();
+        }
+
+        /// <summary>Writes a queue table: the naive loop first (the baseline), then ours, each with its ratio to it.</summary>
+        private void QueueTable(string heading, (string Label, Totals Totals) naive, params (string Label, Totals Totals)[] ours)
+        {
+            output.WriteLine($"### {heading}");
             output.WriteLine();
             output.WriteLine("| Queue | Items/s | Ratio to naive | B/item | Work items/item |");
             output.WriteLine("|---|---:|---:|---:|---:|");
-            output.WriteLine($"| Naive: INSERT; DELETE … RETURNING (baseline) | {theirsInTurn.Rate:N0} | 1.00 | {theirsInTurn.BytesPerOp:N0} | {theirsInTurn.WorkItemsPerOp:0.0} |");
-            output.WriteLine($"| PostgresQueue: PutAsync; GetAsync; CompleteAsync | {oursInTurn.Rate:N0} | {oursInTurn.Rate / theirsInTurn.Rate:0.00} | {oursInTurn.BytesPerOp:N0} | {oursInTurn.WorkItemsPerOp:0.0} |");
-            output.WriteLine();
-            output.WriteLine("Every put here also sends a NOTIFY after its commit (for getters in other processes), which the loop's own " +
-                             "coordinator receives and ignores.");
+            output.WriteLine($"| {naive.Label} (baseline) | {naive.Totals.Rate:N0} | 1.00 | {naive.Totals.BytesPerOp:N0} | {naive.Totals.WorkItemsPerOp:0.0} |");
+            foreach ((string label, Totals totals) in ours)
+            {
+                output.WriteLine($"| {label} | {totals.Rate:N0} | {totals.Rate / naive.Totals.Rate:0.00} | {totals.BytesPerOp:N0} | {totals.WorkItemsPerOp:0.0} |");
+            }
+
             output.WriteLine();
         }
 
