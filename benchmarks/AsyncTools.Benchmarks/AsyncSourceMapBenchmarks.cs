@@ -31,26 +31,8 @@ public class AsyncSourceMapBenchmarks
     }
 
     [Benchmark(OperationsPerInvoke = Items)]
-    public async Task<int> Map()
-    {
-        int count = 0;
-        await foreach (int _ in YieldingRange.Create(0, Items).Map(GatherMapBenchmarks.Selector, Limit))
-        {
-            count++;
-        }
-
-        return count;
-    }
+    public Task<int> Map() => GatherMapBenchmarks.CountAsync(YieldingRange.Create(0, Items).Map(GatherMapBenchmarks.Selector, Limit));
 
     [Benchmark(OperationsPerInvoke = Items)]
-    public async Task<int> MapUnordered()
-    {
-        int count = 0;
-        await foreach (int _ in YieldingRange.Create(0, Items).MapUnordered(GatherMapBenchmarks.Selector, Limit))
-        {
-            count++;
-        }
-
-        return count;
-    }
+    public Task<int> MapUnordered() => GatherMapBenchmarks.CountAsync(YieldingRange.Create(0, Items).MapUnordered(GatherMapBenchmarks.Selector, Limit));
 }

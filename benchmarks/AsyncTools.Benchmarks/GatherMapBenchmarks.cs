@@ -83,40 +83,13 @@ public class GatherMapBenchmarks
     }
 
     [Benchmark(OperationsPerInvoke = Items)]
-    public async Task<int> AsCompleted()
-    {
-        int count = 0;
-        await foreach (int _ in AsyncIter.AsCompleted(Enumerable.Repeat(s_work, Items), Limit))
-        {
-            count++;
-        }
-
-        return count;
-    }
+    public Task<int> AsCompleted() => CountAsync(AsyncIter.AsCompleted(Enumerable.Repeat(s_work, Items), Limit));
 
     [Benchmark(OperationsPerInvoke = Items)]
-    public async Task<int> Map()
-    {
-        int count = 0;
-        await foreach (int _ in new SyncRange(0, Items).Map(Selector, Limit))
-        {
-            count++;
-        }
-
-        return count;
-    }
+    public Task<int> Map() => CountAsync(new SyncRange(0, Items).Map(Selector, Limit));
 
     [Benchmark(OperationsPerInvoke = Items)]
-    public async Task<int> MapUnordered()
-    {
-        int count = 0;
-        await foreach (int _ in new SyncRange(0, Items).MapUnordered(Selector, Limit))
-        {
-            count++;
-        }
-
-        return count;
-    }
+    public Task<int> MapUnordered() => CountAsync(new SyncRange(0, Items).MapUnordered(Selector, Limit));
 
     private static async Task<int> DataflowAsync(bool ensureOrdered)
     {
@@ -136,6 +109,18 @@ public class GatherMapBenchmarks
             {
                 count++;
             }
+        }
+
+        return count;
+    }
+
+    /// <summary>Reads <paramref name="results"/> to the end; returns how many there were.</summary>
+    internal static async Task<int> CountAsync(IAsyncEnumerable<int> results)
+    {
+        int count = 0;
+        await foreach (int _ in results)
+        {
+            count++;
         }
 
         return count;
