@@ -74,13 +74,29 @@ public sealed class ConcurrencyProbe(int max = int.MaxValue)
     }
 
     /// <summary>Work that enters, waits for <paramref name="gate"/> (or its token), exits, and returns <paramref name="id"/>.</summary>
-    public async Task<int> RunAsync(int id, Task gate, CancellationToken cancellationToken)
+    public Task<int> RunAsync(int id, Task gate, CancellationToken cancellationToken) =>
+        TrackAsync(id, () => gate.WaitAsync(cancellationToken));
+
+    /// <summary>Work that enters, yields the thread <paramref name="yields"/> times (observing its token after each),
+    /// exits, and returns <paramref name="id"/>.</summary>
+    public Task<int> YieldingAsync(int id, int yields, CancellationToken cancellationToken) =>
+        TrackAsync(id, async () =>
+        {
+            for (int i = 0; i < yields; i++)
+            {
+                await Task.Yield();
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+        });
+
+    /// <summary>Enters at once, runs <paramref name="body"/>, exits (counting a cancellation), returns <paramref name="id"/>.</summary>
+    private async Task<int> TrackAsync(int id, Func<Task> body)
     {
         Enter(id);
         bool cancelled = false;
         try
         {
-            await gate.WaitAsync(cancellationToken);
+            await body();
             return id;
         }
         catch (OperationCanceledException)

@@ -323,23 +323,8 @@ public abstract class MapContractTests
             var selectorRandom = new Random(seed + 1);
             int[] yields = Enumerable.Range(0, count).Select(_ => selectorRandom.Next(0, 3)).ToArray();
 
-            List<int> results = await Apply(source, async (x, ct) =>
-            {
-                probe.Enter(x);
-                try
-                {
-                    for (int i = 0; i < yields[x]; i++)
-                    {
-                        await Task.Yield();
-                    }
-
-                    return x * 2;
-                }
-                finally
-                {
-                    probe.Exit();
-                }
-            }, limit).ToListAsync().AsTask().WaitAsync(TestWork.Bound);
+            List<int> results = await Apply(source, async (x, ct) => 2 * await probe.YieldingAsync(x, yields[x], ct), limit)
+                .ToListAsync().AsTask().WaitAsync(TestWork.Bound);
 
             AssertResults(results, Enumerable.Range(0, count).Select(x => x * 2));
             probe.Peak.Should().BeLessThanOrEqualTo(limit, "round {0} (seed {1})", round, seed);
@@ -368,30 +353,8 @@ public abstract class MapContractTests
 
             Func<Task> run = async () =>
             {
-                await foreach (int x in Apply(RandomlyYielding(count, new Random(seed + 1), disposals), async (x, ct) =>
-                {
-                    probe.Enter(x);
-                    bool cancelled = false;
-                    try
-                    {
-                        for (int i = 0; i < yields[x]; i++)
-                        {
-                            await Task.Yield();
-                            ct.ThrowIfCancellationRequested();
-                        }
-
-                        return x;
-                    }
-                    catch (OperationCanceledException)
-                    {
-                        cancelled = true;
-                        throw;
-                    }
-                    finally
-                    {
-                        probe.Exit(cancelled);
-                    }
-                }, limit).WithCancellation(cts.Token))
+                IAsyncEnumerable<int> source = RandomlyYielding(count, new Random(seed + 1), disposals);
+                await foreach (int x in Apply(source, (x, ct) => new ValueTask<int>(probe.YieldingAsync(x, yields[x], ct)), limit).WithCancellation(cts.Token))
                 {
                     results.Add(x);
                     if (results.Count == cancelAfter)
