@@ -194,12 +194,16 @@ public static class PostgresReport
 
             PostgresQueue<Job> single = coordinator.CreateQueue<Job>("bench-single");
             PostgresQueue<Job> batched = coordinator.CreateQueue<Job>("bench-batched");
+            PostgresQueue<Job> read = coordinator.CreateQueue<Job>("bench-read");
             PostgresQueue<Job> alone = coordinator.CreateQueue<Job>("bench-one-task");
-            Totals ours = default, oursBatched = default, theirs = default, oursInTurn = default, theirsInTurn = default;
+            PostgresQueue<Job> aloneRead = coordinator.CreateQueue<Job>("bench-one-task-read");
+            Totals ours = default, oursRead = default, oursBatched = default, theirs = default;
+            Totals oursInTurn = default, oursReadInTurn = default, theirsInTurn = default;
             for (int round = 0; round < sizes.Rounds; round++)
             {
                 theirs += await PipelineAsync(sizes.QueueItems, NaiveProducerAsync(naive), NaiveConsumerAsync(naive));
                 ours += await PipelineAsync(sizes.QueueItems, OurProducerAsync(single, 1), OurConsumerAsync(single, 1));
+                oursRead += await PipelineAsync(sizes.QueueItems, OurProducerAsync(read, 1), OurReadLoopAsync(read));
                 oursBatched += await PipelineAsync(sizes.BatchedQueueItems, OurProducerAsync(batched, sizes.BatchSize), OurConsumerAsync(batched, sizes.BatchSize));
                 theirsInTurn += await InTurnAsync(NaiveInTurnAsync(naive));
                 oursInTurn += await InTurnAsync(async id =>
@@ -207,21 +211,33 @@ public static class PostgresReport
                     await alone.PutAsync(new Job(id, "job"));
                     await (await alone.GetAsync()).CompleteAsync();
                 });
+                await using (IAsyncEnumerator<PostgresDelivery<Job>> reader = aloneRead.ReadAllAsync().GetAsyncEnumerator())
+                {
+                    oursReadInTurn += await InTurnAsync(async id =>
+                    {
+                        await aloneRead.PutAsync(new Job(id, "job"));
+                        await reader.MoveNextAsync(); // completes the item before, and takes this one
+                    });
+                    await reader.Current.CompleteAsync();
+                }
             }
 
             QueueTable(
                 $"Queue put → get → complete: 4 producers, 4 consumers, {sizes.QueueItems:N0} items a round ({sizes.BatchedQueueItems:N0} in batches)",
                 ("Naive: INSERT; DELETE … FOR UPDATE SKIP LOCKED RETURNING", theirs),
                 ("PostgresQueue: PutAsync; GetAsync; CompleteAsync", ours),
+                ("PostgresQueue: PutAsync; ReadAllAsync (completes in the next get)", oursRead),
                 ($"PostgresQueue, batches of {sizes.BatchSize}: PutManyAsync; GetManyAsync; CompleteManyAsync", oursBatched));
             output.WriteLine("The naive loop deletes an item as it takes it: one statement per item, and an item whose consumer crashes is lost. " +
                              "A naive consumer that finds the table empty retries after 1 ms. PostgresQueue leases the item, " +
-                             "completes it in a second statement, and redelivers it if its consumer dies.");
+                             "completes it in a second statement (with ReadAllAsync: in the statement that takes the next item), " +
+                             "and redelivers it if its consumer dies.");
             output.WriteLine();
             QueueTable(
                 $"Queue, one task: put, then get, then complete, {sizes.QueueItems:N0} items a round",
                 ("Naive: INSERT; DELETE … RETURNING", theirsInTurn),
-                ("PostgresQueue: PutAsync; GetAsync; CompleteAsync", oursInTurn));
+                ("PostgresQueue: PutAsync; GetAsync; CompleteAsync", oursInTurn),
+                ("PostgresQueue: PutAsync; ReadAllAsync (completes in the next get)", oursReadInTurn));
             output.WriteLine("Every put here also sends a NOTIFY after its commit (for getters in other processes), which the loop's own " +
                              "coordinator receives and ignores.");
             output.WriteLine();
@@ -387,6 +403,21 @@ public static class PostgresReport
             catch (OperationCanceledException) when (done.IsCancellationRequested)
             {
                 // Every item was consumed; a cancelled get took nothing.
+            }
+        };
+
+        private static Func<Func<int, bool>, CancellationToken, Task> OurReadLoopAsync(PostgresQueue<Job> queue) => async (take, done) =>
+        {
+            try
+            {
+                await foreach (PostgresDelivery<Job> delivery in queue.ReadAllAsync(done))
+                {
+                    take(delivery.Item.Id);
+                }
+            }
+            catch (OperationCanceledException) when (done.IsCancellationRequested)
+            {
+                // Every item was consumed; the loop completed its last delivery before it stopped.
             }
         };
 

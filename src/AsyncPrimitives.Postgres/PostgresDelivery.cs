@@ -172,6 +172,21 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
         Tracker.TryRelease();
     }
 
+    /// <summary>Before the reading loop completes this delivery with its next get: false when it was completed or
+    /// abandoned already; throws when another completion or abandonment is in progress. Ended by <see cref="ExitCall"/>.</summary>
+    internal bool EnterCompletion()
+    {
+        if (State != Open)
+        {
+            return false;
+        }
+
+        EnterCall();
+        return true;
+    }
+
+    internal void ExitCall() => Volatile.Write(ref _busy, 0);
+
     private void EnterCall()
     {
         if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)

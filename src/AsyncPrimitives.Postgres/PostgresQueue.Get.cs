@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using AsyncPrimitives.Postgres.Internal;
 using Npgsql;
@@ -47,6 +48,65 @@ public sealed partial class PostgresQueue<T>
     {
         List<PostgresDelivery<T>> got = await GetCoreAsync(1, TimeSpan.Zero, throwOnTimeout: false, cancellationToken).ConfigureAwait(false);
         return got.Count == 0 ? null : got[0];
+    }
+
+    /// <summary>
+    /// Reads the queue in a loop, completing each delivery in the same round trip that takes the next item: per item,
+    /// one call to get and complete instead of two. The loop ends when the queue is shut down and nothing is left to
+    /// deliver.
+    /// </summary>
+    /// <param name="cancellationToken">Cancels the wait for the next item (also given through
+    /// <see cref="TaskAsyncEnumerableExtensions.WithCancellation{T}(IAsyncEnumerable{T}, CancellationToken)"/>).</param>
+    /// <returns>The deliveries, one at a time, in the queue's order.</returns>
+    /// <remarks>
+    /// <para>A delivery is completed when the loop asks for the next one (its body is done with it), unless the body
+    /// completed or abandoned it itself; also when <paramref name="cancellationToken"/> is cancelled by then. Leaving the
+    /// body early (<c>break</c>, an exception) abandons the delivery it had, unless the body completed it: its item goes
+    /// back in line at once, and is delivered again (at-least-once). Complete the delivery before a <c>break</c> when its
+    /// work is done.</para>
+    /// <para>When a delivery's lease was lost before the loop could complete it, asking for the next one throws
+    /// <see cref="PostgresLeaseLostException"/> and takes nothing: the item may be with another consumer.</para>
+    /// </remarks>
+    /// <exception cref="PostgresLeaseLostException">The lease of the delivery to complete was lost.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the next
+    /// item was taken; the delivery before it was completed.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
+    /// failed during the wait, or a delivered item could not be read as <typeparamref name="T"/> (it was given back).</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
+    public async IAsyncEnumerable<PostgresDelivery<T>> ReadAllAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        PostgresDelivery<T>? current = null;
+        try
+        {
+            while (true)
+            {
+                if (cancellationToken.IsCancellationRequested && current is not null)
+                {
+                    // The body is done with it: completed before the cancellation is observed.
+                    await current.CompleteAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
+                List<PostgresDelivery<T>> got;
+                try
+                {
+                    got = await GetCoreAsync(1, Timeout.InfiniteTimeSpan, throwOnTimeout: true, cancellationToken, current).ConfigureAwait(false);
+                }
+                catch (QueueShutDownException)
+                {
+                    yield break;
+                }
+
+                current = got[0];
+                yield return current;
+            }
+        }
+        finally
+        {
+            if (current is not null)
+            {
+                await current.DisposeAsync().ConfigureAwait(false); // abandons it unless it was completed
+            }
+        }
     }
 
     /// <summary>Takes up to <paramref name="maxCount"/> items in one round trip, waiting until at least one is put: the
@@ -194,7 +254,7 @@ public sealed partial class PostgresQueue<T>
         if (lost > 0)
         {
             throw new PostgresLeaseLostException(batch.Length == 1
-                ? $"The lease of item {batch[0].Id} was lost (it expired, or its session ended): the item was not completed, and may be with another consumer."
+                ? LeaseLostMessage(batch[0].Id)
                 : $"The leases of {lost} of the {batch.Length} items were lost (they expired, or their session ended): those items were not completed, and may be with other consumers.");
         }
     }
@@ -220,53 +280,76 @@ public sealed partial class PostgresQueue<T>
         }
     }
 
-    private const string GetSql =
-        "SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text FROM __schema__.queue_get($1, $2::\"char\", $3, $4, $5, $6, $7)";
+    private const string TakeSql =
+        "SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text, signal " +
+        "FROM __schema__.queue_take($1, $2::\"char\", $3, $4, $5, $6, $7, $8, $9)";
 
     /// <summary>
     /// Takes up to <paramref name="maxCount"/> items: now or never (<paramref name="timeout"/> zero; an empty list, or
     /// <see cref="TimeoutException"/> when <paramref name="throwOnTimeout"/>), or waiting at most <paramref name="timeout"/>.
+    /// <paramref name="completing"/>, unless completed or abandoned already, is completed by the first call, in the same
+    /// round trip (see <see cref="ReadAllAsync"/>); when its lease was lost, nothing is taken and
+    /// <see cref="PostgresLeaseLostException"/> is thrown.
     /// </summary>
-    private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
+    private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(
+        int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken, PostgresDelivery<T>? completing = null)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        if (completing is not null && !completing.EnterCompletion())
+        {
+            completing = null;
+        }
+
+        PostgresDelivery<T>? entered = completing;
         using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, WakeKey, wakeLimit: 1, timeout);
         bool waited = false;
         try
         {
+            if (completing?.Tracker.IsLost == true)
+            {
+                throw new PostgresLeaseLostException(LeaseLostMessage(completing.Id));
+            }
+
             while (true)
             {
                 Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
-                List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows;
+                List<(long Id, long Token, int Attempt, int Priority, string? Payload, char Signal)> rows;
                 try
                 {
                     // Never cancelled half-way (an item leased by a call whose answer is lost would wait for its lease to
                     // expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
+                    // Not when it completes: a repeat would find its own completion and call it a loss.
                     rows = await _coordinator.Database.QueryAllAsync(
-                        GetSql,
+                        TakeSql,
                         [
                             Database.Parameter(Name), Database.Parameter(_orderCode), Database.Parameter(maxCount),
                             Database.Parameter(_coordinator.Owner), Database.Parameter(session.Key),
                             Database.Parameter(LeaseDuration), Database.Parameter(MaxAttempts),
+                            Database.Parameter(completing?.Id), Database.Parameter(completing?.Tracker.Id),
                         ],
-                        static r => (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4)),
-                        Database.Retry.Always,
+                        static r => r.IsDBNull(0)
+                            ? (0L, 0L, 0, 0, (string?)null, r.GetChar(5))
+                            : (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4), '\0'),
+                        completing is null ? Database.Retry.Always : Database.Retry.IfNotRun,
                         CancellationToken.None).ConfigureAwait(false);
                 }
                 catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
                 {
-                    if (!wait.RetryAfterSessionEnded(e, inProgress: waited))
+                    if (!wait.RetryAfterSessionEnded(e, inProgress: waited || completing is not null))
                     {
                         throw;
                     }
 
                     continue;
                 }
-                catch (PostgresCoordinationException e) when (e.InnerException is PostgresException { SqlState: Database.QueueShutDownState })
+
+                if (TakeSignals(rows, completing))
                 {
                     _coordinator.Signals.Signal(WakeKey); // the next getter here sees the shutdown too
-                    throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.", e.InnerException);
+                    throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.");
                 }
+
+                completing = null;
 
                 if (rows.Count > 0)
                 {
@@ -292,12 +375,61 @@ public sealed partial class PostgresQueue<T>
         {
             throw; // never reached: the filter records the outcome and lets the exception pass
         }
+        finally
+        {
+            entered?.ExitCall();
+        }
     }
+
+    /// <summary>
+    /// After a call of queue_take: takes the rows without an item out of <paramref name="rows"/> and acts on what they
+    /// say. With <paramref name="completed"/> (the delivery the call completed): its lease was lost ('l':
+    /// <see cref="PostgresLeaseLostException"/>, nothing was taken), else it is completed, and the joins are woken when
+    /// the completion left nothing unfinished ('d'). Returns true when the queue is shut down and nothing waits ('s').
+    /// </summary>
+    private bool TakeSignals(List<(long Id, long Token, int Attempt, int Priority, string? Payload, char Signal)> rows, PostgresDelivery<T>? completed)
+    {
+        char signal = '\0';
+        for (int i = rows.Count - 1; i >= 0; i--)
+        {
+            if (rows[i].Payload is not null)
+            {
+                continue;
+            }
+
+            if (rows[i].Signal == 'd')
+            {
+                Wake(JoinKey);
+            }
+            else
+            {
+                signal = rows[i].Signal;
+            }
+
+            rows.RemoveAt(i);
+        }
+
+        if (completed is not null)
+        {
+            if (signal == 'l')
+            {
+                completed.Tracker.MarkLost();
+                throw new PostgresLeaseLostException(LeaseLostMessage(completed.Id));
+            }
+
+            completed.MarkFinished(PostgresDelivery<T>.Completed);
+        }
+
+        return signal == 's';
+    }
+
+    private static string LeaseLostMessage(long id) =>
+        $"The lease of item {id} was lost (it expired, or its session ended): the item was not completed, and may be with another consumer.";
 
     /// <summary>Turns leased rows into deliveries, in the queue's order, each with its lease in the session. When an
     /// item cannot be read as <typeparamref name="T"/>, the whole batch is given back and the call fails.</summary>
     private async ValueTask<List<PostgresDelivery<T>>> DeliverAsync(
-        List<(long Id, long Token, int Attempt, int Priority, string Payload)> rows, Session session, long sentAt)
+        List<(long Id, long Token, int Attempt, int Priority, string? Payload, char Signal)> rows, Session session, long sentAt)
     {
         rows.Sort(Order switch
         {
@@ -309,13 +441,13 @@ public sealed partial class PostgresQueue<T>
         var deliveries = new List<PostgresDelivery<T>>(rows.Count);
         JsonException? unreadable = null;
         long unreadableId = 0;
-        foreach ((long id, long token, int attempt, _, string payload) in rows)
+        foreach ((long id, long token, int attempt, _, string? payload, _) in rows)
         {
             var tracker = new LeaseTracker(session, token, id, LeaseDuration, sentAt, WakeKey);
             T item = default!;
             try
             {
-                item = JsonSerializer.Deserialize(payload, _contract)!;
+                item = JsonSerializer.Deserialize(payload!, _contract)!;
             }
             catch (JsonException e)
             {

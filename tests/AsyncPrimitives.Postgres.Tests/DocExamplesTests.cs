@@ -187,6 +187,33 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
     }
 
     [PostgresFact]
+    public async Task ReadLoop()
+    {
+        PostgresCoordinator coordinator = (await JoinAsync()).Coordinator;
+        CancellationToken cancellationToken = CancellationToken.None;
+        PostgresQueue<Email> queue = coordinator.CreateQueue<Email>("emails");
+        await queue.PutManyAsync([new Email("a@example.com", "One"), new Email("b@example.com", "Two")], cancellationToken: cancellationToken);
+        await queue.ShutdownAsync(cancellationToken: cancellationToken); // so that the loop ends once both are read
+        var sent = new List<string>();
+        Task SendAsync(Email email, CancellationToken lost)
+        {
+            sent.Add(email.Subject);
+            return Task.CompletedTask;
+        }
+
+        // doc: scaleout-read-loop
+        await foreach (PostgresDelivery<Email> delivery in queue.ReadAllAsync(cancellationToken))
+        {
+            // An exception here leaves the loop and gives the email back: it is delivered again.
+            await SendAsync(delivery.Item, delivery.Lost);
+        } // each delivery is completed by the call that takes the next; the loop ends once the queue is shut down and empty
+        // end doc
+
+        sent.Should().Equal("One", "Two");
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
     public async Task Batches()
     {
         PostgresCoordinator coordinator = (await JoinAsync()).Coordinator;

@@ -22,7 +22,7 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         var clock = Stopwatch.StartNew();
         (await TerminateAsync(a)).Should().BeGreaterThan(0);
 
-        await WaitForLostAsync(held);
+        await WaitForLostAsync(held.Lost);
         await using PostgresLease taken = await waiting.WaitAsync(Bound);
         clock.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(10), "a dead session frees its permits without waiting for the 30 s lease");
         taken.FencingToken.Should().BeGreaterThan(held.FencingToken);
@@ -92,7 +92,7 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         await using PostgresLease taken = await other.Coordinator.CreateSemaphore("api", 1).AcquireAsync().AsTask().WaitAsync(Bound);
         TimeSpan takenAt = clock.Elapsed;
 
-        await WaitForLostAsync(held);
+        await WaitForLostAsync(held.Lost);
         lostAt.Should().BeLessThanOrEqualTo(leaseDuration, "Lost fires within the lease duration");
         lostAt.Should().BeLessThan(takenAt, "the holder stops relying on the permit before anyone else gets it");
         takenAt.Should().BeLessThan(leaseDuration + TimeSpan.FromSeconds(3), "the server frees the permit when the lease expires");
@@ -117,7 +117,7 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         proxy.Sever();
 
         await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
-        await WaitForLostAsync(held);
+        await WaitForLostAsync(held.Lost);
         await using PostgresLease taken = await other.Coordinator.CreateLock("job").AcquireAsync().AsTask().WaitAsync(Bound);
 
         await otherHeld.ReleaseAsync();
@@ -137,7 +137,7 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         Server.Restart();
 
         await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
-        await WaitForLostAsync(held);
+        await WaitForLostAsync(held.Lost);
 
         // Both coordinators reconnect; the dead sessions' rows neither block nor count.
         PostgresSemaphore semB = b.Coordinator.CreateSemaphore("api", 1);
@@ -162,17 +162,10 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         await a.Coordinator.DisposeAsync();
 
         await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<ObjectDisposedException>();
-        await WaitForLostAsync(held);
+        await WaitForLostAsync(held.Lost);
         (await b.Coordinator.CreateLock("job").TryAcquireAsync()).Should().NotBeNull("the disposed coordinator gave its permit back");
         (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters")).Should().Be(0);
         await FluentActions.Awaiting(async () => await a.Coordinator.CreateLock("job").AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
         await bHeld.ReleaseAsync();
-    }
-
-    private static async Task WaitForLostAsync(PostgresLease lease)
-    {
-        var lost = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using CancellationTokenRegistration registration = lease.Lost.Register(() => lost.TrySetResult());
-        await lost.Task.WaitAsync(Bound);
     }
 }

@@ -113,11 +113,4 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
         await using PostgresDelivery<int> again = await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.Zero);
         again.Attempt.Should().Be(2);
     }
-
-    private static async Task WaitForLostAsync(CancellationToken lost)
-    {
-        var fired = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using CancellationTokenRegistration registration = lost.Register(() => fired.TrySetResult());
-        await fired.Task.WaitAsync(Bound);
-    }
 }

@@ -400,20 +400,37 @@ BEGIN
 END
 $$;
 
--- Delivers up to p_count waiting items in the given order ('f' first in first out, 'l' last in first out, 'p' smallest
+-- Takes up to p_count waiting items in the given order ('f' first in first out, 'l' last in first out, 'p' smallest
 -- priority first, then first in), skipping items other consumers are taking at this moment; one query per order, so
 -- that each reads its index in order and stops after p_count rows, then one update leases them. Expired deliveries
 -- go back in line first (an index probe, which finds none as a rule); when nothing waits, so do the deliveries of
--- dead sessions. Raises AT002 when the queue is shut down and nothing waits.
-CREATE OR REPLACE FUNCTION __schema__.queue_get(
+-- dead sessions.
+-- With p_id, it first completes that delivery (p_token its lease), as queue_complete does: a reading loop completes an
+-- item and takes the next in one call. When the caller no longer held that lease, it takes nothing.
+-- Besides the items, a row with no item may say something ("signal"): 'l' the lease of p_id was lost; 'd' the
+-- completion left nothing unfinished while a join waits; 's' the queue is shut down and nothing waits (a row, not an
+-- error, which would undo the completion).
+CREATE OR REPLACE FUNCTION __schema__.queue_take(
     p_queue text, p_order "char", p_count int, p_owner uuid, p_session bigint, p_lease interval,
-    p_max_attempts int)
-RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb)
+    p_max_attempts int, p_id bigint, p_token bigint)
+RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb,
+               signal "char")
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ok boolean;
     v_ids bigint[];
+    v_done record;
 BEGIN
+    IF p_id IS NOT NULL THEN
+        SELECT * INTO v_done FROM __schema__.queue_complete(p_queue, ARRAY[p_id], ARRAY[p_token], p_owner);
+        IF cardinality(v_done.completed) = 0 AND NOT (v_done.dropped AND cardinality(v_done.gone) = 1) THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::int, NULL::int, NULL::jsonb, 'l'::"char";
+            RETURN;
+        END IF;
+        IF v_done.drained THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::int, NULL::int, NULL::jsonb, 'd'::"char";
+        END IF;
+    END IF;
     v_ok := __schema__.require_session(p_session);
     IF EXISTS (SELECT 1 FROM __schema__.queue_items q
                WHERE q.queue = p_queue AND q.leased_until <= now()) THEN
@@ -438,7 +455,7 @@ BEGIN
                 SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
                     session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
                 WHERE q.id = v_ids[1]
-                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload, NULL::"char";
             RETURN;
         ELSIF cardinality(v_ids) > 1 THEN
             RETURN QUERY
@@ -446,17 +463,18 @@ BEGIN
                 SET lease_token = nextval('__schema__.ids'), attempts = q.attempts + 1, lease_owner = p_owner,
                     session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
                 WHERE q.id = ANY (v_ids)
-                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload;
+                RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload, NULL::"char";
             RETURN;
         END IF;
         -- Nothing waits: end the deliveries of dead sessions, and look again if any came back.
         EXIT WHEN v_round = 2 OR __schema__.queue_reclaim(p_queue, true) = 0;
     END LOOP;
     IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
-        RAISE EXCEPTION 'the queue % is shut down', p_queue USING ERRCODE = 'AT002';
+        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::int, NULL::int, NULL::jsonb, 's'::"char";
     END IF;
 END
 $$;
+
 
 -- Completes deliveries: deletes the items whose lease the caller still holds and has not expired. Returns the ids
 -- completed, the ids whose items are gone altogether (completed by a later delivery, or dropped by an immediate

@@ -33,4 +33,12 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
     protected Task WaitersAsync(long count) => Scope.WaitersAsync(count);
 
     protected Task<(long Holders, long Waiters)> PermitRowsAsync() => Scope.PermitRowsAsync();
+
+    /// <summary>Waits (at most <see cref="Bound"/>) until <paramref name="lost"/>, a lease's or a delivery's <c>Lost</c>, fires.</summary>
+    protected static async Task WaitForLostAsync(CancellationToken lost)
+    {
+        var fired = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using CancellationTokenRegistration registration = lost.Register(() => fired.TrySetResult());
+        await fired.Task.WaitAsync(Bound);
+    }
 }

@@ -1,0 +1,223 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// <see cref="PostgresQueue{T}.ReadAllAsync"/>: each delivery is completed by the call that takes the next item, unless
+/// the loop's body settled it; leaving the body early gives it back; a lost lease is refused and takes nothing; the loop
+/// ends when the queue is shut down and drained.
+/// </summary>
+public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(server)
+{
+    [PostgresFact]
+    public async Task ReadAllAsync_CompletesEachDelivery_WhenTheLoopAsksForTheNext_AndEndsWhenShutDownAndDrained()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2, 3]);
+        await queue.ShutdownAsync();
+
+        var read = new List<(int Item, long Unfinished)>();
+        var deliveries = new List<PostgresDelivery<int>>();
+        await foreach (PostgresDelivery<int> delivery in queue.ReadAllAsync())
+        {
+            read.Add((delivery.Item, await queue.UnfinishedAsync()));
+            deliveries.Add(delivery);
+        }
+
+        read.Should().Equal([(1, 3), (2, 2), (3, 1)], "the delivery before the current one was completed by the call that took it");
+        (await queue.UnfinishedAsync()).Should().Be(0, "the last delivery was completed by the call that found the queue shut down and empty");
+        deliveries.Select(d => d.ToString()).Should().AllSatisfy(s => s.Should().EndWith("completed)"));
+        await FluentActions.Awaiting(async () => await queue.GetAsync(TimeSpan.Zero)).Should().ThrowAsync<QueueShutDownException>();
+    }
+
+    [PostgresFact]
+    public async Task ReadAllAsync_LeavesADeliveryTheBodySettled_AsTheBodyLeftIt()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+
+        var seen = new List<(int Item, int Attempt)>();
+        await foreach (PostgresDelivery<int> delivery in queue.ReadAllAsync())
+        {
+            seen.Add((delivery.Item, delivery.Attempt));
+            if (delivery.Item == 1 && delivery.Attempt == 1)
+            {
+                await delivery.AbandonAsync(); // back in line, in its place: first
+            }
+            else
+            {
+                await delivery.CompleteAsync();
+            }
+
+            if (seen.Count == 3)
+            {
+                break;
+            }
+        }
+
+        seen.Should().Equal([(1, 1), (1, 2), (2, 1)], "the abandoned delivery was not completed by the loop");
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task LeavingTheBodyEarly_GivesTheDeliveryBack_AtOnce(bool throwInBody)
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+
+        Func<Task> loop = async () =>
+        {
+            await foreach (PostgresDelivery<int> delivery in queue.ReadAllAsync())
+            {
+                if (delivery.Item == 2)
+                {
+                    if (throwInBody)
+                    {
+                        throw new InvalidOperationException("the work failed");
+                    }
+
+                    break;
+                }
+            }
+        };
+
+        if (throwInBody)
+        {
+            await loop.Should().ThrowAsync<InvalidOperationException>().WithMessage("the work failed");
+        }
+        else
+        {
+            await loop();
+        }
+
+        (await queue.UnfinishedAsync()).Should().Be(1, "item 1 was completed when the loop took item 2");
+        await using PostgresDelivery<int> again = await queue.GetAsync(TimeSpan.Zero);
+        again.Item.Should().Be(2);
+        again.Attempt.Should().Be(2, "the loop gave item 2 back when it left");
+    }
+
+    [PostgresFact]
+    public async Task ALeaseLostOnTheServer_IsRefused_AndTheCallTakesNothing()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+
+        await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
+        (await reader.MoveNextAsync()).Should().BeTrue();
+        PostgresDelivery<int> first = reader.Current;
+        // The lease runs out on the server before the heartbeat could renew it (as when this process stalls).
+        (await ScalarAsync<long>(
+            $"WITH u AS (UPDATE {Schema}.queue_items SET leased_until = now() - interval '1 second' WHERE id = {first.Id} RETURNING 1) SELECT count(*) FROM u"))
+            .Should().Be(1);
+
+        await FluentActions.Awaiting(async () => await reader.MoveNextAsync()).Should().ThrowAsync<PostgresLeaseLostException>();
+        await WaitForLostAsync(first.Lost);
+        (await queue.CountAsync()).Should().Be(2, "item 1 is back in line once its expiry is seen, and item 2 was not taken");
+        (await queue.UnfinishedAsync()).Should().Be(2, "nothing was completed");
+    }
+
+    [PostgresFact]
+    public async Task Cancelled_WhileWaiting_AfterCompletingTheDeliveryBefore()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        using var cancel = new CancellationTokenSource();
+
+        await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync(cancel.Token).GetAsyncEnumerator();
+        (await reader.MoveNextAsync()).Should().BeTrue();
+        Task<bool> next = reader.MoveNextAsync().AsTask();
+        await EventuallyAsync(async () => await queue.UnfinishedAsync() == 0, "the call that looks for item 2 completes item 1");
+        next.IsCompleted.Should().BeFalse("nothing else was put");
+        cancel.Cancel();
+
+        await FluentActions.Awaiting(() => next.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+        await queue.PutAsync(2);
+        await using PostgresDelivery<int> two = await queue.GetAsync(TimeSpan.Zero);
+        two.Attempt.Should().Be(1, "the cancelled wait took nothing");
+    }
+
+    [PostgresFact]
+    public async Task CancelledBeforeAskingForTheNext_StillCompletesTheDeliveryTheBodyFinished()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+        using var cancel = new CancellationTokenSource();
+
+        Func<Task> loop = async () =>
+        {
+            await foreach (PostgresDelivery<int> delivery in queue.ReadAllAsync(cancel.Token))
+            {
+                cancel.Cancel(); // the body's work is done; the loop is asked to stop
+            }
+        };
+
+        await loop.Should().ThrowAsync<OperationCanceledException>();
+        (await queue.UnfinishedAsync()).Should().Be(1, "item 1 was completed, item 2 never taken");
+        await using PostgresDelivery<int> two = await queue.GetAsync(TimeSpan.Zero);
+        (two.Item, two.Attempt).Should().Be((2, 1));
+    }
+
+    [PostgresFact]
+    public async Task TheCompletionThatEmptiesTheQueue_WakesAJoinInAnotherCoordinator()
+    {
+        Member reader = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        Member joiner = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        PostgresQueue<int> queue = reader.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutAsync(1);
+        using var stop = new CancellationTokenSource();
+        await using IAsyncEnumerator<PostgresDelivery<int>> loop = queue.ReadAllAsync(stop.Token).GetAsyncEnumerator();
+        (await loop.MoveNextAsync()).Should().BeTrue();
+
+        Task joined = joiner.Coordinator.CreateQueue<int>("numbers").JoinAsync().AsTask();
+        await EventuallyAsync(async () => await ScalarAsync<long>($"SELECT count(*) FROM {Schema}.queue_joins") == 1, "the join is recorded");
+        joined.IsCompleted.Should().BeFalse();
+
+        Task<bool> next = loop.MoveNextAsync().AsTask(); // completes item 1, then waits for another
+        await joined.WaitAsync(Bound);
+        next.IsCompleted.Should().BeFalse();
+        stop.Cancel();
+        await FluentActions.Awaiting(() => next.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+
+    [PostgresFact]
+    public async Task ManyReadLoops_OnTwoCoordinators_EveryItemCompletedExactlyOnce()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresQueue<int>[] queues = [a.Coordinator.CreateQueue<int>("numbers"), b.Coordinator.CreateQueue<int>("numbers")];
+        const int Items = 400;
+        var seen = new System.Collections.Concurrent.ConcurrentBag<(int Item, int Attempt)>();
+
+        Task[] readers = Enumerable.Range(0, 6).Select(i => Task.Run(async () =>
+        {
+            await foreach (PostgresDelivery<int> delivery in queues[i % 2].ReadAllAsync())
+            {
+                seen.Add((delivery.Item, delivery.Attempt));
+            }
+        })).ToArray();
+        Task[] producers = Enumerable.Range(0, 4).Select(p => Task.Run(async () =>
+        {
+            for (int item = p; item < Items; item += 4)
+            {
+                await queues[p % 2].PutAsync(item);
+            }
+        })).ToArray();
+
+        await Task.WhenAll(producers).WaitAsync(Bound);
+        await queues[0].JoinAsync(Bound);
+        await queues[1].ShutdownAsync();
+        await Task.WhenAll(readers).WaitAsync(Bound);
+
+        seen.Select(s => s.Item).Should().BeEquivalentTo(Enumerable.Range(0, Items), "every item read exactly once");
+        seen.Should().AllSatisfy(s => s.Attempt.Should().Be(1));
+        (await queues[0].UnfinishedAsync()).Should().Be(0);
+    }
+}
