@@ -336,10 +336,15 @@ CREATE OR REPLACE FUNCTION __schema__.queue_put(p_queue text, p_priorities int[]
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO __schema__.queue_items (queue, priority, payload)
-    SELECT p_queue, t.priority, t.payload
-    FROM unnest(p_priorities, p_payloads) WITH ORDINALITY AS t(priority, payload, n)
-    ORDER BY t.n;
+    IF cardinality(p_payloads) = 1 THEN
+        -- One item: a plain insert (no set to unnest and sort).
+        INSERT INTO __schema__.queue_items (queue, priority, payload) VALUES (p_queue, p_priorities[1], p_payloads[1]);
+    ELSE
+        INSERT INTO __schema__.queue_items (queue, priority, payload)
+        SELECT p_queue, t.priority, t.payload
+        FROM unnest(p_priorities, p_payloads) WITH ORDINALITY AS t(priority, payload, n)
+        ORDER BY t.n;
+    END IF;
     IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
         RAISE EXCEPTION 'the queue % is shut down', p_queue USING ERRCODE = 'AT002';
     END IF;
