@@ -80,7 +80,7 @@ public sealed partial class PostgresQueue<T>
         {
             while (true)
             {
-                if (cancellationToken.IsCancellationRequested && current is not null)
+                if (cancellationToken.IsCancellationRequested && current?.State == PostgresDelivery<T>.Open)
                 {
                     // The body is done with it: completed before the cancellation is observed.
                     await current.CompleteAsync(CancellationToken.None).ConfigureAwait(false);

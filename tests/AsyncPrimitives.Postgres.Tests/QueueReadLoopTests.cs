@@ -143,8 +143,10 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         two.Attempt.Should().Be(1, "the cancelled wait took nothing");
     }
 
-    [PostgresFact]
-    public async Task CancelledBeforeAskingForTheNext_StillCompletesTheDeliveryTheBodyFinished()
+    [PostgresTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task CancelledBeforeAskingForTheNext_CompletesTheDeliveryTheBodyFinished_UnlessTheBodySettledIt(bool abandonInBody)
     {
         Member a = await JoinAsync();
         PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
@@ -155,14 +157,27 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         {
             await foreach (PostgresDelivery<int> delivery in queue.ReadAllAsync(cancel.Token))
             {
+                if (abandonInBody)
+                {
+                    await delivery.AbandonAsync();
+                }
+
                 cancel.Cancel(); // the body's work is done; the loop is asked to stop
             }
         };
 
         await loop.Should().ThrowAsync<OperationCanceledException>();
-        (await queue.UnfinishedAsync()).Should().Be(1, "item 1 was completed, item 2 never taken");
-        await using PostgresDelivery<int> two = await queue.GetAsync(TimeSpan.Zero);
-        (two.Item, two.Attempt).Should().Be((2, 1));
+        await using PostgresDelivery<int> next = await queue.GetAsync(TimeSpan.Zero);
+        if (abandonInBody)
+        {
+            (await queue.UnfinishedAsync()).Should().Be(2, "item 1 was given back by the body, item 2 never taken");
+            (next.Item, next.Attempt).Should().Be((1, 2));
+        }
+        else
+        {
+            (await queue.UnfinishedAsync()).Should().Be(1, "item 1 was completed, item 2 never taken");
+            (next.Item, next.Attempt).Should().Be((2, 1));
+        }
     }
 
     [PostgresFact]
