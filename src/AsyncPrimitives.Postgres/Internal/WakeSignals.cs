@@ -49,15 +49,25 @@ internal sealed class WakeSignals
         {
             if (_entries.TryGetValue(key, out List<Waiter>? waiters))
             {
-                int limit = waiters.Max(w => w.WakeLimit);
-                int woken = 0;
-                foreach (Waiter waiter in waiters.Where(w => !w.IsWoken).OrderBy(w => w.Rank).ThenBy(w => w.Order))
+                int limit = 0;
+                var line = new List<Waiter>(waiters.Count);
+                foreach (Waiter waiter in waiters)
                 {
-                    if (woken++ == limit)
+                    limit = Math.Max(limit, waiter.WakeLimit);
+                    if (!waiter.IsWoken)
                     {
-                        break;
+                        line.Add(waiter);
                     }
+                }
 
+                if (line.Count > limit)
+                {
+                    line.Sort(static (a, b) => a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Order.CompareTo(b.Order));
+                    line.RemoveRange(limit, line.Count - limit);
+                }
+
+                foreach (Waiter waiter in line)
+                {
                     (fired ??= []).Add(waiter.Signal);
                     waiter.IsWoken = true;
                 }
