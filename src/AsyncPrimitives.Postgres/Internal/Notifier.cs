@@ -69,11 +69,17 @@ internal sealed class Notifier
     {
         while (true)
         {
-            string[] keys = _pending.Keys.ToArray();
-            foreach (string key in keys)
+            // Enumerating the dictionary takes no lock (its Keys property would take every one).
+            var taken = new List<string>();
+            foreach (KeyValuePair<string, byte> pending in _pending)
             {
-                _pending.TryRemove(key, out _);
+                if (_pending.TryRemove(pending.Key, out _))
+                {
+                    taken.Add(pending.Key);
+                }
             }
+
+            string[] keys = [.. taken];
 
             if (keys.Length == 0)
             {
