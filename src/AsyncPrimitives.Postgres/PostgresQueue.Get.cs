@@ -294,10 +294,16 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(
         int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken, PostgresDelivery<T>? completing = null)
     {
-        cancellationToken.ThrowIfCancellationRequested();
         if (completing is not null && !completing.EnterCompletion())
         {
             completing = null;
+        }
+
+        if (completing is null)
+        {
+            // With a delivery to complete, cancellation is observed only after the call that completes it (a
+            // cancellation racing with that call may lose: the call may then also take the next item).
+            cancellationToken.ThrowIfCancellationRequested();
         }
 
         PostgresDelivery<T>? entered = completing;
@@ -312,7 +318,7 @@ public sealed partial class PostgresQueue<T>
 
             while (true)
             {
-                Session session = await wait.BeginCallAsync(cancellationToken).ConfigureAwait(false);
+                Session session = await wait.BeginCallAsync(completing is null ? cancellationToken : CancellationToken.None).ConfigureAwait(false);
                 List<(long Id, long Token, int Attempt, int Priority, string? Payload, char Signal)> rows;
                 try
                 {

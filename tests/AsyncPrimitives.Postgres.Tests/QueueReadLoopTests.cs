@@ -203,6 +203,60 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
     }
 
     [PostgresFact]
+    public async Task ReadLoopsCancelledAtRandomMoments_WhileItemsArrive_ProcessEveryItemExactlyOnce()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        PostgresQueue<int>[] queues = [a.Coordinator.CreateQueue<int>("numbers"), b.Coordinator.CreateQueue<int>("numbers")];
+        const int Items = 300;
+        var processed = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
+        using var stop = new CancellationTokenSource();
+        int loops = 0;
+
+        // Each reader runs loop after loop, each cancelled after a random 0-15 ms: the cancellation lands while the loop
+        // waits, while its call runs, or between a body and the next call. A body that ran to its end is completed in
+        // every case, and a cancelled wait takes nothing, so each item is processed once and none is left.
+        Task[] readers = Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
+        {
+            var random = new Random(i);
+            while (!stop.IsCancellationRequested)
+            {
+                using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
+                cancel.CancelAfter(TimeSpan.FromMilliseconds(random.Next(0, 16)));
+                Interlocked.Increment(ref loops);
+                try
+                {
+                    await foreach (PostgresDelivery<int> delivery in queues[i % 2].ReadAllAsync(cancel.Token))
+                    {
+                        processed.AddOrUpdate(delivery.Item, 1, (_, n) => n + 1);
+                    }
+                }
+                catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+                {
+                    // The next loop goes on.
+                }
+            }
+        })).ToArray();
+        Task[] producers = Enumerable.Range(0, 2).Select(p => Task.Run(async () =>
+        {
+            for (int item = p; item < Items; item += 2)
+            {
+                await queues[p].PutAsync(item);
+            }
+        })).ToArray();
+
+        await Task.WhenAll(producers).WaitAsync(Bound);
+        await queues[0].JoinAsync(Bound);
+        stop.Cancel();
+        await Task.WhenAll(readers).WaitAsync(Bound);
+
+        processed.Keys.Should().BeEquivalentTo(Enumerable.Range(0, Items), "no item was lost");
+        processed.Values.Should().AllSatisfy(n => n.Should().Be(1), "no finished body's item was given back and delivered again");
+        (await queues[1].UnfinishedAsync()).Should().Be(0);
+        loops.Should().BeGreaterThan(4, "the loops were cancelled and started again");
+    }
+
+    [PostgresFact]
     public async Task ManyReadLoops_OnTwoCoordinators_EveryItemCompletedExactlyOnce()
     {
         Member a = await JoinAsync();
