@@ -43,7 +43,8 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     public int Attempt { get; }
 
     /// <summary>
-    /// Cancelled when the lease is lost: it could not be renewed for a lease duration, or the coordinator's session
+    /// Cancelled when the lease is lost: it could not be renewed for a lease duration (less a margin for this process's
+    /// own delays: a tenth of it, at most 1 s, so that this fires before the server frees the item), or the coordinator's session
     /// ended, or an immediate shutdown dropped the item. The item may then be delivered to another consumer, and a
     /// completion is refused. Never cancelled by completing or abandoning. Callbacks run on the thread pool.
     /// </summary>

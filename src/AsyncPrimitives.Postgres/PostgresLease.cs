@@ -11,9 +11,9 @@ namespace AsyncPrimitives.Postgres;
 /// <remarks>
 /// <para><b>Heartbeat and loss.</b> While the lease is held, its coordinator renews it every third of
 /// <see cref="PostgresCoordinatorOptions.LeaseDuration"/>. It is lost when the coordinator's session ends (its LISTEN
-/// connection failed: the backend was terminated, the server restarted) or when no renewal succeeded for a whole lease
-/// duration; <see cref="Lost"/> then fires, at the latest when the server frees the permit for others. Work guarded by
-/// the lease should stop when it fires.</para>
+/// connection failed: the backend was terminated, the server restarted) or when no renewal succeeded for a lease
+/// duration less a margin (a tenth of it, at most 1 s, for this process's own scheduling delays); <see cref="Lost"/>
+/// then fires, before the server frees the permit for others. Work guarded by the lease should stop when it fires.</para>
 /// <para><b>Fencing.</b> A process can pause (a GC, a swapped-out VM) long enough to lose its lease without running
 /// any code. Pass <see cref="FencingToken"/> to the resource the lease guards, and let it refuse a token lower than one
 /// it has seen: a stale holder is then turned away even if it never noticed the loss.</para>
@@ -38,7 +38,7 @@ public sealed class PostgresLease : IAsyncDisposable
 
     /// <summary>
     /// Cancelled when the lease is lost (see the remarks): its session ended, or it could not be renewed for a lease
-    /// duration. Never cancelled by <see cref="ReleaseAsync"/>. Callbacks run on the thread pool.
+    /// duration less a margin. Never cancelled by <see cref="ReleaseAsync"/>. Callbacks run on the thread pool.
     /// </summary>
     public CancellationToken Lost => _tracker.LostToken;
 

@@ -181,7 +181,8 @@ public sealed class PostgresLockTests(PostgresServer server) : PostgresTest(serv
     [PostgresFact]
     public async Task Heartbeat_KeepsALeaseHeldLongerThanItsDuration()
     {
-        // Renewed every second (a third of the lease): a renewal may come up to two seconds late on a loaded machine.
+        // Renewed every second (a third of the lease); Lost fires 2.7 s (the lease less its margin) after the last renewal
+        // that got through, so a renewal may come 1.7 s late on a loaded machine.
         Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(3));
         Member b = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(3));
         await using PostgresLease lease = await a.Coordinator.CreateLock("job").AcquireAsync();

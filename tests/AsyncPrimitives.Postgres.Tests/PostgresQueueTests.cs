@@ -205,14 +205,16 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     [PostgresFact]
     public async Task ALongJob_KeepsItsItem_PastTheLeaseDuration()
     {
-        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(2));
+        // Renewed every second (a third of the lease): a renewal may come 1.7 s late on a loaded machine (see the lock's
+        // heartbeat test).
+        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(3));
         Member b = await JoinAsync();
         PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
         await queue.PutAsync(1);
         PostgresDelivery<int> delivery = await queue.GetAsync();
 
         // Over two lease durations: a fixed invisibility timeout would have handed the item to b twice.
-        Func<Task> other = async () => await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.FromSeconds(4.5));
+        Func<Task> other = async () => await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.FromSeconds(6.5));
         await other.Should().ThrowAsync<TimeoutException>();
         delivery.Lost.IsCancellationRequested.Should().BeFalse();
         await delivery.CompleteAsync();

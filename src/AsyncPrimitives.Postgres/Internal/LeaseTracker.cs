@@ -5,9 +5,11 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// the local deadline by which it counts as lost unless the heartbeat renews it.
 /// </summary>
 /// <remarks>
-/// The deadline is the time the last successful acquire or renewal was <em>sent</em>, plus the lease duration. The
-/// server set the expiry from its own clock when it ran that statement, which was after it was sent, so the lease
-/// is lost here no later than the server frees it: the process stops relying on it before anyone else can get it.
+/// The deadline is the time the last successful acquire or renewal was <em>sent</em>, plus the lease duration, less
+/// <see cref="Margin"/>. The server set the expiry from its own clock when it ran that statement, which was after it was
+/// sent, so the lease is lost here before the server frees it: the process stops relying on it before anyone else can
+/// get it, even when the timer fires late or the thread pool is slow to run the <c>Lost</c> callbacks (by up to the
+/// margin).
 /// </remarks>
 internal sealed class LeaseTracker
 {
@@ -65,10 +67,14 @@ internal sealed class LeaseTracker
 
     public bool IsLost => Volatile.Read(ref _state) == Lost;
 
+    /// <summary>How long before the server may free a lease it counts as lost here: a tenth of the lease duration, at
+    /// most 1 s (a renewal is sent every third of it, so this fires only after two renewals in a row did not get through).</summary>
+    public static TimeSpan Margin(TimeSpan duration) => TimeSpan.FromTicks(Math.Min(duration.Ticks / 10, TimeSpan.TicksPerSecond));
+
     /// <summary>Moves the deadline: the lease was renewed by a statement sent at <paramref name="sentAt"/>.</summary>
     public void Renewed(long sentAt)
     {
-        TimeSpan left = Duration - _time.GetElapsedTime(sentAt);
+        TimeSpan left = Duration - Margin(Duration) - _time.GetElapsedTime(sentAt);
         if (left <= TimeSpan.Zero)
         {
             MarkLost();
