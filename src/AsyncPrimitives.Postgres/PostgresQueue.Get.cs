@@ -215,23 +215,18 @@ public sealed partial class PostgresQueue<T>
         {
             Database database = _coordinator.Database;
             // Not tried again when the answer may be lost: a repeat would find its own completion and call it a loss.
-            (long[] Completed, long[] Gone, bool Drained, bool Dropped) result = await database.QueryAsync(
-                "SELECT completed, gone, drained, dropped FROM __schema__.queue_complete($1, $2, $3, $4)",
+            // Items an immediate shutdown dropped count as completed (see queue_complete).
+            (long[] Completed, bool Drained) result = await database.QueryAsync(
+                "SELECT completed, drained FROM __schema__.queue_complete($1, $2, $3, $4)",
                 [
                     Database.Parameter(Name), Database.Parameter(open.Select(d => d.Id).ToArray()),
                     Database.Parameter(open.Select(d => d.Tracker.Id).ToArray()), Database.Parameter(_coordinator.Owner),
                 ],
-                static r => (r.GetFieldValue<long[]>(0), r.GetFieldValue<long[]>(1), r.GetBoolean(2), r.GetBoolean(3)),
+                static r => (r.GetFieldValue<long[]>(0), r.GetBoolean(1)),
                 Database.Retry.IfNotRun,
                 cancellationToken).ConfigureAwait(false);
 
             var completed = new HashSet<long>(result.Completed);
-            // Gone after an immediate shutdown: dropped with the rest, nothing left to do for it.
-            if (result.Dropped)
-            {
-                completed.UnionWith(result.Gone);
-            }
-
             foreach (PostgresDelivery<T> delivery in open)
             {
                 if (completed.Contains(delivery.Id))

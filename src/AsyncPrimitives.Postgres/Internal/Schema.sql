@@ -426,14 +426,17 @@ DECLARE
     v_ids bigint[];
     v_done record;
 BEGIN
+    -- A signal row: signal set, the item columns never assigned (null).
     IF p_id IS NOT NULL THEN
         SELECT * INTO v_done FROM __schema__.queue_complete(p_queue, ARRAY[p_id], ARRAY[p_token], p_owner);
-        IF cardinality(v_done.completed) = 0 AND NOT (v_done.dropped AND cardinality(v_done.gone) = 1) THEN
-            RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::int, NULL::int, NULL::jsonb, 'l'::"char";
+        IF cardinality(v_done.completed) = 0 THEN
+            signal := 'l';
+            RETURN NEXT;
             RETURN;
         END IF;
         IF v_done.drained THEN
-            RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::int, NULL::int, NULL::jsonb, 'd'::"char";
+            signal := 'd';
+            RETURN NEXT;
         END IF;
     END IF;
     v_ok := __schema__.require_session(p_session);
@@ -475,22 +478,22 @@ BEGIN
         EXIT WHEN v_round = 2 OR __schema__.queue_reclaim(p_queue, true) = 0;
     END LOOP;
     IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
-        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::int, NULL::int, NULL::jsonb, 's'::"char";
+        signal := 's';
+        RETURN NEXT;
     END IF;
 END
 $$;
 
-
 -- Completes deliveries: deletes the items whose lease the caller still holds and has not expired. Returns the ids
--- completed, the ids whose items are gone altogether (completed by a later delivery, or dropped by an immediate
--- shutdown), whether the queue now has nothing unfinished and a join waits for that, and whether it was shut down
--- immediately (looked up only when some item was not completed).
+-- completed, counting as completed those an immediate shutdown dropped (nothing is left to do for them), and whether
+-- the queue now has nothing unfinished and a join waits for that. The shutdown is looked up only when some item was
+-- not completed; an item gone otherwise was completed by a later delivery, and is not counted.
 CREATE OR REPLACE FUNCTION __schema__.queue_complete(p_queue text, p_ids bigint[], p_tokens bigint[], p_owner uuid,
-    OUT completed bigint[], OUT gone bigint[], OUT drained boolean, OUT dropped boolean)
+    OUT completed bigint[], OUT drained boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
     IF cardinality(p_ids) = 1 THEN
-        -- One item: scalars, for one plan for the connection's life (see queue_get).
+        -- One item: scalars, for one plan for the connection's life (see queue_take).
         DELETE FROM __schema__.queue_items q
         WHERE q.id = p_ids[1] AND q.lease_token = p_tokens[1] AND q.lease_owner = p_owner
           AND coalesce(q.leased_until, '-infinity') > now();
@@ -503,13 +506,10 @@ BEGIN
         )
         SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
     END IF;
-    IF cardinality(completed) = cardinality(p_ids) THEN
-        gone := '{}';
-        dropped := false;
-    ELSE
-        SELECT coalesce(array_agg(r.id), '{}') INTO gone FROM unnest(p_ids) AS r(id)
-        WHERE NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id) AND r.id <> ALL (completed);
-        dropped := EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue AND s.immediate);
+    IF cardinality(completed) < cardinality(p_ids)
+       AND EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue AND s.immediate) THEN
+        SELECT coalesce(array_agg(r.id), '{}') INTO completed FROM unnest(p_ids) AS r(id)
+        WHERE r.id = ANY (completed) OR NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id);
     END IF;
     -- Looked up only while a join waits (see queue_joins).
     drained := EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue)
