@@ -80,12 +80,6 @@ public sealed partial class PostgresQueue<T>
         {
             while (true)
             {
-                if (cancellationToken.IsCancellationRequested && current?.State == PostgresDelivery<T>.Open)
-                {
-                    // The body is done with it: completed before the cancellation is observed.
-                    await current.CompleteAsync(CancellationToken.None).ConfigureAwait(false);
-                }
-
                 List<PostgresDelivery<T>> got;
                 try
                 {
@@ -283,7 +277,8 @@ public sealed partial class PostgresQueue<T>
     /// Takes up to <paramref name="maxCount"/> items: now or never (<paramref name="timeout"/> zero; an empty list, or
     /// <see cref="TimeoutException"/> when <paramref name="throwOnTimeout"/>), or waiting at most <paramref name="timeout"/>.
     /// <paramref name="completing"/>, unless completed or abandoned already, is completed by the first call, in the same
-    /// round trip (see <see cref="ReadAllAsync"/>); when its lease was lost, nothing is taken and
+    /// round trip (see <see cref="ReadAllAsync"/>), or alone when <paramref name="cancellationToken"/> is already
+    /// cancelled: cancellation never gives it back. When its lease was lost, nothing is taken and
     /// <see cref="PostgresLeaseLostException"/> is thrown.
     /// </summary>
     private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(
@@ -296,8 +291,7 @@ public sealed partial class PostgresQueue<T>
 
         if (completing is null)
         {
-            // With a delivery to complete, cancellation is observed only after the call that completes it (a
-            // cancellation racing with that call may lose: the call may then also take the next item).
+            // With a delivery to complete, cancellation is observed once it is completed (below).
             cancellationToken.ThrowIfCancellationRequested();
         }
 
@@ -306,6 +300,14 @@ public sealed partial class PostgresQueue<T>
         bool waited = false;
         try
         {
+            if (completing is not null && cancellationToken.IsCancellationRequested)
+            {
+                // Cancelled already: the delivery is completed alone, and nothing is taken. A cancellation that comes
+                // later may lose the race with the call below, which then also takes the next item.
+                await CompleteCoreAsync([completing], CancellationToken.None).ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
             if (completing?.Tracker.IsLost == true)
             {
                 throw new PostgresLeaseLostException(LeaseLostMessage(completing.Id));
