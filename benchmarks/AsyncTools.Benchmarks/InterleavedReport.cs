@@ -6,16 +6,27 @@ namespace AsyncTools.Benchmarks;
 
 /// <summary>
 /// Interleaved report (<c>--interleaved</c>): the rows of the classes whose time BenchmarkDotNet gives no stable verdict
-/// for on a small machine (8 tasks contending through the thread pool: each row runs in a process of its own, and how
-/// that process's pool interleaves the tasks moves a row by up to 3 times between runs). Here every row runs in one
+/// for on a small machine (8 tasks contending through the thread pool, or producers and consumers streaming through a
+/// queue: each row runs in a process of its own, and how that process's pool interleaves the tasks moves a row by up
+/// to 3 times between runs). Here every row runs in one
 /// process, in rounds, once per round in a random order, so the pool's state and the machine's load hit every row alike.
 /// Per row: the median time per operation, the median and quartiles of its per-round ratio to the class's baseline, and
 /// bytes and thread-pool work items per operation over all rounds.
 /// </summary>
 public static class InterleavedReport
 {
-    /// <summary>The classes reported, each with its <c>[Benchmark]</c> methods as rows (one a baseline).</summary>
-    public static readonly Type[] Classes = [typeof(ContendedLockBenchmarks), typeof(ContendedReaderWriterLockBenchmarks)];
+    /// <summary>
+    /// The classes reported, each with its <c>[Benchmark]</c> methods as rows (one a baseline), and how many times a
+    /// round each row runs: enough for tens of milliseconds a measurement (a streaming row moves a million items a run).
+    /// </summary>
+    public static readonly (Type Type, int InvokesPerRound)[] Classes =
+    [
+        (typeof(ContendedLockBenchmarks), 10),
+        (typeof(ContendedReaderWriterLockBenchmarks), 10),
+        (typeof(QueueSpscBenchmarks), 1),
+        (typeof(QueueSpscTryBenchmarks), 1),
+        (typeof(QueueMpmcBenchmarks), 1),
+    ];
 
     private sealed record Row(string Name, Func<Task> Run, bool Baseline, int OperationsPerInvoke)
     {
@@ -26,15 +37,16 @@ public static class InterleavedReport
         public Totals Totals { get; set; }
     }
 
-    /// <summary>Runs <paramref name="rounds"/> rounds of every class's rows, each row <paramref name="invokesPerRound"/>
-    /// times a round, and writes one table per class.</summary>
-    public static async Task ReportAsync(TextWriter output, int rounds, int invokesPerRound)
+    /// <summary>Runs <paramref name="rounds"/> rounds of every class's rows, each row its class's number of times a round
+    /// (once when <paramref name="once"/>, for a smoke run), and writes one table per class.</summary>
+    public static async Task ReportAsync(TextWriter output, int rounds, bool once)
     {
-        output.WriteLine($"## Interleaved: {rounds} rounds, every row {invokesPerRound} times a round, in a random order");
+        output.WriteLine($"## Interleaved: {rounds} rounds, every row run the same number of times a round, in a random order");
         output.WriteLine();
         var random = new Random(12345);
-        foreach (Type type in Classes)
+        foreach ((Type type, int classInvokes) in Classes)
         {
+            int invokesPerRound = once ? 1 : classInvokes;
             List<Row> rows = RowsOf(type);
             Row baseline = rows.Single(r => r.Baseline);
             foreach (Row row in rows)
@@ -55,7 +67,7 @@ public static class InterleavedReport
                 }
             }
 
-            output.WriteLine($"### {type.Name}");
+            output.WriteLine($"### {type.Name} ({invokesPerRound} runs a row a round)");
             output.WriteLine();
             output.WriteLine("| Row | Median time/op | Ratio: median (quartiles) | Allocated/op | Work items/op |");
             output.WriteLine("|---|---:|---:|---:|---:|");
@@ -83,12 +95,18 @@ public static class InterleavedReport
         object instance = Activator.CreateInstance(type)!;
         return type.GetMethods(BindingFlags.Public | BindingFlags.Instance)
             .Select(m => (Method: m, Attribute: m.GetCustomAttribute<BenchmarkAttribute>()))
-            .Where(m => m.Attribute is not null && m.Method.ReturnType == typeof(Task))
+            .Where(m => m.Attribute is not null)
             .OrderBy(m => m.Attribute!.Baseline ? 0 : 1)
             .ThenBy(m => m.Method.MetadataToken)
-            .Select(m => new Row(m.Method.Name, m.Method.CreateDelegate<Func<Task>>(instance), m.Attribute!.Baseline, m.Attribute.OperationsPerInvoke))
+            .Select(m => new Row(m.Method.Name, Runner(m.Method, instance), m.Attribute!.Baseline, m.Attribute.OperationsPerInvoke))
             .ToList();
     }
+
+    /// <summary>A row's run as a delegate: a benchmark returns a <see cref="Task"/> or a <see cref="Task{TResult}"/> of a sum.</summary>
+    private static Func<Task> Runner(MethodInfo method, object instance) =>
+        method.ReturnType == typeof(Task) ? method.CreateDelegate<Func<Task>>(instance)
+        : method.ReturnType == typeof(Task<long>) ? method.CreateDelegate<Func<Task<long>>>(instance)
+        : throw new NotSupportedException($"{method.Name}: an interleaved row returns Task or Task<long>, not {method.ReturnType}.");
 
     private static async Task MeasureAsync(Row row, int invokes)
     {

@@ -12,8 +12,8 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // Reports that BenchmarkDotNet's per-operation numbers cannot show (no --filter needed):
 //   --fairness   each Merge source's share of the first half of the output
 //   --memory     GatherAsync(64) vs WhenAll over 1,000,000 items: bytes allocated, peak heap, max live work tasks
-//   --interleaved  the contended lock classes, every row in one process in rounds (a stable verdict where one process
-//                per row gives none)
+//   --interleaved  the contended lock classes and the streaming queue classes, every row in one process in rounds (a
+//                stable verdict where one process per row gives none)
 //   postgres     AsyncPrimitives.Postgres vs DistributedLock.Postgres and a naive queue, on a throwaway PostgreSQL server
 //                (ASYNCTOOLS_POSTGRES names another; skipped with a message where there is none)
 bool smoke = args.Contains("--smoke");
@@ -44,7 +44,7 @@ if (memory || smoke)
 
 if (interleaved || smoke)
 {
-    await InterleavedReport.ReportAsync(Console.Out, rounds: smoke && !interleaved ? 2 : 40, invokesPerRound: smoke && !interleaved ? 1 : 10);
+    await InterleavedReport.ReportAsync(Console.Out, rounds: smoke && !interleaved ? 2 : 40, once: smoke && !interleaved);
 }
 
 if ((fairness || memory || interleaved) && !smoke && args.Length == 0)
