@@ -238,8 +238,8 @@ public static class PostgresReport
                 ("Naive: INSERT; DELETE … RETURNING", theirsInTurn),
                 ("PostgresQueue: PutAsync; GetAsync; CompleteAsync", oursInTurn),
                 ("PostgresQueue: PutAsync; ReadAllAsync (completes in the next get)", oursReadInTurn));
-            output.WriteLine("Every put here also asks for a NOTIFY after its commit (for getters in other processes; at most one statement " +
-                             "a millisecond), which the loop's own coordinator receives and ignores.");
+            output.WriteLine("Every put here also sends a NOTIFY after its commit (for getters in other processes), which the loop's own " +
+                             "coordinator receives and ignores.");
             output.WriteLine();
         }
 

@@ -6,8 +6,8 @@ namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
 /// Wake-ups: a NOTIFY is sent after the change it announces has committed, never inside the transaction that makes
-/// it (where it would take the server-wide notification lock at commit), and requests made while one is in flight, or
-/// in the gap after it, are coalesced into the next.
+/// it (where it would take the server-wide notification lock at commit), and requests made while one is in flight
+/// are coalesced into the next.
 /// </summary>
 public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 {
@@ -64,41 +64,6 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         proxy.Thaw();
         await notifier.FlushAsync().WaitAsync(Bound);
         notifier.Sent.Should().Be(2, "the 50 requests made meanwhile went out together, in one statement");
-    }
-
-    [PostgresFact]
-    public async Task Notifier_InTheGapAfterAStatement_CoalescesTheRequestsIntoOneMore_AfterTheGap()
-    {
-        _ = await JoinAsync(); // installs the schema
-        var gaps = new System.Collections.Concurrent.ConcurrentQueue<TaskCompletionSource>();
-        Task Pause()
-        {
-            var gap = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            gaps.Enqueue(gap);
-            return gap.Task;
-        }
-
-        await using NpgsqlDataSource dataSource = Server.CreateDataSource();
-        var notifier = new Notifier(new Database(dataSource, Schema), Guid.NewGuid(), Pause);
-        notifier.Request("q:first");
-        await EventuallyAsync(() => Task.FromResult(!gaps.IsEmpty), "the first NOTIFY was sent at once and its gap began");
-        notifier.Sent.Should().Be(1);
-
-        for (int i = 0; i < 50; i++)
-        {
-            notifier.Request("q:item-" + (i % 5));
-        }
-
-        notifier.Sent.Should().Be(1, "nothing goes out during the gap");
-        gaps.TryDequeue(out TaskCompletionSource? first).Should().BeTrue();
-        first!.SetResult();
-        await EventuallyAsync(() => Task.FromResult(!gaps.IsEmpty), "the second NOTIFY was sent and its gap began");
-        notifier.Sent.Should().Be(2, "the 50 requests made in the gap went out together, in one statement");
-
-        gaps.TryDequeue(out TaskCompletionSource? second).Should().BeTrue();
-        second!.SetResult();
-        await notifier.FlushAsync().WaitAsync(Bound);
-        notifier.Sent.Should().Be(2, "nothing was left to send");
     }
 
     [PostgresFact]

@@ -5,11 +5,9 @@ namespace AsyncPrimitives.Postgres.Internal;
 
 /// <summary>
 /// Sends the wake-up notifications of one coordinator, after the change they announce has committed and outside its
-/// transaction, and coalesced: at most one NOTIFY statement is in flight, the next one goes out no sooner than
-/// <see cref="Gap"/> after it, and every key requested meanwhile goes out in that next one, once. (A NOTIFY inside a
-/// transaction takes a server-wide lock at commit, which would make every transaction that puts an item or releases a
-/// permit commit one at a time.) A request after a quiet spell is sent at once; under a stream of puts or releases
-/// this sends at most about one statement per <see cref="Gap"/>, not one per change.
+/// transaction, and coalesced: at most one NOTIFY statement is in flight, and every key requested meanwhile goes out in
+/// the next one, once. (A NOTIFY inside a transaction takes a server-wide lock at commit, which would make every
+/// transaction that puts an item or releases a permit commit one at a time.)
 /// </summary>
 /// <remarks>
 /// A notification is only a hint to check the server again. One that cannot be sent (the server is unreachable) is
@@ -21,16 +19,6 @@ internal sealed class Notifier
     private readonly Database _database;
     private readonly string _sql;
 
-    /// <summary>Waits out the <see cref="Gap"/> after a statement (a test gates it instead).</summary>
-    private readonly Func<Task> _pause;
-
-    /// <summary>
-    /// The least time from one NOTIFY statement to the next. Each statement costs a round trip, the server's notification
-    /// queue and a wake-up of every listening coordinator; spacing them by a millisecond adds at most that to a wake-up
-    /// during a stream of changes. Real time, not the coordinator's clock: it paces the hints, it decides nothing.
-    /// </summary>
-    internal static readonly TimeSpan Gap = TimeSpan.FromMilliseconds(1);
-
     /// <summary>Keys requested and not yet sent.</summary>
     private readonly ConcurrentDictionary<string, byte> _pending = new(StringComparer.Ordinal);
 
@@ -40,10 +28,9 @@ internal sealed class Notifier
     /// <summary>The drain loop running now, for <see cref="FlushAsync"/>.</summary>
     private Task _drain = Task.CompletedTask;
 
-    public Notifier(Database database, Guid owner, Func<Task>? pause = null)
+    public Notifier(Database database, Guid owner)
     {
         _database = database;
-        _pause = pause ?? (static () => Task.Delay(Gap));
         Tag = owner.ToString("N");
         _sql = "SELECT pg_notify($1, $3 || ' ' || key) FROM unnest($2::text[]) AS key";
     }
@@ -120,8 +107,6 @@ internal sealed class Notifier
             {
                 // Dropped on purpose: see the remarks. The waits' polling covers it.
             }
-
-            await _pause().ConfigureAwait(false);
         }
     }
 }
