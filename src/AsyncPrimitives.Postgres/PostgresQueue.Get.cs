@@ -289,22 +289,20 @@ public sealed partial class PostgresQueue<T>
             completing = null;
         }
 
-        if (completing is null)
-        {
-            // With a delivery to complete, cancellation is observed once it is completed (below).
-            cancellationToken.ThrowIfCancellationRequested();
-        }
-
         PostgresDelivery<T>? entered = completing;
         using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, WakeKey, wakeLimit: 1, timeout);
         bool waited = false;
         try
         {
-            if (completing is not null && cancellationToken.IsCancellationRequested)
+            if (cancellationToken.IsCancellationRequested)
             {
-                // Cancelled already: the delivery is completed alone, and nothing is taken. A cancellation that comes
-                // later may lose the race with the call below, which then also takes the next item.
-                await CompleteCoreAsync([completing], CancellationToken.None).ConfigureAwait(false);
+                // Cancelled already: nothing is taken, but a delivery to complete is completed first, alone. A
+                // cancellation that comes later may lose the race with the call below, which then also takes the next item.
+                if (completing is not null)
+                {
+                    await CompleteCoreAsync([completing], CancellationToken.None).ConfigureAwait(false);
+                }
+
                 cancellationToken.ThrowIfCancellationRequested();
             }
 
