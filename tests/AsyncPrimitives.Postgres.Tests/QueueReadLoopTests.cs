@@ -205,9 +205,7 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
     [PostgresFact]
     public async Task ReadLoopsCancelledAtRandomMoments_WhileItemsArrive_ProcessEveryItemExactlyOnce()
     {
-        Member a = await JoinAsync();
-        Member b = await JoinAsync();
-        PostgresQueue<int>[] queues = [a.Coordinator.CreateQueue<int>("numbers"), b.Coordinator.CreateQueue<int>("numbers")];
+        PostgresQueue<int>[] queues = await OneQueueOnTwoCoordinatorsAsync();
         const int Items = 300;
         var processed = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
         using var stop = new CancellationTokenSource();
@@ -237,15 +235,7 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
                 }
             }
         })).ToArray();
-        Task[] producers = Enumerable.Range(0, 2).Select(p => Task.Run(async () =>
-        {
-            for (int item = p; item < Items; item += 2)
-            {
-                await queues[p].PutAsync(item);
-            }
-        })).ToArray();
-
-        await Task.WhenAll(producers).WaitAsync(Bound);
+        await PutAllAsync(queues, Items, producers: 2).WaitAsync(Bound);
         await queues[0].JoinAsync(Bound);
         stop.Cancel();
         await Task.WhenAll(readers).WaitAsync(Bound);
@@ -259,9 +249,7 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
     [PostgresFact]
     public async Task ManyReadLoops_OnTwoCoordinators_EveryItemCompletedExactlyOnce()
     {
-        Member a = await JoinAsync();
-        Member b = await JoinAsync();
-        PostgresQueue<int>[] queues = [a.Coordinator.CreateQueue<int>("numbers"), b.Coordinator.CreateQueue<int>("numbers")];
+        PostgresQueue<int>[] queues = await OneQueueOnTwoCoordinatorsAsync();
         const int Items = 400;
         var seen = new System.Collections.Concurrent.ConcurrentBag<(int Item, int Attempt)>();
 
@@ -272,15 +260,7 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
                 seen.Add((delivery.Item, delivery.Attempt));
             }
         })).ToArray();
-        Task[] producers = Enumerable.Range(0, 4).Select(p => Task.Run(async () =>
-        {
-            for (int item = p; item < Items; item += 4)
-            {
-                await queues[p % 2].PutAsync(item);
-            }
-        })).ToArray();
-
-        await Task.WhenAll(producers).WaitAsync(Bound);
+        await PutAllAsync(queues, Items, producers: 4).WaitAsync(Bound);
         await queues[0].JoinAsync(Bound);
         await queues[1].ShutdownAsync();
         await Task.WhenAll(readers).WaitAsync(Bound);
@@ -289,4 +269,23 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         seen.Should().AllSatisfy(s => s.Attempt.Should().Be(1));
         (await queues[0].UnfinishedAsync()).Should().Be(0);
     }
+
+    /// <summary>The queue "numbers" as seen by two coordinators on separate data sources.</summary>
+    private async Task<PostgresQueue<int>[]> OneQueueOnTwoCoordinatorsAsync()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        return [a.Coordinator.CreateQueue<int>("numbers"), b.Coordinator.CreateQueue<int>("numbers")];
+    }
+
+    /// <summary>Puts 0 to <paramref name="items"/> - 1 from <paramref name="producers"/> tasks: producer p puts every
+    /// <paramref name="producers"/>-th item from p on, through the coordinator p % 2.</summary>
+    private static Task PutAllAsync(PostgresQueue<int>[] queues, int items, int producers) =>
+        Task.WhenAll(Enumerable.Range(0, producers).Select(p => Task.Run(async () =>
+        {
+            for (int item = p; item < items; item += producers)
+            {
+                await queues[p % 2].PutAsync(item);
+            }
+        })));
 }
