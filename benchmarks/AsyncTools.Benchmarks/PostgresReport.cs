@@ -68,8 +68,8 @@ public static class PostgresReport
             await SemaphoreAsync();
             await QueuesAsync();
             await LatencyAsync();
-            // Last: run after the semaphore rows and before the queue rows, its 24,000 cross-coordinator puts halved
-            // the batched row's rate in every such run (cause not pinned; see the CHANGELOG).
+            // Last: its 24,000 items leave dead rows in queue_items until autovacuum's next pass, and run before the
+            // queue rows they halved the batched row's rate whenever that pass came after them (see the CHANGELOG).
             await PingPongAsync();
             foreach (IAsyncDisposable owned in Enumerable.Reverse(_owned))
             {
