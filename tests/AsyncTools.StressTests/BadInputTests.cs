@@ -7,7 +7,7 @@ namespace AsyncTools.StressTests;
 /// <summary>
 /// Every public waiting member and constructor called with null, negative, zero, <see cref="Timeout.InfiniteTimeSpan"/>,
 /// negative TimeSpans, <see cref="TimeSpan.MaxValue"/>, pre-cancelled tokens and tokens of disposed sources: each gets
-/// its documented exception or behaviour, and the primitive stays usable. The rows are the table in docs/reliability.md
+/// its documented exception or behaviour, and the primitive stays usable. The rows are the table in docs/bad-input.md
 /// (<see cref="Table_IsTheOneInTheDocs"/> keeps the two in step).
 /// </summary>
 public sealed class BadInputTests
@@ -46,9 +46,9 @@ public sealed class BadInputTests
     [Fact]
     public void Table_IsTheOneInTheDocs()
     {
-        string docs = File.ReadAllText(Path.Combine(RepoRoot(), "docs", "reliability.md"));
+        string docs = File.ReadAllText(Path.Combine(RepoRoot(), "docs", "bad-input.md"));
         var missing = Cases.Select(Row).Where(row => !docs.Contains(row, StringComparison.Ordinal)).ToList();
-        missing.Should().BeEmpty("docs/reliability.md lists every case; regenerate the table with:\n" + string.Join("\n", Cases.Select(Row)));
+        missing.Should().BeEmpty("docs/bad-input.md lists every case; regenerate the table with:\n" + string.Join("\n", Cases.Select(Row)));
     }
 
     private static string Key(Case c) => $"{c.Member} | {c.Input}";
