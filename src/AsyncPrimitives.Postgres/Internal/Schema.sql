@@ -499,6 +499,9 @@ BEGIN
           AND coalesce(q.leased_until, '-infinity') > now();
         completed := CASE WHEN FOUND THEN p_ids ELSE '{}' END;
     ELSE
+        -- Several items: locked in the order of their ids first, as renew and end_session lock them, so that two
+        -- statements on the same items (a completion and the heartbeat's renewal) never wait for each other in a cycle.
+        PERFORM 1 FROM __schema__.queue_items q WHERE q.id = ANY (p_ids) AND q.lease_owner = p_owner ORDER BY q.id FOR UPDATE;
         WITH done AS (
             DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
             WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
@@ -612,6 +615,10 @@ BEGIN
         FROM unnest(p_kinds, p_names, p_tokens) AS r(kind, name, token)
         WHERE h.kind = r.kind AND h.name = r.name AND h.token = r.token AND h.owner = p_owner AND h.expires_at > now()
         RETURNING h.token;
+    IF cardinality(p_items) > 1 THEN
+        -- In the order of their ids, as queue_complete locks them (see there).
+        PERFORM 1 FROM __schema__.queue_items q WHERE q.id = ANY (p_items) AND q.lease_owner = p_owner ORDER BY q.id FOR UPDATE;
+    END IF;
     RETURN QUERY
         UPDATE __schema__.queue_items q SET leased_until = now() + q.lease
         FROM unnest(p_items, p_item_tokens) AS r(id, token)
@@ -624,14 +631,21 @@ $$;
 CREATE OR REPLACE FUNCTION __schema__.end_session(p_owner uuid, p_session bigint)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_item record;
 BEGIN
     UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
     WHERE h.owner = p_owner AND h.session = p_session;
     DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session = p_session;
     DELETE FROM __schema__.queue_joins j WHERE j.owner = p_owner AND j.session = p_session;
-    PERFORM __schema__.queue_abandon(q.id, q.lease_token, p_owner)
-    FROM __schema__.queue_items q
-    WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session = p_session;
+    -- One by one, in the order of their ids, as queue_complete locks them (see there).
+    FOR v_item IN
+        SELECT q.id, q.lease_token FROM __schema__.queue_items q
+        WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session = p_session
+        ORDER BY q.id
+    LOOP
+        PERFORM __schema__.queue_abandon(v_item.id, v_item.lease_token, p_owner);
+    END LOOP;
 END
 $$;
 

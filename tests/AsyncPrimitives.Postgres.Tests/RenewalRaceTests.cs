@@ -1,0 +1,70 @@
+using AsyncPrimitives.Postgres.Internal;
+using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// The heartbeat's renewal and a batch completion can reach the same deliveries' rows at the same moment. Each must
+/// lock them in one order (their ids), or the two wait for each other in a cycle: the server breaks such a deadlock by
+/// failing one of them, so the completion would throw (and its items come back after their lease) or the renewal would
+/// be lost for a beat. The renewal is sent here as the heartbeat sends it, on a connection of its own, so that the
+/// race is started at a known moment rather than at the heartbeat's next beat.
+/// </summary>
+public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(server)
+{
+    private const int Items = 1_000;
+
+    [PostgresFact]
+    public async Task BatchCompletion_RacingTheRenewalOfTheSameDeliveries_NeitherFails()
+    {
+        Member member = await JoinAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("renewal-race");
+        Session session = await member.Coordinator.GetSessionAsync(CancellationToken.None);
+        await using NpgsqlConnection renewer = await member.Source.OpenConnectionAsync();
+
+        for (int round = 0; round < 5; round++)
+        {
+            await queue.PutManyAsync(Enumerable.Range(0, Items));
+            IReadOnlyList<PostgresDelivery<int>> deliveries = await queue.GetManyAsync(Items, Bound);
+            deliveries.Should().HaveCount(Items);
+
+            // Opposite orders on the two sides: a statement that locks rows in the order it is given them meets the
+            // other one in the middle.
+            PostgresDelivery<int>[] ascending = [.. deliveries.OrderBy(d => d.Id)];
+            PostgresDelivery<int>[] descending = [.. ascending.Reverse()];
+            var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Task renewal = Task.Run(async () =>
+            {
+                await start.Task;
+                await RenewAsync(renewer, member.Coordinator.Owner, session.Key, ascending);
+            });
+            Task completion = Task.Run(async () =>
+            {
+                await start.Task;
+                await queue.CompleteManyAsync(descending);
+            });
+            start.SetResult();
+
+            // A deadlock fails one of the two (40P01): the completion with a PostgresCoordinationException, the renewal
+            // with a PostgresException.
+            await completion.WaitAsync(Bound);
+            await renewal.WaitAsync(Bound);
+            (await queue.UnfinishedAsync()).Should().Be(0, $"round {round}: every item was completed");
+        }
+    }
+
+    /// <summary>The heartbeat's call (<c>renew</c>), for the given deliveries only.</summary>
+    private async Task RenewAsync(NpgsqlConnection connection, Guid owner, long session, PostgresDelivery<int>[] deliveries)
+    {
+        await using NpgsqlCommand renew = new(
+            $"SELECT \"{Schema}\".renew($1, $2, '{{}}'::\"char\"[], '{{}}'::text[], '{{}}'::bigint[], '{{}}'::bigint[], $3, $4, $5)",
+            connection);
+        renew.Parameters.Add(new NpgsqlParameter { Value = owner });
+        renew.Parameters.Add(new NpgsqlParameter { Value = session });
+        renew.Parameters.Add(new NpgsqlParameter { Value = TimeSpan.FromSeconds(30) });
+        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Id).ToArray() });
+        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Tracker.Id).ToArray() });
+        await renew.ExecuteNonQueryAsync();
+    }
+}
