@@ -16,14 +16,25 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 //                stable verdict where one process per row gives none)
 //   postgres     AsyncPrimitives.Postgres vs DistributedLock.Postgres and a naive queue, on a throwaway PostgreSQL server
 //                (ASYNCTOOLS_POSTGRES names another; skipped with a message where there is none)
+//   postgres --sustained  its batched queue row without a break for 150 s, the rate per 10 s and the table's dead rows
 bool smoke = args.Contains("--smoke");
 bool fairness = args.Contains("--fairness");
 bool memory = args.Contains("--memory");
 bool interleaved = args.Contains("--interleaved");
 bool postgres = args.Contains("postgres");
-args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "--interleaved" or "postgres")).ToArray();
+bool sustained = args.Contains("--sustained");
+args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "--interleaved" or "postgres" or "--sustained")).ToArray();
 
-if (postgres || smoke)
+if (sustained || smoke)
+{
+    int status = await PostgresSustainedReport.RunAsync(Console.Out, smoke && !sustained);
+    if (status != 0 || (sustained && args.Length == 0))
+    {
+        return status;
+    }
+}
+
+if ((postgres && !sustained) || smoke)
 {
     int status = await PostgresReport.RunAsync(Console.Out, smoke && !postgres);
     if (status != 0 || (postgres && args.Length == 0))
