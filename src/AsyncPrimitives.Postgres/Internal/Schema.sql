@@ -484,6 +484,18 @@ BEGIN
 END
 $$;
 
+-- Locks the caller's items among p_ids, in the order of their ids. Every statement that locks several items of a
+-- consumer calls this first (queue_complete, renew; end_session gives them back one by one in the same order), so that
+-- two of them on the same items (a completion and the heartbeat's renewal) never wait for each other in a cycle.
+CREATE OR REPLACE FUNCTION __schema__.queue_lock_items(p_ids bigint[], p_owner uuid)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM __schema__.queue_items q WHERE q.id = ANY (p_ids) AND q.lease_owner = p_owner ORDER BY q.id FOR UPDATE;
+    RETURN true;
+END
+$$;
+
 -- Completes deliveries: deletes the items whose lease the caller still holds and has not expired. Returns the ids
 -- completed, counting as completed those an immediate shutdown dropped (nothing is left to do for them), and whether
 -- the queue now has nothing unfinished and a join waits for that. The shutdown is looked up only when some item was
@@ -491,6 +503,8 @@ $$;
 CREATE OR REPLACE FUNCTION __schema__.queue_complete(p_queue text, p_ids bigint[], p_tokens bigint[], p_owner uuid,
     OUT completed bigint[], OUT drained boolean)
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ok boolean;
 BEGIN
     IF cardinality(p_ids) = 1 THEN
         -- One item: scalars, for one plan for the connection's life (see queue_take).
@@ -499,9 +513,7 @@ BEGIN
           AND coalesce(q.leased_until, '-infinity') > now();
         completed := CASE WHEN FOUND THEN p_ids ELSE '{}' END;
     ELSE
-        -- Several items: locked in the order of their ids first, as renew and end_session lock them, so that two
-        -- statements on the same items (a completion and the heartbeat's renewal) never wait for each other in a cycle.
-        PERFORM 1 FROM __schema__.queue_items q WHERE q.id = ANY (p_ids) AND q.lease_owner = p_owner ORDER BY q.id FOR UPDATE;
+        v_ok := __schema__.queue_lock_items(p_ids, p_owner);
         WITH done AS (
             DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
             WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
@@ -616,8 +628,7 @@ BEGIN
         WHERE h.kind = r.kind AND h.name = r.name AND h.token = r.token AND h.owner = p_owner AND h.expires_at > now()
         RETURNING h.token;
     IF cardinality(p_items) > 1 THEN
-        -- In the order of their ids, as queue_complete locks them (see there).
-        PERFORM 1 FROM __schema__.queue_items q WHERE q.id = ANY (p_items) AND q.lease_owner = p_owner ORDER BY q.id FOR UPDATE;
+        v_ok := __schema__.queue_lock_items(p_items, p_owner);
     END IF;
     RETURN QUERY
         UPDATE __schema__.queue_items q SET leased_until = now() + q.lease
@@ -638,7 +649,7 @@ BEGIN
     WHERE h.owner = p_owner AND h.session = p_session;
     DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session = p_session;
     DELETE FROM __schema__.queue_joins j WHERE j.owner = p_owner AND j.session = p_session;
-    -- One by one, in the order of their ids, as queue_complete locks them (see there).
+    -- One by one, in the order of their ids (see queue_lock_items).
     FOR v_item IN
         SELECT q.id, q.lease_token FROM __schema__.queue_items q
         WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session = p_session
