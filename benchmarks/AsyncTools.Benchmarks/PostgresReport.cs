@@ -14,7 +14,7 @@ namespace AsyncTools.Benchmarks;
 /// Every comparison alternates short rounds of ours and the peer, so a change of load on a shared machine hits both.
 /// Next to each rate: bytes allocated and thread-pool work items completed per operation, in the whole process.
 /// </summary>
-public static class PostgresReport
+public static partial class PostgresReport
 {
     private sealed record Job(int Id, string Name);
 
@@ -27,8 +27,9 @@ public static class PostgresReport
     private static readonly Sizes s_real = new(Rounds: 6, Round: TimeSpan.FromSeconds(1), QueueItems: 2_000, BatchedQueueItems: 20_000, BatchSize: 100, LatencySamples: 300);
     private static readonly Sizes s_smoke = new(Rounds: 1, Round: TimeSpan.FromMilliseconds(200), QueueItems: 40, BatchedQueueItems: 400, BatchSize: 10, LatencySamples: 5);
 
-    /// <summary>Runs the report; 0 when it ran (or was skipped for want of a server), 1 when a check failed.</summary>
-    public static async Task<int> RunAsync(TextWriter output, bool smoke)
+    /// <summary>Runs the report, or with <paramref name="sustained"/> its sustained form (see
+    /// <see cref="Run.SustainedAsync"/>); 0 when it ran (or was skipped for want of a server), 1 when a check failed.</summary>
+    public static async Task<int> RunAsync(TextWriter output, bool smoke, bool sustained = false)
     {
         if (TestPostgres.Problem is { } problem)
         {
@@ -42,7 +43,7 @@ public static class PostgresReport
         var report = new Run(server, schema, sizes, output);
         try
         {
-            await report.AllAsync();
+            await (sustained ? report.SustainedAsync(smoke) : report.AllAsync());
         }
         catch (InvalidOperationException e)
         {
@@ -57,7 +58,7 @@ public static class PostgresReport
         return 0;
     }
 
-    private sealed class Run(TestPostgres server, string schema, Sizes sizes, TextWriter output)
+    private sealed partial class Run(TestPostgres server, string schema, Sizes sizes, TextWriter output)
     {
         private readonly List<IAsyncDisposable> _owned = [];
 
@@ -94,11 +95,7 @@ public static class PostgresReport
         private async Task HeaderAsync()
         {
             await using NpgsqlDataSource admin = NpgsqlDataSource.Create(server.ConnectionString);
-            async Task<string> Show(string setting)
-            {
-                await using NpgsqlCommand show = admin.CreateCommand("SHOW " + setting);
-                return (string)(await show.ExecuteScalarAsync())!;
-            }
+            Task<string> Show(string setting) => ScalarAsync<string>(admin, "SHOW " + setting);
 
             output.WriteLine("## Scale-out (PostgreSQL): AsyncPrimitives.Postgres vs DistributedLock.Postgres 1.3.2 and a naive queue");
             output.WriteLine();

@@ -27,7 +27,7 @@ args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "--i
 
 if (sustained || smoke)
 {
-    int status = await PostgresSustainedReport.RunAsync(Console.Out, smoke && !sustained);
+    int status = await PostgresReport.RunAsync(Console.Out, smoke && !sustained, sustained: true);
     if (status != 0 || (sustained && args.Length == 0))
     {
         return status;
