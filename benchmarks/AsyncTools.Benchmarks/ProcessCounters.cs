@@ -3,8 +3,9 @@ using System.Diagnostics;
 namespace AsyncTools.Benchmarks;
 
 /// <summary>What a measured stretch of a report cost the whole process: operations, time, bytes allocated and thread-pool
-/// work items completed (the two that do not swing with the load, beside the time that does).</summary>
-internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems)
+/// work items completed (the two that do not swing with the load, beside the time that does), and the acquires that had
+/// to wait where the rows count them (<see cref="Waits"/>).</summary>
+internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems, long Waits)
 {
     public double Rate => Ops / Elapsed.TotalSeconds;
 
@@ -14,19 +15,35 @@ internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, l
 
     public double WorkItemsPerOp => Ops == 0 ? 0 : (double)WorkItems / Ops;
 
+    public double WaitsPerOp => Ops == 0 ? 0 : (double)Waits / Ops;
+
     public static Totals operator +(Totals a, Totals b) =>
-        new(a.Ops + b.Ops, a.Elapsed + b.Elapsed, a.Bytes + b.Bytes, a.WorkItems + b.WorkItems);
+        new(a.Ops + b.Ops, a.Elapsed + b.Elapsed, a.Bytes + b.Bytes, a.WorkItems + b.WorkItems, a.Waits + b.Waits);
+}
+
+/// <summary>
+/// Acquires that could not complete at once (the awaiter was not completed when awaited), added by the rows that count
+/// them, once per task at its end. Every such wait is resumed through the thread pool, so it costs a work item.
+/// </summary>
+internal static class Waits
+{
+    private static long s_count;
+
+    public static long Count => Interlocked.Read(ref s_count);
+
+    public static void Add(int waits) => Interlocked.Add(ref s_count, waits);
 }
 
 /// <summary>The process's counters at one moment: <see cref="Take"/> before a stretch, <see cref="Until"/> after it.</summary>
-internal readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems)
+internal readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems, long Waits)
 {
     public static Snapshot Take() =>
-        new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount);
+        new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount, AsyncTools.Benchmarks.Waits.Count);
 
     public Totals Until(long ops) => new(
         ops,
         Stopwatch.GetElapsedTime(Timestamp),
         GC.GetTotalAllocatedBytes(precise: true) - Bytes,
-        ThreadPool.CompletedWorkItemCount - WorkItems);
+        ThreadPool.CompletedWorkItemCount - WorkItems,
+        AsyncTools.Benchmarks.Waits.Count - Waits);
 }
