@@ -41,7 +41,7 @@ namespace AsyncIterTools.Internal;
 /// The queue holds no more leases than it has calls running, and none once <see cref="DrainAsync"/> returns.
 /// </para>
 /// </remarks>
-internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<CompletionQueue<TArg, TResult>.Operation>, IDisposable
+internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<CompletionQueue<TArg, TResult>.Operation>, IDisposable
 {
     private static readonly Action<object?> s_cancelWait = static s => ((CompletionQueue<TArg, TResult>)s!).CancelWait();
 
@@ -172,60 +172,6 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
         operation.Await(arg, _started++, pending);
         return operation;
-    }
-
-    /// <summary>Runs one call while holding a lease of <see cref="_limiter"/>, acquired first and disposed however the call ends.</summary>
-    /// <remarks>
-    /// Not <c>ConfigureAwait(false)</c>: the call is user code, and runs on the context it would have run on without a
-    /// limiter (the csproj's context policy).
-    /// </remarks>
-    private async ValueTask<TResult> CallWithLeaseAsync(Operation operation, TArg arg, CancellationToken cancellationToken)
-    {
-        using RateLimitLease lease = await AcquireLeaseAsync(operation, cancellationToken);
-
-        // Granted after the operator failed or was cancelled: start nothing new (the lease goes back at once).
-        cancellationToken.ThrowIfCancellationRequested();
-        return await _call(arg, cancellationToken);
-    }
-
-    /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>
-    private static readonly TimeSpan MinRetryAfter = TimeSpan.FromMilliseconds(1);
-
-    /// <summary>
-    /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
-    /// (on <see cref="_timeProvider"/>, and at least <see cref="MinRetryAfter"/>); one without it marks
-    /// <paramref name="operation"/> refused and throws.
-    /// </summary>
-    private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
-    {
-        RateLimiter limiter = _limiter!;
-        while (true)
-        {
-            RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken);
-            if (lease.IsAcquired)
-            {
-                return lease;
-            }
-
-            TimeSpan retryAfter;
-            try
-            {
-                if (!lease.TryGetMetadata(MetadataName.RetryAfter, out retryAfter))
-                {
-                    operation.LeaseRefused = true;
-                    string reason = lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? $" ({phrase})" : string.Empty;
-                    throw new InvalidOperationException(
-                        $"The rate limiter {limiter} refused a permit{reason} without a RetryAfter; the work was not started.");
-                }
-            }
-            finally
-            {
-                lease.Dispose();
-            }
-
-            // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the thread.
-            await Compat.Delay(_timeProvider, retryAfter > MinRetryAfter ? retryAfter : MinRetryAfter, cancellationToken);
-        }
     }
 
     /// <summary>
@@ -469,104 +415,4 @@ internal sealed class CompletionQueue<TArg, TResult> : IValueTaskSource<Completi
 
     void IValueTaskSource<Operation>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
         _waiter.OnCompleted(continuation, state, token, flags);
-
-    /// <summary>
-    /// One call: what it was started with, and its outcome once complete. Written by the completion callback before it is
-    /// posted, read by the consumer after it is taken. Its callback delegate is created once and reused.
-    /// </summary>
-    internal sealed class Operation
-    {
-        private readonly CompletionQueue<TArg, TResult> _owner;
-
-        /// <summary>Cached <see cref="OnCompleted"/>, registered directly on the pending call (no async state machine).</summary>
-        private readonly Action _onCompleted;
-
-        /// <summary>The call being awaited; default once its outcome is stored.</summary>
-        private ValueTask<TResult> _pending;
-
-        public Operation(CompletionQueue<TArg, TResult> owner)
-        {
-            _owner = owner;
-            _onCompleted = OnCompleted;
-        }
-
-        /// <summary>Gets what the call was started with.</summary>
-        public TArg Arg { get; private set; } = default!;
-
-        /// <summary>Gets the call's start order: 0 for the queue's first call, 1 for the next, and so on.</summary>
-        public int Index { get; private set; }
-
-        /// <summary>Gets the call's value, when it succeeded.</summary>
-        public TResult Result { get; private set; } = default!;
-
-        /// <summary>Gets the call's failure (or cancellation), if any; observed, so it never goes unobserved.</summary>
-        public ExceptionDispatchInfo? Error { get; private set; }
-
-        /// <summary>Gets or sets a value indicating whether the call was counted in <see cref="OperatorMetrics.InFlight"/>
-        /// as it started; the completion callback then counts it down.</summary>
-        public bool Metered { get; set; }
-
-        /// <summary>
-        /// Gets a value indicating whether the call failed because the limiter refused its lease (no <c>RetryAfter</c>):
-        /// the call never ran, and the operator fails as a whole, even where a failed call would not stop it.
-        /// </summary>
-        public bool LeaseRefused { get; internal set; }
-
-        /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
-        public bool IsDone { get; internal set; }
-
-        /// <summary>Returns the value, or throws the failure itself (never wrapped).</summary>
-        public TResult GetResult()
-        {
-            Error?.Throw();
-            return Result;
-        }
-
-        internal void Await(TArg arg, int index, ValueTask<TResult> pending)
-        {
-            Arg = arg;
-            Index = index;
-            _pending = pending;
-            if (pending.IsCompleted)
-            {
-                OnCompleted();
-                return;
-            }
-
-            // Bookkeeping never captures the caller's context: the callback only stores the outcome and posts.
-            pending.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onCompleted);
-        }
-
-        internal void Reset()
-        {
-            Arg = default!;
-            Result = default!;
-            Error = null;
-            LeaseRefused = false;
-            IsDone = false;
-        }
-
-        // Never throws: the outcome goes into the operation, which is then posted (its last touch here).
-        private void OnCompleted()
-        {
-            ValueTask<TResult> pending = _pending;
-            _pending = default;
-            try
-            {
-                Result = pending.GetAwaiter().GetResult();
-            }
-            catch (Exception ex)
-            {
-                Error = ExceptionDispatchInfo.Capture(ex);
-            }
-
-            if (Metered)
-            {
-                Metered = false;
-                OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _owner._operatorName));
-            }
-
-            _owner.Post(this);
-        }
-    }
 }

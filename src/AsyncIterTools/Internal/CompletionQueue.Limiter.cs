@@ -1,0 +1,61 @@
+using System.Threading.RateLimiting;
+
+namespace AsyncIterTools.Internal;
+
+/// <content>The limiter: a call of an operator's <c>RateLimiter</c> overload holds a lease while it runs.</content>
+internal sealed partial class CompletionQueue<TArg, TResult>
+{
+    /// <summary>Runs one call while holding a lease of <see cref="_limiter"/>, acquired first and disposed however the call ends.</summary>
+    /// <remarks>
+    /// Not <c>ConfigureAwait(false)</c>: the call is user code, and runs on the context it would have run on without a
+    /// limiter (the csproj's context policy).
+    /// </remarks>
+    private async ValueTask<TResult> CallWithLeaseAsync(Operation operation, TArg arg, CancellationToken cancellationToken)
+    {
+        using RateLimitLease lease = await AcquireLeaseAsync(operation, cancellationToken);
+
+        // Granted after the operator failed or was cancelled: start nothing new (the lease goes back at once).
+        cancellationToken.ThrowIfCancellationRequested();
+        return await _call(arg, cancellationToken);
+    }
+
+    /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>
+    private static readonly TimeSpan MinRetryAfter = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>
+    /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
+    /// (on <see cref="_timeProvider"/>, and at least <see cref="MinRetryAfter"/>); one without it marks
+    /// <paramref name="operation"/> refused and throws.
+    /// </summary>
+    private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
+    {
+        RateLimiter limiter = _limiter!;
+        while (true)
+        {
+            RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken);
+            if (lease.IsAcquired)
+            {
+                return lease;
+            }
+
+            TimeSpan retryAfter;
+            try
+            {
+                if (!lease.TryGetMetadata(MetadataName.RetryAfter, out retryAfter))
+                {
+                    operation.LeaseRefused = true;
+                    string reason = lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? $" ({phrase})" : string.Empty;
+                    throw new InvalidOperationException(
+                        $"The rate limiter {limiter} refused a permit{reason} without a RetryAfter; the work was not started.");
+                }
+            }
+            finally
+            {
+                lease.Dispose();
+            }
+
+            // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the thread.
+            await Compat.Delay(_timeProvider, retryAfter > MinRetryAfter ? retryAfter : MinRetryAfter, cancellationToken);
+        }
+    }
+}

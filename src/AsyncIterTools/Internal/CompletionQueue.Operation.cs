@@ -1,0 +1,107 @@
+using System.Runtime.ExceptionServices;
+
+namespace AsyncIterTools.Internal;
+
+/// <content>One call and its outcome, pooled by the queue.</content>
+internal sealed partial class CompletionQueue<TArg, TResult>
+{
+    /// <summary>
+    /// One call: what it was started with, and its outcome once complete. Written by the completion callback before it is
+    /// posted, read by the consumer after it is taken. Its callback delegate is created once and reused.
+    /// </summary>
+    internal sealed class Operation
+    {
+        private readonly CompletionQueue<TArg, TResult> _owner;
+
+        /// <summary>Cached <see cref="OnCompleted"/>, registered directly on the pending call (no async state machine).</summary>
+        private readonly Action _onCompleted;
+
+        /// <summary>The call being awaited; default once its outcome is stored.</summary>
+        private ValueTask<TResult> _pending;
+
+        public Operation(CompletionQueue<TArg, TResult> owner)
+        {
+            _owner = owner;
+            _onCompleted = OnCompleted;
+        }
+
+        /// <summary>Gets what the call was started with.</summary>
+        public TArg Arg { get; private set; } = default!;
+
+        /// <summary>Gets the call's start order: 0 for the queue's first call, 1 for the next, and so on.</summary>
+        public int Index { get; private set; }
+
+        /// <summary>Gets the call's value, when it succeeded.</summary>
+        public TResult Result { get; private set; } = default!;
+
+        /// <summary>Gets the call's failure (or cancellation), if any; observed, so it never goes unobserved.</summary>
+        public ExceptionDispatchInfo? Error { get; private set; }
+
+        /// <summary>Gets or sets a value indicating whether the call was counted in <see cref="OperatorMetrics.InFlight"/>
+        /// as it started; the completion callback then counts it down.</summary>
+        public bool Metered { get; set; }
+
+        /// <summary>
+        /// Gets a value indicating whether the call failed because the limiter refused its lease (no <c>RetryAfter</c>):
+        /// the call never ran, and the operator fails as a whole, even where a failed call would not stop it.
+        /// </summary>
+        public bool LeaseRefused { get; internal set; }
+
+        /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
+        public bool IsDone { get; internal set; }
+
+        /// <summary>Returns the value, or throws the failure itself (never wrapped).</summary>
+        public TResult GetResult()
+        {
+            Error?.Throw();
+            return Result;
+        }
+
+        internal void Await(TArg arg, int index, ValueTask<TResult> pending)
+        {
+            Arg = arg;
+            Index = index;
+            _pending = pending;
+            if (pending.IsCompleted)
+            {
+                OnCompleted();
+                return;
+            }
+
+            // Bookkeeping never captures the caller's context: the callback only stores the outcome and posts.
+            pending.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onCompleted);
+        }
+
+        internal void Reset()
+        {
+            Arg = default!;
+            Result = default!;
+            Error = null;
+            LeaseRefused = false;
+            IsDone = false;
+        }
+
+        // Never throws: the outcome goes into the operation, which is then posted (its last touch here).
+        private void OnCompleted()
+        {
+            ValueTask<TResult> pending = _pending;
+            _pending = default;
+            try
+            {
+                Result = pending.GetAwaiter().GetResult();
+            }
+            catch (Exception ex)
+            {
+                Error = ExceptionDispatchInfo.Capture(ex);
+            }
+
+            if (Metered)
+            {
+                Metered = false;
+                OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _owner._operatorName));
+            }
+
+            _owner.Post(this);
+        }
+    }
+}

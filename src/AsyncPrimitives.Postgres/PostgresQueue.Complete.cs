@@ -1,0 +1,134 @@
+using AsyncPrimitives.Postgres.Internal;
+
+namespace AsyncPrimitives.Postgres;
+
+/// <content>Completing deliveries in a batch, and giving one back: the calls that end deliveries.</content>
+public sealed partial class PostgresQueue<T>
+{
+    /// <summary>
+    /// Completes several deliveries of this queue in one round trip: the batch form of
+    /// <see cref="PostgresDelivery{T}.CompleteAsync"/>. Every delivery whose lease still holds is completed, even when
+    /// others' leases were lost; deliveries completed before are skipped.
+    /// </summary>
+    /// <param name="deliveries">Deliveries of this queue; nothing is done for none.</param>
+    /// <param name="cancellationToken">Cancels the call; a cancelled call completed nothing.</param>
+    /// <returns>A task that completes when the deliveries are completed.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="deliveries"/> is null or holds null.</exception>
+    /// <exception cref="ArgumentException">A delivery belongs to another queue object.</exception>
+    /// <exception cref="InvalidOperationException">A delivery was abandoned.</exception>
+    /// <exception cref="PostgresLeaseLostException">Some deliveries were not completed: their leases were lost (they
+    /// expired, or their session ended), so their items may be with other consumers. The others were completed.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; nothing was completed.</exception>
+    /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    public ValueTask CompleteManyAsync(IEnumerable<PostgresDelivery<T>> deliveries, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(deliveries);
+        PostgresDelivery<T>[] batch = [.. deliveries];
+        foreach (PostgresDelivery<T> delivery in batch)
+        {
+            if (delivery is null)
+            {
+                throw new ArgumentNullException(nameof(deliveries), "A delivery is null.");
+            }
+
+            if (delivery.Queue != this)
+            {
+                throw new ArgumentException($"A delivery of '{delivery.Queue.Name}' cannot be completed through this queue object.", nameof(deliveries));
+            }
+        }
+
+        return CompleteCoreAsync(batch, cancellationToken);
+    }
+
+    /// <summary>Completes <paramref name="batch"/>: one call of the server's queue_complete.</summary>
+    internal async ValueTask CompleteCoreAsync(PostgresDelivery<T>[] batch, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var open = new List<PostgresDelivery<T>>(batch.Length);
+        int lost = 0;
+        foreach (PostgresDelivery<T> delivery in batch)
+        {
+            switch (delivery.State)
+            {
+                case PostgresDelivery<T>.Completed:
+                    break;
+                case PostgresDelivery<T>.Abandoned:
+                    throw new InvalidOperationException($"The delivery of item {delivery.Id} was abandoned; it cannot be completed.");
+                default:
+                    if (delivery.Tracker.IsLost)
+                    {
+                        lost++;
+                    }
+                    else
+                    {
+                        open.Add(delivery);
+                    }
+
+                    break;
+            }
+        }
+
+        if (open.Count > 0)
+        {
+            Database database = _coordinator.Database;
+            // Not tried again when the answer may be lost: a repeat would find its own completion and call it a loss.
+            // Items an immediate shutdown dropped count as completed (see queue_complete).
+            (long[] Completed, bool Drained) result = await database.QueryAsync(
+                "SELECT completed, drained FROM __schema__.queue_complete($1, $2, $3, $4)",
+                [
+                    Database.Parameter(Name), Database.Parameter(open.Select(d => d.Id).ToArray()),
+                    Database.Parameter(open.Select(d => d.Tracker.Id).ToArray()), Database.Parameter(_coordinator.Owner),
+                ],
+                static r => (r.GetFieldValue<long[]>(0), r.GetBoolean(1)),
+                Database.Retry.IfNotRun,
+                cancellationToken).ConfigureAwait(false);
+
+            var completed = new HashSet<long>(result.Completed);
+            foreach (PostgresDelivery<T> delivery in open)
+            {
+                if (completed.Contains(delivery.Id))
+                {
+                    delivery.MarkFinished(PostgresDelivery<T>.Completed);
+                }
+                else
+                {
+                    delivery.Tracker.MarkLost();
+                    lost++;
+                }
+            }
+
+            if (result.Drained)
+            {
+                Wake(JoinKey);
+            }
+        }
+
+        if (lost > 0)
+        {
+            throw new PostgresLeaseLostException(batch.Length == 1
+                ? LeaseLostMessage(batch[0].Id)
+                : $"The leases of {lost} of the {batch.Length} items were lost (they expired, or their session ended): those items were not completed, and may be with other consumers.");
+        }
+    }
+
+    /// <summary>Gives a delivery back (see <see cref="PostgresDelivery{T}.AbandonAsync"/>).</summary>
+    internal async ValueTask AbandonCoreAsync(PostgresDelivery<T> delivery, CancellationToken cancellationToken)
+    {
+        Database database = _coordinator.Database;
+        string outcome = (await database.QueryAsync(
+            "SELECT __schema__.queue_abandon($1, $2, $3)::text",
+            [Database.Parameter(delivery.Id), Database.Parameter(delivery.Tracker.Id), Database.Parameter(_coordinator.Owner)],
+            static r => r.GetString(0),
+            Database.Retry.Always,
+            cancellationToken).ConfigureAwait(false))!;
+        delivery.MarkFinished(PostgresDelivery<T>.Abandoned);
+        if (outcome == "r")
+        {
+            Wake(WakeKey);
+        }
+        else if (outcome == "d")
+        {
+            Wake(JoinKey);
+        }
+    }
+}
