@@ -60,22 +60,47 @@ public sealed class MergeTests
     [Fact]
     public async Task FastSynchronousSource_DoesNotStarveAnAsynchronousOne()
     {
+        // The fast source is always ready. Each item of the slow one becomes ready when the loop opens its gate (after
+        // fast items 99, 199, ...): the source resumes inline, so its item is ready before the merge's next turn, and a
+        // fair merge serves it at that turn instead of the fast source's next item. (On the pool: under the test
+        // framework's SynchronizationContext, SetResult would queue the source's continuation instead of running it.)
         var fast = Sources.From(Enumerable.Range(0, 100_000));
-        var slow = Sources.From(Enumerable.Range(-5, 5), SourceMode.Yielding);
-        int seenBeforeSlowFinished = 0;
-        int slowSeen = 0;
-        await foreach (int x in AsyncIter.Merge(fast, slow))
+        TaskCompletionSource[] gates = [.. Enumerable.Range(0, 5).Select(_ => new TaskCompletionSource())];
+        var seen = new List<int>();
+        await Task.Run(async () =>
         {
-            if (x < 0 && ++slowSeen == 5)
+            int opened = 0;
+            await foreach (int x in AsyncIter.Merge(fast, Gated(gates)))
             {
-                break;
-            }
+                seen.Add(x);
+                if (x < 0 && -x == gates.Length)
+                {
+                    break;
+                }
 
-            seenBeforeSlowFinished++;
+                if (x >= 0 && x % 100 == 99 && opened < gates.Length)
+                {
+                    gates[opened++].SetResult();
+                }
+            }
+        }).WaitAsync(TestWork.Bound);
+
+        for (int k = 1; k <= gates.Length; k++)
+        {
+            seen.IndexOf(-k).Should().Be(seen.IndexOf((100 * k) - 1) + 1, $"slow item {k} was ready right after fast item {(100 * k) - 1}");
         }
 
-        slowSeen.Should().Be(5);
         fast.Produced.Should().BeLessThan(100_000);
+    }
+
+    /// <summary>Yields -1, -2, ...: each once its gate is opened, resuming inline on the thread that opens it.</summary>
+    private static async IAsyncEnumerable<int> Gated(TaskCompletionSource[] gates)
+    {
+        for (int i = 0; i < gates.Length; i++)
+        {
+            await gates[i].Task.ConfigureAwait(false);
+            yield return -(i + 1);
+        }
     }
 
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
