@@ -12,7 +12,7 @@ namespace AsyncTools.Benchmarks;
 /// process, in rounds, once per round in a random order, so the pool's state and the machine's load hit every row alike.
 /// Per row: the median time per operation, the median and quartiles of its per-round ratio to the class's baseline, and
 /// bytes and thread-pool work items per operation over all rounds; where a class's rows count their waits
-/// (<see cref="Waits"/>), the acquires per operation that had to wait.
+/// (<see cref="WaitCounter"/>), the acquires per operation that had to wait.
 /// </summary>
 public static class InterleavedReport
 {

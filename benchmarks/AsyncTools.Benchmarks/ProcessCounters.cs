@@ -4,7 +4,7 @@ namespace AsyncTools.Benchmarks;
 
 /// <summary>What a measured stretch of a report cost the whole process: operations, time, bytes allocated and thread-pool
 /// work items completed (the two that do not swing with the load, beside the time that does), and the acquires that had
-/// to wait where the rows count them (<see cref="Waits"/>).</summary>
+/// to wait where the rows count them (<see cref="WaitCounter"/>).</summary>
 internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems, long Waits)
 {
     public double Rate => Ops / Elapsed.TotalSeconds;
@@ -22,28 +22,34 @@ internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, l
 }
 
 /// <summary>
-/// Acquires that could not complete at once (the awaiter was not completed when awaited), added by the rows that count
-/// them, once per task at its end. Every such wait is resumed through the thread pool, so it costs a work item.
+/// The acquires of one task that could not complete at once (the awaiter was not completed when awaited), for the rows
+/// that count them: each acquire is noted, and the task's count goes into a process-wide <see cref="Total"/> when it
+/// ends. Every such wait is resumed through the thread pool, so it costs a work item.
 /// </summary>
-internal static class Waits
+internal sealed class WaitCounter
 {
-    private static long s_count;
+    private static long s_total;
 
-    public static long Count => Interlocked.Read(ref s_count);
+    private int _waits;
 
-    public static void Add(int waits) => Interlocked.Add(ref s_count, waits);
+    /// <summary>Gets the acquires that had to wait, over every task that has ended.</summary>
+    public static long Total => Interlocked.Read(ref s_total);
+
+    public void Note(bool completedAtOnce) => _waits += completedAtOnce ? 0 : 1;
+
+    public void AddToTotal() => Interlocked.Add(ref s_total, _waits);
 }
 
 /// <summary>The process's counters at one moment: <see cref="Take"/> before a stretch, <see cref="Until"/> after it.</summary>
 internal readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems, long Waits)
 {
     public static Snapshot Take() =>
-        new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount, AsyncTools.Benchmarks.Waits.Count);
+        new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount, WaitCounter.Total);
 
     public Totals Until(long ops) => new(
         ops,
         Stopwatch.GetElapsedTime(Timestamp),
         GC.GetTotalAllocatedBytes(precise: true) - Bytes,
         ThreadPool.CompletedWorkItemCount - WorkItems,
-        AsyncTools.Benchmarks.Waits.Count - Waits);
+        WaitCounter.Total - Waits);
 }

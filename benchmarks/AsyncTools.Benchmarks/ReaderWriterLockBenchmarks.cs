@@ -103,9 +103,10 @@ public class UncontendedReaderWriterLockBenchmarks
 /// <summary>
 /// 8 tasks × 1000 × (acquire; try { Task.Yield } finally { release }), every 8th acquire a writer, per acquire. The
 /// baseline is SemaphoreSlim, taken exclusively for readers and writers alike (what code does without a reader-writer
-/// lock). Every row runs this one loop; only the lock differs. Each row counts the acquires that had to wait
-/// (<see cref="Waits"/>, shown by the interleaved report): a wait is resumed through the pool, so work items per acquire
-/// are 1 (the yield) plus waits per acquire, and a lock that waits less often needs fewer pool hops.
+/// lock). Every row runs this one loop; only the lock differs. Each row notes the acquires that had to wait in the
+/// <see cref="WaitCounter"/> <see cref="Run"/> gives each task (shown by the interleaved report): a wait is resumed
+/// through the pool, so work items per acquire are 1 (the yield) plus waits per acquire, and a lock that waits less
+/// often needs fewer pool hops.
 /// </summary>
 public class ContendedReaderWriterLockBenchmarks
 {
@@ -117,13 +118,12 @@ public class ContendedReaderWriterLockBenchmarks
     public Task SemaphoreSlim()
     {
         var gate = new SemaphoreSlim(1, 1);
-        return Run(async () =>
+        return Run(async waits =>
         {
-            int waits = 0;
             for (int i = 0; i < Iterations; i++)
             {
                 Task acquire = gate.WaitAsync();
-                waits += acquire.IsCompleted ? 0 : 1;
+                waits.Note(acquire.IsCompleted);
                 await acquire;
                 try
                 {
@@ -134,8 +134,6 @@ public class ContendedReaderWriterLockBenchmarks
                     gate.Release();
                 }
             }
-
-            Waits.Add(waits);
         });
     }
 
@@ -143,14 +141,13 @@ public class ContendedReaderWriterLockBenchmarks
     public Task AsyncReaderWriterLock()
     {
         var gate = new AsyncReaderWriterLock();
-        return Run(async () =>
+        return Run(async waits =>
         {
-            int waits = 0;
             for (int i = 0; i < Iterations; i++)
             {
                 bool writer = i % WriterEvery == 0;
                 ValueTask<AsyncReaderWriterLock.Releaser> acquire = writer ? gate.AcquireWriteAsync() : gate.AcquireReadAsync();
-                waits += acquire.IsCompleted ? 0 : 1;
+                waits.Note(acquire.IsCompleted);
                 await acquire;
                 try
                 {
@@ -168,8 +165,6 @@ public class ContendedReaderWriterLockBenchmarks
                     }
                 }
             }
-
-            Waits.Add(waits);
         });
     }
 
@@ -177,13 +172,12 @@ public class ContendedReaderWriterLockBenchmarks
     public Task Nito()
     {
         var gate = new NitoReaderWriterLock();
-        return Run(async () =>
+        return Run(async waits =>
         {
-            int waits = 0;
             for (int i = 0; i < Iterations; i++)
             {
                 Task<IDisposable> acquire = (i % WriterEvery == 0 ? gate.WriterLockAsync() : gate.ReaderLockAsync()).AsTask();
-                waits += acquire.IsCompleted ? 0 : 1;
+                waits.Note(acquire.IsCompleted);
                 IDisposable key = await acquire;
                 try
                 {
@@ -194,8 +188,6 @@ public class ContendedReaderWriterLockBenchmarks
                     key.Dispose();
                 }
             }
-
-            Waits.Add(waits);
         });
     }
 
@@ -203,13 +195,12 @@ public class ContendedReaderWriterLockBenchmarks
     public async Task DotNext()
     {
         using var gate = new DotNextReaderWriterLock();
-        await Run(async () =>
+        await Run(async waits =>
         {
-            int waits = 0;
             for (int i = 0; i < Iterations; i++)
             {
                 ValueTask acquire = i % WriterEvery == 0 ? gate.EnterWriteLockAsync() : gate.EnterReadLockAsync();
-                waits += acquire.IsCompleted ? 0 : 1;
+                waits.Note(acquire.IsCompleted);
                 await acquire;
                 try
                 {
@@ -220,8 +211,6 @@ public class ContendedReaderWriterLockBenchmarks
                     gate.Release();
                 }
             }
-
-            Waits.Add(waits);
         });
     }
 
@@ -229,13 +218,12 @@ public class ContendedReaderWriterLockBenchmarks
     public async Task VS()
     {
         using var gate = new VsReaderWriterLock();
-        await Run(async () =>
+        await Run(async waits =>
         {
-            int waits = 0;
             for (int i = 0; i < Iterations; i++)
             {
                 VsReaderWriterLock.Awaitable acquire = i % WriterEvery == 0 ? gate.WriteLockAsync() : gate.ReadLockAsync();
-                waits += acquire.GetAwaiter().IsCompleted ? 0 : 1; // the awaitable hands out one awaiter, asked once more by await
+                waits.Note(acquire.GetAwaiter().IsCompleted); // the awaitable hands out one awaiter, asked once more by await
                 VsReaderWriterLock.Releaser releaser = await acquire;
                 try
                 {
@@ -246,17 +234,21 @@ public class ContendedReaderWriterLockBenchmarks
                     releaser.Dispose();
                 }
             }
-
-            Waits.Add(waits);
         });
     }
 
-    private static Task Run(Func<Task> body)
+    /// <summary>Runs <paramref name="body"/> on <see cref="Tasks"/> tasks at once, each with a counter of its waits.</summary>
+    private static Task Run(Func<WaitCounter, Task> body)
     {
         var tasks = new Task[Tasks];
         for (int t = 0; t < Tasks; t++)
         {
-            tasks[t] = Task.Run(body);
+            tasks[t] = Task.Run(async () =>
+            {
+                var waits = new WaitCounter();
+                await body(waits);
+                waits.AddToTotal();
+            });
         }
 
         return Task.WhenAll(tasks);
