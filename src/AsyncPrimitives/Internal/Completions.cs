@@ -20,17 +20,28 @@ internal struct Completions<T>
         _tail = node;
     }
 
-    /// <summary>Delivers every outcome, oldest first. Call outside the lock.</summary>
+    /// <summary>
+    /// Delivers every outcome, oldest first. Call outside the lock.
+    /// </summary>
+    /// <remarks>
+    /// A lone waiter's pool continuation goes to the current thread's local queue, as a plain <c>await</c>'s does: the
+    /// hand-off runs next on the thread that made it. Several waiters served at once (readers admitted together, an
+    /// event set, a broadcast, a shutdown) go to the pool's global queue instead, oldest first, where every pool thread
+    /// takes them in that order behind the work queued before them. On the local queue the releasing thread would run
+    /// them newest first and ahead of everything in the global queue, such as the continuations of the callers that
+    /// still hold the primitive; in the contended reader-writer benchmark that made acquires wait about twice as often.
+    /// </remarks>
     public void CompleteAll()
     {
         WaitNode<T>? node = _head;
+        bool preferLocal = ReferenceEquals(_head, _tail);
         _head = _tail = null;
         while (node is not null)
         {
             // Read the link first: once completed, the node may be recycled and relinked by its awaiter at once.
             WaitNode<T>? next = node.Next;
             node.Next = null;
-            node.Complete();
+            node.Complete(preferLocal);
             node = next;
         }
     }

@@ -161,7 +161,10 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// Delivers the recorded outcome. Called outside the lock. The exchange publishes the outcome; if the awaiter
     /// had already parked a continuation it is queued, never inlined, so a releaser never runs a waiter's code.
     /// </summary>
-    internal void Complete()
+    /// <param name="preferLocal">Queue a pool continuation to the current thread's local queue (one waiter handed
+    /// something) rather than the pool's global queue (one of several waiters served at once): see
+    /// <see cref="Completions{T}.CompleteAll"/>.</param>
+    internal void Complete(bool preferLocal)
     {
         if (Metering.IsActive)
         {
@@ -175,7 +178,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         {
             // The awaiter is parked: it cannot recycle the node before this continuation runs, so the fields it
             // wrote before publishing the continuation are still this wait's.
-            Schedule((Action<object?>)parked);
+            Schedule((Action<object?>)parked, preferLocal);
         }
     }
 
@@ -229,7 +232,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         }
 
         // Already delivered: still resume asynchronously, as a parked continuation would.
-        Schedule(continuation);
+        Schedule(continuation, preferLocal: true);
     }
 
     public T GetResult(short token)
@@ -312,16 +315,17 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     }
 
     /// <summary>Runs the awaiter's <paramref name="continuation"/> asynchronously where <see cref="OnCompleted"/> recorded:
-    /// its SynchronizationContext or TaskScheduler, else the thread pool; in its ExecutionContext when that was captured.
+    /// its SynchronizationContext or TaskScheduler, else the thread pool (its local queue when <paramref name="preferLocal"/>,
+    /// else its global queue); in its ExecutionContext when that was captured.
     /// Reads the node's fields before queuing anything: once queued, the continuation may recycle the node.</summary>
-    private void Schedule(Action<object?> continuation)
+    private void Schedule(Action<object?> continuation, bool preferLocal)
     {
         object? state = _continuationState;
         object? schedulingContext = _schedulingContext;
         ExecutionContext? executionContext = _executionContext;
         if (schedulingContext is null && executionContext is null)
         {
-            Compat.UnsafeQueue(continuation, state, preferLocal: true); // what every plain `await` takes
+            Compat.UnsafeQueue(continuation, state, preferLocal);
             return;
         }
 
@@ -336,7 +340,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
                     static s => ((ScheduledContinuation)s!).Run(), work, CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler);
                 break;
             default:
-                Compat.UnsafeQueue(static s => ((ScheduledContinuation)s!).Run(), work, preferLocal: true);
+                Compat.UnsafeQueue(static s => ((ScheduledContinuation)s!).Run(), work, preferLocal);
                 break;
         }
     }
