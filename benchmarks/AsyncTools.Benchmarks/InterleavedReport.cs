@@ -12,7 +12,8 @@ namespace AsyncTools.Benchmarks;
 /// process, in rounds, once per round in a random order, so the pool's state and the machine's load hit every row alike.
 /// Per row: the median time per operation, the median and quartiles of its per-round ratio to the class's baseline, and
 /// bytes and thread-pool work items per operation over all rounds; where a class's rows count their waits
-/// (<see cref="WaitCounter"/>), the acquires per operation that had to wait.
+/// (<see cref="WaitCounter"/>), the acquires per operation that had to wait. Each class's heading gives the pool's
+/// thread count after its rounds: how far the pool had grown past the machine's cores while the class ran.
 /// </summary>
 public static class InterleavedReport
 {
@@ -39,13 +40,14 @@ public static class InterleavedReport
     }
 
     /// <summary>Runs <paramref name="rounds"/> rounds of every class's rows, each row its class's number of times a round
-    /// (once when <paramref name="once"/>, for a smoke run), and writes one table per class.</summary>
-    public static async Task ReportAsync(TextWriter output, int rounds, bool once)
+    /// (once when <paramref name="once"/>, for a smoke run), and writes one table per class; only the classes whose name
+    /// contains <paramref name="only"/> when it is given (a class then runs in a pool no earlier class has grown).</summary>
+    public static async Task ReportAsync(TextWriter output, int rounds, bool once, string? only = null)
     {
         output.WriteLine($"## Interleaved: {rounds} rounds, every row run the same number of times a round, in a random order");
         output.WriteLine();
         var random = new Random(12345);
-        foreach ((Type type, int classInvokes) in Classes)
+        foreach ((Type type, int classInvokes) in Classes.Where(c => only is null || c.Type.Name.Contains(only, StringComparison.Ordinal)))
         {
             int invokesPerRound = once ? 1 : classInvokes;
             List<Row> rows = RowsOf(type);
@@ -69,7 +71,7 @@ public static class InterleavedReport
             }
 
             bool countsWaits = rows.Any(r => r.Totals.Waits > 0);
-            output.WriteLine($"### {type.Name} ({invokesPerRound} runs a row a round)");
+            output.WriteLine($"### {type.Name} ({invokesPerRound} runs a row a round; {ThreadPool.ThreadCount} pool threads at the end)");
             output.WriteLine();
             output.WriteLine("| Row | Median time/op | Ratio: median (quartiles) | Allocated/op | Work items/op |" + (countsWaits ? " Waits/op |" : string.Empty));
             output.WriteLine("|---|---:|---:|---:|---:|" + (countsWaits ? "---:|" : string.Empty));

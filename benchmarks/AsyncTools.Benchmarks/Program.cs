@@ -13,7 +13,7 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 //   --fairness   each Merge source's share of the first half of the output
 //   --memory     GatherAsync(64) vs WhenAll over 1,000,000 items: bytes allocated, peak heap, max live work tasks
 //   --interleaved  the contended lock classes and the streaming queue classes, every row in one process in rounds (a
-//                stable verdict where one process per row gives none)
+//                stable verdict where one process per row gives none); --only NAME: just the classes whose name contains NAME
 //   postgres     AsyncPrimitives.Postgres vs DistributedLock.Postgres and a naive queue, on a throwaway PostgreSQL server
 //                (ASYNCTOOLS_POSTGRES names another; skipped with a message where there is none)
 //   postgres --sustained  its batched queue row without a break for 150 s, the rate per 10 s and the table's dead rows
@@ -23,7 +23,10 @@ bool memory = args.Contains("--memory");
 bool interleaved = args.Contains("--interleaved");
 bool postgres = args.Contains("postgres");
 bool sustained = args.Contains("--sustained");
-args = args.Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "--interleaved" or "postgres" or "--sustained")).ToArray();
+int onlyAt = Array.IndexOf(args, "--only");
+string? only = onlyAt >= 0 && onlyAt + 1 < args.Length ? args[onlyAt + 1] : null;
+args = args.Where((_, i) => onlyAt < 0 || (i != onlyAt && i != onlyAt + 1))
+    .Where(a => a is not ("--smoke" or "--fairness" or "--memory" or "--interleaved" or "postgres" or "--sustained")).ToArray();
 
 if (sustained || smoke)
 {
@@ -55,7 +58,7 @@ if (memory || smoke)
 
 if (interleaved || smoke)
 {
-    await InterleavedReport.ReportAsync(Console.Out, rounds: smoke && !interleaved ? 2 : 40, once: smoke && !interleaved);
+    await InterleavedReport.ReportAsync(Console.Out, rounds: smoke && !interleaved ? 2 : 40, once: smoke && !interleaved, only);
 }
 
 if ((fairness || memory || interleaved) && !smoke && args.Length == 0)
