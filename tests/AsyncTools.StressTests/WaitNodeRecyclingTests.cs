@@ -72,10 +72,20 @@ public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
         WeakReference payload = await AwaitGrantAsync(gate, held);
         gate.Lines.MaxPooled.Should().Be(1);
 
-        await Task.Yield(); // collect on a fresh stack: this continuation may run inside the helper's completing state machine
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
+        // This continuation may have run inside the helpers' completing state machines, on the thread that resumed the
+        // waiter: after Task.Yield it can run on another thread while that one is still leaving those frames, whose
+        // locals a Debug build reports until then. So collect on a fresh stack until that thread has left them (a few
+        // tries at most); a pooled node that kept the state machine would keep the payload through every try.
+        int tries = 0;
+        do
+        {
+            await Task.Yield();
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+        }
+        while (payload.IsAlive && ++tries < 5);
+
         payload.IsAlive.Should().BeFalse("a pooled node must not keep the awaiting method's state machine");
     }
 
@@ -104,21 +114,30 @@ public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
         gate.IsLocked.Should().BeFalse();
     }
 
+    /// <summary>Starts a method that waits for the lock (its node parks the method's continuation), grants it, and
+    /// returns once that method, with the lock released, is suspended on a task nothing will complete: from then on only
+    /// that task, which nothing references, and a node that kept the continuation could reach its state machine and the
+    /// payload it holds. (A method that ran to completion would prove nothing: the runtime clears a finished state
+    /// machine.)</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static async Task<WeakReference> AwaitGrantAsync(AsyncLock gate, AsyncLock.Releaser held)
     {
         var payload = new byte[1024];
-        Task waiter = HoldAcrossWaitAsync(gate, payload);
+        var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _ = HoldAcrossWaitAsync(gate, payload, released);
         held.Dispose();
-        await waiter.Bounded();
+        await released.Task.Bounded();
         return new WeakReference(payload);
 
-        static async Task HoldAcrossWaitAsync(AsyncLock gate, byte[] payload)
+        static async Task HoldAcrossWaitAsync(AsyncLock gate, byte[] payload, TaskCompletionSource released)
         {
             using (await gate.AcquireAsync())
             {
-                GC.KeepAlive(payload); // the state machine holds payload across the await
             }
+
+            released.SetResult();
+            await new TaskCompletionSource().Task;
+            GC.KeepAlive(payload); // the state machine holds payload across both awaits
         }
     }
 }
