@@ -80,9 +80,7 @@ public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
         do
         {
             await Task.Yield();
-            GC.Collect();
-            GC.WaitForPendingFinalizers();
-            GC.Collect();
+            CancelledWaitProbe.Collect();
         }
         while (payload.IsAlive && ++tries < 5);
 
