@@ -99,16 +99,8 @@ public static partial class AsyncIter
     /// refusal's <c>RetryAfter</c> on <paramref name="timeProvider"/>.
     /// </summary>
     /// <inheritdoc cref="GatherSettledAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, CancellationToken)" path="/typeparam"/>
-    /// <param name="work">
-    /// Factories that start one piece of work each; each receives a token cancelled when the caller cancels.
-    /// The sequence is enumerated lazily, one element each time a slot frees up, and disposed.
-    /// </param>
-    /// <param name="maxConcurrency">
-    /// The most pieces of work in flight at once, waiting for a lease included; <see langword="null"/> for no limit but the limiter's.
-    /// </param>
-    /// <param name="limiter">Grants one lease per piece before its factory runs; the lease is disposed when that piece ends.</param>
-    /// <param name="timeProvider">The clock of the waits after a refusal's <c>RetryAfter</c>; <see langword="null"/> for <see cref="TimeProvider.System"/>.</param>
-    /// <param name="cancellationToken">Cancels the gathering: no new work starts and running work sees its token cancelled.</param>
+    /// <inheritdoc cref="GatherSettledAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, CancellationToken)" path="/param[@name='work']"/>
+    /// <inheritdoc cref="GatherAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, TimeProvider?, CancellationToken)" path="/param[@name!='work']"/>
     /// <returns>One <see cref="Outcome{T}"/> per piece of work, in the order of <paramref name="work"/>.</returns>
     /// <inheritdoc cref="GatherSettledAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, CancellationToken)" path="/exception"/>
     /// <remarks>Same semantics as <see cref="GatherSettledAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, RateLimiter, CancellationToken)"/>.</remarks>
