@@ -112,18 +112,41 @@ public sealed class ConditionHistoryTests(ITestOutputHelper output)
         private void AddHolder(Step step, Func<bool> holds) => _holders.Add(new Holder(step, holds)); // under _holders
 
         /// <summary>The lock's owner, if it is a completed wait nobody has taken over yet; marks it taken.</summary>
+        /// <remarks>
+        /// A notify, cancel or expire on the other thread can hand the lock to a condition wait and still be on its way
+        /// to delivering that wait's outcome: the engine decides a grant under its lock and delivers it right after
+        /// leaving it, before that call returns. In that moment the lock is held and no owner's wait has completed.
+        /// The owner is then that wait, as soon as the delivery lands (its own code would be resumed by it), so this
+        /// waits for the delivery rather than report "none", which no order of the steps could explain. Only the
+        /// owner steps, serialized under <see cref="_holders"/>, release the lock, so it stays held meanwhile.
+        /// </remarks>
         private Step? TakeHolder() // under _holders
         {
-            foreach (Holder holder in _holders)
+            var spin = new SpinWait();
+            long deadline = Environment.TickCount64 + 30_000;
+            while (true)
             {
-                if (!holder.Taken && holder.Holds())
+                foreach (Holder holder in _holders)
                 {
-                    holder.Taken = true;
-                    return holder.Step;
+                    if (!holder.Taken && holder.Holds())
+                    {
+                        holder.Taken = true;
+                        return holder.Step;
+                    }
                 }
-            }
 
-            return null;
+                if (!_condition.IsLocked)
+                {
+                    return null;
+                }
+
+                if (Environment.TickCount64 > deadline)
+                {
+                    throw new InvalidOperationException("the lock stayed held for 30 s without any owner's wait completing");
+                }
+
+                spin.SpinOnce();
+            }
         }
 
         private sealed class Holder(Step step, Func<bool> holds)
