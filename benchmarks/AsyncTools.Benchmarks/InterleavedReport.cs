@@ -11,8 +11,9 @@ namespace AsyncTools.Benchmarks;
 /// to 3 times between runs). Here every row runs in one
 /// process, in rounds, once per round in a random order, so the pool's state and the machine's load hit every row alike.
 /// Per row: the median time per operation, the median and quartiles of its per-round ratio to the class's baseline, and
-/// bytes and thread-pool work items per operation over all rounds; where a class's rows count their waits
-/// (<see cref="WaitCounter"/>), the acquires per operation that had to wait. Each class's heading gives the pool's
+/// bytes, thread-pool work items and the process's CPU time per operation over all rounds (CPU time above the time per
+/// operation: more than one core was busy, the pool's idle threads spinning for work included); where a class's rows
+/// count their waits (<see cref="WaitCounter"/>), the acquires per operation that had to wait. Each class's heading gives the pool's
 /// thread count after its rounds: how far the pool had grown past the machine's cores while the class ran.
 /// </summary>
 public static class InterleavedReport
@@ -73,13 +74,13 @@ public static class InterleavedReport
             bool countsWaits = rows.Any(r => r.Totals.Waits > 0);
             output.WriteLine($"### {type.Name} ({invokesPerRound} runs a row a round; {ThreadPool.ThreadCount} pool threads at the end)");
             output.WriteLine();
-            output.WriteLine("| Row | Median time/op | Ratio: median (quartiles) | Allocated/op | Work items/op |" + (countsWaits ? " Waits/op |" : string.Empty));
-            output.WriteLine("|---|---:|---:|---:|---:|" + (countsWaits ? "---:|" : string.Empty));
+            output.WriteLine("| Row | Median time/op | Ratio: median (quartiles) | Allocated/op | Work items/op | CPU time/op |" + (countsWaits ? " Waits/op |" : string.Empty));
+            output.WriteLine("|---|---:|---:|---:|---:|---:|" + (countsWaits ? "---:|" : string.Empty));
             foreach (Row row in rows)
             {
                 output.WriteLine(string.Format(
                     CultureInfo.InvariantCulture,
-                    "| `{0}`{1} | {2:0.0} ns | {3:0.00} ({4:0.00}–{5:0.00}) | {6:0} B | {7:0.00} |{8}",
+                    "| `{0}`{1} | {2:0.0} ns | {3:0.00} ({4:0.00}–{5:0.00}) | {6:0} B | {7:0.00} | {8:0} ns |{9}",
                     row.Name,
                     row.Baseline ? " (baseline)" : string.Empty,
                     Quantile(row.Nanoseconds, 0.5),
@@ -88,6 +89,7 @@ public static class InterleavedReport
                     Quantile(row.Ratios, 0.75),
                     row.Totals.BytesPerOp,
                     row.Totals.WorkItemsPerOp,
+                    row.Totals.CpuNanosecondsPerOp,
                     countsWaits ? string.Format(CultureInfo.InvariantCulture, " {0:0.000} |", row.Totals.WaitsPerOp) : string.Empty));
             }
 

@@ -5,7 +5,7 @@ namespace AsyncTools.Benchmarks;
 /// <summary>What a measured stretch of a report cost the whole process: operations, time, bytes allocated and thread-pool
 /// work items completed (the two that do not swing with the load, beside the time that does), and the acquires that had
 /// to wait where the rows count them (<see cref="WaitCounter"/>).</summary>
-internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems, long Waits)
+internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems, long Waits, TimeSpan Cpu)
 {
     public double Rate => Ops / Elapsed.TotalSeconds;
 
@@ -17,8 +17,12 @@ internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, l
 
     public double WaitsPerOp => Ops == 0 ? 0 : (double)Waits / Ops;
 
+    /// <summary>Gets the process's CPU time (every thread, user and kernel) per operation: above the time per operation
+    /// where more than one core was busy, spinning included.</summary>
+    public double CpuNanosecondsPerOp => Ops == 0 ? 0 : Cpu.TotalNanoseconds / Ops;
+
     public static Totals operator +(Totals a, Totals b) =>
-        new(a.Ops + b.Ops, a.Elapsed + b.Elapsed, a.Bytes + b.Bytes, a.WorkItems + b.WorkItems, a.Waits + b.Waits);
+        new(a.Ops + b.Ops, a.Elapsed + b.Elapsed, a.Bytes + b.Bytes, a.WorkItems + b.WorkItems, a.Waits + b.Waits, a.Cpu + b.Cpu);
 }
 
 /// <summary>
@@ -41,15 +45,17 @@ internal sealed class WaitCounter
 }
 
 /// <summary>The process's counters at one moment: <see cref="Take"/> before a stretch, <see cref="Until"/> after it.</summary>
-internal readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems, long Waits)
+internal readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems, long Waits, TimeSpan Cpu)
 {
     public static Snapshot Take() =>
-        new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount, WaitCounter.Total);
+        new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount, WaitCounter.Total,
+            Environment.CpuUsage.TotalTime);
 
     public Totals Until(long ops) => new(
         ops,
         Stopwatch.GetElapsedTime(Timestamp),
         GC.GetTotalAllocatedBytes(precise: true) - Bytes,
         ThreadPool.CompletedWorkItemCount - WorkItems,
-        WaitCounter.Total - Waits);
+        WaitCounter.Total - Waits,
+        Environment.CpuUsage.TotalTime - Cpu);
 }
