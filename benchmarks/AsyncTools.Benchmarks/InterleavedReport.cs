@@ -13,8 +13,8 @@ namespace AsyncTools.Benchmarks;
 /// Per row: the median time per operation, the median and quartiles of its per-round ratio to the class's baseline, and
 /// bytes, thread-pool work items and the process's CPU time per operation over all rounds (CPU time above the time per
 /// operation: more than one core was busy, the pool's idle threads spinning for work included); where a class's rows
-/// count their waits (<see cref="WaitCounter"/>), the acquires per operation that had to wait. Each class's heading gives the pool's
-/// thread count after its rounds: how far the pool had grown past the machine's cores while the class ran.
+/// count their waits (<see cref="WaitCounter"/>), the acquires per operation that had to wait. Each class's heading gives
+/// the pool's thread count after its rounds: how far the pool had grown past the machine's cores while the class ran.
 /// </summary>
 public static class InterleavedReport
 {

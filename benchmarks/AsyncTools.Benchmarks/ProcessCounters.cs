@@ -3,8 +3,8 @@ using System.Diagnostics;
 namespace AsyncTools.Benchmarks;
 
 /// <summary>What a measured stretch of a report cost the whole process: operations, time, bytes allocated and thread-pool
-/// work items completed (the two that do not swing with the load, beside the time that does), and the acquires that had
-/// to wait where the rows count them (<see cref="WaitCounter"/>).</summary>
+/// work items completed (the two that do not swing with the load, beside the time that does), the acquires that had to
+/// wait where the rows count them (<see cref="WaitCounter"/>), and CPU time on every thread.</summary>
 internal readonly record struct Totals(long Ops, TimeSpan Elapsed, long Bytes, long WorkItems, long Waits, TimeSpan Cpu)
 {
     public double Rate => Ops / Elapsed.TotalSeconds;
@@ -48,7 +48,11 @@ internal sealed class WaitCounter
 internal readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems, long Waits, TimeSpan Cpu)
 {
     public static Snapshot Take() =>
-        new(Stopwatch.GetTimestamp(), GC.GetTotalAllocatedBytes(precise: true), ThreadPool.CompletedWorkItemCount, WaitCounter.Total,
+        new(
+            Stopwatch.GetTimestamp(),
+            GC.GetTotalAllocatedBytes(precise: true),
+            ThreadPool.CompletedWorkItemCount,
+            WaitCounter.Total,
             Environment.CpuUsage.TotalTime);
 
     public Totals Until(long ops) => new(

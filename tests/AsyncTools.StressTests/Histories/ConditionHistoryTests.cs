@@ -122,31 +122,21 @@ public sealed class ConditionHistoryTests(ITestOutputHelper output)
         /// </remarks>
         private Step? TakeHolder() // under _holders
         {
-            var spin = new SpinWait();
-            long deadline = Environment.TickCount64 + 30_000;
-            while (true)
+            Holder? owner = null;
+            if (!SpinWait.SpinUntil(
+                () => (owner = _holders.Find(h => !h.Taken && h.Holds())) is not null || !_condition.IsLocked,
+                TimeSpan.FromSeconds(30)))
             {
-                foreach (Holder holder in _holders)
-                {
-                    if (!holder.Taken && holder.Holds())
-                    {
-                        holder.Taken = true;
-                        return holder.Step;
-                    }
-                }
-
-                if (!_condition.IsLocked)
-                {
-                    return null;
-                }
-
-                if (Environment.TickCount64 > deadline)
-                {
-                    throw new InvalidOperationException("the lock stayed held for 30 s without any owner's wait completing");
-                }
-
-                spin.SpinOnce();
+                throw new InvalidOperationException("the lock stayed held for 30 s without any owner's wait completing");
             }
+
+            if (owner is null)
+            {
+                return null;
+            }
+
+            owner.Taken = true;
+            return owner.Step;
         }
 
         private sealed class Holder(Step step, Func<bool> holds)
