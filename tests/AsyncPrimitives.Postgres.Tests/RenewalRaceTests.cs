@@ -22,6 +22,10 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
         PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("renewal-race");
         Session session = await member.Coordinator.GetSessionAsync(CancellationToken.None);
         await using NpgsqlConnection renewer = await member.Source.OpenConnectionAsync();
+        await using (var readCommitted = new NpgsqlCommand("SET default_transaction_isolation = 'read committed'", renewer))
+        {
+            await readCommitted.ExecuteNonQueryAsync(); // as the coordinator's connections run, whatever the server's default
+        }
 
         for (int round = 0; round < 5; round++)
         {

@@ -51,6 +51,10 @@ internal sealed partial class Database
     /// <summary>Set once the coordinator is disposed: connections are no longer kept.</summary>
     private bool _closed;
 
+    /// <summary>The data source's default isolation level, as far as the calls need to know it (see
+    /// <see cref="SetIsolationAsync"/>); learned on the first connection opened for a call.</summary>
+    private volatile DefaultIsolation _isolation;
+
     /// <summary>The statements of this schema, by template (see <see cref="Sql"/>).</summary>
     private readonly ConcurrentDictionary<string, string> _statements = new(StringComparer.Ordinal);
 
@@ -208,16 +212,24 @@ internal sealed partial class Database
     {
         for (int attempt = 0; ; attempt++)
         {
-            NpgsqlConnection connection = await RentAsync(cancellationToken).ConfigureAwait(false);
+            (NpgsqlConnection connection, bool opened) = await RentAsync(cancellationToken).ConfigureAwait(false);
+            bool sent = false;
             try
             {
+                if (opened)
+                {
+                    await SetIsolationAsync(connection).ConfigureAwait(false);
+                }
+
+                sent = true;
                 return await RunAsync(connection, prepare: true, sql, parameters, consume, cancellationToken).ConfigureAwait(false);
             }
             catch (NpgsqlException e) when (IsConnectionFailure(e, connection))
             {
                 ClearConnections();
-                // A termination error answering the statement means it never ran; any other failure leaves that open.
-                bool ran = e is not PostgresException;
+                // A failure before the statement was sent, or a termination error answering it, means it never ran; any other
+                // failure leaves that open.
+                bool ran = sent && e is not PostgresException;
                 if (attempt > 0 || cancellationToken.IsCancellationRequested || (ran && retry == Retry.IfNotRun))
                 {
                     throw Failure(e, "The call");
@@ -229,26 +241,82 @@ internal sealed partial class Database
             }
             finally
             {
-                await GiveBackAsync(connection).ConfigureAwait(false);
+                // Kept for later calls only once it is prepared for them.
+                await (sent ? GiveBackAsync(connection) : ReturnToPoolAsync(connection)).ConfigureAwait(false);
             }
         }
     }
 
-    /// <summary>A connection for one call: a kept one, or a new one from the data source.</summary>
-    private async ValueTask<NpgsqlConnection> RentAsync(CancellationToken cancellationToken)
+    /// <summary>A connection for one call: a kept one, or a new one from the data source (<c>Opened</c>: not yet
+    /// prepared by <see cref="SetIsolationAsync"/>).</summary>
+    private async ValueTask<(NpgsqlConnection Connection, bool Opened)> RentAsync(CancellationToken cancellationToken)
     {
         while (_kept.TryPop(out NpgsqlConnection? kept))
         {
             Interlocked.Decrement(ref _keptCount);
             if (kept.State == System.Data.ConnectionState.Open)
             {
-                return kept;
+                return (kept, false);
             }
 
             await kept.DisposeAsync().ConfigureAwait(false);
         }
 
-        return await OpenAsync(cancellationToken).ConfigureAwait(false);
+        return (await OpenAsync(cancellationToken).ConfigureAwait(false), true);
+    }
+
+    /// <summary>
+    /// Makes a connection just opened for calls run each of them at READ COMMITTED, the level every function of the
+    /// schema is written for: each statement inside it sees what committed before it (a permit function reads the line
+    /// after it has waited for the set's turn). On a data source whose connections start at another default (a database
+    /// or role with <c>default_transaction_isolation</c> set to <c>serializable</c> or <c>repeatable read</c>), the
+    /// session's default is set to READ COMMITTED here and set back by <see cref="ReturnToPoolAsync"/> before
+    /// the connection goes back to the pool. With the usual default this costs one query on the first connection only.
+    /// Not cancellable (one short query).
+    /// </summary>
+    private async ValueTask SetIsolationAsync(NpgsqlConnection connection)
+    {
+        if (_isolation == DefaultIsolation.Unknown)
+        {
+            using var show = new NpgsqlCommand("SELECT current_setting('default_transaction_isolation')", connection);
+            string level = (string)(await show.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false))!;
+            _isolation = level == "read committed" ? DefaultIsolation.ReadCommitted : DefaultIsolation.Other;
+        }
+
+        if (_isolation == DefaultIsolation.Other)
+        {
+            using var set = new NpgsqlCommand("SET default_transaction_isolation = 'read committed'", connection);
+            await set.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Gives a connection back to the data source's pool, with its session's default isolation as the data
+    /// source set it (see <see cref="SetIsolationAsync"/>).</summary>
+    private async ValueTask ReturnToPoolAsync(NpgsqlConnection connection)
+    {
+        if (_isolation == DefaultIsolation.Other && connection.State == System.Data.ConnectionState.Open)
+        {
+            try
+            {
+                using var reset = new NpgsqlCommand("RESET default_transaction_isolation", connection);
+                await reset.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (NpgsqlException)
+            {
+                // Only a failed connection fails a RESET (calls never leave a transaction open), and a broken connection
+                // is closed, not pooled: nothing of this session reaches another user of the pool.
+            }
+        }
+
+        await connection.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>What <see cref="_isolation"/> knows.</summary>
+    private enum DefaultIsolation
+    {
+        Unknown,
+        ReadCommitted,
+        Other,
     }
 
     /// <summary>Keeps a connection after its call, open, for the next one (up to <see cref="MaxKept"/>); closes it
@@ -271,7 +339,7 @@ internal sealed partial class Database
             Interlocked.Decrement(ref _keptCount);
         }
 
-        return connection.DisposeAsync();
+        return ReturnToPoolAsync(connection);
     }
 
     /// <summary>
@@ -295,7 +363,7 @@ internal sealed partial class Database
         while (_kept.TryPop(out NpgsqlConnection? kept))
         {
             Interlocked.Decrement(ref _keptCount);
-            await kept.DisposeAsync().ConfigureAwait(false);
+            await ReturnToPoolAsync(kept).ConfigureAwait(false);
         }
     }
 

@@ -1,4 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
 using AsyncTools.Testing.Contracts;
 
 namespace AsyncPrimitives.Postgres.Tests.Contracts;
@@ -12,13 +13,16 @@ public abstract class PostgresPermitContractTests(PostgresServer server) : Permi
     protected sealed override async Task<(IPermitGate First, IPermitGate Second)> CreateAsync()
     {
         Skip.If(PostgresServer.SkipReason is not null, PostgresServer.SkipReason);
-        Member a = await _scope.JoinAsync();
-        Member b = await _scope.JoinAsync();
+        Member a = await _scope.JoinAsync(connection: Connection);
+        Member b = await _scope.JoinAsync(connection: Connection);
         return (Open(a.Coordinator), Open(b.Coordinator));
     }
 
     /// <summary>The gate under test, through <paramref name="coordinator"/>.</summary>
     protected abstract IPermitGate Open(PostgresCoordinator coordinator);
+
+    /// <summary>Sets more of the coordinators' connection strings; null for the server's defaults.</summary>
+    protected virtual Action<NpgsqlConnectionStringBuilder>? Connection => null;
 
     protected sealed override Task WaitersAsync(int count) => _scope.WaitersAsync(count);
 
@@ -59,6 +63,21 @@ public sealed class PostgresLockContractTests(PostgresServer server) : PostgresP
 public sealed class PostgresSemaphoreContractTests(PostgresServer server) : PostgresPermitContractTests(server)
 {
     protected override int MaxCount => 3;
+
+    protected override IPermitGate Open(PostgresCoordinator coordinator)
+    {
+        PostgresSemaphore gate = coordinator.CreateSemaphore("contract", MaxCount);
+        return new Gate(gate.AcquireAsync, gate.AcquireAsync, () => gate.TryAcquireAsync());
+    }
+}
+
+/// <summary>The semaphore's contract on a database whose connections start at SERIALIZABLE (set for a database or a
+/// role): the coordinator's calls still run at READ COMMITTED.</summary>
+public sealed class PostgresSemaphoreOnSerializableDatabaseContractTests(PostgresServer server) : PostgresPermitContractTests(server)
+{
+    protected override int MaxCount => 3;
+
+    protected override Action<NpgsqlConnectionStringBuilder>? Connection => IsolationTests.Serializable;
 
     protected override IPermitGate Open(PostgresCoordinator coordinator)
     {

@@ -1,4 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
 using AsyncTools.Testing.Contracts;
 
 namespace AsyncPrimitives.Postgres.Tests.Contracts;
@@ -18,10 +19,13 @@ public abstract class PostgresQueueContractTests(PostgresServer server) : WorkQu
             ContractOrder.Priority => QueueOrder.Priority,
             _ => QueueOrder.Fifo,
         };
-        Member producer = await _scope.JoinAsync();
-        Member consumer = await _scope.JoinAsync();
+        Member producer = await _scope.JoinAsync(connection: Connection);
+        Member consumer = await _scope.JoinAsync(connection: Connection);
         return (Open(producer, order), Open(consumer, order));
     }
+
+    /// <summary>Sets more of the coordinators' connection strings; null for the server's defaults.</summary>
+    protected virtual Action<NpgsqlConnectionStringBuilder>? Connection => null;
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -75,4 +79,13 @@ public sealed class PostgresLifoQueueContractTests(PostgresServer server) : Post
 public sealed class PostgresPriorityQueueContractTests(PostgresServer server) : PostgresQueueContractTests(server)
 {
     protected override ContractOrder Order => ContractOrder.Priority;
+}
+
+/// <summary>The FIFO queue's contract on a database whose connections start at SERIALIZABLE: the coordinator's calls
+/// still run at READ COMMITTED.</summary>
+public sealed class PostgresFifoQueueOnSerializableDatabaseContractTests(PostgresServer server) : PostgresQueueContractTests(server)
+{
+    protected override ContractOrder Order => ContractOrder.Fifo;
+
+    protected override Action<NpgsqlConnectionStringBuilder>? Connection => IsolationTests.Serializable;
 }

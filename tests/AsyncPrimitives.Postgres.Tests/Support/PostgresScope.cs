@@ -34,9 +34,11 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
     /// <summary>
     /// A new coordinator on a data source of its own, with the schema installed. Its connections carry
     /// <c>application_name</c> = the returned <see cref="Member.Application"/>; <paramref name="port"/> connects it
-    /// through a <see cref="TcpProxy"/>.
+    /// through a <see cref="TcpProxy"/>; <paramref name="connection"/> sets more of the data source's connection string.
     /// </summary>
-    public async Task<Member> JoinAsync(Action<PostgresCoordinatorOptions>? configure = null, int? port = null, bool ensureSchema = true)
+    public async Task<Member> JoinAsync(
+        Action<PostgresCoordinatorOptions>? configure = null, int? port = null, bool ensureSchema = true,
+        Action<NpgsqlConnectionStringBuilder>? connection = null)
     {
         string application = $"coordinator-{Interlocked.Increment(ref s_coordinators)}";
         NpgsqlDataSource source = server.CreateDataSource(b =>
@@ -49,6 +51,8 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
                 b.Timeout = 3;
                 b.CancellationTimeout = 1000;
             }
+
+            connection?.Invoke(b);
         });
         _owned.Add(source);
         var options = new PostgresCoordinatorOptions { Schema = Schema };

@@ -21,8 +21,10 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
 
     public async Task DisposeAsync() => await Scope.DisposeAsync();
 
-    protected Task<Member> JoinAsync(Action<PostgresCoordinatorOptions>? configure = null, int? port = null, bool ensureSchema = true) =>
-        Scope.JoinAsync(configure, port, ensureSchema);
+    protected Task<Member> JoinAsync(
+        Action<PostgresCoordinatorOptions>? configure = null, int? port = null, bool ensureSchema = true,
+        Action<NpgsqlConnectionStringBuilder>? connection = null) =>
+        Scope.JoinAsync(configure, port, ensureSchema, connection);
 
     protected Task<T> ScalarAsync<T>(string sql) => Scope.ScalarAsync<T>(sql);
 

@@ -1,0 +1,129 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// A database or role may make every transaction SERIALIZABLE or REPEATABLE READ by default. The schema's functions
+/// are written for READ COMMITTED (each statement sees what committed before it), so the coordinator runs its own calls
+/// at READ COMMITTED whatever the data source's default, and gives its connections back with that default as it found
+/// it. (The contract suites run on such a database too: see the <c>OnSerializableDatabase</c> contract classes.)
+/// </summary>
+public sealed class IsolationTests(PostgresServer server) : PostgresTest(server)
+{
+    /// <summary>Connections that start every transaction at SERIALIZABLE, as a database's or role's
+    /// <c>default_transaction_isolation</c> would make them.</summary>
+    public static readonly Action<NpgsqlConnectionStringBuilder> Serializable =
+        b => b.Options = "-c default_transaction_isolation=serializable";
+
+    [PostgresFact]
+    public async Task OnASerializableDatabase_TasksOnTwoCoordinators_ShareASemaphoreAndAQueue_NothingLostOrDuplicated()
+    {
+        const int MaxCount = 2;
+        const int Tasks = 8;
+        const int Rounds = 10;
+        const int Items = 200;
+        Member a = await JoinAsync(connection: Serializable);
+        Member b = await JoinAsync(connection: Serializable);
+        int inside = 0;
+        int peak = 0;
+        int served = 0;
+
+        async Task HoldAsync(PostgresSemaphore semaphore)
+        {
+            for (int i = 0; i < Rounds; i++)
+            {
+                await using PostgresLease lease = await semaphore.AcquireAsync();
+                int now = Interlocked.Increment(ref inside);
+                int seen;
+                while (now > (seen = Volatile.Read(ref peak)) && Interlocked.CompareExchange(ref peak, now, seen) != seen)
+                {
+                }
+
+                await Task.Yield(); // another task runs while this one holds its permit
+                Interlocked.Decrement(ref inside);
+                Interlocked.Increment(ref served);
+            }
+        }
+
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        var completed = new System.Collections.Concurrent.ConcurrentBag<int>();
+        using var done = new CancellationTokenSource();
+
+        async Task ConsumeAsync(PostgresQueue<int> queue)
+        {
+            try
+            {
+                while (true)
+                {
+                    await using PostgresDelivery<int> delivery = await queue.GetAsync(done.Token);
+                    await delivery.CompleteAsync();
+                    completed.Add(delivery.Item);
+                    if (completed.Count == Items)
+                    {
+                        done.Cancel();
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (done.IsCancellationRequested)
+            {
+            }
+        }
+
+        Task[] work =
+        [
+            .. Enumerable.Range(0, Tasks).Select(i => Task.Run(() => HoldAsync((i % 2 == 0 ? a : b).Coordinator.CreateSemaphore("api", MaxCount)))),
+            .. new[] { queueA, queueA, queueB, queueB }.Select(q => Task.Run(() => ConsumeAsync(q))),
+            Task.Run(async () => { for (int i = 0; i < Items; i += 2) { await queueA.PutAsync(i); } }),
+            Task.Run(async () => { for (int i = 1; i < Items; i += 2) { await queueB.PutAsync(i); } }),
+        ];
+        await Task.WhenAll(work).WaitAsync(TimeSpan.FromSeconds(90));
+
+        peak.Should().BeLessThanOrEqualTo(MaxCount);
+        served.Should().Be(Tasks * Rounds);
+        completed.Order().Should().Equal(Enumerable.Range(0, Items), "every item is completed exactly once");
+        (await queueA.UnfinishedAsync()).Should().Be(0);
+        (await PermitRowsAsync()).Should().Be((0L, 0L), "every permit was given back and no place in line is left");
+    }
+
+    [PostgresFact]
+    public async Task ConnectionsGoBackToThePool_WithTheDataSourcesDefaultIsolation()
+    {
+        // No reset when a connection goes back to the pool: what the coordinator set on a session would stay with it.
+        const int Pool = 12;
+        Member member = await JoinAsync(connection: b =>
+        {
+            Serializable(b);
+            b.NoResetOnClose = true;
+            b.MaxPoolSize = Pool;
+        });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("counted");
+        for (int round = 0; round < 3; round++)
+        {
+            // More calls at once than the coordinator keeps connections for: some go back to the pool at once.
+            await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => queue.CountAsync().AsTask()));
+        }
+
+        await member.Coordinator.DisposeAsync();
+
+        // Every connection of the pool at once (those the coordinator used among them), each asked its default.
+        NpgsqlConnection[] connections = await Task.WhenAll(
+            Enumerable.Range(0, Pool).Select(_ => member.Source.OpenConnectionAsync().AsTask()));
+        try
+        {
+            foreach (NpgsqlConnection connection in connections)
+            {
+                await using var show = new NpgsqlCommand("SELECT current_setting('default_transaction_isolation')", connection);
+                ((string)(await show.ExecuteScalarAsync())!).Should().Be("serializable");
+            }
+        }
+        finally
+        {
+            foreach (NpgsqlConnection connection in connections)
+            {
+                await connection.DisposeAsync();
+            }
+        }
+    }
+}
