@@ -367,9 +367,12 @@ internal sealed partial class Database
         }
     }
 
-    /// <summary>Whether the call failed because its connection did (not because of the statement).</summary>
+    /// <summary>Whether the call failed because its connection did (not because of the statement). The server ends a
+    /// session with an error that then answers the next statement, which never runs: a shutdown or an administrator
+    /// (57P01), a crash (57P02), a server not accepting connections yet (57P03), or <c>idle_session_timeout</c> (57P05)
+    /// ending a connection that waited in the pool or among the kept ones.</summary>
     private static bool IsConnectionFailure(NpgsqlException exception, NpgsqlConnection connection) =>
-        exception is PostgresException { SqlState: "57P01" or "57P02" or "57P03" }
+        exception is PostgresException { SqlState: "57P01" or "57P02" or "57P03" or "57P05" }
         || (exception is not PostgresException && connection.State is System.Data.ConnectionState.Broken or System.Data.ConnectionState.Closed);
 
     private async ValueTask<T?> RunAsync<T>(

@@ -77,7 +77,7 @@ public sealed class PostgresSemaphoreOnSerializableDatabaseContractTests(Postgre
 {
     protected override int MaxCount => 3;
 
-    protected override Action<NpgsqlConnectionStringBuilder>? Connection => IsolationTests.Serializable;
+    protected override Action<NpgsqlConnectionStringBuilder>? Connection => ServerSettingsTests.Serializable;
 
     protected override IPermitGate Open(PostgresCoordinator coordinator)
     {

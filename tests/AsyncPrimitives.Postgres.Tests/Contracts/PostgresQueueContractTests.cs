@@ -87,5 +87,5 @@ public sealed class PostgresFifoQueueOnSerializableDatabaseContractTests(Postgre
 {
     protected override ContractOrder Order => ContractOrder.Fifo;
 
-    protected override Action<NpgsqlConnectionStringBuilder>? Connection => IsolationTests.Serializable;
+    protected override Action<NpgsqlConnectionStringBuilder>? Connection => ServerSettingsTests.Serializable;
 }

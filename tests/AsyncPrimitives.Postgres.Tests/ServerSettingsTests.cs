@@ -4,12 +4,16 @@ using Npgsql;
 namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
-/// A database or role may make every transaction SERIALIZABLE or REPEATABLE READ by default. The schema's functions
-/// are written for READ COMMITTED (each statement sees what committed before it), so the coordinator runs its own calls
-/// at READ COMMITTED whatever the data source's default, and gives its connections back with that default as it found
-/// it. (The contract suites run on such a database too: see the <c>OnSerializableDatabase</c> contract classes.)
+/// Server settings a database or role may carry, and that the coordinator must work under.
+/// <list type="bullet">
+/// <item><c>default_transaction_isolation</c> SERIALIZABLE or REPEATABLE READ: the schema's functions are written for
+/// READ COMMITTED (each statement sees what committed before it), so the coordinator runs its own calls at READ
+/// COMMITTED whatever the data source's default, and gives its connections back with that default as it found it. (The
+/// contract suites run on such a database too: see the <c>OnSerializableDatabase</c> contract classes.)</item>
+/// <item><c>idle_session_timeout</c>: a connection the server ended while it was idle is replaced.</item>
+/// </list>
 /// </summary>
-public sealed class IsolationTests(PostgresServer server) : PostgresTest(server)
+public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(server)
 {
     /// <summary>Connections that start every transaction at SERIALIZABLE, as a database's or role's
     /// <c>default_transaction_isolation</c> would make them.</summary>
@@ -86,6 +90,30 @@ public sealed class IsolationTests(PostgresServer server) : PostgresTest(server)
         (await queueA.UnfinishedAsync()).Should().Be(0);
         (await PermitRowsAsync()).Should().Be((0L, 0L), "every permit was given back and no place in line is left");
     }
+
+    [PostgresFact]
+    public async Task ConnectionsEndedByIdleSessionTimeout_AreReplaced_AndAPutRunsOnce()
+    {
+        // The server ends a session idle for a second; the coordinator's kept connection (and the pool's) then answers
+        // its next statement with that error (57P05), before the statement runs.
+        Member member = await JoinAsync(connection: b => b.Options = "-c idle_session_timeout=1000");
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("idle");
+        await queue.PutAsync(1);
+        await BackendsEndedAsync(member);
+
+        // A put must not run twice: it is tried again on a new connection only because the statement never ran.
+        await queue.PutAsync(2);
+        await BackendsEndedAsync(member);
+
+        // A read may run twice.
+        (await queue.CountAsync()).Should().Be(2);
+    }
+
+    /// <summary>Waits until the server has ended every session of <paramref name="member"/> (its idle timeout).</summary>
+    private Task BackendsEndedAsync(Member member) => EventuallyAsync(
+        async () => await ScalarAsync<long>(
+            $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}'") == 0,
+        "the server ends idle sessions after idle_session_timeout");
 
     [PostgresFact]
     public async Task ConnectionsGoBackToThePool_WithTheDataSourcesDefaultIsolation()
