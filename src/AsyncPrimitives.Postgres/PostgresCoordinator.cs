@@ -16,7 +16,8 @@ namespace AsyncPrimitives.Postgres;
 /// safe when processes race). The data source must connect to PostgreSQL directly or through a pooler in session mode:
 /// the coordinator keeps one connection open for LISTEN, and its session is what the server watches to free a crashed
 /// process's leases. PgBouncer's transaction pooling breaks both. The coordinator's own calls run at READ COMMITTED
-/// whatever the data source's default isolation level.</para>
+/// whatever the data source's default isolation level, and never enlist in an ambient <c>TransactionScope</c>: each is a
+/// transaction of its own (a put joins yours only through the overload that takes an <c>NpgsqlTransaction</c>).</para>
 /// <para><b>Failures.</b> When the LISTEN connection fails (its backend was terminated, the server restarted, the
 /// network dropped), waits in progress throw <see cref="PostgresCoordinationException"/>, every lease held by this
 /// process is lost (<see cref="PostgresLease.Lost"/> fires) and becomes free for the others, and the next call opens a

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
+using System.Transactions;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Internal;
@@ -134,9 +135,17 @@ internal sealed partial class Database
         }
     }
 
-    /// <summary>Opens a pooled connection; <paramref name="cancellationToken"/> cancels only the opening.</summary>
+    /// <summary>
+    /// Opens a pooled connection; <paramref name="cancellationToken"/> cancels only the opening. The connection never
+    /// enlists in the caller's ambient transaction (a <see cref="TransactionScope"/>; Npgsql enlists a connection opened
+    /// in one unless the connection string says <c>Enlist=false</c>): every call is a transaction of its own, whose
+    /// outcome (a put, a grant, a completion) commits whatever the caller's scope does later.
+    /// </summary>
     public async ValueTask<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
     {
+        using TransactionScope? noAmbient = Transaction.Current is null
+            ? null
+            : new TransactionScope(TransactionScopeOption.Suppress, TransactionScopeAsyncFlowOption.Enabled);
         try
         {
             return await _source.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
