@@ -23,7 +23,7 @@ namespace AsyncPrimitives;
 /// was queued, then ends the thread; it completes once the thread has finished its last item. The thread is a background
 /// thread: a process that never disposes it can still exit.</para>
 /// <para><b>Context.</b> Work runs in the caller's <see cref="ExecutionContext"/> (its <see cref="AsyncLocal{T}"/>
-/// values), as with <see cref="Task.Run(Action)"/>. Work that calls <see cref="RunAsync{T}(Func{T}, CancellationToken)"/>
+/// values), as with <see cref="Task.Run(Action)"/>; the thread itself does not keep its creator's. Work that calls <see cref="RunAsync{T}(Func{T}, CancellationToken)"/>
 /// on its own thread and blocks on the result deadlocks: that work is queued behind it.</para>
 /// <para><b>Metrics.</b> While someone listens to the <c>AsyncPrimitives</c> meter, queued work counts in
 /// <c>asynctools.waiters</c> and its wait for the thread is recorded in <c>asynctools.wait.duration</c> (kind
@@ -62,7 +62,20 @@ public sealed class AsyncThread : IAsyncDisposable
     {
         Name = name;
         _thread = new Thread(Loop) { IsBackground = true, Name = name ?? nameof(AsyncThread) };
-        _thread.Start();
+
+        // Without the creator's ExecutionContext: the thread serves every caller (each work item runs in its own
+        // caller's), and would otherwise keep the creator's AsyncLocal values alive for its whole life.
+        if (ExecutionContext.IsFlowSuppressed())
+        {
+            _thread.Start();
+        }
+        else
+        {
+            using (ExecutionContext.SuppressFlow())
+            {
+                _thread.Start();
+            }
+        }
     }
 
     /// <summary>The name given to the constructor, or null; the <c>asynctools.name</c> tag of its metrics.</summary>

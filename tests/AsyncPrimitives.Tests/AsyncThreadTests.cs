@@ -127,6 +127,18 @@ public sealed class AsyncThreadTests
     }
 
     [Fact]
+    public async Task TheThread_DoesNotKeepItsCreatorsAsyncLocalValuesAlive()
+    {
+        var payload = new WeakReference[1];
+        await using AsyncThread thread = await CreateWithAsyncLocalAsync(payload);
+        await thread.RunAsync(() => 0).WaitAsync(Bound); // the thread is running, between work items
+
+        CancelledWaitProbe.Collect();
+
+        payload[0].IsAlive.Should().BeFalse("the thread serves every caller, not the ExecutionContext of its creator");
+    }
+
+    [Fact]
     public async Task RunAsync_RacingItsTokensCancellation_EachCallRunsOrIsCancelledAtOnce_NoneIsLeftPending()
     {
         const int Calls = 5000;
@@ -354,6 +366,21 @@ public sealed class AsyncThreadTests
     {
         object captured = new();
         return (new WeakReference(captured), thread.RunAsync(() => captured.GetHashCode(), cancellationToken));
+    }
+
+    private static readonly AsyncLocal<object?> s_creatorValue = new();
+
+    /// <summary>Creates a thread while an <see cref="AsyncLocal{T}"/> holds a new object; returns the thread and (in
+    /// <paramref name="payload"/>) a weak reference to the object. Asynchronous, so that the value is gone from the
+    /// caller's ExecutionContext when it returns.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<AsyncThread> CreateWithAsyncLocalAsync(WeakReference[] payload)
+    {
+        await Task.CompletedTask;
+        object value = new();
+        payload[0] = new WeakReference(value);
+        s_creatorValue.Value = value;
+        return new AsyncThread();
     }
 
     /// <summary>The call itself, so that what it throws synchronously (not its task) is asserted.</summary>
