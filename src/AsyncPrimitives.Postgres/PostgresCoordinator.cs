@@ -290,7 +290,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
 
             // Started on the thread pool, never inline: ConnectAsync clears _connecting under this lock, which must
             // happen after the assignment here, even when every step of it completes synchronously.
-            _connecting ??= Task.Run(ConnectAsync);
+            _connecting ??= Background.Run(ConnectAsync);
             connecting = _connecting;
         }
 

@@ -56,7 +56,7 @@ internal sealed class CommitWatcher
             _watching = true;
         }
 
-        _ = Task.Run(WatchAsync);
+        _ = Background.Run(WatchAsync);
     }
 
     private async Task WatchAsync()

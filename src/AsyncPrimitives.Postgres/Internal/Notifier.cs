@@ -58,7 +58,7 @@ internal sealed class Notifier
         _pending.TryAdd(key, 0);
         if (Interlocked.CompareExchange(ref _draining, 1, 0) == 0)
         {
-            _drain = Task.Run(DrainAsync);
+            _drain = Background.Run(DrainAsync);
         }
     }
 

@@ -131,8 +131,8 @@ internal sealed partial class Session
                     signals.Signal(key);
                 }
             };
-            session._listening = Task.Run(session.ListenAsync);
-            session._heartbeat = Task.Run(session.HeartbeatAsync);
+            session._listening = Background.Run(session.ListenAsync);
+            session._heartbeat = Background.Run(session.HeartbeatAsync);
             return session;
         }
         catch
