@@ -9,29 +9,20 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// </summary>
 internal static class Background
 {
-    public static Task Run(Func<Task> work)
+    public static Task Run(Func<Task> work) => WithoutFlow(() => Task.Run(work));
+
+    public static Task<T> Run<T>(Func<Task<T>> work) => WithoutFlow(() => Task.Run(work));
+
+    private static TTask WithoutFlow<TTask>(Func<TTask> start)
     {
         if (ExecutionContext.IsFlowSuppressed())
         {
-            return Task.Run(work);
+            return start();
         }
 
         using (ExecutionContext.SuppressFlow())
         {
-            return Task.Run(work);
-        }
-    }
-
-    public static Task<T> Run<T>(Func<Task<T>> work)
-    {
-        if (ExecutionContext.IsFlowSuppressed())
-        {
-            return Task.Run(work);
-        }
-
-        using (ExecutionContext.SuppressFlow())
-        {
-            return Task.Run(work);
+            return start();
         }
     }
 }
