@@ -258,28 +258,57 @@ public sealed class TeeTests
         (await a.MoveNextAsync()).Should().BeTrue("letting go of passed items must not cost the copies what is ahead");
         (await b.MoveNextAsync()).Should().BeTrue();
         a.Current.Should().BeSameAs(b.Current);
+    }
 
-        // A method of its own, so that no slot of the test's frame is left holding the item: the continuation after
-        // Task.Yield can collect on another thread while this thread is still leaving that frame (in a Debug build
-        // every temporary stays reported until the frame is gone).
-        [MethodImpl(MethodImplOptions.NoInlining)]
-        static void ShouldHoldTheFirstItem(WeakReference first, IAsyncEnumerator<object> copy) =>
-            first.Target.Should().BeSameAs(copy.Current, "the test's own bookkeeping works");
-
-        static async IAsyncEnumerable<object> Objects(WeakReference first)
+    [Fact]
+    public async Task ACopyDisposedEarly_DoesNotKeepTheItemsTheOtherCopiesHavePassed()
+    {
+        var first = new WeakReference(null);
+        IAsyncEnumerable<object>[] copies = Objects(first).Tee(2);
+        await using IAsyncEnumerator<object> a = copies[0].GetAsyncEnumerator();
+        IAsyncEnumerator<object> disposed = copies[1].GetAsyncEnumerator();
+        await disposed.DisposeAsync(); // having read nothing, its place in the shared list is still the list's start
+        for (int i = 0; i < 3; i++)
         {
-            for (int i = 0; i < 10; i++)
+            (await a.MoveNextAsync()).Should().BeTrue();
+            if (i == 0)
             {
-                var item = new object();
-                if (i == 0)
-                {
-                    first.Target = item;
-                }
+                ShouldHoldTheFirstItem(first, a);
+            }
+        }
 
-                yield return item;
+        // The disposed enumerator is still referenced (as a caller may keep it): what it kept of its place in the list
+        // would keep every item from there on.
+        await Task.Yield(); // collect on a fresh stack
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        first.IsAlive.Should().BeFalse("a disposed copy lets go of its place in the shared buffer");
+        (await disposed.MoveNextAsync()).Should().BeFalse("a disposed copy has nothing more to read");
+        (await a.MoveNextAsync()).Should().BeTrue();
+    }
+
+    // A method of its own, so that no slot of the test's frame is left holding the item: the continuation after
+    // Task.Yield can collect on another thread while this thread is still leaving that frame (in a Debug build
+    // every temporary stays reported until the frame is gone).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ShouldHoldTheFirstItem(WeakReference first, IAsyncEnumerator<object> copy) =>
+        first.Target.Should().BeSameAs(copy.Current, "the test's own bookkeeping works");
+
+    /// <summary>Ten new objects; the first is also put in <paramref name="first"/>, weakly.</summary>
+    private static async IAsyncEnumerable<object> Objects(WeakReference first)
+    {
+        for (int i = 0; i < 10; i++)
+        {
+            var item = new object();
+            if (i == 0)
+            {
+                first.Target = item;
             }
 
-            await Task.CompletedTask;
+            yield return item;
         }
+
+        await Task.CompletedTask;
     }
 }

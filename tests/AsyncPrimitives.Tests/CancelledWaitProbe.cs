@@ -13,24 +13,34 @@ public static class CancelledWaitProbe
     /// <summary>Starts a wait with a fresh token source, cancels it (the registration runs inline, so the wait is
     /// cancelled when Cancel returns), observes the failure, disposes the source and returns a weak reference to it.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static WeakReference CancelOneObservedWait<T>(Func<CancellationToken, ValueTask<T>> wait)
+    public static WeakReference CancelOneObservedWait<T>(Func<CancellationToken, ValueTask<T>> wait) =>
+        CancelAndObserve(wait, static pending => pending.IsCompleted, static pending => pending.GetAwaiter().GetResult());
+
+    /// <summary>The same, for a wait with no result (an event's wait, a queue's put or join).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static WeakReference CancelOneObservedWait(Func<CancellationToken, ValueTask> wait) =>
+        CancelAndObserve(wait, static pending => pending.IsCompleted, static pending => pending.GetAwaiter().GetResult());
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static WeakReference CancelAndObserve<TPending>(
+        Func<CancellationToken, TPending> wait, Func<TPending, bool> isCompleted, Action<TPending> getResult)
     {
         var cts = new CancellationTokenSource();
-        ValueTask<T> pending = wait(cts.Token);
-        if (pending.IsCompleted)
+        TPending pending = wait(cts.Token);
+        if (isCompleted(pending))
         {
             throw new InvalidOperationException("The wait did not wait.");
         }
 
         cts.Cancel();
-        if (!pending.IsCompleted)
+        if (!isCompleted(pending))
         {
             throw new InvalidOperationException("Cancel should have completed the wait inline.");
         }
 
         try
         {
-            pending.GetAwaiter().GetResult();
+            getResult(pending);
             throw new InvalidOperationException("A cancelled wait succeeded.");
         }
         catch (OperationCanceledException)

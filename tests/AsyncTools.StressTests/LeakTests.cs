@@ -1,7 +1,7 @@
-using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using AsyncPrimitives;
 using AsyncPrimitives.Internal;
+using AsyncPrimitives.Tests;
 using Xunit.Abstractions;
 
 namespace AsyncTools.StressTests;
@@ -25,8 +25,11 @@ public sealed class LeakTests(ITestOutputHelper output)
     private const int CancelBatch = 1_000;
     private const int TimeoutBatch = 500;
 
-    /// <summary>One kind of wait on one primitive: <c>Wait(timeout, token)</c> must wait (the primitive is kept blocked).</summary>
-    internal sealed record Target(string Name, object Primitive, WaitLines Lines, CountingTimeProvider Time, Func<TimeSpan, CancellationToken, Task> Wait)
+    /// <summary>One kind of wait on one primitive: <c>Wait(timeout, token)</c> must wait (the primitive is kept blocked);
+    /// <c>CancelOneObservedWait</c> runs that same wait, untimed, through <see cref="CancelledWaitProbe"/>.</summary>
+    internal sealed record Target(
+        string Name, object Primitive, WaitLines Lines, CountingTimeProvider Time,
+        Func<TimeSpan, CancellationToken, Task> Wait, Func<WeakReference> CancelOneObservedWait)
     {
         public override string ToString() => Name;
 
@@ -59,6 +62,15 @@ public sealed class LeakTests(ITestOutputHelper output)
             cancelledNodes = nodes;
         }
 
+        // The timed-out waits below rent every pooled node again and overwrite what it kept, so what a recycled
+        // cancelled node still holds is checked here, while the pool is full of them: one more wait cancelled on this
+        // thread and observed (it rents a pooled node and returns it), and only what that node kept can hold its source.
+        target.Lines.MaxPooled.Should().BeLessThanOrEqualTo(WaitLines.PoolCapacity, "{0}: the node pool is bounded", name);
+        WeakReference probeSource = target.CancelOneObservedWait();
+        CancelledWaitProbe.Collect();
+        probeSource.IsAlive.Should().BeFalse(
+            "{0}: a recycled node keeps neither the exception, the token nor the registration of its cancelled wait", name);
+
         List<WeakReference> timedOutNodes = [];
         for (int done = 0; done < TimedOutWaits; done += TimeoutBatch)
         {
@@ -74,7 +86,6 @@ public sealed class LeakTests(ITestOutputHelper output)
         (fast + CancelledWaits + TimedOutWaits).Should().Be(TotalWaits);
 
         target.Lines.Waiting.Should().Be(0, "every waiter left the line");
-        target.Lines.MaxPooled.Should().BeLessThanOrEqualTo(WaitLines.PoolCapacity, "the node pool is bounded");
         target.Time.ActiveTimers.Should().Be(0, "every timeout timer was disposed");
         target.Time.TimerCreations.Should().Be(TimedOutWaits + (CancelledWaits / 2), "only waits with a finite timeout that enqueued create a timer");
 
@@ -115,7 +126,8 @@ public sealed class LeakTests(ITestOutputHelper output)
         var sourceRefs = new List<WeakReference>();
         for (int batch = 0; batch < 20; batch++)
         {
-            sourceRefs.Add(ConditionBatch(condition, time, 500, timed: batch % 2 == 1, longLived.Token));
+            // The last batch is a cancelled one: a timed batch after it would overwrite what its pooled nodes kept.
+            sourceRefs.Add(ConditionBatch(condition, time, 500, timed: batch % 2 == 0, longLived.Token));
         }
 
         output.WriteLine($"condition: {fast + 10_000:N0} waits");
@@ -124,8 +136,9 @@ public sealed class LeakTests(ITestOutputHelper output)
         condition.Lines.MaxPooled.Should().BeLessThanOrEqualTo(WaitLines.PoolCapacity);
         time.ActiveTimers.Should().Be(0);
 
-        // Each batch ran to its end on this thread, its frames gone: a source still alive is one the condition kept.
-        FullCollect();
+        // Each batch ran to its end on this thread, its frames gone: a source still alive is one the condition kept (the
+        // probe's collection first replaces the last OperationCanceledException this thread threw, which holds a token).
+        CancelledWaitProbe.Collect();
         sourceRefs.Select((r, i) => r.IsAlive ? i : -1).Where(i => i >= 0).Should().BeEmpty();
         GC.KeepAlive(longLived);
     }
@@ -139,13 +152,13 @@ public sealed class LeakTests(ITestOutputHelper output)
             {
                 var gate = new AsyncLock(time);
                 gate.TryAcquire(out _).Should().BeTrue();
-                return new(name, gate, gate.Lines, time, (t, ct) => gate.AcquireAsync(t, ct).AsTask());
+                return new(name, gate, gate.Lines, time, (t, ct) => gate.AcquireAsync(t, ct).AsTask(), Probe(gate.AcquireAsync));
             }
 
             case "semaphore":
             {
                 var semaphore = new AsyncSemaphore(0, 4, time);
-                return new(name, semaphore, semaphore.Lines, time, (t, ct) => semaphore.AcquireAsync(t, ct).AsTask());
+                return new(name, semaphore, semaphore.Lines, time, (t, ct) => semaphore.AcquireAsync(t, ct).AsTask(), Probe(semaphore.AcquireAsync));
             }
 
             case "rwlock-read":
@@ -154,43 +167,49 @@ public sealed class LeakTests(ITestOutputHelper output)
                 var rw = new AsyncReaderWriterLock(timeProvider: time);
                 rw.TryAcquireWrite(out _).Should().BeTrue();
                 return name == "rwlock-read"
-                    ? new(name, rw, rw.Lines, time, (t, ct) => rw.AcquireReadAsync(t, ct).AsTask())
-                    : new(name, rw, rw.Lines, time, (t, ct) => rw.AcquireWriteAsync(t, ct).AsTask());
+                    ? new(name, rw, rw.Lines, time, (t, ct) => rw.AcquireReadAsync(t, ct).AsTask(), Probe(rw.AcquireReadAsync))
+                    : new(name, rw, rw.Lines, time, (t, ct) => rw.AcquireWriteAsync(t, ct).AsTask(), Probe(rw.AcquireWriteAsync));
             }
 
             case "event":
             {
                 var ev = new AsyncEvent(timeProvider: time);
-                return new(name, ev, ev.Lines, time, (t, ct) => ev.WaitAsync(t, ct).AsTask());
+                return new(name, ev, ev.Lines, time, (t, ct) => ev.WaitAsync(t, ct).AsTask(), Probe(ev.WaitAsync));
             }
 
             case "result":
             {
                 var result = new AsyncResult<int>(time);
-                return new(name, result, result.Lines, time, (t, ct) => result.GetAsync(t, ct).AsTask());
+                return new(name, result, result.Lines, time, (t, ct) => result.GetAsync(t, ct).AsTask(), Probe(result.GetAsync));
             }
 
             case "queue-get":
             {
                 var queue = new AsyncQueue<int>(timeProvider: time);
-                return new(name, queue, queue.Lines, time, (t, ct) => queue.GetAsync(t, ct).AsTask());
+                return new(name, queue, queue.Lines, time, (t, ct) => queue.GetAsync(t, ct).AsTask(), Probe(queue.GetAsync));
             }
 
             case "lifo-put":
             {
                 var queue = new AsyncLifoQueue<int>(1, time);
                 queue.TryPut(0).Should().BeTrue();
-                return new(name, queue, queue.Lines, time, (t, ct) => queue.PutAsync(1, t, ct).AsTask());
+                return new(name, queue, queue.Lines, time, (t, ct) => queue.PutAsync(1, t, ct).AsTask(), Probe(ct => queue.PutAsync(1, ct)));
             }
 
             default:
             {
                 var queue = new AsyncPriorityQueue<int>(timeProvider: time);
                 queue.TryPut(0).Should().BeTrue(); // one unfinished task: JoinAsync waits
-                return new(name, queue, queue.Lines, time, (t, ct) => queue.JoinAsync(t, ct).AsTask());
+                return new(name, queue, queue.Lines, time, (t, ct) => queue.JoinAsync(t, ct).AsTask(), Probe(queue.JoinAsync));
             }
         }
     }
+
+    /// <summary>A <see cref="Target"/>'s <c>CancelOneObservedWait</c>: <see cref="CancelledWaitProbe"/> on <paramref name="wait"/>.</summary>
+    private static Func<WeakReference> Probe<T>(Func<CancellationToken, ValueTask<T>> wait) => () => CancelledWaitProbe.CancelOneObservedWait(wait);
+
+    /// <summary>The same, for a wait with no result.</summary>
+    private static Func<WeakReference> Probe(Func<CancellationToken, ValueTask> wait) => () => CancelledWaitProbe.CancelOneObservedWait(wait);
 
     /// <summary>Waits that fail without joining the line: half with a pre-cancelled token, half with TimeSpan.Zero.</summary>
     private static int FastFailures(Target target, int count)
@@ -348,46 +367,5 @@ public sealed class LeakTests(ITestOutputHelper output)
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();
-    }
-
-    /// <summary>A single-threaded FIFO <see cref="SynchronizationContext"/>: what is posted to it waits in a queue until
-    /// <see cref="Run(Action)"/> runs it, on the thread that called <see cref="Run(Action)"/>.</summary>
-    private sealed class PumpContext : SynchronizationContext
-    {
-        private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _posted = new();
-
-        /// <summary>Runs <paramref name="start"/> as <see cref="Run(Action)"/> does, and returns its result.</summary>
-        public T Run<T>(Func<T> start)
-        {
-            T result = default!;
-            Run(() => { result = start(); });
-            return result;
-        }
-
-        /// <summary>Runs <paramref name="start"/> with this context current (so its awaits capture it), then everything
-        /// posted, in order, until the queue is empty.</summary>
-        public void Run(Action start)
-        {
-            SynchronizationContext? previous = Current;
-            SetSynchronizationContext(this);
-            try
-            {
-                start();
-                while (_posted.TryDequeue(out (SendOrPostCallback Callback, object? State) item))
-                {
-                    item.Callback(item.State);
-                }
-            }
-            finally
-            {
-                SetSynchronizationContext(previous);
-            }
-        }
-
-        public override void Post(SendOrPostCallback d, object? state) => _posted.Enqueue((d, state));
-
-        public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException("Nothing here sends to a context.");
-
-        public override SynchronizationContext CreateCopy() => this;
     }
 }

@@ -13,6 +13,9 @@ namespace AsyncTools.StressTests;
 /// </summary>
 public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
 {
+    /// <summary>Where the ExecutionContext test puts its payload: part of the ExecutionContext a continuation flows.</summary>
+    private static readonly AsyncLocal<object?> s_flowed = new();
+
     /// <summary>
     /// Timed waits whose 1 ms system timer fires at about the moment the lock is handed over, each round's untimed wait
     /// renting the node of the previous round's timed one. A late timer callback that reached a reused node would fail
@@ -87,6 +90,44 @@ public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
         payload.IsAlive.Should().BeFalse("a pooled node must not keep the awaiting method's state machine");
     }
 
+    /// <summary>
+    /// The test above awaits on no SynchronizationContext of its own, so the node never records one that could outlive
+    /// it. Here the waiter awaits under a <see cref="PumpContext"/>: the node records it to post the continuation there,
+    /// and once the waiter has observed the grant, the pooled node must have let go of it.
+    /// </summary>
+    [Fact]
+    public void GrantedWait_AwaitedUnderASynchronizationContext_DoesNotKeepThatContextReachableFromThePool()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        WeakReference context = AwaitGrantUnderContext(gate, held);
+        gate.Lines.MaxPooled.Should().Be(1, "the node went back to the pool");
+        gate.IsLocked.Should().BeFalse();
+
+        // Everything ran on this thread and every frame of it is gone: only the pooled node could still hold the context.
+        CancelledWaitProbe.Collect();
+        context.IsAlive.Should().BeFalse("a pooled node must not keep the SynchronizationContext its last awaiter resumed on");
+    }
+
+    /// <summary>
+    /// A continuation given by <c>GetAwaiter().OnCompleted</c> (unlike an await's, which flows it by other means) asks
+    /// the node to capture the ExecutionContext and run the continuation in it; a payload held in an AsyncLocal is part
+    /// of that context. Once the waiter has observed the grant, the pooled node must have let go of it.
+    /// </summary>
+    [Fact]
+    public void GrantedWait_WhoseContinuationFlowsTheExecutionContext_DoesNotKeepThatContextReachableFromThePool()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        WeakReference payload = AwaitGrantFlowingPayload(gate, held);
+        gate.Lines.MaxPooled.Should().Be(1, "the node went back to the pool");
+        gate.IsLocked.Should().BeFalse();
+        s_flowed.Value.Should().BeNull("the test put its payload in this thread's ExecutionContext only for the call that captured it");
+
+        CancelledWaitProbe.Collect();
+        payload.IsAlive.Should().BeFalse("a pooled node must not keep the ExecutionContext its last continuation ran in");
+    }
+
     [Fact]
     public async Task ValueTask_ResultRequestedTwice_ThrowsAndDoesNotCorruptThePool()
     {
@@ -110,6 +151,55 @@ public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
         (await first.Bounded()).Dispose();
         (await second.Bounded()).Dispose();
         gate.IsLocked.Should().BeFalse();
+    }
+
+    /// <summary>Awaits the lock in a method started under a new <see cref="PumpContext"/>, grants it (which posts the
+    /// method's continuation to the context), and runs the context until the method has taken the lock, released it and
+    /// completed. Returns a weak reference to the context.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static WeakReference AwaitGrantUnderContext(AsyncLock gate, AsyncLock.Releaser held)
+    {
+        var context = new PumpContext();
+        Task waiter = context.Run(async () =>
+        {
+            using (await gate.AcquireAsync())
+            {
+            }
+        });
+        waiter.IsCompleted.Should().BeFalse("the lock is held: the waiter parked");
+        held.Dispose();
+        waiter.IsCompleted.Should().BeFalse("the grant posted the waiter's continuation to its context, which has not run it yet");
+        context.Run(() => { });
+        waiter.IsCompletedSuccessfully.Should().BeTrue("the context ran the continuation: the waiter observed the grant");
+        return new WeakReference(context);
+    }
+
+    /// <summary>Waits for the lock with a continuation given to <c>OnCompleted</c> while <see cref="s_flowed"/> holds a
+    /// new payload (so the node captures an ExecutionContext that holds it), grants the lock, runs the continuation and
+    /// observes the grant. Returns a weak reference to the payload. (The continuation goes to a <see cref="PumpContext"/>,
+    /// so that it runs on this thread, before this method returns; no closure captures the payload.)</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static WeakReference AwaitGrantFlowingPayload(AsyncLock gate, AsyncLock.Releaser held)
+    {
+        var payload = new byte[1024];
+        var context = new PumpContext();
+        ValueTaskAwaiter<AsyncLock.Releaser> awaiter = gate.AcquireAsync().GetAwaiter();
+        bool flowed = false;
+        s_flowed.Value = payload;
+        try
+        {
+            context.Run(() => awaiter.OnCompleted(() => flowed = s_flowed.Value is byte[]));
+        }
+        finally
+        {
+            s_flowed.Value = null;
+        }
+
+        held.Dispose();
+        context.Run(() => { });
+        flowed.Should().BeTrue("the continuation ran in the ExecutionContext captured with it");
+        awaiter.GetResult().Dispose();
+        return new WeakReference(payload);
     }
 
     /// <summary>Starts a method that waits for the lock (its node parks the method's continuation), grants it, and

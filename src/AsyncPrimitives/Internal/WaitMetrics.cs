@@ -92,6 +92,18 @@ internal static class WaitMetrics
         }
     }
 
+    /// <summary>Entries in <see cref="s_queues"/>, collected queues included until they are dropped (for tests).</summary>
+    internal static int RegisteredQueues
+    {
+        get
+        {
+            lock (s_queuesLock)
+            {
+                return s_queues.Count;
+            }
+        }
+    }
+
     /// <summary>One measurement per kind and name: queues that share both are added up.</summary>
     private static IEnumerable<Measurement<long>> ObserveQueueDepth()
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using AsyncPrimitives.Internal;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 
 namespace AsyncPrimitives.Tests.Internal;
@@ -263,9 +264,14 @@ public sealed class WaitMetricsTests : IDisposable
         GC.Collect();
         queue.IsAlive.Should().BeFalse("the registry holds named queues weakly");
 
+        // The collected queue's entry is still in the registry; nothing registers another meanwhile (this test collection
+        // runs alone), so the count drops once the listener's collection has dropped that entry.
+        int registered = WaitMetrics.RegisteredQueues;
+
         _depth.RecordObservableInstruments();
 
         _depth.GetMeasurementSnapshot().Should().NotContain(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), name));
+        WaitMetrics.RegisteredQueues.Should().BeLessThan(registered, "a collection drops the entries of collected queues too");
     }
 
     [Fact]

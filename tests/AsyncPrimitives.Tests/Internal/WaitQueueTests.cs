@@ -200,6 +200,37 @@ public sealed class WaitQueueTests
         held.Dispose();
     }
 
+    [Fact]
+    public void CancelledPut_OnceObserved_DoesNotKeepItsItemReachableFromThePool()
+    {
+        // A waiting putter's node carries its item (the node's Value) until the put is served or leaves the line.
+        var queue = new AsyncQueue<object>(maxSize: 1);
+        queue.TryPut(new object()).Should().BeTrue(); // full: the next put waits
+        (WeakReference item, WeakReference source) = CancelOneObservedPut(queue);
+        queue.Lines.MaxPooled.Should().Be(1, "the putter's node went back to the pool");
+        queue.Count.Should().Be(1, "the cancelled put added nothing");
+
+        CancelledWaitProbe.Collect();
+        item.IsAlive.Should().BeFalse("a pooled node must not keep the item its last, cancelled, put carried");
+        source.IsAlive.Should().BeFalse();
+        GC.KeepAlive(queue);
+    }
+
+    [Fact]
+    public void ServedGet_OnceObserved_DoesNotKeepItsItemReachableFromThePool()
+    {
+        // A waiting getter's node is handed the item (the node's Value), which the getter then reads from it.
+        var queue = new AsyncQueue<object>();
+        WeakReference item = GetOneHandedItem(queue);
+        queue.Lines.MaxPooled.Should().Be(1, "the getter's node went back to the pool");
+        queue.Count.Should().Be(0);
+
+        // The test dropped the item: only the queue, or the pooled node, could still hold it.
+        CancelledWaitProbe.Collect();
+        item.IsAlive.Should().BeFalse("a pooled node must not keep the item it handed to its last getter");
+        GC.KeepAlive(queue);
+    }
+
     // ---- misuse of the ValueTask ----
 
     [Fact]
@@ -344,6 +375,30 @@ public sealed class WaitQueueTests
         timedOut.Should().Be(100_000);
         cancelledWaits.Should().Be(100_000);
         time.TimerCreations.Should().Be(100_000);
+    }
+
+    /// <summary>A put of a new item that waits on the full <paramref name="queue"/>, cancelled and observed; weak
+    /// references to the item and to the token source. (A method of its own, so that no local of the test holds either.)</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static (WeakReference Item, WeakReference Source) CancelOneObservedPut(AsyncQueue<object> queue)
+    {
+        var item = new object();
+        WeakReference source = CancelledWaitProbe.CancelOneObservedWait(token => queue.PutAsync(item, token));
+        return (new WeakReference(item), source);
+    }
+
+    /// <summary>A get that waits on the empty <paramref name="queue"/>, served a new item by a put and observed; a weak
+    /// reference to the item.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static WeakReference GetOneHandedItem(AsyncQueue<object> queue)
+    {
+        var item = new object();
+        ValueTask<object> get = queue.GetAsync();
+        get.IsCompleted.Should().BeFalse("the queue is empty: the get waits");
+        queue.TryPut(item).Should().BeTrue();
+        get.IsCompleted.Should().BeTrue("the put hands its item to the waiting get");
+        get.GetAwaiter().GetResult().Should().BeSameAs(item);
+        return new WeakReference(item);
     }
 
     private static async Task<int> CountFailuresAsync<TResult, TException>(ValueTask<TResult>[] waits)
