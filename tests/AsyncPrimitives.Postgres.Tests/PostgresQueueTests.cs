@@ -123,6 +123,54 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
         (await queue.UnfinishedAsync()).Should().Be(1);
     }
 
+    [PostgresTheory]
+    [InlineData(System.Data.IsolationLevel.ReadCommitted)]
+    [InlineData(System.Data.IsolationLevel.RepeatableRead)]
+    public async Task PutInTransaction_AfterAShutdownCommittedDuringTheTransaction_Throws_AndEnqueuesNothing(System.Data.IsolationLevel isolation)
+    {
+        Member member = await JoinAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("numbers");
+        await using NpgsqlConnection connection = await member.Source.OpenConnectionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(isolation);
+        await using (var first = new NpgsqlCommand("SELECT 1", connection, transaction))
+        {
+            await first.ExecuteScalarAsync(); // the transaction's first statement: at REPEATABLE READ, its snapshot
+        }
+
+        await queue.ShutdownAsync(immediate: true);
+
+        await FluentActions.Awaiting(async () => await queue.PutAsync(1, transaction)).Should().ThrowAsync<QueueShutDownException>();
+        await transaction.RollbackAsync();
+        (await queue.UnfinishedAsync()).Should().Be(0);
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queues")).Should().Be(1, "the put's check left no row of its own");
+    }
+
+    [PostgresTheory]
+    [InlineData(System.Data.IsolationLevel.RepeatableRead)]
+    [InlineData(System.Data.IsolationLevel.Serializable)]
+    public async Task PutsInTransactions_AboveReadCommitted_AtOnce_AreAllEnqueued(System.Data.IsolationLevel isolation)
+    {
+        const int Producers = 4;
+        const int Puts = 25;
+        Member member = await JoinAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("numbers");
+
+        async Task ProduceAsync(int producer)
+        {
+            for (int i = 0; i < Puts; i++)
+            {
+                await using NpgsqlConnection connection = await member.Source.OpenConnectionAsync();
+                await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(isolation);
+                await queue.PutAsync((producer * Puts) + i, transaction);
+                await transaction.CommitAsync();
+            }
+        }
+
+        await Task.WhenAll(Enumerable.Range(0, Producers).Select(p => Task.Run(() => ProduceAsync(p)))).WaitAsync(Bound);
+        (await queue.CountAsync()).Should().Be(Producers * Puts);
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queues")).Should().Be(0, "the queue is not shut down");
+    }
+
     [PostgresFact]
     public async Task PutInTransaction_OnAnotherDatabaseOrCompleted_ThrowsNamingTheTransaction()
     {

@@ -331,7 +331,11 @@ CREATE INDEX IF NOT EXISTS queue_joins_queue ON __schema__.queue_joins (queue);
 
 -- Puts items, in order. Raises AT002 when the queue is shut down. The check comes after the insert: a shutdown takes
 -- a SHARE lock on queue_items first, so it waits for a put that has inserted, and a put that inserts after it
--- committed sees it here. Returns the transaction's id, so that the caller can learn when it commits.
+-- committed sees it here. In a caller's transaction at REPEATABLE READ, the check reads the transaction's snapshot,
+-- which may be older than a shutdown that committed meanwhile: there the put first tries to insert the queue's row
+-- itself (undone at once), and such a row, committed and not in the snapshot, makes that insert fail with a
+-- serialization failure, answered as AT002. (Not at SERIALIZABLE: that write would add read/write conflicts between
+-- concurrent puts; see docs/scale-out.md.) Returns the transaction's id, so that the caller can learn when it commits.
 CREATE OR REPLACE FUNCTION __schema__.queue_put(p_queue text, p_priorities int[], p_payloads jsonb[])
 RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -344,6 +348,18 @@ BEGIN
         SELECT p_queue, t.priority, t.payload
         FROM unnest(p_priorities, p_payloads) WITH ORDINALITY AS t(priority, payload, n)
         ORDER BY t.n;
+    END IF;
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        BEGIN
+            INSERT INTO __schema__.queues (name, shut_down_at, immediate) VALUES (p_queue, now(), false)
+            ON CONFLICT (name) DO NOTHING;
+            RAISE EXCEPTION USING ERRCODE = 'AT003'; -- undoes the row, if it was inserted
+        EXCEPTION
+            WHEN serialization_failure THEN
+                RAISE EXCEPTION 'the queue % is shut down', p_queue USING ERRCODE = 'AT002';
+            WHEN SQLSTATE 'AT003' THEN
+                NULL;
+        END;
     END IF;
     IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
         RAISE EXCEPTION 'the queue % is shut down', p_queue USING ERRCODE = 'AT002';
