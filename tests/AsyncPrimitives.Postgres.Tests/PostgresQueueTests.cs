@@ -335,6 +335,36 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     }
 
     [PostgresFact]
+    public async Task ImmediateShutdown_WhileAStatementHoldsItemsItIsAboutToChange_WaitsForIt_NeitherFails()
+    {
+        // A get, a completion and a renewal each lock their items (FOR UPDATE), then change them. An immediate shutdown
+        // that comes between the two must wait for that statement, not meet it in a deadlock (40P01, failing one).
+        Member member = await JoinAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
+        await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items ORDER BY id FOR UPDATE");
+
+        Task shutdown = queue.ShutdownAsync(immediate: true).AsTask();
+        await EventuallyAsync(
+            async () => await ScalarAsync<long>(
+                $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1,
+            "the shutdown waits for a lock");
+        await ExecuteAsync($"UPDATE \"{Schema}\".queue_items SET attempts = attempts + 1"); // the change, after the lock
+        await transaction.CommitAsync();
+
+        await shutdown.WaitAsync(Bound);
+        (await queue.UnfinishedAsync()).Should().Be(0, "the immediate shutdown dropped every item");
+
+        async Task ExecuteAsync(string sql)
+        {
+            await using var command = new NpgsqlCommand(sql, connection, transaction);
+            await command.ExecuteNonQueryAsync();
+        }
+    }
+
+    [PostgresFact]
     public async Task ShutdownAsync_SeenByEveryCoordinator_PutsFail_GetsDrainThenFail()
     {
         Member a = await JoinAsync(o => o.PollInterval = s_noPolling);

@@ -567,12 +567,18 @@ $$;
 
 -- Shuts a queue down (once; a later immediate shutdown still drops what is left). Immediate drops every item,
 -- waiting or delivered. The SHARE lock waits for puts in flight and holds off new ones until this commits (see
--- queue_put).
+-- queue_put). An immediate shutdown, which deletes rows, takes EXCLUSIVE instead: it also waits for the statements
+-- that have locked items and are about to change them (a get, a completion, a renewal), which would otherwise hold a
+-- row its delete waits for while they wait for the SHARE lock to change it: a deadlock, failing one of the two.
 CREATE OR REPLACE FUNCTION __schema__.queue_shutdown(p_queue text, p_immediate boolean)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    LOCK TABLE __schema__.queue_items IN SHARE MODE;
+    IF p_immediate THEN
+        LOCK TABLE __schema__.queue_items IN EXCLUSIVE MODE;
+    ELSE
+        LOCK TABLE __schema__.queue_items IN SHARE MODE;
+    END IF;
     INSERT INTO __schema__.queues (name, shut_down_at, immediate) VALUES (p_queue, now(), p_immediate)
     ON CONFLICT (name) DO UPDATE SET immediate = __schema__.queues.immediate OR excluded.immediate;
     IF p_immediate THEN
