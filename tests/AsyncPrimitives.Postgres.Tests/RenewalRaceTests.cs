@@ -58,6 +58,68 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
         }
     }
 
+    [PostgresFact]
+    public async Task ARelease_GrantingToAWaiterOfTheRenewingCoordinator_AndTheRenewal_NeitherFails()
+    {
+        // One coordinator holds the semaphore's permit and waits for another. Its release locks the permit's slot, then
+        // the place in line it grants the permit to; the renewal of both touches the same two rows. The release is played
+        // here row by row, as permit_release runs it (the set's turn, the slot, then the place), around a renewal sent
+        // as the heartbeat sends it.
+        Member member = await JoinAsync();
+        PostgresSemaphore semaphore = member.Coordinator.CreateSemaphore("renewed", 1);
+        PostgresLease lease = await semaphore.AcquireAsync(Bound);
+        Task<PostgresLease> waiting = semaphore.AcquireAsync(Bound).AsTask();
+        await WaitersAsync(1);
+        long ticket = await ScalarAsync<long>("SELECT ticket FROM @schema.permit_waiters");
+        Session session = await member.Coordinator.GetSessionAsync(CancellationToken.None);
+
+        await using NpgsqlConnection releaser = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction release = await releaser.BeginTransactionAsync();
+        await ExecuteAsync(releaser, release, $"SELECT \"{Schema}\".permit_turn('s', 'renewed')");
+        await ExecuteAsync(releaser, release, $"UPDATE \"{Schema}\".permit_slots SET token = token WHERE token = {lease.FencingToken}");
+
+        await using NpgsqlConnection renewer = await member.Source.OpenConnectionAsync();
+        int renewerPid = await PidAsync(renewer);
+        Task renewal = RenewPermitsAsync(renewer, member.Coordinator.Owner, session.Key, lease.FencingToken, ticket);
+        await EventuallyAsync(
+            async () => await ScalarAsync<string?>($"SELECT wait_event_type FROM pg_stat_activity WHERE pid = {renewerPid}") == "Lock",
+            "the renewal waits for the release");
+
+        // The release goes on to the place in line it grants the permit to, then ends (undone: the real release follows).
+        await ExecuteAsync(releaser, release, $"DELETE FROM \"{Schema}\".permit_waiters WHERE ticket = {ticket}");
+        await release.RollbackAsync();
+
+        await renewal.WaitAsync(Bound); // a deadlock would fail one of the two (40P01): the one that waited first, this one
+        await lease.DisposeAsync();
+        await (await waiting.WaitAsync(Bound)).DisposeAsync();
+    }
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql)
+    {
+        await using var command = new NpgsqlCommand(sql, connection, transaction);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private static async Task<int> PidAsync(NpgsqlConnection connection)
+    {
+        await using var pid = new NpgsqlCommand("SELECT pg_backend_pid()", connection);
+        return (int)(await pid.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>The heartbeat's call (<c>renew</c>) for one permit of the semaphore <c>renewed</c> and one place in line.</summary>
+    private async Task RenewPermitsAsync(NpgsqlConnection connection, Guid owner, long session, long token, long ticket)
+    {
+        await using NpgsqlCommand renew = new(
+            $"SELECT \"{Schema}\".renew($1, $2, ARRAY['s']::\"char\"[], ARRAY['renewed'], $3, $4, $5, '{{}}'::bigint[], '{{}}'::bigint[])",
+            connection);
+        renew.Parameters.Add(new NpgsqlParameter { Value = owner });
+        renew.Parameters.Add(new NpgsqlParameter { Value = session });
+        renew.Parameters.Add(new NpgsqlParameter { Value = new[] { token } });
+        renew.Parameters.Add(new NpgsqlParameter { Value = new[] { ticket } });
+        renew.Parameters.Add(new NpgsqlParameter { Value = TimeSpan.FromSeconds(30) });
+        await renew.ExecuteNonQueryAsync();
+    }
+
     /// <summary>The heartbeat's call (<c>renew</c>), for the given deliveries only.</summary>
     private async Task RenewAsync(NpgsqlConnection connection, Guid owner, long session, PostgresDelivery<int>[] deliveries)
     {

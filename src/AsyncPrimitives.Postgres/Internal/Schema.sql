@@ -635,8 +635,23 @@ RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ok boolean;
+    v_set record;
 BEGIN
     v_ok := __schema__.require_session(p_session);
+    -- The turn of every permit set whose rows this touches, first and in one order (the only call that takes several):
+    -- an acquire or a release locks a set's rows in its own order while it has the turn, so taking it here means never
+    -- meeting one of them halfway (a release locks the permit it frees, then the place it grants one to; a renewal of
+    -- both would lock them the other way round, and the server would fail one of the two).
+    FOR v_set IN
+        SELECT t.kind, t.name FROM unnest(p_kinds, p_names) AS t(kind, name)
+        UNION
+        SELECT w.kind, w.name FROM __schema__.permit_waiters w WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner
+        UNION
+        SELECT h.kind, h.name FROM __schema__.permit_slots h WHERE h.ticket = ANY (p_tickets) AND h.owner = p_owner
+        ORDER BY 1, 2
+    LOOP
+        v_ok := __schema__.permit_turn(v_set.kind, v_set.name);
+    END LOOP;
     IF cardinality(p_tickets) > 0 THEN
         UPDATE __schema__.permit_waiters w SET expires_at = now() + p_lease
         WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner AND w.expires_at > now();
