@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using AsyncPrimitives.Postgres.Tests.Support;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -113,5 +114,42 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
         await WaitForLostAsync(delivery.Lost);
         await using PostgresDelivery<int> again = await b.Coordinator.CreateQueue<int>("numbers").GetAsync(TimeSpan.Zero);
         again.Attempt.Should().Be(2);
+    }
+
+    [PostgresFact]
+    public async Task ACompletion_FailedByTheServerToBreakADeadlock_IsTriedAgain_AndCompletes()
+    {
+        // A transaction of the application's own locks the second of two deliveries, the batch completion locks the
+        // first and waits for the second, then the application's transaction asks for the first: a deadlock. The server
+        // fails the statement whose deadlock check runs first: the completion's, after 2 s (the application's waits an
+        // hour), so the application's statement is certainly waiting by then. The completion's call is tried again once
+        // the other has gone on.
+        Member member = await JoinAsync(connection: b => b.Options = "-c deadlock_timeout=2000");
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+        IReadOnlyList<PostgresDelivery<int>> deliveries = await queue.GetManyAsync(2, Bound);
+        long[] ids = [.. deliveries.Select(d => d.Id).Order()];
+
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
+        await ExecuteAsync("SET LOCAL deadlock_timeout = '1h'");
+        await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items WHERE id = {ids[1]} FOR UPDATE");
+
+        Task completion = queue.CompleteManyAsync(deliveries).AsTask();
+        await EventuallyAsync(
+            async () => await ScalarAsync<long>(
+                $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1,
+            "the completion waits for the second item");
+        await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items WHERE id = {ids[0]} FOR UPDATE");
+        await transaction.CommitAsync();
+
+        await completion.WaitAsync(Bound);
+        (await queue.UnfinishedAsync()).Should().Be(0);
+
+        async Task ExecuteAsync(string sql)
+        {
+            await using var command = new NpgsqlCommand(sql, connection, transaction);
+            await command.ExecuteNonQueryAsync();
+        }
     }
 }

@@ -26,6 +26,9 @@ internal sealed partial class Database
     /// <summary>The SQLSTATE the schema's functions raise when the caller's session has ended.</summary>
     public const string SessionEndedState = "AT001";
 
+    /// <summary>The SQLSTATE of a statement the server failed to break a deadlock.</summary>
+    private const string DeadlockDetectedState = "40P01";
+
     /// <summary>The SQLSTATE the queue functions raise when the queue is shut down (and, for a get, nothing waits).</summary>
     public const string QueueShutDownState = "AT002";
 
@@ -165,7 +168,8 @@ internal sealed partial class Database
     /// <paramref name="retry"/> says when the call is tried again on a new connection, after the one it ran on failed.
     /// After a server restart or a network failure, the idle connections in the pool are dead, and each fails the next
     /// statement sent on it. So a failed connection clears the pool's idle connections, and the call is tried once more
-    /// as <paramref name="retry"/> allows.
+    /// as <paramref name="retry"/> allows. A call the server failed to break a deadlock (its statement rolled back
+    /// whole) is tried once more whatever <paramref name="retry"/> says.
     /// </remarks>
     public ValueTask<T?> QueryAsync<T>(
         string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken) =>
@@ -232,6 +236,12 @@ internal sealed partial class Database
 
                 sent = true;
                 return await RunAsync(connection, prepare: true, sql, parameters, consume, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException e) when (e.SqlState == DeadlockDetectedState && attempt == 0 && !cancellationToken.IsCancellationRequested)
+            {
+                // The server broke a deadlock by failing this call's statement (its own transaction): rolled back whole,
+                // as if it never ran, so it is tried again (the other side has gone ahead by then). The schema's own
+                // statements lock in one order; this is for a transaction of the caller's holding the same rows.
             }
             catch (NpgsqlException e) when (IsConnectionFailure(e, connection))
             {
