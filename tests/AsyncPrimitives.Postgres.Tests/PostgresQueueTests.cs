@@ -343,7 +343,7 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
         PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("numbers");
         await queue.PutManyAsync([1, 2]);
         await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
         await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items ORDER BY id FOR UPDATE");
 
         Task shutdown = queue.ShutdownAsync(immediate: true).AsTask();

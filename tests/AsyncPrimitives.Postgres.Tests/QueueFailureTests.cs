@@ -131,7 +131,7 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
         long[] ids = [.. deliveries.Select(d => d.Id).Order()];
 
         await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
         await ExecuteAsync("SET LOCAL deadlock_timeout = '1h'");
         await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items WHERE id = {ids[1]} FOR UPDATE");
 

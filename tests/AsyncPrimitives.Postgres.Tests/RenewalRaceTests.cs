@@ -21,11 +21,7 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
         Member member = await JoinAsync();
         PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("renewal-race");
         Session session = await member.Coordinator.GetSessionAsync(CancellationToken.None);
-        await using NpgsqlConnection renewer = await member.Source.OpenConnectionAsync();
-        await using (var readCommitted = new NpgsqlCommand("SET default_transaction_isolation = 'read committed'", renewer))
-        {
-            await readCommitted.ExecuteNonQueryAsync(); // as the coordinator's connections run, whatever the server's default
-        }
+        await using NpgsqlConnection renewer = await OpenReadCommittedAsync(member.Source);
 
         for (int round = 0; round < 5; round++)
         {
@@ -73,16 +69,19 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
         long ticket = await ScalarAsync<long>("SELECT ticket FROM @schema.permit_waiters");
         Session session = await member.Coordinator.GetSessionAsync(CancellationToken.None);
 
+        // Opened first, so disposed last: a failing test ends the release (rolls it back) before it closes the renewal.
+        await using NpgsqlConnection renewer = await OpenReadCommittedAsync(member.Source);
+        int renewerPid = await PidAsync(renewer);
+
         await using NpgsqlConnection releaser = await Admin.OpenConnectionAsync();
-        await using NpgsqlTransaction release = await releaser.BeginTransactionAsync();
+        await using NpgsqlTransaction release = await releaser.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
         await ExecuteAsync(releaser, release, $"SELECT \"{Schema}\".permit_turn('s', 'renewed')");
         await ExecuteAsync(releaser, release, $"UPDATE \"{Schema}\".permit_slots SET token = token WHERE token = {lease.FencingToken}");
 
-        await using NpgsqlConnection renewer = await member.Source.OpenConnectionAsync();
-        int renewerPid = await PidAsync(renewer);
         Task renewal = RenewPermitsAsync(renewer, member.Coordinator.Owner, session.Key, lease.FencingToken, ticket);
         await EventuallyAsync(
-            async () => await ScalarAsync<string?>($"SELECT wait_event_type FROM pg_stat_activity WHERE pid = {renewerPid}") == "Lock",
+            async () => await ScalarAsync<long>(
+                $"SELECT count(*) FROM pg_stat_activity WHERE pid = {renewerPid} AND wait_event_type = 'Lock'") == 1,
             "the renewal waits for the release");
 
         // The release goes on to the place in line it grants the permit to, then ends (undone: the real release follows).
@@ -98,6 +97,16 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
     {
         await using var command = new NpgsqlCommand(sql, connection, transaction);
         await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>A connection whose statements run at READ COMMITTED, as the coordinator's do whatever the server's
+    /// default (the suite also runs against a server whose default is SERIALIZABLE).</summary>
+    private static async Task<NpgsqlConnection> OpenReadCommittedAsync(NpgsqlDataSource source)
+    {
+        NpgsqlConnection connection = await source.OpenConnectionAsync();
+        await using var set = new NpgsqlCommand("SET default_transaction_isolation = 'read committed'", connection);
+        await set.ExecuteNonQueryAsync();
+        return connection;
     }
 
     private static async Task<int> PidAsync(NpgsqlConnection connection)
