@@ -344,24 +344,15 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
         await queue.PutManyAsync([1, 2]);
         await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
         await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
-        await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items ORDER BY id FOR UPDATE");
+        await ExecuteAsync(transaction, "SELECT id FROM @schema.queue_items ORDER BY id FOR UPDATE");
 
         Task shutdown = queue.ShutdownAsync(immediate: true).AsTask();
-        await EventuallyAsync(
-            async () => await ScalarAsync<long>(
-                $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1,
-            "the shutdown waits for a lock");
-        await ExecuteAsync($"UPDATE \"{Schema}\".queue_items SET attempts = attempts + 1"); // the change, after the lock
+        await WaitsForALockAsync(member, "the shutdown waits for a lock");
+        await ExecuteAsync(transaction, "UPDATE @schema.queue_items SET attempts = attempts + 1"); // the change, after the lock
         await transaction.CommitAsync();
 
         await shutdown.WaitAsync(Bound);
         (await queue.UnfinishedAsync()).Should().Be(0, "the immediate shutdown dropped every item");
-
-        async Task ExecuteAsync(string sql)
-        {
-            await using var command = new NpgsqlCommand(sql, connection, transaction);
-            await command.ExecuteNonQueryAsync();
-        }
     }
 
     [PostgresFact]

@@ -1,5 +1,6 @@
 using System.Threading.RateLimiting;
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -27,7 +28,7 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
             {
                 await using PostgresLease lease = await semaphore.AcquireAsync();
                 int now = Interlocked.Increment(ref inside);
-                InterlockedMax(ref peak, now);
+                Peak.Raise(ref peak, now);
                 if (now == MaxCount)
                 {
                     allHeld.TrySetResult();
@@ -94,7 +95,7 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
                 await using (lease)
                 {
                     int now = Interlocked.Increment(ref inside);
-                    InterlockedMax(ref peak, now);
+                    Peak.Raise(ref peak, now);
                     // The work done under the permit, 0 to 2 ms: part of the scenario, not a wait for anything. It
                     // spreads the releases, and so the hand-offs, over the same real-time span as the waits' timeouts
                     // and CancelAfter above, so that they race.
@@ -199,20 +200,5 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
         RateLimiter limiter = a.Coordinator.CreateSemaphore("api", 2).AsRateLimiter();
         limiter.Dispose();
         await FluentActions.Awaiting(async () => await limiter.AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int seen = Volatile.Read(ref target);
-        while (value > seen)
-        {
-            int previous = Interlocked.CompareExchange(ref target, value, seen);
-            if (previous == seen)
-            {
-                return;
-            }
-
-            seen = previous;
-        }
     }
 }

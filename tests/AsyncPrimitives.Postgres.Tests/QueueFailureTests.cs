@@ -132,24 +132,15 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
 
         await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
         await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
-        await ExecuteAsync("SET LOCAL deadlock_timeout = '1h'");
-        await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items WHERE id = {ids[1]} FOR UPDATE");
+        await ExecuteAsync(transaction, "SET LOCAL deadlock_timeout = '1h'");
+        await ExecuteAsync(transaction, $"SELECT id FROM @schema.queue_items WHERE id = {ids[1]} FOR UPDATE");
 
         Task completion = queue.CompleteManyAsync(deliveries).AsTask();
-        await EventuallyAsync(
-            async () => await ScalarAsync<long>(
-                $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1,
-            "the completion waits for the second item");
-        await ExecuteAsync($"SELECT id FROM \"{Schema}\".queue_items WHERE id = {ids[0]} FOR UPDATE");
+        await WaitsForALockAsync(member, "the completion waits for the second item");
+        await ExecuteAsync(transaction, $"SELECT id FROM @schema.queue_items WHERE id = {ids[0]} FOR UPDATE");
         await transaction.CommitAsync();
 
         await completion.WaitAsync(Bound);
         (await queue.UnfinishedAsync()).Should().Be(0);
-
-        async Task ExecuteAsync(string sql)
-        {
-            await using var command = new NpgsqlCommand(sql, connection, transaction);
-            await command.ExecuteNonQueryAsync();
-        }
     }
 }

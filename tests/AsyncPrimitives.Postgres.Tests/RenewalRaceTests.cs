@@ -75,28 +75,19 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
 
         await using NpgsqlConnection releaser = await Admin.OpenConnectionAsync();
         await using NpgsqlTransaction release = await releaser.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
-        await ExecuteAsync(releaser, release, $"SELECT \"{Schema}\".permit_turn('s', 'renewed')");
-        await ExecuteAsync(releaser, release, $"UPDATE \"{Schema}\".permit_slots SET token = token WHERE token = {lease.FencingToken}");
+        await ExecuteAsync(release, "SELECT @schema.permit_turn('s', 'renewed')");
+        await ExecuteAsync(release, $"UPDATE @schema.permit_slots SET token = token WHERE token = {lease.FencingToken}");
 
         Task renewal = RenewPermitsAsync(renewer, member.Coordinator.Owner, session.Key, lease.FencingToken, ticket);
-        await EventuallyAsync(
-            async () => await ScalarAsync<long>(
-                $"SELECT count(*) FROM pg_stat_activity WHERE pid = {renewerPid} AND wait_event_type = 'Lock'") == 1,
-            "the renewal waits for the release");
+        await WaitsForALockAsync(renewerPid, "the renewal waits for the release");
 
         // The release goes on to the place in line it grants the permit to, then ends (undone: the real release follows).
-        await ExecuteAsync(releaser, release, $"DELETE FROM \"{Schema}\".permit_waiters WHERE ticket = {ticket}");
+        await ExecuteAsync(release, $"DELETE FROM @schema.permit_waiters WHERE ticket = {ticket}");
         await release.RollbackAsync();
 
         await renewal.WaitAsync(Bound); // a deadlock would fail one of the two (40P01): the one that waited first, this one
         await lease.DisposeAsync();
         await (await waiting.WaitAsync(Bound)).DisposeAsync();
-    }
-
-    private static async Task ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql)
-    {
-        await using var command = new NpgsqlCommand(sql, connection, transaction);
-        await command.ExecuteNonQueryAsync();
     }
 
     /// <summary>A connection whose statements run at READ COMMITTED, as the coordinator's do whatever the server's

@@ -1,4 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
@@ -38,11 +39,7 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
             for (int i = 0; i < Rounds; i++)
             {
                 await using PostgresLease lease = await semaphore.AcquireAsync();
-                int now = Interlocked.Increment(ref inside);
-                int seen;
-                while (now > (seen = Volatile.Read(ref peak)) && Interlocked.CompareExchange(ref peak, now, seen) != seen)
-                {
-                }
+                Peak.Raise(ref peak, Interlocked.Increment(ref inside));
 
                 await Task.Yield(); // another task runs while this one holds its permit
                 Interlocked.Decrement(ref inside);

@@ -70,9 +70,30 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
     /// <summary>Runs a scalar query on the admin connection; <c>@schema</c> stands for this test's schema.</summary>
     public async Task<T> ScalarAsync<T>(string sql)
     {
-        await using NpgsqlCommand command = Admin.CreateCommand(sql.Replace("@schema", $"\"{Schema}\"", StringComparison.Ordinal));
+        await using NpgsqlCommand command = Admin.CreateCommand(WithSchema(sql));
         return (T)(await command.ExecuteScalarAsync())!;
     }
+
+    /// <summary>Runs a statement of the test's own in <paramref name="transaction"/> (one that plays a step of the
+    /// schema's functions, or an application's); <c>@schema</c> stands for this test's schema.</summary>
+    public async Task ExecuteAsync(NpgsqlTransaction transaction, string sql)
+    {
+        await using var command = new NpgsqlCommand(WithSchema(sql), transaction.Connection, transaction);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>Waits (bounded) until a backend of <paramref name="member"/> waits for a lock.</summary>
+    public Task WaitsForALockAsync(Member member, string because) =>
+        WaitsForALockAsync($"application_name = '{member.Application}'", because);
+
+    /// <summary>Waits (bounded) until the backend <paramref name="pid"/> waits for a lock.</summary>
+    public Task WaitsForALockAsync(int pid, string because) => WaitsForALockAsync($"pid = {pid}", because);
+
+    private Task WaitsForALockAsync(string backend, string because) => EventuallyAsync(
+        async () => await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE {backend} AND wait_event_type = 'Lock'") == 1,
+        because);
+
+    private string WithSchema(string sql) => sql.Replace("@schema", $"\"{Schema}\"", StringComparison.Ordinal);
 
     /// <summary>Ends every server backend of <paramref name="member"/> (its LISTEN connection and its pooled ones),
     /// as an administrator's pg_terminate_backend would; returns how many were ended.</summary>

@@ -28,6 +28,12 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
 
     protected Task<T> ScalarAsync<T>(string sql) => Scope.ScalarAsync<T>(sql);
 
+    protected Task ExecuteAsync(NpgsqlTransaction transaction, string sql) => Scope.ExecuteAsync(transaction, sql);
+
+    protected Task WaitsForALockAsync(Member member, string because) => Scope.WaitsForALockAsync(member, because);
+
+    protected Task WaitsForALockAsync(int pid, string because) => Scope.WaitsForALockAsync(pid, because);
+
     protected Task<long> TerminateAsync(Member member) => Scope.TerminateAsync(member);
 
     protected static Task EventuallyAsync(Func<Task<bool>> condition, string because) => PostgresScope.EventuallyAsync(condition, because);
