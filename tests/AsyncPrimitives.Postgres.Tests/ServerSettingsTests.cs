@@ -11,7 +11,8 @@ namespace AsyncPrimitives.Postgres.Tests;
 /// READ COMMITTED (each statement sees what committed before it), so the coordinator runs its own calls at READ
 /// COMMITTED whatever the data source's default, and gives its connections back with that default as it found it. (The
 /// contract suites run on such a database too: see the <c>OnSerializableDatabase</c> contract classes.)</item>
-/// <item><c>idle_session_timeout</c>: a connection the server ended while it was idle is replaced.</item>
+/// <item><c>idle_session_timeout</c>: a connection the server ended while it was idle is replaced; the LISTEN
+/// connection, idle by design, is exempt.</item>
 /// </list>
 /// </summary>
 public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(server)
@@ -106,6 +107,41 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
         (await queue.CountAsync()).Should().Be(2);
     }
 
+    [PostgresFact]
+    public async Task UnderIdleSessionTimeout_TheListenConnectionStaysOpen_AndALeaseIsKept()
+    {
+        // Between notifications the LISTEN connection is idle by design (pinged only every LeaseDuration / 3): a
+        // database's or role's idle_session_timeout must not end it, and with it every lease of the process.
+        const string IdleSecond = "-c idle_session_timeout=1000";
+        Member member = await JoinAsync(
+            configure: o => o.LeaseDuration = TimeSpan.FromMinutes(2),
+            connection: b => b.Options = IdleSecond);
+        await using PostgresLease lease = await member.Coordinator.CreateLock("kept").AcquireAsync();
+        int listening = member.Coordinator.CurrentSession!.Pid;
+
+        // Two connections with the same setting, each opened after the last and each ended by the server: the LISTEN
+        // connection has then been idle for more than two timeouts.
+        for (int i = 0; i < 2; i++)
+        {
+            await using NpgsqlDataSource canary = Server.CreateDataSource(b =>
+            {
+                b.ApplicationName = "canary";
+                b.Options = IdleSecond;
+                b.Pooling = false;
+            });
+            await using NpgsqlConnection idle = await canary.OpenConnectionAsync();
+            int pid = idle.ProcessID;
+            await EventuallyAsync(
+                async () => await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") == 0,
+                "the server ends a connection idle for longer than idle_session_timeout");
+        }
+
+        (await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE pid = {listening}"))
+            .Should().Be(1, "the LISTEN connection is exempt from the idle timeout");
+        lease.Lost.IsCancellationRequested.Should().BeFalse();
+        member.Coordinator.CurrentSession!.Pid.Should().Be(listening, "the session never ended");
+    }
+
     /// <summary>Waits until the server has ended every session of <paramref name="member"/> (its idle timeout).</summary>
     private Task BackendsEndedAsync(Member member) => EventuallyAsync(
         async () => await ScalarAsync<long>(
@@ -113,13 +149,13 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
         "the server ends idle sessions after idle_session_timeout");
 
     [PostgresFact]
-    public async Task ConnectionsGoBackToThePool_WithTheDataSourcesDefaultIsolation()
+    public async Task ConnectionsGoBackToThePool_WithTheDataSourcesSettings()
     {
         // No reset when a connection goes back to the pool: what the coordinator set on a session would stay with it.
         const int Pool = 12;
         Member member = await JoinAsync(connection: b =>
         {
-            Serializable(b);
+            b.Options = "-c default_transaction_isolation=serializable -c idle_session_timeout=600000";
             b.NoResetOnClose = true;
             b.MaxPoolSize = Pool;
         });
@@ -130,6 +166,8 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
             await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => queue.CountAsync().AsTask()));
         }
 
+        // A lock opens the session, whose LISTEN connection goes back to the pool when the coordinator is disposed.
+        await (await member.Coordinator.CreateLock("session").AcquireAsync()).DisposeAsync();
         await member.Coordinator.DisposeAsync();
 
         // Every connection of the pool at once (those the coordinator used among them), each asked its default.
@@ -139,8 +177,10 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
         {
             foreach (NpgsqlConnection connection in connections)
             {
-                await using var show = new NpgsqlCommand("SELECT current_setting('default_transaction_isolation')", connection);
-                ((string)(await show.ExecuteScalarAsync())!).Should().Be("serializable");
+                await using var show = new NpgsqlCommand(
+                    "SELECT current_setting('default_transaction_isolation') || ' ' || current_setting('idle_session_timeout')",
+                    connection);
+                ((string)(await show.ExecuteScalarAsync())!).Should().Be("serializable 10min");
             }
         }
         finally

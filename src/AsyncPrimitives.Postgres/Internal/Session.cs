@@ -101,7 +101,10 @@ internal sealed partial class Session
         try
         {
             Session session;
-            string listen = $"LISTEN \"{database.Channel}\"; ";
+            // Between notifications the connection is idle by design (pinged every LeaseDuration / 3): a database's
+            // or role's idle_session_timeout (PostgreSQL 14+) must not end it, and with it the process's leases.
+            string listen = (ExemptFromIdleTimeout(connection) ? "SET idle_session_timeout = 0; " : "") +
+                $"LISTEN \"{database.Channel}\"; ";
             while (true)
             {
                 // A random key; if another session holds it already (a chance of one in 2^64 per pair), draw again.
@@ -339,11 +342,17 @@ internal sealed partial class Session
         }
     }
 
+    /// <summary>Whether the server has <c>idle_session_timeout</c> (PostgreSQL 14+), which the session's connection sets
+    /// to 0 while it listens.</summary>
+    private static bool ExemptFromIdleTimeout(NpgsqlConnection connection) => connection.PostgreSqlVersion.Major >= 14;
+
     private async Task UnlistenAsync()
     {
         // The advisory lock too: the data source's pool would release it only when the connection is next used, and
-        // until then the others would take the session for alive.
-        using var unlisten = new NpgsqlCommand("UNLISTEN *; SELECT pg_advisory_unlock_all()", _connection);
+        // until then the others would take the session for alive. The idle timeout back to the data source's.
+        string sql = "UNLISTEN *; SELECT pg_advisory_unlock_all()" +
+            (ExemptFromIdleTimeout(_connection) ? "; RESET idle_session_timeout" : "");
+        using var unlisten = new NpgsqlCommand(sql, _connection);
         await unlisten.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
     }
 }
