@@ -5,10 +5,10 @@ using Npgsql;
 namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
-/// The heartbeat's renewal and a batch completion can reach the same deliveries' rows at the same moment. Each must
-/// lock them in one order (their ids), or the two wait for each other in a cycle: the server breaks such a deadlock by
-/// failing one of them, so the completion would throw (and its items come back after their lease) or the renewal would
-/// be lost for a beat. The renewal is sent here as the heartbeat sends it, on a connection of its own, so that the
+/// The heartbeat's renewal and a batch completion (or a release, or the end of the session) can reach the same rows at
+/// the same moment. Each must lock them in one order (items by their ids, permit sets by taking their turns first), or
+/// the two wait for each other in a cycle: the server breaks such a deadlock by failing one of them, so the completion
+/// would throw (and its items come back after their lease) or the renewal would be lost for a beat. The renewal is sent here as the heartbeat sends it, on a connection of its own, so that the
 /// race is started at a known moment rather than at the heartbeat's next beat.
 /// </summary>
 public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(server)
@@ -88,6 +88,54 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
         await renewal.WaitAsync(Bound); // a deadlock would fail one of the two (40P01): the one that waited first, this one
         await lease.DisposeAsync();
         await (await waiting.WaitAsync(Bound)).DisposeAsync();
+    }
+
+    [PostgresFact]
+    public async Task EndingTheSession_WhileTheHeartbeatRenewsAPermitAndAPlace_NeitherFails()
+    {
+        // A coordinator that closes ends its session (end_session) while the heartbeat's last renewal may still run.
+        // The renewal locks the place in line, then the permit; ending the session frees what the session holds across
+        // every set. The renewal is played here row by row, as renew runs it (the set's turn, the place, then the
+        // permit), around an end_session sent as the coordinator sends it.
+        Member member = await JoinAsync();
+        PostgresLease lease = await member.Coordinator.CreateSemaphore("renewed", 1).AcquireAsync(Bound);
+        Session session = await member.Coordinator.GetSessionAsync(CancellationToken.None);
+
+        // A place in line of the session, as a second acquire would have taken it (written here, so that no wait of
+        // the coordinator's comes back for it once the session's rows are gone).
+        long ticket = await ScalarAsync<long>(
+            "INSERT INTO @schema.permit_waiters (ticket, kind, name, owner, session, lease, expires_at) " +
+            $"VALUES (nextval('@schema.ids'), 's', 'renewed', '{member.Coordinator.Owner}', {session.Key}, '30 s', now() + interval '30 s') " +
+            "RETURNING ticket");
+
+        // Opened first, so disposed last: a failing test ends the renewal (rolls it back) before it closes the other.
+        await using NpgsqlConnection ender = await OpenReadCommittedAsync(member.Source);
+        int enderPid = await PidAsync(ender);
+
+        await using NpgsqlConnection renewer = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction renewal = await renewer.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(renewal, "SELECT @schema.permit_turn('s', 'renewed')");
+        await ExecuteAsync(renewal, $"UPDATE @schema.permit_waiters SET expires_at = expires_at WHERE ticket = {ticket}");
+
+        Task ending = EndSessionAsync(ender, member.Coordinator.Owner, session.Key);
+        await WaitsForALockAsync(enderPid, "ending the session waits for the renewal");
+
+        // The renewal goes on to the permit, then commits. A deadlock would fail one of the two (40P01).
+        await ExecuteAsync(renewal, $"UPDATE @schema.permit_slots SET expires_at = expires_at WHERE token = {lease.FencingToken}");
+        await renewal.CommitAsync();
+        await ending.WaitAsync(Bound);
+
+        (await PermitRowsAsync()).Should().Be((0L, 0L), "the session's permit and its place in line are given back");
+        await lease.DisposeAsync();
+    }
+
+    /// <summary>The coordinator's call when it closes (<c>end_session</c>).</summary>
+    private async Task EndSessionAsync(NpgsqlConnection connection, Guid owner, long session)
+    {
+        await using NpgsqlCommand end = new($"SELECT \"{Schema}\".end_session($1, $2)", connection);
+        end.Parameters.Add(new NpgsqlParameter { Value = owner });
+        end.Parameters.Add(new NpgsqlParameter { Value = session });
+        await end.ExecuteNonQueryAsync();
     }
 
     /// <summary>A connection whose statements run at READ COMMITTED, as the coordinator's do whatever the server's

@@ -638,10 +638,10 @@ DECLARE
     v_set record;
 BEGIN
     v_ok := __schema__.require_session(p_session);
-    -- The turn of every permit set whose rows this touches, first and in one order (the only call that takes several):
-    -- an acquire or a release locks a set's rows in its own order while it has the turn, so taking it here means never
-    -- meeting one of them halfway (a release locks the permit it frees, then the place it grants one to; a renewal of
-    -- both would lock them the other way round, and the server would fail one of the two).
+    -- The turn of every permit set whose rows this touches, first and in one order (as end_session, the other call that
+    -- takes several): an acquire or a release locks a set's rows in its own order while it has the turn, so taking it
+    -- here means never meeting one of them halfway (a release locks the permit it frees, then the place it grants one
+    -- to; a renewal of both would lock them the other way round, and the server would fail one of the two).
     FOR v_set IN
         SELECT t.kind, t.name FROM unnest(p_kinds, p_names) AS t(kind, name)
         UNION
@@ -680,8 +680,20 @@ CREATE OR REPLACE FUNCTION __schema__.end_session(p_owner uuid, p_session bigint
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_ok boolean;
+    v_set record;
     v_item record;
 BEGIN
+    -- The turn of every permit set the session has a row in, first and in one order, as renew takes them: a renewal
+    -- still running locks a place in line, then a permit, which this would otherwise lock the other way round.
+    FOR v_set IN
+        SELECT h.kind, h.name FROM __schema__.permit_slots h WHERE h.owner = p_owner AND h.session = p_session
+        UNION
+        SELECT w.kind, w.name FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session = p_session
+        ORDER BY 1, 2
+    LOOP
+        v_ok := __schema__.permit_turn(v_set.kind, v_set.name);
+    END LOOP;
     UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
     WHERE h.owner = p_owner AND h.session = p_session;
     DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session = p_session;
