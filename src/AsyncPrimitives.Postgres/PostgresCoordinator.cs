@@ -142,6 +142,11 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// Creates the schema, its tables and functions if they are missing, or brings them up to this library's version.
     /// Idempotent, and safe when several processes run it at once (they take turns under an advisory lock).
     /// </summary>
+    /// <remarks>
+    /// Functions installed by an earlier release of the same schema version are replaced (this needs the role that owns
+    /// them); those of a later release are kept, so instances of two releases can run side by side during a rolling
+    /// deployment. Tables and indexes that exist are neither changed nor locked.
+    /// </remarks>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>A task that completes when the schema is ready.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>

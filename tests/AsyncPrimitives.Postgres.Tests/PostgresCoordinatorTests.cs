@@ -1,4 +1,6 @@
+using AsyncPrimitives.Postgres.Internal;
 using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -39,6 +41,72 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         var thrown = await FluentActions.Awaiting(() => a.Coordinator.EnsureSchemaAsync()).Should().ThrowAsync<PostgresCoordinationException>();
         thrown.Which.Message.Should().Contain("99");
     }
+
+    [PostgresFact]
+    public async Task EnsureSchemaAsync_OnFunctionsOfAnOlderRevision_ReplacesThem()
+    {
+        Member a = await JoinAsync();
+        await ReplacePermitFreeAsync(revision: Database.Revision - 1);
+
+        await a.Coordinator.EnsureSchemaAsync();
+
+        (await ScalarAsync<int>("SELECT @schema.permit_free('s', 'none', 5)")).Should().Be(5, "the library's body is back");
+        (await ScalarAsync<int>("SELECT revision FROM @schema.schema_version")).Should().Be(Database.Revision);
+    }
+
+    [PostgresFact]
+    public async Task EnsureSchemaAsync_OnFunctionsOfANewerRevision_KeepsThem()
+    {
+        // Another instance, of a later release with the same schema version, installed its functions: they stay.
+        Member a = await JoinAsync();
+        await ReplacePermitFreeAsync(revision: Database.Revision + 1);
+
+        await a.Coordinator.EnsureSchemaAsync();
+
+        (await ScalarAsync<int>("SELECT @schema.permit_free('s', 'none', 5)")).Should().Be(-1);
+        (await ScalarAsync<int>("SELECT revision FROM @schema.schema_version")).Should().Be(Database.Revision + 1);
+    }
+
+    [PostgresFact]
+    public async Task EnsureSchemaAsync_OnASchemaInstalledBeforeRevisionsWereRecorded_ReplacesTheFunctions()
+    {
+        Member a = await JoinAsync();
+        await ReplacePermitFreeAsync(revision: 0);
+        await ScalarAsync<int>("ALTER TABLE @schema.schema_version DROP COLUMN revision; SELECT 1");
+
+        await a.Coordinator.EnsureSchemaAsync();
+
+        (await ScalarAsync<int>("SELECT @schema.permit_free('s', 'none', 5)")).Should().Be(5);
+        (await ScalarAsync<int>("SELECT revision FROM @schema.schema_version")).Should().Be(Database.Revision);
+    }
+
+    [PostgresFact]
+    public async Task EnsureSchemaAsync_ReplacingTheFunctionsOfASchemaInUse_DoesNotWaitForItsWriters()
+    {
+        // A rolling deployment of a release with newer functions, while an application transaction that put an item
+        // (and so writes queue_items) is still open, and other writers hold the other tables.
+        Member a = await JoinAsync();
+        await ReplacePermitFreeAsync(revision: Database.Revision - 1);
+        await using NpgsqlConnection writer = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction writing = await writer.BeginTransactionAsync();
+        await a.Coordinator.CreateQueue<int>("in-use").PutAsync(1, writing);
+        await ExecuteAsync(writing,
+            "LOCK TABLE @schema.permit_slots, @schema.permit_waiters, @schema.queue_items, @schema.queue_dead_letters, " +
+            "@schema.queues, @schema.queue_joins IN ROW EXCLUSIVE MODE");
+
+        await a.Coordinator.EnsureSchemaAsync().WaitAsync(Bound);
+
+        (await ScalarAsync<int>("SELECT @schema.permit_free('s', 'none', 5)")).Should().Be(5);
+        await writing.CommitAsync();
+        (await a.Coordinator.CreateQueue<int>("in-use").CountAsync()).Should().Be(1);
+    }
+
+    /// <summary>Gives <c>permit_free</c> a body that answers -1 (as another revision's would differ) and records
+    /// <paramref name="revision"/> as the installed one.</summary>
+    private Task ReplacePermitFreeAsync(int revision) => ScalarAsync<int>(
+        "CREATE OR REPLACE FUNCTION @schema.permit_free(p_kind \"char\", p_name text, p_max int) RETURNS int " +
+        "LANGUAGE sql VOLATILE AS $$ SELECT -1 $$; " +
+        $"UPDATE @schema.schema_version SET revision = {revision}; SELECT 1");
 
     [PostgresFact]
     public async Task ToString_ShowsTheSession()

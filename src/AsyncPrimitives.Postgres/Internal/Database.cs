@@ -68,8 +68,17 @@ internal sealed partial class Database
         Schema = schema;
     }
 
-    /// <summary>The version of the schema this library installs and expects.</summary>
+    /// <summary>The version of the schema this library installs and expects: its tables, and its functions' names,
+    /// parameters and results. A library that changes any of them raises it.</summary>
     public const int Version = 1;
+
+    /// <summary>
+    /// The revision of the functions' bodies within <see cref="Version"/>; raised with every change to Schema.sql that
+    /// keeps the version (a fix in a function), so that <see cref="InstallAsync"/> replaces older bodies on a schema
+    /// already installed. Bodies of one version are interchangeable: an instance of an older revision works with newer
+    /// ones. (A test pins the script's hash to this number.)
+    /// </summary>
+    public const int Revision = 1;
 
     public string Schema { get; }
 
@@ -90,8 +99,10 @@ internal sealed partial class Database
     public string Sql(string template) =>
         _statements.GetOrAdd(template, static (t, quoted) => t.Replace(SchemaPlaceholder, quoted, StringComparison.Ordinal), Quoted);
 
-    /// <summary>Installs the schema, or brings it up to <see cref="Version"/> (see
-    /// <see cref="PostgresCoordinator.EnsureSchemaAsync"/>): in one transaction, under a transaction-level advisory lock.</summary>
+    /// <summary>Installs the schema, or brings it up to <see cref="Version"/> and <see cref="Revision"/> (see
+    /// <see cref="PostgresCoordinator.EnsureSchemaAsync"/>): in one transaction, under a transaction-level advisory lock.
+    /// Never goes back to an older revision, so instances of two releases started in turn do not replace each other's
+    /// functions back and forth.</summary>
     public async Task InstallAsync(CancellationToken cancellationToken)
     {
         NpgsqlConnection connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
@@ -106,28 +117,43 @@ internal sealed partial class Database
                 await turn.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            int installed = 0;
+            (int Version, int Revision) installed = (0, 0);
             using (var version = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection, transaction))
             {
                 version.Parameters.Add(Parameter(Quoted + ".schema_version"));
                 if ((bool)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
                 {
-                    version.CommandText = Sql("SELECT coalesce(max(version), 0) FROM __schema__.schema_version");
+                    // The revision read through to_jsonb: a schema installed before revisions were recorded has no
+                    // such column (its functions count as revision 0).
+                    version.CommandText = Sql(
+                        "SELECT v.version, coalesce((to_jsonb(v) ->> 'revision')::int, 0) FROM __schema__.schema_version v " +
+                        "ORDER BY v.version DESC LIMIT 1");
                     version.Parameters.Clear();
-                    installed = (int)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+                    NpgsqlDataReader row = await version.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                    await using var rowScope = row.ConfigureAwait(false);
+                    if (await row.ReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        installed = (row.GetInt32(0), row.GetInt32(1));
+                    }
                 }
             }
 
-            if (installed > Version)
+            if (installed.Version > Version)
             {
                 throw new PostgresCoordinationException(
-                    $"The schema \"{Schema}\" has version {installed}, newer than this library's {Version}: update AsyncPrimitives.Postgres.");
+                    $"The schema \"{Schema}\" has version {installed.Version}, newer than this library's {Version}: update AsyncPrimitives.Postgres.");
             }
 
-            if (installed < Version)
+            if (installed.Version < Version || installed.Revision < Revision)
             {
+                // Every statement of the script is idempotent: tables and indexes are made if missing, functions replaced.
                 using var install = new NpgsqlCommand(s_script.Value.Replace(SchemaPlaceholder, Quoted, StringComparison.Ordinal), connection, transaction);
                 await install.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                using var record = new NpgsqlCommand(
+                    Sql("UPDATE __schema__.schema_version SET revision = $2 WHERE version = $1"), connection, transaction);
+                record.Parameters.Add(Parameter(Version));
+                record.Parameters.Add(Parameter(Revision));
+                await record.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
 
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);

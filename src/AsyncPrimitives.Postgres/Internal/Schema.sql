@@ -13,9 +13,26 @@
 
 CREATE SCHEMA IF NOT EXISTS __schema__;
 
+-- The installed version (tables, and the functions' names, parameters and results) and the revision of the functions'
+-- bodies within it (see Database.Revision).
 CREATE TABLE IF NOT EXISTS __schema__.schema_version (
-    version int PRIMARY KEY
+    version int PRIMARY KEY,
+    revision int NOT NULL DEFAULT 0
 );
+ALTER TABLE __schema__.schema_version ADD COLUMN IF NOT EXISTS revision int NOT NULL DEFAULT 0;
+
+-- Runs p_statement, which creates the index p_index, unless that index exists. (CREATE INDEX IF NOT EXISTS takes its
+-- SHARE lock on the table before it looks: on a schema in use, run again to replace the functions, it would wait for
+-- every transaction writing the table, an application's that put an item included, and hold up every writer after it.)
+CREATE OR REPLACE FUNCTION __schema__.create_index(p_index text, p_statement text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass(p_index) IS NULL THEN
+        EXECUTE p_statement;
+    END IF;
+END
+$$;
 
 -- Fencing tokens and wait-line tickets. Logged, so a token never repeats, even across a server crash.
 CREATE SEQUENCE IF NOT EXISTS __schema__.ids;
@@ -76,7 +93,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_waiters (
     lease interval NOT NULL,                -- of the permit granted to it
     expires_at timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS permit_waiters_set ON __schema__.permit_waiters (kind, name, ticket);
+SELECT __schema__.create_index('__schema__.permit_waiters_set',
+    'CREATE INDEX permit_waiters_set ON __schema__.permit_waiters (kind, name, ticket)');
 
 -- Waits for the turn of the permit set, to the end of the transaction; true once it has it.
 CREATE OR REPLACE FUNCTION __schema__.permit_turn(p_kind "char", p_name text)
@@ -296,13 +314,16 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_items (
     max_attempts int                                      -- the MaxAttempts of the consumer that has it
 ) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
         autovacuum_analyze_scale_factor = 0.02);
-CREATE INDEX IF NOT EXISTS queue_items_ready ON __schema__.queue_items (queue, id) WHERE lease_token IS NULL;
-CREATE INDEX IF NOT EXISTS queue_items_ready_priority ON __schema__.queue_items (queue, priority, id) WHERE lease_token IS NULL;
+SELECT __schema__.create_index('__schema__.queue_items_ready',
+    'CREATE INDEX queue_items_ready ON __schema__.queue_items (queue, id) WHERE lease_token IS NULL');
+SELECT __schema__.create_index('__schema__.queue_items_ready_priority',
+    'CREATE INDEX queue_items_ready_priority ON __schema__.queue_items (queue, priority, id) WHERE lease_token IS NULL');
 -- The deliveries, by expiry (leased_until is set exactly while lease_token is). A statement that looks an item up by
 -- its id writes its expiry check as coalesce(leased_until, '-infinity') > now(), which does not imply this index's
 -- predicate: otherwise the planner, which sees this index nearly empty whenever the table was analyzed, scans it whole
 -- (with every entry that ended deliveries left in it) instead of probing the primary key.
-CREATE INDEX IF NOT EXISTS queue_items_leased ON __schema__.queue_items (queue, leased_until) WHERE leased_until IS NOT NULL;
+SELECT __schema__.create_index('__schema__.queue_items_leased',
+    'CREATE INDEX queue_items_leased ON __schema__.queue_items (queue, leased_until) WHERE leased_until IS NOT NULL');
 
 CREATE TABLE IF NOT EXISTS __schema__.queue_dead_letters (
     id bigint PRIMARY KEY,                                -- the item's id in queue_items
@@ -314,7 +335,8 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_dead_letters (
     dead_at timestamptz NOT NULL DEFAULT now(),
     reason text NOT NULL                                  -- how its last delivery ended: abandoned, expired, session ended
 );
-CREATE INDEX IF NOT EXISTS queue_dead_letters_queue ON __schema__.queue_dead_letters (queue, id);
+SELECT __schema__.create_index('__schema__.queue_dead_letters_queue',
+    'CREATE INDEX queue_dead_letters_queue ON __schema__.queue_dead_letters (queue, id)');
 
 -- The joins waiting now (JoinAsync), one row each, so that a completion looks whether it left its queue with nothing
 -- unfinished, and wakes the joins, only when some join waits: otherwise every completion that empties a queue, the
@@ -327,7 +349,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.queue_joins (
     owner uuid NOT NULL,
     session bigint NOT NULL
 );
-CREATE INDEX IF NOT EXISTS queue_joins_queue ON __schema__.queue_joins (queue);
+SELECT __schema__.create_index('__schema__.queue_joins_queue',
+    'CREATE INDEX queue_joins_queue ON __schema__.queue_joins (queue)');
 
 -- Puts items, in order. Raises AT002 when the queue is shut down. The check comes after the insert: a shutdown takes
 -- a SHARE lock on queue_items first, so it waits for a put that has inserted, and a put that inserts after it

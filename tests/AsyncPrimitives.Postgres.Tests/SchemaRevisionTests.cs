@@ -1,0 +1,27 @@
+using System.Security.Cryptography;
+using System.Text;
+using AsyncPrimitives.Postgres.Internal;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// <c>EnsureSchemaAsync</c> replaces the functions of an installed schema only when its recorded revision is older than
+/// the library's, so a fix in a function's body reaches databases installed by an earlier release only if the revision
+/// was raised with it. This pins the script to its version and revision.
+/// </summary>
+public sealed class SchemaRevisionTests
+{
+    [Fact]
+    public void TheScript_IsTheOneItsVersionAndRevisionWereRecordedFor()
+    {
+        using Stream stream = typeof(PostgresCoordinator).Assembly.GetManifestResourceStream("AsyncPrimitives.Postgres.Schema.sql")!;
+        using var reader = new StreamReader(stream);
+        string script = reader.ReadToEnd().Replace("\r\n", "\n", StringComparison.Ordinal);
+        string hash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(script)));
+
+        (Database.Version, Database.Revision, hash).Should().Be(
+            (1, 1, "35C47C5027D77FE7DE78D9F840631F99DB24D2BE70691F39EA0F9648821F05E3"),
+            "a change to Schema.sql raises Database.Revision (a function's body) or Database.Version (a table, or a " +
+            "function's name, parameters or result), and records the script's new hash here");
+    }
+}
