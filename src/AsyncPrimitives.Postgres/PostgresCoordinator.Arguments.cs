@@ -60,5 +60,13 @@ public sealed partial class PostgresCoordinator
         {
             throw new ArgumentException($"The name is longer than {MaxNameLength} characters.", paramName);
         }
+
+        // PostgreSQL's text holds neither U+0000 nor half of a surrogate pair: such a name would fail every call.
+        Span<byte> utf8 = stackalloc byte[MaxNameLength * 3];
+        if (name.Contains('\0', StringComparison.Ordinal) ||
+            System.Text.Unicode.Utf8.FromUtf16(name, utf8, out _, out _, replaceInvalidSequences: false) != System.Buffers.OperationStatus.Done)
+        {
+            throw new ArgumentException("The name contains U+0000 or an unpaired surrogate, which PostgreSQL's text cannot hold.", paramName);
+        }
     }
 }

@@ -164,7 +164,8 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// 256 characters.</param>
     /// <returns>The lock.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
-    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, or longer than 256 characters.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, longer than 256 characters,
+    /// or holds U+0000 or an unpaired surrogate (which PostgreSQL's text cannot).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public PostgresLock CreateLock(string name)
     {
@@ -179,7 +180,8 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// <param name="maxCount">The most leases held at once across all processes; every process must use the same.</param>
     /// <returns>The semaphore.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
-    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, or longer than 256 characters.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, longer than 256 characters,
+    /// or holds U+0000 or an unpaired surrogate (which PostgreSQL's text cannot).</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxCount"/> is not positive.</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public PostgresSemaphore CreateSemaphore(string name, int maxCount)
@@ -198,8 +200,8 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// <param name="options">This process's settings for the queue (order, attempts, lease); the defaults when null.</param>
     /// <returns>The queue.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
-    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, or longer than 256
-    /// characters; or System.Text.Json cannot write and read <typeparamref name="T"/> (the parameter named is
+    /// <exception cref="ArgumentException"><paramref name="name"/> is empty, white space, longer than 256
+    /// characters, or holds U+0000 or an unpaired surrogate; or System.Text.Json cannot write and read <typeparamref name="T"/> (the parameter named is
     /// <c>T</c>); or <see cref="PostgresQueueOptions.Order"/> is not a defined value.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><see cref="PostgresQueueOptions.MaxAttempts"/> is not positive, or
     /// <see cref="PostgresQueueOptions.LeaseDuration"/> is shorter than 1 second or longer than about 49.7 days.</exception>

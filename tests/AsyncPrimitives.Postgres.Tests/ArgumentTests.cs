@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
@@ -99,6 +100,20 @@ public sealed class ArgumentTests : IAsyncLifetime
     }
 
     [Fact]
+    public void CreateLockSemaphoreAndQueue_NameThatPostgresTextCannotHold_Throws()
+    {
+        // Not theory data: attribute arguments are stored as UTF-8, which would turn a lone surrogate into U+FFFD.
+        foreach (string name in (string[])["a\0b", "a\uD800b", "\uDC00", new string('x', 255) + "\uD800"])
+        {
+            FluentActions.Invoking(() => _coordinator.CreateLock(name)).Should().Throw<ArgumentException>().WithParameterName("name");
+            FluentActions.Invoking(() => _coordinator.CreateSemaphore(name, 1)).Should().Throw<ArgumentException>().WithParameterName("name");
+            FluentActions.Invoking(() => _coordinator.CreateQueue<int>(name)).Should().Throw<ArgumentException>().WithParameterName("name");
+        }
+
+        _coordinator.CreateLock("\uD83D\uDD12 é").Name.Should().Be("\uD83D\uDD12 é", "a surrogate pair and any other character are fine");
+    }
+
+    [Fact]
     public void CreateSemaphore_NullName_Throws() =>
         FluentActions.Invoking(() => _coordinator.CreateSemaphore(null!, 1)).Should().Throw<ArgumentNullException>().WithParameterName("name");
 
@@ -184,7 +199,10 @@ public sealed class ArgumentTests : IAsyncLifetime
     [Fact]
     public async Task Calls_AfterDispose_ThrowObjectDisposed()
     {
+        // The data source cannot reach a server: a call that forgot the check would fail with a connection error.
         PostgresLock jobLock = _coordinator.CreateLock("job");
+        PostgresSemaphore semaphore = _coordinator.CreateSemaphore("api", 2);
+        RateLimiter limiter = semaphore.AsRateLimiter();
         PostgresQueue<int> queue = _coordinator.CreateQueue<int>("q");
         await _coordinator.DisposeAsync();
         await _coordinator.DisposeAsync();
@@ -197,6 +215,19 @@ public sealed class ArgumentTests : IAsyncLifetime
         await FluentActions.Awaiting(async () => await queue.PutAsync(1)).Should().ThrowAsync<ObjectDisposedException>();
         await FluentActions.Awaiting(async () => await queue.GetAsync()).Should().ThrowAsync<ObjectDisposedException>();
         await FluentActions.Awaiting(async () => await queue.CountAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await jobLock.TryAcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await semaphore.AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await semaphore.TryAcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await semaphore.GetCurrentCountAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await limiter.AcquireAsync(0)).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.PutManyAsync([1, 2])).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.TryGetAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.UnfinishedAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.DeadLetterCountAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.JoinAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.ShutdownAsync()).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.GetManyAsync(2)).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.ReadAllAsync().GetAsyncEnumerator().MoveNextAsync()).Should().ThrowAsync<ObjectDisposedException>();
         _coordinator.ToString().Should().Contain("disposed");
     }
 }

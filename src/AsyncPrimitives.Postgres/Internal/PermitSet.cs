@@ -214,13 +214,16 @@ internal sealed class PermitSet
     public ValueTask ReleaseAsync(long token) => GiveBackAsync(token, ticket: null);
 
     /// <summary>Permits free now across all processes.</summary>
-    public async ValueTask<int> GetFreeCountAsync(CancellationToken cancellationToken) =>
-        await _coordinator.Database.QueryAsync(
+    public async ValueTask<int> GetFreeCountAsync(CancellationToken cancellationToken)
+    {
+        _coordinator.ThrowIfDisposed();
+        return await _coordinator.Database.QueryAsync(
             "SELECT __schema__.permit_free($1::\"char\", $2, $3)",
             [Database.Parameter(_kind), Database.Parameter(Name), Database.Parameter(MaxCount)],
             static r => r.GetInt32(0),
             Database.Retry.Always,
             cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>Gives a permit back, or leaves the wait line, then wakes the waits that may go ahead now. Never throws:
     /// what the server cannot be told about is no longer renewed, and expires.</summary>
