@@ -234,7 +234,7 @@ public sealed partial class PostgresQueue<T>
         _coordinator.Notifier.Request(key);
     }
 
-    private const string PutSql = "SELECT __schema__.queue_put($1, $2, $3::jsonb[])";
+    private const string PutSql = "SELECT __schema__.queue_put($1, $2, $3::json[])";
 
     private async ValueTask PutCoreAsync(T[] items, int priority, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
     {

@@ -149,6 +149,31 @@ public sealed class ArgumentTests : IAsyncLifetime
         public List<IShape> Shapes { get; set; } = [];
     }
 
+    /// <summary>Abstract and polymorphic, but with no derived type to read it as.</summary>
+    [System.Text.Json.Serialization.JsonPolymorphic]
+    public abstract record NoDerivedType;
+
+    /// <summary>Read as its derived type through the discriminator; a derived type System.Text.Json cannot read.</summary>
+    [System.Text.Json.Serialization.JsonPolymorphic]
+    [System.Text.Json.Serialization.JsonDerivedType(typeof(Unreadable), "unreadable")]
+    public abstract record WithAnUnreadableDerivedType;
+
+    public sealed record Unreadable(Action Callback) : WithAnUnreadableDerivedType;
+
+    [System.Text.Json.Serialization.JsonPolymorphic]
+    [System.Text.Json.Serialization.JsonDerivedType(typeof(Circle), "circle")]
+    public abstract record Shape;
+
+    public sealed record Circle(double Radius) : Shape;
+
+    [Fact]
+    public void CreateQueue_OfAnAbstractPolymorphicType_IsAccepted_WhenEachDerivedTypeIsReadable()
+    {
+        _coordinator.CreateQueue<Shape>("q").Name.Should().Be("q");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<NoDerivedType>("q")).Should().Throw<ArgumentException>().WithParameterName("T");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<WithAnUnreadableDerivedType>("q")).Should().Throw<ArgumentException>().WithParameterName("T");
+    }
+
     [Fact]
     public void CreateQueue_OfATypeJsonCannotReadOrWrite_Throws_NamingT()
     {

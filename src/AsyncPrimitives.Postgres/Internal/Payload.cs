@@ -31,12 +31,28 @@ internal static class Payload
     /// <summary>Reads a minimal document of the contract's kind (an empty object, an empty array, a string): the
     /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
     /// (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
-    /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>).</summary>
+    /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>).
+    /// A polymorphic type is checked through its derived types.</summary>
     private static void Check(JsonTypeInfo contract, HashSet<Type> seen)
     {
         if (!seen.Add(contract.Type) || contract.Type == typeof(object))
         {
             return;
+        }
+
+        if (contract.PolymorphismOptions is { DerivedTypes.Count: > 0 } polymorphism)
+        {
+            // Read through its type discriminator as one of its derived types: each of them must be readable. An
+            // abstract base is never read as itself (the probe below would find no discriminator).
+            foreach (JsonDerivedType derived in polymorphism.DerivedTypes)
+            {
+                Check(contract.Options.GetTypeInfo(derived.DerivedType), seen);
+            }
+
+            if (contract.Type.IsAbstract)
+            {
+                return;
+            }
         }
 
         string probe = contract.Kind switch

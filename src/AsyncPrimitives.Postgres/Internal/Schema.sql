@@ -303,7 +303,7 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_items (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,   -- put order
     queue text NOT NULL,
     priority int NOT NULL,
-    payload jsonb NOT NULL,
+    payload json NOT NULL,                                -- as System.Text.Json wrote it (jsonb would reorder keys)
     enqueued_at timestamptz NOT NULL DEFAULT now(),
     attempts int NOT NULL DEFAULT 0,                      -- deliveries so far
     lease_token bigint,                                   -- the current delivery; null while the item waits
@@ -329,7 +329,7 @@ CREATE TABLE IF NOT EXISTS __schema__.queue_dead_letters (
     id bigint PRIMARY KEY,                                -- the item's id in queue_items
     queue text NOT NULL,
     priority int NOT NULL,
-    payload jsonb NOT NULL,
+    payload json NOT NULL,
     enqueued_at timestamptz NOT NULL,
     attempts int NOT NULL,
     dead_at timestamptz NOT NULL DEFAULT now(),
@@ -359,7 +359,7 @@ SELECT __schema__.create_index('__schema__.queue_joins_queue',
 -- itself (undone at once), and such a row, committed and not in the snapshot, makes that insert fail with a
 -- serialization failure, answered as AT002. (Not at SERIALIZABLE: that write would add read/write conflicts between
 -- concurrent puts; see docs/scale-out.md.) Returns the transaction's id, so that the caller can learn when it commits.
-CREATE OR REPLACE FUNCTION __schema__.queue_put(p_queue text, p_priorities int[], p_payloads jsonb[])
+CREATE OR REPLACE FUNCTION __schema__.queue_put(p_queue text, p_priorities int[], p_payloads json[])
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -457,7 +457,7 @@ $$;
 CREATE OR REPLACE FUNCTION __schema__.queue_take(
     p_queue text, p_order "char", p_count int, p_owner uuid, p_session bigint, p_lease interval,
     p_max_attempts int, p_id bigint, p_token bigint)
-RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload jsonb,
+RETURNS TABLE (item_id bigint, item_lease_token bigint, item_attempt int, item_priority int, item_payload json,
                signal "char")
 LANGUAGE plpgsql AS $$
 DECLARE
