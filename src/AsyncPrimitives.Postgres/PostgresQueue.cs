@@ -137,8 +137,8 @@ public sealed partial class PostgresQueue<T>
         return PutCoreAsync([.. items], priority, transaction: null, cancellationToken);
     }
 
-    /// <summary>The items waiting to be delivered across all processes (a snapshot; expired deliveries included, as
-    /// they will be delivered again).</summary>
+    /// <summary>The items waiting to be delivered across all processes (a snapshot; expired deliveries included when
+    /// they have an attempt left, as they will be delivered again).</summary>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The number of items waiting.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
@@ -156,7 +156,7 @@ public sealed partial class PostgresQueue<T>
         (await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished;
 
     /// <summary>The items of this queue moved to the dead-letter table (delivered <see cref="PostgresQueueOptions.MaxAttempts"/>
-    /// times without completion).</summary>
+    /// times without completion), and those whose last delivery expired (the next get moves them).</summary>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The number of dead letters.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>

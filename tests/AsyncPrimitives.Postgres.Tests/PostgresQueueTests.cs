@@ -11,6 +11,33 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     public sealed record Job(int Number, string Name, DateTimeOffset At);
 
     [PostgresFact]
+    public async Task Counts_AnExpiredDeliveryOfTheLastAttempt_AsDead_NotAsWaitingOrUnfinished()
+    {
+        // Expired deliveries go back in line, or to the dead letters after their last attempt, when a get next looks;
+        // the counts say now where each will go.
+        Member member = await JoinAsync();
+        PostgresQueue<int> lastAttempt = member.Coordinator.CreateQueue<int>("numbers", new PostgresQueueOptions { MaxAttempts = 1 });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("numbers", new PostgresQueueOptions { MaxAttempts = 2 });
+        await queue.PutManyAsync([1, 2]);
+        await using PostgresDelivery<int> dying = await lastAttempt.GetAsync(Bound);
+        await using PostgresDelivery<int> retried = await queue.GetAsync(Bound);
+
+        // Both leases expire on the server, as when their consumer is cut off.
+        await ScalarAsync<int>("UPDATE @schema.queue_items SET leased_until = now() - interval '1 second'; SELECT 1");
+
+        (await queue.CountAsync()).Should().Be(1, "the item with an attempt left waits to be delivered again");
+        (await queue.UnfinishedAsync()).Should().Be(1);
+        (await queue.DeadLetterCountAsync()).Should().Be(1, "the other had its last attempt");
+
+        PostgresDelivery<int>? again = await queue.TryGetAsync();
+        again.Should().NotBeNull();
+        again!.Item.Should().Be(retried.Item);
+        (await queue.CountAsync(), await queue.UnfinishedAsync(), await queue.DeadLetterCountAsync()).Should().Be((0L, 1L, 1L));
+        await again.CompleteAsync();
+        await queue.JoinAsync(Bound);
+    }
+
+    [PostgresFact]
     public async Task PutGetComplete_RoundTripsTheItem_AndCountsOnTheServer()
     {
         Member a = await JoinAsync();
