@@ -53,6 +53,9 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// <summary>The shortest lease duration in use (the coordinator's, or a queue's): the heartbeat beats every third of it.</summary>
     private TimeSpan _shortestLease;
 
+    /// <summary>Completed, and replaced, when <see cref="_shortestLease"/> gets shorter; guarded by <see cref="_sync"/>.</summary>
+    private TaskCompletionSource _leaseShortened = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     private bool _disposed;
 
     /// <summary>Where the data source connects: a caller's transaction for a put must connect to the same.</summary>
@@ -304,24 +307,31 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         return new ValueTask<Session>(connecting.WaitAsync(cancellationToken));
     }
 
-    /// <summary>Notes a lease duration in use (a queue's), so that the heartbeat beats often enough for it.</summary>
+    /// <summary>Notes a lease duration in use (a queue's), so that the heartbeat beats often enough for it: a shorter
+    /// one than any before ends the heartbeat's wait for its next beat, which was measured for the longer one.</summary>
     internal void UseLeaseDuration(TimeSpan duration)
     {
+        TaskCompletionSource? shortened = null;
         lock (_sync)
         {
             if (duration < _shortestLease)
             {
                 _shortestLease = duration;
+                shortened = _leaseShortened;
+                _leaseShortened = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             }
         }
+
+        shortened?.SetResult();
     }
 
-    /// <summary>How often the heartbeat beats: every third of the shortest lease duration in use.</summary>
-    internal TimeSpan HeartbeatInterval()
+    /// <summary>How often the heartbeat beats (every third of the shortest lease duration in use), and a task that
+    /// completes when a shorter lease comes into use.</summary>
+    internal (TimeSpan Interval, Task Shortened) HeartbeatInterval()
     {
         lock (_sync)
         {
-            return _shortestLease / 3;
+            return (_shortestLease / 3, _leaseShortened.Task);
         }
     }
 

@@ -1,4 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
@@ -294,6 +295,38 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
         delivery.Lost.IsCancellationRequested.Should().BeFalse();
         await delivery.CompleteAsync();
         (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task AQueueWithAShorterLease_CreatedOnceTheHeartbeatRuns_HasItsDeliveriesRenewedInTime()
+    {
+        // The heartbeat beats every third of the coordinator's 30 s lease; a queue whose deliveries last 3 s comes into
+        // use between two beats. Its deliveries must be renewed within a third of 3 s, not at the next 10 s beat. The
+        // coordinator's clock is driven here (the server's 3 s expiry is real time: a renewal comes well within it).
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o => o.TimeProvider = time);
+        await using (await member.Coordinator.CreateLock("opens-the-session").AcquireAsync(Bound))
+        {
+        }
+
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>(
+            "short", new PostgresQueueOptions { LeaseDuration = TimeSpan.FromSeconds(3) });
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+        DateTime leasedUntil = await ScalarAsync<DateTime>("SELECT leased_until FROM @schema.queue_items");
+
+        // The clock moves on in small steps until the server shows a renewal; the delivery's own deadline (2.7 s on
+        // this clock) must not pass first.
+        await EventuallyAsync(
+            async () =>
+            {
+                delivery.Lost.IsCancellationRequested.Should().BeFalse("the delivery is renewed before its deadline");
+                time.Advance(TimeSpan.FromMilliseconds(25));
+                return await ScalarAsync<DateTime>("SELECT leased_until FROM @schema.queue_items") > leasedUntil;
+            },
+            "the heartbeat renews the delivery");
+        delivery.Lost.IsCancellationRequested.Should().BeFalse();
+        await delivery.CompleteAsync();
     }
 
     [PostgresFact]

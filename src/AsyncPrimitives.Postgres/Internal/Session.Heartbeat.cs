@@ -4,11 +4,11 @@ namespace AsyncPrimitives.Postgres.Internal;
 internal sealed partial class Session
 {
     /// <summary>
-    /// Renews, every third of the shortest lease in use, the leases and places this session still holds. A lease the
-    /// server did not renew is lost (it expired or its session ended); one the heartbeat cannot renew for a whole lease
-    /// duration is lost by its own deadline (see <see cref="LeaseTracker"/>). One renewal at a time: a renewal that
-    /// does not answer within a beat is left to finish on its own (its answer still counts when it comes), and the
-    /// beats skip until it has.
+    /// Renews, every third of the shortest lease in use (measured again when a shorter one comes into use), the leases
+    /// and places this session still holds. A lease the server did not renew is lost (it expired or its session ended);
+    /// one the heartbeat cannot renew for a whole lease duration is lost by its own deadline (see
+    /// <see cref="LeaseTracker"/>). One renewal at a time: a renewal that does not answer within a beat is left to
+    /// finish on its own (its answer still counts when it comes), and the beats skip until it has.
     /// </summary>
     private async Task HeartbeatAsync()
     {
@@ -17,8 +17,15 @@ internal sealed partial class Session
         {
             while (true)
             {
-                TimeSpan interval = _coordinator.HeartbeatInterval();
-                await Task.Delay(interval, _coordinator.Time, _stop.Token).ConfigureAwait(false);
+                (TimeSpan interval, Task shortened) = _coordinator.HeartbeatInterval();
+                Task beat = Task.Delay(interval, _coordinator.Time, _stop.Token);
+                if (await Task.WhenAny(beat, shortened).ConfigureAwait(false) != beat)
+                {
+                    // A queue with a shorter lease came into use: its deliveries need the next beat sooner.
+                    continue;
+                }
+
+                await beat.ConfigureAwait(false); // throws once the session has ended
                 if (!renewal.IsCompleted)
                 {
                     continue;
