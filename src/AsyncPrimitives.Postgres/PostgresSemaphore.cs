@@ -40,6 +40,9 @@ public sealed class PostgresSemaphore
     internal PostgresSemaphore(PostgresCoordinator coordinator, string name, int maxCount) =>
         _set = new PermitSet(coordinator, 's', name, maxCount);
 
+    /// <summary>The permits of this process, for tests.</summary>
+    internal PermitSet Set => _set;
+
     /// <summary>The semaphore's name: every process that uses this name (in the same schema) shares the permits.</summary>
     public string Name => _set.Name;
 

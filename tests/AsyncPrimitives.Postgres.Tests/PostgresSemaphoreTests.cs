@@ -7,6 +7,44 @@ namespace AsyncPrimitives.Postgres.Tests;
 public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest(server)
 {
     [PostgresFact]
+    public async Task AGrantToAWaitThatLeftInTheSameInstant_IsNotKeptInTheProcess()
+    {
+        // A release in this process grants the permit to a wait of this process whose cancellation has just left the
+        // line (its call to leave it on the server comes next): the grant finds no place to hand itself to. Played with
+        // the set's turn held by a transaction here, so that both calls wait at the server, the release first.
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o => o.TimeProvider = time);
+        PostgresSemaphore semaphore = member.Coordinator.CreateSemaphore("handed", 1);
+        PostgresLease held = await semaphore.AcquireAsync(Bound);
+        using var cancel = new CancellationTokenSource();
+        Task<PostgresLease> leaving = semaphore.AcquireAsync(cancel.Token).AsTask();
+        await WaitersAsync(1);
+
+        await using (Npgsql.NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (Npgsql.NpgsqlTransaction turn = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(turn, "SELECT @schema.permit_turn('s', 'handed')");
+            Task release = held.ReleaseAsync().AsTask();
+            await WaitsForALockAsync(member, "the release waits for the turn");
+            cancel.Cancel();
+            await WaitsForALockAsync(member, "the cancelled wait has left its place here and waits to leave it there", count: 2);
+            await turn.CommitAsync();
+            await release.WaitAsync(Bound);
+        }
+
+        await FluentActions.Awaiting(() => leaving.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+        (await PermitRowsAsync()).Should().Be((0L, 0L), "the wait that left gave back the permit granted to its place");
+
+        semaphore.Set.GrantsWithoutAPlace.Should().Be(1, "the release handed its grant over here, and no wait took it");
+
+        // The grant it was handed in the process is dropped once older than a lease, at the next release here (a wait
+        // that had not yet recorded its place, still to come, would find its permit on the server all the same).
+        time.Advance(member.Coordinator.LeaseDuration + TimeSpan.FromSeconds(1));
+        await (await semaphore.AcquireAsync(Bound)).DisposeAsync();
+        semaphore.Set.GrantsWithoutAPlace.Should().Be(0);
+    }
+
+    [PostgresFact]
     public async Task ManyTasks_OnTwoCoordinators_NeverHoldMoreThanMaxCount_AndEveryAcquireIsServed()
     {
         const int MaxCount = 3;

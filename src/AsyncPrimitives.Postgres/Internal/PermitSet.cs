@@ -35,7 +35,8 @@ internal sealed class PermitSet
 
     /// <summary>Permits granted by a release here to a ticket whose wait had not recorded its place yet (its call that
     /// got the ticket was still returning): the wait takes it from here. An entry whose wait never comes (its call
-    /// failed after the server had queued it) stays; its permit, never claimed, expires on the server.</summary>
+    /// failed after the server had queued it, or it left its place in the same instant) is dropped once older than a
+    /// lease (<see cref="DropStaleGrants"/>); on the server its permit was given back with the place, or expires.</summary>
     private readonly ConcurrentDictionary<long, PermitGrant> _grants = new();
 
     public PermitSet(PostgresCoordinator coordinator, char kind, string name, int maxCount)
@@ -213,6 +214,9 @@ internal sealed class PermitSet
     /// is free when its lease expires.</summary>
     public ValueTask ReleaseAsync(long token) => GiveBackAsync(token, ticket: null);
 
+    /// <summary>Grants handed over here and not yet taken by a wait, for tests.</summary>
+    internal int GrantsWithoutAPlace => _grants.Count;
+
     /// <summary>Permits free now across all processes.</summary>
     public async ValueTask<int> GetFreeCountAsync(CancellationToken cancellationToken)
     {
@@ -257,10 +261,32 @@ internal sealed class PermitSet
             }
         }
 
+        if (!_grants.IsEmpty)
+        {
+            DropStaleGrants();
+        }
+
         _coordinator.Signals.Signal(WakeKey);
         if (result.OthersWait)
         {
             _coordinator.Notifier.Request(WakeKey);
+        }
+    }
+
+    /// <summary>
+    /// Drops the grants older than a lease. A grant waits here only for the wait it was made to, which records its place
+    /// within one round trip; one to a wait that left in the same instant is never taken (the wait gave the permit back
+    /// with its place). Dropping one still awaited costs its wait a round trip, never the permit: the wait asks the
+    /// server, which answers with the same grant.
+    /// </summary>
+    private void DropStaleGrants()
+    {
+        foreach (KeyValuePair<long, PermitGrant> entry in _grants)
+        {
+            if (_coordinator.Time.GetElapsedTime(entry.Value.SentAt) > _coordinator.LeaseDuration)
+            {
+                _grants.TryRemove(entry);
+            }
         }
     }
 

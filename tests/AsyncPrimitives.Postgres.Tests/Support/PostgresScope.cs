@@ -82,15 +82,15 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
         await command.ExecuteNonQueryAsync();
     }
 
-    /// <summary>Waits (bounded) until a backend of <paramref name="member"/> waits for a lock.</summary>
-    public Task WaitsForALockAsync(Member member, string because) =>
-        WaitsForALockAsync($"application_name = '{member.Application}'", because);
+    /// <summary>Waits (bounded) until <paramref name="count"/> backends of <paramref name="member"/> wait for a lock.</summary>
+    public Task WaitsForALockAsync(Member member, string because, int count = 1) =>
+        WaitsForALockAsync($"application_name = '{member.Application}'", because, count);
 
     /// <summary>Waits (bounded) until the backend <paramref name="pid"/> waits for a lock.</summary>
     public Task WaitsForALockAsync(int pid, string because) => WaitsForALockAsync($"pid = {pid}", because);
 
-    private Task WaitsForALockAsync(string backend, string because) => EventuallyAsync(
-        async () => await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE {backend} AND wait_event_type = 'Lock'") == 1,
+    private Task WaitsForALockAsync(string backend, string because, int count = 1) => EventuallyAsync(
+        async () => await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE {backend} AND wait_event_type = 'Lock'") == count,
         because);
 
     private string WithSchema(string sql) => sql.Replace("@schema", $"\"{Schema}\"", StringComparison.Ordinal);

@@ -30,7 +30,7 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
 
     protected Task ExecuteAsync(NpgsqlTransaction transaction, string sql) => Scope.ExecuteAsync(transaction, sql);
 
-    protected Task WaitsForALockAsync(Member member, string because) => Scope.WaitsForALockAsync(member, because);
+    protected Task WaitsForALockAsync(Member member, string because, int count = 1) => Scope.WaitsForALockAsync(member, because, count);
 
     protected Task WaitsForALockAsync(int pid, string because) => Scope.WaitsForALockAsync(pid, because);
 
