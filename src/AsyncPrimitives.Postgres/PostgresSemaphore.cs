@@ -97,8 +97,9 @@ public sealed class PostgresSemaphore
     /// free now, without waiting. <see cref="RateLimiter.AttemptAcquire"/> cannot reach the server without blocking,
     /// so it always returns a lease that is not acquired, with a <see cref="MetadataName.ReasonPhrase"/>; use
     /// <c>AcquireAsync</c>. A permit count above 1 is refused with <see cref="ArgumentOutOfRangeException"/>.
-    /// Disposing a lease releases the permit in the background. The limiter gives no statistics
-    /// (<see cref="RateLimiter.GetStatistics"/> returns null).
+    /// Disposing a lease releases the permit in the background. Disposing the limiter ends its waits in progress with a
+    /// lease that is not acquired (as the BCL's limiters do) and leaves the leases already granted held. The limiter
+    /// gives no statistics (<see cref="RateLimiter.GetStatistics"/> returns null).
     /// </remarks>
     public RateLimiter AsRateLimiter() => new Limiter(this);
 
@@ -115,6 +116,12 @@ public sealed class PostgresSemaphore
         private static readonly RateLimitLease s_noneFree = new Lease(null, "No permit is free now.");
 
         private static readonly RateLimitLease s_free = new Lease(null, null);
+
+        private static readonly RateLimitLease s_disposed = new Lease(null, "The limiter was disposed.");
+
+        /// <summary>Cancelled when the limiter is disposed: the waits in progress end, as a BCL limiter's queued
+        /// requests do, with a lease that is not acquired. Never disposed (a wait may still link to it).</summary>
+        private readonly CancellationTokenSource _disposing = new();
 
         private volatile bool _disposed;
 
@@ -138,12 +145,21 @@ public sealed class PostgresSemaphore
                 return await semaphore.GetCurrentCountAsync(cancellationToken).ConfigureAwait(false) > 0 ? s_free : s_noneFree;
             }
 
-            return new Lease(await semaphore.AcquireAsync(cancellationToken).ConfigureAwait(false), null);
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
+            try
+            {
+                return new Lease(await semaphore.AcquireAsync(wait.Token).ConfigureAwait(false), null);
+            }
+            catch (OperationCanceledException) when (_disposing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            {
+                return s_disposed; // the wait left the line, holding nothing
+            }
         }
 
         protected override void Dispose(bool disposing)
         {
             _disposed = true;
+            _disposing.Cancel();
             base.Dispose(disposing);
         }
 

@@ -195,6 +195,35 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
     }
 
     [PostgresFact]
+    public async Task AsRateLimiter_Disposed_EndsItsWaits_WithALeaseNotAcquired_AsTheBclLimitersDo()
+    {
+        // The BCL's behaviour, for comparison: a queued request of a disposed ConcurrencyLimiter gets a failed lease.
+        using (var bcl = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = 1 }))
+        {
+            using RateLimitLease taken = bcl.AttemptAcquire();
+            ValueTask<RateLimitLease> queued = bcl.AcquireAsync();
+            bcl.Dispose();
+            (await queued).IsAcquired.Should().BeFalse();
+        }
+
+        Member a = await JoinAsync();
+        PostgresSemaphore semaphore = a.Coordinator.CreateSemaphore("api", 1);
+        await using PostgresLease held = await semaphore.AcquireAsync(Bound);
+        RateLimiter limiter = semaphore.AsRateLimiter();
+        Task<RateLimitLease> waiting = limiter.AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        limiter.Dispose();
+
+        using RateLimitLease lease = await waiting.WaitAsync(Bound);
+        lease.IsAcquired.Should().BeFalse();
+        lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? reason).Should().BeTrue();
+        reason.Should().Contain("disposed");
+        (await PermitRowsAsync()).Should().Be((1L, 0L), "the wait left the line; the permit held stays held");
+        await FluentActions.Awaiting(async () => await limiter.AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
+    }
+
+    [PostgresFact]
     public async Task AsRateLimiter_LeasesArePermits_DisposingReleases()
     {
         Member a = await JoinAsync();
