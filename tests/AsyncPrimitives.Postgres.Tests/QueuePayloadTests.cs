@@ -29,42 +29,21 @@ public sealed class QueuePayloadTests(PostgresServer server) : PostgresTest(serv
     [PostgresFact]
     public async Task ItemsOfAnAbstractPolymorphicType_ComeBackAsPut()
     {
-        Member member = await JoinAsync();
-        PostgresQueue<Job> queue = member.Coordinator.CreateQueue<Job>("jobs");
         Job[] jobs = [new Email("a@example.com", "hello"), new Sms("+100")];
-        await queue.PutManyAsync(jobs);
-
-        IReadOnlyList<PostgresDelivery<Job>> deliveries = await queue.GetManyAsync(2, Bound);
-
-        deliveries.Select(d => d.Item).Should().Equal(jobs);
-        await queue.CompleteManyAsync(deliveries);
+        (await PutAndGetAsync(jobs)).Should().Equal(jobs);
     }
 
     [PostgresFact]
     public async Task ItemsOfAConcretePolymorphicType_ComeBackAsPut_TheBaseAndTheDerived()
     {
-        Member member = await JoinAsync();
-        PostgresQueue<Message> queue = member.Coordinator.CreateQueue<Message>("messages");
         Message[] messages = [new Reminder("call", DateTimeOffset.UnixEpoch), new Message("plain")];
-        await queue.PutManyAsync(messages);
-
-        IReadOnlyList<PostgresDelivery<Message>> deliveries = await queue.GetManyAsync(2, Bound);
-
-        deliveries.Select(d => d.Item).Should().Equal(messages);
-        await queue.CompleteManyAsync(deliveries);
+        (await PutAndGetAsync(messages)).Should().Equal(messages);
     }
 
     [PostgresFact]
     public async Task AStringWithU0000_ComesBackAsPut()
     {
-        Member member = await JoinAsync();
-        PostgresQueue<string> queue = member.Coordinator.CreateQueue<string>("strings");
-        await queue.PutAsync("a\0b");
-
-        await using PostgresDelivery<string> delivery = await queue.GetAsync(Bound);
-
-        delivery.Item.Should().Be("a\0b");
-        await delivery.CompleteAsync();
+        (await PutAndGetAsync(["a\0b"])).Should().Equal("a\0b");
     }
 
     [PostgresFact]
@@ -77,5 +56,18 @@ public sealed class QueuePayloadTests(PostgresServer server) : PostgresTest(serv
 
         (await ScalarAsync<string>("SELECT payload::text FROM @schema.queue_items"))
             .Should().Be(JsonSerializer.Serialize(job), "the properties keep their order and nothing is normalized");
+    }
+
+    /// <summary>Puts <paramref name="items"/> on a new queue, takes them in one get, completes them, and returns what
+    /// the get read.</summary>
+    private async Task<T[]> PutAndGetAsync<T>(T[] items)
+    {
+        Member member = await JoinAsync();
+        PostgresQueue<T> queue = member.Coordinator.CreateQueue<T>("items");
+        await queue.PutManyAsync(items);
+        IReadOnlyList<PostgresDelivery<T>> deliveries = await queue.GetManyAsync(items.Length, Bound);
+        await queue.CompleteManyAsync(deliveries);
+        (await queue.UnfinishedAsync()).Should().Be(0);
+        return [.. deliveries.Select(d => d.Item)];
     }
 }
