@@ -45,6 +45,7 @@ public sealed partial class PostgresQueue<T>
     {
         cancellationToken.ThrowIfCancellationRequested();
         var open = new List<PostgresDelivery<T>>(batch.Length);
+        List<PostgresDelivery<T>>? lostHere = null;
         int lost = 0;
         foreach (PostgresDelivery<T> delivery in batch)
         {
@@ -57,7 +58,7 @@ public sealed partial class PostgresQueue<T>
                 default:
                     if (delivery.Tracker.IsLost)
                     {
-                        lost++;
+                        (lostHere ??= []).Add(delivery);
                     }
                     else
                     {
@@ -65,6 +66,20 @@ public sealed partial class PostgresQueue<T>
                     }
 
                     break;
+            }
+        }
+
+        if (lostHere is not null)
+        {
+            // Lost as the heartbeat saw it: an immediate shutdown may have dropped the items, and then their completion
+            // is a no-op (as queue_complete counts it for the others).
+            if (await DroppedByShutdownAsync(lostHere[0].Id, cancellationToken).ConfigureAwait(false))
+            {
+                lostHere.ForEach(d => d.MarkFinished(PostgresDelivery<T>.Completed));
+            }
+            else
+            {
+                lost = lostHere.Count;
             }
         }
 
@@ -108,6 +123,28 @@ public sealed partial class PostgresQueue<T>
             throw new PostgresLeaseLostException(batch.Length == 1
                 ? LeaseLostMessage(batch[0].Id)
                 : $"The leases of {lost} of the {batch.Length} items were lost (they expired, or their session ended): those items were not completed, and may be with other consumers.");
+        }
+    }
+
+    /// <summary>
+    /// Whether an immediate shutdown dropped this queue's items: a delivery whose lease the heartbeat found gone is then
+    /// finished (nothing is left unfinished), not lost. A server that cannot be asked leaves it lost: the
+    /// <see cref="PostgresLeaseLostException"/> then carries the failure.
+    /// </summary>
+    private async ValueTask<bool> DroppedByShutdownAsync(long id, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await _coordinator.Database.QueryAsync(
+                "SELECT EXISTS (SELECT 1 FROM __schema__.queues WHERE name = $1 AND immediate)",
+                [Database.Parameter(Name)],
+                static r => r.GetBoolean(0),
+                Database.Retry.Always,
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresCoordinationException e)
+        {
+            throw new PostgresLeaseLostException(LeaseLostMessage(id), e);
         }
     }
 

@@ -151,7 +151,8 @@ public sealed partial class PostgresQueue<T>
     /// <paramref name="completing"/>, unless completed or abandoned already, is completed by the first call, in the same
     /// round trip (see <see cref="ReadAllAsync"/>), or alone when <paramref name="cancellationToken"/> is already
     /// cancelled: cancellation never gives it back. When its lease was lost, nothing is taken and
-    /// <see cref="PostgresLeaseLostException"/> is thrown.
+    /// <see cref="PostgresLeaseLostException"/> is thrown, unless an immediate shutdown dropped its item (it is then
+    /// finished, and the call finds the queue shut down).
     /// </summary>
     private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(
         int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken, PostgresDelivery<T>? completing = null)
@@ -180,7 +181,14 @@ public sealed partial class PostgresQueue<T>
 
             if (completing?.Tracker.IsLost == true)
             {
-                throw new PostgresLeaseLostException(LeaseLostMessage(completing.Id));
+                if (!await DroppedByShutdownAsync(completing.Id, CancellationToken.None).ConfigureAwait(false))
+                {
+                    throw new PostgresLeaseLostException(LeaseLostMessage(completing.Id));
+                }
+
+                // An immediate shutdown dropped it: finished; the take below finds the queue shut down.
+                completing.MarkFinished(PostgresDelivery<T>.Completed);
+                completing = null;
             }
 
             while (true)

@@ -473,6 +473,37 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     }
 
     [PostgresFact]
+    public async Task ShutdownAsync_Immediate_ADeliveryWhoseLostHasFired_CompletesAsANoOp()
+    {
+        // The heartbeat's next renewal finds the dropped item gone and fires Lost; completing is still a no-op (the
+        // item is dropped, nothing is unfinished), however late it comes.
+        var time = new CountingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+        PostgresDelivery<int> one = await queue.GetAsync(Bound);
+        PostgresDelivery<int> two = await queue.GetAsync(Bound);
+
+        await queue.ShutdownAsync(immediate: true);
+        await LostAsync(time, one);
+
+        await one.CompleteAsync();
+        await queue.CompleteManyAsync([two]);
+        one.ToString().Should().Contain("completed");
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    /// <summary>Moves <paramref name="time"/> (the coordinator's clock) on until the heartbeat has found
+    /// <paramref name="delivery"/>'s lease gone.</summary>
+    internal static Task LostAsync(CountingTimeProvider time, PostgresDelivery<int> delivery) => EventuallyAsync(
+        () =>
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            return Task.FromResult(delivery.Lost.IsCancellationRequested);
+        },
+        "the heartbeat finds the lease gone");
+
+    [PostgresFact]
     public async Task ManyProducersAndConsumers_OnTwoCoordinators_EveryItemCompletedExactlyOnce()
     {
         const int Items = 300;

@@ -1,4 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -9,6 +10,26 @@ namespace AsyncPrimitives.Postgres.Tests;
 /// </summary>
 public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(server)
 {
+    [PostgresFact]
+    public async Task ReadAllAsync_WhoseDeliveryAnImmediateShutdownDropped_Ends_AfterItsLostHasFired()
+    {
+        var time = new CountingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+        var seen = new List<int>();
+
+        await foreach (PostgresDelivery<int> delivery in queue.ReadAllAsync())
+        {
+            seen.Add(delivery.Item);
+            await queue.ShutdownAsync(immediate: true);
+            await PostgresQueueTests.LostAsync(time, delivery);
+        }
+
+        seen.Should().Equal(1);
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
     [PostgresFact]
     public async Task ReadAllAsync_CompletesEachDelivery_WhenTheLoopAsksForTheNext_AndEndsWhenShutDownAndDrained()
     {
