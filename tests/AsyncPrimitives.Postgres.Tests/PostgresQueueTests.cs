@@ -151,6 +151,45 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
         (await queue.UnfinishedAsync()).Should().Be(1);
     }
 
+    [PostgresFact]
+    public async Task PutInTransaction_WhileAnOlderOneStaysOpen_WakesAGetterSoonAfterItsCommit()
+    {
+        // The commit watcher checks an open transaction less and less often; a new one must not wait for that.
+        var time = new CountingTimeProvider();
+        Member producer = await JoinAsync(o => { o.TimeProvider = time; o.PollInterval = s_noPolling; });
+        var consumerTime = new CountingTimeProvider();
+        Member consumer = await JoinAsync(o => { o.TimeProvider = consumerTime; o.PollInterval = s_noPolling; });
+        PostgresQueue<int> queue = producer.Coordinator.CreateQueue<int>("numbers");
+
+        await using NpgsqlConnection olderConnection = await producer.Source.OpenConnectionAsync();
+        await using NpgsqlTransaction older = await olderConnection.BeginTransactionAsync();
+        await queue.PutAsync(1, older);
+        for (int check = 0; check < 16; check++)
+        {
+            // The watcher's only timer (the producer has no session): each check finds the older one in progress,
+            // and the next comes twice as late, up to the poll interval (here an hour).
+            await time.WaitForArmedTimersAsync().WaitAsync(Bound);
+            time.Advance(TimeSpan.FromMinutes(10));
+        }
+
+        Task<PostgresDelivery<int>> waiting = consumer.Coordinator.CreateQueue<int>("numbers").GetAsync().AsTask();
+        // The getter asked, found nothing, and sleeps: its sleep and its session's heartbeat are the consumer's timers.
+        await consumerTime.WaitForArmedTimersAsync(2).WaitAsync(Bound);
+        await using (NpgsqlConnection connection = await producer.Source.OpenConnectionAsync())
+        await using (NpgsqlTransaction transaction = await connection.BeginTransactionAsync())
+        {
+            await queue.PutAsync(2, transaction);
+            await transaction.CommitAsync();
+        }
+
+        // A second on the producer's clock: far more than the first check's 2 ms, far less than the older one's wait.
+        await time.WaitForArmedTimersAsync().WaitAsync(Bound);
+        time.Advance(TimeSpan.FromSeconds(1));
+        await using PostgresDelivery<int> delivery = await waiting.WaitAsync(Bound);
+        delivery.Item.Should().Be(2);
+        await older.RollbackAsync();
+    }
+
     [PostgresTheory]
     [InlineData(System.Data.IsolationLevel.ReadCommitted)]
     [InlineData(System.Data.IsolationLevel.RepeatableRead)]

@@ -27,6 +27,10 @@ internal sealed class CommitWatcher
     /// <summary>The next check comes this long after the last; reset to the shortest when a transaction is added.</summary>
     private TimeSpan _interval = s_firstCheck;
 
+    /// <summary>Ends the loop's wait for its next check: cancelled by <see cref="Watch"/>, whose transaction is to be
+    /// checked sooner than that wait would end. Guarded by <see cref="_sync"/>; never disposed (it holds no timer).</summary>
+    private CancellationTokenSource? _wait;
+
     public CommitWatcher(Database database, WakeSignals signals, Notifier notifier, TimeProvider time, TimeSpan longestWait)
     {
         _database = database;
@@ -39,8 +43,11 @@ internal sealed class CommitWatcher
     /// <summary>Wakes <paramref name="key"/> when the transaction <paramref name="transactionId"/> commits.</summary>
     public void Watch(long transactionId, string key)
     {
+        CancellationTokenSource? sooner = null;
+        bool start;
         lock (_sync)
         {
+            start = !_watching;
             if (!_pending.TryGetValue(transactionId, out HashSet<string>? keys))
             {
                 _pending.Add(transactionId, keys = new HashSet<string>(StringComparer.Ordinal));
@@ -50,13 +57,24 @@ internal sealed class CommitWatcher
             _interval = s_firstCheck;
             if (_watching)
             {
-                return;
+                // The loop may be waiting long for an older transaction: it starts again from the first check.
+                sooner = _wait;
+                _wait = null;
             }
-
-            _watching = true;
+            else
+            {
+                _watching = true;
+            }
         }
 
-        _ = Background.Run(WatchAsync);
+        if (sooner is not null)
+        {
+            sooner.Cancel();
+        }
+        else if (start)
+        {
+            _ = Background.Run(WatchAsync);
+        }
     }
 
     private async Task WatchAsync()
@@ -65,6 +83,7 @@ internal sealed class CommitWatcher
         {
             long[] ids;
             TimeSpan interval;
+            CancellationToken wait;
             lock (_sync)
             {
                 if (_pending.Count == 0)
@@ -73,12 +92,19 @@ internal sealed class CommitWatcher
                     return;
                 }
 
-                ids = [.. _pending.Keys];
                 interval = _interval;
                 _interval = _interval * 2 < _longestWait ? _interval * 2 : _longestWait;
+                _wait = new CancellationTokenSource();
+                wait = _wait.Token;
             }
 
-            await Task.Delay(interval, _time).ConfigureAwait(false);
+            // Ended early by a new transaction; resumed on the pool, never inline in the put that ended it.
+            await Task.Delay(interval, _time, wait).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ForceYielding);
+            lock (_sync)
+            {
+                ids = [.. _pending.Keys];
+            }
+
             List<(long Id, string? Status)> statuses;
             try
             {
