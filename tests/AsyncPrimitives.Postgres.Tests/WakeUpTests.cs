@@ -42,6 +42,59 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
     }
 
     [PostgresFact]
+    public async Task DisposingACoordinatorThatHeldADelivery_NotifiesOnlyOnceTheItemIsBackInLine()
+    {
+        // A wait woken before the item is back would find nothing and sleep to its next poll (here an hour).
+        Member a = await JoinAsync();
+        Member b = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        await queueA.PutAsync(1);
+        PostgresDelivery<int> held = await queueA.GetAsync(Bound);
+        Task<PostgresDelivery<int>> waiting = b.Coordinator.CreateQueue<int>("numbers").GetAsync().AsTask();
+
+        await using NpgsqlConnection listener = await Server.CreateDataSource().OpenConnectionAsync();
+        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        listener.Notification += (_, e) => payloads.Enqueue(e.Payload);
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listener))
+        {
+            await listen.ExecuteNonQueryAsync();
+        }
+
+        Task disposing;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction rowLock = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            // Ending a's session waits for the item's row: what a's coordinator announces meanwhile is announced early.
+            await ExecuteAsync(rowLock, $"SELECT 1 FROM @schema.queue_items WHERE id = {held.Id} FOR UPDATE");
+            disposing = a.Coordinator.DisposeAsync().AsTask();
+            await WaitsForALockAsync(a, "ending the session waits for the row");
+            await a.Coordinator.Notifier.FlushAsync().WaitAsync(Bound);
+            await ReceivedUpToAsync(listener, payloads, "marker");
+            payloads.Should().Equal(["marker"], "nothing is announced before the item is back in line");
+            await rowLock.RollbackAsync();
+        }
+
+        await disposing.WaitAsync(Bound);
+        await using PostgresDelivery<int> delivery = await waiting.WaitAsync(Bound);
+        delivery.Attempt.Should().Be(2);
+    }
+
+    /// <summary>Sends <paramref name="marker"/> on the schema's channel and reads what <paramref name="listener"/> receives
+    /// until it arrives: notifications are delivered in the order of their commits.</summary>
+    private async Task ReceivedUpToAsync(NpgsqlConnection listener, System.Collections.Concurrent.ConcurrentQueue<string> payloads, string marker)
+    {
+        await using (NpgsqlCommand notify = Admin.CreateCommand($"SELECT pg_notify('{Schema}', '{marker}')"))
+        {
+            await notify.ExecuteNonQueryAsync();
+        }
+
+        while (!payloads.Contains(marker))
+        {
+            (await listener.WaitAsync(Bound)).Should().BeTrue("the marker arrives");
+        }
+    }
+
+    [PostgresFact]
     public async Task Notifier_WhileOneNotifyIsInFlight_CoalescesTheRequestsIntoOneMore()
     {
         _ = await JoinAsync(); // installs the schema

@@ -202,14 +202,18 @@ internal sealed partial class Session
     /// Ends the session (once): waits in progress fail with <paramref name="reason"/>, leases are lost, the others are
     /// asked to look again, and the LISTEN loop and heartbeat stop (the LISTEN loop closes the connection).
     /// </summary>
-    public void End(Exception reason)
+    public void End(Exception reason) => AskOthersToLook(EndHere(reason));
+
+    /// <summary>Ends the session in this process (once; see <see cref="End"/>); returns the wake keys of the leases
+    /// lost, for the others to be asked to look again once the server has freed them.</summary>
+    private string[] EndHere(Exception reason)
     {
         LeaseTracker[] lost;
         lock (_sync)
         {
             if (_endReason is not null)
             {
-                return;
+                return [];
             }
 
             _endReason = reason;
@@ -224,7 +228,17 @@ internal sealed partial class Session
         {
             lease.MarkLost();
             _coordinator.Signals.Signal(lease.WakeKey);
-            _coordinator.Notifier.Request(lease.WakeKey);
+        }
+
+        return [.. lost.Select(l => l.WakeKey).Distinct(StringComparer.Ordinal)];
+    }
+
+    /// <summary>Asks the other processes' waits on <paramref name="keys"/> to look again.</summary>
+    private void AskOthersToLook(string[] keys)
+    {
+        foreach (string key in keys)
+        {
+            _coordinator.Notifier.Request(key);
         }
     }
 
@@ -243,13 +257,15 @@ internal sealed partial class Session
     /// </summary>
     public async Task CloseAsync(Exception reason)
     {
-        End(reason);
+        string[] freed = EndHere(reason);
         // If this cannot reach the server, the session's connection, closed below, frees its rows too.
         await _coordinator.Database.RunCleanupAsync(
             "SELECT __schema__.end_session($1, $2)",
             [Database.Parameter(_coordinator.Owner), Database.Parameter(Key)],
             static _ => true,
             _coordinator.CleanupTimeout).ConfigureAwait(false);
+        // Only now: a wait woken before the rows were free would find nothing and sleep to its next poll.
+        AskOthersToLook(freed);
         await StopAsync(reason).ConfigureAwait(false);
     }
 
