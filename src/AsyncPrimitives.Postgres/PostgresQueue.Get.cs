@@ -320,6 +320,7 @@ public sealed partial class PostgresQueue<T>
         });
 
         var deliveries = new List<PostgresDelivery<T>>(rows.Count);
+        bool late = false;
         JsonException? unreadable = null;
         long unreadableId = 0;
         foreach ((long id, long token, int attempt, _, string? payload, _) in rows)
@@ -339,9 +340,35 @@ public sealed partial class PostgresQueue<T>
             deliveries.Add(new PostgresDelivery<T>(this, attempt, item, tracker));
             if (!session.TryAdd(tracker))
             {
-                // The session ended meanwhile: the items are free for others again (their session is gone).
-                throw session.CreateEndException();
+                if (session.IsEnded)
+                {
+                    // The session ended meanwhile: the items are free for others again (their session is gone).
+                    throw session.CreateEndException();
+                }
+
+                late = true; // lost at birth: the answer came after the leases' local deadline
             }
+        }
+
+        if (late)
+        {
+            // The server leased the items to this process, which cannot count on them: given back at once (not left
+            // leased to no one until they expire); the attempt counts.
+            foreach (PostgresDelivery<T> delivery in deliveries)
+            {
+                try
+                {
+                    await AbandonCoreAsync(delivery, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (PostgresCoordinationException)
+                {
+                    // Left to expire: never renewed, the item comes back at the latest one lease duration from now.
+                }
+            }
+
+            throw new PostgresCoordinationException(
+                $"Items of the queue '{Name}' were taken, but the answer came later than their lease allows (the lease " +
+                "duration less its margin): they were given back. The process or its connection to the server stalled.");
         }
 
         if (unreadable is not null)
