@@ -86,30 +86,39 @@ public sealed partial class PostgresQueue<T>
         if (open.Count > 0)
         {
             Database database = _coordinator.Database;
-            // Not tried again when the answer may be lost: a repeat would find its own completion and call it a loss.
-            // Items an immediate shutdown dropped count as completed (see queue_complete).
-            (long[] Completed, bool Drained) result = await database.QueryAsync(
-                "SELECT completed, drained FROM __schema__.queue_complete($1, $2, $3, $4)",
-                [
-                    Database.Parameter(Name), Database.Parameter(open.Select(d => d.Id).ToArray()),
-                    Database.Parameter(open.Select(d => d.Tracker.Id).ToArray()), Database.Parameter(_coordinator.Owner),
-                ],
-                static r => (r.GetFieldValue<long[]>(0), r.GetBoolean(1)),
-                Database.Retry.IfNotRun,
-                cancellationToken).ConfigureAwait(false);
-
-            var completed = new HashSet<long>(result.Completed);
-            foreach (PostgresDelivery<T> delivery in open)
+            (long[] Completed, bool Drained) result;
+            open.ForEach(d => d.Tracker.BeginEnding()); // a renewal meanwhile leaves the verdict to this call
+            try
             {
-                if (completed.Contains(delivery.Id))
+                // Not tried again when the answer may be lost: a repeat would find its own completion and call it a loss.
+                // Items an immediate shutdown dropped count as completed (see queue_complete).
+                result = await database.QueryAsync(
+                    "SELECT completed, drained FROM __schema__.queue_complete($1, $2, $3, $4)",
+                    [
+                        Database.Parameter(Name), Database.Parameter(open.Select(d => d.Id).ToArray()),
+                        Database.Parameter(open.Select(d => d.Tracker.Id).ToArray()), Database.Parameter(_coordinator.Owner),
+                    ],
+                    static r => (r.GetFieldValue<long[]>(0), r.GetBoolean(1)),
+                    Database.Retry.IfNotRun,
+                    cancellationToken).ConfigureAwait(false);
+
+                var completed = new HashSet<long>(result.Completed);
+                foreach (PostgresDelivery<T> delivery in open)
                 {
-                    delivery.MarkFinished(PostgresDelivery<T>.Completed);
+                    if (completed.Contains(delivery.Id))
+                    {
+                        delivery.MarkFinished(PostgresDelivery<T>.Completed);
+                    }
+                    else
+                    {
+                        delivery.Tracker.MarkLost();
+                        lost++;
+                    }
                 }
-                else
-                {
-                    delivery.Tracker.MarkLost();
-                    lost++;
-                }
+            }
+            finally
+            {
+                open.ForEach(d => d.Tracker.EndEnding());
             }
 
             if (result.Drained)
@@ -152,13 +161,22 @@ public sealed partial class PostgresQueue<T>
     internal async ValueTask AbandonCoreAsync(PostgresDelivery<T> delivery, CancellationToken cancellationToken)
     {
         Database database = _coordinator.Database;
-        string outcome = (await database.QueryAsync(
-            "SELECT __schema__.queue_abandon($1, $2, $3)::text",
-            [Database.Parameter(delivery.Id), Database.Parameter(delivery.Tracker.Id), Database.Parameter(_coordinator.Owner)],
-            static r => r.GetString(0),
-            Database.Retry.Always,
-            cancellationToken).ConfigureAwait(false))!;
-        delivery.MarkFinished(PostgresDelivery<T>.Abandoned);
+        string outcome;
+        delivery.Tracker.BeginEnding(); // a renewal meanwhile leaves the verdict to this call
+        try
+        {
+            outcome = (await database.QueryAsync(
+                "SELECT __schema__.queue_abandon($1, $2, $3)::text",
+                [Database.Parameter(delivery.Id), Database.Parameter(delivery.Tracker.Id), Database.Parameter(_coordinator.Owner)],
+                static r => r.GetString(0),
+                Database.Retry.Always,
+                cancellationToken).ConfigureAwait(false))!;
+            delivery.MarkFinished(PostgresDelivery<T>.Abandoned);
+        }
+        finally
+        {
+            delivery.Tracker.EndEnding();
+        }
         if (outcome == "r")
         {
             Wake(WakeKey);

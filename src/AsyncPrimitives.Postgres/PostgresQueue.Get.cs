@@ -167,6 +167,7 @@ public sealed partial class PostgresQueue<T>
         bool waited = false;
         try
         {
+            entered?.Tracker.BeginEnding(); // a renewal meanwhile leaves the verdict to the call that completes it
             if (cancellationToken.IsCancellationRequested)
             {
                 // Cancelled already: nothing is taken, but a delivery to complete is completed first, alone. A
@@ -258,6 +259,7 @@ public sealed partial class PostgresQueue<T>
         }
         finally
         {
+            entered?.Tracker.EndEnding();
             entered?.ExitCall();
         }
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Npgsql;
 
@@ -12,6 +13,47 @@ namespace AsyncPrimitives.Postgres.Tests;
 /// </summary>
 public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(server)
 {
+    [PostgresFact]
+    public async Task ACompletion_WhoseAnswerComesAfterARenewalFoundTheItemGone_DoesNotFireLost()
+    {
+        // The completion commits, its answer is held back; meanwhile the heartbeat's renewal (another connection) finds
+        // the item gone. The completion's own answer decides: completed, so Lost never fires.
+        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o => o.TimeProvider = time, port: proxy.Port);
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("done");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+        await time.WaitForArmedTimersAsync(2).WaitAsync(Bound); // the heartbeat's next beat and the delivery's deadline
+
+        Task completing;
+        int port;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
+            completing = delivery.CompleteAsync().AsTask();
+            await WaitsForALockAsync(member, "the completion waits for the item's row");
+            port = await ScalarAsync<int>(
+                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'");
+            proxy.HoldReplies(port);
+            await hold.CommitAsync();
+        }
+
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items") == 0, "the completion committed");
+        long timers = time.TimerCreations;
+        time.Advance(member.Coordinator.LeaseDuration / 3);
+
+        // The beat waits for its renewal with a timer, and arms the next beat once the renewal's answer is handled.
+        await EventuallyAsync(() => Task.FromResult(time.TimerCreations >= timers + 2), "the renewal's answer was handled");
+        delivery.ToString().Should().Contain("held", "the renewal leaves the verdict to the completion in flight");
+        proxy.ReleaseReplies(port);
+
+        await completing.WaitAsync(Bound);
+        delivery.ToString().Should().Contain("completed");
+        delivery.Lost.IsCancellationRequested.Should().BeFalse("Lost is never cancelled by completing");
+    }
+
     [PostgresFact]
     public async Task ConsumerBackendsTerminated_ItsItemIsDeliveredAgain_WellBeforeTheLeaseExpires()
     {

@@ -23,6 +23,9 @@ internal sealed class LeaseTracker
     private readonly ITimer _deadline;
     private int _state;
 
+    /// <summary>Calls in flight that end the lease (a completion, an abandonment); see <see cref="IsEnding"/>.</summary>
+    private int _ending;
+
     /// <param name="session">The session the lease was taken under; it must be ended or renewed for the lease to last.</param>
     /// <param name="id">The fencing token (a permit) or the lease token (a queue item).</param>
     /// <param name="itemId">The queue item's id (a delivery); 0 for a permit.</param>
@@ -66,6 +69,17 @@ internal sealed class LeaseTracker
     public bool IsHeld => Volatile.Read(ref _state) == Held;
 
     public bool IsLost => Volatile.Read(ref _state) == Lost;
+
+    /// <summary>Whether a call that ends the lease is in flight: a renewal that finds the lease gone leaves the verdict
+    /// to that call, whose own answer says whether it ended the lease or found it lost (one that fails leaves the lease
+    /// to the next renewal).</summary>
+    public bool IsEnding => Volatile.Read(ref _ending) != 0;
+
+    /// <summary>Marks a call that ends the lease as in flight, until <see cref="EndEnding"/>.</summary>
+    public void BeginEnding() => Interlocked.Increment(ref _ending);
+
+    /// <summary>The call that <see cref="BeginEnding"/> marked has its answer (or failed).</summary>
+    public void EndEnding() => Interlocked.Decrement(ref _ending);
 
     /// <summary>How long before the server may free a lease it counts as lost here: a tenth of the lease duration, at
     /// most 1 s (a renewal is sent every third of it, so this fires only after two renewals in a row did not get through).</summary>

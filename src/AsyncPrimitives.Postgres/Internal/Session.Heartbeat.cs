@@ -103,7 +103,7 @@ internal sealed partial class Session
             {
                 lease.Renewed(sentAt);
             }
-            else if (lease.IsHeld)
+            else if (lease.IsHeld && !lease.IsEnding)
             {
                 lease.MarkLost();
             }

@@ -7,6 +7,7 @@ namespace AsyncPrimitives.Postgres.Tests.Support;
 /// A TCP relay in front of the test server, to cut a client off without the server noticing: <see cref="Freeze"/>
 /// stops relaying bytes while every connection stays open (a network partition: the server still sees its sessions
 /// alive), <see cref="Thaw"/> resumes, <see cref="Sever"/> closes every connection at once (a dropped connection).
+/// <see cref="HoldReplies"/> holds back what the server sends on one connection (an answer that comes late).
 /// </summary>
 public sealed class TcpProxy : IAsyncDisposable
 {
@@ -16,6 +17,7 @@ public sealed class TcpProxy : IAsyncDisposable
     private readonly Lock _sync = new();
     private readonly List<Socket> _sockets = [];
     private readonly Task _accepting;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, TaskCompletionSource> _replyHolds = new();
     private TaskCompletionSource _open = NewOpenGate(opened: true);
     private int _heldBack;
 
@@ -52,6 +54,20 @@ public sealed class TcpProxy : IAsyncDisposable
         }
     }
 
+    /// <summary>Holds back what the server sends on the connection it sees coming from <paramref name="clientPort"/>
+    /// (<c>pg_stat_activity.client_port</c>) until <see cref="ReleaseReplies"/>.</summary>
+    public void HoldReplies(int clientPort) =>
+        _replyHolds[clientPort] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Relays what <see cref="HoldReplies"/> held back, and what comes after it.</summary>
+    public void ReleaseReplies(int clientPort)
+    {
+        if (_replyHolds.TryRemove(clientPort, out TaskCompletionSource? hold))
+        {
+            hold.TrySetResult();
+        }
+    }
+
     /// <summary>Closes every relayed connection (new ones are still accepted).</summary>
     public void Sever()
     {
@@ -74,6 +90,11 @@ public sealed class TcpProxy : IAsyncDisposable
         _stop.Cancel();
         _listener.Stop();
         Thaw();
+        foreach (int port in _replyHolds.Keys)
+        {
+            ReleaseReplies(port);
+        }
+
         Sever();
         await _accepting.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
@@ -110,12 +131,13 @@ public sealed class TcpProxy : IAsyncDisposable
                 _sockets.Add(server);
             }
 
-            _ = PumpAsync(client, server);
-            _ = PumpAsync(server, client);
+            _ = PumpAsync(client, server, replyPort: null);
+            _ = PumpAsync(server, client, ((IPEndPoint)server.LocalEndPoint!).Port);
         }
     }
 
-    private async Task PumpAsync(Socket from, Socket to)
+    /// <param name="replyPort">For the server's side: the port the server sees the connection coming from.</param>
+    private async Task PumpAsync(Socket from, Socket to, int? replyPort)
     {
         byte[] buffer = new byte[16 * 1024];
         try
@@ -145,6 +167,11 @@ public sealed class TcpProxy : IAsyncDisposable
                     {
                         Interlocked.Decrement(ref _heldBack);
                     }
+                }
+
+                if (replyPort is int port && _replyHolds.TryGetValue(port, out TaskCompletionSource? hold))
+                {
+                    await hold.Task.WaitAsync(_stop.Token);
                 }
 
                 await to.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, _stop.Token);
