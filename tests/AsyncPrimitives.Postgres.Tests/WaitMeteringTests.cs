@@ -1,5 +1,7 @@
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -126,6 +128,35 @@ public sealed class WaitMeteringTests(PostgresServer server) : PostgresTest(serv
     }
 
     /// <summary>Until the wait on <paramref name="name"/> sleeps for its turn (it is counted among the waiters).</summary>
+    [PostgresFact]
+    public async Task AWaitThatQueued_AndTimedOutBeforeItsFirstSleep_IsRecordedAsATimeout()
+    {
+        // The acquire's first call is held at the set's turn while the coordinator's clock passes its timeout: it joins
+        // the line, then finds its time up before it sleeps.
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o => o.TimeProvider = time);
+        PostgresLock theLock = member.Coordinator.CreateLock(name);
+        await using PostgresLease held = await theLock.AcquireAsync(Bound);
+
+        Task<PostgresLease> acquiring;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction turn = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(turn, $"SELECT @schema.permit_turn('l', '{name}')");
+            acquiring = theLock.AcquireAsync(TimeSpan.FromSeconds(1)).AsTask();
+            await WaitsForALockAsync(member, "the acquire waits for the set's turn");
+            time.Advance(TimeSpan.FromSeconds(2));
+            await turn.CommitAsync();
+        }
+
+        await FluentActions.Awaiting(() => acquiring.WaitAsync(Bound)).Should().ThrowAsync<TimeoutException>();
+        Tagged(durations.GetMeasurementSnapshot(), name).Select(m => m.Tags["asynctools.outcome"])
+            .Should().Equal(["timeout"], "the wait queued (it took a place in line) and timed out");
+        (await PermitRowsAsync()).Should().Be((1L, 0L), "the timed-out wait left the line");
+    }
+
     private static Task SleepingAsync(MetricCollector<long> waiters, string name) => PostgresScope.EventuallyAsync(
         () => Task.FromResult(Tagged(waiters.GetMeasurementSnapshot(), name).Sum(m => m.Value) == 1), $"the wait on '{name}' sleeps");
 

@@ -7,7 +7,7 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// <remarks>
 /// <para>The wait takes its key's next signal <em>before</em> each call (<see cref="BeginCallAsync"/>), so a signal that
 /// arrives while the call runs is not missed: the sleep after it then ends at once.</para>
-/// <para><b>Metrics</b> (<see cref="WaitMetering"/>): a wait is metered from its first sleep; its outcome is recorded
+/// <para><b>Metrics</b> (<see cref="WaitMetering"/>): a wait is metered from its first sleep (or its timeout, if that came first); its outcome is recorded
 /// once, by the caller's exception filter (<see cref="Failed"/>) when it fails, else by <see cref="Dispose"/>: a wait
 /// that slept and did not fail got what it waited for. A wait served by its first call records nothing.</para>
 /// </remarks>
@@ -20,7 +20,7 @@ internal sealed class ServerWait : IDisposable
     private Task _woken = Task.CompletedTask;
     private bool _retriedSession;
 
-    /// <summary>The wait's metrics; started by its first sleep.</summary>
+    /// <summary>The wait's metrics; started by its first <see cref="SleepAsync"/>.</summary>
     private WaitMetering _metering;
 
     /// <summary>Starts a wait on <paramref name="wakeKey"/> of at most <paramref name="timeout"/>; with
@@ -81,6 +81,8 @@ internal sealed class ServerWait : IDisposable
     /// </summary>
     public async Task SleepAsync(CancellationToken cancellationToken)
     {
+        // Metered from here, also when the timeout has passed already: the wait had to queue.
+        _metering.Sleeping();
         TimeProvider time = _coordinator.Time;
         TimeSpan sleep = _coordinator.PollInterval;
         if (_timeout != Timeout.InfiniteTimeSpan)
@@ -94,7 +96,6 @@ internal sealed class ServerWait : IDisposable
             sleep = left < sleep ? left : sleep;
         }
 
-        _metering.Sleeping();
         Session session = Session!;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, session.Ended);
         try
