@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using AsyncPrimitives.Postgres.Internal;
 
 namespace AsyncPrimitives.Postgres;
@@ -46,6 +47,7 @@ public sealed partial class PostgresQueue<T>
         cancellationToken.ThrowIfCancellationRequested();
         var open = new List<PostgresDelivery<T>>(batch.Length);
         List<PostgresDelivery<T>>? lostHere = null;
+        var unknown = new StrongBox<Exception?>();
         int lost = 0;
         foreach (PostgresDelivery<T> delivery in batch)
         {
@@ -66,20 +68,6 @@ public sealed partial class PostgresQueue<T>
                     }
 
                     break;
-            }
-        }
-
-        if (lostHere is not null)
-        {
-            // Lost as the heartbeat saw it: an immediate shutdown may have dropped the items, and then their completion
-            // is a no-op (as queue_complete counts it for the others).
-            if (await DroppedByShutdownAsync(lostHere[0].Id, cancellationToken).ConfigureAwait(false))
-            {
-                lostHere.ForEach(d => d.MarkFinished(PostgresDelivery<T>.Completed));
-            }
-            else
-            {
-                lost = lostHere.Count;
             }
         }
 
@@ -127,20 +115,36 @@ public sealed partial class PostgresQueue<T>
             }
         }
 
+        if (lostHere is not null)
+        {
+            // Lost as the heartbeat saw it (looked at after the others are completed): an immediate shutdown may have
+            // dropped the items, and then their completion is a no-op (as queue_complete counts it for the others).
+            if (await DroppedByShutdownAsync(unknown, cancellationToken).ConfigureAwait(false))
+            {
+                lostHere.ForEach(d => d.MarkFinished(PostgresDelivery<T>.Completed));
+            }
+            else
+            {
+                lost += lostHere.Count;
+            }
+        }
+
         if (lost > 0)
         {
-            throw new PostgresLeaseLostException(batch.Length == 1
-                ? LeaseLostMessage(batch[0].Id)
-                : $"The leases of {lost} of the {batch.Length} items were lost (they expired, or their session ended): those items were not completed, and may be with other consumers.");
+            throw new PostgresLeaseLostException(
+                batch.Length == 1
+                    ? LeaseLostMessage(batch[0].Id)
+                    : $"The leases of {lost} of the {batch.Length} items were lost (they expired, or their session ended): those items were not completed, and may be with other consumers.",
+                unknown.Value);
         }
     }
 
     /// <summary>
     /// Whether an immediate shutdown dropped this queue's items: a delivery whose lease the heartbeat found gone is then
-    /// finished (nothing is left unfinished), not lost. A server that cannot be asked leaves it lost: the
-    /// <see cref="PostgresLeaseLostException"/> then carries the failure.
+    /// finished (nothing is left unfinished), not lost. A server that cannot be asked leaves it lost:
+    /// <paramref name="failure"/> is then what the <see cref="PostgresLeaseLostException"/> carries.
     /// </summary>
-    private async ValueTask<bool> DroppedByShutdownAsync(long id, CancellationToken cancellationToken)
+    private async ValueTask<bool> DroppedByShutdownAsync(StrongBox<Exception?> failure, CancellationToken cancellationToken)
     {
         try
         {
@@ -153,7 +157,8 @@ public sealed partial class PostgresQueue<T>
         }
         catch (PostgresCoordinationException e)
         {
-            throw new PostgresLeaseLostException(LeaseLostMessage(id), e);
+            failure.Value = e;
+            return false;
         }
     }
 

@@ -182,9 +182,10 @@ public sealed partial class PostgresQueue<T>
 
             if (completing?.Tracker.IsLost == true)
             {
-                if (!await DroppedByShutdownAsync(completing.Id, CancellationToken.None).ConfigureAwait(false))
+                var unknown = new StrongBox<Exception?>();
+                if (!await DroppedByShutdownAsync(unknown, CancellationToken.None).ConfigureAwait(false))
                 {
-                    throw new PostgresLeaseLostException(LeaseLostMessage(completing.Id));
+                    throw new PostgresLeaseLostException(LeaseLostMessage(completing.Id), unknown.Value);
                 }
 
                 // An immediate shutdown dropped it: finished; the take below finds the queue shut down.

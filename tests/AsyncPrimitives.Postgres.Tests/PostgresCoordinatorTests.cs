@@ -68,16 +68,20 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
     }
 
     [PostgresFact]
-    public async Task EnsureSchemaAsync_OnASchemaInstalledBeforeRevisionsWereRecorded_ReplacesTheFunctions()
+    public async Task EnsureSchemaAsync_OnASchemaOfAPreReleaseBuild_RefusesSayingToDropIt()
     {
+        // A pre-release build recorded no revision, and its tables differ (jsonb payloads): nothing is changed.
         Member a = await JoinAsync();
-        await ReplacePermitFreeAsync(revision: 0);
-        await ScalarAsync<int>("ALTER TABLE @schema.schema_version DROP COLUMN revision; SELECT 1");
+        await ScalarAsync<int>(
+            "ALTER TABLE @schema.queue_items ALTER COLUMN payload TYPE jsonb; " +
+            "ALTER TABLE @schema.schema_version DROP COLUMN revision; SELECT 1");
 
-        await a.Coordinator.EnsureSchemaAsync();
+        var thrown = await FluentActions.Awaiting(() => a.Coordinator.EnsureSchemaAsync()).Should().ThrowAsync<PostgresCoordinationException>();
 
-        (await ScalarAsync<int>("SELECT @schema.permit_free('s', 'none', 5)")).Should().Be(5);
-        (await ScalarAsync<int>("SELECT revision FROM @schema.schema_version")).Should().Be(Database.Revision);
+        thrown.Which.Message.Should().Contain("pre-release").And.Contain("DROP SCHEMA");
+        (await ScalarAsync<string>(
+            "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = '@schema.queue_items'::regclass AND attname = 'payload'"))
+            .Should().Be("jsonb", "nothing was changed");
     }
 
     [PostgresFact]

@@ -14,6 +14,26 @@ namespace AsyncPrimitives.Postgres.Tests;
 public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(server)
 {
     [PostgresFact]
+    public async Task AJoinWaiting_IsWokenByTheCompletionThatLeavesNothingUnfinished_BesideAnExpiredLastAttempt()
+    {
+        Member consumer = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        Member joiner = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        var options = new PostgresQueueOptions { MaxAttempts = 1 };
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("join", options);
+        await queue.PutManyAsync([1, 2]);
+        PostgresDelivery<int> dying = await queue.GetAsync(Bound);
+        PostgresDelivery<int> working = await queue.GetAsync(Bound);
+        await ScalarAsync<int>($"UPDATE @schema.queue_items SET leased_until = now() - interval '1 second' WHERE id = {dying.Id}; SELECT 1");
+        (await queue.UnfinishedAsync()).Should().Be(1, "the expired last attempt counts as a dead letter");
+
+        Task joined = joiner.Coordinator.CreateQueue<int>("join", options).JoinAsync().AsTask();
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join waits");
+        await working.CompleteAsync();
+
+        await joined.WaitAsync(Bound); // woken by the completion, not by a poll (an hour away)
+    }
+
+    [PostgresFact]
     public async Task ACompletion_WhoseAnswerComesAfterARenewalFoundTheItemGone_DoesNotFireLost()
     {
         // The completion commits, its answer is held back; meanwhile the heartbeat's renewal (another connection) finds

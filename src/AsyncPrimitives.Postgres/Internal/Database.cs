@@ -117,25 +117,32 @@ internal sealed partial class Database
                 await turn.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            (int Version, int Revision) installed = (0, 0);
+            (int Version, int? Revision) installed = (0, 0);
             using (var version = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection, transaction))
             {
                 version.Parameters.Add(Parameter(Quoted + ".schema_version"));
                 if ((bool)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
                 {
-                    // The revision read through to_jsonb: a schema installed before revisions were recorded has no
-                    // such column (its functions count as revision 0).
+                    // The revision read through to_jsonb: a schema installed by a pre-release build has no such column.
                     version.CommandText = Sql(
-                        "SELECT v.version, coalesce((to_jsonb(v) ->> 'revision')::int, 0) FROM __schema__.schema_version v " +
+                        "SELECT v.version, (to_jsonb(v) ->> 'revision')::int FROM __schema__.schema_version v " +
                         "ORDER BY v.version DESC LIMIT 1");
                     version.Parameters.Clear();
                     NpgsqlDataReader row = await version.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
                     await using var rowScope = row.ConfigureAwait(false);
                     if (await row.ReadAsync(cancellationToken).ConfigureAwait(false))
                     {
-                        installed = (row.GetInt32(0), row.GetInt32(1));
+                        installed = (row.GetInt32(0), row.IsDBNull(1) ? null : row.GetInt32(1));
                     }
                 }
+            }
+
+            if (installed.Revision is null)
+            {
+                throw new PostgresCoordinationException(
+                    $"The schema \"{Schema}\" was installed by a pre-release build of AsyncPrimitives.Postgres, whose tables " +
+                    $"differ from this version's and cannot be changed in place: drop it (DROP SCHEMA \"{Schema}\" CASCADE, " +
+                    "which deletes its queues' items) and call EnsureSchemaAsync again.");
             }
 
             if (installed.Version > Version)

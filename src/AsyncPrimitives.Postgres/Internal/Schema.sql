@@ -565,10 +565,11 @@ BEGIN
         SELECT coalesce(array_agg(r.id), '{}') INTO completed FROM unnest(p_ids) AS r(id)
         WHERE r.id = ANY (completed) OR NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id);
     END IF;
-    -- Looked up only while a join waits (see queue_joins).
-    drained := EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue)
-           AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
-           AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until IS NOT NULL);
+    -- Looked up only while a join waits (see queue_joins), with the join's own count.
+    drained := false;
+    IF EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue) THEN
+        drained := (SELECT c.unfinished FROM __schema__.queue_counts(p_queue) c) = 0;
+    END IF;
 END
 $$;
 
