@@ -1,6 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
-using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -20,16 +19,10 @@ public sealed class LateAnswerTests(PostgresServer server) : PostgresTest(server
         Member other = await JoinAsync();
         PostgresLock theLock = member.Coordinator.CreateLock("late");
 
-        Task<PostgresLease> acquiring;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction turn = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(turn, "SELECT @schema.permit_turn('l', 'late')");
-            acquiring = theLock.AcquireAsync(TimeSpan.FromSeconds(5)).AsTask();
-            await WaitsForALockAsync(member, "the acquire waits for the set's turn");
-            time.Advance(member.Coordinator.LeaseDuration);
-            await turn.CommitAsync();
-        }
+        Task<PostgresLease> acquiring = await CallHeldAtTheServerAsync(
+            "SELECT @schema.permit_turn('l', 'late')", member,
+            () => theLock.AcquireAsync(TimeSpan.FromSeconds(5)).AsTask(),
+            () => time.Advance(member.Coordinator.LeaseDuration));
 
         var thrown = await FluentActions.Awaiting(() => acquiring.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
         thrown.Which.Message.Should().Contain("given back");
@@ -47,16 +40,10 @@ public sealed class LateAnswerTests(PostgresServer server) : PostgresTest(server
         PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("late");
         await queue.PutAsync(7);
 
-        Task<PostgresDelivery<int>> getting;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN EXCLUSIVE MODE");
-            getting = queue.GetAsync(TimeSpan.FromSeconds(5)).AsTask();
-            await WaitsForALockAsync(member, "the get waits for the items");
-            time.Advance(member.Coordinator.LeaseDuration);
-            await hold.CommitAsync();
-        }
+        Task<PostgresDelivery<int>> getting = await CallHeldAtTheServerAsync(
+            "LOCK TABLE @schema.queue_items IN EXCLUSIVE MODE", member,
+            () => queue.GetAsync(TimeSpan.FromSeconds(5)).AsTask(),
+            () => time.Advance(member.Coordinator.LeaseDuration));
 
         var thrown = await FluentActions.Awaiting(() => getting.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
         thrown.Which.Message.Should().Contain("given back");

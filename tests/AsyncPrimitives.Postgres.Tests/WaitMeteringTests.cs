@@ -1,7 +1,6 @@
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
-using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -140,16 +139,10 @@ public sealed class WaitMeteringTests(PostgresServer server) : PostgresTest(serv
         PostgresLock theLock = member.Coordinator.CreateLock(name);
         await using PostgresLease held = await theLock.AcquireAsync(Bound);
 
-        Task<PostgresLease> acquiring;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction turn = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(turn, $"SELECT @schema.permit_turn('l', '{name}')");
-            acquiring = theLock.AcquireAsync(TimeSpan.FromSeconds(1)).AsTask();
-            await WaitsForALockAsync(member, "the acquire waits for the set's turn");
-            time.Advance(TimeSpan.FromSeconds(2));
-            await turn.CommitAsync();
-        }
+        Task<PostgresLease> acquiring = await CallHeldAtTheServerAsync(
+            $"SELECT @schema.permit_turn('l', '{name}')", member,
+            () => theLock.AcquireAsync(TimeSpan.FromSeconds(1)).AsTask(),
+            () => time.Advance(TimeSpan.FromSeconds(2)));
 
         await FluentActions.Awaiting(() => acquiring.WaitAsync(Bound)).Should().ThrowAsync<TimeoutException>();
         Tagged(durations.GetMeasurementSnapshot(), name).Select(m => m.Tags["asynctools.outcome"])

@@ -82,6 +82,23 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
         await command.ExecuteNonQueryAsync();
     }
 
+    /// <summary>
+    /// Starts <paramref name="call"/> while a transaction here holds what <paramref name="holdSql"/> locks (<c>@schema</c>
+    /// stands for this test's schema); once a backend of <paramref name="member"/> waits for it, runs
+    /// <paramref name="whileWaiting"/>, then commits. Returns the call, which goes on from there.
+    /// </summary>
+    public async Task<Task<T>> CallHeldAtTheServerAsync<T>(string holdSql, Member member, Func<Task<T>> call, Action whileWaiting)
+    {
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(hold, holdSql);
+        Task<T> started = call();
+        await WaitsForALockAsync(member, "the call waits for what the transaction holds");
+        whileWaiting();
+        await hold.CommitAsync();
+        return started;
+    }
+
     /// <summary>Waits (bounded) until <paramref name="count"/> backends of <paramref name="member"/> wait for a lock.</summary>
     public Task WaitsForALockAsync(Member member, string because, int count = 1) =>
         WaitsForALockAsync($"application_name = '{member.Application}'", because, count);

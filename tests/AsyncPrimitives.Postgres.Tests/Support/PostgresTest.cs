@@ -32,6 +32,9 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
 
     protected Task WaitsForALockAsync(Member member, string because, int count = 1) => Scope.WaitsForALockAsync(member, because, count);
 
+    protected Task<Task<T>> CallHeldAtTheServerAsync<T>(string holdSql, Member member, Func<Task<T>> call, Action whileWaiting) =>
+        Scope.CallHeldAtTheServerAsync(holdSql, member, call, whileWaiting);
+
     protected Task WaitsForALockAsync(int pid, string because) => Scope.WaitsForALockAsync(pid, because);
 
     protected Task<long> TerminateAsync(Member member) => Scope.TerminateAsync(member);
