@@ -128,9 +128,15 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// when the server cannot be reached, the lease is no longer renewed, and the item comes back when it expires.
     /// </summary>
     /// <returns>A task that completes when the item is given back, or left to expire.</returns>
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync() => Tracker.IsLost ? default : GiveBackAsync();
+
+    /// <summary>
+    /// Gives the item back unless the delivery was completed or abandoned, also when its lease counts as lost here (a
+    /// get that cannot hand over what it took gives it all back). Never throws (see <see cref="DisposeAsync"/>).
+    /// </summary>
+    internal async ValueTask GiveBackAsync()
     {
-        if (State != Open || Tracker.IsLost || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        if (State != Open || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
         {
             return;
         }

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using AsyncPrimitives.Postgres.Internal;
 
 namespace AsyncPrimitives.Postgres;
@@ -47,7 +46,7 @@ public sealed partial class PostgresQueue<T>
         cancellationToken.ThrowIfCancellationRequested();
         var open = new List<PostgresDelivery<T>>(batch.Length);
         List<PostgresDelivery<T>>? lostHere = null;
-        var unknown = new StrongBox<Exception?>();
+        Exception? unknown = null;
         int lost = 0;
         foreach (PostgresDelivery<T> delivery in batch)
         {
@@ -119,7 +118,9 @@ public sealed partial class PostgresQueue<T>
         {
             // Lost as the heartbeat saw it (looked at after the others are completed): an immediate shutdown may have
             // dropped the items, and then their completion is a no-op (as queue_complete counts it for the others).
-            if (await DroppedByShutdownAsync(unknown, cancellationToken).ConfigureAwait(false))
+            bool dropped;
+            (dropped, unknown) = await DroppedByShutdownAsync(cancellationToken).ConfigureAwait(false);
+            if (dropped)
             {
                 lostHere.ForEach(d => d.MarkFinished(PostgresDelivery<T>.Completed));
             }
@@ -135,30 +136,29 @@ public sealed partial class PostgresQueue<T>
                 batch.Length == 1
                     ? LeaseLostMessage(batch[0].Id)
                     : $"The leases of {lost} of the {batch.Length} items were lost (they expired, or their session ended): those items were not completed, and may be with other consumers.",
-                unknown.Value);
+                unknown);
         }
     }
 
     /// <summary>
     /// Whether an immediate shutdown dropped this queue's items: a delivery whose lease the heartbeat found gone is then
-    /// finished (nothing is left unfinished), not lost. A server that cannot be asked leaves it lost:
-    /// <paramref name="failure"/> is then what the <see cref="PostgresLeaseLostException"/> carries.
+    /// finished (nothing is left unfinished), not lost. A server that cannot be asked leaves it lost: its failure is
+    /// what the <see cref="PostgresLeaseLostException"/> then carries.
     /// </summary>
-    private async ValueTask<bool> DroppedByShutdownAsync(StrongBox<Exception?> failure, CancellationToken cancellationToken)
+    private async ValueTask<(bool Dropped, Exception? Failure)> DroppedByShutdownAsync(CancellationToken cancellationToken)
     {
         try
         {
-            return await _coordinator.Database.QueryAsync(
+            return (await _coordinator.Database.QueryAsync(
                 "SELECT EXISTS (SELECT 1 FROM __schema__.queues WHERE name = $1 AND immediate)",
                 [Database.Parameter(Name)],
                 static r => r.GetBoolean(0),
                 Database.Retry.Always,
-                cancellationToken).ConfigureAwait(false);
+                cancellationToken).ConfigureAwait(false), null);
         }
         catch (PostgresCoordinationException e)
         {
-            failure.Value = e;
-            return false;
+            return (false, e);
         }
     }
 

@@ -182,14 +182,9 @@ public sealed partial class PostgresQueue<T>
 
             if (completing?.Tracker.IsLost == true)
             {
-                var unknown = new StrongBox<Exception?>();
-                if (!await DroppedByShutdownAsync(unknown, CancellationToken.None).ConfigureAwait(false))
-                {
-                    throw new PostgresLeaseLostException(LeaseLostMessage(completing.Id), unknown.Value);
-                }
-
-                // An immediate shutdown dropped it: finished; the take below finds the queue shut down.
-                completing.MarkFinished(PostgresDelivery<T>.Completed);
+                // Lost: throws, unless an immediate shutdown dropped it (then finished; the take below finds the queue
+                // shut down).
+                await CompleteCoreAsync([completing], CancellationToken.None).ConfigureAwait(false);
                 completing = null;
             }
 
@@ -359,14 +354,7 @@ public sealed partial class PostgresQueue<T>
             // leased to no one until they expire); the attempt counts.
             foreach (PostgresDelivery<T> delivery in deliveries)
             {
-                try
-                {
-                    await AbandonCoreAsync(delivery, CancellationToken.None).ConfigureAwait(false);
-                }
-                catch (PostgresCoordinationException)
-                {
-                    // Left to expire: never renewed, the item comes back at the latest one lease duration from now.
-                }
+                await delivery.GiveBackAsync().ConfigureAwait(false);
             }
 
             throw new PostgresCoordinationException(
@@ -378,7 +366,7 @@ public sealed partial class PostgresQueue<T>
         {
             foreach (PostgresDelivery<T> delivery in deliveries)
             {
-                await delivery.DisposeAsync().ConfigureAwait(false);
+                await delivery.GiveBackAsync().ConfigureAwait(false);
             }
 
             throw new PostgresCoordinationException(
