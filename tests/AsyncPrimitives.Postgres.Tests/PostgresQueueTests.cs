@@ -524,23 +524,13 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
         PostgresDelivery<int> two = await queue.GetAsync(Bound);
 
         await queue.ShutdownAsync(immediate: true);
-        await LostAsync(time, one);
+        await AdvanceUntilLostAsync(time, one.Lost);
 
         await one.CompleteAsync();
         await queue.CompleteManyAsync([two]);
         one.ToString().Should().Contain("completed");
         (await queue.UnfinishedAsync()).Should().Be(0);
     }
-
-    /// <summary>Moves <paramref name="time"/> (the coordinator's clock) on until the heartbeat has found
-    /// <paramref name="delivery"/>'s lease gone.</summary>
-    internal static Task LostAsync(CountingTimeProvider time, PostgresDelivery<int> delivery) => EventuallyAsync(
-        () =>
-        {
-            time.Advance(TimeSpan.FromSeconds(1));
-            return Task.FromResult(delivery.Lost.IsCancellationRequested);
-        },
-        "the heartbeat finds the lease gone");
 
     [PostgresFact]
     public async Task ManyProducersAndConsumers_OnTwoCoordinators_EveryItemCompletedExactlyOnce()

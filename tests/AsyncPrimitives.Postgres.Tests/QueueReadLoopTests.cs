@@ -23,7 +23,7 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         {
             seen.Add(delivery.Item);
             await queue.ShutdownAsync(immediate: true);
-            await PostgresQueueTests.LostAsync(time, delivery);
+            await AdvanceUntilLostAsync(time, delivery.Lost);
         }
 
         seen.Should().Equal(1);

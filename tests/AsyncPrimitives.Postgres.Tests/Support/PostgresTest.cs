@@ -52,4 +52,14 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
         using CancellationTokenRegistration registration = lost.Register(() => fired.TrySetResult());
         await fired.Task.WaitAsync(Bound);
     }
+
+    /// <summary>Moves <paramref name="time"/> (the coordinator's clock) on, a second at a time, until
+    /// <paramref name="lost"/> fires: the heartbeat has found the lease gone.</summary>
+    protected static Task AdvanceUntilLostAsync(AsyncTools.Testing.CountingTimeProvider time, CancellationToken lost) => EventuallyAsync(
+        () =>
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            return Task.FromResult(lost.IsCancellationRequested);
+        },
+        "the heartbeat finds the lease gone");
 }
