@@ -62,7 +62,10 @@ public sealed partial class AsyncKeyedLock<TKey>
     /// <summary>Creates a keyed lock with no keys.</summary>
     /// <param name="maxCountPerKey">How many callers may hold one key at once: 1 (the default) for a lock per key,
     /// more for a semaphore per key.</param>
-    /// <param name="comparer">Compares keys; <see cref="EqualityComparer{T}.Default"/> when null.</param>
+    /// <param name="comparer">
+    /// Compares keys; <see cref="EqualityComparer{T}.Default"/> when null. Its <c>Equals</c> (or the key's own) runs under
+    /// an internal lock, <c>GetHashCode</c> before it: keep both fast, and never use this keyed lock from them.
+    /// </param>
     /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxCountPerKey"/> is not positive.</exception>
     public AsyncKeyedLock(int maxCountPerKey = 1, IEqualityComparer<TKey>? comparer = null, TimeProvider? timeProvider = null)

@@ -59,19 +59,43 @@ public abstract partial class AsyncQueueBase<T>
     private T TakeLocked(ref Completions<T> completions)
     {
         Debug.Assert(_sync.IsHeldByCurrentThread, "the lock must be held");
-        if (!_putters.IsEmpty && _store.Count - 1 <= _resumeSize)
+        if (_putters.IsEmpty || _store.Count - 1 > _resumeSize)
         {
-            while (_store.Count <= _maxSize && _putters.Head is { } putter)
-            {
-                // Add before unlinking: if a priority comparer throws, nothing has changed.
-                _store.Add(putter.Value);
-                _putters.Dequeue();
-                _unfinished++;
-                _putters.Serve(putter, default!, ref completions);
-            }
+            return _store.Take();
         }
 
-        return _store.Take();
+        // The putters are served only once the take has succeeded: if a priority comparer throws, in an add or in
+        // the take, the items moved in are taken out again and nothing has changed.
+        int movedIn = 0;
+        T item;
+        try
+        {
+            for (WaitNode<T>? putter = _putters.Head; putter is not null && _store.Count <= _maxSize; putter = putter.Next)
+            {
+                _store.Add(putter.Value);
+                movedIn++;
+            }
+
+            item = _store.Take();
+        }
+        catch
+        {
+            for (; movedIn > 0; movedIn--)
+            {
+                _store.UndoAdd();
+            }
+
+            throw;
+        }
+
+        for (; movedIn > 0; movedIn--)
+        {
+            WaitNode<T> putter = _putters.Dequeue()!;
+            _unfinished++;
+            _putters.Serve(putter, default!, ref completions);
+        }
+
+        return item;
     }
 
     /// <summary>The engine's view of a get: served when an item is there (or a putter's can move in); refused once

@@ -153,4 +153,69 @@ public sealed class AsyncPriorityQueueTests : QueueContractTests
         await putter.WaitAsync(Bound);
         got.Should().Equal(1, 2, 4, 6);
     }
+
+    [Fact]
+    public async Task Comparer_ThatThrowsInTheTake_AfterAPuttersItemMovedIn_LeavesTheQueueUnchanged()
+    {
+        // Full at {1, 2} with a putter of 3 waiting: a get moves 3 in, then takes 1, whose sift-down compares 2 with 3.
+        bool fail = false;
+        var flaky = Comparer<int>.Create((a, b) => fail && a + b == 5 ? throw new InvalidOperationException("boom") : a.CompareTo(b));
+        var queue = new AsyncPriorityQueue<int>(maxSize: 2, comparer: flaky);
+        queue.TryPut(1).Should().BeTrue();
+        queue.TryPut(2).Should().BeTrue();
+        var putter = queue.PutAsync(3).AsTask();
+
+        fail = true;
+        queue.Invoking(q => q.TryGet(out _)).Should().Throw<InvalidOperationException>().WithMessage("boom");
+        queue.Count.Should().Be(2, "the item moved in went out again");
+        queue.UnfinishedTasks.Should().Be(2);
+        putter.IsCompleted.Should().BeFalse("a putter is served only by a take that succeeded");
+        queue.TryPut(4).Should().BeFalse("the queue is still full");
+
+        fail = false;
+        var got = new List<int>();
+        for (int i = 0; i < 3; i++)
+        {
+            got.Add(await Bounded(queue.GetAsync()));
+        }
+
+        await putter.WaitAsync(Bound);
+        got.Should().Equal(1, 2, 3);
+    }
+
+    [Fact]
+    public async Task Comparer_ThatThrowsMovingInALaterPutter_TakesTheEarlierOnesOutAgain()
+    {
+        // ResumeSize 0: the get that leaves the queue empty first moves in every waiting putter that fits (1, 2, 7);
+        // moving in 7 throws, after 1 and 2 went in.
+        bool fail = false;
+        var flaky = Comparer<int>.Create((a, b) => fail && (a == 7 || b == 7) ? throw new InvalidOperationException("boom") : a.CompareTo(b));
+        var queue = new AsyncPriorityQueue<int>(maxSize: 3, comparer: flaky) { ResumeSize = 0 };
+        foreach (int item in new[] { 10, 20, 30 })
+        {
+            queue.TryPut(item).Should().BeTrue();
+        }
+
+        Task[] putters = [queue.PutAsync(1).AsTask(), queue.PutAsync(2).AsTask(), queue.PutAsync(7).AsTask()];
+        queue.TryGet(out int taken).Should().BeTrue();
+        taken.Should().Be(10);
+        queue.TryGet(out taken).Should().BeTrue();
+        taken.Should().Be(20);
+
+        fail = true;
+        queue.Invoking(q => q.TryGet(out _)).Should().Throw<InvalidOperationException>().WithMessage("boom");
+        queue.Count.Should().Be(1);
+        queue.UnfinishedTasks.Should().Be(3);
+        putters.Should().OnlyContain(p => !p.IsCompleted, "no putter is served by a take that failed");
+
+        fail = false;
+        var got = new List<int>();
+        for (int i = 0; i < 4; i++)
+        {
+            got.Add(await Bounded(queue.GetAsync()));
+        }
+
+        await Task.WhenAll(putters).WaitAsync(Bound);
+        got.Should().Equal(1, 2, 7, 30);
+    }
 }

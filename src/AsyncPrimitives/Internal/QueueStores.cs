@@ -21,6 +21,10 @@ internal abstract class QueueStore<T>
     /// <summary>Removes and returns the next item in this store's order. The store is not empty.</summary>
     public abstract T Take();
 
+    /// <summary>Undoes the last <see cref="Add"/>, which nothing has changed the store since (nor an earlier undo): the
+    /// store is as it was before that add. Never calls the comparer, so it cannot throw.</summary>
+    public abstract void UndoAdd();
+
     /// <summary>Removes every item, dropping the references. Returns how many there were.</summary>
     public abstract int Clear();
 
@@ -85,6 +89,14 @@ internal sealed class FifoStore<T> : QueueStore<T>
         return item;
     }
 
+    public override void UndoAdd()
+    {
+        int last = Count - 1;
+        int tail = _head + last;
+        _items[tail >= _items.Length ? tail - _items.Length : tail] = default!;
+        Count = last;
+    }
+
     public override int Clear()
     {
         _head = 0;
@@ -131,6 +143,13 @@ internal sealed class LifoStore<T> : QueueStore<T>
         _items[last] = default!;
         Count = last;
         return item;
+    }
+
+    public override void UndoAdd()
+    {
+        int last = Count - 1;
+        _items[last] = default!;
+        Count = last;
     }
 
     public override int Clear() => ClearAll(_items);
@@ -255,6 +274,39 @@ internal sealed class PriorityStore<T> : QueueStore<T>
 
         Count = last;
         return item;
+    }
+
+    /// <remarks>
+    /// The added entry went up its leaf's ancestor chain to a target, and <see cref="Add"/>'s second pass moved the
+    /// entries between them one level down that chain. Found by its sequence number (the newest), it is taken out and
+    /// those entries move back up: no comparison.
+    /// </remarks>
+    public override void UndoAdd()
+    {
+        Entry[] heap = _heap;
+        int leaf = Count - 1;
+        long sequence = _nextSequence - 1;
+        int target = leaf;
+        int depth = 0;
+        while (heap[target].Sequence != sequence)
+        {
+            target = (target - 1) >> 1;
+            depth++;
+        }
+
+        // In 1-based numbering the chain from the target down to the leaf is the leaf's binary prefixes.
+        int k = leaf + 1;
+        int index = target;
+        for (int shift = depth - 1; shift >= 0; shift--)
+        {
+            int child = (k >> shift) - 1;
+            heap[index] = heap[child];
+            index = child;
+        }
+
+        heap[leaf] = default;
+        _nextSequence = sequence;
+        Count = leaf;
     }
 
     public override int Clear() => ClearAll(_heap);

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives.Tests.Internal;
 
@@ -76,6 +77,70 @@ public sealed class QueueStoresTests
         GC.Collect();
         item.IsAlive.Should().BeFalse();
         GC.KeepAlive(queue);
+    }
+
+    [Theory]
+    [InlineData("fifo")]
+    [InlineData("lifo")]
+    [InlineData("priority")]
+    public void UndoAdd_LeavesTheStoreAsBeforeTheAdd(string ordering)
+    {
+        // A get whose take fails (a priority comparer throwing) undoes the putters' items it moved in first: whatever the
+        // store held, an add and its undo leave the same items, to be taken in the same order, with the same tie-breaks.
+        var random = new Random(7);
+        for (int round = 0; round < 200; round++)
+        {
+            int[] items = [.. Enumerable.Range(0, random.Next(0, 40)).Select(_ => random.Next(0, 10))];
+            int taken = items.Length == 0 ? 0 : random.Next(0, items.Length);
+            int[] added = [.. Enumerable.Range(0, random.Next(1, 4)).Select(_ => random.Next(0, 10))];
+            QueueStore<(int Value, int Id)> undone = Filled(ordering, items, taken);
+            foreach ((int value, int i) in added.Select((v, i) => (v, i)))
+            {
+                undone.Add((value, -1 - i));
+            }
+
+            for (int i = 0; i < added.Length; i++)
+            {
+                undone.UndoAdd();
+            }
+
+            undone.Add((10, 1_000)); // after the undo, ties still break by arrival
+            QueueStore<(int Value, int Id)> untouched = Filled(ordering, items, taken);
+            untouched.Add((10, 1_000));
+            Drain(undone).Should().Equal(Drain(untouched), "round {0}", round);
+        }
+    }
+
+    private static QueueStore<(int Value, int Id)> Filled(string ordering, int[] items, int taken)
+    {
+        QueueStore<(int Value, int Id)> store = ordering switch
+        {
+            "fifo" => new FifoStore<(int, int)>(0),
+            "lifo" => new LifoStore<(int, int)>(0),
+            _ => new PriorityStore<(int Value, int Id)>(0, Comparer<(int Value, int Id)>.Create((a, b) => a.Value.CompareTo(b.Value))),
+        };
+        for (int i = 0; i < items.Length; i++)
+        {
+            store.Add((items[i], i));
+        }
+
+        for (int i = 0; i < taken; i++)
+        {
+            store.Take(); // the FIFO ring starts elsewhere than at 0
+        }
+
+        return store;
+    }
+
+    private static List<(int Value, int Id)> Drain(QueueStore<(int Value, int Id)> store)
+    {
+        var drained = new List<(int Value, int Id)>();
+        while (store.Count > 0)
+        {
+            drained.Add(store.Take());
+        }
+
+        return drained;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
