@@ -204,9 +204,10 @@ public static partial class AsyncIter
     }
 
     /// <summary>
-    /// Pulls the source and starts selector calls until the window is full, the source ends (returns true) or its
-    /// <c>MoveNextAsync</c> does not complete at once: that move then races the calls in flight
-    /// (<see cref="CompletionQueue{TArg, TResult}.AwaitMove"/>), so a result that is ready never waits for the source.
+    /// Pulls the source and starts selector calls until the window is full, the source ends (returns true), a call has
+    /// failed (the failure is taken next, and nothing starts after it) or the source's <c>MoveNextAsync</c> does not
+    /// complete at once: that move then races the calls in flight (<see cref="CompletionQueue{TArg, TResult}.AwaitMove"/>),
+    /// so a result that is ready never waits for the source.
     /// </summary>
     private static bool Fill<T, TResult>(
         IAsyncEnumerator<T> enumerator,
@@ -215,7 +216,7 @@ public static partial class AsyncIter
         int maxConcurrency,
         bool sourceDone)
     {
-        while (!sourceDone && !calls.IsMoving && HasRoom(calls, window, maxConcurrency))
+        while (!sourceDone && !calls.IsMoving && !calls.HasUntakenFailure && HasRoom(calls, window, maxConcurrency))
         {
             ValueTask<bool> move = enumerator.MoveNextAsync();
             if (!move.IsCompleted)

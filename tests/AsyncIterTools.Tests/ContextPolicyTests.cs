@@ -25,6 +25,7 @@ public sealed class ContextPolicyTests
     public static TheoryData<string> Operators => new()
     {
         "Map", "MapUnordered", "Map(async source)", "MapUnordered(async source)", "GatherAsync", "GatherSettledAsync", "AsCompleted(work)", "AsCompleted(tasks)", "Merge", "Tee", "Prefetch", "BatchTimed",
+        "Map(limiter)", "MapUnordered(limiter)", "GatherAsync(limiter)", "GatherSettledAsync(limiter)", "AsCompleted(limiter)",
     };
 
     [Theory, MemberData(nameof(Operators))]
@@ -45,11 +46,17 @@ public sealed class ContextPolicyTests
         Func<CancellationToken, Task<int>> parked = _ => gate.Task;
         IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat(parked, Calls);
 
-        if (op is "GatherAsync" or "GatherSettledAsync")
+        // With a limiter that grants at once: the call runs after the lease, and what follows it is bookkeeping too.
+        using var limiter = new CountingLimiter();
+        if (op is "GatherAsync" or "GatherSettledAsync" or "GatherAsync(limiter)" or "GatherSettledAsync(limiter)")
         {
-            Task<int> gathered = op == "GatherAsync"
-                ? AsyncIter.GatherAsync(work, Calls).ContinueWith(t => t.Result.Length, TaskScheduler.Default)
-                : AsyncIter.GatherSettledAsync(work, Calls).ContinueWith(t => t.Result.Count(o => o.IsSuccess), TaskScheduler.Default);
+            Task<int> gathered = op switch
+            {
+                "GatherAsync" => AsyncIter.GatherAsync(work, Calls).ContinueWith(t => t.Result.Length, TaskScheduler.Default),
+                "GatherAsync(limiter)" => AsyncIter.GatherAsync(work, Calls, limiter).ContinueWith(t => t.Result.Length, TaskScheduler.Default),
+                "GatherSettledAsync" => AsyncIter.GatherSettledAsync(work, Calls).ContinueWith(t => t.Result.Count(o => o.IsSuccess), TaskScheduler.Default),
+                _ => AsyncIter.GatherSettledAsync(work, Calls, limiter).ContinueWith(t => t.Result.Count(o => o.IsSuccess), TaskScheduler.Default),
+            };
             int before = context.Posts;
             OpenGate(gate);
             int gatheredCount = await gathered;
@@ -66,6 +73,9 @@ public sealed class ContextPolicyTests
             "Map(async source)" => gated.Map((_, _) => new ValueTask<int>(gate.Task), Calls),
             "MapUnordered(async source)" => gated.MapUnordered((_, _) => new ValueTask<int>(gate.Task), Calls),
             "AsCompleted(work)" => AsyncIter.AsCompleted(work, Calls),
+            "Map(limiter)" => Sources.From(Enumerable.Range(0, Calls)).Map((_, _) => new ValueTask<int>(gate.Task), Calls, limiter),
+            "MapUnordered(limiter)" => Sources.From(Enumerable.Range(0, Calls)).MapUnordered((_, _) => new ValueTask<int>(gate.Task), Calls, limiter),
+            "AsCompleted(limiter)" => AsyncIter.AsCompleted(work, Calls, limiter),
             "AsCompleted(tasks)" => AsyncIter.AsCompleted(Enumerable.Repeat(gate.Task, Calls)),
             "Merge" => AsyncIter.Merge(Enumerable.Range(0, Calls).Select(_ => new GatedSource(gate.Task, 1)).ToArray()),
             "Tee" => gated.Tee(2)[0],

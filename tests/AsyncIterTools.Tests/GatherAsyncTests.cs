@@ -159,6 +159,20 @@ public sealed class GatherAsyncTests
     }
 
     [Fact]
+    public async Task FactoryThatThrowsSynchronously_NothingStartsAfterIt_AndTheRunningWorkIsCancelled()
+    {
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(Enumerable.Range(0, 10).Select(i =>
+            (Func<CancellationToken, Task<int>>)(ct => i == 2 ? throw new FormatException() : probe.RunAsync(i, never, ct))));
+
+        await FluentActions.Awaiting(() => AsyncIter.GatherAsync(work, maxConcurrency: 6).WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+        probe.Started.Should().Be(2, "the pieces before the one that failed ran, and none after it started");
+        probe.Cancelled.Should().Be(2);
+        work.Pulled.Should().Be(3);
+    }
+
+    [Fact]
     public async Task EnumeratingTheWorkFails_RunningWorkIsCancelledAndTheFailureThrown()
     {
         var probe = new ConcurrencyProbe();

@@ -7,8 +7,9 @@ internal sealed partial class CompletionQueue<TArg, TResult>
 {
     /// <summary>Runs one call while holding a lease of <see cref="_limiter"/>, acquired first and disposed however the call ends.</summary>
     /// <remarks>
-    /// Not <c>ConfigureAwait(false)</c>: the call is user code, and runs on the context it would have run on without a
-    /// limiter (the csproj's context policy).
+    /// The wait for the lease keeps the caller's context: the call after it is user code, and runs on the context it
+    /// would have run on without a limiter (the csproj's context policy). What follows the call (disposing the lease,
+    /// completing the operation) is bookkeeping, and never posts to it.
     /// </remarks>
     private async ValueTask<TResult> CallWithLeaseAsync(Operation operation, TArg arg, CancellationToken cancellationToken)
     {
@@ -16,7 +17,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
 
         // Granted after the operator failed or was cancelled: start nothing new (the lease goes back at once).
         cancellationToken.ThrowIfCancellationRequested();
-        return await _call(arg, cancellationToken);
+        return await _call(arg, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>

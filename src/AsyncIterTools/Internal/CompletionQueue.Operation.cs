@@ -93,6 +93,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             catch (Exception ex)
             {
                 Error = ExceptionDispatchInfo.Capture(ex);
+                _owner.NoteFailure();
             }
 
             if (Metered)

@@ -77,6 +77,9 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>How many calls were started; the next one gets this <see cref="Operation.Index"/>.</summary>
     private int _started;
 
+    /// <summary>Calls that failed and that the consumer has not taken yet; while there are any, nothing new starts.</summary>
+    private int _untakenFailures;
+
     /// <summary>True once <see cref="StartMore"/> found its inputs exhausted (or failing): it reads them no more.</summary>
     private bool _inputsEnded;
 
@@ -145,6 +148,14 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>Gets a value indicating whether a source move registered by <see cref="AwaitMove"/> has not been taken yet.</summary>
     public bool IsMoving => _moving;
 
+    /// <summary>
+    /// Gets a value indicating whether a call has failed (or was cancelled) and the consumer has not taken it yet. Nothing
+    /// new is started meanwhile (<see cref="StartMore"/>, Map's fill): the operators that stop at a failure then start
+    /// nothing after it, also when it was thrown synchronously by the call just started; the others start again once
+    /// they have taken it.
+    /// </summary>
+    public bool HasUntakenFailure => Volatile.Read(ref _untakenFailures) != 0;
+
     /// <summary>Gets the first failure reported through <see cref="Fail(Exception)"/>, if any.</summary>
     public ExceptionDispatchInfo? Failure => _failure;
 
@@ -182,7 +193,7 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// </summary>
     public void StartMore(IEnumerator<TArg> inputs, int maxConcurrency, string inputsName)
     {
-        while (!_inputsEnded && _inFlight < maxConcurrency)
+        while (!_inputsEnded && _inFlight < maxConcurrency && !HasUntakenFailure)
         {
             TArg arg;
             try
@@ -337,8 +348,16 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
 
         _inFlight--;
         operation.IsDone = true;
+        if (operation.Error is not null)
+        {
+            Interlocked.Decrement(ref _untakenFailures);
+        }
+
         return operation;
     }
+
+    /// <summary>Counts a call's failure, before its operation is posted (see <see cref="HasUntakenFailure"/>).</summary>
+    private void NoteFailure() => Interlocked.Increment(ref _untakenFailures);
 
     /// <summary>Called (on any thread) by an operation's completion callback, as its last touch of the operation, or by the
     /// source's completed move with its signal.</summary>
