@@ -141,6 +141,10 @@ public static partial class AsyncIter
         Queue<CompletionQueue<T, TResult>.Operation>? window = ordered ? new Queue<CompletionQueue<T, TResult>.Operation>() : null;
         IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(calls.Token);
         bool sourceDone = false;
+
+        // True while the body runs, false while it waits at a yield and once it has ended: when the finally finds it
+        // true, a failure is leaving the body, and it is the first (the source's disposal comes after it).
+        bool failing = true;
         try
         {
             while (true)
@@ -157,6 +161,7 @@ public static partial class AsyncIter
                 {
                     if (calls.InFlight == 0 && !calls.IsMoving)
                     {
+                        failing = false;
                         break;
                     }
 
@@ -190,7 +195,9 @@ public static partial class AsyncIter
 
                 // Refill before yielding, so the window stays busy while the consumer works.
                 sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
+                failing = false;
                 yield return result;
+                failing = true;
             }
         }
         finally
@@ -199,7 +206,14 @@ public static partial class AsyncIter
             // for them before the source goes.
             calls.Cancel();
             await calls.DrainAsync();
-            await enumerator.DisposeAsync();
+            try
+            {
+                await enumerator.DisposeAsync();
+            }
+            catch (Exception) when (failing)
+            {
+                // The source's disposal failed too: the first failure, leaving the body, is the one that surfaces.
+            }
         }
     }
 

@@ -147,6 +147,39 @@ public abstract class MapContractTests
     }
 
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task SelectorFailure_AndTheSourcesDisposalFailingAfterIt_TheSelectorsFailureSurfaces(SourceMode mode)
+    {
+        var boom = new FormatException();
+        var source = new TrackingSource<int>(Enumerable.Range(0, 10), mode) { DisposeFailure = new InvalidOperationException("dispose failed") };
+        var map = Apply(source, (x, _) => x == 3 ? throw boom : new ValueTask<int>(x), 2);
+
+        (await FluentActions.Awaiting(() => map.ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>())
+            .Which.Should().BeSameAs(boom, "the first failure surfaces; the source's disposal failed after it");
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task SourcesDisposalFailing_WithNoOtherFailure_Surfaces(bool earlyBreak)
+    {
+        var source = new TrackingSource<int>(Enumerable.Range(0, 10)) { DisposeFailure = new InvalidOperationException("dispose failed") };
+        Func<Task> read = async () =>
+        {
+            await foreach (int _ in Apply(source, s_double, 2))
+            {
+                if (earlyBreak)
+                {
+                    break;
+                }
+            }
+        };
+
+        await read.Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task EarlyBreak_CancelsAndAwaitsInFlightCalls(SourceMode mode)
     {
         var probe = new ConcurrencyProbe();

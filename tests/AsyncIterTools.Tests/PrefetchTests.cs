@@ -84,4 +84,25 @@ public sealed class PrefetchTests
         await e.DisposeAsync();
         disposed.Should().Be(1);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task SourcesDisposalFailing_Surfaces_ReadToTheEndOrLeftEarly(bool earlyBreak)
+    {
+        var source = new TrackingSource<int>(Enumerable.Range(0, 100)) { DisposeFailure = new InvalidOperationException("dispose failed") };
+        Func<Task> read = async () =>
+        {
+            await foreach (int _ in source.Prefetch(4))
+            {
+                if (earlyBreak)
+                {
+                    break;
+                }
+            }
+        };
+
+        await read.Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
+        source.Disposals.Should().Be(1);
+    }
 }

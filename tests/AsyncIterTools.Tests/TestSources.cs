@@ -72,6 +72,9 @@ public sealed class TrackingSource<T> : IAsyncEnumerable<T>
     /// <summary>The exception thrown at <c>failAt</c>, if any.</summary>
     public Exception? Failure => _failure;
 
+    /// <summary>Thrown by every enumerator's <c>DisposeAsync</c>, after it disposed; null for none.</summary>
+    public Exception? DisposeFailure { get; init; }
+
     public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref _enumerators);
@@ -87,10 +90,14 @@ public sealed class TrackingSource<T> : IAsyncEnumerable<T>
 
         public ValueTask<bool> MoveNextAsync() => inner.MoveNextAsync();
 
-        public ValueTask DisposeAsync()
+        public async ValueTask DisposeAsync()
         {
             Interlocked.Increment(ref owner._disposals);
-            return inner.DisposeAsync();
+            await inner.DisposeAsync();
+            if (owner.DisposeFailure is { } failure)
+            {
+                throw failure;
+            }
         }
     }
 

@@ -10,7 +10,8 @@ namespace AsyncIterTools.Internal;
 /// <remarks>
 /// The producer never faults: the source's failure is kept in <see cref="_failure"/>, written before the channel is
 /// completed, so a reader that saw the completion sees it too. <see cref="DisposeAsync"/> stops the producer (its
-/// token is cancelled, which also ends a blocked write) and awaits it, after which the source has been disposed.
+/// token is cancelled, which also ends a blocked write) and awaits it, after which the source has been disposed; a
+/// failure of the source's own disposal that the reader never saw (it stopped early) is thrown from there.
 /// </remarks>
 internal sealed class SourcePump<T> : IAsyncDisposable
 {
@@ -28,6 +29,12 @@ internal sealed class SourcePump<T> : IAsyncDisposable
 
     /// <summary>The source's failure (or cancellation); written before the channel completes.</summary>
     private ExceptionDispatchInfo? _failure;
+
+    /// <summary>The failure of the source's <c>DisposeAsync</c> (not a cancellation this pump asked for), if any.</summary>
+    private ExceptionDispatchInfo? _disposeFailure;
+
+    /// <summary>True once the reader has called <see cref="ThrowIfFailed"/>: it has seen every failure there is.</summary>
+    private bool _failureSeen;
 
     public SourcePump(int capacity, TimeProvider? clock, CancellationToken cancellationToken)
     {
@@ -49,13 +56,23 @@ internal sealed class SourcePump<T> : IAsyncDisposable
     public void Start(IAsyncEnumerable<T> source) => _producer = Task.Run(() => ProduceAsync(source));
 
     /// <summary>After <see cref="Reader"/> reported completion: rethrows the source's failure, if any.</summary>
-    public void ThrowIfFailed() => _failure?.Throw();
+    public void ThrowIfFailed()
+    {
+        _failureSeen = true;
+        _failure?.Throw();
+    }
 
+    /// <summary>Stops the producer and awaits it; throws the failure of the source's disposal, unless the reader has
+    /// seen it already through <see cref="ThrowIfFailed"/>.</summary>
     public async ValueTask DisposeAsync()
     {
         _cts.CancelQuietly();
         await _producer;
         _cts.Dispose();
+        if (!_failureSeen)
+        {
+            _disposeFailure?.Throw();
+        }
     }
 
     /// <remarks>
@@ -80,7 +97,15 @@ internal sealed class SourcePump<T> : IAsyncDisposable
             }
             finally
             {
-                await enumerator.DisposeAsync().ConfigureAwait(false);
+                try
+                {
+                    await enumerator.DisposeAsync().ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !_cts.IsCancellationRequested)
+                {
+                    _disposeFailure = ExceptionDispatchInfo.Capture(ex);
+                    throw;
+                }
             }
         }
         catch (Exception ex)
