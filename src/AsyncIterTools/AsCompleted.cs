@@ -30,8 +30,9 @@ public static partial class AsyncIter
     /// <para>Deferred: nothing starts until the sequence is enumerated. Work starts lazily, in input order.</para>
     /// <para>
     /// A failure surfaces when it is reached in completion order: the other work is cancelled and awaited, then the
-    /// exception is thrown from <c>MoveNextAsync</c>. When the deadline passes, running work is cancelled and awaited and
-    /// a <see cref="TimeoutException"/> is thrown. Breaking out of the loop (disposing the enumerator) cancels and awaits
+    /// exception is thrown from <c>MoveNextAsync</c>. When the deadline passes, running work is cancelled at once and
+    /// nothing new starts; results that completed are still yielded, then the cancelled work is awaited and a
+    /// <see cref="TimeoutException"/> is thrown. Breaking out of the loop (disposing the enumerator) cancels and awaits
     /// what is still running. The token from <c>WithCancellation</c> is linked into every work item's token; the
     /// enumeration then throws <see cref="OperationCanceledException"/>, again after the running work finished.
     /// </para>
@@ -209,6 +210,11 @@ public static partial class AsyncIter
         using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken, limiter, timeProvider);
         using IEnumerator<TArg> pending = inputs.GetEnumerator();
 
+        // Work it owns is cancelled when the deadline passes, not when the consumer next looks: nothing new starts after it.
+        using CancellationTokenRegistration stopAtDeadline = ownsWork
+            ? deadline.Token.RegisterNoFlow(static s => ((CompletionQueue<TArg, T>)s!).Cancel(), running)
+            : default;
+
         // Tasks the operator does not own are not awaited on exit, so waiting for them must also end on cancellation.
         using CancellationTokenSource? waitCts = ownsWork ? null : CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         CancellationToken waitToken = waitCts?.Token ?? deadline.Token;
@@ -228,6 +234,12 @@ public static partial class AsyncIter
                 ExceptionDispatchInfo? error = next.Error;
                 T value = next.Result;
                 running.Return(next);
+                if (error?.SourceException is OperationCanceledException && deadline.IsExpired)
+                {
+                    // Work the deadline cancelled: reported as the timeout, after the drain.
+                    break;
+                }
+
                 if (error is not null || cancellationToken.IsCancellationRequested)
                 {
                     // Work failing because the caller cancelled is reported as the caller's cancellation below.

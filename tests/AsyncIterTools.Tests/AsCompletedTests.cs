@@ -179,6 +179,56 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task Deadline_PassingWhileTheConsumerIsBusy_CancelsRunningWorkAtOnce_StartsNothingNew_ThenTimesOut()
+    {
+        var time = new CountingTimeProvider();
+        var probe = new ConcurrencyProbe();
+        var never = new TaskCompletionSource<bool>().Task;
+        int startedAfterDeadline = 0;
+        bool deadlinePassed = false;
+        IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            yield return _ => Task.FromResult(0);
+            yield return ct => probe.RunAsync(1, never, ct);
+            for (int i = 2; ; i++)
+            {
+                int id = i;
+                yield return _ =>
+                {
+                    if (Volatile.Read(ref deadlinePassed))
+                    {
+                        Interlocked.Increment(ref startedAfterDeadline);
+                    }
+
+                    return Task.FromResult(id);
+                };
+            }
+        }
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(Work(), 2, TimeSpan.FromSeconds(10), time).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+
+        // The consumer is busy with 0 (not in MoveNextAsync) when the deadline passes; 1 and 2 were started before it.
+        Volatile.Write(ref deadlinePassed, true);
+        time.Advance(TimeSpan.FromSeconds(10));
+        probe.Cancelled.Should().Be(1, "running work is cancelled when the deadline passes, not when the consumer next looks");
+
+        var yielded = new List<int>();
+        Func<Task> rest = async () =>
+        {
+            while (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound))
+            {
+                yielded.Add(e.Current);
+            }
+        };
+        await rest.Should().ThrowAsync<TimeoutException>();
+        yielded.Should().Equal([2], "a result that had completed is still yielded; nothing started after the deadline");
+        startedAfterDeadline.Should().Be(0);
+        probe.InFlight.Should().Be(0);
+    }
+
+    [Fact]
     public async Task FailuresOfWorkLeftBehindByABreak_AreObserved_NoUnobservedTaskException()
     {
         var unobserved = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
