@@ -11,7 +11,10 @@ public sealed class InlineContinuationTests
     [ThreadStatic]
     private static bool t_insideCompletion;
 
-    public static TheoryData<string> Operators => new() { "Merge", "Map", "MapUnordered", "AsCompleted", "Prefetch", "BatchTimed", "GatherAsync" };
+    public static TheoryData<string> Operators => new()
+    {
+        "Merge", "Map", "MapUnordered", "Map(async source)", "MapUnordered(async source)", "AsCompleted", "Prefetch", "BatchTimed", "GatherAsync",
+    };
 
     [Theory, MemberData(nameof(Operators))]
     public Task CompletingWorkOnItsThread_NeverRunsTheConsumerInline(string op) => Task.Run(async () =>
@@ -64,6 +67,8 @@ public sealed class InlineContinuationTests
         "Merge" => AsyncIter.Merge(AfterGate(gate, reached)),
         "Map" => Sources.Of(SourceMode.Synchronous, 0).Map((_, _) => new ValueTask<int>(AfterGateAsync(gate, reached)), 2),
         "MapUnordered" => Sources.Of(SourceMode.Synchronous, 0).MapUnordered((_, _) => new ValueTask<int>(AfterGateAsync(gate, reached)), 2),
+        "Map(async source)" => AfterGate(gate, reached).Map((x, _) => new ValueTask<int>(x), 2),
+        "MapUnordered(async source)" => AfterGate(gate, reached).MapUnordered((x, _) => new ValueTask<int>(x), 2),
         "AsCompleted" => AsyncIter.AsCompleted(new Func<CancellationToken, Task<int>>[] { _ => AfterGateAsync(gate, reached) }),
         "Prefetch" => AfterGate(gate, reached).Prefetch(2),
         "BatchTimed" => AfterGate(gate, reached).Batch(1, TimeSpan.FromHours(1)).Select(b => b[0]),

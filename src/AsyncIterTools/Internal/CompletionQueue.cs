@@ -246,10 +246,10 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     }
 
     /// <summary>
-    /// The move completed: its signal joins the completion order. A parked consumer is resumed right here, as awaiting
-    /// the move itself would resume it (the next thing it runs is the source's or the selector's code either way).
+    /// The move completed: its signal joins the completion order, as a call's completion does (a parked consumer is
+    /// resumed from the pool, never inside whatever completed the source's move).
     /// </summary>
-    private void OnMoveCompleted() => Post(_moveSignal!, resumeHere: true);
+    private void OnMoveCompleted() => Post(_moveSignal!);
 
     /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
     /// <remarks>
@@ -361,9 +361,7 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
 
     /// <summary>Called (on any thread) by an operation's completion callback, as its last touch of the operation, or by the
     /// source's completed move with its signal.</summary>
-    /// <remarks><paramref name="resumeHere"/>: a parked consumer is resumed on this thread (the source's move), not from
-    /// the pool (a call's completion).</remarks>
-    private void Post(Operation operation, bool resumeHere = false)
+    private void Post(Operation operation)
     {
         lock (_lock)
         {
@@ -376,12 +374,6 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
             // The consumer is parked, so the queue is empty: hand the operation over directly (order is kept).
             Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
             _waiting = false;
-        }
-
-        if (resumeHere)
-        {
-            _waiter.SetResult(operation);
-            return;
         }
 
         // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
