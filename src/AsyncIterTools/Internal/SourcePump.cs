@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using System.Threading.Channels;
 
@@ -86,13 +87,13 @@ internal sealed class SourcePump<T> : IAsyncDisposable
             IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(_cts.Token);
             try
             {
-                while (await enumerator.MoveNextAsync().ConfigureAwait(false))
+                // Room first, then the next item: the items read and not yet taken never outnumber the capacity (none is
+                // held here waiting for room). Only this writer writes, so the room it waited for is still there.
+                while (await _channel.Writer.WaitToWriteAsync(_cts.Token).ConfigureAwait(false) &&
+                       await enumerator.MoveNextAsync().ConfigureAwait(false))
                 {
-                    var entry = new Entry(enumerator.Current, _clock?.GetTimestamp() ?? 0);
-                    if (!_channel.Writer.TryWrite(entry))
-                    {
-                        await _channel.Writer.WriteAsync(entry, _cts.Token).ConfigureAwait(false);
-                    }
+                    bool written = _channel.Writer.TryWrite(new Entry(enumerator.Current, _clock?.GetTimestamp() ?? 0));
+                    Debug.Assert(written, "The only writer found room, and only the reader changes it (by making more).");
                 }
             }
             finally
