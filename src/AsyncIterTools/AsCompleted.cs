@@ -220,7 +220,7 @@ public static partial class AsyncIter
         CancellationToken waitToken = waitCts?.Token ?? deadline.Token;
         try
         {
-            running.StartMore(pending, maxConcurrency, inputsName);
+            running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
             while (running.InFlight > 0)
             {
                 CompletionQueue<TArg, T>.Operation? next = await NextOrTimeoutAsync(running, waitToken);
@@ -252,7 +252,7 @@ public static partial class AsyncIter
                     break;
                 }
 
-                running.StartMore(pending, maxConcurrency, inputsName);
+                running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
                 yield return value;
             }
         }

@@ -229,6 +229,21 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task TasksOverload_AFailedTask_AllTasksAreStillReadOnTheFirstMoveNext()
+    {
+        // The operator starts nothing: it watches the tasks it is given, all of them, so that it observes the failures of
+        // those it never reaches.
+        var later = Gate<int>();
+        var tasks = new TestWork.LazySequence<Task<int>>([Task.FromException<int>(new FormatException()), later.Task, Task.FromResult(3)]);
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(tasks).GetAsyncEnumerator();
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+        tasks.Pulled.Should().Be(3);
+        tasks.Disposals.Should().Be(1);
+        later.SetResult(2);
+    }
+
+    [Fact]
     public async Task FailuresOfWorkLeftBehindByABreak_AreObserved_NoUnobservedTaskException()
     {
         var unobserved = new System.Collections.Concurrent.ConcurrentQueue<Exception>();

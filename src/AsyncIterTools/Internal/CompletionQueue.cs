@@ -190,10 +190,13 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// calls are in flight, the inputs end, or the queue is cancelled. A failure to read the inputs, or a
     /// <see langword="null"/> element (<see cref="Arguments.NullElement"/>, naming <paramref name="inputsName"/>), is
     /// reported through <see cref="Fail(Exception)"/>; after that, or after the end, the inputs are not read again.
+    /// While a failed call waits to be taken (<see cref="HasUntakenFailure"/>) nothing new starts, unless
+    /// <paramref name="startsWork"/> is false: a call then only watches work already running (AsCompleted's tasks),
+    /// and every input is read.
     /// </summary>
-    public void StartMore(IEnumerator<TArg> inputs, int maxConcurrency, string inputsName)
+    public void StartMore(IEnumerator<TArg> inputs, int maxConcurrency, string inputsName, bool startsWork = true)
     {
-        while (!_inputsEnded && _inFlight < maxConcurrency && !HasUntakenFailure)
+        while (!_inputsEnded && _inFlight < maxConcurrency && !(startsWork && HasUntakenFailure))
         {
             TArg arg;
             try
