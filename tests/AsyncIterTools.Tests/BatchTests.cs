@@ -196,18 +196,8 @@ public sealed class BatchTests
     public async Task Timed_SourcesDisposalFailing_Surfaces_ReadToTheEndOrLeftEarly(bool earlyBreak)
     {
         var source = new TrackingSource<int>(Enumerable.Range(0, 100)) { DisposeFailure = new InvalidOperationException("dispose failed") };
-        Func<Task> read = async () =>
-        {
-            await foreach (int[] _ in source.Batch(2, TimeSpan.FromHours(1), new FakeTimeProvider()))
-            {
-                if (earlyBreak)
-                {
-                    break;
-                }
-            }
-        };
-
-        await read.Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
+        await FluentActions.Awaiting(() => Sources.ReadAsync(source.Batch(2, TimeSpan.FromHours(1), new FakeTimeProvider()), earlyBreak))
+            .Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
         source.Disposals.Should().Be(1);
     }
 }

@@ -164,18 +164,8 @@ public abstract class MapContractTests
     public async Task SourcesDisposalFailing_WithNoOtherFailure_Surfaces(bool earlyBreak)
     {
         var source = new TrackingSource<int>(Enumerable.Range(0, 10)) { DisposeFailure = new InvalidOperationException("dispose failed") };
-        Func<Task> read = async () =>
-        {
-            await foreach (int _ in Apply(source, s_double, 2))
-            {
-                if (earlyBreak)
-                {
-                    break;
-                }
-            }
-        };
-
-        await read.Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
+        await FluentActions.Awaiting(() => Sources.ReadAsync(Apply(source, s_double, 2), earlyBreak))
+            .Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
         source.Disposals.Should().Be(1);
     }
 

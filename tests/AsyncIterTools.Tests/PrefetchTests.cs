@@ -90,18 +90,8 @@ public sealed class PrefetchTests
     public async Task SourcesDisposalFailing_Surfaces_ReadToTheEndOrLeftEarly(bool earlyBreak)
     {
         var source = new TrackingSource<int>(Enumerable.Range(0, 100)) { DisposeFailure = new InvalidOperationException("dispose failed") };
-        Func<Task> read = async () =>
-        {
-            await foreach (int _ in source.Prefetch(4))
-            {
-                if (earlyBreak)
-                {
-                    break;
-                }
-            }
-        };
-
-        await read.Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
+        await FluentActions.Awaiting(() => Sources.ReadAsync(source.Prefetch(4), earlyBreak))
+            .Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
         source.Disposals.Should().Be(1);
     }
 }

@@ -164,6 +164,18 @@ public static class Sources
         await Task.CompletedTask;
     }
 
+    /// <summary>Reads <paramref name="sequence"/> to its end, or leaves after its first item when <paramref name="earlyBreak"/>.</summary>
+    public static async Task ReadAsync<T>(IAsyncEnumerable<T> sequence, bool earlyBreak)
+    {
+        await foreach (T _ in sequence)
+        {
+            if (earlyBreak)
+            {
+                break;
+            }
+        }
+    }
+
     /// <summary>Both modes, for <c>[Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]</c>.</summary>
     public static TheoryData<SourceMode> Modes => new() { SourceMode.Synchronous, SourceMode.Yielding };
 }
