@@ -62,7 +62,9 @@ public static partial class AsyncIter
     /// or <paramref name="repeat"/> is 0) a single empty array, as in Python; nothing when any source is empty.
     /// </returns>
     /// <exception cref="ArgumentNullException"><paramref name="sources"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="repeat"/> is negative.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="repeat"/> is negative; or, from the first
+    /// <c>MoveNextAsync</c> (the number of sources is known then), <c>sources.Count * repeat</c> is more than
+    /// <see cref="int.MaxValue"/>.</exception>
     /// <remarks>
     /// Execution is deferred. Every source is enumerated exactly once, with the enumeration token. When
     /// <paramref name="repeat"/> is 1 the sources after the first are read completely into memory, in order, and then
@@ -78,6 +80,12 @@ public static partial class AsyncIter
         static async IAsyncEnumerable<T[]> Impl(IEnumerable<IAsyncEnumerable<T>> sequences, int repeat, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             IAsyncEnumerable<T>[] sources = [.. sequences.Select(s => Arguments.NotNullElement(s, nameof(sources)))];
+            if ((long)sources.Length * repeat > int.MaxValue)
+            {
+                throw new ArgumentOutOfRangeException(
+                    nameof(repeat), repeat, $"{sources.Length} sources repeated {repeat} times make rows longer than an array can be.");
+            }
+
             int width = sources.Length * repeat;
             if (width == 0)
             {

@@ -229,6 +229,21 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task TimeoutZero_OverWork_StartsNothing_AndTimesOut()
+    {
+        int started = 0;
+        var work = Enumerable.Range(0, 3).Select(i => (Func<CancellationToken, Task<int>>)(_ =>
+        {
+            Interlocked.Increment(ref started);
+            return Task.FromResult(i);
+        }));
+
+        await FluentActions.Awaiting(() => AsyncIter.AsCompleted(work, null, TimeSpan.Zero).ToListAsync().AsTask().WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<TimeoutException>();
+        started.Should().Be(0, "the deadline has passed before the first piece could start");
+    }
+
+    [Fact]
     public async Task TasksOverload_AFailedTask_AllTasksAreStillReadOnTheFirstMoveNext()
     {
         // The operator starts nothing: it watches the tasks it is given, all of them, so that it observes the failures of

@@ -43,6 +43,16 @@ public sealed class ProductTests
         unused.Enumerators.Should().Be(0);
     }
 
+    [Fact]
+    public async Task Product_RowsLongerThanAnArray_AreRefusedNamingRepeat_NeverWrapped()
+    {
+        // 4 * 2^30 wraps to 0 in 32 bits, which would have been the single empty row of repeat: 0.
+        var unused = Sources.Of(SourceMode.Synchronous, 1);
+        await FluentActions.Awaiting(() => ReadAsync(AsyncIter.Product([unused, unused, unused, unused], repeat: 1 << 30)))
+            .Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("repeat");
+        unused.Enumerators.Should().Be(0);
+    }
+
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task Product_Pair_MatchesPython(SourceMode mode)
     {
