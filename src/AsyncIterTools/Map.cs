@@ -165,8 +165,10 @@ public static partial class AsyncIter
                         break;
                     }
 
-                    // The next call to complete, or the source's next element, whichever comes first.
+                    // The next call to complete, or the source's next element, whichever comes first; nothing is handed out
+                    // (or started) once the caller has cancelled meanwhile.
                     completed = await calls.NextAsync();
+                    cancellationToken.ThrowIfCancellationRequested();
                     if (calls.IsMoveSignal(completed))
                     {
                         if (calls.TakeMove())

@@ -66,10 +66,11 @@ public static partial class AsyncIter
     /// <c>MoveNextAsync</c> (the number of sources is known then), <c>sources.Count * repeat</c> is more than
     /// <see cref="int.MaxValue"/>.</exception>
     /// <remarks>
-    /// Execution is deferred. Every source is enumerated exactly once, with the enumeration token. When
+    /// Execution is deferred. Every source is enumerated at most once, with the enumeration token. When
     /// <paramref name="repeat"/> is 1 the sources after the first are read completely into memory, in order, and then
-    /// the first is streamed (it is never enumerated if another source is empty); otherwise every source is read into
-    /// memory first. Each source is disposed as soon as it has been read, and on early exit or failure.
+    /// the first is streamed; otherwise every source is read into memory first, in order. Reading stops at the first
+    /// empty source (the product is empty): the sources after it, and a first source that is streamed, are never
+    /// enumerated. Each source is disposed as soon as it has been read, and on early exit or failure.
     /// </remarks>
     public static IAsyncEnumerable<T[]> Product<T>(IEnumerable<IAsyncEnumerable<T>> sources, int repeat = 1)
     {

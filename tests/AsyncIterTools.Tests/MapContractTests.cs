@@ -169,6 +169,27 @@ public abstract class MapContractTests
         source.Disposals.Should().Be(1);
     }
 
+    [Fact]
+    public async Task TokenCancelledWhileWaiting_ACallThatIgnoresItsTokenCompletesAfterwards_NothingIsYielded()
+    {
+        var gate = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Func<int, CancellationToken, ValueTask<int>> ignoresItsToken = async (_, _) =>
+        {
+            started.TrySetResult();
+            return await gate.Task;
+        };
+        using var cancel = new CancellationTokenSource();
+        await using IAsyncEnumerator<int> e = Apply(Sources.Of(SourceMode.Synchronous, 1), ignoresItsToken, 4).GetAsyncEnumerator(cancel.Token);
+        ValueTask<bool> move = e.MoveNextAsync();
+        await started.Task.WaitAsync(TestWork.Bound);
+
+        cancel.Cancel();
+        gate.SetResult(42);
+
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task EarlyBreak_CancelsAndAwaitsInFlightCalls(SourceMode mode)
     {

@@ -98,8 +98,12 @@ public sealed class ProductTests
         endless.Disposals.Should().Be(1);
 
         var first = Sources.Of(mode, 1, 2);
-        (await ReadAsync(AsyncIter.Product([first, Sources.Of<int>(mode)]))).Should().BeEmpty();
+        var empty = Sources.Of<int>(mode);
+        var after = Sources.Of(mode, 3);
+        (await ReadAsync(AsyncIter.Product([first, empty, after]))).Should().BeEmpty();
         first.Enumerators.Should().Be(0);
+        empty.Enumerators.Should().Be(1);
+        after.Enumerators.Should().Be(0, "reading stops at the first empty source");
     }
 
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
