@@ -62,7 +62,8 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// <param name="cancellationToken">Cancels the call; a cancelled completion did not happen.</param>
     /// <returns>A task that completes when the server has completed the item.</returns>
     /// <exception cref="PostgresLeaseLostException">The lease was lost before the completion reached the server (see
-    /// <see cref="Lost"/>): the item was not completed and may be with another consumer.</exception>
+    /// <see cref="Lost"/>): the item was not completed and may be with another consumer. (Not once the queue has had an
+    /// immediate shutdown: a completion whose item is gone is then a no-op, as the shutdown may have dropped it.)</exception>
     /// <exception cref="InvalidOperationException">The delivery was abandoned, or another completion or abandonment of
     /// it is in progress.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the item was not completed.</exception>

@@ -20,6 +20,7 @@ public sealed partial class PostgresQueue<T>
     /// expired, or their session ended), so their items may be with other consumers. The others were completed.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; nothing was completed.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public ValueTask CompleteManyAsync(IEnumerable<PostgresDelivery<T>> deliveries, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(deliveries);
@@ -37,6 +38,7 @@ public sealed partial class PostgresQueue<T>
             }
         }
 
+        _coordinator.ThrowIfDisposed();
         return CompleteCoreAsync(batch, cancellationToken);
     }
 

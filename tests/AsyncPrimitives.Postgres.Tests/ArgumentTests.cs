@@ -252,6 +252,7 @@ public sealed class ArgumentTests : IAsyncLifetime
         await FluentActions.Awaiting(async () => await queue.JoinAsync()).Should().ThrowAsync<ObjectDisposedException>();
         await FluentActions.Awaiting(async () => await queue.ShutdownAsync()).Should().ThrowAsync<ObjectDisposedException>();
         await FluentActions.Awaiting(async () => await queue.GetManyAsync(2)).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(async () => await queue.CompleteManyAsync([])).Should().ThrowAsync<ObjectDisposedException>();
         await FluentActions.Awaiting(async () => await queue.ReadAllAsync().GetAsyncEnumerator().MoveNextAsync()).Should().ThrowAsync<ObjectDisposedException>();
         _coordinator.ToString().Should().Contain("disposed");
     }

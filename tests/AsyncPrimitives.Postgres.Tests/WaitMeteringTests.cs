@@ -41,6 +41,27 @@ public sealed class WaitMeteringTests(PostgresServer server) : PostgresTest(serv
     }
 
     [PostgresFact]
+    public async Task ZeroTimeoutCalls_ThatFindTheyMustWait_NeverQueue_AndRecordNothing_AcquireGetAndJoin()
+    {
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives.Postgres", "asynctools.waiters");
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        await using PostgresLease held = await a.Coordinator.CreateLock(name).AcquireAsync(Bound);
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>(name);
+        await queue.PutAsync(1); // unfinished: a join must wait
+
+        await FluentActions.Awaiting(async () => await b.Coordinator.CreateLock(name).AcquireAsync(TimeSpan.Zero)).Should().ThrowAsync<TimeoutException>();
+        await FluentActions.Awaiting(async () => await b.Coordinator.CreateQueue<int>(name + "-empty").GetAsync(TimeSpan.Zero)).Should().ThrowAsync<TimeoutException>();
+        await FluentActions.Awaiting(async () => await queue.JoinAsync(TimeSpan.Zero)).Should().ThrowAsync<TimeoutException>();
+
+        durations.GetMeasurementSnapshot().Where(m => m.Tags["asynctools.name"] is string n && n.StartsWith(name, StringComparison.Ordinal))
+            .Should().BeEmpty("a call with TimeSpan.Zero looks once and never queues");
+        Tagged(waiters.GetMeasurementSnapshot(), name).Should().BeEmpty();
+    }
+
+    [PostgresFact]
     public async Task SemaphoreWait_ThatTimesOut_IsRecordedAsTimeout()
     {
         string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
