@@ -105,6 +105,63 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         (await a.Coordinator.CreateQueue<int>("in-use").CountAsync()).Should().Be(1);
     }
 
+    [PostgresFact]
+    public async Task EnsureSchemaAsync_UpgradingAsTheSchemasOwner_NeedsNoCreateOnTheDatabaseAgain()
+    {
+        await AsRoleAsync(async role =>
+        {
+            await ScalarAsync<int>($"GRANT CREATE ON DATABASE postgres TO {role}; SELECT 1");
+            Member owner = await JoinAsync(connection: b => b.Username = role); // installs the schema as the role
+            await ScalarAsync<int>($"REVOKE CREATE ON DATABASE postgres FROM {role}; SELECT 1");
+            await ReplacePermitFreeAsync(revision: Database.Revision - 1);
+
+            await owner.Coordinator.EnsureSchemaAsync();
+
+            (await ScalarAsync<int>("SELECT @schema.permit_free('s', 'none', 5)")).Should().Be(5, "the owner replaced the functions");
+            (await ScalarAsync<int>("SELECT revision FROM @schema.schema_version")).Should().Be(Database.Revision);
+            return owner;
+        });
+    }
+
+    [PostgresFact]
+    public async Task EnsureSchemaAsync_InASchemaMadeForTheRole_NeedsNoCreateOnTheDatabase()
+    {
+        await AsRoleAsync(async role =>
+        {
+            await ScalarAsync<int>($"CREATE SCHEMA \"{Schema}\" AUTHORIZATION {role}; SELECT 1");
+
+            Member member = await JoinAsync(connection: b => b.Username = role); // EnsureSchemaAsync, as the role
+
+            PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("made-for-it");
+            await queue.PutAsync(1);
+            (await queue.CountAsync()).Should().Be(1);
+            return member;
+        });
+    }
+
+    /// <summary>Runs <paramref name="body"/> with a new login role that has no privilege on the database (nor
+    /// <c>CREATE</c>); afterwards disposes the member it returns, drops the schema and the role.</summary>
+    private async Task AsRoleAsync(Func<string, Task<Member>> body)
+    {
+        string role = "schema_role_" + Guid.NewGuid().ToString("N")[..10];
+        await ScalarAsync<int>($"CREATE ROLE {role} LOGIN; SELECT 1");
+        Member? member = null;
+        try
+        {
+            member = await body(role);
+        }
+        finally
+        {
+            if (member is not null)
+            {
+                await member.Coordinator.DisposeAsync();
+                await member.Source.DisposeAsync();
+            }
+
+            await ScalarAsync<int>($"DROP SCHEMA IF EXISTS \"{Schema}\" CASCADE; DROP OWNED BY {role}; DROP ROLE {role}; SELECT 1");
+        }
+    }
+
     /// <summary>Gives <c>permit_free</c> a body that answers -1 (as another revision's would differ) and records
     /// <paramref name="revision"/> as the installed one.</summary>
     private Task ReplacePermitFreeAsync(int revision) => ScalarAsync<int>(

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text.RegularExpressions;
 using System.Transactions;
 using Npgsql;
@@ -31,6 +32,9 @@ internal sealed partial class Database
 
     /// <summary>The SQLSTATE the queue functions raise when the queue is shut down (and, for a get, nothing waits).</summary>
     public const string QueueShutDownState = "AT002";
+
+    /// <summary>The script's statement that makes the schema (left out when it exists).</summary>
+    private const string CreateSchemaStatement = "CREATE SCHEMA IF NOT EXISTS __schema__;";
 
     /// <summary>What every statement template says where the schema's name goes.</summary>
     private const string SchemaPlaceholder = "__schema__";
@@ -154,7 +158,20 @@ internal sealed partial class Database
             if (installed.Version < Version || installed.Revision < Revision)
             {
                 // Every statement of the script is idempotent: tables and indexes are made if missing, functions replaced.
-                using var install = new NpgsqlCommand(s_script.Value.Replace(SchemaPlaceholder, Quoted, StringComparison.Ordinal), connection, transaction);
+                // The schema itself is made only when missing: CREATE SCHEMA IF NOT EXISTS asks for CREATE on the
+                // database before it looks, which the owner of a schema made for it, or one upgrading it, need not have.
+                string script = s_script.Value;
+                using (var exists = new NpgsqlCommand("SELECT to_regnamespace($1) IS NOT NULL", connection, transaction))
+                {
+                    exists.Parameters.Add(Parameter(Quoted));
+                    if ((bool)(await exists.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+                    {
+                        Debug.Assert(script.Contains(CreateSchemaStatement, StringComparison.Ordinal), "The script makes its schema.");
+                        script = script.Replace(CreateSchemaStatement, string.Empty, StringComparison.Ordinal);
+                    }
+                }
+
+                using var install = new NpgsqlCommand(script.Replace(SchemaPlaceholder, Quoted, StringComparison.Ordinal), connection, transaction);
                 await install.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                 using var record = new NpgsqlCommand(
                     Sql("UPDATE __schema__.schema_version SET revision = $2 WHERE version = $1"), connection, transaction);
