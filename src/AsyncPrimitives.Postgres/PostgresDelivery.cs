@@ -59,7 +59,8 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// <summary>
     /// Completes the item: it is deleted from the queue, never delivered again, and no longer unfinished. Idempotent.
     /// </summary>
-    /// <param name="cancellationToken">Cancels the call; a cancelled completion did not happen.</param>
+    /// <param name="cancellationToken">Cancels the call until it reaches the server (once there, it runs to its answer); a
+    /// cancelled completion did not happen.</param>
     /// <returns>A task that completes when the server has completed the item.</returns>
     /// <exception cref="PostgresLeaseLostException">The lease was lost before the completion reached the server (see
     /// <see cref="Lost"/>): the item was not completed and may be with another consumer. (Not once the queue has had an
@@ -91,7 +92,8 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// Gives the item back: it is delivered again at once (to any consumer), or moves to the dead letters if this was
     /// its <see cref="PostgresQueueOptions.MaxAttempts"/>-th delivery. Idempotent; a no-op for a lost lease.
     /// </summary>
-    /// <param name="cancellationToken">Cancels the call; the lease then still holds.</param>
+    /// <param name="cancellationToken">Cancels the call until it reaches the server (once there, it runs to its answer);
+    /// the lease then still holds.</param>
     /// <returns>A task that completes when the server has taken the item back.</returns>
     /// <exception cref="InvalidOperationException">The delivery was completed, or another completion or abandonment of
     /// it is in progress.</exception>

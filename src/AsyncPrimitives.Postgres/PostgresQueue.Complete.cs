@@ -11,7 +11,8 @@ public sealed partial class PostgresQueue<T>
     /// others' leases were lost; deliveries completed before are skipped.
     /// </summary>
     /// <param name="deliveries">Deliveries of this queue; nothing is done for none.</param>
-    /// <param name="cancellationToken">Cancels the call; a cancelled call completed nothing.</param>
+    /// <param name="cancellationToken">Cancels the call until it reaches the server (once there, it runs to its answer); a
+    /// cancelled call completed nothing.</param>
     /// <returns>A task that completes when the deliveries are completed.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="deliveries"/> is null or holds null.</exception>
     /// <exception cref="ArgumentException">A delivery belongs to another queue object.</exception>
@@ -89,7 +90,8 @@ public sealed partial class PostgresQueue<T>
                     ],
                     static r => (r.GetFieldValue<long[]>(0), r.GetBoolean(1)),
                     Database.Retry.IfNotRun,
-                    cancellationToken).ConfigureAwait(false);
+                    cancellationToken,
+                    Database.Cancel.BeforeSending).ConfigureAwait(false);
 
                 var completed = new HashSet<long>(result.Completed);
                 foreach (PostgresDelivery<T> delivery in open)
@@ -119,9 +121,10 @@ public sealed partial class PostgresQueue<T>
         if (lostHere is not null)
         {
             // Lost as the heartbeat saw it (looked at after the others are completed): an immediate shutdown may have
-            // dropped the items, and then their completion is a no-op (as queue_complete counts it for the others).
+            // dropped the items, and then their completion is a no-op (as queue_complete counts it for the others). No
+            // longer cancelled once the others were completed: a cancelled call completed nothing.
             bool dropped;
-            (dropped, unknown) = await DroppedByShutdownAsync(cancellationToken).ConfigureAwait(false);
+            (dropped, unknown) = await DroppedByShutdownAsync(open.Count > 0 ? CancellationToken.None : cancellationToken).ConfigureAwait(false);
             if (dropped)
             {
                 lostHere.ForEach(d => d.MarkFinished(PostgresDelivery<T>.Completed));
@@ -177,7 +180,8 @@ public sealed partial class PostgresQueue<T>
                 [Database.Parameter(delivery.Id), Database.Parameter(delivery.Tracker.Id), Database.Parameter(_coordinator.Owner)],
                 static r => r.GetString(0),
                 Database.Retry.Always,
-                cancellationToken).ConfigureAwait(false))!;
+                cancellationToken,
+                Database.Cancel.BeforeSending).ConfigureAwait(false))!;
             delivery.MarkFinished(PostgresDelivery<T>.Abandoned);
         }
         finally

@@ -85,7 +85,8 @@ public sealed partial class PostgresQueue<T>
     /// <param name="item">The item.</param>
     /// <param name="priority">The item's priority for a <see cref="QueueOrder.Priority"/> get: smaller first. Kept, but
     /// not used, by the other orders.</param>
-    /// <param name="cancellationToken">Cancels the put; a cancelled put did not enqueue the item.</param>
+    /// <param name="cancellationToken">Cancels the put until it reaches the server (once there, it runs to its answer); a
+    /// cancelled put did not enqueue the item.</param>
     /// <returns>A task that completes when the item is committed.</returns>
     /// <exception cref="QueueShutDownException">The queue is shut down; the item was not enqueued.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the item was not enqueued.</exception>
@@ -103,7 +104,8 @@ public sealed partial class PostgresQueue<T>
     /// <param name="transaction">An open transaction on the coordinator's database (same host, port and database as
     /// its data source). The put adds no NOTIFY to it: the coordinator watches for its commit instead.</param>
     /// <param name="priority">The item's priority (see <see cref="PutAsync(T, int, CancellationToken)"/>).</param>
-    /// <param name="cancellationToken">Cancels the put statement (which aborts the transaction).</param>
+    /// <param name="cancellationToken">Cancels the put before its statement is sent (it then left the transaction
+    /// untouched); once sent, the statement runs to its answer.</param>
     /// <returns>A task that completes when the item is written in the transaction.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="transaction"/> is null.</exception>
     /// <exception cref="ArgumentException"><paramref name="transaction"/> has completed, or its connection is to
@@ -123,7 +125,8 @@ public sealed partial class PostgresQueue<T>
     /// <see cref="PutAsync(T, int, CancellationToken)"/>.</summary>
     /// <param name="items">The items; nothing is done for none.</param>
     /// <param name="priority">The priority of every item (see <see cref="PutAsync(T, int, CancellationToken)"/>).</param>
-    /// <param name="cancellationToken">Cancels the put; a cancelled put enqueued nothing.</param>
+    /// <param name="cancellationToken">Cancels the put until it reaches the server (once there, it runs to its answer); a
+    /// cancelled put enqueued nothing.</param>
     /// <returns>A task that completes when the items are committed.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="items"/> is null.</exception>
     /// <exception cref="QueueShutDownException">The queue is shut down; nothing was enqueued.</exception>
@@ -262,7 +265,7 @@ public sealed partial class PostgresQueue<T>
         {
             if (transaction is null)
             {
-                await database.QueryAsync(PutSql, parameters, static _ => true, Database.Retry.IfNotRun, cancellationToken)
+                await database.QueryAsync(PutSql, parameters, static _ => true, Database.Retry.IfNotRun, cancellationToken, Database.Cancel.BeforeSending)
                     .ConfigureAwait(false);
                 Wake(WakeKey);
             }
@@ -271,8 +274,10 @@ public sealed partial class PostgresQueue<T>
                 long transactionId;
                 try
                 {
+                    // Not cancelled once sent (the token was looked at above): a put that ran must never be reported as
+                    // one that did not, in a transaction the caller may still commit.
                     transactionId = await database.QueryAsync(
-                        transaction.Connection!, prepare: false, PutSql, parameters, static r => r.GetInt64(0), cancellationToken, transaction)
+                        transaction.Connection!, prepare: false, PutSql, parameters, static r => r.GetInt64(0), CancellationToken.None, transaction)
                         .ConfigureAwait(false);
                 }
                 catch (InvalidOperationException e)

@@ -24,6 +24,19 @@ internal sealed partial class Database
         Always,
     }
 
+    /// <summary>Until when a call's cancellation token may end it.</summary>
+    public enum Cancel
+    {
+        /// <summary>Also while its statement runs: for a call that changes nothing (a read) or whose effect the server
+        /// tells a repeat of it (a renewal).</summary>
+        Anytime,
+
+        /// <summary>Only until its statement is sent (while it waits for a connection, or before it is tried again): for a
+        /// call whose effect its caller must know (a put, a completion, a give-back). Once sent it runs to its answer, so
+        /// a cancelled call did not happen.</summary>
+        BeforeSending,
+    }
+
     /// <summary>The SQLSTATE the schema's functions raise when the caller's session has ended.</summary>
     public const string SessionEndedState = "AT001";
 
@@ -211,8 +224,10 @@ internal sealed partial class Database
 
     /// <summary>
     /// Runs the statement template <paramref name="sql"/> (see <see cref="Sql"/>) with <paramref name="parameters"/> on a
-    /// pooled connection and reads its first row with <paramref name="read"/> (default when there is none). <paramref name="cancellationToken"/> cancels the call;
-    /// pass none for a call whose effect must be known (one that grants something).
+    /// pooled connection and reads its first row with <paramref name="read"/> (default when there is none).
+    /// <paramref name="cancellationToken"/> cancels the call, until its statement is sent when <paramref name="cancel"/>
+    /// says so (a call whose effect its caller must know); pass none for a call whose answer must be read whatever
+    /// happens (one that grants something, which is then handed over or given back).
     /// </summary>
     /// <remarks>
     /// <paramref name="retry"/> says when the call is tried again on a new connection, after the one it ran on failed.
@@ -222,14 +237,15 @@ internal sealed partial class Database
     /// whole) is tried once more whatever <paramref name="retry"/> says.
     /// </remarks>
     public ValueTask<T?> QueryAsync<T>(
-        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken) =>
-        WithConnectionAsync(sql, parameters, (reader, ct) => FirstRowAsync(reader, read, ct), retry, cancellationToken);
+        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken,
+        Cancel cancel = Cancel.Anytime) =>
+        WithConnectionAsync(sql, parameters, (reader, ct) => FirstRowAsync(reader, read, ct), retry, cancellationToken, cancel);
 
     /// <summary>Runs <paramref name="sql"/> and reads every row with <paramref name="read"/> (see
-    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken)"/>).</summary>
+    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken, Cancel)"/>).</summary>
     public async ValueTask<List<T>> QueryAllAsync<T>(
         string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken) =>
-        (await WithConnectionAsync(sql, parameters, (reader, ct) => AllRowsAsync(reader, read, ct), retry, cancellationToken).ConfigureAwait(false))!;
+        (await WithConnectionAsync(sql, parameters, (reader, ct) => AllRowsAsync(reader, read, ct), retry, cancellationToken, Cancel.Anytime).ConfigureAwait(false))!;
 
     /// <summary>
     /// Runs a call that gives something back on the server (a permit, a place in line, a join, what a session holds),
@@ -252,7 +268,7 @@ internal sealed partial class Database
     }
 
     /// <summary>Runs <paramref name="sql"/> on <paramref name="connection"/> (see
-    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken)"/>);
+    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken, Cancel)"/>);
     /// prepares it only on our own connections, and never tries again.</summary>
     public async ValueTask<T?> QueryAsync<T>(
         NpgsqlConnection connection, bool prepare, string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read,
@@ -271,8 +287,9 @@ internal sealed partial class Database
 
     private async ValueTask<T?> WithConnectionAsync<T>(
         string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, CancellationToken, ValueTask<T?>> consume,
-        Retry retry, CancellationToken cancellationToken)
+        Retry retry, CancellationToken cancellationToken, Cancel cancel)
     {
+        CancellationToken whileRunning = cancel == Cancel.Anytime ? cancellationToken : CancellationToken.None;
         for (int attempt = 0; ; attempt++)
         {
             (NpgsqlConnection connection, bool opened) = await RentAsync(cancellationToken).ConfigureAwait(false);
@@ -284,8 +301,9 @@ internal sealed partial class Database
                     await SetIsolationAsync(connection).ConfigureAwait(false);
                 }
 
+                cancellationToken.ThrowIfCancellationRequested();
                 sent = true;
-                return await RunAsync(connection, prepare: true, sql, parameters, consume, cancellationToken).ConfigureAwait(false);
+                return await RunAsync(connection, prepare: true, sql, parameters, consume, whileRunning).ConfigureAwait(false);
             }
             catch (PostgresException e) when (e.SqlState == DeadlockDetectedState && attempt == 0 && !cancellationToken.IsCancellationRequested)
             {

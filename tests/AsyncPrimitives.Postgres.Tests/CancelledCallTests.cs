@@ -1,0 +1,110 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// A put, a completion or a give-back whose token is cancelled once its statement has reached the server runs to its
+/// answer: "a cancelled put did not enqueue the item", "a cancelled completion did not happen" stay true. Played with
+/// the statement held at the server by a lock, its answer held by the proxy once it has run, and the token cancelled
+/// then. The connections cancel without waiting for the server (<c>Cancellation Timeout=-1</c>), so a call that still
+/// handed its token to the statement would fail at once with the item already enqueued or completed.
+/// </summary>
+public sealed class CancelledCallTests(PostgresServer server) : PostgresTest(server)
+{
+    [PostgresFact]
+    public async Task APut_CancelledAfterItRan_RunsToItsAnswer()
+    {
+        await using TcpProxy proxy = NewProxy();
+        Member member = await JoinThroughAsync(proxy);
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("cancelled-put");
+        (await queue.CountAsync()).Should().Be(0);
+
+        await CancelAfterItRanAsync(
+            proxy,
+            member,
+            "LOCK TABLE @schema.queue_items IN SHARE MODE",
+            token => queue.PutAsync(42, cancellationToken: token).AsTask(),
+            async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items") == 1);
+
+        (await queue.CountAsync()).Should().Be(1);
+    }
+
+    [PostgresFact]
+    public async Task ACompletion_CancelledAfterItRan_RunsToItsAnswer()
+    {
+        await using TcpProxy proxy = NewProxy();
+        Member member = await JoinThroughAsync(proxy);
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("cancelled-completion");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+
+        await CancelAfterItRanAsync(
+            proxy,
+            member,
+            $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE",
+            token => delivery.CompleteAsync(token).AsTask(),
+            async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items") == 0);
+
+        (await queue.UnfinishedAsync()).Should().Be(0);
+        await delivery.CompleteAsync(); // idempotent: it was completed
+    }
+
+    [PostgresFact]
+    public async Task AnAbandonment_CancelledAfterItRan_RunsToItsAnswer()
+    {
+        await using TcpProxy proxy = NewProxy();
+        Member member = await JoinThroughAsync(proxy);
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("cancelled-abandon");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+
+        await CancelAfterItRanAsync(
+            proxy,
+            member,
+            $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE",
+            token => delivery.AbandonAsync(token).AsTask(),
+            async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items WHERE lease_token IS NULL") == 1);
+
+        await FluentActions.Awaiting(async () => await delivery.CompleteAsync())
+            .Should().ThrowAsync<InvalidOperationException>("the delivery was abandoned");
+        (await queue.GetAsync(Bound)).Attempt.Should().Be(2);
+    }
+
+    private TcpProxy NewProxy() => new("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+
+    private Task<Member> JoinThroughAsync(TcpProxy proxy) => JoinAsync(
+        o => o.TimeProvider = new CountingTimeProvider(), // no heartbeat meanwhile
+        port: proxy.Port,
+        connection: b => b.CancellationTimeout = -1);
+
+    /// <summary>
+    /// Starts <paramref name="call"/> while a transaction here holds what its statement needs (<paramref name="block"/>),
+    /// holds the statement's answer once it runs, lets it run, waits until <paramref name="ran"/>, cancels the call's
+    /// token, then lets the answer through: the call must complete as if never cancelled.
+    /// </summary>
+    private async Task CancelAfterItRanAsync(
+        TcpProxy proxy, Member member, string block, Func<CancellationToken, Task> call, Func<Task<bool>> ran)
+    {
+        using var cancel = new CancellationTokenSource();
+        Task calling;
+        int port;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction holding = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(holding, block);
+            calling = call(cancel.Token);
+            await WaitsForALockAsync(member, "the call's statement waits at the server");
+            port = await ScalarAsync<int>(
+                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'");
+            proxy.HoldReplies(port);
+            await holding.CommitAsync();
+        }
+
+        await EventuallyAsync(ran, "the statement ran");
+        cancel.Cancel();
+        proxy.ReleaseReplies(port);
+        await calling.WaitAsync(Bound);
+    }
+}
