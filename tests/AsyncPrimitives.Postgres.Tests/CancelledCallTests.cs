@@ -35,16 +35,10 @@ public sealed class CancelledCallTests(PostgresServer server) : PostgresTest(ser
     public async Task ACompletion_CancelledAfterItRan_RunsToItsAnswer()
     {
         await using TcpProxy proxy = NewProxy();
-        Member member = await JoinThroughAsync(proxy);
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("cancelled-completion");
-        await queue.PutAsync(1);
-        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+        (Member member, PostgresQueue<int> queue, PostgresDelivery<int> delivery) = await DeliveredThroughAsync(proxy, "cancelled-completion");
 
         await CancelAfterItRanAsync(
-            proxy,
-            member,
-            $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE",
-            token => delivery.CompleteAsync(token).AsTask(),
+            proxy, member, RowLock(delivery), token => delivery.CompleteAsync(token).AsTask(),
             async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items") == 0);
 
         (await queue.UnfinishedAsync()).Should().Be(0);
@@ -55,22 +49,28 @@ public sealed class CancelledCallTests(PostgresServer server) : PostgresTest(ser
     public async Task AnAbandonment_CancelledAfterItRan_RunsToItsAnswer()
     {
         await using TcpProxy proxy = NewProxy();
-        Member member = await JoinThroughAsync(proxy);
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("cancelled-abandon");
-        await queue.PutAsync(1);
-        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+        (Member member, PostgresQueue<int> queue, PostgresDelivery<int> delivery) = await DeliveredThroughAsync(proxy, "cancelled-abandon");
 
         await CancelAfterItRanAsync(
-            proxy,
-            member,
-            $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE",
-            token => delivery.AbandonAsync(token).AsTask(),
+            proxy, member, RowLock(delivery), token => delivery.AbandonAsync(token).AsTask(),
             async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items WHERE lease_token IS NULL") == 1);
 
         await FluentActions.Awaiting(async () => await delivery.CompleteAsync())
             .Should().ThrowAsync<InvalidOperationException>("the delivery was abandoned");
         (await queue.GetAsync(Bound)).Attempt.Should().Be(2);
     }
+
+    /// <summary>A member joined through <paramref name="proxy"/>, and a delivery of a queue of its own.</summary>
+    private async Task<(Member Member, PostgresQueue<int> Queue, PostgresDelivery<int> Delivery)> DeliveredThroughAsync(TcpProxy proxy, string name)
+    {
+        Member member = await JoinThroughAsync(proxy);
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>(name);
+        await queue.PutAsync(1);
+        return (member, queue, await queue.GetAsync(Bound));
+    }
+
+    /// <summary>What a statement on <paramref name="delivery"/>'s item waits for while a transaction here holds it.</summary>
+    private static string RowLock(PostgresDelivery<int> delivery) => $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE";
 
     private TcpProxy NewProxy() => new("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
 
