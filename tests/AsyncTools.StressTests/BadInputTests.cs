@@ -459,13 +459,20 @@ public sealed class BadInputTests
             Param<ArgumentOutOfRangeException>(() => AsyncIter.AsCompleted(Array.Empty<Func<CancellationToken, Task<int>>>(), null, TimeSpan.MaxValue), "timeout");
             Param<ArgumentOutOfRangeException>(() => AsyncIter.AsCompleted(Array.Empty<Task<int>>(), s_tooLong), "timeout");
         });
-        Add("AsCompleted(work, maxConcurrency, timeout)", "timeout `TimeSpan.Zero`, work pending", "`TimeoutException` on enumeration; the work is cancelled and awaited", async () =>
+        Add("AsCompleted(work, maxConcurrency, timeout)", "timeout `TimeSpan.Zero`", "`TimeoutException` on enumeration; no work starts (the deadline has passed)", async () =>
         {
             var probe = new ConcurrencyProbe();
             var never = new TaskCompletionSource<bool>();
             Func<Task> act = async () => await AsyncIter.AsCompleted(new Func<CancellationToken, Task<int>>[] { ct => probe.RunAsync(1, never.Task, ct) }, null, TimeSpan.Zero).ToArrayAsync();
             await act.Should().ThrowAsync<TimeoutException>();
-            probe.InFlight.Should().Be(0);
+            probe.Started.Should().Be(0);
+        });
+        Add("Product(sources, repeat)", "`sources.Count * repeat` over `int.MaxValue` (the length of each row)", "`ArgumentOutOfRangeException` (repeat) from the first `MoveNextAsync`, before any source is read", async () =>
+        {
+            var unused = Sources.From(new[] { 1 });
+            Func<Task> act = async () => await AsyncIter.Product([unused, unused, unused, unused], repeat: 1 << 30).ToArrayAsync();
+            (await act.Should().ThrowAsync<ArgumentOutOfRangeException>()).Which.ParamName.Should().Be("repeat");
+            unused.Enumerators.Should().Be(0);
         });
         AddSync("Batch(size)", "source `null`; size 0 or -1", "`ArgumentNullException` (source) / `ArgumentOutOfRangeException` (size) at the call", () =>
         {
