@@ -173,7 +173,12 @@ public static partial class AsyncIter
                     {
                         if (calls.TakeMove())
                         {
-                            Start(enumerator, calls, window);
+                            if (!calls.HasUntakenFailure)
+                            {
+                                Start(enumerator, calls, window);
+                            }
+
+                            // else: not started, nor ever will be: the failure waiting is taken next, and thrown.
                         }
                         else
                         {

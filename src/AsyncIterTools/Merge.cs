@@ -109,8 +109,12 @@ public static partial class AsyncIter
 
                 yield return item;
 
-                // Asked for its next item only now, after the consumer is done with this one.
-                _ = moves.Start(source);
+                // Asked for its next item only now, after the consumer is done with this one; not while another
+                // source's failure waits to be taken (it ends the merge next).
+                if (!moves.HasUntakenFailure)
+                {
+                    _ = moves.Start(source);
+                }
             }
 
             // Cancellation stops the start of further sources: it must not pass for the end of the merge.

@@ -117,6 +117,53 @@ public static class TestWork
     /// <summary>The bound for any await that could hang if the operator had a bug.</summary>
     public static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Runs <paramref name="complete"/> (completing a gate) with no <see cref="SynchronizationContext"/>, so that the
+    /// continuations it completes run inline, before it returns (under xunit's context the runtime would queue them).
+    /// </summary>
+    public static void CompleteInline(Action complete)
+    {
+        SynchronizationContext? context = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(null);
+        try
+        {
+            complete();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(context);
+        }
+    }
+
+    /// <summary>
+    /// A single-use source of 0, 1, 2, ...: its first <paramref name="ready"/> moves complete at once, the next when
+    /// <see cref="ReleaseMove"/> is called (or fails with <see cref="FailMove"/>), and then it ends. Counts its moves.
+    /// </summary>
+    public sealed class GatedMoveSource(int ready) : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        private readonly TaskCompletionSource<bool> _gate = new(); // continuations inline, where the gate completes
+        private int _index = -1;
+
+        public int Current => _index;
+
+        public int Moves { get; private set; }
+
+        public void ReleaseMove() => _gate.SetResult(true);
+
+        public void FailMove(Exception failure) => _gate.SetException(failure);
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+
+        public ValueTask<bool> MoveNextAsync()
+        {
+            Moves++;
+            _index++;
+            return _index < ready ? new ValueTask<bool>(true) : _index == ready ? new ValueTask<bool>(_gate.Task) : new ValueTask<bool>(false);
+        }
+
+        public ValueTask DisposeAsync() => default;
+    }
+
     /// <summary>A lazily enumerated sequence that records how many elements were pulled and whether it was disposed.</summary>
     public sealed class LazySequence<T>(IEnumerable<T> items) : IEnumerable<T>
     {

@@ -170,6 +170,32 @@ public abstract class MapContractTests
     }
 
     [Fact]
+    public async Task SourcesNextItemArrivingBeforeAFailureIsTaken_IsNotStarted()
+    {
+        // While the consumer holds item 0: the source's move for item 2 completes, then item 1's call fails. The next
+        // MoveNextAsync takes the move first, then the failure: no selector call may start in between.
+        var source = new TestWork.GatedMoveSource(ready: 2);
+        var failing = new TaskCompletionSource<int>(); // continuations inline
+        bool failed = false;
+        int startedAfterFailure = 0;
+        Func<int, CancellationToken, ValueTask<int>> selector = (x, _) =>
+        {
+            startedAfterFailure += failed ? 1 : 0;
+            return x == 1 ? new ValueTask<int>(failing.Task) : new ValueTask<int>(x);
+        };
+        await using IAsyncEnumerator<int> e = Apply(source, selector, 2).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+
+        TestWork.CompleteInline(source.ReleaseMove);
+        TestWork.CompleteInline(() => failing.SetException(new FormatException()));
+        failed = true;
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+        startedAfterFailure.Should().Be(0, "nothing starts while a failure waits to be taken");
+    }
+
+    [Fact]
     public async Task TokenCancelledWhileWaiting_ACallThatIgnoresItsTokenCompletesAfterwards_NothingIsYielded()
     {
         var gate = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);

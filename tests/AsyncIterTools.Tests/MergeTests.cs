@@ -12,6 +12,23 @@ public sealed class MergeTests
     }
 
     [Fact]
+    public async Task ASourcesFailure_WaitingToBeTaken_NoSourceIsAskedForMore()
+    {
+        // b fails while the consumer holds a's first item: a is not asked for its next item before the failure ends
+        // the merge.
+        var a = new TestWork.GatedMoveSource(ready: 5);
+        var b = new TestWork.GatedMoveSource(ready: 0);
+        await using IAsyncEnumerator<int> e = AsyncIter.Merge(a, b).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        int movesBefore = a.Moves;
+
+        TestWork.CompleteInline(() => b.FailMove(new FormatException()));
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+        a.Moves.Should().Be(movesBefore);
+    }
+
+    [Fact]
     public async Task Empty_GivesEmpty()
     {
         (await AsyncIter.Merge<int>().ToListAsync()).Should().BeEmpty();

@@ -61,11 +61,13 @@ public sealed class PrefetchTests
     public async Task Cancellation_EndsAPendingMoveNext_AndStopsTheProducer()
     {
         var gate = new TaskCompletionSource<bool>();
+        var pending = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         int disposed = 0;
         async IAsyncEnumerable<int> Source([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
         {
             try
             {
+                pending.SetResult();
                 await gate.Task.WaitAsync(ct);
                 yield return 1;
             }
@@ -78,10 +80,11 @@ public sealed class PrefetchTests
         using var cts = new CancellationTokenSource();
         IAsyncEnumerator<int> e = Source().Prefetch(2).GetAsyncEnumerator(cts.Token);
         ValueTask<bool> move = e.MoveNextAsync();
+        await pending.Task.WaitAsync(TestWork.Bound); // the read-ahead's MoveNextAsync is pending on the gate
         cts.Cancel();
         await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
         await e.DisposeAsync();
-        disposed.Should().Be(1);
+        disposed.Should().Be(1, "the pending move ended and the source was disposed");
     }
 
     [Theory]

@@ -290,9 +290,13 @@ internal sealed partial class Database
         Retry retry, CancellationToken cancellationToken, Cancel cancel)
     {
         CancellationToken whileRunning = cancel == Cancel.Anytime ? cancellationToken : CancellationToken.None;
+        bool mayHaveRun = false;
         for (int attempt = 0; ; attempt++)
         {
-            (NpgsqlConnection connection, bool opened) = await RentAsync(cancellationToken).ConfigureAwait(false);
+            // Tried again after its answer was lost with the connection, a call may have run already: if it may be
+            // cancelled only until it is sent, it is no longer cancelled at all.
+            CancellationToken beforeSending = mayHaveRun && cancel == Cancel.BeforeSending ? CancellationToken.None : cancellationToken;
+            (NpgsqlConnection connection, bool opened) = await RentAsync(beforeSending).ConfigureAwait(false);
             bool sent = false;
             try
             {
@@ -301,7 +305,7 @@ internal sealed partial class Database
                     await SetIsolationAsync(connection).ConfigureAwait(false);
                 }
 
-                cancellationToken.ThrowIfCancellationRequested();
+                beforeSending.ThrowIfCancellationRequested();
                 sent = true;
                 return await RunAsync(connection, prepare: true, sql, parameters, consume, whileRunning).ConfigureAwait(false);
             }
@@ -317,6 +321,7 @@ internal sealed partial class Database
                 // A failure before the statement was sent, or a termination error answering it, means it never ran; any other
                 // failure leaves that open.
                 bool ran = sent && e is not PostgresException;
+                mayHaveRun |= ran;
                 if (attempt > 0 || cancellationToken.IsCancellationRequested || (ran && retry == Retry.IfNotRun))
                 {
                     throw Failure(e, "The call");
