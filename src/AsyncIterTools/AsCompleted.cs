@@ -234,9 +234,9 @@ public static partial class AsyncIter
                 ExceptionDispatchInfo? error = next.Error;
                 T value = next.Result;
                 running.Return(next);
-                if (error?.SourceException is OperationCanceledException && deadline.IsExpired)
+                if (error is not null && deadline.IsExpired)
                 {
-                    // Work the deadline cancelled: reported as the timeout, after the drain.
+                    // Work the deadline cancelled (whatever it threw for it): reported as the timeout, after the drain.
                     break;
                 }
 

@@ -168,10 +168,11 @@ public static partial class AsyncIter
                     // The next call to complete, or the source's next element, whichever comes first; nothing is handed out
                     // (or started) once the caller has cancelled meanwhile.
                     completed = await calls.NextAsync();
-                    cancellationToken.ThrowIfCancellationRequested();
                     if (calls.IsMoveSignal(completed))
                     {
-                        if (calls.TakeMove())
+                        bool more = calls.TakeMove(); // read also when cancelled: its outcome is observed
+                        cancellationToken.ThrowIfCancellationRequested();
+                        if (more)
                         {
                             if (!calls.HasUntakenFailure)
                             {
@@ -188,6 +189,7 @@ public static partial class AsyncIter
                         continue;
                     }
 
+                    cancellationToken.ThrowIfCancellationRequested();
                     if (window is not null)
                     {
                         // Failures surface in completion order, even one behind the head of the window; a value waits

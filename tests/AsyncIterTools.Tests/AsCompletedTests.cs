@@ -229,6 +229,29 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task Deadline_WorkThatFailsItsOwnWayWhenCancelled_IsReportedAsTheTimeout()
+    {
+        var time = new CountingTimeProvider();
+        var givenUp = new TaskCompletionSource<int>(); // its failure is queued inside the deadline's cancellation
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ => Task.FromResult(0),
+            ct =>
+            {
+                ct.Register(() => givenUp.SetException(new InvalidOperationException("gave up")));
+                return givenUp.Task;
+            },
+        };
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work, null, TimeSpan.FromSeconds(10), time).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        TestWork.CompleteInline(() => time.Advance(TimeSpan.FromSeconds(10))); // while the consumer is busy with 0
+        givenUp.Task.IsFaulted.Should().BeTrue();
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+    }
+
+    [Fact]
     public async Task TimeoutZero_OverWork_StartsNothing_AndTimesOut()
     {
         int started = 0;
