@@ -242,7 +242,7 @@ public sealed partial class PostgresQueue<T>
 
                 if (!wait.Waits)
                 {
-                    return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : [];
+                    return throwOnTimeout ? throw ServerWait.TimedOut() : [];
                 }
 
                 waited = true;
@@ -348,33 +348,29 @@ public sealed partial class PostgresQueue<T>
             }
         }
 
-        if (late)
-        {
-            // The server leased the items to this process, which cannot count on them: given back at once (not left
-            // leased to no one until they expire); the attempt counts.
-            foreach (PostgresDelivery<T> delivery in deliveries)
-            {
-                await delivery.GiveBackAsync().ConfigureAwait(false);
-            }
-
-            throw new PostgresCoordinationException(
+        // Items the call cannot hand over (the answer came after their leases' local deadline, so this process cannot
+        // count on them; or one cannot be read) are all given back at once, not left leased to no one until they expire;
+        // the attempt counts.
+        PostgresCoordinationException? failure = late
+            ? new PostgresCoordinationException(
                 $"Items of the queue '{Name}' were taken, but the answer came later than their lease allows (the lease " +
-                "duration less its margin): they were given back. The process or its connection to the server stalled.");
-        }
-
-        if (unreadable is not null)
+                "duration less its margin): they were given back. The process or its connection to the server stalled.")
+            : unreadable is not null
+                ? new PostgresCoordinationException(
+                    $"Item {unreadableId} of the queue '{Name}' could not be read as {typeof(T)}; the items taken were given back " +
+                    $"(after {MaxAttempts} deliveries it moves to the dead letters).",
+                    unreadable)
+                : null;
+        if (failure is null)
         {
-            foreach (PostgresDelivery<T> delivery in deliveries)
-            {
-                await delivery.GiveBackAsync().ConfigureAwait(false);
-            }
-
-            throw new PostgresCoordinationException(
-                $"Item {unreadableId} of the queue '{Name}' could not be read as {typeof(T)}; the items taken were given back " +
-                $"(after {MaxAttempts} deliveries it moves to the dead letters).",
-                unreadable);
+            return deliveries;
         }
 
-        return deliveries;
+        foreach (PostgresDelivery<T> delivery in deliveries)
+        {
+            await delivery.GiveBackAsync().ConfigureAwait(false);
+        }
+
+        throw failure;
     }
 }

@@ -347,11 +347,6 @@ public sealed partial class PostgresQueue<T>
                     return;
                 }
 
-                if (!wait.Waits)
-                {
-                    throw new TimeoutException("The wait timed out."); // checked once: it never queued, as a get or an acquire
-                }
-
                 await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
             }
         }

@@ -130,7 +130,7 @@ internal sealed class PermitSet
 
                 if (!wait.Waits)
                 {
-                    return throwOnTimeout ? throw new TimeoutException("The wait timed out.") : null;
+                    return throwOnTimeout ? throw ServerWait.TimedOut() : null;
                 }
 
                 if (place is null)

@@ -74,13 +74,22 @@ internal sealed class ServerWait : IDisposable
         return true;
     }
 
+    /// <summary>The exception of a wait whose timeout passed (or that could not wait at all).</summary>
+    public static TimeoutException TimedOut() => new("The wait timed out.");
+
     /// <summary>
     /// Sleeps until the key is signalled, the coordinator's poll interval passes, the timeout passes
     /// (<see cref="TimeoutException"/>, also when it already has), <paramref name="cancellationToken"/> is cancelled
-    /// (<see cref="OperationCanceledException"/>), or the session ends (the session's end exception).
+    /// (<see cref="OperationCanceledException"/>), or the session ends (the session's end exception). A wait that may
+    /// not sleep (<see cref="Waits"/> false) throws <see cref="TimeoutException"/> at once, unmetered: it never queued.
     /// </summary>
     public async Task SleepAsync(CancellationToken cancellationToken)
     {
+        if (!Waits)
+        {
+            throw TimedOut();
+        }
+
         // Metered from here, also when the timeout has passed already: the wait had to queue.
         _metering.Sleeping();
         TimeProvider time = _coordinator.Time;
@@ -90,7 +99,7 @@ internal sealed class ServerWait : IDisposable
             TimeSpan left = _timeout - time.GetElapsedTime(_started);
             if (left <= TimeSpan.Zero)
             {
-                throw new TimeoutException("The wait timed out.");
+                throw TimedOut();
             }
 
             sleep = left < sleep ? left : sleep;
