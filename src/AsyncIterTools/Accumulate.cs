@@ -95,7 +95,8 @@ public static partial class AsyncIter
     /// <returns>One more total than the source has items: an empty source yields just <paramref name="seed"/>.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="source"/> or <paramref name="func"/> is <see langword="null"/>.</exception>
     /// <remarks>
-    /// Execution is deferred; <paramref name="seed"/> is yielded before the source is read. Calls to
+    /// Execution is deferred; <paramref name="seed"/> is yielded before the source is read (once the enumeration token
+    /// is checked: a cancelled one throws <see cref="OperationCanceledException"/> instead). Calls to
     /// <paramref name="func"/> never overlap. The source is enumerated once with the enumeration token and disposed
     /// when the enumeration ends, stops early, or fails.
     /// </remarks>
@@ -107,6 +108,7 @@ public static partial class AsyncIter
 
         static async IAsyncEnumerable<TAcc> Impl(IAsyncEnumerable<T> source, TAcc seed, Func<TAcc, T, CancellationToken, ValueTask<TAcc>> func, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
+            cancellationToken.ThrowIfCancellationRequested(); // the seed is produced without awaiting the source
             TAcc total = seed;
             yield return total;
             await foreach (T item in source.WithCancellation(cancellationToken))

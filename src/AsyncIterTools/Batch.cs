@@ -112,8 +112,9 @@ public static partial class AsyncIter
     /// <para>
     /// A source error ends the batch being built: that partial batch (the items read before the error) is emitted first,
     /// and the error is thrown by the following <c>MoveNextAsync</c>. Cancelling the token from <c>WithCancellation</c>
-    /// throws <see cref="OperationCanceledException"/> at once (a partial batch is dropped). Disposing the enumerator stops
-    /// the read-ahead, awaits it, and so disposes the source exactly once.
+    /// throws <see cref="OperationCanceledException"/> (a partial batch is dropped) once the read-ahead has stopped and
+    /// disposed the source: at once when the source honours its token, and when its pending read returns if it ignores
+    /// it. Disposing the enumerator stops the read-ahead, awaits it, and so disposes the source exactly once.
     /// </para>
     /// </remarks>
     /// <example>
@@ -159,40 +160,37 @@ public static partial class AsyncIter
             {
                 while (batch.Count < maxSize)
                 {
-                    if (reader.TryRead(out SourcePump<T>.Entry next))
+                    if (reader.TryPeek(out SourcePump<T>.Entry next))
                     {
+                        // An item read after this batch was due starts the next one, however late the consumer comes
+                        // to take this one: which batch an item joins depends on when it was read, never on when we look.
+                        if (maxDelay != Timeout.InfiniteTimeSpan && timeProvider.GetElapsedTime(first.Timestamp, next.Timestamp) > maxDelay)
+                        {
+                            break;
+                        }
+
+                        reader.TryRead(out next);
                         batch.Add(next.Item);
                         continue;
                     }
 
-                    if (!deadline.IsExpired)
+                    if (deadline.IsExpired)
                     {
-                        try
-                        {
-                            if (await reader.WaitToReadAsync(deadline.Token))
-                            {
-                                continue;
-                            }
+                        break;
+                    }
 
+                    try
+                    {
+                        if (!await reader.WaitToReadAsync(deadline.Token))
+                        {
                             ended = true;
                             break;
                         }
-                        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-                        {
-                            // The deadline passed while waiting.
-                        }
                     }
-
-                    // Items the read-ahead took before the deadline belong to this batch, even if we see them only now.
-                    while (batch.Count < maxSize &&
-                           reader.TryPeek(out SourcePump<T>.Entry late) &&
-                           timeProvider.GetElapsedTime(first.Timestamp, late.Timestamp) <= maxDelay &&
-                           reader.TryRead(out late))
+                    catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
                     {
-                        batch.Add(late.Item);
+                        // The deadline passed while waiting: take what the read-ahead read before it, then emit.
                     }
-
-                    break;
                 }
             }
 

@@ -28,13 +28,15 @@ public static partial class AsyncIter
     /// <para>
     /// A failure of the source or of <paramref name="predicate"/>, including cancellation of the token the source was
     /// opened with, surfaces in the half that was reading and again in any half that reads the source later; items
-    /// already kept for <c>Before</c> are still delivered first.
+    /// already kept for <c>Before</c> are still delivered first. The other half's token ends its wait for the half that
+    /// is reading and is checked before each of its reads and kept items; a read of the source that half has started
+    /// observes only the token the source was opened with.
     /// </para>
     /// <para>
     /// Disposal: the source is disposed exactly once, as soon as it has ended or failed, or else when both halves'
     /// enumerators have been disposed. A half that is never enumerated keeps the source open until the other half has
     /// read it to the end; to release it early, dispose an enumerator of each half (disposing one that was never
-    /// advanced is enough).
+    /// advanced is enough; it never waits for the other half's pending read).
     /// </para>
     /// </remarks>
     public static (IAsyncEnumerable<T> Before, IAsyncEnumerable<T> After) BeforeAndAfter<T>(this IAsyncEnumerable<T> source, Func<T, bool> predicate)
@@ -56,7 +58,7 @@ public static partial class AsyncIter
         private readonly IAsyncEnumerable<T> _source;
         private readonly Func<T, bool> _predicate;
 
-        /// <summary>Serialises every access to the fields below; held across awaits of the source, never across a yield to the consumer.</summary>
+        /// <summary>Serialises every access to the fields below but the two states; held across awaits of the source, never across a yield to the consumer.</summary>
         private readonly SemaphoreSlim _gate = new(1, 1);
 
         /// <summary>Leading (passing) items read by After that Before has not delivered yet, oldest first.</summary>
@@ -82,6 +84,8 @@ public static partial class AsyncIter
         /// <summary>The failure of the source or predicate, replayed to any later read of the source.</summary>
         private ExceptionDispatchInfo? _failure;
 
+        /// <summary>Each half's <see cref="NotStarted"/>, <see cref="Started"/> or <see cref="Released"/>: changed with
+        /// interlocked operations and read without the gate (the only fields that are).</summary>
         private int _beforeState;
         private int _afterState;
 
@@ -106,8 +110,10 @@ public static partial class AsyncIter
             await EnterAsync(cancellationToken);
             try
             {
+                DropWhatReleasedHalvesNoLongerNeed();
                 if (_kept.Count > 0)
                 {
+                    cancellationToken.ThrowIfCancellationRequested(); // handed out without awaiting the source
                     consumer.SetCurrent(_kept.Dequeue());
                     return true;
                 }
@@ -130,8 +136,12 @@ public static partial class AsyncIter
                 }
 
                 _pivotFound = true;
-                _pivotPending = true;
-                _pivot = item;
+                if (Volatile.Read(ref _afterState) != Released)
+                {
+                    _pivotPending = true;
+                    _pivot = item;
+                }
+
                 return false;
             }
             finally
@@ -145,8 +155,10 @@ public static partial class AsyncIter
             await EnterAsync(cancellationToken);
             try
             {
+                DropWhatReleasedHalvesNoLongerNeed();
                 if (_pivotPending)
                 {
+                    cancellationToken.ThrowIfCancellationRequested(); // handed out without awaiting the source
                     _pivotPending = false;
                     consumer.SetCurrent(_pivot);
                     _pivot = default!;
@@ -169,7 +181,7 @@ public static partial class AsyncIter
                         return true;
                     }
 
-                    if (_beforeState != Released)
+                    if (Volatile.Read(ref _beforeState) != Released)
                     {
                         _kept.Enqueue(item);
                     }
@@ -189,31 +201,55 @@ public static partial class AsyncIter
             }
         }
 
-        public async ValueTask ReleaseAsync(bool isBefore)
+        /// <summary>
+        /// Marks a half released. The source is closed once both are; until then, what only the released half needed
+        /// (kept items, or the pivot) is dropped now if the gate is free, or else by the other half's read that holds
+        /// it, so that disposing a half never waits for the other half's pending read.
+        /// </summary>
+        public ValueTask ReleaseAsync(bool isBefore)
         {
-            await _gate.WaitAsync();
-            try
+            // A full fence each side: of two halves released at once, at least the second sees the first.
+            Interlocked.Exchange(ref isBefore ? ref _beforeState : ref _afterState, Released);
+            if (Volatile.Read(ref isBefore ? ref _afterState : ref _beforeState) == Released)
             {
-                if (isBefore)
-                {
-                    _beforeState = Released;
-                    _kept.Clear();
-                }
-                else
-                {
-                    _afterState = Released;
-                    _pivotPending = false;
-                    _pivot = default!;
-                }
+                return CloseAsync(); // both enumerators disposed, so neither can be reading: the gate is free or soon will be
+            }
 
-                if (_beforeState == Released && _afterState == Released)
+            if (_gate.Wait(0))
+            {
+                DropWhatReleasedHalvesNoLongerNeed();
+                _gate.Release();
+            }
+
+            return default;
+
+            async ValueTask CloseAsync()
+            {
+                await _gate.WaitAsync();
+                try
                 {
+                    DropWhatReleasedHalvesNoLongerNeed();
                     await CloseSourceAsync();
                 }
+                finally
+                {
+                    _gate.Release();
+                }
             }
-            finally
+        }
+
+        /// <summary>Drops the kept items once Before is released, and the pivot once After is. Caller holds the gate.</summary>
+        private void DropWhatReleasedHalvesNoLongerNeed()
+        {
+            if (Volatile.Read(ref _beforeState) == Released)
             {
-                _gate.Release();
+                _kept.Clear();
+            }
+
+            if (Volatile.Read(ref _afterState) == Released)
+            {
+                _pivotPending = false;
+                _pivot = default!;
             }
         }
 

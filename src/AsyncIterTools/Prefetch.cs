@@ -22,8 +22,10 @@ public static partial class AsyncIter
     /// </para>
     /// <para>
     /// A source error surfaces in order, after the items read before it. Cancelling the token from <c>WithCancellation</c>
-    /// cancels the source's token and ends a pending <c>MoveNextAsync</c> at once with <see cref="OperationCanceledException"/>
-    /// (buffered items are dropped). Disposing the enumerator, early or not, cancels the producer and awaits it, so the
+    /// cancels the source's token and ends a pending <c>MoveNextAsync</c> with <see cref="OperationCanceledException"/>
+    /// (buffered items are dropped) once the producer has stopped and disposed the source: at once when the source
+    /// honours its token, and when its pending read returns if it ignores it (as the concurrent operators wait for
+    /// work that ignores its token). Disposing the enumerator, early or not, cancels the producer and awaits it, so the
     /// source has been disposed (exactly once) when <c>DisposeAsync</c> returns.
     /// </para>
     /// </remarks>

@@ -19,8 +19,8 @@ public static partial class AsyncIter
     /// <exception cref="ArgumentNullException"><paramref name="first"/> or <paramref name="second"/> is <see langword="null"/>.</exception>
     /// <remarks>
     /// Execution is deferred. Each step advances <paramref name="first"/>, then <paramref name="second"/>; a sequence
-    /// that has ended is not read again. Both are enumerated with the enumeration token and both are disposed when the
-    /// enumeration ends, stops early, or fails.
+    /// that has ended is disposed at once and not read again. Both are enumerated with the enumeration token; one still
+    /// open is disposed when the enumeration ends, stops early, or fails.
     /// </remarks>
     public static IAsyncEnumerable<(T1, T2)> ZipLongest<T1, T2>(IAsyncEnumerable<T1> first, IAsyncEnumerable<T2> second, T1 firstFill = default!, T2 secondFill = default!)
     {
@@ -30,20 +30,68 @@ public static partial class AsyncIter
 
         static async IAsyncEnumerable<(T1, T2)> Impl(IAsyncEnumerable<T1> first, IAsyncEnumerable<T2> second, T1 firstFill, T2 secondFill, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
-            await using IAsyncEnumerator<T1> e1 = first.GetAsyncEnumerator(cancellationToken);
-            await using IAsyncEnumerator<T2> e2 = second.GetAsyncEnumerator(cancellationToken);
-            bool has1 = true;
-            bool has2 = true;
-            while (true)
+            // Each is null once it has ended (and was disposed).
+            IAsyncEnumerator<T1>? e1 = first.GetAsyncEnumerator(cancellationToken);
+            IAsyncEnumerator<T2>? e2 = null;
+            try
             {
-                has1 = has1 && await e1.MoveNextAsync();
-                has2 = has2 && await e2.MoveNextAsync();
-                if (!has1 && !has2)
+                e2 = second.GetAsyncEnumerator(cancellationToken);
+                while (true)
                 {
-                    yield break;
-                }
+                    T1 item1 = firstFill;
+                    T2 item2 = secondFill;
+                    if (e1 is not null)
+                    {
+                        if (await e1.MoveNextAsync())
+                        {
+                            item1 = e1.Current;
+                        }
+                        else
+                        {
+                            IAsyncEnumerator<T1> ended = e1;
+                            e1 = null;
+                            await ended.DisposeAsync();
+                        }
+                    }
 
-                yield return (has1 ? e1.Current : firstFill, has2 ? e2.Current : secondFill);
+                    if (e2 is not null)
+                    {
+                        if (await e2.MoveNextAsync())
+                        {
+                            item2 = e2.Current;
+                        }
+                        else
+                        {
+                            IAsyncEnumerator<T2> ended = e2;
+                            e2 = null;
+                            await ended.DisposeAsync();
+                        }
+                    }
+
+                    if (e1 is null && e2 is null)
+                    {
+                        yield break;
+                    }
+
+                    yield return (item1, item2);
+                }
+            }
+            finally
+            {
+                try
+                {
+                    if (e2 is not null)
+                    {
+                        await e2.DisposeAsync();
+                    }
+                }
+                finally
+                {
+                    if (e1 is not null)
+                    {
+                        await e1.DisposeAsync();
+                    }
+                }
             }
         }
     }
@@ -62,9 +110,9 @@ public static partial class AsyncIter
     /// </returns>
     /// <exception cref="ArgumentNullException"><paramref name="sources"/> is or contains <see langword="null"/>.</exception>
     /// <remarks>
-    /// Execution is deferred. Each step advances the live sources in order; a source that has ended is not read again.
-    /// All are enumerated with the enumeration token and all are disposed when the enumeration ends, stops early, or
-    /// fails.
+    /// Execution is deferred. Each step advances the live sources in order; a source that has ended is disposed at once
+    /// and not read again. All are enumerated with the enumeration token; those still open are disposed when the
+    /// enumeration ends, stops early, or fails.
     /// </remarks>
     public static IAsyncEnumerable<T[]> ZipLongest<T>(T fill, params IAsyncEnumerable<T>[] sources)
     {
@@ -86,26 +134,26 @@ public static partial class AsyncIter
                     enumerators[i] = sources[i].GetAsyncEnumerator(cancellationToken);
                 }
 
+                // A source's enumerator is null once it has ended (and was disposed).
                 int live = sources.Length;
-                var ended = new bool[sources.Length];
                 while (true)
                 {
                     var row = new T[sources.Length];
                     for (int i = 0; i < row.Length; i++)
                     {
-                        if (!ended[i] && await enumerators[i]!.MoveNextAsync())
+                        row[i] = fill;
+                        if (enumerators[i] is { } enumerator)
                         {
-                            row[i] = enumerators[i]!.Current;
-                        }
-                        else
-                        {
-                            if (!ended[i])
+                            if (await enumerator.MoveNextAsync())
                             {
-                                ended[i] = true;
-                                live--;
+                                row[i] = enumerator.Current;
                             }
-
-                            row[i] = fill;
+                            else
+                            {
+                                enumerators[i] = null;
+                                live--;
+                                await enumerator.DisposeAsync();
+                            }
                         }
                     }
 

@@ -92,4 +92,15 @@ public sealed class AccumulateTests
         cancelled.LastToken.Should().Be(token);
         cancelled.Disposals.Should().Be(1);
     }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task Accumulate_Seed_IsNotYieldedOnceTheTokenIsCancelled(SourceMode mode)
+    {
+        var source = Sources.Of(mode, 1, 2, 3);
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        await using IAsyncEnumerator<int> e = source.Accumulate(100, (a, x) => a + x).GetAsyncEnumerator(cts.Token);
+        await FluentActions.Awaiting(async () => await e.MoveNextAsync()).Should().ThrowAsync<OperationCanceledException>();
+        source.MoveNextCalls.Should().Be(0);
+    }
 }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace AsyncIterTools.Tests;
 
 public sealed class BatchTests
@@ -199,5 +201,49 @@ public sealed class BatchTests
         await FluentActions.Awaiting(() => Sources.ReadAsync(source.Batch(2, TimeSpan.FromHours(1), new FakeTimeProvider()), earlyBreak))
             .Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
         source.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task Timed_AnItemReadAfterTheBatchWasDue_StartsTheNextBatch_HoweverLateTheConsumerAsks()
+    {
+        var time = new CountingTimeProvider();
+        TaskCompletionSource[] asked = Enumerable.Range(0, 4).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        TaskCompletionSource[] release = Enumerable.Range(0, 4).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+
+        // Code after a yield runs only when the read-ahead asks for the next item, i.e. after it stamped the previous one.
+        async IAsyncEnumerable<string> Source([EnumeratorCancellation] CancellationToken ct = default)
+        {
+            yield return "A";
+            asked[1].TrySetResult();
+            await release[1].Task.WaitAsync(ct);
+            yield return "B";
+            asked[2].TrySetResult();
+            await release[2].Task.WaitAsync(ct);
+            yield return "C";
+            asked[3].TrySetResult();
+            await release[3].Task.WaitAsync(ct);
+        }
+
+        await using IAsyncEnumerator<string[]> e = Source().Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        await asked[1].Task.WaitAsync(TestWork.Bound); // A read at t=0
+        await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(5));
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal("A");
+
+        // While the consumer is busy with [A]: B is read at t=5, C at t=15, after B's batch was due (t=10).
+        release[1].SetResult();
+        await asked[2].Task.WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(10));
+        release[2].SetResult();
+        await asked[3].Task.WaitAsync(TestWork.Bound);
+
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal(new[] { "B" }, "C was read after B's batch was due");
+        release[3].SetResult();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal("C");
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
     }
 }

@@ -165,4 +165,61 @@ public sealed class BeforeAndAfterTests
             source.Disposals.Should().Be(1);
         }
     }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_KeptItemsAndThePivot_AreNotHandedToAHalfWhoseTokenIsCancelled(SourceMode mode)
+    {
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+
+        var (before, after) = Sources.From("ABCdE", mode).BeforeAndAfter(char.IsUpper);
+        new string(await after.ToArrayAsync()).Should().Be("dE"); // keeps A, B and C for Before
+        await using (IAsyncEnumerator<char> b = before.GetAsyncEnumerator(cts.Token))
+        {
+            await FluentActions.Awaiting(async () => await b.MoveNextAsync()).Should().ThrowAsync<OperationCanceledException>();
+        }
+
+        var (before2, after2) = Sources.From("ABcD", mode).BeforeAndAfter(char.IsUpper);
+        new string(await before2.ToArrayAsync()).Should().Be("AB"); // read the pivot 'c' for After
+        await using IAsyncEnumerator<char> a = after2.GetAsyncEnumerator(cts.Token);
+        await FluentActions.Awaiting(async () => await a.MoveNextAsync()).Should().ThrowAsync<OperationCanceledException>();
+    }
+
+    [Fact]
+    public async Task BeforeAndAfter_DisposingAnIdleHalf_DoesNotWaitForTheOtherHalfsPendingRead()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var reading = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var source = new TrackingSource<int>(new[] { 1, 2, 3, 9 }, SourceMode.Yielding);
+
+        async IAsyncEnumerable<int> Gated()
+        {
+            await foreach (int x in source)
+            {
+                if (x == 9)
+                {
+                    reading.TrySetResult();
+                    await gate.Task;
+                }
+
+                yield return x;
+            }
+        }
+
+        var (before, after) = Gated().BeforeAndAfter(x => x < 5);
+        IAsyncEnumerator<int> a = after.GetAsyncEnumerator();
+        Task<bool> move = a.MoveNextAsync().AsTask(); // reads 1, 2, 3 (kept for Before), then waits for 9
+        await reading.Task.WaitAsync(TestWork.Bound);
+
+        await before.GetAsyncEnumerator().DisposeAsync().AsTask().WaitAsync(TestWork.Bound);
+        move.IsCompleted.Should().BeFalse();
+
+        gate.SetResult();
+        (await move.WaitAsync(TestWork.Bound)).Should().BeTrue();
+        a.Current.Should().Be(9);
+        (await a.MoveNextAsync()).Should().BeFalse();
+        source.Disposals.Should().Be(1);
+        await a.DisposeAsync();
+        source.Disposals.Should().Be(1);
+    }
 }

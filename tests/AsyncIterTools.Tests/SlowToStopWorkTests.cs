@@ -2,8 +2,8 @@ namespace AsyncIterTools.Tests;
 
 /// <summary>
 /// "Nothing is left running" must hold for work and sources that take their time to stop: after the token they were
-/// given is cancelled they still run for a while. Breaking out of the loop (DisposeAsync) does not return until every
-/// one of them has finished.
+/// given is cancelled they still run for a while. Breaking out of the loop (DisposeAsync), or cancelling a pending
+/// MoveNextAsync, does not return until every one of them has finished.
 /// </summary>
 public sealed class SlowToStopWorkTests
 {
@@ -27,6 +27,28 @@ public sealed class SlowToStopWorkTests
         stopper.LetThemStop();
         await dispose.WaitAsync(TestWork.Bound);
         stopper.Finished.Should().Be(parked);
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task CancelledWhileWaiting_ThrowsOnlyOnceWorkStillStoppingHasFinished(string op)
+    {
+        var stopper = new SlowStopper();
+        (IAsyncEnumerable<int> sequence, int parked) = Build(op, stopper);
+        using var cts = new CancellationTokenSource();
+        IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        parked += op == "Merge" ? 1 : 0; // the move re-arms the source that yielded 0
+        await stopper.WhenParked(parked).WaitAsync(TestWork.Bound);
+
+        cts.Cancel();
+        await stopper.WhenStopping(parked).WaitAsync(TestWork.Bound);
+        move.IsCompleted.Should().BeFalse("the enumeration ends only when nothing it started is still running");
+
+        stopper.LetThemStop();
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        stopper.Finished.Should().Be(parked, "every call and source read has finished when the cancellation surfaces");
+        await e.DisposeAsync();
     }
 
     private static (IAsyncEnumerable<int> Sequence, int Parked) Build(string op, SlowStopper stopper)

@@ -91,4 +91,46 @@ public sealed class ZipLongestTests
         x.Disposals.Should().Be(1);
         y.Disposals.Should().Be(1);
     }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task ZipLongest_ASourceThatEnded_IsDisposedAtItsEnd_NotWhenTheLongestEnds(SourceMode mode)
+    {
+        var shortOne = Sources.Of(mode, 1);
+        var endless = Sources.Endless(mode);
+        await using (IAsyncEnumerator<(int, int)> pairs = AsyncIter.ZipLongest(shortOne, endless, -1, -1).GetAsyncEnumerator())
+        {
+            (await pairs.MoveNextAsync()).Should().BeTrue();
+            shortOne.Disposals.Should().Be(0);
+            (await pairs.MoveNextAsync()).Should().BeTrue(); // the short one ends here
+            pairs.Current.Should().Be((-1, 1));
+            shortOne.Disposals.Should().Be(1);
+            endless.Disposals.Should().Be(0);
+        }
+
+        shortOne.Disposals.Should().Be(1);
+        endless.Disposals.Should().Be(1);
+
+        TrackingSource<int>[] sources = [Sources.Endless(mode), Sources.Of(mode, 7), Sources.Endless(mode)];
+        await using (IAsyncEnumerator<int[]> rows = AsyncIter.ZipLongest(-1, sources).GetAsyncEnumerator())
+        {
+            (await rows.MoveNextAsync()).Should().BeTrue();
+            (await rows.MoveNextAsync()).Should().BeTrue();
+            rows.Current.Should().Equal(1, -1, 1);
+            sources.Select(s => s.Disposals).Should().Equal(0, 1, 0);
+        }
+
+        sources.Should().AllSatisfy(s => s.Disposals.Should().Be(1));
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task ZipLongest_AnEndedSourcesDisposalFailure_SurfacesWhereItEnded_AndTheOthersAreDisposed(SourceMode mode)
+    {
+        var failingDispose = new TrackingSource<int>(new[] { 1 }, mode) { DisposeFailure = new InvalidOperationException("dispose failed") };
+        var endless = Sources.Endless(mode);
+        await using IAsyncEnumerator<(int, int)> pairs = AsyncIter.ZipLongest(failingDispose, endless).GetAsyncEnumerator();
+        (await pairs.MoveNextAsync()).Should().BeTrue();
+        await FluentActions.Awaiting(async () => await pairs.MoveNextAsync()).Should().ThrowAsync<InvalidOperationException>().WithMessage("dispose failed");
+        failingDispose.Disposals.Should().Be(1);
+        endless.Disposals.Should().Be(1);
+    }
 }
