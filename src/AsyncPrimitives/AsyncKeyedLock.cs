@@ -215,10 +215,13 @@ public sealed partial class AsyncKeyedLock<TKey>
         Release(entry, Volatile.Read(ref entry.Generation));
     }
 
+    /// <summary>Whether a key can be null: a reference type, or a nullable value type (<c>int?</c>).</summary>
+    private static readonly bool s_keyCanBeNull = default(TKey) is null;
+
     private static void ThrowIfNull(TKey key)
     {
-        // The type test first: unoptimized code would box a value-type key for the null test.
-        if (!typeof(TKey).IsValueType && key is null)
+        // The flag first: unoptimized code would box a value-type key for the null test.
+        if (s_keyCanBeNull && key is null)
         {
             ThrowKeyNull();
         }

@@ -23,7 +23,9 @@ namespace AsyncPrimitives;
 /// was queued, then ends the thread; it completes once the thread has finished its last item. The thread is a background
 /// thread: a process that never disposes it can still exit.</para>
 /// <para><b>Context.</b> Work runs in the caller's <see cref="ExecutionContext"/> (its <see cref="AsyncLocal{T}"/>
-/// values), as with <see cref="Task.Run(Action)"/>; the thread itself does not keep its creator's. Work that calls <see cref="RunAsync{T}(Func{T}, CancellationToken)"/>
+/// values), as with <see cref="Task.Run(Action)"/>, or in an empty one when the caller suppressed the flow; what work
+/// sets there (<see cref="AsyncLocal{T}"/> values, the culture) ends with it, and the thread itself keeps nothing of its
+/// creator's. Work that calls <see cref="RunAsync{T}(Func{T}, CancellationToken)"/>
 /// on its own thread and blocks on the result deadlocks: that work is queued behind it.</para>
 /// <para><b>Metrics.</b> While someone listens to the <c>AsyncPrimitives</c> meter, queued work counts in
 /// <c>asynctools.waiters</c> and its wait for the thread is recorded in <c>asynctools.wait.duration</c> (kind
@@ -216,6 +218,9 @@ public sealed class AsyncThread : IAsyncDisposable
     /// <summary>The dedicated thread: runs queued items in order until disposal has emptied the queue.</summary>
     private void Loop()
     {
+        // The thread's own context, empty (it was started without its creator's): work whose caller flows none runs in
+        // a copy of it, so that nothing such work sets (AsyncLocal values, the culture) outlives it.
+        ExecutionContext? threadContext = ExecutionContext.Capture();
         while (true)
         {
             Work? item;
@@ -242,7 +247,7 @@ public sealed class AsyncThread : IAsyncDisposable
                 WaitMetrics.Ended(metering, nameof(AsyncThread), Name); // the work waited until now: it starts
             }
 
-            item.Run();
+            item.Run(threadContext);
         }
 
         _ended.TrySetResult(true);
@@ -275,6 +280,7 @@ public sealed class AsyncThread : IAsyncDisposable
     private abstract class Work
     {
         private static readonly Action<object?> s_onCanceled = static state => ((Work)state!).OnCanceled();
+        private static readonly ContextCallback s_invoke = static state => ((Work)state!).Invoke();
 
         private readonly AsyncThread _owner;
 
@@ -308,18 +314,19 @@ public sealed class AsyncThread : IAsyncDisposable
             }
         }
 
-        /// <summary>On the dedicated thread, after the item was unlinked: runs it in its caller's context and completes its task.</summary>
-        public void Run()
+        /// <summary>On the dedicated thread, after the item was unlinked: runs it in its caller's context (or, when the
+        /// caller flows none, in the thread's own) and completes its task. The thread's context is restored afterwards.</summary>
+        public void Run(ExecutionContext? threadContext)
         {
             // Waits for a cancellation callback running now; it finds the item unlinked and changes nothing.
             _registration.Dispose();
-            if (_context is null)
+            if ((_context ?? threadContext) is { } context)
             {
-                Invoke();
+                ExecutionContext.Run(context.CreateCopy(), s_invoke, this); // a copy: .NET Framework runs a context once
             }
             else
             {
-                ExecutionContext.Run(_context, static state => ((Work)state!).Invoke(), this);
+                Invoke();
             }
         }
 

@@ -54,6 +54,20 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
     }
 
     [Fact]
+    public void EveryMember_NullKeyOfANullableValueType_ThrowsArgumentNullWithTheParameterName()
+    {
+#pragma warning disable CS8714 // int? breaks TKey : notnull only as a warning, so a caller can still get here
+        var keyed = new AsyncKeyedLock<int?>();
+        int? key = null;
+        FluentActions.Invoking(() => keyed.AcquireAsync(key)).Should().Throw<ArgumentNullException>().WithParameterName("key");
+        FluentActions.Invoking(() => keyed.TryAcquire(key, out _)).Should().Throw<ArgumentNullException>().WithParameterName("key");
+        FluentActions.Invoking(() => keyed.IsHeld(key)).Should().Throw<ArgumentNullException>().WithParameterName("key");
+        keyed.TryAcquire(0, out AsyncKeyedLock<int?>.Releaser zero).Should().BeTrue("0, whose hash a null key shares, is an ordinary key");
+#pragma warning restore CS8714
+        zero.Dispose();
+    }
+
+    [Fact]
     public void AcquireAsync_NullKeyAndInvalidTimeout_ReportsTheNullKeyFirst()
     {
         var keyed = new AsyncKeyedLock<string>();

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using AsyncPrimitives.Tests.Support;
 
@@ -362,6 +363,64 @@ public sealed class AsyncThreadTests
     /// <summary>Runs work that captures a new object; returns a weak reference to it. Not inlined, so no local of the
     /// caller keeps the object alive.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
+    [Fact]
+    public async Task WorkWhoseCallerFlowsNoContext_LeavesNoAsyncLocalValueOrCultureToLaterWork()
+    {
+        await using var thread = new AsyncThread();
+        var local = new AsyncLocal<string?>();
+        string threadCulture = await thread.RunAsync(() => CultureInfo.CurrentCulture.Name).WaitAsync(Bound);
+        await RunWithoutFlowAsync(thread, () =>
+        {
+            local.Value = "left by the first caller";
+            CultureInfo.CurrentCulture = new CultureInfo(threadCulture == "fr-FR" ? "de-DE" : "fr-FR");
+        });
+
+        (await RunWithoutFlowAsync(thread, () => (local.Value, CultureInfo.CurrentCulture.Name)))
+            .Should().Be(((string?)null, threadCulture), "work of a caller that flows no context runs in an empty one, as with Task.Run");
+        (await thread.RunAsync(() => local.Value).WaitAsync(Bound)).Should().BeNull("a caller's own context has no value either");
+    }
+
+    [Fact]
+    public async Task WorkWhoseCallerFlowsNoContext_DoesNotKeepWhatItSetAliveOnTheThread()
+    {
+        await using var thread = new AsyncThread();
+        WeakReference payload = await LeaveAnAsyncLocalValueAsync(thread);
+        await thread.RunAsync(() => 0).WaitAsync(Bound); // the thread has moved on to other work
+
+        CancelledWaitProbe.Collect();
+
+        payload.IsAlive.Should().BeFalse("the thread keeps nothing of a finished work item");
+    }
+
+    private static async Task<T> RunWithoutFlowAsync<T>(AsyncThread thread, Func<T> work)
+    {
+        Task<T> call;
+        using (ExecutionContext.SuppressFlow())
+        {
+            call = thread.RunAsync(work);
+        }
+
+        return await call.WaitAsync(Bound);
+    }
+
+    private static Task RunWithoutFlowAsync(AsyncThread thread, Action work) => RunWithoutFlowAsync(thread, () =>
+    {
+        work();
+        return 0;
+    });
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> LeaveAnAsyncLocalValueAsync(AsyncThread thread)
+    {
+        var local = new AsyncLocal<object?>();
+        return await RunWithoutFlowAsync(thread, () =>
+        {
+            object value = new();
+            local.Value = value;
+            return new WeakReference(value);
+        });
+    }
+
     private static (WeakReference Captured, Task<int> Call) RunCapturing(AsyncThread thread, CancellationToken cancellationToken)
     {
         object captured = new();
