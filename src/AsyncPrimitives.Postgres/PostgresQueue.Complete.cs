@@ -16,7 +16,8 @@ public sealed partial class PostgresQueue<T>
     /// <returns>A task that completes when the deliveries are completed.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="deliveries"/> is null or holds null.</exception>
     /// <exception cref="ArgumentException">A delivery belongs to another queue object.</exception>
-    /// <exception cref="InvalidOperationException">A delivery was abandoned.</exception>
+    /// <exception cref="InvalidOperationException">A delivery was abandoned, or another completion or abandonment of it
+    /// is in progress; nothing was completed.</exception>
     /// <exception cref="PostgresLeaseLostException">Some deliveries were not completed: their leases were lost (they
     /// expired, or their session ended), so their items may be with other consumers. The others were completed.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; nothing was completed.</exception>
@@ -40,7 +41,31 @@ public sealed partial class PostgresQueue<T>
         }
 
         _coordinator.ThrowIfDisposed();
-        return CompleteCoreAsync(batch, cancellationToken);
+        return CompleteManyCoreAsync(batch, cancellationToken);
+    }
+
+    /// <summary>Completes <paramref name="batch"/> holding each open delivery's call, as its own
+    /// <see cref="PostgresDelivery{T}.CompleteAsync"/> would: a completion of it in progress is never raced (and then
+    /// taken for a lost lease when it wins).</summary>
+    private async ValueTask CompleteManyCoreAsync(PostgresDelivery<T>[] batch, CancellationToken cancellationToken)
+    {
+        var entered = new List<PostgresDelivery<T>>(batch.Length);
+        try
+        {
+            foreach (PostgresDelivery<T> delivery in batch.Distinct())
+            {
+                if (delivery.EnterCompletion()) // throws when another call on it is in progress
+                {
+                    entered.Add(delivery);
+                }
+            }
+
+            await CompleteCoreAsync(batch, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            entered.ForEach(d => d.ExitCall());
+        }
     }
 
     /// <summary>Completes <paramref name="batch"/>: one call of the server's queue_complete.</summary>

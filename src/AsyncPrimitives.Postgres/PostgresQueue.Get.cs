@@ -319,7 +319,7 @@ public sealed partial class PostgresQueue<T>
 
         var deliveries = new List<PostgresDelivery<T>>(rows.Count);
         bool late = false;
-        JsonException? unreadable = null;
+        Exception? unreadable = null;
         long unreadableId = 0;
         foreach ((long id, long token, int attempt, _, string? payload, _) in rows)
         {
@@ -329,8 +329,11 @@ public sealed partial class PostgresQueue<T>
             {
                 item = JsonSerializer.Deserialize(payload!, _contract)!;
             }
-            catch (JsonException e)
+#pragma warning disable CA1031 // Not swallowed: the first one is the inner exception of the call's failure, below.
+            catch (Exception e)
+#pragma warning restore CA1031
             {
+                // The JSON does not fit T (JsonException), or T's own code refused it (a validating constructor).
                 unreadable ??= e;
                 unreadableId = unreadableId == 0 ? id : unreadableId;
             }

@@ -34,6 +34,27 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
     }
 
     [PostgresFact]
+    public async Task AJoinWaiting_IsWoken_WhenDisposingTheHolderMovesTheLastItemToTheDeadLetters()
+    {
+        // The holder's session gives its item back as it closes; on its last attempt the item goes to the dead letters,
+        // so nothing is unfinished: the join in the other process is told, as an abandonment would tell it.
+        Member holder = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        Member joiner = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        var options = new PostgresQueueOptions { MaxAttempts = 1 };
+        PostgresQueue<int> queue = holder.Coordinator.CreateQueue<int>("join", options);
+        await queue.PutAsync(1);
+        _ = await queue.GetAsync(Bound);
+
+        PostgresQueue<int> joinerQueue = joiner.Coordinator.CreateQueue<int>("join", options);
+        Task joined = joinerQueue.JoinAsync().AsTask();
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join waits");
+
+        await holder.Coordinator.DisposeAsync();
+        (await joinerQueue.DeadLetterCountAsync()).Should().Be(1);
+        await joined.WaitAsync(Bound); // woken, not by a poll an hour away
+    }
+
+    [PostgresFact]
     public async Task ACompletion_WhoseAnswerComesAfterARenewalFoundTheItemGone_DoesNotFireLost()
     {
         // The completion commits, its answer is held back; meanwhile the heartbeat's renewal (another connection) finds
@@ -72,6 +93,38 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
         await completing.WaitAsync(Bound);
         delivery.ToString().Should().Contain("completed");
         delivery.Lost.IsCancellationRequested.Should().BeFalse("Lost is never cancelled by completing");
+    }
+
+    [PostgresFact]
+    public async Task ABatchCompletion_OfADeliveryWhoseCompletionIsInFlight_ThrowsInProgress_AndNeitherCallsItLost()
+    {
+        // Two completions of one delivery in one process: the second does not race the first to the server (where the
+        // loser would find the item gone and call the lease lost, of an item this process completed).
+        Member member = await JoinAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+
+        Task completing;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
+            completing = delivery.CompleteAsync().AsTask();
+            await WaitsForALockAsync(member, "the completion waits for the item's row");
+            await FluentActions.Awaiting(async () => await queue.CompleteManyAsync([delivery])).Should()
+                .ThrowAsync<InvalidOperationException>().WithMessage("*in progress*");
+            await hold.CommitAsync();
+        }
+
+        await completing.WaitAsync(Bound);
+        await queue.CompleteManyAsync([delivery, delivery]); // completed already: nothing to do
+        await queue.PutAsync(2);
+        PostgresDelivery<int> listedTwice = await queue.GetAsync(Bound);
+        await queue.CompleteManyAsync([listedTwice, listedTwice]); // one batch is one call, not two in progress at once
+        (await queue.UnfinishedAsync()).Should().Be(0);
+        delivery.Lost.IsCancellationRequested.Should().BeFalse();
+        delivery.ToString().Should().Contain("completed");
     }
 
     [PostgresFact]

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -56,6 +57,54 @@ public sealed class QueuePayloadTests(PostgresServer server) : PostgresTest(serv
 
         (await ScalarAsync<string>("SELECT payload::text FROM @schema.queue_items"))
             .Should().Be(JsonSerializer.Serialize(job), "the properties keep their order and nothing is normalized");
+    }
+
+    /// <summary>An item type that checks its data, as many domain types do: a negative amount is refused.</summary>
+    public sealed record Amount
+    {
+        public Amount(int value)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            Value = value;
+        }
+
+        public int Value { get; }
+    }
+
+    /// <summary>The same JSON as <see cref="Amount"/>, unchecked: puts what <see cref="Amount"/> refuses.</summary>
+    public sealed record LooseAmount(int Value);
+
+    /// <summary>An item type whose constructor refuses a missing address.</summary>
+    public sealed record Mail
+    {
+        public Mail(string to)
+        {
+            ArgumentNullException.ThrowIfNull(to);
+            To = to;
+        }
+
+        public string To { get; }
+    }
+
+    [PostgresFact]
+    public async Task ATypeWhoseConstructorValidates_IsAcceptedAsAQueueItem_AndComesBackAsPut()
+    {
+        (await PutAndGetAsync([new Mail("a@example.com")])).Should().Equal(new Mail("a@example.com"));
+    }
+
+    [PostgresFact]
+    public async Task AnItemTheTypesOwnCodeRefuses_FailsTheGet_AndTheWholeBatchIsGivenBack_NotLeftLeasedToNoOne()
+    {
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o => o.TimeProvider = time);
+        await member.Coordinator.CreateQueue<LooseAmount>("amounts").PutManyAsync([new LooseAmount(1), new LooseAmount(-5)]);
+        PostgresQueue<Amount> amounts = member.Coordinator.CreateQueue<Amount>("amounts", new PostgresQueueOptions { MaxAttempts = 2 });
+
+        await FluentActions.Awaiting(async () => await amounts.GetManyAsync(2, Bound)).Should().ThrowAsync<PostgresCoordinationException>()
+            .WithInnerException(typeof(ArgumentOutOfRangeException));
+        (await amounts.CountAsync()).Should().Be(2, "both items were given back");
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items WHERE lease_token IS NOT NULL"))
+            .Should().Be(0, "nothing stays leased (and renewed by the heartbeat) for a delivery nobody has");
     }
 
     /// <summary>Puts <paramref name="items"/> on a new queue, takes them in one get, completes them, and returns what

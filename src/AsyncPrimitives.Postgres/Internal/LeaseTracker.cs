@@ -55,6 +55,10 @@ internal sealed class LeaseTracker
 
     public string WakeKey { get; }
 
+    /// <summary>A delivery's queue's join key (see <see cref="PostgresQueue{T}.JoinKey"/>): when the lease ends without its
+    /// consumer, the item may go to the dead letters and leave nothing unfinished.</summary>
+    public string JoinKey => "j:" + WakeKey[2..];
+
     /// <summary>A permit's kind (<c>l</c> or <c>s</c>): the first character of its wake key (see <see cref="PermitSet.WakeKey"/>).</summary>
     public string PermitKind => WakeKey[..1];
 

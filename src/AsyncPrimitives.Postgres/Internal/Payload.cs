@@ -31,7 +31,8 @@ internal static class Payload
     /// <summary>Reads a minimal document of the contract's kind (an empty object, an empty array, a string): the
     /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
     /// (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
-    /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>).
+    /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>,
+    /// or its own constructor refusing the missing values).
     /// A polymorphic type is checked through its derived types.</summary>
     private static void Check(JsonTypeInfo contract, HashSet<Type> seen)
     {
@@ -65,9 +66,12 @@ internal static class Payload
         {
             _ = JsonSerializer.Deserialize(probe, contract);
         }
-        catch (JsonException)
+#pragma warning disable CA1031 // Only the two refusals above mean "unreadable"; anything else is the type reading.
+        catch (Exception e) when (e is not (NotSupportedException or InvalidOperationException))
+#pragma warning restore CA1031
         {
-            // The type is readable; only this document does not fit it.
+            // The type is readable: this document does not fit it (JsonException), or the type's own code refused it
+            // (a constructor that validates its arguments: ArgumentNullException for a missing property).
         }
 
         foreach (JsonPropertyInfo property in contract.Properties)

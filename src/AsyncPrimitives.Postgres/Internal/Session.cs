@@ -205,7 +205,8 @@ internal sealed partial class Session
     public void End(Exception reason) => AskOthersToLook(EndHere(reason));
 
     /// <summary>Ends the session in this process (once; see <see cref="End"/>); returns the wake keys of the leases
-    /// lost, for the others to be asked to look again once the server has freed them.</summary>
+    /// lost (and the join keys of the deliveries' queues), for the others to be asked to look again once the server has
+    /// freed them.</summary>
     private string[] EndHere(Exception reason)
     {
         LeaseTracker[] lost;
@@ -230,7 +231,8 @@ internal sealed partial class Session
             _coordinator.Signals.Signal(lease.WakeKey);
         }
 
-        return [.. lost.Select(l => l.WakeKey).Distinct(StringComparer.Ordinal)];
+        // A delivery given back on its last attempt goes to the dead letters, which may leave nothing unfinished.
+        return [.. lost.Select(l => l.WakeKey).Concat(lost.Where(l => l.IsDelivery).Select(l => l.JoinKey)).Distinct(StringComparer.Ordinal)];
     }
 
     /// <summary>Asks the other processes' waits on <paramref name="keys"/> to look again.</summary>
