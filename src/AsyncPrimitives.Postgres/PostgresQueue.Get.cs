@@ -194,8 +194,8 @@ public sealed partial class PostgresQueue<T>
                 List<(long Id, long Token, int Attempt, int Priority, string? Payload, char Signal)> rows;
                 try
                 {
-                    // Never cancelled half-way (an item leased by a call whose answer is lost would wait for its lease to
-                    // expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
+                    // Cancelled only until it is sent (not at all when it completes), never half-way (an item leased by a
+                    // call whose answer is lost would wait for its lease to expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
                     // Not when it completes: a repeat would find its own completion and call it a loss.
                     rows = await _coordinator.Database.QueryAllAsync(
                         TakeSql,
@@ -209,7 +209,8 @@ public sealed partial class PostgresQueue<T>
                             ? (0L, 0L, 0, 0, (string?)null, r.GetChar(5))
                             : (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4), '\0'),
                         completing is null ? Database.Retry.Always : Database.Retry.IfNotRun,
-                        CancellationToken.None).ConfigureAwait(false);
+                        completing is null ? cancellationToken : CancellationToken.None,
+                        Database.Cancel.BeforeSending).ConfigureAwait(false);
                 }
                 catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
                 {

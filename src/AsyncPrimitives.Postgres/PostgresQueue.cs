@@ -325,8 +325,8 @@ public sealed partial class PostgresQueue<T>
                 long unfinished;
                 if (wait.Waits)
                 {
-                    // Never cancelled half-way: a row recorded by a call whose answer is lost would stay until the
-                    // session ends. Cancellation is observed before the call and in the sleep.
+                    // Cancelled only until it is sent, never half-way: a row recorded by a call whose answer is lost
+                    // would stay until the session ends.
                     (joinId, unfinished) = await _coordinator.Database.QueryAsync(
                         "SELECT join_id, unfinished FROM __schema__.queue_join($1, $2, $3, $4)",
                         [
@@ -335,7 +335,8 @@ public sealed partial class PostgresQueue<T>
                         ],
                         static r => (r.GetInt64(0), r.GetInt64(1)),
                         Database.Retry.Always,
-                        CancellationToken.None).ConfigureAwait(false);
+                        cancellationToken,
+                        Database.Cancel.BeforeSending).ConfigureAwait(false);
                 }
                 else
                 {

@@ -107,4 +107,42 @@ public sealed class CancelledCallTests(PostgresServer server) : PostgresTest(ser
         proxy.ReleaseReplies(port);
         await calling.WaitAsync(Bound);
     }
+
+    public static TheoryData<string> WaitingCalls => new() { "lock", "semaphore-try", "get", "join" };
+
+    /// <summary>
+    /// A wait cancelled while its call waits for a pooled connection (the pool is full) ends at once, and is granted
+    /// nothing when a connection frees up later: its statement was never sent.
+    /// </summary>
+    [PostgresTheory, MemberData(nameof(WaitingCalls))]
+    public async Task AWait_CancelledBeforeItsCallReachedTheServer_EndsAtOnce_AndTakesNothing(string call)
+    {
+        Member member = await JoinAsync(connection: b =>
+        {
+            b.MaxPoolSize = 2;
+            b.Timeout = 120; // a call waiting for a pooled connection would give up only after this
+        });
+        Member producer = await JoinAsync();
+        await producer.Coordinator.CreateQueue<int>("full-pool").PutAsync(1); // something for a get to take
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("full-pool");
+        await member.Coordinator.GetSessionAsync(CancellationToken.None); // the LISTEN connection: 1 of 2
+        NpgsqlConnection busy = await member.Source.OpenConnectionAsync(); // 2 of 2, and no call has kept one
+        using var cancel = new CancellationTokenSource();
+        Task waiting = call switch
+        {
+            "lock" => member.Coordinator.CreateLock("job").AcquireAsync(cancel.Token).AsTask(),
+            "semaphore-try" => member.Coordinator.CreateSemaphore("api", 2).TryAcquireAsync(cancel.Token).AsTask(),
+            "get" => queue.GetAsync(cancel.Token).AsTask(),
+            "join" => queue.JoinAsync(cancel.Token).AsTask(),
+            _ => throw new ArgumentOutOfRangeException(nameof(call)),
+        };
+        cancel.Cancel();
+
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>(
+            "the token ends the wait for a connection (a TimeoutException here means the call waited on)");
+        await busy.DisposeAsync();
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+        (await queue.CountAsync()).Should().Be(1, "the get took nothing");
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins")).Should().Be(0);
+    }
 }

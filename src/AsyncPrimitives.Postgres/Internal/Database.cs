@@ -226,8 +226,8 @@ internal sealed partial class Database
     /// Runs the statement template <paramref name="sql"/> (see <see cref="Sql"/>) with <paramref name="parameters"/> on a
     /// pooled connection and reads its first row with <paramref name="read"/> (default when there is none).
     /// <paramref name="cancellationToken"/> cancels the call, until its statement is sent when <paramref name="cancel"/>
-    /// says so (a call whose effect its caller must know); pass none for a call whose answer must be read whatever
-    /// happens (one that grants something, which is then handed over or given back).
+    /// says so (a call whose effect its caller must know, or whose answer must be read whatever happens: one that grants
+    /// something, which is then handed over or given back).
     /// </summary>
     /// <remarks>
     /// <paramref name="retry"/> says when the call is tried again on a new connection, after the one it ran on failed.
@@ -244,8 +244,9 @@ internal sealed partial class Database
     /// <summary>Runs <paramref name="sql"/> and reads every row with <paramref name="read"/> (see
     /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken, Cancel)"/>).</summary>
     public async ValueTask<List<T>> QueryAllAsync<T>(
-        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken) =>
-        (await WithConnectionAsync(sql, parameters, (reader, ct) => AllRowsAsync(reader, read, ct), retry, cancellationToken, Cancel.Anytime).ConfigureAwait(false))!;
+        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken,
+        Cancel cancel = Cancel.Anytime) =>
+        (await WithConnectionAsync(sql, parameters, (reader, ct) => AllRowsAsync(reader, read, ct), retry, cancellationToken, cancel).ConfigureAwait(false))!;
 
     /// <summary>
     /// Runs a call that gives something back on the server (a permit, a place in line, a join, what a session holds),

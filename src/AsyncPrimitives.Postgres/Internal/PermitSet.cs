@@ -97,8 +97,8 @@ internal sealed class PermitSet
                 (long? Token, long? Ticket) result;
                 try
                 {
-                    // Never cancelled half-way: a permit granted by a call whose answer is lost would be held by no one.
-                    // A call with a ticket may run twice (the server answers a repeat with the same grant); the first
+                    // Cancelled only until it is sent, never half-way: a permit granted by a call whose answer is lost
+                    // would be held by no one. A call with a ticket may run twice (the server answers a repeat with the same grant); the first
                     // one may not: if its answer is lost, the call fails, and the place or permit it may have taken
                     // (never renewed) expires.
                     result = await _coordinator.Database.QueryAsync(
@@ -111,7 +111,8 @@ internal sealed class PermitSet
                         ],
                         static r => (r.IsDBNull(0) ? (long?)null : r.GetInt64(0), r.IsDBNull(1) ? (long?)null : r.GetInt64(1)),
                         place is null ? Database.Retry.IfNotRun : Database.Retry.Always,
-                        CancellationToken.None).ConfigureAwait(false);
+                        cancellationToken,
+                        Database.Cancel.BeforeSending).ConfigureAwait(false);
                 }
                 catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
                 {
