@@ -455,6 +455,44 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     }
 
     [PostgresFact]
+    public async Task AShutdownWaitingForAnOpenTransactionThatPutInItsQueue_HoldsUpNothingElse()
+    {
+        Member app = await JoinAsync();
+        Member other = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(2));
+        PostgresQueue<int> emails = app.Coordinator.CreateQueue<int>("emails");
+        PostgresQueue<int> reports = app.Coordinator.CreateQueue<int>("reports");
+        PostgresQueue<int> jobs = other.Coordinator.CreateQueue<int>("jobs");
+        await jobs.PutAsync(1);
+        PostgresDelivery<int> held = await jobs.GetAsync(Bound);
+        await using PostgresLease lease = await other.Coordinator.CreateLock("nightly").AcquireAsync(Bound);
+
+        await using NpgsqlConnection connection = await app.Source.OpenConnectionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await emails.PutAsync(1, transaction); // a business transaction that stays open
+
+        await reports.ShutdownAsync().AsTask().WaitAsync(Bound); // another queue: nothing to wait for
+        Task shutdown = emails.ShutdownAsync().AsTask();
+        await WaitsForALockAsync(app, "the shutdown of 'emails' waits for the transaction that put in it");
+
+        // Meanwhile other queues' puts and gets, and the heartbeat's renewal of a lock and a delivery, go on.
+        await jobs.PutAsync(7).AsTask().WaitAsync(Bound);
+        (await jobs.GetAsync(Bound)).Item.Should().Be(7);
+        DateTime permitBefore = await ScalarAsync<DateTime>("SELECT max(expires_at) FROM @schema.permit_slots");
+        DateTime itemBefore = await ScalarAsync<DateTime>($"SELECT leased_until FROM @schema.queue_items WHERE id = {held.Id}");
+        await EventuallyAsync(
+            async () => await ScalarAsync<DateTime>("SELECT max(expires_at) FROM @schema.permit_slots") > permitBefore &&
+                        await ScalarAsync<DateTime>($"SELECT leased_until FROM @schema.queue_items WHERE id = {held.Id}") > itemBefore,
+            "the heartbeat renewed the lock's lease and the delivery's");
+        lease.Lost.IsCancellationRequested.Should().BeFalse();
+        shutdown.IsCompleted.Should().BeFalse("the put's transaction is still open");
+
+        await transaction.CommitAsync();
+        await shutdown.WaitAsync(Bound);
+        (await emails.CountAsync()).Should().Be(1, "the put in flight committed before the shutdown");
+        await FluentActions.Awaiting(async () => await emails.PutAsync(2)).Should().ThrowAsync<QueueShutDownException>();
+    }
+
+    [PostgresFact]
     public async Task ShutdownAsync_SeenByEveryCoordinator_PutsFail_GetsDrainThenFail()
     {
         Member a = await JoinAsync(o => o.PollInterval = s_noPolling);

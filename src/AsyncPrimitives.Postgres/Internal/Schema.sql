@@ -352,9 +352,27 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.queue_joins (
 SELECT __schema__.create_index('__schema__.queue_joins_queue',
     'CREATE INDEX queue_joins_queue ON __schema__.queue_joins (queue)');
 
--- Puts items, in order. Raises AT002 when the queue is shut down. The check comes after the insert: a shutdown takes
--- a SHARE lock on queue_items first, so it waits for a put that has inserted, and a put that inserts after it
--- committed sees it here. In a caller's transaction at REPEATABLE READ, the check reads the transaction's snapshot,
+-- The turn of puts and shutdowns of one queue (a transaction-level advisory lock on a hash of its name): a put holds
+-- it shared until its transaction ends, a shutdown exclusively. Only that queue's puts and shutdowns take it, so a
+-- shutdown waiting for a caller's open transaction that put an item holds up no other queue, and nothing else.
+CREATE OR REPLACE FUNCTION __schema__.queue_put_turn(p_queue text, p_exclusive boolean)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue ' || p_queue, 0);
+BEGIN
+    IF p_exclusive THEN
+        PERFORM pg_advisory_xact_lock(v_key);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(v_key);
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Puts items, in order. Raises AT002 when the queue is shut down. The check comes after the put's turn: a shutdown
+-- takes that turn exclusively first, so it waits for a put that holds it (until the put's transaction ends), and a
+-- put that takes it after the shutdown committed sees it here. In a caller's transaction at REPEATABLE READ, the check reads the transaction's snapshot,
 -- which may be older than a shutdown that committed meanwhile: there the put first tries to insert the queue's row
 -- itself (undone at once), and such a row, committed and not in the snapshot, makes that insert fail with a
 -- serialization failure, answered as AT002. (Not at SERIALIZABLE: that write would add read/write conflicts between
@@ -362,7 +380,10 @@ SELECT __schema__.create_index('__schema__.queue_joins_queue',
 CREATE OR REPLACE FUNCTION __schema__.queue_put(p_queue text, p_priorities int[], p_payloads json[])
 RETURNS bigint
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ok boolean;
 BEGIN
+    v_ok := __schema__.queue_put_turn(p_queue, false);
     IF cardinality(p_payloads) = 1 THEN
         -- One item: a plain insert (no set to unnest and sort).
         INSERT INTO __schema__.queue_items (queue, priority, payload) VALUES (p_queue, p_priorities[1], p_payloads[1]);
@@ -590,22 +611,21 @@ END
 $$;
 
 -- Shuts a queue down (once; a later immediate shutdown still drops what is left). Immediate drops every item,
--- waiting or delivered. The SHARE lock waits for puts in flight and holds off new ones until this commits (see
--- queue_put). An immediate shutdown, which deletes rows, takes EXCLUSIVE instead: it also waits for the statements
--- that have locked items and are about to change them (a get, a completion, a renewal), which would otherwise hold a
--- row its delete waits for while they wait for the SHARE lock to change it: a deadlock, failing one of the two.
+-- waiting or delivered. The queue's put turn, taken exclusively, waits for puts in flight and holds off new ones until
+-- this commits (see queue_put). An immediate shutdown locks the queue's items in the order of their ids before it
+-- deletes them, as every statement that locks several items does (see queue_lock_items), so that it never waits for a
+-- completion or a renewal in a cycle.
 CREATE OR REPLACE FUNCTION __schema__.queue_shutdown(p_queue text, p_immediate boolean)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ok boolean;
 BEGIN
-    IF p_immediate THEN
-        LOCK TABLE __schema__.queue_items IN EXCLUSIVE MODE;
-    ELSE
-        LOCK TABLE __schema__.queue_items IN SHARE MODE;
-    END IF;
+    v_ok := __schema__.queue_put_turn(p_queue, true);
     INSERT INTO __schema__.queues (name, shut_down_at, immediate) VALUES (p_queue, now(), p_immediate)
     ON CONFLICT (name) DO UPDATE SET immediate = __schema__.queues.immediate OR excluded.immediate;
     IF p_immediate THEN
+        PERFORM 1 FROM __schema__.queue_items q WHERE q.queue = p_queue ORDER BY q.id FOR UPDATE;
         DELETE FROM __schema__.queue_items q WHERE q.queue = p_queue;
     END IF;
 END
