@@ -140,14 +140,16 @@ public sealed class AsyncCondition
 
     /// <summary>Waits, as <see cref="WaitAsync(TimeSpan, CancellationToken)"/> does, until <paramref name="predicate"/>
     /// returns true, for at most <paramref name="timeout"/> in all. The caller must hold the lock.</summary>
-    /// <param name="predicate">The condition to wait for; checked first, then after each notification.</param>
+    /// <param name="predicate">The condition to wait for; checked first, then after each notification, and once more
+    /// when the time is up (with the lock held again).</param>
     /// <param name="timeout">The overall time limit: <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
     /// <param name="cancellationToken">Cancels the wait; the lock is re-acquired before the exception is thrown.</param>
     /// <returns>A task that completes, holding the lock, once <paramref name="predicate"/> returned true.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="predicate"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or longer than about 49.7 days.</exception>
     /// <exception cref="SynchronizationLockException">The lock is not held.</exception>
-    /// <exception cref="TimeoutException">The predicate did not become true within <paramref name="timeout"/> (the lock is held again).</exception>
+    /// <exception cref="TimeoutException">The predicate was still false when <paramref name="timeout"/> had passed and the
+    /// lock was held again.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first (the lock is held again).</exception>
     public ValueTask WaitUntilAsync(Func<bool> predicate, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
@@ -172,7 +174,21 @@ public sealed class AsyncCondition
                 }
             }
 
-            await WaitCore(remaining, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await WaitCore(remaining, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException) when (remaining != TimeSpan.Zero)
+            {
+                // The lock is held again, and the state may have changed while this waited without it: a last look (as
+                // Python's wait_for returns the predicate's last value). A zero wait never let the lock go.
+                if (predicate())
+                {
+                    return;
+                }
+
+                throw;
+            }
         }
         while (!predicate());
     }

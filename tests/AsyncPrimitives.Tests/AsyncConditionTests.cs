@@ -641,6 +641,27 @@ public sealed class AsyncConditionTests
     }
 
     [Fact]
+    public async Task WaitUntilAsync_TimedOut_ReturnsNormally_WhenThePredicateIsTrueOnceTheLockIsHeldAgain()
+    {
+        var time = new CountingTimeProvider();
+        var condition = new AsyncCondition(timeProvider: time);
+        bool ready = false;
+        await condition.AcquireAsync();
+        Task wait = condition.WaitUntilAsync(() => Volatile.Read(ref ready), TimeSpan.FromSeconds(5)).AsTask();
+
+        await condition.AcquireAsync().AsTask().WaitAsync(s_bound); // the waiter released the lock; this holds it now
+        Volatile.Write(ref ready, true); // changed without a notification
+        time.Advance(TimeSpan.FromSeconds(5)); // the waiter's time is up: it queues for the lock
+        await WaitUntil(() => condition.Lines.Waiting == 0);
+        wait.IsCompleted.Should().BeFalse("the waiter needs the lock back first");
+
+        condition.Release();
+        await wait.WaitAsync(s_bound); // no TimeoutException: the predicate held when it looked, lock in hand
+        condition.IsLocked.Should().BeTrue();
+        condition.Release();
+    }
+
+    [Fact]
     public async Task WaitUntilAsync_CalledUnderASynchronizationContext_ChecksThePredicateAgainWithoutPostingToIt()
     {
         // The re-checks between notifications are the library's own steps: they never wait for the caller's context
