@@ -1,5 +1,8 @@
 using System.Diagnostics;
+using AsyncPrimitives.Postgres.Internal;
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
+using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -168,5 +171,40 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters")).Should().Be(0);
         await FluentActions.Awaiting(async () => await a.Coordinator.CreateLock("job").AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
         await bHeld.ReleaseAsync();
+    }
+
+    /// <summary>
+    /// The LISTEN connection stops answering (an idle connection dropped silently on the way, which the ping exists to
+    /// catch) while the process still reaches the server on its other connections. Its wait in progress throws
+    /// (documented: "nothing is granted to a call that throws it"); then no one waits and no one holds the semaphore,
+    /// so once its holder releases it, another process's TryAcquireAsync must get it and GetCurrentCountAsync must
+    /// say it is free (the session's backend still exists, so its place would be live on the server unless freed).
+    /// </summary>
+    [PostgresFact]
+    public async Task AListenConnectionThatStopsAnswering_FailsTheWait_AndLeavesNoPlaceToTakeTheNextPermit()
+    {
+        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member cut = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(3), port: proxy.Port);
+        Member holder = await JoinAsync();
+        Member other = await JoinAsync();
+        PostgresLease held = await holder.Coordinator.CreateSemaphore("ghost", 1).AcquireAsync(Bound);
+        Task<PostgresLease> waiting = cut.Coordinator.CreateSemaphore("ghost", 1).AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        Session session = await cut.Coordinator.GetSessionAsync(CancellationToken.None);
+        int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
+        proxy.HoldReplies(listenPort); // the next ping gets no answer
+
+        await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+
+        await held.ReleaseAsync();
+        PostgresSemaphore semaphore = other.Coordinator.CreateSemaphore("ghost", 1);
+        long ghost = await ScalarAsync<long>(
+            $"SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND owner = '{cut.Coordinator.Owner}'");
+        (await semaphore.GetCurrentCountAsync()).Should().Be(
+            1, $"no one holds the permit: the only wait failed (permits the server granted to the failed wait's place: {ghost})");
+        await using PostgresLease? taken = await semaphore.TryAcquireAsync();
+        taken.Should().NotBeNull("no one holds the semaphore and no one waits for it");
+        proxy.ReleaseReplies(listenPort);
     }
 }

@@ -150,6 +150,11 @@ internal sealed class PermitSet
                     place = new WaitPlace(result.Ticket!.Value);
                     _places[place.Ticket] = place;
                     session.TryAdd(place);
+
+                    // The wake that brought this wait here was meant for the first place in line, which this one no
+                    // longer is: passed on to the waits now ahead of it (a release may have granted one of them).
+                    wait.SetRank(place.Ticket);
+                    _coordinator.Signals.Signal(WakeKey);
                 }
 
                 wait.SetRank(place.Ticket);
@@ -160,7 +165,15 @@ internal sealed class PermitSet
                 }
                 else
                 {
-                    await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
+                    try
+                    {
+                        await wait.SleepAsync(cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is OperationCanceledException or TimeoutException && place.HasGrant)
+                    {
+                        // A grant already handed to this place wins over the cancellation or the timeout: taken at the
+                        // top of the loop (never a call: it is found before one).
+                    }
                 }
             }
         }

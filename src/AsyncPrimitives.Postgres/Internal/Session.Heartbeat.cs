@@ -124,6 +124,9 @@ internal sealed class WaitPlace(long ticket)
 
     /// <summary>The permit granted to this place, once; null when none was.</summary>
     public PermitGrant? TakeGrant() => Interlocked.Exchange(ref _grant, null);
+
+    /// <summary>Whether a permit was granted to this place and not taken yet.</summary>
+    public bool HasGrant => Volatile.Read(ref _grant) is not null;
 }
 
 /// <summary>A permit granted to a wait by a release: its token, and when the release was sent (its lease counts from then).</summary>

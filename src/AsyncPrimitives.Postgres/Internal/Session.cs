@@ -206,8 +206,9 @@ internal sealed partial class Session
 
     /// <summary>Ends the session in this process (once; see <see cref="End"/>); returns the wake keys of the leases
     /// lost (and the join keys of the deliveries' queues), for the others to be asked to look again once the server has
-    /// freed them.</summary>
-    private string[] EndHere(Exception reason)
+    /// freed them. The waits in progress fail now, or (<paramref name="failWaits"/> false) when the caller cancels
+    /// <see cref="_ended"/>.</summary>
+    private string[] EndHere(Exception reason, bool failWaits = true)
     {
         LeaseTracker[] lost;
         lock (_sync)
@@ -223,7 +224,11 @@ internal sealed partial class Session
             _places.Clear();
         }
 
-        _ended.Cancel();
+        if (failWaits)
+        {
+            _ended.Cancel();
+        }
+
         _stop.Cancel();
         foreach (LeaseTracker lease in lost)
         {
@@ -261,15 +266,19 @@ internal sealed partial class Session
     {
         string[] freed = EndHere(reason);
         // If this cannot reach the server, the session's connection, closed below, frees its rows too.
-        await _coordinator.Database.RunCleanupAsync(
-            "SELECT __schema__.end_session($1, $2)",
-            [Database.Parameter(_coordinator.Owner), Database.Parameter(Key)],
-            static _ => true,
-            _coordinator.CleanupTimeout).ConfigureAwait(false);
+        await EndOnServerAsync(_coordinator.CleanupTimeout).ConfigureAwait(false);
         // Only now: a wait woken before the rows were free would find nothing and sleep to its next poll.
         AskOthersToLook(freed);
         await StopAsync(reason).ConfigureAwait(false);
     }
+
+    /// <summary>Frees what the session holds on the server (if it can be reached within <paramref name="timeout"/>).</summary>
+    private ValueTask<(bool Ran, bool Row)> EndOnServerAsync(TimeSpan timeout) =>
+        _coordinator.Database.RunCleanupAsync(
+            "SELECT __schema__.end_session($1, $2)",
+            [Database.Parameter(_coordinator.Owner), Database.Parameter(Key)],
+            static _ => true,
+            timeout);
 
     private async Task ListenAsync()
     {
@@ -306,10 +315,20 @@ internal sealed partial class Session
         if (failure is not null)
         {
             // Whatever failed, the other idle connections of the pool likely failed with it (a restart, the network).
+            // The server may still hold the session, though: a connection that stopped answering (a ping that timed
+            // out) keeps its backend, and the advisory lock that keeps the session alive, until it is closed. So the
+            // leases are lost here first, then what the session holds there is freed (as a closing coordinator frees
+            // it), and only then do the waits in progress fail: a place left would take the next permit released, and
+            // keep it until it expired, after its wait had thrown.
             _coordinator.Database.ClearConnections();
-            End(new PostgresCoordinationException(
-                $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are lost, " +
-                "and the coordinator reconnects on the next call.", failure));
+            string[] freed = EndHere(
+                new PostgresCoordinationException(
+                    $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are " +
+                    "lost, and the coordinator reconnects on the next call.", failure),
+                failWaits: false);
+            await EndOnServerAsync(s_closeTimeout).ConfigureAwait(false);
+            _ended.Cancel();
+            AskOthersToLook(freed);
         }
     }
 
