@@ -154,6 +154,12 @@ public sealed class PostgresSemaphore
             {
                 return s_disposed; // the wait left the line, holding nothing
             }
+            catch (OperationCanceledException)
+            {
+                // With the caller's token, not the linked one (disposed by now), as the BCL limiters throw it.
+                cancellationToken.ThrowIfCancellationRequested();
+                throw;
+            }
         }
 
         protected override void Dispose(bool disposing)

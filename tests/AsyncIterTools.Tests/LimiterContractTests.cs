@@ -308,6 +308,23 @@ public sealed class LimiterContractTests
     }
 
     [Theory, MemberData(nameof(Operators))]
+    public async Task RefusalWithARetryAfterLongerThanATimerTakes_WaitsTheLongestATimerTakes_ThenAsksAgain(LimitedOperator op)
+    {
+        // A monthly quota, or TimeSpan.MaxValue for "not soon": a timer takes at most 4294967294 ms (about 49.7 days).
+        var time = new CountingTimeProvider();
+        using var limiter = new CountingLimiter { Refuse = n => n == 0 ? new CountingLimiter.Refusal(TimeSpan.FromDays(60)) : null };
+        Task<List<int>> run = RunAsync(op, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter, time);
+        await time.WaitForArmedTimersAsync(1).WaitAsync(TestWork.Bound);
+
+        time.Advance(TimeSpan.FromMilliseconds(4294967294 - 1));
+        limiter.Requests.Should().Be(1);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        (await run.WaitAsync(TestWork.Bound)).Should().Equal(0);
+        limiter.Requests.Should().Be(2, "asked again once the longest wait a timer takes had passed");
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    [Theory, MemberData(nameof(Operators))]
     public async Task RefusalWithRetryAfterZero_WaitsAMillisecond_SoALimiterThatKeepsRefusingNeverSpins(LimitedOperator op)
     {
         var time = new CountingTimeProvider();
@@ -383,6 +400,23 @@ public sealed class LimiterContractTests
         probe.Started.Should().Be(3);
         probe.Cancelled.Should().Be(3, "the work in flight is cancelled and awaited before the failure surfaces");
         limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    [Fact]
+    public async Task GatherSettledAsync_ALimiterThatThrows_FailsTheGathering_NotEachPieceThatNeverRan()
+    {
+        var limiter = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 2, QueueLimit = 10 });
+        limiter.Dispose(); // by its owner, while a gathering still uses it
+        int started = 0;
+        var work = Enumerable.Range(0, 5).Select(i => (Func<CancellationToken, Task<int>>)(_ =>
+        {
+            Interlocked.Increment(ref started);
+            return Task.FromResult(i);
+        }));
+
+        await FluentActions.Awaiting(() => AsyncIter.GatherSettledAsync(work, 2, limiter).WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<ObjectDisposedException>("the limiter cannot serve the gathering: no piece has an outcome of its own");
+        started.Should().Be(0);
     }
 
     /// <summary>

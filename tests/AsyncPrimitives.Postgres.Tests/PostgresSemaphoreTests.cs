@@ -268,4 +268,40 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
         limiter.Dispose();
         await FluentActions.Awaiting(async () => await limiter.AcquireAsync()).Should().ThrowAsync<ObjectDisposedException>();
     }
+
+    public static TheoryData<string> CancelledWaits => new() { "semaphore", "lock", "rate limiter", "queue get" };
+
+    /// <summary>A wait cancelled while it sleeps in line throws with the caller's token (as the BCL's waits and
+    /// limiters do), so that <c>catch (OperationCanceledException e) when (e.CancellationToken == ct)</c> matches.</summary>
+    [PostgresTheory, MemberData(nameof(CancelledWaits))]
+    public async Task AWaitCancelledInLine_ThrowsWithTheCallersToken(string kind)
+    {
+        Member member = await JoinAsync();
+        await using PostgresLease held = kind == "lock"
+            ? await member.Coordinator.CreateLock("busy").AcquireAsync(Bound)
+            : await member.Coordinator.CreateSemaphore("busy", 1).AcquireAsync(Bound);
+        using RateLimiter limiter = member.Coordinator.CreateSemaphore("busy", 1).AsRateLimiter();
+        using var cts = new CancellationTokenSource();
+        Task waiting = kind switch
+        {
+            "semaphore" => member.Coordinator.CreateSemaphore("busy", 1).AcquireAsync(cts.Token).AsTask(),
+            "lock" => member.Coordinator.CreateLock("busy").AcquireAsync(cts.Token).AsTask(),
+            "rate limiter" => limiter.AcquireAsync(1, cts.Token).AsTask(),
+            "queue get" => member.Coordinator.CreateQueue<int>("empty").GetAsync(cts.Token).AsTask(),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+        };
+        if (kind == "queue get")
+        {
+            await EventuallyAsync(() => Task.FromResult(member.Coordinator.Signals.Count == 1), "the get sleeps");
+        }
+        else
+        {
+            await WaitersAsync(1);
+        }
+
+        await cts.CancelAsync();
+
+        (await FluentActions.Awaiting(() => waiting.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>())
+            .Which.CancellationToken.Should().Be(cts.Token);
+    }
 }

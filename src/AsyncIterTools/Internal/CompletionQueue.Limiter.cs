@@ -23,12 +23,29 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>
     private static readonly TimeSpan MinRetryAfter = TimeSpan.FromMilliseconds(1);
 
+    /// <summary>The longest wait after a refusal: what a .NET timer takes (the limiter is then asked again).</summary>
+    private static readonly TimeSpan MaxRetryAfter = TimeSpan.FromMilliseconds(TimeoutArgument.MaxMilliseconds);
+
     /// <summary>
     /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
-    /// (on <see cref="_timeProvider"/>, and at least <see cref="MinRetryAfter"/>); one without it marks
-    /// <paramref name="operation"/> refused and throws.
+    /// (on <see cref="_timeProvider"/>, between <see cref="MinRetryAfter"/> and <see cref="MaxRetryAfter"/>); one without
+    /// it, or a limiter that throws, marks <paramref name="operation"/> refused (not an outcome of its work, which never
+    /// started) and throws.
     /// </summary>
     private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await AcquireLeaseCoreAsync(operation, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            operation.LeaseRefused = true;
+            throw;
+        }
+    }
+
+    private async ValueTask<RateLimitLease> AcquireLeaseCoreAsync(Operation operation, CancellationToken cancellationToken)
     {
         RateLimiter limiter = _limiter!;
         while (true)
@@ -56,7 +73,9 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             }
 
             // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the thread.
-            await Compat.Delay(_timeProvider, retryAfter > MinRetryAfter ? retryAfter : MinRetryAfter, cancellationToken);
+            // At most what a timer takes: a longer one (a monthly quota) is asked again then, and says what is left.
+            TimeSpan delay = retryAfter < MinRetryAfter ? MinRetryAfter : retryAfter > MaxRetryAfter ? MaxRetryAfter : retryAfter;
+            await Compat.Delay(_timeProvider, delay, cancellationToken);
         }
     }
 }

@@ -119,6 +119,12 @@ internal sealed class ServerWait : IDisposable
         {
             throw session.CreateEndException();
         }
+        catch (OperationCanceledException)
+        {
+            // With the caller's token, not the linked one (disposed by now): `catch ... when (e.CancellationToken == ct)`.
+            cancellationToken.ThrowIfCancellationRequested();
+            throw;
+        }
     }
 
     /// <summary>Records the wait's place in line: signals of its key wake the waits first in line first.</summary>
