@@ -100,4 +100,36 @@ public sealed class OperatorMetricsTests : IDisposable
 
     private long InFlight(string op) =>
         _inFlight.GetMeasurementSnapshot().Where(m => Equals(m.Tags["asynctools.operator"], op)).Sum(m => m.Value);
+
+    private static readonly AsyncLocal<bool> s_throwHere = new();
+
+    [Fact]
+    public async Task AListenerThatThrowsAsACallStarts_FailsTheOperator_WhichDoesNotWaitForACallItNeverStarted()
+    {
+        using (var listener = new MeterListener())
+        {
+            listener.InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "AsyncIterTools" && instrument.Name == "asynctools.operator.in_flight")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            };
+            listener.SetMeasurementEventCallback<long>((_, value, _, _) =>
+            {
+                if (s_throwHere.Value && value == 1)
+                {
+                    throw new InvalidOperationException("a faulty exporter");
+                }
+            });
+            listener.Start();
+
+            s_throwHere.Value = true; // only this test's flow: the operator starts its calls on it
+            Task<int[]> gathering = AsyncIter.GatherAsync(new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(1) });
+            s_throwHere.Value = false;
+
+            await FluentActions.Awaiting(() => gathering.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>()
+                .WithMessage("a faulty exporter");
+        }
+    }
 }

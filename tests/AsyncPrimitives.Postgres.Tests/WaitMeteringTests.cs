@@ -1,12 +1,14 @@
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
 /// The "AsyncPrimitives.Postgres" meter (DESIGN.md, Metrics): a wait that had to sleep for its turn is recorded in
-/// <c>asynctools.wait.duration</c> with its outcome and counted in <c>asynctools.waiters</c> while it sleeps; a call
+/// <c>asynctools.wait.duration</c> with its outcome and counted in <c>asynctools.waiters</c> while it waits (from its
+/// place in a line on the server, or its first sleep); a call
 /// served at once records nothing. Each test uses names of its own, and looks (and waits) only for measurements tagged
 /// with them: the collectors hear every coordinator in the process.
 /// </summary>
@@ -177,4 +179,44 @@ public sealed class WaitMeteringTests(PostgresServer server) : PostgresTest(serv
     private static List<CollectedMeasurement<T>> Tagged<T>(IEnumerable<CollectedMeasurement<T>> measurements, string name)
         where T : struct =>
         measurements.Where(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), name)).ToList();
+
+    [PostgresFact]
+    public async Task AnAcquireThatJoinedTheLine_AndWasHandedThePermitBeforeItsFirstSleep_IsRecorded()
+    {
+        string name = "handed-" + Guid.NewGuid().ToString("N")[..12];
+        using var durations = new MetricCollector<double>(null, "AsyncPrimitives.Postgres", "asynctools.wait.duration");
+        using var waiters = new MetricCollector<long>(null, "AsyncPrimitives.Postgres", "asynctools.waiters");
+        await using TcpProxy proxy = new("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member member = await JoinAsync(
+            o => o.TimeProvider = new CountingTimeProvider(), // no heartbeat meanwhile
+            port: proxy.Port,
+            connection: b => b.CancellationTimeout = -1);
+        PostgresLock theLock = member.Coordinator.CreateLock(name);
+        PostgresLease held = await theLock.AcquireAsync(Bound);
+
+        Task<PostgresLease> acquiring;
+        int port;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction holding = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(holding, $"SELECT @schema.permit_turn('l', '{name}')");
+            acquiring = theLock.AcquireAsync(Bound).AsTask();
+            await WaitsForALockAsync(member, "the acquire's call waits for the set's turn");
+            port = await ScalarAsync<int>(
+                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'");
+            proxy.HoldReplies(port); // the call runs (it joins the line), its answer is held
+            await holding.CommitAsync();
+        }
+
+        await EventuallyAsync(async () => (await PermitRowsAsync()).Waiters == 1, "the acquire joined the line on the server");
+        await held.ReleaseAsync(); // grants the permit to the waiting ticket; handed over in this process
+        proxy.ReleaseReplies(port);
+        await (await acquiring.WaitAsync(Bound)).ReleaseAsync();
+
+        durations.GetMeasurementSnapshot().Where(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), name))
+            .Select(m => m.Tags["asynctools.outcome"])
+            .Should().Equal(["acquired"], "the acquire queued on the server behind the holder, and got the lock");
+        waiters.GetMeasurementSnapshot().Where(m => Equals(m.Tags.GetValueOrDefault("asynctools.name"), name)).Sum(m => m.Value)
+            .Should().Be(0);
+    }
 }

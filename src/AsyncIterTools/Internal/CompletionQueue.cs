@@ -163,13 +163,15 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     public Operation Start(TArg arg)
     {
         Operation operation = _free.Count > 0 ? _free.Pop() : new Operation(this);
-        _inFlight++;
         if (OperatorMetrics.InFlight.Enabled)
         {
             // Counted down by the completion callback: only calls counted up (someone listened as they started).
-            operation.Metered = true;
+            // Before the call counts as in flight: a listener that throws fails the start, not the drain that waits for it.
             OperatorMetrics.InFlight.Add(1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _operatorName));
+            operation.Metered = true;
         }
+
+        _inFlight++;
 
         ValueTask<TResult> pending;
         try

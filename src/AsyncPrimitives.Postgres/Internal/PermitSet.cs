@@ -136,6 +136,7 @@ internal sealed class PermitSet
 
                 if (place is null)
                 {
+                    wait.Queued();
                     place = new WaitPlace(result.Ticket!.Value);
                     _places[place.Ticket] = place;
                     if (!session.TryAdd(place))

@@ -7,7 +7,8 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// <remarks>
 /// <para>The wait takes its key's next signal <em>before</em> each call (<see cref="BeginCallAsync"/>), so a signal that
 /// arrives while the call runs is not missed: the sleep after it then ends at once.</para>
-/// <para><b>Metrics</b> (<see cref="WaitMetering"/>): a wait is metered from its first sleep (or its timeout, if that came first); its outcome is recorded
+/// <para><b>Metrics</b> (<see cref="WaitMetering"/>): a wait is metered from the moment it joins a line on the server
+/// (<see cref="Queued"/>), or from its first sleep (or its timeout, if that came first); its outcome is recorded
 /// once, by the caller's exception filter (<see cref="Failed"/>) when it fails, else by <see cref="Dispose"/>: a wait
 /// that slept and did not fail got what it waited for. A wait served by its first call records nothing.</para>
 /// </remarks>
@@ -91,7 +92,7 @@ internal sealed class ServerWait : IDisposable
         }
 
         // Metered from here, also when the timeout has passed already: the wait had to queue.
-        _metering.Sleeping();
+        _metering.Queued();
         TimeProvider time = _coordinator.Time;
         TimeSpan sleep = _coordinator.PollInterval;
         if (_timeout != Timeout.InfiniteTimeSpan)
@@ -126,6 +127,10 @@ internal sealed class ServerWait : IDisposable
             throw;
         }
     }
+
+    /// <summary>The wait's call joined a line on the server: it is metered from now, also if a permit reaches it before
+    /// it first sleeps.</summary>
+    public void Queued() => _metering.Queued();
 
     /// <summary>Records the wait's place in line: signals of its key wake the waits first in line first.</summary>
     public void SetRank(long ticket) => _signal?.SetRank(ticket);

@@ -41,8 +41,9 @@ internal struct WaitMetering(string kind, string name)
     private bool _isTimed;
     private long _startedAt;
 
-    /// <summary>The wait is about to sleep for its turn: the first time, it starts being metered (if anyone listens).</summary>
-    public void Sleeping()
+    /// <summary>The wait must wait for its turn (it joined a line on the server, or is about to sleep): the first time,
+    /// it starts being metered (if anyone listens).</summary>
+    public void Queued()
     {
         if (_started)
         {

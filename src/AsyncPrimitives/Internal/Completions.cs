@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 
 namespace AsyncPrimitives.Internal;
 
@@ -36,13 +37,31 @@ internal struct Completions<T>
         WaitNode<T>? node = _head;
         bool preferLocal = ReferenceEquals(_head, _tail);
         _head = _tail = null;
+        Exception? failure = null;
         while (node is not null)
         {
             // Read the link first: once completed, the node may be recycled and relinked by its awaiter at once.
             WaitNode<T>? next = node.Next;
             node.Next = null;
-            node.Complete(preferLocal);
+            try
+            {
+                node.Complete(preferLocal);
+            }
+#pragma warning disable CA1031 // Rethrown below, once every waiter has its outcome.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                // Only a metrics listener's callback can throw here, after its waiter had its outcome: the others
+                // still get theirs.
+                failure ??= e;
+            }
+
             node = next;
+        }
+
+        if (failure is not null)
+        {
+            ExceptionDispatchInfo.Capture(failure).Throw();
         }
     }
 }

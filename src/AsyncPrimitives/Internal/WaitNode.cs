@@ -166,11 +166,11 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// <see cref="Completions{T}.CompleteAll"/>.</param>
     internal void Complete(bool preferLocal)
     {
-        if (Metering.IsActive)
-        {
-            // Before the exchange, which hands the node to its awaiter (and so to its next wait).
-            _home.OnMeteredWaitEnded(this);
-        }
+        // Taken before the exchange, which hands the node to its awaiter (and so to its next wait); recorded after it,
+        // so that a listener that throws cannot keep the outcome from its waiter.
+        WaitMetering metering = Metering;
+        IWaitQueue<T> home = _home;
+        Metering = default;
 
         object? parked = Interlocked.Exchange(ref _continuation, s_delivered);
         Debug.Assert(!ReferenceEquals(parked, s_delivered), "an outcome is delivered once");
@@ -179,6 +179,11 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
             // The awaiter is parked: it cannot recycle the node before this continuation runs, so the fields it
             // wrote before publishing the continuation are still this wait's.
             Schedule((Action<object?>)parked, preferLocal);
+        }
+
+        if (metering.IsActive)
+        {
+            home.OnMeteredWaitEnded(metering);
         }
     }
 

@@ -359,12 +359,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         return node;
     }
 
-    void IWaitQueue<T>.OnMeteredWaitEnded(WaitNode<T> node)
-    {
-        WaitMetering metering = node.Metering;
-        node.Metering = default;
-        WaitMetrics.Ended(metering, _kind, Name);
-    }
+    void IWaitQueue<T>.OnMeteredWaitEnded(in WaitMetering metering) => WaitMetrics.Ended(metering, _kind, Name);
 
     /// <summary>Where a served or failed waiter goes: completed after the lock, or on to re-acquire a condition's lock.</summary>
     private void Deliver(WaitNode<T> node, ref Completions<T> completions)
@@ -398,7 +393,7 @@ internal interface IWaitQueue<T>
     /// Called by a metered node (<see cref="WaitNode{T}.Metering"/>) of this line as its outcome is delivered, outside
     /// any lock: records the wait's duration and outcome and counts it out of the waiters, with this line's tags.
     /// </summary>
-    void OnMeteredWaitEnded(WaitNode<T> node);
+    void OnMeteredWaitEnded(in WaitMetering metering);
 
     /// <summary>
     /// A waiter that left another line (an <see cref="AsyncCondition"/>'s, notified or not) joins this one, with its

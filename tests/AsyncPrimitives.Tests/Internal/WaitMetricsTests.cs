@@ -447,4 +447,43 @@ public sealed class WaitMetricsTests : IDisposable
             .Where(m => Equals(m.Tags["asynctools.kind"], kind))
             .Select(m => (string?)m.Tags["asynctools.outcome"])
             .ToList();
+
+    [Fact]
+    public async Task AListenerThatThrows_SurfacesInTheCallThatRecords_AfterEveryWaiterHasItsOutcome()
+    {
+        var ready = new AsyncEvent { Name = "throwing-listener" };
+        var gate = new AsyncLock { Name = "throwing-listener" };
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+        Task<AsyncLock.Releaser> lockWaiter = gate.AcquireAsync().AsTask();
+        Task[] eventWaiters = [ready.WaitAsync().AsTask(), ready.WaitAsync().AsTask()];
+        using (var listener = new MeterListener())
+        {
+            listener.InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "AsyncPrimitives" && instrument.Name == "asynctools.wait.duration")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            };
+            listener.SetMeasurementEventCallback<double>((_, _, tags, _) =>
+            {
+                foreach (KeyValuePair<string, object?> tag in tags)
+                {
+                    if (tag.Key == "asynctools.name" && Equals(tag.Value, "throwing-listener"))
+                    {
+                        throw new InvalidOperationException("a faulty exporter");
+                    }
+                }
+            });
+            listener.Start();
+
+            // The waits queued while the test's collectors listened, so they are metered.
+            FluentActions.Invoking(held.Dispose).Should().Throw<InvalidOperationException>("nothing is swallowed");
+            FluentActions.Invoking(ready.Set).Should().Throw<InvalidOperationException>();
+        }
+
+        (await lockWaiter.WaitAsync(s_bound)).Dispose(); // handed the lock despite the listener
+        await Task.WhenAll(eventWaiters).WaitAsync(s_bound); // both served, though the first one's record threw
+        gate.IsLocked.Should().BeFalse();
+    }
 }
