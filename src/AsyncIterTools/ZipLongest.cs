@@ -31,44 +31,16 @@ public static partial class AsyncIter
         static async IAsyncEnumerable<(T1, T2)> Impl(IAsyncEnumerable<T1> first, IAsyncEnumerable<T2> second, T1 firstFill, T2 secondFill, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             // Each is null once it has ended (and was disposed).
-            IAsyncEnumerator<T1>? e1 = first.GetAsyncEnumerator(cancellationToken);
-            IAsyncEnumerator<T2>? e2 = null;
+            var e1 = new StrongBox<IAsyncEnumerator<T1>?>(first.GetAsyncEnumerator(cancellationToken));
+            var e2 = new StrongBox<IAsyncEnumerator<T2>?>();
             try
             {
-                e2 = second.GetAsyncEnumerator(cancellationToken);
+                e2.Value = second.GetAsyncEnumerator(cancellationToken);
                 while (true)
                 {
-                    T1 item1 = firstFill;
-                    T2 item2 = secondFill;
-                    if (e1 is not null)
-                    {
-                        if (await e1.MoveNextAsync())
-                        {
-                            item1 = e1.Current;
-                        }
-                        else
-                        {
-                            IAsyncEnumerator<T1> ended = e1;
-                            e1 = null;
-                            await ended.DisposeAsync();
-                        }
-                    }
-
-                    if (e2 is not null)
-                    {
-                        if (await e2.MoveNextAsync())
-                        {
-                            item2 = e2.Current;
-                        }
-                        else
-                        {
-                            IAsyncEnumerator<T2> ended = e2;
-                            e2 = null;
-                            await ended.DisposeAsync();
-                        }
-                    }
-
-                    if (e1 is null && e2 is null)
+                    T1 item1 = await NextOrFillAsync(e1, firstFill);
+                    T2 item2 = await NextOrFillAsync(e2, secondFill);
+                    if (e1.Value is null && e2.Value is null)
                     {
                         yield break;
                     }
@@ -80,20 +52,39 @@ public static partial class AsyncIter
             {
                 try
                 {
-                    if (e2 is not null)
+                    if (e2.Value is { } open2)
                     {
-                        await e2.DisposeAsync();
+                        await open2.DisposeAsync();
                     }
                 }
                 finally
                 {
-                    if (e1 is not null)
+                    if (e1.Value is { } open1)
                     {
-                        await e1.DisposeAsync();
+                        await open1.DisposeAsync();
                     }
                 }
             }
         }
+    }
+
+    /// <summary>The next item of a source that has not ended (<paramref name="source"/>'s value not null); at its end, or
+    /// once ended, <paramref name="fill"/>. A source is disposed (and its value set to null) as it ends.</summary>
+    private static async ValueTask<T> NextOrFillAsync<T>(StrongBox<IAsyncEnumerator<T>?> source, T fill)
+    {
+        if (source.Value is not { } enumerator)
+        {
+            return fill;
+        }
+
+        if (await enumerator.MoveNextAsync())
+        {
+            return enumerator.Current;
+        }
+
+        source.Value = null;
+        await enumerator.DisposeAsync();
+        return fill;
     }
 
     /// <summary>
