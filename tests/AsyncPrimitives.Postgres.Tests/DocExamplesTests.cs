@@ -95,16 +95,17 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
         var report = new List<long>();
 
         // doc: scaleout-ratelimiter
-        // 64 in flight across every instance, and at most 100 calls a second from this one.
-        using RateLimiter limiter = RateLimiter.CreateChained(
-            coordinator.CreateSemaphore("partner-api", maxCount: 64).AsRateLimiter(),
-            new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
-            {
-                TokenLimit = 100,
-                TokensPerPeriod = 100,
-                ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-                QueueLimit = 1_000,
-            }));
+        // 64 in flight across every instance, and at most 100 calls a second from this one. The chain does not own the
+        // limiters it chains: each is disposed on its own.
+        using RateLimiter global = coordinator.CreateSemaphore("partner-api", maxCount: 64).AsRateLimiter();
+        using RateLimiter rate = new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = 100,
+            TokensPerPeriod = 100,
+            ReplenishmentPeriod = TimeSpan.FromSeconds(1),
+            QueueLimit = 1_000,
+        });
+        using RateLimiter limiter = RateLimiter.CreateChained(global, rate);
 
         using (RateLimitLease permit = await limiter.AcquireAsync(cancellationToken: cancellationToken))
         {
