@@ -195,8 +195,9 @@ public sealed partial class PostgresQueue<T>
                 try
                 {
                     // Cancelled only until it is sent (not at all when it completes), never half-way (an item leased by a
-                    // call whose answer is lost would wait for its lease to expire). Tried again after a lost answer: a twin lease is never renewed, so its item comes back.
-                    // Not when it completes: a repeat would find its own completion and call it a loss.
+                    // call whose answer is lost would wait for its lease to expire). Tried again after a lost answer: a
+                    // twin lease is never renewed, so its item comes back. Not when it completes: a repeat would find its
+                    // own completion and call it a loss.
                     rows = await _coordinator.Database.QueryAllAsync(
                         TakeSql,
                         [

@@ -98,9 +98,9 @@ internal sealed class PermitSet
                 try
                 {
                     // Cancelled only until it is sent, never half-way: a permit granted by a call whose answer is lost
-                    // would be held by no one. A call with a ticket may run twice (the server answers a repeat with the same grant); the first
-                    // one may not: if its answer is lost, the call fails, and the place or permit it may have taken
-                    // (never renewed) expires.
+                    // would be held by no one. A call with a ticket may run twice (the server answers a repeat with the
+                    // same grant); the first one may not: if its answer is lost, the call fails, and the place or permit
+                    // it may have taken (never renewed) expires.
                     result = await _coordinator.Database.QueryAsync(
                         AcquireSql,
                         [

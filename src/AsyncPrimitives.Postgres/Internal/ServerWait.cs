@@ -50,6 +50,13 @@ internal sealed class ServerWait : IDisposable
     /// the call waits for.</summary>
     public async ValueTask<Session> BeginCallAsync(CancellationToken cancellationToken)
     {
+        if (Session is { IsEnded: true } ended)
+        {
+            // Ended here while the wait was in progress (its waits may be failed a moment later, once the server has
+            // freed the session's rows): no further call under it, which the server might still take for a live one.
+            throw ended.CreateEndException();
+        }
+
         Session ??= await _coordinator.GetSessionAsync(cancellationToken).ConfigureAwait(false);
         _woken = _signal?.Arm() ?? Task.CompletedTask;
         SentAt = _coordinator.Time.GetTimestamp();
