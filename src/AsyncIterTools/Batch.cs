@@ -162,9 +162,10 @@ public static partial class AsyncIter
                 {
                     if (reader.TryPeek(out SourcePump<T>.Entry next))
                     {
-                        // An item read after this batch was due starts the next one, however late the consumer comes
-                        // to take this one: which batch an item joins depends on when it was read, never on when we look.
-                        if (maxDelay != Timeout.InfiniteTimeSpan && timeProvider.GetElapsedTime(first.Timestamp, next.Timestamp) > maxDelay)
+                        // An item read once this batch was due (at its deadline or after, as the deadline counts it)
+                        // starts the next one, however late the consumer comes to take this one: which batch an item
+                        // joins depends on when it was read, never on when we look.
+                        if (maxDelay != Timeout.InfiniteTimeSpan && timeProvider.GetElapsedTime(first.Timestamp, next.Timestamp) >= maxDelay)
                         {
                             break;
                         }

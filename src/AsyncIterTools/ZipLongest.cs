@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
@@ -30,17 +31,19 @@ public static partial class AsyncIter
 
         static async IAsyncEnumerable<(T1, T2)> Impl(IAsyncEnumerable<T1> first, IAsyncEnumerable<T2> second, T1 firstFill, T2 secondFill, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
-            // Each is null once it has ended (and was disposed).
-            var e1 = new StrongBox<IAsyncEnumerator<T1>?>(first.GetAsyncEnumerator(cancellationToken));
-            var e2 = new StrongBox<IAsyncEnumerator<T2>?>();
+            // The sources still open, in the order they were opened: a slot is null once its source has ended.
+            var open = new IAsyncDisposable?[2];
             try
             {
-                e2.Value = second.GetAsyncEnumerator(cancellationToken);
+                IAsyncEnumerator<T1> e1 = first.GetAsyncEnumerator(cancellationToken);
+                open[0] = e1;
+                IAsyncEnumerator<T2> e2 = second.GetAsyncEnumerator(cancellationToken);
+                open[1] = e2;
                 while (true)
                 {
-                    T1 item1 = await NextOrFillAsync(e1, firstFill);
-                    T2 item2 = await NextOrFillAsync(e2, secondFill);
-                    if (e1.Value is null && e2.Value is null)
+                    T1 item1 = open[0] is null ? firstFill : await NextOrFillAsync(e1, open, 0, firstFill);
+                    T2 item2 = open[1] is null ? secondFill : await NextOrFillAsync(e2, open, 1, secondFill);
+                    if (open[0] is null && open[1] is null)
                     {
                         yield break;
                     }
@@ -50,41 +53,51 @@ public static partial class AsyncIter
             }
             finally
             {
-                try
-                {
-                    if (e2.Value is { } open2)
-                    {
-                        await open2.DisposeAsync();
-                    }
-                }
-                finally
-                {
-                    if (e1.Value is { } open1)
-                    {
-                        await open1.DisposeAsync();
-                    }
-                }
+                await DisposeAllAsync(open);
             }
         }
     }
 
-    /// <summary>The next item of a source that has not ended (<paramref name="source"/>'s value not null); at its end, or
-    /// once ended, <paramref name="fill"/>. A source is disposed (and its value set to null) as it ends.</summary>
-    private static async ValueTask<T> NextOrFillAsync<T>(StrongBox<IAsyncEnumerator<T>?> source, T fill)
+    /// <summary>The next item of <paramref name="source"/>, open in <paramref name="open"/> at <paramref name="slot"/>;
+    /// at its end, <paramref name="fill"/>, with the source disposed and its slot cleared (see <see cref="DisposeEndedAsync"/>).</summary>
+    private static async ValueTask<T> NextOrFillAsync<T>(IAsyncEnumerator<T> source, IAsyncDisposable?[] open, int slot, T fill)
     {
-        if (source.Value is not { } enumerator)
+        if (await source.MoveNextAsync())
         {
-            return fill;
+            return source.Current;
         }
 
-        if (await enumerator.MoveNextAsync())
-        {
-            return enumerator.Current;
-        }
-
-        source.Value = null;
-        await enumerator.DisposeAsync();
+        open[slot] = null;
+        await DisposeEndedAsync(source, open);
         return fill;
+    }
+
+    /// <summary>
+    /// Disposes a source at its end. When that fails, the sources still open are disposed too, and the ended source's
+    /// failure is thrown: it came first (a later one of theirs is dropped, as <see cref="DisposeAllAsync"/> drops all but
+    /// the first).
+    /// </summary>
+    private static async ValueTask DisposeEndedAsync(IAsyncDisposable ended, IAsyncDisposable?[] open)
+    {
+        try
+        {
+            await ended.DisposeAsync();
+        }
+        catch (Exception e)
+        {
+            ExceptionDispatchInfo failure = ExceptionDispatchInfo.Capture(e);
+            try
+            {
+                await DisposeAllAsync(open);
+            }
+#pragma warning disable CA1031 // A later failure: the first one surfaces.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+
+            failure.Throw();
+        }
     }
 
     /// <summary>
@@ -143,7 +156,7 @@ public static partial class AsyncIter
                             {
                                 enumerators[i] = null;
                                 live--;
-                                await enumerator.DisposeAsync();
+                                await DisposeEndedAsync(enumerator, enumerators);
                             }
                         }
                     }
@@ -167,14 +180,14 @@ public static partial class AsyncIter
     /// Disposes every non-null enumerator, last opened first, even when one of them throws; then rethrows the first
     /// failure, if any.
     /// </summary>
-    private static async ValueTask DisposeAllAsync<T>(IAsyncEnumerator<T>?[] enumerators)
+    private static async ValueTask DisposeAllAsync(IAsyncDisposable?[] enumerators)
     {
         Exception? failure = null;
         for (int i = enumerators.Length - 1; i >= 0; i--)
         {
             if (enumerators[i] is { } enumerator)
             {
-                enumerators[i] = null;
+                enumerators[i] = null; // null is stored in any array, also one seen through covariance
                 try
                 {
                     await enumerator.DisposeAsync();
@@ -190,7 +203,7 @@ public static partial class AsyncIter
 
         if (failure is not null)
         {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+            ExceptionDispatchInfo.Capture(failure).Throw();
         }
     }
 }

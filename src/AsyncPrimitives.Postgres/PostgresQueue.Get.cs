@@ -343,29 +343,32 @@ public sealed partial class PostgresQueue<T>
             deliveries.Add(new PostgresDelivery<T>(this, attempt, item, tracker));
             if (!session.TryAdd(tracker))
             {
-                if (session.IsEnded)
-                {
-                    // The session ended meanwhile: the items are free for others again (their session is gone).
-                    throw session.CreateEndException();
-                }
-
-                late = true; // lost at birth: the answer came after the leases' local deadline
+                // Lost at birth: the answer came after the leases' local deadline, or the session ended meanwhile (the
+                // server may still take it for a live one: a LISTEN connection that stopped answering keeps its backend).
+                late = true;
             }
         }
 
-        // Items the call cannot hand over (the answer came after their leases' local deadline, so this process cannot
-        // count on them; or one cannot be read) are all given back at once, not left leased to no one until they expire;
-        // the attempt counts.
-        PostgresCoordinationException? failure = late
-            ? new PostgresCoordinationException(
-                $"Items of the queue '{Name}' were taken, but the answer came later than their lease allows (the lease " +
-                "duration less its margin): they were given back. The process or its connection to the server stalled.")
-            : unreadable is not null
-                ? new PostgresCoordinationException(
-                    $"Item {unreadableId} of the queue '{Name}' could not be read as {typeof(T)}; the items taken were given back " +
-                    $"(after {MaxAttempts} deliveries it moves to the dead letters).",
-                    unreadable)
-                : null;
+        // Items the call cannot hand over (this process cannot count on their leases: the answer came after their local
+        // deadline, or the session ended; or one cannot be read) are all given back at once, not left leased to no one
+        // until they expire; the attempt counts.
+        Exception? failure = null;
+        if (late)
+        {
+            failure = session.IsEnded
+                ? session.CreateEndException()
+                : new PostgresCoordinationException(
+                    $"Items of the queue '{Name}' were taken, but the answer came later than their lease allows (the lease " +
+                    "duration less its margin): they were given back. The process or its connection to the server stalled.");
+        }
+        else if (unreadable is not null)
+        {
+            failure = new PostgresCoordinationException(
+                $"Item {unreadableId} of the queue '{Name}' could not be read as {typeof(T)}; the items taken were given back " +
+                $"(after {MaxAttempts} deliveries it moves to the dead letters).",
+                unreadable);
+        }
+
         if (failure is null)
         {
             return deliveries;

@@ -246,4 +246,76 @@ public sealed class BatchTests
         e.Current.Should().Equal("C");
         (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
     }
+
+    // An item read exactly maxDelay after a batch's first item: the deadline has passed by then (it counts >= maxDelay),
+    // so the item starts the next batch, for a consumer that waited for the batch and for one that asks late alike.
+    private static async IAsyncEnumerable<string> ZThenAThenB(TaskCompletionSource[] asked, TaskCompletionSource[] release, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        yield return "Z";
+        asked[1].TrySetResult();
+        await release[1].Task.WaitAsync(ct);
+        yield return "A";
+        asked[2].TrySetResult();
+        await release[2].Task.WaitAsync(ct);
+        yield return "B";
+        asked[3].TrySetResult();
+        await release[3].Task.WaitAsync(ct);
+    }
+
+    [Fact]
+    public async Task Timed_AnItemReadExactlyAtTheDueTime_StartsTheNextBatch_ForAWaitingAndALateConsumerAlike()
+    {
+        // Waiting consumer: A read at t=5, the consumer waits; at t=10 the batch [A] is due and emitted; B read at t=10
+        // starts the next batch.
+        List<string[]> waiting = await Run(late: false);
+        // Late consumer: the same reads at the same times, the consumer asks for A's batch only after B was read.
+        List<string[]> lateOnes = await Run(late: true);
+        waiting.Should().BeEquivalentTo(new[] { new[] { "Z" }, ["A"], ["B"] }, o => o.WithStrictOrdering());
+        lateOnes.Should().BeEquivalentTo(waiting, o => o.WithStrictOrdering(),
+            "an item's batch depends on when it was read, never on when the consumer looks");
+
+        static async Task<List<string[]>> Run(bool late)
+        {
+            var time = new CountingTimeProvider();
+            TaskCompletionSource[] asked = Enumerable.Range(0, 4).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+            TaskCompletionSource[] release = Enumerable.Range(0, 4).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+            var batches = new List<string[]>();
+            await using IAsyncEnumerator<string[]> e = ZThenAThenB(asked, release).Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
+            ValueTask<bool> move = e.MoveNextAsync();
+            await asked[1].Task.WaitAsync(TestWork.Bound); // Z read at t=0
+            await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
+            time.Advance(TimeSpan.FromSeconds(5));
+            (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+            batches.Add(e.Current); // [Z]
+
+            release[1].SetResult();
+            await asked[2].Task.WaitAsync(TestWork.Bound); // A read at t=5
+            if (late)
+            {
+                time.Advance(TimeSpan.FromSeconds(5));
+                release[2].SetResult();
+                await asked[3].Task.WaitAsync(TestWork.Bound); // B read at t=10
+                (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+                batches.Add(e.Current);
+            }
+            else
+            {
+                move = e.MoveNextAsync();
+                await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound); // parked on A's deadline
+                time.Advance(TimeSpan.FromSeconds(5));
+                (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+                batches.Add(e.Current);
+                release[2].SetResult();
+                await asked[3].Task.WaitAsync(TestWork.Bound); // B read at t=10
+            }
+
+            release[3].SetResult();
+            while (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound))
+            {
+                batches.Add(e.Current);
+            }
+
+            return batches;
+        }
+    }
 }

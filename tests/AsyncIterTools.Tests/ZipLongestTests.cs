@@ -133,4 +133,49 @@ public sealed class ZipLongestTests
         failingDispose.Disposals.Should().Be(1);
         endless.Disposals.Should().Be(1);
     }
+
+    // A source that ends and fails to dispose: its failure came first, and surfaces from that MoveNextAsync even when
+    // disposing the other source (done then too) fails as well.
+    [Fact]
+    public async Task ZipLongestPair_AnEndedSourcesDisposalFailure_WinsOverALaterOneOfTheOtherSource()
+    {
+        var ended = new InvalidOperationException("dispose of the ended source");
+        var other = new InvalidOperationException("dispose of the other source");
+        var first = new TrackingSource<int>(new[] { 1 }) { DisposeFailure = ended };
+        var second = new TrackingSource<int>(new[] { 10, 20, 30 }) { DisposeFailure = other };
+        await using IAsyncEnumerator<(int, int)> e = AsyncIter.ZipLongest(first, second).GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        Exception? thrown = await RecordAsync(() => e.MoveNextAsync().AsTask());
+        first.Disposals.Should().Be(1);
+        second.Disposals.Should().Be(1);
+        thrown.Should().BeSameAs(ended, "the failure of the disposal that ended the step surfaces from that MoveNextAsync");
+    }
+
+    [Fact]
+    public async Task ZipLongestMany_AnEndedSourcesDisposalFailure_WinsOverALaterOneOfAnotherSource()
+    {
+        var ended = new InvalidOperationException("dispose of the ended source");
+        var other = new InvalidOperationException("dispose of the other source");
+        var a = new TrackingSource<int>(new[] { 1 }) { DisposeFailure = ended };
+        var b = new TrackingSource<int>(new[] { 10, 20, 30 }) { DisposeFailure = other };
+        await using IAsyncEnumerator<int[]> e = AsyncIter.ZipLongest(0, a, b).GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        Exception? thrown = await RecordAsync(() => e.MoveNextAsync().AsTask());
+        a.Disposals.Should().Be(1);
+        b.Disposals.Should().Be(1);
+        thrown.Should().BeSameAs(ended, "the failure of the disposal that ended the step surfaces from that MoveNextAsync");
+    }
+
+    private static async Task<Exception?> RecordAsync(Func<Task> action)
+    {
+        try
+        {
+            await action().WaitAsync(TestWork.Bound);
+            return null;
+        }
+        catch (Exception ex)
+        {
+            return ex;
+        }
+    }
 }

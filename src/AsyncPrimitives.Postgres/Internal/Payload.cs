@@ -28,6 +28,12 @@ internal static class Payload
         }
     }
 
+    /// <summary>Whether System.Text.Json itself refused the type (not the type's own code, which may throw the same
+    /// exception types from a constructor); an exception whose origin is unknown counts as a refusal.</summary>
+    private static bool IsRefusedBySystemTextJson(Exception e) =>
+        e is NotSupportedException or InvalidOperationException
+        && (e.TargetSite?.DeclaringType?.Assembly is not { } origin || origin == typeof(JsonSerializer).Assembly);
+
     /// <summary>Reads a minimal document of the contract's kind (an empty object, an empty array, a string): the
     /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
     /// (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
@@ -66,8 +72,8 @@ internal static class Payload
         {
             _ = JsonSerializer.Deserialize(probe, contract);
         }
-#pragma warning disable CA1031 // Only the two refusals above mean "unreadable"; anything else is the type reading.
-        catch (Exception e) when (e is not (NotSupportedException or InvalidOperationException))
+#pragma warning disable CA1031 // Only System.Text.Json's own two refusals mean "unreadable"; anything else is the type reading.
+        catch (Exception e) when (!IsRefusedBySystemTextJson(e))
 #pragma warning restore CA1031
         {
             // The type is readable: this document does not fit it (JsonException), or the type's own code refused it

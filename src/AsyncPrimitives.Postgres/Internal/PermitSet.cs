@@ -91,7 +91,7 @@ internal sealed class PermitSet
                 if (place?.TakeGrant() is { } grant)
                 {
                     // A release in this process granted the permit to this wait's place: no call needed.
-                    return Granted(session, ref place, grant.Token, grant.SentAt) ?? await GiveBackLateAsync(grant.Token).ConfigureAwait(false);
+                    return Granted(session, ref place, grant.Token, grant.SentAt) ?? await GiveBackUnheldAsync(session, grant.Token).ConfigureAwait(false);
                 }
 
                 (long? Token, long? Ticket) result;
@@ -126,7 +126,7 @@ internal sealed class PermitSet
 
                 if (result.Token is long token)
                 {
-                    return Granted(session, ref place, token, wait.SentAt) ?? await GiveBackLateAsync(token).ConfigureAwait(false);
+                    return Granted(session, ref place, token, wait.SentAt) ?? await GiveBackUnheldAsync(session, token).ConfigureAwait(false);
                 }
 
                 if (!wait.Waits)
@@ -199,8 +199,8 @@ internal sealed class PermitSet
     }
 
     /// <summary>The wait got its permit (from its own call, or handed over by a release here): its place, if it had
-    /// one, is left (the server removed it with the grant), and the lease is recorded in the session. Null when the
-    /// grant came too late to count on (see <see cref="GiveBackLateAsync"/>).</summary>
+    /// one, is left (the server removed it with the grant), and the lease is recorded in the session. Null when this
+    /// process cannot count on the grant (see <see cref="GiveBackUnheldAsync"/>).</summary>
     private PostgresLease? Granted(Session session, ref WaitPlace? place, long token, long sentAt)
     {
         if (place is not null)
@@ -212,26 +212,26 @@ internal sealed class PermitSet
         var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey);
         if (!session.TryAdd(tracker))
         {
-            if (session.IsEnded)
-            {
-                // The session ended while the call ran: the permit is free for the others already.
-                throw session.CreateEndException();
-            }
-
-            return null; // lost at birth: its deadline had passed by the time the answer was handled
+            return null; // lost at birth (its deadline had passed by the time the answer was handled), or the session ended
         }
 
         return new PostgresLease(this, tracker);
     }
 
     /// <summary>
-    /// A grant whose answer came after its lease's local deadline (the call or the process stalled for most of a lease):
-    /// the server holds the permit for this process, which cannot count on it, so it is given back at once (not left
-    /// held by no one until it expires), and the call fails.
+    /// A grant this process cannot count on: its answer came after its lease's local deadline (the call or the process
+    /// stalled for most of a lease), or the session ended here while the call ran (the server may still take it for a
+    /// live one: a LISTEN connection that stopped answering keeps its backend). The server holds the permit for this
+    /// process, so it is given back at once (not left held by no one until it expires), and the call fails.
     /// </summary>
-    private async Task<PostgresLease> GiveBackLateAsync(long token)
+    private async Task<PostgresLease> GiveBackUnheldAsync(Session session, long token)
     {
         await GiveBackAsync(token, ticket: null).ConfigureAwait(false);
+        if (session.IsEnded)
+        {
+            throw session.CreateEndException();
+        }
+
         throw new PostgresCoordinationException(
             "The permit was granted, but the answer came later than its lease allows (the lease duration less its " +
             "margin): it was given back. The process or its connection to the server stalled.");

@@ -52,8 +52,17 @@ internal sealed class ServerWait : IDisposable
     {
         if (Session is { IsEnded: true } ended)
         {
-            // Ended here while the wait was in progress (its waits may be failed a moment later, once the server has
-            // freed the session's rows): no further call under it, which the server might still take for a live one.
+            // Ended here while the wait was in progress: no further call under it, which the server might still take
+            // for a live one. The wait fails with the others, once the session's rows are freed on the server (when
+            // its LISTEN connection failed, that comes first; see Session).
+            try
+            {
+                await Task.Delay(Timeout.Infinite, ended.Ended).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
             throw ended.CreateEndException();
         }
 
