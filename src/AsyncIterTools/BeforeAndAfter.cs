@@ -110,7 +110,6 @@ public static partial class AsyncIter
             await EnterAsync(cancellationToken);
             try
             {
-                DropWhatReleasedHalvesNoLongerNeed();
                 if (_kept.Count > 0)
                 {
                     cancellationToken.ThrowIfCancellationRequested(); // handed out without awaiting the source
@@ -136,17 +135,13 @@ public static partial class AsyncIter
                 }
 
                 _pivotFound = true;
-                if (Volatile.Read(ref _afterState) != Released)
-                {
-                    _pivotPending = true;
-                    _pivot = item;
-                }
-
+                _pivotPending = true;
+                _pivot = item;
                 return false;
             }
             finally
             {
-                _gate.Release();
+                Exit();
             }
         }
 
@@ -155,7 +150,6 @@ public static partial class AsyncIter
             await EnterAsync(cancellationToken);
             try
             {
-                DropWhatReleasedHalvesNoLongerNeed();
                 if (_pivotPending)
                 {
                     cancellationToken.ThrowIfCancellationRequested(); // handed out without awaiting the source
@@ -197,14 +191,14 @@ public static partial class AsyncIter
             }
             finally
             {
-                _gate.Release();
+                Exit();
             }
         }
 
         /// <summary>
         /// Marks a half released. The source is closed once both are; until then, what only the released half needed
-        /// (kept items, or the pivot) is dropped now if the gate is free, or else by the other half's read that holds
-        /// it, so that disposing a half never waits for the other half's pending read.
+        /// (kept items, or the pivot) is dropped now if the gate is free, or else as the other half's read that holds
+        /// it leaves (<see cref="Exit"/>), so that disposing a half never waits for the other half's pending read.
         /// </summary>
         public ValueTask ReleaseAsync(bool isBefore)
         {
@@ -217,8 +211,7 @@ public static partial class AsyncIter
 
             if (_gate.Wait(0))
             {
-                DropWhatReleasedHalvesNoLongerNeed();
-                _gate.Release();
+                Exit();
             }
 
             return default;
@@ -228,18 +221,18 @@ public static partial class AsyncIter
                 await _gate.WaitAsync();
                 try
                 {
-                    DropWhatReleasedHalvesNoLongerNeed();
                     await CloseSourceAsync();
                 }
                 finally
                 {
-                    _gate.Release();
+                    Exit();
                 }
             }
         }
 
-        /// <summary>Drops the kept items once Before is released, and the pivot once After is. Caller holds the gate.</summary>
-        private void DropWhatReleasedHalvesNoLongerNeed()
+        /// <summary>Leaves the gate, dropping first what a released half no longer needs: the kept items once Before is
+        /// released, the pivot once After is.</summary>
+        private void Exit()
         {
             if (Volatile.Read(ref _beforeState) == Released)
             {
@@ -251,6 +244,8 @@ public static partial class AsyncIter
                 _pivotPending = false;
                 _pivot = default!;
             }
+
+            _gate.Release();
         }
 
         /// <summary>

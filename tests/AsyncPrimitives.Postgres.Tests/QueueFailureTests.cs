@@ -13,21 +13,35 @@ namespace AsyncPrimitives.Postgres.Tests;
 /// </summary>
 public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(server)
 {
+    /// <summary>The "join" queue's options in these tests: every delivery is an item's last attempt.</summary>
+    private static PostgresQueueOptions LastAttempts => new() { MaxAttempts = 1 };
+
+    /// <summary>A coordinator that polls once an hour: a wait of it that ends was woken.</summary>
+    private Task<Member> JoinWithoutPollingAsync() => JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+
+    /// <summary>Starts a join of the "join" queue in another coordinator that does not poll, and returns once it waits
+    /// on the server.</summary>
+    private async Task<(PostgresQueue<int> Queue, Task Joined)> JoinElsewhereAsync()
+    {
+        Member joiner = await JoinWithoutPollingAsync();
+        PostgresQueue<int> queue = joiner.Coordinator.CreateQueue<int>("join", LastAttempts);
+        Task joined = queue.JoinAsync().AsTask();
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join waits");
+        return (queue, joined);
+    }
+
     [PostgresFact]
     public async Task AJoinWaiting_IsWokenByTheCompletionThatLeavesNothingUnfinished_BesideAnExpiredLastAttempt()
     {
-        Member consumer = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
-        Member joiner = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
-        var options = new PostgresQueueOptions { MaxAttempts = 1 };
-        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("join", options);
+        Member consumer = await JoinWithoutPollingAsync();
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("join", LastAttempts);
         await queue.PutManyAsync([1, 2]);
         PostgresDelivery<int> dying = await queue.GetAsync(Bound);
         PostgresDelivery<int> working = await queue.GetAsync(Bound);
         await ScalarAsync<int>($"UPDATE @schema.queue_items SET leased_until = now() - interval '1 second' WHERE id = {dying.Id}; SELECT 1");
         (await queue.UnfinishedAsync()).Should().Be(1, "the expired last attempt counts as a dead letter");
 
-        Task joined = joiner.Coordinator.CreateQueue<int>("join", options).JoinAsync().AsTask();
-        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join waits");
+        (_, Task joined) = await JoinElsewhereAsync();
         await working.CompleteAsync();
 
         await joined.WaitAsync(Bound); // woken by the completion, not by a poll (an hour away)
@@ -38,16 +52,12 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
     {
         // The holder's session gives its item back as it closes; on its last attempt the item goes to the dead letters,
         // so nothing is unfinished: the join in the other process is told, as an abandonment would tell it.
-        Member holder = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
-        Member joiner = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
-        var options = new PostgresQueueOptions { MaxAttempts = 1 };
-        PostgresQueue<int> queue = holder.Coordinator.CreateQueue<int>("join", options);
+        Member holder = await JoinWithoutPollingAsync();
+        PostgresQueue<int> queue = holder.Coordinator.CreateQueue<int>("join", LastAttempts);
         await queue.PutAsync(1);
         _ = await queue.GetAsync(Bound);
 
-        PostgresQueue<int> joinerQueue = joiner.Coordinator.CreateQueue<int>("join", options);
-        Task joined = joinerQueue.JoinAsync().AsTask();
-        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join waits");
+        (PostgresQueue<int> joinerQueue, Task joined) = await JoinElsewhereAsync();
 
         await holder.Coordinator.DisposeAsync();
         (await joinerQueue.DeadLetterCountAsync()).Should().Be(1);

@@ -34,48 +34,43 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     /// </summary>
     private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
     {
+        RateLimiter limiter = _limiter!;
         try
         {
-            return await AcquireLeaseCoreAsync(operation, cancellationToken);
+            while (true)
+            {
+                RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken);
+                if (lease.IsAcquired)
+                {
+                    return lease;
+                }
+
+                TimeSpan retryAfter;
+                try
+                {
+                    if (!lease.TryGetMetadata(MetadataName.RetryAfter, out retryAfter))
+                    {
+                        string reason = lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? $" ({phrase})" : string.Empty;
+                        throw new InvalidOperationException(
+                            $"The rate limiter {limiter} refused a permit{reason} without a RetryAfter; the work was not started.");
+                    }
+                }
+                finally
+                {
+                    lease.Dispose();
+                }
+
+                // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the
+                // thread. At most what a timer takes: a longer one (a monthly quota) is asked again then, and says what
+                // is left.
+                TimeSpan delay = retryAfter < MinRetryAfter ? MinRetryAfter : retryAfter > MaxRetryAfter ? MaxRetryAfter : retryAfter;
+                await Compat.Delay(_timeProvider, delay, cancellationToken);
+            }
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             operation.LeaseRefused = true;
             throw;
-        }
-    }
-
-    private async ValueTask<RateLimitLease> AcquireLeaseCoreAsync(Operation operation, CancellationToken cancellationToken)
-    {
-        RateLimiter limiter = _limiter!;
-        while (true)
-        {
-            RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken);
-            if (lease.IsAcquired)
-            {
-                return lease;
-            }
-
-            TimeSpan retryAfter;
-            try
-            {
-                if (!lease.TryGetMetadata(MetadataName.RetryAfter, out retryAfter))
-                {
-                    operation.LeaseRefused = true;
-                    string reason = lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? $" ({phrase})" : string.Empty;
-                    throw new InvalidOperationException(
-                        $"The rate limiter {limiter} refused a permit{reason} without a RetryAfter; the work was not started.");
-                }
-            }
-            finally
-            {
-                lease.Dispose();
-            }
-
-            // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the thread.
-            // At most what a timer takes: a longer one (a monthly quota) is asked again then, and says what is left.
-            TimeSpan delay = retryAfter < MinRetryAfter ? MinRetryAfter : retryAfter > MaxRetryAfter ? MaxRetryAfter : retryAfter;
-            await Compat.Delay(_timeProvider, delay, cancellationToken);
         }
     }
 }
