@@ -29,7 +29,7 @@ Option<string?> postgres = new("--postgres")
     Arity = ArgumentArity.ZeroOrOne,
 };
 Option<int> instances = IntOption("--instances", "With --postgres: OS processes of this program that share the work.", 1, min: 1);
-Option<int> globalLimit = IntOption("--global-limit", "With --postgres: most requests in flight across every instance (default: --limit; 0 for none).", defaults.Limit, min: 0);
+Option<int> globalLimit = IntOption("--global-limit", "With --postgres: most requests in flight across every instance (default: --limit; 0 for none).", defaultValue: null, min: 0);
 Option<bool> killOne = new("--kill-one") { Description = "With --postgres: kill one instance mid-run; the items it held are delivered again." };
 Option<string?> worker = new(WorkerCommand.WorkerOption) { Hidden = true }; // an instance started by --postgres
 
@@ -166,10 +166,11 @@ static async Task<int> RunScaleOutAsync(ScaleOutOptions options, FlakyApiOptions
 }
 
 // Options parse their own text, so a bad value is one clear line on stderr (exit code 2), never a stack trace.
-static Option<int> IntOption(string name, string description, int defaultValue, int min) => new(name)
+// A null default shows none in --help (the option's default is another's value: the caller reads it when not given).
+static Option<int> IntOption(string name, string description, int? defaultValue, int min) => new(name)
 {
     Description = description,
-    DefaultValueFactory = _ => defaultValue,
+    DefaultValueFactory = defaultValue is int value ? _ => value : null,
     CustomParser = r =>
     {
         string text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";

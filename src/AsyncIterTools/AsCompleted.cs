@@ -34,7 +34,9 @@ public static partial class AsyncIter
     /// nothing new starts; results that completed are still yielded, then the cancelled work is awaited and a
     /// <see cref="TimeoutException"/> is thrown. Breaking out of the loop (disposing the enumerator) cancels and awaits
     /// what is still running. The token from <c>WithCancellation</c> is linked into every work item's token; the
-    /// enumeration then throws <see cref="OperationCanceledException"/>, again after the running work finished.
+    /// enumeration then throws <see cref="OperationCanceledException"/>, again after the running work finished. Work that
+    /// fails after the deadline or the token cancelled it is reported as that timeout or cancellation, whatever it threw;
+    /// a failure that came before is thrown as is.
     /// </para>
     /// </remarks>
     /// <example>
@@ -221,7 +223,7 @@ public static partial class AsyncIter
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
-            while (running.InFlight > 0)
+            while (running.InFlight > 0 && running.Failure is null)
             {
                 CompletionQueue<TArg, T>.Operation? next = await NextOrTimeoutAsync(running, waitToken);
                 if (next is null)
@@ -232,18 +234,14 @@ public static partial class AsyncIter
                 }
 
                 ExceptionDispatchInfo? error = next.Error;
+                bool causedByCancel = next.FailedAfterCancel && (deadline.IsExpired || cancellationToken.IsCancellationRequested);
                 T value = next.Result;
                 running.Return(next);
-                if (error is not null && deadline.IsExpired)
-                {
-                    // Work the deadline cancelled (whatever it threw for it): reported as the timeout, after the drain.
-                    break;
-                }
-
                 if (error is not null || cancellationToken.IsCancellationRequested)
                 {
-                    // Work failing because the caller cancelled is reported as the caller's cancellation below.
-                    if (error is not null && !cancellationToken.IsCancellationRequested)
+                    // Work failing after the deadline or the caller cancelled it (whatever it threw for it) is reported as
+                    // that timeout or cancellation, after the drain; a failure that came first is thrown as is.
+                    if (error is not null && !causedByCancel)
                     {
                         running.Fail(error);
                     }

@@ -28,7 +28,9 @@ public static partial class AsyncIter
     /// <para>
     /// Work starts in input order. When a piece fails, the others' token is cancelled, nothing new starts, and the method
     /// waits for all running work to finish before it throws: when the returned task completes, in any way, no work is
-    /// left running. Failures after the first are observed and dropped. Work that ignores its token is waited for.
+    /// left running. Failures after the first are observed and dropped. Work that ignores its token is waited for. Work
+    /// that fails after <paramref name="cancellationToken"/> cancelled it is reported as that cancellation, whatever it
+    /// threw; a failure that came before is thrown as is.
     /// </para>
     /// <para>
     /// A factory runs on the thread that completed the previous piece's bookkeeping (no lock is held); each piece starts
@@ -181,8 +183,9 @@ public static partial class AsyncIter
                 CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation piece = await running.NextAsync();
                 if (!record(piece, results))
                 {
-                    // Work failing because the caller cancelled is reported as the caller's cancellation below.
-                    if (cancellationToken.IsCancellationRequested)
+                    // Work failing after the caller cancelled is reported as the caller's cancellation below; a failure
+                    // that came first is thrown, whatever came after.
+                    if (piece.FailedAfterCancel && cancellationToken.IsCancellationRequested)
                     {
                         running.Cancel();
                     }

@@ -14,8 +14,9 @@ public static partial class AsyncIter
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="stop"/> is negative.</exception>
     /// <remarks>
-    /// Execution is deferred. The source is never read past item <c>stop - 1</c>: once that item is yielded the
-    /// source is disposed without another <c>MoveNextAsync</c>, and <c>Slice(0)</c> does not enumerate it at all.
+    /// Execution is deferred. The source is never read past item <c>stop - 1</c>: once that item is yielded, the next
+    /// <c>MoveNextAsync</c> (or disposal) of the slice disposes the source without reading it again, and <c>Slice(0)</c>
+    /// does not enumerate it at all.
     /// </remarks>
     public static IAsyncEnumerable<T> Slice<T>(this IAsyncEnumerable<T> source, int stop)
     {
@@ -40,8 +41,8 @@ public static partial class AsyncIter
     /// </exception>
     /// <remarks>
     /// Execution is deferred. The source is read only as far as the last item it must yield: once no position
-    /// below <paramref name="stop"/> remains, it is disposed without another <c>MoveNextAsync</c> (it is not even
-    /// enumerated when <paramref name="stop"/> is at most <paramref name="start"/>). Skipped items are read and
+    /// below <paramref name="stop"/> remains, the next <c>MoveNextAsync</c> (or disposal) of the slice disposes it without
+    /// reading it again (it is not even enumerated when <paramref name="stop"/> is at most <paramref name="start"/>). Skipped items are read and
     /// dropped without allocating.
     /// </remarks>
     public static IAsyncEnumerable<T> Slice<T>(this IAsyncEnumerable<T> source, int start, int? stop, int step = 1)

@@ -252,6 +252,66 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task Deadline_WorkThatFailedOnItsOwnBeforeIt_SurfacesItsFailure_EvenWhenReachedAfter()
+    {
+        var time = new CountingTimeProvider();
+        var failing = new TaskCompletionSource<int>(); // its failure is queued where it is set
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(0), _ => failing.Task };
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work, null, TimeSpan.FromSeconds(10), time).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        time.Advance(TimeSpan.FromSeconds(5));
+        TestWork.CompleteInline(() => failing.SetException(new FormatException("failed on its own"))); // while the consumer is busy with 0
+        TestWork.CompleteInline(() => time.Advance(TimeSpan.FromSeconds(5)));                          // the deadline passes before it asks again
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<FormatException>("the failure came before the deadline: it is not the deadline's doing");
+    }
+
+    [Fact]
+    public async Task TasksOverload_TimeoutZero_ATaskThatHadFailed_SurfacesItsFailure_NotATimeout()
+    {
+        Task<int>[] tasks = [Task.FromResult(1), Task.FromException<int>(new FormatException("had failed"))];
+        var seen = new List<int>();
+
+        Func<Task> enumerate = async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(tasks, TimeSpan.Zero))
+            {
+                seen.Add(x);
+            }
+        };
+
+        await enumerate.Should().ThrowAsync<FormatException>("the operator never cancelled that task: its failure is its own");
+        seen.Should().Equal(1);
+    }
+
+    [Fact]
+    public async Task NullWorkElement_ReachedWhileWorkRuns_NothingIsYieldedAfterIt_ThenItsFailure()
+    {
+        var gate = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        CancellationToken pieceToken = default;
+        var work = new Func<CancellationToken, Task<int>>?[]
+        {
+            ct =>
+            {
+                pieceToken = ct;
+                return gate.Task; // completes after the operator reached the null and cancelled it
+            },
+            null,
+        };
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work!).GetAsyncEnumerator();
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        pieceToken.IsCancellationRequested.Should().BeTrue("reaching the null element fails the operator, which cancels the running work");
+        gate.SetResult(5);
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<ArgumentNullException>("the failure was reached first: the piece it cancelled is not yielded before it")
+            .WithParameterName("work");
+    }
+
+    [Fact]
     public async Task TimeoutZero_OverWork_StartsNothing_AndTimesOut()
     {
         int started = 0;

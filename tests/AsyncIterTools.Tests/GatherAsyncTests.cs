@@ -207,6 +207,33 @@ public sealed class GatherAsyncTests
     }
 
     [Fact]
+    public async Task AFailureBeforeTheCallerCancels_IsThrown_NotTheCancellation()
+    {
+        using var cts = new CancellationTokenSource();
+        var first = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var second = new TaskCompletionSource<int>(); // its failure is queued where it is set
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ => first.Task,
+            _ => second.Task,
+            _ =>
+            {
+                // Started by the gathering once piece 0 is done, before it takes the next completion: piece 1 fails on
+                // its own, and only then does the caller cancel.
+                second.SetException(new FormatException("failed on its own"));
+                cts.Cancel();
+                return Task.FromResult(2);
+            },
+        };
+
+        Task<int[]> gather = AsyncIter.GatherAsync(work, 2, cts.Token);
+        first.SetResult(0);
+
+        await FluentActions.Awaiting(() => gather.WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<FormatException>("the failure came before the cancellation: it is the first failure, not the cancellation's doing");
+    }
+
+    [Fact]
     public async Task PreCancelledToken_StartsNothing()
     {
         var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(new[] { Const(1) });

@@ -37,6 +37,13 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         /// <summary>Gets the call's failure (or cancellation), if any; observed, so it never goes unobserved.</summary>
         public ExceptionDispatchInfo? Error { get; private set; }
 
+        /// <summary>
+        /// Gets a value indicating whether the call failed after the calls' token was cancelled (by the caller, a deadline
+        /// or an earlier failure): its failure may be that cancellation's doing, so the operator reports the cancellation's
+        /// cause instead. A call that failed before is a failure of its own, whatever came after.
+        /// </summary>
+        public bool FailedAfterCancel { get; private set; }
+
         /// <summary>Gets or sets a value indicating whether the call was counted in <see cref="OperatorMetrics.InFlight"/>
         /// as it started; the completion callback then counts it down.</summary>
         public bool Metered { get; set; }
@@ -78,6 +85,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             Result = default!;
             Error = null;
             LeaseRefused = false;
+            FailedAfterCancel = false;
             IsDone = false;
         }
 
@@ -93,6 +101,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             catch (Exception ex)
             {
                 Error = ExceptionDispatchInfo.Capture(ex);
+                FailedAfterCancel = _owner._cts.IsCancellationRequested; // readable after the queue's disposal, unlike its Token
                 _owner.NoteFailure();
             }
 
