@@ -330,7 +330,10 @@ public sealed class AsyncReaderWriterLock
         public bool IsWriter => _writer;
 
         /// <summary>Releases the lock this releaser stands for.</summary>
-        /// <exception cref="SynchronizationLockException">That lock is not held (this releaser was disposed before).</exception>
+        /// <remarks>A read releaser disposed a second time while other readers hold cannot be told from one of their
+        /// releases: it releases one of their read locks, as a second <c>Release</c> of a semaphore would.</remarks>
+        /// <exception cref="SynchronizationLockException">No lock of this kind is held (the write lock, or any read lock),
+        /// as when this releaser was disposed before.</exception>
         public void Dispose() => _owner?.Release(_writer);
     }
 }

@@ -441,6 +441,22 @@ public sealed class AsyncReaderWriterLockTests
     }
 
     [Fact]
+    public async Task ReadReleaser_DisposedAgainWhileAnotherReaderHolds_ReleasesThatReadersLock_AsDocumented()
+    {
+        var rw = new AsyncReaderWriterLock();
+        AsyncReaderWriterLock.Releaser mine = await rw.AcquireReadAsync();
+        _ = await rw.AcquireReadAsync(); // the other reader's, never disposed here: its lock is released below
+        Task<AsyncReaderWriterLock.Releaser> writer = rw.AcquireWriteAsync().AsTask();
+
+        mine.Dispose();
+        mine.Dispose(); // misuse: indistinguishable from the other reader's release
+
+        rw.CurrentReaderCount.Should().Be(0);
+        using AsyncReaderWriterLock.Releaser granted = await writer.WaitAsync(TimeSpan.FromSeconds(10));
+        granted.IsWriter.Should().BeTrue("the second disposal released the other reader's lock, so the writer got in");
+    }
+
+    [Fact]
     public void ReleaseReadAndReleaseWrite_ReleaseWhatTheTryMethodsTook()
     {
         var rw = new AsyncReaderWriterLock();
