@@ -90,7 +90,9 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
 
     /// <summary>
     /// Gives the item back: it is delivered again at once (to any consumer), or moves to the dead letters if this was
-    /// its <see cref="PostgresQueueOptions.MaxAttempts"/>-th delivery. Idempotent; a no-op for a lost lease.
+    /// its <see cref="PostgresQueueOptions.MaxAttempts"/>-th delivery. Idempotent. For a lost lease nothing is sent (the
+    /// item is no longer this delivery's to give back); the delivery still counts as abandoned, so a
+    /// <see cref="PostgresQueue{T}.ReadAllAsync"/> loop goes on to the next item.
     /// </summary>
     /// <param name="cancellationToken">Cancels the call until it reaches the server (once there, it runs to its answer);
     /// the lease then still holds.</param>
@@ -112,6 +114,7 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
 
         if (Tracker.IsLost)
         {
+            SettleLost();
             return;
         }
 
@@ -131,7 +134,16 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// when the server cannot be reached, the lease is no longer renewed, and the item comes back when it expires.
     /// </summary>
     /// <returns>A task that completes when the item is given back, or left to expire.</returns>
-    public ValueTask DisposeAsync() => Tracker.IsLost ? default : GiveBackAsync();
+    public ValueTask DisposeAsync()
+    {
+        if (!Tracker.IsLost)
+        {
+            return GiveBackAsync();
+        }
+
+        SettleLost();
+        return default;
+    }
 
     /// <summary>
     /// Gives the item back unless the delivery was completed or abandoned, also when its lease counts as lost here (a
@@ -174,6 +186,19 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
             Abandoned => "abandoned",
             _ => Tracker.IsLost ? "lost" : "held",
         });
+
+    /// <summary>
+    /// Records that the holder gave up a delivery whose lease was lost (nothing to give back on the server), unless a call
+    /// is in progress: a reading loop then only takes the next item, as after any abandonment by its body.
+    /// </summary>
+    private void SettleLost()
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) == 0)
+        {
+            MarkFinished(Abandoned);
+            Volatile.Write(ref _busy, 0);
+        }
+    }
 
     /// <summary>Records the end of the delivery; its lease is no longer renewed.</summary>
     internal void MarkFinished(int state)

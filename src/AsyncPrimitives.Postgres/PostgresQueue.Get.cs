@@ -63,8 +63,9 @@ public sealed partial class PostgresQueue<T>
     /// body early (<c>break</c>, an exception) abandons the delivery it had, unless the body completed it: its item goes
     /// back in line at once, and is delivered again (at-least-once). Complete the delivery before a <c>break</c> when its
     /// work is done.</para>
-    /// <para>When a delivery's lease was lost before the loop could complete it, asking for the next one throws
-    /// <see cref="PostgresLeaseLostException"/> and takes nothing: the item may be with another consumer.</para>
+    /// <para>When a delivery's lease was lost before the loop could complete it (and the body did not abandon or dispose
+    /// it), asking for the next one throws <see cref="PostgresLeaseLostException"/> and takes nothing: the item may be with
+    /// another consumer.</para>
     /// </remarks>
     /// <exception cref="PostgresLeaseLostException">The lease of the delivery to complete was lost.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the next

@@ -143,6 +143,39 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         (await queue.UnfinishedAsync()).Should().Be(2, "nothing was completed");
     }
 
+    [PostgresTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ABodyThatGivesBackItsLostDelivery_LeavesTheLoopTakingTheNext(bool dispose)
+    {
+        var time = new CountingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+
+        await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
+        (await reader.MoveNextAsync()).Should().BeTrue();
+        PostgresDelivery<int> first = reader.Current;
+        (await ScalarAsync<long>(
+            $"WITH u AS (UPDATE {Schema}.queue_items SET leased_until = now() - interval '1 second' WHERE id = {first.Id} RETURNING 1) SELECT count(*) FROM u"))
+            .Should().Be(1);
+        await AdvanceUntilLostAsync(time, first.Lost); // the heartbeat has seen the loss: the body stops its work
+
+        // The body gives the delivery back (a no-op on the server for a lost lease): the loop only takes the next item.
+        if (dispose)
+        {
+            await first.DisposeAsync();
+        }
+        else
+        {
+            await first.AbandonAsync();
+        }
+
+        (await reader.MoveNextAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(20))).Should().BeTrue();
+        reader.Current.Item.Should().BeOneOf(1, 2);
+        first.ToString().Should().EndWith("abandoned)");
+    }
+
     [PostgresFact]
     public async Task Cancelled_WhileWaiting_AfterCompletingTheDeliveryBefore()
     {
