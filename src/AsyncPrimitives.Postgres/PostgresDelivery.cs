@@ -149,7 +149,9 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// Gives the item back unless the delivery was completed or abandoned, also when its lease counts as lost here (a
     /// get that cannot hand over what it took gives it all back). Never throws (see <see cref="DisposeAsync"/>).
     /// </summary>
-    internal async ValueTask GiveBackAsync()
+    /// <param name="counted">False for an item its get never handed over for another item's failure: its attempt is not
+    /// counted (see <see cref="PostgresQueue{T}.AbandonCoreAsync"/>).</param>
+    internal async ValueTask GiveBackAsync(bool counted = true)
     {
         if (State != Open || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
         {
@@ -159,7 +161,7 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
         try
         {
             using var timeout = new CancellationTokenSource(Queue.LeaseDuration);
-            await Queue.AbandonCoreAsync(this, timeout.Token).ConfigureAwait(false);
+            await Queue.AbandonCoreAsync(this, timeout.Token, counted).ConfigureAwait(false);
         }
         catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
         {

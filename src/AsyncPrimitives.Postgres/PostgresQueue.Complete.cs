@@ -192,8 +192,23 @@ public sealed partial class PostgresQueue<T>
         }
     }
 
-    /// <summary>Gives a delivery back (see <see cref="PostgresDelivery{T}.AbandonAsync"/>).</summary>
-    internal async ValueTask AbandonCoreAsync(PostgresDelivery<T> delivery, CancellationToken cancellationToken)
+    /// <summary>
+    /// Puts an item back in line as if its get had not taken it (its attempt not counted), when the caller still holds it:
+    /// 'r', or 'n'. A statement on the table rather than a function, so that it works on a schema whose functions are of
+    /// an earlier revision of its version (see <see cref="Database.Revision"/>).
+    /// </summary>
+    private const string ReturnSql =
+        "WITH r AS (UPDATE __schema__.queue_items q SET lease_token = NULL, lease_owner = NULL, session = NULL, lease = NULL, " +
+        "leased_until = NULL, max_attempts = NULL, attempts = q.attempts - 1 " +
+        "WHERE q.id = $1 AND q.lease_token = $2 AND q.lease_owner = $3 RETURNING 1) " +
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM r) THEN 'r' ELSE 'n' END";
+
+    /// <summary>
+    /// Gives a delivery back (see <see cref="PostgresDelivery{T}.AbandonAsync"/>); unless <paramref name="counted"/>, as
+    /// an item its get never handed over because another item of its batch could not be read: back in line with its
+    /// attempt not counted, so that it never moves to the dead letters for another item's failure.
+    /// </summary>
+    internal async ValueTask AbandonCoreAsync(PostgresDelivery<T> delivery, CancellationToken cancellationToken, bool counted = true)
     {
         Database database = _coordinator.Database;
         string outcome;
@@ -201,7 +216,7 @@ public sealed partial class PostgresQueue<T>
         try
         {
             outcome = (await database.QueryAsync(
-                "SELECT __schema__.queue_abandon($1, $2, $3)::text",
+                counted ? "SELECT __schema__.queue_abandon($1, $2, $3)::text" : ReturnSql,
                 [Database.Parameter(delivery.Id), Database.Parameter(delivery.Tracker.Id), Database.Parameter(_coordinator.Owner)],
                 static r => r.GetString(0),
                 Database.Retry.Always,

@@ -112,7 +112,7 @@ public sealed partial class PostgresQueue<T>
     /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
-    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back).</exception>
+    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back; the attempt counts only for the items that could not be read).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, CancellationToken cancellationToken = default)
     {
@@ -133,7 +133,7 @@ public sealed partial class PostgresQueue<T>
     /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
-    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back).</exception>
+    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back; the attempt counts only for the items that could not be read).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
@@ -324,10 +324,12 @@ public sealed partial class PostgresQueue<T>
         bool late = false;
         Exception? unreadable = null;
         long unreadableId = 0;
+        List<PostgresDelivery<T>>? unread = null;
         foreach ((long id, long token, int attempt, _, string? payload, _) in rows)
         {
             var tracker = new LeaseTracker(session, token, id, LeaseDuration, sentAt, WakeKey);
             T item = default!;
+            bool read = true;
             try
             {
                 item = JsonSerializer.Deserialize(payload!, _contract)!;
@@ -339,9 +341,16 @@ public sealed partial class PostgresQueue<T>
                 // The JSON does not fit T (JsonException), or T's own code refused it (a validating constructor).
                 unreadable ??= e;
                 unreadableId = unreadableId == 0 ? id : unreadableId;
+                read = false;
             }
 
-            deliveries.Add(new PostgresDelivery<T>(this, attempt, item, tracker));
+            var delivery = new PostgresDelivery<T>(this, attempt, item, tracker);
+            deliveries.Add(delivery);
+            if (!read)
+            {
+                (unread ??= []).Add(delivery);
+            }
+
             if (!session.TryAdd(tracker))
             {
                 // Lost at birth: the answer came after the leases' local deadline, or the session ended meanwhile (the
@@ -352,7 +361,8 @@ public sealed partial class PostgresQueue<T>
 
         // Items the call cannot hand over (this process cannot count on their leases: the answer came after their local
         // deadline, or the session ended; or one cannot be read) are all given back at once, not left leased to no one
-        // until they expire; the attempt counts.
+        // until they expire. The attempt counts, except for readable items given back only because another could not be
+        // read: an unreadable item never takes its neighbours to the dead letters.
         Exception? failure = null;
         if (late)
         {
@@ -377,7 +387,7 @@ public sealed partial class PostgresQueue<T>
 
         foreach (PostgresDelivery<T> delivery in deliveries)
         {
-            await delivery.GiveBackAsync().ConfigureAwait(false);
+            await delivery.GiveBackAsync(counted: late || unread?.Contains(delivery) == true).ConfigureAwait(false);
         }
 
         throw failure;

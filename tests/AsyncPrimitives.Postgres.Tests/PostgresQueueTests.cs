@@ -637,4 +637,39 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
         await FluentActions.Awaiting(async () => await numbers.GetAsync()).Should().ThrowAsync<PostgresCoordinationException>();
         (await numbers.DeadLetterCountAsync()).Should().Be(1, "after MaxAttempts it moved to the dead letters");
     }
+
+    [PostgresFact]
+    public async Task AnItemThatCannotBeRead_InABatch_TakesOnlyItselfToTheDeadLetters_NotTheReadableItemsGivenBackWithIt()
+    {
+        Member a = await JoinAsync();
+        await a.Coordinator.CreateQueue<string>("mixed").PutAsync("not a number");
+        PostgresQueue<int> numbers = a.Coordinator.CreateQueue<int>("mixed", new PostgresQueueOptions { MaxAttempts = 2 });
+        await numbers.PutManyAsync([7, 8]);
+
+        for (int round = 0; round < 2; round++)
+        {
+            await FluentActions.Awaiting(async () => await numbers.GetManyAsync(3, Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+        }
+
+        (await numbers.DeadLetterCountAsync()).Should().Be(1, "only the unreadable item had its MaxAttempts deliveries");
+        IReadOnlyList<PostgresDelivery<int>> readable = await numbers.GetManyAsync(3, Bound);
+        readable.Select(d => (d.Item, d.Attempt)).Should().Equal([(7, 1), (8, 1)],
+            "items given back for their neighbour's failure were never handed to a consumer: their attempts do not count");
+        await numbers.CompleteManyAsync(readable);
+    }
+
+    [PostgresFact]
+    public async Task ALastAttemptHeldByASessionThatEnded_IsDeadLetteredWithTheReasonSessionEnded()
+    {
+        Member consumer = await JoinAsync();
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("numbers", new PostgresQueueOptions { MaxAttempts = 1 });
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+
+        (await TerminateAsync(consumer)).Should().BeGreaterThan(0);
+        await WaitForLostAsync(delivery.Lost);
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_dead_letters") == 1, "the item is dead-lettered");
+
+        (await ScalarAsync<string>("SELECT reason FROM @schema.queue_dead_letters")).Should().Be("session ended", "its holder never abandoned it");
+    }
 }

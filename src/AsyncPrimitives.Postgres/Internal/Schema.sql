@@ -746,13 +746,14 @@ BEGIN
     WHERE h.owner = p_owner AND h.session = p_session;
     DELETE FROM __schema__.permit_waiters w WHERE w.owner = p_owner AND w.session = p_session;
     DELETE FROM __schema__.queue_joins j WHERE j.owner = p_owner AND j.session = p_session;
-    -- One by one, in the order of their ids (see queue_lock_items).
+    -- One by one, locked in the order of their ids (see queue_lock_items), each checked again under its lock.
     FOR v_item IN
-        SELECT q.id, q.lease_token FROM __schema__.queue_items q
+        SELECT q.id FROM __schema__.queue_items q
         WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session = p_session
         ORDER BY q.id
+        FOR UPDATE
     LOOP
-        PERFORM __schema__.queue_abandon(v_item.id, v_item.lease_token, p_owner);
+        PERFORM __schema__.queue_end_deliveries(ARRAY[v_item.id], ARRAY['session ended']);
     END LOOP;
 END
 $$;
