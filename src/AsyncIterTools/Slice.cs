@@ -42,8 +42,8 @@ public static partial class AsyncIter
     /// <remarks>
     /// Execution is deferred. The source is read only as far as the last item it must yield: once no position
     /// below <paramref name="stop"/> remains, the next <c>MoveNextAsync</c> (or disposal) of the slice disposes it without
-    /// reading it again (it is not even enumerated when <paramref name="stop"/> is at most <paramref name="start"/>). Skipped items are read and
-    /// dropped without allocating.
+    /// reading it again (it is not even enumerated when <paramref name="stop"/> is at most <paramref name="start"/>).
+    /// Skipped items are read and dropped without allocating.
     /// </remarks>
     public static IAsyncEnumerable<T> Slice<T>(this IAsyncEnumerable<T> source, int start, int? stop, int step = 1)
     {

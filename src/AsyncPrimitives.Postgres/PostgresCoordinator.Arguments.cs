@@ -30,7 +30,8 @@ public sealed partial class PostgresCoordinator
         {
             throw new ArgumentException(
                 $"The transaction's connection is to {theirs.Host}:{theirs.Port}/{theirs.Database}, not to the coordinator's database " +
-                $"{_endpoint.Host}:{_endpoint.Port}/{_endpoint.Database} (compared as written in the connection strings): the item would be put in another database.",
+                $"{_endpoint.Host}:{_endpoint.Port}/{_endpoint.Database} (compared as written in the connection strings): the item " +
+                "would be put in another database.",
                 paramName);
         }
     }

@@ -112,7 +112,8 @@ public sealed partial class PostgresQueue<T>
     /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
-    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back; the attempt counts only for the items that could not be read).</exception>
+    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back;
+    /// the attempt counts only for the items that could not be read).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, CancellationToken cancellationToken = default)
     {
@@ -133,7 +134,8 @@ public sealed partial class PostgresQueue<T>
     /// <exception cref="QueueShutDownException">The queue is shut down and nothing is left to deliver.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before an item was taken.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
-    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back; the attempt counts only for the items that could not be read).</exception>
+    /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back;
+    /// the attempt counts only for the items that could not be read).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, TimeSpan timeout, CancellationToken cancellationToken = default)
     {

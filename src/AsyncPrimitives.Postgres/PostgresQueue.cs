@@ -102,7 +102,8 @@ public sealed partial class PostgresQueue<T>
     /// </summary>
     /// <param name="item">The item.</param>
     /// <param name="transaction">An open transaction on the coordinator's database (same host, port and database as
-    /// its data source, compared as written in the connection strings). The put adds no NOTIFY to it: the coordinator watches for its commit instead.</param>
+    /// its data source, compared as written in the connection strings). The put adds no NOTIFY to it: the coordinator
+    /// watches for its commit instead.</param>
     /// <param name="priority">The item's priority (see <see cref="PutAsync(T, int, CancellationToken)"/>).</param>
     /// <param name="cancellationToken">Cancels the put before its statement is sent (it then left the transaction
     /// untouched); once sent, the statement runs to its answer.</param>
