@@ -68,6 +68,8 @@ public sealed partial class PostgresQueue<T>
     /// another consumer.</para>
     /// </remarks>
     /// <exception cref="PostgresLeaseLostException">The lease of the delivery to complete was lost.</exception>
+    /// <exception cref="InvalidOperationException">The body's own completion or abandonment of the delivery was still in
+    /// progress (not awaited) when the loop asked for the next item.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the next
     /// item was taken; the delivery before it was completed.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection

@@ -177,6 +177,22 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
     }
 
     [PostgresFact]
+    public async Task ABodyWhoseCompletionIsStillInProgress_MakesTheNextStepThrowInvalidOperation_AndTheCompletionStands()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+
+        await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
+        (await reader.MoveNextAsync()).Should().BeTrue();
+        Task completing = reader.Current.CompleteAsync().AsTask(); // not awaited by the body
+
+        await FluentActions.Awaiting(async () => await reader.MoveNextAsync()).Should().ThrowAsync<InvalidOperationException>();
+        await completing.WaitAsync(TimeSpan.FromSeconds(20));
+        (await queue.UnfinishedAsync()).Should().Be(1, "the body's completion went through; nothing else was taken");
+    }
+
+    [PostgresFact]
     public async Task Cancelled_WhileWaiting_AfterCompletingTheDeliveryBefore()
     {
         Member a = await JoinAsync();
