@@ -312,6 +312,29 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task WorkFailingBecauseItWatchesTheCallersTokenItself_IsReportedAsTheCancellation()
+    {
+        using var cts = new CancellationTokenSource();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ =>
+            {
+                started.SetResult();
+                return TestWork.FailsWhenCancelled(cts.Token);
+            },
+        };
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work).GetAsyncEnumerator(cts.Token);
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        await started.Task.WaitAsync(TestWork.Bound);
+        TestWork.CompleteInline(cts.Cancel);
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<OperationCanceledException>("the piece failed after the token was cancelled, because of it");
+    }
+
+    [Fact]
     public async Task TimeoutZero_OverWork_StartsNothing_AndTimesOut()
     {
         int started = 0;

@@ -135,6 +135,15 @@ public static class TestWork
         }
     }
 
+    /// <summary>A piece of work that fails (with an <see cref="IOException"/>, as a client aborted by its token may) inside
+    /// the cancellation of <paramref name="token"/>, as work that watches a token itself does.</summary>
+    public static Task<int> FailsWhenCancelled(CancellationToken token)
+    {
+        var failed = new TaskCompletionSource<int>(); // continuations inline, in the token's callback
+        token.Register(() => failed.TrySetException(new IOException("aborted by the token")));
+        return failed.Task;
+    }
+
     /// <summary>
     /// A single-use source of 0, 1, 2, ...: its first <paramref name="ready"/> moves complete at once, the next when
     /// <see cref="ReleaseMove"/> is called (or fails with <see cref="FailMove"/>), and then it ends. Counts its moves.

@@ -234,6 +234,28 @@ public sealed class GatherAsyncTests
     }
 
     [Fact]
+    public async Task WorkFailingBecauseItWatchesTheCallersTokenItself_IsReportedAsTheCancellation()
+    {
+        using var cts = new CancellationTokenSource();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ =>
+            {
+                started.SetResult();
+                return TestWork.FailsWhenCancelled(cts.Token); // the caller's token, as in `_ => http.GetAsync(url, ct)`
+            },
+        };
+
+        Task<int[]> gather = AsyncIter.GatherAsync(work, null, cts.Token);
+        await started.Task.WaitAsync(TestWork.Bound);
+        TestWork.CompleteInline(cts.Cancel); // the piece fails inside the cancellation, before the operator's own token is cancelled
+
+        await FluentActions.Awaiting(() => gather.WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<OperationCanceledException>("the piece failed after the caller cancelled, because of it");
+    }
+
+    [Fact]
     public async Task PreCancelledToken_StartsNothing()
     {
         var work = new TestWork.LazySequence<Func<CancellationToken, Task<int>>>(new[] { Const(1) });

@@ -101,7 +101,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             catch (Exception ex)
             {
                 Error = ExceptionDispatchInfo.Capture(ex);
-                FailedAfterCancel = _owner._cts.IsCancellationRequested; // readable after the queue's disposal, unlike its Token
+                FailedAfterCancel = _owner.IsCancelled;
                 _owner.NoteFailure();
             }
 

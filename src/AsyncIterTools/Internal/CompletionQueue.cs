@@ -56,6 +56,11 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>Linked to the caller's token; its token is given to every call; cancelled by <see cref="Cancel"/>.</summary>
     private readonly CancellationTokenSource _cts;
 
+    /// <summary>The caller's token. A call that watches it itself is cancelled before <see cref="_cts"/> (a token runs its
+    /// callbacks newest first, and the link was registered before any call started), so both are asked whether a failure
+    /// came after a cancellation.</summary>
+    private readonly CancellationToken _callerToken;
+
     /// <summary>Grants the lease each call holds while it runs, or null for none.</summary>
     private readonly RateLimiter? _limiter;
 
@@ -135,9 +140,14 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         _operatorName = operatorName;
         _call = call;
         _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        _callerToken = cancellationToken;
         _limiter = limiter;
         _timeProvider = timeProvider ?? TimeProvider.System;
     }
+
+    /// <summary>Gets a value indicating whether the calls' token, or the caller's, is cancelled; readable after
+    /// <see cref="Dispose"/>, unlike <see cref="Token"/>.</summary>
+    public bool IsCancelled => _cts.IsCancellationRequested || _callerToken.IsCancellationRequested;
 
     /// <summary>Gets the token every call receives (and that the operator gives its sources).</summary>
     public CancellationToken Token => _cts.Token;
