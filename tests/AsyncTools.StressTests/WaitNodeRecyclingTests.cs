@@ -153,6 +153,22 @@ public sealed class WaitNodeRecyclingTests(ITestOutputHelper output)
         gate.IsLocked.Should().BeFalse();
     }
 
+    [Fact]
+    public async Task PendingValueTask_ConsumedASecondTime_IsRejected_AndTheFirstConsumerStillGetsTheLock()
+    {
+        var gate = new AsyncLock();
+        gate.TryAcquire(out _).Should().BeTrue();
+        ValueTask<AsyncLock.Releaser> wait = gate.AcquireAsync();
+        Task<AsyncLock.Releaser> first = wait.AsTask();
+
+        // Misuse: a second consumer of the pending wait. Rejected, and without touching the first consumer's state.
+        FluentActions.Invoking(() => { _ = wait.AsTask(); }).Should().Throw<InvalidOperationException>();
+
+        gate.Release();
+        (await first.Bounded()).Dispose();
+        gate.IsLocked.Should().BeFalse("the lock went to the first consumer and came back: it was not lost");
+    }
+
     /// <summary>Awaits the lock in a method started under a new <see cref="PumpContext"/>, grants it (which posts the
     /// method's continuation to the context), and runs the context until the method has taken the lock, released it and
     /// completed. Returns a weak reference to the context.</summary>

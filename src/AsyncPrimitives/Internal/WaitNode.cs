@@ -204,6 +204,13 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     {
         ArgumentNullException.ThrowIfNull(continuation);
         ValidateToken(token);
+        object? current = Volatile.Read(ref _continuation);
+        if (current is not null && !ReferenceEquals(current, s_delivered))
+        {
+            // A second consumer of a pending wait (misuse): rejected before it writes anything, so the continuation
+            // already parked still runs with its own state and contexts, and gets the outcome.
+            ThrowHelper.ThrowInvalidOperation_ValueTaskMisuse();
+        }
 
         // Capture what the continuation must run with before publishing it: once published, Complete reads these.
         if ((flags & ValueTaskSourceOnCompletedFlags.FlowExecutionContext) != 0)
