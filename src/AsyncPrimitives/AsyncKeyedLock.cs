@@ -24,8 +24,11 @@ namespace AsyncPrimitives;
 /// next waiter (or is removed if there is none). Nothing is lost.</para>
 /// <para><b>Not reentrant.</b> Acquiring a key again from the code that holds it waits (with one permit per key).</para>
 /// <para><b>Continuations.</b> A release never runs a waiter's continuation inline. Acquiring and releasing a key
-/// nobody else holds takes one short lock each (keys are spread over several locks) and, once warmed up, allocates
-/// nothing: released keys' entries are reused.</para>
+/// nobody else holds takes one short lock each (keys are spread over several locks, the processor count rounded up to a
+/// power of two, 2 to 64) and, once warmed up, allocates nothing while each of those locks has at most eight keys held
+/// at once: released keys' entries are reused. Beyond that, a lock's table grows (and shrinks again as keys are
+/// released, giving the memory back) and keeps at most 16 released entries for reuse, so bursts of many keys held at
+/// once allocate.</para>
 /// </remarks>
 /// <example>
 /// <code>

@@ -32,6 +32,19 @@ internal static class Compat
 #endif
     }
 
+    /// <summary>
+    /// Queues <paramref name="item"/> to the thread pool's global queue (see the overload above) without flowing the
+    /// ExecutionContext and, on net10.0, without allocating: the pool queues the item itself.
+    /// </summary>
+    public static void UnsafeQueue(IThreadPoolWorkItem item)
+    {
+#if NETSTANDARD2_0
+        ThreadPool.UnsafeQueueUserWorkItem(static s => ((IThreadPoolWorkItem)s!).Execute(), item);
+#else
+        ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: false);
+#endif
+    }
+
     /// <summary>A task that completes after <paramref name="delay"/> on <paramref name="timeProvider"/>'s clock, or is cancelled first.</summary>
     public static Task Delay(TimeProvider timeProvider, TimeSpan delay, CancellationToken cancellationToken)
     {

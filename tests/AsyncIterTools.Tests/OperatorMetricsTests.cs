@@ -7,7 +7,7 @@ namespace AsyncIterTools.Tests;
 /// The "AsyncIterTools" meter (DESIGN.md, Metrics): <c>asynctools.operator.in_flight</c> counts the calls each
 /// concurrent operator has running, tagged <c>asynctools.operator</c>; up as a call starts, down as it completes.
 /// </summary>
-[Collection(MetricsCollection.Name)]
+[Collection(ProcessWideCollection.Name)]
 public sealed class OperatorMetricsTests : IDisposable
 {
     private const int Calls = 3;

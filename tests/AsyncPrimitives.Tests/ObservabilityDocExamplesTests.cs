@@ -6,7 +6,7 @@ using OpenTelemetry.Metrics;
 namespace AsyncPrimitives.Tests;
 
 /// <summary>The examples of docs/observability.md, run: exporting through OpenTelemetry, and listening without it.</summary>
-[Collection(MetricsCollection.Name)]
+[Collection(ProcessWideCollection.Name)]
 public sealed class ObservabilityDocExamplesTests
 {
     private static readonly TimeSpan s_bound = TimeSpan.FromSeconds(10);

@@ -41,11 +41,10 @@ namespace AsyncIterTools.Internal;
 /// The queue holds no more leases than it has calls running, and none once <see cref="DrainAsync"/> returns.
 /// </para>
 /// </remarks>
-internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<CompletionQueue<TArg, TResult>.Operation>, IDisposable
+internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<CompletionQueue<TArg, TResult>.Operation>, IThreadPoolWorkItem, IDisposable
 {
     private static readonly Action<object?> s_cancelWait = static s => ((CompletionQueue<TArg, TResult>)s!).CancelWait();
 
-    private static readonly Action<object?> s_deliver = static s => ((CompletionQueue<TArg, TResult>)s!).Deliver();
 
     /// <summary>The operator's name (<c>Map</c>, ...), the <c>asynctools.operator</c> tag of its in-flight count.</summary>
     private readonly string _operatorName;
@@ -394,8 +393,11 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
         // before the consumer runs, so it takes them without parking again.
         _handOff = operation;
-        Compat.UnsafeQueue(s_deliver, this, preferLocal: false);
+        Compat.UnsafeQueue(this); // the queue itself is the work item: no allocation per hand-off
     }
+
+    /// <summary>Runs <see cref="Deliver"/>: the queue is the work item <see cref="Post"/> queues.</summary>
+    void IThreadPoolWorkItem.Execute() => Deliver();
 
     /// <summary>Completes the parked consumer's wait with the handed-off operation (its continuation runs here or on its context).</summary>
     private void Deliver()

@@ -12,7 +12,7 @@ namespace AsyncPrimitives.Tests.Internal;
 /// the same way. Tags: <c>asynctools.kind</c> (no generic arity),
 /// <c>asynctools.name</c> (only when named), <c>asynctools.outcome</c>.
 /// </summary>
-[Collection(MetricsCollection.Name)]
+[Collection(ProcessWideCollection.Name)]
 public sealed class WaitMetricsTests : IDisposable
 {
     private static readonly TimeSpan s_bound = TimeSpan.FromSeconds(10);
