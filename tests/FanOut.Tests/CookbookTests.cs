@@ -97,64 +97,122 @@ public sealed class CookbookTests
     }
     // end doc
 
-    [Fact]
-    public async Task Stages_BoundedQueuesHoldTheProducerBack()
+    [Theory]
+    [InlineData(-1)] // every store succeeds
+    [InlineData(50)] // the store of item 50 fails
+    public async Task Stages_BoundedQueuesHoldTheProducerBack_AndAFailingStageStopsThePipeline(int failAt)
     {
         int produced = 0;
         int stored = 0;
         int maxLead = 0;
         var storedItems = new ConcurrentBag<int>();
+        var storeFailed = new InvalidOperationException("the store failed");
         async Task StoreAsync(int item)
         {
             await Task.Yield(); // the slow stage
+            if (item == failAt * 10)
+            {
+                throw storeFailed;
+            }
+
             storedItems.Add(item);
             int lead = Volatile.Read(ref produced) - Interlocked.Increment(ref stored);
             Peak.Raise(ref maxLead, lead);
         }
 
-        // doc: cookbook-stages
-        var fetched = new AsyncQueue<int>(maxSize: 8); // stage 1 -> stage 2
-        var parsed = new AsyncQueue<int>(maxSize: 8);  // stage 2 -> stage 3
-
-        // Stage 2: two workers. Their PutAsync waits while stage 3 is behind.
-        Task[] parsers = Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
+        async Task RunAsync()
         {
-            await foreach (int raw in fetched)
+            // doc: cookbook-stages
+            var fetched = new AsyncQueue<int>(maxSize: 8); // stage 1 -> stage 2
+            var parsed = new AsyncQueue<int>(maxSize: 8);  // stage 2 -> stage 3
+
+            // A stage that fails stops the pipeline: both queues shut down at once, so no stage waits for it forever.
+            // The others then end quietly (QueueShutDownException), and the failure surfaces at the end.
+            Task Stage(Func<Task> run) => Task.Run(async () =>
             {
-                await parsed.PutAsync(raw * 10);
-                fetched.TaskDone();
-            }
-        })).ToArray();
+                try
+                {
+                    await run();
+                }
+                catch (QueueShutDownException)
+                {
+                }
+                catch
+                {
+                    fetched.Shutdown(immediate: true);
+                    parsed.Shutdown(immediate: true);
+                    throw;
+                }
+            });
 
-        // Stage 3: one writer.
-        Task writer = Task.Run(async () =>
-        {
-            await foreach (int item in parsed)
+            // Stage 2: two workers. Their PutAsync waits while stage 3 is behind.
+            async Task ParseAsync()
             {
-                await StoreAsync(item);
-                parsed.TaskDone();
+                await foreach (int raw in fetched)
+                {
+                    try
+                    {
+                        await parsed.PutAsync(raw * 10);
+                    }
+                    finally
+                    {
+                        fetched.TaskDone(); // handed on, or failed: done either way, so JoinAsync never hangs
+                    }
+                }
             }
-        });
 
-        // Stage 1: the producer. Its PutAsync waits while stage 2 is behind, so nothing piles up in memory.
-        for (int i = 0; i < 1_000; i++)
-        {
-            await fetched.PutAsync(i);
-            Interlocked.Increment(ref produced);
+            Task[] parsers = [Stage(ParseAsync), Stage(ParseAsync)];
+
+            // Stage 3: one writer.
+            Task writer = Stage(async () =>
+            {
+                await foreach (int item in parsed)
+                {
+                    try
+                    {
+                        await StoreAsync(item);
+                    }
+                    finally
+                    {
+                        parsed.TaskDone();
+                    }
+                }
+            });
+
+            // Stage 1: the producer. Its PutAsync waits while stage 2 is behind, so nothing piles up in memory.
+            Task producer = Stage(async () =>
+            {
+                for (int i = 0; i < 1_000; i++)
+                {
+                    await fetched.PutAsync(i);
+                    Interlocked.Increment(ref produced);
+                }
+
+                // Stop front to back: each stage drains before the next one is told to stop.
+                await fetched.JoinAsync();
+                fetched.Shutdown();
+                await Task.WhenAll(parsers);
+                await parsed.JoinAsync();
+                parsed.Shutdown();
+            });
+
+            await Task.WhenAll([producer, .. parsers, writer]); // a stage's failure, if one failed
+            // end doc
         }
 
-        // Stop front to back: each stage drains before the next one is told to stop.
-        await fetched.JoinAsync();
-        fetched.Shutdown();
-        await Task.WhenAll(parsers);
-        await parsed.JoinAsync();
-        parsed.Shutdown();
-        await writer;
-        // end doc
-
-        storedItems.Order().Should().Equal(Enumerable.Range(0, 1_000).Select(i => i * 10));
-        // In flight between the producer and the store: 8 queued + 2 parsers + 8 queued + 1 writer, never more.
-        maxLead.Should().BeLessThanOrEqualTo(8 + 2 + 8 + 1);
+        if (failAt < 0)
+        {
+            await RunAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            storedItems.Order().Should().Equal(Enumerable.Range(0, 1_000).Select(i => i * 10));
+            // In flight between the producer and the store: 8 queued + 2 parsers + 8 queued + 1 writer, never more.
+            maxLead.Should().BeLessThanOrEqualTo(8 + 2 + 8 + 1);
+        }
+        else
+        {
+            (await FluentActions.Awaiting(() => RunAsync().WaitAsync(TimeSpan.FromSeconds(60))).Should().ThrowAsync<InvalidOperationException>())
+                .Which.Should().BeSameAs(storeFailed, "the failing stage's own exception surfaces, and nothing is left waiting");
+            Volatile.Read(ref produced).Should().BeLessThan(1_000, "the producer stopped when the pipeline did");
+        }
     }
 
     [Fact]
@@ -271,7 +329,7 @@ public sealed class CookbookTests
 
     // doc: cookbook-shutdown
     /// <summary>Stops a queue's workers: no new work, `grace` to finish what is queued, then drop the rest.</summary>
-    /// <returns>True if everything queued was processed.</returns>
+    /// <returns>True if everything queued was processed within `grace`; false if it ran out (what was still queued was dropped).</returns>
     private static async Task<bool> StopAsync<T>(AsyncQueue<T> queue, Task[] workers, TimeSpan grace)
     {
         queue.Shutdown(); // PutAsync now throws QueueShutDownException; GetAsync still drains what is queued
