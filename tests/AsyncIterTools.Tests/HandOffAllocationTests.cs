@@ -31,9 +31,11 @@ public sealed class HandOffAllocationTests
             _ => n => DrainAsync(YieldingRange(n).MapUnordered(static (x, _) => new ValueTask<int>(x), maxConcurrency: 1)),
         };
 
-        BytesPerItem(n => DrainAsync(YieldingRange(n))).Should().BeLessThan(1, "the harness and a yielding source alone allocate nothing per item");
+        // Below 4 B per item, not 0: what other threads of the process allocate meanwhile (work an earlier test left
+        // running) is counted too. A wrapper per wait is 32 B per item here, 8 with four sources taking turns.
+        BytesPerItem(n => DrainAsync(YieldingRange(n))).Should().BeLessThan(4, "the harness and a yielding source alone allocate nothing per item");
         BytesPerItem(run).Should().BeLessThan(
-            s_netStandardAsset ? NetStandardWorkItemBytes : 1,
+            s_netStandardAsset ? NetStandardWorkItemBytes : 4,
             "the consumer waits for every item: each completion is handed to it without a wrapper (net10.0)");
     }
 
@@ -56,7 +58,7 @@ public sealed class HandOffAllocationTests
     }
 
     /// <summary>Bytes every thread allocates per item: the difference between a long and a short run (per-enumeration
-    /// costs cancel out), the least of three measurements of each, run on the pool (away from any context).</summary>
+    /// costs cancel out), the least of five measurements of each, run on the pool (away from any context).</summary>
     private static double BytesPerItem(Func<int, Task> run, int small = 1_000, int big = 41_000)
     {
         void Run(int n)
@@ -73,7 +75,7 @@ public sealed class HandOffAllocationTests
         long Measure(int n)
         {
             long least = long.MaxValue;
-            for (int attempt = 0; attempt < 3; attempt++)
+            for (int attempt = 0; attempt < 5; attempt++)
             {
                 long before = GC.GetTotalAllocatedBytes(precise: true);
                 Run(n);
