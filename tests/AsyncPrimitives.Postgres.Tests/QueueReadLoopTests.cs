@@ -132,10 +132,7 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
         (await reader.MoveNextAsync()).Should().BeTrue();
         PostgresDelivery<int> first = reader.Current;
-        // The lease runs out on the server before the heartbeat could renew it (as when this process stalls).
-        (await ScalarAsync<long>(
-            $"WITH u AS (UPDATE {Schema}.queue_items SET leased_until = now() - interval '1 second' WHERE id = {first.Id} RETURNING 1) SELECT count(*) FROM u"))
-            .Should().Be(1);
+        await ExpireOnServerAsync(first);
 
         await FluentActions.Awaiting(async () => await reader.MoveNextAsync()).Should().ThrowAsync<PostgresLeaseLostException>();
         await WaitForLostAsync(first.Lost);
@@ -156,9 +153,7 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
         (await reader.MoveNextAsync()).Should().BeTrue();
         PostgresDelivery<int> first = reader.Current;
-        (await ScalarAsync<long>(
-            $"WITH u AS (UPDATE {Schema}.queue_items SET leased_until = now() - interval '1 second' WHERE id = {first.Id} RETURNING 1) SELECT count(*) FROM u"))
-            .Should().Be(1);
+        await ExpireOnServerAsync(first);
         await AdvanceUntilLostAsync(time, first.Lost); // the heartbeat has seen the loss: the body stops its work
 
         // The body gives the delivery back (a no-op on the server for a lost lease): the loop only takes the next item.
@@ -358,4 +353,11 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
                 await queues[p % 2].PutAsync(item);
             }
         })));
+
+    /// <summary>Runs the delivery's lease out on the server before the heartbeat could renew it (as when this process
+    /// stalls).</summary>
+    private async Task ExpireOnServerAsync(PostgresDelivery<int> delivery) =>
+        (await ScalarAsync<long>(
+            $"WITH u AS (UPDATE {Schema}.queue_items SET leased_until = now() - interval '1 second' WHERE id = {delivery.Id} RETURNING 1) SELECT count(*) FROM u"))
+            .Should().Be(1);
 }
