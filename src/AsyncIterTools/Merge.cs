@@ -24,8 +24,8 @@ public static partial class AsyncIter
     /// Every source gets a token linked to the one from <c>WithCancellation</c>. The first error (of a source or of its
     /// disposal) cancels the other sources, waits for their outstanding <c>MoveNextAsync</c>, disposes them, and then
     /// surfaces. Disposing the merged enumerator early does the same. Each source is disposed exactly once; one that
-    /// finishes is disposed right away. Waiting allocates nothing per item (the netstandard2.0 build: one thread-pool work item
-    /// per wait).
+    /// finishes is disposed right away. Waiting allocates nothing per item (the netstandard2.0 build: one thread-pool
+    /// work item per wait).
     /// </para>
     /// </remarks>
     /// <example>

@@ -45,7 +45,6 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
 {
     private static readonly Action<object?> s_cancelWait = static s => ((CompletionQueue<TArg, TResult>)s!).CancelWait();
 
-
     /// <summary>The operator's name (<c>Map</c>, ...), the <c>asynctools.operator</c> tag of its in-flight count.</summary>
     private readonly string _operatorName;
 
