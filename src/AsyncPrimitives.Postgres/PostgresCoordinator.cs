@@ -84,7 +84,8 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         if (!Database.IsValidSchemaName(options.Schema))
         {
             throw new ArgumentException(
-                $"The schema name '{options.Schema}' is not valid: use lowercase letters, digits and underscores, starting with a letter or an underscore, at most 63 characters.",
+                $"The schema name '{options.Schema}' is not valid: use lowercase letters, digits and underscores, starting with a " +
+                "letter or an underscore (not pg_, which PostgreSQL keeps for itself), at most 63 characters.",
                 nameof(options));
         }
 

@@ -11,7 +11,8 @@ namespace AsyncPrimitives.Postgres;
 public sealed class PostgresCoordinatorOptions
 {
     /// <summary>The schema that holds the tables and functions (default <c>asynctools</c>): lowercase letters, digits
-    /// and underscores, starting with a letter or an underscore, at most 63 characters.</summary>
+    /// and underscores, starting with a letter or an underscore (not <c>pg_</c>, which PostgreSQL keeps for itself), at most
+    /// 63 characters.</summary>
     public string Schema { get; set; } = "asynctools";
 
     /// <summary>

@@ -40,6 +40,8 @@ public sealed class ArgumentTests : IAsyncLifetime
     [InlineData("1digit_first")]
     [InlineData("quote\"d")]
     [InlineData("a_name_that_is_longer_than_sixty_three_characters_which_postgres_cuts")]
+    [InlineData("asynctools\n")]
+    [InlineData("pg_asynctools")]
     public void Constructor_InvalidSchemaName_Throws(string schema) =>
         FluentActions.Invoking(() => new PostgresCoordinator(_source, new PostgresCoordinatorOptions { Schema = schema }))
             .Should().Throw<ArgumentException>().WithParameterName("options").WithMessage("*schema*");

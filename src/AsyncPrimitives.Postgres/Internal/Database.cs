@@ -106,7 +106,8 @@ internal sealed partial class Database
     public string Channel => Schema;
 
     /// <summary>Whether <paramref name="schema"/> is a name the options accept.</summary>
-    public static bool IsValidSchemaName(string? schema) => schema is not null && SchemaName().IsMatch(schema);
+    public static bool IsValidSchemaName(string? schema) =>
+        schema is not null && SchemaName().IsMatch(schema) && !schema.StartsWith("pg_", StringComparison.Ordinal);
 
     /// <summary>
     /// The statement <paramref name="template"/> for this schema: every <c>__schema__</c> in it replaced by the quoted
@@ -532,6 +533,7 @@ internal sealed partial class Database
         return reader.ReadToEnd();
     }
 
-    [GeneratedRegex("^[a-z_][a-z0-9_]{0,62}$", RegexOptions.CultureInvariant)]
+    // \z, not $: $ also matches before a final newline.
+    [GeneratedRegex(@"^[a-z_][a-z0-9_]{0,62}\z", RegexOptions.CultureInvariant)]
     private static partial Regex SchemaName();
 }
