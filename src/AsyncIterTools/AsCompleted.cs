@@ -34,9 +34,9 @@ public static partial class AsyncIter
     /// nothing new starts; results that completed are still yielded, then the cancelled work is awaited and a
     /// <see cref="TimeoutException"/> is thrown. Breaking out of the loop (disposing the enumerator) cancels and awaits
     /// what is still running. The token from <c>WithCancellation</c> is linked into every work item's token; the
-    /// enumeration then throws <see cref="OperationCanceledException"/>, again after the running work finished. Work that
-    /// fails after the deadline or the token cancelled it is reported as that timeout or cancellation, whatever it threw;
-    /// a failure that came before is thrown as is.
+    /// enumeration then throws <see cref="OperationCanceledException"/>, again after the running work finished, also when
+    /// a piece failed meanwhile. Work that fails after the deadline cancelled it is reported as the timeout, whatever it
+    /// threw; a failure that came before the deadline is thrown as is.
     /// </para>
     /// </remarks>
     /// <example>
@@ -234,14 +234,15 @@ public static partial class AsyncIter
                 }
 
                 ExceptionDispatchInfo? error = next.Error;
-                bool causedByCancel = next.FailedAfterCancel && (deadline.IsExpired || cancellationToken.IsCancellationRequested);
+                bool timedOut = next.FailedAfterCancel && deadline.IsExpired;
                 T value = next.Result;
                 running.Return(next);
                 if (error is not null || cancellationToken.IsCancellationRequested)
                 {
-                    // Work failing after the deadline or the caller cancelled it (whatever it threw for it) is reported as
-                    // that timeout or cancellation, after the drain; a failure that came first is thrown as is.
-                    if (error is not null && !causedByCancel)
+                    // Once the caller has cancelled, the enumeration ends as the cancellation (as every lazy operator does);
+                    // work failing after the deadline cancelled it (whatever it threw for it) is the timeout; any other
+                    // failure, also one that came before the deadline, is thrown as is. Both after the drain.
+                    if (error is not null && !timedOut && !cancellationToken.IsCancellationRequested)
                     {
                         running.Fail(error);
                     }

@@ -195,9 +195,11 @@ public static partial class AsyncIter
                 }
             }
 
+            cancellationToken.ThrowIfCancellationRequested(); // also when the batch was full or the source ended meanwhile
             yield return batch.ToArray();
         }
 
+        cancellationToken.ThrowIfCancellationRequested(); // an end or a failure of the source after it is not reported
         pump.ThrowIfFailed();
     }
 }

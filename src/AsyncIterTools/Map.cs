@@ -170,7 +170,18 @@ public static partial class AsyncIter
                     completed = await calls.NextAsync();
                     if (calls.IsMoveSignal(completed))
                     {
-                        bool more = calls.TakeMove(); // read also when cancelled: its outcome is observed
+                        bool more;
+                        try
+                        {
+                            more = calls.TakeMove(); // read also when cancelled: its outcome is observed
+                        }
+                        catch (Exception) when (cancellationToken.IsCancellationRequested)
+                        {
+                            // Once the caller has cancelled, the enumeration ends as the cancellation, also when the
+                            // source failed meanwhile (for it, or not).
+                            throw new OperationCanceledException(cancellationToken);
+                        }
+
                         cancellationToken.ThrowIfCancellationRequested();
                         if (more)
                         {

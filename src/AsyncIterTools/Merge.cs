@@ -168,7 +168,9 @@ public static partial class AsyncIter
         }
         catch (Exception ex)
         {
-            moves.Fail(ex);
+            // Once the caller has cancelled, the merge ends as the cancellation, also when the source failed meanwhile
+            // (for it, or not).
+            moves.Fail(cancellationToken.IsCancellationRequested ? new OperationCanceledException(cancellationToken) : ex);
             return false;
         }
         finally

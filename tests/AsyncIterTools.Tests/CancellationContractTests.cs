@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace AsyncIterTools.Tests;
 
 /// <summary>
@@ -13,6 +15,56 @@ public sealed class CancellationContractTests
     {
         IAsyncEnumerable<int> sequence = Build(op);
         await OperatorChecks.CancelAfterAsync(sequence, after: 2).WaitAsync(TestWork.Bound);
+    }
+
+    public static TheoryData<string> SourceOperators => new() { "Merge", "Map", "MapUnordered", "Prefetch", "BatchTimed" };
+
+    [Theory, MemberData(nameof(SourceOperators))]
+    public async Task ASourceFailingBecauseOfTheCancellation_EndsAsTheCancellation(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IAsyncEnumerable<int> source = FailsWhenCancelled(stalled);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Merge" => AsyncIter.Merge(source),
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "Prefetch" => source.Prefetch(2),
+            _ => source.Batch(2, TimeSpan.FromHours(1)).Select(b => b[0]),
+        };
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        await stalled.Task.WaitAsync(TestWork.Bound); // the source's move is pending, watching its token
+
+        cts.Cancel(); // the source fails with an IOException inside the cancellation
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+
+    [Fact]
+    public async Task Merge_ASourceFailureTakenAfterTheCancellation_EndsAsTheCancellation()
+    {
+        using var cts = new CancellationTokenSource();
+        var a = new TestWork.GatedMoveSource(ready: 1);
+        var b = new TestWork.GatedMoveSource(ready: 0);
+        await using IAsyncEnumerator<int> e = AsyncIter.Merge(a, b).GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue(); // a's first item
+        TestWork.CompleteInline(() => b.FailMove(new InvalidDataException("b's own failure"))); // queued, not yet taken
+
+        cts.Cancel();
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
+            "once the token is cancelled the enumeration ends with the cancellation, as Map's does");
+    }
+
+    /// <summary>Yields nothing: its first move waits until its token is cancelled, then fails with an IOException inside
+    /// the token's callback (as a client aborted by its token may).</summary>
+    private static async IAsyncEnumerable<int> FailsWhenCancelled(TaskCompletionSource stalled, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        Task<int> aborted = TestWork.FailsWhenCancelled(ct);
+        stalled.TrySetResult();
+        yield return await aborted;
     }
 
     private static IAsyncEnumerable<int> Build(string op)
