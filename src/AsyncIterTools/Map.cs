@@ -151,7 +151,7 @@ public static partial class AsyncIter
             {
                 // Honoured here too, not only through the token the source and selector get: they may ignore it.
                 cancellationToken.ThrowIfCancellationRequested();
-                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
+                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone, cancellationToken);
                 CompletionQueue<T, TResult>.Operation completed;
                 if (window is not null && window.Count > 0 && window.Peek().IsDone)
                 {
@@ -214,7 +214,7 @@ public static partial class AsyncIter
                 calls.Return(completed);
 
                 // Refill before yielding, so the window stays busy while the consumer works.
-                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
+                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone, cancellationToken);
                 failing = false;
                 yield return result;
                 failing = true;
@@ -248,7 +248,8 @@ public static partial class AsyncIter
         CompletionQueue<T, TResult> calls,
         Queue<CompletionQueue<T, TResult>.Operation>? window,
         int maxConcurrency,
-        bool sourceDone)
+        bool sourceDone,
+        CancellationToken cancellationToken)
     {
         while (!sourceDone && !calls.IsMoving && !calls.HasUntakenFailure && HasRoom(calls, window, maxConcurrency))
         {
@@ -259,7 +260,17 @@ public static partial class AsyncIter
                 return false;
             }
 
-            if (!move.GetAwaiter().GetResult())
+            bool more;
+            try
+            {
+                more = move.GetAwaiter().GetResult();
+            }
+            catch (Exception) when (cancellationToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException(cancellationToken); // as for a move that completes later (see MapImpl)
+            }
+
+            if (!more)
             {
                 return true;
             }

@@ -100,7 +100,7 @@ public static partial class AsyncIter
                 IAsyncEnumerator<T> source = move.Arg;
                 if (!TryTakeMergeItem(moves, move, cancellationToken, out bool finished, out T item))
                 {
-                    if (finished && await TryRetireAsync(moves, active, source))
+                    if (finished && await TryRetireAsync(moves, active, source, cancellationToken))
                     {
                         moves.StartMore(opening, maxConcurrency, nameof(sources));
                     }
@@ -180,7 +180,8 @@ public static partial class AsyncIter
     }
 
     /// <summary>Disposes a finished source; false if that failed (recorded).</summary>
-    private static async ValueTask<bool> TryRetireAsync<T>(CompletionQueue<IAsyncEnumerator<T>, bool> moves, List<IAsyncEnumerator<T>> active, IAsyncEnumerator<T> source)
+    private static async ValueTask<bool> TryRetireAsync<T>(
+        CompletionQueue<IAsyncEnumerator<T>, bool> moves, List<IAsyncEnumerator<T>> active, IAsyncEnumerator<T> source, CancellationToken cancellationToken)
     {
         _ = active.Remove(source);
         try
@@ -190,7 +191,8 @@ public static partial class AsyncIter
         }
         catch (Exception ex)
         {
-            moves.Fail(ex);
+            // As for a move (see TryTakeMergeItem): once the caller has cancelled, the merge ends as the cancellation.
+            moves.Fail(cancellationToken.IsCancellationRequested ? new OperationCanceledException(cancellationToken) : ex);
             return false;
         }
     }

@@ -58,6 +58,103 @@ public sealed class CancellationContractTests
             "once the token is cancelled the enumeration ends with the cancellation, as Map's does");
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Map_ASourceMoveThatBlocksAndFailsOnceCancelled_EndsAsTheCancellation(bool ordered)
+    {
+        using var cts = new CancellationTokenSource();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var source = new BlockingAbortedSource(entered);
+        IAsyncEnumerable<int> sequence = ordered
+            ? source.Map((x, _) => new ValueTask<int>(x), 2)
+            : source.MapUnordered((x, _) => new ValueTask<int>(x), 2);
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+
+        Task<bool> move = Task.Run(() => e.MoveNextAsync().AsTask());
+        await entered.Task.WaitAsync(TestWork.Bound); // past Map's own check; the source's read blocks
+
+        cts.Cancel(); // the read is aborted and its move completes faulted at once
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+
+    [Fact]
+    public async Task Merge_ASourceThatEndsOnceCancelledAndFailsToDispose_EndsAsTheCancellation_AsMapDoes()
+    {
+        using var cts = new CancellationTokenSource();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var source = new EndsOnCancelDisposeFails(entered);
+        await using IAsyncEnumerator<int> e = AsyncIter.Merge(source).GetAsyncEnumerator(cts.Token);
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        await entered.Task.WaitAsync(TestWork.Bound);
+
+        cts.Cancel();
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        source.Disposals.Should().Be(1);
+    }
+
+    /// <summary>Its first MoveNextAsync blocks (synchronously) until its token is cancelled, then returns a move that
+    /// has already failed (a blocking read aborted by the token).</summary>
+    private sealed class BlockingAbortedSource(TaskCompletionSource entered) : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        private CancellationToken _token;
+
+        public int Current => 0;
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+        {
+            _token = cancellationToken;
+            return this;
+        }
+
+        public ValueTask<bool> MoveNextAsync()
+        {
+            entered.TrySetResult();
+            return _token.WaitHandle.WaitOne(TestWork.Bound)
+                ? ValueTask.FromException<bool>(new IOException("the read was aborted"))
+                : throw new TimeoutException("never cancelled");
+        }
+
+        public ValueTask DisposeAsync() => default;
+    }
+
+    /// <summary>Its first MoveNextAsync ends (false) once its token is cancelled; its DisposeAsync fails.</summary>
+    private sealed class EndsOnCancelDisposeFails(TaskCompletionSource entered) : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        private CancellationToken _token;
+        private int _disposals;
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public int Current => 0;
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+        {
+            _token = cancellationToken;
+            return this;
+        }
+
+        public async ValueTask<bool> MoveNextAsync()
+        {
+            var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using (_token.Register(() => cancelled.TrySetResult()))
+            {
+                entered.TrySetResult();
+                await cancelled.Task;
+            }
+
+            return false;
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Interlocked.Increment(ref _disposals);
+            return ValueTask.FromException(new InvalidDataException("the source's disposal failed"));
+        }
+    }
+
     /// <summary>Yields nothing: its first move waits until its token is cancelled, then fails with an IOException inside
     /// the token's callback (as a client aborted by its token may).</summary>
     private static async IAsyncEnumerable<int> FailsWhenCancelled(TaskCompletionSource stalled, [EnumeratorCancellation] CancellationToken ct = default)
