@@ -151,7 +151,7 @@ public static partial class AsyncIter
             {
                 // Honoured here too, not only through the token the source and selector get: they may ignore it.
                 cancellationToken.ThrowIfCancellationRequested();
-                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone, cancellationToken);
+                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
                 CompletionQueue<T, TResult>.Operation completed;
                 if (window is not null && window.Count > 0 && window.Peek().IsDone)
                 {
@@ -170,18 +170,7 @@ public static partial class AsyncIter
                     completed = await calls.NextAsync();
                     if (calls.IsMoveSignal(completed))
                     {
-                        bool more;
-                        try
-                        {
-                            more = calls.TakeMove(); // read also when cancelled: its outcome is observed
-                        }
-                        catch (Exception) when (cancellationToken.IsCancellationRequested)
-                        {
-                            // Once the caller has cancelled, the enumeration ends as the cancellation, also when the
-                            // source failed meanwhile (for it, or not).
-                            throw new OperationCanceledException(cancellationToken);
-                        }
-
+                        bool more = calls.TakeMove(); // read also when cancelled: its outcome is observed
                         cancellationToken.ThrowIfCancellationRequested();
                         if (more)
                         {
@@ -214,7 +203,7 @@ public static partial class AsyncIter
                 calls.Return(completed);
 
                 // Refill before yielding, so the window stays busy while the consumer works.
-                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone, cancellationToken);
+                sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
                 failing = false;
                 yield return result;
                 failing = true;
@@ -248,8 +237,7 @@ public static partial class AsyncIter
         CompletionQueue<T, TResult> calls,
         Queue<CompletionQueue<T, TResult>.Operation>? window,
         int maxConcurrency,
-        bool sourceDone,
-        CancellationToken cancellationToken)
+        bool sourceDone)
     {
         while (!sourceDone && !calls.IsMoving && !calls.HasUntakenFailure && HasRoom(calls, window, maxConcurrency))
         {
@@ -260,17 +248,7 @@ public static partial class AsyncIter
                 return false;
             }
 
-            bool more;
-            try
-            {
-                more = move.GetAwaiter().GetResult();
-            }
-            catch (Exception) when (cancellationToken.IsCancellationRequested)
-            {
-                throw new OperationCanceledException(cancellationToken); // as for a move that completes later (see MapImpl)
-            }
-
-            if (!more)
+            if (!calls.MoveOutcome(move))
             {
                 return true;
             }

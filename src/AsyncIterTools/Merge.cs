@@ -100,7 +100,7 @@ public static partial class AsyncIter
                 IAsyncEnumerator<T> source = move.Arg;
                 if (!TryTakeMergeItem(moves, move, cancellationToken, out bool finished, out T item))
                 {
-                    if (finished && await TryRetireAsync(moves, active, source, cancellationToken))
+                    if (finished && await TryRetireAsync(moves, active, source))
                     {
                         moves.StartMore(opening, maxConcurrency, nameof(sources));
                     }
@@ -168,9 +168,7 @@ public static partial class AsyncIter
         }
         catch (Exception ex)
         {
-            // Once the caller has cancelled, the merge ends as the cancellation, also when the source failed meanwhile
-            // (for it, or not).
-            moves.Fail(cancellationToken.IsCancellationRequested ? new OperationCanceledException(cancellationToken) : ex);
+            moves.Fail(moves.SourceFailure(ex));
             return false;
         }
         finally
@@ -180,8 +178,7 @@ public static partial class AsyncIter
     }
 
     /// <summary>Disposes a finished source; false if that failed (recorded).</summary>
-    private static async ValueTask<bool> TryRetireAsync<T>(
-        CompletionQueue<IAsyncEnumerator<T>, bool> moves, List<IAsyncEnumerator<T>> active, IAsyncEnumerator<T> source, CancellationToken cancellationToken)
+    private static async ValueTask<bool> TryRetireAsync<T>(CompletionQueue<IAsyncEnumerator<T>, bool> moves, List<IAsyncEnumerator<T>> active, IAsyncEnumerator<T> source)
     {
         _ = active.Remove(source);
         try
@@ -191,8 +188,7 @@ public static partial class AsyncIter
         }
         catch (Exception ex)
         {
-            // As for a move (see TryTakeMergeItem): once the caller has cancelled, the merge ends as the cancellation.
-            moves.Fail(cancellationToken.IsCancellationRequested ? new OperationCanceledException(cancellationToken) : ex);
+            moves.Fail(moves.SourceFailure(ex));
             return false;
         }
     }

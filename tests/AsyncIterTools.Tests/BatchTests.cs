@@ -350,90 +350,24 @@ public sealed class BatchTests
             yield return 0;
             await gate1.Task;
             yield return 1;
-            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+            await new TaskCompletionSource().Task.WaitAsync(ct); // until cancelled
         }
 
-        var context = new ManualContext();
+        var context = new PumpContext();
         await using IAsyncEnumerator<int[]> e = Source().Batch(2, TimeSpan.FromHours(1)).GetAsyncEnumerator(cts.Token);
-        ValueTask<bool> move = context.Invoke(() => e.MoveNextAsync()); // parks in its wait for a first item, on the context
+        ValueTask<bool> move = context.Run(() => e.MoveNextAsync()); // parks in its wait for a first item, on the context
 
         gate0.SetResult();
-        await context.RunNextPostAsync(); // 0 read: the batch [0] waits for more
+        await context.WaitForPostAsync(TestWork.Bound);
+        context.Run(() => { }); // 0 read: the batch [0] waits for more
         gate1.SetResult();
-        await context.WaitForPostAsync(); // 1 read: the batch is full, the consumer's resumption is queued
+        await context.WaitForPostAsync(TestWork.Bound); // 1 read: the batch is full, the consumer's resumption is queued
 
         cts.Cancel();
         Task<bool> moved = move.AsTask();
-        await context.RunUntilAsync(moved); // the consumer's resumption, and what it posts on its way out
+        await context.RunUntilAsync(moved, TestWork.Bound); // the consumer's resumption, and what it posts on its way out
 
         await FluentActions.Awaiting(() => moved.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
             "no batch is handed out once the token is cancelled, not even one that filled up meanwhile");
-    }
-
-    /// <summary>A context whose posts run only when the test says so (on the test's thread, with the context current).</summary>
-    private sealed class ManualContext : SynchronizationContext
-    {
-        private readonly System.Collections.Concurrent.ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _posts = new();
-        private readonly SemaphoreSlim _posted = new(0);
-
-        public override void Post(SendOrPostCallback d, object? state)
-        {
-            _posts.Enqueue((d, state));
-            _posted.Release();
-        }
-
-        public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException();
-
-        public T Invoke<T>(Func<T> body)
-        {
-            SynchronizationContext? previous = Current;
-            SetSynchronizationContext(this);
-            try
-            {
-                return body();
-            }
-            finally
-            {
-                SetSynchronizationContext(previous);
-            }
-        }
-
-        public async Task WaitForPostAsync()
-        {
-            (await _posted.WaitAsync(TestWork.Bound)).Should().BeTrue("a post was expected");
-            _posted.Release(); // left for RunNextPostAsync
-        }
-
-        /// <summary>Runs posts, as they come, until <paramref name="task"/> has completed.</summary>
-        public async Task RunUntilAsync(Task task)
-        {
-            while (true)
-            {
-                Task<bool> posted = _posted.WaitAsync(TestWork.Bound);
-                if (await Task.WhenAny(task, posted) == task)
-                {
-                    return;
-                }
-
-                (await posted).Should().BeTrue("a post, or the end of the task, was expected");
-                _posts.TryDequeue(out var post).Should().BeTrue();
-                Invoke(() =>
-                {
-                    post.Callback(post.State);
-                    return 0;
-                });
-            }
-        }
-
-        public async Task RunNextPostAsync()
-        {
-            (await _posted.WaitAsync(TestWork.Bound)).Should().BeTrue("a post was expected");
-            _posts.TryDequeue(out var post).Should().BeTrue();
-            Invoke(() =>
-            {
-                post.Callback(post.State);
-                return 0;
-            });
-        }
     }
 }

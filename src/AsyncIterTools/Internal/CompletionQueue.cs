@@ -250,13 +250,36 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>Whether <paramref name="operation"/>, taken from <see cref="NextAsync"/>, is the move signal rather than a call.</summary>
     public bool IsMoveSignal(Operation operation) => ReferenceEquals(operation, _moveSignal);
 
-    /// <summary>After <see cref="NextAsync"/> handed out the move signal: the move's outcome (the source's failure is thrown).</summary>
+    /// <summary>After <see cref="NextAsync"/> handed out the move signal: the move's outcome (see <see cref="MoveOutcome"/>).</summary>
     public bool TakeMove()
     {
         ValueTask<bool> move = _move;
         _move = default;
-        return move.GetAwaiter().GetResult();
+        return MoveOutcome(move);
     }
+
+    /// <summary>
+    /// A completed move of the source: true for an item, false at its end; its failure is thrown as
+    /// <see cref="SourceFailure"/> reports it.
+    /// </summary>
+    public bool MoveOutcome(ValueTask<bool> move)
+    {
+        try
+        {
+            return move.GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (_callerToken.IsCancellationRequested)
+        {
+            throw SourceFailure(ex);
+        }
+    }
+
+    /// <summary>
+    /// A failure of a source (its move or its disposal) as a lazy operator reports it: once the caller has cancelled, as
+    /// the cancellation, whatever failed (the token rule of docs/asynciter.md), else as itself.
+    /// </summary>
+    public Exception SourceFailure(Exception failure) =>
+        _callerToken.IsCancellationRequested ? new OperationCanceledException(_callerToken) : failure;
 
     /// <summary>
     /// The move completed: its signal joins the completion order, as a call's completion does (a parked consumer is
