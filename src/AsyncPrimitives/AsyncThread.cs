@@ -266,13 +266,13 @@ public sealed class AsyncThread : IAsyncDisposable
 
         if (removed)
         {
+            // The outcome first, then the measurement: a listener that throws cannot leave the call pending.
+            item.Cancel(cancellationToken);
             if (metering.IsActive)
             {
                 metering.Outcome = MetricNames.Canceled;
                 WaitMetrics.Ended(metering, nameof(AsyncThread), Name);
             }
-
-            item.Cancel(cancellationToken);
         }
     }
 

@@ -43,6 +43,24 @@ public sealed class WaitMeteringTests(PostgresServer server) : PostgresTest(serv
     }
 
     [PostgresFact]
+    public async Task AListenerThatThrowsAsALockWaitQueues_FailsThatWait_WhichLeavesItsPlaceOnTheServer()
+    {
+        string name = "metered-" + Guid.NewGuid().ToString("N")[..12];
+        Member holder = await JoinAsync();
+        Member waiter = await JoinAsync();
+        PostgresLease held = await holder.Coordinator.CreateLock(name).AcquireAsync(Bound);
+        using (ThrowingMeterListener.Start("AsyncPrimitives.Postgres", name, ThrowingMeterListener.IsQueueing))
+        {
+            await FluentActions.Awaiting(async () => await waiter.Coordinator.CreateLock(name).AcquireAsync(Bound))
+                .Should().ThrowAsync<InvalidOperationException>("nothing is swallowed");
+        }
+
+        await held.ReleaseAsync();
+        await using PostgresLease? next = await holder.Coordinator.CreateLock(name).TryAcquireAsync();
+        next.Should().NotBeNull("the failed wait left the line: no one waits, and the release handed the lock to no one");
+    }
+
+    [PostgresFact]
     public async Task ZeroTimeoutCalls_ThatFindTheyMustWait_NeverQueue_AndRecordNothing_AcquireGetAndJoin()
     {
         string name = "metered-" + Guid.NewGuid().ToString("N")[..12];

@@ -136,13 +136,15 @@ internal sealed class PermitSet
 
                 if (place is null)
                 {
-                    wait.Queued();
                     place = new WaitPlace(result.Ticket!.Value);
                     _places[place.Ticket] = place;
                     if (!session.TryAdd(place))
                     {
                         throw session.CreateEndException();
                     }
+
+                    // Metered once the place is recorded: a listener that throws fails the wait, which leaves the line.
+                    wait.Queued();
                 }
                 else if (place.Ticket != result.Ticket)
                 {

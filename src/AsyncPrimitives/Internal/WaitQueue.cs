@@ -345,16 +345,26 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// outcome already decided (then it changes nothing). Its cancellation was registered in <see cref="Admit"/>. A
     /// metered wait is counted among the waiters here, also outside the lock (a listener's callback is user code); it
     /// may already have been served or cancelled, and counted out, by another thread: the count is a sum, so it comes
-    /// right at once.</summary>
+    /// right at once. A listener that throws here fails the wait with that exception (it leaves the line holding
+    /// nothing, as a cancelled wait does), so that no wait stays in line that its caller never got to see, to take a
+    /// grant nobody would give back; a wait served meanwhile keeps what it got.</summary>
     private WaitNode<T> Arm(in Admission admission, TimeSpan timeout)
     {
         Debug.Assert(admission.Kind == Entry.Queued && admission.Node is not null, "only a queued wait is armed");
+        WaitNode<T> node = admission.Node!;
         if (admission.CountsAsWaiter)
         {
-            WaitMetrics.Queued(_kind, Name);
+            try
+            {
+                WaitMetrics.Queued(_kind, Name);
+            }
+            catch (Exception e)
+            {
+                ((IWaitQueue<T>)this).Abandon(node, e);
+                return node;
+            }
         }
 
-        WaitNode<T> node = admission.Node!;
         node.ArmTimeout(timeout, _timeProvider);
         return node;
     }

@@ -456,27 +456,8 @@ public sealed class WaitMetricsTests : IDisposable
         gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
         Task<AsyncLock.Releaser> lockWaiter = gate.AcquireAsync().AsTask();
         Task[] eventWaiters = [ready.WaitAsync().AsTask(), ready.WaitAsync().AsTask()];
-        using (var listener = new MeterListener())
+        using (ThrowingListener("throwing-listener", (instrument, _, _) => instrument == "asynctools.wait.duration"))
         {
-            listener.InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == "AsyncPrimitives" && instrument.Name == "asynctools.wait.duration")
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            };
-            listener.SetMeasurementEventCallback<double>((_, _, tags, _) =>
-            {
-                foreach (KeyValuePair<string, object?> tag in tags)
-                {
-                    if (tag.Key == "asynctools.name" && Equals(tag.Value, "throwing-listener"))
-                    {
-                        throw new InvalidOperationException("a faulty exporter");
-                    }
-                }
-            });
-            listener.Start();
-
             // The waits queued while the test's collectors listened, so they are metered.
             FluentActions.Invoking(held.Dispose).Should().Throw<InvalidOperationException>("nothing is swallowed");
             FluentActions.Invoking(ready.Set).Should().Throw<InvalidOperationException>();
@@ -486,4 +467,99 @@ public sealed class WaitMetricsTests : IDisposable
         await Task.WhenAll(eventWaiters).WaitAsync(s_bound); // both served, though the first one's record threw
         gate.IsLocked.Should().BeFalse();
     }
+
+    [Fact]
+    public async Task AListenerThatThrowsAsAKeyedWaitQueues_FailsThatWait_WhichLeavesTheLineHoldingNothing()
+    {
+        var keyed = new AsyncKeyedLock<string> { Name = "throwing-as-queued-keyed" };
+        keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser holder).Should().BeTrue();
+        Task<AsyncKeyedLock<string>.Releaser> failed;
+        using (ThrowingListener("throwing-as-queued-keyed", ThrowingMeterListener.IsQueueing))
+        {
+            failed = keyed.AcquireAsync("k", TimeSpan.FromSeconds(5)).AsTask();
+        }
+
+        await FluentActions.Awaiting(() => failed.WaitAsync(s_bound)).Should().ThrowAsync<InvalidOperationException>("nothing is swallowed");
+        holder.Dispose();
+        keyed.KeyCount.Should().Be(0, "the failed wait holds nothing and waits no more");
+        keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser again).Should().BeTrue("the key was not handed to a wait nobody sees");
+        again.Dispose();
+    }
+
+    [Fact]
+    public async Task AListenerThatThrowsAsAConditionWaitQueues_FailsThatWaitWithTheLockHeld_AndNotifyReachesTheNextWaiter()
+    {
+        var condition = new AsyncCondition { Name = "throwing-as-queued-condition" };
+        using (await condition.AcquireAsync())
+        {
+            ValueTask failed;
+            using (ThrowingListener("throwing-as-queued-condition", ThrowingMeterListener.IsQueueing))
+            {
+                failed = condition.WaitAsync();
+            }
+
+            await FluentActions.Awaiting(async () => await failed).Should().ThrowAsync<InvalidOperationException>();
+            condition.IsLocked.Should().BeTrue("a failed wait holds the lock again");
+        }
+
+        var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task waiter = Task.Run(async () =>
+        {
+            using (await condition.AcquireAsync())
+            {
+                ValueTask wait = condition.WaitAsync();
+                waiting.SetResult();
+                await wait;
+            }
+        });
+        await waiting.Task.WaitAsync(s_bound);
+        using (await condition.AcquireAsync().AsTask().WaitAsync(s_bound))
+        {
+            condition.Notify(1);
+        }
+
+        await waiter.WaitAsync(s_bound); // woken: the notification did not go to the failed wait
+        condition.IsLocked.Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task AListenerThatThrowsAsAGetQueues_FailsThatGet_AndTheNextItemStaysInTheQueue()
+    {
+        var queue = new AsyncLifoQueue<int> { Name = "throwing-as-queued-get" };
+        ValueTask<int> failed;
+        using (ThrowingListener("throwing-as-queued-get", ThrowingMeterListener.IsQueueing))
+        {
+            failed = queue.GetAsync();
+        }
+
+        await FluentActions.Awaiting(async () => await failed).Should().ThrowAsync<InvalidOperationException>();
+        await queue.PutAsync(42).AsTask().WaitAsync(s_bound);
+        queue.TryGet(out int item).Should().BeTrue("the item was not handed to a get nobody sees");
+        item.Should().Be(42);
+        queue.TaskDone();
+        await queue.JoinAsync().AsTask().WaitAsync(s_bound);
+    }
+
+    [Fact]
+    public async Task AListenerThatThrowsOnACancelledThreadCallsRecord_StillCancelsThatCall()
+    {
+        await using var thread = new AsyncThread("throwing-on-cancel");
+        using var release = new ManualResetEventSlim();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task blocker = thread.RunAsync(() => { started.SetResult(); release.Wait(s_bound); });
+        await started.Task.WaitAsync(s_bound);
+        using var cts = new CancellationTokenSource();
+        Task cancelled = thread.RunAsync(() => { }, cts.Token);
+        using (ThrowingListener("throwing-on-cancel", (instrument, _, outcome) => instrument == "asynctools.wait.duration" && outcome == "canceled"))
+        {
+            FluentActions.Invoking(cts.Cancel).Should().Throw<AggregateException>("nothing is swallowed");
+        }
+
+        release.Set();
+        await blocker.WaitAsync(s_bound);
+        await FluentActions.Awaiting(() => cancelled.WaitAsync(s_bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+
+    private static MeterListener ThrowingListener(string name, Func<string, double, string?, bool> throwsFor) =>
+        ThrowingMeterListener.Start("AsyncPrimitives", name, throwsFor);
 }
