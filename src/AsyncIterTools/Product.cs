@@ -46,6 +46,9 @@ public static partial class AsyncIter
         }
     }
 
+    /// <summary>The most elements an array can have (<c>Array.MaxLength</c>, which netstandard2.0 lacks).</summary>
+    private const int MaxArrayLength = 0x7FFFFFC7;
+
     /// <summary>
     /// Yields the Cartesian product of <paramref name="sources"/>, repeated <paramref name="repeat"/> times, as arrays
     /// (Python's <c>itertools.product(*sources, repeat=repeat)</c>): the last position varies fastest.
@@ -63,8 +66,8 @@ public static partial class AsyncIter
     /// </returns>
     /// <exception cref="ArgumentNullException"><paramref name="sources"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="repeat"/> is negative; or, from the first
-    /// <c>MoveNextAsync</c> (the number of sources is known then), <c>sources.Count * repeat</c> is more than
-    /// <see cref="int.MaxValue"/>.</exception>
+    /// <c>MoveNextAsync</c> (the number of sources is known then), <c>sources.Count * repeat</c> is more than an array
+    /// can hold (2,147,483,591, <c>Array.MaxLength</c>).</exception>
     /// <remarks>
     /// Execution is deferred. Every source is enumerated at most once, with the enumeration token. When
     /// <paramref name="repeat"/> is 1 the sources after the first are read completely into memory, in order, and then
@@ -81,7 +84,7 @@ public static partial class AsyncIter
         static async IAsyncEnumerable<T[]> Impl(IEnumerable<IAsyncEnumerable<T>> sequences, int repeat, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             IAsyncEnumerable<T>[] sources = [.. sequences.Select(s => Arguments.NotNullElement(s, nameof(sources)))];
-            if ((long)sources.Length * repeat > int.MaxValue)
+            if ((long)sources.Length * repeat > MaxArrayLength)
             {
                 throw new ArgumentOutOfRangeException(
                     nameof(repeat), repeat, $"{sources.Length} sources repeated {repeat} times make rows longer than an array can be.");

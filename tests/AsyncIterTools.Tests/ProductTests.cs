@@ -53,6 +53,17 @@ public sealed class ProductTests
         unused.Enumerators.Should().Be(0);
     }
 
+    [Fact]
+    public async Task Product_RowsWithinIntButLongerThanAnArrayCanBe_AreRefusedBeforeAnySourceIsRead()
+    {
+        // int.MaxValue fits an int but not an array (Array.MaxLength is 2,147,483,591): refused, not an
+        // OutOfMemoryException after reading every source.
+        var unused = Sources.Of(SourceMode.Synchronous, 1);
+        await FluentActions.Awaiting(() => ReadAsync(AsyncIter.Product([unused], repeat: int.MaxValue)))
+            .Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("repeat");
+        unused.Enumerators.Should().Be(0);
+    }
+
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task Product_Pair_MatchesPython(SourceMode mode)
     {
