@@ -46,7 +46,9 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// Cancelled when the lease is lost: it could not be renewed for a lease duration (less a margin for this process's
     /// own delays: a tenth of it, at most 1 s, so that this fires before the server frees the item), or the coordinator's session
     /// ended, or an immediate shutdown dropped the item. The item may then be delivered to another consumer, and a
-    /// completion is refused. Never cancelled by completing or abandoning. Callbacks run on the thread pool.
+    /// completion is refused. A session the server ended itself (it terminated the backend, restarted, or saw the
+    /// connection close) frees the item at once: another consumer may get it before this process hears of the end and
+    /// this fires. Never cancelled by completing or abandoning. Callbacks run on the thread pool.
     /// </summary>
     public CancellationToken Lost => Tracker.LostToken;
 

@@ -13,7 +13,12 @@ namespace AsyncPrimitives.Postgres;
 /// <see cref="PostgresCoordinatorOptions.LeaseDuration"/>. It is lost when the coordinator's session ends (its LISTEN
 /// connection failed: the backend was terminated, the server restarted) or when no renewal succeeded for a lease
 /// duration less a margin (a tenth of it, at most 1 s, for this process's own scheduling delays); <see cref="Lost"/>
-/// then fires, before the server frees the permit for others. Work guarded by the lease should stop when it fires.</para>
+/// then fires. Work guarded by the lease should stop when it fires. A process cut off from a server that still sees
+/// its connection sees <see cref="Lost"/> fire before the server frees the permit for others. When the server ends the
+/// session itself (it terminated the backend, restarted, or saw the connection close), the permit is free for others
+/// at once, and <see cref="Lost"/> fires when this process hears of it: at once when its connection reports the end,
+/// by the lease's deadline at the latest. In between, another process may hold the permit too; only the fencing token
+/// tells them apart.</para>
 /// <para><b>Fencing.</b> A process can pause (a GC, a swapped-out VM) long enough to lose its lease without running
 /// any code. Pass <see cref="FencingToken"/> to the resource the lease guards, and let it refuse a token lower than one
 /// it has seen: a stale holder is then turned away even if it never noticed the loss.</para>

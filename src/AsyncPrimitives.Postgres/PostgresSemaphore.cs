@@ -14,9 +14,10 @@ namespace AsyncPrimitives.Postgres;
 /// <remarks>
 /// <para><b>Fairness.</b> Waiters acquire in arrival order across processes: a waiter takes a permit only while fewer
 /// waiters are ahead of it than permits are free, so while anyone waits, <see cref="TryAcquireAsync"/> fails.</para>
-/// <para><b>The maximum.</b> Every process must use the same <see cref="MaxCount"/> for a name. Each grant is checked
-/// against the maximum of the process asking, so while a changed maximum rolls out, the old and the new one both
-/// apply.</para>
+/// <para><b>The maximum.</b> Every process must use the same <see cref="MaxCount"/> for a name. A permit a process takes
+/// with its own call is checked against its own maximum; one that a release hands to the first waiter in line is checked
+/// against the maximum of the process releasing it. So while a changed maximum rolls out, the larger of the old and the
+/// new one can apply, until every process uses the new one.</para>
 /// <para><b>Cancellation, timeouts and failures</b> are as for <see cref="PostgresLock"/>: a cancelled or timed-out
 /// wait leaves nothing on the server; a failed connection fails the waits in progress with
 /// <see cref="PostgresCoordinationException"/> and loses the leases held; a crashed holder's permit is free as soon as

@@ -7,6 +7,31 @@ namespace AsyncPrimitives.Postgres.Tests;
 public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest(server)
 {
     [PostgresFact]
+    public async Task DifferentMaxima_AnOwnCallChecksItsOwn_AReleaseHandsOverUnderTheReleasersMaximum()
+    {
+        // While a changed maximum rolls out (the documented rule): a process's own call is checked against its own
+        // maximum, a hand-over by a release against the releaser's.
+        Member wide = await JoinAsync();
+        Member narrow = await JoinAsync();
+        PostgresSemaphore three = wide.Coordinator.CreateSemaphore("rolling", 3);
+        PostgresSemaphore one = narrow.Coordinator.CreateSemaphore("rolling", 1);
+        PostgresLease first = await three.AcquireAsync(Bound);
+        (await one.TryAcquireAsync()).Should().BeNull("the narrow process's own call checks its own maximum, 1, and one is held");
+        PostgresLease second = await three.AcquireAsync(Bound);
+        PostgresLease third = await three.AcquireAsync(Bound);
+        Task<PostgresLease> waiting = one.AcquireAsync(Bound).AsTask();
+        await WaitersAsync(1);
+
+        await first.ReleaseAsync();
+        PostgresLease handed = await waiting.WaitAsync(Bound);
+        (await three.GetCurrentCountAsync()).Should().Be(0, "the release handed its permit over under its own maximum, 3, though two were held");
+
+        await handed.ReleaseAsync();
+        await second.ReleaseAsync();
+        await third.ReleaseAsync();
+    }
+
+    [PostgresFact]
     public async Task AGrantToAWaitThatLeftInTheSameInstant_IsNotKeptInTheProcess()
     {
         // A release in this process grants the permit to a wait of this process whose cancellation has just left the

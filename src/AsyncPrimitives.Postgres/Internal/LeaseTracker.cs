@@ -9,7 +9,8 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// <see cref="Margin"/>. The server set the expiry from its own clock when it ran that statement, which was after it was
 /// sent, so the lease is lost here before the server frees it: the process stops relying on it before anyone else can
 /// get it, even when the timer fires late or the thread pool is slow to run the <c>Lost</c> callbacks (by up to the
-/// margin).
+/// margin). That holds for a lease freed by its expiry; one freed because the server ended the session (the backend
+/// terminated, the connection seen closed) is free at once, and lost here when the session's end is heard of.
 /// </remarks>
 internal sealed class LeaseTracker
 {
