@@ -147,6 +147,7 @@ public sealed partial class PostgresQueue<T>
     /// <returns>The number of items waiting.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public async ValueTask<long> CountAsync(CancellationToken cancellationToken = default) =>
         (await CountsAsync(cancellationToken).ConfigureAwait(false)).Waiting;
 
@@ -156,6 +157,7 @@ public sealed partial class PostgresQueue<T>
     /// <returns>The number of unfinished items.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public async ValueTask<long> UnfinishedAsync(CancellationToken cancellationToken = default) =>
         (await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished;
 
@@ -165,6 +167,7 @@ public sealed partial class PostgresQueue<T>
     /// <returns>The number of dead letters.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public async ValueTask<long> DeadLetterCountAsync(CancellationToken cancellationToken = default) =>
         (await CountsAsync(cancellationToken).ConfigureAwait(false)).Dead;
 

@@ -84,6 +84,7 @@ public sealed class PostgresSemaphore
     /// <returns>The number of free permits, from 0 to <see cref="MaxCount"/>.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public ValueTask<int> GetCurrentCountAsync(CancellationToken cancellationToken = default) =>
         _set.GetFreeCountAsync(cancellationToken);
 
