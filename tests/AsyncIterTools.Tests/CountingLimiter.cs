@@ -28,6 +28,13 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
     /// <summary>Awaited (with the request's token) before request number n is decided.</summary>
     public Func<int, CancellationToken, Task>? Gate { get; init; }
 
+    /// <summary>A broken limiter: its granted leases' <see cref="RateLimitLease.IsAcquired"/> throws
+    /// <see cref="InvalidDataException"/>.</summary>
+    public bool IsAcquiredThrows { get; init; }
+
+    /// <summary>A broken limiter: every request returns <see langword="null"/> instead of a lease.</summary>
+    public bool ReturnsNull { get; init; }
+
     /// <summary>Requests made through <c>AcquireAsync</c>.</summary>
     public int Requests => Volatile.Read(ref _requests);
 
@@ -82,6 +89,11 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
             await Gate(request, cancellationToken);
         }
 
+        if (ReturnsNull)
+        {
+            return null!;
+        }
+
         if (Refuse?.Invoke(request) is { } refusal)
         {
             Interlocked.Increment(ref _refused);
@@ -102,7 +114,7 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
 
         Interlocked.Increment(ref _granted);
         Peak.Raise(ref _peakHeld, Interlocked.Increment(ref _held));
-        return new CountingLease(this, granted: true, innerLease, retryAfter: null);
+        return new CountingLease(this, granted: true, innerLease, retryAfter: null) { IsAcquiredThrows = IsAcquiredThrows };
     }
 
     protected override void Dispose(bool disposing)
@@ -122,7 +134,9 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
     {
         private int _disposed;
 
-        public override bool IsAcquired => granted;
+        public bool IsAcquiredThrows { get; init; }
+
+        public override bool IsAcquired => IsAcquiredThrows ? throw new InvalidDataException("the lease cannot tell") : granted;
 
         public override IEnumerable<string> MetadataNames =>
             retryAfter is null ? [MetadataName.ReasonPhrase.Name] : [MetadataName.RetryAfter.Name, MetadataName.ReasonPhrase.Name];

@@ -388,6 +388,31 @@ public sealed class LimiterContractTests
         limiter.ShouldHaveReturnedEveryLease();
     }
 
+    [Theory, MemberData(nameof(Operators))]
+    public async Task ALeaseThatCannotTellWhetherItWasGranted_FailsTheOperator_AndIsDisposed(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter { IsAcquiredThrows = true };
+        int started = 0;
+        Task<List<int>> run = RunAsync(op, 3, (i, _) => { Interlocked.Increment(ref started); return Task.FromResult(i); }, maxConcurrency: 1, limiter);
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>("the limiter's exception, as when it throws");
+        started.Should().Be(0);
+        limiter.Granted.Should().BeGreaterThan(0);
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    [Theory, MemberData(nameof(Operators))]
+    public async Task ALimiterThatReturnsNoLease_FailsTheOperatorNamingIt(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter { ReturnsNull = true };
+        int started = 0;
+        Task<List<int>> run = RunAsync(op, 3, (i, _) => { Interlocked.Increment(ref started); return Task.FromResult(i); }, maxConcurrency: 1, limiter);
+
+        (await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>())
+            .Which.Message.Should().Contain("CountingLimiter(test)").And.Contain("no lease");
+        started.Should().Be(0);
+    }
+
     [Fact]
     public async Task GatherSettledAsync_ARefusalStopsTheRunningWork()
     {

@@ -39,15 +39,18 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         {
             while (true)
             {
-                RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken);
-                if (lease.IsAcquired)
-                {
-                    return lease;
-                }
-
+                RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken)
+                    ?? throw new InvalidOperationException($"The rate limiter {limiter} returned no lease (null); the work was not started.");
+                bool granted = false;
                 TimeSpan retryAfter;
                 try
                 {
+                    if (lease.IsAcquired)
+                    {
+                        granted = true;
+                        return lease;
+                    }
+
                     if (!lease.TryGetMetadata(MetadataName.RetryAfter, out retryAfter))
                     {
                         string reason = lease.TryGetMetadata(MetadataName.ReasonPhrase, out string? phrase) ? $" ({phrase})" : string.Empty;
@@ -57,7 +60,11 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                 }
                 finally
                 {
-                    lease.Dispose();
+                    // A refused lease, or one that failed to say whether it was granted: given back here.
+                    if (!granted)
+                    {
+                        lease.Dispose();
+                    }
                 }
 
                 // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the
