@@ -191,7 +191,29 @@ public sealed class AsyncThread : IAsyncDisposable
         }
         else if (countsAsWaiter)
         {
-            WaitMetrics.Queued(nameof(AsyncThread), Name); // outside the lock: a listener's callback is user code
+            try
+            {
+                WaitMetrics.Queued(nameof(AsyncThread), Name); // outside the lock: a listener's callback is user code
+            }
+            catch (Exception e)
+            {
+                // As the wait engine does: the call fails with the listener's exception and never runs, unless it has
+                // started (or was cancelled) meanwhile: then it keeps that outcome.
+                bool removed;
+                WaitMetering metering;
+                lock (_sync)
+                {
+                    removed = TryUnlink(item);
+                    metering = item.Metering;
+                }
+
+                if (removed)
+                {
+                    item.Fail(e);
+                    metering.Outcome = MetricNames.Canceled;
+                    WaitMetrics.EndedQuietly(metering, nameof(AsyncThread), Name);
+                }
+            }
         }
     }
 
@@ -333,6 +355,15 @@ public sealed class AsyncThread : IAsyncDisposable
         /// <summary>Completes the caller's task as cancelled; the work never runs.</summary>
         public abstract void Cancel(CancellationToken cancellationToken);
 
+        /// <summary>After the item was unlinked: fails the caller's task with <paramref name="error"/>; the work never runs.</summary>
+        public void Fail(Exception error)
+        {
+            _registration.Dispose();
+            SetException(error);
+        }
+
+        protected abstract void SetException(Exception error);
+
         protected abstract void Invoke();
 
         private void OnCanceled() => _owner.OnCanceled(this, _token);
@@ -346,6 +377,8 @@ public sealed class AsyncThread : IAsyncDisposable
         public Task<T> Task => _result.Task;
 
         public override void Cancel(CancellationToken cancellationToken) => _result.TrySetCanceled(cancellationToken);
+
+        protected override void SetException(Exception error) => _result.TrySetException(error);
 
         [MethodImpl(MethodImplOptions.NoInlining)]
         protected override void Invoke()

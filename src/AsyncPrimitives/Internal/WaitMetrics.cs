@@ -64,6 +64,23 @@ internal static class WaitMetrics
         }
     }
 
+    /// <summary>
+    /// <see cref="Ended"/> for a wait that a listener failed as it queued (<see cref="Queued"/> threw): that exception is
+    /// the wait's outcome already, so one the listener throws again as the wait is counted out is not reported twice.
+    /// </summary>
+    public static void EndedQuietly(in WaitMetering metering, string kind, string? name)
+    {
+        try
+        {
+            Ended(metering, kind, name);
+        }
+#pragma warning disable CA1031 // the same faulty listener again: its first exception is the wait's outcome
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
     /// <summary>Named queues, weakly held, for <see cref="QueueDepth"/>. Guarded by <see cref="s_queuesLock"/>.</summary>
     private static readonly List<WeakReference<IQueueDepth>> s_queues = [];
 

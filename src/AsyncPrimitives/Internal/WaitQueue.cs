@@ -347,7 +347,8 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// may already have been served or cancelled, and counted out, by another thread: the count is a sum, so it comes
     /// right at once. A listener that throws here fails the wait with that exception (it leaves the line holding
     /// nothing, as a cancelled wait does), so that no wait stays in line that its caller never got to see, to take a
-    /// grant nobody would give back; a wait served meanwhile keeps what it got.</summary>
+    /// grant nobody would give back; a wait served meanwhile keeps what it got. The caller reads that outcome from the
+    /// wait: what the listener throws again as the waits are counted out is not reported a second time.</summary>
     private WaitNode<T> Arm(in Admission admission, TimeSpan timeout)
     {
         Debug.Assert(admission.Kind == Entry.Queued && admission.Node is not null, "only a queued wait is armed");
@@ -360,7 +361,16 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
             }
             catch (Exception e)
             {
-                ((IWaitQueue<T>)this).Abandon(node, e);
+                try
+                {
+                    ((IWaitQueue<T>)this).Abandon(node, e);
+                }
+#pragma warning disable CA1031 // the listener again, as the waits are counted out: each has its outcome, this one's is e
+                catch (Exception)
+#pragma warning restore CA1031
+                {
+                }
+
                 return node;
             }
         }

@@ -541,6 +541,45 @@ public sealed class WaitMetricsTests : IDisposable
     }
 
     [Fact]
+    public async Task AListenerThatThrowsAsAThreadCallQueues_FailsThatCall_WhichNeverRuns()
+    {
+        await using var thread = new AsyncThread("throwing-as-queued-thread");
+        using var release = new ManualResetEventSlim();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task blocker = thread.RunAsync(() => { started.SetResult(); release.Wait(s_bound); });
+        await started.Task.WaitAsync(s_bound);
+        int ran = 0;
+        Task failed;
+        using (ThrowingListener("throwing-as-queued-thread", ThrowingMeterListener.IsQueueing))
+        {
+            failed = thread.RunAsync(() => { Interlocked.Increment(ref ran); });
+        }
+
+        release.Set();
+        await blocker.WaitAsync(s_bound);
+        await FluentActions.Awaiting(() => failed.WaitAsync(s_bound)).Should().ThrowAsync<InvalidOperationException>("nothing is swallowed");
+        await thread.RunAsync(() => { }).WaitAsync(s_bound); // everything queued before it has run
+        Volatile.Read(ref ran).Should().Be(0, "the caller was told the call failed");
+    }
+
+    [Fact]
+    public async Task AListenerThatThrowsForEveryMeasurement_FailsAQueuedWaitThroughItsValueTask_WithTheFirstException()
+    {
+        var queue = new AsyncQueue<int> { Name = "throwing-always" };
+        ValueTask<int> failed;
+        using (ThrowingListener("throwing-always", (_, _, _) => true))
+        {
+            failed = queue.GetAsync(); // throws as it queues, and again as it is counted out
+        }
+
+        failed.IsFaulted.Should().BeTrue("the wait has its outcome at once, and the caller reads it from the wait");
+        await FluentActions.Awaiting(async () => await failed).Should().ThrowAsync<InvalidOperationException>();
+        queue.TryPut(1).Should().BeTrue();
+        queue.TryGet(out int item).Should().BeTrue("the item was not handed to the failed get");
+        item.Should().Be(1);
+    }
+
+    [Fact]
     public async Task AListenerThatThrowsOnACancelledThreadCallsRecord_StillCancelsThatCall()
     {
         await using var thread = new AsyncThread("throwing-on-cancel");
