@@ -5,13 +5,22 @@ namespace AsyncTools.Polyfills;
 internal static class Compat
 {
     /// <summary>
-    /// Registers a cancellation callback without capturing the ExecutionContext where the platform allows
-    /// (UnsafeRegister on net10.0), so a registration allocates as little as possible.
+    /// Registers a cancellation callback without capturing the ExecutionContext (UnsafeRegister on net10.0; on
+    /// netstandard2.0, Register with the flow suppressed): the callback runs in the canceller's context, never in the
+    /// registrant's, and a registration allocates as little as possible.
     /// </summary>
     public static CancellationTokenRegistration RegisterNoFlow(this CancellationToken token, Action<object?> callback, object? state)
     {
 #if NETSTANDARD2_0
-        return token.Register(callback, state, useSynchronizationContext: false);
+        if (ExecutionContext.IsFlowSuppressed())
+        {
+            return token.Register(callback, state, useSynchronizationContext: false);
+        }
+
+        using (ExecutionContext.SuppressFlow())
+        {
+            return token.Register(callback, state, useSynchronizationContext: false);
+        }
 #else
         return token.UnsafeRegister(callback, state);
 #endif

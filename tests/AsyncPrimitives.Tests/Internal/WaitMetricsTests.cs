@@ -540,6 +540,52 @@ public sealed class WaitMetricsTests : IDisposable
         await queue.JoinAsync().AsTask().WaitAsync(s_bound);
     }
 
+    private static readonly AsyncLocal<int> s_ambient = new();
+
+    [Fact]
+    public async Task ACancelledWaitsRecord_RunsInTheCancellersExecutionContext_NotTheWaiters()
+    {
+        // The cancellation's bookkeeping (here a listener's callback as the wait is counted out) must not run with the
+        // waiter's AsyncLocal values: a registration flows no ExecutionContext, on either library asset.
+        var seen = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "AsyncPrimitives" && instrument.Name == "asynctools.wait.duration")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<double>((_, _, tags, _) =>
+        {
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                if (tag.Key == "asynctools.name" && Equals(tag.Value, "record-context"))
+                {
+                    seen.TrySetResult(s_ambient.Value);
+                }
+            }
+        });
+        listener.Start();
+        var semaphore = new AsyncSemaphore(0) { Name = "record-context" };
+        using var cts = new CancellationTokenSource();
+        Task? waiting = null;
+        await Task.Run(() =>
+        {
+            s_ambient.Value = 42; // the waiter's
+            waiting = semaphore.AcquireAsync(cts.Token).AsTask(); // queued, and its cancellation registered, here
+        });
+
+        await Task.Run(() =>
+        {
+            s_ambient.Value = 7; // the canceller's
+            cts.Cancel();
+        });
+
+        await FluentActions.Awaiting(() => waiting!.WaitAsync(s_bound)).Should().ThrowAsync<OperationCanceledException>();
+        (await seen.Task.WaitAsync(s_bound)).Should().Be(7);
+    }
+
     [Fact]
     public async Task AListenerThatThrowsAsAThreadCallQueues_FailsThatCall_WhichNeverRuns()
     {
