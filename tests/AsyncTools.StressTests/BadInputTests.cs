@@ -467,11 +467,13 @@ public sealed class BadInputTests
             await act.Should().ThrowAsync<TimeoutException>();
             probe.Started.Should().Be(0);
         });
-        Add("Product(sources, repeat)", "`sources.Count * repeat` over `int.MaxValue` (the length of each row)", "`ArgumentOutOfRangeException` (repeat) from the first `MoveNextAsync`, before any source is read", async () =>
+        Add("Product(sources, repeat)", "`sources.Count * repeat` over 2,147,483,591, the longest array (`Array.MaxLength`; the length of each row)", "`ArgumentOutOfRangeException` (repeat) from the first `MoveNextAsync`, before any source is read", async () =>
         {
             var unused = Sources.From(new[] { 1 });
             Func<Task> act = async () => await AsyncIter.Product([unused, unused, unused, unused], repeat: 1 << 30).ToArrayAsync();
             (await act.Should().ThrowAsync<ArgumentOutOfRangeException>()).Which.ParamName.Should().Be("repeat");
+            Func<Task> longerThanAnArray = async () => await AsyncIter.Product([unused], repeat: 0x7FFFFFC8).ToArrayAsync(); // one past
+            (await longerThanAnArray.Should().ThrowAsync<ArgumentOutOfRangeException>()).Which.ParamName.Should().Be("repeat");
             unused.Enumerators.Should().Be(0);
         });
         AddSync("Batch(size)", "source `null`; size 0 or -1", "`ArgumentNullException` (source) / `ArgumentOutOfRangeException` (size) at the call", () =>
