@@ -17,6 +17,7 @@ namespace AsyncTools.StressTests.Histories;
 /// they began; a waiter that leaves the condition's line (notified, timed out or cancelled) joins the tail of the
 /// lock's line and completes when the lock is handed to it, ahead of anyone who asked for the lock later.
 /// </remarks>
+[Collection(HistoriesCollection.Name)]
 public sealed class ConditionHistoryTests(ITestOutputHelper output)
 {
     [Fact]

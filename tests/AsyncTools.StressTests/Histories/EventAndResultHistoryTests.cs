@@ -11,6 +11,7 @@ namespace AsyncTools.StressTests.Histories;
 /// a set wakes every waiter queued before it (also those queued before a clear), a wait on a set event or result
 /// returns at once, a second set changes nothing.
 /// </summary>
+[Collection(HistoriesCollection.Name)]
 public sealed class EventAndResultHistoryTests(ITestOutputHelper output)
 {
     [Fact]

@@ -517,6 +517,17 @@ internal abstract class ModelHistory
     protected abstract string State();
 }
 
+/// <summary>
+/// The history checks run alone, one at a time, after the other tests: CsCheck's <c>SampleParallel</c> holds pool threads
+/// while it runs its parallel steps, and two checks at once on a 2-core machine starved the thread pool for tens of
+/// seconds, long enough for an asynchronous test running beside them to hit its time bound.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class HistoriesCollection
+{
+    public const string Name = "Histories (alone: they hold pool threads)";
+}
+
 /// <summary>Runs a history check: a fixed set of seeds in CI, or a long random run.</summary>
 /// <remarks>
 /// <para>Each seed generates one history (up to 8 sequential steps, then up to 6 steps on two threads) and runs it

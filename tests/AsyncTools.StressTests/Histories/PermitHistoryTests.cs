@@ -12,6 +12,7 @@ namespace AsyncTools.StressTests.Histories;
 /// counted, waiters are served strictly in arrival order, a newcomer never takes a permit while anyone waits, a
 /// cancelled or expired waiter holds nothing, and a release beyond the bound changes nothing.
 /// </summary>
+[Collection(HistoriesCollection.Name)]
 public sealed class PermitHistoryTests(ITestOutputHelper output)
 {
     [Fact]

@@ -19,6 +19,7 @@ namespace AsyncTools.StressTests.Histories;
 /// that count reaches zero; shutdown fails every waiting putter and getter, refuses later puts and, once empty, gets;
 /// an immediate shutdown also drops what is stored and counts it done. A cancelled or expired put did not enqueue.
 /// </remarks>
+[Collection(HistoriesCollection.Name)]
 public sealed class QueueHistoryTests(ITestOutputHelper output)
 {
     private const int MaxSize = 2;

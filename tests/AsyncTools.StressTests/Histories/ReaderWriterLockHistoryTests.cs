@@ -11,6 +11,7 @@ namespace AsyncTools.StressTests.Histories;
 /// concurrently. The model admits from the head of one FIFO line only (a waiting writer holds back later readers),
 /// and a waiter that gives up lets the ones behind it in when it was what held them back.
 /// </summary>
+[Collection(HistoriesCollection.Name)]
 public sealed class ReaderWriterLockHistoryTests(ITestOutputHelper output)
 {
     private const int MaxReaders = 2;
