@@ -63,7 +63,7 @@ public sealed class ConsoleOutput
         return await run;
     }
 
-    public void WriteReport(FanOutResult result, FanOutOptions options, FlakyApiOptions server, int serverPeakInFlight)
+    public void WriteReport(FanOutResult result, FanOutOptions options, FlakyApiOptions server, int serverPeakInFlight, string stopReason)
     {
         TimeSpan ideal = server.Latency * result.Consumed / options.Limit;
         string peakVerdict = serverPeakInFlight == options.Limit ? "equal"
@@ -83,7 +83,7 @@ public sealed class ConsoleOutput
         };
         if (result.Cancelled)
         {
-            rows.Insert(1, ("Stopped early", F("yes (Ctrl+C): {0:N0} of {1:N0} requests made; the ones in flight finished", result.Consumed, result.Requested)));
+            rows.Insert(1, ("Stopped early", F("yes ({0}): {1:N0} of {2:N0} requests made; the ones in flight finished", stopReason, result.Consumed, result.Requested)));
         }
 
         WriteRows(rows);
@@ -129,7 +129,9 @@ public sealed class ConsoleOutput
                 result.Completed, result.Requested, result.Lost, result.Unfinished, result.DeadLetters);
         ScaleOutInstance? killed = result.Instances.FirstOrDefault(i => i.Killed);
         string twice = killed is null
-            ? F("{0:N0}", result.DeliveredTwice)
+            ? options.KillOne
+                ? F("{0:N0} (--kill-one: no instance was killed: the work ran out before items were still waiting once a third of it was recorded)", result.DeliveredTwice)
+                : F("{0:N0}", result.DeliveredTwice)
             : F("{0:N0} (held by instance #{1} when it was killed, delivered again with Attempt 2); {2:N0} of them recorded twice " +
                 "(recorded before the kill, completed after it: at least once)", result.DeliveredTwice, killed.Number, result.RecordedTwice);
         var rows = new List<(string Label, string Value)>

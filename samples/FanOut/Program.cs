@@ -3,7 +3,9 @@ using System.Globalization;
 using System.CommandLine.Parsing;
 using System.Text.Json;
 using AsyncTools.Testing;
+using AsyncPrimitives.Postgres;
 using FanOut;
+using Npgsql;
 
 // Parses the options, starts the flaky API on 127.0.0.1, runs the pipeline against it with live progress, and prints
 // the report. Everything the demo does lives in FlakyApiServer and FanOutPipeline; this file only wires it up.
@@ -49,6 +51,10 @@ root.Validators.Add(command =>
                 command.AddError($"{needsPostgres.Name} needs --postgres.");
             }
         }
+    }
+    else if (command.GetValue(postgres) is { Length: > 0 } connectionString && ConnectionStringProblem(connectionString) is { } problem)
+    {
+        command.AddError($"--postgres: not a connection string: {problem}");
     }
     else if (command.GetValue(killOne) && command.GetValue(instances) < 2)
     {
@@ -108,21 +114,31 @@ root.SetAction(async (result, cancellationToken) =>
     using var stop = new StopSignals(cancellationToken);
     cancellationToken = stop.Token;
 
-    await using FlakyApiServer server = await FlakyApiServer.StartAsync(serverOptions, cancellationToken);
-    // No MaxConnectionsPerServer: the only bound on requests in flight is the pipeline's Limit.
-    using var http = new HttpClient { BaseAddress = server.BaseAddress };
-    using (await http.GetAsync(new Uri("health", UriKind.Relative), cancellationToken))
+    bool started = false;
+    try
     {
-        // one warm-up call, outside the measured run
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(serverOptions, cancellationToken);
+        // No MaxConnectionsPerServer: the only bound on requests in flight is the pipeline's Limit.
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        using (await http.GetAsync(new Uri("health", UriKind.Relative), cancellationToken))
+        {
+            // one warm-up call, outside the measured run
+        }
+
+        started = true;
+        var pipeline = new FanOutPipeline(http, options);
+        var console = new ConsoleOutput();
+        console.WriteHeader(options, serverOptions, server.BaseAddress);
+        FanOutResult outcome = await console.ShowProgressAsync(pipeline, pipeline.RunAsync(cancellationToken));
+        console.WriteReport(outcome, options, serverOptions, server.PeakInFlight, stop.Reason);
+        return outcome.Cancelled ? stop.ExitCode : 0;
     }
-
-    var pipeline = new FanOutPipeline(http, options);
-
-    var console = new ConsoleOutput();
-    console.WriteHeader(options, serverOptions, server.BaseAddress);
-    FanOutResult outcome = await console.ShowProgressAsync(pipeline, pipeline.RunAsync(cancellationToken));
-    console.WriteReport(outcome, options, serverOptions, server.PeakInFlight);
-    return outcome.Cancelled ? stop.ExitCode : 0;
+    catch (OperationCanceledException) when (stop.Token.IsCancellationRequested && !started)
+    {
+        // A stop while the API starts or warms up (the run itself reports a stop in its report).
+        await Console.Error.WriteLineAsync($"Stopped ({stop.Reason}) before the run started: no request was made.");
+        return stop.ExitCode;
+    }
 });
 
 return await parsed.InvokeAsync();
@@ -158,10 +174,22 @@ static async Task<int> RunScaleOutAsync(ScaleOutOptions options, FlakyApiOptions
             return outcome.Lost == 0 ? 0 : 1;
         }
     }
-    catch (OperationCanceledException) when (stop.Token.IsCancellationRequested)
+    catch (Exception) when (stop.Token.IsCancellationRequested)
     {
+        // Whatever the stop surfaced as (the cancellation, or an instance that ended on the same signal first).
         await Console.Error.WriteLineAsync($"Stopped ({stop.Reason}): the instances were killed and the run's schema dropped.");
         return stop.ExitCode;
+    }
+    catch (Exception e) when (e is NpgsqlException or PostgresCoordinationException)
+    {
+        await Console.Error.WriteLineAsync($"error: --postgres: the server cannot be used: {e.Message}");
+        return 2;
+    }
+    catch (Exception e) when (e is InvalidOperationException or TimeoutException)
+    {
+        // An instance failed, the throwaway server could not start, or the work took longer than the run's timeout.
+        await Console.Error.WriteLineAsync($"error: the run failed: {e.Message}");
+        return 1;
     }
 }
 
@@ -206,3 +234,17 @@ static Option<double> DoubleOption(string name, string description, double defau
         return value;
     },
 };
+
+// Why a --postgres value is no connection string, or null when it is one (whether its server answers is seen later).
+static string? ConnectionStringProblem(string text)
+{
+    try
+    {
+        _ = new NpgsqlConnectionStringBuilder(text);
+        return null;
+    }
+    catch (ArgumentException e)
+    {
+        return e.Message;
+    }
+}

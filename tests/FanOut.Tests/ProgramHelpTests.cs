@@ -21,17 +21,9 @@ public sealed class ProgramHelpTests
 
     private static async Task<string> RunAsync(params string[] arguments)
     {
-        WorkerCommand program = WorkerCommand.ThisSample();
-        var start = new ProcessStartInfo(program.FileName) { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (string argument in program.Arguments.Concat(arguments))
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        using Process run = Process.Start(start)!;
-        Task<string> output = run.StandardOutput.ReadToEndAsync();
-        await run.WaitForExitAsync().WaitAsync(s_bound);
-        run.ExitCode.Should().Be(0);
-        return await output;
+        using Process run = ProgramRun.Start(arguments);
+        (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+        run.ExitCode.Should().Be(0, errors);
+        return output;
     }
 }

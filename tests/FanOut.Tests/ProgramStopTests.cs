@@ -17,19 +17,7 @@ public sealed partial class ProgramStopTests
     [ThrowawayPostgresFact]
     public async Task SigTerm_MidScaleOutRun_KillsTheInstances_StopsTheThrowawayServer_AndExitsWith143()
     {
-        WorkerCommand program = WorkerCommand.ThisSample();
-        var start = new ProcessStartInfo(program.FileName)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string argument in program.Arguments.Concat(["--postgres", "--instances", "2", "--count", "100000", "--latency-ms", "20"]))
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        using Process run = Process.Start(start)!;
+        using Process run = ProgramRun.Start("--postgres", "--instances", "2", "--count", "100000", "--latency-ms", "20");
         var errors = new StringBuilder();
         run.ErrorDataReceived += (_, e) =>
         {
@@ -61,7 +49,7 @@ public sealed partial class ProgramStopTests
                 }
             }
 
-            await SendSignalAsync(run.Id, "-TERM");
+            await ProgramRun.SendSignalAsync(run.Id, "-TERM", s_bound);
             await run.WaitForExitAsync().WaitAsync(s_bound);
 
             run.ExitCode.Should().Be(143, "a run stopped by SIGTERM exits with 128 + 15, as shells report it");
@@ -88,15 +76,9 @@ public sealed partial class ProgramStopTests
 
             if (port != 0 && PostmasterOf(port) is int postmaster)
             {
-                await SendSignalAsync(postmaster, "-QUIT"); // a left-over server: immediate shutdown
+                await ProgramRun.SendSignalAsync(postmaster, "-QUIT", s_bound); // a left-over server: immediate shutdown
             }
         }
-    }
-
-    private static async Task SendSignalAsync(int pid, string signal)
-    {
-        using Process kill = Process.Start("kill", [signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
-        await kill.WaitForExitAsync().WaitAsync(s_bound);
     }
 
     private static async Task ConnectAsync(int port)

@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace FanOut.Tests;
+
+/// <summary>
+/// The program's promises where a run does not go as planned: a bad <c>--postgres</c> value is one clear error line
+/// (never a stack trace), a stop while the API starts exits as a stop and says so, a stop's report names the signal,
+/// and a <c>--kill-one</c> run that killed nothing says so. Bounded in time; each step waits for output, or for the
+/// program's listening socket.
+/// </summary>
+public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : IClassFixture<ScaleOutDemoTests.Postgres>
+{
+    private static readonly TimeSpan s_bound = TimeSpan.FromMinutes(2);
+
+    [Theory]
+    [InlineData("not a connection string")]
+    [InlineData("Host=127.0.0.1;Port=1;Timeout=5")]
+    public async Task Postgres_ABadConnectionString_IsOneErrorNamingTheOption_NotAStackTrace(string connectionString)
+    {
+        using Process run = ProgramRun.Start("--postgres", connectionString, "--count", "10");
+        (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+        run.ExitCode.Should().Be(2, "a bad value");
+        errors.Should().Contain("--postgres", "the error names the option whose value is bad");
+        errors.Should().NotContain("Unhandled exception").And.NotMatchRegex(@"\n\s+at \S", "a bad value is never a stack trace");
+        output.Should().NotContain("Completed");
+    }
+
+    [LinuxFact]
+    public async Task SigTerm_WhileTheApiStarts_ExitsWith143_AndSaysSo()
+    {
+        using Process run = ProgramRun.Start("--count", "100");
+        try
+        {
+            // The stop signals are registered before the API listens; the header comes after its warm-up call. A signal
+            // that lands after the warm-up takes the run's own stop path, which must say the same.
+            await WaitUntilListeningAsync(run.Id);
+            await ProgramRun.SendSignalAsync(run.Id, "-TERM", s_bound);
+            (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+            run.ExitCode.Should().Be(143, $"a stopped run exits with 128 + 15 (stdout: '{output}', stderr: '{errors}')");
+            (output + errors).Should().Contain("SIGTERM", "the program says what stopped it");
+        }
+        finally
+        {
+            if (!run.HasExited)
+            {
+                run.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    [LinuxFact]
+    public async Task SigTerm_MidRun_TheReportNamesSigTerm()
+    {
+        using Process run = ProgramRun.Start("--count", "300", "--latency-ms", "1000", "--jitter-ms", "0", "--error-rate", "0");
+        try
+        {
+            using var reading = new CancellationTokenSource(s_bound);
+            var output = new StringBuilder();
+            while (true)
+            {
+                string line = await run.StandardOutput.ReadLineAsync(reading.Token)
+                    ?? throw new InvalidOperationException("The program ended before it reported progress: " + output);
+                output.AppendLine(line);
+                if (line.TrimStart().StartsWith('[') && line.Contains("in flight", StringComparison.Ordinal))
+                {
+                    break; // a progress line: the run is under way
+                }
+            }
+
+            await ProgramRun.SendSignalAsync(run.Id, "-TERM", s_bound);
+            (string rest, _) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+            run.ExitCode.Should().Be(143);
+            rest.Split('\n').Should().ContainSingle(l => l.Contains("Stopped early", StringComparison.Ordinal))
+                .Which.Should().Contain("SIGTERM").And.NotContain("Ctrl+C");
+        }
+        finally
+        {
+            if (!run.HasExited)
+            {
+                run.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    [PostgresFact]
+    public async Task KillOne_WhenTheWorkRunsOutBeforeTheKill_TheReportSaysNoInstanceWasKilled()
+    {
+        // Three requests: the first instance's get takes them all at once, so no item ever waits, which the kill needs.
+        using Process run = ProgramRun.Start("--postgres", postgres.ConnectionString, "--instances", "2", "--kill-one", "--count", "3");
+        (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+        run.ExitCode.Should().Be(0, errors);
+        output.Should().Match(o => o.Contains("(killed)") || o.Contains("no instance was killed"),
+            "--kill-one either kills an instance or the report says it did not");
+    }
+
+    /// <summary>Waits until <paramref name="pid"/> has a listening TCP socket (the API), polling /proc, bounded.</summary>
+    private static async Task WaitUntilListeningAsync(int pid)
+    {
+        var watch = Stopwatch.StartNew();
+        while (!IsListening(pid))
+        {
+            if (watch.Elapsed > s_bound)
+            {
+                throw new TimeoutException("The program did not start listening.");
+            }
+
+            // Another process's state: no event to await, so look again shortly (the window until its warm-up is short).
+            await Task.Delay(2);
+        }
+    }
+
+    private static bool IsListening(int pid)
+    {
+        var inodes = new HashSet<string>();
+        try
+        {
+            foreach (string fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+            {
+                if (new FileInfo(fd).LinkTarget is { } target && target.StartsWith("socket:[", StringComparison.Ordinal))
+                {
+                    inodes.Add(target["socket:[".Length..^1]);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false; // exiting, or not ours
+        }
+
+        // /proc/net/tcp: sl local rem st ... inode (field 9); st 0A is LISTEN.
+        return File.ReadLines("/proc/net/tcp").Skip(1)
+            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Any(f => f.Length > 9 && f[3] == "0A" && inodes.Contains(f[9]));
+    }
+}
+
+/// <summary>A test that sends POSIX signals with kill(1) and inspects /proc: Linux only.</summary>
+public sealed class LinuxFactAttribute : FactAttribute
+{
+    public LinuxFactAttribute()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            Skip = "sends signals with kill(1) and inspects /proc";
+        }
+    }
+}
