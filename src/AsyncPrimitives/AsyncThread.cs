@@ -199,18 +199,9 @@ public sealed class AsyncThread : IAsyncDisposable
             {
                 // As the wait engine does: the call fails with the listener's exception and never runs, unless it has
                 // started (or was cancelled) meanwhile: then it keeps that outcome.
-                bool removed;
-                WaitMetering metering;
-                lock (_sync)
-                {
-                    removed = TryUnlink(item);
-                    metering = item.Metering;
-                }
-
-                if (removed)
+                if (TryRemove(item, out WaitMetering metering))
                 {
                     item.Fail(e);
-                    metering.Outcome = MetricNames.Canceled;
                     WaitMetrics.EndedQuietly(metering, nameof(AsyncThread), Name);
                 }
             }
@@ -225,15 +216,22 @@ public sealed class AsyncThread : IAsyncDisposable
         }
     }
 
-    /// <summary>Takes <paramref name="item"/> out of the queue if it is still there. Lock held.</summary>
-    private bool TryUnlink(Work item)
+    /// <summary>Takes <paramref name="item"/> out of the queue if it has not started (nor left): it will never run. Its
+    /// metering comes back marked <see cref="MetricNames.Canceled"/>, to be recorded once its caller has the outcome.</summary>
+    private bool TryRemove(Work item, out WaitMetering metering)
     {
-        if (item.Node.List is null)
+        lock (_sync)
         {
-            return false;
+            metering = item.Metering;
+            if (item.Node.List is null)
+            {
+                return false;
+            }
+
+            _queue.Remove(item.Node);
         }
 
-        _queue.Remove(item.Node);
+        metering.Outcome = MetricNames.Canceled;
         return true;
     }
 
@@ -278,23 +276,11 @@ public sealed class AsyncThread : IAsyncDisposable
     /// <summary>The cancellation callback: removes the item if it has not started.</summary>
     private void OnCanceled(Work item, CancellationToken cancellationToken)
     {
-        bool removed;
-        WaitMetering metering;
-        lock (_sync)
-        {
-            removed = TryUnlink(item);
-            metering = item.Metering;
-        }
-
-        if (removed)
+        if (TryRemove(item, out WaitMetering metering))
         {
             // The outcome first, then the measurement: a listener that throws cannot leave the call pending.
             item.Cancel(cancellationToken);
-            if (metering.IsActive)
-            {
-                metering.Outcome = MetricNames.Canceled;
-                WaitMetrics.Ended(metering, nameof(AsyncThread), Name);
-            }
+            WaitMetrics.Ended(metering, nameof(AsyncThread), Name);
         }
     }
 

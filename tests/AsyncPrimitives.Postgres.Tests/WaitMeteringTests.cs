@@ -49,7 +49,7 @@ public sealed class WaitMeteringTests(PostgresServer server) : PostgresTest(serv
         Member holder = await JoinAsync();
         Member waiter = await JoinAsync();
         PostgresLease held = await holder.Coordinator.CreateLock(name).AcquireAsync(Bound);
-        using (ThrowingMeterListener.Start("AsyncPrimitives.Postgres", name, ThrowingMeterListener.IsQueueing))
+        using (WaitMeasurementListener.Throwing("AsyncPrimitives.Postgres", name, WaitMeasurementListener.IsQueueing))
         {
             await FluentActions.Awaiting(async () => await waiter.Coordinator.CreateLock(name).AcquireAsync(Bound))
                 .Should().ThrowAsync<InvalidOperationException>("nothing is swallowed");

@@ -380,25 +380,13 @@ public sealed class WaitMetricsTests : IDisposable
 
         // The thread records the call's wait as it takes the call off the queue, just before running it: the token is
         // cancelled there, after the call left the queue and before it runs.
-        using var listener = new MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
+        using MeterListener listener = WaitMeasurementListener.Start("AsyncPrimitives", "cancelled-as-it-starts", (instrument, _, _) =>
         {
-            if (instrument.Meter.Name == "AsyncPrimitives" && instrument.Name == "asynctools.wait.duration")
+            if (instrument == "asynctools.wait.duration")
             {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        listener.SetMeasurementEventCallback<double>((_, _, tags, _) =>
-        {
-            foreach (KeyValuePair<string, object?> tag in tags)
-            {
-                if (tag.Key == "asynctools.name" && Equals(tag.Value, "cancelled-as-it-starts"))
-                {
-                    cts.Cancel();
-                }
+                cts.Cancel();
             }
         });
-        listener.Start();
         release.Set();
         await blocker.WaitAsync(s_bound);
 
@@ -474,7 +462,7 @@ public sealed class WaitMetricsTests : IDisposable
         var keyed = new AsyncKeyedLock<string> { Name = "throwing-as-queued-keyed" };
         keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser holder).Should().BeTrue();
         Task<AsyncKeyedLock<string>.Releaser> failed;
-        using (ThrowingListener("throwing-as-queued-keyed", ThrowingMeterListener.IsQueueing))
+        using (ThrowingListener("throwing-as-queued-keyed", WaitMeasurementListener.IsQueueing))
         {
             failed = keyed.AcquireAsync("k", TimeSpan.FromSeconds(5)).AsTask();
         }
@@ -493,7 +481,7 @@ public sealed class WaitMetricsTests : IDisposable
         using (await condition.AcquireAsync())
         {
             ValueTask failed;
-            using (ThrowingListener("throwing-as-queued-condition", ThrowingMeterListener.IsQueueing))
+            using (ThrowingListener("throwing-as-queued-condition", WaitMeasurementListener.IsQueueing))
             {
                 failed = condition.WaitAsync();
             }
@@ -527,7 +515,7 @@ public sealed class WaitMetricsTests : IDisposable
     {
         var queue = new AsyncLifoQueue<int> { Name = "throwing-as-queued-get" };
         ValueTask<int> failed;
-        using (ThrowingListener("throwing-as-queued-get", ThrowingMeterListener.IsQueueing))
+        using (ThrowingListener("throwing-as-queued-get", WaitMeasurementListener.IsQueueing))
         {
             failed = queue.GetAsync();
         }
@@ -548,25 +536,13 @@ public sealed class WaitMetricsTests : IDisposable
         // The cancellation's bookkeeping (here a listener's callback as the wait is counted out) must not run with the
         // waiter's AsyncLocal values: a registration flows no ExecutionContext, on either library asset.
         var seen = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var listener = new MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
+        using MeterListener listener = WaitMeasurementListener.Start("AsyncPrimitives", "record-context", (instrument, _, _) =>
         {
-            if (instrument.Meter.Name == "AsyncPrimitives" && instrument.Name == "asynctools.wait.duration")
+            if (instrument == "asynctools.wait.duration")
             {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        listener.SetMeasurementEventCallback<double>((_, _, tags, _) =>
-        {
-            foreach (KeyValuePair<string, object?> tag in tags)
-            {
-                if (tag.Key == "asynctools.name" && Equals(tag.Value, "record-context"))
-                {
-                    seen.TrySetResult(s_ambient.Value);
-                }
+                seen.TrySetResult(s_ambient.Value);
             }
         });
-        listener.Start();
         var semaphore = new AsyncSemaphore(0) { Name = "record-context" };
         using var cts = new CancellationTokenSource();
         Task? waiting = null;
@@ -596,7 +572,7 @@ public sealed class WaitMetricsTests : IDisposable
         await started.Task.WaitAsync(s_bound);
         int ran = 0;
         Task failed;
-        using (ThrowingListener("throwing-as-queued-thread", ThrowingMeterListener.IsQueueing))
+        using (ThrowingListener("throwing-as-queued-thread", WaitMeasurementListener.IsQueueing))
         {
             failed = thread.RunAsync(() => { Interlocked.Increment(ref ran); });
         }
@@ -646,5 +622,5 @@ public sealed class WaitMetricsTests : IDisposable
     }
 
     private static MeterListener ThrowingListener(string name, Func<string, double, string?, bool> throwsFor) =>
-        ThrowingMeterListener.Start("AsyncPrimitives", name, throwsFor);
+        WaitMeasurementListener.Throwing("AsyncPrimitives", name, throwsFor);
 }

@@ -2,20 +2,20 @@ using System.Diagnostics.Metrics;
 
 namespace AsyncTools.Testing;
 
-/// <summary>A faulty exporter: a <see cref="MeterListener"/> whose callback throws <see cref="InvalidOperationException"/>
-/// for the wait measurements (<c>asynctools.wait.duration</c>, <c>asynctools.waiters</c>) of one meter that are tagged
-/// with one name and that a predicate picks. Measurements of other names pass, so tests running beside it are not
-/// disturbed.</summary>
-internal static class ThrowingMeterListener
+/// <summary>A <see cref="MeterListener"/> on the wait measurements (<c>asynctools.wait.duration</c>,
+/// <c>asynctools.waiters</c>) of one meter that are tagged with one name: measurements of other names pass unseen, so
+/// tests running beside it are not disturbed.</summary>
+internal static class WaitMeasurementListener
 {
     /// <summary>Whether a measurement is a wait counted up as it queues.</summary>
     public static bool IsQueueing(string instrument, double value, string? outcome) => instrument == "asynctools.waiters" && value > 0;
 
-    /// <summary>Starts the listener; dispose it to stop.</summary>
+    /// <summary>Starts a listener that calls <paramref name="measured"/> (instrument name, value, <c>asynctools.outcome</c>
+    /// tag) for each such measurement, inside the call that records it; dispose it to stop.</summary>
     /// <param name="meter">The meter's name: <c>AsyncPrimitives</c> or <c>AsyncPrimitives.Postgres</c>.</param>
-    /// <param name="name">The <c>asynctools.name</c> tag whose measurements may throw.</param>
-    /// <param name="throwsFor">Picks the measurements that throw: instrument name, value, <c>asynctools.outcome</c> tag.</param>
-    public static MeterListener Start(string meter, string name, Func<string, double, string?, bool> throwsFor)
+    /// <param name="name">The <c>asynctools.name</c> tag of the measurements to see.</param>
+    /// <param name="measured">Called for each of them.</param>
+    public static MeterListener Start(string meter, string name, Action<string, double, string?> measured)
     {
         var listener = new MeterListener();
         listener.InstrumentPublished = (instrument, l) =>
@@ -34,9 +34,9 @@ internal static class ThrowingMeterListener
                 outcome = tag.Key == "asynctools.outcome" ? tag.Value as string : outcome;
             }
 
-            if (tagName == name && throwsFor(instrument.Name, value, outcome))
+            if (tagName == name)
             {
-                throw new InvalidOperationException("a faulty exporter");
+                measured(instrument.Name, value, outcome);
             }
         }
 
@@ -45,4 +45,15 @@ internal static class ThrowingMeterListener
         listener.Start();
         return listener;
     }
+
+    /// <summary>A faulty exporter: its callback throws <see cref="InvalidOperationException"/> for the measurements
+    /// <paramref name="throwsFor"/> picks.</summary>
+    public static MeterListener Throwing(string meter, string name, Func<string, double, string?, bool> throwsFor) =>
+        Start(meter, name, (instrument, value, outcome) =>
+        {
+            if (throwsFor(instrument, value, outcome))
+            {
+                throw new InvalidOperationException("a faulty exporter");
+            }
+        });
 }
