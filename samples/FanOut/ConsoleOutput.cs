@@ -130,7 +130,7 @@ public sealed class ConsoleOutput
         ScaleOutInstance? killed = result.Instances.FirstOrDefault(i => i.Killed);
         string twice = killed is null
             ? options.KillOne
-                ? F("{0:N0} (--kill-one: no instance was killed: the work ran out before items were still waiting once a third of it was recorded)", result.DeliveredTwice)
+                ? F("{0:N0} (--kill-one: no instance was killed: the work ran out before its conditions were met: a third of the work recorded, items still waiting, and the last instance running with some recorded)", result.DeliveredTwice)
                 : F("{0:N0}", result.DeliveredTwice)
             : F("{0:N0} (held by instance #{1} when it was killed, delivered again with Attempt 2); {2:N0} of them recorded twice " +
                 "(recorded before the kill, completed after it: at least once)", result.DeliveredTwice, killed.Number, result.RecordedTwice);

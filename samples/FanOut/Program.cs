@@ -166,6 +166,12 @@ static async Task<int> RunScaleOutAsync(ScaleOutOptions options, FlakyApiOptions
 
         await using (throwaway)
         {
+            if (await ServerProblemAsync(connectionString, stop.Token) is { } unusable)
+            {
+                await Console.Error.WriteLineAsync($"error: --postgres: the server cannot be used: {unusable}");
+                return 2;
+            }
+
             await using FlakyApiServer server = await FlakyApiServer.StartAsync(serverOptions, stop.Token);
             console.WriteScaleOutHeader(options, serverOptions, server.BaseAddress, throwaway is null ? "the server given" : "a throwaway server on " + connectionString);
             var demo = new ScaleOutDemo(options, connectionString, server.BaseAddress);
@@ -180,14 +186,10 @@ static async Task<int> RunScaleOutAsync(ScaleOutOptions options, FlakyApiOptions
         await Console.Error.WriteLineAsync($"Stopped ({stop.Reason}): the instances were killed and the run's schema dropped.");
         return stop.ExitCode;
     }
-    catch (Exception e) when (e is NpgsqlException or PostgresCoordinationException)
+    catch (Exception e) when (e is NpgsqlException or PostgresCoordinationException or InvalidOperationException or TimeoutException)
     {
-        await Console.Error.WriteLineAsync($"error: --postgres: the server cannot be used: {e.Message}");
-        return 2;
-    }
-    catch (Exception e) when (e is InvalidOperationException or TimeoutException)
-    {
-        // An instance failed, the throwaway server could not start, or the work took longer than the run's timeout.
+        // The server failed mid-run, an instance failed, the throwaway server could not start, or the work took longer
+        // than the run's timeout.
         await Console.Error.WriteLineAsync($"error: the run failed: {e.Message}");
         return 1;
     }
@@ -235,15 +237,31 @@ static Option<double> DoubleOption(string name, string description, double defau
     },
 };
 
-// Why a --postgres value is no connection string, or null when it is one (whether its server answers is seen later).
+// Why a --postgres value is no connection string Npgsql can use, or null when it is one (checked as a data source is
+// made, without connecting: whether its server answers is seen by ServerProblemAsync).
 static string? ConnectionStringProblem(string text)
 {
     try
     {
-        _ = new NpgsqlConnectionStringBuilder(text);
+        using NpgsqlDataSource source = NpgsqlDataSource.Create(text);
         return null;
     }
     catch (ArgumentException e)
+    {
+        return e.Message;
+    }
+}
+
+// Why the server of a connection string cannot be used (it does not answer, refuses the login, ...), or null.
+static async Task<string?> ServerProblemAsync(string connectionString, CancellationToken cancellationToken)
+{
+    try
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync(cancellationToken);
+        return null;
+    }
+    catch (NpgsqlException e)
     {
         return e.Message;
     }

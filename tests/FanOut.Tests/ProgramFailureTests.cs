@@ -15,6 +15,7 @@ public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : I
 
     [Theory]
     [InlineData("not a connection string")]
+    [InlineData("Database=fanout")] // no host: a connection string to the builder, not to a data source
     [InlineData("Host=127.0.0.1;Port=1;Timeout=5")]
     public async Task Postgres_ABadConnectionString_IsOneErrorNamingTheOption_NotAStackTrace(string connectionString)
     {
