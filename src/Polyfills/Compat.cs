@@ -6,8 +6,8 @@ internal static class Compat
 {
     /// <summary>
     /// Registers a cancellation callback without capturing the ExecutionContext (UnsafeRegister on net10.0; on
-    /// netstandard2.0, Register with the flow suppressed): the callback runs in the canceller's context, never in the
-    /// registrant's, and a registration allocates as little as possible.
+    /// netstandard2.0, Register with the flow suppressed, which copies the context when it holds AsyncLocal values): the
+    /// callback runs in the canceller's context, never in the registrant's.
     /// </summary>
     public static CancellationTokenRegistration RegisterNoFlow(this CancellationToken token, Action<object?> callback, object? state)
     {
