@@ -180,10 +180,21 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
 
         await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
         (await reader.MoveNextAsync()).Should().BeTrue();
-        Task completing = reader.Current.CompleteAsync().AsTask(); // not awaited by the body
+        PostgresDelivery<int> first = reader.Current;
 
-        await FluentActions.Awaiting(async () => await reader.MoveNextAsync()).Should().ThrowAsync<InvalidOperationException>();
-        await completing.WaitAsync(TimeSpan.FromSeconds(20));
+        // The body's completion, not awaited by the body, is held at the server while the loop asks for the next item.
+        Task<bool>? next = null;
+        Task<bool> completing = await CallHeldAtTheServerAsync(
+            "LOCK TABLE @schema.queue_items IN EXCLUSIVE MODE", a,
+            async () =>
+            {
+                await first.CompleteAsync();
+                return true;
+            },
+            () => next = reader.MoveNextAsync().AsTask());
+
+        await FluentActions.Awaiting(() => next!).Should().ThrowAsync<InvalidOperationException>();
+        await completing.WaitAsync(Bound);
         (await queue.UnfinishedAsync()).Should().Be(1, "the body's completion went through; nothing else was taken");
     }
 
