@@ -567,9 +567,7 @@ public sealed class WaitMetricsTests : IDisposable
     {
         await using var thread = new AsyncThread("throwing-as-queued-thread");
         using var release = new ManualResetEventSlim();
-        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Task blocker = thread.RunAsync(() => { started.SetResult(); release.Wait(s_bound); });
-        await started.Task.WaitAsync(s_bound);
+        Task blocker = await BlockAsync(thread, release);
         int ran = 0;
         Task failed;
         using (ThrowingListener("throwing-as-queued-thread", WaitMeasurementListener.IsQueueing))
@@ -606,9 +604,7 @@ public sealed class WaitMetricsTests : IDisposable
     {
         await using var thread = new AsyncThread("throwing-on-cancel");
         using var release = new ManualResetEventSlim();
-        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Task blocker = thread.RunAsync(() => { started.SetResult(); release.Wait(s_bound); });
-        await started.Task.WaitAsync(s_bound);
+        Task blocker = await BlockAsync(thread, release);
         using var cts = new CancellationTokenSource();
         Task cancelled = thread.RunAsync(() => { }, cts.Token);
         using (ThrowingListener("throwing-on-cancel", (instrument, _, outcome) => instrument == "asynctools.wait.duration" && outcome == "canceled"))
