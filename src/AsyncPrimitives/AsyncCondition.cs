@@ -167,11 +167,7 @@ public sealed class AsyncCondition
             TimeSpan remaining = timeout;
             if (timeout != Timeout.InfiniteTimeSpan)
             {
-                remaining = timeout - _timeProvider.GetElapsedTime(start);
-                if (remaining < TimeSpan.Zero)
-                {
-                    remaining = TimeSpan.Zero;
-                }
+                remaining = TimeoutArgument.Remaining(timeout, _timeProvider, start);
             }
 
             try

@@ -25,6 +25,17 @@ internal static class TimeoutArgument
         }
     }
 
+    /// <summary>
+    /// The part of <paramref name="timeout"/> (finite) left since <paramref name="startTimestamp"/>, between zero and
+    /// <paramref name="timeout"/>: a clock whose timestamps step back (a provider built on wall-clock time) never
+    /// lengthens a wait beyond the time it was given.
+    /// </summary>
+    public static TimeSpan Remaining(TimeSpan timeout, TimeProvider timeProvider, long startTimestamp)
+    {
+        TimeSpan elapsed = timeProvider.GetElapsedTime(startTimestamp);
+        return elapsed <= TimeSpan.Zero ? timeout : elapsed >= timeout ? TimeSpan.Zero : timeout - elapsed;
+    }
+
     /// <summary>As <see cref="ThrowIfInvalid(TimeSpan, string?, bool)"/>; <see langword="null"/> (no timeout) is valid.</summary>
     public static void ThrowIfInvalid(TimeSpan? timeout, [CallerArgumentExpression(nameof(timeout))] string? paramName = null, bool allowZero = true)
     {

@@ -370,4 +370,38 @@ public sealed class BatchTests
         await FluentActions.Awaiting(() => moved.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
             "no batch is handed out once the token is cancelled, not even one that filled up meanwhile");
     }
+
+    [Fact]
+    public async Task Timed_ClockSteppingBack_TheBatchIsDueNoLaterThanMaxDelayAfterItsFirstItem()
+    {
+        var time = new MisbehavingTimeProvider(firstReadingAhead: TimeSpan.FromHours(1));
+        var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var never = new TaskCompletionSource();
+        await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, never.Task, stalled.SetResult)
+            .Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        await stalled.Task.WaitAsync(TestWork.Bound);
+
+        (await time.FirstDueTime.WaitAsync(TestWork.Bound)).Should().BeLessThanOrEqualTo(TimeSpan.FromSeconds(5));
+        time.Advance(TimeSpan.FromSeconds(5));
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal(1);
+    }
+
+    [Fact]
+    public async Task Timed_TimerFailsToStop_TheBatchReadIsStillHandedOut()
+    {
+        var time = new MisbehavingTimeProvider { TimerDisposeThrows = true };
+        var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var never = new TaskCompletionSource();
+        await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, never.Task, stalled.SetResult)
+            .Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        await stalled.Task.WaitAsync(TestWork.Bound);
+        await time.FirstDueTime.WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal(1);
+    }
 }

@@ -33,10 +33,18 @@ internal sealed class Deadline : IDisposable
         _source = linkedToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(linkedToken) : new CancellationTokenSource();
         Token = _source.Token;
         long start = startTimestamp ?? timeProvider.GetTimestamp();
-        TimeSpan remaining = t - timeProvider.GetElapsedTime(start);
+        TimeSpan remaining = TimeoutArgument.Remaining(t, timeProvider, start);
         if (remaining > TimeSpan.Zero)
         {
-            _timer = timeProvider.CreateTimer(static s => ((Deadline)s!).Expire(), this, remaining, Timeout.InfiniteTimeSpan);
+            try
+            {
+                _timer = timeProvider.CreateTimer(static s => ((Deadline)s!).Expire(), this, remaining, Timeout.InfiniteTimeSpan);
+            }
+            catch
+            {
+                _source.Dispose(); // its registration on the linked token goes with it
+                throw;
+            }
         }
 
         // Measured before arming: if the clock has moved past the deadline meanwhile, expire now.
@@ -55,7 +63,18 @@ internal sealed class Deadline : IDisposable
     public void Dispose()
     {
         // The timer is stopped first; a callback already running may still expire, which tolerates a disposed source.
-        _timer?.Dispose();
+        // A provider's timer whose Dispose throws is ignored: what the deadline bounded (a batch read) is decided, and
+        // must not be lost to it.
+        try
+        {
+            _timer?.Dispose();
+        }
+#pragma warning disable CA1031 // see above
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+
         _source?.Dispose();
     }
 

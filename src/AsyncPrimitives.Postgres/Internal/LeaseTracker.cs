@@ -93,7 +93,7 @@ internal sealed class LeaseTracker
     /// <summary>Moves the deadline: the lease was renewed by a statement sent at <paramref name="sentAt"/>.</summary>
     public void Renewed(long sentAt)
     {
-        TimeSpan left = Duration - Margin(Duration) - _time.GetElapsedTime(sentAt);
+        TimeSpan left = TimeoutArgument.Remaining(Duration - Margin(Duration), _time, sentAt);
         if (left <= TimeSpan.Zero)
         {
             MarkLost();

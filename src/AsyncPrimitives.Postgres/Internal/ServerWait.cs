@@ -113,7 +113,7 @@ internal sealed class ServerWait : IDisposable
         TimeSpan sleep = _coordinator.PollInterval;
         if (_timeout != Timeout.InfiniteTimeSpan)
         {
-            TimeSpan left = _timeout - time.GetElapsedTime(_started);
+            TimeSpan left = TimeoutArgument.Remaining(_timeout, time, _started);
             if (left <= TimeSpan.Zero)
             {
                 throw TimedOut();

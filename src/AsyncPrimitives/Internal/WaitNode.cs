@@ -309,7 +309,9 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     }
 
     /// <summary>Disposes the timeout timer; true if its callback is known never to run from now on, so the node may be
-    /// reused. Only a system timer can say so; any other provider's timer might still call back late.</summary>
+    /// reused. Only a system timer can say so; any other provider's timer might still call back late. A provider's
+    /// timer whose <c>Dispose</c> throws is ignored: the wait's outcome is decided, and a granted wait must not lose its
+    /// grant to it (its late callback finds the outcome decided and changes nothing).</summary>
     private bool TryDisposeQuietly(ITimer timer)
     {
         _timer = null;
@@ -317,7 +319,16 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         _timerDisposalIsExact = false;
         if (!exact)
         {
-            timer.Dispose();
+            try
+            {
+                timer.Dispose();
+            }
+#pragma warning disable CA1031 // a provider's timer that fails to stop: the wait's outcome, decided already, is what counts
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+
             return false;
         }
 

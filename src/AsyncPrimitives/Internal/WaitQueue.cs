@@ -345,37 +345,37 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// outcome already decided (then it changes nothing). Its cancellation was registered in <see cref="Admit"/>. A
     /// metered wait is counted among the waiters here, also outside the lock (a listener's callback is user code); it
     /// may already have been served or cancelled, and counted out, by another thread: the count is a sum, so it comes
-    /// right at once. A listener that throws here fails the wait with that exception (it leaves the line holding
-    /// nothing, as a cancelled wait does), so that no wait stays in line that its caller never got to see, to take a
-    /// grant nobody would give back; a wait served meanwhile keeps what it got. The caller reads that outcome from the
-    /// wait: what the listener throws again as the waits are counted out is not reported a second time.</summary>
+    /// right at once. A listener or a time provider that throws here (user code) fails the wait with that exception: it
+    /// leaves the line holding nothing, as a cancelled wait does, so that no wait stays in line that its caller never
+    /// got to see, to take a grant nobody would give back; a wait served meanwhile keeps what it got. The caller reads
+    /// that outcome from the wait: what a listener throws again as the waits are counted out is not reported a second
+    /// time.</summary>
     private WaitNode<T> Arm(in Admission admission, TimeSpan timeout)
     {
         Debug.Assert(admission.Kind == Entry.Queued && admission.Node is not null, "only a queued wait is armed");
         WaitNode<T> node = admission.Node!;
-        if (admission.CountsAsWaiter)
+        try
         {
-            try
+            if (admission.CountsAsWaiter)
             {
                 WaitMetrics.Queued(_kind, Name);
             }
-            catch (Exception e)
-            {
-                try
-                {
-                    ((IWaitQueue<T>)this).Abandon(node, e);
-                }
-#pragma warning disable CA1031 // the listener again, as the waits are counted out: each has its outcome, this one's is e
-                catch (Exception)
-#pragma warning restore CA1031
-                {
-                }
 
-                return node;
+            node.ArmTimeout(timeout, _timeProvider);
+        }
+        catch (Exception e)
+        {
+            try
+            {
+                ((IWaitQueue<T>)this).Abandon(node, e);
+            }
+#pragma warning disable CA1031 // the listener again, as the waits are counted out: each has its outcome, this one's is e
+            catch (Exception)
+#pragma warning restore CA1031
+            {
             }
         }
 
-        node.ArmTimeout(timeout, _timeProvider);
         return node;
     }
 
