@@ -32,7 +32,8 @@ public static partial class AsyncIter
     /// A failure surfaces when it is reached in completion order: the other work is cancelled and awaited, then the
     /// exception is thrown from <c>MoveNextAsync</c>. When the deadline passes, running work is cancelled at once and
     /// nothing new starts; results that completed are still yielded, then the cancelled work is awaited and a
-    /// <see cref="TimeoutException"/> is thrown. Breaking out of the loop (disposing the enumerator) cancels and awaits
+    /// <see cref="TimeoutException"/> is thrown (not when the deadline passes after the last result was handed out: that
+    /// cut nothing short). Breaking out of the loop (disposing the enumerator) cancels and awaits
     /// what is still running. The token from <c>WithCancellation</c> is linked into every work item's token; the
     /// enumeration then throws <see cref="OperationCanceledException"/>, again after the running work finished, also when
     /// a piece failed meanwhile. Work that fails after the deadline cancelled it is reported as the timeout, whatever it
@@ -149,7 +150,8 @@ public static partial class AsyncIter
     /// <remarks>
     /// The operator does not own these tasks, so it cannot cancel them: on a failure, a timeout
     /// (<see cref="TimeoutException"/>), cancellation or an early break it stops waiting and returns, leaving them running.
-    /// Failures of tasks it never reached are observed (they never raise <see cref="TaskScheduler.UnobservedTaskException"/>).
+    /// Failures of tasks it never reached are observed (they never raise <see cref="TaskScheduler.UnobservedTaskException"/>),
+    /// also when its token was cancelled before the first <c>MoveNextAsync</c>: every task is read even then.
     /// </remarks>
     /// <example>
     /// <code>
@@ -207,7 +209,13 @@ public static partial class AsyncIter
         TimeProvider timeProvider,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        cancellationToken.ThrowIfCancellationRequested();
+        // Tasks it does not own are read (and so observed) also when the token is cancelled already; the enumeration
+        // then ends as the cancellation below, having yielded nothing.
+        if (ownsWork)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+
         using var deadline = new Deadline(timeout, timeProvider);
         using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken, limiter, timeProvider);
         using IEnumerator<TArg> pending = inputs.GetEnumerator();
@@ -220,6 +228,7 @@ public static partial class AsyncIter
         // Tasks the operator does not own are not awaited on exit, so waiting for them must also end on cancellation.
         using CancellationTokenSource? waitCts = ownsWork ? null : CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         CancellationToken waitToken = waitCts?.Token ?? deadline.Token;
+        bool stoppedEarly = false;
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
@@ -229,6 +238,7 @@ public static partial class AsyncIter
                 if (next is null)
                 {
                     // Deadline passed or (for tasks we do not own) the caller cancelled; reported after the drain.
+                    stoppedEarly = true;
                     running.Cancel();
                     break;
                 }
@@ -247,6 +257,7 @@ public static partial class AsyncIter
                         running.Fail(error);
                     }
 
+                    stoppedEarly = true;
                     running.Cancel();
                     break;
                 }
@@ -266,7 +277,9 @@ public static partial class AsyncIter
 
         running.Failure?.Throw();
         cancellationToken.ThrowIfCancellationRequested();
-        if (deadline.IsExpired)
+
+        // A deadline that passed once every result was handed out (the consumer still at work on the last) cut nothing short.
+        if (deadline.IsExpired && (stoppedEarly || !running.InputsExhausted))
         {
             throw new TimeoutException($"AsCompleted did not complete within {timeout}.");
         }

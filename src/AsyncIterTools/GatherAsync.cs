@@ -173,7 +173,9 @@ public static partial class AsyncIter
     {
         cancellationToken.ThrowIfCancellationRequested();
         var results = new ResultBuffer<TOut>(ResultBuffer<TOut>.CountHint(work));
-        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(operatorName, WorkFactory.Start, cancellationToken, limiter, timeProvider);
+        // A failed piece stops the gathering, except in GatherSettledAsync, where it is one more outcome.
+        bool stopsAtFailure = operatorName != nameof(GatherSettledAsync);
+        using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(operatorName, WorkFactory.Start, cancellationToken, limiter, timeProvider, stopsAtFailure);
         using IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
         try
         {

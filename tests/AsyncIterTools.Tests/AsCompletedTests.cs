@@ -367,6 +367,40 @@ public sealed class AsCompletedTests
     [Fact]
     public async Task FailuresOfWorkLeftBehindByABreak_AreObserved_NoUnobservedTaskException()
     {
+        int failed = 0;
+        (await UnobservedFailuresAfterAsync(async () => failed = await BreakWhileWorkFailsAsync()))
+            .Should().BeEmpty("work that failed after the consumer left is observed by the operator");
+        failed.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task TasksOverload_CancelledBeforeTheFirstMove_YieldsNothing_AndObservesEveryTasksFailure()
+    {
+        (await UnobservedFailuresAfterAsync(CancelBeforeTheFirstMoveAsync))
+            .Should().BeEmpty("the tasks given to AsCompleted are read, and their failures observed, also when its token was cancelled already");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task CancelBeforeTheFirstMoveAsync()
+    {
+        using var cts = new CancellationTokenSource();
+        await cts.CancelAsync();
+        Task<int>[] tasks = [Task.FromException<int>(new AbandonedWorkFailure()), Task.FromException<int>(new AbandonedWorkFailure())];
+        var seen = new List<int>();
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(tasks).WithCancellation(cts.Token))
+            {
+                seen.Add(x);
+            }
+        }).Should().ThrowAsync<OperationCanceledException>();
+        seen.Should().BeEmpty();
+    }
+
+    /// <summary>Runs <paramref name="run"/> (which must not keep its tasks reachable), collects garbage, and returns the
+    /// <see cref="AbandonedWorkFailure"/>s that reached <see cref="TaskScheduler.UnobservedTaskException"/>.</summary>
+    private static async Task<List<Exception>> UnobservedFailuresAfterAsync(Func<Task> run)
+    {
         var unobserved = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
         EventHandler<UnobservedTaskExceptionEventArgs> handler = (_, e) =>
         {
@@ -379,14 +413,13 @@ public sealed class AsCompletedTests
         TaskScheduler.UnobservedTaskException += handler;
         try
         {
-            int failed = await BreakWhileWorkFailsAsync();
-            failed.Should().Be(2);
+            await run();
             await Task.Yield(); // collect on a fresh stack
             GC.Collect();
             GC.WaitForPendingFinalizers();
             GC.Collect();
             GC.WaitForPendingFinalizers();
-            unobserved.Should().BeEmpty("work that failed after the consumer left is observed by the operator");
+            return [.. unobserved];
         }
         finally
         {
@@ -448,6 +481,30 @@ public sealed class AsCompletedTests
 
         await act.Should().ThrowAsync<TimeoutException>();
         seen.Should().Equal(1);
+    }
+
+    [Fact]
+    public async Task TimeoutZero_EverythingAlreadyDone_YieldsItAll_WithoutATimeout()
+    {
+        Task<int>[] tasks = [Task.FromResult(1), Task.FromResult(2)];
+        (await AsyncIter.AsCompleted(tasks, TimeSpan.Zero).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEquivalentTo([1, 2]);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Deadline_PassingAfterTheLastResultWasHandedOut_CutsNothingShort_TheEnumerationEnds(bool overWork)
+    {
+        var time = new CountingTimeProvider();
+        IAsyncEnumerable<int> results = overWork
+            ? AsyncIter.AsCompleted(new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(1), _ => Task.FromResult(2) }, null, TimeSpan.FromSeconds(10), time)
+            : AsyncIter.AsCompleted([Task.FromResult(1), Task.FromResult(2)], TimeSpan.FromSeconds(10), time);
+        await using IAsyncEnumerator<int> e = results.GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+
+        time.Advance(TimeSpan.FromSeconds(10)); // while the consumer is busy with the last result
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse("every result was handed out before the deadline");
     }
 
     [Fact]

@@ -445,6 +445,176 @@ public sealed class LimiterContractTests
     }
 
     /// <summary>
+    /// "After a failure nothing new starts": a lease granted after a call failed starts nothing, also while the consumer
+    /// is still busy with an earlier item and has not taken the failure yet.
+    /// </summary>
+    [Theory, MemberData(nameof(Streaming))]
+    public async Task LeaseGrantedAfterACallFailed_StartsNothing_WhileTheConsumerHasNotTakenTheFailure(LimitedOperator op)
+    {
+        var failCall1 = new TaskCompletionSource(); // continuations inline: call 1 fails inside SetResult
+        var grantLease2 = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var limiter = new CountingLimiter { Gate = (n, _) => n == 2 ? grantLease2.Task : Task.CompletedTask };
+        int started2 = 0;
+        async Task<int> Work(int i, CancellationToken ct)
+        {
+            if (i == 1)
+            {
+                await failCall1.Task.ConfigureAwait(false);
+                throw new InvalidDataException("call 1");
+            }
+
+            if (i == 2)
+            {
+                Interlocked.Increment(ref started2);
+            }
+
+            return i;
+        }
+
+        await using IAsyncEnumerator<int> e = Stream(op, 3, Work, maxConcurrency: 3, limiter).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+
+        TestWork.CompleteInline(failCall1.SetResult); // while the consumer is busy with 0
+        limiter.GrantedDisposed.Should().Be(2, "calls 0 and 1 have ended and given their leases back");
+        grantLease2.SetResult();
+        SpinWait.SpinUntil(() => limiter.Granted == 3 && limiter.Held == 0, TestWork.Bound).Should().BeTrue("the late lease goes back at once");
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>();
+        limiter.ShouldHaveReturnedEveryLease();
+        started2.Should().Be(0, "no call starts after another failed");
+    }
+
+    /// <summary>
+    /// A failing call's lease goes back only once its failure is recorded: a limiter that hands a returned permit
+    /// straight on (inline) does not start the next call. GatherSettledAsync, where a failure is one more outcome, runs it.
+    /// </summary>
+    [Theory]
+    [InlineData(LimitedOperator.GatherAsync)]
+    [InlineData(LimitedOperator.Map)]
+    [InlineData(LimitedOperator.MapUnordered)]
+    [InlineData(LimitedOperator.AsCompleted)]
+    [InlineData(LimitedOperator.GatherSettledAsync)]
+    public async Task APermitHandedOnInlineByAFailingCall_StartsNothingMore_ExceptInGatherSettledAsync(LimitedOperator op)
+    {
+        using var limiter = new InlineOnePermitLimiter();
+        var fail0 = new TaskCompletionSource(); // continuations inline
+        int started1 = 0;
+        async Task<int> Work(int i, CancellationToken ct)
+        {
+            if (i == 0)
+            {
+                await fail0.Task.ConfigureAwait(false);
+                throw new InvalidDataException("call 0");
+            }
+
+            Interlocked.Increment(ref started1);
+            return i;
+        }
+
+        // Started on the pool (no SynchronizationContext), as from a service's code.
+        Task<List<int>> run = Task.Run(() => RunAsync(op, 2, Work, maxConcurrency: 2, limiter));
+        SpinWait.SpinUntil(() => limiter.Waiting == 1, TestWork.Bound).Should().BeTrue("call 1 waits for the permit call 0 holds");
+        TestWork.CompleteInline(fail0.SetResult);
+
+        if (op == LimitedOperator.GatherSettledAsync)
+        {
+            (await run.WaitAsync(TestWork.Bound)).Should().Equal(FailedOutcome, 1);
+            started1.Should().Be(1);
+        }
+        else
+        {
+            await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>();
+            started1.Should().Be(0, "no call starts after another failed");
+        }
+
+        limiter.Held.Should().Be(0);
+    }
+
+    /// <summary>One permit; a returned permit goes to the oldest waiter at once, its continuation inline.</summary>
+    private sealed class InlineOnePermitLimiter : RateLimiter
+    {
+        private readonly Queue<TaskCompletionSource<RateLimitLease>> _waiters = new();
+        private bool _taken;
+        private int _held;
+
+        public int Waiting
+        {
+            get { lock (_waiters) { return _waiters.Count; } }
+        }
+
+        public int Held => Volatile.Read(ref _held);
+
+        public override TimeSpan? IdleDuration => null;
+
+        public override RateLimiterStatistics? GetStatistics() => null;
+
+        protected override RateLimitLease AttemptAcquireCore(int permitCount) => throw new NotSupportedException();
+
+        protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
+        {
+            lock (_waiters)
+            {
+                if (!_taken)
+                {
+                    _taken = true;
+                    return new(new Lease(this));
+                }
+
+                var waiter = new TaskCompletionSource<RateLimitLease>();
+                _waiters.Enqueue(waiter);
+                return new(waiter.Task);
+            }
+        }
+
+        private void Release()
+        {
+            TaskCompletionSource<RateLimitLease>? next;
+            lock (_waiters)
+            {
+                if (!_waiters.TryDequeue(out next))
+                {
+                    _taken = false;
+                    return;
+                }
+            }
+
+            next.SetResult(new Lease(this));
+        }
+
+        private sealed class Lease : RateLimitLease
+        {
+            private readonly InlineOnePermitLimiter _owner;
+            private int _disposed;
+
+            public Lease(InlineOnePermitLimiter owner)
+            {
+                _owner = owner;
+                Interlocked.Increment(ref owner._held);
+            }
+
+            public override bool IsAcquired => true;
+
+            public override IEnumerable<string> MetadataNames => [];
+
+            public override bool TryGetMetadata(string metadataName, out object? metadata)
+            {
+                metadata = null;
+                return false;
+            }
+
+            protected override void Dispose(bool disposing)
+            {
+                if (Interlocked.Exchange(ref _disposed, 1) == 0)
+                {
+                    Interlocked.Decrement(ref _owner._held);
+                    _owner.Release();
+                }
+            }
+        }
+    }
+
+    /// <summary>
     /// Adversarial: the operator's token is cancelled from another thread at a random point while leases are being
     /// handed from finishing calls to waiting ones. Whatever the interleaving, no permit of the shared limiter leaks.
     /// </summary>

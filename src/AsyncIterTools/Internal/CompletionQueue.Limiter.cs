@@ -13,11 +13,41 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     /// </remarks>
     private async ValueTask<TResult> CallWithLeaseAsync(Operation operation, TArg arg, CancellationToken cancellationToken)
     {
-        using RateLimitLease lease = await AcquireLeaseAsync(operation, cancellationToken);
+        RateLimitLease lease;
+        try
+        {
+            lease = await AcquireLeaseAsync(operation, cancellationToken);
+        }
+        catch (Exception) when (operation.LeaseRefused)
+        {
+            _stopped = true; // a refusal fails the operator as a whole
+            throw;
+        }
 
-        // Granted after the operator failed or was cancelled: start nothing new (the lease goes back at once).
-        cancellationToken.ThrowIfCancellationRequested();
-        return await _call(arg, cancellationToken).ConfigureAwait(false);
+        using (lease)
+        {
+            if (!_stopped)
+            {
+                // Granted after the operator was cancelled: start nothing new (the lease goes back at once).
+                cancellationToken.ThrowIfCancellationRequested();
+                try
+                {
+                    return await _call(arg, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception) when (_stopsAtFailure)
+                {
+                    // Before the lease goes back: a limiter may hand it straight on to a call that must now not start.
+                    _stopped = true;
+                    throw;
+                }
+            }
+        }
+
+        // Granted after another call failed, which its consumer may not have taken yet: the call does not start, and
+        // ends once the operator has cancelled the calls (as it does on taking that failure), so that it never comes out
+        // ahead of the failure.
+        await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken).ConfigureAwait(false);
+        throw new OperationCanceledException(cancellationToken);
     }
 
     /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>

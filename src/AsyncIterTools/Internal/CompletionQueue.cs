@@ -65,6 +65,17 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>The clock of the waits before asking <see cref="_limiter"/> again (a refused lease's <c>RetryAfter</c>).</summary>
     private readonly TimeProvider _timeProvider;
 
+    /// <summary>Whether a failed call fails the operator (all but GatherSettledAsync): then, with a limiter, a lease granted
+    /// after a failure starts nothing (<see cref="_stopped"/>).</summary>
+    private readonly bool _stopsAtFailure;
+
+    /// <summary>
+    /// Set (on any thread) once the operator is bound to fail: a call failed (when <see cref="_stopsAtFailure"/>), the
+    /// source's move failed, or a lease was refused. A lease granted afterwards starts nothing, also before the consumer
+    /// has taken the failure and cancelled the calls; a failing call sets it before its lease goes back.
+    /// </summary>
+    private volatile bool _stopped;
+
     /// <summary>Guards <see cref="_completed"/> and <see cref="_waiting"/>; held for a few instructions, never around user code.</summary>
     private readonly Lock _lock = new();
 
@@ -85,6 +96,9 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
 
     /// <summary>True once <see cref="StartMore"/> found its inputs exhausted (or failing): it reads them no more.</summary>
     private bool _inputsEnded;
+
+    /// <summary>True once <see cref="StartMore"/> has read its inputs to their end (not stopped by a cancellation or failure).</summary>
+    public bool InputsExhausted { get; private set; }
 
     /// <summary>The first failure reported through <see cref="Fail(Exception)"/>.</summary>
     private ExceptionDispatchInfo? _failure;
@@ -128,14 +142,17 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <param name="cancellationToken">The caller's token, which cancels every call.</param>
     /// <param name="limiter">Grants one lease per call, held while it runs; null for none.</param>
     /// <param name="timeProvider">The clock of the waits after a refused lease's <c>RetryAfter</c>; null for the system clock.</param>
+    /// <param name="stopsAtFailure">Whether a failed call fails the operator (false for GatherSettledAsync).</param>
     public CompletionQueue(
         string operatorName,
         Func<TArg, CancellationToken, ValueTask<TResult>> call,
         CancellationToken cancellationToken,
         RateLimiter? limiter = null,
-        TimeProvider? timeProvider = null)
+        TimeProvider? timeProvider = null,
+        bool stopsAtFailure = true)
     {
         _operatorName = operatorName;
+        _stopsAtFailure = stopsAtFailure;
         _call = call;
         _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _callerToken = cancellationToken;
@@ -202,7 +219,7 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// reported through <see cref="Fail(Exception)"/>; after that, or after the end, the inputs are not read again.
     /// While a failed call waits to be taken (<see cref="HasUntakenFailure"/>) nothing new starts, unless
     /// <paramref name="startsWork"/> is false: a call then only watches work already running (AsCompleted's tasks),
-    /// and every input is read.
+    /// and every input is read, also once cancelled, so that every task's failure is observed.
     /// </summary>
     public void StartMore(IEnumerator<TArg> inputs, int maxConcurrency, string inputsName, bool startsWork = true)
     {
@@ -211,9 +228,16 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
             TArg arg;
             try
             {
-                if (_cts.IsCancellationRequested || !inputs.MoveNext())
+                if (startsWork && _cts.IsCancellationRequested)
                 {
                     _inputsEnded = true;
+                    return;
+                }
+
+                if (!inputs.MoveNext())
+                {
+                    _inputsEnded = true;
+                    InputsExhausted = true;
                     return;
                 }
 
@@ -285,7 +309,15 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// The move completed: its signal joins the completion order, as a call's completion does (a parked consumer is
     /// resumed from the pool, never inside whatever completed the source's move).
     /// </summary>
-    private void OnMoveCompleted() => Post(_moveSignal!);
+    private void OnMoveCompleted()
+    {
+        if (!_move.IsCompletedSuccessfully)
+        {
+            _stopped = true;
+        }
+
+        Post(_moveSignal!);
+    }
 
     /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
     /// <remarks>
