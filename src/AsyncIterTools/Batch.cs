@@ -199,7 +199,6 @@ public static partial class AsyncIter
             yield return batch.ToArray();
         }
 
-        cancellationToken.ThrowIfCancellationRequested(); // an end or a failure of the source after it is not reported
-        pump.ThrowIfFailed();
+        pump.ThrowIfFailed(); // the cancellation, once cancelled: an end or a failure of the source after it is not reported
     }
 }

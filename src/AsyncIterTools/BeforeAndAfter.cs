@@ -314,7 +314,9 @@ public static partial class AsyncIter
             }
         }
 
-        /// <summary>Disposes the source enumerator once, if it was opened. Caller holds the gate.</summary>
+        /// <summary>Disposes the source enumerator once, if it was opened; a failure of its disposal fails the shared
+        /// enumeration (for both halves), replacing a failure of the read it followed, as in an <c>await foreach</c>.
+        /// Caller holds the gate.</summary>
         private async ValueTask CloseSourceAsync()
         {
             _sourceClosed = true;
@@ -322,7 +324,15 @@ public static partial class AsyncIter
             _enumerator = null;
             if (enumerator is not null)
             {
-                await enumerator.DisposeAsync();
+                try
+                {
+                    await enumerator.DisposeAsync();
+                }
+                catch (Exception ex)
+                {
+                    _failure = ExceptionDispatchInfo.Capture(ex);
+                    throw;
+                }
             }
         }
 

@@ -139,6 +139,37 @@ public sealed class BeforeAndAfterTests
         throwingPredicate.Disposals.Should().Be(1);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BeforeAndAfter_TheSourcesDisposalFailingAtItsEnd_IsReportedToBothHalves(bool afterFirst)
+    {
+        var failure = new InvalidDataException("dispose failure");
+        var source = new TrackingSource<int>([1, 2]) { DisposeFailure = failure }; // every item passes: the source's end is read
+        var (before, after) = source.BeforeAndAfter(x => x < 3);
+
+        await FluentActions.Awaiting(() => (afterFirst ? after : before).ToListAsync().AsTask().WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<InvalidDataException>();
+        await FluentActions.Awaiting(() => (afterFirst ? before : after).ToListAsync().AsTask().WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<InvalidDataException>("the shared enumeration failed: the other half does not end as if the source had ended");
+        source.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task BeforeAndAfter_ASourceWhoseReadAndThenDisposalFail_ReportsTheDisposalsFailureToBothHalves()
+    {
+        var source = new TrackingSource<int>([1, 2, 3], SourceMode.Synchronous, failAt: 1, failure: new FormatException("read failure"))
+        {
+            DisposeFailure = new InvalidDataException("dispose failure"),
+        };
+        var (before, after) = source.BeforeAndAfter(x => x < 3);
+
+        await FluentActions.Awaiting(() => before.ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>();
+        await FluentActions.Awaiting(() => after.ToListAsync().AsTask().WaitAsync(TestWork.Bound))
+            .Should().ThrowAsync<InvalidDataException>("one shared enumeration failed once, as an await foreach over the source would");
+        source.Disposals.Should().Be(1);
+    }
+
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task BeforeAndAfter_Cancellation_ReachesTheSourceAndDisposesIt(SourceMode mode)
     {

@@ -79,13 +79,24 @@ public sealed class CancellationContractTests
         await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
     }
 
-    [Fact]
-    public async Task Merge_ASourceThatEndsOnceCancelledAndFailsToDispose_EndsAsTheCancellation_AsMapDoes()
+    [Theory]
+    [InlineData("Merge")]
+    [InlineData("Map")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task ASourceThatEndsOnceCancelledAndFailsToDispose_EndsAsTheCancellation(string op)
     {
         using var cts = new CancellationTokenSource();
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var source = new EndsOnCancelDisposeFails(entered);
-        await using IAsyncEnumerator<int> e = AsyncIter.Merge(source).GetAsyncEnumerator(cts.Token);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Merge" => AsyncIter.Merge(source),
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "Prefetch" => source.Prefetch(2),
+            _ => source.Batch(2, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+        };
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
         Task<bool> move = e.MoveNextAsync().AsTask();
         await entered.Task.WaitAsync(TestWork.Bound);
 

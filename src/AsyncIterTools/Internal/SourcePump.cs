@@ -12,7 +12,9 @@ namespace AsyncIterTools.Internal;
 /// The producer never faults: the source's failure is kept in <see cref="_failure"/>, written before the channel is
 /// completed, so a reader that saw the completion sees it too. <see cref="DisposeAsync"/> stops the producer (its
 /// token is cancelled, which also ends a blocked write) and awaits it, after which the source has been disposed; a
-/// failure of the source's own disposal that the reader never saw (it stopped early) is thrown from there.
+/// failure of the source's own disposal that the reader never saw (it stopped early) is thrown from there. Both keep
+/// the lazy operators' token rule: once the consumer's token is cancelled, the enumeration ends as the cancellation,
+/// whatever the source did meanwhile (its end, its failure, its disposal's failure).
 /// </remarks>
 internal sealed class SourcePump<T> : IAsyncDisposable
 {
@@ -21,6 +23,9 @@ internal sealed class SourcePump<T> : IAsyncDisposable
 
     /// <summary>Linked to the consumer's token; given to the source; cancelled by <see cref="DisposeAsync"/>.</summary>
     private readonly CancellationTokenSource _cts;
+
+    /// <summary>The consumer's token (see the token rule in the remarks).</summary>
+    private readonly CancellationToken _callerToken;
 
     /// <summary>Stamps items with their read time; null when the operator needs no timestamps.</summary>
     private readonly TimeProvider? _clock;
@@ -47,6 +52,7 @@ internal sealed class SourcePump<T> : IAsyncDisposable
             AllowSynchronousContinuations = false,
         });
         _clock = clock;
+        _callerToken = cancellationToken;
         _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
     }
 
@@ -56,21 +62,24 @@ internal sealed class SourcePump<T> : IAsyncDisposable
     /// <summary>Starts reading <paramref name="source"/> on a thread-pool task.</summary>
     public void Start(IAsyncEnumerable<T> source) => _producer = Task.Run(() => ProduceAsync(source));
 
-    /// <summary>After <see cref="Reader"/> reported completion: rethrows the source's failure, if any.</summary>
+    /// <summary>After <see cref="Reader"/> reported completion: throws the cancellation once the consumer's token is
+    /// cancelled, else rethrows the source's failure, if any.</summary>
     public void ThrowIfFailed()
     {
         _failureSeen = true;
+        _callerToken.ThrowIfCancellationRequested();
         _failure?.Throw();
     }
 
     /// <summary>Stops the producer and awaits it; throws the failure of the source's disposal, unless the reader has
-    /// seen it already through <see cref="ThrowIfFailed"/>.</summary>
+    /// seen it already through <see cref="ThrowIfFailed"/> or the consumer's token is cancelled (the enumeration then
+    /// ends as the cancellation).</summary>
     public async ValueTask DisposeAsync()
     {
         _cts.CancelQuietly();
         await _producer;
         _cts.Dispose();
-        if (!_failureSeen)
+        if (!_failureSeen && !_callerToken.IsCancellationRequested)
         {
             _disposeFailure?.Throw();
         }
