@@ -172,7 +172,7 @@ public sealed class DocExamplesTests
         IAsyncEnumerable<string> urls = AsyncEnumerable.Range(0, 250).Select(i => $"https://example.com/{i}");
         var probe = new ConcurrencyProbe(max: 64);
         var saved = new List<Response>();
-        async ValueTask<Response> FetchAsync(string url, CancellationToken ct)
+        async Task<Response> FetchAsync(string url, CancellationToken ct) // a Task-returning call, as most are
         {
             await probe.RunAsync(0, probe.ReachedMax, ct);
             return new Response(url);
@@ -187,7 +187,7 @@ public sealed class DocExamplesTests
 
         // doc: package-readme-itertools
         await foreach (Response[] batch in urls
-            .Map((url, ct) => FetchAsync(url, ct), maxConcurrency: 64)
+            .Map(async (url, ct) => await FetchAsync(url, ct), maxConcurrency: 64)
             .Batch(maxSize: 100, maxDelay: TimeSpan.FromSeconds(1)))
         {
             await SaveAsync(batch);
