@@ -5,6 +5,13 @@ public sealed class PythonMapTests
 {
     private static IAsyncEnumerable<int> Numbers() => new[] { 3, 1, 2 }.ToAsyncEnumerable();
 
+    private static async Task<int> DoubleAsync(int x, CancellationToken ct)
+    {
+        await Task.Yield();
+        ct.ThrowIfCancellationRequested();
+        return x * 2;
+    }
+
     [Fact]
     public async Task Builtins_MapToLinq()
     {
@@ -12,6 +19,8 @@ public sealed class PythonMapTests
         (await Numbers().AnyAsync(x => x > 2)).Should().BeTrue();                       // any
         (await Numbers().Index().ToArrayAsync()).Should().Equal((0, 3), (1, 1), (2, 2)); // enumerate
         (await Numbers().ToListAsync()).Should().Equal(3, 1, 2);                        // list
+        (await Numbers().Select(async (int x, CancellationToken ct) => await DoubleAsync(x, ct)).ToArrayAsync())
+            .Should().Equal(6, 2, 4);                                                   // map with an async fn
         (await Numbers().MaxByAsync(x => -x)).Should().Be(1);                           // max(key=)
         (await Numbers().MinByAsync(x => -x)).Should().Be(3);                           // min(key=)
         (await Numbers().MaxAsync()).Should().Be(3);
