@@ -33,18 +33,37 @@ public sealed class DocExamplesTests
     {
         var time = new FakeTimeProvider();
         var gate = new AsyncLock(time);
-        using var held = await gate.AcquireAsync();
-        ValueTask<AsyncLock.Releaser> pending;
+        var balance = 0;
         // doc: lock-timeout
-        pending = gate.AcquireAsync(TimeSpan.FromSeconds(2));
-        // ... two seconds pass while someone else holds the lock ...
+        async Task<bool> TryDepositAsync(int amount)
+        {
+            try
+            {
+                using (await gate.AcquireAsync(TimeSpan.FromSeconds(2)))
+                {
+                    balance += amount;
+                    return true;
+                }
+            }
+            catch (TimeoutException)
+            {
+                return false; // waited two seconds while someone else held the lock; holds nothing
+            }
+        }
         // end doc
-        time.Advance(TimeSpan.FromSeconds(2));
-        Func<Task> wait = async () => await pending;
-        // doc: lock-timeout-throws
-        await wait.Should().ThrowAsync<TimeoutException>(); // and the waiter holds nothing
-        // end doc
-        gate.IsLocked.Should().BeTrue(); // still held by `held`, not by the timed-out waiter
+
+        using (await gate.AcquireAsync())
+        {
+            Task<bool> deposit = TryDepositAsync(1);
+            deposit.IsCompleted.Should().BeFalse();
+            time.Advance(TimeSpan.FromSeconds(2));
+            (await deposit).Should().BeFalse();
+            gate.IsLocked.Should().BeTrue(); // still held here, not by the timed-out waiter
+        }
+
+        gate.IsLocked.Should().BeFalse();
+        (await TryDepositAsync(1)).Should().BeTrue();
+        balance.Should().Be(1);
     }
 
     [Fact]
