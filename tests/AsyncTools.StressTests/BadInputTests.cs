@@ -155,13 +155,25 @@ public sealed class BadInputTests
         {
             default(AsyncLock.Releaser).Dispose();
         });
-        AddSync("AsyncLock.Releaser.Dispose()", "disposed twice", "second throws `SynchronizationLockException`", () =>
+        AddSync("AsyncLock.Releaser.Dispose()", "disposed twice, lock free by then", "second throws `SynchronizationLockException`", () =>
         {
             var gate = new AsyncLock();
             gate.TryAcquire(out AsyncLock.Releaser r).Should().BeTrue();
             r.Dispose();
             r.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
             gate.IsLocked.Should().BeFalse();
+        });
+        AddSync("AsyncLock.Releaser.Dispose()", "disposed twice, another caller holds the lock by then", "releases that caller's hold; no exception", () =>
+        {
+            var gate = new AsyncLock();
+            gate.TryAcquire(out AsyncLock.Releaser stale).Should().BeTrue();
+            stale.Dispose();
+            gate.TryAcquire(out AsyncLock.Releaser holder).Should().BeTrue();
+            stale.Dispose();
+            gate.IsLocked.Should().BeFalse();
+            holder.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
+            gate.TryAcquire(out AsyncLock.Releaser again).Should().BeTrue();
+            again.Dispose();
         });
         AddSync("new AsyncLock(timeProvider)", "`null`", "uses `TimeProvider.System`", () => new AsyncLock(null).IsLocked.Should().BeFalse());
 
@@ -202,6 +214,23 @@ public sealed class BadInputTests
             await w.Bounded();
         });
 
+        Add("AsyncSemaphore.Releaser.Dispose()", "disposed twice, no `maxCount`", "releases twice: one permit more than before, no exception", async () =>
+        {
+            var s = new AsyncSemaphore(1);
+            AsyncSemaphore.Releaser r = await s.AcquireAsync().AsTask().Bounded();
+            r.Dispose();
+            r.Dispose();
+            s.CurrentCount.Should().Be(2);
+        });
+        Add("AsyncSemaphore.Releaser.Dispose()", "disposed twice, `maxCount` reached", "second throws `SemaphoreFullException`; count unchanged", async () =>
+        {
+            var s = new AsyncSemaphore(1, 1);
+            AsyncSemaphore.Releaser r = await s.AcquireAsync().AsTask().Bounded();
+            r.Dispose();
+            r.Invoking(x => x.Dispose()).Should().Throw<SemaphoreFullException>();
+            s.CurrentCount.Should().Be(1);
+        });
+
         // ---- AsyncReaderWriterLock ----
         AddSync("new AsyncReaderWriterLock(maxReaders)", "0", "`ArgumentOutOfRangeException` (maxReaders)", () =>
             Ctor(() => new AsyncReaderWriterLock(0), "maxReaders"));
@@ -216,6 +245,38 @@ public sealed class BadInputTests
             rw.Invoking(l => l.ReleaseWrite()).Should().Throw<SynchronizationLockException>();
             rw.CurrentReaderCount.Should().Be(1);
             r.Dispose();
+        });
+        AddSync("AsyncReaderWriterLock.Releaser.Dispose()", "write releaser disposed twice, lock free by then", "second throws `SynchronizationLockException`", () =>
+        {
+            var rw = new AsyncReaderWriterLock();
+            rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser w).Should().BeTrue();
+            w.Dispose();
+            w.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
+            rw.IsWriteLockHeld.Should().BeFalse();
+        });
+        AddSync("AsyncReaderWriterLock.Releaser.Dispose()", "write releaser disposed twice, another writer holds by then", "releases that writer's lock; no exception", () =>
+        {
+            var rw = new AsyncReaderWriterLock();
+            rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser stale).Should().BeTrue();
+            stale.Dispose();
+            rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser holder).Should().BeTrue();
+            stale.Dispose();
+            rw.IsWriteLockHeld.Should().BeFalse();
+            holder.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
+            rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser again).Should().BeTrue();
+            again.Dispose();
+        });
+        AddSync("AsyncReaderWriterLock.Releaser.Dispose()", "read releaser disposed twice, another reader holds by then", "releases that reader's read lock; no exception", () =>
+        {
+            var rw = new AsyncReaderWriterLock();
+            rw.TryAcquireRead(out AsyncReaderWriterLock.Releaser stale).Should().BeTrue();
+            rw.TryAcquireRead(out AsyncReaderWriterLock.Releaser holder).Should().BeTrue();
+            stale.Dispose();
+            stale.Dispose();
+            rw.CurrentReaderCount.Should().Be(0);
+            holder.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
+            rw.TryAcquireWrite(out AsyncReaderWriterLock.Releaser writer).Should().BeTrue();
+            writer.Dispose();
         });
 
         // ---- AsyncCondition ----
