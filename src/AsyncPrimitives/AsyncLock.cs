@@ -114,7 +114,11 @@ public sealed class AsyncLock
         internal Releaser(AsyncLock owner) => _owner = owner;
 
         /// <summary>Releases the lock.</summary>
-        /// <exception cref="SynchronizationLockException">The lock is not held (this releaser was disposed before).</exception>
+        /// <remarks>Dispose each releaser exactly once. A releaser (or a copy of it) disposed again after another caller
+        /// has taken the lock cannot be told from that caller's release: it releases that caller's hold and throws
+        /// nothing.</remarks>
+        /// <exception cref="SynchronizationLockException">The lock is not held, as when this releaser was disposed before
+        /// and nobody has taken the lock since.</exception>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Dispose() => _owner?.Release();
     }

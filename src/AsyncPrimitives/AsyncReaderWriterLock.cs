@@ -330,10 +330,12 @@ public sealed class AsyncReaderWriterLock
         public bool IsWriter => _writer;
 
         /// <summary>Releases the lock this releaser stands for.</summary>
-        /// <remarks>A read releaser disposed a second time while other readers hold cannot be told from one of their
-        /// releases: it releases one of their read locks, as a second <c>Release</c> of a semaphore would.</remarks>
+        /// <remarks>Dispose each releaser exactly once. One disposed again while others hold a lock of its kind cannot be
+        /// told from one of their releases: a write releaser disposed again after another writer has taken the lock
+        /// releases that writer's lock, and a read releaser disposed again while other readers hold releases one of
+        /// their read locks, as a second <c>Release</c> of a semaphore would. Neither throws.</remarks>
         /// <exception cref="SynchronizationLockException">No lock of this kind is held (the write lock, or any read lock),
-        /// as when this releaser was disposed before.</exception>
+        /// as when this releaser was disposed before and no lock of its kind has been taken since.</exception>
         public void Dispose() => _owner?.Release(_writer);
     }
 }

@@ -119,7 +119,11 @@ public sealed class AsyncSemaphore
         internal Releaser(AsyncSemaphore owner) => _owner = owner;
 
         /// <summary>Returns the permit.</summary>
-        /// <exception cref="SemaphoreFullException">The semaphore is already at <see cref="MaxCount"/>.</exception>
+        /// <remarks>Dispose each releaser exactly once. One disposed again is one <see cref="Release(int)"/> too many, as a
+        /// second <see cref="SemaphoreSlim.Release()"/> would be: it adds a permit that nobody returned (or hands it to
+        /// the oldest waiter).</remarks>
+        /// <exception cref="SemaphoreFullException">The semaphore is already at <see cref="MaxCount"/> (as when this
+        /// releaser was disposed before); the count is unchanged.</exception>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Dispose() => _owner?.Release();
     }
