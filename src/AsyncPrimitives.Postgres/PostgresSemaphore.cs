@@ -99,11 +99,26 @@ public sealed class PostgresSemaphore
     /// free now, without waiting. <see cref="RateLimiter.AttemptAcquire"/> cannot reach the server without blocking,
     /// so it always returns a lease that is not acquired, with a <see cref="MetadataName.ReasonPhrase"/>; use
     /// <c>AcquireAsync</c>. A permit count above 1 is refused with <see cref="ArgumentOutOfRangeException"/>.
-    /// Disposing a lease releases the permit in the background. Disposing the limiter ends its waits in progress with a
+    /// An acquired lease carries its permit's <see cref="PostgresLease.Lost"/> token (<see cref="LeaseLostMetadata"/>)
+    /// and <see cref="PostgresLease.FencingToken"/> (<see cref="FencingTokenMetadata"/>); work done under it should stop
+    /// when the token fires (AsyncIterTools' limiter overloads cancel the call's token then). Disposing a lease releases
+    /// the permit in the background; a lease is also <see cref="IAsyncDisposable"/>, whose <c>DisposeAsync</c> waits for
+    /// the release (AsyncIterTools' operators use it, so the permit is back once the operator has ended). Disposing the limiter ends its waits in progress with a
     /// lease that is not acquired (as the BCL's limiters do) and leaves the leases already granted held. The limiter
     /// gives no statistics (<see cref="RateLimiter.GetStatistics"/> returns null).
     /// </remarks>
     public RateLimiter AsRateLimiter() => new Limiter(this);
+
+    /// <summary>
+    /// Gets the metadata (<c>LEASE_LOST</c>) of an acquired lease of <see cref="AsRateLimiter"/>: the
+    /// <see cref="PostgresLease.Lost"/> token of the permit it holds. AsyncIterTools' limiter overloads cancel the call's
+    /// token when it fires.
+    /// </summary>
+    public static MetadataName<CancellationToken> LeaseLostMetadata { get; } = MetadataName.Create<CancellationToken>("LEASE_LOST");
+
+    /// <summary>Gets the metadata (<c>FENCING_TOKEN</c>) of an acquired lease of <see cref="AsRateLimiter"/>: the
+    /// <see cref="PostgresLease.FencingToken"/> of the permit it holds.</summary>
+    public static MetadataName<long> FencingTokenMetadata { get; } = MetadataName.Create<long>("FENCING_TOKEN");
 
     /// <inheritdoc />
     public override string ToString() =>
@@ -174,26 +189,48 @@ public sealed class PostgresSemaphore
         public override string ToString() => "RateLimiter over " + semaphore;
     }
 
-    /// <summary>A limiter lease: acquired when it carries a <see cref="PostgresLease"/>, else failed with a reason.</summary>
-    private sealed class Lease(PostgresLease? held, string? reason) : RateLimitLease
+    /// <summary>
+    /// A limiter lease: acquired when it carries a <see cref="PostgresLease"/>, else failed with a reason. An acquired
+    /// one carries the lease's <see cref="PostgresLease.Lost"/> token as <c>LEASE_LOST</c> metadata and its
+    /// <see cref="PostgresLease.FencingToken"/> as <c>FENCING_TOKEN</c>; <see cref="DisposeAsync"/> waits for the release.
+    /// </summary>
+    private sealed class Lease : RateLimitLease, IAsyncDisposable
     {
-        private PostgresLease? _held = held;
+        private static readonly string[] s_heldMetadata = [LeaseLostMetadata.Name, FencingTokenMetadata.Name];
 
-        public override bool IsAcquired => reason is null;
+        /// <summary>The permit's lease, for its metadata; null for a lease that is not acquired.</summary>
+        private readonly PostgresLease? _lease;
 
-        public override IEnumerable<string> MetadataNames => reason is null ? [] : [MetadataName.ReasonPhrase.Name];
+        /// <summary>Why it is not acquired; null when it is.</summary>
+        private readonly string? _reason;
+
+        /// <summary>The permit's lease until it is released (once, by the first disposal).</summary>
+        private PostgresLease? _held;
+
+        public Lease(PostgresLease? held, string? reason)
+        {
+            _lease = held;
+            _held = held;
+            _reason = reason;
+        }
+
+        public override bool IsAcquired => _reason is null;
+
+        public override IEnumerable<string> MetadataNames =>
+            _reason is not null ? [MetadataName.ReasonPhrase.Name] : _lease is not null ? s_heldMetadata : [];
 
         public override bool TryGetMetadata(string metadataName, out object? metadata)
         {
-            if (reason is not null && metadataName == MetadataName.ReasonPhrase.Name)
-            {
-                metadata = reason;
-                return true;
-            }
-
-            metadata = null;
-            return false;
+            metadata = _reason is not null
+                ? metadataName == MetadataName.ReasonPhrase.Name ? _reason : null
+                : _lease is null ? null
+                : metadataName == LeaseLostMetadata.Name ? _lease.Lost
+                : metadataName == FencingTokenMetadata.Name ? _lease.FencingToken
+                : null;
+            return metadata is not null;
         }
+
+        public ValueTask DisposeAsync() => Interlocked.Exchange(ref _held, null) is { } lease ? lease.ReleaseAsync() : default;
 
         protected override void Dispose(bool disposing)
         {

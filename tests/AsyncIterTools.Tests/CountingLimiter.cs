@@ -35,6 +35,16 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
     /// <summary>A broken limiter: every request returns <see langword="null"/> instead of a lease.</summary>
     public bool ReturnsNull { get; init; }
 
+    /// <summary>Carried by every granted lease as its <c>LEASE_LOST</c> metadata (when it can be cancelled).</summary>
+    public CancellationToken LeaseLost { get; init; }
+
+    /// <summary>When set, granted leases are <see cref="IAsyncDisposable"/> too: <c>DisposeAsync</c> signals
+    /// <see cref="ReleaseStarted"/>, awaits this, then releases.</summary>
+    public Func<Task>? AsyncRelease { get; init; }
+
+    /// <summary>Completes when the first asynchronous release (see <see cref="AsyncRelease"/>) has started.</summary>
+    public TaskCompletionSource ReleaseStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     /// <summary>Requests made through <c>AcquireAsync</c>.</summary>
     public int Requests => Volatile.Read(ref _requests);
 
@@ -114,7 +124,9 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
 
         Interlocked.Increment(ref _granted);
         Peak.Raise(ref _peakHeld, Interlocked.Increment(ref _held));
-        return new CountingLease(this, granted: true, innerLease, retryAfter: null) { IsAcquiredThrows = IsAcquiredThrows };
+        return AsyncRelease is null
+            ? new CountingLease(this, granted: true, innerLease, retryAfter: null) { IsAcquiredThrows = IsAcquiredThrows }
+            : new AsyncCountingLease(this, innerLease);
     }
 
     protected override void Dispose(bool disposing)
@@ -130,7 +142,22 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
     /// <summary>A refusal: with a <see cref="MetadataName.RetryAfter"/> when <paramref name="RetryAfter"/> is not null.</summary>
     public sealed record Refusal(TimeSpan? RetryAfter = null);
 
-    private sealed class CountingLease(CountingLimiter owner, bool granted, RateLimitLease? inner, TimeSpan? retryAfter) : RateLimitLease
+    private sealed class AsyncCountingLease : CountingLease, IAsyncDisposable
+    {
+        private readonly CountingLimiter _limiter;
+
+        public AsyncCountingLease(CountingLimiter limiter, RateLimitLease? inner)
+            : base(limiter, granted: true, inner, retryAfter: null) => _limiter = limiter;
+
+        public async ValueTask DisposeAsync()
+        {
+            _limiter.ReleaseStarted.TrySetResult();
+            await _limiter.AsyncRelease!();
+            Dispose();
+        }
+    }
+
+    private class CountingLease(CountingLimiter owner, bool granted, RateLimitLease? inner, TimeSpan? retryAfter) : RateLimitLease
     {
         private int _disposed;
 
@@ -139,10 +166,17 @@ public sealed class CountingLimiter(RateLimiter? inner = null) : RateLimiter
         public override bool IsAcquired => IsAcquiredThrows ? throw new InvalidDataException("the lease cannot tell") : granted;
 
         public override IEnumerable<string> MetadataNames =>
-            retryAfter is null ? [MetadataName.ReasonPhrase.Name] : [MetadataName.RetryAfter.Name, MetadataName.ReasonPhrase.Name];
+            granted ? (owner.LeaseLost.CanBeCanceled ? ["LEASE_LOST"] : [])
+            : retryAfter is null ? [MetadataName.ReasonPhrase.Name] : [MetadataName.RetryAfter.Name, MetadataName.ReasonPhrase.Name];
 
         public override bool TryGetMetadata(string metadataName, out object? metadata)
         {
+            if (granted && owner.LeaseLost.CanBeCanceled && metadataName == "LEASE_LOST")
+            {
+                metadata = owner.LeaseLost;
+                return true;
+            }
+
             if (!granted && retryAfter is { } delay && metadataName == MetadataName.RetryAfter.Name)
             {
                 metadata = delay;

@@ -445,6 +445,58 @@ public sealed class LimiterContractTests
     }
 
     /// <summary>
+    /// A lease that can be lost (its <c>LEASE_LOST</c> metadata, as a PostgresSemaphore's limiter gives): when it fires
+    /// while the call runs, the call's token is cancelled, and the call's failure is the loss, said so.
+    /// </summary>
+    [Theory, MemberData(nameof(Operators))]
+    public async Task ALeaseLostWhileItsCallRuns_CancelsTheCallsToken_AndTheCallFailsAsTheLoss(LimitedOperator op)
+    {
+        using var lost = new CancellationTokenSource();
+        using var limiter = new CountingLimiter { LeaseLost = lost.Token };
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        async Task<int> Work(int i, CancellationToken ct)
+        {
+            started.TrySetResult();
+            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+            return i;
+        }
+
+        Task<List<int>> run = RunAsync(op, 1, Work, maxConcurrency: 1, limiter);
+        await started.Task.WaitAsync(TestWork.Bound);
+        await lost.CancelAsync();
+
+        if (op == LimitedOperator.GatherSettledAsync)
+        {
+            (await run.WaitAsync(TestWork.Bound)).Should().Equal(FailedOutcome);
+        }
+        else
+        {
+            (await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>())
+                .WithMessage("The lease of the rate limiter CountingLimiter(test) was lost while the call ran*")
+                .WithInnerException<OperationCanceledException>();
+        }
+
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    /// <summary>A lease that is <see cref="IAsyncDisposable"/> (its release takes time, as a PostgresSemaphore's) is
+    /// released, and that release awaited, before the operator ends: "none once it has ended" holds at the limiter.</summary>
+    [Theory, MemberData(nameof(Operators))]
+    public async Task AnAsynchronouslyReleasedLease_IsBackBeforeTheOperatorEnds(LimitedOperator op)
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var limiter = new CountingLimiter { AsyncRelease = () => release.Task };
+
+        Task<List<int>> run = RunAsync(op, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter);
+        await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound);
+        run.IsCompleted.Should().BeFalse("the operator waits for its lease to be back");
+        release.SetResult();
+
+        (await run.WaitAsync(TestWork.Bound)).Should().Equal(0);
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    /// <summary>
     /// "After a failure nothing new starts": a lease granted after a call failed starts nothing, also while the consumer
     /// is still busy with an earlier item and has not taken the failure yet.
     /// </summary>

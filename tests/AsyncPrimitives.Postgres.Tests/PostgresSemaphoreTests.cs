@@ -1,6 +1,8 @@
 using System.Threading.RateLimiting;
+using AsyncIterTools;
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
+using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -268,6 +270,92 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
         await EventuallyAsync(async () => await semaphore.GetCurrentCountAsync() == 2, "the disposed leases are released");
         using RateLimitLease free = await limiter.AcquireAsync(permitCount: 0);
         free.IsAcquired.Should().BeTrue();
+    }
+
+    [PostgresFact]
+    public async Task AsRateLimiter_AnAcquiredLease_CarriesItsLostTokenAndFencingToken()
+    {
+        Member a = await JoinAsync();
+        using RateLimiter limiter = a.Coordinator.CreateSemaphore("api", 1).AsRateLimiter();
+        using RateLimitLease lease = await limiter.AcquireAsync();
+
+        lease.MetadataNames.Should().BeEquivalentTo(["LEASE_LOST", "FENCING_TOKEN"]);
+        lease.TryGetMetadata(PostgresSemaphore.LeaseLostMetadata, out CancellationToken lost).Should().BeTrue();
+        lease.TryGetMetadata(PostgresSemaphore.FencingTokenMetadata, out long fencingToken).Should().BeTrue();
+        fencingToken.Should().BePositive();
+        lost.IsCancellationRequested.Should().BeFalse();
+
+        (await TerminateAsync(a)).Should().BePositive(); // the session ends: the permit is lost
+        await WaitForLostAsync(lost);
+    }
+
+    /// <summary>
+    /// A lease of the limiter lost while an operator's call runs under it (the session ended: the server freed the
+    /// permit, and another process may take it at once): the call is told through its token, and fails as the loss.
+    /// </summary>
+    [PostgresFact]
+    public async Task AsRateLimiter_ALeaseLostWhileAnOperatorsCallRuns_CancelsTheCall_AndTheOperatorFailsSayingSo()
+    {
+        Member a = await JoinAsync();
+        using RateLimiter limiter = a.Coordinator.CreateSemaphore("api", 1).AsRateLimiter();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        Task<List<int>> run = AsyncEnumerable.Range(0, 1)
+            .MapUnordered(
+                async (id, ct) =>
+                {
+                    started.TrySetResult();
+                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                    return id;
+                },
+                1,
+                limiter)
+            .ToListAsync().AsTask();
+        await started.Task.WaitAsync(Bound);
+
+        (await TerminateAsync(a)).Should().BePositive();
+
+        (await FluentActions.Awaiting(() => run.WaitAsync(Bound)).Should().ThrowAsync<InvalidOperationException>())
+            .WithMessage("The lease of the rate limiter * was lost while the call ran*");
+    }
+
+    /// <summary>"The operator never holds more leases than it has calls running, and none once it has ended" holds at
+    /// the server: the operator ends only once its last permit's release has gone through (here held up at the server).</summary>
+    [PostgresFact]
+    public async Task AsRateLimiter_OnceAnOperatorHasEnded_TheServerNoLongerCountsItsPermits()
+    {
+        Member a = await JoinAsync();
+        PostgresSemaphore semaphore = a.Coordinator.CreateSemaphore("api", 1);
+        using RateLimiter limiter = semaphore.AsRateLimiter();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var finish = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        Task<List<int>> run = AsyncEnumerable.Range(0, 1)
+            .MapUnordered(
+                async (id, ct) =>
+                {
+                    started.TrySetResult();
+                    await finish.Task.WaitAsync(ct);
+                    return id;
+                },
+                1,
+                limiter)
+            .ToListAsync().AsTask();
+        await started.Task.WaitAsync(Bound);
+
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction turn = await connection.BeginTransactionAsync())
+        {
+            await ExecuteAsync(turn, "SELECT @schema.permit_turn('s', 'api')");
+            finish.SetResult();
+            await WaitsForALockAsync(a, "the lease's release waits for the set's turn");
+            run.IsCompleted.Should().BeFalse("the operator ends only once its permit is back");
+            await turn.CommitAsync();
+        }
+
+        (await run.WaitAsync(Bound)).Should().Equal(0);
+        (await semaphore.GetCurrentCountAsync()).Should().Be(1, "the operator has ended: it holds no permit");
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
     }
 
     [PostgresFact]

@@ -24,7 +24,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             throw;
         }
 
-        using (lease)
+        try
         {
             if (!_stopped)
             {
@@ -32,7 +32,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                 cancellationToken.ThrowIfCancellationRequested();
                 try
                 {
-                    return await _call(arg, cancellationToken).ConfigureAwait(false);
+                    return await CallHoldingAsync(lease, arg, cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception) when (_stopsAtFailure)
                 {
@@ -42,12 +42,50 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                 }
             }
         }
+        finally
+        {
+            // A lease whose release takes time (a PostgresSemaphore's goes back to the server) is awaited: the call ends,
+            // and the operator with it, only once its permit is back.
+            if (lease is IAsyncDisposable releasing)
+            {
+                await releasing.DisposeAsync().ConfigureAwait(false);
+            }
+            else
+            {
+                lease.Dispose();
+            }
+        }
 
         // Granted after another call failed, which its consumer may not have taken yet: the call does not start, and
         // ends once the operator has cancelled the calls (as it does on taking that failure), so that it never comes out
         // ahead of the failure.
         await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken).ConfigureAwait(false);
         throw new OperationCanceledException(cancellationToken);
+    }
+
+    /// <summary>
+    /// Runs the call under <paramref name="lease"/>. A lease that can be lost carries a token under
+    /// <see cref="LeaseMetadata.Lost"/>, cancelled once the limiter no longer counts its permit as held (a
+    /// <c>PostgresSemaphore</c>'s, when its session ends): the call's token is cancelled with it, and a call that then
+    /// fails (while the operator was not cancelled) fails with <see cref="InvalidOperationException"/> saying so.
+    /// </summary>
+    private ValueTask<TResult> CallHoldingAsync(RateLimitLease lease, TArg arg, CancellationToken cancellationToken) =>
+        lease.TryGetMetadata(LeaseMetadata.Lost, out CancellationToken lost) && lost.CanBeCanceled
+            ? CallUntilLostAsync(lost, arg, cancellationToken)
+            : _call(arg, cancellationToken);
+
+    private async ValueTask<TResult> CallUntilLostAsync(CancellationToken lost, TArg arg, CancellationToken cancellationToken)
+    {
+        using CancellationTokenSource linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, lost);
+        try
+        {
+            return await _call(arg, linked.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (lost.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new InvalidOperationException(
+                $"The lease of the rate limiter {_limiter} was lost while the call ran (its permit may be held by another now); the call's token was cancelled.", ex);
+        }
     }
 
     /// <summary>The shortest wait after a refusal: what a <c>RetryAfter</c> of zero or less means.</summary>
@@ -110,4 +148,11 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             throw;
         }
     }
+}
+
+/// <summary>The lease metadata the limiter overloads read besides <see cref="MetadataName.RetryAfter"/>.</summary>
+internal static class LeaseMetadata
+{
+    /// <summary><c>LEASE_LOST</c>: a token cancelled once the limiter no longer counts the lease's permit as held (docs/asynciter.md).</summary>
+    public static readonly MetadataName<CancellationToken> Lost = MetadataName.Create<CancellationToken>("LEASE_LOST");
 }
