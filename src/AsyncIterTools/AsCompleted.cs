@@ -229,6 +229,7 @@ public static partial class AsyncIter
         using CancellationTokenSource? waitCts = ownsWork ? null : CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         CancellationToken waitToken = waitCts?.Token ?? deadline.Token;
         bool stoppedEarly = false;
+        bool expiredAtLastHandOut = false;
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
@@ -263,6 +264,7 @@ public static partial class AsyncIter
                 }
 
                 running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
+                expiredAtLastHandOut = deadline.IsExpired;
                 yield return value;
             }
         }
@@ -275,11 +277,13 @@ public static partial class AsyncIter
             }
         }
 
-        running.Failure?.Throw();
+        // The token rule of the lazy operators: once cancelled, the enumeration ends as the cancellation, whatever failed.
         cancellationToken.ThrowIfCancellationRequested();
+        running.Failure?.Throw();
 
-        // A deadline that passed once every result was handed out (the consumer still at work on the last) cut nothing short.
-        if (deadline.IsExpired && (stoppedEarly || !running.InputsExhausted))
+        // A deadline that passed after the last result was handed out (the consumer still at work on it), with nothing
+        // left to start, cut nothing short.
+        if (deadline.IsExpired && (stoppedEarly || !running.InputsExhausted || expiredAtLastHandOut))
         {
             throw new TimeoutException($"AsCompleted did not complete within {timeout}.");
         }

@@ -484,10 +484,76 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
-    public async Task TimeoutZero_EverythingAlreadyDone_YieldsItAll_WithoutATimeout()
+    public async Task TasksOverload_TimeoutZero_NoTasks_EndsWithoutATimeout()
     {
-        Task<int>[] tasks = [Task.FromResult(1), Task.FromResult(2)];
-        (await AsyncIter.AsCompleted(tasks, TimeSpan.Zero).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEquivalentTo([1, 2]);
+        (await AsyncIter.AsCompleted(Array.Empty<Task<int>>(), TimeSpan.Zero).ToListAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeEmpty();
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(null)]
+    public async Task Deadline_PassingBeforeTheLastResultWasHandedOut_ThrowsTimeoutAfterIt_WhateverMaxConcurrency(int? maxConcurrency)
+    {
+        var time = new CountingTimeProvider();
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(1), _ => Task.FromResult(2) };
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work, maxConcurrency, TimeSpan.FromSeconds(10), time).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        time.Advance(TimeSpan.FromSeconds(10)); // while the consumer is busy with the first result
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue("the second result completed before the deadline");
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+    }
+
+    [Fact]
+    public async Task Deadline_PassingWhileWorkRuns_ThrowsTimeout_EvenWhenThatWorkThenSucceeds()
+    {
+        var time = new CountingTimeProvider();
+        var slow = new TaskCompletionSource<int>(); // continuations inline: its completion is posted before SetResult returns
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(1), _ => slow.Task }; // ignores its token
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work, null, TimeSpan.FromSeconds(10), time).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+
+        time.Advance(TimeSpan.FromSeconds(10));
+        TestWork.CompleteInline(() => slow.SetResult(2)); // succeeds after the deadline, before the consumer asks again
+
+        var seen = new List<int>();
+        await FluentActions.Awaiting(async () =>
+        {
+            while (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound))
+            {
+                seen.Add(e.Current);
+            }
+        }).Should().ThrowAsync<TimeoutException>();
+        seen.Should().BeSubsetOf([2]);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task TasksOverload_CancelledBeforeTheFirstMove_EndsAsTheCancellation_AlsoWhenReadingTheTasksFails(bool nullElement)
+    {
+        using var cts = new CancellationTokenSource();
+        await cts.CancelAsync();
+        IEnumerable<Task<int>> tasks = nullElement ? TaskThenNull() : TaskThenFailure();
+
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(tasks).WithCancellation(cts.Token))
+            {
+            }
+        }).Should().ThrowAsync<OperationCanceledException>();
+
+        static IEnumerable<Task<int>> TaskThenFailure()
+        {
+            yield return Task.FromResult(1);
+            throw new InvalidDataException("the task sequence failed");
+        }
+
+        static IEnumerable<Task<int>> TaskThenNull()
+        {
+            yield return Task.FromResult(1);
+            yield return null!;
+        }
     }
 
     [Theory]

@@ -98,6 +98,37 @@ public sealed class OperatorMetricsTests : IDisposable
         yield return await work(item);
     }
 
+    /// <summary>A call whose lease came after another call failed never starts; it still completes (and is counted
+    /// down), also when the consumer walks away without disposing the enumeration.</summary>
+    [Fact]
+    public async Task ACallHeldBackByAFailure_IsCountedDown_EvenInAnEnumerationNeverDisposed()
+    {
+        var failCall1 = new TaskCompletionSource(); // continuations inline
+        var grantLease2 = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var limiter = new CountingLimiter { Gate = (n, _) => n == 2 ? grantLease2.Task : Task.CompletedTask };
+        async Task<int> Work(int i, CancellationToken ct)
+        {
+            if (i == 1)
+            {
+                await failCall1.Task.ConfigureAwait(false);
+                throw new InvalidDataException("call 1");
+            }
+
+            return i;
+        }
+
+        IAsyncEnumerator<int> e = Sources.From(Enumerable.Range(0, 3))
+            .MapUnordered((i, ct) => new ValueTask<int>(Work(i, ct)), 3, limiter).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        TestWork.CompleteInline(failCall1.SetResult);
+        grantLease2.SetResult();
+        SpinWait.SpinUntil(() => limiter.Granted == 3 && limiter.Held == 0, TestWork.Bound).Should().BeTrue();
+
+        // The consumer walks away: every call has ended, none holds a lease.
+        SpinWait.SpinUntil(() => InFlight("MapUnordered") == 0, TestWork.Bound).Should().BeTrue($"no call is running (in flight: {InFlight("MapUnordered")})");
+        GC.KeepAlive(e);
+    }
+
     private long InFlight(string op) =>
         _inFlight.GetMeasurementSnapshot().Where(m => Equals(m.Tags["asynctools.operator"], op)).Sum(m => m.Value);
 

@@ -57,10 +57,10 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         }
 
         // Granted after another call failed, which its consumer may not have taken yet: the call does not start, and
-        // ends once the operator has cancelled the calls (as it does on taking that failure), so that it never comes out
-        // ahead of the failure.
-        await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken).ConfigureAwait(false);
-        throw new OperationCanceledException(cancellationToken);
+        // ends once a failure has been posted, so that it never comes out ahead of the failure (and still ends when the
+        // consumer walks away without taking it).
+        await _failurePosted!.Task.ConfigureAwait(false);
+        throw new OperationCanceledException("Not started: another call of the operator failed.", cancellationToken);
     }
 
     /// <summary>

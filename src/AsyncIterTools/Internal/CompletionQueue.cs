@@ -76,6 +76,10 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// </summary>
     private volatile bool _stopped;
 
+    /// <summary>With a limiter: completed once a failed call (or a failed source move) has been posted; a call whose
+    /// lease came after <see cref="_stopped"/> waits for it, so its own ending is posted after that failure.</summary>
+    private readonly TaskCompletionSource<bool>? _failurePosted;
+
     /// <summary>Guards <see cref="_completed"/> and <see cref="_waiting"/>; held for a few instructions, never around user code.</summary>
     private readonly Lock _lock = new();
 
@@ -157,6 +161,7 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         _cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _callerToken = cancellationToken;
         _limiter = limiter;
+        _failurePosted = limiter is null ? null : new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         _timeProvider = timeProvider ?? TimeProvider.System;
     }
 
@@ -311,13 +316,21 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// </summary>
     private void OnMoveCompleted()
     {
-        if (!_move.IsCompletedSuccessfully)
+        bool failed = !_move.IsCompletedSuccessfully;
+        if (failed)
         {
             _stopped = true;
         }
 
         Post(_moveSignal!);
+        if (failed)
+        {
+            OnFailurePosted();
+        }
     }
+
+    /// <summary>A failed call or move was posted: the calls held back by <see cref="_stopped"/> may end now.</summary>
+    private void OnFailurePosted() => _failurePosted?.TrySetResult(true);
 
     /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
     /// <remarks>
