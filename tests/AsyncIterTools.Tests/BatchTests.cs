@@ -375,33 +375,31 @@ public sealed class BatchTests
     public async Task Timed_ClockSteppingBack_TheBatchIsDueNoLaterThanMaxDelayAfterItsFirstItem()
     {
         var time = new MisbehavingTimeProvider(firstReadingAhead: TimeSpan.FromHours(1));
-        var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var never = new TaskCompletionSource();
-        await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, never.Task, stalled.SetResult)
-            .Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
-        ValueTask<bool> move = e.MoveNextAsync();
-        await stalled.Task.WaitAsync(TestWork.Bound);
-
-        (await time.FirstDueTime.WaitAsync(TestWork.Bound)).Should().BeLessThanOrEqualTo(TimeSpan.FromSeconds(5));
-        time.Advance(TimeSpan.FromSeconds(5));
-        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
-        e.Current.Should().Equal(1);
+        (TimeSpan due, int[] batch) = await OneItemThenStallAsync(time);
+        due.Should().BeLessThanOrEqualTo(TimeSpan.FromSeconds(5));
+        batch.Should().Equal(1);
     }
 
     [Fact]
     public async Task Timed_TimerFailsToStop_TheBatchReadIsStillHandedOut()
     {
-        var time = new MisbehavingTimeProvider { TimerDisposeThrows = true };
+        (_, int[] batch) = await OneItemThenStallAsync(new MisbehavingTimeProvider { TimerDisposeThrows = true });
+        batch.Should().Equal(1);
+    }
+
+    /// <summary>A timed batch (5 s) over one item and then a stall: returns the due time of the batch's deadline timer,
+    /// and the batch handed out once the clock has moved 5 s.</summary>
+    private static async Task<(TimeSpan Due, int[] Batch)> OneItemThenStallAsync(MisbehavingTimeProvider time)
+    {
         var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var never = new TaskCompletionSource();
         await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, never.Task, stalled.SetResult)
             .Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
         ValueTask<bool> move = e.MoveNextAsync();
         await stalled.Task.WaitAsync(TestWork.Bound);
-        await time.FirstDueTime.WaitAsync(TestWork.Bound);
+        TimeSpan due = await time.FirstDueTime.WaitAsync(TestWork.Bound);
         time.Advance(TimeSpan.FromSeconds(5));
-
         (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
-        e.Current.Should().Equal(1);
+        return (due, e.Current);
     }
 }
