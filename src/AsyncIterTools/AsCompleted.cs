@@ -273,7 +273,9 @@ public static partial class AsyncIter
             running.Cancel();
             if (ownsWork)
             {
-                await running.DrainAsync();
+                // A failure that came before the deadline, taken only now (its post waited for its lease to go back), is
+                // still thrown as itself.
+                await running.DrainAsync(keepFailureBeforeCancel: true);
             }
         }
 

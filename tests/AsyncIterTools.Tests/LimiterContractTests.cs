@@ -709,6 +709,158 @@ public sealed class LimiterContractTests
         cancelledRuns.Should().BePositive("the race was exercised");
     }
 
+    // Leases released asynchronously, whose release fails, or lost before the call starts (a scripted limiter).
+
+    private sealed class BoomException() : Exception("boom");
+
+    private sealed class ReleaseFailedException() : Exception("release failed");
+
+    /// <summary>A limiter whose request n is answered by <c>answer(n, token)</c>.</summary>
+    private sealed class ScriptedLimiter(Func<int, CancellationToken, ValueTask<RateLimitLease>> answer) : RateLimiter
+    {
+        private int _requests;
+
+        public TaskCompletionSource SecondRequest { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override TimeSpan? IdleDuration => null;
+
+        public override RateLimiterStatistics? GetStatistics() => null;
+
+        protected override RateLimitLease AttemptAcquireCore(int permitCount) => throw new NotSupportedException();
+
+        protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
+        {
+            int n = Interlocked.Increment(ref _requests) - 1;
+            if (n == 1)
+            {
+                SecondRequest.TrySetResult();
+            }
+
+            return answer(n, cancellationToken);
+        }
+    }
+
+    /// <summary>A granted lease: IAsyncDisposable with the given release; LEASE_LOST when <paramref name="lost"/> can be cancelled.</summary>
+    private sealed class TestLease(Func<ValueTask> release, CancellationToken lost = default) : RateLimitLease, IAsyncDisposable
+    {
+        public TaskCompletionSource ReleaseStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override bool IsAcquired => true;
+
+        public override IEnumerable<string> MetadataNames => lost.CanBeCanceled ? ["LEASE_LOST"] : [];
+
+        public override bool TryGetMetadata(string metadataName, out object? metadata)
+        {
+            metadata = lost.CanBeCanceled && metadataName == "LEASE_LOST" ? lost : null;
+            return metadata is not null;
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            ReleaseStarted.TrySetResult();
+            return release();
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+        }
+    }
+
+    /// <summary>
+    /// A call held back by a failure whose lease's release throws still ends only after that failure is posted: the
+    /// first failure wins.
+    /// </summary>
+    [Fact]
+    public async Task AHeldBackCallWhoseLeaseReleaseThrows_DoesNotComeOutAheadOfTheFirstFailure()
+    {
+        var releaseFirst = new TaskCompletionSource(); // inline continuations: the test drives the order
+        var firstLease = new TestLease(() => new ValueTask(releaseFirst.Task));
+        var secondGrant = new TaskCompletionSource<RateLimitLease>(); // inline continuations
+        var limiter = new ScriptedLimiter((n, _) => n == 0 ? new ValueTask<RateLimitLease>(firstLease) : new ValueTask<RateLimitLease>(secondGrant.Task));
+        int secondRan = 0;
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ => Task.FromException<int>(new BoomException()),
+            _ => { Interlocked.Increment(ref secondRan); return Task.FromResult(2); },
+        };
+
+        // Started on a pool thread (no context); once the outer task completes, GatherAsync's synchronous part has run:
+        // both calls started, call 0 failed (the operator is stopped) and its lease is going back, call 1 awaits its grant.
+        Task<int[]> gathered = await Task.Factory.StartNew(
+            () => AsyncIter.GatherAsync(work, 2, limiter), CancellationToken.None, TaskCreationOptions.None, TaskScheduler.Default);
+        firstLease.ReleaseStarted.Task.IsCompleted.Should().BeTrue();
+        limiter.SecondRequest.Task.IsCompleted.Should().BeTrue();
+
+        // Granted now: held back (the operator failed); its lease's release throws.
+        secondGrant.SetResult(new TestLease(() => ValueTask.FromException(new ReleaseFailedException())));
+        releaseFirst.SetResult(); // now the failing call ends, and its failure is posted
+
+        await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should().ThrowExactlyAsync<BoomException>("the first failure wins; the held-back call never ran");
+        secondRan.Should().Be(0);
+    }
+
+    /// <summary>
+    /// GatherAsync: a piece that failed before the caller cancelled is thrown as itself (docs/asynciter.md:349-350),
+    /// also when the cancellation comes while its lease is being released asynchronously.
+    /// </summary>
+    [Fact]
+    public async Task GatherAsync_AFailureBeforeTheCancellation_TakenAfterItsLeaseWasReleased_IsThrownAsItself()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task));
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        using var cts = new CancellationTokenSource();
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromException<int>(new BoomException()) };
+
+        Task<int[]> gathered = AsyncIter.GatherAsync(work, 1, limiter, cts.Token);
+        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // the piece has failed; its lease is going back
+        await cts.CancelAsync();
+        release.SetResult();
+
+        await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should().ThrowExactlyAsync<BoomException>("the failure came before the cancellation");
+    }
+
+    /// <summary>
+    /// AsCompleted: a failure that came before the deadline is thrown as is (docs/asynciter.md:351-352), also when the
+    /// deadline passes while its lease is being released asynchronously.
+    /// </summary>
+    [Fact]
+    public async Task AsCompleted_AFailureBeforeTheDeadline_TakenAfterItsLeaseWasReleased_IsThrownAsIs()
+    {
+        var time = new CountingTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task));
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromException<int>(new BoomException()) };
+
+        Task<List<int>> all = AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time).ToListAsync().AsTask();
+        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // the work has failed; its lease is going back
+        time.Advance(TimeSpan.FromSeconds(11));
+        release.SetResult();
+
+        await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowExactlyAsync<BoomException>("the failure came before the deadline");
+    }
+
+    /// <summary>
+    /// A lease whose LEASE_LOST token has already fired when it is granted holds no permit: the call does not start
+    /// (no user code runs without the permit), and fails as the loss.
+    /// </summary>
+    [Fact]
+    public async Task ALeaseAlreadyLostWhenGranted_StartsNoCall_AndTheCallFailsAsTheLoss()
+    {
+        using var lost = new CancellationTokenSource();
+        await lost.CancelAsync();
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(new TestLease(() => default, lost.Token)));
+        int ran = 0;
+
+        Func<Task> act = async () => await AsyncEnumerable.Range(0, 1)
+            .Map((i, _) => { Interlocked.Increment(ref ran); return new ValueTask<int>(i); }, 1, limiter)
+            .ToListAsync();
+
+        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("The lease of the rate limiter * was lost before the call started*");
+        ran.Should().Be(0, "a lease already lost holds no permit, so the call must not run under it");
+    }
+
     /// <summary>What <see cref="RunAsync"/> reports for a failed outcome of GatherSettledAsync.</summary>
     private const int FailedOutcome = -1;
 

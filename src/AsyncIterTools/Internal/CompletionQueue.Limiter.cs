@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 
 namespace AsyncIterTools.Internal;
@@ -24,43 +25,62 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             throw;
         }
 
+        if (_stopped)
+        {
+            // Granted after another call failed, which its consumer may not have taken yet: the call does not start, and
+            // ends once a failure has been posted, so that it never comes out ahead of the failure (also when its lease's
+            // release fails), and still ends when the consumer walks away without taking it.
+            ExceptionDispatchInfo? releaseFailure = null;
+            try
+            {
+                await ReleaseAsync(lease).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                releaseFailure = ExceptionDispatchInfo.Capture(ex);
+            }
+
+            await _failurePosted!.Task.ConfigureAwait(false);
+            releaseFailure?.Throw();
+            throw new OperationCanceledException("Not started: another call of the operator failed.", cancellationToken);
+        }
+
         try
         {
-            if (!_stopped)
+            // Granted after the operator was cancelled: start nothing new (the lease goes back at once).
+            cancellationToken.ThrowIfCancellationRequested();
+            return await CallHoldingAsync(lease, arg, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Decided now, not once the lease is back (a round trip, for some): whether the call failed after the calls
+            // were cancelled; and, before the lease goes back, that nothing granted after it starts (a limiter may hand
+            // the permit straight on).
+            operation.FailedBeforeCancel = !IsCancelled;
+            if (_stopsAtFailure)
             {
-                // Granted after the operator was cancelled: start nothing new (the lease goes back at once).
-                cancellationToken.ThrowIfCancellationRequested();
-                try
-                {
-                    return await CallHoldingAsync(lease, arg, cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception) when (_stopsAtFailure)
-                {
-                    // Before the lease goes back: a limiter may hand it straight on to a call that must now not start.
-                    _stopped = true;
-                    throw;
-                }
+                _stopped = true;
             }
+
+            throw;
         }
         finally
         {
             // A lease whose release takes time (a PostgresSemaphore's goes back to the server) is awaited: the call ends,
             // and the operator with it, only once its permit is back.
-            if (lease is IAsyncDisposable releasing)
-            {
-                await releasing.DisposeAsync().ConfigureAwait(false);
-            }
-            else
-            {
-                lease.Dispose();
-            }
+            await ReleaseAsync(lease).ConfigureAwait(false);
+        }
+    }
+
+    private static ValueTask ReleaseAsync(RateLimitLease lease)
+    {
+        if (lease is IAsyncDisposable releasing)
+        {
+            return releasing.DisposeAsync();
         }
 
-        // Granted after another call failed, which its consumer may not have taken yet: the call does not start, and
-        // ends once a failure has been posted, so that it never comes out ahead of the failure (and still ends when the
-        // consumer walks away without taking it).
-        await _failurePosted!.Task.ConfigureAwait(false);
-        throw new OperationCanceledException("Not started: another call of the operator failed.", cancellationToken);
+        lease.Dispose();
+        return default;
     }
 
     /// <summary>
@@ -76,6 +96,13 @@ internal sealed partial class CompletionQueue<TArg, TResult>
 
     private async ValueTask<TResult> CallUntilLostAsync(CancellationToken lost, TArg arg, CancellationToken cancellationToken)
     {
+        if (lost.IsCancellationRequested)
+        {
+            // Lost between the grant and the start: the call never starts without its permit.
+            throw new InvalidOperationException(
+                $"The lease of the rate limiter {_limiter} was lost before the call started (its permit may be held by another now); the call did not start.");
+        }
+
         using CancellationTokenSource linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, lost);
         try
         {

@@ -44,6 +44,10 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         /// </summary>
         public bool FailedAfterCancel { get; private set; }
 
+        /// <summary>Gets or sets, for a call that failed, whether the calls were not cancelled yet as it failed, when that
+        /// was decided before its completion (a limiter's lease is released in between); null to decide at completion.</summary>
+        public bool? FailedBeforeCancel { get; set; }
+
         /// <summary>Gets or sets a value indicating whether the call was counted in <see cref="OperatorMetrics.InFlight"/>
         /// as it started; the completion callback then counts it down.</summary>
         public bool Metered { get; set; }
@@ -86,6 +90,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             Error = null;
             LeaseRefused = false;
             FailedAfterCancel = false;
+            FailedBeforeCancel = null;
             IsDone = false;
         }
 
@@ -101,7 +106,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             catch (Exception ex)
             {
                 Error = ExceptionDispatchInfo.Capture(ex);
-                FailedAfterCancel = _owner.IsCancelled;
+                FailedAfterCancel = FailedBeforeCancel is { } before ? !before : _owner.IsCancelled;
                 _owner.NoteFailure();
             }
 

@@ -392,15 +392,22 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
 
     /// <summary>
     /// Awaits every call still in flight, and the source's move if one is pending (after <see cref="Cancel"/> they
-    /// observe cancellation); drops their outcomes, as the consumer has stopped taking them.
+    /// observe cancellation); drops their outcomes, as the consumer has stopped taking them, except, when
+    /// <paramref name="keepFailureBeforeCancel"/>, a call's failure that came before the calls were cancelled (one whose
+    /// post was held up, as by the release of a limiter's lease): the first such is recorded (<see cref="Fail(ExceptionDispatchInfo)"/>).
     /// </summary>
-    public async ValueTask DrainAsync()
+    public async ValueTask DrainAsync(bool keepFailureBeforeCancel = false)
     {
         while (_inFlight > 0 || _moving)
         {
             Operation operation = await NextAsync();
             if (!IsMoveSignal(operation))
             {
+                if (keepFailureBeforeCancel && operation.Error is { } error && !operation.FailedAfterCancel)
+                {
+                    Fail(error);
+                }
+
                 Return(operation);
                 continue;
             }
