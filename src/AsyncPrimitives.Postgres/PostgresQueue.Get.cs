@@ -66,6 +66,10 @@ public sealed partial class PostgresQueue<T>
     /// <para>When a delivery's lease was lost before the loop could complete it (and the body did not abandon or dispose
     /// it), asking for the next one throws <see cref="PostgresLeaseLostException"/> and takes nothing: the item may be with
     /// another consumer.</para>
+    /// <para>So the body must be done with a delivery before the loop asks for the next: an operator that reads ahead or
+    /// runs several bodies at once (AsyncIterTools' <c>Map</c>, <c>MapUnordered</c>, <c>Prefetch</c>, <c>Batch</c>,
+    /// <c>Merge</c>) would have deliveries completed before they were processed. For several at once, run several
+    /// loops (docs/scale-out.md).</para>
     /// </remarks>
     /// <exception cref="PostgresLeaseLostException">The lease of the delivery to complete was lost.</exception>
     /// <exception cref="InvalidOperationException">The body's own completion or abandonment of the delivery was still in

@@ -215,6 +215,36 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
     }
 
     [PostgresFact]
+    public async Task ReadLoops_SeveralAtOnce()
+    {
+        PostgresCoordinator coordinator = (await JoinAsync()).Coordinator;
+        CancellationToken cancellationToken = CancellationToken.None;
+        PostgresQueue<Email> queue = coordinator.CreateQueue<Email>("emails");
+        await queue.PutManyAsync(Enumerable.Range(1, 20).Select(i => new Email($"{i}@example.com", $"Mail {i}")), cancellationToken: cancellationToken);
+        await queue.ShutdownAsync(cancellationToken: cancellationToken); // so that the loops end once all are read
+        var sent = new System.Collections.Concurrent.ConcurrentBag<string>();
+        async Task SendAsync(Email email, CancellationToken lost)
+        {
+            await Task.Yield();
+            sent.Add(email.Subject);
+        }
+
+        // doc: scaleout-read-loops
+        // Eight at once: eight loops, each finishing with a delivery before it asks for the next.
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+        {
+            await foreach (PostgresDelivery<Email> delivery in queue.ReadAllAsync(cancellationToken))
+            {
+                await SendAsync(delivery.Item, delivery.Lost);
+            }
+        })));
+        // end doc
+
+        sent.Should().BeEquivalentTo(Enumerable.Range(1, 20).Select(i => $"Mail {i}"));
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
     public async Task Batches()
     {
         PostgresCoordinator coordinator = (await JoinAsync()).Coordinator;
