@@ -199,7 +199,7 @@ public sealed class AsyncThread : IAsyncDisposable
             {
                 // As the wait engine does: the call fails with the listener's exception and never runs, unless it has
                 // started (or was cancelled) meanwhile: then it keeps that outcome.
-                if (TryRemove(item, out WaitMetering metering))
+                if (TryRemove(item, MetricNames.Error, out WaitMetering metering))
                 {
                     item.Fail(e);
                     WaitMetrics.EndedQuietly(metering, nameof(AsyncThread), Name);
@@ -217,8 +217,8 @@ public sealed class AsyncThread : IAsyncDisposable
     }
 
     /// <summary>Takes <paramref name="item"/> out of the queue if it has not started (nor left): it will never run. Its
-    /// metering comes back marked <see cref="MetricNames.Canceled"/>, to be recorded once its caller has the outcome.</summary>
-    private bool TryRemove(Work item, out WaitMetering metering)
+    /// metering comes back marked <paramref name="outcome"/>, to be recorded once its caller has the outcome.</summary>
+    private bool TryRemove(Work item, string outcome, out WaitMetering metering)
     {
         lock (_sync)
         {
@@ -231,7 +231,7 @@ public sealed class AsyncThread : IAsyncDisposable
             _queue.Remove(item.Node);
         }
 
-        metering.Outcome = MetricNames.Canceled;
+        metering.Outcome = outcome;
         return true;
     }
 
@@ -276,7 +276,7 @@ public sealed class AsyncThread : IAsyncDisposable
     /// <summary>The cancellation callback: removes the item if it has not started.</summary>
     private void OnCanceled(Work item, CancellationToken cancellationToken)
     {
-        if (TryRemove(item, out WaitMetering metering))
+        if (TryRemove(item, MetricNames.Canceled, out WaitMetering metering))
         {
             // The outcome first, then the measurement: a listener that throws cannot leave the call pending.
             item.Cancel(cancellationToken);

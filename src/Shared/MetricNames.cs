@@ -26,7 +26,7 @@ internal static class MetricNames
     /// <summary>The type name without generic arity (<c>AsyncQueue</c>, <c>PostgresLock</c>).</summary>
     public const string KindTag = "asynctools.kind";
 
-    /// <summary>How a wait ended: <see cref="Acquired"/>, <see cref="TimedOut"/>, <see cref="Canceled"/>, <see cref="ShutDown"/>.</summary>
+    /// <summary>How a wait ended: <see cref="Acquired"/>, <see cref="TimedOut"/>, <see cref="Canceled"/>, <see cref="ShutDown"/>, <see cref="Error"/>.</summary>
     public const string OutcomeTag = "asynctools.outcome";
 
     /// <summary>The concurrent operator (<c>Map</c>, <c>MapUnordered</c>, ...).</summary>
@@ -43,6 +43,10 @@ internal static class MetricNames
 
     /// <summary>The queue was shut down while the caller waited.</summary>
     public const string ShutDown = "shutdown";
+
+    /// <summary>The wait failed: the server or the session (a Postgres wait), or user code called as it queued (a metrics
+    /// listener, the time provider creating its timer).</summary>
+    public const string Error = "error";
 
     /// <summary>The unit of <see cref="WaitDuration"/>.</summary>
     public const string Seconds = "s";

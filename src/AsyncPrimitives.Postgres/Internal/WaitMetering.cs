@@ -13,9 +13,6 @@ internal static class PostgresMetrics
     /// <summary>The meter's name, which an exporter subscribes to (<c>AddMeter("AsyncPrimitives.Postgres")</c>).</summary>
     public const string MeterName = "AsyncPrimitives.Postgres";
 
-    /// <summary>The outcome of a wait ended by a failure of the server or of the session (no in-memory wait has it).</summary>
-    public const string Error = "error";
-
     private static readonly Meter s_meter = new(MeterName, typeof(PostgresMetrics).Assembly.GetName().Version?.ToString());
 
     /// <summary>Every wait that had to sleep for its turn, in seconds, tagged with its outcome.</summary>
@@ -65,7 +62,7 @@ internal struct WaitMetering(string kind, string name)
 
     /// <summary>
     /// The wait failed with <paramref name="error"/>: timed out, cancelled by its caller's token, refused by a shut-down
-    /// queue, or ended by the server or the session (<see cref="PostgresMetrics.Error"/>). An exception filter: records
+    /// queue, or ended by the server or the session (<see cref="MetricNames.Error"/>). An exception filter: records
     /// the outcome and returns false, so the exception goes on as if not caught.
     /// </summary>
     public bool Failed(Exception error, CancellationToken cancellationToken)
@@ -75,7 +72,7 @@ internal struct WaitMetering(string kind, string name)
             TimeoutException => MetricNames.TimedOut,
             OperationCanceledException when cancellationToken.IsCancellationRequested => MetricNames.Canceled,
             QueueShutDownException => MetricNames.ShutDown,
-            _ => PostgresMetrics.Error,
+            _ => MetricNames.Error,
         });
         return false;
     }

@@ -187,9 +187,9 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         }
     }
 
-    private void OnCanceled() => _home.Abandon(this, new OperationCanceledException(_token));
+    private void OnCanceled() => _home.Abandon(this, new OperationCanceledException(_token), MetricNames.Canceled);
 
-    private void OnTimedOut() => _home.Abandon(this, ThrowHelper.TimeoutNow());
+    private void OnTimedOut() => _home.Abandon(this, ThrowHelper.TimeoutNow(), MetricNames.TimedOut);
 
     public ValueTaskSourceStatus GetStatus(short token)
     {

@@ -204,7 +204,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         }
     }
 
-    void IWaitQueue<T>.Abandon(WaitNode<T> node, Exception error)
+    void IWaitQueue<T>.Abandon(WaitNode<T> node, Exception error, string outcome)
     {
         var completions = default(Completions<T>);
         lock (_sync)
@@ -215,7 +215,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
             }
 
             Unlink(node);
-            Fail(node, error, error is TimeoutException ? MetricNames.TimedOut : MetricNames.Canceled, ref completions);
+            Fail(node, error, outcome, ref completions);
             _policy.OnWaiterLeft(ref completions);
         }
 
@@ -367,7 +367,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         {
             try
             {
-                ((IWaitQueue<T>)this).Abandon(node, e);
+                ((IWaitQueue<T>)this).Abandon(node, e, MetricNames.Error);
             }
 #pragma warning disable CA1031 // the listener again, as the waits are counted out: each has its outcome, this one's is e
             catch (Exception)
@@ -404,7 +404,7 @@ internal interface IWaitQueue<T>
     /// still waiting there, it leaves the line holding nothing and fails with <paramref name="error"/>; if it was
     /// already served, nothing happens (it keeps what it was given).
     /// </summary>
-    void Abandon(WaitNode<T> node, Exception error);
+    void Abandon(WaitNode<T> node, Exception error, string outcome);
 
     /// <summary>Takes back a node whose outcome the awaiter has observed.</summary>
     void Return(WaitNode<T> node);

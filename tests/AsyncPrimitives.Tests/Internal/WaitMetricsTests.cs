@@ -430,6 +430,9 @@ public sealed class WaitMetricsTests : IDisposable
             .Where(m => Equals(m.Tags["asynctools.kind"], kind) && Equals(m.Tags.GetValueOrDefault("asynctools.name"), name))
             .Sum(m => m.Value);
 
+    private long Waiters(string kind) =>
+        _waiters.GetMeasurementSnapshot().Where(m => Equals(m.Tags["asynctools.kind"], kind)).Sum(m => m.Value);
+
     private List<string?> Outcomes(string kind) =>
         _durations.GetMeasurementSnapshot()
             .Where(m => Equals(m.Tags["asynctools.kind"], kind))
@@ -580,6 +583,25 @@ public sealed class WaitMetricsTests : IDisposable
         await FluentActions.Awaiting(() => failed.WaitAsync(s_bound)).Should().ThrowAsync<InvalidOperationException>("nothing is swallowed");
         await thread.RunAsync(() => { }).WaitAsync(s_bound); // everything queued before it has run
         Volatile.Read(ref ran).Should().Be(0, "the caller was told the call failed");
+        Outcomes("AsyncThread").Should().Contain("error").And.NotContain("canceled", "no token was cancelled");
+    }
+
+    [Fact]
+    public async Task AWaitFailedByItsTimeProvider_IsCountedOut_AndRecordedOnceAsAnError()
+    {
+        var time = new MisbehavingTimeProvider { CreateTimerThrows = true };
+        var gate = new AsyncLock(time) { Name = "timer-fails" };
+        var queue = new AsyncQueue<int>(timeProvider: time) { Name = "timer-fails" };
+        gate.TryAcquire(out AsyncLock.Releaser held).Should().BeTrue();
+
+        await FluentActions.Awaiting(async () => await gate.AcquireAsync(TimeSpan.FromSeconds(1))).Should().ThrowAsync<InvalidOperationException>();
+        await FluentActions.Awaiting(async () => await queue.GetAsync(TimeSpan.FromSeconds(1))).Should().ThrowAsync<InvalidOperationException>();
+        held.Dispose();
+
+        Waiters("AsyncLock").Should().Be(0);
+        Waiters("AsyncQueue").Should().Be(0);
+        Outcomes("AsyncLock").Should().Equal("error");
+        Outcomes("AsyncQueue").Should().Equal("error");
     }
 
     [Fact]
