@@ -228,8 +228,9 @@ public static partial class AsyncIter
         // Tasks the operator does not own are not awaited on exit, so waiting for them must also end on cancellation.
         using CancellationTokenSource? waitCts = ownsWork ? null : CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         CancellationToken waitToken = waitCts?.Token ?? deadline.Token;
-        bool stoppedEarly = false;
-        bool expiredAtLastHandOut = false;
+        // Whether the deadline cut the enumeration short, as far as the loop can tell: it stopped before the end, or it
+        // handed its last result out after the deadline had passed. (Inputs left unread count too: see below.)
+        bool cutShort = false;
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
@@ -239,7 +240,7 @@ public static partial class AsyncIter
                 if (next is null)
                 {
                     // Deadline passed or (for tasks we do not own) the caller cancelled; reported after the drain.
-                    stoppedEarly = true;
+                    cutShort = true;
                     running.Cancel();
                     break;
                 }
@@ -258,13 +259,13 @@ public static partial class AsyncIter
                         running.Fail(error);
                     }
 
-                    stoppedEarly = true;
+                    cutShort = true;
                     running.Cancel();
                     break;
                 }
 
                 running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
-                expiredAtLastHandOut = deadline.IsExpired;
+                cutShort = deadline.IsExpired;
                 yield return value;
             }
         }
@@ -285,7 +286,7 @@ public static partial class AsyncIter
 
         // A deadline that passed after the last result was handed out (the consumer still at work on it), with nothing
         // left to start, cut nothing short.
-        if (deadline.IsExpired && (stoppedEarly || !running.InputsExhausted || expiredAtLastHandOut))
+        if (deadline.IsExpired && (cutShort || !running.InputsExhausted))
         {
             throw new TimeoutException($"AsCompleted did not complete within {timeout}.");
         }

@@ -232,13 +232,7 @@ public sealed class PostgresSemaphore
 
         public ValueTask DisposeAsync() => Interlocked.Exchange(ref _held, null) is { } lease ? lease.ReleaseAsync() : default;
 
-        protected override void Dispose(bool disposing)
-        {
-            // RateLimitLease.Dispose is synchronous: the release runs on; it never throws (see PostgresLease.ReleaseAsync).
-            if (Interlocked.Exchange(ref _held, null) is { } lease)
-            {
-                _ = lease.ReleaseAsync().AsTask();
-            }
-        }
+        // RateLimitLease.Dispose is synchronous: the release runs on; it never throws (see PostgresLease.ReleaseAsync).
+        protected override void Dispose(bool disposing) => _ = DisposeAsync().AsTask();
     }
 }

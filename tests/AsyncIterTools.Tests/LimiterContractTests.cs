@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Threading.RateLimiting;
 
 namespace AsyncIterTools.Tests;
@@ -392,11 +393,11 @@ public sealed class LimiterContractTests
     public async Task ALeaseThatCannotTellWhetherItWasGranted_FailsTheOperator_AndIsDisposed(LimitedOperator op)
     {
         using var limiter = new CountingLimiter { IsAcquiredThrows = true };
-        int started = 0;
-        Task<List<int>> run = RunAsync(op, 3, (i, _) => { Interlocked.Increment(ref started); return Task.FromResult(i); }, maxConcurrency: 1, limiter);
+        var started = new StrongBox<int>();
+        Task<List<int>> run = RunCountingStartsAsync(op, limiter, started);
 
         await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>("the limiter's exception, as when it throws");
-        started.Should().Be(0);
+        started.Value.Should().Be(0);
         limiter.Granted.Should().BeGreaterThan(0);
         limiter.ShouldHaveReturnedEveryLease();
     }
@@ -405,12 +406,12 @@ public sealed class LimiterContractTests
     public async Task ALimiterThatReturnsNoLease_FailsTheOperatorNamingIt(LimitedOperator op)
     {
         using var limiter = new CountingLimiter { ReturnsNull = true };
-        int started = 0;
-        Task<List<int>> run = RunAsync(op, 3, (i, _) => { Interlocked.Increment(ref started); return Task.FromResult(i); }, maxConcurrency: 1, limiter);
+        var started = new StrongBox<int>();
+        Task<List<int>> run = RunCountingStartsAsync(op, limiter, started);
 
         (await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>())
             .Which.Message.Should().Contain("CountingLimiter(test)").And.Contain("no lease");
-        started.Should().Be(0);
+        started.Value.Should().Be(0);
     }
 
     [Fact]
@@ -457,7 +458,7 @@ public sealed class LimiterContractTests
         async Task<int> Work(int i, CancellationToken ct)
         {
             started.TrySetResult();
-            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+            await new TaskCompletionSource().Task.WaitAsync(ct); // runs until its token is cancelled
             return i;
         }
 
@@ -860,6 +861,10 @@ public sealed class LimiterContractTests
         await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("The lease of the rate limiter * was lost before the call started*");
         ran.Should().Be(0, "a lease already lost holds no permit, so the call must not run under it");
     }
+
+    /// <summary>Runs <paramref name="op"/> over three calls, one at a time, that only count their starts in <paramref name="started"/>.</summary>
+    private static Task<List<int>> RunCountingStartsAsync(LimitedOperator op, RateLimiter limiter, StrongBox<int> started) =>
+        RunAsync(op, 3, (i, _) => { Interlocked.Increment(ref started.Value); return Task.FromResult(i); }, maxConcurrency: 1, limiter);
 
     /// <summary>What <see cref="RunAsync"/> reports for a failed outcome of GatherSettledAsync.</summary>
     private const int FailedOutcome = -1;

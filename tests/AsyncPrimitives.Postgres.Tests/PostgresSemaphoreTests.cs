@@ -305,7 +305,7 @@ public sealed class PostgresSemaphoreTests(PostgresServer server) : PostgresTest
                 async (id, ct) =>
                 {
                     started.TrySetResult();
-                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                    await new TaskCompletionSource().Task.WaitAsync(ct); // runs until its token is cancelled
                     return id;
                 },
                 1,

@@ -116,12 +116,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                 OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _owner._operatorName));
             }
 
-            bool failed = Error is not null; // read before the post: the consumer may take and reuse the operation at once
-            _owner.Post(this);
-            if (failed)
-            {
-                _owner.OnFailurePosted();
-            }
+            _owner.Post(this, failed: Error is not null);
         }
     }
 }

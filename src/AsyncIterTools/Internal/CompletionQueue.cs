@@ -325,15 +325,8 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
             _stopped = true;
         }
 
-        Post(_moveSignal!);
-        if (failed)
-        {
-            OnFailurePosted();
-        }
+        Post(_moveSignal!, failed);
     }
-
-    /// <summary>A failed call or move was posted: the calls held back by <see cref="_stopped"/> may end now.</summary>
-    private void OnFailurePosted() => _failurePosted?.TrySetResult(true);
 
     /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
     /// <remarks>
@@ -451,26 +444,38 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     private void NoteFailure() => Interlocked.Increment(ref _untakenFailures);
 
     /// <summary>Called (on any thread) by an operation's completion callback, as its last touch of the operation, or by the
-    /// source's completed move with its signal.</summary>
-    private void Post(Operation operation)
+    /// source's completed move with its signal. Once a <paramref name="failed"/> one is posted, the calls held back by
+    /// <see cref="_stopped"/> may end (<see cref="_failurePosted"/>): their endings come after it.</summary>
+    private void Post(Operation operation, bool failed)
     {
+        bool handOver;
         lock (_lock)
         {
-            if (!_waiting)
+            handOver = _waiting;
+            if (handOver)
+            {
+                // The consumer is parked, so the queue is empty: hand the operation over directly (order is kept).
+                Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
+                _waiting = false;
+            }
+            else
             {
                 _completed.Enqueue(operation);
-                return;
             }
-
-            // The consumer is parked, so the queue is empty: hand the operation over directly (order is kept).
-            Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
-            _waiting = false;
         }
 
-        // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
-        // before the consumer runs, so it takes them without parking again.
-        _handOff = operation;
-        Compat.UnsafeQueue(this); // the queue itself is the work item: no allocation per hand-off
+        if (handOver)
+        {
+            // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
+            // before the consumer runs, so it takes them without parking again.
+            _handOff = operation;
+            Compat.UnsafeQueue(this); // the queue itself is the work item: no allocation per hand-off
+        }
+
+        if (failed)
+        {
+            _failurePosted?.TrySetResult(true);
+        }
     }
 
     /// <summary>Runs <see cref="Deliver"/>: the queue is the work item <see cref="Post"/> queues.</summary>

@@ -63,18 +63,7 @@ internal sealed class Deadline : IDisposable
     public void Dispose()
     {
         // The timer is stopped first; a callback already running may still expire, which tolerates a disposed source.
-        // A provider's timer whose Dispose throws is ignored: what the deadline bounded (a batch read) is decided, and
-        // must not be lost to it.
-        try
-        {
-            _timer?.Dispose();
-        }
-#pragma warning disable CA1031 // see above
-        catch (Exception)
-#pragma warning restore CA1031
-        {
-        }
-
+        _timer?.DisposeQuietly();
         _source?.Dispose();
     }
 

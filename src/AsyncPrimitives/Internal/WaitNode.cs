@@ -319,16 +319,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         _timerDisposalIsExact = false;
         if (!exact)
         {
-            try
-            {
-                timer.Dispose();
-            }
-#pragma warning disable CA1031 // a provider's timer that fails to stop: the wait's outcome, decided already, is what counts
-            catch (Exception)
-#pragma warning restore CA1031
-            {
-            }
-
+            timer.DisposeQuietly();
             return false;
         }
 
