@@ -32,6 +32,19 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
         Tracker = tracker;
     }
 
+    /// <summary>
+    /// An open delivery that nothing references any more can never be completed or abandoned (an operator that read it
+    /// ahead dropped it, or its holder forgot it): its lease is no longer renewed, so its item comes back, its attempt
+    /// counted, once the lease expires on the server.
+    /// </summary>
+    ~PostgresDelivery()
+    {
+        if (State == Open)
+        {
+            Tracker.MarkLost();
+        }
+    }
+
     /// <summary>The item.</summary>
     public T Item { get; }
 
@@ -209,6 +222,7 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     {
         Interlocked.CompareExchange(ref _state, state, Open);
         Tracker.TryRelease();
+        GC.SuppressFinalize(this);
     }
 
     /// <summary>Before the reading loop completes this delivery with its next get: false when it was completed or

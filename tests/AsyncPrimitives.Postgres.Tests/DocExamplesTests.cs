@@ -1,4 +1,5 @@
 using System.Threading.RateLimiting;
+using AsyncIterTools;
 using AsyncPrimitives.Postgres.Tests.Support;
 using Npgsql;
 
@@ -238,6 +239,41 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
                 await SendAsync(delivery.Item, delivery.Lost);
             }
         })));
+        // end doc
+
+        sent.Should().BeEquivalentTo(Enumerable.Range(1, 20).Select(i => $"Mail {i}"));
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
+    [PostgresFact]
+    public async Task GetAll_UnderMapUnordered()
+    {
+        PostgresCoordinator coordinator = (await JoinAsync()).Coordinator;
+        CancellationToken cancellationToken = CancellationToken.None;
+        PostgresQueue<Email> queue = coordinator.CreateQueue<Email>("emails");
+        await queue.PutManyAsync(Enumerable.Range(1, 20).Select(i => new Email($"{i}@example.com", $"Mail {i}")), cancellationToken: cancellationToken);
+        await queue.ShutdownAsync(cancellationToken: cancellationToken); // so that the stream ends once all are read
+        var sent = new System.Collections.Concurrent.ConcurrentBag<string>();
+        async Task SendAsync(Email email, CancellationToken lost)
+        {
+            await Task.Yield();
+            sent.Add(email.Subject);
+        }
+
+        // doc: scaleout-get-all
+        // Eight at once, across every instance of the service: each delivery is completed by its own work.
+        await foreach (string subject in queue.GetAllAsync(cancellationToken).MapUnordered(async (delivery, ct) =>
+        {
+            await using (delivery) // an exception gives the email back: it is delivered again
+            {
+                await SendAsync(delivery.Item, delivery.Lost);
+                await delivery.CompleteAsync(CancellationToken.None);
+                return delivery.Item.Subject;
+            }
+        }, maxConcurrency: 8))
+        {
+            Console.WriteLine($"sent {subject}");
+        }
         // end doc
 
         sent.Should().BeEquivalentTo(Enumerable.Range(1, 20).Select(i => $"Mail {i}"));

@@ -29,10 +29,11 @@ internal static class Payload
     }
 
     /// <summary>Whether System.Text.Json itself refused the type (not the type's own code, which may throw the same
-    /// exception types from a constructor); an exception whose origin is unknown counts as a refusal.</summary>
+    /// exception types from a constructor): it throws from its own methods. A method with no declaring type is code it
+    /// emitted to construct the type, into which the JIT may inline the type's constructor: the type's own code.</summary>
     private static bool IsRefusedBySystemTextJson(Exception e) =>
         e is NotSupportedException or InvalidOperationException
-        && (e.TargetSite?.DeclaringType?.Assembly is not { } origin || origin == typeof(JsonSerializer).Assembly);
+        && e.TargetSite?.DeclaringType?.Assembly == typeof(JsonSerializer).Assembly;
 
     /// <summary>Reads a minimal document of the contract's kind (an empty object, an empty array, a string): the
     /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
