@@ -218,7 +218,6 @@ public static partial class AsyncIter
 
         using var deadline = new Deadline(timeout, timeProvider);
         using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken, limiter, timeProvider);
-        using IEnumerator<TArg> pending = inputs.GetEnumerator();
 
         // Work it owns is cancelled when the deadline passes, not when the consumer next looks: nothing new starts after it.
         using CancellationTokenRegistration stopAtDeadline = ownsWork
@@ -231,6 +230,7 @@ public static partial class AsyncIter
         // Whether the deadline cut the enumeration short, as far as the loop can tell: it stopped before the end, or it
         // handed its last result out after the deadline had passed. (Inputs left unread count too: see below.)
         bool cutShort = false;
+        IEnumerator<TArg> pending = inputs.GetEnumerator();
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
@@ -278,6 +278,8 @@ public static partial class AsyncIter
                 // still thrown as itself.
                 await running.DrainAsync(keepFailureBeforeCancel: true);
             }
+
+            running.DisposeInputs(pending);
         }
 
         // The token rule of the lazy operators: once cancelled, the enumeration ends as the cancellation, whatever failed.

@@ -67,6 +67,10 @@ public static partial class AsyncIter
         /// <summary>The shared source enumerator: null before the first read and after it is disposed.</summary>
         private IAsyncEnumerator<T>? _enumerator;
 
+        /// <summary>The item the last successful <see cref="ReadSourceAsync"/> read (a <c>Current</c> that throws fails the
+        /// read, as a failing move does).</summary>
+        private T _read = default!;
+
         /// <summary>The token the source enumerator was opened with (that of the half that read first).</summary>
         private CancellationToken _sourceToken;
 
@@ -127,7 +131,7 @@ public static partial class AsyncIter
                     return false;
                 }
 
-                T item = _enumerator!.Current;
+                T item = _read;
                 if (await TestAsync(item))
                 {
                     consumer.SetCurrent(item);
@@ -167,7 +171,7 @@ public static partial class AsyncIter
                         return false;
                     }
 
-                    T item = _enumerator!.Current;
+                    T item = _read;
                     if (!await TestAsync(item))
                     {
                         _pivotFound = true;
@@ -186,7 +190,7 @@ public static partial class AsyncIter
                     return false;
                 }
 
-                consumer.SetCurrent(_enumerator!.Current);
+                consumer.SetCurrent(_read);
                 return true;
             }
             finally
@@ -255,7 +259,8 @@ public static partial class AsyncIter
         private ValueTask EnterAsync(CancellationToken cancellationToken) =>
             _gate.Wait(0) ? default : new ValueTask(_gate.WaitAsync(cancellationToken));
 
-        /// <summary>Advances the shared source; on its end or failure closes it. Caller holds the gate.</summary>
+        /// <summary>Advances the shared source and reads its item into <see cref="_read"/>; on its end or failure closes
+        /// it. Caller holds the gate.</summary>
         private async ValueTask<bool> ReadSourceAsync(CancellationToken cancellationToken)
         {
             _failure?.Throw();
@@ -283,6 +288,7 @@ public static partial class AsyncIter
                 }
 
                 hasItem = await _enumerator.MoveNextAsync();
+                _read = hasItem ? _enumerator.Current : default!;
             }
             catch (Exception ex)
             {

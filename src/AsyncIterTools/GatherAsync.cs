@@ -176,7 +176,7 @@ public static partial class AsyncIter
         // A failed piece stops the gathering, except in GatherSettledAsync, where it is one more outcome.
         bool stopsAtFailure = operatorName != nameof(GatherSettledAsync);
         using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(operatorName, WorkFactory.Start, cancellationToken, limiter, timeProvider, stopsAtFailure);
-        using IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
+        IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
         try
         {
             running.StartMore(inputs, maxConcurrency, nameof(work));
@@ -205,6 +205,7 @@ public static partial class AsyncIter
         {
             running.Cancel();
             await running.DrainAsync();
+            running.DisposeInputs(inputs);
         }
 
         running.Failure?.Throw();

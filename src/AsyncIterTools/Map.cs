@@ -229,7 +229,7 @@ public static partial class AsyncIter
     /// <summary>
     /// Pulls the source and starts selector calls until the window is full, the source ends (returns true), a call has
     /// failed (the failure is taken next, and nothing starts after it) or the source's <c>MoveNextAsync</c> does not
-    /// complete at once: that move then races the calls in flight (<see cref="CompletionQueue{TArg, TResult}.AwaitMove"/>),
+    /// succeed at once: that move then races the calls in flight (<see cref="CompletionQueue{TArg, TResult}.AwaitMove"/>),
     /// so a result that is ready never waits for the source.
     /// </summary>
     private static bool Fill<T, TResult>(
@@ -241,8 +241,19 @@ public static partial class AsyncIter
     {
         while (!sourceDone && !calls.IsMoving && !calls.HasUntakenFailure && HasRoom(calls, window, maxConcurrency))
         {
-            ValueTask<bool> move = enumerator.MoveNextAsync();
-            if (!move.IsCompleted)
+            ValueTask<bool> move;
+            try
+            {
+                move = enumerator.MoveNextAsync();
+            }
+            catch (Exception ex)
+            {
+                move = new ValueTask<bool>(Task.FromException<bool>(ex));
+            }
+
+            // A move that failed, even at once, takes its place in the completion order: behind calls that completed
+            // before it, whose results are yielded first (as when the source fails later).
+            if (!move.IsCompletedSuccessfully)
             {
                 calls.AwaitMove(move);
                 return false;

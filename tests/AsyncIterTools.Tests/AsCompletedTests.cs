@@ -602,4 +602,17 @@ public sealed class AsCompletedTests
         await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
         pending.SetResult(1);
     }
+
+    [Fact]
+    public async Task AWorkSequenceWhoseDisposalThrows_DoesNotHideTheFirstFailure()
+    {
+        var failure = new FormatException("the piece's failure");
+        Func<Task> read = async () =>
+        {
+            await foreach (int _ in AsyncIter.AsCompleted(Sources.DisposingWithFailure(failure, new ArithmeticException("the sequence's disposal")), maxConcurrency: 1))
+            {
+            }
+        };
+        (await read.Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(failure);
+    }
 }

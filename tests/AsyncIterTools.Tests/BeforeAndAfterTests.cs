@@ -253,4 +253,18 @@ public sealed class BeforeAndAfterTests
         await a.DisposeAsync();
         source.Disposals.Should().Be(1);
     }
+
+    [Fact]
+    public async Task ASourceWhoseCurrentThrows_FailsBothHalves_AndIsDisposedAtOnce()
+    {
+        var failure = new FormatException("Current failed");
+        var source = new HostileSource(Hostility.CurrentThrows, failure, at: 0, items: 5);
+        var (before, after) = source.BeforeAndAfter(x => x < 3);
+        await using IAsyncEnumerator<int> b = before.GetAsyncEnumerator();
+        (await FluentActions.Awaiting(() => b.MoveNextAsync().AsTask()).Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(failure);
+        source.Disposals.Should().Be(1, "the source failed, so it is disposed at once");
+
+        await using IAsyncEnumerator<int> a = after.GetAsyncEnumerator();
+        (await FluentActions.Awaiting(() => a.MoveNextAsync().AsTask()).Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(failure);
+    }
 }

@@ -278,4 +278,20 @@ public sealed class GatherAsyncTests
         probe.Cancelled.Should().Be(2);
         probe.InFlight.Should().Be(0);
     }
+
+    [Fact]
+    public async Task AWorkSequenceWhoseDisposalThrows_DoesNotHideTheFirstFailure()
+    {
+        var failure = new FormatException("the piece's failure");
+        Func<Task> gather = () => AsyncIter.GatherAsync(Sources.DisposingWithFailure(failure, new ArithmeticException("the sequence's disposal")), maxConcurrency: 1);
+        (await gather.Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(failure);
+    }
+
+    [Fact]
+    public async Task AWorkSequenceWhoseDisposalThrows_FailsTheGathering()
+    {
+        var disposal = new ArithmeticException("the sequence's disposal");
+        Func<Task> gather = () => AsyncIter.GatherAsync(Sources.DisposingWithFailure(null, disposal), maxConcurrency: 1);
+        (await gather.Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(disposal);
+    }
 }

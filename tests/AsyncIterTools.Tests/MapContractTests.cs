@@ -132,6 +132,28 @@ public abstract class MapContractTests
         source.Produced.Should().Be(4);
     }
 
+    [Theory]
+    [InlineData(SourceMode.Synchronous, 1)]
+    [InlineData(SourceMode.Synchronous, 4)]
+    [InlineData(SourceMode.Yielding, 1)]
+    [InlineData(SourceMode.Yielding, 4)]
+    public async Task SourceFailure_AfterCallsThatCompleted_YieldsTheirResultsFirst(SourceMode mode, int maxConcurrency)
+    {
+        var source = Sources.Failing(Enumerable.Range(0, 10), failAt: 2, mode);
+        var seen = new List<int>();
+        Func<Task> read = async () =>
+        {
+            await foreach (int x in Apply(source, s_double, maxConcurrency))
+            {
+                seen.Add(x);
+            }
+        };
+
+        await read.Should().ThrowAsync<InvalidOperationException>().WithMessage("source failure");
+        AssertResults(seen, [0, 2]);
+        source.Disposals.Should().Be(1);
+    }
+
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
     public async Task SourceFailure_CancelsAndAwaitsInFlightCalls_ThenSurfaces(SourceMode mode)
     {

@@ -163,4 +163,38 @@ public sealed class OperatorMetricsTests : IDisposable
                 .WithMessage("a faulty exporter");
         }
     }
+
+    [Theory]
+    [InlineData("GatherAsync")]
+    [InlineData("Map")]
+    public async Task AListenerThatThrowsAsACallCompletedAtOnceIsCountedDown_FailsTheOperator_WhichDoesNotWaitForever(string op)
+    {
+        using (var listener = new MeterListener())
+        {
+            listener.InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "AsyncIterTools" && instrument.Name == "asynctools.operator.in_flight")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            };
+            listener.SetMeasurementEventCallback<long>((_, value, _, _) =>
+            {
+                if (s_throwHere.Value && value == -1)
+                {
+                    throw new InvalidOperationException("a faulty exporter");
+                }
+            });
+            listener.Start();
+
+            s_throwHere.Value = true; // only this test's flow: the call completes inline, on it
+            Task run = op == "GatherAsync"
+                ? AsyncIter.GatherAsync(new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(1) })
+                : AsyncEnumerable.Range(0, 1).Map((x, _) => new ValueTask<int>(x), 1).ToArrayAsync().AsTask();
+            s_throwHere.Value = false;
+
+            await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>()
+                .WithMessage("a faulty exporter");
+        }
+    }
 }

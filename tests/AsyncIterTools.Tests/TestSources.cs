@@ -176,6 +176,92 @@ public static class Sources
         }
     }
 
+    /// <summary>Work for GatherAsync and AsCompleted: a piece failing with <paramref name="failure"/> (or, when null, one
+    /// returning 1), then one returning 2; the sequence's disposal throws <paramref name="disposal"/>.</summary>
+    public static IEnumerable<Func<CancellationToken, Task<int>>> DisposingWithFailure(Exception? failure, Exception disposal)
+    {
+        try
+        {
+            yield return _ => failure is null ? Task.FromResult(1) : Task.FromException<int>(failure);
+            yield return _ => Task.FromResult(2);
+        }
+        finally
+        {
+            throw disposal;
+        }
+    }
+
     /// <summary>Both modes, for <c>[Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]</c>.</summary>
     public static TheoryData<SourceMode> Modes => new() { SourceMode.Synchronous, SourceMode.Yielding };
 }
+
+/// <summary>How a <see cref="HostileSource"/> fails.</summary>
+public enum Hostility
+{
+    GetEnumeratorThrows,
+    MoveNextThrowsSynchronously,
+    MoveNextFaulted,
+    CurrentThrows,
+    DisposeThrows,
+}
+
+/// <summary>
+/// A source 0, 1, ... (<c>items</c> of them) that fails in one way: its <c>GetAsyncEnumerator</c>, its move to item
+/// <c>at</c> (by throwing, or by a faulted <see cref="ValueTask{TResult}"/>), its <c>Current</c> at item <c>at</c>, or
+/// its disposal. Counts enumerators and disposals.
+/// </summary>
+public sealed class HostileSource(Hostility how, Exception failure, int at = 1, int items = 3) : IAsyncEnumerable<int>
+{
+    private int _enumerators;
+    private int _disposals;
+
+    public int Enumerators => Volatile.Read(ref _enumerators);
+
+    public int Disposals => Volatile.Read(ref _disposals);
+
+    public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+    {
+        if (how == Hostility.GetEnumeratorThrows)
+        {
+            throw failure;
+        }
+
+        Interlocked.Increment(ref _enumerators);
+        return new Enumerator(this);
+    }
+
+    private sealed class Enumerator(HostileSource owner) : IAsyncEnumerator<int>
+    {
+        private int _position = -1;
+
+        public int Current => owner.Fails(Hostility.CurrentThrows, _position) ? throw owner.Failure : _position;
+
+        public ValueTask<bool> MoveNextAsync()
+        {
+            _position++;
+            if (owner.Fails(Hostility.MoveNextThrowsSynchronously, _position))
+            {
+                throw owner.Failure;
+            }
+
+            return owner.Fails(Hostility.MoveNextFaulted, _position)
+                ? ValueTask.FromException<bool>(owner.Failure)
+                : new ValueTask<bool>(_position < owner.Items);
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Interlocked.Increment(ref owner._disposals);
+            return owner.How == Hostility.DisposeThrows ? ValueTask.FromException(owner.Failure) : default;
+        }
+    }
+
+    private Hostility How => how;
+
+    private Exception Failure => failure;
+
+    private int Items => items;
+
+    private bool Fails(Hostility way, int position) => how == way && position == at;
+}
+

@@ -94,7 +94,10 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             IsDone = false;
         }
 
-        // Never throws: the outcome goes into the operation, which is then posted (its last touch here).
+        // The outcome goes into the operation, which is then posted (its last touch), and only then is the call counted
+        // down: a metrics listener that throws there (the only way out of here) can no longer keep the call from being
+        // posted, which the operator's drain waits for. Inline, from Start, it throws to the operator; on the pool it is
+        // unhandled there (docs/observability.md).
         private void OnCompleted()
         {
             ValueTask<TResult> pending = _pending;
@@ -110,13 +113,14 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                 _owner.NoteFailure();
             }
 
-            if (Metered)
+            bool metered = Metered;
+            Metered = false;
+            CompletionQueue<TArg, TResult> owner = _owner;
+            owner.Post(this, failed: Error is not null);
+            if (metered)
             {
-                Metered = false;
-                OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _owner._operatorName));
+                OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, owner._operatorName));
             }
-
-            _owner.Post(this, failed: Error is not null);
         }
     }
 }

@@ -373,6 +373,20 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         _free.Push(operation);
     }
 
+    /// <summary>Disposes the inputs <see cref="StartMore"/> read (after the drain): a failure of their disposal is the
+    /// inputs' failure, recorded (<see cref="Fail(Exception)"/>) so that a failure that came first still wins.</summary>
+    public void DisposeInputs(IEnumerator<TArg> inputs)
+    {
+        try
+        {
+            inputs.Dispose();
+        }
+        catch (Exception ex)
+        {
+            Fail(ex);
+        }
+    }
+
     /// <summary>Records <paramref name="failure"/> if it is the first, then cancels (<see cref="Cancel"/>).</summary>
     public void Fail(Exception failure) => Fail(ExceptionDispatchInfo.Capture(failure));
 

@@ -202,8 +202,8 @@ internal sealed class TeeBuffer<T>
             // Bookkeeping after the call: it only publishes, so it never captures the caller's context.
             if (await _enumerator.MoveNextAsync().ConfigureAwait(false))
             {
+                item = _enumerator.Current; // before hasItem: a Current that throws is the source's failure
                 hasItem = true;
-                item = _enumerator.Current;
             }
         }
         catch (Exception ex)
