@@ -22,6 +22,7 @@ internal sealed class LeaseTracker
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _lost = new();
     private readonly ITimer _deadline;
+    private readonly Func<LeaseTracker, ValueTask> _giveBack;
     private int _state;
 
     /// <summary>Calls in flight that end the lease (a completion, an abandonment); see <see cref="IsEnding"/>.</summary>
@@ -33,15 +34,19 @@ internal sealed class LeaseTracker
     /// <param name="duration">How long the lease lasts without renewal.</param>
     /// <param name="sentAt">The local timestamp at which the statement that granted it was sent.</param>
     /// <param name="wakeKey">The key to wake when the lease is lost (others may take it now).</param>
-    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey)
+    /// <param name="giveBack">Gives the lease back on the server under its own token (a no-op there once the lease is
+    /// gone or another holds it); never throws. Run when the lease is lost here while the server may still count it
+    /// held (see <see cref="MarkLost(bool)"/>).</param>
+    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey, Func<LeaseTracker, ValueTask> giveBack)
     {
         _session = session;
+        _giveBack = giveBack;
         _time = session.Time;
         Id = id;
         ItemId = itemId;
         Duration = duration;
         WakeKey = wakeKey;
-        _deadline = _time.CreateTimer(static s => ((LeaseTracker)s!).MarkLost(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _deadline = _time.CreateTimer(static s => ((LeaseTracker)s!).MarkLost(tellServer: true), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         Renewed(sentAt);
     }
 
@@ -96,7 +101,7 @@ internal sealed class LeaseTracker
         TimeSpan left = TimeoutArgument.Remaining(Duration - Margin(Duration), _time, sentAt);
         if (left <= TimeSpan.Zero)
         {
-            MarkLost();
+            MarkLost(tellServer: true);
             return;
         }
 
@@ -119,8 +124,14 @@ internal sealed class LeaseTracker
         return true;
     }
 
-    /// <summary>Marks the lease lost and fires <see cref="LostToken"/>; nothing when it was released or lost before.</summary>
-    public void MarkLost()
+    /// <summary>
+    /// Marks the lease lost and fires <see cref="LostToken"/>; nothing when it was released or lost before. With
+    /// <paramref name="tellServer"/> (lost here, not because the server said it is gone or the session ended: its
+    /// deadline passed, or its holder dropped it), the lease is also given back on the server, in the background: a
+    /// renewal whose answer had not come by the deadline may still have extended it there, and the holder's own release
+    /// is a no-op once it is lost, so it would be held by no one until that later expiry.
+    /// </summary>
+    public void MarkLost(bool tellServer = false)
     {
         if (Interlocked.CompareExchange(ref _state, Lost, Held) != Held)
         {
@@ -131,5 +142,9 @@ internal sealed class LeaseTracker
         _session.Remove(this);
         // The holder's callbacks run on the thread pool, not on the heartbeat's or the LISTEN loop's thread.
         ThreadPool.UnsafeQueueUserWorkItem(static cts => cts.Cancel(), _lost, preferLocal: false);
+        if (tellServer)
+        {
+            _ = Background.Run(() => _giveBack(this).AsTask());
+        }
     }
 }

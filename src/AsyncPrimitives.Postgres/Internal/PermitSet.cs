@@ -39,6 +39,9 @@ internal sealed class PermitSet
     /// lease (<see cref="DropStaleGrants"/>); on the server its permit was given back with the place, or expires.</summary>
     private readonly ConcurrentDictionary<long, PermitGrant> _grants = new();
 
+    /// <summary>Releases the permit of a lease lost here (see <see cref="LeaseTracker.MarkLost(bool)"/>); made once.</summary>
+    private Func<LeaseTracker, ValueTask>? _giveBackLost;
+
     public PermitSet(PostgresCoordinator coordinator, char kind, string name, int maxCount)
     {
         _coordinator = coordinator;
@@ -83,6 +86,10 @@ internal sealed class PermitSet
         cancellationToken.ThrowIfCancellationRequested();
         using var wait = new ServerWait(_coordinator, _typeName, Name, WakeKey, MaxCount, timeout);
         WaitPlace? place = null;
+
+        // Whether the session recorded the place: one it did not (it ended here while the call that queued the place
+        // ran) may have been queued on the server after the session's places were removed there.
+        bool placeRecorded = false;
         try
         {
             while (true)
@@ -138,7 +145,8 @@ internal sealed class PermitSet
                 {
                     place = new WaitPlace(result.Ticket!.Value);
                     _places[place.Ticket] = place;
-                    if (!session.TryAdd(place))
+                    placeRecorded = session.TryAdd(place);
+                    if (!placeRecorded)
                     {
                         throw session.CreateEndException();
                     }
@@ -152,7 +160,7 @@ internal sealed class PermitSet
                     Leave(session, place);
                     place = new WaitPlace(result.Ticket!.Value);
                     _places[place.Ticket] = place;
-                    session.TryAdd(place);
+                    placeRecorded = session.TryAdd(place);
 
                     // The wake that brought this wait here was meant for the first place in line, which this one no
                     // longer is: passed on to the waits now ahead of it (a release may have granted one of them).
@@ -187,11 +195,12 @@ internal sealed class PermitSet
         catch when (place is not null)
         {
             // Leave the line (a timeout, a cancellation, a failure): nothing of this wait stays on the server. If this
-            // cannot reach the server, the place expires by itself: the heartbeat no longer renews it.
+            // cannot reach the server, the place expires by itself: the heartbeat no longer renews it. A session that
+            // ended took its recorded places with it on the server.
             wait.Dispose(); // before the place is left: the wake that leaving sends goes to the waits behind it
             Session session = wait.Session!;
             Leave(session, place);
-            if (!session.IsEnded)
+            if (!session.IsEnded || !placeRecorded)
             {
                 await GiveBackAsync(token: null, place.Ticket).ConfigureAwait(false);
             }
@@ -211,7 +220,7 @@ internal sealed class PermitSet
             place = null;
         }
 
-        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey);
+        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey, _giveBackLost ??= lease => ReleaseAsync(lease.Id));
         if (!session.TryAdd(tracker))
         {
             return null; // lost at birth (its deadline had passed by the time the answer was handled), or the session ended
