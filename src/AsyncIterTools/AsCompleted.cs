@@ -230,6 +230,10 @@ public static partial class AsyncIter
         // Whether the deadline cut the enumeration short, as far as the loop can tell: it stopped before the end, or it
         // handed its last result out after the deadline had passed. (Inputs left unread count too: see below.)
         bool cutShort = false;
+
+        // True while the consumer has a result (between a yield and the next move): a disposal then is an early one.
+        bool atYield = false;
+        ExceptionDispatchInfo? disposalFailure;
         IEnumerator<TArg> pending = inputs.GetEnumerator();
         try
         {
@@ -266,7 +270,9 @@ public static partial class AsyncIter
 
                 running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
                 cutShort = deadline.IsExpired;
+                atYield = true;
                 yield return value;
+                atYield = false;
             }
         }
         finally
@@ -279,7 +285,12 @@ public static partial class AsyncIter
                 await running.DrainAsync(keepFailureBeforeCancel: true);
             }
 
-            running.DisposeInputs(pending);
+            disposalFailure = CompletionQueue<TArg, T>.DisposeInputs(pending);
+            if (atYield)
+            {
+                // Disposed early (a break): the inputs' disposal failure surfaces from DisposeAsync.
+                disposalFailure?.Throw();
+            }
         }
 
         // The token rule of the lazy operators: once cancelled, the enumeration ends as the cancellation, whatever failed.
@@ -292,6 +303,8 @@ public static partial class AsyncIter
         {
             throw new TimeoutException($"AsCompleted did not complete within {timeout}.");
         }
+
+        disposalFailure?.Throw();
     }
 
     /// <summary>Returns the next completion, or null if <paramref name="waitToken"/> ended the wait first.</summary>

@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using AsyncIterTools.Internal;
 
@@ -177,6 +178,7 @@ public static partial class AsyncIter
         bool stopsAtFailure = operatorName != nameof(GatherSettledAsync);
         using var running = new CompletionQueue<Func<CancellationToken, Task<T>>, T>(operatorName, WorkFactory.Start, cancellationToken, limiter, timeProvider, stopsAtFailure);
         IEnumerator<Func<CancellationToken, Task<T>>> inputs = work.GetEnumerator();
+        ExceptionDispatchInfo? disposalFailure;
         try
         {
             running.StartMore(inputs, maxConcurrency, nameof(work));
@@ -205,11 +207,12 @@ public static partial class AsyncIter
         {
             running.Cancel();
             await running.DrainAsync();
-            running.DisposeInputs(inputs);
+            disposalFailure = CompletionQueue<Func<CancellationToken, Task<T>>, T>.DisposeInputs(inputs);
         }
 
         running.Failure?.Throw();
         cancellationToken.ThrowIfCancellationRequested();
+        disposalFailure?.Throw();
         return results.ToArray();
     }
 }

@@ -615,4 +615,27 @@ public sealed class AsCompletedTests
         };
         (await read.Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(failure);
     }
+
+    [Fact]
+    public async Task AWorkSequenceWhoseDisposalThrows_AfterABreak_ThrowsFromDisposeAsync()
+    {
+        var disposal = new ArithmeticException("the sequence's disposal");
+        IAsyncEnumerator<int> e = AsyncIter.AsCompleted(Sources.DisposingWithFailure(null, disposal), maxConcurrency: 1).GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        e.Current.Should().Be(1);
+        (await FluentActions.Awaiting(() => e.DisposeAsync().AsTask()).Should().ThrowAsync<ArithmeticException>()).Which.Should().BeSameAs(disposal);
+    }
+
+    [Fact]
+    public async Task AWorkSequenceWhoseDisposalThrows_DoesNotHideTheTimeout()
+    {
+        var time = new CountingTimeProvider();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var work = Sources.RunningUntilCancelled_DisposingWithFailure(started, new ArithmeticException("the sequence's disposal"));
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work, 1, TimeSpan.FromSeconds(10), time).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        await started.Task.WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(10));
+        await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+    }
 }

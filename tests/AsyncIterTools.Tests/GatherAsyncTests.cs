@@ -294,4 +294,16 @@ public sealed class GatherAsyncTests
         Func<Task> gather = () => AsyncIter.GatherAsync(Sources.DisposingWithFailure(null, disposal), maxConcurrency: 1);
         (await gather.Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(disposal);
     }
+
+    [Fact]
+    public async Task AWorkSequenceWhoseDisposalThrows_DoesNotHideTheCancellation()
+    {
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var cts = new CancellationTokenSource();
+        var work = Sources.RunningUntilCancelled_DisposingWithFailure(started, new ArithmeticException("the sequence's disposal"));
+        Task<int[]> gather = AsyncIter.GatherAsync(work, 1, cts.Token);
+        await started.Task.WaitAsync(TestWork.Bound);
+        cts.Cancel();
+        await FluentActions.Awaiting(() => gather.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
 }

@@ -191,6 +191,26 @@ public static class Sources
         }
     }
 
+    /// <summary>Work for GatherAsync and AsCompleted: a piece that signals <paramref name="started"/> and runs until
+    /// cancelled, then one returning 2; the sequence's disposal throws <paramref name="disposal"/>.</summary>
+    public static IEnumerable<Func<CancellationToken, Task<int>>> RunningUntilCancelled_DisposingWithFailure(TaskCompletionSource started, Exception disposal)
+    {
+        try
+        {
+            yield return async ct =>
+            {
+                started.TrySetResult();
+                await new TaskCompletionSource().Task.WaitAsync(ct);
+                return 1;
+            };
+            yield return _ => Task.FromResult(2);
+        }
+        finally
+        {
+            throw disposal;
+        }
+    }
+
     /// <summary>Both modes, for <c>[Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]</c>.</summary>
     public static TheoryData<SourceMode> Modes => new() { SourceMode.Synchronous, SourceMode.Yielding };
 }

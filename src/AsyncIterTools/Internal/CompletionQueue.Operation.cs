@@ -94,10 +94,11 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             IsDone = false;
         }
 
-        // The outcome goes into the operation, which is then posted (its last touch), and only then is the call counted
-        // down: a metrics listener that throws there (the only way out of here) can no longer keep the call from being
-        // posted, which the operator's drain waits for. Inline, from Start, it throws to the operator; on the pool it is
-        // unhandled there (docs/observability.md).
+        // The outcome goes into the operation, the call is counted down, and the operation is posted (its last touch):
+        // counted down before the operator can see it end. A metrics listener that throws as it is counted down (the only
+        // way out of here) cannot keep the call from being posted, which the operator's drain waits for: its exception
+        // is thrown after the post. Inline, from Start, to the operator; on the pool it is unhandled there
+        // (docs/observability.md).
         private void OnCompleted()
         {
             ValueTask<TResult> pending = _pending;
@@ -113,14 +114,22 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                 _owner.NoteFailure();
             }
 
-            bool metered = Metered;
-            Metered = false;
-            CompletionQueue<TArg, TResult> owner = _owner;
-            owner.Post(this, failed: Error is not null);
-            if (metered)
+            ExceptionDispatchInfo? listenerFailure = null;
+            if (Metered)
             {
-                OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, owner._operatorName));
+                Metered = false;
+                try
+                {
+                    OperatorMetrics.InFlight.Add(-1, new KeyValuePair<string, object?>(MetricNames.OperatorTag, _owner._operatorName));
+                }
+                catch (Exception ex)
+                {
+                    listenerFailure = ExceptionDispatchInfo.Capture(ex);
+                }
             }
+
+            _owner.Post(this, failed: Error is not null);
+            listenerFailure?.Throw();
         }
     }
 }

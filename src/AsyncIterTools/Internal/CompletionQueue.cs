@@ -373,17 +373,19 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         _free.Push(operation);
     }
 
-    /// <summary>Disposes the inputs <see cref="StartMore"/> read (after the drain): a failure of their disposal is the
-    /// inputs' failure, recorded (<see cref="Fail(Exception)"/>) so that a failure that came first still wins.</summary>
-    public void DisposeInputs(IEnumerator<TArg> inputs)
+    /// <summary>Disposes the inputs <see cref="StartMore"/> read (after the drain) and returns the failure of their
+    /// disposal, if any: the operator throws it last, when nothing came before it (a failure, the caller's cancellation,
+    /// a deadline), as an <c>await foreach</c> or a <c>using</c> would let the first exception through.</summary>
+    public static ExceptionDispatchInfo? DisposeInputs(IEnumerator<TArg> inputs)
     {
         try
         {
             inputs.Dispose();
+            return null;
         }
         catch (Exception ex)
         {
-            Fail(ex);
+            return ExceptionDispatchInfo.Capture(ex);
         }
     }
 
