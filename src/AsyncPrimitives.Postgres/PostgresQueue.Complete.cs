@@ -205,14 +205,16 @@ public sealed partial class PostgresQueue<T>
 
     /// <summary>Gives back the item of a delivery whose lease was lost here while the server may still count it held
     /// (see <see cref="LeaseTracker.MarkLost(bool)"/>): abandoned under that lease only (never another consumer's), its
-    /// attempt counted as its expiry would have. Never throws: when the server cannot be reached, the lease expires.</summary>
-    private async ValueTask GiveBackLostAsync(LeaseTracker lease)
+    /// attempt counted as its expiry would have. Never throws: when the server cannot be reached (or the session ends
+    /// first, <paramref name="stop"/>), the lease expires.</summary>
+    private async ValueTask GiveBackLostAsync(LeaseTracker lease, CancellationToken stop)
     {
         (bool ran, string? outcome) = await _coordinator.Database.RunCleanupAsync(
             "SELECT __schema__.queue_abandon($1, $2, $3)::text",
             [Database.Parameter(lease.ItemId), Database.Parameter(lease.Id), Database.Parameter(_coordinator.Owner)],
             static r => r.GetString(0),
-            _coordinator.CleanupTimeout).ConfigureAwait(false);
+            _coordinator.CleanupTimeout,
+            stop).ConfigureAwait(false);
         if (ran)
         {
             WakeAfterAbandon(outcome);

@@ -54,7 +54,7 @@ public sealed partial class PostgresQueue<T>
     private readonly string _orderCode;
 
     /// <summary>Gives back the item of a delivery lost here (see <see cref="GiveBackLostAsync"/>); made once.</summary>
-    private Func<LeaseTracker, ValueTask>? _giveBackLost;
+    private Func<LeaseTracker, CancellationToken, ValueTask>? _giveBackLost;
 
     internal PostgresQueue(PostgresCoordinator coordinator, string name, QueueOrder order, int maxAttempts, TimeSpan leaseDuration, JsonTypeInfo<T> contract)
     {

@@ -22,7 +22,7 @@ internal sealed class LeaseTracker
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _lost = new();
     private readonly ITimer _deadline;
-    private readonly Func<LeaseTracker, ValueTask> _giveBack;
+    private readonly Func<LeaseTracker, CancellationToken, ValueTask> _giveBack;
     private int _state;
 
     /// <summary>Calls in flight that end the lease (a completion, an abandonment); see <see cref="IsEnding"/>.</summary>
@@ -35,9 +35,9 @@ internal sealed class LeaseTracker
     /// <param name="sentAt">The local timestamp at which the statement that granted it was sent.</param>
     /// <param name="wakeKey">The key to wake when the lease is lost (others may take it now).</param>
     /// <param name="giveBack">Gives the lease back on the server under its own token (a no-op there once the lease is
-    /// gone or another holds it); never throws. Run when the lease is lost here while the server may still count it
-    /// held (see <see cref="MarkLost(bool)"/>).</param>
-    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey, Func<LeaseTracker, ValueTask> giveBack)
+    /// gone or another holds it), until the token given is cancelled; never throws. Run when the lease is lost here
+    /// while the server may still count it held (see <see cref="MarkLost(bool)"/>).</param>
+    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey, Func<LeaseTracker, CancellationToken, ValueTask> giveBack)
     {
         _session = session;
         _giveBack = giveBack;
@@ -127,9 +127,11 @@ internal sealed class LeaseTracker
     /// <summary>
     /// Marks the lease lost and fires <see cref="LostToken"/>; nothing when it was released or lost before. With
     /// <paramref name="tellServer"/> (lost here, not because the server said it is gone or the session ended: its
-    /// deadline passed, or its holder dropped it), the lease is also given back on the server, in the background: a
-    /// renewal whose answer had not come by the deadline may still have extended it there, and the holder's own release
-    /// is a no-op once it is lost, so it would be held by no one until that later expiry.
+    /// deadline passed, or its holder dropped it), the lease is also given back on the server, in the background
+    /// (<see cref="Session.GiveBack"/>): a renewal whose answer had not come by the deadline may still have extended it
+    /// there, and the holder's own release is a no-op once it is lost, so it would be held by no one until that later
+    /// expiry. Not while a call that ends the lease is in flight (<see cref="IsEnding"/>): its answer decides, as it
+    /// does for a renewal.
     /// </summary>
     public void MarkLost(bool tellServer = false)
     {
@@ -142,9 +144,9 @@ internal sealed class LeaseTracker
         _session.Remove(this);
         // The holder's callbacks run on the thread pool, not on the heartbeat's or the LISTEN loop's thread.
         ThreadPool.UnsafeQueueUserWorkItem(static cts => cts.Cancel(), _lost, preferLocal: false);
-        if (tellServer)
+        if (tellServer && !IsEnding)
         {
-            _ = Background.Run(() => _giveBack(this).AsTask());
+            _session.GiveBack(this, _giveBack);
         }
     }
 }
