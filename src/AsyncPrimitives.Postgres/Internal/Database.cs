@@ -235,7 +235,8 @@ internal sealed partial class Database
     /// After a server restart or a network failure, the idle connections in the pool are dead, and each fails the next
     /// statement sent on it. So a failed connection clears the pool's idle connections, and the call is tried once more
     /// as <paramref name="retry"/> allows. A call the server failed to break a deadlock (its statement rolled back
-    /// whole) is tried once more whatever <paramref name="retry"/> says.
+    /// whole) is tried once more whatever <paramref name="retry"/> says, after a short pause (see
+    /// <see cref="DeadlockRetryDelay"/>).
     /// </remarks>
     public ValueTask<T?> QueryAsync<T>(
         string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken,
@@ -295,8 +296,19 @@ internal sealed partial class Database
     {
         CancellationToken whileRunning = cancel == Cancel.Anytime ? cancellationToken : CancellationToken.None;
         bool mayHaveRun = false;
+        bool deadlocked = false;
         for (int attempt = 0; ; attempt++)
         {
+            if (deadlocked)
+            {
+                // Not at once: the transaction the server let go on was only woken, and has yet to take the rows this
+                // call's rollback released. A retry sent right away can take them first (a row lock does not queue
+                // behind a woken waiter) and then wait for the rest, as before: the same deadlock, and this call its
+                // victim again. The call has not run, so a cancellation meanwhile ends it.
+                deadlocked = false;
+                await Task.Delay(DeadlockRetryDelay(), cancellationToken).ConfigureAwait(false);
+            }
+
             // Tried again after its answer was lost with the connection, a call may have run already: if it may be
             // cancelled only until it is sent, it is no longer cancelled at all.
             CancellationToken beforeSending = mayHaveRun && cancel == Cancel.BeforeSending ? CancellationToken.None : cancellationToken;
@@ -316,8 +328,9 @@ internal sealed partial class Database
             catch (PostgresException e) when (e.SqlState == DeadlockDetectedState && attempt == 0 && !cancellationToken.IsCancellationRequested)
             {
                 // The server broke a deadlock by failing this call's statement (its own transaction): rolled back whole,
-                // as if it never ran, so it is tried again (the other side has gone ahead by then). The schema's own
-                // statements lock in one order; this is for a transaction of the caller's holding the same rows.
+                // as if it never ran, so it is tried again, after a pause that lets the other side go ahead first. The
+                // schema's own statements lock in one order; this is for a transaction of the caller's holding the same rows.
+                deadlocked = true;
             }
             catch (NpgsqlException e) when (IsConnectionFailure(e, connection))
             {
@@ -342,6 +355,13 @@ internal sealed partial class Database
             }
         }
     }
+
+    /// <summary>How long a call the server failed to break a deadlock waits before it is tried again: long enough for
+    /// the transaction woken by its rollback to be scheduled and take its rows on a loaded machine (tens of
+    /// milliseconds), a small part of the <c>deadlock_timeout</c> (1 s by default) the call has already waited; jittered,
+    /// so that calls failed together do not come back together. Real time (not the coordinator's clock): it waits for
+    /// the server's scheduling, which a test clock does not drive.</summary>
+    private static TimeSpan DeadlockRetryDelay() => TimeSpan.FromMilliseconds(100 + Random.Shared.Next(100));
 
     /// <summary>A connection for one call: a kept one, or a new one from the data source (<c>Opened</c>: not yet
     /// prepared by <see cref="SetIsolationAsync"/>).</summary>
