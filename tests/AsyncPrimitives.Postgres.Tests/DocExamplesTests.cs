@@ -218,17 +218,10 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
     [PostgresFact]
     public async Task ReadLoops_SeveralAtOnce()
     {
-        PostgresCoordinator coordinator = (await JoinAsync()).Coordinator;
         CancellationToken cancellationToken = CancellationToken.None;
-        PostgresQueue<Email> queue = coordinator.CreateQueue<Email>("emails");
-        await queue.PutManyAsync(Enumerable.Range(1, 20).Select(i => new Email($"{i}@example.com", $"Mail {i}")), cancellationToken: cancellationToken);
-        await queue.ShutdownAsync(cancellationToken: cancellationToken); // so that the loops end once all are read
-        var sent = new System.Collections.Concurrent.ConcurrentBag<string>();
-        async Task SendAsync(Email email, CancellationToken lost)
-        {
-            await Task.Yield();
-            sent.Add(email.Subject);
-        }
+        PostgresQueue<Email> queue = await TwentyEmailsShutDownAsync();
+        var outbox = new Outbox();
+        Task SendAsync(Email email, CancellationToken lost) => outbox.SendAsync(email, lost);
 
         // doc: scaleout-read-loops
         // Eight at once: eight loops, each finishing with a delivery before it asks for the next.
@@ -241,24 +234,17 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
         })));
         // end doc
 
-        sent.Should().BeEquivalentTo(Enumerable.Range(1, 20).Select(i => $"Mail {i}"));
+        outbox.Sent.Should().BeEquivalentTo(Enumerable.Range(1, 20).Select(i => $"Mail {i}"));
         (await queue.UnfinishedAsync()).Should().Be(0);
     }
 
     [PostgresFact]
     public async Task GetAll_UnderMapUnordered()
     {
-        PostgresCoordinator coordinator = (await JoinAsync()).Coordinator;
         CancellationToken cancellationToken = CancellationToken.None;
-        PostgresQueue<Email> queue = coordinator.CreateQueue<Email>("emails");
-        await queue.PutManyAsync(Enumerable.Range(1, 20).Select(i => new Email($"{i}@example.com", $"Mail {i}")), cancellationToken: cancellationToken);
-        await queue.ShutdownAsync(cancellationToken: cancellationToken); // so that the stream ends once all are read
-        var sent = new System.Collections.Concurrent.ConcurrentBag<string>();
-        async Task SendAsync(Email email, CancellationToken lost)
-        {
-            await Task.Yield();
-            sent.Add(email.Subject);
-        }
+        PostgresQueue<Email> queue = await TwentyEmailsShutDownAsync();
+        var outbox = new Outbox();
+        Task SendAsync(Email email, CancellationToken lost) => outbox.SendAsync(email, lost);
 
         // doc: scaleout-get-all
         // Eight at once, across every instance of the service: each delivery is completed by its own work.
@@ -276,7 +262,7 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
         }
         // end doc
 
-        sent.Should().BeEquivalentTo(Enumerable.Range(1, 20).Select(i => $"Mail {i}"));
+        outbox.Sent.Should().BeEquivalentTo(Enumerable.Range(1, 20).Select(i => $"Mail {i}"));
         (await queue.UnfinishedAsync()).Should().Be(0);
     }
 
@@ -299,5 +285,26 @@ public sealed class DocExamplesTests(PostgresServer server) : PostgresTest(serve
         // end doc
 
         total.Should().Be(Enumerable.Range(1, 250).Sum());
+    }
+
+    /// <summary>A queue of twenty emails, shut down so that reading it ends once all are read.</summary>
+    private async Task<PostgresQueue<Email>> TwentyEmailsShutDownAsync()
+    {
+        PostgresQueue<Email> queue = (await JoinAsync()).Coordinator.CreateQueue<Email>("emails");
+        await queue.PutManyAsync(Enumerable.Range(1, 20).Select(i => new Email($"{i}@example.com", $"Mail {i}")));
+        await queue.ShutdownAsync();
+        return queue;
+    }
+
+    /// <summary>Records the subjects of the emails it is asked to send, from any number of callers at once.</summary>
+    private sealed class Outbox
+    {
+        public System.Collections.Concurrent.ConcurrentBag<string> Sent { get; } = [];
+
+        public async Task SendAsync(Email email, CancellationToken lost)
+        {
+            await Task.Yield();
+            Sent.Add(email.Subject);
+        }
     }
 }

@@ -5,15 +5,17 @@ using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
-/// <summary>Review of 3b0fa41: a lease lost here by its deadline is given back on the server in the background.</summary>
+/// <summary>
+/// A lease lost here by its deadline is given back on the server in the background: promptly to the others, never under
+/// a completion in flight, and never after its coordinator's <c>DisposeAsync</c> has returned.
+/// </summary>
 public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest(server)
 {
     /// <summary>
     /// A batch completion is sent well before the leases' local deadline, and is held at the server by the first item's
-    /// row (a transaction of the application's, say). The deadline passes while it is in flight (IsEnding: the renewal
-    /// leaves the verdict to this call). The server's leases have not expired: the completion, once it runs, must
-    /// complete both items, as it did before the give-back. The give-back abandons the second item under the
-    /// completion's feet instead.
+    /// row (a transaction of the application's, say). The deadline passes while it is in flight: its answer decides,
+    /// as it does for a renewal. The server's leases have not expired, so once it runs it completes both items (a
+    /// give-back sent meanwhile would abandon the second under its feet).
     /// </summary>
     [PostgresFact]
     public async Task ACompleteManyInFlightWhenTheDeadlineFires_IsNotUndoneByTheBackgroundGiveBack()
@@ -63,54 +65,24 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
     }
 
     /// <summary>
-    /// The give-back of a lease lost here outlives the coordinator: DisposeAsync does not wait for it. With the
-    /// documented order (the coordinator disposed, then its data source), a give-back whose answer comes after that runs
-    /// its wake-up on the disposed data source: the notifier's drain fails with ObjectDisposedException, in the
-    /// background, where nothing observes it (and the notifier stays marked as draining for good).
+    /// A give-back whose answer is late when the coordinator is disposed: <c>DisposeAsync</c> stops it and waits for it,
+    /// so with the documented order (the coordinator, then its data source) nothing of it runs on the disposed data
+    /// source afterwards (its wake-up would start the notifier's drain there, failing in the background).
     /// </summary>
     [PostgresFact]
     public async Task AGiveBackAnsweredAfterTheCoordinatorAndItsDataSourceAreDisposed_FailsNothingInTheBackground()
     {
         await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
-        var time = new CountingTimeProvider();
-        var options = new PostgresQueueOptions { LeaseDuration = TimeSpan.FromSeconds(10) }; // margin 1 s
-        Member consumer = await JoinAsync(o => o.TimeProvider = time, port: proxy.Port);
-        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("after-dispose", options);
-        await queue.PutAsync(1);
-        PostgresDelivery<int> delivery = await queue.GetAsync(TimeSpan.Zero);
-        long token = delivery.Tracker.Id;
-
-        int givingBackPort;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
-            time.Advance(TimeSpan.FromSeconds(9.5)); // the local deadline passes: Lost, and the give-back is sent
-            await WaitForLostAsync(delivery.Lost);
-            await EventuallyAsync(
-                async () => await ScalarAsync<long>(
-                    $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{consumer.Application}' " +
-                    "AND wait_event_type = 'Lock' AND query LIKE '%queue_abandon%'") == 1,
-                "the give-back waits at the server for the item's row");
-            givingBackPort = await ScalarAsync<int>(
-                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{consumer.Application}' AND query LIKE '%queue_abandon%'");
-            proxy.HoldReplies(givingBackPort); // its answer comes late
-            await hold.CommitAsync();
-        }
-
-        await EventuallyAsync(
-            async () => await ScalarAsync<long>(
-                $"SELECT count(*) FROM @schema.queue_items WHERE id = {delivery.Id} AND lease_token = {token}") == 0,
-            "the give-back has run on the server");
+        (Member consumer, int givingBackPort) = await GiveBackWithItsAnswerHeldAsync(proxy);
 
         // The documented order: the coordinator, then its data source.
         await consumer.Coordinator.DisposeAsync();
         await consumer.Source.DisposeAsync();
-        proxy.ReleaseReplies(givingBackPort); // the give-back's answer ('r': back in line) comes now
+        proxy.ReleaseReplies(givingBackPort);
 
         await EventuallyAsync(
             async () => await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE client_port = {givingBackPort}") == 0,
-            "the give-back's connection is closed (its answer was read)");
+            "the give-back's connection is closed");
         await EventuallyAsync(() => Task.FromResult(consumer.Coordinator.Notifier.FlushAsync().IsCompleted), "the notifier is idle");
         Task flush = consumer.Coordinator.Notifier.FlushAsync();
 
@@ -119,10 +91,8 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
     }
 
     /// <summary>
-    /// As above, but the give-back's connection fails while its answer is awaited (after the coordinator and its data
-    /// source were disposed): it is tried again on a new connection of the disposed data source, and the
-    /// ObjectDisposedException escapes the give-back (RunCleanupAsync catches only PostgresCoordinationException and
-    /// OperationCanceledException), faulting the task that MarkLost discarded: an unobserved task exception.
+    /// As above, with the give-back's connection failing after the coordinator and its data source were disposed: no
+    /// retry on the disposed data source fails unobserved.
     /// </summary>
     [PostgresFact]
     public async Task AGiveBackWhoseConnectionFailsAfterTheDataSourceIsDisposed_RaisesNoUnobservedTaskException()
@@ -139,30 +109,7 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
         try
         {
             await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
-            var time = new CountingTimeProvider();
-            var options = new PostgresQueueOptions { LeaseDuration = TimeSpan.FromSeconds(10) }; // margin 1 s
-            Member consumer = await JoinAsync(o => o.TimeProvider = time, port: proxy.Port);
-            PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("after-dispose", options);
-            await queue.PutAsync(1);
-            PostgresDelivery<int> delivery = await queue.GetAsync(TimeSpan.Zero);
-
-            int givingBackPort;
-            await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-            await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-            {
-                await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
-                time.Advance(TimeSpan.FromSeconds(9.5)); // the local deadline passes: Lost, and the give-back is sent
-                await WaitForLostAsync(delivery.Lost);
-                await EventuallyAsync(
-                    async () => await ScalarAsync<long>(
-                        $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{consumer.Application}' " +
-                        "AND wait_event_type = 'Lock' AND query LIKE '%queue_abandon%'") == 1,
-                    "the give-back waits at the server for the item's row");
-                givingBackPort = await ScalarAsync<int>(
-                    $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{consumer.Application}' AND query LIKE '%queue_abandon%'");
-                proxy.HoldReplies(givingBackPort);
-                await hold.CommitAsync();
-            }
+            (Member consumer, _) = await GiveBackWithItsAnswerHeldAsync(proxy);
 
             await consumer.Coordinator.DisposeAsync();
             await consumer.Source.DisposeAsync();
@@ -185,7 +132,47 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
         }
     }
 
-    /// <summary>Held? The single-delivery form: the give-back queues behind the completion at the item's row.</summary>
+    /// <summary>
+    /// A consumer connected through <paramref name="proxy"/>, on a driven clock, whose delivery is lost here by its
+    /// deadline while a transaction holds the item's row: the give-back waits at the server for the row; once the row
+    /// is let go it runs, and its answer is held by the proxy.
+    /// </summary>
+    private async Task<(Member Consumer, int GivingBackPort)> GiveBackWithItsAnswerHeldAsync(TcpProxy proxy)
+    {
+        var time = new CountingTimeProvider();
+        var options = new PostgresQueueOptions { LeaseDuration = TimeSpan.FromSeconds(10) }; // margin 1 s
+        Member consumer = await JoinAsync(o => o.TimeProvider = time, port: proxy.Port);
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("after-dispose", options);
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(TimeSpan.Zero);
+        long token = delivery.Tracker.Id;
+
+        int givingBackPort;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
+            time.Advance(TimeSpan.FromSeconds(9.5)); // the local deadline passes: Lost, and the give-back is sent
+            await WaitForLostAsync(delivery.Lost);
+            await EventuallyAsync(
+                async () => await ScalarAsync<long>(
+                    $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{consumer.Application}' " +
+                    "AND wait_event_type = 'Lock' AND query LIKE '%queue_abandon%'") == 1,
+                "the give-back waits at the server for the item's row");
+            givingBackPort = await ScalarAsync<int>(
+                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{consumer.Application}' AND query LIKE '%queue_abandon%'");
+            proxy.HoldReplies(givingBackPort);
+            await hold.CommitAsync();
+        }
+
+        await EventuallyAsync(
+            async () => await ScalarAsync<long>(
+                $"SELECT count(*) FROM @schema.queue_items WHERE id = {delivery.Id} AND lease_token = {token}") == 0,
+            "the give-back has run on the server");
+        return (consumer, givingBackPort);
+    }
+
+    /// <summary>The single-delivery form: the give-back queues behind the completion at the item's row.</summary>
     [PostgresFact]
     public async Task ACompleteInFlightWhenTheDeadlineFires_Completes()
     {
@@ -212,7 +199,7 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
         (await queue.UnfinishedAsync()).Should().Be(0);
     }
 
-    /// <summary>Held? A delivery lost here by its deadline is delivered promptly to a getter of another process that
+    /// <summary>A delivery lost here by its deadline is delivered promptly to a getter of another process that
     /// polls once a minute, its attempt counted.</summary>
     [PostgresFact]
     public async Task ADeliveryLostHere_IsDeliveredPromptlyToAGetterOfAnotherProcess()
@@ -231,21 +218,14 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
                 && !getting.IsCompleted,
             "the other getter sleeps");
 
-        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
-            time.Advance(TimeSpan.FromSeconds(9.5));
-            await WaitForLostAsync(delivery.Lost);
-            await hold.CommitAsync();
-        }
+        await LoseWhileItsRowIsHeldAsync(delivery, time);
 
         await using PostgresDelivery<int> again = await getting.WaitAsync(Bound);
         (again.Item, again.Attempt).Should().Be((5, 2));
         await again.CompleteAsync();
     }
 
-    /// <summary>Held? After a permit is lost here by its deadline, a waiter in another process (polling once a minute)
+    /// <summary>After a permit is lost here by its deadline, a waiter in another process (polling once a minute)
     /// gets it promptly: the give-back's release wakes it.</summary>
     [PostgresFact]
     public async Task APermitLostHere_IsTakenPromptlyByAWaiterOfAnotherProcess()
@@ -275,7 +255,7 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
         next.FencingToken.Should().BeGreaterThan(lease.FencingToken);
     }
 
-    /// <summary>Held? A delivery lost here by its deadline (the last attempt) goes to the dead letters at once; the join
+    /// <summary>A delivery lost here by its deadline (the last attempt) goes to the dead letters at once; the join
     /// of another process (polling once a minute) is woken, and the counts agree.</summary>
     [PostgresFact]
     public async Task ADeliveryLostHereOnItsLastAttempt_IsDeadAtOnce_AndAJoinElsewhereReturns()
@@ -291,18 +271,23 @@ public sealed class LostLeaseGiveBackTests(PostgresServer server) : PostgresTest
         Task joining = elsewhere.JoinAsync().AsTask();
         await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join waits");
 
-        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
-            time.Advance(TimeSpan.FromSeconds(9.5));
-            await WaitForLostAsync(delivery.Lost);
-            await hold.CommitAsync();
-        }
+        await LoseWhileItsRowIsHeldAsync(delivery, time);
 
         await joining.WaitAsync(Bound);
         ((await elsewhere.UnfinishedAsync()), (await elsewhere.DeadLetterCountAsync()), (await elsewhere.CountAsync())).Should().Be((0L, 1L, 0L));
         await FluentActions.Awaiting(() => delivery.CompleteAsync().AsTask()).Should().ThrowAsync<PostgresLeaseLostException>();
         await delivery.DisposeAsync();
+    }
+
+    /// <summary>Holds the delivery's row (so that no renewal of it gets through) while the clock passes its local
+    /// deadline (9.5 s of a 10 s lease), until its <c>Lost</c> fires; then lets the row go.</summary>
+    private async Task LoseWhileItsRowIsHeldAsync(PostgresDelivery<int> delivery, CountingTimeProvider time)
+    {
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
+        time.Advance(TimeSpan.FromSeconds(9.5));
+        await WaitForLostAsync(delivery.Lost);
+        await hold.CommitAsync();
     }
 }

@@ -57,8 +57,8 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
     /// <summary>
     /// The heartbeat's renewal of a permit is slow at the server (here: it waits for the set's turn) until after the
     /// lease's local deadline: Lost fires and the holder's release is a no-op. The renewal then runs while the row has
-    /// not expired yet, and extends it by a whole lease: the permit is held on the server by no one, for another lease
-    /// duration, although its holder saw Lost (and released) well before.
+    /// not expired yet, and may extend it; the coordinator gives the lost lease back itself, so another process gets the
+    /// permit at once rather than a lease later.
     /// </summary>
     [PostgresFact]
     public async Task ARenewalThatRunsAfterTheLeaseWasLostHere_DoesNotKeepThePermitFromTheOthers()
@@ -117,25 +117,14 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         var put = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
         var completed = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
         var uncertain = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
-        var errors = new System.Collections.Concurrent.ConcurrentBag<string>();
-        var unexpected = new System.Collections.Concurrent.ConcurrentBag<string>();
+        var failures = new Failures();
         var halfway = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var restarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var stop = new CancellationTokenSource();
         int next = 0;
         const int PerProducer = 30;
 
-        void Record(Exception e)
-        {
-            if (e is PostgresCoordinationException or PostgresLeaseLostException or TimeoutException)
-            {
-                errors.Add(e.GetType().Name);
-            }
-            else
-            {
-                unexpected.Add(e.GetType().FullName + ": " + e.Message);
-            }
-        }
+        void Record(Exception e) => failures.Record(e, cancellationIsTyped: false);
 
         Task[] producers = members.Select(m => Task.Run(async () =>
         {
@@ -148,19 +137,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
                     await restarted.Task; // half the items before the restart, half after
                 }
 
-                int item = Interlocked.Increment(ref next);
-                try
-                {
-                    await queue.PutAsync(item);
-                    put[item] = true;
-                }
-#pragma warning disable CA1031
-                catch (Exception e)
-#pragma warning restore CA1031
-                {
-                    put[item] = false;
-                    Record(e);
-                }
+                await PutRecordingAsync(queue, Interlocked.Increment(ref next), put, Record);
             }
         })).ToArray();
 
@@ -214,19 +191,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         await Task.WhenAll(producers).WaitAsync(Bound);
 
         PostgresQueue<int> probe = members[0].Coordinator.CreateQueue<int>("work", options);
-        await EventuallyAsync(
-            async () =>
-            {
-                try
-                {
-                    return await probe.UnfinishedAsync() == 0;
-                }
-                catch (PostgresCoordinationException)
-                {
-                    return false;
-                }
-            },
-            "every item is finished");
+        await UntilNothingUnfinishedAsync(probe);
         await stop.CancelAsync();
         await Task.WhenAll(consumers).WaitAsync(Bound);
 
@@ -235,8 +200,8 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         long dead = await probe.DeadLetterCountAsync();
         string[] missing = [.. put.Where(p => p.Value && !completed.ContainsKey(p.Key) && !uncertain.ContainsKey(p.Key)).Select(p => p.Key.ToString(System.Globalization.CultureInfo.InvariantCulture))];
         string[] twice = [.. completed.Where(c => c.Value > 1).Select(c => c.Key.ToString(System.Globalization.CultureInfo.InvariantCulture))];
-        string because = $"{put.Count} puts, {completed.Count} completed, {errors.Count} typed failures ({string.Join(", ", errors.Distinct())})";
-        unexpected.Should().BeEmpty(because + ": a failure is a typed exception");
+        string because = $"{put.Count} puts, {completed.Count} completed, {failures.Typed.Count} typed failures ({string.Join(", ", failures.Typed.Distinct())})";
+        failures.Unexpected.Should().BeEmpty(because + ": a failure is a typed exception");
         missing.Should().BeEmpty(because + ": every item whose put returned is completed");
         twice.Should().BeEmpty(because + ": no item is completed twice");
         (dead, free).Should().Be((0L, 2), because + ": nothing dead, every permit back");
@@ -255,42 +220,19 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         var options = new PostgresQueueOptions { MaxAttempts = 1000 };
         var put = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
         var seen = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
-        var errors = new System.Collections.Concurrent.ConcurrentBag<string>();
-        var unexpected = new System.Collections.Concurrent.ConcurrentBag<string>();
+        var failures = new Failures();
         using var stop = new CancellationTokenSource();
         int next = 0;
         const int PerProducer = 60;
 
-        void Record(Exception e)
-        {
-            if (e is PostgresCoordinationException or PostgresLeaseLostException or TimeoutException or OperationCanceledException)
-            {
-                errors.Add(e.GetType().Name);
-            }
-            else
-            {
-                unexpected.Add(e.GetType().FullName + ": " + e.Message);
-            }
-        }
+        void Record(Exception e) => failures.Record(e, cancellationIsTyped: true);
 
         Task[] producers = members.Select(m => Task.Run(async () =>
         {
             PostgresQueue<int> queue = m.Coordinator.CreateQueue<int>("loop", options);
             for (int i = 0; i < PerProducer; i++)
             {
-                int item = Interlocked.Increment(ref next);
-                try
-                {
-                    await queue.PutAsync(item);
-                    put[item] = true;
-                }
-#pragma warning disable CA1031
-                catch (Exception e)
-#pragma warning restore CA1031
-                {
-                    put[item] = false;
-                    Record(e);
-                }
+                await PutRecordingAsync(queue, Interlocked.Increment(ref next), put, Record);
 
                 if (i % 10 == 9)
                 {
@@ -343,27 +285,15 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
 
         await producing.WaitAsync(Bound);
         PostgresQueue<int> probe = members[0].Coordinator.CreateQueue<int>("loop", options);
-        await EventuallyAsync(
-            async () =>
-            {
-                try
-                {
-                    return await probe.UnfinishedAsync() == 0;
-                }
-                catch (PostgresCoordinationException)
-                {
-                    return false;
-                }
-            },
-            "every item is finished");
+        await UntilNothingUnfinishedAsync(probe);
         await probe.JoinAsync(TimeSpan.FromSeconds(5));
         await stop.CancelAsync();
         await Task.WhenAll(consumers).WaitAsync(Bound);
 
         long dead = await probe.DeadLetterCountAsync();
         string[] missing = [.. put.Where(p => p.Value && !seen.ContainsKey(p.Key)).Select(p => p.Key.ToString(System.Globalization.CultureInfo.InvariantCulture))];
-        string because = $"{faults} faults, {put.Count} puts, {seen.Count} items seen, {errors.Count} typed failures ({string.Join(", ", errors.Distinct())})";
-        unexpected.Should().BeEmpty(because + ": a failure is a typed exception");
+        string because = $"{faults} faults, {put.Count} puts, {seen.Count} items seen, {failures.Typed.Count} typed failures ({string.Join(", ", failures.Typed.Distinct())})";
+        failures.Unexpected.Should().BeEmpty(because + ": a failure is a typed exception");
         missing.Should().BeEmpty(because + ": every item whose put returned is delivered");
         dead.Should().Be(0, because);
     }
@@ -518,8 +448,8 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
     }
 
     /// <summary>The queue form of the late renewal: the delivery's renewal waits at the server (for the item's row)
-    /// past the lease's local deadline; Lost fires and the consumer disposes the delivery; the renewal then extends the
-    /// item's lease, so it stays leased to no one instead of coming back when its lease ends.</summary>
+    /// past the lease's local deadline; Lost fires and the consumer disposes the delivery (a no-op once lost); the
+    /// coordinator gives the item back itself, so another consumer gets it at once rather than a lease later.</summary>
     [PostgresFact]
     public async Task ARenewalThatRunsAfterTheDeliveryWasLostHere_DoesNotKeepTheItemFromTheOthers()
     {
@@ -559,6 +489,65 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         if (again is not null)
         {
             await again.CompleteAsync();
+        }
+    }
+
+    /// <summary>Waits (at most <see cref="PostgresTest.Bound"/>) until the queue has nothing unfinished, reading through
+    /// the failures of a server that is coming back.</summary>
+    private static Task UntilNothingUnfinishedAsync(PostgresQueue<int> probe) => EventuallyAsync(
+        async () =>
+        {
+            try
+            {
+                return await probe.UnfinishedAsync() == 0;
+            }
+            catch (PostgresCoordinationException)
+            {
+                return false;
+            }
+        },
+        "every item is finished");
+
+    /// <summary>The failures seen by producers and consumers under faults: typed ones (what the package promises to
+    /// throw) by type name, any other in full.</summary>
+    private sealed class Failures
+    {
+        public System.Collections.Concurrent.ConcurrentBag<string> Typed { get; } = [];
+
+        public System.Collections.Concurrent.ConcurrentBag<string> Unexpected { get; } = [];
+
+        /// <param name="e">The failure.</param>
+        /// <param name="cancellationIsTyped">Whether the caller's own cancellation can end the call (a stop token).</param>
+        public void Record(Exception e, bool cancellationIsTyped)
+        {
+            if (e is PostgresCoordinationException or PostgresLeaseLostException or TimeoutException
+                || (cancellationIsTyped && e is OperationCanceledException))
+            {
+                Typed.Add(e.GetType().Name);
+            }
+            else
+            {
+                Unexpected.Add(e.GetType().FullName + ": " + e.Message);
+            }
+        }
+    }
+
+    /// <summary>Puts <paramref name="item"/>, recording whether the put returned (true) or failed (false: it may still
+    /// have been put) and handing a failure to <paramref name="record"/>.</summary>
+    private static async Task PutRecordingAsync(
+        PostgresQueue<int> queue, int item, System.Collections.Concurrent.ConcurrentDictionary<int, bool> put, Action<Exception> record)
+    {
+        try
+        {
+            await queue.PutAsync(item);
+            put[item] = true;
+        }
+#pragma warning disable CA1031 // Recorded: a test of what fails, and how.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            put[item] = false;
+            record(e);
         }
     }
 }
