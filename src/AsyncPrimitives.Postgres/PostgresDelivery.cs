@@ -34,14 +34,14 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
 
     /// <summary>
     /// An open delivery that nothing references any more can never be completed or abandoned (an operator that read it
-    /// ahead dropped it, or its holder forgot it): its lease is no longer renewed, and its item is given back (its
-    /// attempt counted), or, when the server cannot be reached, comes back once the lease expires there.
+    /// ahead dropped it, or its holder forgot it): its lease is no longer renewed, so its item comes back, its attempt
+    /// counted, once the lease expires on the server.
     /// </summary>
     ~PostgresDelivery()
     {
         if (State == Open)
         {
-            Tracker.MarkLost(tellServer: true);
+            Tracker.MarkLost();
         }
     }
 

@@ -203,24 +203,6 @@ public sealed partial class PostgresQueue<T>
         "WHERE q.id = $1 AND q.lease_token = $2 AND q.lease_owner = $3 RETURNING 1) " +
         "SELECT CASE WHEN EXISTS (SELECT 1 FROM r) THEN 'r' ELSE 'n' END";
 
-    /// <summary>Gives back the item of a delivery whose lease was lost here while the server may still count it held
-    /// (see <see cref="LeaseTracker.MarkLost(bool)"/>): abandoned under that lease only (never another consumer's), its
-    /// attempt counted as its expiry would have. Never throws: when the server cannot be reached (or the session ends
-    /// first, <paramref name="stop"/>), the lease expires.</summary>
-    private async ValueTask GiveBackLostAsync(LeaseTracker lease, CancellationToken stop)
-    {
-        (bool ran, string? outcome) = await _coordinator.Database.RunCleanupAsync(
-            "SELECT __schema__.queue_abandon($1, $2, $3)::text",
-            [Database.Parameter(lease.ItemId), Database.Parameter(lease.Id), Database.Parameter(_coordinator.Owner)],
-            static r => r.GetString(0),
-            _coordinator.CleanupTimeout,
-            stop).ConfigureAwait(false);
-        if (ran)
-        {
-            WakeAfterAbandon(outcome);
-        }
-    }
-
     /// <summary>
     /// Gives a delivery back (see <see cref="PostgresDelivery{T}.AbandonAsync"/>); unless <paramref name="counted"/>, as
     /// an item its get never handed over because another item of its batch could not be read: back in line with its
@@ -246,13 +228,6 @@ public sealed partial class PostgresQueue<T>
         {
             delivery.Tracker.EndEnding();
         }
-        WakeAfterAbandon(outcome);
-    }
-
-    /// <summary>After queue_abandon: the item is back in line ('r': wakes the getters), or went to the dead letters
-    /// ('d': wakes the joins, as that may leave nothing unfinished).</summary>
-    private void WakeAfterAbandon(string? outcome)
-    {
         if (outcome == "r")
         {
             Wake(WakeKey);

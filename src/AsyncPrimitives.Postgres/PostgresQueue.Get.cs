@@ -125,9 +125,8 @@ public sealed partial class PostgresQueue<T>
     /// processed it, whenever that ends, so a failing body never has its item completed (unlike
     /// <see cref="ReadAllAsync"/>, which completes a delivery when the loop asks for the next).</para>
     /// <para>A delivery that nothing references any more while it is neither completed nor abandoned (one an operator
-    /// read ahead and dropped when the pipeline stopped) is given back, its attempt counted, once the garbage collector
-    /// has found it (when the server cannot be reached then, it is no longer renewed, and comes back when its lease
-    /// expires).</para>
+    /// read ahead and dropped when the pipeline stopped) is no longer renewed once the garbage collector has found it:
+    /// its item is delivered again once its lease expires, its attempt counted.</para>
     /// </remarks>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled before the next
     /// item was taken.</exception>
@@ -378,7 +377,7 @@ public sealed partial class PostgresQueue<T>
         List<PostgresDelivery<T>>? unread = null;
         foreach ((long id, long token, int attempt, _, string? payload, _) in rows)
         {
-            var tracker = new LeaseTracker(session, token, id, LeaseDuration, sentAt, WakeKey, _giveBackLost ??= GiveBackLostAsync);
+            var tracker = new LeaseTracker(session, token, id, LeaseDuration, sentAt, WakeKey);
             T item = default!;
             bool read = true;
             try

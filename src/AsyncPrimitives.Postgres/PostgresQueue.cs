@@ -53,9 +53,6 @@ public sealed partial class PostgresQueue<T>
     private readonly JsonTypeInfo<T> _contract;
     private readonly string _orderCode;
 
-    /// <summary>Gives back the item of a delivery lost here (see <see cref="GiveBackLostAsync"/>); made once.</summary>
-    private Func<LeaseTracker, CancellationToken, ValueTask>? _giveBackLost;
-
     internal PostgresQueue(PostgresCoordinator coordinator, string name, QueueOrder order, int maxAttempts, TimeSpan leaseDuration, JsonTypeInfo<T> contract)
     {
         _coordinator = coordinator;

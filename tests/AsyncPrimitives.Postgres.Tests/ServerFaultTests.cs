@@ -7,8 +7,8 @@ namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
 /// Faults while work is in progress: the server restarted, backends terminated, a session that ends here while the
-/// server still takes it for a live one, a renewal that runs after its lease was lost here. Every failure is typed,
-/// nothing put is lost or completed twice, and nothing is left held by no one.
+/// server still takes it for a live one. Every failure is typed, nothing put is lost or completed twice, and nothing
+/// is left held by no one.
 /// </summary>
 public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(server)
 {
@@ -52,55 +52,6 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
             (0L, 0L, 1, true),
             "(places of the failed wait, permits granted to it, free count, TryAcquire got one): the failed wait left its " +
             "place in line, so the released permit is free and no one waits for it");
-    }
-
-    /// <summary>
-    /// The heartbeat's renewal of a permit is slow at the server (here: it waits for the set's turn) until after the
-    /// lease's local deadline: Lost fires and the holder's release is a no-op. The renewal then runs while the row has
-    /// not expired yet, and may extend it; the coordinator gives the lost lease back itself, so another process gets the
-    /// permit at once rather than a lease later.
-    /// </summary>
-    [PostgresFact]
-    public async Task ARenewalThatRunsAfterTheLeaseWasLostHere_DoesNotKeepThePermitFromTheOthers()
-    {
-        TimeSpan leaseDuration = TimeSpan.FromSeconds(10); // margin 1 s
-        Member holder = await JoinAsync(o => o.LeaseDuration = leaseDuration);
-        Member other = await JoinAsync(o => o.LeaseDuration = leaseDuration);
-        PostgresLease lease = await holder.Coordinator.CreateSemaphore("stale", 1).AcquireAsync(Bound);
-        var clock = Stopwatch.StartNew();
-        DateTime expiresBefore = await ScalarAsync<DateTime>($"SELECT expires_at FROM @schema.permit_slots WHERE token = {lease.FencingToken}");
-
-        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-        await using NpgsqlTransaction turn = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
-        await ExecuteAsync(turn, "SELECT @schema.permit_turn('s', 'stale')");
-        await WaitsForALockAsync(holder, "the heartbeat's renewal waits at the server");
-        await WaitForLostAsync(lease.Lost);
-        TimeSpan lostAt = clock.Elapsed;
-        await lease.ReleaseAsync(); // the holder gives the permit up
-        await turn.CommitAsync(); // the renewal runs now, before the row's expiry on the server
-        await EventuallyAsync(
-            async () => await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{holder.Application}' AND state = 'active'") == 0,
-            "the renewal has run");
-        DateTime expiresAfter = await ScalarAsync<DateTime>(
-            $"SELECT coalesce(max(expires_at), '-infinity') FROM @schema.permit_slots WHERE token = {lease.FencingToken}");
-
-        bool acquired;
-        try
-        {
-            // The row expires on the server at expiresBefore (1 s after Lost): a poll after that takes the permit.
-            await using PostgresLease next = await other.Coordinator.CreateSemaphore("stale", 1).AcquireAsync(TimeSpan.FromSeconds(2.5));
-            acquired = true;
-        }
-        catch (TimeoutException)
-        {
-            acquired = false;
-        }
-
-        (expiresAfter <= expiresBefore, acquired).Should().Be(
-            (true, true),
-            $"(the server did not extend the lease after Lost, another process got the permit within 2.5 s): the holder saw Lost at " +
-            $"{lostAt.TotalSeconds:F1} s of a {leaseDuration.TotalSeconds} s lease and released it; the permit's expiry on the server " +
-            $"went from {expiresBefore:HH:mm:ss.fff} to {expiresAfter:HH:mm:ss.fff}");
     }
 
     /// <summary>
@@ -445,51 +396,6 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         }
 
         failure.Should().BeOfType<PostgresCoordinationException>($"restart took {restarted}, the wait ended at {clock.Elapsed}");
-    }
-
-    /// <summary>The queue form of the late renewal: the delivery's renewal waits at the server (for the item's row)
-    /// past the lease's local deadline; Lost fires and the consumer disposes the delivery (a no-op once lost); the
-    /// coordinator gives the item back itself, so another consumer gets it at once rather than a lease later.</summary>
-    [PostgresFact]
-    public async Task ARenewalThatRunsAfterTheDeliveryWasLostHere_DoesNotKeepTheItemFromTheOthers()
-    {
-        var options = new PostgresQueueOptions { LeaseDuration = TimeSpan.FromSeconds(10) }; // margin 1 s
-        Member consumer = await JoinAsync();
-        Member other = await JoinAsync();
-        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("stale", options);
-        await queue.PutAsync(1);
-        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
-        DateTime leasedBefore = await ScalarAsync<DateTime>($"SELECT leased_until FROM @schema.queue_items WHERE id = {delivery.Id}");
-
-        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
-        await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
-        await WaitsForALockAsync(consumer, "the heartbeat's renewal waits for the item's row");
-        await WaitForLostAsync(delivery.Lost);
-        await delivery.DisposeAsync(); // the consumer gives the item up
-        await hold.CommitAsync();
-        await EventuallyAsync(
-            async () => await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{consumer.Application}' AND state = 'active'") == 0,
-            "the renewal has run");
-        DateTime leasedAfter = await ScalarAsync<DateTime>($"SELECT coalesce(leased_until, '-infinity') FROM @schema.queue_items WHERE id = {delivery.Id}");
-
-        PostgresDelivery<int>? again = null;
-        try
-        {
-            again = await other.Coordinator.CreateQueue<int>("stale", options).GetAsync(TimeSpan.FromSeconds(2.5));
-        }
-        catch (TimeoutException)
-        {
-        }
-
-        (leasedAfter <= leasedBefore, again?.Item).Should().Be(
-            (true, 1),
-            $"(the server did not extend the lease after Lost, another consumer got the item within 2.5 s): the item's lease " +
-            $"on the server went from {leasedBefore:HH:mm:ss.fff} to {leasedAfter:HH:mm:ss.fff}");
-        if (again is not null)
-        {
-            await again.CompleteAsync();
-        }
     }
 
     /// <summary>Waits (at most <see cref="PostgresTest.Bound"/>) until the queue has nothing unfinished, reading through

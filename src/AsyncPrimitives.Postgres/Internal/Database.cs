@@ -254,16 +254,14 @@ internal sealed partial class Database
     /// Runs a call that gives something back on the server (a permit, a place in line, a join, what a session holds),
     /// and never throws: it is bounded by <paramref name="timeout"/> and tried again after a connection failure, and
     /// when the server cannot be reached in that time, what it gives back is no longer renewed and expires, or goes with
-    /// its session. <paramref name="stop"/> ends it early, as the timeout does. Returns whether the call ran, and its
-    /// first row read with <paramref name="read"/>.
+    /// its session. Returns whether the call ran, and its first row read with <paramref name="read"/>.
     /// </summary>
     public async ValueTask<(bool Ran, T? Row)> RunCleanupAsync<T>(
-        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, TimeSpan timeout, CancellationToken stop = default)
+        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, TimeSpan timeout)
     {
         try
         {
-            using var bound = CancellationTokenSource.CreateLinkedTokenSource(stop);
-            bound.CancelAfter(timeout);
+            using var bound = new CancellationTokenSource(timeout);
             return (true, await QueryAsync(sql, parameters, read, Retry.Always, bound.Token).ConfigureAwait(false));
         }
         catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)

@@ -22,7 +22,6 @@ internal sealed class LeaseTracker
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _lost = new();
     private readonly ITimer _deadline;
-    private readonly Func<LeaseTracker, CancellationToken, ValueTask> _giveBack;
     private int _state;
 
     /// <summary>Calls in flight that end the lease (a completion, an abandonment); see <see cref="IsEnding"/>.</summary>
@@ -34,19 +33,15 @@ internal sealed class LeaseTracker
     /// <param name="duration">How long the lease lasts without renewal.</param>
     /// <param name="sentAt">The local timestamp at which the statement that granted it was sent.</param>
     /// <param name="wakeKey">The key to wake when the lease is lost (others may take it now).</param>
-    /// <param name="giveBack">Gives the lease back on the server under its own token (a no-op there once the lease is
-    /// gone or another holds it), until the token given is cancelled; never throws. Run when the lease is lost here
-    /// while the server may still count it held (see <see cref="MarkLost(bool)"/>).</param>
-    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey, Func<LeaseTracker, CancellationToken, ValueTask> giveBack)
+    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey)
     {
         _session = session;
-        _giveBack = giveBack;
         _time = session.Time;
         Id = id;
         ItemId = itemId;
         Duration = duration;
         WakeKey = wakeKey;
-        _deadline = _time.CreateTimer(static s => ((LeaseTracker)s!).MarkLost(tellServer: true), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _deadline = _time.CreateTimer(static s => ((LeaseTracker)s!).MarkLost(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         Renewed(sentAt);
     }
 
@@ -101,7 +96,7 @@ internal sealed class LeaseTracker
         TimeSpan left = TimeoutArgument.Remaining(Duration - Margin(Duration), _time, sentAt);
         if (left <= TimeSpan.Zero)
         {
-            MarkLost(tellServer: true);
+            MarkLost();
             return;
         }
 
@@ -124,16 +119,8 @@ internal sealed class LeaseTracker
         return true;
     }
 
-    /// <summary>
-    /// Marks the lease lost and fires <see cref="LostToken"/>; nothing when it was released or lost before. With
-    /// <paramref name="tellServer"/> (lost here, not because the server said it is gone or the session ended: its
-    /// deadline passed, or its holder dropped it), the lease is also given back on the server, in the background
-    /// (<see cref="Session.GiveBack"/>): a renewal whose answer had not come by the deadline may still have extended it
-    /// there, and the holder's own release is a no-op once it is lost, so it would be held by no one until that later
-    /// expiry. Not while a call that ends the lease is in flight (<see cref="IsEnding"/>): its answer decides, as it
-    /// does for a renewal.
-    /// </summary>
-    public void MarkLost(bool tellServer = false)
+    /// <summary>Marks the lease lost and fires <see cref="LostToken"/>; nothing when it was released or lost before.</summary>
+    public void MarkLost()
     {
         if (Interlocked.CompareExchange(ref _state, Lost, Held) != Held)
         {
@@ -144,9 +131,5 @@ internal sealed class LeaseTracker
         _session.Remove(this);
         // The holder's callbacks run on the thread pool, not on the heartbeat's or the LISTEN loop's thread.
         ThreadPool.UnsafeQueueUserWorkItem(static cts => cts.Cancel(), _lost, preferLocal: false);
-        if (tellServer && !IsEnding)
-        {
-            _session.GiveBack(this, _giveBack);
-        }
     }
 }

@@ -39,9 +39,6 @@ internal sealed class PermitSet
     /// lease (<see cref="DropStaleGrants"/>); on the server its permit was given back with the place, or expires.</summary>
     private readonly ConcurrentDictionary<long, PermitGrant> _grants = new();
 
-    /// <summary>Releases the permit of a lease lost here (see <see cref="LeaseTracker.MarkLost(bool)"/>); made once.</summary>
-    private Func<LeaseTracker, CancellationToken, ValueTask>? _giveBackLost;
-
     public PermitSet(PostgresCoordinator coordinator, char kind, string name, int maxCount)
     {
         _coordinator = coordinator;
@@ -220,7 +217,7 @@ internal sealed class PermitSet
             place = null;
         }
 
-        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey, _giveBackLost ??= (lease, stop) => GiveBackAsync(lease.Id, ticket: null, stop));
+        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey);
         if (!session.TryAdd(tracker))
         {
             return null; // lost at birth (its deadline had passed by the time the answer was handled), or the session ended
@@ -276,7 +273,7 @@ internal sealed class PermitSet
 
     /// <summary>Gives a permit back, or leaves the wait line, then wakes the waits that may go ahead now. Never throws:
     /// what the server cannot be told about is no longer renewed, and expires.</summary>
-    private async ValueTask GiveBackAsync(long? token, long? ticket, CancellationToken stop = default)
+    private async ValueTask GiveBackAsync(long? token, long? ticket)
     {
         long sentAt = _coordinator.Time.GetTimestamp();
         (bool ran, (bool OthersWait, long[]? Tickets, long[]? Tokens) result) = await _coordinator.Database.RunCleanupAsync(
@@ -286,8 +283,7 @@ internal sealed class PermitSet
                 Database.Parameter(ticket), Database.Parameter(_coordinator.Owner),
             ],
             static r => (r.GetBoolean(0), r.IsDBNull(1) ? null : r.GetFieldValue<long[]>(1), r.IsDBNull(2) ? null : r.GetFieldValue<long[]>(2)),
-            _coordinator.CleanupTimeout,
-            stop).ConfigureAwait(false);
+            _coordinator.CleanupTimeout).ConfigureAwait(false);
         if (!ran)
         {
             return;

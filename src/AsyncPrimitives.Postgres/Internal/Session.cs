@@ -37,9 +37,6 @@ internal sealed partial class Session
     /// <summary>The places in wait lines held by waits in progress; guarded by <see cref="_sync"/>.</summary>
     private readonly HashSet<WaitPlace> _places = [];
 
-    /// <summary>Give-backs of leases lost here still running (see <see cref="GiveBack"/>); guarded by <see cref="_sync"/>.</summary>
-    private readonly HashSet<Task> _givingBack = [];
-
     /// <summary>Why the session ended, once it has; guarded by <see cref="_sync"/>.</summary>
     private Exception? _endReason;
 
@@ -146,41 +143,6 @@ internal sealed partial class Session
             await connection.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-    }
-
-    /// <summary>
-    /// Gives a lease lost here back on the server, in the background (see <see cref="LeaseTracker.MarkLost(bool)"/>),
-    /// unless the session has ended (its end frees the lease on the server). Stopped when the session ends; a session
-    /// that closes waits for it. <paramref name="giveBack"/> never throws.
-    /// </summary>
-    public void GiveBack(LeaseTracker lease, Func<LeaseTracker, CancellationToken, ValueTask> giveBack)
-    {
-        Task task;
-        lock (_sync)
-        {
-            if (_endReason is not null)
-            {
-                return;
-            }
-
-            CancellationToken stop = _stop.Token;
-            task = Background.Run(() => giveBack(lease, stop).AsTask());
-            _givingBack.Add(task);
-        }
-
-        _ = task.ContinueWith(
-            static (done, state) =>
-            {
-                var session = (Session)state!;
-                lock (session._sync)
-                {
-                    session._givingBack.Remove(done);
-                }
-            },
-            this,
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
     }
 
     /// <summary>Records a lease taken under this session; false (the lease is then lost) when the session has ended.</summary>
@@ -303,15 +265,6 @@ internal sealed partial class Session
     public async Task CloseAsync(Exception reason)
     {
         string[] freed = EndHere(reason);
-        Task[] givingBack;
-        lock (_sync)
-        {
-            givingBack = [.. _givingBack];
-        }
-
-        // Stopped by the end (end_session frees what they were giving back), and over before the coordinator's data
-        // source may go.
-        await Task.WhenAll(givingBack).ConfigureAwait(false);
         // If this cannot reach the server, the session's connection, closed below, frees its rows too.
         await EndOnServerAsync(_coordinator.CleanupTimeout).ConfigureAwait(false);
         // Only now: a wait woken before the rows were free would find nothing and sleep to its next poll.
