@@ -198,19 +198,15 @@ public sealed class PostgresSemaphore
     {
         private static readonly string[] s_heldMetadata = [LeaseLostMetadata.Name, FencingTokenMetadata.Name];
 
-        /// <summary>The permit's lease, for its metadata; null for a lease that is not acquired.</summary>
+        /// <summary>The permit's lease (its release is idempotent); null for a lease that is not acquired.</summary>
         private readonly PostgresLease? _lease;
 
         /// <summary>Why it is not acquired; null when it is.</summary>
         private readonly string? _reason;
 
-        /// <summary>The permit's lease until it is released (once, by the first disposal).</summary>
-        private PostgresLease? _held;
-
         public Lease(PostgresLease? held, string? reason)
         {
             _lease = held;
-            _held = held;
             _reason = reason;
         }
 
@@ -230,7 +226,7 @@ public sealed class PostgresSemaphore
             return metadata is not null;
         }
 
-        public ValueTask DisposeAsync() => Interlocked.Exchange(ref _held, null) is { } lease ? lease.ReleaseAsync() : default;
+        public ValueTask DisposeAsync() => _lease?.ReleaseAsync() ?? default;
 
         // RateLimitLease.Dispose is synchronous: the release runs on; it never throws (see PostgresLease.ReleaseAsync).
         protected override void Dispose(bool disposing) => _ = DisposeAsync().AsTask();

@@ -68,14 +68,12 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         var put = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
         var completed = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
         var uncertain = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
-        var failures = new Failures();
+        var failures = new Failures(cancellationIsTyped: false);
         var halfway = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var restarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var stop = new CancellationTokenSource();
         int next = 0;
         const int PerProducer = 30;
-
-        void Record(Exception e) => failures.Record(e, cancellationIsTyped: false);
 
         Task[] producers = members.Select(m => Task.Run(async () =>
         {
@@ -88,7 +86,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
                     await restarted.Task; // half the items before the restart, half after
                 }
 
-                await PutRecordingAsync(queue, Interlocked.Increment(ref next), put, Record);
+                await PutRecordingAsync(queue, Interlocked.Increment(ref next), put, failures.Record);
             }
         })).ToArray();
 
@@ -119,7 +117,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
                 catch (Exception e)
 #pragma warning restore CA1031
                 {
-                    Record(e);
+                    failures.Record(e);
                 }
                 finally
                 {
@@ -171,19 +169,17 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         var options = new PostgresQueueOptions { MaxAttempts = 1000 };
         var put = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
         var seen = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
-        var failures = new Failures();
+        var failures = new Failures(cancellationIsTyped: true);
         using var stop = new CancellationTokenSource();
         int next = 0;
         const int PerProducer = 60;
-
-        void Record(Exception e) => failures.Record(e, cancellationIsTyped: true);
 
         Task[] producers = members.Select(m => Task.Run(async () =>
         {
             PostgresQueue<int> queue = m.Coordinator.CreateQueue<int>("loop", options);
             for (int i = 0; i < PerProducer; i++)
             {
-                await PutRecordingAsync(queue, Interlocked.Increment(ref next), put, Record);
+                await PutRecordingAsync(queue, Interlocked.Increment(ref next), put, failures.Record);
 
                 if (i % 10 == 9)
                 {
@@ -195,7 +191,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
                     catch (Exception e)
 #pragma warning restore CA1031
                     {
-                        Record(e);
+                        failures.Record(e);
                     }
                 }
             }
@@ -217,7 +213,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
                 catch (Exception e)
 #pragma warning restore CA1031
                 {
-                    Record(e);
+                    failures.Record(e);
                 }
             }
         }))).ToArray();
@@ -416,15 +412,14 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
 
     /// <summary>The failures seen by producers and consumers under faults: typed ones (what the package promises to
     /// throw) by type name, any other in full.</summary>
-    private sealed class Failures
+    /// <param name="cancellationIsTyped">Whether the caller's own cancellation can end the calls (a stop token).</param>
+    private sealed class Failures(bool cancellationIsTyped)
     {
         public System.Collections.Concurrent.ConcurrentBag<string> Typed { get; } = [];
 
         public System.Collections.Concurrent.ConcurrentBag<string> Unexpected { get; } = [];
 
-        /// <param name="e">The failure.</param>
-        /// <param name="cancellationIsTyped">Whether the caller's own cancellation can end the call (a stop token).</param>
-        public void Record(Exception e, bool cancellationIsTyped)
+        public void Record(Exception e)
         {
             if (e is PostgresCoordinationException or PostgresLeaseLostException or TimeoutException
                 || (cancellationIsTyped && e is OperationCanceledException))

@@ -48,7 +48,7 @@ internal sealed class Deadline : IDisposable
         }
 
         // Measured before arming: if the clock has moved past the deadline meanwhile, expire now.
-        if (timeProvider.GetElapsedTime(start) >= t)
+        if (TimeoutArgument.Remaining(t, timeProvider, start) == TimeSpan.Zero)
         {
             Expire();
         }
