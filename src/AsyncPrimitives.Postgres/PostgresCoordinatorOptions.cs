@@ -29,7 +29,10 @@ public sealed class PostgresCoordinatorOptions
     /// notification that was missed. Waits are normally woken by LISTEN/NOTIFY within milliseconds.</summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>How queue items are written and read; <see cref="JsonSerializerOptions.Default"/> when null.</summary>
+    /// <summary>How queue items are written and read; <see cref="JsonSerializerOptions.Default"/> when null. The first
+    /// <see cref="PostgresCoordinator.CreateQueue{T}"/> makes them read-only (as System.Text.Json's first use of them
+    /// does), with System.Text.Json's default resolver when <see cref="JsonSerializerOptions.TypeInfoResolver"/> is
+    /// null.</summary>
     public JsonSerializerOptions? JsonSerializerOptions { get; set; }
 
     /// <summary>The local clock for timeouts, polling and heartbeats; <see cref="TimeProvider.System"/> when null.

@@ -88,13 +88,15 @@ public sealed partial class PostgresQueue<T>
     /// <param name="cancellationToken">Cancels the put until it reaches the server (once there, it runs to its answer); a
     /// cancelled put did not enqueue the item.</param>
     /// <returns>A task that completes when the item is committed.</returns>
+    /// <exception cref="ArgumentException">System.Text.Json cannot write <paramref name="item"/> (a cycle, a value it does
+    /// not support; thrown at the call, with its exception as the inner one).</exception>
     /// <exception cref="QueueShutDownException">The queue is shut down; the item was not enqueued.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the item was not enqueued.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached or refused the put; the item was
     /// not enqueued, except when the connection failed after the server had committed it (the call then cannot tell).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
     public ValueTask PutAsync(T item, int priority = 0, CancellationToken cancellationToken = default) =>
-        PutCoreAsync([item], priority, transaction: null, cancellationToken);
+        PutCoreAsync(Write([item], nameof(item)), priority, transaction: null, cancellationToken);
 
     /// <summary>
     /// Puts an item inside <paramref name="transaction"/>: it is enqueued if and only if that transaction commits (with
@@ -110,7 +112,8 @@ public sealed partial class PostgresQueue<T>
     /// <returns>A task that completes when the item is written in the transaction.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="transaction"/> is null.</exception>
     /// <exception cref="ArgumentException"><paramref name="transaction"/> has completed, or its connection is to
-    /// another database than the coordinator's data source.</exception>
+    /// another database than the coordinator's data source; or System.Text.Json cannot write <paramref name="item"/>
+    /// (the transaction is then untouched).</exception>
     /// <exception cref="QueueShutDownException">The queue is shut down; the transaction is aborted.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     /// <exception cref="PostgresCoordinationException">The server refused the put; the transaction is aborted.</exception>
@@ -119,7 +122,7 @@ public sealed partial class PostgresQueue<T>
     {
         ArgumentNullException.ThrowIfNull(transaction);
         _coordinator.ValidateTransaction(transaction);
-        return PutCoreAsync([item], priority, transaction, cancellationToken);
+        return PutCoreAsync(Write([item], nameof(item)), priority, transaction, cancellationToken);
     }
 
     /// <summary>Puts several items, in order, in one transaction (all or none): the batch form of
@@ -130,6 +133,8 @@ public sealed partial class PostgresQueue<T>
     /// cancelled put enqueued nothing.</param>
     /// <returns>A task that completes when the items are committed.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="items"/> is null.</exception>
+    /// <exception cref="ArgumentException">System.Text.Json cannot write one of <paramref name="items"/> (its index is
+    /// in the message); nothing was enqueued.</exception>
     /// <exception cref="QueueShutDownException">The queue is shut down; nothing was enqueued.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; nothing was enqueued.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached or refused the put (see
@@ -138,7 +143,7 @@ public sealed partial class PostgresQueue<T>
     public ValueTask PutManyAsync(IEnumerable<T> items, int priority = 0, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(items);
-        return PutCoreAsync([.. items], priority, transaction: null, cancellationToken);
+        return PutCoreAsync(Write([.. items], nameof(items)), priority, transaction: null, cancellationToken);
     }
 
     /// <summary>The items waiting to be delivered across all processes (a snapshot; expired deliveries included when
@@ -243,22 +248,37 @@ public sealed partial class PostgresQueue<T>
 
     private const string PutSql = "SELECT __schema__.queue_put($1, $2, $3::json[])";
 
-    private async ValueTask PutCoreAsync(T[] items, int priority, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
+    /// <summary>The JSON text of each item, written at the call: an item System.Text.Json cannot write (a cycle, a
+    /// value it does not support) is bad input, and nothing of its batch is put.</summary>
+    private string[] Write(T[] items, string parameterName)
+    {
+        var payloads = new string[items.Length];
+        for (int i = 0; i < items.Length; i++)
+        {
+            try
+            {
+                payloads[i] = JsonSerializer.Serialize(items[i], _contract);
+            }
+            catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+            {
+                string which = parameterName == "item" ? "the item" : $"the item at index {i}";
+                throw new ArgumentException($"System.Text.Json cannot write {which}: {e.Message}", parameterName, e);
+            }
+        }
+
+        return payloads;
+    }
+
+    private async ValueTask PutCoreAsync(string[] payloads, int priority, NpgsqlTransaction? transaction, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         _coordinator.ThrowIfDisposed();
-        if (items.Length == 0)
+        if (payloads.Length == 0)
         {
             return;
         }
 
-        var payloads = new string[items.Length];
-        for (int i = 0; i < items.Length; i++)
-        {
-            payloads[i] = JsonSerializer.Serialize(items[i], _contract);
-        }
-
-        int[] priorities = new int[items.Length];
+        int[] priorities = new int[payloads.Length];
         Array.Fill(priorities, priority);
         Database database = _coordinator.Database;
         NpgsqlParameter[] parameters =

@@ -107,6 +107,99 @@ public sealed class QueuePayloadTests(PostgresServer server) : PostgresTest(serv
             .Should().Be(0, "nothing stays leased (and renewed by the heartbeat) for a delivery nobody has");
     }
 
+    /// <summary>A type whose constructor refuses what it does not support with <see cref="NotSupportedException"/>,
+    /// the exception System.Text.Json refuses a type with (it wraps the constructor's in its own).</summary>
+    public sealed record Currency
+    {
+        public Currency(string code)
+        {
+            if (code is not ("EUR" or "USD"))
+            {
+                throw new NotSupportedException($"Currency {code} is not supported.");
+            }
+
+            Code = code;
+        }
+
+        public string Code { get; }
+    }
+
+    [PostgresFact]
+    public async Task ATypeWhoseConstructorRefusesWithNotSupported_IsAccepted_AndComesBackAsPut()
+    {
+        (await PutAndGetAsync([new Currency("EUR")])).Should().Equal(new Currency("EUR"));
+    }
+
+    public interface IShape
+    {
+        double Size { get; }
+    }
+
+    public sealed record Circle(double Size) : IShape;
+
+    /// <summary>Writes a shape as its size and reads a size as a circle.</summary>
+    public sealed class ShapeConverter : JsonConverter<IShape>
+    {
+        public override IShape Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => new Circle(reader.GetDouble());
+
+        public override void Write(Utf8JsonWriter writer, IShape value, JsonSerializerOptions options) => writer.WriteNumberValue(value.Size);
+    }
+
+    /// <summary>An interface-typed property read through a converter of its own.</summary>
+    public sealed record Drawing(string Name, [property: JsonConverter(typeof(ShapeConverter))] IShape Shape);
+
+    /// <summary>A get-only property of an interface type: written, never read (no setter, no constructor parameter).</summary>
+    public sealed record Labelled(int Number)
+    {
+        public IFormattable Label => Number;
+    }
+
+    [PostgresFact]
+    public async Task PropertiesReadThroughTheirOwnConverter_OrOnlyWritten_AreAccepted_AndComeBackAsPut()
+    {
+        var drawing = new Drawing("d", new Circle(2));
+        (await PutAndGetAsync([drawing])).Should().Equal(drawing);
+        (await PutAndGetAsync([new Labelled(3)])).Should().Equal(new Labelled(3));
+    }
+
+    public sealed record Order(int Number, string Name);
+
+    [PostgresFact]
+    public async Task NewJsonSerializerOptions_NotUsedBefore_WriteAndReadTheItems()
+    {
+        // Options System.Text.Json has not used yet (as at a service's start-up) have no resolver until their first use.
+        var options = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+        Member member = await JoinAsync(o => o.JsonSerializerOptions = options);
+        PostgresQueue<Order> queue = member.Coordinator.CreateQueue<Order>("orders");
+        member.Coordinator.CreateQueue<int>("numbers").Should().NotBeNull();
+        await queue.PutAsync(new Order(1, "x"));
+
+        (await ScalarAsync<string>("SELECT payload::text FROM @schema.queue_items")).Should().Be("{\"number\":1,\"name\":\"x\"}");
+        await using PostgresDelivery<Order> delivery = await queue.GetAsync(Bound);
+        delivery.Item.Should().Be(new Order(1, "x"));
+        options.IsReadOnly.Should().BeTrue("CreateQueue fixes the options, as System.Text.Json's first use does");
+    }
+
+    public sealed class Node
+    {
+        public Node? Next { get; set; }
+    }
+
+    [PostgresFact]
+    public async Task AnItemSystemTextJsonCannotWrite_ThrowsArgumentExceptionAtTheCall_AndPutsNothingOfItsBatch()
+    {
+        Member member = await JoinAsync();
+        PostgresQueue<Node> queue = member.Coordinator.CreateQueue<Node>("nodes");
+        var cycle = new Node();
+        cycle.Next = cycle;
+
+        FluentActions.Invoking(() => { _ = queue.PutAsync(cycle); }).Should().Throw<ArgumentException>()
+            .WithParameterName("item").WithInnerException<JsonException>();
+        FluentActions.Invoking(() => { _ = queue.PutManyAsync([new Node(), cycle]); }).Should().Throw<ArgumentException>()
+            .WithParameterName("items").Where(e => e.Message.Contains("index 1"));
+        (await queue.UnfinishedAsync()).Should().Be(0, "a refused batch puts none of its items");
+    }
+
     /// <summary>Puts <paramref name="items"/> on a new queue, takes them in one get, completes them, and returns what
     /// the get read.</summary>
     private async Task<T[]> PutAndGetAsync<T>(T[] items)

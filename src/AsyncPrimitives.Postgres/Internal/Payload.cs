@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
 
 namespace AsyncPrimitives.Postgres.Internal;
@@ -8,8 +9,9 @@ internal static class Payload
 {
     /// <summary>
     /// The JSON contract of <typeparamref name="T"/>, checked now: a queue whose items could be put but never read
-    /// (or not put at all) fails at creation, not at its first delivery. Every type the contract reaches (property
-    /// types, element types) must have a converter that can read its kind of JSON.
+    /// (or not put at all) fails at creation, not at its first delivery. Every type reading reaches (the types of the
+    /// properties it sets without a converter of their own, element types) must have a converter that can read its
+    /// kind of JSON. The options are made read-only, as System.Text.Json's first use of them does.
     /// </summary>
     /// <exception cref="ArgumentException">System.Text.Json cannot write or read <typeparamref name="T"/> (with
     /// <paramref name="options"/>); the parameter named is <c>T</c>.</exception>
@@ -17,6 +19,9 @@ internal static class Payload
     {
         try
         {
+            // As System.Text.Json's first use of the options does: they are fixed from now on, with its default
+            // resolver when none was set (GetTypeInfo alone would not fill it in).
+            options.MakeReadOnly(populateMissingResolver: true);
             var contract = (JsonTypeInfo<T>)options.GetTypeInfo(typeof(T));
             Check(contract, new HashSet<Type>());
             return contract;
@@ -29,11 +34,20 @@ internal static class Payload
     }
 
     /// <summary>Whether System.Text.Json itself refused the type (not the type's own code, which may throw the same
-    /// exception types from a constructor): it throws from its own methods. A method with no declaring type is code it
-    /// emitted to construct the type, into which the JIT may inline the type's constructor: the type's own code.</summary>
-    private static bool IsRefusedBySystemTextJson(Exception e) =>
-        e is NotSupportedException or InvalidOperationException
-        && e.TargetSite?.DeclaringType?.Assembly == typeof(JsonSerializer).Assembly;
+    /// exception types from a constructor): it throws from its own methods. It wraps a <see cref="NotSupportedException"/>
+    /// thrown while reading (its own or the type's) in another that names the path, so the first thrower is the one
+    /// asked (an inner exception it made to describe the refusal, never thrown, has no stack trace). A method with no declaring type is code it emitted to construct the type, into which the JIT may inline
+    /// the type's constructor: the type's own code.</summary>
+    private static bool IsRefusedBySystemTextJson(Exception e)
+    {
+        while (e is NotSupportedException { InnerException: { StackTrace: not null } inner })
+        {
+            e = inner;
+        }
+
+        return e is NotSupportedException or InvalidOperationException
+            && e.TargetSite?.DeclaringType?.Assembly == typeof(JsonSerializer).Assembly;
+    }
 
     /// <summary>Reads a minimal document of the contract's kind (an empty object, an empty array, a string): the
     /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
@@ -83,7 +97,10 @@ internal static class Payload
 
         foreach (JsonPropertyInfo property in contract.Properties)
         {
-            Check(contract.Options.GetTypeInfo(property.PropertyType), seen);
+            if (property.CustomConverter is null && IsRead(contract, property))
+            {
+                Check(contract.Options.GetTypeInfo(property.PropertyType), seen);
+            }
         }
 
         if (contract.ElementType is { } element)
@@ -96,4 +113,12 @@ internal static class Payload
             Check(contract.Options.GetTypeInfo(key), seen);
         }
     }
+
+    /// <summary>Whether reading the object sets or fills <paramref name="property"/>: a property with no setter, no
+    /// constructor parameter and no populating is only written, so its type need not be readable.</summary>
+    private static bool IsRead(JsonTypeInfo contract, JsonPropertyInfo property) =>
+        property.Set is not null
+        || property.AssociatedParameter is not null
+        || (property.ObjectCreationHandling ?? contract.PreferredPropertyObjectCreationHandling ?? contract.Options.PreferredObjectCreationHandling)
+            == JsonObjectCreationHandling.Populate;
 }
