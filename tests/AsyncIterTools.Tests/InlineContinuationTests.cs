@@ -62,6 +62,53 @@ public sealed class InlineContinuationTests
         await finish();
     });
 
+    /// <summary>A wait that ends without a completion (the caller's token cancelled, AsCompleted's deadline passed)
+    /// resumes the consumer from the pool as well: never inside the caller's <c>Cancel()</c> or the deadline's timer
+    /// callback (here <c>FakeTimeProvider.Advance</c>), where the consumer's code would run on their stack.</summary>
+    [Theory]
+    [InlineData("tasks, cancelled")]
+    [InlineData("tasks, deadline")]
+    [InlineData("work, deadline")]
+    public Task EndingAsCompletedsWait_NeverRunsTheConsumerInline(string how) => Task.Run(async () =>
+    {
+        var never = new TaskCompletionSource<int>();
+        var time = new FakeTimeProvider();
+        using var cts = new CancellationTokenSource();
+        IAsyncEnumerable<int> results = how switch
+        {
+            "tasks, cancelled" => AsyncIter.AsCompleted([never.Task]),
+            "tasks, deadline" => AsyncIter.AsCompleted([never.Task], TimeSpan.FromSeconds(1), time),
+            _ => AsyncIter.AsCompleted([(CancellationToken ct) => never.Task.WaitAsync(ct)], null, TimeSpan.FromSeconds(1), time),
+        };
+        IAsyncEnumerator<int> e = results.GetAsyncEnumerator(cts.Token);
+        ValueTask<bool> move = e.MoveNextAsync();
+        move.IsCompleted.Should().BeFalse();
+        var observed = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        move.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(() => observed.SetResult(t_insideCompletion));
+
+        t_insideCompletion = true;
+        try
+        {
+            if (how == "tasks, cancelled")
+            {
+                cts.Cancel();
+            }
+            else
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+            }
+        }
+        finally
+        {
+            t_insideCompletion = false;
+        }
+
+        (await observed.Task.WaitAsync(TestWork.Bound)).Should().BeFalse("the consumer resumes on its own, not inside Cancel() or the timer's callback");
+        FluentActions.Invoking(() => move.GetAwaiter().GetResult())
+            .Should().Throw<Exception>().Which.Should().BeAssignableTo(how == "tasks, cancelled" ? typeof(OperationCanceledException) : typeof(TimeoutException));
+        await e.DisposeAsync();
+    });
+
     private static IAsyncEnumerable<int> Build(string op, Task gate, TaskCompletionSource<bool> reached) => op switch
     {
         "Merge" => AsyncIter.Merge(AfterGate(gate, reached)),

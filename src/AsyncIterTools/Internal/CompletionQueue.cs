@@ -117,7 +117,8 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// </summary>
     private ManualResetValueTaskSourceCore<Operation> _waiter;
 
-    /// <summary>The operation handed to the parked consumer, between <see cref="Post"/> and <see cref="Deliver"/>.</summary>
+    /// <summary>The operation handed to the parked consumer, between <see cref="Post"/> and <see cref="Deliver"/>; null
+    /// for a wait <see cref="CancelWait"/> ended.</summary>
     private Operation? _handOff;
 
     /// <summary>True while the consumer is parked on <see cref="_waiter"/>; then <see cref="_completed"/> is empty.</summary>
@@ -497,15 +498,24 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>Runs <see cref="Deliver"/>: the queue is the work item <see cref="Post"/> queues.</summary>
     void IThreadPoolWorkItem.Execute() => Deliver();
 
-    /// <summary>Completes the parked consumer's wait with the handed-off operation (its continuation runs here or on its context).</summary>
+    /// <summary>Completes the parked consumer's wait with the handed-off operation, or with the wait token's
+    /// cancellation when none was handed off (see <see cref="CancelWait"/>); its continuation runs here or on its context.</summary>
     private void Deliver()
     {
-        Operation operation = _handOff!;
+        Operation? operation = _handOff;
         _handOff = null;
+        if (operation is null)
+        {
+            _waiter.SetException(new OperationCanceledException(_waitToken));
+            return;
+        }
+
         _waiter.SetResult(operation);
     }
 
-    /// <summary>Ends the consumer's wait with cancellation, unless a completion was handed over first (it then stays delivered).</summary>
+    /// <summary>Ends the consumer's wait with cancellation, unless a completion was handed over first (it then stays
+    /// delivered). As every wake-up, from a pool work item of its own: never inline in the canceller's <c>Cancel()</c>
+    /// or a deadline's timer callback.</summary>
     private void CancelWait()
     {
         lock (_lock)
@@ -518,7 +528,7 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
             _waiting = false;
         }
 
-        _waiter.SetException(new OperationCanceledException(_waitToken));
+        Compat.UnsafeQueue(this);
     }
 
     Operation IValueTaskSource<Operation>.GetResult(short token)
