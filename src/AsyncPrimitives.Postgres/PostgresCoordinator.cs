@@ -235,7 +235,8 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// <summary>
     /// Ends the coordinator: its session ends (waits in progress throw <see cref="ObjectDisposedException"/>, leases
     /// held are lost and given back to the server), and later calls through its locks, semaphores and queues throw
-    /// <see cref="ObjectDisposedException"/>. Idempotent.
+    /// <see cref="ObjectDisposedException"/>. Nothing of it runs afterwards: items put in a caller's transaction still
+    /// open are no longer watched for its commit (getters in other processes find them at their next poll). Idempotent.
     /// </summary>
     /// <returns>A task that completes when the session is closed.</returns>
     public async ValueTask DisposeAsync()
@@ -272,6 +273,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
             await session.CloseAsync(new ObjectDisposedException(nameof(PostgresCoordinator))).ConfigureAwait(false);
         }
 
+        await CommitWatcher.StopAsync().ConfigureAwait(false);
         await Notifier.FlushAsync().ConfigureAwait(false);
         await Database.CloseAsync().ConfigureAwait(false);
     }

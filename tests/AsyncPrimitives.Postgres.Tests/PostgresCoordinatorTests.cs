@@ -1,5 +1,6 @@
 using AsyncPrimitives.Postgres.Internal;
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
@@ -196,5 +197,22 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
 
         (await ScalarAsync<long>(heldByA)).Should().Be(0, "closing the session gives its lock back at once, not when the pool reuses the connection");
         (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
+    [PostgresFact]
+    public async Task DisposeAsync_WhileACallersTransactionWithAPutIsOpen_LeavesNoWatchRunning()
+    {
+        var time = new CountingTimeProvider(); // timers fire only when advanced: the watch parks in its first wait
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("emails");
+        await using NpgsqlConnection connection = await a.Source.OpenConnectionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
+        await queue.PutAsync(1, transaction);
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound); // the commit watch waits for its first check
+
+        await a.Coordinator.DisposeAsync();
+
+        time.ActiveTimers.Should().Be(0, "a disposed coordinator leaves no watch of the transaction asking the server for its status");
+        await transaction.RollbackAsync();
     }
 }

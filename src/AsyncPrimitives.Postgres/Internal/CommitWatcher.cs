@@ -18,17 +18,26 @@ internal sealed class CommitWatcher
     private readonly TimeSpan _longestWait;
     private readonly Lock _sync = new();
 
+    /// <summary>Cancelled by <see cref="StopAsync"/> once <see cref="_stopped"/> is set: ends a check in flight.</summary>
+    private readonly CancellationTokenSource _stop = new();
+
     /// <summary>Transactions not known to have ended, with the wake key of each; guarded by <see cref="_sync"/>.</summary>
     private readonly Dictionary<long, HashSet<string>> _pending = [];
 
     /// <summary>Whether the watch loop runs; guarded by <see cref="_sync"/>.</summary>
     private bool _watching;
 
+    /// <summary>Whether <see cref="StopAsync"/> was called; guarded by <see cref="_sync"/>.</summary>
+    private bool _stopped;
+
+    /// <summary>The running watch loop (completed when none runs); guarded by <see cref="_sync"/>.</summary>
+    private Task _loop = Task.CompletedTask;
+
     /// <summary>The next check comes this long after the last; reset to the shortest when a transaction is added.</summary>
     private TimeSpan _interval = s_firstCheck;
 
     /// <summary>Ends the loop's wait for its next check: cancelled by <see cref="Watch"/>, whose transaction is to be
-    /// checked sooner than that wait would end. Guarded by <see cref="_sync"/>; never disposed (it holds no timer).</summary>
+    /// checked sooner than that wait would end, or by <see cref="StopAsync"/>. Guarded by <see cref="_sync"/>; never disposed (it holds no timer).</summary>
     private CancellationTokenSource? _wait;
 
     public CommitWatcher(Database database, WakeSignals signals, Notifier notifier, TimeProvider time, TimeSpan longestWait)
@@ -47,6 +56,12 @@ internal sealed class CommitWatcher
         bool start;
         lock (_sync)
         {
+            if (_stopped)
+            {
+                // The coordinator is disposed: the getters of other processes find the items at their next poll.
+                return;
+            }
+
             start = !_watching;
             if (!_pending.TryGetValue(transactionId, out HashSet<string>? keys))
             {
@@ -73,8 +88,37 @@ internal sealed class CommitWatcher
         }
         else if (start)
         {
-            _ = Background.Run(WatchAsync);
+            Task loop = Background.Run(WatchAsync);
+            lock (_sync)
+            {
+                _loop = loop;
+            }
         }
+    }
+
+    /// <summary>Stops watching (the coordinator is disposed) and waits for the loop to end: after it, nothing of the
+    /// watcher runs or uses the data source. Transactions still open are no longer watched.</summary>
+    public async Task StopAsync()
+    {
+        Task loop;
+        CancellationTokenSource? wait;
+        lock (_sync)
+        {
+            if (_stopped)
+            {
+                return;
+            }
+
+            _stopped = true;
+            wait = _wait;
+            _wait = null;
+            loop = _loop;
+        }
+
+        // Outside the lock: cancelling runs the registrations of a check in flight.
+        _stop.Cancel();
+        wait?.Cancel();
+        await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 
     private async Task WatchAsync()
@@ -86,7 +130,7 @@ internal sealed class CommitWatcher
             CancellationToken wait;
             lock (_sync)
             {
-                if (_pending.Count == 0)
+                if (_pending.Count == 0 || _stopped)
                 {
                     _watching = false;
                     return;
@@ -113,7 +157,11 @@ internal sealed class CommitWatcher
                     [Database.Parameter(ids)],
                     static r => (r.GetInt64(0), r.IsDBNull(1) ? null : r.GetString(1)),
                     Database.Retry.Always,
-                    CancellationToken.None).ConfigureAwait(false);
+                    _stop.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                continue; // stopped: ends at the top
             }
             catch (PostgresCoordinationException)
             {
