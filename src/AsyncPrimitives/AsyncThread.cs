@@ -241,36 +241,44 @@ public sealed class AsyncThread : IAsyncDisposable
         // The thread's own context, empty (it was started without its creator's): work whose caller flows none runs in
         // a copy of it, so that nothing such work sets (AsyncLocal values, the culture) outlives it.
         ExecutionContext? threadContext = ExecutionContext.Capture();
-        while (true)
+        while (RunNext(threadContext))
         {
-            Work? item;
-            WaitMetering metering;
-            lock (_sync)
-            {
-                while (_queue.Count == 0 && !_disposing)
-                {
-                    Monitor.Wait(_sync);
-                }
-
-                item = _queue.First?.Value;
-                if (item is null)
-                {
-                    break; // disposed and drained
-                }
-
-                _queue.RemoveFirst();
-                metering = item.Metering;
-            }
-
-            if (metering.IsActive)
-            {
-                WaitMetrics.Ended(metering, nameof(AsyncThread), Name); // the work waited until now: it starts
-            }
-
-            item.Run(threadContext);
         }
 
         _ended.TrySetResult(true);
+    }
+
+    /// <summary>Waits for the next item and runs it; false once disposal has emptied the queue. A method of its own so
+    /// that no frame of the idle thread still references the last item (its delegate, what that captured, its result).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool RunNext(ExecutionContext? threadContext)
+    {
+        Work? item;
+        WaitMetering metering;
+        lock (_sync)
+        {
+            while (_queue.Count == 0 && !_disposing)
+            {
+                Monitor.Wait(_sync);
+            }
+
+            item = _queue.First?.Value;
+            if (item is null)
+            {
+                return false; // disposed and drained
+            }
+
+            _queue.RemoveFirst();
+            metering = item.Metering;
+        }
+
+        if (metering.IsActive)
+        {
+            WaitMetrics.Ended(metering, nameof(AsyncThread), Name); // the work waited until now: it starts
+        }
+
+        item.Run(threadContext);
+        return true;
     }
 
     /// <summary>The cancellation callback: removes the item if it has not started.</summary>

@@ -461,4 +461,30 @@ public sealed class AsyncThreadTests
             return ++_value;
         }
     }
+
+    [Fact]
+    public async Task AnIdleThread_DoesNotKeepItsLastWorkItemAlive()
+    {
+        await using var thread = new AsyncThread("idle");
+        WeakReference captured = await RunOneCapturingAsync(thread);
+
+        // The thread finishes the item a moment after its task completes: collect until it is gone, within the bound.
+        var bound = System.Diagnostics.Stopwatch.StartNew();
+        do
+        {
+            CancelledWaitProbe.Collect();
+            await Task.Yield();
+        }
+        while (captured.IsAlive && bound.Elapsed < TimeSpan.FromSeconds(10));
+
+        captured.IsAlive.Should().BeFalse("finished work and what it captured are not kept by the idle thread until the next call");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> RunOneCapturingAsync(AsyncThread thread)
+    {
+        var payload = new byte[1024];
+        (await thread.RunAsync(() => payload.Length)).Should().Be(1024);
+        return new WeakReference(payload);
+    }
 }
