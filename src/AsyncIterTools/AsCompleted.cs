@@ -149,7 +149,8 @@ public static partial class AsyncIter
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite, or longer than about 49.7 days (4294967294 ms).</exception>
     /// <remarks>
     /// The operator does not own these tasks, so it cannot cancel them: on a failure, a timeout
-    /// (<see cref="TimeoutException"/>), cancellation or an early break it stops waiting and returns, leaving them running.
+    /// (<see cref="TimeoutException"/>), cancellation or an early break it stops waiting and returns, leaving them running
+    /// with nothing of the enumeration attached to them (as <c>Task.WhenAny</c> leaves the tasks that lost).
     /// Failures of tasks it never reached are observed (they never raise <see cref="TaskScheduler.UnobservedTaskException"/>),
     /// also when its token was cancelled before the first <c>MoveNextAsync</c>: every task is read even then.
     /// </remarks>
@@ -181,7 +182,41 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(tasks);
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return AsCompletedImpl(tasks, static (task, _) => new ValueTask<T>(task), nameof(tasks), int.MaxValue, limiter: null, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
+        return AsCompletedImpl(tasks, GivenTask<T>.WaitFor, nameof(tasks), int.MaxValue, limiter: null, ownsWork: false, timeout, timeProvider ?? TimeProvider.System);
+    }
+
+    /// <summary>How the tasks overload waits for a task it does not own.</summary>
+    private static class GivenTask<T>
+    {
+        /// <summary>One task's completion, for the operator: a continuation that the calls'
+        /// token (cancelled whenever the operator ends) removes from the task, as <c>Task.WhenAny</c> removes its own from
+        /// the tasks that lost. An enumeration that ended leaves nothing attached to a task that outlives it (a host's
+        /// stopping task, a cached one), however many enumerations wait for that task; the task's failure is still
+        /// observed whenever it comes (<see cref="TaskFailures.Observe"/>).</summary>
+        public static readonly Func<Task<T>, CancellationToken, ValueTask<T>> WaitFor = static (task, stop) =>
+        {
+            if (task.IsCompleted)
+            {
+                return new ValueTask<T>(task);
+            }
+
+            TaskFailures.Observe(task);
+            return new ValueTask<T>(task.ContinueWith(
+                static t => t.GetAwaiter().GetResult(), stop, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default));
+        };
+    }
+
+    /// <summary>Observes the failures of tasks the operator stopped waiting for, so they never raise
+    /// <see cref="TaskScheduler.UnobservedTaskException"/>: one continuation per task for as long as it lives, not one per
+    /// enumeration that waited for it.</summary>
+    private static class TaskFailures
+    {
+        private static readonly ConditionalWeakTable<Task, object> s_observers = new();
+
+        private static readonly ConditionalWeakTable<Task, object>.CreateValueCallback s_observe = static task => task.ContinueWith(
+            static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+        public static void Observe(Task task) => _ = s_observers.GetValue(task, s_observe);
     }
 
     /// <summary>Validates the arguments of AsCompleted over work (all but a limiter), then returns the deferred sequence.</summary>

@@ -380,6 +380,92 @@ public sealed class AsCompletedTests
             .Should().BeEmpty("the tasks given to AsCompleted are read, and their failures observed, also when its token was cancelled already");
     }
 
+    [Fact]
+    public async Task TasksOverload_ATaskThatFailsAfterTheConsumerLeft_IsObserved()
+    {
+        (await UnobservedFailuresAfterAsync(BreakThenFailTheTaskLeftAsync))
+            .Should().BeEmpty("a given task the operator stopped waiting for has its failure observed when it comes");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task BreakThenFailTheTaskLeftAsync()
+    {
+        var left = new TaskCompletionSource<int>();
+        await foreach (int x in AsyncIter.AsCompleted([Task.FromResult(1), left.Task]))
+        {
+            break;
+        }
+
+        left.SetException(new AbandonedWorkFailure());
+    }
+
+    /// <summary>A task that outlives many enumerations (a host's stopping task, a cached one): each enumeration that ended
+    /// early lets go of everything it had, also while that task runs on (as <c>Task.WhenAny</c> removes its continuations
+    /// from the tasks that lost). The caller's token source stands for the enumeration's state, which holds its token.</summary>
+    [Theory]
+    [InlineData("break")]
+    [InlineData("timeout")]
+    [InlineData("cancel")]
+    [InlineData("failure")]
+    public async Task TasksOverload_EndedEarly_LeavesNothingOfItselfOnATaskStillRunning(string howItEnds)
+    {
+        var stillRunning = new TaskCompletionSource<int>();
+        var ended = new List<WeakReference>();
+        for (int i = 0; i < 50; i++)
+        {
+            ended.Add(await EnumerateOnceAsync(howItEnds, stillRunning.Task));
+        }
+
+        var bound = System.Diagnostics.Stopwatch.StartNew();
+        do
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            await Task.Yield();
+        }
+        while (ended.Any(e => e.IsAlive) && bound.Elapsed < TimeSpan.FromSeconds(10));
+
+        ended.Count(e => e.IsAlive).Should().Be(0, "an enumeration that ended keeps nothing attached to a task it no longer waits for");
+        stillRunning.Task.IsCompleted.Should().BeFalse();
+    }
+
+    /// <summary>One enumeration ended early (as <paramref name="howItEnds"/> says) while <paramref name="stillRunning"/>
+    /// runs; returns a weak reference to the token source it was enumerated with.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task<WeakReference> EnumerateOnceAsync(string howItEnds, Task<int> stillRunning)
+    {
+        var cts = new CancellationTokenSource();
+        IAsyncEnumerable<int> results = howItEnds switch
+        {
+            "break" => AsyncIter.AsCompleted([Task.FromResult(1), stillRunning]),
+            "timeout" => AsyncIter.AsCompleted([stillRunning], TimeSpan.Zero),
+            "cancel" => AsyncIter.AsCompleted([stillRunning]),
+            _ => AsyncIter.AsCompleted([Task.FromException<int>(new FormatException()), stillRunning]),
+        };
+        Task enumerate = Task.Run(async () =>
+        {
+            await foreach (int x in results.WithCancellation(cts.Token))
+            {
+                break;
+            }
+        });
+        if (howItEnds == "cancel")
+        {
+            await cts.CancelAsync();
+        }
+
+        Exception? error = await Record.ExceptionAsync(() => enumerate.WaitAsync(TestWork.Bound));
+        (error?.GetType()).Should().Be(howItEnds switch
+        {
+            "timeout" => typeof(TimeoutException),
+            "cancel" => typeof(OperationCanceledException),
+            "failure" => typeof(FormatException),
+            _ => null,
+        });
+        cts.Dispose();
+        return new WeakReference(cts);
+    }
+
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private static async Task CancelBeforeTheFirstMoveAsync()
     {
