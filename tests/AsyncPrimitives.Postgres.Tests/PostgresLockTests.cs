@@ -1,4 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
+using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -202,5 +203,46 @@ public sealed class PostgresLockTests(PostgresServer server) : PostgresTest(serv
         jobLock.Name.Should().Be("job");
         await using PostgresLease lease = await jobLock.AcquireAsync();
         lease.ToString().Should().Be($"PostgresLease(name=job, token={lease.FencingToken}, held)");
+    }
+
+    /// <summary>permit_slots keeps a row for every permit of every name ever used (a lock per tenant: a row per tenant);
+    /// the heartbeat's renewal of what a coordinator holds must not read them all on every beat.</summary>
+    [PostgresFact]
+    public async Task TheRenewalOfALease_DoesNotReadAPermitOfEveryNameEverUsed()
+    {
+        Member a = await JoinAsync();
+        const int names = 500;
+        await Parallel.ForEachAsync(Enumerable.Range(0, names), new ParallelOptions { MaxDegreeOfParallelism = 4 }, async (i, _) =>
+        {
+            await using PostgresLease used = await a.Coordinator.CreateLock("tenant-" + i).AcquireAsync();
+        });
+        await using PostgresLease lease = await a.Coordinator.CreateLock("job").AcquireAsync();
+
+        // The heartbeat's statement for this coordinator's one lease (see Session.RenewAsync), in a transaction of the
+        // test's own, whose reads of the table are counted.
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
+        await using (var renew = new NpgsqlCommand(
+            $"SELECT count(*) FROM \"{Schema}\".renew($1, $2, $3::\"char\"[], $4, $5, $6, $7, $8, $9)", connection, transaction))
+        {
+            renew.Parameters.Add(new NpgsqlParameter<Guid> { TypedValue = a.Coordinator.Owner });
+            renew.Parameters.Add(new NpgsqlParameter<long> { TypedValue = a.Coordinator.CurrentSession!.Key });
+            renew.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = ["l"] });
+            renew.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = ["job"] });
+            renew.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = [lease.FencingToken] });
+            renew.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = [] });
+            renew.Parameters.Add(new NpgsqlParameter<TimeSpan> { TypedValue = TimeSpan.FromSeconds(30) });
+            renew.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = [] });
+            renew.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = [] });
+            ((long)(await renew.ExecuteScalarAsync())!).Should().Be(1, "the one lease is renewed");
+        }
+
+        await using (var read = new NpgsqlCommand(
+            $"SELECT pg_stat_get_xact_tuples_returned('\"{Schema}\".permit_slots'::regclass)", connection, transaction))
+        {
+            ((long)(await read.ExecuteScalarAsync())!).Should().BeLessThan(10, "renewing one lease reads its own row, not one of each of {0} names", names);
+        }
+
+        await transaction.RollbackAsync();
     }
 }

@@ -695,7 +695,10 @@ BEGIN
         UNION
         SELECT w.kind, w.name FROM __schema__.permit_waiters w WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner
         UNION
-        SELECT h.kind, h.name FROM __schema__.permit_slots h WHERE h.ticket = ANY (p_tickets) AND h.owner = p_owner
+        -- Without places to renew, not read at all (a one-time filter): the table has a row for every permit of every
+        -- set ever used, and ticket is not indexed (see permit_slots).
+        SELECT h.kind, h.name FROM __schema__.permit_slots h
+        WHERE cardinality(p_tickets) > 0 AND h.ticket = ANY (p_tickets) AND h.owner = p_owner
         ORDER BY 1, 2
     LOOP
         v_ok := __schema__.permit_turn(v_set.kind, v_set.name);
