@@ -58,6 +58,9 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
 
     private bool _disposed;
 
+    /// <summary>The first <see cref="DisposeAsync"/>'s work, which later calls wait for; guarded by <see cref="_sync"/>.</summary>
+    private Task? _disposal;
+
     /// <summary>Where the data source connects: a caller's transaction for a put must connect to the same.</summary>
     private readonly (string? Host, int Port, string? Database) _endpoint;
 
@@ -236,21 +239,49 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// Ends the coordinator: its session ends (waits in progress throw <see cref="ObjectDisposedException"/>, leases
     /// held are lost and given back to the server), and later calls through its locks, semaphores and queues throw
     /// <see cref="ObjectDisposedException"/>. Nothing of it runs afterwards: items put in a caller's transaction still
-    /// open are no longer watched for its commit (getters in other processes find them at their next poll). Idempotent.
+    /// open are no longer watched for its commit (getters in other processes find them at their next poll). Idempotent:
+    /// a later call completes when the first does.
     /// </summary>
     /// <returns>A task that completes when the session is closed.</returns>
     public async ValueTask DisposeAsync()
+    {
+        TaskCompletionSource? first = null;
+        Task disposal;
+        lock (_sync)
+        {
+            if (_disposal is null)
+            {
+                _disposed = true;
+                first = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _disposal = first.Task;
+            }
+
+            disposal = _disposal;
+        }
+
+        if (first is null)
+        {
+            await disposal.ConfigureAwait(false); // the first call's: a later call completes with it
+            return;
+        }
+
+        try
+        {
+            await CloseAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            first.SetResult();
+        }
+    }
+
+    /// <summary>The disposal's work: closes the session, then stops what runs in the background.</summary>
+    private async Task CloseAsync()
     {
         Session? session;
         Task<Session>? connecting;
         lock (_sync)
         {
-            if (_disposed)
-            {
-                return;
-            }
-
-            _disposed = true;
             session = _session;
             connecting = _connecting;
             _session = null;

@@ -89,7 +89,8 @@ public sealed partial class PostgresQueue<T>
     /// cancelled put did not enqueue the item.</param>
     /// <returns>A task that completes when the item is committed.</returns>
     /// <exception cref="ArgumentException">System.Text.Json cannot write <paramref name="item"/> (a cycle, a value it does
-    /// not support; thrown at the call, with its exception as the inner one).</exception>
+    /// not support such as <see cref="double.NaN"/> without named literals; thrown at the call, with its exception as the
+    /// inner one).</exception>
     /// <exception cref="QueueShutDownException">The queue is shut down; the item was not enqueued.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the item was not enqueued.</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached or refused the put; the item was
@@ -259,7 +260,7 @@ public sealed partial class PostgresQueue<T>
             {
                 payloads[i] = JsonSerializer.Serialize(items[i], _contract);
             }
-            catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException)
+            catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException or ArgumentException)
             {
                 string which = parameterName == "item" ? "the item" : $"the item at index {i}";
                 throw new ArgumentException($"System.Text.Json cannot write {which}: {e.Message}", parameterName, e);

@@ -215,4 +215,32 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         time.ActiveTimers.Should().Be(0, "a disposed coordinator leaves no watch of the transaction asking the server for its status");
         await transaction.RollbackAsync();
     }
+
+    [PostgresFact]
+    public async Task ASecondDisposeAsync_WhileTheFirstClosesTheSession_CompletesWithTheFirst()
+    {
+        var time = new CountingTimeProvider(); // no heartbeat meanwhile: only the first DisposeAsync's call waits
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        _ = await a.Coordinator.CreateLock("held").AcquireAsync();
+        Task? second = null;
+        bool secondEndedFirst = false;
+
+        // The first disposal's end_session waits at the server for the set's turn, held here meanwhile.
+        Task<bool> first = await CallHeldAtTheServerAsync(
+            "SELECT @schema.permit_turn('l', 'held')", a,
+            async () =>
+            {
+                await a.Coordinator.DisposeAsync();
+                return true;
+            },
+            () =>
+            {
+                second = a.Coordinator.DisposeAsync().AsTask();
+                secondEndedFirst = second.IsCompleted;
+            });
+
+        await first.WaitAsync(Bound);
+        await second!.WaitAsync(Bound);
+        secondEndedFirst.Should().BeFalse("a DisposeAsync completes when the session is closed, which the first call was still doing");
+    }
 }

@@ -180,6 +180,60 @@ public sealed class QueuePayloadTests(PostgresServer server) : PostgresTest(serv
         options.IsReadOnly.Should().BeTrue("CreateQueue fixes the options, as System.Text.Json's first use does");
     }
 
+    /// <summary>A get-only property of an interface type on a type read through its constructor.</summary>
+    public sealed record Tagged(int Number)
+    {
+        public IFormattable Label => Number;
+    }
+
+    /// <summary>A get-only property of an interface type on a type with a parameterless constructor.</summary>
+    public sealed class Counter
+    {
+        public int Count { get; set; }
+
+        public IFormattable Label => Count;
+    }
+
+    [PostgresFact]
+    public async Task OptionsPreferringPopulate_AGetOnlyPropertyNeverPopulated_IsAccepted()
+    {
+        // System.Text.Json does not populate a property of a type read through a parameterized constructor, nor a
+        // read-only property it ignores; nor does it create an object it populates.
+        var populate = new JsonSerializerOptions { PreferredObjectCreationHandling = JsonObjectCreationHandling.Populate };
+        Member member = await JoinAsync(o => o.JsonSerializerOptions = populate);
+        PostgresQueue<Tagged> tagged = member.Coordinator.CreateQueue<Tagged>("tagged");
+        await tagged.PutAsync(new Tagged(3));
+        await using (PostgresDelivery<Tagged> delivery = await tagged.GetAsync(Bound))
+        {
+            delivery.Item.Should().Be(new Tagged(3));
+        }
+
+        member.Coordinator.CreateQueue<Counter>("counters").Name.Should().Be("counters", "a populated interface-typed value is filled, never created");
+
+        var ignoring = new JsonSerializerOptions
+        {
+            PreferredObjectCreationHandling = JsonObjectCreationHandling.Populate, IgnoreReadOnlyProperties = true,
+        };
+        Member other = await JoinAsync(o => o.JsonSerializerOptions = ignoring);
+        PostgresQueue<Counter> counters = other.Coordinator.CreateQueue<Counter>("counters");
+        await counters.PutAsync(new Counter { Count = 2 });
+        await using PostgresDelivery<Counter> counted = await counters.GetAsync(Bound);
+        counted.Item.Count.Should().Be(2);
+    }
+
+    [PostgresFact]
+    public async Task AValueSystemTextJsonDoesNotWrite_ThrowsArgumentExceptionNamingTheParameter_WithItsExceptionInside()
+    {
+        Member member = await JoinAsync();
+        PostgresQueue<double> queue = member.Coordinator.CreateQueue<double>("numbers");
+
+        FluentActions.Invoking(() => { _ = queue.PutAsync(double.NaN); }).Should().Throw<ArgumentException>()
+            .Where(e => e.ParamName == "item" && e.InnerException != null);
+        FluentActions.Invoking(() => { _ = queue.PutManyAsync([1.0, double.PositiveInfinity]); }).Should().Throw<ArgumentException>()
+            .Where(e => e.ParamName == "items" && e.Message.Contains("index 1"));
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
     public sealed class Node
     {
         public Node? Next { get; set; }

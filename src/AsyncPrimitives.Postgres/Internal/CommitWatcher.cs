@@ -53,7 +53,6 @@ internal sealed class CommitWatcher
     public void Watch(long transactionId, string key)
     {
         CancellationTokenSource? sooner = null;
-        bool start;
         lock (_sync)
         {
             if (_stopped)
@@ -62,7 +61,6 @@ internal sealed class CommitWatcher
                 return;
             }
 
-            start = !_watching;
             if (!_pending.TryGetValue(transactionId, out HashSet<string>? keys))
             {
                 _pending.Add(transactionId, keys = new HashSet<string>(StringComparer.Ordinal));
@@ -78,22 +76,13 @@ internal sealed class CommitWatcher
             }
             else
             {
+                // Started under the lock, so that StopAsync finds it (this only queues the loop, which takes the lock first).
                 _watching = true;
+                _loop = Background.Run(WatchAsync);
             }
         }
 
-        if (sooner is not null)
-        {
-            sooner.Cancel();
-        }
-        else if (start)
-        {
-            Task loop = Background.Run(WatchAsync);
-            lock (_sync)
-            {
-                _loop = loop;
-            }
-        }
+        sooner?.Cancel();
     }
 
     /// <summary>Stops watching (the coordinator is disposed) and waits for the loop to end: after it, nothing of the

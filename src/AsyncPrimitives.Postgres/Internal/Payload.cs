@@ -23,7 +23,7 @@ internal static class Payload
             // resolver when none was set (GetTypeInfo alone would not fill it in).
             options.MakeReadOnly(populateMissingResolver: true);
             var contract = (JsonTypeInfo<T>)options.GetTypeInfo(typeof(T));
-            Check(contract, new HashSet<Type>());
+            Check(contract, constructed: true, new HashSet<(Type, bool)>());
             return contract;
         }
         catch (Exception e) when (e is NotSupportedException or InvalidOperationException or ArgumentException)
@@ -54,10 +54,11 @@ internal static class Payload
     /// (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
     /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>,
     /// or its own constructor refusing the missing values).
-    /// A polymorphic type is checked through its derived types.</summary>
-    private static void Check(JsonTypeInfo contract, HashSet<Type> seen)
+    /// A polymorphic type is checked through its derived types. A value System.Text.Json fills rather than creates (a
+    /// get-only property it populates) is not <paramref name="constructed"/>: only what it reads into it is checked.</summary>
+    private static void Check(JsonTypeInfo contract, bool constructed, HashSet<(Type, bool)> seen)
     {
-        if (!seen.Add(contract.Type) || contract.Type == typeof(object))
+        if (!seen.Add((contract.Type, constructed)) || contract.Type == typeof(object))
         {
             return;
         }
@@ -68,7 +69,7 @@ internal static class Payload
             // abstract base is never read as itself (the probe below would find no discriminator).
             foreach (JsonDerivedType derived in polymorphism.DerivedTypes)
             {
-                Check(contract.Options.GetTypeInfo(derived.DerivedType), seen);
+                Check(contract.Options.GetTypeInfo(derived.DerivedType), constructed, seen);
             }
 
             if (contract.Type.IsAbstract)
@@ -77,48 +78,66 @@ internal static class Payload
             }
         }
 
-        string probe = contract.Kind switch
+        if (constructed)
         {
-            JsonTypeInfoKind.Object or JsonTypeInfoKind.Dictionary => "{}",
-            JsonTypeInfoKind.Enumerable => "[]",
-            _ => "\"\"",
-        };
-        try
-        {
-            _ = JsonSerializer.Deserialize(probe, contract);
-        }
+            string probe = contract.Kind switch
+            {
+                JsonTypeInfoKind.Object or JsonTypeInfoKind.Dictionary => "{}",
+                JsonTypeInfoKind.Enumerable => "[]",
+                _ => "\"\"",
+            };
+            try
+            {
+                _ = JsonSerializer.Deserialize(probe, contract);
+            }
 #pragma warning disable CA1031 // Only System.Text.Json's own two refusals mean "unreadable"; anything else is the type reading.
-        catch (Exception e) when (!IsRefusedBySystemTextJson(e))
+            catch (Exception e) when (!IsRefusedBySystemTextJson(e))
 #pragma warning restore CA1031
-        {
-            // The type is readable: this document does not fit it (JsonException), or the type's own code refused it
-            // (a constructor that validates its arguments: ArgumentNullException for a missing property).
+            {
+                // The type is readable: this document does not fit it (JsonException), or the type's own code refused it
+                // (a constructor that validates its arguments: ArgumentNullException for a missing property).
+            }
         }
 
+        bool parameterized = contract.Properties.Any(p => p.AssociatedParameter is not null);
         foreach (JsonPropertyInfo property in contract.Properties)
         {
-            if (property.CustomConverter is null && IsRead(contract, property))
+            if (property.CustomConverter is not null)
             {
-                Check(contract.Options.GetTypeInfo(property.PropertyType), seen);
+                continue; // read through a converter of its own
             }
+
+            if (property.Set is not null || property.AssociatedParameter is not null)
+            {
+                Check(contract.Options.GetTypeInfo(property.PropertyType), constructed: true, seen);
+            }
+            else if (IsPopulated(contract, property, parameterized))
+            {
+                Check(contract.Options.GetTypeInfo(property.PropertyType), constructed: false, seen);
+            }
+
+            // Otherwise only written: its type need not be readable.
         }
 
         if (contract.ElementType is { } element)
         {
-            Check(contract.Options.GetTypeInfo(element), seen);
+            Check(contract.Options.GetTypeInfo(element), constructed: true, seen);
         }
 
         if (contract.KeyType is { } key && key != typeof(string))
         {
-            Check(contract.Options.GetTypeInfo(key), seen);
+            Check(contract.Options.GetTypeInfo(key), constructed: true, seen);
         }
     }
 
-    /// <summary>Whether reading the object sets or fills <paramref name="property"/>: a property with no setter, no
-    /// constructor parameter and no populating is only written, so its type need not be readable.</summary>
-    private static bool IsRead(JsonTypeInfo contract, JsonPropertyInfo property) =>
-        property.Set is not null
-        || property.AssociatedParameter is not null
-        || (property.ObjectCreationHandling ?? contract.PreferredPropertyObjectCreationHandling ?? contract.Options.PreferredObjectCreationHandling)
-            == JsonObjectCreationHandling.Populate;
+    /// <summary>Whether reading the object fills a <paramref name="property"/> it cannot set: asked of the property
+    /// itself, or preferred for the type or the options, where System.Text.Json honours the preference (not on a type
+    /// read through a parameterized constructor, nor for a value type, nor for read-only properties it ignores).</summary>
+    private static bool IsPopulated(JsonTypeInfo contract, JsonPropertyInfo property, bool parameterized) =>
+        property.ObjectCreationHandling == JsonObjectCreationHandling.Populate
+        || (property.ObjectCreationHandling is null
+            && (contract.PreferredPropertyObjectCreationHandling ?? contract.Options.PreferredObjectCreationHandling) == JsonObjectCreationHandling.Populate
+            && !parameterized
+            && !property.PropertyType.IsValueType
+            && !contract.Options.IgnoreReadOnlyProperties);
 }
