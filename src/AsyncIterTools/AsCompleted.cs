@@ -207,14 +207,20 @@ public static partial class AsyncIter
     }
 
     /// <summary>Observes the failures of tasks the operator stopped waiting for, so they never raise
-    /// <see cref="TaskScheduler.UnobservedTaskException"/>: one continuation per task for as long as it lives, not one per
-    /// enumeration that waited for it.</summary>
+    /// <see cref="TaskScheduler.UnobservedTaskException"/>: one continuation per task for as long as it lives (two when
+    /// enumerations race to its first), not one per enumeration that waited for it. It captures no ExecutionContext: it
+    /// would keep the first enumerating caller's <c>AsyncLocal</c> values alive as long as the task.</summary>
     private static class TaskFailures
     {
         private static readonly ConditionalWeakTable<Task, object> s_observers = new();
 
-        private static readonly ConditionalWeakTable<Task, object>.CreateValueCallback s_observe = static task => task.ContinueWith(
-            static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        private static readonly object s_observed = new();
+
+        private static readonly ConditionalWeakTable<Task, object>.CreateValueCallback s_observe = static task =>
+        {
+            task.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(() => _ = task.Exception);
+            return s_observed;
+        };
 
         public static void Observe(Task task) => _ = s_observers.GetValue(task, s_observe);
     }

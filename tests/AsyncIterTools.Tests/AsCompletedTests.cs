@@ -401,7 +401,8 @@ public sealed class AsCompletedTests
 
     /// <summary>A task that outlives many enumerations (a host's stopping task, a cached one): each enumeration that ended
     /// early lets go of everything it had, also while that task runs on (as <c>Task.WhenAny</c> removes its continuations
-    /// from the tasks that lost). The caller's token source stands for the enumeration's state, which holds its token.</summary>
+    /// from the tasks that lost). The caller's token source stands for the enumeration's state, which holds its token; an
+    /// <c>AsyncLocal</c> value for the enumerating flow's ExecutionContext.</summary>
     [Theory]
     [InlineData("break")]
     [InlineData("timeout")]
@@ -413,7 +414,7 @@ public sealed class AsCompletedTests
         var ended = new List<WeakReference>();
         for (int i = 0; i < 50; i++)
         {
-            ended.Add(await EnumerateOnceAsync(howItEnds, stillRunning.Task));
+            ended.AddRange(await EnumerateOnceAsync(howItEnds, stillRunning.Task));
         }
 
         var bound = System.Diagnostics.Stopwatch.StartNew();
@@ -429,11 +430,14 @@ public sealed class AsCompletedTests
         stillRunning.Task.IsCompleted.Should().BeFalse();
     }
 
+    private static readonly AsyncLocal<object?> s_flowState = new();
+
     /// <summary>One enumeration ended early (as <paramref name="howItEnds"/> says) while <paramref name="stillRunning"/>
-    /// runs; returns a weak reference to the token source it was enumerated with.</summary>
+    /// runs; returns weak references to the token source it was enumerated with and to its flow's AsyncLocal value.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
-    private static async Task<WeakReference> EnumerateOnceAsync(string howItEnds, Task<int> stillRunning)
+    private static async Task<WeakReference[]> EnumerateOnceAsync(string howItEnds, Task<int> stillRunning)
     {
+        WeakReference? flowState = null;
         var cts = new CancellationTokenSource();
         IAsyncEnumerable<int> results = howItEnds switch
         {
@@ -444,6 +448,9 @@ public sealed class AsCompletedTests
         };
         Task enumerate = Task.Run(async () =>
         {
+            object state = new object();
+            flowState = new WeakReference(state);
+            s_flowState.Value = state;
             await foreach (int x in results.WithCancellation(cts.Token))
             {
                 break;
@@ -463,7 +470,7 @@ public sealed class AsCompletedTests
             _ => null,
         });
         cts.Dispose();
-        return new WeakReference(cts);
+        return [new WeakReference(cts), flowState!];
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
