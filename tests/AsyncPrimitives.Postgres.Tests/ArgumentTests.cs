@@ -185,6 +185,8 @@ public sealed class ArgumentTests : IAsyncLifetime
         FluentActions.Invoking(() => _coordinator.CreateQueue<WithCallback>("q")).Should().Throw<ArgumentException>().WithParameterName("T")
             .WithMessage("*WithCallback*");
         FluentActions.Invoking(() => _coordinator.CreateQueue<WithShapes>("q")).Should().Throw<ArgumentException>().WithParameterName("T");
+        FluentActions.Invoking(() => _coordinator.CreateQueue<Dictionary<object, int>>("q")).Should().Throw<ArgumentException>()
+            .WithParameterName("T", "System.Text.Json writes object keys but cannot read them");
     }
 
     [Fact]
@@ -193,6 +195,9 @@ public sealed class ArgumentTests : IAsyncLifetime
         _coordinator.CreateQueue<int>("q").Name.Should().Be("q");
         _coordinator.CreateQueue<string>("q");
         _coordinator.CreateQueue<Dictionary<string, List<DateTimeOffset>>>("q");
+        _coordinator.CreateQueue<Dictionary<int, string>>("q");
+        _coordinator.CreateQueue<Dictionary<Guid, DateTimeOffset>>("q");
+        _coordinator.CreateQueue<Dictionary<DayOfWeek, int[]>>("q");
         _coordinator.CreateQueue<PostgresQueueTests.Job>("q");
         _coordinator.CreateQueue<object>("q");
     }

@@ -49,7 +49,8 @@ internal static class Payload
             && e.TargetSite?.DeclaringType?.Assembly == typeof(JsonSerializer).Assembly;
     }
 
-    /// <summary>Reads a minimal document of the contract's kind (an empty object, an empty array, a string): the
+    /// <summary>Reads a minimal document of the contract's kind (an empty object, a dictionary of one key, an empty array,
+    /// a string): the
     /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
     /// (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
     /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>,
@@ -82,7 +83,9 @@ internal static class Payload
         {
             string probe = contract.Kind switch
             {
-                JsonTypeInfoKind.Object or JsonTypeInfoKind.Dictionary => "{}",
+                // A dictionary is read with one key: its key converter is asked to read it (an object key it cannot).
+                JsonTypeInfoKind.Dictionary => "{\"0\":null}",
+                JsonTypeInfoKind.Object => "{}",
                 JsonTypeInfoKind.Enumerable => "[]",
                 _ => "\"\"",
             };
@@ -124,10 +127,7 @@ internal static class Payload
             Check(contract.Options.GetTypeInfo(element), constructed: true, seen);
         }
 
-        if (contract.KeyType is { } key && key != typeof(string))
-        {
-            Check(contract.Options.GetTypeInfo(key), constructed: true, seen);
-        }
+
     }
 
     /// <summary>Whether reading the object fills a <paramref name="property"/> it cannot set: asked of the property
