@@ -37,7 +37,8 @@ internal sealed class CommitWatcher
     private TimeSpan _interval = s_firstCheck;
 
     /// <summary>Ends the loop's wait for its next check: cancelled by <see cref="Watch"/>, whose transaction is to be
-    /// checked sooner than that wait would end, or by <see cref="StopAsync"/>. Guarded by <see cref="_sync"/>; never disposed (it holds no timer).</summary>
+    /// checked sooner than that wait would end, or by <see cref="StopAsync"/>. Guarded by <see cref="_sync"/>; never
+    /// disposed (it holds no timer).</summary>
     private CancellationTokenSource? _wait;
 
     public CommitWatcher(Database database, WakeSignals signals, Notifier notifier, TimeProvider time, TimeSpan longestWait)

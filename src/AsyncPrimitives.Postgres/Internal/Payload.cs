@@ -36,8 +36,9 @@ internal static class Payload
     /// <summary>Whether System.Text.Json itself refused the type (not the type's own code, which may throw the same
     /// exception types from a constructor): it throws from its own methods. It wraps a <see cref="NotSupportedException"/>
     /// thrown while reading (its own or the type's) in another that names the path, so the first thrower is the one
-    /// asked (an inner exception it made to describe the refusal, never thrown, has no stack trace). A method with no declaring type is code it emitted to construct the type, into which the JIT may inline
-    /// the type's constructor: the type's own code.</summary>
+    /// asked (an inner exception it made to describe the refusal, never thrown, has no stack trace). A method with no
+    /// declaring type is code it emitted to construct the type, into which the JIT may inline the type's constructor:
+    /// the type's own code.</summary>
     private static bool IsRefusedBySystemTextJson(Exception e)
     {
         while (e is NotSupportedException { InnerException: { StackTrace: not null } inner })
@@ -50,9 +51,8 @@ internal static class Payload
     }
 
     /// <summary>Reads a minimal document of the contract's kind (an empty object, a dictionary of one key, an empty array,
-    /// a string): the
-    /// converters of unsupported types (delegates, reflection types, pointers) and of types with no usable constructor
-    /// (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
+    /// a string): the converters of unsupported types (delegates, reflection types, pointers, dictionary keys it cannot
+    /// read) and of types with no usable constructor (interfaces, abstract classes) refuse it with <see cref="NotSupportedException"/> or
     /// <see cref="InvalidOperationException"/>, where a supported type at most finds the data wrong (<see cref="JsonException"/>,
     /// or its own constructor refusing the missing values).
     /// A polymorphic type is checked through its derived types. A value System.Text.Json fills rather than creates (a
@@ -126,8 +126,6 @@ internal static class Payload
         {
             Check(contract.Options.GetTypeInfo(element), constructed: true, seen);
         }
-
-
     }
 
     /// <summary>Whether reading the object fills a <paramref name="property"/> it cannot set: asked of the property
