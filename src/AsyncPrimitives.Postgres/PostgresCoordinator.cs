@@ -56,9 +56,8 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// <summary>Completed, and replaced, when <see cref="_shortestLease"/> gets shorter; guarded by <see cref="_sync"/>.</summary>
     private TaskCompletionSource _leaseShortened = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private bool _disposed;
-
-    /// <summary>The first <see cref="DisposeAsync"/>'s work, which later calls wait for; guarded by <see cref="_sync"/>.</summary>
+    /// <summary>The first <see cref="DisposeAsync"/>'s work, which later calls wait for; set under <see cref="_sync"/>.
+    /// Disposed once set.</summary>
     private Task? _disposal;
 
     /// <summary>Where the data source connects: a caller's transaction for a put must connect to the same.</summary>
@@ -251,7 +250,6 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         {
             if (_disposal is null)
             {
-                _disposed = true;
                 first = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 _disposal = first.Task;
             }
@@ -317,7 +315,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
             CultureInfo.InvariantCulture,
             "PostgresCoordinator(schema={0}, {1})",
             Database.Schema,
-            _disposed ? "disposed" : session is null || session.IsEnded ? "not connected" : "session=backend " + session.Pid.ToString(CultureInfo.InvariantCulture));
+            IsDisposed ? "disposed" : session is null || session.IsEnded ? "not connected" : "session=backend " + session.Pid.ToString(CultureInfo.InvariantCulture));
     }
 
     /// <summary>The open session; opens one (shared by the callers meanwhile) when there is none or it ended.</summary>
@@ -390,7 +388,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         lock (_sync)
         {
             _connecting = null;
-            disposed = _disposed;
+            disposed = IsDisposed;
             if (!disposed)
             {
                 _session = session;
@@ -406,5 +404,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         return session;
     }
 
-    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(IsDisposed, this);
+
+    private bool IsDisposed => Volatile.Read(ref _disposal) is not null;
 }

@@ -171,7 +171,7 @@ public sealed class QueuePayloadTests(PostgresServer server) : PostgresTest(serv
         var options = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
         Member member = await JoinAsync(o => o.JsonSerializerOptions = options);
         PostgresQueue<Order> queue = member.Coordinator.CreateQueue<Order>("orders");
-        member.Coordinator.CreateQueue<int>("numbers").Should().NotBeNull();
+        FluentActions.Invoking(() => member.Coordinator.CreateQueue<int>("numbers")).Should().NotThrow();
         await queue.PutAsync(new Order(1, "x"));
 
         (await ScalarAsync<string>("SELECT payload::text FROM @schema.queue_items")).Should().Be("{\"number\":1,\"name\":\"x\"}");
@@ -208,7 +208,8 @@ public sealed class QueuePayloadTests(PostgresServer server) : PostgresTest(serv
             delivery.Item.Should().Be(new Tagged(3));
         }
 
-        member.Coordinator.CreateQueue<Counter>("counters").Name.Should().Be("counters", "a populated interface-typed value is filled, never created");
+        FluentActions.Invoking(() => member.Coordinator.CreateQueue<Counter>("counters"))
+            .Should().NotThrow("a populated interface-typed value is filled, never created");
 
         var ignoring = new JsonSerializerOptions
         {

@@ -339,17 +339,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         await WaitForLostAsync(first.Lost);
         await WaitForLostAsync(held.Lost);
         goOn.SetResult();
-        Exception? loopFailure = null;
-        try
-        {
-            await loop.WaitAsync(Bound);
-        }
-#pragma warning disable CA1031
-        catch (Exception e)
-#pragma warning restore CA1031
-        {
-            loopFailure = e;
-        }
+        Exception? loopFailure = await Record.ExceptionAsync(() => loop.WaitAsync(Bound));
 
         loopFailure.Should().Match<Exception>(e => e is PostgresLeaseLostException || e is PostgresCoordinationException, "the loop's next step is told its item was lost");
         var items = new List<(int, int)>();
@@ -379,17 +369,7 @@ public sealed class ServerFaultTests(PostgresServer server) : PostgresTest(serve
         var clock = Stopwatch.StartNew();
         Server.Restart();
         TimeSpan restarted = clock.Elapsed;
-        Exception? failure = null;
-        try
-        {
-            await waiting.WaitAsync(Bound);
-        }
-#pragma warning disable CA1031
-        catch (Exception e)
-#pragma warning restore CA1031
-        {
-            failure = e;
-        }
+        Exception? failure = await Record.ExceptionAsync(() => waiting.WaitAsync(Bound));
 
         failure.Should().BeOfType<PostgresCoordinationException>($"restart took {restarted}, the wait ended at {clock.Elapsed}");
     }
