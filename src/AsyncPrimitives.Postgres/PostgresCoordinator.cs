@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -124,6 +125,15 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     internal TimeProvider Time { get; }
 
     internal WakeSignals Signals { get; }
+
+    /// <summary>The places in line of this coordinator's lock and semaphore waits, by ticket; shared by all its lock and
+    /// semaphore objects (tickets are unique in the schema), so that a release by one object hands the permit it frees
+    /// to a wait on another object of the same name (see <see cref="PermitSet"/>).</summary>
+    internal ConcurrentDictionary<long, WaitPlace> PermitPlaces { get; } = new();
+
+    /// <summary>Permits granted by a release here to a ticket whose wait has not recorded its place yet (see
+    /// <see cref="PermitSet"/>); shared as <see cref="PermitPlaces"/> is.</summary>
+    internal ConcurrentDictionary<long, PermitGrant> PermitGrants { get; } = new();
 
     internal Notifier Notifier { get; }
 

@@ -144,6 +144,39 @@ public sealed class PostgresLockTests(PostgresServer server) : PostgresTest(serv
         next.FencingToken.Should().BeGreaterThan(held.FencingToken);
     }
 
+    /// <summary>
+    /// A service that calls <c>CreateLock</c> where it uses the lock has many objects of one lock in one process. A
+    /// release by one of them hands the permit to a wait on another at once ("a waiter in the same process gets it at
+    /// once"): the wait makes no call to claim it on the server.
+    /// </summary>
+    [PostgresFact]
+    public async Task AReleaseByOneObjectOfALock_HandsThePermitToAWaitOnAnotherObjectOfIt_WithoutACallToClaimIt()
+    {
+        var time = new AsyncTools.Testing.CountingTimeProvider(); // no heartbeat, which also renews the lease's row
+        Member a = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = s_noPolling;
+        });
+        PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync(Bound);
+        Task<PostgresLease> waiting = a.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        // A wait's call that claims a permit granted to its ticket updates the permit's row and keeps the ticket.
+        await ScalarAsync<int>(
+            "CREATE TABLE @schema.claims (ticket bigint); " +
+            "CREATE FUNCTION @schema.count_claim() RETURNS trigger LANGUAGE plpgsql AS " +
+            "$$ BEGIN INSERT INTO @schema.claims VALUES (NEW.ticket); RETURN NEW; END $$; " +
+            "CREATE TRIGGER count_claim AFTER UPDATE ON @schema.permit_slots FOR EACH ROW " +
+            "WHEN (OLD.ticket IS NOT NULL AND NEW.ticket = OLD.ticket) EXECUTE FUNCTION @schema.count_claim(); " +
+            "SELECT 1");
+        await held.ReleaseAsync();
+
+        await using PostgresLease lease = await waiting.WaitAsync(Bound);
+        lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.claims")).Should().Be(0, "the release handed the permit over in the process");
+    }
+
     [PostgresFact]
     public async Task AcquireAsync_WithCancelledToken_ThrowsAtOnce()
     {

@@ -29,19 +29,23 @@ internal sealed class PermitSet
     /// <summary>The owner's type name, the <c>asynctools.kind</c> tag of its waits.</summary>
     private readonly string _typeName;
 
-    /// <summary>The places in line of this process's waits on this set, by ticket: a release here that grants one of
-    /// them its permit hands the token over through it, so the wait needs no call to claim it.</summary>
-    private readonly ConcurrentDictionary<long, WaitPlace> _places = new();
+    /// <summary>The places in line of this process's waits, by ticket: a release here that grants one of them its permit
+    /// hands the token over through it, so the wait needs no call to claim it. The coordinator's, shared by every set of
+    /// it: a release by one object of a name reaches a wait on another object of that name.</summary>
+    private readonly ConcurrentDictionary<long, WaitPlace> _places;
 
     /// <summary>Permits granted by a release here to a ticket whose wait had not recorded its place yet (its call that
     /// got the ticket was still returning): the wait takes it from here. An entry whose wait never comes (its call
     /// failed after the server had queued it, or it left its place in the same instant) is dropped once older than a
-    /// lease (<see cref="DropStaleGrants"/>); on the server its permit was given back with the place, or expires.</summary>
-    private readonly ConcurrentDictionary<long, PermitGrant> _grants = new();
+    /// lease (<see cref="DropStaleGrants"/>); on the server its permit was given back with the place, or expires. The
+    /// coordinator's, as <see cref="_places"/>.</summary>
+    private readonly ConcurrentDictionary<long, PermitGrant> _grants;
 
     public PermitSet(PostgresCoordinator coordinator, char kind, string name, int maxCount)
     {
         _coordinator = coordinator;
+        _places = coordinator.PermitPlaces;
+        _grants = coordinator.PermitGrants;
         _kind = kind.ToString();
         _typeName = kind == 'l' ? nameof(PostgresLock) : nameof(PostgresSemaphore);
         Name = name;
@@ -256,7 +260,7 @@ internal sealed class PermitSet
     /// is free when its lease expires.</summary>
     public ValueTask ReleaseAsync(long token) => GiveBackAsync(token, ticket: null);
 
-    /// <summary>Grants handed over here and not yet taken by a wait, for tests.</summary>
+    /// <summary>Grants handed over by this coordinator and not yet taken by a wait, for tests.</summary>
     internal int GrantsWithoutAPlace => _grants.Count;
 
     /// <summary>Permits free now across all processes.</summary>
