@@ -5,8 +5,8 @@ namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
 /// Which local waits a signal wakes: at most the key's wake limit of those not woken already, first in line first (a
-/// permit wait's ticket, then the order they entered), so a release or a put does not send every wait to the server.
-/// No server needed.
+/// permit wait's ticket, then the order they entered), so a release or a put does not send every wait to the server;
+/// and which waits poll between signals. No server needed.
 /// </summary>
 public sealed class WakeSignalsTests
 {
@@ -100,11 +100,76 @@ public sealed class WakeSignalsTests
         waiter.Arm().IsCompleted.Should().BeFalse(); // and the next call uses it up
     }
 
-    /// <summary>Enters a wait on <paramref name="key"/> that a signal wakes alone (wake limit 1, as a lock's or a
-    /// getter's), with the rank of its ticket when it has one.</summary>
-    private static WakeSignals.Waiter Enter(WakeSignals signals, string key, long? rank = null)
+    [Fact]
+    public void OnlyTheWaitsASignalCouldWakeFirst_Poll_TheOthersSleepUntilSignalled()
     {
-        WakeSignals.Waiter waiter = signals.Enter(key, wakeLimit: 1);
+        var signals = new WakeSignals();
+        using WakeSignals.Waiter first = Enter(signals, "l:a", rank: 10);
+        using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 20);
+        using WakeSignals.Waiter unranked = Enter(signals, "l:a");
+        WakeSignals.Waiter[] semaphore = [.. new[] { 3L, 1L, 2L }.Select(rank => Enter(signals, "s:a", rank, wakeLimit: 2))];
+
+        first.BeginSleep().Should().BeTrue("the first in line polls, the backstop for a missed notification");
+        second.BeginSleep().Should().BeFalse("it cannot be served before the first, which polls for it");
+        unranked.BeginSleep().Should().BeTrue("a wait without a place in line (a get, a join) polls");
+        semaphore.Select(w => w.BeginSleep()).Should().Equal(false, true, true);
+        foreach (WakeSignals.Waiter waiter in semaphore)
+        {
+            waiter.Dispose();
+        }
+    }
+
+    public static TheoryData<string> WaysToStopBeingFirst => new() { "leaves", "queues again at the back" };
+
+    [Theory, MemberData(nameof(WaysToStopBeingFirst))]
+    public void WhenTheFirstInLine_StopsBeingFirst_TheWaitNowFirst_IsWokenToAskAndPoll(string how)
+    {
+        var signals = new WakeSignals();
+        WakeSignals.Waiter first = Enter(signals, "l:a", rank: 10);
+        using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 20);
+        using WakeSignals.Waiter third = Enter(signals, "l:a", rank: 30);
+        _ = first.Arm();
+        Task secondWoken = second.Arm();
+        Task thirdWoken = third.Arm();
+        first.BeginSleep().Should().BeTrue();
+        second.BeginSleep().Should().BeFalse();
+        third.BeginSleep().Should().BeFalse();
+
+        if (how == "leaves")
+        {
+            first.Dispose(); // cancelled, or granted: it had not been woken, so it has no wake to pass on
+        }
+        else
+        {
+            first.SetRank(40); // its place expired on the server: its call queued it again at the back
+        }
+
+        secondWoken.IsCompleted.Should().BeTrue("the wait now first in line must ask the server and poll from now on");
+        thirdWoken.IsCompleted.Should().BeFalse("one wait is enough for a lock");
+        _ = second.Arm();
+        second.BeginSleep().Should().BeTrue();
+        third.BeginSleep().Should().BeFalse();
+        first.Dispose();
+    }
+
+    [Fact]
+    public void AWaitThatWasFirstWhenItSlept_StopsPollingAtItsNextSleep_OnceAWaitAheadOfItHasAPlace()
+    {
+        var signals = new WakeSignals();
+        using WakeSignals.Waiter later = Enter(signals, "l:a", rank: 20);
+        using WakeSignals.Waiter earlier = Enter(signals, "l:a"); // its call, which got the lower ticket, still runs
+
+        later.BeginSleep().Should().BeTrue();
+        earlier.SetRank(10);
+
+        later.BeginSleep().Should().BeFalse();
+    }
+
+    /// <summary>Enters a wait on <paramref name="key"/> that a signal wakes alone (wake limit 1, as a lock's or a
+    /// getter's) unless <paramref name="wakeLimit"/> says otherwise, with the rank of its ticket when it has one.</summary>
+    private static WakeSignals.Waiter Enter(WakeSignals signals, string key, long? rank = null, int wakeLimit = 1)
+    {
+        WakeSignals.Waiter waiter = signals.Enter(key, wakeLimit);
         if (rank is long ticket)
         {
             waiter.SetRank(ticket);

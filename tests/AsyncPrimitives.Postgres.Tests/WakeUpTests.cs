@@ -178,6 +178,123 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         mine.KeyOf(theirs.Tag + " q:jobs with spaces").Should().Be("q:jobs with spaces");
     }
 
+    /// <summary>
+    /// Ten waits on one lock in one process, held by another: between wake-ups only the first in line asks the server
+    /// again (the poll, the backstop for a missed notification); the others cannot be served before it and sleep, so
+    /// hundreds of waits on one name do not take the pool's connections and the name's turn every poll interval. When
+    /// the first leaves (cancelled), the next one polls in its stead; and every wait is still served, in line.
+    /// </summary>
+    [PostgresFact]
+    public async Task ManyWaitsOnOneLockInOneProcess_OnlyTheFirstInLinePolls_AndTheNextTakesOverWhenItLeaves()
+    {
+        const int Waits = 10;
+        Member holder = await JoinAsync();
+        Member member = await JoinPollingOftenAsync();
+        PostgresLease held = await holder.Coordinator.CreateLock("busy").AcquireAsync(Bound);
+        PostgresLock theLock = member.Coordinator.CreateLock("busy");
+        using var cancelFirst = new CancellationTokenSource();
+        Task<PostgresLease> first = theLock.AcquireAsync(cancelFirst.Token).AsTask();
+        await WaitersAsync(1);
+        List<Task<PostgresLease>> rest = await QueueOneAfterAnotherAsync(Waits - 1, () => theLock.AcquireAsync(), queued: 1);
+        await CountCallsInLineAsync();
+
+        await EventuallyAsync(async () => await CallsOfPlaceAsync(0) >= 5, "the first in line polls");
+        long behind = await ScalarAsync<long>(
+            "SELECT count(*) FROM @schema.calls WHERE ticket > (SELECT min(ticket) FROM @schema.permit_waiters)");
+        behind.Should().BeLessThanOrEqualTo(1, "while the first polled five times, the nine behind it did not poll (one may have been asking already)");
+
+        cancelFirst.Cancel();
+        await FluentActions.Awaiting(() => first).Should().ThrowAsync<OperationCanceledException>();
+        await WaitersAsync(Waits - 1);
+        await EventuallyAsync(async () => await CallsOfPlaceAsync(0) >= 5, "the wait now first polls in its stead");
+
+        await held.ReleaseAsync();
+        await ServedInLineAsync(rest, held.FencingToken);
+    }
+
+    /// <summary>
+    /// A semaphore of two, full with another process's leases; five waits here: the first two in line poll. When the
+    /// first is granted by its poll (a lease expired: nothing wakes the others) and leaves the line, the third is among
+    /// the first two: it must poll from then on (a missed notification of the next release would otherwise leave only
+    /// one wait to notice it).
+    /// </summary>
+    [PostgresFact]
+    public async Task ManyWaitsOnOneSemaphoreInOneProcess_TheFirstMaxCountPoll_AndTheNextTakesOverWhenOneIsGrantedByItsPoll()
+    {
+        Member holder = await JoinAsync();
+        Member member = await JoinPollingOftenAsync();
+        PostgresSemaphore full = holder.Coordinator.CreateSemaphore("busy", maxCount: 2);
+        PostgresLease[] held = [await full.AcquireAsync(Bound), await full.AcquireAsync(Bound)];
+        PostgresSemaphore semaphore = member.Coordinator.CreateSemaphore("busy", maxCount: 2);
+        List<Task<PostgresLease>> waits = await QueueOneAfterAnotherAsync(5, () => semaphore.AcquireAsync(), queued: 0);
+        await CountCallsInLineAsync();
+
+        await EventuallyAsync(async () => await CallsOfPlaceAsync(1) >= 5, "the second in line polls");
+        long behind = await ScalarAsync<long>(
+            "SELECT count(*) FROM @schema.calls WHERE ticket > (SELECT ticket FROM @schema.permit_waiters ORDER BY ticket OFFSET 1 LIMIT 1)");
+        behind.Should().BeLessThanOrEqualTo(1, "the three behind the first two did not poll");
+
+        // One of the holder's leases expires on the server: no release, so no wake-up; the first wait's poll takes it.
+        await ScalarAsync<int>(
+            $"UPDATE @schema.permit_slots SET expires_at = now() - interval '1 second' WHERE token = {held[0].FencingToken}; SELECT 1");
+        await using (PostgresLease granted = await waits[0].WaitAsync(Bound))
+        {
+            await WaitersAsync(4);
+            await EventuallyAsync(async () => await CallsOfPlaceAsync(1) >= 5, "the wait now second in line polls");
+        }
+
+        await held[1].ReleaseAsync();
+        await ServedInLineAsync(waits.Skip(1), held[1].FencingToken);
+    }
+
+    /// <summary>A coordinator whose waits poll every 20 ms and whose heartbeat does not run while a test counts calls.</summary>
+    private Task<Member> JoinPollingOftenAsync() => JoinAsync(o =>
+    {
+        o.PollInterval = TimeSpan.FromMilliseconds(20);
+        o.LeaseDuration = TimeSpan.FromMinutes(10); // the heartbeat, which also renews the places, beats every 200 s
+    });
+
+    /// <summary>Starts <paramref name="count"/> waits one after another, each in line (after <paramref name="queued"/>
+    /// others) before the next starts: the line's order is the list's.</summary>
+    private async Task<List<Task<PostgresLease>>> QueueOneAfterAnotherAsync(int count, Func<ValueTask<PostgresLease>> acquire, int queued)
+    {
+        var waits = new List<Task<PostgresLease>>();
+        for (int i = 1; i <= count; i++)
+        {
+            waits.Add(acquire().AsTask());
+            await WaitersAsync(queued + i);
+        }
+
+        return waits;
+    }
+
+    /// <summary>From now on, counts by ticket the calls of the waits in line: each call of a wait in line renews its place.</summary>
+    private Task CountCallsInLineAsync() => ScalarAsync<int>(
+        "CREATE TABLE @schema.calls (ticket bigint); " +
+        "CREATE FUNCTION @schema.count_call() RETURNS trigger LANGUAGE plpgsql AS " +
+        "$$ BEGIN INSERT INTO @schema.calls VALUES (NEW.ticket); RETURN NEW; END $$; " +
+        "CREATE TRIGGER count_call AFTER UPDATE ON @schema.permit_waiters FOR EACH ROW EXECUTE FUNCTION @schema.count_call(); " +
+        "SELECT 1");
+
+    /// <summary>The calls counted of the wait at <paramref name="place"/> in line (0 for the first).</summary>
+    private Task<long> CallsOfPlaceAsync(int place) => ScalarAsync<long>(
+        "SELECT count(*) FROM @schema.calls " +
+        $"WHERE ticket = (SELECT ticket FROM @schema.permit_waiters ORDER BY ticket OFFSET {place} LIMIT 1)");
+
+    /// <summary>Each of <paramref name="waits"/> is served in turn (a higher fencing token than the one before), and
+    /// nothing is left on the server.</summary>
+    private async Task ServedInLineAsync(IEnumerable<Task<PostgresLease>> waits, long lastToken)
+    {
+        foreach (Task<PostgresLease> wait in waits)
+        {
+            await using PostgresLease lease = await wait.WaitAsync(Bound);
+            lease.FencingToken.Should().BeGreaterThan(lastToken, "served in line");
+            lastToken = lease.FencingToken;
+        }
+
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
     public static TheoryData<string> ReleasesBehindAnExpiredPlace => new() { "release here", "release elsewhere", "cancelled after the grant" };
 
     /// <summary>

@@ -13,7 +13,8 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// call that may grant a permit is never cancelled half-way (its outcome must be known); cancellation is observed
 /// before it and between calls.</para>
 /// <para>Between calls a wait sleeps until its key is signalled (a release in this process, or a notification from
-/// another), the poll interval passes, its timeout passes, its token is cancelled, or the session ends.</para>
+/// another), the poll interval passes (only for the first waits of this process in line: see <see cref="WakeSignals"/>),
+/// its timeout passes, its token is cancelled, or the session ends.</para>
 /// </remarks>
 internal sealed class PermitSet
 {

@@ -95,7 +95,8 @@ internal sealed class ServerWait : IDisposable
     public static TimeoutException TimedOut() => new("The wait timed out.");
 
     /// <summary>
-    /// Sleeps until the key is signalled, the coordinator's poll interval passes, the timeout passes
+    /// Sleeps until the key is signalled, the coordinator's poll interval passes (for a wait a signal could wake first:
+    /// see <see cref="WakeSignals"/>), the timeout passes
     /// (<see cref="TimeoutException"/>, also when it already has), <paramref name="cancellationToken"/> is cancelled
     /// (<see cref="OperationCanceledException"/>), or the session ends (the session's end exception). A wait that may
     /// not sleep (<see cref="Waits"/> false) throws <see cref="TimeoutException"/> at once, unmetered: it never queued.
@@ -110,7 +111,9 @@ internal sealed class ServerWait : IDisposable
         // Metered from here, also when the timeout has passed already: the wait had to queue.
         _metering.Queued();
         TimeProvider time = _coordinator.Time;
-        TimeSpan sleep = _coordinator.PollInterval;
+
+        // Only the waits a signal could wake first poll (see WakeSignals); one further back in line sleeps until a signal.
+        TimeSpan sleep = _signal!.BeginSleep() ? _coordinator.PollInterval : Timeout.InfiniteTimeSpan;
         if (_timeout != Timeout.InfiniteTimeSpan)
         {
             TimeSpan left = TimeoutArgument.Remaining(_timeout, time, _started);
@@ -119,7 +122,7 @@ internal sealed class ServerWait : IDisposable
                 throw TimedOut();
             }
 
-            sleep = left < sleep ? left : sleep;
+            sleep = sleep == Timeout.InfiniteTimeSpan || left < sleep ? left : sleep;
         }
 
         Session session = Session!;
@@ -130,7 +133,7 @@ internal sealed class ServerWait : IDisposable
         }
         catch (TimeoutException)
         {
-            // The poll interval passed: ask the server again.
+            // The poll interval (or the timeout) passed: ask the server again.
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {

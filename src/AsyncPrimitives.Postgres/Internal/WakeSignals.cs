@@ -14,9 +14,19 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// not use passes it on.</para>
 /// <para>A wait takes its next signal (<see cref="Waiter.Arm"/>) <em>before</em> it asks the server, so a signal that
 /// arrives while it asks is not missed: the task it then awaits has already completed.</para>
+/// <para><b>Polling.</b> Only the waits a signal could wake first poll the server between signals (the backstop for a
+/// missed notification): those without a place in line, and the first wake limit of those with one
+/// (<see cref="Waiter.BeginSleep"/>). A wait further back cannot be served before the waits of this process ahead of
+/// it, which poll for it; it sleeps until a signal reaches it, or until the waits ahead of it leave or queue again at
+/// the back and it becomes one of the first, when it is woken to ask the server and poll from then on. So hundreds of
+/// waits on one lock in one process make one poll, not hundreds.</para>
 /// </remarks>
 internal sealed class WakeSignals
 {
+    /// <summary>First in line first: by rank (a permit wait's ticket), then in the order the waits entered.</summary>
+    private static readonly Comparison<Waiter> s_byPlace =
+        static (a, b) => a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Order.CompareTo(b.Order);
+
     private readonly Lock _sync = new();
 
     /// <summary>The keys someone waits on, each with its waits; a key leaves when its last wait does.</summary>
@@ -62,7 +72,7 @@ internal sealed class WakeSignals
 
                 if (line.Count > limit)
                 {
-                    line.Sort(static (a, b) => a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Order.CompareTo(b.Order));
+                    line.Sort(s_byPlace);
                     line.RemoveRange(limit, line.Count - limit);
                 }
 
@@ -97,6 +107,38 @@ internal sealed class WakeSignals
         }
     }
 
+    /// <summary>
+    /// After a wait left the key's line or queued again at its back: wakes the waits that sleep without polling and are
+    /// now among the first wake limit in line, so they ask the server and poll from then on. Under the lock; returns
+    /// the signals to fire once it is released.
+    /// </summary>
+    private static List<TaskCompletionSource>? WakeNewlyFirst(List<Waiter> waiters)
+    {
+        if (!waiters.Exists(static w => w.SleepsUnpolled))
+        {
+            return null;
+        }
+
+        List<TaskCompletionSource>? fired = null;
+        var line = new List<Waiter>(waiters);
+        line.Sort(s_byPlace);
+        for (int place = 0; place < line.Count; place++)
+        {
+            Waiter waiter = line[place];
+            if (waiter.SleepsUnpolled && place < waiter.WakeLimit)
+            {
+                waiter.SleepsUnpolled = false;
+                if (!waiter.IsWoken)
+                {
+                    waiter.IsWoken = true;
+                    (fired ??= []).Add(waiter.Signal);
+                }
+            }
+        }
+
+        return fired;
+    }
+
     /// <summary>One wait on a key.</summary>
     public sealed class Waiter(WakeSignals owner, string key, int wakeLimit, long order) : IDisposable
     {
@@ -119,6 +161,10 @@ internal sealed class WakeSignals
         /// <summary>Whether <see cref="Signal"/> fired and the wait has not asked the server since. Guarded by the owner's lock.</summary>
         internal bool IsWoken { get; set; }
 
+        /// <summary>Whether the wait sleeps without polling (see <see cref="BeginSleep"/>), so that it must be woken when
+        /// it becomes one of the first in line. Guarded by the owner's lock.</summary>
+        internal bool SleepsUnpolled { get; set; }
+
         /// <summary>Before the wait asks the server: the task that completes at the next signal for this wait (a signal
         /// that came since the last call is used up by this call).</summary>
         public Task Arm()
@@ -131,23 +177,61 @@ internal sealed class WakeSignals
                     Signal = NewSignal();
                 }
 
+                SleepsUnpolled = false;
                 return Signal.Task;
             }
         }
 
-        /// <summary>Records the wait's place in line.</summary>
-        public void SetRank(long rank)
+        /// <summary>
+        /// After the wait asked the server, as it goes to sleep until the task <see cref="Arm"/> returned completes:
+        /// whether it must also ask the server again at the poll interval. True for a wait without a place in line, and
+        /// for one of the first wake limit in line; false for one further back, which then sleeps until a signal
+        /// reaches it (also the one that wakes it once it is among the first).
+        /// </summary>
+        public bool BeginSleep()
         {
             lock (_owner._sync)
             {
-                Rank = rank;
+                int ahead = 0;
+                if (Rank != long.MaxValue)
+                {
+                    foreach (Waiter other in _owner._entries[_key])
+                    {
+                        if (s_byPlace(other, this) < 0 && ++ahead == WakeLimit)
+                        {
+                            break;
+                        }
+                    }
+                }
+
+                SleepsUnpolled = Rank != long.MaxValue && ahead >= WakeLimit;
+                return !SleepsUnpolled;
             }
+        }
+
+        /// <summary>Records the wait's place in line; a wait that queued again at the back may leave a wait that slept
+        /// without polling among the first, which is woken.</summary>
+        public void SetRank(long rank)
+        {
+            List<TaskCompletionSource>? fired = null;
+            lock (_owner._sync)
+            {
+                bool movedBack = rank > Rank && Rank != long.MaxValue;
+                Rank = rank;
+                if (movedBack)
+                {
+                    fired = WakeNewlyFirst(_owner._entries[_key]);
+                }
+            }
+
+            Fire(fired);
         }
 
         /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key. Idempotent.</summary>
         public void Dispose()
         {
             bool passOn;
+            List<TaskCompletionSource>? fired = null;
             lock (_owner._sync)
             {
                 if (_left)
@@ -163,8 +247,13 @@ internal sealed class WakeSignals
                 {
                     _owner._entries.Remove(_key);
                 }
+                else if (Rank != long.MaxValue)
+                {
+                    fired = WakeNewlyFirst(waiters);
+                }
             }
 
+            Fire(fired);
             if (passOn)
             {
                 _owner.Signal(_key);
