@@ -109,10 +109,10 @@ public sealed class WakeSignalsTests
         using WakeSignals.Waiter unranked = Enter(signals, "l:a");
         WakeSignals.Waiter[] semaphore = [.. new[] { 3L, 1L, 2L }.Select(rank => Enter(signals, "s:a", rank, wakeLimit: 2))];
 
-        first.BeginSleep().Should().BeTrue("the first in line polls, the backstop for a missed notification");
-        second.BeginSleep().Should().BeFalse("it cannot be served before the first, which polls for it");
-        unranked.BeginSleep().Should().BeTrue("a wait without a place in line (a get, a join) polls");
-        semaphore.Select(w => w.BeginSleep()).Should().Equal(false, true, true);
+        Polls(first).Should().BeTrue("the first in line polls, the backstop for a missed notification");
+        Polls(second).Should().BeFalse("it cannot be served before the first, which polls for it");
+        Polls(unranked).Should().BeTrue("a wait without a place in line (a get, a join) polls");
+        semaphore.Select(Polls).Should().Equal(false, true, true);
         foreach (WakeSignals.Waiter waiter in semaphore)
         {
             waiter.Dispose();
@@ -122,7 +122,7 @@ public sealed class WakeSignalsTests
     public static TheoryData<string> WaysToStopBeingFirst => new() { "leaves", "queues again at the back" };
 
     [Theory, MemberData(nameof(WaysToStopBeingFirst))]
-    public void WhenTheFirstInLine_StopsBeingFirst_TheWaitNowFirst_IsWokenToAskAndPoll(string how)
+    public void WhenTheFirstInLine_StopsBeingFirst_TheWaitNowFirst_PollsFromThenOn_WithoutACall(string how)
     {
         var signals = new WakeSignals();
         WakeSignals.Waiter first = Enter(signals, "l:a", rank: 10);
@@ -130,25 +130,25 @@ public sealed class WakeSignalsTests
         using WakeSignals.Waiter third = Enter(signals, "l:a", rank: 30);
         _ = first.Arm();
         Task secondWoken = second.Arm();
-        Task thirdWoken = third.Arm();
-        first.BeginSleep().Should().BeTrue();
-        second.BeginSleep().Should().BeFalse();
-        third.BeginSleep().Should().BeFalse();
+        _ = third.Arm();
+        first.BeginSleep().Should().BeNull();
+        Task secondPromoted = second.BeginSleep()!;
+        Task thirdPromoted = third.BeginSleep()!;
 
         if (how == "leaves")
         {
-            first.Dispose(); // cancelled, or granted: it had not been woken, so it has no wake to pass on
+            first.Dispose(); // granted, or cancelled: it had not been woken, so it has no wake to pass on
         }
         else
         {
             first.SetRank(40); // its place expired on the server: its call queued it again at the back
         }
 
-        secondWoken.IsCompleted.Should().BeTrue("the wait now first in line must ask the server and poll from now on");
-        thirdWoken.IsCompleted.Should().BeFalse("one wait is enough for a lock");
-        _ = second.Arm();
-        second.BeginSleep().Should().BeTrue();
-        third.BeginSleep().Should().BeFalse();
+        secondPromoted.IsCompleted.Should().BeTrue("the wait now first in line must poll from now on");
+        secondWoken.IsCompleted.Should().BeFalse("without a call now: a lock just granted to the first is held");
+        thirdPromoted.IsCompleted.Should().BeFalse("one wait is enough for a lock");
+        Polls(second).Should().BeTrue();
+        Polls(third).Should().BeFalse();
         first.Dispose();
     }
 
@@ -159,11 +159,14 @@ public sealed class WakeSignalsTests
         using WakeSignals.Waiter later = Enter(signals, "l:a", rank: 20);
         using WakeSignals.Waiter earlier = Enter(signals, "l:a"); // its call, which got the lower ticket, still runs
 
-        later.BeginSleep().Should().BeTrue();
+        Polls(later).Should().BeTrue();
         earlier.SetRank(10);
 
-        later.BeginSleep().Should().BeFalse();
+        Polls(later).Should().BeFalse();
     }
+
+    /// <summary>Whether <paramref name="waiter"/>, going to sleep, polls.</summary>
+    private static bool Polls(WakeSignals.Waiter waiter) => waiter.BeginSleep() is null;
 
     /// <summary>Enters a wait on <paramref name="key"/> that a signal wakes alone (wake limit 1, as a lock's or a
     /// getter's) unless <paramref name="wakeLimit"/> says otherwise, with the rank of its ticket when it has one.</summary>

@@ -247,6 +247,30 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         await ServedInLineAsync(waits.Skip(1), held[1].FencingToken);
     }
 
+    /// <summary>
+    /// Tasks of one process taking turns with a lock: each release hands the permit to the first wait here, which takes
+    /// it without a call, and the wait that becomes first starts polling without a call either (it would find the lock
+    /// held): once in line, the waits make no call at all while the lock goes round.
+    /// </summary>
+    [PostgresFact]
+    public async Task HandOversBetweenWaitsOfOneProcess_CostTheWaitsNoCall()
+    {
+        Member member = await JoinAsync(o =>
+        {
+            o.PollInterval = TimeSpan.FromHours(1);
+            o.LeaseDuration = TimeSpan.FromMinutes(10); // the heartbeat, which also renews the places, beats every 200 s
+        });
+        PostgresLock theLock = member.Coordinator.CreateLock("turns");
+        PostgresLease held = await theLock.AcquireAsync(Bound);
+        List<Task<PostgresLease>> waits = await QueueOneAfterAnotherAsync(3, () => theLock.AcquireAsync(), queued: 0);
+        await CountCallsInLineAsync();
+
+        await held.ReleaseAsync();
+        await ServedInLineAsync(waits, held.FencingToken);
+
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.calls")).Should().Be(0, "every hand-over happened in the process");
+    }
+
     /// <summary>A coordinator whose waits poll every 20 ms and whose heartbeat does not run while a test counts calls.</summary>
     private Task<Member> JoinPollingOftenAsync() => JoinAsync(o =>
     {

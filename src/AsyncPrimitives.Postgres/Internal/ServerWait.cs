@@ -111,25 +111,27 @@ internal sealed class ServerWait : IDisposable
         // Metered from here, also when the timeout has passed already: the wait had to queue.
         _metering.Queued();
         TimeProvider time = _coordinator.Time;
-
-        // Only the waits a signal could wake first poll (see WakeSignals); one further back in line sleeps until a signal.
-        TimeSpan sleep = _signal!.BeginSleep() ? _coordinator.PollInterval : Timeout.InfiniteTimeSpan;
-        if (_timeout != Timeout.InfiniteTimeSpan)
+        if (Sleep(Timeout.InfiniteTimeSpan) == TimeSpan.Zero)
         {
-            TimeSpan left = TimeoutArgument.Remaining(_timeout, time, _started);
-            if (left <= TimeSpan.Zero)
-            {
-                throw TimedOut();
-            }
-
-            sleep = sleep == Timeout.InfiniteTimeSpan || left < sleep ? left : sleep;
+            throw TimedOut();
         }
 
         Session session = Session!;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, session.Ended);
         try
         {
-            await _woken.WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
+            // Only the waits a signal could wake first poll (see WakeSignals): one further back in line sleeps until a
+            // signal, or until it is among the first, and polls from then on.
+            if (_signal!.BeginSleep() is { } promoted)
+            {
+                await Task.WhenAny(_woken, promoted).WaitAsync(Sleep(Timeout.InfiniteTimeSpan), time, linked.Token).ConfigureAwait(false);
+                if (_woken.IsCompleted)
+                {
+                    return;
+                }
+            }
+
+            await _woken.WaitAsync(Sleep(_coordinator.PollInterval), time, linked.Token).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {
@@ -145,6 +147,19 @@ internal sealed class ServerWait : IDisposable
             cancellationToken.ThrowIfCancellationRequested();
             throw;
         }
+    }
+
+    /// <summary>How long a sleep of at most <paramref name="longest"/> may last: up to the wait's timeout, if that is
+    /// sooner (zero once it has passed).</summary>
+    private TimeSpan Sleep(TimeSpan longest)
+    {
+        if (_timeout == Timeout.InfiniteTimeSpan)
+        {
+            return longest;
+        }
+
+        TimeSpan left = TimeoutArgument.Remaining(_timeout, _coordinator.Time, _started);
+        return left <= TimeSpan.Zero ? TimeSpan.Zero : longest == Timeout.InfiniteTimeSpan || left < longest ? left : longest;
     }
 
     /// <summary>The wait's call joined a line on the server: it is metered from now, also if a permit reaches it before

@@ -18,8 +18,9 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// missed notification): those without a place in line, and the first wake limit of those with one
 /// (<see cref="Waiter.BeginSleep"/>). A wait further back cannot be served before the waits of this process ahead of
 /// it, which poll for it; it sleeps until a signal reaches it, or until the waits ahead of it leave or queue again at
-/// the back and it becomes one of the first, when it is woken to ask the server and poll from then on. So hundreds of
-/// waits on one lock in one process make one poll, not hundreds.</para>
+/// the back and it becomes one of the first, when it polls from then on (without a call then: a grant to the first
+/// of a lock's waits here would otherwise cost the next one a call that finds the lock held). So hundreds of waits on
+/// one lock in one process make one poll, not hundreds.</para>
 /// </remarks>
 internal sealed class WakeSignals
 {
@@ -108,35 +109,31 @@ internal sealed class WakeSignals
     }
 
     /// <summary>
-    /// After a wait left the key's line or queued again at its back: wakes the waits that sleep without polling and are
-    /// now among the first wake limit in line, so they ask the server and poll from then on. Under the lock; returns
-    /// the signals to fire once it is released.
+    /// After a wait left the key's line or queued again at its back: the waits that sleep without polling and are now
+    /// among the first wake limit in line poll from now on. Under the lock; returns the promotions to complete once it
+    /// is released.
     /// </summary>
-    private static List<TaskCompletionSource>? WakeNewlyFirst(List<Waiter> waiters)
+    private static List<TaskCompletionSource>? PromoteNewlyFirst(List<Waiter> waiters)
     {
-        if (!waiters.Exists(static w => w.SleepsUnpolled))
+        if (!waiters.Exists(static w => w.Promotion is not null))
         {
             return null;
         }
 
-        List<TaskCompletionSource>? fired = null;
+        List<TaskCompletionSource>? promoted = null;
         var line = new List<Waiter>(waiters);
         line.Sort(s_byPlace);
         for (int place = 0; place < line.Count; place++)
         {
             Waiter waiter = line[place];
-            if (waiter.SleepsUnpolled && place < waiter.WakeLimit)
+            if (waiter.Promotion is { } promotion && place < waiter.WakeLimit)
             {
-                waiter.SleepsUnpolled = false;
-                if (!waiter.IsWoken)
-                {
-                    waiter.IsWoken = true;
-                    (fired ??= []).Add(waiter.Signal);
-                }
+                waiter.Promotion = null;
+                (promoted ??= []).Add(promotion);
             }
         }
 
-        return fired;
+        return promoted;
     }
 
     /// <summary>One wait on a key.</summary>
@@ -161,9 +158,9 @@ internal sealed class WakeSignals
         /// <summary>Whether <see cref="Signal"/> fired and the wait has not asked the server since. Guarded by the owner's lock.</summary>
         internal bool IsWoken { get; set; }
 
-        /// <summary>Whether the wait sleeps without polling (see <see cref="BeginSleep"/>), so that it must be woken when
-        /// it becomes one of the first in line. Guarded by the owner's lock.</summary>
-        internal bool SleepsUnpolled { get; set; }
+        /// <summary>While the wait sleeps without polling (see <see cref="BeginSleep"/>): completed when it becomes one of
+        /// the first in line, so that it polls from then on; null otherwise. Guarded by the owner's lock.</summary>
+        internal TaskCompletionSource? Promotion { get; set; }
 
         /// <summary>Before the wait asks the server: the task that completes at the next signal for this wait (a signal
         /// that came since the last call is used up by this call).</summary>
@@ -177,61 +174,64 @@ internal sealed class WakeSignals
                     Signal = NewSignal();
                 }
 
-                SleepsUnpolled = false;
+                Promotion = null;
                 return Signal.Task;
             }
         }
 
         /// <summary>
         /// After the wait asked the server, as it goes to sleep until the task <see cref="Arm"/> returned completes:
-        /// whether it must also ask the server again at the poll interval. True for a wait without a place in line, and
-        /// for one of the first wake limit in line; false for one further back, which then sleeps until a signal
-        /// reaches it (also the one that wakes it once it is among the first).
+        /// null when it must also ask the server again at the poll interval (a wait without a place in line, or one of
+        /// the first wake limit in line); for one further back, a task that completes when it becomes one of them, and
+        /// must poll from then on.
         /// </summary>
-        public bool BeginSleep()
+        public Task? BeginSleep()
         {
             lock (_owner._sync)
             {
-                int ahead = 0;
-                if (Rank != long.MaxValue)
+                Promotion = null;
+                if (Rank == long.MaxValue)
                 {
-                    foreach (Waiter other in _owner._entries[_key])
+                    return null;
+                }
+
+                int ahead = 0;
+                foreach (Waiter other in _owner._entries[_key])
+                {
+                    if (s_byPlace(other, this) < 0 && ++ahead == WakeLimit)
                     {
-                        if (s_byPlace(other, this) < 0 && ++ahead == WakeLimit)
-                        {
-                            break;
-                        }
+                        Promotion = NewSignal();
+                        return Promotion.Task;
                     }
                 }
 
-                SleepsUnpolled = Rank != long.MaxValue && ahead >= WakeLimit;
-                return !SleepsUnpolled;
+                return null;
             }
         }
 
         /// <summary>Records the wait's place in line; a wait that queued again at the back may leave a wait that slept
-        /// without polling among the first, which is woken.</summary>
+        /// without polling among the first, which polls from then on.</summary>
         public void SetRank(long rank)
         {
-            List<TaskCompletionSource>? fired = null;
+            List<TaskCompletionSource>? promoted = null;
             lock (_owner._sync)
             {
                 bool movedBack = rank > Rank && Rank != long.MaxValue;
                 Rank = rank;
                 if (movedBack)
                 {
-                    fired = WakeNewlyFirst(_owner._entries[_key]);
+                    promoted = PromoteNewlyFirst(_owner._entries[_key]);
                 }
             }
 
-            Fire(fired);
+            Fire(promoted);
         }
 
         /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key. Idempotent.</summary>
         public void Dispose()
         {
             bool passOn;
-            List<TaskCompletionSource>? fired = null;
+            List<TaskCompletionSource>? promoted = null;
             lock (_owner._sync)
             {
                 if (_left)
@@ -249,11 +249,11 @@ internal sealed class WakeSignals
                 }
                 else if (Rank != long.MaxValue)
                 {
-                    fired = WakeNewlyFirst(waiters);
+                    promoted = PromoteNewlyFirst(waiters);
                 }
             }
 
-            Fire(fired);
+            Fire(promoted);
             if (passOn)
             {
                 _owner.Signal(_key);
