@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using AsyncPrimitives.Postgres.Internal;
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
@@ -317,6 +318,68 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         }
 
         (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
+    /// <summary>
+    /// A wait whose first call got its ticket records its place, and is metered as queued (here its metrics listener
+    /// holds it there); meanwhile a second wait of the process is in line behind it. A release here grants the first
+    /// wait's ticket and hands the permit to its place, then signals the lock's waits, first in line first: the signal
+    /// must reach the first wait, not the second (which would find the lock taken and sleep), or the permit would be held
+    /// by no one until the first wait's poll (here an hour away).
+    /// </summary>
+    [PostgresFact]
+    public async Task AReleaseGrantingAWaitThatJustTookItsPlace_ReachesThatWait_NotThePollInterval()
+    {
+        const string Name = "just-queued";
+        Member member = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
+        PostgresLock theLock = member.Coordinator.CreateLock(Name);
+        PostgresLease held = await theLock.AcquireAsync(Bound);
+        var firstQueued = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var letFirstGoOn = new ManualResetEventSlim();
+        int queued = 0;
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == PostgresMetrics.MeterName)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            bool ofThisLock = false;
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                ofThisLock |= Equals(tag.Value, Name);
+            }
+
+            if (ofThisLock && value == 1 && Interlocked.Increment(ref queued) == 1)
+            {
+                firstQueued.TrySetResult();
+                letFirstGoOn.Wait(Bound); // the first wait, its place recorded, before it goes on to sleep
+            }
+        });
+        listener.Start();
+
+        Task<PostgresLease> first = Task.Run(() => theLock.AcquireAsync().AsTask());
+        await firstQueued.Task.WaitAsync(Bound);
+        Task<PostgresLease> second = theLock.AcquireAsync().AsTask();
+        await WaitersAsync(2);
+        long secondTicket = await ScalarAsync<long>("SELECT max(ticket) FROM @schema.permit_waiters");
+        await EventuallyAsync(
+            () => Task.FromResult(member.Coordinator.Signals.RanksOf("l:" + Name).Contains(secondTicket)), "the second wait has its place");
+
+        await held.ReleaseAsync();
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND ticket IS NOT NULL"))
+            .Should().Be(1, "the release granted the permit to the first wait's ticket");
+        letFirstGoOn.Set();
+
+        await using (PostgresLease lease = await first.WaitAsync(Bound))
+        {
+            lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
+        }
+
+        await using PostgresLease next = await second.WaitAsync(Bound);
     }
 
     public static TheoryData<string> ReleasesBehindAnExpiredPlace => new() { "release here", "release elsewhere", "cancelled after the grant" };

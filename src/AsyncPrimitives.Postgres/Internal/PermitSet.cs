@@ -145,7 +145,10 @@ internal sealed class PermitSet
 
                 if (place is null)
                 {
+                    // Ranked before its place is published: a release here that hands the place its permit then signals
+                    // the key, and the signal must reach this wait first (it goes by rank).
                     place = new WaitPlace(result.Ticket!.Value);
+                    wait.SetRank(place.Ticket);
                     _places[place.Ticket] = place;
                     placeRecorded = session.TryAdd(place);
                     if (!placeRecorded)
@@ -161,16 +164,15 @@ internal sealed class PermitSet
                     // The place was given up (not renewed in time); the call queued again at the back.
                     Leave(session, place);
                     place = new WaitPlace(result.Ticket!.Value);
+                    wait.SetRank(place.Ticket);
                     _places[place.Ticket] = place;
                     placeRecorded = session.TryAdd(place);
 
                     // The wake that brought this wait here was meant for the first place in line, which this one no
                     // longer is: passed on to the waits now ahead of it (a release may have granted one of them).
-                    wait.SetRank(place.Ticket);
                     _coordinator.Signals.Signal(WakeKey);
                 }
 
-                wait.SetRank(place.Ticket);
                 if (_grants.TryRemove(place.Ticket, out PermitGrant? early))
                 {
                     // Granted by a release here before the place was recorded: taken at the top of the loop.

@@ -88,6 +88,16 @@ internal sealed class WakeSignals
         Fire(fired);
     }
 
+    /// <summary>The ranks of the waits on <paramref name="key"/> (<see cref="long.MaxValue"/> for one without a place in
+    /// line yet), for tests.</summary>
+    internal long[] RanksOf(string key)
+    {
+        lock (_sync)
+        {
+            return _entries.TryGetValue(key, out List<Waiter>? waiters) ? [.. waiters.Select(static w => w.Rank)] : [];
+        }
+    }
+
     /// <summary>The number of keys waited on, for tests.</summary>
     public int Count
     {
