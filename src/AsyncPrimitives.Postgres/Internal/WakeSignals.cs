@@ -18,9 +18,11 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// missed notification): those without a place in line, and the first wake limit of those with one
 /// (<see cref="Waiter.BeginSleep"/>). A wait further back cannot be served before the waits of this process ahead of
 /// it, which poll for it; it sleeps until a signal reaches it, or until the waits ahead of it leave or queue again at
-/// the back and it becomes one of the first, when it polls from then on (without a call then: a grant to the first
-/// of a lock's waits here would otherwise cost the next one a call that finds the lock held). So hundreds of waits on
-/// one lock in one process make one poll, not hundreds.</para>
+/// the back and it becomes one of the first, when it polls from then on (without a call when the wait ahead left: a
+/// grant to the first of a lock's waits here would otherwise cost the next one a call that finds the lock held; with
+/// one when it queued again, as its place had expired: the places behind it, kept by the same heartbeat, may have
+/// too). So hundreds of waits on one lock in one process make one poll, not hundreds. The places of the waits that do
+/// not poll are kept by the session's heartbeat alone.</para>
 /// </remarks>
 internal sealed class WakeSignals
 {
@@ -119,11 +121,13 @@ internal sealed class WakeSignals
     }
 
     /// <summary>
-    /// After a wait left the key's line or queued again at its back: the waits that sleep without polling and are now
-    /// among the first wake limit in line poll from now on. Under the lock; returns the promotions to complete once it
-    /// is released.
+    /// After a wait left the key's line, or queued again at its back: the waits that sleep without polling and are now
+    /// among the first wake limit in line poll from now on. With <paramref name="askNow"/> (the wait ahead queued again:
+    /// its place had expired, and theirs, kept by the same heartbeat, may have too) they are also woken to ask the server
+    /// at once, so that each, finding its place gone, queues again in turn and passes the wake on. Under the lock;
+    /// returns the tasks to complete once it is released.
     /// </summary>
-    private static List<TaskCompletionSource>? PromoteNewlyFirst(List<Waiter> waiters)
+    private static List<TaskCompletionSource>? PromoteNewlyFirst(List<Waiter> waiters, bool askNow)
     {
         if (!waiters.Exists(static w => w.Promotion is not null))
         {
@@ -140,6 +144,11 @@ internal sealed class WakeSignals
             {
                 waiter.Promotion = null;
                 (promoted ??= []).Add(promotion);
+                if (askNow && !waiter.IsWoken)
+                {
+                    waiter.IsWoken = true;
+                    promoted.Add(waiter.Signal);
+                }
             }
         }
 
@@ -220,7 +229,7 @@ internal sealed class WakeSignals
         }
 
         /// <summary>Records the wait's place in line; a wait that queued again at the back may leave a wait that slept
-        /// without polling among the first, which polls from then on.</summary>
+        /// without polling among the first, which asks the server at once and polls from then on.</summary>
         public void SetRank(long rank)
         {
             List<TaskCompletionSource>? promoted = null;
@@ -230,7 +239,7 @@ internal sealed class WakeSignals
                 Rank = rank;
                 if (movedBack)
                 {
-                    promoted = PromoteNewlyFirst(_owner._entries[_key]);
+                    promoted = PromoteNewlyFirst(_owner._entries[_key], askNow: true);
                 }
             }
 
@@ -259,7 +268,7 @@ internal sealed class WakeSignals
                 }
                 else if (Rank != long.MaxValue)
                 {
-                    promoted = PromoteNewlyFirst(waiters);
+                    promoted = PromoteNewlyFirst(waiters, askNow: false);
                 }
             }
 
