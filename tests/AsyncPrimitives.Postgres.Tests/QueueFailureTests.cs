@@ -55,13 +55,17 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
         Member holder = await JoinWithoutPollingAsync();
         PostgresQueue<int> queue = holder.Coordinator.CreateQueue<int>("join", LastAttempts);
         await queue.PutAsync(1);
-        _ = await queue.GetAsync(Bound);
+        PostgresDelivery<int> held = await queue.GetAsync(Bound);
 
         (PostgresQueue<int> joinerQueue, Task joined) = await JoinElsewhereAsync();
 
         await holder.Coordinator.DisposeAsync();
         (await joinerQueue.DeadLetterCountAsync()).Should().Be(1);
         await joined.WaitAsync(Bound); // woken, not by a poll an hour away
+
+        // Held to the end: a delivery nothing references is no longer renewed once the garbage collector finds it
+        // (then not the holder's when it closes), which is not this test's case.
+        GC.KeepAlive(held);
     }
 
     [PostgresFact]
