@@ -272,6 +272,55 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         (await ScalarAsync<long>("SELECT count(*) FROM @schema.calls")).Should().Be(0, "every hand-over happened in the process");
     }
 
+    /// <summary>
+    /// The same with a semaphore of <paramref name="maxCount"/>: each release here grants one wait's ticket and hands it
+    /// the permit; only that wait is woken, and it takes the permit without a call. (A release used to wake the first
+    /// <paramref name="maxCount"/> waits, and all but the granted one asked the server only to find the semaphore full.)
+    /// </summary>
+    [PostgresTheory, InlineData(2), InlineData(4)]
+    public async Task HandOversOfASemaphoreBetweenWaitsOfOneProcess_CostTheWaitsNoCall(int maxCount)
+    {
+        var time = new CountingTimeProvider(); // neither the heartbeat nor a poll runs unless the clock is moved
+        Member member = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = TimeSpan.FromHours(1);
+        });
+        PostgresSemaphore semaphore = member.Coordinator.CreateSemaphore("turns", maxCount);
+        var held = new Queue<PostgresLease>();
+        for (int i = 0; i < maxCount; i++)
+        {
+            held.Enqueue(await semaphore.AcquireAsync(Bound));
+        }
+
+        List<Task<PostgresLease>> waits = await QueueOneAfterAnotherAsync(2 * maxCount, () => semaphore.AcquireAsync(), queued: 0);
+
+        // Counted from now on: a wait's call that finds it must go on waiting renews its place (an update of its
+        // permit_waiters row); one that claims a permit granted to its ticket updates the permit's row, keeping the ticket.
+        await CountCallsInLineAsync();
+        await ScalarAsync<int>(
+            "CREATE TRIGGER count_claim AFTER UPDATE ON @schema.permit_slots FOR EACH ROW " +
+            "WHEN (OLD.ticket IS NOT NULL AND NEW.ticket = OLD.ticket) EXECUTE FUNCTION @schema.count_call(); SELECT 1");
+
+        long lastToken = held.Max(l => l.FencingToken);
+        foreach (Task<PostgresLease> wait in waits)
+        {
+            await held.Dequeue().ReleaseAsync(); // one hand-over at a time
+            PostgresLease lease = await wait.WaitAsync(Bound);
+            lease.FencingToken.Should().BeGreaterThan(lastToken, "served in line");
+            lastToken = lease.FencingToken;
+            held.Enqueue(lease);
+        }
+
+        while (held.Count > 0)
+        {
+            await held.Dequeue().ReleaseAsync();
+        }
+
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+        (await ScalarAsync<long>("SELECT count(*) FROM @schema.calls")).Should().Be(0, "every hand-over happened in the process");
+    }
+
     /// <summary>A coordinator whose waits poll every 20 ms and whose heartbeat does not run while a test counts calls.</summary>
     private Task<Member> JoinPollingOftenAsync() => JoinAsync(o =>
     {

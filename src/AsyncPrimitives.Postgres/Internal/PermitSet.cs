@@ -147,7 +147,7 @@ internal sealed class PermitSet
                 {
                     // Ranked before its place is published: a release here that hands the place its permit then signals
                     // the key, and the signal must reach this wait first (it goes by rank).
-                    place = new WaitPlace(result.Ticket!.Value);
+                    place = new WaitPlace(result.Ticket!.Value, wait.Wake);
                     wait.SetRank(place.Ticket);
                     _places[place.Ticket] = place;
                     placeRecorded = session.TryAdd(place);
@@ -163,7 +163,7 @@ internal sealed class PermitSet
                 {
                     // The place was given up (not renewed in time); the call queued again at the back.
                     Leave(session, place);
-                    place = new WaitPlace(result.Ticket!.Value);
+                    place = new WaitPlace(result.Ticket!.Value, wait.Wake);
                     wait.SetRank(place.Ticket);
                     _places[place.Ticket] = place;
                     placeRecorded = session.TryAdd(place);
@@ -296,7 +296,8 @@ internal sealed class PermitSet
             return;
         }
 
-        // Permits granted to waits of this process: handed over here. A wait that has left meanwhile gave its permit
+        // Permits granted to waits of this process: handed over here, each waking its own wait (the others here have
+        // nothing new to find: every permit this freed is granted). A wait that has left meanwhile gave its permit
         // back with its place (see permit_release); one that asks the server first claims it there (the same token).
         // Published before the place is looked up, as the wait records its place before it looks for a grant: one of
         // the two sees the other, and only one takes the grant out.
@@ -315,7 +316,6 @@ internal sealed class PermitSet
             DropStaleGrants();
         }
 
-        _coordinator.Signals.Signal(WakeKey);
         if (result.OthersWait)
         {
             _coordinator.Notifier.Request(WakeKey);

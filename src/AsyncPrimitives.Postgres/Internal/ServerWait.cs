@@ -166,6 +166,9 @@ internal sealed class ServerWait : IDisposable
     /// it first sleeps.</summary>
     public void Queued() => _metering.Queued();
 
+    /// <summary>Wakes this wait alone (a release here handed its place a permit): it asks again, or takes the permit.</summary>
+    public void Wake() => _signal?.Wake();
+
     /// <summary>Records the wait's place in line: signals of its key wake the waits first in line first.</summary>
     public void SetRank(long ticket) => _signal?.SetRank(ticket);
 

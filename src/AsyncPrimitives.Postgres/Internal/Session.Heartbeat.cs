@@ -113,14 +113,19 @@ internal sealed partial class Session
 
 /// <summary>A wait's place in a wait line (its ticket), kept by the heartbeat while the wait lasts; and the permit a
 /// release in this process granted to it, until the wait takes it.</summary>
-internal sealed class WaitPlace(long ticket)
+internal sealed class WaitPlace(long ticket, Action wake)
 {
     private PermitGrant? _grant;
 
     public long Ticket { get; } = ticket;
 
-    /// <summary>Hands over the permit granted to this place by a release.</summary>
-    public void Grant(PermitGrant grant) => Volatile.Write(ref _grant, grant);
+    /// <summary>Hands over the permit granted to this place by a release, and wakes its wait (only it: the permit is
+    /// its, and the other waits would find nothing new).</summary>
+    public void Grant(PermitGrant grant)
+    {
+        Volatile.Write(ref _grant, grant);
+        wake();
+    }
 
     /// <summary>The permit granted to this place, once; null when none was.</summary>
     public PermitGrant? TakeGrant() => Interlocked.Exchange(ref _grant, null);

@@ -228,6 +228,22 @@ internal sealed class WakeSignals
             }
         }
 
+        /// <summary>Wakes this wait alone, unless it is woken already or has left.</summary>
+        public void Wake()
+        {
+            TaskCompletionSource? fired = null;
+            lock (_owner._sync)
+            {
+                if (!_left && !IsWoken)
+                {
+                    IsWoken = true;
+                    fired = Signal;
+                }
+            }
+
+            fired?.TrySetResult();
+        }
+
         /// <summary>Records the wait's place in line; a wait that queued again at the back may leave a wait that slept
         /// without polling among the first, which asks the server at once and polls from then on.</summary>
         public void SetRank(long rank)
