@@ -431,6 +431,66 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         await using PostgresLease next = await second.WaitAsync(Bound);
     }
 
+    /// <summary>
+    /// A wait here whose place expired on the server (the heartbeat could not renew it in time) is no longer in line
+    /// there, so no release grants it; but once a permit is free and no live place can take it, that wait can (its next
+    /// call queues again, or takes the permit). A release here that grants no one must wake it; this coordinator
+    /// ignores its own notification. Lock: the release frees the lock with the only wait's place expired.
+    /// </summary>
+    [PostgresFact]
+    public async Task AReleaseHereThatGrantsNoOne_ReachesAWaitHereWhosePlaceExpired_NotThePollInterval()
+    {
+        Member member = await JoinWithoutClockAsync();
+        PostgresLock theLock = member.Coordinator.CreateLock("expired-place");
+        PostgresLease held = await theLock.AcquireAsync(Bound);
+        Task<PostgresLease> wait = theLock.AcquireAsync().AsTask();
+        await WaitersAsync(1);
+        await ExpireFirstPlaceAsync();
+
+        await held.ReleaseAsync();
+
+        await using PostgresLease lease = await wait.WaitAsync(Bound);
+        lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
+    }
+
+    /// <summary>The same after a grant behind the expired place: two waits here, the first one's place expired; the
+    /// release grants the second; when the second releases, the lock is free and the first is the only wait left.
+    /// With a semaphore of two: the second release frees a permit no live place can take.</summary>
+    [PostgresTheory, InlineData(1), InlineData(2)]
+    public async Task AfterTheGrantBehindAnExpiredPlace_TheWaitWhosePlaceExpired_IsServedWhenAPermitIsFreeAgain(int maxCount)
+    {
+        Member member = await JoinWithoutClockAsync();
+        PostgresSemaphore semaphore = member.Coordinator.CreateSemaphore("handover", maxCount);
+        var held = new List<PostgresLease>();
+        for (int i = 0; i < maxCount; i++)
+        {
+            held.Add(await semaphore.AcquireAsync(Bound));
+        }
+
+        List<Task<PostgresLease>> waits = await QueueOneAfterAnotherAsync(2, () => semaphore.AcquireAsync(), queued: 0);
+        await ExpireFirstPlaceAsync();
+
+        await held[0].ReleaseAsync();
+        PostgresLease second = await waits[1].WaitAsync(Bound);
+        await (maxCount == 1 ? second : held[1]).ReleaseAsync(); // a permit free, and no live place in line
+
+        await using PostgresLease first = await waits[0].WaitAsync(Bound);
+        first.FencingToken.Should().BeGreaterThan(second.FencingToken);
+        await second.ReleaseAsync();
+    }
+
+    /// <summary>A coordinator whose clock does not move (no heartbeat, no poll) and whose waits would poll once an hour.</summary>
+    private Task<Member> JoinWithoutClockAsync() => JoinAsync(o =>
+    {
+        o.TimeProvider = new CountingTimeProvider();
+        o.PollInterval = TimeSpan.FromHours(1);
+    });
+
+    /// <summary>The place of the first wait in line expires on the server (as if not renewed in time).</summary>
+    private Task ExpireFirstPlaceAsync() => ScalarAsync<int>(
+        "UPDATE @schema.permit_waiters SET expires_at = now() - interval '1 second' " +
+        "WHERE ticket = (SELECT min(ticket) FROM @schema.permit_waiters); SELECT 1");
+
     public static TheoryData<string> ReleasesBehindAnExpiredPlace => new() { "release here", "release elsewhere", "cancelled after the grant" };
 
     /// <summary>

@@ -316,6 +316,13 @@ internal sealed class PermitSet
             DropStaleGrants();
         }
 
+        if (result.Tickets is not { Length: > 0 })
+        {
+            // Granted to no live place: a wait here whose place expired on the server (which the server skips) may
+            // take what this freed, and only a wake-up brings it to ask (this coordinator ignores its own notifications).
+            _coordinator.Signals.Signal(WakeKey);
+        }
+
         if (result.OthersWait)
         {
             _coordinator.Notifier.Request(WakeKey);
