@@ -10,9 +10,9 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// with the lowest rank (a permit wait's ticket: its place in the line), then in the order they entered. So a
 /// notification of a lock's release wakes the one local wait that is first in line, and a put wakes one getter, instead
 /// of every wait asking the server at once and all but one finding nothing. (A release in this process knows which
-/// waits it granted, and wakes just those: <see cref="Waiter.Wake"/>.) A wait that got what it waited for and leaves something for the
-/// next (a getter that took items: more may be there) signals the key again; a wait that leaves holding a wake it did
-/// not use passes it on.</para>
+/// waits it granted, and wakes just those: <see cref="Waiter.Wake"/>.) A wait that got what it waited for and leaves
+/// something for the next (a getter that took items: more may be there) signals the key again; a wait that leaves
+/// holding a wake it did not use passes it on.</para>
 /// <para>A wait takes its next signal (<see cref="Waiter.Arm"/>) <em>before</em> it asks the server, so a signal that
 /// arrives while it asks is not missed: the task it then awaits has already completed.</para>
 /// <para><b>Polling.</b> Only the waits a signal could wake first poll the server between signals (the backstop for a
