@@ -189,9 +189,10 @@ public static partial class AsyncIter
     private static class GivenTask<T>
     {
         /// <summary>One task's completion, for the operator: a continuation that the calls' token (cancelled whenever the
-        /// operator ends) removes from the task, as <c>Task.WhenAny</c> removes its own from the tasks that lost. An enumeration that ended leaves nothing attached to a task that outlives it (a host's
-        /// stopping task, a cached one), however many enumerations wait for that task; the task's failure is still
-        /// observed whenever it comes (<see cref="TaskFailures.Observe"/>).</summary>
+        /// operator ends) removes from the task, as <c>Task.WhenAny</c> removes its own from the tasks that lost. An
+        /// enumeration that ended leaves nothing attached to a task that outlives it (a host's stopping task, a cached
+        /// one), however many enumerations wait for that task; the task's failure is still observed whenever it comes
+        /// (<see cref="TaskFailures.Observe"/>).</summary>
         public static readonly Func<Task<T>, CancellationToken, ValueTask<T>> WaitFor = static (task, stop) =>
         {
             if (task.IsCompleted)

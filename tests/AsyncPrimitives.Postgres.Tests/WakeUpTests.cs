@@ -520,9 +520,7 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         await WaitersAsync(2);
 
         // The first wait's place expires on the server (not renewed in time); the second one's is still live.
-        await ScalarAsync<int>(
-            "UPDATE @schema.permit_waiters SET expires_at = now() - interval '1 second' " +
-            "WHERE ticket = (SELECT min(ticket) FROM @schema.permit_waiters); SELECT 1");
+        await ExpireFirstPlaceAsync();
 
         await held.ReleaseAsync();
         (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND ticket IS NOT NULL"))

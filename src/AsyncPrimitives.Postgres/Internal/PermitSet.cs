@@ -145,8 +145,7 @@ internal sealed class PermitSet
 
                 if (place is null)
                 {
-                    // Ranked before its place is published: a release here that hands the place its permit then signals
-                    // the key, and the signal must reach this wait first (it goes by rank).
+                    // Its rank (its ticket) decides which of this process's waits a signal wakes first, and which poll.
                     place = new WaitPlace(result.Ticket!.Value, wait.Wake);
                     wait.SetRank(place.Ticket);
                     _places[place.Ticket] = place;

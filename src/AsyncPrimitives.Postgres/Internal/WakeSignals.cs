@@ -130,18 +130,10 @@ internal sealed class WakeSignals
     /// </summary>
     private static List<TaskCompletionSource>? PromoteNewlyFirst(List<Waiter> waiters, bool askNow)
     {
-        if (!waiters.Exists(static w => w.Promotion is not null))
-        {
-            return null;
-        }
-
         List<TaskCompletionSource>? promoted = null;
-        var line = new List<Waiter>(waiters);
-        line.Sort(s_byPlace);
-        for (int place = 0; place < line.Count; place++)
+        foreach (Waiter waiter in waiters)
         {
-            Waiter waiter = line[place];
-            if (waiter.Promotion is { } promotion && place < waiter.WakeLimit)
+            if (waiter.Promotion is { } promotion && waiter.IsAmongFirst(waiters))
             {
                 waiter.Promotion = null;
                 (promoted ??= []).Add(promotion);
@@ -209,24 +201,25 @@ internal sealed class WakeSignals
         {
             lock (_owner._sync)
             {
-                Promotion = null;
-                if (Rank == long.MaxValue)
-                {
-                    return null;
-                }
-
-                int ahead = 0;
-                foreach (Waiter other in _owner._entries[_key])
-                {
-                    if (s_byPlace(other, this) < 0 && ++ahead == WakeLimit)
-                    {
-                        Promotion = NewSignal();
-                        return Promotion.Task;
-                    }
-                }
-
-                return null;
+                Promotion = Rank == long.MaxValue || IsAmongFirst(_owner._entries[_key]) ? null : NewSignal();
+                return Promotion?.Task;
             }
+        }
+
+        /// <summary>Whether fewer than <see cref="WakeLimit"/> of <paramref name="waiters"/> (the key's) are ahead of this
+        /// wait in line. Under the owner's lock.</summary>
+        internal bool IsAmongFirst(List<Waiter> waiters)
+        {
+            int ahead = 0;
+            foreach (Waiter other in waiters)
+            {
+                if (s_byPlace(other, this) < 0 && ++ahead == WakeLimit)
+                {
+                    return false;
+                }
+            }
+
+            return true;
         }
 
         /// <summary>Wakes this wait alone, unless it is woken already or has left.</summary>
