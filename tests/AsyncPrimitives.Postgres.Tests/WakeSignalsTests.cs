@@ -32,13 +32,13 @@ public sealed class WakeSignalsTests
     public void Signal_WakesWaitsWithoutATicket_InTheOrderTheyEntered_AfterTheRankedOnes()
     {
         var signals = new WakeSignals();
-        using WakeSignals.Waiter early = Enter(signals, "q:a");
-        using WakeSignals.Waiter late = Enter(signals, "q:a");
-        using WakeSignals.Waiter ranked = Enter(signals, "q:a", rank: 5);
+        using WakeSignals.Waiter early = Enter(signals, "l:a"); // its first call, which will give it a ticket, still runs
+        using WakeSignals.Waiter late = Enter(signals, "l:a");
+        using WakeSignals.Waiter ranked = Enter(signals, "l:a", rank: 5);
         Task[] armed = [ranked.Arm(), early.Arm(), late.Arm()];
 
-        signals.Signal("q:a");
-        signals.Signal("q:a");
+        signals.Signal("l:a");
+        signals.Signal("l:a");
 
         armed.Select(t => t.IsCompleted).Should().Equal(true, true, false);
     }
@@ -47,8 +47,8 @@ public sealed class WakeSignalsTests
     public void Signal_WakesUpToTheLimit_AndEveryWaitWithNoLimit()
     {
         var signals = new WakeSignals();
-        WakeSignals.Waiter[] permits = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("s:a", wakeLimit: 3))];
-        WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("j:a", wakeLimit: int.MaxValue))];
+        WakeSignals.Waiter[] permits = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("s:a", wakeLimit: 3, ticketed: true))];
+        WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("j:a", wakeLimit: int.MaxValue, ticketed: false))];
         Task[] permitTasks = [.. permits.Select(w => w.Arm())];
         Task[] joinTasks = [.. joins.Select(w => w.Arm())];
 
@@ -108,15 +108,45 @@ public sealed class WakeSignalsTests
         using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 20);
         using WakeSignals.Waiter unranked = Enter(signals, "l:a");
         WakeSignals.Waiter[] semaphore = [.. new[] { 3L, 1L, 2L }.Select(rank => Enter(signals, "s:a", rank, wakeLimit: 2))];
+        WakeSignals.Waiter[] getters = [.. Enumerable.Range(0, 3).Select(_ => Enter(signals, "q:a"))];
+        WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 3).Select(_ => signals.Enter("j:a", int.MaxValue, ticketed: false))];
 
         Polls(first).Should().BeTrue("the first in line polls, the backstop for a missed notification");
         Polls(second).Should().BeFalse("it cannot be served before the first, which polls for it");
-        Polls(unranked).Should().BeTrue("a wait without a place in line (a get, a join) polls");
+        Polls(unranked).Should().BeTrue("a permit wait whose ticket is not known yet may be first in line");
         semaphore.Select(Polls).Should().Equal(false, true, true);
-        foreach (WakeSignals.Waiter waiter in semaphore)
+        getters.Select(Polls).Should().Equal([true, false, false], "a getter further back would find nothing the first does not find first");
+        joins.Select(Polls).Should().Equal([true, true, true], "a signal wakes every join");
+        foreach (WakeSignals.Waiter waiter in semaphore.Concat(getters).Concat(joins))
         {
             waiter.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Getters of one queue are in line by the order they entered: the first polls. When it leaves (it took an item, or
+    /// was cancelled), the next getter polls from then on, without a call now (a getter that took all it asked for
+    /// signals the next itself); a getter that entered after them stays asleep.
+    /// </summary>
+    [Fact]
+    public void WhenTheFirstGetterLeaves_TheNextPollsFromThenOn_AndALaterOneEntersBehindIt()
+    {
+        var signals = new WakeSignals();
+        WakeSignals.Waiter first = Enter(signals, "q:a");
+        using WakeSignals.Waiter second = Enter(signals, "q:a");
+        _ = first.Arm();
+        Task secondWoken = second.Arm();
+        first.BeginSleep().Should().BeNull();
+        Task secondPromoted = second.BeginSleep()!;
+
+        first.Dispose();
+        using WakeSignals.Waiter third = Enter(signals, "q:a");
+
+        secondPromoted.IsCompleted.Should().BeTrue("the getter now first must poll from now on");
+        secondWoken.IsCompleted.Should().BeFalse("it had nothing to pass on");
+        _ = second.Arm();
+        Polls(second).Should().BeTrue();
+        Polls(third).Should().BeFalse();
     }
 
     public static TheoryData<string> WaysToStopBeingFirst => new() { "leaves", "queues again at the back" };
@@ -176,10 +206,11 @@ public sealed class WakeSignalsTests
     private static bool Polls(WakeSignals.Waiter waiter) => waiter.BeginSleep() is null;
 
     /// <summary>Enters a wait on <paramref name="key"/> that a signal wakes alone (wake limit 1, as a lock's or a
-    /// getter's) unless <paramref name="wakeLimit"/> says otherwise, with the rank of its ticket when it has one.</summary>
+    /// getter's) unless <paramref name="wakeLimit"/> says otherwise: on a lock or a semaphore (<c>l:</c>, <c>s:</c>) a
+    /// permit wait, with the rank of its ticket when it has one; on a queue (<c>q:</c>) a getter.</summary>
     private static WakeSignals.Waiter Enter(WakeSignals signals, string key, long? rank = null, int wakeLimit = 1)
     {
-        WakeSignals.Waiter waiter = signals.Enter(key, wakeLimit);
+        WakeSignals.Waiter waiter = signals.Enter(key, wakeLimit, ticketed: key[0] is 'l' or 's');
         if (rank is long ticket)
         {
             waiter.SetRank(ticket);

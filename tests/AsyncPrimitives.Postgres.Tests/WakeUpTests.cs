@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using AsyncPrimitives.Postgres.Internal;
 using AsyncPrimitives.Postgres.Tests.Support;
@@ -246,6 +248,103 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 
         await held[1].ReleaseAsync();
         await ServedInLineAsync(waits.Skip(1), held[1].FencingToken);
+    }
+
+    /// <summary>
+    /// Ten getters of one queue in one process, on an empty queue: between wake-ups only the first to enter asks the
+    /// server again; a getter further back would find nothing the first does not find first, and sleeps (so a hundred
+    /// consumers of a queue do not take the pool's connections every poll interval). When the first leaves (cancelled),
+    /// the next polls in its stead; and every getter is still served, each item once. Each call is told apart by the
+    /// activity its getter runs in.
+    /// </summary>
+    [PostgresFact]
+    public async Task ManyGettersOfOneQueueInOneProcess_OnlyTheFirstPolls_AndTheNextTakesOverWhenItLeaves()
+    {
+        const int Getters = 10;
+        Member member = await JoinPollingOftenAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        using var takes = new TakesByGetter(Scope.Schema);
+        using var cancelFirst = new CancellationTokenSource();
+        var getters = new List<Task<PostgresDelivery<int>>>();
+        for (int i = 0; i < Getters; i++)
+        {
+            int getter = i;
+            getters.Add(takes.Run(getter, () => queue.GetAsync(getter == 0 ? cancelFirst.Token : default).AsTask()));
+            await EventuallyAsync(() => Task.FromResult(takes.Of(getter) > 0), "the getter asked the server, and found nothing");
+        }
+
+        await TheOnlyOneThatPollsAsync(takes, polling: 0, Getters);
+
+        cancelFirst.Cancel();
+        await FluentActions.Awaiting(() => getters[0]).Should().ThrowAsync<OperationCanceledException>();
+        await TheOnlyOneThatPollsAsync(takes, polling: 1, Getters);
+
+        for (int item = 1; item < Getters; item++)
+        {
+            await queue.PutAsync(item);
+        }
+
+        var served = new List<int>();
+        foreach (Task<PostgresDelivery<int>> get in getters.Skip(1))
+        {
+            await using PostgresDelivery<int> delivery = await get.WaitAsync(Bound);
+            served.Add(delivery.Item);
+            await delivery.CompleteAsync();
+        }
+
+        served.Should().BeEquivalentTo(Enumerable.Range(1, Getters - 1), "each item went to one getter");
+    }
+
+    /// <summary>While the getter <paramref name="polling"/> asks the server five more times, the getters after it (up to
+    /// <paramref name="getters"/>) ask nothing.</summary>
+    private static async Task TheOnlyOneThatPollsAsync(TakesByGetter takes, int polling, int getters)
+    {
+        int[] before = [.. Enumerable.Range(0, getters).Select(takes.Of)];
+        await EventuallyAsync(() => Task.FromResult(takes.Of(polling) >= before[polling] + 5), $"getter {polling} polls");
+        Enumerable.Range(polling + 1, getters - polling - 1).Select(g => takes.Of(g) - before[g])
+            .Should().OnlyContain(calls => calls == 0, "a getter further back does not poll");
+    }
+
+    /// <summary>Counts the calls of queue_take in one schema by the getter that made them, once each is answered: each
+    /// getter runs in an activity of its own, the parent of the driver's activity of each command it sends.</summary>
+    private sealed class TakesByGetter : IDisposable
+    {
+        private const string GettersSource = "AsyncPrimitives.Postgres.Tests.Getters";
+        private static readonly ActivitySource s_getters = new(GettersSource);
+        private readonly ActivityListener _listener;
+        private readonly ConcurrentDictionary<int, int> _calls = new();
+
+        public TakesByGetter(string schema)
+        {
+            string take = $"\"{schema}\".queue_take(";
+            _listener = new ActivityListener
+            {
+                ShouldListenTo = static source => source.Name is GettersSource or "Npgsql",
+                Sample = static (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllData,
+                ActivityStopped = activity =>
+                {
+                    if (activity.Parent?.GetTagItem("getter") is int getter &&
+                        activity.GetTagItem("db.query.text") is string text && text.Contains(take, StringComparison.Ordinal))
+                    {
+                        _calls.AddOrUpdate(getter, 1, static (_, calls) => calls + 1);
+                    }
+                },
+            };
+            ActivitySource.AddActivityListener(_listener);
+        }
+
+        /// <summary>Runs <paramref name="get"/> as getter number <paramref name="getter"/>.</summary>
+        public Task<T> Run<T>(int getter, Func<Task<T>> get) => Task.Run(async () =>
+        {
+            using Activity? activity = s_getters.StartActivity("get");
+            activity!.SetTag("getter", getter);
+            return await get();
+        });
+
+        /// <summary>The calls counted of getter number <paramref name="getter"/>.</summary>
+        public int Of(int getter) => _calls.GetValueOrDefault(getter);
+
+        public void Dispose() => _listener.Dispose();
     }
 
     /// <summary>

@@ -26,15 +26,16 @@ internal sealed class ServerWait : IDisposable
 
     /// <summary>Starts a wait on <paramref name="wakeKey"/> of at most <paramref name="timeout"/>; with
     /// <see cref="TimeSpan.Zero"/> the wait makes one call and never sleeps. One signal of the key wakes at most
-    /// <paramref name="wakeLimit"/> of its waits (see <see cref="WakeSignals"/>). <paramref name="kind"/> and
-    /// <paramref name="name"/> tag its metrics (<c>PostgresQueue</c>, the queue's name).</summary>
-    public ServerWait(PostgresCoordinator coordinator, string kind, string name, string wakeKey, int wakeLimit, TimeSpan timeout)
+    /// <paramref name="wakeLimit"/> of its waits; with <paramref name="ticketed"/> (a permit wait) the wait's place in
+    /// line is its ticket (<see cref="SetRank"/>), otherwise its arrival (see <see cref="WakeSignals"/>).
+    /// <paramref name="kind"/> and <paramref name="name"/> tag its metrics (<c>PostgresQueue</c>, the queue's name).</summary>
+    public ServerWait(PostgresCoordinator coordinator, string kind, string name, string wakeKey, int wakeLimit, bool ticketed, TimeSpan timeout)
     {
         _metering = new WaitMetering(kind, name);
         _coordinator = coordinator;
         _timeout = timeout;
         _started = coordinator.Time.GetTimestamp();
-        _signal = timeout != TimeSpan.Zero ? coordinator.Signals.Enter(wakeKey, wakeLimit) : null;
+        _signal = timeout != TimeSpan.Zero ? coordinator.Signals.Enter(wakeKey, wakeLimit, ticketed) : null;
     }
 
     /// <summary>Whether the wait may sleep (its timeout is not zero).</summary>

@@ -7,7 +7,7 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// </summary>
 /// <remarks>
 /// <para>A signal wakes at most the key's <em>wake limit</em> of waits that are not woken already, in order: first those
-/// with the lowest rank (a permit wait's ticket: its place in the line), then in the order they entered. So a
+/// with the lowest rank (a permit wait's ticket: its place in the server's line), then in the order they entered. So a
 /// notification of a lock's release wakes the one local wait that is first in line, and a put wakes one getter, instead
 /// of every wait asking the server at once and all but one finding nothing. (A release in this process knows which
 /// waits it granted, and wakes just those: <see cref="Waiter.Wake"/>.) A wait that got what it waited for and leaves
@@ -16,18 +16,21 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// <para>A wait takes its next signal (<see cref="Waiter.Arm"/>) <em>before</em> it asks the server, so a signal that
 /// arrives while it asks is not missed: the task it then awaits has already completed.</para>
 /// <para><b>Polling.</b> Only the waits a signal could wake first poll the server between signals (the backstop for a
-/// missed notification): those without a place in line, and the first wake limit of those with one
-/// (<see cref="Waiter.BeginSleep"/>). A wait further back cannot be served before the waits of this process ahead of
-/// it, which poll for it; it sleeps until a signal reaches it, or until the waits ahead of it leave or queue again at
-/// the back and it becomes one of the first, when it polls from then on (without a call when the wait ahead left: a
-/// grant to the first of a lock's waits here would otherwise cost the next one a call that finds the lock held; with
-/// one when it queued again, as its place had expired: the places behind it, kept by the same heartbeat, may have
-/// too). So hundreds of waits on one lock in one process make one poll, not hundreds. The places of the waits that do
-/// not poll are kept by the session's heartbeat alone.</para>
+/// missed notification): a permit wait whose ticket is not known yet, and the first wake limit in line of the others
+/// (<see cref="Waiter.BeginSleep"/>): the first of a lock's waits here, the first <c>maxCount</c> of a semaphore's,
+/// the first getter of a queue, every join. A wait further back would find nothing the waits ahead of it do not find
+/// first (a lock's waits are served in line; a getter that takes all it asked for signals the next, as more may be
+/// there): it sleeps until a signal reaches it, or until the waits ahead of it leave or queue again at the back and it
+/// becomes one of the first, when it polls from then on (without a call when the wait ahead left: a grant to the first
+/// of a lock's waits here would otherwise cost the next one a call that finds the lock held; with one when it queued
+/// again, as its place had expired: the places behind it, kept by the same heartbeat, may have too). So hundreds of
+/// waits on one lock, or consumers of one queue, in one process make one poll, not hundreds. The places of the permit
+/// waits that do not poll are kept by the session's heartbeat alone.</para>
 /// </remarks>
 internal sealed class WakeSignals
 {
-    /// <summary>First in line first: by rank (a permit wait's ticket), then in the order the waits entered.</summary>
+    /// <summary>First in line first: by rank (a permit wait's ticket; zero for the others), then in the order the waits
+    /// entered.</summary>
     private static readonly Comparison<Waiter> s_byPlace =
         static (a, b) => a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Order.CompareTo(b.Order);
 
@@ -39,8 +42,10 @@ internal sealed class WakeSignals
     private long _entered;
 
     /// <summary>Registers a wait on <paramref name="key"/>, of which one signal wakes at most
-    /// <paramref name="wakeLimit"/>; <see cref="Waiter.Dispose"/> when the wait ends.</summary>
-    public Waiter Enter(string key, int wakeLimit)
+    /// <paramref name="wakeLimit"/>; <see cref="Waiter.Dispose"/> when the wait ends. With <paramref name="ticketed"/>
+    /// (a permit wait) its place in line is its ticket, unknown until <see cref="Waiter.SetRank"/>; otherwise (a get, a
+    /// join) its place is the order it entered in.</summary>
+    public Waiter Enter(string key, int wakeLimit, bool ticketed)
     {
         lock (_sync)
         {
@@ -49,7 +54,7 @@ internal sealed class WakeSignals
                 _entries.Add(key, waiters = []);
             }
 
-            var waiter = new Waiter(this, key, wakeLimit, ++_entered);
+            var waiter = new Waiter(this, key, wakeLimit, ++_entered, ticketed ? long.MaxValue : 0);
             waiters.Add(waiter);
             return waiter;
         }
@@ -91,8 +96,8 @@ internal sealed class WakeSignals
         Fire(fired);
     }
 
-    /// <summary>The ranks of the waits on <paramref name="key"/> (<see cref="long.MaxValue"/> for one without a place in
-    /// line yet), for tests.</summary>
+    /// <summary>The ranks of the waits on <paramref name="key"/> (<see cref="long.MaxValue"/> for a permit wait whose
+    /// ticket is not known yet), for tests.</summary>
     internal long[] RanksOf(string key)
     {
         lock (_sync)
@@ -149,7 +154,7 @@ internal sealed class WakeSignals
     }
 
     /// <summary>One wait on a key.</summary>
-    public sealed class Waiter(WakeSignals owner, string key, int wakeLimit, long order) : IDisposable
+    public sealed class Waiter(WakeSignals owner, string key, int wakeLimit, long order, long rank) : IDisposable
     {
         private readonly WakeSignals _owner = owner;
         private readonly string _key = key;
@@ -160,9 +165,10 @@ internal sealed class WakeSignals
         /// <summary>The order in which the waits entered; guarded by the owner's lock.</summary>
         internal long Order { get; } = order;
 
-        /// <summary>The wait's place in line (a permit wait's ticket), lowest first; unknown (last) until it has one.
-        /// Guarded by the owner's lock.</summary>
-        internal long Rank { get; private set; } = long.MaxValue;
+        /// <summary>The wait's place in line, lowest first: a permit wait's ticket, unknown (<see cref="long.MaxValue"/>,
+        /// last) until it has one; zero for the waits in line by the order they entered (gets, joins). Guarded by the
+        /// owner's lock.</summary>
+        internal long Rank { get; private set; } = rank;
 
         /// <summary>The signal the wait sleeps on; replaced by <see cref="Arm"/> once it fired. Guarded by the owner's lock.</summary>
         internal TaskCompletionSource Signal { get; private set; } = NewSignal();
@@ -193,8 +199,8 @@ internal sealed class WakeSignals
 
         /// <summary>
         /// After the wait asked the server, as it goes to sleep until the task <see cref="Arm"/> returned completes:
-        /// null when it must also ask the server again at the poll interval (a wait without a place in line, or one of
-        /// the first wake limit in line); for one further back, a task that completes when it becomes one of them, and
+        /// null when it must also ask the server again at the poll interval (a permit wait whose ticket is not known
+        /// yet, or one of the first wake limit in line); for one further back, a task that completes when it becomes one of them, and
         /// must poll from then on.
         /// </summary>
         public Task? BeginSleep()
