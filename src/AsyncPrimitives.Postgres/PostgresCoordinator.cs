@@ -105,7 +105,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         Json = options.JsonSerializerOptions ?? JsonSerializerOptions.Default;
         Time = options.TimeProvider ?? TimeProvider.System;
         _shortestLease = LeaseDuration;
-        Signals = new WakeSignals();
+        Signals = new WakeSignals(Time);
         Notifier = new Notifier(Database, Owner);
         CommitWatcher = new CommitWatcher(Database, Signals, Notifier, Time, PollInterval);
         _endpoint = Endpoint(dataSource.ConnectionString);

@@ -27,8 +27,9 @@ public sealed class PostgresCoordinatorOptions
 
     /// <summary>How often a wait checks the server on its own (default 1 second): the backstop for a wake-up
     /// notification that was missed. Waits are normally woken by LISTEN/NOTIFY within milliseconds. Of the waits of
-    /// this process on one lock, only the first in line checks (on one semaphore, the first <c>maxCount</c>; of the
-    /// getters of one queue, the one waiting longest); the others sleep until they are among them.</summary>
+    /// this process on one lock, only the first in line checks (on one semaphore, the first <c>maxCount</c>); the
+    /// others sleep until they are among them. The getters of one queue in this process take turns: one check per
+    /// interval among them.</summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>How queue items are written and read; <see cref="JsonSerializerOptions.Default"/> when null. The first

@@ -214,7 +214,7 @@ public sealed partial class PostgresQueue<T>
         }
 
         PostgresDelivery<T>? entered = completing;
-        using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, WakeKey, wakeLimit: 1, ticketed: false, timeout);
+        using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, WakeKey, wakeLimit: 1, WakeSignals.Polling.ByTurns, timeout);
         bool waited = false;
         try
         {

@@ -339,7 +339,7 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask JoinCoreAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, JoinKey, wakeLimit: int.MaxValue, ticketed: false, timeout);
+        using var wait = new ServerWait(_coordinator, nameof(PostgresQueue<T>), Name, JoinKey, int.MaxValue, WakeSignals.Polling.Each, timeout);
         long? joinId = null;
         try
         {

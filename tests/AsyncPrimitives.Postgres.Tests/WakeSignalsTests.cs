@@ -1,5 +1,6 @@
 using AsyncPrimitives.Postgres.Internal;
 using FluentAssertions;
+using Microsoft.Extensions.Time.Testing;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -13,7 +14,7 @@ public sealed class WakeSignalsTests
     [Fact]
     public void Signal_WakesTheWaitFirstInLine_NotEveryWait()
     {
-        var signals = new WakeSignals();
+        var signals = new WakeSignals(TimeProvider.System);
         using WakeSignals.Waiter third = Enter(signals, "l:a", rank: 30);
         using WakeSignals.Waiter first = Enter(signals, "l:a", rank: 10);
         using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 20);
@@ -31,7 +32,7 @@ public sealed class WakeSignalsTests
     [Fact]
     public void Signal_WakesWaitsWithoutATicket_InTheOrderTheyEntered_AfterTheRankedOnes()
     {
-        var signals = new WakeSignals();
+        var signals = new WakeSignals(TimeProvider.System);
         using WakeSignals.Waiter early = Enter(signals, "l:a"); // its first call, which will give it a ticket, still runs
         using WakeSignals.Waiter late = Enter(signals, "l:a");
         using WakeSignals.Waiter ranked = Enter(signals, "l:a", rank: 5);
@@ -46,9 +47,9 @@ public sealed class WakeSignalsTests
     [Fact]
     public void Signal_WakesUpToTheLimit_AndEveryWaitWithNoLimit()
     {
-        var signals = new WakeSignals();
-        WakeSignals.Waiter[] permits = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("s:a", wakeLimit: 3, ticketed: true))];
-        WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("j:a", wakeLimit: int.MaxValue, ticketed: false))];
+        var signals = new WakeSignals(TimeProvider.System);
+        WakeSignals.Waiter[] permits = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("s:a", wakeLimit: 3, WakeSignals.Polling.FirstInLine))];
+        WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 5).Select(_ => Enter(signals, "j:a", wakeLimit: int.MaxValue))];
         Task[] permitTasks = [.. permits.Select(w => w.Arm())];
         Task[] joinTasks = [.. joins.Select(w => w.Arm())];
 
@@ -68,7 +69,7 @@ public sealed class WakeSignalsTests
     [Fact]
     public void AWaitThatLeavesWithAnUnusedWake_PassesItOn_AndOneThatUsedIt_DoesNot()
     {
-        var signals = new WakeSignals();
+        var signals = new WakeSignals(TimeProvider.System);
         WakeSignals.Waiter first = Enter(signals, "l:a", rank: 1);
         using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 2);
         using WakeSignals.Waiter third = Enter(signals, "l:a", rank: 3);
@@ -90,7 +91,7 @@ public sealed class WakeSignalsTests
     [Fact]
     public void ASignalDuringTheCall_IsKeptForTheSleepAfterIt()
     {
-        var signals = new WakeSignals();
+        var signals = new WakeSignals(TimeProvider.System);
         using WakeSignals.Waiter waiter = Enter(signals, "q:a");
         Task beforeCall = waiter.Arm();
 
@@ -103,20 +104,20 @@ public sealed class WakeSignalsTests
     [Fact]
     public void OnlyTheWaitsASignalCouldWakeFirst_Poll_TheOthersSleepUntilSignalled()
     {
-        var signals = new WakeSignals();
+        var signals = new WakeSignals(TimeProvider.System);
         using WakeSignals.Waiter first = Enter(signals, "l:a", rank: 10);
         using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 20);
         using WakeSignals.Waiter unranked = Enter(signals, "l:a");
         WakeSignals.Waiter[] semaphore = [.. new[] { 3L, 1L, 2L }.Select(rank => Enter(signals, "s:a", rank, wakeLimit: 2))];
         WakeSignals.Waiter[] getters = [.. Enumerable.Range(0, 3).Select(_ => Enter(signals, "q:a"))];
-        WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 3).Select(_ => signals.Enter("j:a", int.MaxValue, ticketed: false))];
+        WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 3).Select(_ => Enter(signals, "j:a", wakeLimit: int.MaxValue))];
 
         Polls(first).Should().BeTrue("the first in line polls, the backstop for a missed notification");
         Polls(second).Should().BeFalse("it cannot be served before the first, which polls for it");
         Polls(unranked).Should().BeTrue("a permit wait whose ticket is not known yet may be first in line");
         semaphore.Select(Polls).Should().Equal(false, true, true);
-        getters.Select(Polls).Should().Equal([true, false, false], "a getter further back would find nothing the first does not find first");
-        joins.Select(Polls).Should().Equal([true, true, true], "a signal wakes every join");
+        getters.Should().OnlyContain(g => Polls(g), "any getter can take any item: the getters take turns (below)");
+        joins.Should().OnlyContain(j => Polls(j), "a signal wakes every join");
         foreach (WakeSignals.Waiter waiter in semaphore.Concat(getters).Concat(joins))
         {
             waiter.Dispose();
@@ -124,29 +125,35 @@ public sealed class WakeSignalsTests
     }
 
     /// <summary>
-    /// Getters of one queue are in line by the order they entered: the first polls. When it leaves (it took an item, or
-    /// was cancelled), the next getter polls from then on, without a call now (a getter that took all it asked for
-    /// signals the next itself); a getter that entered after them stays asleep.
+    /// A queue's getters take turns: one poll per interval among them, due a poll interval after the last call any of
+    /// them began, so a hundred idle consumers make one call per interval, not a hundred; and a call held up at the
+    /// server does not hold up the next turn (any getter can take any item). Each join polls on its own.
     /// </summary>
     [Fact]
-    public void WhenTheFirstGetterLeaves_TheNextPollsFromThenOn_AndALaterOneEntersBehindIt()
+    public void GettersTakeTurns_OnePollPerIntervalAmongThem_DueAfterTheLastCallAnyOfThemBegan()
     {
-        var signals = new WakeSignals();
-        WakeSignals.Waiter first = Enter(signals, "q:a");
+        var time = new FakeTimeProvider();
+        var signals = new WakeSignals(time);
+        TimeSpan interval = TimeSpan.FromSeconds(1);
+        using WakeSignals.Waiter first = Enter(signals, "q:a");
         using WakeSignals.Waiter second = Enter(signals, "q:a");
+        using WakeSignals.Waiter join = Enter(signals, "j:a", wakeLimit: int.MaxValue);
         _ = first.Arm();
-        Task secondWoken = second.Arm();
-        first.BeginSleep().Should().BeNull();
-        Task secondPromoted = second.BeginSleep()!;
-
-        first.Dispose();
-        using WakeSignals.Waiter third = Enter(signals, "q:a");
-
-        secondPromoted.IsCompleted.Should().BeTrue("the getter now first must poll from now on");
-        secondWoken.IsCompleted.Should().BeFalse("it had nothing to pass on");
+        _ = join.Arm();
+        time.Advance(TimeSpan.FromMilliseconds(200));
         _ = second.Arm();
-        Polls(second).Should().BeTrue();
-        Polls(third).Should().BeFalse();
+        time.Advance(TimeSpan.FromMilliseconds(800)); // the first has slept a poll interval since its call
+
+        first.UntilTurn(interval).Should().Be(TimeSpan.FromMilliseconds(200), "the second's call began 800 ms ago");
+        join.UntilTurn(interval).Should().Be(TimeSpan.Zero, "a join polls on its own");
+        time.Advance(TimeSpan.FromMilliseconds(200));
+        first.UntilTurn(interval).Should().Be(TimeSpan.Zero, "its turn: it polls");
+        second.UntilTurn(interval).Should().Be(interval, "the turn is taken: the next comes a poll interval later");
+
+        _ = first.Arm(); // the poll's call begins, and is held up at the server
+        time.Advance(interval);
+
+        second.UntilTurn(interval).Should().Be(TimeSpan.Zero, "a call held up does not hold up the next turn");
     }
 
     public static TheoryData<string> WaysToStopBeingFirst => new() { "leaves", "queues again at the back" };
@@ -159,7 +166,7 @@ public sealed class WakeSignalsTests
     [Theory, MemberData(nameof(WaysToStopBeingFirst))]
     public void WhenTheFirstInLine_StopsBeingFirst_TheWaitNowFirst_PollsFromThenOn(string how)
     {
-        var signals = new WakeSignals();
+        var signals = new WakeSignals(TimeProvider.System);
         WakeSignals.Waiter first = Enter(signals, "l:a", rank: 10);
         using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 20);
         using WakeSignals.Waiter third = Enter(signals, "l:a", rank: 30);
@@ -192,7 +199,7 @@ public sealed class WakeSignalsTests
     [Fact]
     public void AWaitThatWasFirstWhenItSlept_StopsPollingAtItsNextSleep_OnceAWaitAheadOfItHasAPlace()
     {
-        var signals = new WakeSignals();
+        var signals = new WakeSignals(TimeProvider.System);
         using WakeSignals.Waiter later = Enter(signals, "l:a", rank: 20);
         using WakeSignals.Waiter earlier = Enter(signals, "l:a"); // its call, which got the lower ticket, still runs
 
@@ -206,11 +213,17 @@ public sealed class WakeSignalsTests
     private static bool Polls(WakeSignals.Waiter waiter) => waiter.BeginSleep() is null;
 
     /// <summary>Enters a wait on <paramref name="key"/> that a signal wakes alone (wake limit 1, as a lock's or a
-    /// getter's) unless <paramref name="wakeLimit"/> says otherwise: on a lock or a semaphore (<c>l:</c>, <c>s:</c>) a
-    /// permit wait, with the rank of its ticket when it has one; on a queue (<c>q:</c>) a getter.</summary>
+    /// getter's) unless <paramref name="wakeLimit"/> says otherwise, polling as the waits of its kind do: on a lock or a
+    /// semaphore (<c>l:</c>, <c>s:</c>) a permit wait, with the rank of its ticket when it has one; on a queue
+    /// (<c>q:</c>) a getter; a join (<c>j:</c>).</summary>
     private static WakeSignals.Waiter Enter(WakeSignals signals, string key, long? rank = null, int wakeLimit = 1)
     {
-        WakeSignals.Waiter waiter = signals.Enter(key, wakeLimit, ticketed: key[0] is 'l' or 's');
+        WakeSignals.Waiter waiter = signals.Enter(key, wakeLimit, key[0] switch
+        {
+            'q' => WakeSignals.Polling.ByTurns,
+            'j' => WakeSignals.Polling.Each,
+            _ => WakeSignals.Polling.FirstInLine,
+        });
         if (rank is long ticket)
         {
             waiter.SetRank(ticket);

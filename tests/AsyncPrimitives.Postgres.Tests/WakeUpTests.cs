@@ -251,58 +251,132 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
     }
 
     /// <summary>
-    /// Ten getters of one queue in one process, on an empty queue: between wake-ups only the first to enter asks the
-    /// server again; a getter further back would find nothing the first does not find first, and sleeps (so a hundred
-    /// consumers of a queue do not take the pool's connections every poll interval). When the first leaves (cancelled),
-    /// the next polls in its stead; and every getter is still served, each item once. Each call is told apart by the
-    /// activity its getter runs in.
+    /// Ten getters of one queue in one process, on an empty queue: between wake-ups they take turns, one call per poll
+    /// interval among them, not one each (so a hundred consumers of a queue do not take the pool's connections every
+    /// poll interval); and every getter is still served, each item once. The clock is the test's: each step of a poll
+    /// interval fires every getter's timer, and waits until all ten sleep again.
     /// </summary>
     [PostgresFact]
-    public async Task ManyGettersOfOneQueueInOneProcess_OnlyTheFirstPolls_AndTheNextTakesOverWhenItLeaves()
+    public async Task ManyGettersOfOneQueueInOneProcess_TakeTurns_OneCallPerPollInterval()
     {
         const int Getters = 10;
-        Member member = await JoinPollingOftenAsync();
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.LeaseDuration = TimeSpan.FromMinutes(10); // the heartbeat beats every 200 s
+        });
         PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull(); // the session is open, and its heartbeat waits
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        int heartbeat = time.ArmedTimers;
         using var takes = new TakesByGetter(Scope.Schema);
-        using var cancelFirst = new CancellationTokenSource();
         var getters = new List<Task<PostgresDelivery<int>>>();
         for (int i = 0; i < Getters; i++)
         {
             int getter = i;
-            getters.Add(takes.Run(getter, () => queue.GetAsync(getter == 0 ? cancelFirst.Token : default).AsTask()));
-            await EventuallyAsync(() => Task.FromResult(takes.Of(getter) > 0), "the getter asked the server, and found nothing");
+            getters.Add(takes.Run(getter, () => queue.GetAsync().AsTask()));
+            await time.WaitForArmedTimersAsync(heartbeat + getter + 1).WaitAsync(Bound); // it asked the server, found nothing, and sleeps
         }
 
-        await TheOnlyOneThatPollsAsync(takes, polling: 0, Getters);
+        takes.Total.Should().Be(Getters);
+        for (int interval = 1; interval <= 3; interval++)
+        {
+            time.Advance(member.Coordinator.PollInterval);
+            await time.WaitForArmedTimersAsync(heartbeat + Getters).WaitAsync(Bound);
+            takes.Total.Should().Be(Getters + interval, "one getter took the turn; the others' turn comes a poll interval later");
+        }
 
-        cancelFirst.Cancel();
-        await FluentActions.Awaiting(() => getters[0]).Should().ThrowAsync<OperationCanceledException>();
-        await TheOnlyOneThatPollsAsync(takes, polling: 1, Getters);
-
-        for (int item = 1; item < Getters; item++)
+        for (int item = 1; item <= Getters; item++)
         {
             await queue.PutAsync(item);
         }
 
         var served = new List<int>();
-        foreach (Task<PostgresDelivery<int>> get in getters.Skip(1))
+        foreach (Task<PostgresDelivery<int>> get in getters)
         {
             await using PostgresDelivery<int> delivery = await get.WaitAsync(Bound);
             served.Add(delivery.Item);
             await delivery.CompleteAsync();
         }
 
-        served.Should().BeEquivalentTo(Enumerable.Range(1, Getters - 1), "each item went to one getter");
+        served.Should().BeEquivalentTo(Enumerable.Range(1, Getters), "each item went to one getter");
     }
 
-    /// <summary>While the getter <paramref name="polling"/> asks the server five more times, the getters after it (up to
-    /// <paramref name="getters"/>) ask nothing.</summary>
-    private static async Task TheOnlyOneThatPollsAsync(TakesByGetter takes, int polling, int getters)
+    /// <summary>
+    /// A reading loop's call (which completes its last delivery and takes the next) is held up at the server (another
+    /// transaction holds the delivered item's row); another getter of the process sleeps, and an item is put. The
+    /// wake-up goes to the loop, in its call; the other getter's turn to poll still comes a poll interval after its own
+    /// call, and it takes the item: a getter in a call that does not return does not hold up the others.
+    /// </summary>
+    [PostgresFact]
+    public async Task AGetterWhoseCallIsHeldUp_DoesNotHoldUpTheOthersTurnToPoll()
     {
-        int[] before = [.. Enumerable.Range(0, getters).Select(takes.Of)];
-        await EventuallyAsync(() => Task.FromResult(takes.Of(polling) >= before[polling] + 5), $"getter {polling} polls");
-        Enumerable.Range(polling + 1, getters - polling - 1).Select(g => takes.Of(g) - before[g])
-            .Should().OnlyContain(calls => calls == 0, "a getter further back does not poll");
+        Member member = await JoinAsync(o => o.PollInterval = TimeSpan.FromMilliseconds(100));
+        Member producer = await JoinAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        using var takes = new TakesByGetter(Scope.Schema);
+        await queue.PutAsync(1);
+        await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
+        (await reader.MoveNextAsync()).Should().BeTrue();
+        PostgresDelivery<int> first = reader.Current;
+
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {first.Id} FOR UPDATE");
+        Task<bool> next = reader.MoveNextAsync().AsTask();
+        await WaitsForALockAsync(member, "the reading loop's call waits for item 1's row");
+
+        Task<PostgresDelivery<int>> other = takes.Run(1, () => queue.GetAsync().AsTask());
+        await EventuallyAsync(() => Task.FromResult(takes.Of(1) > 0), "the other getter asked the server, and found nothing");
+        await producer.Coordinator.CreateQueue<int>("jobs").PutAsync(2);
+
+        try
+        {
+            await using PostgresDelivery<int> delivery = await other.WaitAsync(Bound);
+            delivery.Item.Should().Be(2);
+        }
+        finally
+        {
+            await hold.RollbackAsync();
+            (await next.WaitAsync(Bound)).Should().BeTrue();
+            await reader.Current.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// Two getters sleep, and an item is put without a notification (what a missed one leaves to the polls). The getter
+    /// whose turn would come first is cancelled half-way to it: the other's turn still comes a poll interval after the
+    /// last call, not a poll interval after the cancellation.
+    /// </summary>
+    [PostgresFact]
+    public async Task AGetterCancelledBeforeItsTurn_DoesNotPutOffTheOthersTurn()
+    {
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = TimeSpan.FromMinutes(1);
+            o.LeaseDuration = TimeSpan.FromMinutes(10);
+        });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull();
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        int heartbeat = time.ArmedTimers;
+        using var cancelFirst = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> first = queue.GetAsync(cancelFirst.Token).AsTask();
+        await time.WaitForArmedTimersAsync(heartbeat + 1).WaitAsync(Bound);
+        Task<PostgresDelivery<int>> second = queue.GetAsync().AsTask();
+        await time.WaitForArmedTimersAsync(heartbeat + 2).WaitAsync(Bound);
+
+        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+        time.Advance(TimeSpan.FromSeconds(30));
+        cancelFirst.Cancel();
+        await FluentActions.Awaiting(() => first).Should().ThrowAsync<OperationCanceledException>();
+        time.Advance(TimeSpan.FromSeconds(30));
+
+        await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
+        delivery.Item.Should().Be(7);
     }
 
     /// <summary>Counts the calls of queue_take in one schema by the getter that made them, once each is answered: each
@@ -343,6 +417,9 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 
         /// <summary>The calls counted of getter number <paramref name="getter"/>.</summary>
         public int Of(int getter) => _calls.GetValueOrDefault(getter);
+
+        /// <summary>The calls counted of every getter.</summary>
+        public int Total => _calls.Values.Sum();
 
         public void Dispose() => _listener.Dispose();
     }

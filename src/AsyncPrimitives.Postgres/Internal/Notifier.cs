@@ -11,7 +11,8 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// </summary>
 /// <remarks>
 /// A notification is only a hint to check the server again. One that cannot be sent (the server is unreachable) is
-/// dropped, deliberately and without an error: every wait also polls every <see cref="PostgresCoordinatorOptions.PollInterval"/>,
+/// dropped, deliberately and without an error: the waits also poll every <see cref="PostgresCoordinatorOptions.PollInterval"/>
+/// (in each process, the first in line for a lock or semaphore, a queue's getters by turns: see <see cref="WakeSignals"/>),
 /// so a lost hint delays a wake-up by at most that much and loses nothing.
 /// </remarks>
 internal sealed class Notifier

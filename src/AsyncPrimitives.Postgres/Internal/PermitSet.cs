@@ -86,7 +86,7 @@ internal sealed class PermitSet
     private async ValueTask<PostgresLease?> AcquireCoreAsync(TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var wait = new ServerWait(_coordinator, _typeName, Name, WakeKey, MaxCount, ticketed: true, timeout);
+        using var wait = new ServerWait(_coordinator, _typeName, Name, WakeKey, MaxCount, WakeSignals.Polling.FirstInLine, timeout);
         WaitPlace? place = null;
 
         // Whether the session recorded the place: one it did not (it ended here while the call that queued the place

@@ -26,16 +26,17 @@ internal sealed class ServerWait : IDisposable
 
     /// <summary>Starts a wait on <paramref name="wakeKey"/> of at most <paramref name="timeout"/>; with
     /// <see cref="TimeSpan.Zero"/> the wait makes one call and never sleeps. One signal of the key wakes at most
-    /// <paramref name="wakeLimit"/> of its waits; with <paramref name="ticketed"/> (a permit wait) the wait's place in
-    /// line is its ticket (<see cref="SetRank"/>), otherwise its arrival (see <see cref="WakeSignals"/>).
-    /// <paramref name="kind"/> and <paramref name="name"/> tag its metrics (<c>PostgresQueue</c>, the queue's name).</summary>
-    public ServerWait(PostgresCoordinator coordinator, string kind, string name, string wakeKey, int wakeLimit, bool ticketed, TimeSpan timeout)
+    /// <paramref name="wakeLimit"/> of its waits, and they poll between signals as <paramref name="polling"/> says (see
+    /// <see cref="WakeSignals"/>). <paramref name="kind"/> and <paramref name="name"/> tag its metrics
+    /// (<c>PostgresQueue</c>, the queue's name).</summary>
+    public ServerWait(
+        PostgresCoordinator coordinator, string kind, string name, string wakeKey, int wakeLimit, WakeSignals.Polling polling, TimeSpan timeout)
     {
         _metering = new WaitMetering(kind, name);
         _coordinator = coordinator;
         _timeout = timeout;
         _started = coordinator.Time.GetTimestamp();
-        _signal = timeout != TimeSpan.Zero ? coordinator.Signals.Enter(wakeKey, wakeLimit, ticketed) : null;
+        _signal = timeout != TimeSpan.Zero ? coordinator.Signals.Enter(wakeKey, wakeLimit, polling) : null;
     }
 
     /// <summary>Whether the wait may sleep (its timeout is not zero).</summary>
@@ -96,8 +97,8 @@ internal sealed class ServerWait : IDisposable
     public static TimeoutException TimedOut() => new("The wait timed out.");
 
     /// <summary>
-    /// Sleeps until the key is signalled, the coordinator's poll interval passes (for a wait a signal could wake first:
-    /// see <see cref="WakeSignals"/>), the timeout passes
+    /// Sleeps until the key is signalled, the wait's turn to poll comes (a poll interval from now or later; never, for a
+    /// wait further back in line: see <see cref="WakeSignals"/>), the timeout passes
     /// (<see cref="TimeoutException"/>, also when it already has), <paramref name="cancellationToken"/> is cancelled
     /// (<see cref="OperationCanceledException"/>), or the session ends (the session's end exception). A wait that may
     /// not sleep (<see cref="Waits"/> false) throws <see cref="TimeoutException"/> at once, unmetered: it never queued.
@@ -132,11 +133,29 @@ internal sealed class ServerWait : IDisposable
                 }
             }
 
-            await _woken.WaitAsync(Sleep(_coordinator.PollInterval), time, linked.Token).ConfigureAwait(false);
+            TimeSpan due = _coordinator.PollInterval;
+            while (true)
+            {
+                TimeSpan sleep = Sleep(due);
+                try
+                {
+                    await _woken.WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
+                    return;
+                }
+                catch (TimeoutException) when (sleep == due)
+                {
+                    // Its turn, unless the waits it takes turns with have asked meanwhile (a getter's: see WakeSignals).
+                    due = _signal.UntilTurn(_coordinator.PollInterval);
+                    if (due == TimeSpan.Zero)
+                    {
+                        return;
+                    }
+                }
+            }
         }
         catch (TimeoutException)
         {
-            // The poll interval (or the timeout) passed: ask the server again.
+            // The timeout passed: ask the server once more (the next sleep throws at once).
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {

@@ -15,46 +15,68 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// holding a wake it did not use passes it on.</para>
 /// <para>A wait takes its next signal (<see cref="Waiter.Arm"/>) <em>before</em> it asks the server, so a signal that
 /// arrives while it asks is not missed: the task it then awaits has already completed.</para>
-/// <para><b>Polling.</b> Only the waits a signal could wake first poll the server between signals (the backstop for a
-/// missed notification): a permit wait whose ticket is not known yet, and the first wake limit in line of the others
-/// (<see cref="Waiter.BeginSleep"/>): the first of a lock's waits here, the first <c>maxCount</c> of a semaphore's,
-/// the first getter of a queue, every join. A wait further back would find nothing the waits ahead of it do not find
-/// first (a lock's waits are served in line; a getter that takes all it asked for signals the next, as more may be
-/// there): it sleeps until a signal reaches it, or until the waits ahead of it leave or queue again at the back and it
-/// becomes one of the first, when it polls from then on (without a call when the wait ahead left: a grant to the first
-/// of a lock's waits here would otherwise cost the next one a call that finds the lock held; with one when it queued
-/// again, as its place had expired: the places behind it, kept by the same heartbeat, may have too). So hundreds of
-/// waits on one lock, or consumers of one queue, in one process make one poll, not hundreds. The places of the permit
-/// waits that do not poll are kept by the session's heartbeat alone.</para>
+/// <para><b>Polling.</b> Between signals the waits also ask the server on their own, every poll interval (the backstop
+/// for a missed notification), each key's as its waits are served (<see cref="Polling"/>). A lock's or semaphore's
+/// waits are served in line, so only the first wake limit in line poll (<see cref="Polling.FirstInLine"/>; a wait
+/// whose ticket is not known yet polls too): a wait further back sleeps until a signal reaches it, or until the waits
+/// ahead of it leave or queue again at the back and it becomes one of the first, when it polls from then on (without a
+/// call when the wait ahead left: a grant to the first of a lock's waits here would otherwise cost the next one a call
+/// that finds the lock held; with one when it queued again, as its place had expired: the places behind it, kept by
+/// the same heartbeat, may have too). The places of the waits that do not poll are kept by the session's heartbeat
+/// alone. Any getter can take any item, so a queue's getters take turns (<see cref="Polling.ByTurns"/>): one poll per
+/// interval among them, due a poll interval after the last call any of them began (so a call held up at the server
+/// does not hold up the next turn; a getter that takes all it asked for signals the next, as more may be there). A
+/// signal wakes every join, so every join polls (<see cref="Polling.Each"/>). So hundreds of waits on one lock, or
+/// consumers of one queue, in one process make one poll per interval, not hundreds.</para>
 /// </remarks>
 internal sealed class WakeSignals
 {
-    /// <summary>First in line first: by rank (a permit wait's ticket; zero for the others), then in the order the waits
-    /// entered.</summary>
+    /// <summary>First in line first: by rank (a permit wait's ticket), then in the order the waits entered.</summary>
     private static readonly Comparison<Waiter> s_byPlace =
         static (a, b) => a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Order.CompareTo(b.Order);
 
     private readonly Lock _sync = new();
 
     /// <summary>The keys someone waits on, each with its waits; a key leaves when its last wait does.</summary>
-    private readonly Dictionary<string, List<Waiter>> _entries = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Line> _entries = new(StringComparer.Ordinal);
+
+    /// <summary>The clock of <see cref="Waiter.UntilTurn"/>.</summary>
+    private readonly TimeProvider _time;
 
     private long _entered;
 
+    /// <summary>Creates the wake-ups of a coordinator whose clock is <paramref name="time"/>.</summary>
+    public WakeSignals(TimeProvider time)
+    {
+        _time = time;
+    }
+
+    /// <summary>How the waits of one key in a process share the polling between signals (see the remarks).</summary>
+    public enum Polling
+    {
+        /// <summary>Each wait polls on its own (joins: a signal wakes every one of them).</summary>
+        Each,
+
+        /// <summary>The waits take turns, one poll per interval among them (gets: any getter can take any item).</summary>
+        ByTurns,
+
+        /// <summary>The first wake limit in line poll, by the ticket of their place (permit waits: served in line).</summary>
+        FirstInLine,
+    }
+
     /// <summary>Registers a wait on <paramref name="key"/>, of which one signal wakes at most
-    /// <paramref name="wakeLimit"/>; <see cref="Waiter.Dispose"/> when the wait ends. With <paramref name="ticketed"/>
-    /// (a permit wait) its place in line is its ticket, unknown until <see cref="Waiter.SetRank"/>; otherwise (a get, a
-    /// join) its place is the order it entered in.</summary>
-    public Waiter Enter(string key, int wakeLimit, bool ticketed)
+    /// <paramref name="wakeLimit"/>, polling as <paramref name="polling"/> says (the same for every wait on the key);
+    /// <see cref="Waiter.Dispose"/> when the wait ends.</summary>
+    public Waiter Enter(string key, int wakeLimit, Polling polling)
     {
         lock (_sync)
         {
-            if (!_entries.TryGetValue(key, out List<Waiter>? waiters))
+            if (!_entries.TryGetValue(key, out Line? waiters))
             {
                 _entries.Add(key, waiters = []);
             }
 
-            var waiter = new Waiter(this, key, wakeLimit, ++_entered, ticketed ? long.MaxValue : 0);
+            var waiter = new Waiter(this, key, wakeLimit, ++_entered, polling);
             waiters.Add(waiter);
             return waiter;
         }
@@ -66,7 +88,7 @@ internal sealed class WakeSignals
         List<TaskCompletionSource>? fired = null;
         lock (_sync)
         {
-            if (_entries.TryGetValue(key, out List<Waiter>? waiters))
+            if (_entries.TryGetValue(key, out Line? waiters))
             {
                 int limit = 0;
                 var line = new List<Waiter>(waiters.Count);
@@ -96,13 +118,13 @@ internal sealed class WakeSignals
         Fire(fired);
     }
 
-    /// <summary>The ranks of the waits on <paramref name="key"/> (<see cref="long.MaxValue"/> for a permit wait whose
-    /// ticket is not known yet), for tests.</summary>
+    /// <summary>The ranks of the waits on <paramref name="key"/> (<see cref="long.MaxValue"/> for a wait without a
+    /// ticket), for tests.</summary>
     internal long[] RanksOf(string key)
     {
         lock (_sync)
         {
-            return _entries.TryGetValue(key, out List<Waiter>? waiters) ? [.. waiters.Select(static w => w.Rank)] : [];
+            return _entries.TryGetValue(key, out Line? waiters) ? [.. waiters.Select(static w => w.Rank)] : [];
         }
     }
 
@@ -153,11 +175,20 @@ internal sealed class WakeSignals
         return promoted;
     }
 
+    /// <summary>The waits on one key, in the order they entered. Guarded by the owner's lock.</summary>
+    private sealed class Line : List<Waiter>
+    {
+        /// <summary>When the last call of a wait on the key began (a timestamp of the owner's clock): the turns of
+        /// <see cref="Polling.ByTurns"/> count from it.</summary>
+        public long LastCall;
+    }
+
     /// <summary>One wait on a key.</summary>
-    public sealed class Waiter(WakeSignals owner, string key, int wakeLimit, long order, long rank) : IDisposable
+    public sealed class Waiter(WakeSignals owner, string key, int wakeLimit, long order, Polling polling) : IDisposable
     {
         private readonly WakeSignals _owner = owner;
         private readonly string _key = key;
+        private readonly Polling _polling = polling;
         private bool _left;
 
         internal int WakeLimit { get; } = wakeLimit;
@@ -165,10 +196,9 @@ internal sealed class WakeSignals
         /// <summary>The order in which the waits entered; guarded by the owner's lock.</summary>
         internal long Order { get; } = order;
 
-        /// <summary>The wait's place in line, lowest first: a permit wait's ticket, unknown (<see cref="long.MaxValue"/>,
-        /// last) until it has one; zero for the waits in line by the order they entered (gets, joins). Guarded by the
-        /// owner's lock.</summary>
-        internal long Rank { get; private set; } = rank;
+        /// <summary>The wait's place in line (a permit wait's ticket), lowest first; unknown (last) until it has one.
+        /// Guarded by the owner's lock.</summary>
+        internal long Rank { get; private set; } = long.MaxValue;
 
         /// <summary>The signal the wait sleeps on; replaced by <see cref="Arm"/> once it fired. Guarded by the owner's lock.</summary>
         internal TaskCompletionSource Signal { get; private set; } = NewSignal();
@@ -186,6 +216,7 @@ internal sealed class WakeSignals
         {
             lock (_owner._sync)
             {
+                _owner._entries[_key].LastCall = _owner._time.GetTimestamp();
                 if (IsWoken)
                 {
                     IsWoken = false;
@@ -199,16 +230,45 @@ internal sealed class WakeSignals
 
         /// <summary>
         /// After the wait asked the server, as it goes to sleep until the task <see cref="Arm"/> returned completes:
-        /// null when it must also ask the server again at the poll interval (a permit wait whose ticket is not known
-        /// yet, or one of the first wake limit in line); for one further back, a task that completes when it becomes one of them, and
-        /// must poll from then on.
+        /// null when it must also ask the server again when it is due to poll (<see cref="UntilTurn"/>); for a wait of
+        /// <see cref="Polling.FirstInLine"/> further back than the first wake limit in line, a task that completes when it
+        /// becomes one of them, and must poll from then on.
         /// </summary>
         public Task? BeginSleep()
         {
             lock (_owner._sync)
             {
-                Promotion = Rank == long.MaxValue || IsAmongFirst(_owner._entries[_key]) ? null : NewSignal();
+                Promotion = _polling != Polling.FirstInLine || Rank == long.MaxValue || IsAmongFirst(_owner._entries[_key])
+                    ? null
+                    : NewSignal();
                 return Promotion?.Task;
+            }
+        }
+
+        /// <summary>
+        /// Once a wait that polls has slept a poll interval: how long until it is its turn to poll (zero: now). A wait
+        /// of <see cref="Polling.ByTurns"/> takes turns with the others on its key: its turn comes
+        /// <paramref name="interval"/> after the last call any of them began, and taking it puts off the others' by as
+        /// much. Any other wait's turn is now.
+        /// </summary>
+        public TimeSpan UntilTurn(TimeSpan interval)
+        {
+            if (_polling != Polling.ByTurns)
+            {
+                return TimeSpan.Zero;
+            }
+
+            lock (_owner._sync)
+            {
+                Line line = _owner._entries[_key];
+                TimeSpan since = _owner._time.GetElapsedTime(line.LastCall);
+                if (since < interval)
+                {
+                    return interval - since;
+                }
+
+                line.LastCall = _owner._time.GetTimestamp();
+                return TimeSpan.Zero;
             }
         }
 
