@@ -274,7 +274,9 @@ public sealed partial class PostgresQueue<T>
                     continue;
                 }
 
-                if (TakeSignals(rows, completing))
+                bool shutDown = TakeSignals(rows, completing); // throws, having looked for nothing, when the lease was lost
+                wait.Looked();
+                if (shutDown)
                 {
                     _coordinator.Signals.Signal(WakeKey); // the next getter here sees the shutdown too
                     throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.");

@@ -125,12 +125,12 @@ public sealed class WakeSignalsTests
     }
 
     /// <summary>
-    /// A queue's getters take turns: one poll per interval among them, due a poll interval after the last call any of
-    /// them began, so a hundred idle consumers make one call per interval, not a hundred; and a call held up at the
-    /// server does not hold up the next turn (any getter can take any item). Each join polls on its own.
+    /// A queue's getters take turns: a poll is due a poll interval after the last look any of them made (counted from
+    /// when its call was sent), and the getter whose timer finds it due first takes the turn; the others wait for that
+    /// turn's look. So a hundred idle consumers make one call per interval, not a hundred. Each join polls on its own.
     /// </summary>
     [Fact]
-    public void GettersTakeTurns_OnePollPerIntervalAmongThem_DueAfterTheLastCallAnyOfThemBegan()
+    public void GettersTakeTurns_OnePollPerIntervalAmongThem_DueAfterTheLastLook()
     {
         var time = new FakeTimeProvider();
         var signals = new WakeSignals(time);
@@ -138,22 +138,78 @@ public sealed class WakeSignalsTests
         using WakeSignals.Waiter first = Enter(signals, "q:a");
         using WakeSignals.Waiter second = Enter(signals, "q:a");
         using WakeSignals.Waiter join = Enter(signals, "j:a", wakeLimit: int.MaxValue);
-        _ = first.Arm();
-        _ = join.Arm();
+        first.Looked(time.GetTimestamp());
         time.Advance(TimeSpan.FromMilliseconds(200));
-        _ = second.Arm();
+        second.Looked(time.GetTimestamp());
         time.Advance(TimeSpan.FromMilliseconds(800)); // the first has slept a poll interval since its call
 
-        first.UntilTurn(interval).Should().Be(TimeSpan.FromMilliseconds(200), "the second's call began 800 ms ago");
-        join.UntilTurn(interval).Should().Be(TimeSpan.Zero, "a join polls on its own");
+        first.UntilTurn(interval, out _).Should().Be(TimeSpan.FromMilliseconds(200), "the second's call was sent 800 ms ago");
+        join.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "a join polls on its own");
         time.Advance(TimeSpan.FromMilliseconds(200));
-        first.UntilTurn(interval).Should().Be(TimeSpan.Zero, "its turn: it polls");
-        second.UntilTurn(interval).Should().Be(interval, "the turn is taken: the next comes a poll interval later");
+        first.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "its turn: it polls");
+        second.UntilTurn(interval, out Task? turnFreed).Should().Be(interval, "the turn is taken: it waits for its look");
+        turnFreed.Should().NotBeNull();
 
-        _ = first.Arm(); // the poll's call begins, and is held up at the server
+        long sent = time.GetTimestamp();
+        time.Advance(TimeSpan.FromMilliseconds(300));
+        first.Looked(sent); // the turn's call answered
+
+        second.UntilTurn(interval, out turnFreed).Should().Be(TimeSpan.FromMilliseconds(700), "due a poll interval after that look");
+        turnFreed.Should().BeNull();
+    }
+
+    /// <summary>
+    /// A turn whose getter leaves before its call looked (cancelled while it waited for a connection; its call stopped
+    /// at a lost lease) is given back: the getters that waited for it ask again at once. A turn whose call is held up at
+    /// the server passes on an interval after it was taken.
+    /// </summary>
+    [Fact]
+    public void ATurnGivenBackUnused_GoesToTheNext_AndOneHeldUpForAnInterval_PassesOn()
+    {
+        var time = new FakeTimeProvider();
+        var signals = new WakeSignals(time);
+        TimeSpan interval = TimeSpan.FromSeconds(1);
+        WakeSignals.Waiter first = Enter(signals, "q:a");
+        using WakeSignals.Waiter second = Enter(signals, "q:a");
+        using WakeSignals.Waiter third = Enter(signals, "q:a");
+        first.Looked(time.GetTimestamp());
         time.Advance(interval);
+        first.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero);
+        second.UntilTurn(interval, out Task? turnFreed).Should().Be(interval);
 
-        second.UntilTurn(interval).Should().Be(TimeSpan.Zero, "a call held up does not hold up the next turn");
+        first.Dispose();
+
+        turnFreed!.IsCompleted.Should().BeTrue("the turn was given back unused");
+        second.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "the turn is its now");
+        third.UntilTurn(interval, out _).Should().Be(interval, "it waits for the second's look");
+        time.Advance(interval); // the second's call is held up at the server
+        third.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "a call held up does not hold up the next turn");
+    }
+
+    /// <summary>A clock whose readings step back (one built on wall-clock time) neither puts a getter's turn off by the
+    /// step nor makes it sleep longer than the interval (a poll interval near its maximum would overflow a timer).</summary>
+    [Fact]
+    public void AClockThatStepsBack_DoesNotPutOffTheTurn()
+    {
+        var time = new SteppingClock();
+        var signals = new WakeSignals(time);
+        TimeSpan interval = TimeSpan.FromMinutes(1);
+        using WakeSignals.Waiter getter = Enter(signals, "q:a");
+        getter.Looked(time.GetTimestamp());
+
+        time.Now -= TimeSpan.FromHours(1).Ticks;
+
+        getter.UntilTurn(interval, out _).Should().Be(interval);
+    }
+
+    /// <summary>A clock read as ticks of <see cref="TimeSpan"/>, set by the test.</summary>
+    private sealed class SteppingClock : TimeProvider
+    {
+        public long Now { get; set; } = TimeSpan.FromDays(1).Ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => Now;
     }
 
     public static TheoryData<string> WaysToStopBeingFirst => new() { "leaves", "queues again at the back" };

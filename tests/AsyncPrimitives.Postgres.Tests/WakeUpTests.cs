@@ -379,6 +379,106 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         delivery.Item.Should().Be(7);
     }
 
+    /// <summary>
+    /// A getter sleeps, and an item is put without a notification. A reading loop's call half-way to the getter's turn
+    /// finds its delivery's lease gone and stops there, having looked for nothing: the getter's turn still comes a poll
+    /// interval after its own look.
+    /// </summary>
+    [PostgresFact]
+    public async Task AReadingLoopsCallThatStopsAtALostLease_DoesNotPutOffTheGettersTurn()
+    {
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = TimeSpan.FromMinutes(1);
+            o.LeaseDuration = TimeSpan.FromMinutes(10);
+        });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull();
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['1'::json])");
+        await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
+        (await reader.MoveNextAsync().AsTask().WaitAsync(Bound)).Should().BeTrue();
+        long first = reader.Current.Id;
+        int armed = time.ArmedTimers;
+
+        Task<PostgresDelivery<int>> other = queue.GetAsync().AsTask();
+        await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound); // it asked, found nothing, and sleeps
+        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+        time.Advance(TimeSpan.FromSeconds(30));
+        await ScalarAsync<long>($"WITH d AS (DELETE FROM @schema.queue_items WHERE id = {first} RETURNING 1) SELECT count(*) FROM d");
+        await FluentActions.Awaiting(() => reader.MoveNextAsync().AsTask().WaitAsync(Bound)).Should().ThrowAsync<PostgresLeaseLostException>();
+        time.Advance(TimeSpan.FromSeconds(30));
+
+        await using PostgresDelivery<int> delivery = await other.WaitAsync(Bound);
+        delivery.Item.Should().Be(7);
+    }
+
+    /// <summary>
+    /// Two getters sleep, and an item is put without a notification. The first takes the turn, and is cancelled while its
+    /// call waits for a pooled connection (the pool's other one is busy), before it looked: the turn goes back, and the
+    /// second takes it a poll interval after its own look, not a poll interval after the first took it.
+    /// </summary>
+    [PostgresFact]
+    public async Task AGetterCancelledWhileItsTurnsCallWaitsForAConnection_DoesNotPutOffTheOthersTurn()
+    {
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(
+            o =>
+            {
+                o.TimeProvider = time;
+                o.PollInterval = TimeSpan.FromMinutes(1);
+                o.LeaseDuration = TimeSpan.FromMinutes(10);
+            },
+            connection: b =>
+            {
+                b.MaxPoolSize = 2; // the LISTEN connection, and one for calls
+                b.Timeout = 120;
+            });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        PostgresQueue<int> otherQueue = member.Coordinator.CreateQueue<int>("other");
+        (await queue.TryGetAsync()).Should().BeNull();
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        int armed = time.ArmedTimers;
+
+        using var cancelFirst = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> first = queue.GetAsync(cancelFirst.Token).AsTask();
+        await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound);
+
+        // The second's call is held at the server while the clock moves 1 s: it looks, and sleeps, from t0 + 1 s.
+        Task<PostgresDelivery<int>> second;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync())
+        {
+            await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+            second = queue.GetAsync().AsTask();
+            await WaitsForALockAsync(member, "the second's call waits");
+            time.Advance(TimeSpan.FromSeconds(1));
+            await hold.CommitAsync();
+        }
+
+        await time.WaitForArmedTimersAsync(armed + 2).WaitAsync(Bound);
+        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+
+        // The pool's other connection is busy with a call held at the server.
+        await using NpgsqlConnection blocker = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction lockAll = await blocker.BeginTransactionAsync();
+        await ExecuteAsync(lockAll, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+        Task<long> count = otherQueue.CountAsync().AsTask();
+        await WaitsForALockAsync(member, "a call of the process holds the pool's other connection");
+
+        time.Advance(TimeSpan.FromSeconds(59)); // t0 + 60 s: the first's turn; its call waits for a connection
+        cancelFirst.Cancel();
+        await FluentActions.Awaiting(() => first.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+        await lockAll.CommitAsync();
+        await count.WaitAsync(Bound);
+        time.Advance(TimeSpan.FromSeconds(1)); // t0 + 61 s: a poll interval after the second's own look
+
+        await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
+        delivery.Item.Should().Be(7);
+    }
+
     /// <summary>Counts the calls of queue_take in one schema by the getter that made them, once each is answered: each
     /// getter runs in an activity of its own, the parent of the driver's activity of each command it sends.</summary>
     private sealed class TakesByGetter : IDisposable

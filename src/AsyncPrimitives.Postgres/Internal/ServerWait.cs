@@ -134,22 +134,29 @@ internal sealed class ServerWait : IDisposable
             }
 
             TimeSpan due = _coordinator.PollInterval;
+            Task? turnFreed = null;
             while (true)
             {
                 TimeSpan sleep = Sleep(due);
                 try
                 {
-                    await _woken.WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
-                    return;
-                }
-                catch (TimeoutException) when (sleep == due)
-                {
-                    // Its turn, unless the waits it takes turns with have asked meanwhile (a getter's: see WakeSignals).
-                    due = _signal.UntilTurn(_coordinator.PollInterval);
-                    if (due == TimeSpan.Zero)
+                    await (turnFreed is null ? _woken : Task.WhenAny(_woken, turnFreed)).WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
+                    if (_woken.IsCompleted)
                     {
                         return;
                     }
+
+                    // The turn it waited for was given back unused: whose is it now?
+                }
+                catch (TimeoutException) when (sleep == due)
+                {
+                    // Its turn, unless the waits it takes turns with have looked meanwhile (a getter's: see WakeSignals).
+                }
+
+                due = _signal.UntilTurn(_coordinator.PollInterval, out turnFreed);
+                if (due == TimeSpan.Zero)
+                {
+                    return;
                 }
             }
         }
@@ -185,6 +192,11 @@ internal sealed class ServerWait : IDisposable
     /// <summary>The wait's call joined a line on the server: it is metered from now, also if a permit reaches it before
     /// it first sleeps.</summary>
     public void Queued() => _metering.Queued();
+
+    /// <summary>After a call that looked for what the wait waits for (for a get: a take that did not stop at a lost lease):
+    /// the next poll of the waits it takes turns with is due a poll interval after it was sent (see
+    /// <see cref="WakeSignals"/>).</summary>
+    public void Looked() => _signal?.Looked(SentAt);
 
     /// <summary>Wakes this wait alone (a release here handed its place a permit): it asks again, or takes the permit.</summary>
     public void Wake() => _signal?.Wake();

@@ -23,11 +23,14 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// call when the wait ahead left: a grant to the first of a lock's waits here would otherwise cost the next one a call
 /// that finds the lock held; with one when it queued again, as its place had expired: the places behind it, kept by
 /// the same heartbeat, may have too). The places of the waits that do not poll are kept by the session's heartbeat
-/// alone. Any getter can take any item, so a queue's getters take turns (<see cref="Polling.ByTurns"/>): one poll per
-/// interval among them, due a poll interval after the last call any of them began (so a call held up at the server
-/// does not hold up the next turn; a getter that takes all it asked for signals the next, as more may be there). A
-/// signal wakes every join, so every join polls (<see cref="Polling.Each"/>). So hundreds of waits on one lock, or
-/// consumers of one queue, in one process make one poll per interval, not hundreds.</para>
+/// alone. Any getter can take any item, so a queue's getters take turns (<see cref="Polling.ByTurns"/>): a poll is due
+/// a poll interval after the last look any of them made (a call that looked for items: counted from when it was sent),
+/// and the getter whose timer finds it due first takes the turn; the others wait for that turn's look, for at most a
+/// poll interval (a call held up at the server does not hold up the next turn), or until the turn is given back
+/// unused (its getter left, or its call did not look: <see cref="Waiter.Dispose"/>), when they look again whose turn it
+/// is. (A getter that takes all it asked for signals the next, as more may be there.) A signal wakes every join, so
+/// every join polls (<see cref="Polling.Each"/>). So hundreds of waits on one lock, or consumers of one queue, in one
+/// process make one poll per interval, not hundreds.</para>
 /// </remarks>
 internal sealed class WakeSignals
 {
@@ -175,12 +178,22 @@ internal sealed class WakeSignals
         return promoted;
     }
 
-    /// <summary>The waits on one key, in the order they entered. Guarded by the owner's lock.</summary>
+    /// <summary>The waits on one key, in the order they entered, and the turns of <see cref="Polling.ByTurns"/>
+    /// (timestamps of the owner's clock). Guarded by the owner's lock.</summary>
     private sealed class Line : List<Waiter>
     {
-        /// <summary>When the last call of a wait on the key began (a timestamp of the owner's clock): the turns of
-        /// <see cref="Polling.ByTurns"/> count from it.</summary>
-        public long LastCall;
+        /// <summary>When the last call that looked was sent: the next turn is due a poll interval later.</summary>
+        public long LastLook;
+
+        /// <summary>The wait that took the turn and has not looked yet, and when it took it; null when none.</summary>
+        public Waiter? TurnTaker;
+
+        public long TurnTakenAt;
+
+        /// <summary>Completed when a turn is given back unused, for the waits that wait for it.</summary>
+        public TaskCompletionSource TurnFreed = NewTurnFreed();
+
+        public static TaskCompletionSource NewTurnFreed() => new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>One wait on a key.</summary>
@@ -216,7 +229,6 @@ internal sealed class WakeSignals
         {
             lock (_owner._sync)
             {
-                _owner._entries[_key].LastCall = _owner._time.GetTimestamp();
                 if (IsWoken)
                 {
                     IsWoken = false;
@@ -246,13 +258,15 @@ internal sealed class WakeSignals
         }
 
         /// <summary>
-        /// Once a wait that polls has slept a poll interval: how long until it is its turn to poll (zero: now). A wait
-        /// of <see cref="Polling.ByTurns"/> takes turns with the others on its key: its turn comes
-        /// <paramref name="interval"/> after the last call any of them began, and taking it puts off the others' by as
-        /// much. Any other wait's turn is now.
+        /// Once a wait that polls has slept a poll interval: how long until it is its turn to poll (zero: now), and for a
+        /// wait of <see cref="Polling.ByTurns"/> while another has the turn, <paramref name="turnFreed"/>: a task that
+        /// completes if that turn is given back unused (then ask again). A wait of <see cref="Polling.ByTurns"/> takes
+        /// the turn when a poll is due (<paramref name="interval"/> after the last look on its key) and no other has it,
+        /// or has had it for an interval without looking. Any other wait's turn is now.
         /// </summary>
-        public TimeSpan UntilTurn(TimeSpan interval)
+        public TimeSpan UntilTurn(TimeSpan interval, out Task? turnFreed)
         {
+            turnFreed = null;
             if (_polling != Polling.ByTurns)
             {
                 return TimeSpan.Zero;
@@ -261,15 +275,49 @@ internal sealed class WakeSignals
             lock (_owner._sync)
             {
                 Line line = _owner._entries[_key];
-                TimeSpan since = _owner._time.GetElapsedTime(line.LastCall);
+                if (line.TurnTaker is not null && line.TurnTaker != this && Since(line.TurnTakenAt) < interval)
+                {
+                    turnFreed = line.TurnFreed.Task;
+                    return interval - Since(line.TurnTakenAt);
+                }
+
+                TimeSpan since = Since(line.LastLook);
                 if (since < interval)
                 {
                     return interval - since;
                 }
 
-                line.LastCall = _owner._time.GetTimestamp();
+                line.TurnTaker = this;
+                line.TurnTakenAt = _owner._time.GetTimestamp();
                 return TimeSpan.Zero;
             }
+        }
+
+        /// <summary>After a call that looked (for a get: one that looked for items), sent at <paramref name="sentAt"/> (a
+        /// timestamp of the owner's clock): the next turn of the key's waits is due a poll interval after it.</summary>
+        public void Looked(long sentAt)
+        {
+            lock (_owner._sync)
+            {
+                Line line = _owner._entries[_key];
+                if (sentAt > line.LastLook)
+                {
+                    line.LastLook = sentAt;
+                }
+
+                if (line.TurnTaker == this)
+                {
+                    line.TurnTaker = null;
+                }
+            }
+        }
+
+        /// <summary>The time since <paramref name="timestamp"/>, never less than zero (a clock whose readings step back
+        /// neither puts off a turn nor makes a wait longer than the interval). Under the owner's lock.</summary>
+        private TimeSpan Since(long timestamp)
+        {
+            TimeSpan since = _owner._time.GetElapsedTime(timestamp);
+            return since < TimeSpan.Zero ? TimeSpan.Zero : since;
         }
 
         /// <summary>Whether fewer than <see cref="WakeLimit"/> of <paramref name="waiters"/> (the key's) are ahead of this
@@ -322,7 +370,8 @@ internal sealed class WakeSignals
             Fire(promoted);
         }
 
-        /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key. Idempotent.</summary>
+        /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key, and a turn it took
+        /// and did not use (<see cref="Polling.ByTurns"/>) to the waits that wait for it. Idempotent.</summary>
         public void Dispose()
         {
             bool passOn;
@@ -336,7 +385,7 @@ internal sealed class WakeSignals
 
                 _left = true;
                 passOn = IsWoken;
-                List<Waiter> waiters = _owner._entries[_key];
+                Line waiters = _owner._entries[_key];
                 waiters.Remove(this);
                 if (waiters.Count == 0)
                 {
@@ -345,6 +394,13 @@ internal sealed class WakeSignals
                 else if (Rank != long.MaxValue)
                 {
                     promoted = PromoteNewlyFirst(waiters, askNow: false);
+                }
+                else if (waiters.TurnTaker == this)
+                {
+                    // It took the turn and leaves without having looked: the waits that wait for that look ask again.
+                    waiters.TurnTaker = null;
+                    (promoted = []).Add(waiters.TurnFreed);
+                    waiters.TurnFreed = Line.NewTurnFreed();
                 }
             }
 
