@@ -261,15 +261,7 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
     {
         const int Getters = 10;
         var time = new CountingTimeProvider();
-        Member member = await JoinAsync(o =>
-        {
-            o.TimeProvider = time;
-            o.LeaseDuration = TimeSpan.FromMinutes(10); // the heartbeat beats every 200 s
-        });
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
-        (await queue.TryGetAsync()).Should().BeNull(); // the session is open, and its heartbeat waits
-        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
-        int heartbeat = time.ArmedTimers;
+        (Member member, PostgresQueue<int> queue, int heartbeat) = await JoinOnTheTestsClockAsync(time, TimeSpan.FromSeconds(1));
         using var takes = new TakesByGetter(Scope.Schema);
         var getters = new List<Task<PostgresDelivery<int>>>();
         for (int i = 0; i < Getters; i++)
@@ -353,23 +345,14 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
     public async Task AGetterCancelledBeforeItsTurn_DoesNotPutOffTheOthersTurn()
     {
         var time = new CountingTimeProvider();
-        Member member = await JoinAsync(o =>
-        {
-            o.TimeProvider = time;
-            o.PollInterval = TimeSpan.FromMinutes(1);
-            o.LeaseDuration = TimeSpan.FromMinutes(10);
-        });
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
-        (await queue.TryGetAsync()).Should().BeNull();
-        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
-        int heartbeat = time.ArmedTimers;
+        (_, PostgresQueue<int> queue, int heartbeat) = await JoinOnTheTestsClockAsync(time, TimeSpan.FromMinutes(1));
         using var cancelFirst = new CancellationTokenSource();
         Task<PostgresDelivery<int>> first = queue.GetAsync(cancelFirst.Token).AsTask();
         await time.WaitForArmedTimersAsync(heartbeat + 1).WaitAsync(Bound);
         Task<PostgresDelivery<int>> second = queue.GetAsync().AsTask();
         await time.WaitForArmedTimersAsync(heartbeat + 2).WaitAsync(Bound);
 
-        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+        await PutUnannouncedAsync(7);
         time.Advance(TimeSpan.FromSeconds(30));
         cancelFirst.Cancel();
         await FluentActions.Awaiting(() => first).Should().ThrowAsync<OperationCanceledException>();
@@ -388,16 +371,8 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
     public async Task AReadingLoopsCallThatStopsAtALostLease_DoesNotPutOffTheGettersTurn()
     {
         var time = new CountingTimeProvider();
-        Member member = await JoinAsync(o =>
-        {
-            o.TimeProvider = time;
-            o.PollInterval = TimeSpan.FromMinutes(1);
-            o.LeaseDuration = TimeSpan.FromMinutes(10);
-        });
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
-        (await queue.TryGetAsync()).Should().BeNull();
-        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
-        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['1'::json])");
+        (_, PostgresQueue<int> queue, _) = await JoinOnTheTestsClockAsync(time, TimeSpan.FromMinutes(1));
+        await PutUnannouncedAsync(1);
         await using IAsyncEnumerator<PostgresDelivery<int>> reader = queue.ReadAllAsync().GetAsyncEnumerator();
         (await reader.MoveNextAsync().AsTask().WaitAsync(Bound)).Should().BeTrue();
         long first = reader.Current.Id;
@@ -405,7 +380,7 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 
         Task<PostgresDelivery<int>> other = queue.GetAsync().AsTask();
         await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound); // it asked, found nothing, and sleeps
-        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+        await PutUnannouncedAsync(7);
         time.Advance(TimeSpan.FromSeconds(30));
         await ScalarAsync<long>($"WITH d AS (DELETE FROM @schema.queue_items WHERE id = {first} RETURNING 1) SELECT count(*) FROM d");
         await FluentActions.Awaiting(() => reader.MoveNextAsync().AsTask().WaitAsync(Bound)).Should().ThrowAsync<PostgresLeaseLostException>();
@@ -424,23 +399,12 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
     public async Task AGetterCancelledWhileItsTurnsCallWaitsForAConnection_DoesNotPutOffTheOthersTurn()
     {
         var time = new CountingTimeProvider();
-        Member member = await JoinAsync(
-            o =>
-            {
-                o.TimeProvider = time;
-                o.PollInterval = TimeSpan.FromMinutes(1);
-                o.LeaseDuration = TimeSpan.FromMinutes(10);
-            },
-            connection: b =>
-            {
-                b.MaxPoolSize = 2; // the LISTEN connection, and one for calls
-                b.Timeout = 120;
-            });
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (Member member, PostgresQueue<int> queue, int armed) = await JoinOnTheTestsClockAsync(time, TimeSpan.FromMinutes(1), b =>
+        {
+            b.MaxPoolSize = 2; // the LISTEN connection, and one for calls
+            b.Timeout = 120;
+        });
         PostgresQueue<int> otherQueue = member.Coordinator.CreateQueue<int>("other");
-        (await queue.TryGetAsync()).Should().BeNull();
-        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
-        int armed = time.ArmedTimers;
 
         using var cancelFirst = new CancellationTokenSource();
         Task<PostgresDelivery<int>> first = queue.GetAsync(cancelFirst.Token).AsTask();
@@ -459,7 +423,7 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         }
 
         await time.WaitForArmedTimersAsync(armed + 2).WaitAsync(Bound);
-        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+        await PutUnannouncedAsync(7);
 
         // The pool's other connection is busy with a call held at the server.
         await using NpgsqlConnection blocker = await Admin.OpenConnectionAsync();
@@ -477,6 +441,29 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 
         await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
         delivery.Item.Should().Be(7);
+    }
+
+    /// <summary>Puts <paramref name="item"/> in the queue "jobs" without a notification: what a missed one leaves to
+    /// the polls.</summary>
+    private Task PutUnannouncedAsync(int item) => ScalarAsync<long>($"SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['{item}'::json])");
+
+    /// <summary>A coordinator on <paramref name="time"/> (the heartbeat beats every 200 s) and its queue "jobs", with
+    /// its session open; returns how many timers are armed then (the heartbeat's).</summary>
+    private async Task<(Member Member, PostgresQueue<int> Queue, int Armed)> JoinOnTheTestsClockAsync(
+        CountingTimeProvider time, TimeSpan pollInterval, Action<NpgsqlConnectionStringBuilder>? connection = null)
+    {
+        Member member = await JoinAsync(
+            o =>
+            {
+                o.TimeProvider = time;
+                o.PollInterval = pollInterval;
+                o.LeaseDuration = TimeSpan.FromMinutes(10);
+            },
+            connection: connection);
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull(); // the session is open, and its heartbeat waits
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        return (member, queue, time.ArmedTimers);
     }
 
     /// <summary>Counts the calls of queue_take in one schema by the getter that made them, once each is answered: each
