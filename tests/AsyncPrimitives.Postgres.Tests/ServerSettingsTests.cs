@@ -191,4 +191,36 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
             }
         }
     }
+
+    /// <summary>
+    /// The data source's pool is full (<c>Max Pool Size</c> 2: the LISTEN connection and one for calls). A call of the
+    /// coordinator is held up at the server; another waits for the pool. When the first is done, its connection must
+    /// reach the second (through the pool), not be kept open idle for a later call while the second waits for the
+    /// pool's timeout (two minutes here).
+    /// </summary>
+    [PostgresFact]
+    public async Task ACallWaitingForAFullPool_GetsTheConnectionAnotherCallIsDoneWith()
+    {
+        Member member = await JoinAsync(connection: b =>
+        {
+            b.MaxPoolSize = 2;
+            b.Timeout = 120;
+        });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull(); // the session's LISTEN connection is open
+
+        Task<long> held;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync())
+        {
+            await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+            held = queue.CountAsync().AsTask();
+            await WaitsForALockAsync(member, "the first call holds the pool's other connection");
+            Task<PostgresDelivery<int>?> waiting = queue.TryGetAsync().AsTask();
+            await hold.CommitAsync();
+            await held.WaitAsync(Bound);
+
+            (await waiting.WaitAsync(Bound)).Should().BeNull();
+        }
+    }
 }

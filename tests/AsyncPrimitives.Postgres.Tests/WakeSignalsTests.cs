@@ -143,28 +143,26 @@ public sealed class WakeSignalsTests
         second.Looked(time.GetTimestamp());
         time.Advance(TimeSpan.FromMilliseconds(800)); // the first has slept a poll interval since its call
 
-        first.UntilTurn(interval, out _).Should().Be(TimeSpan.FromMilliseconds(200), "the second's call was sent 800 ms ago");
-        join.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "a join polls on its own");
+        first.UntilTurn(interval).Should().Be(TimeSpan.FromMilliseconds(200), "the second's call was sent 800 ms ago");
+        join.UntilTurn(interval).Should().Be(TimeSpan.Zero, "a join polls on its own");
         time.Advance(TimeSpan.FromMilliseconds(200));
-        first.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "its turn: it polls");
-        second.UntilTurn(interval, out Task? turnFreed).Should().Be(interval, "the turn is taken: it waits for its look");
-        turnFreed.Should().NotBeNull();
+        first.UntilTurn(interval).Should().Be(TimeSpan.Zero, "its turn: it polls");
+        second.UntilTurn(interval).Should().Be(interval, "the turn is taken: it waits for its look");
 
         long sent = time.GetTimestamp();
         time.Advance(TimeSpan.FromMilliseconds(300));
         first.Looked(sent); // the turn's call answered
 
-        second.UntilTurn(interval, out turnFreed).Should().Be(TimeSpan.FromMilliseconds(700), "due a poll interval after that look");
-        turnFreed.Should().BeNull();
+        second.UntilTurn(interval).Should().Be(TimeSpan.FromMilliseconds(700), "due a poll interval after that look");
     }
 
     /// <summary>
-    /// A turn whose getter leaves before its call looked (cancelled while it waited for a connection; its call stopped
-    /// at a lost lease) is given back: the getters that waited for it ask again at once. A turn whose call is held up at
-    /// the server passes on an interval after it was taken.
+    /// A getter that leaves holding a turn it did not use (cancelled while its call waited for a connection) signals the
+    /// key: the next getter looks at once. A turn whose call is held up at the server passes on an interval after it
+    /// was taken.
     /// </summary>
     [Fact]
-    public void ATurnGivenBackUnused_GoesToTheNext_AndOneHeldUpForAnInterval_PassesOn()
+    public void ATurnLeftUnused_WakesTheNextGetter_AndOneHeldUpForAnInterval_PassesOn()
     {
         var time = new FakeTimeProvider();
         var signals = new WakeSignals(time);
@@ -172,34 +170,47 @@ public sealed class WakeSignalsTests
         WakeSignals.Waiter first = Enter(signals, "q:a");
         using WakeSignals.Waiter second = Enter(signals, "q:a");
         using WakeSignals.Waiter third = Enter(signals, "q:a");
+        _ = first.Arm();
+        Task secondWoken = second.Arm();
+        Task thirdWoken = third.Arm();
         first.Looked(time.GetTimestamp());
         time.Advance(interval);
-        first.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero);
-        second.UntilTurn(interval, out Task? turnFreed).Should().Be(interval);
+        first.UntilTurn(interval).Should().Be(TimeSpan.Zero);
+        second.UntilTurn(interval).Should().Be(interval, "it waits for the first's look");
 
         first.Dispose();
 
-        turnFreed!.IsCompleted.Should().BeTrue("the turn was given back unused");
-        second.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "the turn is its now");
-        third.UntilTurn(interval, out _).Should().Be(interval, "it waits for the second's look");
+        secondWoken.IsCompleted.Should().BeTrue("the turn was left unused: the next getter looks now");
+        thirdWoken.IsCompleted.Should().BeFalse("one look is enough");
+        second.UntilTurn(interval).Should().Be(TimeSpan.Zero, "no look yet, and no one has the turn");
+        third.UntilTurn(interval).Should().Be(interval, "it waits for the second's look");
         time.Advance(interval); // the second's call is held up at the server
-        third.UntilTurn(interval, out _).Should().Be(TimeSpan.Zero, "a call held up does not hold up the next turn");
+        third.UntilTurn(interval).Should().Be(TimeSpan.Zero, "a call held up does not hold up the next turn");
     }
 
-    /// <summary>A clock whose readings step back (one built on wall-clock time) neither puts a getter's turn off by the
-    /// step nor makes it sleep longer than the interval (a poll interval near its maximum would overflow a timer).</summary>
+    /// <summary>A clock whose readings step back (one built on wall-clock time) neither stops the getters' turns for
+    /// the length of the step nor makes a getter sleep longer than the interval (a poll interval near its maximum would
+    /// overflow a timer); a look sent after the step counts.</summary>
     [Fact]
-    public void AClockThatStepsBack_DoesNotPutOffTheTurn()
+    public void AClockThatStepsBack_DoesNotPutOffTheTurns()
     {
         var time = new SteppingClock();
         var signals = new WakeSignals(time);
         TimeSpan interval = TimeSpan.FromMinutes(1);
-        using WakeSignals.Waiter getter = Enter(signals, "q:a");
-        getter.Looked(time.GetTimestamp());
+        using WakeSignals.Waiter first = Enter(signals, "q:a");
+        using WakeSignals.Waiter second = Enter(signals, "q:a");
+        first.Looked(time.GetTimestamp());
 
         time.Now -= TimeSpan.FromHours(1).Ticks;
 
-        getter.UntilTurn(interval, out _).Should().Be(interval);
+        first.UntilTurn(interval).Should().Be(interval);
+        time.Now += interval.Ticks; // it slept that interval; no getter looked meanwhile
+        first.UntilTurn(interval).Should().Be(TimeSpan.Zero, "no getter has looked for an interval");
+        first.Looked(time.GetTimestamp());
+        time.Now -= TimeSpan.FromHours(1).Ticks;
+        second.Looked(time.GetTimestamp()); // a call sent after the step
+        time.Now += (interval + TimeSpan.FromSeconds(1)).Ticks;
+        first.UntilTurn(interval).Should().Be(TimeSpan.Zero, "the last look was sent more than an interval ago");
     }
 
     /// <summary>A clock read as ticks of <see cref="TimeSpan"/>, set by the test.</summary>

@@ -443,6 +443,56 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         delivery.Item.Should().Be(7);
     }
 
+    /// <summary>
+    /// A getter sleeps; the coordinator's clock steps back an hour (one built on wall-clock time can), and an item is put
+    /// without a notification: the getter still polls every poll interval (100 ms here) and takes it.
+    /// </summary>
+    [PostgresFact]
+    public async Task AClockThatStepsBack_DoesNotStopTheGettersPolls()
+    {
+        var time = new SteppingBackClock { PollInterval = TimeSpan.FromMilliseconds(100) };
+        Member member = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = time.PollInterval;
+        });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        Task<PostgresDelivery<int>> getter = queue.GetAsync().AsTask();
+        await time.PollTimerArmed.Task.WaitAsync(Bound); // it looked, found nothing, and sleeps a poll interval
+
+        time.StepBack(TimeSpan.FromHours(1));
+        await PutUnannouncedAsync(7);
+
+        await using PostgresDelivery<int> delivery = await getter.WaitAsync(Bound);
+        delivery.Item.Should().Be(7);
+    }
+
+    /// <summary>The system clock, whose readings the test can step back; tells when a timer of the poll interval is armed.</summary>
+    private sealed class SteppingBackClock : TimeProvider
+    {
+        private long _offset;
+
+        public TimeSpan PollInterval { get; init; }
+
+        public TaskCompletionSource PollTimerArmed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void StepBack(TimeSpan by) => Interlocked.Add(ref _offset, -(long)(by.TotalSeconds * System.TimestampFrequency));
+
+        public override long TimestampFrequency => System.TimestampFrequency;
+
+        public override long GetTimestamp() => System.GetTimestamp() + Interlocked.Read(ref _offset);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            if (dueTime == PollInterval)
+            {
+                PollTimerArmed.TrySetResult();
+            }
+
+            return System.CreateTimer(callback, state, dueTime, period);
+        }
+    }
+
     /// <summary>Puts <paramref name="item"/> in the queue "jobs" without a notification: what a missed one leaves to
     /// the polls.</summary>
     private Task PutUnannouncedAsync(int item) => ScalarAsync<long>($"SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['{item}'::json])");

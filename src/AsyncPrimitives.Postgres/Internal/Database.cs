@@ -69,6 +69,11 @@ internal sealed partial class Database
     /// <summary>About how many connections are in <see cref="_kept"/> (a bound, not an exact count).</summary>
     private int _keptCount;
 
+    /// <summary>How many calls are renting a connection now: while one may be waiting for the data source's pool (full:
+    /// <c>Max Pool Size</c>), a connection a call is done with goes back to the pool instead of being kept, or that call
+    /// would wait for the pool's timeout beside a connection kept idle.</summary>
+    private int _renting;
+
     /// <summary>Set once the coordinator is disposed: connections are no longer kept.</summary>
     private bool _closed;
 
@@ -365,18 +370,26 @@ internal sealed partial class Database
     /// prepared by <see cref="SetIsolationAsync"/>).</summary>
     private async ValueTask<(NpgsqlConnection Connection, bool Opened)> RentAsync(CancellationToken cancellationToken)
     {
-        while (_kept.TryPop(out NpgsqlConnection? kept))
+        Interlocked.Increment(ref _renting); // before looking at the kept ones: see GiveBackAsync
+        try
         {
-            Interlocked.Decrement(ref _keptCount);
-            if (kept.State == System.Data.ConnectionState.Open)
+            while (_kept.TryPop(out NpgsqlConnection? kept))
             {
-                return (kept, false);
+                Interlocked.Decrement(ref _keptCount);
+                if (kept.State == System.Data.ConnectionState.Open)
+                {
+                    return (kept, false);
+                }
+
+                await kept.DisposeAsync().ConfigureAwait(false);
             }
 
-            await kept.DisposeAsync().ConfigureAwait(false);
+            return (await OpenAsync(cancellationToken).ConfigureAwait(false), true);
         }
-
-        return (await OpenAsync(cancellationToken).ConfigureAwait(false), true);
+        finally
+        {
+            Interlocked.Decrement(ref _renting);
+        }
     }
 
     /// <summary>
@@ -434,10 +447,11 @@ internal sealed partial class Database
     }
 
     /// <summary>Keeps a connection after its call, open, for the next one (up to <see cref="MaxKept"/>); closes it
-    /// (back to the data source's pool) otherwise, or when it is no longer open.</summary>
+    /// (back to the data source's pool) otherwise: when it is no longer open, or while another call is renting one (it
+    /// may be waiting for the pool, which a kept connection never reaches).</summary>
     private ValueTask GiveBackAsync(NpgsqlConnection connection)
     {
-        if (connection.State == System.Data.ConnectionState.Open && !Volatile.Read(ref _closed))
+        if (connection.State == System.Data.ConnectionState.Open && !Volatile.Read(ref _closed) && Volatile.Read(ref _renting) == 0)
         {
             if (Interlocked.Increment(ref _keptCount) <= MaxKept)
             {
@@ -445,6 +459,12 @@ internal sealed partial class Database
                 if (Volatile.Read(ref _closed))
                 {
                     ClearConnections(); // CloseAsync ran meanwhile and may have missed it
+                }
+                else if (Volatile.Read(ref _renting) > 0 && _kept.TryPop(out NpgsqlConnection? unused))
+                {
+                    // A call began renting as this one was kept, and may have found none kept: the pool gets one.
+                    Interlocked.Decrement(ref _keptCount);
+                    return ReturnToPoolAsync(unused);
                 }
 
                 return default;

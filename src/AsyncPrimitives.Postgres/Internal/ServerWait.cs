@@ -97,8 +97,9 @@ internal sealed class ServerWait : IDisposable
     public static TimeoutException TimedOut() => new("The wait timed out.");
 
     /// <summary>
-    /// Sleeps until the key is signalled, the wait's turn to poll comes (a poll interval from now or later; never, for a
-    /// wait further back in line: see <see cref="WakeSignals"/>), the timeout passes
+    /// Sleeps until the key is signalled, the wait's turn to poll comes (a poll interval from now or later; for a lock's
+    /// or semaphore's wait further back in line, not before it is among the first: see <see cref="WakeSignals"/>), the
+    /// timeout passes
     /// (<see cref="TimeoutException"/>, also when it already has), <paramref name="cancellationToken"/> is cancelled
     /// (<see cref="OperationCanceledException"/>), or the session ends (the session's end exception). A wait that may
     /// not sleep (<see cref="Waits"/> false) throws <see cref="TimeoutException"/> at once, unmetered: it never queued.
@@ -134,29 +135,22 @@ internal sealed class ServerWait : IDisposable
             }
 
             TimeSpan due = _coordinator.PollInterval;
-            Task? turnFreed = null;
             while (true)
             {
                 TimeSpan sleep = Sleep(due);
                 try
                 {
-                    await (turnFreed is null ? _woken : Task.WhenAny(_woken, turnFreed)).WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
-                    if (_woken.IsCompleted)
-                    {
-                        return;
-                    }
-
-                    // The turn it waited for was given back unused: whose is it now?
+                    await _woken.WaitAsync(sleep, time, linked.Token).ConfigureAwait(false);
+                    return;
                 }
                 catch (TimeoutException) when (sleep == due)
                 {
                     // Its turn, unless the waits it takes turns with have looked meanwhile (a getter's: see WakeSignals).
-                }
-
-                due = _signal.UntilTurn(_coordinator.PollInterval, out turnFreed);
-                if (due == TimeSpan.Zero)
-                {
-                    return;
+                    due = _signal.UntilTurn(_coordinator.PollInterval);
+                    if (due == TimeSpan.Zero)
+                    {
+                        return;
+                    }
                 }
             }
         }

@@ -26,9 +26,10 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// alone. Any getter can take any item, so a queue's getters take turns (<see cref="Polling.ByTurns"/>): a poll is due
 /// a poll interval after the last look any of them made (a call that looked for items: counted from when it was sent),
 /// and the getter whose timer finds it due first takes the turn; the others wait for that turn's look, for at most a
-/// poll interval (a call held up at the server does not hold up the next turn), or until the turn is given back
-/// unused (its getter left, or its call did not look: <see cref="Waiter.Dispose"/>), when they look again whose turn it
-/// is. (A getter that takes all it asked for signals the next, as more may be there.) A signal wakes every join, so
+/// poll interval (a call held up at the server does not hold up the next turn). A getter that leaves holding a turn
+/// it has not used (cancelled while its call waited for a connection) signals the key, so that the next getter looks
+/// at once (<see cref="Waiter.Dispose"/>). (A getter that takes all it asked for signals the next, as more may be
+/// there.) A signal wakes every join, so
 /// every join polls (<see cref="Polling.Each"/>). So hundreds of waits on one lock, or consumers of one queue, in one
 /// process make one poll per interval, not hundreds.</para>
 /// </remarks>
@@ -189,11 +190,6 @@ internal sealed class WakeSignals
         public Waiter? TurnTaker;
 
         public long TurnTakenAt;
-
-        /// <summary>Completed when a turn is given back unused, for the waits that wait for it.</summary>
-        public TaskCompletionSource TurnFreed = NewTurnFreed();
-
-        public static TaskCompletionSource NewTurnFreed() => new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>One wait on a key.</summary>
@@ -258,15 +254,13 @@ internal sealed class WakeSignals
         }
 
         /// <summary>
-        /// Once a wait that polls has slept a poll interval: how long until it is its turn to poll (zero: now), and for a
-        /// wait of <see cref="Polling.ByTurns"/> while another has the turn, <paramref name="turnFreed"/>: a task that
-        /// completes if that turn is given back unused (then ask again). A wait of <see cref="Polling.ByTurns"/> takes
-        /// the turn when a poll is due (<paramref name="interval"/> after the last look on its key) and no other has it,
-        /// or has had it for an interval without looking. Any other wait's turn is now.
+        /// Once a wait that polls has slept a poll interval: how long until it is its turn to poll (zero: now). A wait of
+        /// <see cref="Polling.ByTurns"/> takes the turn when a poll is due (<paramref name="interval"/> after the last
+        /// look on its key) and no other has it, or has had it for an interval without looking. Any other wait's turn is
+        /// now.
         /// </summary>
-        public TimeSpan UntilTurn(TimeSpan interval, out Task? turnFreed)
+        public TimeSpan UntilTurn(TimeSpan interval)
         {
-            turnFreed = null;
             if (_polling != Polling.ByTurns)
             {
                 return TimeSpan.Zero;
@@ -275,13 +269,16 @@ internal sealed class WakeSignals
             lock (_owner._sync)
             {
                 Line line = _owner._entries[_key];
-                if (line.TurnTaker is not null && line.TurnTaker != this && Since(line.TurnTakenAt) < interval)
+                if (line.TurnTaker is not null && line.TurnTaker != this)
                 {
-                    turnFreed = line.TurnFreed.Task;
-                    return interval - Since(line.TurnTakenAt);
+                    TimeSpan held = Since(ref line.TurnTakenAt);
+                    if (held < interval)
+                    {
+                        return interval - held;
+                    }
                 }
 
-                TimeSpan since = Since(line.LastLook);
+                TimeSpan since = Since(ref line.LastLook);
                 if (since < interval)
                 {
                     return interval - since;
@@ -300,11 +297,7 @@ internal sealed class WakeSignals
             lock (_owner._sync)
             {
                 Line line = _owner._entries[_key];
-                if (sentAt > line.LastLook)
-                {
-                    line.LastLook = sentAt;
-                }
-
+                line.LastLook = sentAt; // an older one (a call held up) only brings the next turn nearer
                 if (line.TurnTaker == this)
                 {
                     line.TurnTaker = null;
@@ -312,12 +305,20 @@ internal sealed class WakeSignals
             }
         }
 
-        /// <summary>The time since <paramref name="timestamp"/>, never less than zero (a clock whose readings step back
-        /// neither puts off a turn nor makes a wait longer than the interval). Under the owner's lock.</summary>
-        private TimeSpan Since(long timestamp)
+        /// <summary>The time since <paramref name="timestamp"/>. Once the clock's readings stepped back past it (a clock
+        /// built on wall-clock time), it counts from now: a turn is neither put off by the step nor due more than an
+        /// interval away. Under the owner's lock.</summary>
+        private TimeSpan Since(ref long timestamp)
         {
-            TimeSpan since = _owner._time.GetElapsedTime(timestamp);
-            return since < TimeSpan.Zero ? TimeSpan.Zero : since;
+            long now = _owner._time.GetTimestamp();
+            TimeSpan since = _owner._time.GetElapsedTime(timestamp, now);
+            if (since >= TimeSpan.Zero)
+            {
+                return since;
+            }
+
+            timestamp = now;
+            return TimeSpan.Zero;
         }
 
         /// <summary>Whether fewer than <see cref="WakeLimit"/> of <paramref name="waiters"/> (the key's) are ahead of this
@@ -370,8 +371,8 @@ internal sealed class WakeSignals
             Fire(promoted);
         }
 
-        /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key, and a turn it took
-        /// and did not use (<see cref="Polling.ByTurns"/>) to the waits that wait for it. Idempotent.</summary>
+        /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key, and so does a turn it
+        /// took and did not use (<see cref="Polling.ByTurns"/>). Idempotent.</summary>
         public void Dispose()
         {
             bool passOn;
@@ -397,10 +398,9 @@ internal sealed class WakeSignals
                 }
                 else if (waiters.TurnTaker == this)
                 {
-                    // It took the turn and leaves without having looked: the waits that wait for that look ask again.
+                    // It took the turn and leaves without having looked: the next getter looks in its stead, now.
                     waiters.TurnTaker = null;
-                    (promoted = []).Add(waiters.TurnFreed);
-                    waiters.TurnFreed = Line.NewTurnFreed();
+                    passOn = true;
                 }
             }
 
