@@ -223,4 +223,55 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
             (await waiting.WaitAsync(Bound)).Should().BeNull();
         }
     }
+
+    /// <summary>The same for the schema's installation, which opens its own connection: a pool of two, the session's
+    /// LISTEN connection and a call held at the server; <see cref="PostgresCoordinator.EnsureSchemaAsync"/> waits for
+    /// the pool, and gets the call's connection when it is done.</summary>
+    [PostgresFact]
+    public async Task EnsureSchemaWaitingForAFullPool_GetsTheConnectionACallIsDoneWith()
+    {
+        Member member = await JoinAsync(connection: b =>
+        {
+            b.MaxPoolSize = 2;
+            b.Timeout = 120;
+        });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull();
+
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync();
+        await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+        Task<long> held = queue.CountAsync().AsTask();
+        await WaitsForALockAsync(member, "the call holds the pool's other connection");
+        Task ensuring = member.Coordinator.EnsureSchemaAsync();
+        await hold.CommitAsync();
+        await held.WaitAsync(Bound);
+
+        await ensuring.WaitAsync(Bound);
+    }
+
+    /// <summary>The same for the session's LISTEN connection: a pool of two filled by two calls that need no session,
+    /// held at the server; a get opens the session, waiting for the pool, and gets a connection when the calls are done.</summary>
+    [PostgresFact]
+    public async Task ASessionOpeningWaitingForAFullPool_GetsAConnectionCallsAreDoneWith()
+    {
+        Member member = await JoinAsync(connection: b =>
+        {
+            b.MaxPoolSize = 2;
+            b.Timeout = 120;
+        });
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync();
+        await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+        Task<long> first = queue.CountAsync().AsTask();
+        Task<long> second = queue.CountAsync().AsTask();
+        await WaitsForALockAsync(member, "two calls hold the pool's two connections", count: 2);
+        Task<PostgresDelivery<int>?> getting = queue.TryGetAsync().AsTask(); // opens the session: waits for the pool
+        await hold.CommitAsync();
+        await Task.WhenAll(first, second).WaitAsync(Bound);
+
+        (await getting.WaitAsync(Bound)).Should().BeNull();
+    }
 }

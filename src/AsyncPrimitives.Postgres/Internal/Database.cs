@@ -69,9 +69,9 @@ internal sealed partial class Database
     /// <summary>About how many connections are in <see cref="_kept"/> (a bound, not an exact count).</summary>
     private int _keptCount;
 
-    /// <summary>How many calls are renting a connection now: while one may be waiting for the data source's pool (full:
-    /// <c>Max Pool Size</c>), a connection a call is done with goes back to the pool instead of being kept, or that call
-    /// would wait for the pool's timeout beside a connection kept idle.</summary>
+    /// <summary>How many calls are renting a connection now (<see cref="RentAsync"/>, <see cref="OpenAsync"/>): while one
+    /// may be waiting for the data source's pool (full: <c>Max Pool Size</c>), a connection a call is done with goes back
+    /// to the pool instead of being kept, or that call would wait for the pool's timeout beside a connection kept idle.</summary>
     private int _renting;
 
     /// <summary>Set once the coordinator is disposed: connections are no longer kept.</summary>
@@ -211,13 +211,16 @@ internal sealed partial class Database
     /// Opens a pooled connection; <paramref name="cancellationToken"/> cancels only the opening. The connection never
     /// enlists in the caller's ambient transaction (a <see cref="TransactionScope"/>; Npgsql enlists a connection opened
     /// in one unless the connection string says <c>Enlist=false</c>): every call is a transaction of its own, whose
-    /// outcome (a put, a grant, a completion) commits whatever the caller's scope does later.
+    /// outcome (a put, a grant, a completion) commits whatever the caller's scope does later. Counted as renting while
+    /// it waits (see <see cref="GiveBackAsync"/>): the session's LISTEN connection and the schema's installation open
+    /// theirs here too.
     /// </summary>
     public async ValueTask<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
     {
         using TransactionScope? noAmbient = Transaction.Current is null
             ? null
             : new TransactionScope(TransactionScopeOption.Suppress, TransactionScopeAsyncFlowOption.Enabled);
+        Interlocked.Increment(ref _renting);
         try
         {
             return await _source.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -225,6 +228,10 @@ internal sealed partial class Database
         catch (NpgsqlException e)
         {
             throw Failure(e, "Opening a connection");
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _renting);
         }
     }
 
