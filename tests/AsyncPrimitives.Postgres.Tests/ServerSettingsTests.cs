@@ -201,12 +201,7 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
     [PostgresFact]
     public async Task ACallWaitingForAFullPool_GetsTheConnectionAnotherCallIsDoneWith()
     {
-        Member member = await JoinAsync(connection: b =>
-        {
-            b.MaxPoolSize = 2;
-            b.Timeout = 120;
-        });
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (Member member, PostgresQueue<int> queue) = await JoinWithAPoolOfTwoAsync();
         (await queue.TryGetAsync()).Should().BeNull(); // the session's LISTEN connection is open
 
         Task<long> held;
@@ -230,12 +225,7 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
     [PostgresFact]
     public async Task EnsureSchemaWaitingForAFullPool_GetsTheConnectionACallIsDoneWith()
     {
-        Member member = await JoinAsync(connection: b =>
-        {
-            b.MaxPoolSize = 2;
-            b.Timeout = 120;
-        });
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        (Member member, PostgresQueue<int> queue) = await JoinWithAPoolOfTwoAsync();
         (await queue.TryGetAsync()).Should().BeNull();
 
         await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
@@ -250,28 +240,37 @@ public sealed class ServerSettingsTests(PostgresServer server) : PostgresTest(se
         await ensuring.WaitAsync(Bound);
     }
 
-    /// <summary>The same for the session's LISTEN connection: a pool of two filled by two calls that need no session,
-    /// held at the server; a get opens the session, waiting for the pool, and gets a connection when the calls are done.</summary>
+    /// <summary>The session's LISTEN connection, opened when the pool is full with connections the coordinator keeps
+    /// open for its calls: two calls that need no session ran at once (held at the server), and both connections were
+    /// kept. A get then opens the session: the kept connections go back to the pool first, or it would wait for the
+    /// pool's timeout.</summary>
     [PostgresFact]
-    public async Task ASessionOpeningWaitingForAFullPool_GetsAConnectionCallsAreDoneWith()
+    public async Task ASessionOpenedWhileThePoolIsFullOfKeptConnections_GetsOne()
+    {
+        (Member member, PostgresQueue<int> queue) = await JoinWithAPoolOfTwoAsync();
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync())
+        {
+            await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+            Task<long> first = queue.CountAsync().AsTask();
+            Task<long> second = queue.CountAsync().AsTask();
+            await WaitsForALockAsync(member, "two calls hold the pool's two connections", count: 2);
+            await hold.CommitAsync();
+            await Task.WhenAll(first, second).WaitAsync(Bound);
+        }
+
+        (await queue.TryGetAsync().AsTask().WaitAsync(Bound)).Should().BeNull(); // opens the session
+    }
+
+    /// <summary>A coordinator whose data source's pool holds two connections (its session's LISTEN connection and one
+    /// for calls) and waits two minutes for one, and its queue "jobs".</summary>
+    private async Task<(Member Member, PostgresQueue<int> Queue)> JoinWithAPoolOfTwoAsync()
     {
         Member member = await JoinAsync(connection: b =>
         {
             b.MaxPoolSize = 2;
             b.Timeout = 120;
         });
-        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
-
-        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync();
-        await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
-        Task<long> first = queue.CountAsync().AsTask();
-        Task<long> second = queue.CountAsync().AsTask();
-        await WaitsForALockAsync(member, "two calls hold the pool's two connections", count: 2);
-        Task<PostgresDelivery<int>?> getting = queue.TryGetAsync().AsTask(); // opens the session: waits for the pool
-        await hold.CommitAsync();
-        await Task.WhenAll(first, second).WaitAsync(Bound);
-
-        (await getting.WaitAsync(Bound)).Should().BeNull();
+        return (member, member.Coordinator.CreateQueue<int>("jobs"));
     }
 }

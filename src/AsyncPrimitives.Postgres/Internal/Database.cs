@@ -212,8 +212,9 @@ internal sealed partial class Database
     /// enlists in the caller's ambient transaction (a <see cref="TransactionScope"/>; Npgsql enlists a connection opened
     /// in one unless the connection string says <c>Enlist=false</c>): every call is a transaction of its own, whose
     /// outcome (a put, a grant, a completion) commits whatever the caller's scope does later. Counted as renting while
-    /// it waits (see <see cref="GiveBackAsync"/>): the session's LISTEN connection and the schema's installation open
-    /// theirs here too.
+    /// it waits (see <see cref="GiveBackAsync"/>), and the connections kept here go back to the pool first: the
+    /// session's LISTEN connection and the schema's installation open theirs here too, and must not wait for a pool
+    /// filled by connections kept idle.
     /// </summary>
     public async ValueTask<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
     {
@@ -223,6 +224,14 @@ internal sealed partial class Database
         Interlocked.Increment(ref _renting);
         try
         {
+            // The pool may be full with the connections kept here: they go back to it first (none are kept when a call
+            // of RentAsync gets here, unless one was given back meanwhile).
+            while (_kept.TryPop(out NpgsqlConnection? kept))
+            {
+                Interlocked.Decrement(ref _keptCount);
+                await ReturnToPoolAsync(kept).ConfigureAwait(false);
+            }
+
             return await _source.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (NpgsqlException e)
