@@ -69,10 +69,10 @@ internal sealed partial class Database
     /// <summary>About how many connections are in <see cref="_kept"/> (a bound, not an exact count).</summary>
     private int _keptCount;
 
-    /// <summary>How many calls are renting a connection now (<see cref="RentAsync"/>, <see cref="OpenAsync"/>): while one
-    /// may be waiting for the data source's pool (full: <c>Max Pool Size</c>), a connection a call is done with goes back
-    /// to the pool instead of being kept, or that call would wait for the pool's timeout beside a connection kept idle.</summary>
-    private int _renting;
+    /// <summary>How many connections are being opened from the data source's pool now (<see cref="OpenAsync"/>): while
+    /// one may be waiting for the pool (full: <c>Max Pool Size</c>), a connection a call is done with goes back to the
+    /// pool instead of being kept, or the opening would wait for the pool's timeout beside a connection kept idle.</summary>
+    private int _opening;
 
     /// <summary>Set once the coordinator is disposed: connections are no longer kept.</summary>
     private bool _closed;
@@ -221,7 +221,7 @@ internal sealed partial class Database
         using TransactionScope? noAmbient = Transaction.Current is null
             ? null
             : new TransactionScope(TransactionScopeOption.Suppress, TransactionScopeAsyncFlowOption.Enabled);
-        Interlocked.Increment(ref _renting);
+        Interlocked.Increment(ref _opening);
         try
         {
             // The pool may be full with the connections kept here: they go back to it first (none are kept when a call
@@ -240,7 +240,7 @@ internal sealed partial class Database
         }
         finally
         {
-            Interlocked.Decrement(ref _renting);
+            Interlocked.Decrement(ref _opening);
         }
     }
 
@@ -386,26 +386,18 @@ internal sealed partial class Database
     /// prepared by <see cref="SetIsolationAsync"/>).</summary>
     private async ValueTask<(NpgsqlConnection Connection, bool Opened)> RentAsync(CancellationToken cancellationToken)
     {
-        Interlocked.Increment(ref _renting); // before looking at the kept ones: see GiveBackAsync
-        try
+        while (_kept.TryPop(out NpgsqlConnection? kept))
         {
-            while (_kept.TryPop(out NpgsqlConnection? kept))
+            Interlocked.Decrement(ref _keptCount);
+            if (kept.State == System.Data.ConnectionState.Open)
             {
-                Interlocked.Decrement(ref _keptCount);
-                if (kept.State == System.Data.ConnectionState.Open)
-                {
-                    return (kept, false);
-                }
-
-                await kept.DisposeAsync().ConfigureAwait(false);
+                return (kept, false);
             }
 
-            return (await OpenAsync(cancellationToken).ConfigureAwait(false), true);
+            await kept.DisposeAsync().ConfigureAwait(false);
         }
-        finally
-        {
-            Interlocked.Decrement(ref _renting);
-        }
+
+        return (await OpenAsync(cancellationToken).ConfigureAwait(false), true);
     }
 
     /// <summary>
@@ -463,11 +455,11 @@ internal sealed partial class Database
     }
 
     /// <summary>Keeps a connection after its call, open, for the next one (up to <see cref="MaxKept"/>); closes it
-    /// (back to the data source's pool) otherwise: when it is no longer open, or while another call is renting one (it
-    /// may be waiting for the pool, which a kept connection never reaches).</summary>
+    /// (back to the data source's pool) otherwise: when it is no longer open, or while a connection is being opened from
+    /// the pool (it may be waiting for one, which a kept connection never reaches).</summary>
     private ValueTask GiveBackAsync(NpgsqlConnection connection)
     {
-        if (connection.State == System.Data.ConnectionState.Open && !Volatile.Read(ref _closed) && Volatile.Read(ref _renting) == 0)
+        if (connection.State == System.Data.ConnectionState.Open && !Volatile.Read(ref _closed) && Volatile.Read(ref _opening) == 0)
         {
             if (Interlocked.Increment(ref _keptCount) <= MaxKept)
             {
@@ -476,9 +468,9 @@ internal sealed partial class Database
                 {
                     ClearConnections(); // CloseAsync ran meanwhile and may have missed it
                 }
-                else if (Volatile.Read(ref _renting) > 0 && _kept.TryPop(out NpgsqlConnection? unused))
+                else if (Volatile.Read(ref _opening) > 0 && _kept.TryPop(out NpgsqlConnection? unused))
                 {
-                    // A call began renting as this one was kept, and may have found none kept: the pool gets one.
+                    // An opening began as this one was kept, and may have found none kept to give back: the pool gets one.
                     Interlocked.Decrement(ref _keptCount);
                     return ReturnToPoolAsync(unused);
                 }
