@@ -37,7 +37,8 @@ public sealed class PostgresLease : IAsyncDisposable
 
     /// <summary>
     /// The fencing token: strictly greater than the token of every earlier grant of the same lock or semaphore (by
-    /// any process), and never reused, also across server restarts.
+    /// any process), and never reused, also across server restarts and crashes. Not contiguous: other grants and waits
+    /// take values of the same sequence, and it jumps far ahead after a crash.
     /// </summary>
     public long FencingToken => _tracker.Id;
 

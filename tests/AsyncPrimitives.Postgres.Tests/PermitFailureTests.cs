@@ -153,6 +153,52 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         (await PermitRowsAsync()).Holders.Should().Be(0);
     }
 
+    /// <summary>
+    /// A grant writes to unlogged tables only, so its commit is not flushed, and the sequence writes its state to the WAL
+    /// only every 32 values: a grant can hand out a token the sequence logged ahead in another grant's transaction that
+    /// has not committed. Here that transaction is held by a row lock and the WAL writer slowed, so a crash then loses
+    /// the sequence's record for certain; the tokens handed out after the crash must still be greater.
+    /// </summary>
+    [PostgresRestartFact]
+    public async Task ServerCrash_RightAfterAGrantWhoseTokenWasNotYetFlushed_LaterTokensAreStillGreater()
+    {
+        await AdminAsync("ALTER SYSTEM SET wal_writer_delay = '10s'");
+        await AdminAsync("SELECT pg_reload_conf()");
+        try
+        {
+            Member a = await JoinAsync();
+            Member b = await JoinAsync();
+            await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync(); // the slots exist
+            await (await b.Coordinator.CreateLock("y").AcquireAsync()).ReleaseAsync();
+            await ScalarAsync<long>("SELECT setval('@schema.ids', (SELECT last_value FROM @schema.ids) + 1000)"); // the next value logs ahead
+
+            NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+            NpgsqlTransaction hold = await connection.BeginTransactionAsync();
+            await ExecuteAsync(hold, "SELECT 1 FROM @schema.permit_slots WHERE name = 'x' FOR UPDATE");
+            Task<PostgresLease> logging = a.Coordinator.CreateLock("x").AcquireAsync().AsTask();
+            await WaitsForALockAsync(a, "the grant that logged the sequence ahead waits for the held row, uncommitted");
+            PostgresLease handedOut = await b.Coordinator.CreateLock("y").AcquireAsync(); // a token from the logged range
+
+            Server.Restart(crash: true);
+
+            await FluentActions.Awaiting(() => logging.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+            await WaitForLostAsync(handedOut.Lost);
+            await FluentActions.Awaiting(async () => await connection.DisposeAsync()).Should().NotThrowAsync();
+
+            Member c = await JoinAsync();
+            foreach (string name in new[] { "y", "z", "y" })
+            {
+                await using PostgresLease later = await c.Coordinator.CreateLock(name).AcquireAsync().AsTask().WaitAsync(Bound);
+                later.FencingToken.Should().BeGreaterThan(handedOut.FencingToken, "tokens never repeat, also across a crash");
+            }
+        }
+        finally
+        {
+            await AdminAsync("ALTER SYSTEM RESET wal_writer_delay");
+            await AdminAsync("SELECT pg_reload_conf()");
+        }
+    }
+
     [PostgresFact]
     public async Task DisposingTheCoordinator_FailsItsWaitsWithObjectDisposed_AndFreesItsLeasesAtOnce()
     {
@@ -206,5 +252,11 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         await using PostgresLease? taken = await semaphore.TryAcquireAsync();
         taken.Should().NotBeNull("no one holds the semaphore and no one waits for it");
         proxy.ReleaseReplies(listenPort);
+    }
+
+    private async Task AdminAsync(string sql)
+    {
+        await using NpgsqlCommand command = Admin.CreateCommand(sql);
+        await command.ExecuteNonQueryAsync();
     }
 }

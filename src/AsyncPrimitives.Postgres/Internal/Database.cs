@@ -100,7 +100,7 @@ internal sealed partial class Database
     /// already installed. Bodies of one version are interchangeable: an instance of an older revision works with newer
     /// ones. (A test pins the script's hash to this number.)
     /// </summary>
-    public const int Revision = 4;
+    public const int Revision = 5;
 
     public string Schema { get; }
 

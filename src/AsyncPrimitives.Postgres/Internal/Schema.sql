@@ -34,7 +34,8 @@ BEGIN
 END
 $$;
 
--- Fencing tokens and wait-line tickets. Logged, so a token never repeats, even across a server crash.
+-- Fencing tokens and wait-line tickets. Logged, and jumped ahead after a crash (see permit_grant), so a token never
+-- repeats, even across a server crash.
 CREATE SEQUENCE IF NOT EXISTS __schema__.ids;
 
 -- True unless the session p_session has ended: its advisory lock is free, so a shared one can be taken (and is held
@@ -122,6 +123,15 @@ BEGIN
             acquired_at = now(), expires_at = now() + p_lease
         WHERE h.kind = p_kind AND h.name = p_name AND h.slot = v_slot;
     ELSE
+        -- A new slot. No slot at all means the table is new, or a crash emptied it (it is unlogged; a clean restart
+        -- keeps it). A crash can take the sequence's last steps with it: the sequence writes its state to the WAL only
+        -- every 32 values, and a grant writes nothing else there, so its commit is not flushed. So before the first
+        -- grant after a crash the sequence jumps far ahead of any token it may have handed out (one jump at a time).
+        IF NOT EXISTS (SELECT 1 FROM __schema__.permit_slots) THEN
+            PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ids', 0));
+            PERFORM setval('__schema__.ids', nextval('__schema__.ids') + 4294967296);
+            v_token := nextval('__schema__.ids');
+        END IF;
         INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
         SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease, now(), now() + p_lease
         FROM __schema__.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;

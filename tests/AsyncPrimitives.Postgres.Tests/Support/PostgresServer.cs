@@ -51,13 +51,13 @@ public sealed class PostgresServer : IAsyncLifetime
         }
     }
 
-    /// <summary>Restarts the server as <c>pg_ctl restart -m fast</c> does: every session is ended, then the server
-    /// accepts connections again on the same port.</summary>
-    public void Restart()
+    /// <summary>Restarts the server as <c>pg_ctl restart -m fast</c> does (or, with <paramref name="crash"/>, as after a
+    /// crash): every session is ended, then the server accepts connections again on the same port.</summary>
+    public void Restart(bool crash = false)
     {
         ThrowawayPostgresServer server = _postgres?.Server
             ?? throw new InvalidOperationException(RestartSkipReason ?? "The server is not started.");
-        server.Restart();
+        server.Restart(crash);
     }
 }
 

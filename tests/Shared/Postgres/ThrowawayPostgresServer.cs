@@ -85,15 +85,16 @@ public sealed class ThrowawayPostgresServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Restarts the server as <c>pg_ctl restart -m fast</c> does: every session is ended, then the server
-    /// accepts connections again on the same port.</summary>
-    public void Restart()
+    /// <summary>Restarts the server as <c>pg_ctl restart -m fast</c> does (or, with <paramref name="crash"/>, as after a
+    /// crash: <c>-m immediate</c>, no shutdown checkpoint, and what the WAL had not flushed is lost): every session is
+    /// ended, then the server accepts connections again on the same port.</summary>
+    public void Restart(bool crash = false)
     {
         string folder = _folder ?? throw new ObjectDisposedException(nameof(ThrowawayPostgresServer));
 
         // -l again: without it the new server would write to (and hold open) this process's output pipe.
         Run(s_discovery.Value, "pg_ctl", "-D", Path.Combine(folder, "data"), "-l", Path.Combine(folder, "server.log"),
-            "-w", "-t", "60", "-m", "fast", "restart");
+            "-w", "-t", "60", "-m", crash ? "immediate" : "fast", "restart");
     }
 
     /// <summary>Stops the server and deletes its folder; idempotent.</summary>
