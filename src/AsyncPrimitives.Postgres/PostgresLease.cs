@@ -29,6 +29,9 @@ public sealed class PostgresLease : IAsyncDisposable
     private readonly PermitSet _set;
     private readonly LeaseTracker _tracker;
 
+    /// <summary>The first release's task (complete at once for a lease that was lost); every later call returns it.</summary>
+    private Task? _release;
+
     internal PostgresLease(PermitSet set, LeaseTracker tracker)
     {
         _set = set;
@@ -49,16 +52,46 @@ public sealed class PostgresLease : IAsyncDisposable
     public CancellationToken Lost => _tracker.LostToken;
 
     /// <summary>
-    /// Gives the permit back. Idempotent; a no-op for a lease that was lost. Never throws: when the server cannot be
-    /// reached, the permit, which is no longer renewed, is free for others when its lease expires (at most
-    /// <see cref="PostgresCoordinatorOptions.LeaseDuration"/> later).
+    /// Gives the permit back. Idempotent: a later call returns the first call's task; a no-op for a lease that was lost.
+    /// Never throws: when the server cannot be reached, the permit, which is no longer renewed, is free for others when
+    /// its lease expires (at most <see cref="PostgresCoordinatorOptions.LeaseDuration"/> later).
     /// </summary>
     /// <returns>A task that completes when the server has freed the permit, or the attempt to reach it has ended.</returns>
-    public ValueTask ReleaseAsync() => _tracker.TryRelease() ? _set.ReleaseAsync(_tracker.Id) : default;
+    public ValueTask ReleaseAsync()
+    {
+        if (Volatile.Read(ref _release) is { } release)
+        {
+            return new ValueTask(release);
+        }
+
+        // The first call to publish its task releases (a call racing it returns that task); a lost lease has nothing to free.
+        var released = new TaskCompletionSource();
+        if (Interlocked.CompareExchange(ref _release, released.Task, null) is { } first)
+        {
+            return new ValueTask(first);
+        }
+
+        if (_tracker.TryRelease())
+        {
+            _ = ReleaseThenCompleteAsync(released);
+        }
+        else
+        {
+            released.SetResult();
+        }
+
+        return new ValueTask(released.Task);
+    }
 
     /// <summary>Releases the lease: the same as <see cref="ReleaseAsync"/>.</summary>
     /// <returns>A task that completes when the release has.</returns>
     public ValueTask DisposeAsync() => ReleaseAsync();
+
+    private async Task ReleaseThenCompleteAsync(TaskCompletionSource released)
+    {
+        await _set.ReleaseAsync(_tracker.Id).ConfigureAwait(false); // never throws
+        released.SetResult();
+    }
 
     /// <inheritdoc />
     public override string ToString() => string.Format(

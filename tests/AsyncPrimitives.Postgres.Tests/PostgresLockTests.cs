@@ -200,6 +200,33 @@ public sealed class PostgresLockTests(PostgresServer server) : PostgresTest(serv
         (await PermitRowsAsync()).Should().Be((0L, 0L));
     }
 
+    /// <summary>An explicit release then `await using`'s dispose: the second call's task completes only once the
+    /// first release has freed the permit on the server (here held up by a row lock).</summary>
+    [PostgresFact]
+    public async Task ASecondReleaseWhileTheFirstIsAtTheServer_CompletesOnlyWhenThePermitIsFree()
+    {
+        Member a = await JoinAsync();
+        PostgresLease lease = await a.Coordinator.CreateLock("job").AcquireAsync();
+        Task first;
+        Task second;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        {
+            await using NpgsqlTransaction hold = await connection.BeginTransactionAsync();
+            await ExecuteAsync(hold, "SELECT 1 FROM @schema.permit_slots FOR UPDATE");
+            first = lease.ReleaseAsync().AsTask();
+            await WaitsForALockAsync(a, "the first release waits for the held row");
+            second = lease.DisposeAsync().AsTask();
+            Task third = lease.ReleaseAsync().AsTask();
+
+            second.IsCompleted.Should().BeFalse("the permit is still held on the server");
+            third.IsCompleted.Should().BeFalse("the permit is still held on the server");
+            await hold.CommitAsync();
+            await Task.WhenAll(first, second, third).WaitAsync(Bound);
+        }
+
+        (await PermitRowsAsync()).Should().Be((0L, 0L));
+    }
+
     [PostgresFact]
     public async Task DisposeAsync_ReleasesTheLease()
     {
