@@ -227,7 +227,7 @@ public sealed partial class PostgresQueue<T>
             static _ => true,
             Database.Retry.Always,
             cancellationToken).ConfigureAwait(false);
-        Wake(WakeKey);
+        Wake(WakeKey, apart: true); // a getter woken by the same notification as a put's may take the items and leave
         Wake(JoinKey);
     }
 
@@ -240,11 +240,12 @@ public sealed partial class PostgresQueue<T>
         Order,
         MaxAttempts);
 
-    /// <summary>Wakes the waits on <paramref name="key"/> here at once, and in the other processes by a notification.</summary>
-    internal void Wake(string key)
+    /// <summary>Wakes the waits on <paramref name="key"/> here at once, and in the other processes by a notification
+    /// (<paramref name="apart"/>: one of its own, see <see cref="Notifier.Request"/>).</summary>
+    internal void Wake(string key, bool apart = false)
     {
         _coordinator.Signals.Signal(key);
-        _coordinator.Notifier.Request(key);
+        _coordinator.Notifier.Request(key, apart);
     }
 
     private const string PutSql = "SELECT __schema__.queue_put($1, $2, $3::json[])";

@@ -123,6 +123,60 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         notifier.Sent.Should().Be(2, "the 50 requests made meanwhile went out together, in one statement");
     }
 
+    /// <summary>A shutdown's wake-up goes out in a notification of its own, apart from the puts' of its queue (those
+    /// requested while a NOTIFY is in flight go out once, and a process signals a key once per notification).</summary>
+    [PostgresFact]
+    public async Task AShutdown_IsAnnouncedApartFromThePutsOfItsQueue()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("jobs");
+        await using NpgsqlConnection listener = await Server.CreateDataSource().OpenConnectionAsync();
+        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        listener.Notification += (_, e) => payloads.Enqueue(e.Payload);
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listener))
+        {
+            await listen.ExecuteNonQueryAsync();
+        }
+
+        await queue.PutManyAsync([1, 2, 3]);
+        await queue.ShutdownAsync();
+        await a.Coordinator.Notifier.FlushAsync().WaitAsync(Bound);
+        await ReceivedUpToAsync(listener, payloads, "marker");
+
+        string tag = a.Coordinator.Notifier.Tag;
+        payloads.Should().Contain(tag + " q:jobs", "the put is announced").And.Contain(tag + " !q:jobs", "so is the shutdown, apart");
+    }
+
+    /// <summary>
+    /// Three items and the shutdown committed by another process, announced as its coordinator does when the put's and
+    /// the shutdown's wake-ups are sent in one statement: the getter the first notification wakes takes items (fewer
+    /// than it asked for, so it does not wake the next getter); the second notification wakes the other getter, which
+    /// ends at once (with an item or the shutdown) rather than at its poll, an hour away on a clock that does not move.
+    /// </summary>
+    [PostgresFact]
+    public async Task APutAndAShutdownAnnouncedTogether_WakeEveryGetterOfTheQueue()
+    {
+        var time = new CountingTimeProvider();
+        (_, PostgresQueue<int> queue, int heartbeat) = await JoinOnTheTestsClockAsync(time, TimeSpan.FromHours(1));
+        Task<IReadOnlyList<PostgresDelivery<int>>> many = queue.GetManyAsync(5).AsTask();
+        await time.WaitForArmedTimersAsync(heartbeat + 1).WaitAsync(Bound); // it looked, found nothing, and sleeps
+        Task<PostgresDelivery<int>> one = queue.GetAsync().AsTask();
+        await time.WaitForArmedTimersAsync(heartbeat + 2).WaitAsync(Bound);
+
+        await ScalarAsync<long>("SELECT @schema.queue_put('jobs', ARRAY[0, 0, 0], ARRAY['1', '2', '3']::json[])");
+        await ScalarAsync<int>("SELECT 1 FROM (SELECT @schema.queue_shutdown('jobs', false)) s");
+        await ScalarAsync<int>($"SELECT 1 FROM (SELECT pg_notify('{Schema}', 'other q:jobs'), pg_notify('{Schema}', 'other !q:jobs')) n");
+
+        var items = (await many.WaitAsync(Bound)).Select(d => d.Item).ToList();
+        Exception? ended = await Record.ExceptionAsync(async () => items.Add((await one.WaitAsync(Bound)).Item));
+        if (ended is not QueueShutDownException)
+        {
+            ended.Should().BeNull("the second getter ends at once, with an item or the shutdown");
+        }
+
+        items.Should().BeEquivalentTo([1, 2, 3], "each item is delivered once");
+    }
+
     [PostgresFact]
     public async Task CompletionThatEmptiesTheQueue_NotifiesTheJoinKey_OnlyWhileAJoinWaits()
     {
@@ -179,6 +233,8 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 
         mine.KeyOf(mine.Tag + " q:jobs").Should().BeNull("its own waits were signalled when it sent it");
         mine.KeyOf(theirs.Tag + " q:jobs with spaces").Should().Be("q:jobs with spaces");
+        mine.KeyOf(theirs.Tag + " !q:jobs!").Should().Be("q:jobs!", "a key requested apart is the key");
+        mine.KeyOf(mine.Tag + " !q:jobs").Should().BeNull();
     }
 
     /// <summary>

@@ -40,11 +40,20 @@ internal sealed class Notifier
     /// receives them too, and ignores them, as the sender has already signalled its own waits.</summary>
     public string Tag { get; }
 
+    /// <summary>Marks a key requested apart (see <see cref="Request"/>); no key starts with it.</summary>
+    private const char ApartMark = '!';
+
     /// <summary>The key a notification's payload names, or null for one this coordinator sent itself.</summary>
     public string? KeyOf(string payload)
     {
         int space = payload.IndexOf(' ', StringComparison.Ordinal);
-        return space < 0 ? payload : payload.AsSpan(0, space).SequenceEqual(Tag) ? null : payload[(space + 1)..];
+        if (space >= 0 && payload.AsSpan(0, space).SequenceEqual(Tag))
+        {
+            return null;
+        }
+
+        int start = space + 1;
+        return payload.Length > start && payload[start] == ApartMark ? payload[(start + 1)..] : payload[start..];
     }
 
     /// <summary>NOTIFY statements sent so far.</summary>
@@ -54,9 +63,16 @@ internal sealed class Notifier
     public long Sent => Interlocked.Read(ref _sent);
 
     /// <summary>Asks for <paramref name="key"/> to be notified soon; returns at once.</summary>
-    public void Request(string key)
+    /// <param name="key">The key.</param>
+    /// <param name="apart">
+    /// Whether the notification must not merge with other requests of the key. Those requested while a NOTIFY is in
+    /// flight go out once, and a process that receives it signals the key once: right for puts (a getter that takes as
+    /// many items as it asked for signals the next), not for a shutdown, which a getter that took the last items would
+    /// not pass on. A key requested apart goes out behind a mark, which <see cref="KeyOf"/> removes.
+    /// </param>
+    public void Request(string key, bool apart = false)
     {
-        _pending.TryAdd(key, 0);
+        _pending.TryAdd(apart ? ApartMark + key : key, 0);
         if (Interlocked.CompareExchange(ref _draining, 1, 0) == 0)
         {
             _drain = Background.Run(DrainAsync);
