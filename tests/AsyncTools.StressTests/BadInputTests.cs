@@ -300,8 +300,6 @@ public sealed class BadInputTests
             c.IsLocked.Should().BeTrue();
             c.Release();
         });
-        AddSync("AsyncCondition.WaitAsync(timeout)", "`TimeSpan.MaxValue`", "`ArgumentOutOfRangeException` (timeout)", () =>
-            Param<ArgumentOutOfRangeException>(() => new AsyncCondition().WaitAsync(TimeSpan.MaxValue), "timeout"));
         AddSync("AsyncCondition.WaitUntilAsync(predicate)", "`null`", "`ArgumentNullException` (predicate)", () =>
             Param<ArgumentNullException>(() => new AsyncCondition().WaitUntilAsync(null!), "predicate"));
         AddSync("AsyncCondition.WaitUntilAsync(predicate)", "lock not held", "`SynchronizationLockException`", () =>
@@ -337,6 +335,214 @@ public sealed class BadInputTests
         });
         AddSync("AsyncCondition.Release()", "lock not held", "`SynchronizationLockException`", () =>
             new AsyncCondition().Invoking(c => c.Release()).Should().Throw<SynchronizationLockException>());
+
+        // ---- AsyncKeyedLock ----
+        AddSync("new AsyncKeyedLock(maxCountPerKey, comparer, timeProvider)", "maxCountPerKey 0", "`ArgumentOutOfRangeException` (maxCountPerKey)", () =>
+            Ctor(() => new AsyncKeyedLock<string>(0), "maxCountPerKey"));
+        AddSync("new AsyncKeyedLock(maxCountPerKey, comparer, timeProvider)", "maxCountPerKey -1", "`ArgumentOutOfRangeException` (maxCountPerKey)", () =>
+            Ctor(() => new AsyncKeyedLock<string>(-1), "maxCountPerKey"));
+        AddSync("new AsyncKeyedLock(maxCountPerKey, comparer, timeProvider)", "comparer `null`", "`EqualityComparer<TKey>.Default`: equal keys that are different objects are one key", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>(comparer: null);
+            keyed.TryAcquire(new string('k', 2), out AsyncKeyedLock<string>.Releaser r).Should().BeTrue();
+            keyed.TryAcquire(new string('k', 2), out _).Should().BeFalse();
+            keyed.KeyCount.Should().Be(1);
+            r.Dispose();
+            keyed.KeyCount.Should().Be(0);
+        });
+        AddSync("new AsyncKeyedLock(maxCountPerKey, comparer, timeProvider)", "timeProvider `null`", "uses `TimeProvider.System`", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>(timeProvider: null);
+            keyed.KeyCount.Should().Be(0);
+            keyed.MaxCountPerKey.Should().Be(1);
+        });
+        AddSync("AsyncKeyedLock.AcquireAsync / TryAcquire / IsHeld(key)", "`null` key", "`ArgumentNullException` (key) at the call; no key created", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>();
+            Param<ArgumentNullException>(() => keyed.AcquireAsync(null!), "key");
+            Param<ArgumentNullException>(() => keyed.AcquireAsync(null!, TimeSpan.FromSeconds(1)), "key");
+            Param<ArgumentNullException>(() => keyed.AcquireAsync(null!, new CancellationToken(true)), "key");
+            Param<ArgumentNullException>(() => keyed.TryAcquire(null!, out _), "key");
+            Param<ArgumentNullException>(() => keyed.IsHeld(null!), "key");
+            keyed.KeyCount.Should().Be(0);
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser r).Should().BeTrue();
+            r.Dispose();
+        });
+        AddSync("AsyncKeyedLock.AcquireAsync(key, timeout)", "invalid timeout (-2 ms) for a key nobody holds", "`ArgumentOutOfRangeException` (timeout); no key created", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>();
+            ShouldRejectTimeout(() => keyed.AcquireAsync("k", s_minus2).AsTask());
+            keyed.KeyCount.Should().Be(0);
+            keyed.IsHeld("k").Should().BeFalse();
+        });
+        AddSync("AsyncKeyedLock.AcquireAsync(key, timeout)", "`TimeSpan.Zero`, key nobody holds", "acquired at once", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>();
+            ValueTask<AsyncKeyedLock<string>.Releaser> acquire = keyed.AcquireAsync("k", TimeSpan.Zero);
+            acquire.IsCompletedSuccessfully.Should().BeTrue();
+            keyed.IsHeld("k").Should().BeTrue();
+            acquire.Result.Dispose();
+            keyed.KeyCount.Should().Be(0);
+        });
+        AddSync("AsyncKeyedLock.AcquireAsync(key, cancellationToken)", "pre-cancelled token, key nobody holds", "`OperationCanceledException` at once; no key created", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>();
+            keyed.AcquireAsync("k", new CancellationToken(true)).AsTask().IsCanceled.Should().BeTrue();
+            keyed.AcquireAsync("k", TimeSpan.Zero, new CancellationToken(true)).AsTask().IsCanceled.Should().BeTrue();
+            keyed.KeyCount.Should().Be(0);
+        });
+        Add("AsyncKeyedLock.TryAcquire(key)", "key held, a waiter waiting", "returns false; nothing queued; the waiter is served next", async () =>
+        {
+            var keyed = new AsyncKeyedLock<string>();
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser holder).Should().BeTrue();
+            Task<AsyncKeyedLock<string>.Releaser> waiter = keyed.AcquireAsync("k").AsTask();
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser none).Should().BeFalse();
+            none.Dispose(); // default(Releaser)
+            keyed.Lines("k").Waiting.Should().Be(1);
+            holder.Dispose();
+            (await waiter.Bounded()).Dispose();
+            keyed.KeyCount.Should().Be(0);
+        });
+        AddSync("AsyncKeyedLock.Releaser.Dispose()", "`default(Releaser)`", "does nothing", () =>
+        {
+            default(AsyncKeyedLock<string>.Releaser).Dispose();
+        });
+        AddSync("AsyncKeyedLock.Releaser.Dispose()", "disposed twice, key free by then", "second throws `SynchronizationLockException`", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>();
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser r).Should().BeTrue();
+            r.Dispose();
+            r.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
+            keyed.KeyCount.Should().Be(0);
+        });
+        AddSync("AsyncKeyedLock.Releaser.Dispose()", "disposed twice, the key freed and then taken by another caller", "second throws `SynchronizationLockException`; that caller keeps the key", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>();
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser stale).Should().BeTrue();
+            stale.Dispose();
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser holder).Should().BeTrue();
+            stale.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
+            keyed.IsHeld("k").Should().BeTrue();
+            holder.Dispose();
+            keyed.KeyCount.Should().Be(0);
+        });
+        AddSync("AsyncKeyedLock.Releaser.Dispose()", "disposed twice, maxCountPerKey 2, another caller holds the key too", "releases that caller's hold; no exception", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>(2);
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser stale).Should().BeTrue();
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser holder).Should().BeTrue();
+            stale.Dispose();
+            stale.Dispose();
+            keyed.IsHeld("k").Should().BeFalse();
+            keyed.KeyCount.Should().Be(0);
+            holder.Invoking(x => x.Dispose()).Should().Throw<SynchronizationLockException>();
+            keyed.TryAcquire("k", out AsyncKeyedLock<string>.Releaser again).Should().BeTrue();
+            again.Dispose();
+        });
+        AddSync("AsyncKeyedLock.AcquireAsync / TryAcquire(key)", "comparer throws", "the comparer's exception at the call; keys unchanged", () =>
+        {
+            var keyed = new AsyncKeyedLock<string>(comparer: new ThrowingComparer());
+            keyed.Invoking(k => k.TryAcquire("bad-hash", out _)).Should().Throw<ArithmeticException>();
+            keyed.Invoking(k => k.AcquireAsync("bad-hash")).Should().Throw<ArithmeticException>();
+            keyed.TryAcquire("bad-equals", out AsyncKeyedLock<string>.Releaser r).Should().BeTrue(); // Equals is not needed for a key alone in its bucket
+            keyed.Invoking(k => k.AcquireAsync("bad-equals")).Should().Throw<ArithmeticException>();
+            keyed.KeyCount.Should().Be(1);
+            r.Dispose();
+            keyed.KeyCount.Should().Be(0);
+        });
+
+        // ---- AsyncThread ----
+        Add("new AsyncThread(name)", "`null`", "`Name` is null; the thread is named `AsyncThread`", async () =>
+        {
+            await using var thread = new AsyncThread(null);
+            thread.Name.Should().BeNull();
+            (await thread.RunAsync(() => Thread.CurrentThread.Name).Bounded()).Should().Be("AsyncThread");
+        });
+        Add("AsyncThread.RunAsync(work)", "`null` (`Func<T>` and `Action`)", "`ArgumentNullException` (work) at the call; nothing queued", async () =>
+        {
+            await using var thread = new AsyncThread();
+            Param<ArgumentNullException>(() => thread.RunAsync((Func<int>)null!), "work");
+            Param<ArgumentNullException>(() => thread.RunAsync((Action)null!), "work");
+            thread.ToString().Should().Be("AsyncThread(queued=0)");
+            (await thread.RunAsync(() => 1).Bounded()).Should().Be(1);
+        });
+        Add("AsyncThread.RunAsync(work, cancellationToken)", "pre-cancelled token, could succeed now", "`OperationCanceledException` at once; the work never runs", async () =>
+        {
+            await using var thread = new AsyncThread();
+            using var cts = new CancellationTokenSource();
+            cts.Cancel();
+            int ran = 0;
+            thread.RunAsync(() => ran++, cts.Token).IsCanceled.Should().BeTrue();
+            thread.RunAsync(() => { ran++; }, cts.Token).IsCanceled.Should().BeTrue();
+            await thread.RunAsync(() => { }).Bounded(); // what was queued before this has run
+            ran.Should().Be(0);
+        });
+        Add("AsyncThread.RunAsync(work, cancellationToken)", "token of a disposed, cancelled source", "`OperationCanceledException` at once", async () =>
+        {
+            await using var thread = new AsyncThread();
+            var cts = new CancellationTokenSource();
+            CancellationToken token = cts.Token;
+            cts.Cancel();
+            cts.Dispose();
+            thread.RunAsync(() => 1, token).IsCanceled.Should().BeTrue();
+        });
+        Add("AsyncThread.RunAsync(work, cancellationToken)", "token of a disposed, uncancelled source, must wait", "waits as with `CancellationToken.None`", async () =>
+        {
+            using var gate = new ManualResetEventSlim();
+            await using var thread = new AsyncThread();
+            try
+            {
+                Task busy = thread.RunAsync(() => gate.Wait()); // holds the thread until granted
+                var cts = new CancellationTokenSource();
+                CancellationToken token = cts.Token;
+                cts.Dispose();
+                Task<int> wait = thread.RunAsync(() => 1, token);
+                wait.IsCompleted.Should().BeFalse();
+                gate.Set();
+                (await wait.Bounded()).Should().Be(1);
+                await busy.Bounded();
+            }
+            finally
+            {
+                gate.Set(); // the thread is never left blocked, whatever failed
+            }
+        });
+        Add("AsyncThread.RunAsync(work)", "after `DisposeAsync()` (also with a pre-cancelled token)", "`ObjectDisposedException` at the call; the work never runs", async () =>
+        {
+            var thread = new AsyncThread();
+            await thread.DisposeAsync().AsTask().Bounded();
+            int ran = 0;
+            Action func = () => thread.RunAsync(() => ran++);
+            Action action = () => thread.RunAsync(() => { ran++; });
+            Action cancelled = () => thread.RunAsync(() => ran++, new CancellationToken(true));
+            func.Should().Throw<ObjectDisposedException>();
+            action.Should().Throw<ObjectDisposedException>();
+            cancelled.Should().Throw<ObjectDisposedException>();
+            ran.Should().Be(0);
+        });
+        Add("AsyncThread.DisposeAsync()", "called twice, work queued", "harmless; the queued work runs, both complete", async () =>
+        {
+            using var gate = new ManualResetEventSlim();
+            var thread = new AsyncThread();
+            try
+            {
+                Task busy = thread.RunAsync(() => gate.Wait()); // holds the thread until granted
+                Task<int> queued = thread.RunAsync(() => 2);
+                Task first = thread.DisposeAsync().AsTask();
+                Task second = thread.DisposeAsync().AsTask();
+                queued.IsCompleted.Should().BeFalse();
+                first.IsCompleted.Should().BeFalse();
+                gate.Set();
+                await first.Bounded();
+                await second.Bounded();
+                (await queued.Bounded()).Should().Be(2);
+                await busy.Bounded();
+            }
+            finally
+            {
+                gate.Set(); // the thread is never left blocked, whatever failed
+            }
+        });
 
         // ---- AsyncEvent / AsyncResult ----
         AddSync("AsyncEvent.Set() / Clear()", "Set twice, Clear when clear", "no-ops", () =>
@@ -643,6 +849,18 @@ public sealed class BadInputTests
         var unfinished = new AsyncPriorityQueue<int>();
         unfinished.TryPut(0);
         yield return ("AsyncPriorityQueue.JoinAsync(timeout)", t => unfinished.JoinAsync(t).AsTask(), () => QueueUsableAsync(unfinished));
+
+        var heldKey = new AsyncKeyedLock<string>(timeProvider: new FakeTimeProvider());
+        heldKey.TryAcquire("k", out _);
+        yield return ("AsyncKeyedLock.AcquireAsync(key, timeout)", t => heldKey.AcquireAsync("k", t).AsTask(), () => KeyedUsableAsync(heldKey, "k"));
+
+        var conditionHeld = new AsyncCondition(timeProvider: new FakeTimeProvider());
+        conditionHeld.AcquireAsync().AsTask().IsCompleted.Should().BeTrue();
+        yield return ("AsyncCondition.WaitAsync(timeout)", t => conditionHeld.WaitAsync(t).AsTask(), () => ConditionUsableAsync(conditionHeld));
+
+        var conditionHeld2 = new AsyncCondition(timeProvider: new FakeTimeProvider());
+        conditionHeld2.AcquireAsync().AsTask().IsCompleted.Should().BeTrue();
+        yield return ("AsyncCondition.WaitUntilAsync(predicate, timeout)", t => conditionHeld2.WaitUntilAsync(() => false, t).AsTask(), () => ConditionUsableAsync(conditionHeld2));
     }
 
     /// <summary>Every member with a token, with a way to succeed now and a way to make it wait (and then grant it).</summary>
@@ -754,11 +972,23 @@ public sealed class BadInputTests
                 c.AcquireAsync().AsTask().IsCompleted.Should().BeTrue();
                 return (c.AcquireAsync(ct).AsTask(), c.Release);
             });
+
+        var keyed = new AsyncKeyedLock<string>();
+        yield return ("AsyncKeyedLock.AcquireAsync(key, cancellationToken)",
+            ct => Release(keyed.AcquireAsync("k", ct)),
+            ct =>
+            {
+                var k = new AsyncKeyedLock<string>();
+                k.TryAcquire("k", out AsyncKeyedLock<string>.Releaser holder).Should().BeTrue();
+                return (k.AcquireAsync("k", ct).AsTask(), holder.Dispose);
+            });
     }
 
     private static async Task Release(ValueTask<AsyncLock.Releaser> acquire) => (await acquire).Dispose();
 
     private static async Task Release(ValueTask<AsyncSemaphore.Releaser> acquire) => (await acquire).Dispose();
+
+    private static async Task Release(ValueTask<AsyncKeyedLock<string>.Releaser> acquire) => (await acquire).Dispose();
 
     private static async Task ReleaseAllAsync(AsyncLock gate)
     {
@@ -798,12 +1028,52 @@ public sealed class BadInputTests
         rw.Lines.Waiting.Should().BeLessThanOrEqualTo(1);
     }
 
+    private static async Task KeyedUsableAsync(AsyncKeyedLock<string> keyed, string key)
+    {
+        // The hold of the setup and the waits left queued by the cases are released one by one; the key is then removed
+        // (nothing is left of it), and a fresh waiter gets it too.
+        while (keyed.Lines(key).Waiting > 0 || keyed.IsHeld(key))
+        {
+            keyed.Release(key);
+            await Task.Yield();
+        }
+
+        keyed.KeyCount.Should().Be(0);
+        (await keyed.AcquireAsync(key).AsTask().Bounded()).Dispose();
+        keyed.KeyCount.Should().Be(0);
+    }
+
+    private static async Task ConditionUsableAsync(AsyncCondition condition)
+    {
+        // A waiter left by a case is woken and takes the lock back; the lock (held by the setup or by that waiter) is
+        // then released until free, and a fresh caller gets it.
+        condition.NotifyAll();
+        while (condition.IsLocked)
+        {
+            condition.Release();
+            await Task.Yield();
+        }
+
+        condition.Lines.Waiting.Should().Be(0);
+        (await condition.AcquireAsync().AsTask().Bounded()).Dispose();
+        condition.IsLocked.Should().BeFalse();
+    }
+
     private static async Task QueueUsableAsync<T>(AsyncQueueBase<T> queue)
     {
         queue.Shutdown(immediate: true); // fails waiting putters and getters, drops the items (counted done)
         await Task.Yield();
         queue.Lines.Waiting.Should().Be(0);
         queue.UnfinishedTasks.Should().Be(0);
+    }
+
+    /// <summary>Throws from <c>GetHashCode</c> for "bad-hash", and from <c>Equals</c> when either key is "bad-equals".</summary>
+    private sealed class ThrowingComparer : IEqualityComparer<string>
+    {
+        public bool Equals(string? x, string? y) =>
+            x == "bad-equals" || y == "bad-equals" ? throw new ArithmeticException() : string.Equals(x, y, StringComparison.Ordinal);
+
+        public int GetHashCode(string obj) => obj == "bad-hash" ? throw new ArithmeticException() : StringComparer.Ordinal.GetHashCode(obj);
     }
 
     private static void ShouldRejectTimeout(Func<Task> call)
