@@ -56,13 +56,21 @@ public sealed partial class AsyncKeyedLock<TKey>
         return bits;
     }
 
-    /// <summary>The key's hash, mixed so that both the low bits (the stripe) and the ones above them (the bucket)
-    /// spread keys whose hashes differ only in high bits (multiples of 1024, say).</summary>
+    /// <summary>The key's hash, mixed (see <see cref="Mix"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private uint Hash(TKey key)
+    private uint Hash(TKey key) => Mix(_comparer is null ? EqualityComparer<TKey>.Default.GetHashCode(key) : _comparer.GetHashCode(key));
+
+    /// <summary>Mixes every bit of <paramref name="hash"/> into every bit of the result (MurmurHash3's finalizer), so that
+    /// both the low bits (the stripe) and the ones above them (the bucket) spread keys whose hashes differ only in high
+    /// bits (multiples of 1024, or of 2^24, say).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint Mix(int hash)
     {
-        int hash = _comparer is null ? EqualityComparer<TKey>.Default.GetHashCode(key) : _comparer.GetHashCode(key);
-        uint mixed = unchecked((uint)hash * 0x9E3779B9u); // Fibonacci hashing
+        uint mixed = unchecked((uint)hash);
+        mixed ^= mixed >> 16;
+        mixed = unchecked(mixed * 0x85EBCA6Bu);
+        mixed ^= mixed >> 13;
+        mixed = unchecked(mixed * 0xC2B2AE35u);
         return mixed ^ (mixed >> 16);
     }
 

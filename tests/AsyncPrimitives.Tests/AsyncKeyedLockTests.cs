@@ -233,6 +233,29 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
         new AsyncKeyedLock<int>().StripeCount.Should().Be(AsyncKeyedLock<int>.StripeCountFor(Environment.ProcessorCount));
     }
 
+    /// <summary>Keys whose hash codes differ only in their high bits (multiples of 2^24, of 2^17, of 1024) spread over
+    /// the stripes (the low bits of the mixed hash) and over the buckets of each (the bits above them), rather than
+    /// sharing one stripe and a few buckets.</summary>
+    [Theory]
+    [InlineData(24)]
+    [InlineData(17)]
+    [InlineData(10)]
+    public void KeysWhoseHashesDifferOnlyInHighBits_SpreadOverStripesAndBuckets(int shift)
+    {
+        const int Keys = 256;
+        var stripes = new HashSet<uint>();
+        var buckets = new HashSet<uint>();
+        for (int i = 0; i < Keys; i++)
+        {
+            uint mixed = AsyncKeyedLock<int>.Mix(i << shift);
+            stripes.Add(mixed & 63); // 64 stripes at most
+            buckets.Add((mixed >> 6) & 255); // the next 8 bits: a bucket of a table of 256
+        }
+
+        stripes.Count.Should().BeGreaterThan(48, "256 keys fill most of 64 stripes");
+        buckets.Count.Should().BeGreaterThan(128, "256 keys fill most of 256 buckets");
+    }
+
     [Fact]
     public void ToString_WithAName_ShowsItFirst()
     {
