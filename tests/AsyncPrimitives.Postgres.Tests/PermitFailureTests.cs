@@ -199,6 +199,38 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         }
     }
 
+    /// <summary>The jump after a crash is flushed as it commits, also where <c>synchronous_commit</c> is off: a second
+    /// crash right after it (the WAL writer slowed) does not undo it, so the tokens granted after the first crash are
+    /// not handed out again after the second.</summary>
+    [PostgresRestartFact]
+    public async Task TwoCrashesInARow_WithSynchronousCommitOff_LaterTokensAreStillGreater()
+    {
+        await AdminAsync("ALTER SYSTEM SET wal_writer_delay = '10s'");
+        await AdminAsync("ALTER SYSTEM SET synchronous_commit = off");
+        await AdminAsync("SELECT pg_reload_conf()");
+        try
+        {
+            Member a = await JoinAsync();
+            await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync();
+            Server.Restart(crash: true);
+
+            Member b = await JoinAsync();
+            PostgresLease afterFirst = await b.Coordinator.CreateLock("y").AcquireAsync().AsTask().WaitAsync(Bound); // jumps
+            Server.Restart(crash: true);
+            await WaitForLostAsync(afterFirst.Lost);
+
+            Member c = await JoinAsync();
+            await using PostgresLease afterSecond = await c.Coordinator.CreateLock("y").AcquireAsync().AsTask().WaitAsync(Bound);
+            afterSecond.FencingToken.Should().BeGreaterThan(afterFirst.FencingToken, "tokens never repeat, also across two crashes");
+        }
+        finally
+        {
+            await AdminAsync("ALTER SYSTEM RESET wal_writer_delay");
+            await AdminAsync("ALTER SYSTEM RESET synchronous_commit");
+            await AdminAsync("SELECT pg_reload_conf()");
+        }
+    }
+
     [PostgresFact]
     public async Task DisposingTheCoordinator_FailsItsWaitsWithObjectDisposed_AndFreesItsLeasesAtOnce()
     {

@@ -126,9 +126,11 @@ BEGIN
         -- A new slot. No slot at all means the table is new, or a crash emptied it (it is unlogged; a clean restart
         -- keeps it). A crash can take the sequence's last steps with it: the sequence writes its state to the WAL only
         -- every 32 values, and a grant writes nothing else there, so its commit is not flushed. So before the first
-        -- grant after a crash the sequence jumps far ahead of any token it may have handed out (one jump at a time).
+        -- grant after a crash the sequence jumps far ahead of any token it may have handed out (one jump at a time),
+        -- and the jump's commit is flushed even where synchronous_commit is off (a second crash must not undo it).
         IF NOT EXISTS (SELECT 1 FROM __schema__.permit_slots) THEN
             PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ids', 0));
+            PERFORM set_config('synchronous_commit', 'on', true);
             PERFORM setval('__schema__.ids', nextval('__schema__.ids') + 4294967296);
             v_token := nextval('__schema__.ids');
         END IF;
