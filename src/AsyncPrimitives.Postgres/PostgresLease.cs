@@ -53,8 +53,9 @@ public sealed class PostgresLease : IAsyncDisposable
 
     /// <summary>
     /// Gives the permit back. Idempotent: a later call returns the first call's task; a no-op for a lease that was lost.
-    /// Never throws: when the server cannot be reached, the permit, which is no longer renewed, is free for others when
-    /// its lease expires (at most <see cref="PostgresCoordinatorOptions.LeaseDuration"/> later).
+    /// Does not throw when the server cannot be reached: the permit, which is no longer renewed, is then free for others
+    /// when its lease expires (at most <see cref="PostgresCoordinatorOptions.LeaseDuration"/> later). A data source
+    /// disposed before its coordinator (misuse) can make it throw <see cref="ObjectDisposedException"/>.
     /// </summary>
     /// <returns>A task that completes when the server has freed the permit, or the attempt to reach it has ended.</returns>
     public ValueTask ReleaseAsync()
@@ -89,8 +90,15 @@ public sealed class PostgresLease : IAsyncDisposable
 
     private async Task ReleaseThenCompleteAsync(TaskCompletionSource released)
     {
-        await _set.ReleaseAsync(_tracker.Id).ConfigureAwait(false); // never throws
-        released.SetResult();
+        try
+        {
+            await _set.ReleaseAsync(_tracker.Id).ConfigureAwait(false);
+            released.SetResult();
+        }
+        catch (Exception e)
+        {
+            released.SetException(e); // a data source disposed before its coordinator (misuse): every call sees it
+        }
     }
 
     /// <inheritdoc />

@@ -228,7 +228,7 @@ public sealed class PostgresSemaphore
 
         public ValueTask DisposeAsync() => _lease?.ReleaseAsync() ?? default;
 
-        // RateLimitLease.Dispose is synchronous: the release runs on; it never throws (see PostgresLease.ReleaseAsync).
+        // RateLimitLease.Dispose is synchronous: the release runs on; it throws only on misuse (see PostgresLease.ReleaseAsync).
         protected override void Dispose(bool disposing) => _ = DisposeAsync().AsTask();
     }
 }

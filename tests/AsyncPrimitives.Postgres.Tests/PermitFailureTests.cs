@@ -231,6 +231,79 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         }
     }
 
+    /// <summary>
+    /// After a crash, a first grant that is paused (here by a <c>nextval</c> wrapper first on its connections'
+    /// search_path, which waits for a gate after taking its value; in life, the OS preempting its backend) while another
+    /// grant jumps the sequence and commits must not hand out a token it took before the jump: the token is taken after
+    /// the look at the lock tables. (Taken first, it was the token handed out before the crash.)
+    /// </summary>
+    [PostgresRestartFact]
+    public async Task ServerCrash_AFirstGrantPausedWhileAnotherJumps_StillHandsOutAGreaterToken()
+    {
+        const long Gate = 7_770_001;
+        string hook = Schema + "_hook";
+        await AdminAsync($"CREATE SCHEMA \"{hook}\"");
+        await AdminAsync(
+            $"CREATE FUNCTION \"{hook}\".nextval(regclass) RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE v bigint := " +
+            $"pg_catalog.nextval($1); BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared({Gate}); RETURN v; END $$");
+        await AdminAsync("ALTER SYSTEM SET wal_writer_delay = '10s'");
+        await AdminAsync("SELECT pg_reload_conf()");
+        try
+        {
+            // As in ServerCrash_RightAfterAGrantWhoseTokenWasNotYetFlushed_...: a token from a range logged ahead in a
+            // transaction that has not committed when the server crashes.
+            Member a = await JoinAsync();
+            Member b = await JoinAsync();
+            await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync();
+            await (await b.Coordinator.CreateLock("y").AcquireAsync()).ReleaseAsync();
+            await ScalarAsync<long>("SELECT setval('@schema.ids', (SELECT last_value FROM @schema.ids) + 1000)");
+            NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+            NpgsqlTransaction hold = await connection.BeginTransactionAsync();
+            await ExecuteAsync(hold, "SELECT 1 FROM @schema.permit_slots WHERE name = 'x' FOR UPDATE");
+            Task<PostgresLease> logging = a.Coordinator.CreateLock("x").AcquireAsync().AsTask();
+            await WaitsForALockAsync(a, "the grant that logged the sequence ahead waits for the held row, uncommitted");
+            PostgresLease handedOut = await b.Coordinator.CreateLock("y").AcquireAsync();
+
+            Server.Restart(crash: true);
+
+            await FluentActions.Awaiting(() => logging.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+            await WaitForLostAsync(handedOut.Lost);
+            await FluentActions.Awaiting(async () => await connection.DisposeAsync()).Should().NotThrowAsync();
+
+            Member paused = await JoinAsync(connection: s => s.SearchPath = $"\"{hook}\", pg_catalog");
+            Member jumper = await JoinAsync();
+            await using NpgsqlConnection gateHolder = await Admin.OpenConnectionAsync();
+            await using (var close = new NpgsqlCommand($"SELECT pg_advisory_lock({Gate})", gateHolder))
+            {
+                await close.ExecuteNonQueryAsync();
+            }
+
+            await ScalarAsync<long>("SELECT nextval('@schema.ids')"); // a value taken since the crash, by anything
+            Task<PostgresLease> late = paused.Coordinator.CreateLock("y").AcquireAsync().AsTask(); // the lock of handedOut
+            await WaitsForALockAsync(paused, "the first grant took a value and waits at the gate");
+            Task<PostgresLease> jumping = jumper.Coordinator.CreateLock("w").AcquireAsync().AsTask();
+            await EventuallyAsync(
+                async () => jumping.IsCompleted || await ScalarAsync<long>(
+                    $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{jumper.Application}' AND wait_event_type = 'Lock'") == 1,
+                "the other grant has jumped, or waits for the paused one's jump");
+            await using (var open = new NpgsqlCommand($"SELECT pg_advisory_unlock({Gate})", gateHolder))
+            {
+                await open.ExecuteNonQueryAsync();
+            }
+
+            await using PostgresLease jumped = await jumping.WaitAsync(Bound);
+            await using PostgresLease lateLease = await late.WaitAsync(Bound);
+            jumped.FencingToken.Should().BeGreaterThan(handedOut.FencingToken);
+            lateLease.FencingToken.Should().BeGreaterThan(handedOut.FencingToken, "tokens never repeat, also across a crash");
+        }
+        finally
+        {
+            await AdminAsync("ALTER SYSTEM RESET wal_writer_delay");
+            await AdminAsync("SELECT pg_reload_conf()");
+            await AdminAsync($"DROP SCHEMA IF EXISTS \"{hook}\" CASCADE");
+        }
+    }
+
     [PostgresFact]
     public async Task DisposingTheCoordinator_FailsItsWaitsWithObjectDisposed_AndFreesItsLeasesAtOnce()
     {

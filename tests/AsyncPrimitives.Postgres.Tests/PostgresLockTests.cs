@@ -227,6 +227,31 @@ public sealed class PostgresLockTests(PostgresServer server) : PostgresTest(serv
         (await PermitRowsAsync()).Should().Be((0L, 0L));
     }
 
+    /// <summary>A release that fails (misuse: the data source was disposed before its coordinator, and every connection
+    /// the coordinator keeps is busy, so it must open one) throws from every call rather than leaving them waiting.</summary>
+    [PostgresFact]
+    public async Task AReleaseThatFails_ThrowsFromEveryCall_RatherThanHanging()
+    {
+        Member a = await JoinAsync();
+        var leases = new List<PostgresLease>();
+        for (int i = 0; i < 6; i++)
+        {
+            leases.Add(await a.Coordinator.CreateLock("job" + i).AcquireAsync());
+        }
+
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync();
+        await ExecuteAsync(hold, "SELECT 1 FROM @schema.permit_slots FOR UPDATE");
+        Task[] held = leases.Take(5).Select(l => l.ReleaseAsync().AsTask()).ToArray(); // every kept connection is busy
+        await WaitsForALockAsync(a, "five releases wait for the held rows", 5);
+        await a.Source.DisposeAsync();
+
+        await FluentActions.Awaiting(() => leases[5].ReleaseAsync().AsTask().WaitAsync(Bound)).Should().ThrowAsync<ObjectDisposedException>();
+        await FluentActions.Awaiting(() => leases[5].DisposeAsync().AsTask().WaitAsync(Bound)).Should().ThrowAsync<ObjectDisposedException>();
+        await hold.CommitAsync();
+        await Task.WhenAll(held).WaitAsync(Bound);
+    }
+
     [PostgresFact]
     public async Task DisposeAsync_ReleasesTheLease()
     {

@@ -111,13 +111,14 @@ CREATE OR REPLACE FUNCTION __schema__.permit_grant(
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_token bigint := nextval('__schema__.ids');
+    v_token bigint;
     v_slot int;
 BEGIN
     SELECT h.slot INTO v_slot FROM __schema__.permit_slots h
     WHERE h.kind = p_kind AND h.name = p_name AND (h.token IS NULL OR h.expires_at <= now())
     ORDER BY h.slot LIMIT 1;
     IF FOUND THEN
+        v_token := nextval('__schema__.ids');
         UPDATE __schema__.permit_slots h
         SET token = v_token, ticket = p_ticket, owner = p_owner, session = p_session, lease = p_lease,
             acquired_at = now(), expires_at = now() + p_lease
@@ -128,12 +129,13 @@ BEGIN
         -- every 32 values, and a grant writes nothing else there, so its commit is not flushed. So before the first
         -- grant after a crash the sequence jumps far ahead of any token it may have handed out (one jump at a time),
         -- and the jump's commit is flushed even where synchronous_commit is off (a second crash must not undo it).
+        -- The token is taken after the look: one taken before could predate another grant's jump.
         IF NOT EXISTS (SELECT 1 FROM __schema__.permit_slots) THEN
             PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ids', 0));
             PERFORM set_config('synchronous_commit', 'on', true);
             PERFORM setval('__schema__.ids', nextval('__schema__.ids') + 4294967296);
-            v_token := nextval('__schema__.ids');
         END IF;
+        v_token := nextval('__schema__.ids');
         INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
         SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease, now(), now() + p_lease
         FROM __schema__.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;
