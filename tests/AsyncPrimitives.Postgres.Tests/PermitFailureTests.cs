@@ -156,34 +156,13 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
     /// <summary>
     /// A grant writes to unlogged tables only, so its commit is not flushed, and the sequence writes its state to the WAL
     /// only every 32 values: a grant can hand out a token the sequence logged ahead in another grant's transaction that
-    /// has not committed. Here that transaction is held by a row lock and the WAL writer slowed, so a crash then loses
-    /// the sequence's record for certain; the tokens handed out after the crash must still be greater.
+    /// has not committed. A crash then loses the sequence's record; the tokens handed out after it must still be greater.
     /// </summary>
     [PostgresRestartFact]
-    public async Task ServerCrash_RightAfterAGrantWhoseTokenWasNotYetFlushed_LaterTokensAreStillGreater()
-    {
-        await AdminAsync("ALTER SYSTEM SET wal_writer_delay = '10s'");
-        await AdminAsync("SELECT pg_reload_conf()");
-        try
+    public Task ServerCrash_RightAfterAGrantWhoseTokenWasNotYetFlushed_LaterTokensAreStillGreater() => WithServerSettingsAsync(
+        async () =>
         {
-            Member a = await JoinAsync();
-            Member b = await JoinAsync();
-            await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync(); // the slots exist
-            await (await b.Coordinator.CreateLock("y").AcquireAsync()).ReleaseAsync();
-            await ScalarAsync<long>("SELECT setval('@schema.ids', (SELECT last_value FROM @schema.ids) + 1000)"); // the next value logs ahead
-
-            NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-            NpgsqlTransaction hold = await connection.BeginTransactionAsync();
-            await ExecuteAsync(hold, "SELECT 1 FROM @schema.permit_slots WHERE name = 'x' FOR UPDATE");
-            Task<PostgresLease> logging = a.Coordinator.CreateLock("x").AcquireAsync().AsTask();
-            await WaitsForALockAsync(a, "the grant that logged the sequence ahead waits for the held row, uncommitted");
-            PostgresLease handedOut = await b.Coordinator.CreateLock("y").AcquireAsync(); // a token from the logged range
-
-            Server.Restart(crash: true);
-
-            await FluentActions.Awaiting(() => logging.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
-            await WaitForLostAsync(handedOut.Lost);
-            await FluentActions.Awaiting(async () => await connection.DisposeAsync()).Should().NotThrowAsync();
+            PostgresLease handedOut = await CrashRightAfterAnUnflushedGrantAsync();
 
             Member c = await JoinAsync();
             foreach (string name in new[] { "y", "z", "y" })
@@ -191,24 +170,15 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
                 await using PostgresLease later = await c.Coordinator.CreateLock(name).AcquireAsync().AsTask().WaitAsync(Bound);
                 later.FencingToken.Should().BeGreaterThan(handedOut.FencingToken, "tokens never repeat, also across a crash");
             }
-        }
-        finally
-        {
-            await AdminAsync("ALTER SYSTEM RESET wal_writer_delay");
-            await AdminAsync("SELECT pg_reload_conf()");
-        }
-    }
+        },
+        ("wal_writer_delay", "10s"));
 
     /// <summary>The jump after a crash is flushed as it commits, also where <c>synchronous_commit</c> is off: a second
     /// crash right after it (the WAL writer slowed) does not undo it, so the tokens granted after the first crash are
     /// not handed out again after the second.</summary>
     [PostgresRestartFact]
-    public async Task TwoCrashesInARow_WithSynchronousCommitOff_LaterTokensAreStillGreater()
-    {
-        await AdminAsync("ALTER SYSTEM SET wal_writer_delay = '10s'");
-        await AdminAsync("ALTER SYSTEM SET synchronous_commit = off");
-        await AdminAsync("SELECT pg_reload_conf()");
-        try
+    public Task TwoCrashesInARow_WithSynchronousCommitOff_LaterTokensAreStillGreater() => WithServerSettingsAsync(
+        async () =>
         {
             Member a = await JoinAsync();
             await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync();
@@ -222,14 +192,9 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
             Member c = await JoinAsync();
             await using PostgresLease afterSecond = await c.Coordinator.CreateLock("y").AcquireAsync().AsTask().WaitAsync(Bound);
             afterSecond.FencingToken.Should().BeGreaterThan(afterFirst.FencingToken, "tokens never repeat, also across two crashes");
-        }
-        finally
-        {
-            await AdminAsync("ALTER SYSTEM RESET wal_writer_delay");
-            await AdminAsync("ALTER SYSTEM RESET synchronous_commit");
-            await AdminAsync("SELECT pg_reload_conf()");
-        }
-    }
+        },
+        ("wal_writer_delay", "10s"),
+        ("synchronous_commit", "off"));
 
     /// <summary>
     /// After a crash, a first grant that is paused (here by a <c>nextval</c> wrapper first on its connections'
@@ -238,71 +203,51 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
     /// the look at the lock tables. (Taken first, it was the token handed out before the crash.)
     /// </summary>
     [PostgresRestartFact]
-    public async Task ServerCrash_AFirstGrantPausedWhileAnotherJumps_StillHandsOutAGreaterToken()
-    {
-        const long Gate = 7_770_001;
-        string hook = Schema + "_hook";
-        await AdminAsync($"CREATE SCHEMA \"{hook}\"");
-        await AdminAsync(
-            $"CREATE FUNCTION \"{hook}\".nextval(regclass) RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE v bigint := " +
-            $"pg_catalog.nextval($1); BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared({Gate}); RETURN v; END $$");
-        await AdminAsync("ALTER SYSTEM SET wal_writer_delay = '10s'");
-        await AdminAsync("SELECT pg_reload_conf()");
-        try
+    public Task ServerCrash_AFirstGrantPausedWhileAnotherJumps_StillHandsOutAGreaterToken() => WithServerSettingsAsync(
+        async () =>
         {
-            // As in ServerCrash_RightAfterAGrantWhoseTokenWasNotYetFlushed_...: a token from a range logged ahead in a
-            // transaction that has not committed when the server crashes.
-            Member a = await JoinAsync();
-            Member b = await JoinAsync();
-            await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync();
-            await (await b.Coordinator.CreateLock("y").AcquireAsync()).ReleaseAsync();
-            await ScalarAsync<long>("SELECT setval('@schema.ids', (SELECT last_value FROM @schema.ids) + 1000)");
-            NpgsqlConnection connection = await Admin.OpenConnectionAsync();
-            NpgsqlTransaction hold = await connection.BeginTransactionAsync();
-            await ExecuteAsync(hold, "SELECT 1 FROM @schema.permit_slots WHERE name = 'x' FOR UPDATE");
-            Task<PostgresLease> logging = a.Coordinator.CreateLock("x").AcquireAsync().AsTask();
-            await WaitsForALockAsync(a, "the grant that logged the sequence ahead waits for the held row, uncommitted");
-            PostgresLease handedOut = await b.Coordinator.CreateLock("y").AcquireAsync();
-
-            Server.Restart(crash: true);
-
-            await FluentActions.Awaiting(() => logging.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
-            await WaitForLostAsync(handedOut.Lost);
-            await FluentActions.Awaiting(async () => await connection.DisposeAsync()).Should().NotThrowAsync();
-
-            Member paused = await JoinAsync(connection: s => s.SearchPath = $"\"{hook}\", pg_catalog");
-            Member jumper = await JoinAsync();
-            await using NpgsqlConnection gateHolder = await Admin.OpenConnectionAsync();
-            await using (var close = new NpgsqlCommand($"SELECT pg_advisory_lock({Gate})", gateHolder))
+            const long Gate = 7_770_001;
+            string hook = Schema + "_hook";
+            await AdminAsync($"CREATE SCHEMA \"{hook}\"");
+            await AdminAsync(
+                $"CREATE FUNCTION \"{hook}\".nextval(regclass) RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE v bigint := " +
+                $"pg_catalog.nextval($1); BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared({Gate}); RETURN v; END $$");
+            try
             {
-                await close.ExecuteNonQueryAsync();
-            }
+                PostgresLease handedOut = await CrashRightAfterAnUnflushedGrantAsync();
 
-            await ScalarAsync<long>("SELECT nextval('@schema.ids')"); // a value taken since the crash, by anything
-            Task<PostgresLease> late = paused.Coordinator.CreateLock("y").AcquireAsync().AsTask(); // the lock of handedOut
-            await WaitsForALockAsync(paused, "the first grant took a value and waits at the gate");
-            Task<PostgresLease> jumping = jumper.Coordinator.CreateLock("w").AcquireAsync().AsTask();
-            await EventuallyAsync(
-                async () => jumping.IsCompleted || await ScalarAsync<long>(
-                    $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{jumper.Application}' AND wait_event_type = 'Lock'") == 1,
-                "the other grant has jumped, or waits for the paused one's jump");
-            await using (var open = new NpgsqlCommand($"SELECT pg_advisory_unlock({Gate})", gateHolder))
+                Member paused = await JoinAsync(connection: s => s.SearchPath = $"\"{hook}\", pg_catalog");
+                Member jumper = await JoinAsync();
+                await using NpgsqlConnection gateHolder = await Admin.OpenConnectionAsync();
+                await using (var close = new NpgsqlCommand($"SELECT pg_advisory_lock({Gate})", gateHolder))
+                {
+                    await close.ExecuteNonQueryAsync();
+                }
+
+                await ScalarAsync<long>("SELECT nextval('@schema.ids')"); // a value taken since the crash, by anything
+                Task<PostgresLease> late = paused.Coordinator.CreateLock("y").AcquireAsync().AsTask(); // the lock of handedOut
+                await WaitsForALockAsync(paused, "the first grant took a value and waits at the gate");
+                Task<PostgresLease> jumping = jumper.Coordinator.CreateLock("w").AcquireAsync().AsTask();
+                await EventuallyAsync(
+                    async () => jumping.IsCompleted || await ScalarAsync<long>(
+                        $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{jumper.Application}' AND wait_event_type = 'Lock'") == 1,
+                    "the other grant has jumped, or waits for the paused one's jump");
+                await using (var open = new NpgsqlCommand($"SELECT pg_advisory_unlock({Gate})", gateHolder))
+                {
+                    await open.ExecuteNonQueryAsync();
+                }
+
+                await using PostgresLease jumped = await jumping.WaitAsync(Bound);
+                await using PostgresLease lateLease = await late.WaitAsync(Bound);
+                jumped.FencingToken.Should().BeGreaterThan(handedOut.FencingToken);
+                lateLease.FencingToken.Should().BeGreaterThan(handedOut.FencingToken, "tokens never repeat, also across a crash");
+            }
+            finally
             {
-                await open.ExecuteNonQueryAsync();
+                await AdminAsync($"DROP SCHEMA IF EXISTS \"{hook}\" CASCADE");
             }
-
-            await using PostgresLease jumped = await jumping.WaitAsync(Bound);
-            await using PostgresLease lateLease = await late.WaitAsync(Bound);
-            jumped.FencingToken.Should().BeGreaterThan(handedOut.FencingToken);
-            lateLease.FencingToken.Should().BeGreaterThan(handedOut.FencingToken, "tokens never repeat, also across a crash");
-        }
-        finally
-        {
-            await AdminAsync("ALTER SYSTEM RESET wal_writer_delay");
-            await AdminAsync("SELECT pg_reload_conf()");
-            await AdminAsync($"DROP SCHEMA IF EXISTS \"{hook}\" CASCADE");
-        }
-    }
+        },
+        ("wal_writer_delay", "10s"));
 
     [PostgresFact]
     public async Task DisposingTheCoordinator_FailsItsWaitsWithObjectDisposed_AndFreesItsLeasesAtOnce()
@@ -357,6 +302,58 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         await using PostgresLease? taken = await semaphore.TryAcquireAsync();
         taken.Should().NotBeNull("no one holds the semaphore and no one waits for it");
         proxy.ReleaseReplies(listenPort);
+    }
+
+    /// <summary>Runs <paramref name="body"/> with the server's <paramref name="settings"/> (ALTER SYSTEM), reset after it.</summary>
+    private async Task WithServerSettingsAsync(Func<Task> body, params (string Name, string Value)[] settings)
+    {
+        foreach ((string name, string value) in settings)
+        {
+            await AdminAsync($"ALTER SYSTEM SET {name} = '{value}'");
+        }
+
+        await AdminAsync("SELECT pg_reload_conf()");
+        try
+        {
+            await body();
+        }
+        finally
+        {
+            foreach ((string name, _) in settings)
+            {
+                await AdminAsync($"ALTER SYSTEM RESET {name}");
+            }
+
+            await AdminAsync("SELECT pg_reload_conf()");
+        }
+    }
+
+    /// <summary>
+    /// Crashes the server (<c>pg_ctl restart -m immediate</c>) right after lock "y" was granted a token from a range the
+    /// sequence logged ahead in a grant of lock "x" held uncommitted by a row lock, so that the crash loses the
+    /// sequence's record (with the WAL writer slowed). Returns the lease of "y", lost by then.
+    /// </summary>
+    private async Task<PostgresLease> CrashRightAfterAnUnflushedGrantAsync()
+    {
+        Member a = await JoinAsync();
+        Member b = await JoinAsync();
+        await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync(); // the slots exist
+        await (await b.Coordinator.CreateLock("y").AcquireAsync()).ReleaseAsync();
+        await ScalarAsync<long>("SELECT setval('@schema.ids', (SELECT last_value FROM @schema.ids) + 1000)"); // the next value logs ahead
+
+        NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        NpgsqlTransaction hold = await connection.BeginTransactionAsync();
+        await ExecuteAsync(hold, "SELECT 1 FROM @schema.permit_slots WHERE name = 'x' FOR UPDATE");
+        Task<PostgresLease> logging = a.Coordinator.CreateLock("x").AcquireAsync().AsTask();
+        await WaitsForALockAsync(a, "the grant that logged the sequence ahead waits for the held row, uncommitted");
+        PostgresLease handedOut = await b.Coordinator.CreateLock("y").AcquireAsync(); // a token from the logged range
+
+        Server.Restart(crash: true);
+
+        await FluentActions.Awaiting(() => logging.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+        await WaitForLostAsync(handedOut.Lost);
+        await FluentActions.Awaiting(async () => await connection.DisposeAsync()).Should().NotThrowAsync();
+        return handedOut;
     }
 
     private async Task AdminAsync(string sql)
