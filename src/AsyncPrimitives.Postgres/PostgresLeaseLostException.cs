@@ -2,9 +2,9 @@ namespace AsyncPrimitives.Postgres;
 
 /// <summary>
 /// Thrown by <see cref="PostgresDelivery{T}.CompleteAsync"/>, <see cref="PostgresQueue{T}.CompleteManyAsync"/> and the
-/// next item of <see cref="PostgresQueue{T}.ReadAllAsync"/> when the delivery's lease is no longer held: it expired (its heartbeat could not reach the server for a whole lease
-/// duration), or the coordinator's session ended. The item was not completed; it may already be with another consumer,
-/// and will be delivered again if no one completes it.
+/// next item of <see cref="PostgresQueue{T}.ReadAllAsync"/> when the delivery's lease is no longer held: it expired
+/// (its heartbeat could not reach the server for a whole lease duration), or the coordinator's session ended. The item
+/// was not completed; it may already be with another consumer, and will be delivered again if no one completes it.
 /// </summary>
 public sealed class PostgresLeaseLostException : PostgresCoordinationException
 {
