@@ -249,6 +249,61 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         },
         ("wal_writer_delay", "10s"));
 
+    /// <summary>
+    /// A schema at revision 4, whose grants did not move the sequence ahead after a crash: the server crashes, a process
+    /// still on revision 4 grants after the restart (so the lock tables are no longer empty), and only then does
+    /// <c>EnsureSchemaAsync</c> bring the schema to revision 5. The upgrade moves the sequence ahead itself, so the tokens
+    /// granted after it are greater than those handed out before the crash.
+    /// </summary>
+    [PostgresRestartFact]
+    public Task UpgradeFromRevision4AfterACrash_LaterTokensAreStillGreater() => WithServerSettingsAsync(
+        async () =>
+        {
+            await JoinAsync(); // installs the schema
+            await AdminAsync(Revision4Grant);
+            await AdminAsync("UPDATE @schema.schema_version SET revision = 4");
+            PostgresLease handedOut = await CrashRightAfterAnUnflushedGrantAsync(ensureSchema: false);
+
+            Member old = await JoinAsync(ensureSchema: false); // an instance of revision 4, still running
+            await using (await old.Coordinator.CreateLock("z").AcquireAsync().AsTask().WaitAsync(Bound))
+            {
+            }
+
+            Member upgraded = await JoinAsync();
+            (await ScalarAsync<int>("SELECT revision FROM @schema.schema_version")).Should().Be(Database.Revision);
+            await using PostgresLease later = await upgraded.Coordinator.CreateLock("y").AcquireAsync().AsTask().WaitAsync(Bound);
+            later.FencingToken.Should().BeGreaterThan(handedOut.FencingToken, "tokens never repeat, also across a crash before an upgrade");
+        },
+        ("wal_writer_delay", "10s"));
+
+    /// <summary>permit_grant as revision 4 had it: the token taken first, no jump after a crash.</summary>
+    private const string Revision4Grant = """
+        CREATE OR REPLACE FUNCTION @schema.permit_grant(
+            p_kind "char", p_name text, p_ticket bigint, p_owner uuid, p_session bigint, p_lease interval)
+        RETURNS bigint
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_token bigint := nextval('@schema.ids');
+            v_slot int;
+        BEGIN
+            SELECT h.slot INTO v_slot FROM @schema.permit_slots h
+            WHERE h.kind = p_kind AND h.name = p_name AND (h.token IS NULL OR h.expires_at <= now())
+            ORDER BY h.slot LIMIT 1;
+            IF FOUND THEN
+                UPDATE @schema.permit_slots h
+                SET token = v_token, ticket = p_ticket, owner = p_owner, session = p_session, lease = p_lease,
+                    acquired_at = now(), expires_at = now() + p_lease
+                WHERE h.kind = p_kind AND h.name = p_name AND h.slot = v_slot;
+            ELSE
+                INSERT INTO @schema.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
+                SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease, now(), now() + p_lease
+                FROM @schema.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;
+            END IF;
+            RETURN v_token;
+        END
+        $$
+        """;
+
     [PostgresFact]
     public async Task DisposingTheCoordinator_FailsItsWaitsWithObjectDisposed_AndFreesItsLeasesAtOnce()
     {
@@ -333,10 +388,10 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
     /// sequence logged ahead in a grant of lock "x" held uncommitted by a row lock, so that the crash loses the
     /// sequence's record (with the WAL writer slowed). Returns the lease of "y", lost by then.
     /// </summary>
-    private async Task<PostgresLease> CrashRightAfterAnUnflushedGrantAsync()
+    private async Task<PostgresLease> CrashRightAfterAnUnflushedGrantAsync(bool ensureSchema = true)
     {
-        Member a = await JoinAsync();
-        Member b = await JoinAsync();
+        Member a = await JoinAsync(ensureSchema: ensureSchema);
+        Member b = await JoinAsync(ensureSchema: ensureSchema);
         await (await a.Coordinator.CreateLock("x").AcquireAsync()).ReleaseAsync(); // the slots exist
         await (await b.Coordinator.CreateLock("y").AcquireAsync()).ReleaseAsync();
         await ScalarAsync<long>("SELECT setval('@schema.ids', (SELECT last_value FROM @schema.ids) + 1000)"); // the next value logs ahead
@@ -358,7 +413,7 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
 
     private async Task AdminAsync(string sql)
     {
-        await using NpgsqlCommand command = Admin.CreateCommand(sql);
+        await using NpgsqlCommand command = Admin.CreateCommand(sql.Replace("@schema", $"\"{Schema}\"", StringComparison.Ordinal));
         await command.ExecuteNonQueryAsync();
     }
 }

@@ -102,6 +102,15 @@ internal sealed partial class Database
     /// </summary>
     public const int Revision = 5;
 
+    /// <summary>The first revision whose grants move the token sequence ahead after a crash (see permit_grant).</summary>
+    private const int TokensJumpAfterACrashSince = 5;
+
+    /// <summary>The jump of permit_grant, under the same lock, for a schema upgraded from an older revision.</summary>
+    private const string JumpSql =
+        "SET LOCAL synchronous_commit = on; " +
+        "SELECT pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ids', 0)); " +
+        "SELECT setval('__schema__.ids', nextval('__schema__.ids') + 4294967296)";
+
     public string Schema { get; }
 
     /// <summary>The schema name as an SQL identifier (quoted: the name may be a keyword).</summary>
@@ -192,6 +201,14 @@ internal sealed partial class Database
 
                 using var install = new NpgsqlCommand(script.Replace(SchemaPlaceholder, Quoted, StringComparison.Ordinal), connection, transaction);
                 await install.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                if (installed.Version > 0 && installed.Revision < TokensJumpAfterACrashSince)
+                {
+                    // The grants of older revisions did not move the sequence ahead after a crash (see permit_grant), and
+                    // one may have happened since: the sequence moves ahead once now, flushed at commit.
+                    using var jump = new NpgsqlCommand(Sql(JumpSql), connection, transaction);
+                    await jump.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+
                 using var record = new NpgsqlCommand(
                     Sql("UPDATE __schema__.schema_version SET revision = $2 WHERE version = $1"), connection, transaction);
                 record.Parameters.Add(Parameter(Version));
