@@ -56,13 +56,8 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         PostgresDelivery<int> held = await queueA.GetAsync(Bound);
         Task<PostgresDelivery<int>> waiting = b.Coordinator.CreateQueue<int>("numbers").GetAsync().AsTask();
 
-        await using NpgsqlConnection listener = await Server.CreateDataSource().OpenConnectionAsync();
-        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        listener.Notification += (_, e) => payloads.Enqueue(e.Payload);
-        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listener))
-        {
-            await listen.ExecuteNonQueryAsync();
-        }
+        await using Listening listening = await ListenAsync();
+        (NpgsqlConnection listener, ConcurrentQueue<string> payloads) = (listening.Connection, listening.Payloads);
 
         Task disposing;
         await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
@@ -83,9 +78,31 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         delivery.Attempt.Should().Be(2);
     }
 
+    /// <summary>A connection that LISTENs on the schema's channel (its own pool), and what it has received so far.</summary>
+    private async Task<Listening> ListenAsync()
+    {
+        var listening = new Listening(await Server.CreateDataSource().OpenConnectionAsync());
+        listening.Connection.Notification += (_, e) => listening.Payloads.Enqueue(e.Payload);
+        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listening.Connection))
+        {
+            await listen.ExecuteNonQueryAsync();
+        }
+
+        return listening;
+    }
+
+    private sealed class Listening(NpgsqlConnection connection) : IAsyncDisposable
+    {
+        public NpgsqlConnection Connection => connection;
+
+        public ConcurrentQueue<string> Payloads { get; } = new();
+
+        public ValueTask DisposeAsync() => connection.DisposeAsync();
+    }
+
     /// <summary>Sends <paramref name="marker"/> on the schema's channel and reads what <paramref name="listener"/> receives
     /// until it arrives: notifications are delivered in the order of their commits.</summary>
-    private async Task ReceivedUpToAsync(NpgsqlConnection listener, System.Collections.Concurrent.ConcurrentQueue<string> payloads, string marker)
+    private async Task ReceivedUpToAsync(NpgsqlConnection listener, ConcurrentQueue<string> payloads, string marker)
     {
         await using (NpgsqlCommand notify = Admin.CreateCommand($"SELECT pg_notify('{Schema}', '{marker}')"))
         {
@@ -130,13 +147,8 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
     {
         Member a = await JoinAsync();
         PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("jobs");
-        await using NpgsqlConnection listener = await Server.CreateDataSource().OpenConnectionAsync();
-        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        listener.Notification += (_, e) => payloads.Enqueue(e.Payload);
-        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listener))
-        {
-            await listen.ExecuteNonQueryAsync();
-        }
+        await using Listening listening = await ListenAsync();
+        (NpgsqlConnection listener, ConcurrentQueue<string> payloads) = (listening.Connection, listening.Payloads);
 
         await queue.PutManyAsync([1, 2, 3]);
         await queue.ShutdownAsync();
@@ -184,13 +196,8 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         Member b = await JoinAsync(o => o.PollInterval = TimeSpan.FromHours(1));
         PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
         PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
-        await using NpgsqlConnection listener = await Server.CreateDataSource().OpenConnectionAsync();
-        var payloads = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        listener.Notification += (_, e) => payloads.Enqueue(e.Payload);
-        await using (var listen = new NpgsqlCommand($"LISTEN \"{Schema}\"", listener))
-        {
-            await listen.ExecuteNonQueryAsync();
-        }
+        await using Listening listening = await ListenAsync();
+        (NpgsqlConnection listener, ConcurrentQueue<string> payloads) = (listening.Connection, listening.Payloads);
 
         // Everything sent before a marker of our own has arrived once the marker has (one channel, commit order).
         async Task<string[]> ReceivedAsync(string marker)
