@@ -102,14 +102,8 @@ internal sealed partial class Database
     /// </summary>
     public const int Revision = 5;
 
-    /// <summary>The first revision whose grants move the token sequence ahead after a crash (see permit_grant).</summary>
+    /// <summary>The first revision whose grants move the token sequence ahead after a crash (see ids_jump).</summary>
     private const int TokensJumpAfterACrashSince = 5;
-
-    /// <summary>The jump of permit_grant, under the same lock, for a schema upgraded from an older revision.</summary>
-    private const string JumpSql =
-        "SET LOCAL synchronous_commit = on; " +
-        "SELECT pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ids', 0)); " +
-        "SELECT setval('__schema__.ids', nextval('__schema__.ids') + 4294967296)";
 
     public string Schema { get; }
 
@@ -203,9 +197,9 @@ internal sealed partial class Database
                 await install.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                 if (installed.Version > 0 && installed.Revision < TokensJumpAfterACrashSince)
                 {
-                    // The grants of older revisions did not move the sequence ahead after a crash (see permit_grant), and
-                    // one may have happened since: the sequence moves ahead once now, flushed at commit.
-                    using var jump = new NpgsqlCommand(Sql(JumpSql), connection, transaction);
+                    // The grants of older revisions did not move the sequence ahead after a crash, and one may have
+                    // happened since: the sequence moves ahead once now, flushed at commit.
+                    using var jump = new NpgsqlCommand(Sql("SELECT __schema__.ids_jump()"), connection, transaction);
                     await jump.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                 }
 

@@ -34,9 +34,23 @@ BEGIN
 END
 $$;
 
--- Fencing tokens and wait-line tickets. Logged, and jumped ahead after a crash (see permit_grant), so a token never
+-- Fencing tokens and wait-line tickets. Logged, and jumped ahead after a crash (see ids_jump), so a token never
 -- repeats, even across a server crash.
 CREATE SEQUENCE IF NOT EXISTS __schema__.ids;
+
+-- Moves the sequence 2^32 ahead of any token it may have handed out, one such jump at a time, and has the caller's
+-- commit flushed even where synchronous_commit is off (a second crash must not undo the jump): the first grant after a
+-- crash calls it (see permit_grant), and so does an upgrade from a revision before 5, whose grants did not. (New in
+-- revision 5; nothing of an older revision calls it.)
+CREATE OR REPLACE FUNCTION __schema__.ids_jump()
+RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ids', 0));
+    PERFORM set_config('synchronous_commit', 'on', true);
+    PERFORM setval('__schema__.ids', nextval('__schema__.ids') + 4294967296);
+END
+$$;
 
 -- True unless the session p_session has ended: its advisory lock is free, so a shared one can be taken (and is held
 -- to the end of the transaction, which is harmless: a key names one session only, and is never used again).
@@ -126,14 +140,11 @@ BEGIN
     ELSE
         -- A new slot. No slot at all means the table is new, or a crash emptied it (it is unlogged; a clean restart
         -- keeps it). A crash can take the sequence's last steps with it: the sequence writes its state to the WAL only
-        -- every 32 values, and a grant writes nothing else there, so its commit is not flushed. So before the first
-        -- grant after a crash the sequence jumps far ahead of any token it may have handed out (one jump at a time),
-        -- and the jump's commit is flushed even where synchronous_commit is off (a second crash must not undo it).
-        -- The token is taken after the look: one taken before could predate another grant's jump.
+        -- every 32 values, and a grant writes nothing else there, so its commit is not flushed. So the first grant
+        -- after a crash moves the sequence ahead (ids_jump). The token is taken after the look: one taken before could
+        -- predate another grant's jump.
         IF NOT EXISTS (SELECT 1 FROM __schema__.permit_slots) THEN
-            PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ ids', 0));
-            PERFORM set_config('synchronous_commit', 'on', true);
-            PERFORM setval('__schema__.ids', nextval('__schema__.ids') + 4294967296);
+            PERFORM __schema__.ids_jump();
         END IF;
         v_token := nextval('__schema__.ids');
         INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
