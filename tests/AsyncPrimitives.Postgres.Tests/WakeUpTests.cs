@@ -415,14 +415,11 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         Task<PostgresDelivery<int>> second = queue.GetAsync().AsTask();
         await time.WaitForArmedTimersAsync(heartbeat + 2).WaitAsync(Bound);
 
-        await PutUnannouncedAsync(7);
-        time.Advance(TimeSpan.FromSeconds(30));
-        cancelFirst.Cancel();
-        await FluentActions.Awaiting(() => first).Should().ThrowAsync<OperationCanceledException>();
-        time.Advance(TimeSpan.FromSeconds(30));
-
-        await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
-        delivery.Item.Should().Be(7);
+        await GetsAnUnannouncedItemAtItsTurnAsync(time, second, halfWay: async () =>
+        {
+            cancelFirst.Cancel();
+            await FluentActions.Awaiting(() => first).Should().ThrowAsync<OperationCanceledException>();
+        });
     }
 
     /// <summary>
@@ -443,14 +440,11 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 
         Task<PostgresDelivery<int>> other = queue.GetAsync().AsTask();
         await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound); // it asked, found nothing, and sleeps
-        await PutUnannouncedAsync(7);
-        time.Advance(TimeSpan.FromSeconds(30));
-        await ScalarAsync<long>($"WITH d AS (DELETE FROM @schema.queue_items WHERE id = {first} RETURNING 1) SELECT count(*) FROM d");
-        await FluentActions.Awaiting(() => reader.MoveNextAsync().AsTask().WaitAsync(Bound)).Should().ThrowAsync<PostgresLeaseLostException>();
-        time.Advance(TimeSpan.FromSeconds(30));
-
-        await using PostgresDelivery<int> delivery = await other.WaitAsync(Bound);
-        delivery.Item.Should().Be(7);
+        await GetsAnUnannouncedItemAtItsTurnAsync(time, other, halfWay: async () =>
+        {
+            await ScalarAsync<long>($"WITH d AS (DELETE FROM @schema.queue_items WHERE id = {first} RETURNING 1) SELECT count(*) FROM d");
+            await FluentActions.Awaiting(() => reader.MoveNextAsync().AsTask().WaitAsync(Bound)).Should().ThrowAsync<PostgresLeaseLostException>();
+        });
     }
 
     /// <summary>
@@ -554,6 +548,20 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
 
             return System.CreateTimer(callback, state, dueTime, period);
         }
+    }
+
+    /// <summary>Puts 7 in the queue "jobs" without a notification, runs <paramref name="halfWay"/> half-way to the turn
+    /// of <paramref name="getter"/> (asleep on a one-minute poll interval of <paramref name="time"/>), and checks that
+    /// the getter takes the item at its turn, half a minute later.</summary>
+    private async Task GetsAnUnannouncedItemAtItsTurnAsync(CountingTimeProvider time, Task<PostgresDelivery<int>> getter, Func<Task> halfWay)
+    {
+        await PutUnannouncedAsync(7);
+        time.Advance(TimeSpan.FromSeconds(30));
+        await halfWay();
+        time.Advance(TimeSpan.FromSeconds(30));
+
+        await using PostgresDelivery<int> delivery = await getter.WaitAsync(Bound);
+        delivery.Item.Should().Be(7);
     }
 
     /// <summary>Puts <paramref name="item"/> in the queue "jobs" without a notification: what a missed one leaves to
