@@ -309,7 +309,9 @@ public static partial class AsyncIter
                     break;
                 }
 
+                // Starting more ran user code (work factories) that may have cancelled the token.
                 running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
+                cancellationToken.ThrowIfCancellationRequested();
                 cutShort = deadline.IsExpired;
                 atYield = true;
                 yield return value;

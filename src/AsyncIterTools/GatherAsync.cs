@@ -34,8 +34,10 @@ public static partial class AsyncIter
     /// threw; a failure that came before is thrown as is.
     /// </para>
     /// <para>
-    /// A factory runs on the thread that completed the previous piece's bookkeeping (no lock is held); each piece starts
-    /// without waiting for earlier ones to complete. A factory that throws synchronously counts as a failed piece of work.
+    /// Factories run in the gathering's own loop, with no lock held: the first ones inside this call, each later one when
+    /// the loop resumes after a piece completed (on the caller's <see cref="SynchronizationContext"/>, if it had one),
+    /// never inside the code that completed that piece. Each piece starts without waiting for earlier ones to complete.
+    /// A factory that throws synchronously counts as a failed piece of work.
     /// </para>
     /// </remarks>
     /// <example>

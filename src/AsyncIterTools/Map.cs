@@ -202,8 +202,10 @@ public static partial class AsyncIter
                 TResult result = completed.GetResult();
                 calls.Return(completed);
 
-                // Refill before yielding, so the window stays busy while the consumer works.
+                // Refill before yielding, so the window stays busy while the consumer works; the refill ran user code
+                // (the source, a selector) that may have cancelled the token.
                 sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
+                cancellationToken.ThrowIfCancellationRequested();
                 failing = false;
                 yield return result;
                 failing = true;
@@ -219,9 +221,17 @@ public static partial class AsyncIter
             {
                 await enumerator.DisposeAsync();
             }
-            catch (Exception) when (failing)
+            catch (Exception) when (failing || cancellationToken.IsCancellationRequested)
             {
-                // The source's disposal failed too: the first failure, leaving the body, is the one that surfaces.
+                // The source's disposal failed too: the first failure, leaving the body, is the one that surfaces; once
+                // the caller has cancelled, the cancellation is (below, or from the consumer's last move).
+            }
+
+            // The token rule of the lazy operators: once cancelled, the enumeration ends as the cancellation, also when a
+            // failure taken before it is leaving the body (its running calls were being awaited meanwhile).
+            if (failing)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
             }
         }
     }

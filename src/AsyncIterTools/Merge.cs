@@ -126,7 +126,7 @@ public static partial class AsyncIter
         }
         finally
         {
-            await ShutDownMergeAsync(moves, active, opening);
+            await ShutDownMergeAsync(moves, active, opening, cancellationToken);
         }
     }
 
@@ -196,12 +196,14 @@ public static partial class AsyncIter
     /// <summary>
     /// Cancels the sources, waits for every outstanding <c>MoveNextAsync</c> (dropping its outcome), then disposes each
     /// active source once and the sequence of sources, and throws the first failure. A disposal failure is that failure if
-    /// nothing failed before.
+    /// nothing failed before. Once the caller has cancelled, the cancellation is thrown instead of a failure, and a
+    /// disposal failure is dropped (the enumeration ends as the cancellation, or the consumer left it at a yield).
     /// </summary>
     private static async ValueTask ShutDownMergeAsync<T>(
         CompletionQueue<IAsyncEnumerator<T>, bool> moves,
         List<IAsyncEnumerator<T>> active,
-        IEnumerator<IAsyncEnumerator<T>> opening)
+        IEnumerator<IAsyncEnumerator<T>> opening,
+        CancellationToken cancellationToken)
     {
         moves.Cancel();
         await moves.DrainAsync();
@@ -213,7 +215,7 @@ public static partial class AsyncIter
             }
             catch (Exception ex)
             {
-                moves.Fail(ex);
+                FailUnlessCancelled(ex);
             }
         }
 
@@ -224,10 +226,24 @@ public static partial class AsyncIter
         }
         catch (Exception ex)
         {
-            moves.Fail(ex);
+            FailUnlessCancelled(ex);
         }
 
         moves.Dispose();
-        moves.Failure?.Throw();
+        if (moves.Failure is { } failure)
+        {
+            // The token rule of the lazy operators: once cancelled, the enumeration ends as the cancellation, also when
+            // a failure taken before it waited here for the sources' moves.
+            cancellationToken.ThrowIfCancellationRequested();
+            failure.Throw();
+        }
+
+        void FailUnlessCancelled(Exception ex)
+        {
+            if (!cancellationToken.IsCancellationRequested)
+            {
+                moves.Fail(ex);
+            }
+        }
     }
 }

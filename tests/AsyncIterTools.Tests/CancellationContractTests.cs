@@ -106,6 +106,144 @@ public sealed class CancellationContractTests
         source.Disposals.Should().Be(1);
     }
 
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("Merge")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task LeftAtAYieldAfterTheCancellation_ASourceWhoseDisposalFails_DisposesWithoutThatFailure(string op)
+    {
+        var source = new EndlessDisposeFails();
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "Merge" => AsyncIter.Merge(source),
+            "Prefetch" => source.Prefetch(2),
+            _ => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+        };
+        using var cts = new CancellationTokenSource();
+        IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+
+        cts.Cancel(); // then the consumer leaves, as after a break
+
+        await FluentActions.Awaiting(() => e.DisposeAsync().AsTask().WaitAsync(TestWork.Bound)).Should().NotThrowAsync(
+            "once the token is cancelled the concurrent and read-ahead operators surface the cancellation, not a disposal failure");
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("AsCompleted")]
+    [InlineData("Merge")]
+    public async Task CancelledWhileRunningWorkIsAwaitedAfterAFailure_EndsAsTheCancellation(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var gate = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // The first call (or source) waits on the gate, ignoring its token; the second fails synchronously as it starts.
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => Sources.From(Enumerable.Range(0, 2)).Map((x, _) => x == 1 ? throw new InvalidDataException("call 1 failed") : new ValueTask<int>(gate.Task), 2),
+            "MapUnordered" => Sources.From(Enumerable.Range(0, 2)).MapUnordered((x, _) => x == 1 ? throw new InvalidDataException("call 1 failed") : new ValueTask<int>(gate.Task), 2),
+            "AsCompleted" => AsyncIter.AsCompleted(Enumerable.Range(0, 2).Select(x => (Func<CancellationToken, Task<int>>)(_ => x == 1 ? throw new InvalidDataException("call 1 failed") : gate.Task)), 2),
+            _ => AsyncIter.Merge(Gated(gate.Task), new MoveThrowsAtOnce()),
+        };
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        Task<bool> move = e.MoveNextAsync().AsTask(); // the failure is taken; the operator waits for the gated call
+        move.IsCompleted.Should().BeFalse("the operator waits for the call that ignores its token");
+
+        cts.Cancel(); // before the enumeration has ended
+        gate.SetResult(1);
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
+            "once the token is cancelled the enumeration ends with the cancellation, also when a call failed meanwhile");
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("AsCompleted")]
+    public async Task CancelledByACallStartedBeforeAYield_YieldsNothingMore(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        ValueTask<int> Call(int x)
+        {
+            if (x == 2)
+            {
+                cts.Cancel(); // "found it: stop the pipeline", from the call the operator starts before handing out item 0
+            }
+
+            return new ValueTask<int>(x);
+        }
+
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => Sources.From(Enumerable.Range(0, 10)).Map((x, _) => Call(x), 2),
+            "MapUnordered" => Sources.From(Enumerable.Range(0, 10)).MapUnordered((x, _) => Call(x), 2),
+            _ => AsyncIter.AsCompleted(Enumerable.Range(0, 10).Select(x => (Func<CancellationToken, Task<int>>)(_ => Call(x).AsTask())), 2),
+        };
+        var yieldedAfterTheCancellation = new List<int>();
+
+        Func<Task> enumerate = async () =>
+        {
+            await foreach (int x in sequence.WithCancellation(cts.Token))
+            {
+                if (cts.IsCancellationRequested)
+                {
+                    yieldedAfterTheCancellation.Add(x);
+                }
+            }
+        };
+
+        await enumerate.Should().ThrowAsync<OperationCanceledException>();
+        yieldedAfterTheCancellation.Should().BeEmpty("once the token is cancelled no further item is yielded, not even one already computed");
+    }
+
+    private static async IAsyncEnumerable<int> Gated(Task<int> gate)
+    {
+        yield return await gate; // ignores its token
+    }
+
+    /// <summary>Its MoveNextAsync throws synchronously.</summary>
+    private sealed class MoveThrowsAtOnce : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        public int Current => 0;
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+
+        public ValueTask<bool> MoveNextAsync() => throw new InvalidDataException("the source's move failed");
+
+        public ValueTask DisposeAsync() => default;
+    }
+
+    /// <summary>Yields 0, 1, 2, ... at once, ignoring its token; its DisposeAsync fails.</summary>
+    private sealed class EndlessDisposeFails : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        private int _disposals;
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public int Current { get; private set; } = -1;
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+
+        public ValueTask<bool> MoveNextAsync()
+        {
+            Current++;
+            return new ValueTask<bool>(true);
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Interlocked.Increment(ref _disposals);
+            return ValueTask.FromException(new InvalidDataException("the source's disposal failed"));
+        }
+    }
+
     /// <summary>Its first MoveNextAsync blocks (synchronously) until its token is cancelled, then returns a move that
     /// has already failed (a blocking read aborted by the token).</summary>
     private sealed class BlockingAbortedSource(TaskCompletionSource entered) : IAsyncEnumerable<int>, IAsyncEnumerator<int>
