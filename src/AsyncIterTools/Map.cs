@@ -142,9 +142,10 @@ public static partial class AsyncIter
         IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(calls.Token);
         bool sourceDone = false;
 
-        // True while the body runs, false while it waits at a yield and once it has ended: when the finally finds it
-        // true, a failure is leaving the body, and it is the first (the source's disposal comes after it).
-        bool failing = true;
+        // Where the finally finds the body: at a yield (the consumer left early), at its end, or neither (a failure is
+        // leaving it, and it is the first: the source's disposal comes after it).
+        bool atYield = false;
+        bool ended = false;
         try
         {
             while (true)
@@ -161,7 +162,7 @@ public static partial class AsyncIter
                 {
                     if (calls.InFlight == 0 && !calls.IsMoving)
                     {
-                        failing = false;
+                        ended = true;
                         break;
                     }
 
@@ -206,15 +207,16 @@ public static partial class AsyncIter
                 // (the source, a selector) that may have cancelled the token.
                 sourceDone = Fill(enumerator, calls, window, maxConcurrency, sourceDone);
                 cancellationToken.ThrowIfCancellationRequested();
-                failing = false;
+                atYield = true;
                 yield return result;
-                failing = true;
+                atYield = false;
             }
         }
         finally
         {
             // Failure, early disposal or cancellation: stop the calls in flight (and a pending move of the source) and wait
             // for them before the source goes.
+            bool failing = !atYield && !ended;
             calls.Cancel();
             await calls.DrainAsync();
             try
@@ -224,12 +226,13 @@ public static partial class AsyncIter
             catch (Exception) when (failing || cancellationToken.IsCancellationRequested)
             {
                 // The source's disposal failed too: the first failure, leaving the body, is the one that surfaces; once
-                // the caller has cancelled, the cancellation is (below, or from the consumer's last move).
+                // the caller has cancelled, the cancellation is (below, or from the move that handed out the last item).
             }
 
-            // The token rule of the lazy operators: once cancelled, the enumeration ends as the cancellation, also when a
-            // failure taken before it is leaving the body (its running calls were being awaited meanwhile).
-            if (failing)
+            // The token rule of the lazy operators: once cancelled, an enumeration ending through the consumer's move
+            // ends as the cancellation, also when a failure taken before it is leaving the body (its running calls were
+            // awaited meanwhile) or the source ended.
+            if (!atYield)
             {
                 cancellationToken.ThrowIfCancellationRequested();
             }

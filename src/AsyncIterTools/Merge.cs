@@ -91,6 +91,7 @@ public static partial class AsyncIter
         // Sources started and not yet disposed.
         var active = new List<IAsyncEnumerator<T>>();
         IEnumerator<IAsyncEnumerator<T>> opening = OpenEach(sources, active, moves.Token).GetEnumerator();
+        bool atYield = false; // when the finally finds it true, the consumer left early
         try
         {
             moves.StartMore(opening, maxConcurrency, nameof(sources));
@@ -108,7 +109,9 @@ public static partial class AsyncIter
                     continue;
                 }
 
+                atYield = true;
                 yield return item;
+                atYield = false;
 
                 // Asked for its next item only now, after the consumer is done with this one; not while another
                 // source's failure waits to be taken (it ends the merge next).
@@ -117,16 +120,10 @@ public static partial class AsyncIter
                     _ = moves.Start(source);
                 }
             }
-
-            // Cancellation stops the start of further sources: it must not pass for the end of the merge.
-            if (moves.Failure is null)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-            }
         }
         finally
         {
-            await ShutDownMergeAsync(moves, active, opening, cancellationToken);
+            await ShutDownMergeAsync(moves, active, opening, cancellationToken, atYield);
         }
     }
 
@@ -196,14 +193,15 @@ public static partial class AsyncIter
     /// <summary>
     /// Cancels the sources, waits for every outstanding <c>MoveNextAsync</c> (dropping its outcome), then disposes each
     /// active source once and the sequence of sources, and throws the first failure. A disposal failure is that failure if
-    /// nothing failed before. Once the caller has cancelled, the cancellation is thrown instead of a failure, and a
-    /// disposal failure is dropped (the enumeration ends as the cancellation, or the consumer left it at a yield).
+    /// nothing failed before. Once the caller has cancelled, an enumeration ending through the consumer's move ends as the
+    /// cancellation, whatever failed, and one the consumer left at a yield drops a disposal failure.
     /// </summary>
     private static async ValueTask ShutDownMergeAsync<T>(
         CompletionQueue<IAsyncEnumerator<T>, bool> moves,
         List<IAsyncEnumerator<T>> active,
         IEnumerator<IAsyncEnumerator<T>> opening,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        bool leftAtYield)
     {
         moves.Cancel();
         await moves.DrainAsync();
@@ -230,13 +228,15 @@ public static partial class AsyncIter
         }
 
         moves.Dispose();
-        if (moves.Failure is { } failure)
+        if (!leftAtYield)
         {
-            // The token rule of the lazy operators: once cancelled, the enumeration ends as the cancellation, also when
-            // a failure taken before it waited here for the sources' moves.
+            // The token rule of the lazy operators: the end of the merge, or a failure taken before the cancellation that
+            // waited here for the sources' moves, is the cancellation (which also stops the start of further sources, so
+            // it must not pass for the end).
             cancellationToken.ThrowIfCancellationRequested();
-            failure.Throw();
         }
+
+        moves.Failure?.Throw();
 
         void FailUnlessCancelled(Exception ex)
         {

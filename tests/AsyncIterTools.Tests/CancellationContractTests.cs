@@ -137,6 +137,32 @@ public sealed class CancellationContractTests
     [Theory]
     [InlineData("Map")]
     [InlineData("MapUnordered")]
+    [InlineData("Merge")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task ASourceThatEndsAndCancelsWhileItsDisposalFails_EndsAsTheCancellation(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var source = new EndsThenDisposalCancelsAndFails(cts);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "Merge" => AsyncIter.Merge(source),
+            "Prefetch" => source.Prefetch(2),
+            _ => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+        };
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+
+        // The source ends at once; the operator disposes it, and its disposal cancels the token, then fails.
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
+            "once the token is cancelled the enumeration ends with the cancellation, also when the source ended and failed to dispose");
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
     [InlineData("AsCompleted")]
     [InlineData("Merge")]
     public async Task CancelledWhileRunningWorkIsAwaitedAfterAFailure_EndsAsTheCancellation(string op)
@@ -218,6 +244,27 @@ public sealed class CancellationContractTests
         public ValueTask<bool> MoveNextAsync() => throw new InvalidDataException("the source's move failed");
 
         public ValueTask DisposeAsync() => default;
+    }
+
+    /// <summary>Yields nothing; its DisposeAsync cancels the consumer's token, then fails.</summary>
+    private sealed class EndsThenDisposalCancelsAndFails(CancellationTokenSource consumer) : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        private int _disposals;
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public int Current => 0;
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+
+        public ValueTask<bool> MoveNextAsync() => new(false);
+
+        public ValueTask DisposeAsync()
+        {
+            Interlocked.Increment(ref _disposals);
+            consumer.Cancel();
+            return ValueTask.FromException(new InvalidDataException("the source's disposal failed"));
+        }
     }
 
     /// <summary>Yields 0, 1, 2, ... at once, ignoring its token; its DisposeAsync fails.</summary>
