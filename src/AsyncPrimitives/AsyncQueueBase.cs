@@ -71,7 +71,8 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>, IQueueDep
     private readonly WaitQueue<T, GetPolicy> _getters;
 
     /// <summary>FIFO of blocked putters, each carrying its item (not yet in the queue, not counted) in its node's
-    /// <see cref="WaitNode{T}.Value"/>. Non-empty only while the queue is full and not shut down.</summary>
+    /// <see cref="WaitNode{T}.Value"/>. Non-empty only while the queue is not shut down and holds more than
+    /// <see cref="_resumeSize"/> items (putters wait from the moment it is full until a get leaves it at or below that).</summary>
     private readonly WaitQueue<T, PutPolicy> _putters;
 
     /// <summary>FIFO of <see cref="JoinAsync(CancellationToken)"/> callers. Non-empty only while <see cref="_unfinished"/> &gt; 0.</summary>
@@ -164,7 +165,8 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>, IQueueDep
     public bool IsEmpty => Count == 0;
 
     /// <summary>Whether the queue holds <see cref="MaxSize"/> items, so a put would wait (a snapshot). Never true
-    /// for an unbounded queue.</summary>
+    /// for an unbounded queue. A put also waits while earlier putters wait, which with a <see cref="ResumeSize"/> below
+    /// <c>MaxSize - 1</c> can be while this is false.</summary>
     public bool IsFull
     {
         get
