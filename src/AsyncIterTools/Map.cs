@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using AsyncIterTools.Internal;
 
@@ -217,16 +218,17 @@ public static partial class AsyncIter
             // Failure, early disposal or cancellation: stop the calls in flight (and a pending move of the source) and wait
             // for them before the source goes.
             bool failing = !atYield && !ended;
+            bool leftAfterCancelling = atYield && cancellationToken.IsCancellationRequested; // read as the consumer leaves
             calls.Cancel();
             await calls.DrainAsync();
+            ExceptionDispatchInfo? disposalFailure = null;
             try
             {
                 await enumerator.DisposeAsync();
             }
-            catch (Exception) when (failing || cancellationToken.IsCancellationRequested)
+            catch (Exception ex)
             {
-                // The source's disposal failed too: the first failure, leaving the body, is the one that surfaces; once
-                // the caller has cancelled, the cancellation is (below, or from the move that handed out the last item).
+                disposalFailure = ExceptionDispatchInfo.Capture(ex);
             }
 
             // The token rule of the lazy operators: once cancelled, an enumeration ending through the consumer's move
@@ -235,6 +237,14 @@ public static partial class AsyncIter
             if (!atYield)
             {
                 cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            // The source's disposal failed: unless a failure is leaving the body (the first one surfaces), or the consumer
+            // cancelled and then left at a yield (it asked to stop: the failure is dropped, as the read-ahead operators
+            // drop it; a cancellation after it left hides nothing).
+            if (!failing && !leftAfterCancelling)
+            {
+                disposalFailure?.Throw();
             }
         }
     }

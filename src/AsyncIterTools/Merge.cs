@@ -159,8 +159,8 @@ public static partial class AsyncIter
                 return false;
             }
 
+            item = move.Arg.Current; // user code, which may cancel the token: checked after it
             cancellationToken.ThrowIfCancellationRequested();
-            item = move.Arg.Current;
             return true;
         }
         catch (Exception ex)
@@ -194,7 +194,8 @@ public static partial class AsyncIter
     /// Cancels the sources, waits for every outstanding <c>MoveNextAsync</c> (dropping its outcome), then disposes each
     /// active source once and the sequence of sources, and throws the first failure. A disposal failure is that failure if
     /// nothing failed before. Once the caller has cancelled, an enumeration ending through the consumer's move ends as the
-    /// cancellation, whatever failed, and one the consumer left at a yield drops a disposal failure.
+    /// cancellation, whatever failed; a consumer that cancelled and then left at a yield gets no disposal failure (one
+    /// that left first gets it, also when the token is cancelled while the sources are disposed).
     /// </summary>
     private static async ValueTask ShutDownMergeAsync<T>(
         CompletionQueue<IAsyncEnumerator<T>, bool> moves,
@@ -203,6 +204,7 @@ public static partial class AsyncIter
         CancellationToken cancellationToken,
         bool leftAtYield)
     {
+        bool leftAfterCancelling = leftAtYield && cancellationToken.IsCancellationRequested; // read as the consumer leaves
         moves.Cancel();
         await moves.DrainAsync();
         foreach (IAsyncEnumerator<T> source in active)
@@ -213,7 +215,7 @@ public static partial class AsyncIter
             }
             catch (Exception ex)
             {
-                FailUnlessCancelled(ex);
+                RecordDisposalFailure(ex);
             }
         }
 
@@ -224,7 +226,7 @@ public static partial class AsyncIter
         }
         catch (Exception ex)
         {
-            FailUnlessCancelled(ex);
+            RecordDisposalFailure(ex);
         }
 
         moves.Dispose();
@@ -238,9 +240,9 @@ public static partial class AsyncIter
 
         moves.Failure?.Throw();
 
-        void FailUnlessCancelled(Exception ex)
+        void RecordDisposalFailure(Exception ex)
         {
-            if (!cancellationToken.IsCancellationRequested)
+            if (!leftAfterCancelling)
             {
                 moves.Fail(ex);
             }

@@ -138,6 +138,76 @@ public sealed class CancellationContractTests
     [InlineData("Map")]
     [InlineData("MapUnordered")]
     [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task LeftAtAYieldBeforeTheCancellation_ASourceWhoseDisposalFailsMeanwhile_DisposesWithThatFailure(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var source = new EndlessGatedDisposal();
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "Merge" => AsyncIter.Merge(source),
+            "MergeLimited" => AsyncIter.Merge(new IAsyncEnumerable<int>[] { source }.AsEnumerable(), 1),
+            "Prefetch" => source.Prefetch(2),
+            _ => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+        };
+        IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+
+        Task disposed = e.DisposeAsync().AsTask(); // the consumer leaves; nothing is cancelled yet
+        await source.Disposing.Task.WaitAsync(TestWork.Bound);
+        cts.Cancel(); // while the source's disposal is under way
+        source.FinishDisposal(new InvalidDataException("the source's disposal failed"));
+
+        await FluentActions.Awaiting(() => disposed.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>(
+            "the consumer left before the cancellation, so the source's disposal failure surfaces from DisposeAsync");
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory]
+    [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("Tee")]
+    public async Task CancelledByTheSourcesCurrent_YieldsNothingMore(string op)
+    {
+        // (Not Prefetch: it reads the source on the pool while the consumer works on an earlier item, so the item in the
+        // consumer's hands when the read cancels was handed out before the cancellation.)
+        using var cts = new CancellationTokenSource();
+        var source = new CurrentCancels(cts, at: 1);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Merge" => AsyncIter.Merge(source),
+            "MergeLimited" => AsyncIter.Merge(new IAsyncEnumerable<int>[] { source }.AsEnumerable(), 1),
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 1),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 1),
+            _ => source.Tee(1)[0],
+        };
+        var yieldedAfterTheCancellation = new List<int>();
+
+        Func<Task> enumerate = async () =>
+        {
+            await foreach (int x in sequence.WithCancellation(cts.Token))
+            {
+                if (cts.IsCancellationRequested)
+                {
+                    yieldedAfterTheCancellation.Add(x);
+                }
+            }
+        };
+
+        await enumerate.Should().ThrowAsync<OperationCanceledException>();
+        yieldedAfterTheCancellation.Should().BeEmpty("once the token is cancelled no further item is yielded, also when reading the item cancelled it");
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("Merge")]
     [InlineData("Prefetch")]
     [InlineData("BatchTimed")]
     public async Task ASourceThatEndsAndCancelsWhileItsDisposalFails_EndsAsTheCancellation(string op)
@@ -242,6 +312,61 @@ public sealed class CancellationContractTests
         public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
 
         public ValueTask<bool> MoveNextAsync() => throw new InvalidDataException("the source's move failed");
+
+        public ValueTask DisposeAsync() => default;
+    }
+
+    /// <summary>Yields 0, 1, 2, ... at once, ignoring its token; its DisposeAsync completes when the test says.</summary>
+    private sealed class EndlessGatedDisposal : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        private readonly TaskCompletionSource _disposal = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _disposals;
+
+        public TaskCompletionSource Disposing { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public int Current { get; private set; } = -1;
+
+        public void FinishDisposal(Exception failure) => _disposal.SetException(failure);
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+
+        public ValueTask<bool> MoveNextAsync()
+        {
+            Current++;
+            return new ValueTask<bool>(true);
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Interlocked.Increment(ref _disposals);
+            Disposing.TrySetResult();
+            return new ValueTask(_disposal.Task);
+        }
+    }
+
+    /// <summary>Yields 0, 1, 2 at once, ignoring its token; reading item <paramref name="at"/> cancels the consumer's token.</summary>
+    private sealed class CurrentCancels(CancellationTokenSource consumer, int at) : IAsyncEnumerable<int>, IAsyncEnumerator<int>
+    {
+        private int _index = -1;
+
+        public int Current
+        {
+            get
+            {
+                if (_index == at)
+                {
+                    consumer.Cancel();
+                }
+
+                return _index;
+            }
+        }
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+
+        public ValueTask<bool> MoveNextAsync() => new(++_index < 3);
 
         public ValueTask DisposeAsync() => default;
     }

@@ -72,14 +72,15 @@ internal sealed class SourcePump<T> : IAsyncDisposable
     }
 
     /// <summary>Stops the producer and awaits it; throws the failure of the source's disposal, unless the reader has
-    /// seen it already through <see cref="ThrowIfFailed"/> or the consumer's token is cancelled (the enumeration then
-    /// ends as the cancellation).</summary>
+    /// seen it already through <see cref="ThrowIfFailed"/> or the consumer's token was cancelled when it left (the
+    /// enumeration then ends as the cancellation; a cancellation after it left hides nothing).</summary>
     public async ValueTask DisposeAsync()
     {
+        bool leftAfterCancelling = _callerToken.IsCancellationRequested;
         _cts.CancelQuietly();
         await _producer;
         _cts.Dispose();
-        if (!_failureSeen && !_callerToken.IsCancellationRequested)
+        if (!_failureSeen && !leftAfterCancelling)
         {
             _disposeFailure?.Throw();
         }
