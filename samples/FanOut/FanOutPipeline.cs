@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using AsyncIterTools;
 using AsyncPrimitives;
@@ -17,9 +18,11 @@ namespace FanOut;
 /// </summary>
 /// <remarks>
 /// A run is single-use. <see cref="Snapshot"/> may be called from any thread while it runs. Cancelling the token is a
-/// graceful stop: no new request starts, the calls in flight finish (with their retries), their results go through the
-/// batches and the queue to the workers, and the run returns what was done (<see cref="FanOutResult.Cancelled"/>)
-/// instead of throwing. Nothing started is lost.
+/// graceful stop: no new request starts (a source of ids waiting for its next one is cancelled, and an id it handed out
+/// is still called), the calls in flight finish (with their retries), their results go through the batches and the
+/// queue to the workers, and the run returns what was done (<see cref="FanOutResult.Cancelled"/>) instead of throwing.
+/// Nothing started is lost. A failure (of the ids source, or of <c>processBatch</c>) ends the run: the queue is shut
+/// down, the workers are awaited, and <see cref="RunAsync"/> throws it.
 /// </remarks>
 public sealed class FanOutPipeline
 {
@@ -59,7 +62,8 @@ public sealed class FanOutPipeline
     /// <param name="client">The HTTP client; its handler should not limit connections, so the bound is the pipeline's.</param>
     /// <param name="options">What to run.</param>
     /// <param name="processBatch">What a consumer worker does with each batch, e.g. store it; null for nothing. It gets
-    /// no token from the run: every result is processed, also after a stop.</param>
+    /// no token from the run: every result is processed, also after a stop. If it throws, the run stops at once (the
+    /// batches still queued are dropped) and <see cref="RunAsync"/> throws that exception.</param>
     /// <param name="timeProvider">The clock for timings, batch deadlines and retry backoff.</param>
     /// <param name="ids">The request ids to call, each in [0, <see cref="FanOutOptions.Count"/>), pulled only as a call
     /// slot frees up (e.g. deliveries of a shared queue); null for 0 .. Count-1 in order.</param>
@@ -102,6 +106,8 @@ public sealed class FanOutPipeline
     /// <summary>Makes every request, hands the batched results to the workers, and waits until they processed them.</summary>
     /// <param name="cancellationToken">Stops the run early and gracefully; the result then reports what was done.</param>
     /// <exception cref="InvalidOperationException">The pipeline was already run.</exception>
+    /// <remarks>The ids source's failure, or the first failure of <c>processBatch</c>, is thrown once every worker has
+    /// ended.</remarks>
     public async Task<FanOutResult> RunAsync(CancellationToken cancellationToken = default)
     {
         if (Interlocked.Exchange(ref _started, 1) != 0)
@@ -115,8 +121,7 @@ public sealed class FanOutPipeline
 
         // A stop ends the source instead of cancelling the calls: no new request starts, the ones in flight finish and
         // flow through Batch and the queue like any other, so everything that was started is accounted for.
-        IAsyncEnumerable<int> ids = (_ids ?? AsyncEnumerable.Range(0, _options.Count))
-            .TakeWhile(_ => !cancellationToken.IsCancellationRequested);
+        var ids = new IdsUntilStopped(_ids ?? AsyncEnumerable.Range(0, _options.Count), cancellationToken);
 
         // At most Limit calls in flight; with a limiter, each request also holds one of its leases from before its first
         // attempt until its last attempt ends.
@@ -126,14 +131,28 @@ public sealed class FanOutPipeline
         IAsyncEnumerable<CallResult[]> batches = results
             .Batch(_options.BatchSize, _options.BatchDelay, _time); // full, or BatchDelay after its first result
 
-        await foreach (CallResult[] batch in batches)
+        ExceptionDispatchInfo? failure = null;
+        try
         {
-            await queue.PutAsync(batch); // waits while QueueCapacity batches are queued (back-pressure)
+            await foreach (CallResult[] batch in batches)
+            {
+                await queue.PutAsync(batch); // waits while QueueCapacity batches are queued (back-pressure)
+            }
+
+            await queue.JoinAsync(); // every batch handed off has been processed (TaskDone)
+        }
+        catch (QueueShutDownException)
+        {
+            // A worker failed and shut the queue down (its failure is thrown below).
+        }
+        catch (Exception ex)
+        {
+            failure = ExceptionDispatchInfo.Capture(ex); // the ids source failed: thrown once the workers have ended
         }
 
-        await queue.JoinAsync(); // every batch handed off has been processed (TaskDone)
-        queue.Shutdown();        // the workers' loops end
-        await Task.WhenAll(workers);
+        queue.Shutdown();            // the workers' loops end once what was handed off is processed
+        await Task.WhenAll(workers); // throws a worker's failure
+        failure?.Throw();
 
         TimeSpan wallTime = _time.GetElapsedTime(_startTimestamp);
         double[] latencies = [.. _latencies];
@@ -151,13 +170,15 @@ public sealed class FanOutPipeline
             WallTime = wallTime,
             P50 = Percentile(latencies, 0.50),
             P99 = Percentile(latencies, 0.99),
-            Cancelled = cancellationToken.IsCancellationRequested,
+            Cancelled = ids.Stopped && (_ids is not null || ids.Taken < _options.Count), // an id was left out
             Retries = Volatile.Read(ref _retries),
             ConsumedPerId = _consumedPerId,
         };
     }
 
-    /// <summary>One worker: takes batches until the queue is shut down and empty, marking each one done.</summary>
+    /// <summary>One worker: takes batches until the queue is shut down and empty, marking each one done. If
+    /// <c>processBatch</c> throws, it shuts the queue down at once (the producer and the other workers stop waiting) and
+    /// ends with that exception.</summary>
     private async Task ConsumeAsync(AsyncQueue<CallResult[]> queue)
     {
         await foreach (CallResult[] batch in queue)
@@ -179,6 +200,11 @@ public sealed class FanOutPipeline
                 {
                     await _processBatch(batch, CancellationToken.None);
                 }
+            }
+            catch
+            {
+                queue.Shutdown(immediate: true);
+                throw;
             }
             finally
             {
@@ -260,4 +286,52 @@ public sealed class FanOutPipeline
     /// <summary>Nearest-rank percentile of sorted milliseconds.</summary>
     private static TimeSpan Percentile(double[] sorted, double p) =>
         sorted.Length == 0 ? TimeSpan.Zero : TimeSpan.FromMilliseconds(sorted[Math.Max(0, (int)Math.Ceiling(p * sorted.Length) - 1)]);
+
+    /// <summary>
+    /// The ids until a stop: the source is read with the stop's token, so a source waiting for its next id (a get on an
+    /// empty queue) is cancelled, and ends without an exception; an id already handed out is still yielded (it is called,
+    /// not lost). <see cref="Stopped"/>: whether the stop ended it before the source did.
+    /// </summary>
+    private sealed class IdsUntilStopped(IAsyncEnumerable<int> source, CancellationToken stop) : IAsyncEnumerable<int>
+    {
+        private int _taken;
+        private volatile bool _stopped;
+
+        public bool Stopped => _stopped;
+
+        public int Taken => Volatile.Read(ref _taken);
+
+        public async IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(stop, cancellationToken);
+            await using IAsyncEnumerator<int> ids = source.GetAsyncEnumerator(linked.Token);
+            while (true)
+            {
+                if (stop.IsCancellationRequested)
+                {
+                    _stopped = true;
+                    yield break;
+                }
+
+                bool more;
+                try
+                {
+                    more = await ids.MoveNextAsync();
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    _stopped = true; // the stop interrupted a wait for the next id: nothing was taken
+                    yield break;
+                }
+
+                if (!more)
+                {
+                    yield break;
+                }
+
+                Interlocked.Increment(ref _taken);
+                yield return ids.Current;
+            }
+        }
+    }
 }

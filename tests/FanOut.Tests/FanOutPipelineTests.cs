@@ -98,6 +98,136 @@ public sealed class FanOutPipelineTests
         server.PeakInFlight.Should().BeLessThanOrEqualTo(Limit);
     }
 
+    [Theory]
+    [InlineData(1, 1, 1)]   // the only worker fails at its first batch while the producer waits to put
+    [InlineData(4, 8, 4)]   // every worker fails once (a brief outage of what processes the batches)
+    public async Task RunAsync_WhenProcessingABatchFails_EndsWithThatFailure(int workers, int queueCapacity, int failures)
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
+        {
+            Latency = TimeSpan.Zero,
+            Jitter = TimeSpan.Zero,
+            ErrorRate = 0,
+        });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        int calls = 0;
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 1_000, BatchSize = 10, Workers = workers, QueueCapacity = queueCapacity }, processBatch: (_, _) =>
+            Interlocked.Increment(ref calls) <= failures
+                ? ValueTask.FromException(new InvalidDataException("the store is down"))
+                : ValueTask.CompletedTask);
+
+        await FluentActions.Awaiting(() => pipeline.RunAsync().WaitAsync(TestBound)).Should().ThrowAsync<InvalidDataException>(
+            "a batch the workers could not process ends the run with that failure instead of leaving it waiting");
+        pipeline.Snapshot().InFlight.Should().Be(0, "no call is left running");
+    }
+
+    [Fact]
+    public async Task RunAsync_StoppedWhileTheIdsSourceWaits_CancelsThatWaitAndCallsEveryIdItHandedOut()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
+        {
+            Latency = TimeSpan.Zero,
+            Jitter = TimeSpan.Zero,
+            ErrorRate = 0,
+        });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        using var stop = new CancellationTokenSource();
+        var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var afterTheStop = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool sourceSawTheStop = false;
+
+        // Three ids at once, then a wait for the next (a get on an empty queue) that the stop must reach.
+        async IAsyncEnumerable<int> Ids([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+        {
+            yield return 0;
+            yield return 1;
+            yield return 2;
+            waiting.TrySetResult();
+            var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using (ct.Register(() => cancelled.TrySetResult()))
+            {
+                await Task.WhenAny(cancelled.Task, afterTheStop.Task);
+            }
+
+            sourceSawTheStop = ct.IsCancellationRequested;
+            ct.ThrowIfCancellationRequested();
+            yield return await afterTheStop.Task;
+        }
+
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 10 }, ids: Ids());
+        Task<FanOutResult> run = pipeline.RunAsync(stop.Token);
+        await waiting.Task.WaitAsync(TestBound);
+
+        stop.Cancel();
+        FanOutResult result = await run.WaitAsync(TestBound);
+
+        sourceSawTheStop.Should().BeTrue("the stop cancels the source's wait for its next id");
+        result.Cancelled.Should().BeTrue();
+        result.ConsumedPerId.Take(3).Should().Equal(1, 1, 1);
+        result.ConsumedPerId.Skip(3).Should().OnlyContain(n => n == 0);
+    }
+
+    [Fact]
+    public async Task RunAsync_StoppedAfterTheLastIdWasTaken_IsNotReportedAsStoppedEarly()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
+        {
+            Latency = TimeSpan.Zero,
+            Jitter = TimeSpan.Zero,
+            ErrorRate = 0,
+        });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        using var stop = new CancellationTokenSource();
+        int consumed = 0;
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 20, BatchSize = 1 }, processBatch: (batch, _) =>
+        {
+            if (Interlocked.Add(ref consumed, batch.Length) == 20)
+            {
+                stop.Cancel(); // every id has been taken, called and consumed: nothing is left to stop
+            }
+
+            return ValueTask.CompletedTask;
+        });
+
+        FanOutResult result = await pipeline.RunAsync(stop.Token).WaitAsync(TestBound);
+
+        result.Consumed.Should().Be(20);
+        result.Cancelled.Should().BeFalse("the run made every request; the stop left nothing out");
+    }
+
+    [Fact]
+    public async Task RunAsync_StoppedPartWay_IsReportedAsStoppedEarly()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
+        {
+            Latency = TimeSpan.Zero,
+            Jitter = TimeSpan.Zero,
+            ErrorRate = 0,
+        });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        using var stop = new CancellationTokenSource();
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 10_000, Limit = 2 }, ids: StopAfter(AsyncEnumerable.Range(0, 10_000), 5, stop));
+
+        FanOutResult result = await pipeline.RunAsync(stop.Token).WaitAsync(TestBound);
+
+        result.Cancelled.Should().BeTrue();
+        // Ids 0-4, and 5: the source handed it out in the same move that stopped the run, so it is called, not lost.
+        result.Consumed.Should().Be(6);
+        result.ConsumedPerId.Take(6).Should().OnlyContain(n => n == 1);
+
+        static async IAsyncEnumerable<int> StopAfter(IAsyncEnumerable<int> ids, int count, CancellationTokenSource stop)
+        {
+            await foreach (int id in ids)
+            {
+                yield return id;
+                if (id + 1 == count)
+                {
+                    stop.Cancel();
+                }
+            }
+        }
+    }
+
     [Fact]
     public async Task RunAsync_SecondCall_Throws()
     {
@@ -130,6 +260,8 @@ public sealed class FanOutPipelineTests
             library.GetCustomAttribute<TargetFrameworkAttribute>()!.FrameworkName.Should().Be(version);
         }
     }
+
+    private static readonly TimeSpan TestBound = TimeSpan.FromSeconds(20);
 
     private static FanOutOptions Options() => new()
     {
