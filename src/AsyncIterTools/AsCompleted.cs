@@ -275,7 +275,16 @@ public static partial class AsyncIter
         // True while the consumer has a result (between a yield and the next move): a disposal then is an early one.
         bool atYield = false;
         ExceptionDispatchInfo? disposalFailure;
-        IEnumerator<TArg> pending = inputs.GetEnumerator();
+        IEnumerator<TArg> pending;
+        try
+        {
+            pending = inputs.GetEnumerator();
+        }
+        catch (Exception ex) when (cancellationToken.IsCancellationRequested)
+        {
+            throw running.SourceFailure(ex); // the token rule, also for a sequence that fails to open
+        }
+
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
@@ -320,6 +329,7 @@ public static partial class AsyncIter
         }
         finally
         {
+            bool leftAfterCancelling = atYield && cancellationToken.IsCancellationRequested; // read as the consumer leaves
             running.Cancel();
             if (ownsWork)
             {
@@ -329,9 +339,10 @@ public static partial class AsyncIter
             }
 
             disposalFailure = CompletionQueue<TArg, T>.DisposeInputs(pending);
-            if (atYield)
+            if (atYield && !leftAfterCancelling)
             {
-                // Disposed early (a break): the inputs' disposal failure surfaces from DisposeAsync.
+                // Disposed early (a break): the inputs' disposal failure surfaces from DisposeAsync, unless the consumer
+                // cancelled and then left.
                 disposalFailure?.Throw();
             }
         }

@@ -140,7 +140,16 @@ public static partial class AsyncIter
 
         // Ordered: the started, not yet yielded calls in source order (Count <= maxConcurrency). Unordered: unused.
         Queue<CompletionQueue<T, TResult>.Operation>? window = ordered ? new Queue<CompletionQueue<T, TResult>.Operation>() : null;
-        IAsyncEnumerator<T> enumerator = source.GetAsyncEnumerator(calls.Token);
+        IAsyncEnumerator<T> enumerator;
+        try
+        {
+            enumerator = source.GetAsyncEnumerator(calls.Token);
+        }
+        catch (Exception ex) when (cancellationToken.IsCancellationRequested)
+        {
+            throw calls.SourceFailure(ex); // the token rule, also for a source that fails to open
+        }
+
         bool sourceDone = false;
 
         // Where the finally finds the body: at a yield (the consumer left early), at its end, or neither (a failure is
@@ -219,12 +228,21 @@ public static partial class AsyncIter
             // for them before the source goes.
             bool failing = !atYield && !ended;
             bool leftAfterCancelling = atYield && cancellationToken.IsCancellationRequested; // read as the consumer leaves
-            calls.Cancel();
+            if (!ended)
+            {
+                calls.Cancel(); // not at the end: nothing runs then, and the source disposes with its token as it was
+            }
+
             await calls.DrainAsync();
             ExceptionDispatchInfo? disposalFailure = null;
             try
             {
                 await enumerator.DisposeAsync();
+            }
+            catch (OperationCanceledException) when (calls.Token.IsCancellationRequested)
+            {
+                // The source's clean-up saw its token cancelled, by this operator (the consumer left, a failure) or the
+                // caller: not a failure of its own (the token rule below decides).
             }
             catch (Exception ex)
             {

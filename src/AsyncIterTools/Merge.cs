@@ -112,6 +112,7 @@ public static partial class AsyncIter
                 atYield = true;
                 yield return item;
                 atYield = false;
+                cancellationToken.ThrowIfCancellationRequested(); // no source is asked for more once cancelled
 
                 // Asked for its next item only now, after the consumer is done with this one; not while another
                 // source's failure waits to be taken (it ends the merge next).
@@ -242,7 +243,9 @@ public static partial class AsyncIter
 
         void RecordDisposalFailure(Exception ex)
         {
-            if (!leftAfterCancelling)
+            // Not a failure: a clean-up that saw its token cancelled (by this operator or the caller), or one that comes
+            // after the consumer cancelled and left.
+            if (!leftAfterCancelling && !(ex is OperationCanceledException && moves.Token.IsCancellationRequested))
             {
                 moves.Fail(ex);
             }

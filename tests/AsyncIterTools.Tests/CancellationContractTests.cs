@@ -416,6 +416,196 @@ public sealed class CancellationContractTests
         }
     }
 
+    [Theory]
+    [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    [InlineData("Map")]
+    public async Task CancelledAtAYield_TheNextMoveAsksTheSourceNothing_AndEndsAsTheCancellation(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var source = new TestWork.GatedMoveSource(ready: 1); // item 0 at once; its next move waits on a gate, ignoring the token
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Merge" => AsyncIter.Merge(source),
+            "MergeLimited" => AsyncIter.Merge(new IAsyncEnumerable<int>[] { source }.AsEnumerable(), 1),
+            _ => source.Map((x, _) => new ValueTask<int>(x), 1),
+        };
+        IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        int movesBefore = source.Moves;
+
+        cts.Cancel(); // nothing of the operator is running now
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        int movesAfter = source.Moves; // Merge starts a source's move synchronously, within the consumer's MoveNextAsync
+        source.ReleaseMove(); // the source's pending move (if any) ends only now
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        await e.DisposeAsync();
+
+        movesAfter.Should().Be(movesBefore, "no source is asked for an item after the token was cancelled (Map asks nothing)");
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task BreakWithAnUncancelledToken_ASourceWhoseCleanupWatchesItsToken_DisposesWithoutCancellation(string op)
+    {
+        var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IAsyncEnumerable<int> source = CleansUpWithItsToken(disposed);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "Merge" => AsyncIter.Merge(source),
+            "MergeLimited" => AsyncIter.Merge(new[] { source }.AsEnumerable(), 1),
+            "Prefetch" => source.Prefetch(2),
+            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+            _ => throw new ArgumentOutOfRangeException(nameof(op)),
+        };
+
+        Func<Task> breakEarly = async () =>
+        {
+            await foreach (int x in sequence)
+            {
+                break; // token never cancelled
+            }
+        };
+
+        await breakEarly.Should().NotThrowAsync("the consumer's token was never cancelled and the source's cleanup succeeds when not cancelled");
+        disposed.Task.IsCompleted.Should().BeTrue();
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("Merge")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task AtTheEnd_ASourceWhoseDisposalWatchesItsToken_EndsNormally(string op)
+    {
+        var source = new DisposalWatchesToken(2);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "Merge" => AsyncIter.Merge(source),
+            "Prefetch" => source.Prefetch(2),
+            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+            _ => throw new ArgumentOutOfRangeException(nameof(op)),
+        };
+
+        (await sequence.ToArrayAsync().AsTask().WaitAsync(TestWork.Bound)).Should().Equal(0, 1);
+        source.Disposals.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task AsCompleted_LeftAtAYieldAfterTheCancellation_AWorkSequenceWhoseDisposalFails_DisposesWithoutThatFailure()
+    {
+        using var cts = new CancellationTokenSource();
+        IAsyncEnumerator<int> e = AsyncIter.AsCompleted(Sources.DisposingWithFailure(null, new ArithmeticException("the sequence's disposal")), maxConcurrency: 1)
+            .GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+
+        cts.Cancel(); // then the consumer leaves, as after a break
+
+        await FluentActions.Awaiting(() => e.DisposeAsync().AsTask().WaitAsync(TestWork.Bound)).Should().NotThrowAsync(
+            "once the token is cancelled the lazy operators end as the cancellation; a consumer that cancelled and then left gets nothing from DisposeAsync");
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    [InlineData("AsCompletedWork")]
+    [InlineData("AsCompletedTasks")]
+    public async Task OpeningTheSourceCancelsThenFails_EndsAsTheCancellation(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var source = new OpeningCancelsThenFails(cts);
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "Merge" => AsyncIter.Merge(source),
+            "MergeLimited" => AsyncIter.Merge(new IAsyncEnumerable<int>[] { source }.AsEnumerable(), 1),
+            "Prefetch" => source.Prefetch(2),
+            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+            "AsCompletedWork" => AsyncIter.AsCompleted(new WorkOpeningCancelsThenFails<Func<CancellationToken, Task<int>>>(cts)),
+            _ => AsyncIter.AsCompleted(new WorkOpeningCancelsThenFails<Task<int>>(cts)),
+        };
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
+            "the token was cancelled before the enumeration ended");
+    }
+
+    private static async IAsyncEnumerable<int> CleansUpWithItsToken(TaskCompletionSource disposed, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        try
+        {
+            for (int i = 0; ; i++)
+            {
+                yield return i;
+            }
+        }
+        finally
+        {
+            disposed.TrySetResult();
+            ct.ThrowIfCancellationRequested(); // as an `await FlushAsync(ct)` / `await conn.CloseAsync(ct)` would
+        }
+    }
+
+    /// <summary>Yields 0..count-1 at once; its DisposeAsync throws if its token is cancelled (a cleanup call given the token).</summary>
+    private sealed class DisposalWatchesToken(int count) : IAsyncEnumerable<int>
+    {
+        private int _disposals;
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => new Enumerator(this, cancellationToken);
+
+        private sealed class Enumerator(DisposalWatchesToken owner, CancellationToken token) : IAsyncEnumerator<int>
+        {
+            public int Current { get; private set; } = -1;
+
+            public ValueTask<bool> MoveNextAsync() => new(++Current < owner._count);
+
+            public ValueTask DisposeAsync()
+            {
+                Interlocked.Increment(ref owner._disposals);
+                return token.IsCancellationRequested ? ValueTask.FromCanceled(token) : default;
+            }
+        }
+
+        private readonly int _count = count;
+    }
+
+    private sealed class OpeningCancelsThenFails(CancellationTokenSource consumer) : IAsyncEnumerable<int>
+    {
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+        {
+            consumer.Cancel();
+            throw new InvalidDataException("the source could not be opened");
+        }
+    }
+
+    private sealed class WorkOpeningCancelsThenFails<T>(CancellationTokenSource consumer) : IEnumerable<T>
+    {
+        public IEnumerator<T> GetEnumerator()
+        {
+            consumer.Cancel();
+            throw new InvalidDataException("the work could not be read");
+        }
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
     /// <summary>Its first MoveNextAsync blocks (synchronously) until its token is cancelled, then returns a move that
     /// has already failed (a blocking read aborted by the token).</summary>
     private sealed class BlockingAbortedSource(TaskCompletionSource entered) : IAsyncEnumerable<int>, IAsyncEnumerator<int>
