@@ -239,10 +239,10 @@ public static partial class AsyncIter
             {
                 await enumerator.DisposeAsync();
             }
-            catch (OperationCanceledException) when (calls.Token.IsCancellationRequested)
+            catch (Exception ex) when (ex.IsCancellationOf(calls.Token))
             {
-                // The source's clean-up saw its token cancelled, by this operator (the consumer left, a failure) or the
-                // caller: not a failure of its own (the token rule below decides).
+                // The source's clean-up gave way to its token, cancelled by this operator (the consumer left, a failure)
+                // or the caller: not a failure of its own (the token rule below decides).
             }
             catch (Exception ex)
             {

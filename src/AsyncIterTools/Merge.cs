@@ -216,7 +216,11 @@ public static partial class AsyncIter
             }
             catch (Exception ex)
             {
-                RecordDisposalFailure(ex);
+                // A clean-up that gave way to the token this operator gave the source is not a failure.
+                if (!ex.IsCancellationOf(moves.Token))
+                {
+                    RecordDisposalFailure(ex);
+                }
             }
         }
 
@@ -243,9 +247,8 @@ public static partial class AsyncIter
 
         void RecordDisposalFailure(Exception ex)
         {
-            // Not a failure: a clean-up that saw its token cancelled (by this operator or the caller), or one that comes
-            // after the consumer cancelled and left.
-            if (!leftAfterCancelling && !(ex is OperationCanceledException && moves.Token.IsCancellationRequested))
+            // Dropped once the consumer cancelled and then left.
+            if (!leftAfterCancelling)
             {
                 moves.Fail(ex);
             }

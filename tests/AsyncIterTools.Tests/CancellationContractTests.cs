@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using System.Runtime.CompilerServices;
 
 namespace AsyncIterTools.Tests;
@@ -604,6 +605,97 @@ public sealed class CancellationContractTests
         }
 
         System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("MapLimited")]
+    [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task BreakWithAnUncancelledToken_ACleanUpFailingWithACancellationOfItsOwn_SurfacesIt(string op)
+    {
+        var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IAsyncEnumerable<int> source = CleanUpTimesOut(disposed);
+        using var limiter = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 4, QueueLimit = 10 });
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+            "MapLimited" => source.Map((x, _) => new ValueTask<int>(x), 2, limiter),
+            "Merge" => AsyncIter.Merge(source),
+            "MergeLimited" => AsyncIter.Merge(new[] { source }.AsEnumerable(), 1),
+            "Prefetch" => source.Prefetch(2),
+            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+            _ => throw new ArgumentOutOfRangeException(nameof(op)),
+        };
+
+        Func<Task> breakEarly = async () =>
+        {
+            await foreach (int x in sequence)
+            {
+                break; // the token is never cancelled
+            }
+        };
+
+        await breakEarly.Should().ThrowAsync<TaskCanceledException>().WithMessage("the flush timed out",
+            "a clean-up failing with a cancellation of a token of its own has failed, as a hand-written await foreach would show");
+        disposed.Task.IsCompleted.Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task Merge_BreakWithAnUncancelledToken_TheSequenceOfSourcesFailingToDispose_SurfacesIt()
+    {
+        var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IAsyncEnumerable<int> sequence = AsyncIter.Merge(SourcesWhoseDisposalCancels(disposed), 1);
+
+        Func<Task> breakEarly = async () =>
+        {
+            await foreach (int x in sequence)
+            {
+                break;
+            }
+        };
+
+        await breakEarly.Should().ThrowAsync<OperationCanceledException>().WithMessage("the sequence of sources' own clean-up",
+            "the sequence of sources was given no token: its disposal failure is a failure");
+        disposed.Task.IsCompleted.Should().BeTrue();
+
+        static IEnumerable<IAsyncEnumerable<int>> SourcesWhoseDisposalCancels(TaskCompletionSource disposed)
+        {
+            try
+            {
+                yield return Sources.Endless(SourceMode.Yielding);
+                yield return Sources.Endless(SourceMode.Yielding);
+            }
+            finally
+            {
+                disposed.TrySetResult();
+                throw new OperationCanceledException("the sequence of sources' own clean-up");
+            }
+        }
+    }
+
+    /// <summary>Yields 0, 1, 2, ...; its clean-up fails with a cancellation of a token of its own (a flush that timed out).</summary>
+    private static async IAsyncEnumerable<int> CleanUpTimesOut(TaskCompletionSource disposed, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        try
+        {
+            for (int i = 0; ; i++)
+            {
+                await Task.Yield();
+                yield return i;
+            }
+        }
+        finally
+        {
+            disposed.TrySetResult();
+            using var flushTimeout = new CancellationTokenSource();
+            flushTimeout.Cancel();
+            throw new TaskCanceledException("the flush timed out", new TimeoutException("flush"), flushTimeout.Token);
+        }
     }
 
     /// <summary>Its first MoveNextAsync blocks (synchronously) until its token is cancelled, then returns a move that

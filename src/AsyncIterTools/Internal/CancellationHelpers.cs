@@ -20,4 +20,12 @@ internal static class CancellationHelpers
         {
         }
     }
+
+    /// <summary>
+    /// Whether <paramref name="failure"/> is a source's clean-up giving way to the cancellation of the token the operator
+    /// gave it (<paramref name="token"/>, cancelled because the operator stopped early or the caller cancelled): not a
+    /// failure of the source. An <see cref="OperationCanceledException"/> of any other token (a timeout of its own) is one.
+    /// </summary>
+    public static bool IsCancellationOf(this Exception failure, CancellationToken token) =>
+        failure is OperationCanceledException cancelled && token.IsCancellationRequested && cancelled.CancellationToken == token;
 }

@@ -112,7 +112,7 @@ internal sealed class SourcePump<T> : IAsyncDisposable
                 {
                     await enumerator.DisposeAsync().ConfigureAwait(false);
                 }
-                catch (Exception ex) when (ex is not OperationCanceledException || !_cts.IsCancellationRequested)
+                catch (Exception ex) when (!ex.IsCancellationOf(_cts.Token))
                 {
                     _disposeFailure = ExceptionDispatchInfo.Capture(ex);
                     throw;
