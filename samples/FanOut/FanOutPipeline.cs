@@ -21,8 +21,9 @@ namespace FanOut;
 /// graceful stop: no new request starts (a source of ids waiting for its next one is cancelled, and an id it handed out
 /// is still called), the calls in flight finish (with their retries), their results go through the batches and the
 /// queue to the workers, and the run returns what was done (<see cref="FanOutResult.Cancelled"/>) instead of throwing.
-/// Nothing started is lost. A failure (of the ids source, or of <c>processBatch</c>) ends the run: the queue is shut
-/// down, the workers are awaited, and <see cref="RunAsync"/> throws it.
+/// Nothing started is lost. A failure ends the run: of the ids source, once the workers have processed what was
+/// handed off; of <c>processBatch</c>, at once (no new request starts, the calls in flight are cancelled, the batches
+/// still queued are dropped). <see cref="RunAsync"/> then throws it (the first, if several workers fail).
 /// </remarks>
 public sealed class FanOutPipeline
 {
@@ -58,12 +59,16 @@ public sealed class FanOutPipeline
     private long _startTimestamp;
     private int _started;
 
+    /// <summary>The first failure of <see cref="_processBatch"/>, or null.</summary>
+    private ExceptionDispatchInfo? _workerFailure;
+
     /// <summary>Creates a pipeline that calls the API at <paramref name="client"/>'s base address.</summary>
     /// <param name="client">The HTTP client; its handler should not limit connections, so the bound is the pipeline's.</param>
     /// <param name="options">What to run.</param>
     /// <param name="processBatch">What a consumer worker does with each batch, e.g. store it; null for nothing. It gets
-    /// no token from the run: every result is processed, also after a stop. If it throws, the run stops at once (the
-    /// batches still queued are dropped) and <see cref="RunAsync"/> throws that exception.</param>
+    /// no token from the run: every result is processed, also after a stop. If it throws, the run stops at once (no new
+    /// request starts, the calls in flight are cancelled, the batches still queued are dropped) and
+    /// <see cref="RunAsync"/> throws that exception.</param>
     /// <param name="timeProvider">The clock for timings, batch deadlines and retry backoff.</param>
     /// <param name="ids">The request ids to call, each in [0, <see cref="FanOutOptions.Count"/>), pulled only as a call
     /// slot frees up (e.g. deliveries of a shared queue); null for 0 .. Count-1 in order.</param>
@@ -106,7 +111,7 @@ public sealed class FanOutPipeline
     /// <summary>Makes every request, hands the batched results to the workers, and waits until they processed them.</summary>
     /// <param name="cancellationToken">Stops the run early and gracefully; the result then reports what was done.</param>
     /// <exception cref="InvalidOperationException">The pipeline was already run.</exception>
-    /// <remarks>The ids source's failure, or the first failure of <c>processBatch</c>, is thrown once every worker has
+    /// <remarks>The first failure of <c>processBatch</c>, else the ids source's failure, is thrown once every worker has
     /// ended.</remarks>
     public async Task<FanOutResult> RunAsync(CancellationToken cancellationToken = default)
     {
@@ -117,7 +122,8 @@ public sealed class FanOutPipeline
 
         Interlocked.Exchange(ref _startTimestamp, _time.GetTimestamp());
         var queue = new AsyncQueue<CallResult[]>(maxSize: _options.QueueCapacity);
-        Task[] workers = Enumerable.Range(0, _options.Workers).Select(_ => Task.Run(() => ConsumeAsync(queue))).ToArray();
+        using var abort = new CancellationTokenSource(); // a worker's failure stops the production
+        Task[] workers = Enumerable.Range(0, _options.Workers).Select(_ => Task.Run(() => ConsumeAsync(queue, abort))).ToArray();
 
         // A stop ends the source instead of cancelling the calls: no new request starts, the ones in flight finish and
         // flow through Batch and the queue like any other, so everything that was started is accounted for.
@@ -131,28 +137,29 @@ public sealed class FanOutPipeline
         IAsyncEnumerable<CallResult[]> batches = results
             .Batch(_options.BatchSize, _options.BatchDelay, _time); // full, or BatchDelay after its first result
 
-        ExceptionDispatchInfo? failure = null;
+        ExceptionDispatchInfo? sourceFailure = null;
         try
         {
-            await foreach (CallResult[] batch in batches)
+            // Cancelled only by a failing worker: the calls in flight are cancelled and the source's wait ends.
+            await foreach (CallResult[] batch in batches.WithCancellation(abort.Token))
             {
                 await queue.PutAsync(batch); // waits while QueueCapacity batches are queued (back-pressure)
             }
 
             await queue.JoinAsync(); // every batch handed off has been processed (TaskDone)
         }
-        catch (QueueShutDownException)
+        catch (Exception) when (abort.IsCancellationRequested)
         {
-            // A worker failed and shut the queue down (its failure is thrown below).
+            // A worker failed, stopped the production and shut the queue down: its failure is thrown below.
         }
         catch (Exception ex)
         {
-            failure = ExceptionDispatchInfo.Capture(ex); // the ids source failed: thrown once the workers have ended
+            sourceFailure = ExceptionDispatchInfo.Capture(ex); // thrown once the workers have processed what was handed off
         }
 
-        queue.Shutdown();            // the workers' loops end once what was handed off is processed
-        await Task.WhenAll(workers); // throws a worker's failure
-        failure?.Throw();
+        queue.Shutdown(); // the workers' loops end once the queue is empty
+        await Task.WhenAll(workers);
+        (Volatile.Read(ref _workerFailure) ?? sourceFailure)?.Throw();
 
         TimeSpan wallTime = _time.GetElapsedTime(_startTimestamp);
         double[] latencies = [.. _latencies];
@@ -177,9 +184,9 @@ public sealed class FanOutPipeline
     }
 
     /// <summary>One worker: takes batches until the queue is shut down and empty, marking each one done. If
-    /// <c>processBatch</c> throws, it shuts the queue down at once (the producer and the other workers stop waiting) and
-    /// ends with that exception.</summary>
-    private async Task ConsumeAsync(AsyncQueue<CallResult[]> queue)
+    /// <c>processBatch</c> throws, it records the run's first failure, stops the production (<paramref name="abort"/>)
+    /// and shuts the queue down at once (the producer and the other workers stop waiting), and ends.</summary>
+    private async Task ConsumeAsync(AsyncQueue<CallResult[]> queue, CancellationTokenSource abort)
     {
         await foreach (CallResult[] batch in queue)
         {
@@ -201,10 +208,12 @@ public sealed class FanOutPipeline
                     await _processBatch(batch, CancellationToken.None);
                 }
             }
-            catch
+            catch (Exception ex)
             {
+                Interlocked.CompareExchange(ref _workerFailure, ExceptionDispatchInfo.Capture(ex), null);
+                abort.Cancel();
                 queue.Shutdown(immediate: true);
-                throw;
+                return;
             }
             finally
             {

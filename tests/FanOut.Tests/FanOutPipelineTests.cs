@@ -122,6 +122,109 @@ public sealed class FanOutPipelineTests
     }
 
     [Fact]
+    public async Task RunAsync_WhenProcessingABatchFailsWhileTheIdsSourceWaits_CancelsThatWaitAndEndsWithTheFailure()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        bool sourceSawTheFailure = false;
+
+        // Five ids, then a wait for the next (a get on a shared queue that is not shut down) that only a cancellation ends.
+        async IAsyncEnumerable<int> Ids([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                yield return i;
+            }
+
+            var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using (ct.Register(() => cancelled.TrySetResult()))
+            {
+                await cancelled.Task;
+            }
+
+            sourceSawTheFailure = true;
+            ct.ThrowIfCancellationRequested();
+        }
+
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 5 }, processBatch: (_, _) =>
+            ValueTask.FromException(new InvalidDataException("the store is down")), ids: Ids());
+
+        await FluentActions.Awaiting(() => pipeline.RunAsync().WaitAsync(TestBound)).Should().ThrowAsync<InvalidDataException>();
+        sourceSawTheFailure.Should().BeTrue("a failing worker stops the production, the source's wait included");
+    }
+
+    [Fact]
+    public async Task RunAsync_WhenProcessingABatchFails_StartsNoNewRequest()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        long requestsAtTheFailure = -1;
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 1_000, Limit = 8, BatchSize = 200, BatchDelay = TimeSpan.FromSeconds(30), Workers = 1, QueueCapacity = 1 }, processBatch: (_, _) =>
+        {
+            Interlocked.CompareExchange(ref requestsAtTheFailure, server.Requests, -1);
+            return ValueTask.FromException(new InvalidDataException("the store is down"));
+        });
+
+        await FluentActions.Awaiting(() => pipeline.RunAsync().WaitAsync(TestBound)).Should().ThrowAsync<InvalidDataException>();
+        (server.Requests - requestsAtTheFailure).Should().BeLessThanOrEqualTo(8, "at most the calls already under way when the handler failed reach the server after it");
+    }
+
+    [Fact]
+    public async Task RunAsync_WhenTwoWorkersFail_EndsWithTheFirstFailure()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        var bothIn = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var firstThrown = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int entered = 0;
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 2, Limit = 2, BatchSize = 1, Workers = 2 }, processBatch: async (_, _) =>
+        {
+            int n = Interlocked.Increment(ref entered);
+            if (n == 2)
+            {
+                bothIn.TrySetResult();
+            }
+
+            await bothIn.Task;
+            if (n == 2)
+            {
+                firstThrown.TrySetResult(); // the worker that took the second batch fails first
+                throw new InvalidDataException("first");
+            }
+
+            await firstThrown.Task;
+            throw new InvalidOperationException("second");
+        });
+
+        (await FluentActions.Awaiting(() => pipeline.RunAsync().WaitAsync(TestBound)).Should().ThrowAsync<InvalidDataException>())
+            .WithMessage("first");
+    }
+
+    [Fact]
+    public async Task RunAsync_WhenTheIdsSourceFailsWithAQueuesShutdown_EndsWithThatFailure()
+    {
+        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        var shared = new AsyncQueue<int>();
+        for (int i = 0; i < 10; i++)
+        {
+            await shared.PutAsync(i);
+        }
+
+        async IAsyncEnumerable<int> Ids([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+        {
+            yield return await shared.GetAsync(ct);
+            yield return await shared.GetAsync(ct);
+            shared.Shutdown(immediate: true); // someone else drops the rest
+            yield return await shared.GetAsync(ct); // QueueShutDownException: the pipeline's own queue is not involved
+        }
+
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 10 }, ids: Ids());
+
+        await FluentActions.Awaiting(() => pipeline.RunAsync().WaitAsync(TestBound)).Should().ThrowAsync<QueueShutDownException>();
+    }
+
+    [Fact]
     public async Task RunAsync_StoppedWhileTheIdsSourceWaits_CancelsThatWaitAndCallsEveryIdItHandedOut()
     {
         await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
