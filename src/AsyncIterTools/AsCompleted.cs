@@ -1,7 +1,4 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
-using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
 

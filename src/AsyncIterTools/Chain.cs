@@ -1,6 +1,3 @@
-using System.Runtime.CompilerServices;
-using AsyncIterTools.Internal;
-
 namespace AsyncIterTools;
 
 public static partial class AsyncIter

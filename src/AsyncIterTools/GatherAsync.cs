@@ -1,6 +1,4 @@
-using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
-using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
 

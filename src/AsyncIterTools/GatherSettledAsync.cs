@@ -1,5 +1,4 @@
 using System.Threading.RateLimiting;
-using AsyncIterTools.Internal;
 
 namespace AsyncIterTools;
 

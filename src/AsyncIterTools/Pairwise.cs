@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-
 namespace AsyncIterTools;
 
 public static partial class AsyncIter

@@ -1,5 +1,3 @@
-using AsyncIterTools.Internal;
-
 namespace AsyncIterTools;
 
 public static partial class AsyncIter

@@ -1,7 +1,3 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.ExceptionServices;
-using AsyncIterTools.Internal;
-
 namespace AsyncIterTools;
 
 public static partial class AsyncIter

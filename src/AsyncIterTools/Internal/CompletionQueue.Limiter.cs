@@ -1,4 +1,3 @@
-using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 
 namespace AsyncIterTools.Internal;

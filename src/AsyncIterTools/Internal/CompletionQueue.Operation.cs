@@ -1,5 +1,3 @@
-using System.Runtime.ExceptionServices;
-
 namespace AsyncIterTools.Internal;
 
 /// <content>One call and its outcome, pooled by the queue.</content>

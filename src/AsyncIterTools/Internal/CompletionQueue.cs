@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using System.Threading.Tasks.Sources;
 

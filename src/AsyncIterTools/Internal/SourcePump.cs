@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.ExceptionServices;
 using System.Threading.Channels;
 
 namespace AsyncIterTools.Internal;
