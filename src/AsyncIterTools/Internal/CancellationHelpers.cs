@@ -23,9 +23,10 @@ internal static class CancellationHelpers
 
     /// <summary>
     /// Whether <paramref name="failure"/> is a source's clean-up giving way to the cancellation of the token the operator
-    /// gave it (<paramref name="token"/>, cancelled because the operator stopped early or the caller cancelled): not a
-    /// failure of the source. An <see cref="OperationCanceledException"/> of any other token (a timeout of its own) is one.
+    /// gave it (<paramref name="token"/>, cancelled because the operator stopped early or the caller cancelled): any
+    /// <see cref="OperationCanceledException"/> once that token is cancelled, since the source may watch a token linked
+    /// to it (an async iterator called with a token of its own gets one) and cannot be told apart from it. Not a failure.
     /// </summary>
     public static bool IsCancellationOf(this Exception failure, CancellationToken token) =>
-        failure is OperationCanceledException cancelled && token.IsCancellationRequested && cancelled.CancellationToken == token;
+        failure is OperationCanceledException && token.IsCancellationRequested;
 }
