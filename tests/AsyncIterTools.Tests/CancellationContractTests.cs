@@ -115,15 +115,9 @@ public sealed class CancellationContractTests
     [InlineData("BatchTimed")]
     public async Task LeftAtAYieldAfterTheCancellation_ASourceWhoseDisposalFails_DisposesWithoutThatFailure(string op)
     {
-        var source = new EndlessDisposeFails();
-        IAsyncEnumerable<int> sequence = op switch
-        {
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
-            "Merge" => AsyncIter.Merge(source),
-            "Prefetch" => source.Prefetch(2),
-            _ => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
-        };
+        var source = new EndlessGatedDisposal();
+        source.FinishDisposal(new InvalidDataException("the source's disposal failed")); // its disposal fails at once
+        IAsyncEnumerable<int> sequence = Over(op, source);
         using var cts = new CancellationTokenSource();
         IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
         (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
@@ -146,15 +140,7 @@ public sealed class CancellationContractTests
     {
         using var cts = new CancellationTokenSource();
         var source = new EndlessGatedDisposal();
-        IAsyncEnumerable<int> sequence = op switch
-        {
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
-            "Merge" => AsyncIter.Merge(source),
-            "MergeLimited" => AsyncIter.Merge(new IAsyncEnumerable<int>[] { source }.AsEnumerable(), 1),
-            "Prefetch" => source.Prefetch(2),
-            _ => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
-        };
+        IAsyncEnumerable<int> sequence = Over(op, source);
         IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
         (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
 
@@ -180,29 +166,8 @@ public sealed class CancellationContractTests
         // consumer's hands when the read cancels was handed out before the cancellation.)
         using var cts = new CancellationTokenSource();
         var source = new CurrentCancels(cts, at: 1);
-        IAsyncEnumerable<int> sequence = op switch
-        {
-            "Merge" => AsyncIter.Merge(source),
-            "MergeLimited" => AsyncIter.Merge(new IAsyncEnumerable<int>[] { source }.AsEnumerable(), 1),
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 1),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 1),
-            _ => source.Tee(1)[0],
-        };
-        var yieldedAfterTheCancellation = new List<int>();
-
-        Func<Task> enumerate = async () =>
-        {
-            await foreach (int x in sequence.WithCancellation(cts.Token))
-            {
-                if (cts.IsCancellationRequested)
-                {
-                    yieldedAfterTheCancellation.Add(x);
-                }
-            }
-        };
-
-        await enumerate.Should().ThrowAsync<OperationCanceledException>();
-        yieldedAfterTheCancellation.Should().BeEmpty("once the token is cancelled no further item is yielded, also when reading the item cancelled it");
+        IAsyncEnumerable<int> sequence = op == "Tee" ? source.Tee(1)[0] : Over(op, source);
+        (await YieldedAfterTheCancellationAsync(sequence, cts)).Should().BeEmpty("once the token is cancelled no further item is yielded, also when reading the item cancelled it");
     }
 
     [Theory]
@@ -215,14 +180,7 @@ public sealed class CancellationContractTests
     {
         using var cts = new CancellationTokenSource();
         var source = new EndsThenDisposalCancelsAndFails(cts);
-        IAsyncEnumerable<int> sequence = op switch
-        {
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
-            "Merge" => AsyncIter.Merge(source),
-            "Prefetch" => source.Prefetch(2),
-            _ => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
-        };
+        IAsyncEnumerable<int> sequence = Over(op, source);
         await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
 
         // The source ends at once; the operator disposes it, and its disposal cancels the token, then fails.
@@ -283,21 +241,7 @@ public sealed class CancellationContractTests
             "MapUnordered" => Sources.From(Enumerable.Range(0, 10)).MapUnordered((x, _) => Call(x), 2),
             _ => AsyncIter.AsCompleted(Enumerable.Range(0, 10).Select(x => (Func<CancellationToken, Task<int>>)(_ => Call(x).AsTask())), 2),
         };
-        var yieldedAfterTheCancellation = new List<int>();
-
-        Func<Task> enumerate = async () =>
-        {
-            await foreach (int x in sequence.WithCancellation(cts.Token))
-            {
-                if (cts.IsCancellationRequested)
-                {
-                    yieldedAfterTheCancellation.Add(x);
-                }
-            }
-        };
-
-        await enumerate.Should().ThrowAsync<OperationCanceledException>();
-        yieldedAfterTheCancellation.Should().BeEmpty("once the token is cancelled no further item is yielded, not even one already computed");
+        (await YieldedAfterTheCancellationAsync(sequence, cts)).Should().BeEmpty("once the token is cancelled no further item is yielded, not even one already computed");
     }
 
     private static async IAsyncEnumerable<int> Gated(Task<int> gate)
@@ -393,29 +337,6 @@ public sealed class CancellationContractTests
         }
     }
 
-    /// <summary>Yields 0, 1, 2, ... at once, ignoring its token; its DisposeAsync fails.</summary>
-    private sealed class EndlessDisposeFails : IAsyncEnumerable<int>, IAsyncEnumerator<int>
-    {
-        private int _disposals;
-
-        public int Disposals => Volatile.Read(ref _disposals);
-
-        public int Current { get; private set; } = -1;
-
-        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
-
-        public ValueTask<bool> MoveNextAsync()
-        {
-            Current++;
-            return new ValueTask<bool>(true);
-        }
-
-        public ValueTask DisposeAsync()
-        {
-            Interlocked.Increment(ref _disposals);
-            return ValueTask.FromException(new InvalidDataException("the source's disposal failed"));
-        }
-    }
 
     [Theory]
     [InlineData("Merge")]
@@ -456,26 +377,9 @@ public sealed class CancellationContractTests
     {
         var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         IAsyncEnumerable<int> source = CleansUpWithItsToken(disposed);
-        IAsyncEnumerable<int> sequence = op switch
-        {
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
-            "Merge" => AsyncIter.Merge(source),
-            "MergeLimited" => AsyncIter.Merge(new[] { source }.AsEnumerable(), 1),
-            "Prefetch" => source.Prefetch(2),
-            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
-            _ => throw new ArgumentOutOfRangeException(nameof(op)),
-        };
+        IAsyncEnumerable<int> sequence = Over(op, source);
 
-        Func<Task> breakEarly = async () =>
-        {
-            await foreach (int x in sequence)
-            {
-                break; // token never cancelled
-            }
-        };
-
-        await breakEarly.Should().NotThrowAsync("the consumer's token was never cancelled and the source's cleanup succeeds when not cancelled");
+        await FluentActions.Awaiting(() => BreakAtTheFirstItemAsync(sequence)).Should().NotThrowAsync("the consumer's token was never cancelled and the source's cleanup succeeds when not cancelled");
         disposed.Task.IsCompleted.Should().BeTrue();
     }
 
@@ -488,15 +392,7 @@ public sealed class CancellationContractTests
     public async Task AtTheEnd_ASourceWhoseDisposalWatchesItsToken_EndsNormally(string op)
     {
         var source = new DisposalWatchesToken(2);
-        IAsyncEnumerable<int> sequence = op switch
-        {
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
-            "Merge" => AsyncIter.Merge(source),
-            "Prefetch" => source.Prefetch(2),
-            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
-            _ => throw new ArgumentOutOfRangeException(nameof(op)),
-        };
+        IAsyncEnumerable<int> sequence = Over(op, source);
 
         (await sequence.ToArrayAsync().AsTask().WaitAsync(TestWork.Bound)).Should().Equal(0, 1);
         source.Disposals.Should().Be(1);
@@ -531,14 +427,9 @@ public sealed class CancellationContractTests
         var source = new OpeningCancelsThenFails(cts);
         IAsyncEnumerable<int> sequence = op switch
         {
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
-            "Merge" => AsyncIter.Merge(source),
-            "MergeLimited" => AsyncIter.Merge(new IAsyncEnumerable<int>[] { source }.AsEnumerable(), 1),
-            "Prefetch" => source.Prefetch(2),
-            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
             "AsCompletedWork" => AsyncIter.AsCompleted(new WorkOpeningCancelsThenFails<Func<CancellationToken, Task<int>>>(cts)),
-            _ => AsyncIter.AsCompleted(new WorkOpeningCancelsThenFails<Task<int>>(cts)),
+            "AsCompletedTasks" => AsyncIter.AsCompleted(new WorkOpeningCancelsThenFails<Task<int>>(cts)),
+            _ => Over(op, source),
         };
         await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
 
@@ -621,27 +512,9 @@ public sealed class CancellationContractTests
         var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         IAsyncEnumerable<int> source = FlushesUntilCancelled(disposed, application.Token);
         using var limiter = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 4, QueueLimit = 10 });
-        IAsyncEnumerable<int> sequence = op switch
-        {
-            "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
-            "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
-            "MapLimited" => source.Map((x, _) => new ValueTask<int>(x), 2, limiter),
-            "Merge" => AsyncIter.Merge(source),
-            "MergeLimited" => AsyncIter.Merge(new[] { source }.AsEnumerable(), 1),
-            "Prefetch" => source.Prefetch(2),
-            "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
-            _ => throw new ArgumentOutOfRangeException(nameof(op)),
-        };
+        IAsyncEnumerable<int> sequence = op == "MapLimited" ? source.Map((x, _) => new ValueTask<int>(x), 2, limiter) : Over(op, source);
 
-        Func<Task> breakEarly = async () =>
-        {
-            await foreach (int x in sequence)
-            {
-                break; // the consumer's token is never cancelled; the operator cancels the one it gave the source
-            }
-        };
-
-        await breakEarly.Should().NotThrowAsync("the source's clean-up only gave way to the operator's cancellation, through a linked token");
+        await FluentActions.Awaiting(() => BreakAtTheFirstItemAsync(sequence)).Should().NotThrowAsync("the source's clean-up only gave way to the operator's cancellation, through a linked token");
         disposed.Task.IsCompleted.Should().BeTrue();
     }
 
@@ -651,15 +524,7 @@ public sealed class CancellationContractTests
         var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         IAsyncEnumerable<int> sequence = AsyncIter.Merge(SourcesWhoseDisposalCancels(disposed), 1);
 
-        Func<Task> breakEarly = async () =>
-        {
-            await foreach (int x in sequence)
-            {
-                break;
-            }
-        };
-
-        await breakEarly.Should().ThrowAsync<OperationCanceledException>().WithMessage("the sequence of sources' own clean-up",
+        await FluentActions.Awaiting(() => BreakAtTheFirstItemAsync(sequence)).Should().ThrowAsync<OperationCanceledException>().WithMessage("the sequence of sources' own clean-up",
             "the sequence of sources was given no token: its disposal failure is a failure");
         disposed.Task.IsCompleted.Should().BeTrue();
 
@@ -765,6 +630,49 @@ public sealed class CancellationContractTests
         stalled.TrySetResult();
         yield return await aborted;
     }
+
+    /// <summary>Enumerates <paramref name="sequence"/> with <paramref name="cts"/>' token until it ends with the
+    /// cancellation; the items handed out while that token was cancelled.</summary>
+    private static async Task<List<int>> YieldedAfterTheCancellationAsync(IAsyncEnumerable<int> sequence, CancellationTokenSource cts)
+    {
+        var yielded = new List<int>();
+        Func<Task> enumerate = async () =>
+        {
+            await foreach (int x in sequence.WithCancellation(cts.Token))
+            {
+                if (cts.IsCancellationRequested)
+                {
+                    yielded.Add(x);
+                }
+            }
+        };
+
+        await enumerate.Should().ThrowAsync<OperationCanceledException>();
+        return yielded;
+    }
+
+    /// <summary>Takes the first item and leaves, as a <c>break</c> does, with no token.</summary>
+    private static async Task BreakAtTheFirstItemAsync(IAsyncEnumerable<int> sequence)
+    {
+        await foreach (int x in sequence)
+        {
+            break;
+        }
+    }
+
+    /// <summary>The operator named <paramref name="op"/> over <paramref name="source"/>, passing its items through:
+    /// <c>Map</c> and <c>MapUnordered</c> (2 at once), <c>Merge</c> (one source), <c>MergeLimited</c> (a sequence of one
+    /// source, 1 at once), <c>Prefetch</c> (2), <c>BatchTimed</c> (batches of 1, an hour's delay on a fake clock).</summary>
+    private static IAsyncEnumerable<int> Over(string op, IAsyncEnumerable<int> source) => op switch
+    {
+        "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+        "MapUnordered" => source.MapUnordered((x, _) => new ValueTask<int>(x), 2),
+        "Merge" => AsyncIter.Merge(source),
+        "MergeLimited" => AsyncIter.Merge(new[] { source }.AsEnumerable(), 1),
+        "Prefetch" => source.Prefetch(2),
+        "BatchTimed" => source.Batch(1, TimeSpan.FromHours(1), new FakeTimeProvider()).Select(b => b[0]),
+        _ => throw new ArgumentOutOfRangeException(nameof(op)),
+    };
 
     private static IAsyncEnumerable<int> Build(string op)
     {

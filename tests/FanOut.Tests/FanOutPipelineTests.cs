@@ -103,12 +103,7 @@ public sealed class FanOutPipelineTests
     [InlineData(4, 8, 4)]   // every worker fails once (a brief outage of what processes the batches)
     public async Task RunAsync_WhenProcessingABatchFails_EndsWithThatFailure(int workers, int queueCapacity, int failures)
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
-        {
-            Latency = TimeSpan.Zero,
-            Jitter = TimeSpan.Zero,
-            ErrorRate = 0,
-        });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         int calls = 0;
         var pipeline = new FanOutPipeline(http, Options() with { Count = 1_000, BatchSize = 10, Workers = workers, QueueCapacity = queueCapacity }, processBatch: (_, _) =>
@@ -124,7 +119,7 @@ public sealed class FanOutPipelineTests
     [Fact]
     public async Task RunAsync_WhenProcessingABatchFailsWhileTheIdsSourceWaits_CancelsThatWaitAndEndsWithTheFailure()
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         bool sourceSawTheFailure = false;
 
@@ -156,7 +151,7 @@ public sealed class FanOutPipelineTests
     [Fact]
     public async Task RunAsync_WhenProcessingABatchFails_StartsNoNewRequest()
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         long requestsAtTheFailure = -1;
         var pipeline = new FanOutPipeline(http, Options() with { Count = 1_000, Limit = 8, BatchSize = 200, BatchDelay = TimeSpan.FromSeconds(30), Workers = 1, QueueCapacity = 1 }, processBatch: (_, _) =>
@@ -172,7 +167,7 @@ public sealed class FanOutPipelineTests
     [Fact]
     public async Task RunAsync_WhenTwoWorkersFail_EndsWithTheFirstFailure()
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         var bothIn = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var firstThrown = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -203,7 +198,7 @@ public sealed class FanOutPipelineTests
     [Fact]
     public async Task RunAsync_WhenTheIdsSourceFailsWithAQueuesShutdown_EndsWithThatFailure()
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         var shared = new AsyncQueue<int>();
         for (int i = 0; i < 10; i++)
@@ -227,12 +222,7 @@ public sealed class FanOutPipelineTests
     [Fact]
     public async Task RunAsync_StoppedWhileTheIdsSourceWaits_CancelsThatWaitAndCallsEveryIdItHandedOut()
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
-        {
-            Latency = TimeSpan.Zero,
-            Jitter = TimeSpan.Zero,
-            ErrorRate = 0,
-        });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         using var stop = new CancellationTokenSource();
         var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -273,12 +263,7 @@ public sealed class FanOutPipelineTests
     [Fact]
     public async Task RunAsync_StoppedAfterTheLastIdWasTaken_IsNotReportedAsStoppedEarly()
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
-        {
-            Latency = TimeSpan.Zero,
-            Jitter = TimeSpan.Zero,
-            ErrorRate = 0,
-        });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         using var stop = new CancellationTokenSource();
         int consumed = 0;
@@ -301,12 +286,7 @@ public sealed class FanOutPipelineTests
     [Fact]
     public async Task RunAsync_StoppedPartWay_IsReportedAsStoppedEarly()
     {
-        await using FlakyApiServer server = await FlakyApiServer.StartAsync(new FlakyApiOptions
-        {
-            Latency = TimeSpan.Zero,
-            Jitter = TimeSpan.Zero,
-            ErrorRate = 0,
-        });
+        await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         using var stop = new CancellationTokenSource();
         var pipeline = new FanOutPipeline(http, Options() with { Count = 10_000, Limit = 2 }, ids: StopAfter(AsyncEnumerable.Range(0, 10_000), 5, stop));
@@ -365,6 +345,10 @@ public sealed class FanOutPipelineTests
     }
 
     private static readonly TimeSpan TestBound = TimeSpan.FromSeconds(20);
+
+    /// <summary>The in-process API answering every call at once, successfully.</summary>
+    private static Task<FlakyApiServer> InstantServerAsync() =>
+        FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
 
     private static FanOutOptions Options() => new()
     {
