@@ -236,7 +236,7 @@ public static partial class AsyncIter
             {
                 await enumerator.DisposeAsync();
             }
-            catch (Exception ex) when (ex.IsCancellationOf(calls.Token))
+            catch (Exception ex) when (ex.IsGivingWayTo(calls.Token))
             {
                 // The source's clean-up gave way to its token, cancelled by this operator (the consumer left, a failure)
                 // or the caller: not a failure of its own (the token rule below decides).

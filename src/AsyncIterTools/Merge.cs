@@ -214,7 +214,7 @@ public static partial class AsyncIter
             catch (Exception ex)
             {
                 // A clean-up that gave way to the token this operator gave the source is not a failure.
-                if (!ex.IsCancellationOf(moves.Token))
+                if (!ex.IsGivingWayTo(moves.Token))
                 {
                     RecordDisposalFailure(ex);
                 }

@@ -115,8 +115,7 @@ public sealed class CancellationContractTests
     [InlineData("BatchTimed")]
     public async Task LeftAtAYieldAfterTheCancellation_ASourceWhoseDisposalFails_DisposesWithoutThatFailure(string op)
     {
-        var source = new EndlessGatedDisposal();
-        source.FinishDisposal(new InvalidDataException("the source's disposal failed")); // its disposal fails at once
+        var source = new HostileSource(Hostility.DisposeThrows, new InvalidDataException("the source's disposal failed"), items: int.MaxValue);
         IAsyncEnumerable<int> sequence = Over(op, source);
         using var cts = new CancellationTokenSource();
         IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
@@ -205,7 +204,7 @@ public sealed class CancellationContractTests
             "Map" => Sources.From(Enumerable.Range(0, 2)).Map((x, _) => x == 1 ? throw new InvalidDataException("call 1 failed") : new ValueTask<int>(gate.Task), 2),
             "MapUnordered" => Sources.From(Enumerable.Range(0, 2)).MapUnordered((x, _) => x == 1 ? throw new InvalidDataException("call 1 failed") : new ValueTask<int>(gate.Task), 2),
             "AsCompleted" => AsyncIter.AsCompleted(Enumerable.Range(0, 2).Select(x => (Func<CancellationToken, Task<int>>)(_ => x == 1 ? throw new InvalidDataException("call 1 failed") : gate.Task)), 2),
-            _ => AsyncIter.Merge(Gated(gate.Task), new MoveThrowsAtOnce()),
+            _ => AsyncIter.Merge(Gated(gate.Task), new HostileSource(Hostility.MoveNextThrowsSynchronously, new InvalidDataException("the source's move failed"), at: 0)),
         };
         await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
         Task<bool> move = e.MoveNextAsync().AsTask(); // the failure is taken; the operator waits for the gated call
@@ -249,17 +248,6 @@ public sealed class CancellationContractTests
         yield return await gate; // ignores its token
     }
 
-    /// <summary>Its MoveNextAsync throws synchronously.</summary>
-    private sealed class MoveThrowsAtOnce : IAsyncEnumerable<int>, IAsyncEnumerator<int>
-    {
-        public int Current => 0;
-
-        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
-
-        public ValueTask<bool> MoveNextAsync() => throw new InvalidDataException("the source's move failed");
-
-        public ValueTask DisposeAsync() => default;
-    }
 
     /// <summary>Yields 0, 1, 2, ... at once, ignoring its token; its DisposeAsync completes when the test says.</summary>
     private sealed class EndlessGatedDisposal : IAsyncEnumerable<int>, IAsyncEnumerator<int>
@@ -557,10 +545,13 @@ public sealed class CancellationContractTests
         finally
         {
             disposed.TrySetResult();
-            await Task.Delay(Timeout.Infinite, ct);
+            var flushed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using (ct.Register(() => flushed.TrySetCanceled(ct)))
+            {
+                await flushed.Task; // never flushed: gives way once its token is cancelled
+            }
         }
     }
-
 
     /// <summary>Its first MoveNextAsync blocks (synchronously) until its token is cancelled, then returns a move that
     /// has already failed (a blocking read aborted by the token).</summary>

@@ -27,6 +27,6 @@ internal static class CancellationHelpers
     /// <see cref="OperationCanceledException"/> once that token is cancelled, since the source may watch a token linked
     /// to it (an async iterator called with a token of its own gets one) and cannot be told apart from it. Not a failure.
     /// </summary>
-    public static bool IsCancellationOf(this Exception failure, CancellationToken token) =>
+    public static bool IsGivingWayTo(this Exception failure, CancellationToken token) =>
         failure is OperationCanceledException && token.IsCancellationRequested;
 }

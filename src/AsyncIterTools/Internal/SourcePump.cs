@@ -111,7 +111,7 @@ internal sealed class SourcePump<T> : IAsyncDisposable
                 {
                     await enumerator.DisposeAsync().ConfigureAwait(false);
                 }
-                catch (Exception ex) when (!ex.IsCancellationOf(_cts.Token))
+                catch (Exception ex) when (!ex.IsGivingWayTo(_cts.Token))
                 {
                     _disposeFailure = ExceptionDispatchInfo.Capture(ex);
                     throw;
