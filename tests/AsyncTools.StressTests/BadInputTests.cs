@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using AsyncIterTools;
 using AsyncIterTools.Tests;
 using AsyncPrimitives;
@@ -860,7 +861,14 @@ public sealed class BadInputTests
 
         var conditionHeld2 = new AsyncCondition(timeProvider: new FakeTimeProvider());
         conditionHeld2.AcquireAsync().AsTask().IsCompleted.Should().BeTrue();
-        yield return ("AsyncCondition.WaitUntilAsync(predicate, timeout)", t => conditionHeld2.WaitUntilAsync(() => false, t).AsTask(), () => ConditionUsableAsync(conditionHeld2));
+        // Its predicate turns true before the usable check notifies it: with one that stays false, the woken waiter could
+        // join the line again after the check let go of the lock, and leave a waiter behind.
+        var done = new StrongBox<bool>();
+        yield return ("AsyncCondition.WaitUntilAsync(predicate, timeout)", t => conditionHeld2.WaitUntilAsync(() => Volatile.Read(ref done.Value), t).AsTask(), () =>
+        {
+            Volatile.Write(ref done.Value, true);
+            return ConditionUsableAsync(conditionHeld2);
+        });
     }
 
     /// <summary>Every member with a token, with a way to succeed now and a way to make it wait (and then grant it).</summary>
