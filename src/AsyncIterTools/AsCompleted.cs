@@ -28,7 +28,7 @@ public static partial class AsyncIter
     /// <para>
     /// A failure surfaces when it is reached in completion order: the other work is cancelled and awaited, then the
     /// exception is thrown from <c>MoveNextAsync</c>. When the deadline passes, running work is cancelled at once and
-    /// nothing new starts; results that completed are still yielded, then the cancelled work is awaited and a
+    /// nothing new starts; results that completed before it are still yielded, then the cancelled work is awaited and a
     /// <see cref="TimeoutException"/> is thrown (not when the deadline passes after the last result was handed out: that
     /// cut nothing short). Breaking out of the loop (disposing the enumerator) cancels and awaits
     /// what is still running. The token from <c>WithCancellation</c> is linked into every work item's token; the
@@ -285,15 +285,33 @@ public static partial class AsyncIter
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
+
+            // Work it owns, once the deadline has passed: cancelled, and awaited here, as a result that came before the
+            // deadline may be taken only now (its end waited for its lease to go back) and is still yielded.
+            bool pastDeadline = false;
             while (running.InFlight > 0 && running.Failure is null)
             {
-                CompletionQueue<TArg, T>.Operation? next = await NextOrTimeoutAsync(running, waitToken);
+                CompletionQueue<TArg, T>.Operation? next = pastDeadline ? await running.NextAsync() : await NextOrTimeoutAsync(running, waitToken);
                 if (next is null)
                 {
                     // Deadline passed or (for tasks we do not own) the caller cancelled; reported after the drain.
                     cutShort = true;
                     running.Cancel();
-                    break;
+                    if (!ownsWork)
+                    {
+                        break;
+                    }
+
+                    pastDeadline = true;
+                    continue;
+                }
+
+                if (next.EndedAfterCancel && next.Error is null && deadline.IsExpired)
+                {
+                    // A value that came after the deadline cancelled the work: dropped, as nothing after it counts.
+                    cutShort = true;
+                    running.Return(next);
+                    continue;
                 }
 
                 ExceptionDispatchInfo? error = next.Error;

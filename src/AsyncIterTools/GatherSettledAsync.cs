@@ -116,11 +116,12 @@ public static partial class AsyncIter
 
     /// <summary>
     /// GatherSettledAsync's outcome rule: every piece's outcome goes to its slot, and nothing stops the gathering but a
-    /// lease the limiter refused (the piece never ran, so it has no outcome of its own).
+    /// failure of the limiter (a refused lease, whose piece never ran, or a lease whose release failed): not an outcome
+    /// of the piece's own.
     /// </summary>
     private static bool RecordSettled<T>(CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation piece, ResultBuffer<Outcome<T>> results)
     {
-        if (piece.LeaseRefused)
+        if (piece.LimiterFailed)
         {
             return false;
         }

@@ -229,6 +229,39 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task Deadline_AValueOfWorkThatIgnoresItsCancellation_ComingAfterTheDeadline_IsNotYielded()
+    {
+        var time = new CountingTimeProvider();
+        var late = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Func<CancellationToken, Task<int>>[] work =
+        [
+            ct =>
+            {
+                ct.Register(cancelled.SetResult);
+                return late.Task; // ignores its token
+            },
+        ];
+        var yielded = new List<int>();
+        async Task ConsumeAsync()
+        {
+            await foreach (int x in AsyncIter.AsCompleted(work, null, TimeSpan.FromSeconds(10), time))
+            {
+                yielded.Add(x);
+            }
+        }
+
+        Task all = ConsumeAsync();
+        time.Advance(TimeSpan.FromSeconds(10));
+        await cancelled.Task.WaitAsync(TestWork.Bound); // the deadline cancelled the work, which goes on
+        all.IsCompleted.Should().BeFalse("owned work is awaited");
+        late.SetResult(7);
+
+        await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+        yielded.Should().BeEmpty("the value came after the deadline");
+    }
+
+    [Fact]
     public async Task Deadline_WorkThatFailsItsOwnWayWhenCancelled_IsReportedAsTheTimeout()
     {
         var time = new CountingTimeProvider();

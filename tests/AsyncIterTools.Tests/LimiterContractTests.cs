@@ -741,12 +741,24 @@ public sealed class LimiterContractTests
         }
     }
 
-    /// <summary>A granted lease: IAsyncDisposable with the given release; LEASE_LOST when <paramref name="lost"/> can be cancelled.</summary>
+    /// <summary>
+    /// A lease, IAsyncDisposable with the given release (counted in <see cref="Releases"/>); LEASE_LOST when
+    /// <paramref name="lost"/> can be cancelled. Granted unless <see cref="Grants"/> says otherwise.
+    /// </summary>
     private sealed class TestLease(Func<ValueTask> release, CancellationToken lost = default) : RateLimitLease, IAsyncDisposable
     {
+        private int _releases;
+
         public TaskCompletionSource ReleaseStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public override bool IsAcquired => true;
+        /// <summary>What <see cref="IsAcquired"/> answers: true, false (a refusal without RetryAfter), or null to throw
+        /// <see cref="InvalidDataException"/> (a lease that cannot tell).</summary>
+        public bool? Grants { get; init; } = true;
+
+        /// <summary>How many times it was disposed, either way.</summary>
+        public int Releases => Volatile.Read(ref _releases);
+
+        public override bool IsAcquired => Grants ?? throw new InvalidDataException("the lease cannot tell");
 
         public override IEnumerable<string> MetadataNames => lost.CanBeCanceled ? ["LEASE_LOST"] : [];
 
@@ -758,13 +770,12 @@ public sealed class LimiterContractTests
 
         public ValueTask DisposeAsync()
         {
+            Interlocked.Increment(ref _releases);
             ReleaseStarted.TrySetResult();
             return release();
         }
 
-        protected override void Dispose(bool disposing)
-        {
-        }
+        protected override void Dispose(bool disposing) => Interlocked.Increment(ref _releases);
     }
 
     /// <summary>
@@ -860,6 +871,112 @@ public sealed class LimiterContractTests
 
         await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("The lease of the rate limiter * was lost before the call started*");
         ran.Should().Be(0, "a lease already lost holds no permit, so the call must not run under it");
+    }
+
+    /// <summary>
+    /// AsCompleted: a result that came before the deadline is still yielded (docs/asynciter.md, AsCompleted), also when
+    /// the deadline passes while its lease is being released asynchronously, as it would be without a limiter.
+    /// </summary>
+    [Fact]
+    public async Task AsCompleted_AResultBeforeTheDeadline_TakenAfterItsLeaseWasReleased_IsStillYielded()
+    {
+        var time = new CountingTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task));
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(42) };
+        var seen = new List<int>();
+        async Task ConsumeAsync()
+        {
+            await foreach (int x in AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time))
+            {
+                seen.Add(x);
+            }
+        }
+
+        Task all = ConsumeAsync();
+        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // the work returned 42; its lease is going back
+        time.Advance(TimeSpan.FromSeconds(11));
+        release.SetResult();
+
+        await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>("the deadline passed before the work's end was taken");
+        seen.Should().Equal([42], "results that completed before the deadline are still yielded");
+        lease.Releases.Should().Be(1);
+    }
+
+    /// <summary>
+    /// A lease not granted (refused without a RetryAfter, or unable to tell) is disposed as every lease is: one that is
+    /// IAsyncDisposable with DisposeAsync, awaited before the operator ends (docs/asynciter.md, Limiters).
+    /// </summary>
+    [Theory]
+    [InlineData(LimitedOperator.GatherAsync, false)]
+    [InlineData(LimitedOperator.GatherSettledAsync, false)]
+    [InlineData(LimitedOperator.Map, false)]
+    [InlineData(LimitedOperator.MapUnordered, null)]
+    [InlineData(LimitedOperator.AsCompleted, null)]
+    [InlineData(LimitedOperator.GatherAsync, null)]
+    public async Task ALeaseNotGranted_ThatIsAsyncDisposable_IsReleasedWithDisposeAsync_BeforeTheOperatorEnds(LimitedOperator op, bool? grants)
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task)) { Grants = grants };
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        int ran = 0;
+
+        Task<List<int>> run = RunAsync(op, 1, (i, _) => { Interlocked.Increment(ref ran); return Task.FromResult(i); }, maxConcurrency: 1, limiter);
+        await Task.WhenAny(run, lease.ReleaseStarted.Task).WaitAsync(TestWork.Bound);
+        lease.ReleaseStarted.Task.IsCompleted.Should().BeTrue("an IAsyncDisposable lease is disposed with DisposeAsync");
+        run.IsCompleted.Should().BeFalse("its DisposeAsync is awaited before the operator ends");
+        release.SetResult();
+
+        if (grants is null)
+        {
+            await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>();
+        }
+        else
+        {
+            await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>().WithMessage("*refused*");
+        }
+
+        ran.Should().Be(0);
+        lease.Releases.Should().Be(1);
+    }
+
+    /// <summary>
+    /// The first failure wins: a call's failure is not replaced by the failure of its lease's release, which comes after
+    /// it (GatherSettledAsync: the piece's outcome is the call's failure).
+    /// </summary>
+    [Theory, MemberData(nameof(Operators))]
+    public async Task ACallsFailure_IsNotReplacedByTheFailureOfItsLeasesRelease(LimitedOperator op)
+    {
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(new TestLease(() => ValueTask.FromException(new ReleaseFailedException()))));
+        Func<CancellationToken, Task<int>>[] work = [_ => Task.FromException<int>(new BoomException())];
+
+        if (op == LimitedOperator.GatherSettledAsync)
+        {
+            Outcome<int>[] outcomes = await AsyncIter.GatherSettledAsync(work, 1, limiter).WaitAsync(TestWork.Bound);
+            outcomes.Should().ContainSingle().Which.Exception.Should().BeOfType<BoomException>();
+            return;
+        }
+
+        Task<List<int>> run = RunAsync(op, 1, (_, _) => Task.FromException<int>(new BoomException()), maxConcurrency: 1, limiter);
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowExactlyAsync<BoomException>("the call failed first; its lease's release failed after it");
+    }
+
+    /// <summary>
+    /// A lease whose release fails after its call succeeded is a failure of the limiter, as a limiter that throws is: the
+    /// operator fails with it, GatherSettledAsync included (not one piece's outcome, whose work succeeded).
+    /// </summary>
+    [Theory, MemberData(nameof(Operators))]
+    public async Task ALeasesReleaseFailingAfterItsCallSucceeded_FailsTheOperator(LimitedOperator op)
+    {
+        var limiter = new ScriptedLimiter((n, _) => new ValueTask<RateLimitLease>(
+            new TestLease(() => n == 1 ? ValueTask.FromException(new ReleaseFailedException()) : default)));
+        int ran = 0;
+
+        Task<List<int>> run = RunAsync(op, 3, (i, _) => { Interlocked.Increment(ref ran); return Task.FromResult(i); }, maxConcurrency: 1, limiter);
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowExactlyAsync<ReleaseFailedException>();
+        ran.Should().Be(2, "nothing starts after the limiter failed");
     }
 
     /// <summary>Runs <paramref name="op"/> over three calls, one at a time, that only count their starts in <paramref name="started"/>.</summary>

@@ -18,7 +18,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         {
             lease = await AcquireLeaseAsync(operation, cancellationToken);
         }
-        catch (Exception) when (operation.LeaseRefused)
+        catch (Exception) when (operation.LimiterFailed)
         {
             _stopped = true; // a refusal fails the operator as a whole
             throw;
@@ -44,31 +44,53 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             throw new OperationCanceledException("Not started: another call of the operator failed.", cancellationToken);
         }
 
+        TResult result;
         try
         {
             // Granted after the operator was cancelled: start nothing new (the lease goes back at once).
             cancellationToken.ThrowIfCancellationRequested();
-            return await CallHoldingAsync(lease, arg, cancellationToken).ConfigureAwait(false);
+            result = await CallHoldingAsync(lease, arg, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception)
         {
-            // Decided now, not once the lease is back (a round trip, for some): whether the call failed after the calls
+            // Decided now, not once the lease is back (a round trip, for some): whether the call ended before the calls
             // were cancelled; and, before the lease goes back, that nothing granted after it starts (a limiter may hand
             // the permit straight on).
-            operation.FailedBeforeCancel = !IsCancelled;
+            operation.EndedBeforeCancel = !IsCancelled;
             if (_stopsAtFailure)
             {
                 _stopped = true;
             }
 
+            // A lease whose release takes time (a PostgresSemaphore's goes back to the server) is awaited: the call ends,
+            // and the operator with it, only once its permit is back. The call's failure came first, and wins over a
+            // failure of the release.
+            try
+            {
+                await ReleaseAsync(lease).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // Dropped: the later of two failures (docs/asynciter.md, "the first failure wins").
+            }
+
             throw;
         }
-        finally
+
+        operation.EndedBeforeCancel = !IsCancelled;
+        try
         {
-            // A lease whose release takes time (a PostgresSemaphore's goes back to the server) is awaited: the call ends,
-            // and the operator with it, only once its permit is back.
             await ReleaseAsync(lease).ConfigureAwait(false);
         }
+        catch (Exception)
+        {
+            // The limiter failed, not the call: the operator fails as a whole, as when the limiter throws at an acquire.
+            operation.LimiterFailed = true;
+            _stopped = true;
+            throw;
+        }
+
+        return result;
     }
 
     private static ValueTask ReleaseAsync(RateLimitLease lease)
@@ -123,8 +145,8 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     /// <summary>
     /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
     /// (on <see cref="_timeProvider"/>, between <see cref="MinRetryAfter"/> and <see cref="MaxRetryAfter"/>); one without
-    /// it, or a limiter that throws, marks <paramref name="operation"/> refused (not an outcome of its work, which never
-    /// started) and throws.
+    /// it, or a limiter that throws, marks <paramref name="operation"/>'s limiter failed (not an outcome of its work, which
+    /// never started) and throws.
     /// </summary>
     private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
     {
@@ -135,13 +157,12 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             {
                 RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken)
                     ?? throw new InvalidOperationException($"The rate limiter {limiter} returned no lease (null); the work was not started.");
-                bool granted = false;
-                TimeSpan retryAfter;
+                TimeSpan retryAfter = default;
+                ExceptionDispatchInfo? refusal = null;
                 try
                 {
                     if (lease.IsAcquired)
                     {
-                        granted = true;
                         return lease;
                     }
 
@@ -152,14 +173,23 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                             $"The rate limiter {limiter} refused a permit{reason} without a RetryAfter; the work was not started.");
                     }
                 }
-                finally
+                catch (Exception ex)
                 {
-                    // A refused lease, or one that failed to say whether it was granted: given back here.
-                    if (!granted)
-                    {
-                        lease.Dispose();
-                    }
+                    refusal = ExceptionDispatchInfo.Capture(ex);
                 }
+
+                // A refused lease, or one that failed to say whether it was granted, is given back as every lease is
+                // (awaited). Its release failing is the limiter's failure, unless a refusal came first.
+                try
+                {
+                    await ReleaseAsync(lease);
+                }
+                catch (Exception) when (refusal is not null)
+                {
+                    // Dropped: the later of two failures.
+                }
+
+                refusal?.Throw();
 
                 // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the
                 // thread. At most what a timer takes: a longer one (a monthly quota) is asked again then, and says what
@@ -170,7 +200,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            operation.LeaseRefused = true;
+            operation.LimiterFailed = true;
             throw;
         }
     }

@@ -40,21 +40,28 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         /// or an earlier failure): its failure may be that cancellation's doing, so the operator reports the cancellation's
         /// cause instead. A call that failed before is a failure of its own, whatever came after.
         /// </summary>
-        public bool FailedAfterCancel { get; private set; }
+        public bool FailedAfterCancel => Error is not null && EndedAfterCancel;
 
-        /// <summary>Gets or sets, for a call that failed, whether the calls were not cancelled yet as it failed, when that
-        /// was decided before its completion (a limiter's lease is released in between); null to decide at completion.</summary>
-        public bool? FailedBeforeCancel { get; set; }
+        /// <summary>
+        /// Gets a value indicating whether the call ended (succeeded or failed) after the calls' token was cancelled: a
+        /// value that came after a deadline is not counted as having come before it.
+        /// </summary>
+        public bool EndedAfterCancel { get; private set; }
+
+        /// <summary>Gets or sets whether the calls were not cancelled yet as the call ended, when that was decided before
+        /// its completion (a limiter's lease is released in between); null to decide at completion.</summary>
+        public bool? EndedBeforeCancel { get; set; }
 
         /// <summary>Gets or sets a value indicating whether the call was counted in <see cref="OperatorMetrics.InFlight"/>
         /// as it started; the completion callback then counts it down.</summary>
         public bool Metered { get; set; }
 
         /// <summary>
-        /// Gets a value indicating whether the call failed because the limiter refused its lease (no <c>RetryAfter</c>):
-        /// the call never ran, and the operator fails as a whole, even where a failed call would not stop it.
+        /// Gets a value indicating whether the call failed because of the limiter, not of its own: the limiter refused its
+        /// lease (no <c>RetryAfter</c>) or threw, so the call never ran, or the lease's release failed after the call
+        /// succeeded. The operator fails as a whole, even where a failed call would not stop it.
         /// </summary>
-        public bool LeaseRefused { get; internal set; }
+        public bool LimiterFailed { get; internal set; }
 
         /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
         public bool IsDone { get; internal set; }
@@ -86,9 +93,9 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             Arg = default!;
             Result = default!;
             Error = null;
-            LeaseRefused = false;
-            FailedAfterCancel = false;
-            FailedBeforeCancel = null;
+            LimiterFailed = false;
+            EndedAfterCancel = false;
+            EndedBeforeCancel = null;
             IsDone = false;
         }
 
@@ -108,9 +115,10 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             catch (Exception ex)
             {
                 Error = ExceptionDispatchInfo.Capture(ex);
-                FailedAfterCancel = FailedBeforeCancel is { } before ? !before : _owner.IsCancelled;
                 _owner.NoteFailure();
             }
+
+            EndedAfterCancel = EndedBeforeCancel is { } before ? !before : _owner.IsCancelled;
 
             ExceptionDispatchInfo? listenerFailure = null;
             if (Metered)

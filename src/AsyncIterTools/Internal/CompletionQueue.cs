@@ -36,7 +36,7 @@ namespace AsyncIterTools.Internal;
 /// cancelled; it is in flight, and counts against the operator's concurrency limit, from its start, waiting for the
 /// lease included, so the source is still read only as slots free up. A lease refused with <c>RetryAfter</c> metadata
 /// is asked for again after that delay; one refused without it fails the call, which never runs, with an
-/// <see cref="InvalidOperationException"/> (<see cref="Operation.LeaseRefused"/> tells it from a failure of the call).
+/// <see cref="InvalidOperationException"/> (<see cref="Operation.LimiterFailed"/> tells it from a failure of the call).
 /// The queue holds no more leases than it has calls running, and none once <see cref="DrainAsync"/> returns (a lease that
 /// is <see cref="IAsyncDisposable"/> is released with <c>DisposeAsync</c>, awaited). A lease granted after a failure
 /// (<see cref="_stopped"/>) starts nothing; a lease's <c>LEASE_LOST</c> token is linked into its call's token
