@@ -107,20 +107,41 @@ public sealed class QueueDocExamplesTests
         queue.Count.Should().Be(0);
     });
 
-    [Fact]
-    public Task ProducerConsumerExample_ForeachEndsAtShutdown() => Bounded(async () =>
+    [Theory]
+    [InlineData(-1)] // every item is processed
+    [InlineData(3)]  // item 3 fails
+    public Task ProducerConsumerExample_ForeachEndsAtShutdown(int failing) => Bounded(async () =>
     {
         var processed = new List<int>();
-        void Process(int item) => processed.Add(item);
+        void Process(int item)
+        {
+            if (item == failing)
+            {
+                throw new FormatException($"item {item}");
+            }
+
+            processed.Add(item);
+        }
 
         // doc: queues-foreach
         var queue = new AsyncQueue<int>(maxSize: 2);
+        var failures = new List<Exception>();
         var consumer = Task.Run(async () =>
         {
             await foreach (int item in queue)   // ends when the queue is shut down and empty
             {
-                Process(item);
-                queue.TaskDone();
+                try
+                {
+                    Process(item);
+                }
+                catch (Exception ex)
+                {
+                    failures.Add(ex);           // recorded: a consumer that died would leave the producer waiting
+                }
+                finally
+                {
+                    queue.TaskDone();           // done, failed or not: JoinAsync waits for every item
+                }
             }
         });
         for (int i = 0; i < 10; i++)
@@ -132,7 +153,8 @@ public sealed class QueueDocExamplesTests
         queue.Shutdown();
         await consumer;
         // end doc
-        processed.Should().Equal(Enumerable.Range(0, 10));
+        processed.Should().Equal(Enumerable.Range(0, 10).Where(i => i != failing));
+        failures.Should().HaveCount(failing < 0 ? 0 : 1);
     });
 
     [Fact]

@@ -75,7 +75,7 @@ public sealed class CookbookTests
 
     // doc: cookbook-limiters
     /// <summary>
-    /// Fetches every id with at most 32 calls in flight in this instance, at most 100 started per second by it, and never
+    /// Fetches every id with at most 32 calls in flight in this instance, 100 started per second by it after a burst of 100, and never
     /// more calls in flight across all instances than <paramref name="global"/> has permits.
     /// </summary>
     private static async Task<List<string>> FetchAllAsync(HttpClient http, IAsyncEnumerable<int> ids, RateLimiter global)
