@@ -105,7 +105,9 @@ public static partial class AsyncIter
     /// <para>
     /// Deferred. The source is read ahead on its own task (up to <paramref name="maxSize"/> items beyond the batch being
     /// built), so a stalled source cannot hold a partial batch past its deadline; the deadline is measured from the time
-    /// the batch's first item was read from the source. No batch is ever empty: nothing is emitted while no item is waiting.
+    /// the batch's first item was read from the source, on <paramref name="timeProvider"/>, and kept by its timers to their
+    /// precision (the system's count whole milliseconds, as <see cref="Task.Delay(TimeSpan)"/> does). No batch is ever
+    /// empty: nothing is emitted while no item is waiting.
     /// </para>
     /// <para>
     /// A source error ends the batch being built: that partial batch (the items read before the error) is emitted first,
@@ -186,9 +188,11 @@ public static partial class AsyncIter
                             break;
                         }
                     }
-                    catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                    catch (OperationCanceledException)
                     {
-                        // The deadline passed while waiting: take what the read-ahead read before it, then emit.
+                        // Cancelled: thrown as the caller's token (the wait watched the deadline's, linked to it). Else
+                        // the deadline passed while waiting: take what the read-ahead read before it, then emit.
+                        cancellationToken.ThrowIfCancellationRequested();
                     }
                 }
             }

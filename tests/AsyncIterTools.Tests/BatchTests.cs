@@ -381,6 +381,23 @@ public sealed class BatchTests
     }
 
     [Fact]
+    public async Task Timed_ClockMovingOnWhileTheDeadlineIsArmed_TheBatchIsStillDueMaxDelayAfterItsFirstItem()
+    {
+        var time = new MisbehavingTimeProvider { MovesWhileArmingFirst = TimeSpan.FromSeconds(2) };
+        var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var never = new TaskCompletionSource();
+        await using IAsyncEnumerator<int[]> e = TestWork.ThenWait(new[] { 1 }, never.Task, stalled.SetResult)
+            .Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        await stalled.Task.WaitAsync(TestWork.Bound);
+        await time.FirstDueTime.WaitAsync(TestWork.Bound); // armed, the clock at 2 s after the item was read
+
+        time.Advance(TimeSpan.FromSeconds(3)); // 5 s after the item was read
+        (await move.WaitAsync(TestWork.Bound)).Should().BeTrue("the batch is due maxDelay after its first item was read");
+        e.Current.Should().Equal(1);
+    }
+
+    [Fact]
     public async Task Timed_TimerFailsToStop_TheBatchReadIsStillHandedOut()
     {
         (_, int[] batch) = await OneItemThenStallAsync(new MisbehavingTimeProvider { TimerDisposeThrows = true });

@@ -642,6 +642,58 @@ public sealed class CancellationContractTests
         return yielded;
     }
 
+    /// <summary>
+    /// The cancellation surfaces as an <see cref="OperationCanceledException"/> of the caller's token, whatever the
+    /// operator was waiting on inside (asynciter.md, shared rules): the timed Batch's partial batch too, whose wait for
+    /// more items also watches the batch's own deadline.
+    /// </summary>
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    [InlineData("BatchPartial")]
+    [InlineData("Tee")]
+    public async Task CancelledWhileTheSourceStalls_TheExceptionCarriesTheCallersToken(string op)
+    {
+        var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var never = new TaskCompletionSource();
+        async IAsyncEnumerable<int> OneItemThenStall([EnumeratorCancellation] CancellationToken ct = default)
+        {
+            yield return 1;
+            stalled.TrySetResult();
+            await never.Task.WaitAsync(ct);
+        }
+
+        var time = new CountingTimeProvider();
+        IAsyncEnumerable<int> sequence = op switch
+        {
+            "BatchPartial" => OneItemThenStall().Batch(10, TimeSpan.FromHours(1), time).Select(b => b[0]),
+            "Tee" => OneItemThenStall().Tee(2)[0],
+            _ => Over(op, OneItemThenStall()),
+        };
+        using var cts = new CancellationTokenSource();
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        if (op != "BatchPartial")
+        {
+            (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        }
+
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        await stalled.Task.WaitAsync(TestWork.Bound);
+        if (op == "BatchPartial")
+        {
+            await time.WaitForArmedTimersAsync(1).WaitAsync(TestWork.Bound); // the partial batch waits for its deadline
+        }
+
+        await cts.CancelAsync();
+
+        (await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>())
+            .Which.CancellationToken.Should().Be(cts.Token);
+    }
+
     /// <summary>Takes the first item and leaves, as a <c>break</c> does, with no token.</summary>
     private static async Task BreakAtTheFirstItemAsync(IAsyncEnumerable<int> sequence)
     {

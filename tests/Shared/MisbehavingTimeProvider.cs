@@ -24,6 +24,10 @@ public sealed class MisbehavingTimeProvider : FakeTimeProvider
     /// (after stopping).</summary>
     public bool TimerDisposeThrows { get; set; }
 
+    /// <summary>How far the clock moves on while the first timer is being created (as a real clock does when the thread
+    /// arming a timer is held up between reading the clock and creating the timer).</summary>
+    public TimeSpan MovesWhileArmingFirst { get; set; }
+
     /// <summary>The due time of the first timer created.</summary>
     public Task<TimeSpan> FirstDueTime => _firstDueTime.Task;
 
@@ -35,6 +39,11 @@ public sealed class MisbehavingTimeProvider : FakeTimeProvider
         if (CreateTimerThrows)
         {
             throw new InvalidOperationException("The clock cannot create a timer.");
+        }
+
+        if (!_firstDueTime.Task.IsCompleted && MovesWhileArmingFirst > TimeSpan.Zero)
+        {
+            Advance(MovesWhileArmingFirst);
         }
 
         ITimer timer = base.CreateTimer(callback, state, dueTime, period);

@@ -39,15 +39,23 @@ internal sealed class Deadline : IDisposable
             try
             {
                 _timer = timeProvider.CreateTimer(static s => ((Deadline)s!).Expire(), this, remaining, Timeout.InfiniteTimeSpan);
+
+                // Measured before arming: if the clock has moved on meanwhile, the timer is due that much sooner.
+                TimeSpan left = TimeoutArgument.Remaining(t, timeProvider, start);
+                if (left > TimeSpan.Zero && left < remaining)
+                {
+                    _timer.Change(left, Timeout.InfiniteTimeSpan);
+                }
             }
             catch
             {
+                _timer?.DisposeQuietly();
                 _source.Dispose(); // its registration on the linked token goes with it
                 throw;
             }
         }
 
-        // Measured before arming: if the clock has moved past the deadline meanwhile, expire now.
+        // If the clock has moved past the deadline meanwhile, expire now.
         if (TimeoutArgument.Remaining(t, timeProvider, start) == TimeSpan.Zero)
         {
             Expire();
