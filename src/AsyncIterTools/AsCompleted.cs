@@ -258,9 +258,9 @@ public static partial class AsyncIter
         using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken, limiter, timeProvider);
 
         // Work it owns is cancelled when the deadline passes, not when the consumer next looks: nothing new starts after it.
-        using CancellationTokenRegistration stopAtDeadline = ownsWork
-            ? deadline.Token.RegisterNoFlow(static s => ((CompletionQueue<TArg, T>)s!).Cancel(), running)
-            : default;
+        // Tasks it does not own are let go of then (once all are read: one already complete came before the deadline), so
+        // a value that comes after the deadline is not yielded.
+        CancellationTokenRegistration stopAtDeadline = ownsWork ? StopAtDeadline(deadline, running) : default;
 
         // Tasks the operator does not own are not awaited on exit, so waiting for them must also end on cancellation.
         using CancellationTokenSource? waitCts = ownsWork ? null : CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
@@ -285,6 +285,10 @@ public static partial class AsyncIter
         try
         {
             running.StartMore(pending, maxConcurrency, inputsName, startsWork: ownsWork);
+            if (!ownsWork)
+            {
+                stopAtDeadline = StopAtDeadline(deadline, running);
+            }
 
             // Work it owns, once the deadline has passed: cancelled, and awaited here, as a result that came before the
             // deadline may be taken only now (its end waited for its lease to go back) and is still yielded.
@@ -306,9 +310,10 @@ public static partial class AsyncIter
                     continue;
                 }
 
-                if (next.EndedAfterCancel && next.Error is null && deadline.IsExpired)
+                if (ownsWork && next.EndedAfterCancel && next.Error is null && deadline.IsExpired)
                 {
-                    // A value that came after the deadline cancelled the work: dropped, as nothing after it counts.
+                    // A value that came after the deadline cancelled the work: dropped, as nothing after it counts. (A
+                    // given task already complete when read, past a zero deadline, came before it.)
                     cutShort = true;
                     running.Return(next);
                     continue;
@@ -318,6 +323,14 @@ public static partial class AsyncIter
                 bool timedOut = next.FailedAfterCancel && deadline.IsExpired;
                 T value = next.Result;
                 running.Return(next);
+                if (timedOut && ownsWork && !cancellationToken.IsCancellationRequested)
+                {
+                    // Work failing after the deadline cancelled it (whatever it threw for it) is the timeout: dropped, and
+                    // the rest still awaited here, as what came before the deadline is still yielded or thrown.
+                    cutShort = true;
+                    continue;
+                }
+
                 if (error is not null || cancellationToken.IsCancellationRequested)
                 {
                     // Once the caller has cancelled, the enumeration ends as the cancellation (as every lazy operator does);
@@ -345,6 +358,7 @@ public static partial class AsyncIter
         finally
         {
             bool leftAfterCancelling = atYield && cancellationToken.IsCancellationRequested; // read as the consumer leaves
+            stopAtDeadline.Dispose();
             running.Cancel();
             if (ownsWork)
             {
@@ -375,6 +389,10 @@ public static partial class AsyncIter
 
         disposalFailure?.Throw();
     }
+
+    /// <summary>Cancels <paramref name="running"/> when <paramref name="deadline"/> passes (at once if it has).</summary>
+    private static CancellationTokenRegistration StopAtDeadline<TArg, T>(Deadline deadline, CompletionQueue<TArg, T> running) =>
+        deadline.Token.RegisterNoFlow(static s => ((CompletionQueue<TArg, T>)s!).Cancel(), running);
 
     /// <summary>Returns the next completion, or null if <paramref name="waitToken"/> ended the wait first.</summary>
     private static ValueTask<CompletionQueue<TArg, T>.Operation?> NextOrTimeoutAsync<TArg, T>(CompletionQueue<TArg, T> running, CancellationToken waitToken)

@@ -764,4 +764,38 @@ public sealed class AsCompletedTests
         time.Advance(TimeSpan.FromSeconds(10));
         await FluentActions.Awaiting(() => move.AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
     }
+
+    /// <summary>
+    /// docs/asynciter.md, AsCompleted: when the deadline passes, results that completed before it are still yielded, not
+    /// a value that came after it: from work that ignores its token, or from a given task (let go of at the deadline).
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AValueThatCameAfterTheDeadline_IsNotYielded(bool givenTasks)
+    {
+        var time = new CountingTimeProvider();
+        var late = new TaskCompletionSource<int>();
+        IAsyncEnumerable<int> sequence = givenTasks
+            ? AsyncIter.AsCompleted([Task.FromResult(1), late.Task], TimeSpan.FromSeconds(10), time)
+            : AsyncIter.AsCompleted([_ => Task.FromResult(1), _ => late.Task], null, TimeSpan.FromSeconds(10), time);
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator();
+        (await e.MoveNextAsync()).Should().BeTrue();
+        e.Current.Should().Be(1);
+
+        time.Advance(TimeSpan.FromSeconds(11)); // the deadline passes while the consumer holds 1
+        TestWork.CompleteInline(() => late.SetResult(2)); // after the deadline; its end is posted before this returns
+
+        var yielded = new List<int>();
+        async Task RestAsync()
+        {
+            while (await e.MoveNextAsync())
+            {
+                yielded.Add(e.Current);
+            }
+        }
+
+        await FluentActions.Awaiting(() => RestAsync().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+        yielded.Should().BeEmpty("2 came after the deadline");
+    }
 }

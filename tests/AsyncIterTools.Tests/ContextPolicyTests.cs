@@ -212,4 +212,73 @@ public sealed class ContextPolicyTests
 
         public void Dispose() => _queue.CompleteAdding();
     }
+
+    /// <summary>
+    /// docs/asynciter.md, Shared rules: "The concurrent operators' own bookkeeping (recording that a call completed) never
+    /// posts to your SynchronizationContext". Every call's lease is refused (no RetryAfter) and is IAsyncDisposable, its
+    /// release parked on the gate: the refused calls' ends must not post once per call.
+    /// </summary>
+    [Theory]
+    [InlineData("GatherAsync(limiter)")]
+    [InlineData("AsCompleted(limiter)")]
+    public async Task UnderASingleThreadedContext_RefusedLeasesGoingBackAsynchronously_PostNothingPerCall(string op)
+    {
+        using var context = new SingleThreadedContext();
+        (int posts, Exception? failure) = await context.Run(() => RunRefusedAsync(op)).WaitAsync(TestWork.Bound);
+
+        failure.Should().BeOfType<InvalidOperationException>();
+        posts.Should().BeLessThanOrEqualTo(AllowedPosts, "recording a completion must not post to the caller's context");
+    }
+
+    private static async Task<(int Posts, Exception? Failure)> RunRefusedAsync(string op)
+    {
+        var context = (SingleThreadedContext)SynchronizationContext.Current!;
+        var gate = new TaskCompletionSource<int>(); // synchronous continuations
+        using var limiter = new RefusingLimiter(gate.Task);
+        IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat<Func<CancellationToken, Task<int>>>(_ => Task.FromResult(1), Calls);
+        Task run = op == "GatherAsync(limiter)"
+            ? AsyncIter.GatherAsync(work, Calls, limiter)
+            : AsyncIter.AsCompleted(work, Calls, limiter).ToListAsync().AsTask();
+        int before = context.Posts;
+        OpenGate(gate);
+        Exception? failure = null;
+        try
+        {
+            await run;
+        }
+        catch (Exception ex)
+        {
+            failure = ex;
+        }
+
+        return (context.Posts - before, failure);
+    }
+
+    /// <summary>Refuses every lease without a RetryAfter; each lease is IAsyncDisposable, its release waiting for the gate.</summary>
+    private sealed class RefusingLimiter(Task gate) : System.Threading.RateLimiting.RateLimiter
+    {
+        public override TimeSpan? IdleDuration => null;
+
+        public override System.Threading.RateLimiting.RateLimiterStatistics? GetStatistics() => null;
+
+        protected override System.Threading.RateLimiting.RateLimitLease AttemptAcquireCore(int permitCount) => throw new NotSupportedException();
+
+        protected override ValueTask<System.Threading.RateLimiting.RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) =>
+            new(new RefusedLease(gate));
+    }
+
+    private sealed class RefusedLease(Task gate) : System.Threading.RateLimiting.RateLimitLease, IAsyncDisposable
+    {
+        public override bool IsAcquired => false;
+
+        public override IEnumerable<string> MetadataNames => [];
+
+        public override bool TryGetMetadata(string metadataName, out object? metadata)
+        {
+            metadata = null;
+            return false;
+        }
+
+        public ValueTask DisposeAsync() => new(gate);
+    }
 }

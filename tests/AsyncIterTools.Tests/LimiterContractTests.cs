@@ -1032,4 +1032,221 @@ public sealed class LimiterContractTests
             _ => throw new ArgumentOutOfRangeException(nameof(op)),
         };
     }
+
+    /// <summary>
+    /// docs/asynciter.md, AsCompleted: "results that completed before it are still yielded (with a limiter, also one whose
+    /// lease was still going back ...)". Here the deadline also cancels another call, whose end (its lease back at once)
+    /// is taken first.
+    /// </summary>
+    [Fact]
+    public async Task AsCompleted_AValueBeforeTheDeadline_WhoseLeaseIsGoingBack_IsYielded_AlsoWhenCancelledWorkEndsFirst()
+    {
+        var time = new CountingTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var slowLease = new TestLease(() => new ValueTask(release.Task));
+        var quickLease = new TestLease(() => default);
+        var limiter = new ScriptedLimiter((n, _) => new ValueTask<RateLimitLease>(n == 0 ? slowLease : quickLease));
+        var secondStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var work = new Func<CancellationToken, Task<int>>[]
+        {
+            _ => Task.FromResult(42),
+            ct =>
+            {
+                var pending = new TaskCompletionSource<int>(); // synchronous continuations: cancelled inline by the deadline
+                ct.Register(() => pending.TrySetCanceled(ct));
+                secondStarted.TrySetResult();
+                return pending.Task;
+            },
+        };
+        var seen = new List<int>();
+        async Task ConsumeAsync()
+        {
+            await foreach (int x in AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time))
+            {
+                seen.Add(x);
+            }
+        }
+
+        Task all = ConsumeAsync();
+        await Task.WhenAll(slowLease.ReleaseStarted.Task, secondStarted.Task).WaitAsync(TestWork.Bound); // 42 returned; its lease is going back
+        TestWork.CompleteInline(() => time.Advance(TimeSpan.FromSeconds(11))); // the deadline cancels the second call, whose lease goes back at once (inline)
+        await quickLease.ReleaseStarted.Task.WaitAsync(TestWork.Bound);
+        release.SetResult();
+
+        await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+        seen.Should().Equal([42], "a result that completed before the deadline, its lease still going back, is still yielded");
+        slowLease.Releases.Should().Be(1);
+        quickLease.Releases.Should().Be(1);
+    }
+
+    /// <summary>
+    /// docs/asynciter.md: "A lease whose release fails | After the call succeeded: a failure of the limiter, as when it
+    /// throws" and "GatherAsync reports work that fails after the caller's token has cancelled it as that
+    /// OperationCanceledException": a release that fails after the caller cancelled is reported as the cancellation, as a
+    /// limiter that throws then is (the test below).
+    /// </summary>
+    [Theory]
+    [InlineData(LimitedOperator.GatherAsync)]
+    [InlineData(LimitedOperator.GatherSettledAsync)]
+    public async Task AReleaseFailingAfterTheCallerCancelled_IsReportedAsTheCancellation(LimitedOperator op)
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task));
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        using var cts = new CancellationTokenSource();
+
+        Task<List<int>> run = RunAsync(op, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter, cancellationToken: cts.Token);
+        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // the call succeeded; its lease is going back
+        cts.Cancel();
+        release.SetException(new ReleaseFailedException()); // the limiter fails after the cancellation
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
+            "the limiter failed after the caller cancelled, as a limiter that throws then is reported");
+    }
+
+    /// <summary>A limiter that throws (at an acquire) after the caller cancelled is the cancellation.</summary>
+    [Theory]
+    [InlineData(LimitedOperator.GatherAsync)]
+    [InlineData(LimitedOperator.GatherSettledAsync)]
+    public async Task ALimiterThrowingAfterTheCallerCancelled_IsReportedAsTheCancellation(LimitedOperator op)
+    {
+        var answer = new TaskCompletionSource<RateLimitLease>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var asked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var limiter = new ScriptedLimiter((_, _) => { asked.TrySetResult(); return new ValueTask<RateLimitLease>(answer.Task); }); // ignores its token
+        using var cts = new CancellationTokenSource();
+
+        Task<List<int>> run = RunAsync(op, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter, cancellationToken: cts.Token);
+        await asked.Task.WaitAsync(TestWork.Bound);
+        cts.Cancel();
+        answer.SetException(new ReleaseFailedException());
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+
+    /// <summary>
+    /// AsCompleted's form of the test above: a limiter that fails after the deadline cancelled the work is the
+    /// TimeoutException ("work failing after the deadline cancelled it is the TimeoutException"; a release failing after
+    /// success is "a failure of the limiter, as when it throws", and a limiter throwing after the deadline is the timeout).
+    /// </summary>
+    [Fact]
+    public async Task AsCompleted_AReleaseFailingAfterTheDeadline_IsTheTimeout()
+    {
+        var time = new CountingTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task));
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(42) };
+        Task<List<int>> all = AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time).ToListAsync().AsTask();
+
+        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // 42 returned; its lease is going back
+        time.Advance(TimeSpan.FromSeconds(11));
+        release.SetException(new ReleaseFailedException()); // the limiter fails after the deadline
+
+        await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+    }
+
+    /// <summary>A limiter that throws at an acquire after the deadline is the timeout.</summary>
+    [Fact]
+    public async Task AsCompleted_ALimiterThrowingAfterTheDeadline_IsTheTimeout()
+    {
+        var time = new CountingTimeProvider();
+        var answer = new TaskCompletionSource<RateLimitLease>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var asked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var limiter = new ScriptedLimiter((_, _) => { asked.TrySetResult(); return new ValueTask<RateLimitLease>(answer.Task); }); // ignores its token
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(42) };
+        Task<List<int>> all = AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time).ToListAsync().AsTask();
+
+        await asked.Task.WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(11));
+        answer.SetException(new ReleaseFailedException());
+
+        await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+    }
+
+    /// <summary>
+    /// A refusal that came before AsCompleted's deadline, its refused lease still going back (DisposeAsync, awaited) as the
+    /// deadline passes, is a failure that came before the deadline: "throws a failure that came before it as is"
+    /// (docs/asynciter.md, Limiters, "A lease that is IAsyncDisposable"), the refusal's InvalidOperationException.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(null)]
+    public async Task AsCompleted_ARefusalBeforeTheDeadline_ItsLeaseGoingBackAfterIt_IsThrownAsIs(bool? grants)
+    {
+        var time = new CountingTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task)) { Grants = grants };
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(42) };
+        Task<List<int>> all = AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time).ToListAsync().AsTask();
+
+        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // refused (or cannot tell) before the deadline; going back
+        time.Advance(TimeSpan.FromSeconds(11));
+        release.SetResult();
+
+        if (grants is null)
+        {
+            await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>("the limiter failed before the deadline");
+        }
+        else
+        {
+            await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>("the refusal came before the deadline")
+                .WithMessage("*refused*");
+        }
+    }
+
+    /// <summary>
+    /// GatherAsync's form: "a failure that came before [the caller's cancellation] as itself, even when it is taken only
+    /// after the cancellation" (docs/asynciter.md, Bounded-concurrency execution): a refusal before the cancellation,
+    /// its refused lease going back across it.
+    /// </summary>
+    [Fact]
+    public async Task GatherAsync_ARefusalBeforeTheCancellation_ItsLeaseGoingBackAfterIt_IsThrownAsIs()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var lease = new TestLease(() => new ValueTask(release.Task)) { Grants = false };
+        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        using var cts = new CancellationTokenSource();
+        Task<List<int>> run = RunAsync(LimitedOperator.GatherAsync, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter, cancellationToken: cts.Token);
+
+        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // refused before the cancellation; going back
+        cts.Cancel();
+        release.SetResult();
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>("the refusal came before the cancellation")
+            .WithMessage("*refused*");
+    }
+
+    /// <summary>
+    /// "Failures stop the work. After a failure ... nothing new starts" and "Granted after the operator was cancelled or
+    /// failed | Disposed at once; the call does not start (also while a failed call waits to be taken: a failing call
+    /// marks the operator failed before its lease goes back)" (docs/asynciter.md): a refusal too, whose refused lease is
+    /// going back (DisposeAsync, awaited) while another call's lease is granted.
+    /// </summary>
+    [Theory]
+    [InlineData(LimitedOperator.GatherAsync, false)]
+    [InlineData(LimitedOperator.GatherSettledAsync, false)]
+    [InlineData(LimitedOperator.Map, false)]
+    [InlineData(LimitedOperator.MapUnordered, false)]
+    [InlineData(LimitedOperator.AsCompleted, false)]
+    [InlineData(LimitedOperator.GatherAsync, null)]
+    public async Task ALeaseGrantedWhileARefusedLeaseGoesBack_StartsNoCall(LimitedOperator op, bool? grants)
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var refused = new TestLease(() => new ValueTask(release.Task)) { Grants = grants };
+        var second = new TaskCompletionSource<RateLimitLease>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var granted = new TestLease(() => default);
+        var limiter = new ScriptedLimiter((n, _) => n == 0 ? new ValueTask<RateLimitLease>(refused) : new ValueTask<RateLimitLease>(second.Task));
+        int ran = 0;
+
+        Task<List<int>> run = RunAsync(op, 2, (i, _) => { Interlocked.Increment(ref ran); return Task.FromResult(i); }, maxConcurrency: 2, limiter);
+        await Task.WhenAll(refused.ReleaseStarted.Task, limiter.SecondRequest.Task).WaitAsync(TestWork.Bound); // refused; going back
+        second.SetResult(granted);                                // granted after the refusal
+        await granted.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // its call ran (or not) and its lease went back
+        release.SetResult();
+
+        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<Exception>();
+        ran.Should().Be(0, "nothing starts after the limiter refused a lease");
+        granted.Releases.Should().Be(1);
+    }
 }

@@ -14,14 +14,36 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     private async ValueTask<TResult> CallWithLeaseAsync(Operation operation, TArg arg, CancellationToken cancellationToken)
     {
         RateLimitLease lease;
+        ExceptionDispatchInfo? refusal;
         try
         {
-            lease = await AcquireLeaseAsync(operation, cancellationToken);
+            (lease, refusal) = await AcquireLeaseAsync(operation, cancellationToken);
         }
         catch (Exception) when (operation.LimiterFailed)
         {
-            _stopped = true; // a refusal fails the operator as a whole
+            _stopped = true; // the limiter failed: the operator fails as a whole
             throw;
+        }
+
+        if (refusal is not null)
+        {
+            // Refused without a RetryAfter, or the lease could not tell whether it was granted: the operator fails as a
+            // whole. Decided now, not once the lease is back: nothing granted after it starts, and whether it came before
+            // the calls were cancelled. The lease is given back as every lease is (awaited; its release's own failure
+            // comes second, and is dropped), as bookkeeping, off the caller's context.
+            operation.LimiterFailed = true;
+            operation.EndedBeforeCancel = !IsCancelled;
+            _stopped = true;
+            try
+            {
+                await ReleaseAsync(lease).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // Dropped: the later of two failures.
+            }
+
+            refusal.Throw();
         }
 
         if (_stopped)
@@ -84,8 +106,10 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         }
         catch (Exception)
         {
-            // The limiter failed, not the call: the operator fails as a whole, as when the limiter throws at an acquire.
+            // The limiter failed, not the call: the operator fails as a whole, as when the limiter throws at an acquire
+            // (and, as then, a failure after the calls were cancelled is taken for the cancellation's doing).
             operation.LimiterFailed = true;
+            operation.EndedBeforeCancel = !IsCancelled;
             _stopped = true;
             throw;
         }
@@ -145,10 +169,11 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     /// <summary>
     /// Acquires one lease of <see cref="_limiter"/>: a refusal with <c>RetryAfter</c> metadata is retried after that delay
     /// (on <see cref="_timeProvider"/>, between <see cref="MinRetryAfter"/> and <see cref="MaxRetryAfter"/>); one without
-    /// it, or a limiter that throws, marks <paramref name="operation"/>'s limiter failed (not an outcome of its work, which
-    /// never started) and throws.
+    /// it, or a lease that cannot tell whether it was granted, is returned with the refusal, for the caller to give back.
+    /// A limiter that throws (or returns no lease) marks <paramref name="operation"/>'s limiter failed (not an outcome of
+    /// its work, which never started) and throws.
     /// </summary>
-    private async ValueTask<RateLimitLease> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
+    private async ValueTask<(RateLimitLease Lease, ExceptionDispatchInfo? Refusal)> AcquireLeaseAsync(Operation operation, CancellationToken cancellationToken)
     {
         RateLimiter limiter = _limiter!;
         try
@@ -157,13 +182,12 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             {
                 RateLimitLease lease = await limiter.AcquireAsync(1, cancellationToken)
                     ?? throw new InvalidOperationException($"The rate limiter {limiter} returned no lease (null); the work was not started.");
-                TimeSpan retryAfter = default;
-                ExceptionDispatchInfo? refusal = null;
+                TimeSpan retryAfter;
                 try
                 {
                     if (lease.IsAcquired)
                     {
-                        return lease;
+                        return (lease, null);
                     }
 
                     if (!lease.TryGetMetadata(MetadataName.RetryAfter, out retryAfter))
@@ -175,21 +199,12 @@ internal sealed partial class CompletionQueue<TArg, TResult>
                 }
                 catch (Exception ex)
                 {
-                    refusal = ExceptionDispatchInfo.Capture(ex);
+                    return (lease, ExceptionDispatchInfo.Capture(ex)); // given back by the caller
                 }
 
-                // A refused lease, or one that failed to say whether it was granted, is given back as every lease is
-                // (awaited). Its release failing is the limiter's failure, unless a refusal came first.
-                try
-                {
-                    await ReleaseAsync(lease);
-                }
-                catch (Exception) when (refusal is not null)
-                {
-                    // Dropped: the later of two failures.
-                }
-
-                refusal?.Throw();
+                // Refused with a RetryAfter: given back (awaited, as every lease; its release failing is the limiter's
+                // failure), then asked for again after the wait. The call follows, on the caller's context.
+                await ReleaseAsync(lease);
 
                 // At least a millisecond: a limiter that keeps refusing with a RetryAfter of zero must not spin the
                 // thread. At most what a timer takes: a longer one (a monthly quota) is asked again then, and says what
