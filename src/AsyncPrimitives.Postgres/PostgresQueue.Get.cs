@@ -262,7 +262,8 @@ public sealed partial class PostgresQueue<T>
                             : (r.GetInt64(0), r.GetInt64(1), r.GetInt32(2), r.GetInt32(3), r.GetString(4), '\0'),
                         completing is null ? Database.Retry.Always : Database.Retry.IfNotRun,
                         completing is null ? cancellationToken : CancellationToken.None,
-                        Database.Cancel.BeforeSending).ConfigureAwait(false);
+                        Database.Cancel.BeforeSending,
+                        wait.Sending).ConfigureAwait(false);
                 }
                 catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
                 {

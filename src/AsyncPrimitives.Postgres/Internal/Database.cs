@@ -260,7 +260,8 @@ internal sealed partial class Database
     /// pooled connection and reads its first row with <paramref name="read"/> (default when there is none).
     /// <paramref name="cancellationToken"/> cancels the call, until its statement is sent when <paramref name="cancel"/>
     /// says so (a call whose effect its caller must know, or whose answer must be read whatever happens: one that grants
-    /// something, which is then handed over or given back).
+    /// something, which is then handed over or given back). <paramref name="sending"/>, when given, is called as the
+    /// statement is sent (after the connection is rented), on each attempt: what the statement grants counts from then.
     /// </summary>
     /// <remarks>
     /// <paramref name="retry"/> says when the call is tried again on a new connection, after the one it ran on failed.
@@ -272,15 +273,16 @@ internal sealed partial class Database
     /// </remarks>
     public ValueTask<T?> QueryAsync<T>(
         string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken,
-        Cancel cancel = Cancel.Anytime) =>
-        WithConnectionAsync(sql, parameters, (reader, ct) => FirstRowAsync(reader, read, ct), retry, cancellationToken, cancel);
+        Cancel cancel = Cancel.Anytime, Action? sending = null) =>
+        WithConnectionAsync(sql, parameters, (reader, ct) => FirstRowAsync(reader, read, ct), retry, cancellationToken, cancel, sending);
 
     /// <summary>Runs <paramref name="sql"/> and reads every row with <paramref name="read"/> (see
-    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken, Cancel)"/>).</summary>
+    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken, Cancel, Action?)"/>).</summary>
     public async ValueTask<List<T>> QueryAllAsync<T>(
         string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, Retry retry, CancellationToken cancellationToken,
-        Cancel cancel = Cancel.Anytime) =>
-        (await WithConnectionAsync(sql, parameters, (reader, ct) => AllRowsAsync(reader, read, ct), retry, cancellationToken, cancel).ConfigureAwait(false))!;
+        Cancel cancel = Cancel.Anytime, Action? sending = null) =>
+        (await WithConnectionAsync(sql, parameters, (reader, ct) => AllRowsAsync(reader, read, ct), retry, cancellationToken, cancel, sending)
+            .ConfigureAwait(false))!;
 
     /// <summary>
     /// Runs a call that gives something back on the server (a permit, a place in line, a join, what a session holds),
@@ -289,12 +291,12 @@ internal sealed partial class Database
     /// its session. Returns whether the call ran, and its first row read with <paramref name="read"/>.
     /// </summary>
     public async ValueTask<(bool Ran, T? Row)> RunCleanupAsync<T>(
-        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, TimeSpan timeout)
+        string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read, TimeSpan timeout, Action? sending = null)
     {
         try
         {
             using var bound = new CancellationTokenSource(timeout);
-            return (true, await QueryAsync(sql, parameters, read, Retry.Always, bound.Token).ConfigureAwait(false));
+            return (true, await QueryAsync(sql, parameters, read, Retry.Always, bound.Token, sending: sending).ConfigureAwait(false));
         }
         catch (Exception e) when (e is PostgresCoordinationException or OperationCanceledException)
         {
@@ -303,7 +305,7 @@ internal sealed partial class Database
     }
 
     /// <summary>Runs <paramref name="sql"/> on <paramref name="connection"/> (see
-    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken, Cancel)"/>);
+    /// <see cref="QueryAsync{T}(string, NpgsqlParameter[], Func{NpgsqlDataReader, T}, Retry, CancellationToken, Cancel, Action?)"/>);
     /// prepares it only on our own connections, and never tries again.</summary>
     public async ValueTask<T?> QueryAsync<T>(
         NpgsqlConnection connection, bool prepare, string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, T> read,
@@ -322,7 +324,7 @@ internal sealed partial class Database
 
     private async ValueTask<T?> WithConnectionAsync<T>(
         string sql, NpgsqlParameter[] parameters, Func<NpgsqlDataReader, CancellationToken, ValueTask<T?>> consume,
-        Retry retry, CancellationToken cancellationToken, Cancel cancel)
+        Retry retry, CancellationToken cancellationToken, Cancel cancel, Action? sending)
     {
         CancellationToken whileRunning = cancel == Cancel.Anytime ? cancellationToken : CancellationToken.None;
         bool mayHaveRun = false;
@@ -352,6 +354,7 @@ internal sealed partial class Database
                 }
 
                 beforeSending.ThrowIfCancellationRequested();
+                sending?.Invoke();
                 sent = true;
                 return await RunAsync(connection, prepare: true, sql, parameters, consume, whileRunning).ConfigureAwait(false);
             }

@@ -121,7 +121,8 @@ internal sealed class PermitSet
                         static r => (r.IsDBNull(0) ? (long?)null : r.GetInt64(0), r.IsDBNull(1) ? (long?)null : r.GetInt64(1)),
                         place is null ? Database.Retry.IfNotRun : Database.Retry.Always,
                         cancellationToken,
-                        Database.Cancel.BeforeSending).ConfigureAwait(false);
+                        Database.Cancel.BeforeSending,
+                        wait.Sending).ConfigureAwait(false);
                 }
                 catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
                 {
@@ -281,7 +282,7 @@ internal sealed class PermitSet
     /// what the server cannot be told about is no longer renewed, and expires.</summary>
     private async ValueTask GiveBackAsync(long? token, long? ticket)
     {
-        long sentAt = _coordinator.Time.GetTimestamp();
+        long sentAt = _coordinator.Time.GetTimestamp(); // moved to when the statement is sent (not a wait for a connection)
         (bool ran, (bool OthersWait, long[]? Tickets, long[]? Tokens) result) = await _coordinator.Database.RunCleanupAsync(
             ReleaseSql,
             [
@@ -289,7 +290,8 @@ internal sealed class PermitSet
                 Database.Parameter(ticket), Database.Parameter(_coordinator.Owner),
             ],
             static r => (r.GetBoolean(0), r.IsDBNull(1) ? null : r.GetFieldValue<long[]>(1), r.IsDBNull(2) ? null : r.GetFieldValue<long[]>(2)),
-            _coordinator.CleanupTimeout).ConfigureAwait(false);
+            _coordinator.CleanupTimeout,
+            () => sentAt = _coordinator.Time.GetTimestamp()).ConfigureAwait(false);
         if (!ran)
         {
             return;

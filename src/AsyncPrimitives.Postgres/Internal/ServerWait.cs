@@ -21,6 +21,9 @@ internal sealed class ServerWait : IDisposable
     private Task _woken = Task.CompletedTask;
     private bool _retriedSession;
 
+    /// <summary><see cref="Sending"/>, made once: passed to each call as what to run as its statement is sent.</summary>
+    private Action? _sending;
+
     /// <summary>The wait's metrics; started by its first <see cref="SleepAsync"/>.</summary>
     private WaitMetering _metering;
 
@@ -45,8 +48,12 @@ internal sealed class ServerWait : IDisposable
     /// <summary>The session of the last call; null before the first.</summary>
     public Session? Session { get; private set; }
 
-    /// <summary>When the last call was sent (a local timestamp): a lease it grants counts from then.</summary>
+    /// <summary>When the last call was sent (a local timestamp, taken by <see cref="Sending"/> once its connection was
+    /// rented, not before: a wait for a pooled connection is not a lease's time): a lease it grants counts from then.</summary>
     public long SentAt { get; private set; }
+
+    /// <summary>What a call runs as its statement is sent (see <see cref="Database"/>): stamps <see cref="SentAt"/>.</summary>
+    public Action Sending => _sending ??= () => SentAt = _coordinator.Time.GetTimestamp();
 
     /// <summary>Before a call: the session to make it under (opened when there is none), and the signal a sleep after
     /// the call waits for.</summary>

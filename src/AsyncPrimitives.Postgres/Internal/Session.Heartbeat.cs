@@ -64,7 +64,7 @@ internal sealed partial class Session
     /// <summary>One renewal: what the server renewed gets a new deadline, what it did not is lost. Never throws.</summary>
     private async Task RenewAsync(LeaseTracker[] leases, long[] tickets)
     {
-        long sentAt = _coordinator.Time.GetTimestamp();
+        long sentAt = _coordinator.Time.GetTimestamp(); // moved to when the statement is sent (not a wait for a connection)
         LeaseTracker[] permits = [.. leases.Where(l => !l.IsDelivery)];
         List<long> rows;
         try
@@ -82,7 +82,8 @@ internal sealed partial class Session
                 ],
                 static r => r.GetInt64(0),
                 Database.Retry.Always,
-                CancellationToken.None).ConfigureAwait(false);
+                CancellationToken.None,
+                sending: () => sentAt = _coordinator.Time.GetTimestamp()).ConfigureAwait(false);
         }
         catch (PostgresCoordinationException e) when (Database.IsSessionEnded(e))
         {

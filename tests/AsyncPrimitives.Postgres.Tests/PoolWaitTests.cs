@@ -1,0 +1,59 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// Calls that wait for a connection of a full data source pool before their statement is sent: the wait is not part of
+/// what they get from the server (a lease counts from when its statement is sent), and a wait that gives up there takes
+/// nothing and keeps nothing from the others.
+/// </summary>
+public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
+{
+    /// <summary>
+    /// A get or an acquire whose call waited for a pooled connection as long as its lease, then was answered at once, gets
+    /// the item or the lock: the lease counts from when the call was sent (before, from before the wait, so the answer was
+    /// taken for a late one: the item given back with its attempt counted, the permit given back, and the call failed).
+    /// </summary>
+    [PostgresTheory]
+    [InlineData("get")]
+    [InlineData("lock")]
+    public async Task ACallThatWaitedForAPooledConnection_LongerThanTheLease_StillGetsWhatItWasGranted(string call)
+    {
+        var time = new CountingTimeProvider();
+        Member consumer = await JoinAsync(
+            o =>
+            {
+                o.TimeProvider = time;
+                o.PollInterval = TimeSpan.FromHours(1);
+                o.LeaseDuration = TimeSpan.FromSeconds(10);
+            },
+            connection: b =>
+            {
+                b.MaxPoolSize = 2; // the LISTEN connection, and one for calls
+                b.Timeout = 120;
+            });
+        Member producer = await JoinAsync();
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("jobs");
+        await producer.Coordinator.CreateQueue<int>("jobs").PutAsync(7);
+        await consumer.Coordinator.GetSessionAsync(CancellationToken.None); // the LISTEN connection: 1 of 2
+        using var pending = new PendingConnectionRequests(consumer.Application);
+        NpgsqlConnection busy = await consumer.Source.OpenConnectionAsync(); // 2 of 2
+
+        Task<IAsyncDisposable?> calling = call == "get"
+            ? queue.TryGetAsync().AsTask().ContinueWith(t => (IAsyncDisposable?)t.Result, TaskScheduler.Default)
+            : consumer.Coordinator.CreateLock("job").TryAcquireAsync().AsTask().ContinueWith(t => (IAsyncDisposable?)t.Result, TaskScheduler.Default);
+        await EventuallyAsync(() => Task.FromResult(pending.Count == 1), "the call waits for a pooled connection");
+        time.Advance(TimeSpan.FromSeconds(10)); // the wait for a connection lasts a lease duration
+        await busy.DisposeAsync();
+
+        await using IAsyncDisposable? granted = await calling.WaitAsync(Bound);
+        granted.Should().NotBeNull("the server granted it when the call ran, and answered at once: nothing was late");
+        if (granted is PostgresDelivery<int> delivery)
+        {
+            (delivery.Item, delivery.Attempt).Should().Be((7, 1));
+            await delivery.CompleteAsync();
+        }
+    }
+}
