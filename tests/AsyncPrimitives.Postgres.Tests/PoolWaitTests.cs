@@ -56,4 +56,65 @@ public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
             await delivery.CompleteAsync();
         }
     }
+
+    /// <summary>
+    /// Two getters of one process sleep; a put of another process wakes the first, whose call then waits for a pooled
+    /// connection, and the first getter is cancelled before its call was sent: it took nothing, and the wake it took goes
+    /// to the other getter, which takes the item at once rather than at its next poll (an hour away here).
+    /// </summary>
+    [PostgresFact]
+    public async Task AGetterWokenByAPut_CancelledBeforeItsCallWasSent_PassesTheWakeOn()
+    {
+        var time = new CountingTimeProvider(); // the poll interval (1 h) never passes: only wake-ups can serve the item
+        Member consumer = await JoinAsync(
+            o =>
+            {
+                o.TimeProvider = time;
+                o.PollInterval = TimeSpan.FromHours(1);
+                o.LeaseDuration = TimeSpan.FromMinutes(10);
+            },
+            connection: b =>
+            {
+                b.MaxPoolSize = 2; // the LISTEN connection, and one for calls
+                b.Timeout = 120;
+            });
+        Member producer = await JoinAsync();
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull(); // the session is open, and its heartbeat waits
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        int armed = time.ArmedTimers;
+        using var pending = new PendingConnectionRequests(consumer.Application);
+
+        using var stopFirst = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> first = queue.GetAsync(stopFirst.Token).AsTask();
+        await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound); // it looked, found nothing, and sleeps
+        using var stopSecond = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> second = queue.GetAsync(stopSecond.Token).AsTask();
+        await time.WaitForArmedTimersAsync(armed + 2).WaitAsync(Bound); // so did the second
+
+        // The pool's other connection is busy with a call of the process held at the server.
+        await using NpgsqlConnection blocker = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await blocker.BeginTransactionAsync();
+        await ExecuteAsync(hold, "LOCK TABLE @schema.queue_dead_letters IN ACCESS EXCLUSIVE MODE");
+        Task<long> count = consumer.Coordinator.CreateQueue<int>("other").CountAsync().AsTask();
+        await WaitsForALockAsync(consumer, "a call of the process holds the pool's other connection");
+
+        await producer.Coordinator.CreateQueue<int>("jobs").PutAsync(7);
+        await EventuallyAsync(() => Task.FromResult(pending.Count == 1), "the woken getter's call waits for a pooled connection");
+        stopFirst.Cancel(); // before its call was sent
+        await FluentActions.Awaiting(() => first.WaitAsync(Bound)).Should().ThrowAsync<OperationCanceledException>();
+        await hold.CommitAsync();
+        await count.WaitAsync(Bound);
+
+        try
+        {
+            await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
+            (delivery.Item, delivery.Attempt).Should().Be((7, 1), "the cancelled getter took nothing");
+            await delivery.CompleteAsync();
+        }
+        finally
+        {
+            stopSecond.Cancel();
+        }
+    }
 }

@@ -215,6 +215,11 @@ internal sealed class WakeSignals
         /// <summary>Whether <see cref="Signal"/> fired and the wait has not asked the server since. Guarded by the owner's lock.</summary>
         internal bool IsWoken { get; set; }
 
+        /// <summary>A getter's (<see cref="Polling.ByTurns"/>): whether <see cref="Arm"/> used up a wake for a call not
+        /// sent yet (<see cref="Sent"/>): a getter that leaves before sending it passes the wake on, as one it never used.
+        /// Guarded by the owner's lock.</summary>
+        private bool _wakeInHand;
+
         /// <summary>While the wait sleeps without polling (see <see cref="BeginSleep"/>): completed when it becomes one of
         /// the first in line, so that it polls from then on; null otherwise. Guarded by the owner's lock.</summary>
         internal TaskCompletionSource? Promotion { get; set; }
@@ -228,11 +233,21 @@ internal sealed class WakeSignals
                 if (IsWoken)
                 {
                     IsWoken = false;
+                    _wakeInHand = _polling == Polling.ByTurns;
                     Signal = NewSignal();
                 }
 
                 Promotion = null;
                 return Signal.Task;
+            }
+        }
+
+        /// <summary>As the wait's call is sent (after its connection was rented): a wake <see cref="Arm"/> used up is used.</summary>
+        public void Sent()
+        {
+            lock (_owner._sync)
+            {
+                _wakeInHand = false;
             }
         }
 
@@ -371,8 +386,9 @@ internal sealed class WakeSignals
             Fire(promoted);
         }
 
-        /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key, and so does a turn it
-        /// took and did not use (<see cref="Polling.ByTurns"/>). Idempotent.</summary>
+        /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key (for a getter, also one
+        /// its call took before it was sent), and so does a turn it took and did not use (<see cref="Polling.ByTurns"/>).
+        /// Idempotent.</summary>
         public void Dispose()
         {
             bool passOn;
@@ -385,7 +401,7 @@ internal sealed class WakeSignals
                 }
 
                 _left = true;
-                passOn = IsWoken;
+                passOn = IsWoken || _wakeInHand;
                 Line waiters = _owner._entries[_key];
                 waiters.Remove(this);
                 if (waiters.Count == 0)
