@@ -13,6 +13,52 @@ namespace AsyncPrimitives.Postgres.Tests;
 /// </summary>
 public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(server)
 {
+    /// <summary>
+    /// A consumer that took an item and crashed: once the server has seen its session end, the next get delivers the
+    /// item again at once, so <c>CountAsync</c> counts it as waiting (a <c>while (CountAsync() &gt; 0)</c> loop would
+    /// otherwise stop with it still to do), and <c>DeadLetterCountAsync</c> its last attempt as a dead letter. The crashed
+    /// consumer is a connection holding a session's key, which took the item under it.
+    /// </summary>
+    [PostgresTheory]
+    [InlineData(5)]
+    [InlineData(1)]
+    public async Task ACrashedConsumersItem_IsCountedAsWhatTheNextGetMakesOfIt(int maxAttempts)
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers", new PostgresQueueOptions { MaxAttempts = maxAttempts });
+        await queue.PutAsync(1);
+        long key = Random.Shared.NextInt64(1, long.MaxValue);
+        await using (NpgsqlConnection session = await Admin.OpenConnectionAsync())
+        {
+            await using (var lockKey = new NpgsqlCommand($"SELECT pg_advisory_lock({key})", session))
+            {
+                await lockKey.ExecuteNonQueryAsync();
+            }
+
+            (await ScalarAsync<long>(
+                $"SELECT item_id FROM @schema.queue_take('numbers', 'f', 1, gen_random_uuid(), {key}, interval '1 hour', {maxAttempts}, NULL, NULL)"))
+                .Should().BeGreaterThan(0, "the consumer took the item");
+            (await queue.CountAsync()).Should().Be(0, "the item is delivered, and its consumer lives");
+        } // the consumer's process dies: the server sees its connection close
+
+        await EventuallyAsync(async () => await ScalarAsync<bool>($"SELECT pg_try_advisory_xact_lock_shared({key})"), "the server has seen the session end");
+        (await queue.CountAsync()).Should().Be(maxAttempts > 1 ? 1 : 0);
+        (await queue.DeadLetterCountAsync()).Should().Be(maxAttempts > 1 ? 0 : 1);
+        (await queue.UnfinishedAsync()).Should().Be(maxAttempts > 1 ? 1 : 0);
+        await using PostgresDelivery<int>? again = await queue.TryGetAsync();
+        if (maxAttempts > 1)
+        {
+            again.Should().NotBeNull("a get delivers the crashed consumer's item again at once");
+            again!.Attempt.Should().Be(2);
+            await again.CompleteAsync();
+        }
+        else
+        {
+            again.Should().BeNull("its last attempt was spent: a dead letter");
+            (await queue.DeadLetterCountAsync()).Should().Be(1);
+        }
+    }
+
     /// <summary>The "join" queue's options in these tests: every delivery is an item's last attempt.</summary>
     private static PostgresQueueOptions LastAttempts => new() { MaxAttempts = 1 };
 

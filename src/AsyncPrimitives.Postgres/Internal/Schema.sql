@@ -682,18 +682,21 @@ LANGUAGE sql AS $$
     DELETE FROM __schema__.queue_joins j WHERE j.id = p_id AND j.owner = p_owner
 $$;
 
--- Items waiting to be delivered, items not completed, and dead letters; an expired delivery counts as what it becomes
--- when a get next reclaims it: waiting again, or (its last attempt) a dead letter.
+-- Items waiting to be delivered, items not completed, and dead letters; an expired delivery, or one whose session is
+-- gone, counts as what it becomes when a get next reclaims it: waiting again, or (its last attempt) a dead letter.
+-- VOLATILE: session_alive takes a lock.
 CREATE OR REPLACE FUNCTION __schema__.queue_counts(p_queue text, OUT waiting bigint, OUT unfinished bigint, OUT dead bigint)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql VOLATILE AS $$
     SELECT r.n + x.back, r.n + l.n - x.dead, d.n + x.dead
     FROM (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL) r,
          (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until IS NOT NULL) l,
-         -- Expired deliveries, counted where the next get's reclaim will move them (see queue_end_deliveries).
+         -- Expired deliveries and those of dead sessions, counted where a get's reclaim will move them (see
+         -- queue_reclaim and queue_end_deliveries).
          (SELECT count(*) FILTER (WHERE q.attempts < q.max_attempts) AS back,
                  count(*) FILTER (WHERE q.attempts >= q.max_attempts) AS dead
           FROM __schema__.queue_items q
-          WHERE q.queue = p_queue AND q.leased_until <= now()) x,
+          WHERE q.queue = p_queue AND q.leased_until IS NOT NULL
+            AND (q.leased_until <= now() OR NOT __schema__.session_alive(q.session))) x,
          (SELECT count(*) AS n FROM __schema__.queue_dead_letters d WHERE d.queue = p_queue) d
 $$;
 
