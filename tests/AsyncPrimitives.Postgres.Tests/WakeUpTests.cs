@@ -918,4 +918,64 @@ public sealed class WakeUpTests(PostgresServer server) : PostgresTest(server)
         lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
         first.IsCompleted.Should().BeFalse("the first wait queued again at the back");
     }
+
+    /// <summary>
+    /// Two getters of one process sleep; a wake (as a put's NOTIFY) reaches the first, whose call is sent and waits at the
+    /// server; the getter is cancelled meanwhile (the call runs on: it is never cancelled half-way), then the call's
+    /// backend is terminated before the statement ran (its answer, 57P01, says it never ran; not tried again, as the token
+    /// is cancelled). The first getter looked at nothing: the wake it took goes to the other getter, which takes the item
+    /// at once rather than at its next poll (an hour away). The wake is sent by hand: a put's NOTIFY would wake the getter
+    /// before the table could be held, and no lock holds up a take without holding up a put.
+    /// </summary>
+    [PostgresFact]
+    public async Task AWokenGetterWhoseCallNeverRan_PassesTheWakeOn()
+    {
+        var time = new CountingTimeProvider(); // the poll interval (1 h) never passes: only wake-ups can serve the item
+        Member consumer = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = TimeSpan.FromHours(1);
+            o.LeaseDuration = TimeSpan.FromMinutes(10);
+        });
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("jobs");
+        (await queue.TryGetAsync()).Should().BeNull(); // the session is open, and its heartbeat waits
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        int armed = time.ArmedTimers;
+
+        using var stopFirst = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> first = queue.GetAsync(stopFirst.Token).AsTask();
+        await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound); // it looked, found nothing, and sleeps
+        using var stopSecond = new CancellationTokenSource();
+        Task<PostgresDelivery<int>> second = queue.GetAsync(stopSecond.Token).AsTask();
+        await time.WaitForArmedTimersAsync(armed + 2).WaitAsync(Bound); // so did the second
+
+        await using (NpgsqlConnection blocker = await Admin.OpenConnectionAsync())
+        {
+            await using NpgsqlTransaction hold = await blocker.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+            // An item put (visible at commit), and the table held, so that the woken getter's call waits at the server.
+            await ExecuteAsync(hold, "SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+            await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+
+            consumer.Coordinator.Signals.Signal(queue.WakeKey); // as the put's NOTIFY would: wakes the first getter
+            await WaitsForALockAsync(consumer, "the woken getter's call waits at the server");
+            stopFirst.Cancel(); // the call was sent: it runs on
+            (await ScalarAsync<long>(
+                $"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{consumer.Application}' AND wait_event_type = 'Lock'"))
+                .Should().Be(1);
+            await FluentActions.Awaiting(() => first.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>(
+                "the call was answered by the termination: it never ran, and took nothing");
+            await hold.CommitAsync();
+        }
+
+        try
+        {
+            await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
+            (delivery.Item, delivery.Attempt).Should().Be((7, 1), "the first getter's call never ran");
+            await delivery.CompleteAsync();
+        }
+        finally
+        {
+            stopSecond.Cancel();
+        }
+    }
 }

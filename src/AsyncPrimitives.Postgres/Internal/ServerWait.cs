@@ -52,13 +52,8 @@ internal sealed class ServerWait : IDisposable
     /// rented, not before: a wait for a pooled connection is not a lease's time): a lease it grants counts from then.</summary>
     public long SentAt { get; private set; }
 
-    /// <summary>What a call runs as its statement is sent (see <see cref="Database"/>): stamps <see cref="SentAt"/>, and
-    /// counts the wake the call took as used (one not sent passes it on, see <see cref="WakeSignals"/>).</summary>
-    public Action Sending => _sending ??= () =>
-    {
-        SentAt = _coordinator.Time.GetTimestamp();
-        _signal?.Sent();
-    };
+    /// <summary>What a call runs as its statement is sent (see <see cref="Database"/>): stamps <see cref="SentAt"/>.</summary>
+    public Action Sending => _sending ??= () => SentAt = _coordinator.Time.GetTimestamp();
 
     /// <summary>Before a call: the session to make it under (opened when there is none), and the signal a sleep after
     /// the call waits for.</summary>

@@ -215,9 +215,9 @@ internal sealed class WakeSignals
         /// <summary>Whether <see cref="Signal"/> fired and the wait has not asked the server since. Guarded by the owner's lock.</summary>
         internal bool IsWoken { get; set; }
 
-        /// <summary>A getter's (<see cref="Polling.ByTurns"/>): whether <see cref="Arm"/> used up a wake for a call not
-        /// sent yet (<see cref="Sent"/>): a getter that leaves before sending it passes the wake on, as one it never used.
-        /// Guarded by the owner's lock.</summary>
+        /// <summary>A getter's (<see cref="Polling.ByTurns"/>): whether <see cref="Arm"/> used up a wake for a call that
+        /// has not looked yet (<see cref="Looked"/>): a getter that leaves before its call looked (it was never sent, or
+        /// never ran, or its answer was lost) passes the wake on, as one it never used. Guarded by the owner's lock.</summary>
         private bool _wakeInHand;
 
         /// <summary>While the wait sleeps without polling (see <see cref="BeginSleep"/>): completed when it becomes one of
@@ -239,15 +239,6 @@ internal sealed class WakeSignals
 
                 Promotion = null;
                 return Signal.Task;
-            }
-        }
-
-        /// <summary>As the wait's call is sent (after its connection was rented): a wake <see cref="Arm"/> used up is used.</summary>
-        public void Sent()
-        {
-            lock (_owner._sync)
-            {
-                _wakeInHand = false;
             }
         }
 
@@ -311,6 +302,7 @@ internal sealed class WakeSignals
         {
             lock (_owner._sync)
             {
+                _wakeInHand = false; // used
                 Line line = _owner._entries[_key];
                 line.LastLook = sentAt; // an older one (a call held up) only brings the next turn nearer
                 if (line.TurnTaker == this)
@@ -387,7 +379,7 @@ internal sealed class WakeSignals
         }
 
         /// <summary>Ends the wait; a wake it holds and did not use goes to the next wait on the key (for a getter, also one
-        /// its call took before it was sent), and so does a turn it took and did not use (<see cref="Polling.ByTurns"/>).
+        /// its call took and did not look with), and so does a turn it took and did not use (<see cref="Polling.ByTurns"/>).
         /// Idempotent.</summary>
         public void Dispose()
         {
