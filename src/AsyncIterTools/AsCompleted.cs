@@ -254,7 +254,19 @@ public static partial class AsyncIter
             cancellationToken.ThrowIfCancellationRequested();
         }
 
-        using var deadline = new Deadline(timeout, timeProvider);
+        Deadline deadline;
+        try
+        {
+            deadline = new Deadline(timeout, timeProvider);
+        }
+        catch (Exception) when (!ownsWork)
+        {
+            // The clock could not arm the deadline: the tasks are still read, so that their failures are observed.
+            ObserveGivenTasks(inputs);
+            throw;
+        }
+
+        using Deadline disposeDeadline = deadline;
         using var running = new CompletionQueue<TArg, T>(nameof(AsCompleted), start, cancellationToken, limiter, timeProvider);
 
         // Work it owns is cancelled when the deadline passes, not when the consumer next looks: nothing new starts after it.
@@ -388,6 +400,26 @@ public static partial class AsyncIter
         }
 
         disposalFailure?.Throw();
+    }
+
+    /// <summary>Reads the given tasks, observing the failures of those that fail; a failure reading them is dropped (the
+    /// caller has one of its own to throw).</summary>
+    private static void ObserveGivenTasks<TArg>(IEnumerable<TArg> inputs)
+    {
+        try
+        {
+            foreach (TArg input in inputs)
+            {
+                if (input is Task task)
+                {
+                    TaskFailures.Observe(task);
+                }
+            }
+        }
+        catch (Exception)
+        {
+            // Dropped: the later of two failures.
+        }
     }
 
     /// <summary>Cancels <paramref name="running"/> when <paramref name="deadline"/> passes (at once if it has).</summary>

@@ -414,6 +414,26 @@ public sealed class AsCompletedTests
     }
 
     [Fact]
+    public async Task TasksOverload_AClockThatCannotArmTheDeadline_StillObservesEveryTasksFailure()
+    {
+        (await UnobservedFailuresAfterAsync(ClockFailsAtTheFirstMoveAsync))
+            .Should().BeEmpty("the tasks given to AsCompleted have their failures observed however the enumeration ends");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task ClockFailsAtTheFirstMoveAsync()
+    {
+        var time = new MisbehavingTimeProvider { CreateTimerThrows = true };
+        Task<int>[] tasks = [Task.FromException<int>(new AbandonedWorkFailure()), Task.FromException<int>(new AbandonedWorkFailure())];
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(tasks, TimeSpan.FromSeconds(10), time))
+            {
+            }
+        }).Should().ThrowAsync<InvalidOperationException>().WithMessage("The clock cannot create a timer.");
+    }
+
+    [Fact]
     public async Task TasksOverload_ATaskThatFailsAfterTheConsumerLeft_IsObserved()
     {
         (await UnobservedFailuresAfterAsync(BreakThenFailTheTaskLeftAsync))
