@@ -261,8 +261,10 @@ public static partial class AsyncIter
         }
         catch (Exception) when (!ownsWork)
         {
-            // The clock could not arm the deadline: the tasks are still read, so that their failures are observed.
+            // The clock could not arm the deadline: the tasks are still read, so that their failures are observed; once
+            // cancelled, the enumeration ends as the cancellation (the token rule).
             ObserveGivenTasks(inputs);
+            cancellationToken.ThrowIfCancellationRequested();
             throw;
         }
 

@@ -433,6 +433,30 @@ public sealed class AsCompletedTests
         }).Should().ThrowAsync<InvalidOperationException>().WithMessage("The clock cannot create a timer.");
     }
 
+    /// <summary>The token rule: once cancelled, the enumeration ends as the cancellation, also when the clock cannot arm
+    /// the deadline (for given tasks, which are still read, as for work).</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task CancelledBeforeTheFirstMove_WithAClockThatCannotArmTheDeadline_EndsAsTheCancellation(bool givenTasks)
+    {
+        using var cts = new CancellationTokenSource();
+        await cts.CancelAsync();
+        var time = new MisbehavingTimeProvider { CreateTimerThrows = true };
+        IAsyncEnumerable<int> sequence = givenTasks
+            ? AsyncIter.AsCompleted([Task.FromResult(1), Task.FromResult(2)], TimeSpan.FromSeconds(10), time)
+            : AsyncIter.AsCompleted([_ => Task.FromResult(1)], null, TimeSpan.FromSeconds(10), time);
+
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in sequence.WithCancellation(cts.Token))
+            {
+            }
+        };
+
+        (await act.Should().ThrowAsync<OperationCanceledException>()).Which.CancellationToken.Should().Be(cts.Token);
+    }
+
     [Fact]
     public async Task TasksOverload_ATaskThatFailsAfterTheConsumerLeft_IsObserved()
     {

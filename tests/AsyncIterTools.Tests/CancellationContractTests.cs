@@ -354,13 +354,10 @@ public sealed class CancellationContractTests
         movesAfter.Should().Be(movesBefore, "no source is asked for an item after the token was cancelled (Map asks nothing)");
     }
 
-    [Theory]
-    [InlineData("Map")]
-    [InlineData("MapUnordered")]
-    [InlineData("Merge")]
-    [InlineData("MergeLimited")]
-    [InlineData("Prefetch")]
-    [InlineData("BatchTimed")]
+    /// <summary>The operators <see cref="Over"/> builds.</summary>
+    public static TheoryData<string> OverOperators => new() { "Map", "MapUnordered", "Merge", "MergeLimited", "Prefetch", "BatchTimed" };
+
+    [Theory, MemberData(nameof(OverOperators))]
     public async Task BreakWithAnUncancelledToken_ASourceWhoseCleanupWatchesItsToken_DisposesWithoutCancellation(string op)
     {
         var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -647,13 +644,7 @@ public sealed class CancellationContractTests
     /// operator was waiting on inside (asynciter.md, shared rules): the timed Batch's partial batch too, whose wait for
     /// more items also watches the batch's own deadline.
     /// </summary>
-    [Theory]
-    [InlineData("Map")]
-    [InlineData("MapUnordered")]
-    [InlineData("Merge")]
-    [InlineData("MergeLimited")]
-    [InlineData("Prefetch")]
-    [InlineData("BatchTimed")]
+    [Theory, MemberData(nameof(OverOperators))]
     [InlineData("BatchPartial")]
     [InlineData("Tee")]
     public async Task CancelledWhileTheSourceStalls_TheExceptionCarriesTheCallersToken(string op)

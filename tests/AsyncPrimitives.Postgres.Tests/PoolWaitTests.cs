@@ -5,9 +5,9 @@ using Npgsql;
 namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
-/// Calls that wait for a connection of a full data source pool before their statement is sent: the wait is not part of
-/// what they get from the server (a lease counts from when its statement is sent), and a wait that gives up there takes
-/// nothing and keeps nothing from the others.
+/// Calls held up before their statement ran: waiting for a connection of a full data source pool (the wait is not part
+/// of what they get from the server: a lease counts from when its statement is sent), or at the server. A wait that
+/// gives up there takes nothing and keeps nothing from the others: a getter woken for an item passes the wake on.
 /// </summary>
 public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
 {
@@ -22,18 +22,7 @@ public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
     public async Task ACallThatWaitedForAPooledConnection_LongerThanTheLease_StillGetsWhatItWasGranted(string call)
     {
         var time = new CountingTimeProvider();
-        Member consumer = await JoinAsync(
-            o =>
-            {
-                o.TimeProvider = time;
-                o.PollInterval = TimeSpan.FromHours(1);
-                o.LeaseDuration = TimeSpan.FromSeconds(10);
-            },
-            connection: b =>
-            {
-                b.MaxPoolSize = 2; // the LISTEN connection, and one for calls
-                b.Timeout = 120;
-            });
+        Member consumer = await JoinWithASmallPoolAsync(time, TimeSpan.FromSeconds(10));
         Member producer = await JoinAsync();
         PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("jobs");
         await producer.Coordinator.CreateQueue<int>("jobs").PutAsync(7);
@@ -66,31 +55,13 @@ public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
     public async Task AGetterWokenByAPut_CancelledBeforeItsCallWasSent_PassesTheWakeOn()
     {
         var time = new CountingTimeProvider(); // the poll interval (1 h) never passes: only wake-ups can serve the item
-        Member consumer = await JoinAsync(
-            o =>
-            {
-                o.TimeProvider = time;
-                o.PollInterval = TimeSpan.FromHours(1);
-                o.LeaseDuration = TimeSpan.FromMinutes(10);
-            },
-            connection: b =>
-            {
-                b.MaxPoolSize = 2; // the LISTEN connection, and one for calls
-                b.Timeout = 120;
-            });
+        Member consumer = await JoinWithASmallPoolAsync(time, TimeSpan.FromMinutes(10));
         Member producer = await JoinAsync();
         PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("jobs");
-        (await queue.TryGetAsync()).Should().BeNull(); // the session is open, and its heartbeat waits
-        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
-        int armed = time.ArmedTimers;
         using var pending = new PendingConnectionRequests(consumer.Application);
-
         using var stopFirst = new CancellationTokenSource();
-        Task<PostgresDelivery<int>> first = queue.GetAsync(stopFirst.Token).AsTask();
-        await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound); // it looked, found nothing, and sleeps
         using var stopSecond = new CancellationTokenSource();
-        Task<PostgresDelivery<int>> second = queue.GetAsync(stopSecond.Token).AsTask();
-        await time.WaitForArmedTimersAsync(armed + 2).WaitAsync(Bound); // so did the second
+        (Task<PostgresDelivery<int>> first, Task<PostgresDelivery<int>> second) = await TwoGettersAsleepAsync(queue, time, stopFirst.Token, stopSecond.Token);
 
         // The pool's other connection is busy with a call of the process held at the server.
         await using NpgsqlConnection blocker = await Admin.OpenConnectionAsync();
@@ -116,5 +87,88 @@ public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
         {
             stopSecond.Cancel();
         }
+    }
+
+    /// <summary>
+    /// Two getters of one process sleep; a wake (as a put's NOTIFY) reaches the first, whose call is sent and waits at the
+    /// server; the getter is cancelled meanwhile (the call runs on: it is never cancelled half-way), then the call's
+    /// backend is terminated before the statement ran (its answer, 57P01, says it never ran; not tried again, as the token
+    /// is cancelled). The first getter looked at nothing: the wake it took goes to the other getter, which takes the item
+    /// at once rather than at its next poll (an hour away). The wake is sent by hand: a put's NOTIFY would wake the getter
+    /// before the table could be held, and no lock holds up a take without holding up a put.
+    /// </summary>
+    [PostgresFact]
+    public async Task AWokenGetterWhoseCallNeverRan_PassesTheWakeOn()
+    {
+        var time = new CountingTimeProvider(); // the poll interval (1 h) never passes: only wake-ups can serve the item
+        Member consumer = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = TimeSpan.FromHours(1);
+            o.LeaseDuration = TimeSpan.FromMinutes(10);
+        });
+        PostgresQueue<int> queue = consumer.Coordinator.CreateQueue<int>("jobs");
+        using var stopFirst = new CancellationTokenSource();
+        using var stopSecond = new CancellationTokenSource();
+        (Task<PostgresDelivery<int>> first, Task<PostgresDelivery<int>> second) = await TwoGettersAsleepAsync(queue, time, stopFirst.Token, stopSecond.Token);
+
+        await using (NpgsqlConnection blocker = await Admin.OpenConnectionAsync())
+        {
+            await using NpgsqlTransaction hold = await blocker.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+            // An item put (visible at commit), and the table held, so that the woken getter's call waits at the server.
+            await ExecuteAsync(hold, "SELECT @schema.queue_put('jobs', ARRAY[0], ARRAY['7'::json])");
+            await ExecuteAsync(hold, "LOCK TABLE @schema.queue_items IN ACCESS EXCLUSIVE MODE");
+
+            consumer.Coordinator.Signals.Signal(queue.WakeKey); // as the put's NOTIFY would: wakes the first getter
+            await WaitsForALockAsync(consumer, "the woken getter's call waits at the server");
+            stopFirst.Cancel(); // the call was sent: it runs on
+            (await ScalarAsync<long>(
+                $"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{consumer.Application}' AND wait_event_type = 'Lock'"))
+                .Should().Be(1);
+            await FluentActions.Awaiting(() => first.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>(
+                "the call was answered by the termination: it never ran, and took nothing");
+            await hold.CommitAsync();
+        }
+
+        try
+        {
+            await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
+            (delivery.Item, delivery.Attempt).Should().Be((7, 1), "the first getter's call never ran");
+            await delivery.CompleteAsync();
+        }
+        finally
+        {
+            stopSecond.Cancel();
+        }
+    }
+
+    /// <summary>A coordinator on <paramref name="time"/> that polls once an hour (a wait that ends was woken), with leases of
+    /// <paramref name="leaseDuration"/> and a data source pool of two connections: its LISTEN connection, and one for calls.</summary>
+    private Task<Member> JoinWithASmallPoolAsync(CountingTimeProvider time, TimeSpan leaseDuration) => JoinAsync(
+        o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = TimeSpan.FromHours(1);
+            o.LeaseDuration = leaseDuration;
+        },
+        connection: b =>
+        {
+            b.MaxPoolSize = 2;
+            b.Timeout = 120; // a call waiting for a pooled connection would give up only after this
+        });
+
+    /// <summary>Opens the session of <paramref name="queue"/>'s coordinator (on <paramref name="time"/>), then starts two
+    /// gets, one after the other, each returned once it has looked, found nothing, and sleeps.</summary>
+    private static async Task<(Task<PostgresDelivery<int>> First, Task<PostgresDelivery<int>> Second)> TwoGettersAsleepAsync(
+        PostgresQueue<int> queue, CountingTimeProvider time, CancellationToken stopFirst, CancellationToken stopSecond)
+    {
+        (await queue.TryGetAsync()).Should().BeNull(); // the session is open, and its heartbeat waits
+        await time.WaitForArmedTimersAsync(1).WaitAsync(Bound);
+        int armed = time.ArmedTimers;
+        Task<PostgresDelivery<int>> first = queue.GetAsync(stopFirst).AsTask();
+        await time.WaitForArmedTimersAsync(armed + 1).WaitAsync(Bound);
+        Task<PostgresDelivery<int>> second = queue.GetAsync(stopSecond).AsTask();
+        await time.WaitForArmedTimersAsync(armed + 2).WaitAsync(Bound);
+        return (first, second);
     }
 }
