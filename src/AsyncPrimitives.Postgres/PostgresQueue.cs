@@ -148,7 +148,8 @@ public sealed partial class PostgresQueue<T>
     }
 
     /// <summary>The items waiting to be delivered across all processes (a snapshot; deliveries that expired, or whose
-    /// holder's session has ended, included when they have an attempt left, as they will be delivered again).</summary>
+    /// holder's session has ended, included when they have an attempt left, as they will be delivered again: a dead
+    /// session's once nothing else waits).</summary>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The number of items waiting.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
@@ -168,8 +169,8 @@ public sealed partial class PostgresQueue<T>
         (await CountsAsync(cancellationToken).ConfigureAwait(false)).Unfinished;
 
     /// <summary>The items of this queue moved to the dead-letter table (delivered <see cref="PostgresQueueOptions.MaxAttempts"/>
-    /// times without completion), and those whose last delivery expired or whose holder's session has ended (a get
-    /// moves them).</summary>
+    /// times without completion), and those whose last delivery expired or whose holder's session has ended (a get moves
+    /// them: the next one for an expired delivery, the next that finds nothing else waiting for a dead session's).</summary>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The number of dead letters.</returns>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
