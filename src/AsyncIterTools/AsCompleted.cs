@@ -304,12 +304,13 @@ public static partial class AsyncIter
                 stopAtDeadline = StopAtDeadline(deadline, running);
             }
 
-            // Work it owns, once the deadline has passed: cancelled, and awaited here, as a result that came before the
-            // deadline may be taken only now (its end waited for its lease to go back) and is still yielded.
-            bool pastDeadline = false;
             while (running.InFlight > 0 && running.Failure is null)
             {
-                CompletionQueue<TArg, T>.Operation? next = pastDeadline ? await running.NextAsync() : await NextOrTimeoutAsync(running, waitToken);
+                // Work it owns, once the deadline has passed, is cancelled and awaited here: a result that came before the
+                // deadline may be taken only now (its end waited for its lease to go back), and is still yielded.
+                CompletionQueue<TArg, T>.Operation? next = ownsWork && deadline.IsExpired
+                    ? await running.NextAsync()
+                    : await NextOrTimeoutAsync(running, waitToken);
                 if (next is null)
                 {
                     // Deadline passed or (for tasks we do not own) the caller cancelled; reported after the drain.
@@ -320,14 +321,13 @@ public static partial class AsyncIter
                         break;
                     }
 
-                    pastDeadline = true;
                     continue;
                 }
 
-                if (ownsWork && next.EndedAfterCancel && next.Error is null && deadline.IsExpired)
+                if (ownsWork && next.EndedAfterCancel && deadline.IsExpired && !cancellationToken.IsCancellationRequested)
                 {
-                    // A value that came after the deadline cancelled the work: dropped, as nothing after it counts. (A
-                    // given task already complete when read, past a zero deadline, came before it.)
+                    // Work that ended after the deadline cancelled it: a value is dropped, as nothing after the deadline
+                    // counts, and a failure (whatever it threw for it) is the timeout; the rest is still awaited here.
                     cutShort = true;
                     running.Return(next);
                     continue;
@@ -337,14 +337,6 @@ public static partial class AsyncIter
                 bool timedOut = next.FailedAfterCancel && deadline.IsExpired;
                 T value = next.Result;
                 running.Return(next);
-                if (timedOut && ownsWork && !cancellationToken.IsCancellationRequested)
-                {
-                    // Work failing after the deadline cancelled it (whatever it threw for it) is the timeout: dropped, and
-                    // the rest still awaited here, as what came before the deadline is still yielded or thrown.
-                    cutShort = true;
-                    continue;
-                }
-
                 if (error is not null || cancellationToken.IsCancellationRequested)
                 {
                     // Once the caller has cancelled, the enumeration ends as the cancellation (as every lazy operator does);

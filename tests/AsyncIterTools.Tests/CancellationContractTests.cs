@@ -20,6 +20,9 @@ public sealed class CancellationContractTests
 
     public static TheoryData<string> SourceOperators => new() { "Merge", "Map", "MapUnordered", "Prefetch", "BatchTimed" };
 
+    /// <summary>The operators <see cref="Over"/> builds.</summary>
+    public static TheoryData<string> OverOperators => new() { "Map", "MapUnordered", "Merge", "MergeLimited", "Prefetch", "BatchTimed" };
+
     [Theory, MemberData(nameof(SourceOperators))]
     public async Task ASourceFailingBecauseOfTheCancellation_EndsAsTheCancellation(string op)
     {
@@ -107,12 +110,7 @@ public sealed class CancellationContractTests
         source.Disposals.Should().Be(1);
     }
 
-    [Theory]
-    [InlineData("Map")]
-    [InlineData("MapUnordered")]
-    [InlineData("Merge")]
-    [InlineData("Prefetch")]
-    [InlineData("BatchTimed")]
+    [Theory, MemberData(nameof(SourceOperators))]
     public async Task LeftAtAYieldAfterTheCancellation_ASourceWhoseDisposalFails_DisposesWithoutThatFailure(string op)
     {
         var source = new HostileSource(Hostility.DisposeThrows, new InvalidDataException("the source's disposal failed"), items: int.MaxValue);
@@ -128,13 +126,7 @@ public sealed class CancellationContractTests
         source.Disposals.Should().Be(1);
     }
 
-    [Theory]
-    [InlineData("Map")]
-    [InlineData("MapUnordered")]
-    [InlineData("Merge")]
-    [InlineData("MergeLimited")]
-    [InlineData("Prefetch")]
-    [InlineData("BatchTimed")]
+    [Theory, MemberData(nameof(OverOperators))]
     public async Task LeftAtAYieldBeforeTheCancellation_ASourceWhoseDisposalFailsMeanwhile_DisposesWithThatFailure(string op)
     {
         using var cts = new CancellationTokenSource();
@@ -169,12 +161,7 @@ public sealed class CancellationContractTests
         (await YieldedAfterTheCancellationAsync(sequence, cts)).Should().BeEmpty("once the token is cancelled no further item is yielded, also when reading the item cancelled it");
     }
 
-    [Theory]
-    [InlineData("Map")]
-    [InlineData("MapUnordered")]
-    [InlineData("Merge")]
-    [InlineData("Prefetch")]
-    [InlineData("BatchTimed")]
+    [Theory, MemberData(nameof(SourceOperators))]
     public async Task ASourceThatEndsAndCancelsWhileItsDisposalFails_EndsAsTheCancellation(string op)
     {
         using var cts = new CancellationTokenSource();
@@ -354,9 +341,6 @@ public sealed class CancellationContractTests
         movesAfter.Should().Be(movesBefore, "no source is asked for an item after the token was cancelled (Map asks nothing)");
     }
 
-    /// <summary>The operators <see cref="Over"/> builds.</summary>
-    public static TheoryData<string> OverOperators => new() { "Map", "MapUnordered", "Merge", "MergeLimited", "Prefetch", "BatchTimed" };
-
     [Theory, MemberData(nameof(OverOperators))]
     public async Task BreakWithAnUncancelledToken_ASourceWhoseCleanupWatchesItsToken_DisposesWithoutCancellation(string op)
     {
@@ -368,12 +352,7 @@ public sealed class CancellationContractTests
         disposed.Task.IsCompleted.Should().BeTrue();
     }
 
-    [Theory]
-    [InlineData("Map")]
-    [InlineData("MapUnordered")]
-    [InlineData("Merge")]
-    [InlineData("Prefetch")]
-    [InlineData("BatchTimed")]
+    [Theory, MemberData(nameof(SourceOperators))]
     public async Task AtTheEnd_ASourceWhoseDisposalWatchesItsToken_EndsNormally(string op)
     {
         var source = new DisposalWatchesToken(2);

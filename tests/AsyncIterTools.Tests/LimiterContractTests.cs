@@ -1082,85 +1082,72 @@ public sealed class LimiterContractTests
     /// <summary>
     /// docs/asynciter.md: "A lease whose release fails | After the call succeeded: a failure of the limiter, as when it
     /// throws" and "GatherAsync reports work that fails after the caller's token has cancelled it as that
-    /// OperationCanceledException": a release that fails after the caller cancelled is reported as the cancellation, as a
-    /// limiter that throws then is (the test below).
+    /// OperationCanceledException": a limiter that fails after the caller cancelled, at an acquire or at the release of a
+    /// lease whose call succeeded, is reported as the cancellation.
     /// </summary>
     [Theory]
-    [InlineData(LimitedOperator.GatherAsync)]
-    [InlineData(LimitedOperator.GatherSettledAsync)]
-    public async Task AReleaseFailingAfterTheCallerCancelled_IsReportedAsTheCancellation(LimitedOperator op)
+    [InlineData(LimitedOperator.GatherAsync, true)]
+    [InlineData(LimitedOperator.GatherSettledAsync, true)]
+    [InlineData(LimitedOperator.GatherAsync, false)]
+    [InlineData(LimitedOperator.GatherSettledAsync, false)]
+    public async Task ALimiterFailingAfterTheCallerCancelled_IsReportedAsTheCancellation(LimitedOperator op, bool atRelease)
     {
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var lease = new TestLease(() => new ValueTask(release.Task));
-        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        (RateLimiter limiter, Task reached, Action fail) = LimiterThatFailsLater(atRelease);
         using var cts = new CancellationTokenSource();
 
         Task<List<int>> run = RunAsync(op, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter, cancellationToken: cts.Token);
-        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // the call succeeded; its lease is going back
+        await reached.WaitAsync(TestWork.Bound);
         cts.Cancel();
-        release.SetException(new ReleaseFailedException()); // the limiter fails after the cancellation
-
-        await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>(
-            "the limiter failed after the caller cancelled, as a limiter that throws then is reported");
-    }
-
-    /// <summary>A limiter that throws (at an acquire) after the caller cancelled is the cancellation.</summary>
-    [Theory]
-    [InlineData(LimitedOperator.GatherAsync)]
-    [InlineData(LimitedOperator.GatherSettledAsync)]
-    public async Task ALimiterThrowingAfterTheCallerCancelled_IsReportedAsTheCancellation(LimitedOperator op)
-    {
-        var answer = new TaskCompletionSource<RateLimitLease>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var asked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var limiter = new ScriptedLimiter((_, _) => { asked.TrySetResult(); return new ValueTask<RateLimitLease>(answer.Task); }); // ignores its token
-        using var cts = new CancellationTokenSource();
-
-        Task<List<int>> run = RunAsync(op, 1, (i, _) => Task.FromResult(i), maxConcurrency: 1, limiter, cancellationToken: cts.Token);
-        await asked.Task.WaitAsync(TestWork.Bound);
-        cts.Cancel();
-        answer.SetException(new ReleaseFailedException());
+        fail(); // the limiter fails after the cancellation
 
         await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
     }
 
     /// <summary>
-    /// AsCompleted's form of the test above: a limiter that fails after the deadline cancelled the work is the
-    /// TimeoutException ("work failing after the deadline cancelled it is the TimeoutException"; a release failing after
-    /// success is "a failure of the limiter, as when it throws", and a limiter throwing after the deadline is the timeout).
+    /// AsCompleted's form of the test above: a limiter that fails after the deadline cancelled the work, at an acquire or
+    /// at the release of a lease whose call succeeded, is the TimeoutException ("work failing after the deadline
+    /// cancelled it is the TimeoutException").
     /// </summary>
-    [Fact]
-    public async Task AsCompleted_AReleaseFailingAfterTheDeadline_IsTheTimeout()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AsCompleted_ALimiterFailingAfterTheDeadline_IsTheTimeout(bool atRelease)
     {
         var time = new CountingTimeProvider();
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var lease = new TestLease(() => new ValueTask(release.Task));
-        var limiter = new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease));
+        (RateLimiter limiter, Task reached, Action fail) = LimiterThatFailsLater(atRelease);
         var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(42) };
         Task<List<int>> all = AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time).ToListAsync().AsTask();
 
-        await lease.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // 42 returned; its lease is going back
+        await reached.WaitAsync(TestWork.Bound);
         time.Advance(TimeSpan.FromSeconds(11));
-        release.SetException(new ReleaseFailedException()); // the limiter fails after the deadline
+        fail(); // the limiter fails after the deadline
 
         await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
     }
 
-    /// <summary>A limiter that throws at an acquire after the deadline is the timeout.</summary>
-    [Fact]
-    public async Task AsCompleted_ALimiterThrowingAfterTheDeadline_IsTheTimeout()
+    /// <summary>
+    /// A limiter that fails with <see cref="ReleaseFailedException"/> when <c>Fail</c> is called: <paramref name="atRelease"/>,
+    /// at the release of the lease it granted (<c>Reached</c>: the release has started, its call succeeded); otherwise at
+    /// its first acquire, which ignores its token (<c>Reached</c>: it was asked).
+    /// </summary>
+    private static (RateLimiter Limiter, Task Reached, Action Fail) LimiterThatFailsLater(bool atRelease)
     {
-        var time = new CountingTimeProvider();
+        if (atRelease)
+        {
+            var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var lease = new TestLease(() => new ValueTask(release.Task));
+            return (new ScriptedLimiter((_, _) => new ValueTask<RateLimitLease>(lease)), lease.ReleaseStarted.Task,
+                () => release.SetException(new ReleaseFailedException()));
+        }
+
         var answer = new TaskCompletionSource<RateLimitLease>(TaskCreationOptions.RunContinuationsAsynchronously);
         var asked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var limiter = new ScriptedLimiter((_, _) => { asked.TrySetResult(); return new ValueTask<RateLimitLease>(answer.Task); }); // ignores its token
-        var work = new Func<CancellationToken, Task<int>>[] { _ => Task.FromResult(42) };
-        Task<List<int>> all = AsyncIter.AsCompleted(work, null, limiter, TimeSpan.FromSeconds(10), time).ToListAsync().AsTask();
-
-        await asked.Task.WaitAsync(TestWork.Bound);
-        time.Advance(TimeSpan.FromSeconds(11));
-        answer.SetException(new ReleaseFailedException());
-
-        await FluentActions.Awaiting(() => all.WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
+        var limiter = new ScriptedLimiter((_, _) =>
+        {
+            asked.TrySetResult();
+            return new ValueTask<RateLimitLease>(answer.Task);
+        });
+        return (limiter, asked.Task, () => answer.SetException(new ReleaseFailedException()));
     }
 
     /// <summary>

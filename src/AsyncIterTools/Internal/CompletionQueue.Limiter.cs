@@ -28,21 +28,10 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         if (refusal is not null)
         {
             // Refused without a RetryAfter, or the lease could not tell whether it was granted: the operator fails as a
-            // whole. Decided now, not once the lease is back: nothing granted after it starts, and whether it came before
-            // the calls were cancelled. The lease is given back as every lease is (awaited; its release's own failure
-            // comes second, and is dropped), as bookkeeping, off the caller's context.
-            operation.LimiterFailed = true;
-            operation.EndedBeforeCancel = !IsCancelled;
-            _stopped = true;
-            try
-            {
-                await ReleaseAsync(lease).ConfigureAwait(false);
-            }
-            catch (Exception)
-            {
-                // Dropped: the later of two failures.
-            }
-
+            // whole, decided now, not once the lease is back. The lease is given back as every lease is, as bookkeeping,
+            // off the caller's context.
+            MarkLimiterFailed(operation);
+            await ReleaseAfterFailureAsync(lease).ConfigureAwait(false);
             refusal.Throw();
         }
 
@@ -85,17 +74,8 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             }
 
             // A lease whose release takes time (a PostgresSemaphore's goes back to the server) is awaited: the call ends,
-            // and the operator with it, only once its permit is back. The call's failure came first, and wins over a
-            // failure of the release.
-            try
-            {
-                await ReleaseAsync(lease).ConfigureAwait(false);
-            }
-            catch (Exception)
-            {
-                // Dropped: the later of two failures (docs/asynciter.md, "the first failure wins").
-            }
-
+            // and the operator with it, only once its permit is back.
+            await ReleaseAfterFailureAsync(lease).ConfigureAwait(false);
             throw;
         }
 
@@ -108,13 +88,35 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         {
             // The limiter failed, not the call: the operator fails as a whole, as when the limiter throws at an acquire
             // (and, as then, a failure after the calls were cancelled is taken for the cancellation's doing).
-            operation.LimiterFailed = true;
-            operation.EndedBeforeCancel = !IsCancelled;
-            _stopped = true;
+            MarkLimiterFailed(operation);
             throw;
         }
 
         return result;
+    }
+
+    /// <summary>Marks <paramref name="operation"/> failed by the limiter (a refusal, or a release that failed after its
+    /// call succeeded), as it happens: the operator fails as a whole and starts nothing more, and whether that came before
+    /// the calls were cancelled is decided now, not once its lease is back.</summary>
+    private void MarkLimiterFailed(Operation operation)
+    {
+        operation.LimiterFailed = true;
+        operation.EndedBeforeCancel = !IsCancelled;
+        _stopped = true;
+    }
+
+    /// <summary>Gives back the lease of a call that failed already (or was refused): that failure came first and wins
+    /// (docs/asynciter.md, "the first failure wins"), so a failure of the release is dropped.</summary>
+    private static async ValueTask ReleaseAfterFailureAsync(RateLimitLease lease)
+    {
+        try
+        {
+            await ReleaseAsync(lease).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Dropped: the later of two failures.
+        }
     }
 
     private static ValueTask ReleaseAsync(RateLimitLease lease)
