@@ -42,6 +42,30 @@ public static partial class AsyncIter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(predicate);
+        return source.BeforeAndAfter((item, _) => new ValueTask<bool>(predicate(item)));
+    }
+
+    /// <summary>
+    /// Splits the source at the first item that fails an asynchronous <paramref name="predicate"/>: <c>Before</c>
+    /// yields the leading items that pass it, <c>After</c> yields that first failing item and everything following it.
+    /// </summary>
+    /// <typeparam name="T">The type of the items.</typeparam>
+    /// <param name="source">The source sequence.</param>
+    /// <param name="predicate">Called on leading items, in order, until it first returns <see langword="false"/>; never
+    /// after that. Calls never overlap; each receives the token the source was opened with.</param>
+    /// <returns>
+    /// Two single-use sequences that share one enumeration of <paramref name="source"/>. Each may be enumerated once;
+    /// a second <c>GetAsyncEnumerator</c> on the same half throws <see cref="InvalidOperationException"/>.
+    /// </returns>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> or <paramref name="predicate"/> is <see langword="null"/>.</exception>
+    /// <remarks>
+    /// The same as <see cref="BeforeAndAfter{T}(IAsyncEnumerable{T}, Func{T, bool})"/>; the predicate is awaited as a
+    /// read of the source is (the other half waits for it).
+    /// </remarks>
+    public static (IAsyncEnumerable<T> Before, IAsyncEnumerable<T> After) BeforeAndAfter<T>(this IAsyncEnumerable<T> source, Func<T, CancellationToken, ValueTask<bool>> predicate)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(predicate);
         var splitter = new BeforeAndAfterSplitter<T>(source, predicate);
         return (new BeforeAndAfterSplitter<T>.Half(splitter, isBefore: true), new BeforeAndAfterSplitter<T>.Half(splitter, isBefore: false));
     }
@@ -55,7 +79,7 @@ public static partial class AsyncIter
         private const int Released = 2;
 
         private readonly IAsyncEnumerable<T> _source;
-        private readonly Func<T, bool> _predicate;
+        private readonly Func<T, CancellationToken, ValueTask<bool>> _predicate;
 
         /// <summary>Serialises every access to the fields below but the two states; held across awaits of the source, never across a yield to the consumer.</summary>
         private readonly SemaphoreSlim _gate = new(1, 1);
@@ -92,7 +116,7 @@ public static partial class AsyncIter
         private int _beforeState;
         private int _afterState;
 
-        public BeforeAndAfterSplitter(IAsyncEnumerable<T> source, Func<T, bool> predicate)
+        public BeforeAndAfterSplitter(IAsyncEnumerable<T> source, Func<T, CancellationToken, ValueTask<bool>> predicate)
         {
             _source = source;
             _predicate = predicate;
@@ -309,7 +333,7 @@ public static partial class AsyncIter
         {
             try
             {
-                return _predicate(item);
+                return await _predicate(item, _sourceToken);
             }
             catch (Exception ex)
             {

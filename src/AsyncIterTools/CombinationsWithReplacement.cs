@@ -13,10 +13,18 @@ public static partial class AsyncIter
     /// One new array per combination: <c>(n + length - 1)! / (length! (n - 1)!)</c> of them. A single empty array when
     /// <paramref name="length"/> is 0; nothing when the source is empty and <paramref name="length"/> is positive.
     /// </returns>
-    /// <inheritdoc cref="Combinations{T}(IAsyncEnumerable{T}, int)" path="/exception"/>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative, or more than an array can hold
+    /// (2,147,483,591, <c>Array.MaxLength</c>; a row repeats items, so it can be longer than the source).</exception>
     /// <inheritdoc cref="Combinations{T}(IAsyncEnumerable{T}, int)" path="/remarks"/>
     public static IAsyncEnumerable<T[]> CombinationsWithReplacement<T>(this IAsyncEnumerable<T> source, int length)
     {
+        ArgumentNullException.ThrowIfNull(source);
+        if (length > MaxArrayLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, "Rows of this length are longer than an array can be.");
+        }
+
         return Combinatorics.PickEach(source, length, Indices);
 
         // indices is non-decreasing, each below n; the rightmost that can still rise does, and those after it follow it.

@@ -7,8 +7,50 @@ public sealed class BeforeAndAfterTests
     {
         ((Action)(() => ((IAsyncEnumerable<int>)null!).BeforeAndAfter(x => true))).Should().Throw<ArgumentNullException>().WithParameterName("source");
         var source = Sources.Of(SourceMode.Synchronous, 1);
-        ((Action)(() => source.BeforeAndAfter(null!))).Should().Throw<ArgumentNullException>().WithParameterName("predicate");
+        ((Action)(() => source.BeforeAndAfter((Func<int, bool>)null!))).Should().Throw<ArgumentNullException>().WithParameterName("predicate");
+        ((Action)(() => ((IAsyncEnumerable<int>)null!).BeforeAndAfter((x, _) => new ValueTask<bool>(true)))).Should().Throw<ArgumentNullException>().WithParameterName("source");
+        ((Action)(() => source.BeforeAndAfter((Func<int, CancellationToken, ValueTask<bool>>)null!))).Should().Throw<ArgumentNullException>().WithParameterName("predicate");
         source.Enumerators.Should().Be(0);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BeforeAndAfter_AsyncPredicate_SplitsAtTheFirstFailingItem_AndGetsTheTokenTheSourceWasOpenedWith(bool afterFirst)
+    {
+        var source = Sources.From("ABCdEfGhI", SourceMode.Yielding);
+        var tokens = new List<CancellationToken>();
+        var (before, after) = source.BeforeAndAfter(async (char c, CancellationToken ct) =>
+        {
+            tokens.Add(ct);
+            await Task.Yield();
+            return char.IsUpper(c);
+        });
+        using var cts = new CancellationTokenSource();
+
+        IAsyncEnumerable<char> first = afterFirst ? after : before;
+        char[] firstItems = await first.ToArrayAsync(cts.Token);
+        char[] secondItems = await (afterFirst ? before : after).ToArrayAsync();
+
+        (afterFirst ? secondItems : firstItems).Should().Equal('A', 'B', 'C');
+        (afterFirst ? firstItems : secondItems).Should().Equal('d', 'E', 'f', 'G', 'h', 'I');
+        tokens.Should().HaveCount(4, "called on the leading items and the first failing one, never after").And.OnlyContain(t => t == source.LastToken);
+        source.LastToken.Should().Be(cts.Token, "the source is opened with the token of the half that read it first");
+        source.Disposals.Should().Be(1);
+    }
+
+    [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]
+    public async Task BeforeAndAfter_AsyncPredicateThatFailsAfterAnAwait_FailsTheReaderAndLaterReaders_DisposedOnce(SourceMode mode)
+    {
+        var source = Sources.Of(mode, 1, 2, 3);
+        var (before, after) = source.BeforeAndAfter(async (int x, CancellationToken _) =>
+        {
+            await Task.Yield();
+            return x == 2 ? throw new DivideByZeroException() : true;
+        });
+        await OperatorChecks.CollectExpectingFailureAsync<int, DivideByZeroException>(after);
+        (await OperatorChecks.CollectExpectingFailureAsync<int, DivideByZeroException>(before)).Should().Equal(1);
+        source.Disposals.Should().Be(1);
     }
 
     [Theory, MemberData(nameof(Sources.Modes), MemberType = typeof(Sources))]

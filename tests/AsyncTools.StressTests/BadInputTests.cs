@@ -744,6 +744,13 @@ public sealed class BadInputTests
             (await longerThanAnArray.Should().ThrowAsync<ArgumentOutOfRangeException>()).Which.ParamName.Should().Be("repeat");
             unused.Enumerators.Should().Be(0);
         });
+        AddSync("CombinationsWithReplacement(length)", "over 2,147,483,591 (`Array.MaxLength`; the length of each row)", "`ArgumentOutOfRangeException` (length) at the call", () =>
+        {
+            var one = Sources.From(new[] { 1 });
+            Param<ArgumentOutOfRangeException>(() => one.CombinationsWithReplacement(0x7FFFFFC8), "length"); // one past
+            Param<ArgumentOutOfRangeException>(() => one.CombinationsWithReplacement(int.MaxValue), "length");
+            one.Enumerators.Should().Be(0);
+        });
         AddSync("Batch(size)", "source `null`; size 0 or -1", "`ArgumentNullException` (source) / `ArgumentOutOfRangeException` (size) at the call", () =>
         {
             Param<ArgumentNullException>(() => AsyncIter.Batch<int>(null!, 1), "source");
@@ -787,7 +794,7 @@ public sealed class BadInputTests
             (await copies[0].ToArrayAsync()).Should().Equal(1, 2, 3);
             copies[0].Invoking(c => c.GetAsyncEnumerator()).Should().Throw<InvalidOperationException>();
         });
-        Add("Map, MapUnordered, Merge, Prefetch, Batch, Tee, AsCompleted", "pre-cancelled enumeration token", "`OperationCanceledException`; each source disposed once", async () =>
+        Add("Map, MapUnordered, Merge, Prefetch, Batch(maxSize, maxDelay), Tee, AsCompleted", "pre-cancelled enumeration token", "`OperationCanceledException`; each source disposed once", async () =>
         {
             var token = new CancellationToken(true);
             var sources = new List<TrackingSource<int>>();
