@@ -324,8 +324,10 @@ public sealed partial class AsyncKeyedLock<TKey>
         }
 
         /// <summary>Releases the key, handing it to its oldest waiter if there is one.</summary>
-        /// <exception cref="SynchronizationLockException">The key was already released by this releaser, and nobody
-        /// holds it now.</exception>
+        /// <remarks>Dispose each releaser exactly once. One disposed again while its key is still held (by the waiter it
+        /// was handed to, or another holder) cannot be told from that holder's own release and releases that hold.</remarks>
+        /// <exception cref="SynchronizationLockException">This releaser was disposed before and its key has been free since
+        /// (whether nobody holds it now or another caller has taken it anew; that caller keeps it).</exception>
         public void Dispose()
         {
             if (_entry is { } entry)

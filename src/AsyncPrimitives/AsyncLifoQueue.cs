@@ -10,8 +10,9 @@ namespace AsyncPrimitives;
 /// <typeparam name="T">The type of the items.</typeparam>
 /// <remarks>
 /// <para>The item that entered last leaves first. Getters and putters still wait in FIFO order.</para>
-/// <para>When putters wait on a full queue, a get first moves the oldest waiting putter's item in, so that item is
-/// the one taken: a full queue holding 1 then 0, with puts of 3 then 2 waiting, gives 3, 2, 0, 1.</para>
+/// <para>A get that lets waiting putters in (with the default <see cref="AsyncQueueBase{T}.ResumeSize"/>, any get on a
+/// full queue with putters waiting) first moves the oldest waiting putter's item in, so that item is the one taken: a
+/// full queue holding 1 then 0, with puts of 3 then 2 waiting, gives 3, 2, 0, 1.</para>
 /// <para>Fairness, timeouts, cancellation (nothing is lost), shutdown and continuations are described on
 /// <see cref="AsyncQueueBase{T}"/>.</para>
 /// </remarks>

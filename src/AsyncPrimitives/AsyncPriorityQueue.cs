@@ -14,8 +14,9 @@ namespace AsyncPrimitives;
 /// do. Getters and putters still wait in FIFO order.</para>
 /// <para>The comparer runs under the queue's lock: it must be fast and must not use the queue. If it throws, the
 /// exception reaches the caller of the put or get and the queue is unchanged.</para>
-/// <para>When putters wait on a full queue, a get first moves the oldest waiting putter's item in, so it competes
-/// by priority with the items already queued.</para>
+/// <para>A get that lets waiting putters in (with the default <see cref="AsyncQueueBase{T}.ResumeSize"/>, any get on a
+/// full queue with putters waiting) first moves the oldest waiting putter's item in, so it competes by priority with
+/// the items already queued.</para>
 /// <para>Fairness, timeouts, cancellation (nothing is lost), shutdown and continuations are described on
 /// <see cref="AsyncQueueBase{T}"/>.</para>
 /// </remarks>

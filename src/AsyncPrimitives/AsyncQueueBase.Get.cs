@@ -7,8 +7,9 @@ namespace AsyncPrimitives;
 /// <content>Getting items: a get takes the next item (first moving a waiting putter's item in), or waits while the queue is empty.</content>
 public abstract partial class AsyncQueueBase<T>
 {
-    /// <summary>Takes the next item in the queue's order, waiting in FIFO order while the queue is empty. If putters
-    /// wait on a full queue, the oldest one's item moves in first (completing that put).</summary>
+    /// <summary>Takes the next item in the queue's order, waiting in FIFO order while the queue is empty. A get that lets
+    /// waiting putters in (with the default <see cref="ResumeSize"/>, any get on a full queue with putters waiting) first
+    /// moves the oldest one's item in (completing that put).</summary>
     /// <param name="cancellationToken">Cancels the wait; nothing is taken.</param>
     /// <returns>The item.</returns>
     /// <exception cref="QueueShutDownException">The queue is shut down and empty.</exception>
@@ -18,7 +19,8 @@ public abstract partial class AsyncQueueBase<T>
         _getters.WaitAsync(new GetPolicy(this), default!, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes the next item in the queue's order, waiting in FIFO order at most <paramref name="timeout"/> while
-    /// the queue is empty. If putters wait on a full queue, the oldest one's item moves in first.</summary>
+    /// the queue is empty. A get that lets waiting putters in (with the default <see cref="ResumeSize"/>, any get on a
+    /// full queue with putters waiting) first moves the oldest one's item in.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit,
     /// <see cref="TimeSpan.Zero"/> to take one now or time out now.</param>
     /// <param name="cancellationToken">Cancels the wait; nothing is taken.</param>
@@ -35,7 +37,8 @@ public abstract partial class AsyncQueueBase<T>
         return _getters.WaitAsync(new GetPolicy(this), default!, timeout, cancellationToken);
     }
 
-    /// <summary>Takes the next item if there is one (moving a waiting putter's item in first). Never waits.</summary>
+    /// <summary>Takes the next item if there is one (moving a waiting putter's item in first when this get lets putters
+    /// in, as <see cref="GetAsync(CancellationToken)"/> does). Never waits.</summary>
     /// <param name="item">The item taken, or the default value.</param>
     /// <returns>True if an item was taken; false if the queue is empty.</returns>
     /// <exception cref="QueueShutDownException">The queue is shut down and empty.</exception>

@@ -15,8 +15,9 @@ namespace AsyncPrimitives;
 /// <para><b>Fairness.</b> Waiting getters and waiting putters are each served strictly first-come, first-served.
 /// A put hands its item straight to the oldest waiting getter; a newcomer never barges past a waiter, not even
 /// through <see cref="TryPut(T)"/> or <see cref="TryGet(out T)"/>.</para>
-/// <para><b>Waiting putters move in first.</b> When the queue is full, a put waits carrying its item. A get first
-/// moves the oldest waiting putter's item into the queue (that put completes, and the item counts in
+/// <para><b>Waiting putters move in first.</b> When the queue is full, a put waits carrying its item. A get that lets
+/// waiting putters in (with the default <see cref="ResumeSize"/>, any get on a full queue with putters waiting; with a
+/// lower one, the get that leaves at most that many items) first moves the oldest waiting putter's item into the queue (that put completes, and the item counts in
 /// <see cref="UnfinishedTasks"/>), and only then takes the next item in the queue's order. So a LIFO or priority
 /// queue orders the waiting putter's item with the rest, as Toro did: a full <see cref="AsyncLifoQueue{T}"/> holding
 /// 1 then 0, with puts of 3 then 2 waiting, gives 3, 2, 0, 1.</para>
