@@ -29,7 +29,8 @@ public static partial class AsyncIter
     /// waits for all running work to finish before it throws: when the returned task completes, in any way, no work is
     /// left running. Failures after the first are observed and dropped. Work that ignores its token is waited for. Work
     /// that fails after <paramref name="cancellationToken"/> cancelled it is reported as that cancellation, whatever it
-    /// threw; a failure that came before is thrown as is.
+    /// threw; a failure that came before is thrown as is ("before" as the method learns of it: a task that runs its
+    /// continuations asynchronously and fails just before the cancellation may count as after it).
     /// </para>
     /// <para>
     /// Factories run in the gathering's own loop, with no lock held: the first ones inside this call, each later one when

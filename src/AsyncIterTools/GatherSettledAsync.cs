@@ -116,12 +116,12 @@ public static partial class AsyncIter
 
     /// <summary>
     /// GatherSettledAsync's outcome rule: every piece's outcome goes to its slot, and nothing stops the gathering but a
-    /// failure of the limiter (a refused lease, whose piece never ran, or a lease whose release failed): not an outcome
-    /// of the piece's own.
+    /// failure of the limiter (a refused lease, whose piece never ran, or a lease whose release failed) or of the
+    /// sequence of work (it failed, or held a <see langword="null"/> factory): not an outcome of a piece's own.
     /// </summary>
     private static bool RecordSettled<T>(CompletionQueue<Func<CancellationToken, Task<T>>, T>.Operation piece, ResultBuffer<Outcome<T>> results)
     {
-        if (piece.LimiterFailed)
+        if (piece.LimiterFailed || piece.InputFailed)
         {
             return false;
         }

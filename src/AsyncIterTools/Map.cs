@@ -184,7 +184,7 @@ public static partial class AsyncIter
                         {
                             if (!calls.HasUntakenFailure)
                             {
-                                Start(enumerator, calls, window);
+                                _ = TryStart(enumerator, calls, window);
                             }
 
                             // else: not started, nor ever will be: the failure waiting is taken next, and thrown.
@@ -302,7 +302,10 @@ public static partial class AsyncIter
                 return true;
             }
 
-            Start(enumerator, calls, window);
+            if (!TryStart(enumerator, calls, window))
+            {
+                return false;
+            }
         }
 
         return sourceDone;
@@ -312,13 +315,29 @@ public static partial class AsyncIter
     private static bool HasRoom<T, TResult>(CompletionQueue<T, TResult> calls, Queue<CompletionQueue<T, TResult>.Operation>? window, int maxConcurrency) =>
         (window?.Count ?? calls.InFlight) < maxConcurrency;
 
-    /// <summary>Starts a selector call for the enumerator's current item and, when ordered, appends it to the window.</summary>
-    private static void Start<T, TResult>(
+    /// <summary>
+    /// Starts a selector call for the enumerator's current item and, when ordered, appends it to the window. A
+    /// <c>Current</c> that throws is a failed move of the source (false): it takes its place in the completion order,
+    /// behind calls that completed before it, as a <c>MoveNextAsync</c> that throws does.
+    /// </summary>
+    private static bool TryStart<T, TResult>(
         IAsyncEnumerator<T> enumerator,
         CompletionQueue<T, TResult> calls,
         Queue<CompletionQueue<T, TResult>.Operation>? window)
     {
-        CompletionQueue<T, TResult>.Operation call = calls.Start(enumerator.Current);
+        T item;
+        try
+        {
+            item = enumerator.Current;
+        }
+        catch (Exception ex)
+        {
+            calls.AwaitMove(new ValueTask<bool>(Task.FromException<bool>(ex)));
+            return false;
+        }
+
+        CompletionQueue<T, TResult>.Operation call = calls.Start(item);
         window?.Enqueue(call);
+        return true;
     }
 }

@@ -11,8 +11,9 @@ namespace AsyncIterTools;
 /// <para>
 /// <see cref="Outcome{T}"/> is a <see langword="readonly"/> <see langword="struct"/> rather than a class so that
 /// <see cref="AsyncIter.GatherSettledAsync{T}(IEnumerable{Func{CancellationToken, Task{T}}}, int?, CancellationToken)"/>
-/// returns one array and, once its <c>maxConcurrency</c> window is full, allocates nothing per successful item (with no
-/// limit every piece runs at once, each with its own bookkeeping). Like <see cref="ValueTask{TResult}"/>,
+/// over a collection of work returns one array and, once its <c>maxConcurrency</c> window is full, allocates nothing per
+/// successful item (with no limit every piece runs at once, each with its own bookkeeping); over a lazy sequence of
+/// work the array grows by doubling and is trimmed at the end. Like <see cref="ValueTask{TResult}"/>,
 /// <c>default(Outcome&lt;T&gt;)</c> is a success whose value is <c>default(T)</c>.
 /// </para>
 /// <para>Instances are immutable and safe to share between threads.</para>

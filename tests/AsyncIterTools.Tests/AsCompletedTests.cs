@@ -842,4 +842,42 @@ public sealed class AsCompletedTests
         await FluentActions.Awaiting(() => RestAsync().WaitAsync(TestWork.Bound)).Should().ThrowAsync<TimeoutException>();
         yielded.Should().BeEmpty("2 came after the deadline");
     }
+
+    [Fact]
+    public async Task AResultThatCompletedBeforeANullWorkElementIsReached_IsYieldedBeforeTheFailure()
+    {
+        var work = new Func<CancellationToken, Task<int>>?[] { _ => Task.FromResult(1), null };
+        var seen = new List<int>();
+
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(work!))
+            {
+                seen.Add(x);
+            }
+        }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("work");
+
+        seen.Should().Equal([1], "the first piece had completed before the null element was reached: it comes first in completion order");
+    }
+
+    [Fact]
+    public async Task AResultThatCompletedBeforeTheSequenceOfWorkFails_IsYieldedBeforeTheFailure()
+    {
+        static IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            yield return _ => Task.FromResult(1);
+            throw new FormatException("the sequence of work failed");
+        }
+
+        var seen = new List<int>();
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(Work()))
+            {
+                seen.Add(x);
+            }
+        }).Should().ThrowAsync<FormatException>();
+
+        seen.Should().Equal([1], "the first piece had completed before the sequence of work failed");
+    }
 }

@@ -95,4 +95,12 @@ public sealed class GatherSettledAsyncTests
         probe.Cancelled.Should().Be(2);
         work.Disposals.Should().Be(1);
     }
+
+    [Fact]
+    public async Task ANullFactoryAfterPiecesThatCompleted_FailsTheWholeGathering_NotAnOutcome()
+    {
+        var work = new Func<CancellationToken, Task<int>>?[] { _ => Task.FromResult(1), _ => Task.FromException<int>(new FormatException()), null };
+
+        await FluentActions.Awaiting(() => AsyncIter.GatherSettledAsync(work!, 2)).Should().ThrowAsync<ArgumentNullException>().WithParameterName("work");
+    }
 }

@@ -499,4 +499,17 @@ public abstract class MapContractTests
             Interlocked.Increment(ref disposals.Value);
         }
     }
+
+    [Theory]
+    [InlineData(Hostility.CurrentThrows)]
+    [InlineData(Hostility.MoveNextThrowsSynchronously)]
+    public async Task ACallThatCompletedBeforeTheSourceFails_IsYieldedFirst_AlsoWhenItsCurrentThrows(Hostility hostility)
+    {
+        var source = new HostileSource(hostility, new FormatException("the source failed"), at: 1, items: 3);
+
+        List<int> seen = await OperatorChecks.CollectExpectingFailureAsync<int, FormatException>(Apply(source, (int x, CancellationToken _) => new ValueTask<int>(x), 2));
+
+        source.Disposals.Should().Be(1);
+        seen.Should().Equal([0], "item 0's call completed before the source failed: the failure takes its place in the completion order");
+    }
 }

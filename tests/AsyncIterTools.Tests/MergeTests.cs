@@ -356,4 +356,34 @@ public sealed class MergeTests
             }
         }
     }
+
+    [Fact]
+    public async Task AnItemReadyBeforeANullSourceIsReached_IsYieldedBeforeTheFailure()
+    {
+        var a = Sources.From(Enumerable.Range(0, 3)); // synchronous: its first item is ready as the merge opens it
+        var seen = new List<int>();
+
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.Merge(new IAsyncEnumerable<int>[] { a, null! }.AsEnumerable(), maxConcurrency: 2))
+            {
+                seen.Add(x);
+            }
+        }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("sources");
+
+        a.Disposals.Should().Be(1);
+        seen.Should().Equal([0], "a's first item was ready before the null source was reached; nothing is asked of a after it");
+    }
+
+    [Fact]
+    public async Task AnItemReadyBeforeASourceFailsToOpen_IsYieldedBeforeTheFailure()
+    {
+        var a = Sources.From(Enumerable.Range(0, 3));
+        var hostile = new HostileSource(Hostility.GetEnumeratorThrows, new FormatException("cannot open"));
+
+        List<int> seen = await OperatorChecks.CollectExpectingFailureAsync<int, FormatException>(AsyncIter.Merge(a, hostile));
+
+        a.Disposals.Should().Be(1);
+        seen.Should().Equal([0], "a's first item was ready before the second source failed to open, as before a source whose first move fails");
+    }
 }

@@ -63,6 +63,13 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         /// </summary>
         public bool LimiterFailed { get; internal set; }
 
+        /// <summary>
+        /// Gets a value indicating whether this is no call but a failure of the inputs (reading them failed, or a
+        /// <see langword="null"/> element), posted in the completion order by <see cref="StartMore"/>: the operator fails
+        /// as a whole.
+        /// </summary>
+        public bool InputFailed { get; internal set; }
+
         /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
         public bool IsDone { get; internal set; }
 
@@ -94,6 +101,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             Result = default!;
             Error = null;
             LimiterFailed = false;
+            InputFailed = false;
             EndedAfterCancel = false;
             EndedBeforeCancel = null;
             IsDone = false;

@@ -223,8 +223,9 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>
     /// Starts a call for each next element of <paramref name="inputs"/>, in order, until <paramref name="maxConcurrency"/>
     /// calls are in flight, the inputs end, or the queue is cancelled. A failure to read the inputs, or a
-    /// <see langword="null"/> element (<see cref="Arguments.NullElement"/>, naming <paramref name="inputsName"/>), is
-    /// reported through <see cref="Fail(Exception)"/>; after that, or after the end, the inputs are not read again.
+    /// <see langword="null"/> element (<see cref="Arguments.NullElement"/>, naming <paramref name="inputsName"/>), takes
+    /// its place in the completion order as a call that failed then (<see cref="Operation.InputFailed"/>), behind the
+    /// calls that completed before it; after that, or after the end, the inputs are not read again.
     /// While a failed call waits to be taken (<see cref="HasUntakenFailure"/>) nothing new starts, unless
     /// <paramref name="startsWork"/> is false: a call then only watches work already running (AsCompleted's tasks),
     /// and every input is read, also once cancelled, so that every task's failure is observed.
@@ -254,12 +255,26 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
             catch (Exception ex)
             {
                 _inputsEnded = true;
-                Fail(ex);
+                PostInputFailure(ex);
                 return;
             }
 
             _ = Start(arg);
         }
+    }
+
+    /// <summary>
+    /// Posts a failure of the inputs as a call that failed at once: the consumer takes the calls that completed before it
+    /// first, as it would before any call's failure, and then fails the operator with it (a failure of the inputs is
+    /// never an outcome of a piece of work, not even in GatherSettledAsync). Nothing starts after it.
+    /// </summary>
+    private void PostInputFailure(Exception failure)
+    {
+        _stopped = true;
+        Operation operation = _free.Count > 0 ? _free.Pop() : new Operation(this);
+        operation.InputFailed = true;
+        _inFlight++;
+        operation.Await(default!, _started++, new ValueTask<TResult>(Task.FromException<TResult>(failure)));
     }
 
     /// <summary>
