@@ -14,8 +14,8 @@ public sealed partial class PostgresQueue<T>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
     /// failed during the wait, or a delivered item could not be read as <typeparamref name="T"/> (it was given back).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public async ValueTask<PostgresDelivery<T>> GetAsync(CancellationToken cancellationToken = default) =>
-        (await GetCoreAsync(1, Timeout.InfiniteTimeSpan, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))[0];
+    public ValueTask<PostgresDelivery<T>> GetAsync(CancellationToken cancellationToken = default) =>
+        GetOneAsync(Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Takes the next item, waiting at most <paramref name="timeout"/> until one is put.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/>
@@ -29,11 +29,14 @@ public sealed partial class PostgresQueue<T>
     /// <exception cref="PostgresCoordinationException">The server could not be reached, the coordinator's connection
     /// failed during the wait, or a delivered item could not be read as <typeparamref name="T"/> (it was given back).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public async ValueTask<PostgresDelivery<T>> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    public ValueTask<PostgresDelivery<T>> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        TimeoutArgument.ThrowIfInvalid(timeout);
-        return (await GetCoreAsync(1, timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))[0];
+        TimeoutArgument.ThrowIfInvalid(timeout); // at the call, not when awaited
+        return GetOneAsync(timeout, cancellationToken);
     }
+
+    private async ValueTask<PostgresDelivery<T>> GetOneAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
+        (await GetCoreAsync(1, timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false))[0];
 
     /// <summary>Takes the next item if one is waiting. Never waits.</summary>
     /// <param name="cancellationToken">Cancels the call before it reaches the server.</param>
@@ -163,10 +166,10 @@ public sealed partial class PostgresQueue<T>
     /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back;
     /// the attempt counts only for the items that could not be read).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, CancellationToken cancellationToken = default)
+    public ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount);
-        return await GetCoreAsync(maxCount, Timeout.InfiniteTimeSpan, throwOnTimeout: true, cancellationToken).ConfigureAwait(false);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount); // at the call, not when awaited
+        return GetSomeAsync(maxCount, Timeout.InfiniteTimeSpan, cancellationToken);
     }
 
     /// <summary>Takes up to <paramref name="maxCount"/> items in one round trip, waiting at most <paramref name="timeout"/>
@@ -185,12 +188,15 @@ public sealed partial class PostgresQueue<T>
     /// failed during the wait, or an item could not be read as <typeparamref name="T"/> (the whole batch was given back;
     /// the attempt counts only for the items that could not be read).</exception>
     /// <exception cref="ObjectDisposedException">The coordinator was disposed.</exception>
-    public async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, TimeSpan timeout, CancellationToken cancellationToken = default)
+    public ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetManyAsync(int maxCount, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxCount); // at the call, not when awaited
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return await GetCoreAsync(maxCount, timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false);
+        return GetSomeAsync(maxCount, timeout, cancellationToken);
     }
+
+    private async ValueTask<IReadOnlyList<PostgresDelivery<T>>> GetSomeAsync(int maxCount, TimeSpan timeout, CancellationToken cancellationToken) =>
+        await GetCoreAsync(maxCount, timeout, throwOnTimeout: true, cancellationToken).ConfigureAwait(false);
 
     private const string TakeSql =
         "SELECT item_id, item_lease_token, item_attempt, item_priority, item_payload::text, signal " +

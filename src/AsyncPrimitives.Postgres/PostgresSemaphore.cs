@@ -13,7 +13,9 @@ namespace AsyncPrimitives.Postgres;
 /// </summary>
 /// <remarks>
 /// <para><b>Fairness.</b> Waiters acquire in arrival order across processes: a waiter takes a permit only while fewer
-/// waiters are ahead of it than permits are free, so while anyone waits, <see cref="TryAcquireAsync"/> fails.</para>
+/// waiters are ahead of it than permits are free, so while anyone waits, <see cref="TryAcquireAsync"/> fails, unless
+/// more permits are free than waiters wait (holders that expired, before the waiters' next poll): a newcomer then takes
+/// one of those, and every waiter still has its own.</para>
 /// <para><b>The maximum.</b> Every process must use the same <see cref="MaxCount"/> for a name. A permit a process takes
 /// with its own call is checked against its own maximum; one that a release hands to the first waiter in line is checked
 /// against the maximum of the process releasing it. So while a changed maximum rolls out, the larger of the old and the
@@ -153,10 +155,16 @@ public sealed class PostgresSemaphore
             return s_cannotAttempt;
         }
 
-        protected override async ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
+        protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
         {
+            // At the call, not when awaited, as the BCL limiters check.
             ObjectDisposedException.ThrowIf(_disposed, this);
             ArgumentOutOfRangeException.ThrowIfGreaterThan(permitCount, 1);
+            return AcquireCoreAsync(permitCount, cancellationToken);
+        }
+
+        private async ValueTask<RateLimitLease> AcquireCoreAsync(int permitCount, CancellationToken cancellationToken)
+        {
             if (permitCount == 0)
             {
                 return await semaphore.GetCurrentCountAsync(cancellationToken).ConfigureAwait(false) > 0 ? s_free : s_noneFree;

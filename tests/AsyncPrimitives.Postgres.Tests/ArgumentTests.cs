@@ -126,12 +126,12 @@ public sealed class ArgumentTests : IAsyncLifetime
         FluentActions.Invoking(() => _coordinator.CreateSemaphore("api", maxCount)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxCount");
 
     [Fact]
-    public async Task AcquireAsync_NegativeTimeout_Throws()
+    public void AcquireAsync_NegativeTimeout_ThrowsAtTheCall()
     {
-        await FluentActions.Awaiting(async () => await _coordinator.CreateLock("job").AcquireAsync(TimeSpan.FromSeconds(-2)))
-            .Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
-        await FluentActions.Awaiting(async () => await _coordinator.CreateSemaphore("api", 2).AcquireAsync(TimeSpan.FromSeconds(-2)))
-            .Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        FluentActions.Invoking(() => _coordinator.CreateLock("job").AcquireAsync(TimeSpan.FromSeconds(-2)))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        FluentActions.Invoking(() => _coordinator.CreateSemaphore("api", 2).AcquireAsync(TimeSpan.FromSeconds(-2)))
+            .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
     }
 
     public interface IShape
@@ -216,16 +216,25 @@ public sealed class ArgumentTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task QueueCalls_BadArguments_Throw()
+    public void QueueCalls_BadArguments_ThrowAtTheCall()
     {
         PostgresQueue<int> queue = _coordinator.CreateQueue<int>("q");
-        await FluentActions.Awaiting(async () => await queue.GetManyAsync(0)).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("maxCount");
-        await FluentActions.Awaiting(async () => await queue.GetManyAsync(1, TimeSpan.FromSeconds(-2))).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
-        await FluentActions.Awaiting(async () => await queue.GetAsync(TimeSpan.FromSeconds(-2))).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
-        await FluentActions.Awaiting(async () => await queue.JoinAsync(TimeSpan.FromSeconds(-2))).Should().ThrowAsync<ArgumentOutOfRangeException>().WithParameterName("timeout");
-        await FluentActions.Awaiting(async () => await queue.PutManyAsync(null!)).Should().ThrowAsync<ArgumentNullException>().WithParameterName("items");
-        await FluentActions.Awaiting(async () => await queue.CompleteManyAsync(null!)).Should().ThrowAsync<ArgumentNullException>().WithParameterName("deliveries");
-        await FluentActions.Awaiting(async () => await queue.CompleteManyAsync([null!])).Should().ThrowAsync<ArgumentNullException>().WithParameterName("deliveries");
+        FluentActions.Invoking(() => queue.GetManyAsync(0)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxCount");
+        FluentActions.Invoking(() => queue.GetManyAsync(0, TimeSpan.FromSeconds(1))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxCount");
+        FluentActions.Invoking(() => queue.GetManyAsync(1, TimeSpan.FromSeconds(-2))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        FluentActions.Invoking(() => queue.GetAsync(TimeSpan.FromSeconds(-2))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        FluentActions.Invoking(() => queue.JoinAsync(TimeSpan.FromSeconds(-2))).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("timeout");
+        FluentActions.Invoking(() => queue.PutManyAsync(null!)).Should().Throw<ArgumentNullException>().WithParameterName("items");
+        FluentActions.Invoking(() => queue.CompleteManyAsync(null!)).Should().Throw<ArgumentNullException>().WithParameterName("deliveries");
+        FluentActions.Invoking(() => queue.CompleteManyAsync([null!])).Should().Throw<ArgumentNullException>().WithParameterName("deliveries");
+    }
+
+    [Fact]
+    public void RateLimiter_MoreThanOnePermit_ThrowsAtTheCall_AsTheBclLimitersDo()
+    {
+        using RateLimiter limiter = _coordinator.CreateSemaphore("api", 2).AsRateLimiter();
+        FluentActions.Invoking(() => limiter.AcquireAsync(2)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("permitCount");
+        FluentActions.Invoking(() => limiter.AttemptAcquire(2)).Should().Throw<ArgumentOutOfRangeException>().WithParameterName("permitCount");
     }
 
     [Fact]
