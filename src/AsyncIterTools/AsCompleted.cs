@@ -373,6 +373,12 @@ public static partial class AsyncIter
                 await running.DrainAsync(keepFailureBeforeCancel: true);
             }
 
+            if (!ownsWork && !running.InputsExhausted)
+            {
+                // Reading stopped at a null element or a failure of the sequence: the tasks after it are still observed.
+                ObserveRestOfGivenTasks(pending);
+            }
+
             disposalFailure = CompletionQueue<TArg, T>.DisposeInputs(pending);
             if (atYield && !leftAfterCancelling)
             {
@@ -402,9 +408,25 @@ public static partial class AsyncIter
     {
         try
         {
-            foreach (TArg input in inputs)
+            using IEnumerator<TArg> e = inputs.GetEnumerator();
+            ObserveRestOfGivenTasks(e);
+        }
+        catch (Exception)
+        {
+            // Dropped: the later of two failures.
+        }
+    }
+
+    /// <summary>Reads the given tasks <paramref name="inputs"/> has left, observing the failures of those that fail (a
+    /// <see langword="null"/> element stopped the operator's reading); a failure reading them is dropped (the operator
+    /// has one of its own to throw).</summary>
+    private static void ObserveRestOfGivenTasks<TArg>(IEnumerator<TArg> inputs)
+    {
+        try
+        {
+            while (inputs.MoveNext())
             {
-                if (input is Task task)
+                if (inputs.Current is Task task)
                 {
                     TaskFailures.Observe(task);
                 }

@@ -420,6 +420,66 @@ public sealed class AsCompletedTests
             .Should().BeEmpty("the tasks given to AsCompleted have their failures observed however the enumeration ends");
     }
 
+    [Fact]
+    public async Task TasksOverload_ANullElement_StillObservesTheFailuresOfTheTasksAfterIt()
+    {
+        (await UnobservedFailuresAfterAsync(ReachANullTaskAsync))
+            .Should().BeEmpty("the tasks after a null element are still read, and their failures observed");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task ReachANullTaskAsync()
+    {
+        Task<int>?[] tasks = [Task.FromResult(1), null, Task.FromException<int>(new AbandonedWorkFailure())];
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(tasks!))
+            {
+            }
+        }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("tasks");
+    }
+
+    /// <summary>The sequence of work never sees the token the deadline cancels: its failure is never the timeout, also
+    /// when the deadline passes while it is read.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AFailureOfTheSequenceOfWork_ReadAsTheDeadlinePasses_IsThrownAsItself(bool nullElement)
+    {
+        var time = new FakeTimeProvider();
+        IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            yield return _ => Task.FromResult(1);
+            time.Advance(TimeSpan.FromSeconds(11)); // the deadline passes while the sequence is read
+            if (!nullElement)
+            {
+                throw new FormatException("the sequence of work failed");
+            }
+
+            yield return null!;
+        }
+
+        var seen = new List<int>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(Work(), null, TimeSpan.FromSeconds(10), time))
+            {
+                seen.Add(x);
+            }
+        };
+
+        if (nullElement)
+        {
+            await act.Should().ThrowAsync<ArgumentNullException>().WithParameterName("work");
+        }
+        else
+        {
+            await act.Should().ThrowAsync<FormatException>();
+        }
+
+        seen.Should().Equal([1], "the first piece completed before the deadline and before the failure");
+    }
+
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private static async Task ClockFailsAtTheFirstMoveAsync()
     {

@@ -306,4 +306,25 @@ public sealed class GatherAsyncTests
         cts.Cancel();
         await FluentActions.Awaiting(() => gather.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
     }
+
+    /// <summary>Enumerating the work never sees the caller's token: its failure is thrown as is, also when the caller
+    /// cancels while it is read (here from inside it, deterministically).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AFailureEnumeratingWork_ReadAsTheCallerCancels_IsThrownAsIs(bool settled)
+    {
+        using var cts = new CancellationTokenSource();
+        IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            yield return _ => Task.FromResult(1);
+            cts.Cancel();
+            throw new FormatException("the sequence of work failed");
+        }
+
+        Func<Task> act = settled
+            ? () => AsyncIter.GatherSettledAsync(Work(), null, cts.Token)
+            : () => AsyncIter.GatherAsync(Work(), null, cts.Token);
+        await FluentActions.Awaiting(() => act().WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>();
+    }
 }

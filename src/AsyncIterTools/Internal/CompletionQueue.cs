@@ -266,13 +266,15 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>
     /// Posts a failure of the inputs as a call that failed at once: the consumer takes the calls that completed before it
     /// first, as it would before any call's failure, and then fails the operator with it (a failure of the inputs is
-    /// never an outcome of a piece of work, not even in GatherSettledAsync). Nothing starts after it.
+    /// never an outcome of a piece of work, not even in GatherSettledAsync). Nothing starts after it. The inputs never see
+    /// the calls' token, so their failure is never a cancellation's or a deadline's doing: it counts as before any.
     /// </summary>
     private void PostInputFailure(Exception failure)
     {
         _stopped = true;
         Operation operation = _free.Count > 0 ? _free.Pop() : new Operation(this);
         operation.InputFailed = true;
+        operation.EndedBeforeCancel = true;
         _inFlight++;
         operation.Await(default!, _started++, new ValueTask<TResult>(Task.FromException<TResult>(failure)));
     }
