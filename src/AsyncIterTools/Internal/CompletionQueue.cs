@@ -266,8 +266,9 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>
     /// Posts a failure of the inputs as a call that failed at once: the consumer takes the calls that completed before it
     /// first, as it would before any call's failure, and then fails the operator with it (a failure of the inputs is
-    /// never an outcome of a piece of work, not even in GatherSettledAsync). Nothing starts after it. The inputs never see
-    /// the calls' token, so their failure is never a cancellation's or a deadline's doing: it counts as before any.
+    /// never an outcome of a piece of work, not even in GatherSettledAsync). Nothing starts after it. Reading the inputs is
+    /// not work the calls' token cancels, so their failure counts as before any cancellation or deadline (Merge, whose
+    /// inputs open sources with that token, reads a failure to open by the token rule, <see cref="SourceFailure"/>).
     /// </summary>
     private void PostInputFailure(Exception failure)
     {
