@@ -38,6 +38,41 @@ public sealed class ContextPolicyTests
         posts.Should().BeLessThanOrEqualTo(AllowedPosts, "recording a completion must not post to the caller's context");
     }
 
+    /// <summary>
+    /// A source's members are user code: the operators that read the source on the consumer's side call every one of them
+    /// on the caller's context, also when the source's move completes on a thread of its own (as an I/O completion does).
+    /// </summary>
+    [Theory]
+    [InlineData("Tee")]
+    [InlineData("BeforeAndAfter")]
+    [InlineData("Map")]
+    [InlineData("Merge")]
+    public async Task UnderASingleThreadedContext_TheSourcesMembersRunOnTheContext(string op)
+    {
+        using var context = new SingleThreadedContext();
+        var source = new MovesOffTheContextSource(3, context);
+        List<int> items = await context.Run(async () =>
+        {
+            IAsyncEnumerable<int> sequence = op switch
+            {
+                "Tee" => source.Tee(2)[0],
+                "BeforeAndAfter" => source.BeforeAndAfter(x => true).Before,
+                "Map" => source.Map((x, _) => new ValueTask<int>(x), 2),
+                _ => AsyncIter.Merge(source),
+            };
+            var seen = new List<int>();
+            await foreach (int x in sequence)
+            {
+                seen.Add(x);
+            }
+
+            return seen;
+        }).WaitAsync(TestWork.Bound);
+
+        items.Should().Equal(1, 2, 3);
+        source.CalledOffTheContext.Should().BeEmpty("a source's members are called where the consumer runs");
+    }
+
     /// <summary>Runs <paramref name="op"/> on the context's thread; returns the posts after the gate opened and the results read.</summary>
     private static async Task<(int Posts, int Results)> RunAsync(string op, SingleThreadedContext context)
     {
@@ -120,6 +155,74 @@ public sealed class ContextPolicyTests
         var opener = new Thread(() => gate.SetResult(1)) { IsBackground = true };
         opener.Start();
         opener.Join(TestWork.Bound).Should().BeTrue();
+    }
+
+    /// <summary>A source whose every move completes on a thread of its own once awaited (as an I/O completion does), and
+    /// which records each member called off <paramref name="context"/>.</summary>
+    private sealed class MovesOffTheContextSource(int count, SynchronizationContext context) : IAsyncEnumerable<int>
+    {
+        public ConcurrentQueue<string> CalledOffTheContext { get; } = new();
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default)
+        {
+            Record(nameof(GetAsyncEnumerator));
+            return new Enumerator(this, count);
+        }
+
+        private void Record(string member)
+        {
+            if (SynchronizationContext.Current != context)
+            {
+                CalledOffTheContext.Enqueue(member);
+            }
+        }
+
+        private sealed class Enumerator(MovesOffTheContextSource owner, int count) : IAsyncEnumerator<int>, System.Threading.Tasks.Sources.IValueTaskSource<bool>
+        {
+            private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<bool> _move;
+            private int _position;
+
+            public int Current
+            {
+                get
+                {
+                    owner.Record(nameof(Current));
+                    return _position;
+                }
+            }
+
+            public ValueTask<bool> MoveNextAsync()
+            {
+                owner.Record(nameof(MoveNextAsync));
+                if (_position == count)
+                {
+                    return new ValueTask<bool>(false);
+                }
+
+                _position++;
+                _move.Reset();
+                return new ValueTask<bool>(this, _move.Version);
+            }
+
+            public ValueTask DisposeAsync()
+            {
+                owner.Record(nameof(DisposeAsync));
+                return default;
+            }
+
+            bool System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetResult(short token) => _move.GetResult(token);
+
+            System.Threading.Tasks.Sources.ValueTaskSourceStatus System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetStatus(short token) =>
+                _move.GetStatus(token);
+
+            // Completes once awaited, from a thread of its own: never before the awaiter registered.
+            void System.Threading.Tasks.Sources.IValueTaskSource<bool>.OnCompleted(
+                Action<object?> continuation, object? state, short token, System.Threading.Tasks.Sources.ValueTaskSourceOnCompletedFlags flags)
+            {
+                _move.OnCompleted(continuation, state, token, flags);
+                new Thread(() => _move.SetResult(true)) { IsBackground = true }.Start();
+            }
+        }
     }
 
     /// <summary>A source whose first <c>MoveNextAsync</c> waits for the gate; the rest complete synchronously.</summary>

@@ -198,8 +198,9 @@ internal sealed class TeeBuffer<T>
         try
         {
             _enumerator ??= _source.GetAsyncEnumerator(_cts.Token);
-            // Bookkeeping after the call: it only publishes, so it never captures the caller's context.
-            if (await _enumerator.MoveNextAsync().ConfigureAwait(false))
+            // Not ConfigureAwait(false): Current is user code, read where the copy that started the pull runs (its
+            // context, if any: one post per item the source completes off it), as the other operators read it.
+            if (await _enumerator.MoveNextAsync())
             {
                 item = _enumerator.Current; // before hasItem: a Current that throws is the source's failure
                 hasItem = true;
