@@ -373,9 +373,10 @@ public static partial class AsyncIter
                 await running.DrainAsync(keepFailureBeforeCancel: true);
             }
 
-            if (!ownsWork && !running.InputsExhausted)
+            if (!ownsWork && running.StoppedAtNullElement)
             {
-                // Reading stopped at a null element or a failure of the sequence: the tasks after it are still observed.
+                // Reading stopped at a null element: the tasks after it are still observed. (Not after a failure of the
+                // sequence itself: reading on could run more of it, as a Select that starts a task per element.)
                 ObserveRestOfGivenTasks(pending);
             }
 

@@ -87,7 +87,7 @@ public static partial class AsyncIter
 
         // Sources started and not yet disposed.
         var active = new List<IAsyncEnumerator<T>>();
-        IEnumerator<IAsyncEnumerator<T>> opening = OpenEach(sources, active, moves.Token).GetEnumerator();
+        IEnumerator<IAsyncEnumerator<T>> opening = new SourceOpener<T>(sources, active, moves.Token);
         bool atYield = false; // when the finally finds it true, the consumer left early
         try
         {
@@ -125,15 +125,37 @@ public static partial class AsyncIter
         }
     }
 
-    /// <summary>Opens each source, in order, as the merge reaches it, with the merge's token; tracks it in <paramref name="active"/>.</summary>
-    private static IEnumerable<IAsyncEnumerator<T>> OpenEach<T>(IEnumerable<IAsyncEnumerable<T>> sources, List<IAsyncEnumerator<T>> active, CancellationToken token)
+    /// <summary>
+    /// Opens each source, in order, as the merge reaches it, with the merge's token, and tracks it in the merge's active
+    /// sources. Not an iterator: a <see langword="null"/> source or one that fails to open leaves the sequence of sources
+    /// undisposed (an iterator's <c>foreach</c> would dispose it then, and a failure of that disposal would replace the
+    /// first); the merge disposes it as it shuts down, where the first failure wins.
+    /// </summary>
+    private sealed class SourceOpener<T>(IEnumerable<IAsyncEnumerable<T>> sources, List<IAsyncEnumerator<T>> active, CancellationToken token)
+        : IEnumerator<IAsyncEnumerator<T>>
     {
-        foreach (IAsyncEnumerable<T> source in sources)
+        private IEnumerator<IAsyncEnumerable<T>>? _sources;
+
+        public IAsyncEnumerator<T> Current { get; private set; } = null!;
+
+        object System.Collections.IEnumerator.Current => Current;
+
+        public bool MoveNext()
         {
-            IAsyncEnumerator<T> enumerator = Arguments.NotNullElement(source, nameof(sources)).GetAsyncEnumerator(token);
-            active.Add(enumerator);
-            yield return enumerator;
+            _sources ??= sources.GetEnumerator();
+            if (!_sources.MoveNext())
+            {
+                return false;
+            }
+
+            Current = Arguments.NotNullElement(_sources.Current, nameof(sources)).GetAsyncEnumerator(token);
+            active.Add(Current);
+            return true;
         }
+
+        public void Reset() => throw new NotSupportedException();
+
+        public void Dispose() => _sources?.Dispose();
     }
 
     /// <summary>

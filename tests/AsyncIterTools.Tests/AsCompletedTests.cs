@@ -940,4 +940,30 @@ public sealed class AsCompletedTests
 
         seen.Should().Equal([1], "the first piece had completed before the sequence of work failed");
     }
+
+    /// <summary>Given tasks made by a selector that throws for one element: the sequence failed, and is not read on after
+    /// it (reading on would run the selector again, starting tasks after the failure).</summary>
+    [Fact]
+    public async Task TasksOverload_ASequenceThatFails_IsNotReadOnAfterItsFailure()
+    {
+        var created = new List<int>();
+        IEnumerable<Task<int>> tasks = Enumerable.Range(0, 3).Select(i =>
+        {
+            if (i == 1)
+            {
+                throw new FormatException("the sequence of tasks failed");
+            }
+
+            created.Add(i);
+            return Task.FromResult(i);
+        });
+
+        await FluentActions.Awaiting(async () =>
+        {
+            await foreach (int x in AsyncIter.AsCompleted(tasks))
+            {
+            }
+        }).Should().ThrowAsync<FormatException>();
+        created.Should().Equal([0]);
+    }
 }

@@ -1236,4 +1236,73 @@ public sealed class LimiterContractTests
         ran.Should().Be(0, "nothing starts after the limiter refused a lease");
         granted.Releases.Should().Be(1);
     }
+
+    /// <summary>
+    /// A call that ended before a failure of the inputs was read comes before it, also while its lease is still going back
+    /// (an <see cref="IAsyncDisposable"/> lease, as a <c>PostgresSemaphore</c>'s): AsCompleted yields its value first,
+    /// and GatherAsync throws its failure, not the input failure read after it.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ACallThatEndedBeforeANullElementWasRead_ComesFirst_WhileItsLeaseGoesBack(bool gather)
+    {
+        var firstRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int releases = 0;
+        using var limiter = new CountingLimiter { AsyncRelease = () => Interlocked.Increment(ref releases) == 1 ? firstRelease.Task : Task.CompletedTask };
+        var piece0 = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var piece1 = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var piece1Started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var nullRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            yield return _ => piece0.Task;
+            yield return _ =>
+            {
+                piece1Started.SetResult();
+                return piece1.Task;
+            };
+            nullRead.SetResult();
+            yield return null!;
+        }
+
+        if (gather)
+        {
+            Task<int[]> gathered = AsyncIter.GatherAsync(Work(), 2, limiter);
+            await piece1Started.Task.WaitAsync(TestWork.Bound);
+            piece0.SetException(new FormatException("piece 0, first"));
+            await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // piece 0 failed; its lease is going back
+            piece1.SetResult(1);
+            await nullRead.Task.WaitAsync(TestWork.Bound);
+            firstRelease.SetResult();
+            await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>("piece 0 failed before the null element was read");
+        }
+        else
+        {
+            var seen = new List<int>();
+            await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(Work(), 2, limiter).GetAsyncEnumerator())
+            {
+                ValueTask<bool> first = e.MoveNextAsync();
+                await piece1Started.Task.WaitAsync(TestWork.Bound);
+                piece0.SetResult(0);
+                await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // piece 0 returned 0; its lease is going back
+                piece1.SetResult(1);
+                (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+                seen.Add(e.Current);
+                await nullRead.Task.WaitAsync(TestWork.Bound);
+                firstRelease.SetResult();
+                await FluentActions.Awaiting(async () =>
+                {
+                    while (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound))
+                    {
+                        seen.Add(e.Current);
+                    }
+                }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("work");
+            }
+
+            seen.Should().Equal([1, 0], "0 came before the null element was read (only its lease was still going back)");
+        }
+
+        limiter.ShouldHaveReturnedEveryLease();
+    }
 }

@@ -386,4 +386,45 @@ public sealed class MergeTests
         a.Disposals.Should().Be(1);
         seen.Should().Equal([0], "a's first item was ready before the second source failed to open, as before a source whose first move fails");
     }
+
+    /// <summary>A source that is null or fails to open is the first failure: the sequence of sources failing to dispose
+    /// afterwards (its finally throws) does not replace it.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ASourceThatIsNullOrFailsToOpen_IsTheFailure_NotTheSequencesDisposalFailingAfterIt(bool failsToOpen)
+    {
+        IEnumerable<IAsyncEnumerable<int>> SourcesThenThrowOnDispose()
+        {
+            try
+            {
+                yield return Sources.Of(SourceMode.Synchronous, 0);
+                yield return failsToOpen ? new HostileSource(Hostility.GetEnumeratorThrows, new InvalidDataException("cannot open")) : null!;
+            }
+            finally
+            {
+                throw new FormatException("thrown by disposing the sequence of sources");
+            }
+        }
+
+        var seen = new List<int>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.Merge(SourcesThenThrowOnDispose(), maxConcurrency: 1))
+            {
+                seen.Add(x);
+            }
+        };
+
+        if (failsToOpen)
+        {
+            await act.Should().ThrowAsync<InvalidDataException>();
+        }
+        else
+        {
+            await act.Should().ThrowAsync<ArgumentNullException>().WithParameterName("sources");
+        }
+
+        seen.Should().Equal([0]);
+    }
 }

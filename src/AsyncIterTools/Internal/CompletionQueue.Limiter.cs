@@ -67,7 +67,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             // Decided now, not once the lease is back (a round trip, for some): whether the call ended before the calls
             // were cancelled; and, before the lease goes back, that nothing granted after it starts (a limiter may hand
             // the permit straight on).
-            operation.EndedBeforeCancel = !IsCancelled;
+            MarkEnded(operation);
             if (_stopsAtFailure)
             {
                 _stopped = true;
@@ -79,7 +79,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             throw;
         }
 
-        operation.EndedBeforeCancel = !IsCancelled;
+        MarkEnded(operation);
         try
         {
             await ReleaseAsync(lease).ConfigureAwait(false);
@@ -101,8 +101,28 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     private void MarkLimiterFailed(Operation operation)
     {
         operation.LimiterFailed = true;
-        operation.EndedBeforeCancel = !IsCancelled;
+        MarkEnded(operation);
         _stopped = true;
+    }
+
+    /// <summary>
+    /// Records that <paramref name="operation"/>'s call has ended (or failed by the limiter) as of now, before its lease
+    /// goes back: whether the calls were cancelled yet is decided now, and until the operation is posted it counts in
+    /// <see cref="_endedUnposted"/>, so that a failure of the inputs read meanwhile is posted after it
+    /// (<see cref="PostInputFailure"/>). A later mark (a release that failed after the call succeeded) decides again.
+    /// </summary>
+    private void MarkEnded(Operation operation)
+    {
+        bool before = !IsCancelled;
+        lock (_lock)
+        {
+            if (operation.EndedBeforeCancel is null)
+            {
+                _endedUnposted++;
+            }
+
+            operation.EndedBeforeCancel = before;
+        }
     }
 
     /// <summary>Gives back the lease of a call that failed already (or was refused): that failure came first and wins

@@ -103,6 +103,18 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     /// <summary>True once <see cref="StartMore"/> found its inputs exhausted (or failing): it reads them no more.</summary>
     private bool _inputsEnded;
 
+    /// <summary>With a limiter: calls that have ended (<see cref="MarkEnded"/>) and are not posted yet, their leases going
+    /// back. Guarded by <see cref="_lock"/>.</summary>
+    private int _endedUnposted;
+
+    /// <summary>A failure of the inputs read while <see cref="_endedUnposted"/> was not zero, and its start index: posted
+    /// once those calls are (it came after they ended). Guarded by <see cref="_lock"/>.</summary>
+    private (Operation Operation, int Index, Exception Failure)? _heldInputFailure;
+
+    /// <summary>True once <see cref="StartMore"/> stopped at a <see langword="null"/> element (not at a failure of the
+    /// inputs themselves): the inputs after it can still be read.</summary>
+    public bool StoppedAtNullElement { get; private set; }
+
     /// <summary>True once <see cref="StartMore"/> has read its inputs to their end (not stopped by a cancellation or failure).</summary>
     public bool InputsExhausted { get; private set; }
 
@@ -250,12 +262,20 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
                     return;
                 }
 
-                arg = inputs.Current ?? throw Arguments.NullElement(inputsName);
+                arg = inputs.Current;
             }
             catch (Exception ex)
             {
                 _inputsEnded = true;
                 PostInputFailure(ex);
+                return;
+            }
+
+            if (arg is null)
+            {
+                _inputsEnded = true;
+                StoppedAtNullElement = true;
+                PostInputFailure(Arguments.NullElement(inputsName));
                 return;
             }
 
@@ -277,8 +297,22 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         operation.InputFailed = true;
         operation.EndedBeforeCancel = true;
         _inFlight++;
-        operation.Await(default!, _started++, new ValueTask<TResult>(Task.FromException<TResult>(failure)));
+        int index = _started++;
+        lock (_lock)
+        {
+            if (_endedUnposted > 0)
+            {
+                // Calls that ended before it was read are still giving their leases back: it is posted after them.
+                _heldInputFailure = (operation, index, failure);
+                return;
+            }
+        }
+
+        PostInputFailureNow(operation, index, failure);
     }
+
+    private static void PostInputFailureNow(Operation operation, int index, Exception failure) =>
+        operation.Await(default!, index, new ValueTask<TResult>(Task.FromException<TResult>(failure)));
 
     /// <summary>
     /// Lets the source's pending <paramref name="move"/> (its <c>MoveNextAsync</c>) race the calls in flight: once it
@@ -483,8 +517,15 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     private void Post(Operation operation, bool failed)
     {
         bool handOver;
+        (Operation Operation, int Index, Exception Failure)? heldInputFailure = null;
         lock (_lock)
         {
+            if (operation.EndedBeforeCancel is not null && !operation.InputFailed && --_endedUnposted == 0)
+            {
+                heldInputFailure = _heldInputFailure;
+                _heldInputFailure = null;
+            }
+
             handOver = _waiting;
             if (handOver)
             {
@@ -509,6 +550,11 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         if (failed)
         {
             _failurePosted?.TrySetResult(true);
+        }
+
+        if (heldInputFailure is { } held)
+        {
+            PostInputFailureNow(held.Operation, held.Index, held.Failure);
         }
     }
 
