@@ -100,11 +100,8 @@ internal sealed partial class CompletionQueue<TArg, TResult>
             Arg = default!;
             Result = default!;
             Error = null;
-            LimiterFailed = false;
-            InputFailed = false;
-            EndedAfterCancel = false;
             EndedBeforeCancel = null;
-            IsDone = false;
+            LimiterFailed = InputFailed = EndedAfterCancel = IsDone = false;
         }
 
         // The outcome goes into the operation, the call is counted down, and the operation is posted (its last touch):
