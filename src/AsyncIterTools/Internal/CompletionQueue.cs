@@ -311,6 +311,8 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         PostInputFailureNow(operation, index, failure);
     }
 
+    /// <summary>Completes <paramref name="operation"/> as a call that failed with <paramref name="failure"/>: its
+    /// completion callback posts it.</summary>
     private static void PostInputFailureNow(Operation operation, int index, Exception failure) =>
         operation.Await(default!, index, new ValueTask<TResult>(Task.FromException<TResult>(failure)));
 
