@@ -127,14 +127,17 @@ public static partial class AsyncIter
 
     /// <summary>
     /// Opens each source, in order, as the merge reaches it, with the merge's token, and tracks it in the merge's active
-    /// sources. Not an iterator: a <see langword="null"/> source or one that fails to open leaves the sequence of sources
-    /// undisposed (an iterator's <c>foreach</c> would dispose it then, and a failure of that disposal would replace the
-    /// first); the merge disposes it as it shuts down, where the first failure wins.
+    /// sources. The sequence of sources is disposed at its end, as a <c>foreach</c> would (a failure of that disposal is
+    /// the sequence's, and stops the merge), or else when the merge shuts down. Not an iterator: a <see langword="null"/>
+    /// source or one that fails to open leaves the sequence undisposed until then (an iterator's <c>foreach</c> would
+    /// dispose it at once, and a failure of that disposal would replace the first; at shutdown the first failure wins).
     /// </summary>
     private sealed class SourceOpener<T>(IEnumerable<IAsyncEnumerable<T>> sources, List<IAsyncEnumerator<T>> active, CancellationToken token)
         : IEnumerator<IAsyncEnumerator<T>>
     {
         private IEnumerator<IAsyncEnumerable<T>>? _sources;
+
+        private bool _disposed;
 
         public IAsyncEnumerator<T> Current { get; private set; } = null!;
 
@@ -145,6 +148,7 @@ public static partial class AsyncIter
             _sources ??= sources.GetEnumerator();
             if (!_sources.MoveNext())
             {
+                Dispose();
                 return false;
             }
 
@@ -155,7 +159,14 @@ public static partial class AsyncIter
 
         public void Reset() => throw new NotSupportedException();
 
-        public void Dispose() => _sources?.Dispose();
+        public void Dispose()
+        {
+            if (!_disposed)
+            {
+                _disposed = true;
+                _sources?.Dispose();
+            }
+        }
     }
 
     /// <summary>

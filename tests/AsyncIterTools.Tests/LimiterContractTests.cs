@@ -1305,4 +1305,160 @@ public sealed class LimiterContractTests
 
         limiter.ShouldHaveReturnedEveryLease();
     }
+
+    /// <summary>
+    /// Call A ended before the null element was read (its lease still going back); call B ended only after it was read:
+    /// the failure comes after A and before B, however their leases' releases interleave. AsCompleted never yields B's
+    /// value; GatherAsync throws the input failure, not B's ("the first failure wins").
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ACallThatEndedAfterANullElementWasRead_DoesNotOvertakeIt_WhileAnEarlierLeaseGoesBack(bool gather)
+    {
+        var firstRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thirdRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thirdReleaseStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int releases = 0;
+        using var limiter = new CountingLimiter
+        {
+            AsyncRelease = () => Interlocked.Increment(ref releases) switch
+            {
+                1 => firstRelease.Task,
+                3 => Signal(thirdReleaseStarted, thirdRelease.Task),
+                _ => Task.CompletedTask,
+            },
+        };
+        var c = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var a = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var b = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var bStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var nullRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            yield return _ => c.Task;
+            yield return _ => a.Task;
+            yield return _ =>
+            {
+                bStarted.SetResult();
+                return b.Task;
+            };
+            nullRead.SetResult();
+            yield return null!;
+        }
+
+        if (gather)
+        {
+            Task<int[]> gathered = AsyncIter.GatherAsync(Work(), 3, limiter);
+            await bStarted.Task.WaitAsync(TestWork.Bound);
+            a.SetResult(1);
+            await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // A ended; its lease is going back
+            c.SetResult(0);
+            await nullRead.Task.WaitAsync(TestWork.Bound); // the null element is read (after C was taken)
+            b.SetException(new FormatException("B, failed after the null element was read"));
+            await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
+            firstRelease.SetResult();
+            thirdRelease.SetResult();
+            await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should()
+                .ThrowAsync<ArgumentNullException>("the null element was read before B failed: the first failure wins");
+        }
+        else
+        {
+            var seen = new List<int>();
+            await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(Work(), 3, limiter).GetAsyncEnumerator())
+            {
+                ValueTask<bool> first = e.MoveNextAsync();
+                await bStarted.Task.WaitAsync(TestWork.Bound);
+                a.SetResult(1);
+                await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // A ended; its lease is going back
+                c.SetResult(0);
+                (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+                seen.Add(e.Current);
+                ValueTask<bool> next = e.MoveNextAsync();
+                await nullRead.Task.WaitAsync(TestWork.Bound);
+                b.SetResult(2); // B ends after the null element was read
+                await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
+                firstRelease.SetResult();
+                thirdRelease.SetResult();
+                await FluentActions.Awaiting(async () =>
+                {
+                    bool more = await next.AsTask().WaitAsync(TestWork.Bound);
+                    while (more)
+                    {
+                        seen.Add(e.Current);
+                        more = await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound);
+                    }
+                }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("work");
+            }
+
+            seen.Should().Equal([0, 1], "B ended after the null element was read, so it comes after the failure (never yielded)");
+        }
+
+        limiter.ShouldHaveReturnedEveryLease();
+
+        static Task Signal(TaskCompletionSource started, Task then)
+        {
+            started.TrySetResult();
+            return then;
+        }
+    }
+
+    /// <summary>
+    /// Calls ending on pool threads while their leases go back asynchronously race the consumer reading a null element:
+    /// every run ends (never waits forever for a held failure), with the failure it must have, nothing yielded twice, and
+    /// every lease returned.
+    /// </summary>
+    [Theory]
+    [InlineData("AsCompleted")]
+    [InlineData("GatherSettledAsync")]
+    [InlineData("GatherAsync")]
+    public async Task ANullElementRacingCallsWhoseLeasesGoBackAsynchronously_EndsEveryTime_NothingLostOrDuplicated(string op)
+    {
+        for (int run = 0; run < 200; run++)
+        {
+            using var limiter = new CountingLimiter { AsyncRelease = () => Task.Run(() => { }) };
+            int n = 3 + (run % 7);
+            IEnumerable<Func<CancellationToken, Task<int>>> Work()
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    int value = i;
+                    yield return async _ =>
+                    {
+                        await Task.Yield();
+                        return op == "GatherAsync" && value == n - 1 ? throw new FormatException("the last piece") : value;
+                    };
+                }
+
+                yield return null!;
+            }
+
+            if (op == "AsCompleted")
+            {
+                var seen = new List<int>();
+                await FluentActions.Awaiting(async () =>
+                {
+                    await foreach (int x in AsyncIter.AsCompleted(Work(), 3, limiter))
+                    {
+                        seen.Add(x);
+                    }
+                }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("work").WaitAsync(TestWork.Bound);
+                seen.Should().OnlyHaveUniqueItems().And.OnlyContain(x => x >= 0 && x < n);
+            }
+            else if (op == "GatherSettledAsync")
+            {
+                await FluentActions.Awaiting(() => AsyncIter.GatherSettledAsync(Work(), 3, limiter))
+                    .Should().ThrowAsync<ArgumentNullException>().WithParameterName("work").WaitAsync(TestWork.Bound);
+            }
+            else
+            {
+                // The last piece fails before or after the null element is read: either is the first failure.
+                Exception thrown = (await FluentActions.Awaiting(() => AsyncIter.GatherAsync(Work(), 3, limiter))
+                    .Should().ThrowAsync<Exception>().WaitAsync(TestWork.Bound)).Which;
+                thrown.Should().Match(e => e is FormatException || e is ArgumentNullException);
+            }
+
+            limiter.ShouldHaveReturnedEveryLease();
+        }
+    }
 }

@@ -427,4 +427,52 @@ public sealed class MergeTests
 
         seen.Should().Equal([0]);
     }
+
+    /// <summary>The sequence of sources is disposed at its end, as a <c>foreach</c> would: a failure of that disposal stops
+    /// the merge then (a source that runs until cancelled is cancelled), not only once every source has ended.</summary>
+    [Fact]
+    public async Task TheSequenceOfSourcesFailingToDisposeAtItsEnd_StopsTheMerge()
+    {
+        var seen = new List<int>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.Merge(new DisposeThrowsAfterOne(RunsUntilCancelled()), maxConcurrency: 2))
+            {
+                seen.Add(x);
+            }
+        };
+
+        await act.Should().ThrowAsync<FormatException>().WaitAsync(TestWork.Bound);
+        seen.Should().Equal([0]);
+
+        static async IAsyncEnumerable<int> RunsUntilCancelled([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken token = default)
+        {
+            yield return 0;
+            await Task.Delay(Timeout.Infinite, token);
+        }
+    }
+
+    /// <summary>A hand-written sequence of one source (not an iterator: its Dispose runs only when called), whose
+    /// enumerator's Dispose throws, as a reader's that fails to close.</summary>
+    private sealed class DisposeThrowsAfterOne(IAsyncEnumerable<int> source) : IEnumerable<IAsyncEnumerable<int>>
+    {
+        public IEnumerator<IAsyncEnumerable<int>> GetEnumerator() => new Enumerator(source);
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+        private sealed class Enumerator(IAsyncEnumerable<int> source) : IEnumerator<IAsyncEnumerable<int>>
+        {
+            private int _position = -1;
+
+            public IAsyncEnumerable<int> Current => source;
+
+            object System.Collections.IEnumerator.Current => Current;
+
+            public bool MoveNext() => ++_position == 0;
+
+            public void Reset() => throw new NotSupportedException();
+
+            public void Dispose() => throw new FormatException("thrown by disposing the sequence of sources");
+        }
+    }
 }

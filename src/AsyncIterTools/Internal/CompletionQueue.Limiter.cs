@@ -108,8 +108,8 @@ internal sealed partial class CompletionQueue<TArg, TResult>
     /// <summary>
     /// Records that <paramref name="operation"/>'s call has ended (or failed by the limiter) as of now, before its lease
     /// goes back: whether the calls were cancelled yet is decided now, and until the operation is posted it counts in
-    /// <see cref="_endedUnposted"/>, so that a failure of the inputs read meanwhile is posted after it
-    /// (<see cref="PostInputFailure"/>). A later mark (a release that failed after the call succeeded) decides again.
+    /// <see cref="_endedUnposted"/>, stamped in the order calls end, so that a failure of the inputs read meanwhile is
+    /// delivered after it (<see cref="Post"/>). A later mark (a release that failed after the call succeeded) decides again.
     /// </summary>
     private void MarkEnded(Operation operation)
     {
@@ -118,6 +118,7 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         {
             if (operation.EndedBeforeCancel is null)
             {
+                operation.EndStamp = ++_endStamps;
                 _endedUnposted++;
             }
 

@@ -70,6 +70,10 @@ internal sealed partial class CompletionQueue<TArg, TResult>
         /// </summary>
         public bool InputFailed { get; internal set; }
 
+        /// <summary>Gets or sets the order in which the call ended among those marked by <c>MarkEnded</c> (with a limiter);
+        /// read only once it is marked (<see cref="EndedBeforeCancel"/> set), so never reset.</summary>
+        public long EndStamp { get; set; }
+
         /// <summary>Gets a value indicating whether the consumer has taken this operation from the queue.</summary>
         public bool IsDone { get; internal set; }
 

@@ -104,12 +104,24 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
     private bool _inputsEnded;
 
     /// <summary>With a limiter: calls that have ended (<see cref="MarkEnded"/>) and are not posted yet, their leases going
-    /// back. Guarded by <see cref="_lock"/>.</summary>
+    /// back. Guarded by <see cref="_lock"/>, as are the fields below.</summary>
     private int _endedUnposted;
 
-    /// <summary>A failure of the inputs read while <see cref="_endedUnposted"/> was not zero, and its start index: posted
-    /// once those calls are (it came after they ended). Guarded by <see cref="_lock"/>.</summary>
-    private (Operation Operation, int Index, Exception Failure)? _heldInputFailure;
+    /// <summary>The last stamp <see cref="MarkEnded"/> gave a call (<see cref="Operation.EndStamp"/>): the order calls ended in.</summary>
+    private long _endStamps;
+
+    /// <summary>
+    /// A failure of the inputs posted while calls that ended before it was read were still giving their leases back: it
+    /// is delivered once the <see cref="_heldWaitsFor"/> of them stamped up to <see cref="_heldAfterStamp"/> are, and
+    /// whatever is posted meanwhile (it ended after it) waits in <see cref="_heldBack"/> and is delivered behind it.
+    /// </summary>
+    private Operation? _heldInputFailure;
+
+    private long _heldAfterStamp;
+
+    private int _heldWaitsFor;
+
+    private List<Operation>? _heldBack;
 
     /// <summary>True once <see cref="StartMore"/> stopped at a <see langword="null"/> element (not at a failure of the
     /// inputs themselves): the inputs after it can still be read.</summary>
@@ -297,24 +309,8 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         operation.InputFailed = true;
         operation.EndedBeforeCancel = true;
         _inFlight++;
-        int index = _started++;
-        lock (_lock)
-        {
-            if (_endedUnposted > 0)
-            {
-                // Calls that ended before it was read are still giving their leases back: it is posted after them.
-                _heldInputFailure = (operation, index, failure);
-                return;
-            }
-        }
-
-        PostInputFailureNow(operation, index, failure);
+        operation.Await(default!, _started++, new ValueTask<TResult>(Task.FromException<TResult>(failure))); // Post may hold it
     }
-
-    /// <summary>Completes <paramref name="operation"/> as a call that failed with <paramref name="failure"/>: its
-    /// completion callback posts it.</summary>
-    private static void PostInputFailureNow(Operation operation, int index, Exception failure) =>
-        operation.Await(default!, index, new ValueTask<TResult>(Task.FromException<TResult>(failure)));
 
     /// <summary>
     /// Lets the source's pending <paramref name="move"/> (its <c>MoveNextAsync</c>) race the calls in flight: once it
@@ -515,29 +511,62 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
 
     /// <summary>Called (on any thread) by an operation's completion callback, as its last touch of the operation, or by the
     /// source's completed move with its signal. Once a <paramref name="failed"/> one is posted, the calls held back by
-    /// <see cref="_stopped"/> may end (<see cref="_failurePosted"/>): their endings come after it.</summary>
+    /// <see cref="_stopped"/> may end (<see cref="_failurePosted"/>): their endings come after it. A failure of the inputs
+    /// comes after the calls that ended before it was read, also those still giving their leases back, and before those
+    /// that end after it (<see cref="_heldInputFailure"/>).</summary>
     private void Post(Operation operation, bool failed)
     {
         bool handOver;
-        (Operation Operation, int Index, Exception Failure)? heldInputFailure = null;
+        Operation first = operation;
         lock (_lock)
         {
-            if (operation.EndedBeforeCancel is not null && !operation.InputFailed && --_endedUnposted == 0)
+            bool marked = operation.EndedBeforeCancel is not null && !operation.InputFailed;
+            if (marked)
             {
-                heldInputFailure = _heldInputFailure;
-                _heldInputFailure = null;
+                _endedUnposted--;
             }
 
-            handOver = _waiting;
-            if (handOver)
+            if (operation.InputFailed && _endedUnposted > 0)
             {
-                // The consumer is parked, so the queue is empty: hand the operation over directly (order is kept).
-                Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
-                _waiting = false;
+                _heldInputFailure = operation;
+                _heldAfterStamp = _endStamps;
+                _heldWaitsFor = _endedUnposted;
+                return;
+            }
+
+            if (_heldInputFailure is { } held)
+            {
+                if (!marked || operation.EndStamp > _heldAfterStamp)
+                {
+                    (_heldBack ??= []).Add(operation);
+                    return;
+                }
+
+                if (--_heldWaitsFor == 0)
+                {
+                    // The last call that ended before the failure: it, the failure, then what came after, in one go.
+                    _heldInputFailure = null;
+                    handOver = EnqueueLocked(operation);
+                    _completed.Enqueue(held);
+                    failed = true;
+                    if (_heldBack is not null)
+                    {
+                        foreach (Operation after in _heldBack)
+                        {
+                            _completed.Enqueue(after);
+                        }
+
+                        _heldBack.Clear();
+                    }
+                }
+                else
+                {
+                    handOver = EnqueueLocked(operation);
+                }
             }
             else
             {
-                _completed.Enqueue(operation);
+                handOver = EnqueueLocked(operation);
             }
         }
 
@@ -545,7 +574,7 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         {
             // Outside the lock, and on the pool's global queue: completions queued meanwhile on this thread are posted
             // before the consumer runs, so it takes them without parking again.
-            _handOff = operation;
+            _handOff = first;
             Compat.UnsafeQueue(this); // the queue itself is the work item: no allocation per hand-off
         }
 
@@ -553,11 +582,22 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         {
             _failurePosted?.TrySetResult(true);
         }
+    }
 
-        if (heldInputFailure is { } held)
+    /// <summary>Hands <paramref name="operation"/> to the parked consumer (true: the caller queues the hand-off, outside
+    /// the lock) or queues it. Lock held.</summary>
+    private bool EnqueueLocked(Operation operation)
+    {
+        if (_waiting)
         {
-            PostInputFailureNow(held.Operation, held.Index, held.Failure);
+            // The consumer is parked, so the queue is empty: hand the operation over directly (order is kept).
+            Debug.Assert(_completed.Count == 0, "A parked consumer implies an empty queue.");
+            _waiting = false;
+            return true;
         }
+
+        _completed.Enqueue(operation);
+        return false;
     }
 
     /// <summary>Runs <see cref="Deliver"/>: the queue is the work item <see cref="Post"/> queues.</summary>
