@@ -139,6 +139,10 @@ public static partial class AsyncIter
 
         private bool _disposed;
 
+        /// <summary>The failure of the sequence's disposal at its end: thrown again by the shutdown's disposal, so that it
+        /// is not lost when the consumer left before taking it (the first failure still wins there).</summary>
+        private ExceptionDispatchInfo? _disposalFailure;
+
         public IAsyncEnumerator<T> Current { get; private set; } = null!;
 
         object System.Collections.IEnumerator.Current => Current;
@@ -161,10 +165,21 @@ public static partial class AsyncIter
 
         public void Dispose()
         {
-            if (!_disposed)
+            if (_disposed)
             {
-                _disposed = true;
+                _disposalFailure?.Throw();
+                return;
+            }
+
+            _disposed = true;
+            try
+            {
                 _sources?.Dispose();
+            }
+            catch (Exception ex)
+            {
+                _disposalFailure = ExceptionDispatchInfo.Capture(ex);
+                throw;
             }
         }
     }

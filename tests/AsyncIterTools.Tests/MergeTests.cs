@@ -452,6 +452,25 @@ public sealed class MergeTests
         }
     }
 
+    /// <summary>The sequence of sources failing to dispose at its end is not lost when the consumer breaks before the
+    /// merge takes that failure: it surfaces from <c>DisposeAsync</c>, as a source's disposal failure does.</summary>
+    [Fact]
+    public async Task TheSequenceOfSourcesFailingToDisposeAtItsEnd_SurfacesAfterABreak()
+    {
+        var seen = new List<int>();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.Merge(new DisposeThrowsAfterOne(Sources.Of(SourceMode.Synchronous, 0, 1)), maxConcurrency: 2))
+            {
+                seen.Add(x);
+                break;
+            }
+        };
+
+        await act.Should().ThrowAsync<FormatException>().WaitAsync(TestWork.Bound);
+        seen.Should().Equal([0]);
+    }
+
     /// <summary>A hand-written sequence of one source (not an iterator: its Dispose runs only when called), whose
     /// enumerator's Dispose throws, as a reader's that fails to close.</summary>
     private sealed class DisposeThrowsAfterOne(IAsyncEnumerable<int> source) : IEnumerable<IAsyncEnumerable<int>>
