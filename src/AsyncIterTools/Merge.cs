@@ -87,7 +87,7 @@ public static partial class AsyncIter
 
         // Sources started and not yet disposed.
         var active = new List<IAsyncEnumerator<T>>();
-        IEnumerator<IAsyncEnumerator<T>> opening = new SourceOpener<T>(sources, active, moves.Token);
+        var opening = new SourceOpener<T>(sources, active, moves.Token);
         bool atYield = false; // when the finally finds it true, the consumer left early
         try
         {
@@ -139,9 +139,10 @@ public static partial class AsyncIter
 
         private bool _disposed;
 
-        /// <summary>The failure of the sequence's disposal at its end: thrown again by the shutdown's disposal, so that it
-        /// is not lost when the consumer left before taking it (the first failure still wins there).</summary>
-        private ExceptionDispatchInfo? _disposalFailure;
+        /// <summary>Gets the failure of the sequence's disposal at its end, if it failed: the shutdown records it before
+        /// disposing the active sources, so that it is not lost, nor overtaken, when the consumer left before taking it.
+        /// A second <see cref="Dispose"/> throws it again.</summary>
+        public ExceptionDispatchInfo? DisposalFailure { get; private set; }
 
         public IAsyncEnumerator<T> Current { get; private set; } = null!;
 
@@ -167,7 +168,7 @@ public static partial class AsyncIter
         {
             if (_disposed)
             {
-                _disposalFailure?.Throw();
+                DisposalFailure?.Throw();
                 return;
             }
 
@@ -178,7 +179,7 @@ public static partial class AsyncIter
             }
             catch (Exception ex)
             {
-                _disposalFailure = ExceptionDispatchInfo.Capture(ex);
+                DisposalFailure = ExceptionDispatchInfo.Capture(ex);
                 throw;
             }
         }
@@ -246,13 +247,19 @@ public static partial class AsyncIter
     private static async ValueTask ShutDownMergeAsync<T>(
         CompletionQueue<IAsyncEnumerator<T>, bool> moves,
         List<IAsyncEnumerator<T>> active,
-        IEnumerator<IAsyncEnumerator<T>> opening,
+        SourceOpener<T> opening,
         CancellationToken cancellationToken,
         bool leftAtYield)
     {
         bool leftAfterCancelling = leftAtYield && cancellationToken.IsCancellationRequested; // read as the consumer leaves
         moves.Cancel();
         await moves.DrainAsync();
+        if (opening.DisposalFailure is { } atItsEnd)
+        {
+            // The sequence of sources failed to dispose at its end, before the consumer took that failure (it left): it
+            // came before whatever the active sources' disposal does now.
+            RecordDisposalFailure(atItsEnd.SourceException);
+        }
         foreach (IAsyncEnumerator<T> source in active)
         {
             try

@@ -436,7 +436,7 @@ public sealed class MergeTests
         var seen = new List<int>();
         Func<Task> act = async () =>
         {
-            await foreach (int x in AsyncIter.Merge(new DisposeThrowsAfterOne(RunsUntilCancelled()), maxConcurrency: 2))
+            await foreach (int x in AsyncIter.Merge(new DisposeThrows(RunsUntilCancelled()), maxConcurrency: 2))
             {
                 seen.Add(x);
             }
@@ -460,7 +460,7 @@ public sealed class MergeTests
         var seen = new List<int>();
         Func<Task> act = async () =>
         {
-            await foreach (int x in AsyncIter.Merge(new DisposeThrowsAfterOne(Sources.Of(SourceMode.Synchronous, 0, 1)), maxConcurrency: 2))
+            await foreach (int x in AsyncIter.Merge(new DisposeThrows(Sources.Of(SourceMode.Synchronous, 0, 1)), maxConcurrency: 2))
             {
                 seen.Add(x);
                 break;
@@ -471,27 +471,101 @@ public sealed class MergeTests
         seen.Should().Equal([0]);
     }
 
-    /// <summary>A hand-written sequence of one source (not an iterator: its Dispose runs only when called), whose
+    /// <summary>A hand-written sequence of sources (not an iterator: its Dispose runs only when called), whose
     /// enumerator's Dispose throws, as a reader's that fails to close.</summary>
-    private sealed class DisposeThrowsAfterOne(IAsyncEnumerable<int> source) : IEnumerable<IAsyncEnumerable<int>>
+    private sealed class DisposeThrows(params IAsyncEnumerable<int>[] sources) : IEnumerable<IAsyncEnumerable<int>>
     {
-        public IEnumerator<IAsyncEnumerable<int>> GetEnumerator() => new Enumerator(source);
+        private int _disposeCalls;
+
+        public int DisposeCalls => Volatile.Read(ref _disposeCalls);
+
+        public IEnumerator<IAsyncEnumerable<int>> GetEnumerator() => new Enumerator(this);
 
         System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 
-        private sealed class Enumerator(IAsyncEnumerable<int> source) : IEnumerator<IAsyncEnumerable<int>>
+        private sealed class Enumerator(DisposeThrows owner) : IEnumerator<IAsyncEnumerable<int>>
         {
             private int _position = -1;
 
-            public IAsyncEnumerable<int> Current => source;
+            public IAsyncEnumerable<int> Current => owner.Items[_position];
 
             object System.Collections.IEnumerator.Current => Current;
 
-            public bool MoveNext() => ++_position == 0;
+            public bool MoveNext() => ++_position < owner.Items.Length;
 
             public void Reset() => throw new NotSupportedException();
 
-            public void Dispose() => throw new FormatException("thrown by disposing the sequence of sources");
+            public void Dispose()
+            {
+                Interlocked.Increment(ref owner._disposeCalls);
+                throw new FormatException("thrown by disposing the sequence of sources");
+            }
         }
+
+        private IAsyncEnumerable<int>[] Items => sources;
+    }
+
+    /// <summary>The sequence of sources failed to dispose at its end before a source's <c>DisposeAsync</c> failed at
+    /// shutdown: the sequence's failure is the first, whether the merge took it or the consumer broke before.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task TheSequencesDisposalFailure_BeforeASourcesDisposalFailure_IsTheFirst_AlsoAfterABreak(bool breakFirst)
+    {
+        var a = new ScriptedSource(items: 1);
+        var b = new ScriptedSource(items: int.MaxValue, disposeThrows: new InvalidDataException("thrown by b's DisposeAsync"));
+        var sequence = new DisposeThrows(a, b);
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.Merge(sequence, maxConcurrency: 2))
+            {
+                if (breakFirst && sequence.DisposeCalls == 1)
+                {
+                    break; // the sequence's disposal failed already; the merge has not taken that failure yet
+                }
+            }
+        };
+
+        await act.Should().ThrowExactlyAsync<FormatException>().WaitAsync(TestWork.Bound);
+        sequence.DisposeCalls.Should().Be(1);
+        b.Disposals.Should().Be(1);
+    }
+
+    /// <summary>A consumer that cancels after the sequence of sources failed to dispose and then leaves at the yield gets
+    /// nothing; one that asks for more gets the cancellation (the token rule).</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task CancellingAfterTheSequencesDisposalFailed_ThenLeaving_GetsNothing_ElseTheCancellation(bool leaveAtYield)
+    {
+        var b = new ScriptedSource(items: int.MaxValue);
+        var sequence = new DisposeThrows(new ScriptedSource(items: 1), b);
+        using var cts = new CancellationTokenSource();
+        Func<Task> act = async () =>
+        {
+            await foreach (int x in AsyncIter.Merge(sequence, maxConcurrency: 2).WithCancellation(cts.Token))
+            {
+                if (sequence.DisposeCalls == 1)
+                {
+                    cts.Cancel();
+                    if (leaveAtYield)
+                    {
+                        break;
+                    }
+                }
+            }
+        };
+
+        if (leaveAtYield)
+        {
+            await act.Should().NotThrowAsync().WaitAsync(TestWork.Bound);
+        }
+        else
+        {
+            (await act.Should().ThrowExactlyAsync<OperationCanceledException>().WaitAsync(TestWork.Bound)).Which.CancellationToken.Should().Be(cts.Token);
+        }
+
+        sequence.DisposeCalls.Should().Be(1);
+        b.Disposals.Should().Be(1);
     }
 }
