@@ -139,9 +139,8 @@ public static partial class AsyncIter
 
         private bool _disposed;
 
-        /// <summary>Gets the failure of the sequence's disposal at its end, if it failed: the shutdown records it before
-        /// disposing the active sources, so that it is not lost, nor overtaken, when the consumer left before taking it.
-        /// A second <see cref="Dispose"/> throws it again.</summary>
+        /// <summary>Gets the failure of the sequence's disposal, if it failed: the shutdown records it before disposing the
+        /// active sources, so that it is not lost, nor overtaken, when the consumer left before taking it.</summary>
         public ExceptionDispatchInfo? DisposalFailure { get; private set; }
 
         public IAsyncEnumerator<T> Current { get; private set; } = null!;
@@ -168,7 +167,6 @@ public static partial class AsyncIter
         {
             if (_disposed)
             {
-                DisposalFailure?.Throw();
                 return;
             }
 

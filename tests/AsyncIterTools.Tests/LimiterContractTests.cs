@@ -1250,46 +1250,34 @@ public sealed class LimiterContractTests
         var firstRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         int releases = 0;
         using var limiter = new CountingLimiter { AsyncRelease = () => Interlocked.Increment(ref releases) == 1 ? firstRelease.Task : Task.CompletedTask };
-        var piece0 = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var piece1 = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var piece1Started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var nullRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        IEnumerable<Func<CancellationToken, Task<int>>> Work()
-        {
-            yield return _ => piece0.Task;
-            yield return _ =>
-            {
-                piece1Started.SetResult();
-                return piece1.Task;
-            };
-            nullRead.SetResult();
-            yield return null!;
-        }
+        var work = new PiecesThenANull(2);
+        (TaskCompletionSource<int> piece0, TaskCompletionSource<int> piece1) = (work.Pieces[0], work.Pieces[1]);
+        Task piece1Started = work.LastStarted.Task, nullRead = work.NullRead.Task;
 
         if (gather)
         {
-            Task<int[]> gathered = AsyncIter.GatherAsync(Work(), 2, limiter);
-            await piece1Started.Task.WaitAsync(TestWork.Bound);
+            Task<int[]> gathered = AsyncIter.GatherAsync(work.Work(), 2, limiter);
+            await piece1Started.WaitAsync(TestWork.Bound);
             piece0.SetException(new FormatException("piece 0, first"));
             await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // piece 0 failed; its lease is going back
             piece1.SetResult(1);
-            await nullRead.Task.WaitAsync(TestWork.Bound);
+            await nullRead.WaitAsync(TestWork.Bound);
             firstRelease.SetResult();
             await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should().ThrowAsync<FormatException>("piece 0 failed before the null element was read");
         }
         else
         {
             var seen = new List<int>();
-            await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(Work(), 2, limiter).GetAsyncEnumerator())
+            await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work.Work(), 2, limiter).GetAsyncEnumerator())
             {
                 ValueTask<bool> first = e.MoveNextAsync();
-                await piece1Started.Task.WaitAsync(TestWork.Bound);
+                await piece1Started.WaitAsync(TestWork.Bound);
                 piece0.SetResult(0);
                 await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // piece 0 returned 0; its lease is going back
                 piece1.SetResult(1);
                 (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
                 seen.Add(e.Current);
-                await nullRead.Task.WaitAsync(TestWork.Bound);
+                await nullRead.WaitAsync(TestWork.Bound);
                 firstRelease.SetResult();
                 await FluentActions.Awaiting(async () =>
                 {
@@ -1329,32 +1317,18 @@ public sealed class LimiterContractTests
                 _ => Task.CompletedTask,
             },
         };
-        var c = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var a = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var b = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var bStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var nullRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        IEnumerable<Func<CancellationToken, Task<int>>> Work()
-        {
-            yield return _ => c.Task;
-            yield return _ => a.Task;
-            yield return _ =>
-            {
-                bStarted.SetResult();
-                return b.Task;
-            };
-            nullRead.SetResult();
-            yield return null!;
-        }
+        var work = new PiecesThenANull(3);
+        (TaskCompletionSource<int> c, TaskCompletionSource<int> a, TaskCompletionSource<int> b) = (work.Pieces[0], work.Pieces[1], work.Pieces[2]);
+        Task bStarted = work.LastStarted.Task, nullRead = work.NullRead.Task;
 
         if (gather)
         {
-            Task<int[]> gathered = AsyncIter.GatherAsync(Work(), 3, limiter);
-            await bStarted.Task.WaitAsync(TestWork.Bound);
+            Task<int[]> gathered = AsyncIter.GatherAsync(work.Work(), 3, limiter);
+            await bStarted.WaitAsync(TestWork.Bound);
             a.SetResult(1);
             await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // A ended; its lease is going back
             c.SetResult(0);
-            await nullRead.Task.WaitAsync(TestWork.Bound); // the null element is read (after C was taken)
+            await nullRead.WaitAsync(TestWork.Bound); // the null element is read (after C was taken)
             b.SetException(new FormatException("B, failed after the null element was read"));
             await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
             firstRelease.SetResult();
@@ -1365,17 +1339,17 @@ public sealed class LimiterContractTests
         else
         {
             var seen = new List<int>();
-            await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(Work(), 3, limiter).GetAsyncEnumerator())
+            await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work.Work(), 3, limiter).GetAsyncEnumerator())
             {
                 ValueTask<bool> first = e.MoveNextAsync();
-                await bStarted.Task.WaitAsync(TestWork.Bound);
+                await bStarted.WaitAsync(TestWork.Bound);
                 a.SetResult(1);
                 await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // A ended; its lease is going back
                 c.SetResult(0);
                 (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
                 seen.Add(e.Current);
                 ValueTask<bool> next = e.MoveNextAsync();
-                await nullRead.Task.WaitAsync(TestWork.Bound);
+                await nullRead.WaitAsync(TestWork.Bound);
                 b.SetResult(2); // B ends after the null element was read
                 await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
                 firstRelease.SetResult();
@@ -1459,6 +1433,39 @@ public sealed class LimiterContractTests
             }
 
             limiter.ShouldHaveReturnedEveryLease();
+        }
+    }
+
+    /// <summary>Work of <c>count</c> pieces, each completing when its <see cref="Pieces"/> source does, then a null element:
+    /// <see cref="LastStarted"/> completes when the last piece's factory runs, <see cref="NullRead"/> when the null is read.</summary>
+    private sealed class PiecesThenANull(int count)
+    {
+        public TaskCompletionSource<int>[] Pieces { get; } =
+            [.. Enumerable.Range(0, count).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously))];
+
+        public TaskCompletionSource LastStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource NullRead { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            for (int i = 0; i < Pieces.Length; i++)
+            {
+                TaskCompletionSource<int> piece = Pieces[i];
+                bool last = i == Pieces.Length - 1;
+                yield return _ =>
+                {
+                    if (last)
+                    {
+                        LastStarted.SetResult();
+                    }
+
+                    return piece.Task;
+                };
+            }
+
+            NullRead.SetResult();
+            yield return null!;
         }
     }
 }

@@ -448,7 +448,7 @@ public sealed class MergeTests
         static async IAsyncEnumerable<int> RunsUntilCancelled([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken token = default)
         {
             yield return 0;
-            await Task.Delay(Timeout.Infinite, token);
+            await new TaskCompletionSource().Task.WaitAsync(token); // never ends by itself
         }
     }
 

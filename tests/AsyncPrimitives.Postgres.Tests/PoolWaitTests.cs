@@ -77,16 +77,7 @@ public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
         await hold.CommitAsync();
         await count.WaitAsync(Bound);
 
-        try
-        {
-            await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
-            (delivery.Item, delivery.Attempt).Should().Be((7, 1), "the cancelled getter took nothing");
-            await delivery.CompleteAsync();
-        }
-        finally
-        {
-            stopSecond.Cancel();
-        }
+        await TheSecondGetterTakesTheItemAsync(second, stopSecond, "the cancelled getter took nothing");
     }
 
     /// <summary>
@@ -130,16 +121,7 @@ public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
             await hold.CommitAsync();
         }
 
-        try
-        {
-            await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
-            (delivery.Item, delivery.Attempt).Should().Be((7, 1), "the first getter's call never ran");
-            await delivery.CompleteAsync();
-        }
-        finally
-        {
-            stopSecond.Cancel();
-        }
+        await TheSecondGetterTakesTheItemAsync(second, stopSecond, "the first getter's call never ran");
     }
 
     /// <summary>A coordinator on <paramref name="time"/> that polls once an hour (a wait that ends was woken), with leases of
@@ -156,6 +138,22 @@ public sealed class PoolWaitTests(PostgresServer server) : PostgresTest(server)
             b.MaxPoolSize = 2;
             b.Timeout = 120; // a call waiting for a pooled connection would give up only after this
         });
+
+    /// <summary>The other getter takes the item (7), on its first attempt (<paramref name="because"/>), and completes it;
+    /// it is stopped however that ends.</summary>
+    private static async Task TheSecondGetterTakesTheItemAsync(Task<PostgresDelivery<int>> second, CancellationTokenSource stopSecond, string because)
+    {
+        try
+        {
+            await using PostgresDelivery<int> delivery = await second.WaitAsync(Bound);
+            (delivery.Item, delivery.Attempt).Should().Be((7, 1), because);
+            await delivery.CompleteAsync();
+        }
+        finally
+        {
+            stopSecond.Cancel();
+        }
+    }
 
     /// <summary>Opens the session of <paramref name="queue"/>'s coordinator (on <paramref name="time"/>), then starts two
     /// gets, one after the other, each returned once it has looked, found nothing, and sleeps.</summary>
