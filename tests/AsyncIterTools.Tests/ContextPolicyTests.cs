@@ -264,7 +264,7 @@ public sealed class ContextPolicyTests
     }
 
     /// <summary>A single-threaded <see cref="SynchronizationContext"/> (a UI thread's kind) that counts its posts.</summary>
-    private sealed class SingleThreadedContext : SynchronizationContext, IDisposable
+    internal sealed class SingleThreadedContext : SynchronizationContext, IDisposable
     {
         private readonly BlockingCollection<(SendOrPostCallback Callback, object? State)> _queue = new();
         private int _posts;

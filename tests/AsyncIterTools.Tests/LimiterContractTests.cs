@@ -1304,71 +1304,79 @@ public sealed class LimiterContractTests
     [InlineData(true)]
     public async Task ACallThatEndedAfterANullElementWasRead_DoesNotOvertakeIt_WhileAnEarlierLeaseGoesBack(bool gather)
     {
-        var firstRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var thirdRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var thirdReleaseStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        int releases = 0;
-        using var limiter = new CountingLimiter
+        // On a single-threaded context the consumer's step that reads the null element (and posts its failure) runs to its
+        // end before this body's next step, which the null element's read released: B then ends after the failure is
+        // posted, not merely after the element was read.
+        using var context = new ContextPolicyTests.SingleThreadedContext();
+        await context.Run(async () =>
         {
-            AsyncRelease = () => Interlocked.Increment(ref releases) switch
+            var firstRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var thirdRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var thirdReleaseStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            int releases = 0;
+            using var limiter = new CountingLimiter
             {
-                1 => firstRelease.Task,
-                3 => Signal(thirdReleaseStarted, thirdRelease.Task),
-                _ => Task.CompletedTask,
-            },
-        };
-        var work = new PiecesThenANull(3);
-        (TaskCompletionSource<int> c, TaskCompletionSource<int> a, TaskCompletionSource<int> b) = (work.Pieces[0], work.Pieces[1], work.Pieces[2]);
-        Task bStarted = work.LastStarted.Task, nullRead = work.NullRead.Task;
+                AsyncRelease = () => Interlocked.Increment(ref releases) switch
+                {
+                    1 => firstRelease.Task,
+                    3 => Signal(thirdReleaseStarted, thirdRelease.Task),
+                    _ => Task.CompletedTask,
+                },
+            };
+            var work = new PiecesThenANull(3);
+            (TaskCompletionSource<int> c, TaskCompletionSource<int> a, TaskCompletionSource<int> b) = (work.Pieces[0], work.Pieces[1], work.Pieces[2]);
+            Task bStarted = work.LastStarted.Task, nullRead = work.NullRead.Task;
 
-        if (gather)
-        {
-            Task<int[]> gathered = AsyncIter.GatherAsync(work.Work(), 3, limiter);
-            await bStarted.WaitAsync(TestWork.Bound);
-            a.SetResult(1);
-            await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // A ended; its lease is going back
-            c.SetResult(0);
-            await nullRead.WaitAsync(TestWork.Bound); // the null element is read (after C was taken)
-            b.SetException(new FormatException("B, failed after the null element was read"));
-            await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
-            firstRelease.SetResult();
-            thirdRelease.SetResult();
-            await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should()
-                .ThrowAsync<ArgumentNullException>("the null element was read before B failed: the first failure wins");
-        }
-        else
-        {
-            var seen = new List<int>();
-            await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work.Work(), 3, limiter).GetAsyncEnumerator())
+            if (gather)
             {
-                ValueTask<bool> first = e.MoveNextAsync();
+                Task<int[]> gathered = AsyncIter.GatherAsync(work.Work(), 3, limiter);
                 await bStarted.WaitAsync(TestWork.Bound);
                 a.SetResult(1);
                 await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // A ended; its lease is going back
                 c.SetResult(0);
-                (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
-                seen.Add(e.Current);
-                ValueTask<bool> next = e.MoveNextAsync();
-                await nullRead.WaitAsync(TestWork.Bound);
-                b.SetResult(2); // B ends after the null element was read
+                await nullRead.WaitAsync(TestWork.Bound); // the null element is read (after C was taken)
+                b.SetException(new FormatException("B, failed after the null element was read"));
                 await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
                 firstRelease.SetResult();
                 thirdRelease.SetResult();
-                await FluentActions.Awaiting(async () =>
+                await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should()
+                    .ThrowAsync<ArgumentNullException>("the null element was read before B failed: the first failure wins");
+            }
+            else
+            {
+                var seen = new List<int>();
+                await using (IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work.Work(), 3, limiter).GetAsyncEnumerator())
                 {
-                    bool more = await next.AsTask().WaitAsync(TestWork.Bound);
-                    while (more)
+                    ValueTask<bool> first = e.MoveNextAsync();
+                    await bStarted.WaitAsync(TestWork.Bound);
+                    a.SetResult(1);
+                    await limiter.ReleaseStarted.Task.WaitAsync(TestWork.Bound); // A ended; its lease is going back
+                    c.SetResult(0);
+                    (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+                    seen.Add(e.Current);
+                    ValueTask<bool> next = e.MoveNextAsync();
+                    await nullRead.WaitAsync(TestWork.Bound);
+                    b.SetResult(2); // B ends after the null element was read
+                    await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
+                    firstRelease.SetResult();
+                    thirdRelease.SetResult();
+                    await FluentActions.Awaiting(async () =>
                     {
-                        seen.Add(e.Current);
-                        more = await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound);
-                    }
-                }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("work");
+                        bool more = await next.AsTask().WaitAsync(TestWork.Bound);
+                        while (more)
+                        {
+                            seen.Add(e.Current);
+                            more = await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound);
+                        }
+                    }).Should().ThrowAsync<ArgumentNullException>().WithParameterName("work");
+                }
+
+                seen.Should().Equal([0, 1], "B ended after the null element was read, so it comes after the failure (never yielded)");
             }
 
-            seen.Should().Equal([0, 1], "B ended after the null element was read, so it comes after the failure (never yielded)");
-        }
-
-        limiter.ShouldHaveReturnedEveryLease();
+            limiter.ShouldHaveReturnedEveryLease();
+            return true;
+        }).WaitAsync(TestWork.Bound);
 
         static Task Signal(TaskCompletionSource started, Task then)
         {
