@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs both libraries as CI does, checks what is in the packages (both assets, XML docs, symbols, declared
-# dependencies, path-independent build), installs them from a local folder feed into throwaway consumers with a
-# private package cache, and runs them: one on the net10.0 asset, one on the netstandard2.0 asset (checks compiled
+# dependencies, path-independent build, reproducible net10.0 assets), installs them from a local folder feed into
+# throwaway consumers with a private package cache, and runs them: one on the net10.0 asset, one on the netstandard2.0 asset (checks compiled
 # for netstandard2.0, run by a net10.0 host).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +17,15 @@ echo "packing version $version"
 for project in "$root"/src/*/*.csproj; do
   dotnet build "$project" -c Release --no-incremental -p:ContinuousIntegrationBuild=true
 done
+# The net10.0 assets are byte-for-byte reproducible: built again from scratch by a fresh compiler process (no shared
+# compiler server), each is the same file. (Not the netstandard2.0 assets: the compiler adds PolySharp's generated
+# attributes in a varying order, dotnet/roslyn#42627.)
+net10_assets() { for project in "$root"/src/*/*.csproj; do p=$(basename "$project" .csproj); echo "$(dirname "$project")/bin/Release/net10.0/$p.dll"; done; }
+sha256sum $(net10_assets) > "$work/net10.sha256"
+for project in "$root"/src/*/*.csproj; do
+  dotnet build "$project" -c Release --no-incremental -f net10.0 -p:ContinuousIntegrationBuild=true -p:UseSharedCompilation=false
+done
+sha256sum --check "$work/net10.sha256" || fail "a net10.0 asset differs between two builds of one commit (not reproducible)"
 dotnet pack "$root/AsyncTools.sln" -c Release --no-build -o "$work/feed" -p:ContinuousIntegrationBuild=true
 ls "$work/feed"
 
