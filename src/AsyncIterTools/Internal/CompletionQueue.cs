@@ -45,8 +45,6 @@ namespace AsyncIterTools.Internal;
 /// </remarks>
 internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<CompletionQueue<TArg, TResult>.Operation>, IThreadPoolWorkItem, IDisposable
 {
-    private static readonly Action<object?> s_cancelWait = static s => ((CompletionQueue<TArg, TResult>)s!).CancelWait();
-
     /// <summary>The operator's name (<c>Map</c>, ...), the <c>asynctools.operator</c> tag of its in-flight count.</summary>
     private readonly string _operatorName;
 
@@ -132,41 +130,6 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
 
     /// <summary>The first failure reported through <see cref="Fail(Exception)"/>.</summary>
     private ExceptionDispatchInfo? _failure;
-
-    /// <summary>
-    /// The consumer's parking spot. It is completed from a thread-pool work item of its own (<see cref="Deliver"/>), never
-    /// inside the call that completed, so a call completing on its own thread never runs the consumer (and the user code
-    /// it calls next) inline; the consumer resumes on its context when it had one.
-    /// </summary>
-    private ManualResetValueTaskSourceCore<Operation> _waiter;
-
-    /// <summary>The operation handed to the parked consumer, between <see cref="Post"/> and <see cref="Deliver"/>; null
-    /// for a wait <see cref="CancelWait"/> ended.</summary>
-    private Operation? _handOff;
-
-    /// <summary>True while the consumer is parked on <see cref="_waiter"/>; then <see cref="_completed"/> is empty.</summary>
-    private bool _waiting;
-
-    /// <summary>
-    /// Stands in the completion order for the source's <c>MoveNextAsync</c> registered by <see cref="AwaitMove"/> (Map and
-    /// MapUnordered): taken from <see cref="NextAsync"/> like a call's operation, but never started, counted or returned.
-    /// Made on the first such move.
-    /// </summary>
-    private Operation? _moveSignal;
-
-    /// <summary>The source's pending <c>MoveNextAsync</c> (see <see cref="AwaitMove"/>), until <see cref="TakeMove"/> reads it.</summary>
-    private ValueTask<bool> _move;
-
-    /// <summary>True from <see cref="AwaitMove"/> until <see cref="NextAsync"/> hands out <see cref="_moveSignal"/>.</summary>
-    private bool _moving;
-
-    /// <summary>Cached <see cref="OnMoveCompleted"/>, registered on each pending move.</summary>
-    private Action? _onMoveCompleted;
-
-    /// <summary>The token that may end the current wait, and its registration (consumer side).</summary>
-    private CancellationToken _waitToken;
-
-    private CancellationTokenRegistration _waitRegistration;
 
     /// <param name="operatorName">The operator (<c>Map</c>, <c>MapUnordered</c>, <c>GatherAsync</c>, ...), for metrics.</param>
     /// <param name="call">Starts one call.</param>
@@ -310,106 +273,6 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         operation.EndedBeforeCancel = true;
         _inFlight++;
         operation.Await(default!, _started++, new ValueTask<TResult>(Task.FromException<TResult>(failure))); // Post may hold it
-    }
-
-    /// <summary>
-    /// Lets the source's pending <paramref name="move"/> (its <c>MoveNextAsync</c>) race the calls in flight: once it
-    /// completes, <see cref="NextAsync"/> hands out the move signal (<see cref="IsMoveSignal"/>) in completion order, and
-    /// <see cref="TakeMove"/> gives its outcome. So a call that completes while the source waits for its next element is
-    /// yielded at once rather than after that element. One move at a time.
-    /// </summary>
-    public void AwaitMove(ValueTask<bool> move)
-    {
-        Debug.Assert(!_moving, "One move at a time.");
-        _moveSignal ??= new Operation(this);
-        _move = move;
-        _moving = true;
-
-        // Bookkeeping, as a call's completion callback: it only posts the signal, on no caller's context.
-        move.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onMoveCompleted ??= OnMoveCompleted);
-    }
-
-    /// <summary>Whether <paramref name="operation"/>, taken from <see cref="NextAsync"/>, is the move signal rather than a call.</summary>
-    public bool IsMoveSignal(Operation operation) => ReferenceEquals(operation, _moveSignal);
-
-    /// <summary>After <see cref="NextAsync"/> handed out the move signal: the move's outcome (see <see cref="MoveOutcome"/>).</summary>
-    public bool TakeMove()
-    {
-        ValueTask<bool> move = _move;
-        _move = default;
-        return MoveOutcome(move);
-    }
-
-    /// <summary>
-    /// A completed move of the source: true for an item, false at its end; its failure is thrown as
-    /// <see cref="SourceFailure"/> reports it.
-    /// </summary>
-    public bool MoveOutcome(ValueTask<bool> move)
-    {
-        try
-        {
-            return move.GetAwaiter().GetResult();
-        }
-        catch (Exception ex) when (_callerToken.IsCancellationRequested)
-        {
-            throw SourceFailure(ex);
-        }
-    }
-
-    /// <summary>
-    /// A failure of a source (its move or its disposal) as a lazy operator reports it: once the caller has cancelled, as
-    /// the cancellation, whatever failed (the token rule of docs/asynciter.md), else as itself.
-    /// </summary>
-    public Exception SourceFailure(Exception failure) =>
-        _callerToken.IsCancellationRequested ? new OperationCanceledException(_callerToken) : failure;
-
-    /// <summary>
-    /// The move completed: its signal joins the completion order, as a call's completion does (a parked consumer is
-    /// resumed from the pool, never inside whatever completed the source's move).
-    /// </summary>
-    private void OnMoveCompleted()
-    {
-        bool failed = !_move.IsCompletedSuccessfully;
-        if (failed)
-        {
-            _stopped = true;
-        }
-
-        Post(_moveSignal!, failed);
-    }
-
-    /// <summary>Waits for the next call to complete (in completion order) and takes its operation.</summary>
-    /// <remarks>
-    /// Synchronous when a completion is already queued (the common case under load). Otherwise the consumer parks on this
-    /// queue (no allocation) until a completion is handed over. A wait ended by <paramref name="cancellationToken"/> takes
-    /// nothing, so no completion is ever lost.
-    /// </remarks>
-    public ValueTask<Operation> NextAsync(CancellationToken cancellationToken = default)
-    {
-        Debug.Assert(_inFlight > 0 || _moving, "No call or move is in flight.");
-        lock (_lock)
-        {
-            if (_completed.Count > 0)
-            {
-                return new ValueTask<Operation>(Take(_completed.Dequeue()));
-            }
-
-            if (cancellationToken.IsCancellationRequested)
-            {
-                return ValueTask.FromCanceled<Operation>(cancellationToken);
-            }
-
-            _waiting = true;
-        }
-
-        if (cancellationToken.CanBeCanceled)
-        {
-            // Registered after parking: a token cancelled meanwhile runs CancelWait right here.
-            _waitToken = cancellationToken;
-            _waitRegistration = cancellationToken.RegisterNoFlow(s_cancelWait, this);
-        }
-
-        return new ValueTask<Operation>(this, _waiter.Version);
     }
 
     /// <summary>
@@ -599,61 +462,4 @@ internal sealed partial class CompletionQueue<TArg, TResult> : IValueTaskSource<
         _completed.Enqueue(operation);
         return false;
     }
-
-    /// <summary>Runs <see cref="Deliver"/>: the queue is the work item <see cref="Post"/> queues.</summary>
-    void IThreadPoolWorkItem.Execute() => Deliver();
-
-    /// <summary>Completes the parked consumer's wait with the handed-off operation, or with the wait token's
-    /// cancellation when none was handed off (see <see cref="CancelWait"/>); its continuation runs here or on its context.</summary>
-    private void Deliver()
-    {
-        Operation? operation = _handOff;
-        _handOff = null;
-        if (operation is null)
-        {
-            _waiter.SetException(new OperationCanceledException(_waitToken));
-            return;
-        }
-
-        _waiter.SetResult(operation);
-    }
-
-    /// <summary>Ends the consumer's wait with cancellation, unless a completion was handed over first (it then stays
-    /// delivered). As every wake-up, from a pool work item of its own: never inline in the canceller's <c>Cancel()</c>
-    /// or a deadline's timer callback.</summary>
-    private void CancelWait()
-    {
-        lock (_lock)
-        {
-            if (!_waiting)
-            {
-                return;
-            }
-
-            _waiting = false;
-        }
-
-        Compat.UnsafeQueue(this);
-    }
-
-    Operation IValueTaskSource<Operation>.GetResult(short token)
-    {
-        // Waits for a CancelWait already running, so the next wait never sees this one's cancellation.
-        _waitRegistration.Dispose();
-        _waitRegistration = default;
-        _waitToken = default;
-        try
-        {
-            return Take(_waiter.GetResult(token));
-        }
-        finally
-        {
-            _waiter.Reset();
-        }
-    }
-
-    ValueTaskSourceStatus IValueTaskSource<Operation>.GetStatus(short token) => _waiter.GetStatus(token);
-
-    void IValueTaskSource<Operation>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _waiter.OnCompleted(continuation, state, token, flags);
 }
