@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -56,7 +57,10 @@ public sealed class AsyncCondition
 
     /// <summary>Creates a condition over <paramref name="lock"/>, or over a new lock if it is null.</summary>
     /// <param name="lock">The lock callers hold around <see cref="WaitAsync(CancellationToken)"/>; several conditions may share one.</param>
-    /// <param name="timeProvider">The clock for timeouts; <see cref="TimeProvider.System"/> when null.</param>
+    /// <param name="timeProvider">The clock for the timeouts of <see cref="WaitAsync(TimeSpan, CancellationToken)"/> and
+    /// <see cref="WaitUntilAsync(Func{bool}, TimeSpan, CancellationToken)"/>, and of the lock the condition makes when
+    /// <paramref name="lock"/> is null; <see cref="TimeProvider.System"/> when null. Over a given lock,
+    /// <see cref="AcquireAsync(TimeSpan, CancellationToken)"/> times out on that lock's clock.</param>
     public AsyncCondition(AsyncLock? @lock = null, TimeProvider? timeProvider = null)
     {
         _timeProvider = timeProvider ?? TimeProvider.System;
@@ -231,10 +235,27 @@ public sealed class AsyncCondition
         {
             // We joined the line. The wait completes only once the lock is handed back to us, which cannot happen
             // before we release it here.
-            _lock.Release();
+            try
+            {
+                _lock.Release();
+            }
+            catch (Exception e)
+            {
+                // A metrics listener threw as the release served the lock's next waiter (after that waiter had the lock):
+                // the recording call fails, but this wait is in line, so the caller gets it and the lock back first.
+                return WaitThenThrowAsync(wait, e);
+            }
         }
 
         return wait;
+    }
+
+    /// <summary>The wait to its end (the lock held again), then <paramref name="releaseFailure"/>; a failure of the wait's
+    /// own comes first (when a listener throwing at every measurement failed it too, that is the same listener).</summary>
+    private static async ValueTask WaitThenThrowAsync(ValueTask wait, Exception releaseFailure)
+    {
+        await wait.ConfigureAwait(false);
+        ExceptionDispatchInfo.Capture(releaseFailure).Throw();
     }
 
     private void EnsureLocked()

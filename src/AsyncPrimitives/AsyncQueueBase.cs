@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.ExceptionServices;
 using AsyncPrimitives.Internal;
 
 namespace AsyncPrimitives;
@@ -61,6 +62,9 @@ namespace AsyncPrimitives;
 [DebuggerDisplay("Name = {Name}, Count = {Count}, MaxSize = {MaxSize}, UnfinishedTasks = {UnfinishedTasks}, IsShutDown = {IsShutDown}")]
 public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>, IQueueDepth
 {
+    /// <summary>A waiter's outcome at shutdown: a new exception for each, as for each call after it.</summary>
+    private static readonly Func<ExceptionDispatchInfo> s_shutDown = static () => ExceptionDispatchInfo.Capture(new QueueShutDownException());
+
     /// <summary>Guards every field below and the three lines of waiters.</summary>
     private readonly Lock _sync = new();
 
@@ -221,11 +225,11 @@ public abstract partial class AsyncQueueBase<T> : IAsyncEnumerable<T>, IQueueDep
                 }
             }
 
-            _putters.FailAll(new QueueShutDownException(), MetricNames.ShutDown, ref completions);
+            _putters.FailAll(s_shutDown, MetricNames.ShutDown, ref completions);
 
             // Getters wait only while the queue is empty, so every one of them fails now.
             Debug.Assert(_getters.IsEmpty || _store.Count == 0, "getters wait only on an empty queue");
-            _getters.FailAll(new QueueShutDownException(), MetricNames.ShutDown, ref completions);
+            _getters.FailAll(s_shutDown, MetricNames.ShutDown, ref completions);
         }
 
         completions.CompleteAll();

@@ -40,10 +40,15 @@ public sealed class AsyncResult<T>
     /// <summary>The value, valid once <see cref="_isSet"/> is true and <see cref="_error"/> is null.</summary>
     private T _value = default!;
 
-    /// <summary>The failure, if the result was set with an exception.</summary>
+    /// <summary>The failure, if the result was set with an exception, captured once: every getter rethrows it from this
+    /// capture (the exception's trace as it was set, plus the getter's own frames, never another getter's).</summary>
     private ExceptionDispatchInfo? _error;
 
-    /// <summary>Set last, under the lock, after <see cref="_value"/>/<see cref="_error"/>: readers that see true see them.</summary>
+    /// <summary>The failure as one faulted task, made with <see cref="_error"/>: what a get after the failure returns.</summary>
+    private Task<T>? _faulted;
+
+    /// <summary>Set last, under the lock, after <see cref="_value"/>/<see cref="_error"/>/<see cref="_faulted"/>: readers
+    /// that see true see them.</summary>
     private volatile bool _isSet;
 
     /// <summary>Creates an unset result.</summary>
@@ -130,7 +135,9 @@ public sealed class AsyncResult<T>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled first.</exception>
     /// <exception cref="Exception">The result was set with an exception: that exception is rethrown.</exception>
     public ValueTask<T> GetAsync(CancellationToken cancellationToken = default) =>
-        _waiters.WaitAsync(new Policy(this), default!, Timeout.InfiniteTimeSpan, cancellationToken);
+        Faulted(cancellationToken) is { } faulted
+            ? new ValueTask<T>(faulted)
+            : _waiters.WaitAsync(new Policy(this), default!, Timeout.InfiniteTimeSpan, cancellationToken);
 
     /// <summary>Waits at most <paramref name="timeout"/> for the result.</summary>
     /// <param name="timeout">How long to wait: <see cref="Timeout.InfiniteTimeSpan"/> for no limit, <see cref="TimeSpan.Zero"/> to check now.</param>
@@ -143,8 +150,16 @@ public sealed class AsyncResult<T>
     public ValueTask<T> GetAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         TimeoutArgument.ThrowIfInvalid(timeout);
-        return _waiters.WaitAsync(new Policy(this), default!, timeout, cancellationToken);
+        return Faulted(cancellationToken) is { } faulted
+            ? new ValueTask<T>(faulted)
+            : _waiters.WaitAsync(new Policy(this), default!, timeout, cancellationToken);
     }
+
+    /// <summary>The faulted task a get returns once the result failed, unless its token is already cancelled (that comes
+    /// first, as for every wait); null otherwise. (A get that finds the failure only under the lock, set as it came, gets
+    /// the exception from the engine's refusal.)</summary>
+    private Task<T>? Faulted(CancellationToken cancellationToken) =>
+        _isSet && !cancellationToken.IsCancellationRequested ? _faulted : null;
 
     private bool TryComplete(T value, ExceptionDispatchInfo? error)
     {
@@ -158,6 +173,7 @@ public sealed class AsyncResult<T>
 
             _value = value;
             _error = error;
+            _faulted = error is null ? null : Task.FromException<T>(error.SourceException);
             _isSet = true;
             if (error is null)
             {
@@ -165,7 +181,7 @@ public sealed class AsyncResult<T>
             }
             else
             {
-                _waiters.FailAll(error.SourceException, MetricNames.Acquired, ref completions); // the waiters got the result
+                _waiters.FailAll(() => error, MetricNames.Acquired, ref completions); // the waiters got the result
             }
         }
 

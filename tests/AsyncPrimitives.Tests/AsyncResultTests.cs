@@ -1,3 +1,4 @@
+using AsyncPrimitives.Tests.Support;
 using static AsyncPrimitives.Tests.Support.Settle;
 
 namespace AsyncPrimitives.Tests;
@@ -117,6 +118,33 @@ public sealed class AsyncResultTests
         await FluentActions.Awaiting(() => result.GetAsync(TimeSpan.FromSeconds(1)).AsTask()).Should().ThrowAsync<InvalidCastException>();
         FluentActions.Invoking(() => result.TryGet(out _)).Should().Throw<InvalidCastException>().Which.Message.Should().Be("boom");
         result.Lines.Waiting.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task SetException_EveryGetterRethrowsItAsSet_NeverWithAnotherGettersThrow()
+    {
+        var result = new AsyncResult<int>();
+        ValueTask<int>[] early = Enumerable.Range(0, 20).Select(_ => result.GetAsync()).ToArray();
+        result.SetException(Thrown(new InvalidCastException("boom"))); // as a caught exception is: with its trace
+
+        // Each waiter's outcome is read here, one after another (a shared exception thrown on several threads at once
+        // can show one thread's frames to another, as a faulted Task awaited on several threads can).
+        var earlyRethrows = new List<int>();
+        foreach (ValueTask<int> getter in early)
+        {
+            getter.IsCompleted.Should().BeTrue("setting the result gave every waiter its outcome");
+            earlyRethrows.Add(Traces.Rethrows(await ThrowsSoon<InvalidCastException>(getter.AsTask())));
+        }
+
+        var laterRethrows = new List<int>();
+        for (int i = 0; i < 20; i++)
+        {
+            Task<int> later = (i % 2 == 0 ? result.GetAsync() : result.GetAsync(TimeSpan.FromSeconds(1))).AsTask();
+            laterRethrows.Add(Traces.Rethrows(await ThrowsSoon<InvalidCastException>(later)));
+        }
+
+        earlyRethrows.Distinct().Should().ContainSingle("each waiter's trace is the exception's as set plus its own throw");
+        laterRethrows.Distinct().Should().ContainSingle("each later getter's trace is the exception's as set plus its own throw");
     }
 
     [Fact]
@@ -395,5 +423,17 @@ public sealed class AsyncResultTests
         }
 
         return t_insideSet;
+    }
+
+    private static Exception Thrown(Exception exception)
+    {
+        try
+        {
+            throw exception;
+        }
+        catch (Exception e)
+        {
+            return e;
+        }
     }
 }

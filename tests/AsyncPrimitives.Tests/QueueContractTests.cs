@@ -1,3 +1,6 @@
+using AsyncPrimitives.Tests.Support;
+using static AsyncPrimitives.Tests.Support.Settle;
+
 namespace AsyncPrimitives.Tests;
 
 /// <summary>
@@ -664,6 +667,24 @@ public abstract class QueueContractTests
         queue.GetAsync().IsFaulted.Should().BeTrue();
         await queue.Invoking(q => q.GetAsync(TimeSpan.FromSeconds(1)).AsTask()).Should().ThrowAsync<QueueShutDownException>();
         queue.Invoking(q => q.TryGet(out _)).Should().Throw<QueueShutDownException>();
+    }
+
+    [Fact]
+    public async Task Shutdown_EachWaitingGetterGetsAShutdownExceptionOfItsOwn()
+    {
+        var queue = CreateQueue();
+        Task<int>[] getters = Enumerable.Range(0, 10).Select(_ => queue.GetAsync().AsTask()).ToArray();
+
+        queue.Shutdown();
+
+        var failures = new List<QueueShutDownException>();
+        foreach (Task<int> getter in getters)
+        {
+            failures.Add(await ThrowsSoon<QueueShutDownException>(getter));
+        }
+
+        failures.Distinct().Should().HaveCount(getters.Length, "as each call after the shutdown, each waiter gets its own exception");
+        failures.Select(Traces.Rethrows).Distinct().Should().ContainSingle("no getter's trace carries another getter's throw");
     }
 
     [Fact]

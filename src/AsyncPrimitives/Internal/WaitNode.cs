@@ -56,9 +56,11 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     /// <summary>Identifies the current wait; a ValueTask from an earlier wait on this node carries an older value.</summary>
     private short _version;
 
-    /// <summary>The error outcome, if the wait failed (canceled, timed out, shut down). For a condition waiter that
-    /// timed out or was cancelled it is recorded before the lock is handed back, and delivered with it.</summary>
-    private Exception? _error;
+    /// <summary>The error outcome, if the wait failed (canceled, timed out, shut down), captured once when it was
+    /// decided: waiters failed with one shared exception (a shutdown, a result set with an exception) each rethrow it
+    /// from that capture, so none sees another's frames. For a condition waiter that timed out or was cancelled it is
+    /// recorded before the lock is handed back, and delivered with it.</summary>
+    private ExceptionDispatchInfo? _error;
 
     /// <summary>The token the wait was armed with; used to build the OperationCanceledException.</summary>
     private CancellationToken _token;
@@ -151,7 +153,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     }
 
     /// <summary>Records a failed outcome. Caller holds the lock and has unlinked the node.</summary>
-    internal void SetError(Exception error)
+    internal void SetError(ExceptionDispatchInfo error)
     {
         Debug.Assert(!IsQueued, "decide the outcome only after unlinking");
         _error = error;
@@ -196,7 +198,7 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         ValidateToken(token);
         return !ReferenceEquals(Volatile.Read(ref _continuation), s_delivered) ? ValueTaskSourceStatus.Pending
             : _error is null ? ValueTaskSourceStatus.Succeeded
-            : _error is OperationCanceledException ? ValueTaskSourceStatus.Canceled
+            : _error.SourceException is OperationCanceledException ? ValueTaskSourceStatus.Canceled
             : ValueTaskSourceStatus.Faulted;
     }
 
@@ -258,12 +260,9 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
         }
 
         T result = Value;
-        Exception? error = _error;
+        ExceptionDispatchInfo? error = _error;
         Recycle();
-        if (error is not null)
-        {
-            ExceptionDispatchInfo.Capture(error).Throw();
-        }
+        error?.Throw();
 
         return result;
     }

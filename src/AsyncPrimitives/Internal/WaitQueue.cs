@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 
 namespace AsyncPrimitives.Internal;
 
@@ -167,7 +168,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
     /// <param name="outcome">How its wait ended, for metrics (a <see cref="MetricNames"/> outcome): a queue's shutdown,
     /// or an <see cref="AsyncResult{T}"/> set with an exception (which the wait acquired).</param>
     /// <param name="completions">Where the outcome is delivered from, after the lock.</param>
-    public void Fail(WaitNode<T> node, Exception error, string outcome, ref Completions<T> completions)
+    public void Fail(WaitNode<T> node, ExceptionDispatchInfo error, string outcome, ref Completions<T> completions)
     {
         node.SetError(error);
         node.Metering.Decide(outcome);
@@ -194,13 +195,16 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         }
     }
 
-    /// <summary>Fails every waiter with <paramref name="error"/>, oldest first. Lock held.</summary>
-    /// <inheritdoc cref="Fail" path="/param"/>
-    public void FailAll(Exception error, string outcome, ref Completions<T> completions)
+    /// <summary>Fails every waiter, oldest first, with what <paramref name="error"/> gives it. Lock held.</summary>
+    /// <param name="error">Called once per waiter: a new exception for each (a queue's shutdown), or one shared capture
+    /// (a result set with an exception), which each rethrows as captured, never with another waiter's throw.</param>
+    /// <param name="outcome">How each wait ended, for metrics.</param>
+    /// <param name="completions">Where the outcomes are delivered from, after the lock.</param>
+    public void FailAll(Func<ExceptionDispatchInfo> error, string outcome, ref Completions<T> completions)
     {
         while (Dequeue() is { } node)
         {
-            Fail(node, error, outcome, ref completions);
+            Fail(node, error(), outcome, ref completions);
         }
     }
 
@@ -215,7 +219,7 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
             }
 
             Unlink(node);
-            Fail(node, error, outcome, ref completions);
+            Fail(node, ExceptionDispatchInfo.Capture(error), outcome, ref completions);
             _policy.OnWaiterLeft(ref completions);
         }
 

@@ -605,6 +605,53 @@ public sealed class WaitMetricsTests : IDisposable
     }
 
     [Fact]
+    public async Task AListenerThatThrowsAsAConditionWaitsReleaseServesTheLock_FailsThatWaitOnceItHoldsTheLockAgain()
+    {
+        var gate = new AsyncLock { Name = "throwing-as-condition-releases" };
+        var condition = new AsyncCondition(gate);
+        gate.TryAcquire(out _).Should().BeTrue();
+        Task<AsyncLock.Releaser> other;
+        ValueTask wait;
+        using (ThrowingListener("throwing-as-condition-releases", (instrument, _, _) => instrument == "asynctools.wait.duration"))
+        {
+            other = gate.AcquireAsync().AsTask(); // waits for the lock; its wait is counted out as WaitAsync releases it
+            wait = condition.WaitAsync();
+        }
+
+        (await other.WaitAsync(s_bound)).Dispose(); // the lock went to the other waiter, whose measurement threw
+        wait.IsCompleted.Should().BeFalse("the condition's wait is in line, waiting for a notification");
+        using (await gate.AcquireAsync().AsTask().WaitAsync(s_bound))
+        {
+            condition.Notify();
+        }
+
+        await FluentActions.Awaiting(async () => await wait.AsTask().WaitAsync(s_bound))
+            .Should().ThrowAsync<InvalidOperationException>().WithMessage("a faulty exporter");
+        gate.IsLocked.Should().BeTrue("a failed condition wait holds the lock again");
+        gate.Release();
+        condition.Lines.Waiting.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task AListenerThatThrowsForEveryMeasurement_FailsAConditionWaitThroughItsValueTask_WithTheLockHeld()
+    {
+        var condition = new AsyncCondition { Name = "throwing-always-condition" };
+        using (await condition.AcquireAsync())
+        {
+            ValueTask failed = default;
+            using (ThrowingListener("throwing-always-condition", (_, _, _) => true))
+            {
+                FluentActions.Invoking(() => failed = condition.WaitAsync())
+                    .Should().NotThrow("the caller reads the wait's outcome from the wait");
+            }
+
+            failed.IsFaulted.Should().BeTrue();
+            await FluentActions.Awaiting(async () => await failed).Should().ThrowAsync<InvalidOperationException>();
+            condition.IsLocked.Should().BeTrue("a failed wait holds the lock again");
+        }
+    }
+
+    [Fact]
     public async Task AListenerThatThrowsForEveryMeasurement_FailsAQueuedWaitThroughItsValueTask_WithTheFirstException()
     {
         var queue = new AsyncQueue<int> { Name = "throwing-always" };
