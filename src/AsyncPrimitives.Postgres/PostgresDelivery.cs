@@ -83,6 +83,7 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
     /// <exception cref="InvalidOperationException">The delivery was abandoned, or another completion or abandonment of
     /// it is in progress.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; the item was not completed.</exception>
+    /// <exception cref="ObjectDisposedException">The coordinator was disposed (its disposal gave the item back).</exception>
     /// <exception cref="PostgresCoordinationException">The server could not be reached. The lease is still held (and
     /// renewed): the call may be repeated.</exception>
     public async ValueTask CompleteAsync(CancellationToken cancellationToken = default)
@@ -127,13 +128,14 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
                 throw new InvalidOperationException($"The delivery of item {Id} was completed; it cannot be abandoned.");
         }
 
+        EnterCall();
         if (Tracker.IsLost)
         {
-            SettleLost();
+            MarkFinished(Abandoned); // nothing to give back on the server
+            ExitCall();
             return;
         }
 
-        EnterCall();
         try
         {
             await Queue.AbandonCoreAsync(this, cancellationToken).ConfigureAwait(false);
@@ -205,8 +207,8 @@ public sealed class PostgresDelivery<T> : IAsyncDisposable
         });
 
     /// <summary>
-    /// Records that the holder gave up a delivery whose lease was lost (nothing to give back on the server), unless a call
-    /// is in progress: a reading loop then only takes the next item, as after any abandonment by its body.
+    /// Records that the holder disposed of a delivery whose lease was lost (nothing to give back on the server), unless a
+    /// call is in progress: a reading loop then only takes the next item, as after any abandonment by its body.
     /// </summary>
     private void SettleLost()
     {

@@ -71,6 +71,7 @@ public sealed partial class PostgresQueue<T>
     /// <summary>Completes <paramref name="batch"/>: one call of the server's queue_complete.</summary>
     internal async ValueTask CompleteCoreAsync(PostgresDelivery<T>[] batch, CancellationToken cancellationToken)
     {
+        _coordinator.ThrowIfDisposed();
         cancellationToken.ThrowIfCancellationRequested();
         var open = new List<PostgresDelivery<T>>(batch.Length);
         List<PostgresDelivery<T>>? lostHere = null;

@@ -214,6 +214,7 @@ public sealed partial class PostgresQueue<T>
     private async ValueTask<List<PostgresDelivery<T>>> GetCoreAsync(
         int maxCount, TimeSpan timeout, bool throwOnTimeout, CancellationToken cancellationToken, PostgresDelivery<T>? completing = null)
     {
+        _coordinator.ThrowIfDisposed(); // before anything is sent: a loop's delivery was given back by the disposal
         if (completing is not null && !completing.EnterCompletion())
         {
             completing = null;

@@ -318,4 +318,47 @@ public sealed class QueueFailureTests(PostgresServer server) : PostgresTest(serv
         await completion.WaitAsync(Bound);
         (await queue.UnfinishedAsync()).Should().Be(0);
     }
+
+    [PostgresFact]
+    public async Task AbandonAsync_OfALostDelivery_WhileItsCompletionIsInProgress_ThrowsInProgress()
+    {
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o => o.TimeProvider = time);
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+
+        Task completing;
+        Exception? abandonFailure = null;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {delivery.Id} FOR UPDATE");
+            completing = delivery.CompleteAsync().AsTask();
+            await WaitsForALockAsync(member, "the completion waits for the item's row");
+            time.Advance(member.Coordinator.LeaseDuration); // the delivery's local deadline passes: Lost fires
+            await WaitForLostAsync(delivery.Lost);
+            try
+            {
+                await delivery.AbandonAsync();
+            }
+            catch (Exception e)
+            {
+                abandonFailure = e;
+            }
+
+            await hold.CommitAsync();
+        }
+
+        try
+        {
+            await completing.WaitAsync(Bound);
+        }
+        catch (PostgresLeaseLostException)
+        {
+        }
+
+        abandonFailure.Should().BeOfType<InvalidOperationException>(
+            $"a completion of the delivery was in progress; the delivery ended up {delivery}");
+    }
 }

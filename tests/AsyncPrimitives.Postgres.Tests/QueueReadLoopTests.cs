@@ -371,4 +371,22 @@ public sealed class QueueReadLoopTests(PostgresServer server) : PostgresTest(ser
         (await ScalarAsync<long>(
             $"WITH u AS (UPDATE {Schema}.queue_items SET leased_until = now() - interval '1 second' WHERE id = {delivery.Id} RETURNING 1) SELECT count(*) FROM u"))
             .Should().Be(1);
+
+    [PostgresFact]
+    public async Task ReadAllAsync_AskingForTheNextItemAfterTheCoordinatorWasDisposed_ThrowsObjectDisposed()
+    {
+        Member a = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("numbers");
+        await queue.PutManyAsync([1, 2]);
+
+        Func<Task> loop = async () =>
+        {
+            await foreach (PostgresDelivery<int> delivery in queue.ReadAllAsync())
+            {
+                await a.Coordinator.DisposeAsync();
+            }
+        };
+
+        await loop.Should().ThrowAsync<ObjectDisposedException>();
+    }
 }
