@@ -10,7 +10,27 @@ namespace FanOut;
 public sealed class ConsoleOutput
 {
     private static readonly CultureInfo s_culture = CultureInfo.InvariantCulture;
-    private readonly bool _interactive = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
+    /// <summary>Where the plain lines go: standard output, or the writer given.</summary>
+    private readonly TextWriter _plain;
+
+    /// <summary>Whether the live progress bar and the table are drawn (a terminal, and no writer given).</summary>
+    private readonly bool _interactive;
+
+    /// <summary>Writes to the console: live on a terminal, plain lines when the output is redirected.</summary>
+    public ConsoleOutput()
+    {
+        _plain = Console.Out;
+        _interactive = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+    }
+
+    /// <summary>Writes plain lines to <paramref name="plain"/> (e.g. a test's <see cref="StringWriter"/>).</summary>
+    public ConsoleOutput(TextWriter plain)
+    {
+        ArgumentNullException.ThrowIfNull(plain);
+        _plain = plain;
+        _interactive = false;
+    }
 
     public void WriteHeader(FanOutOptions options, FlakyApiOptions server, Uri address)
     {
@@ -72,7 +92,7 @@ public sealed class ConsoleOutput
         {
             ("Requests", F("{0:N0}", result.Requested)),
             ("Succeeded", F("{0:N0}", result.Succeeded)),
-            ("Failed", F("{0:N0} (after {1} retries each)", result.Failed, options.Retries)),
+            ("Failed", F("{0:N0} (a 5xx answer, a transport error or a timeout after {1} retries; a 4xx answer at once)", result.Failed, options.Retries)),
             ("HTTP calls", F("{0:N0} ({1:N0} retries)", result.Attempts, result.Retries)),
             ("Batches", F("{0:N0} (≤ {1} results each)", result.Batches, options.BatchSize)),
             ("Wall time", F("{0:N2} s", result.WallTime.TotalSeconds)),
@@ -103,15 +123,15 @@ public sealed class ConsoleOutput
     {
         if (progress.RecordedPerInstance.Count > 0)
         {
-            Console.WriteLine(F(
+            _plain.WriteLine(F(
                 "[{0,6:N1} s] {1,6:N0}/{2:N0} recorded ({3}), {4} in flight at the API",
-                progress.Elapsed.TotalSeconds, progress.RecordedPerInstance.Sum(), progress.Total,
+                progress.Elapsed.TotalSeconds, progress.Recorded, progress.Total,
                 string.Join(", ", progress.RecordedPerInstance.Select((n, i) => F("#{0} {1:N0}", i + 1, n))), serverInFlight));
         }
 
         if (progress.Event is { } happened)
         {
-            Console.WriteLine(F("[{0,6:N1} s] {1}", progress.Elapsed.TotalSeconds, happened));
+            _plain.WriteLine(F("[{0,6:N1} s] {1}", progress.Elapsed.TotalSeconds, happened));
         }
     }
 
@@ -141,7 +161,7 @@ public sealed class ConsoleOutput
             ("Completed", completed),
             ("Per instance", string.Join(", ", result.Instances.Select(i => F("#{0} {1:N0}{2}", i.Number, i.Recorded, i.Killed ? " (killed)" : "")))),
             ("Delivered twice", twice),
-            ("Succeeded", F("{0:N0} ({1:N0} failed after {2} retries each)", result.Succeeded, result.Completed - result.Succeeded, options.FanOut.Retries)),
+            ("Succeeded", F("{0:N0} ({1:N0} failed: a 5xx answer, a transport error or a timeout after {2} retries; a 4xx answer at once)", result.Succeeded, result.Completed - result.Succeeded, options.FanOut.Retries)),
             ("HTTP calls", F("{0:N0} behind the recorded results; {1:N0} received by the server", result.Calls, serverRequests)),
             ("Peak in flight", peak),
             ("Wall time", F("{0:N2} s (from putting the work, every instance ready, to the last completion)", result.WallTime.TotalSeconds)),
@@ -162,7 +182,7 @@ public sealed class ConsoleOutput
         }
         else
         {
-            Console.WriteLine(line);
+            _plain.WriteLine(line);
         }
     }
 
@@ -181,16 +201,16 @@ public sealed class ConsoleOutput
         }
         else
         {
-            Console.WriteLine("Report");
+            _plain.WriteLine("Report");
             foreach ((string label, string value) in rows)
             {
-                Console.WriteLine($"  {label,-18} {value}");
+                _plain.WriteLine($"  {label,-18} {value}");
             }
         }
     }
 
-    private static void WritePlainProgress(FanOutSnapshot s) =>
-        Console.WriteLine(F(
+    private void WritePlainProgress(FanOutSnapshot s) =>
+        _plain.WriteLine(F(
             "[{0,6:N1} s] {1,6:N0}/{2:N0} done: {3:N0} ok, {4:N0} failed, {5:N0} retries, {6} in flight, {7:N0} requests/s",
             s.Elapsed.TotalSeconds, s.Completed, s.Total, s.Succeeded, s.Failed, s.Retries, s.InFlight, s.Rate));
 

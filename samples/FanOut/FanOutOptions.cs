@@ -9,7 +9,8 @@ public sealed record FanOutOptions
     /// <summary>The most HTTP calls in flight at once (Map's <c>maxConcurrency</c>).</summary>
     public int Limit { get; init; } = 64;
 
-    /// <summary>Retries after a failed call (a 5xx answer or a transport error); 0 means one attempt.</summary>
+    /// <summary>Retries after a failed call that may succeed when tried again (a 5xx answer, a transport error or a
+    /// timeout); 0 means one attempt. Another answer that is not 2xx (a 4xx) is not retried: that request fails at once.</summary>
     public int Retries { get; init; } = 3;
 
     /// <summary>The pause before a retry, times the attempt number.</summary>

@@ -9,7 +9,8 @@ namespace FanOut;
 
 /// <summary>
 /// The demo's pipeline: request ids fan out to HTTP calls with <see cref="AsyncIter.MapUnordered{T, TResult}"/> (at most
-/// <see cref="FanOutOptions.Limit"/> in flight, each retried up to <see cref="FanOutOptions.Retries"/> times), the
+/// <see cref="FanOutOptions.Limit"/> in flight, each retried up to <see cref="FanOutOptions.Retries"/> times after a 5xx
+/// answer, a transport error or a timeout), the
 /// results are grouped with <see cref="AsyncIter.Batch{T}(IAsyncEnumerable{T}, int, TimeSpan, TimeProvider?)"/>, and the
 /// batches go through a bounded <see cref="AsyncQueue{T}"/> to consumer workers that mark each one done
 /// (<c>TaskDone</c>/<c>JoinAsync</c>, then <c>Shutdown</c> ends the workers). With a <see cref="RateLimiter"/>, each
@@ -71,7 +72,9 @@ public sealed class FanOutPipeline
     /// <see cref="RunAsync"/> throws that exception.</param>
     /// <param name="timeProvider">The clock for timings, batch deadlines and retry backoff.</param>
     /// <param name="ids">The request ids to call, each in [0, <see cref="FanOutOptions.Count"/>), pulled only as a call
-    /// slot frees up (e.g. deliveries of a shared queue); null for 0 .. Count-1 in order.</param>
+    /// slot frees up (e.g. deliveries of a shared queue); null for 0 .. Count-1 in order. An id outside that range fails
+    /// the source with <see cref="ArgumentOutOfRangeException"/> (<c>ParamName</c> "ids") before it is called: the run
+    /// ends as on any failure of the source.</param>
     /// <param name="limiter">A limit on top of <see cref="FanOutOptions.Limit"/>: each request acquires one permit before
     /// its first attempt and holds it until its last attempt ends; null for none.</param>
     public FanOutPipeline(
@@ -111,6 +114,8 @@ public sealed class FanOutPipeline
     /// <summary>Makes every request, hands the batched results to the workers, and waits until they processed them.</summary>
     /// <param name="cancellationToken">Stops the run early and gracefully; the result then reports what was done.</param>
     /// <exception cref="InvalidOperationException">The pipeline was already run.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">An id of the <c>ids</c> source is outside [0, Count) (<c>ParamName</c>
+    /// "ids"); it is not called, and the ids before it are processed first, as on any failure of the source.</exception>
     /// <remarks>The first failure of <c>processBatch</c>, else the ids source's failure, is thrown once every worker has
     /// ended.</remarks>
     public async Task<FanOutResult> RunAsync(CancellationToken cancellationToken = default)
@@ -127,7 +132,7 @@ public sealed class FanOutPipeline
 
         // A stop ends the source instead of cancelling the calls: no new request starts, the ones in flight finish and
         // flow through Batch and the queue like any other, so everything that was started is accounted for.
-        var ids = new IdsUntilStopped(_ids ?? AsyncEnumerable.Range(0, _options.Count), cancellationToken);
+        var ids = new IdsUntilStopped(_ids ?? AsyncEnumerable.Range(0, _options.Count), _options.Count, cancellationToken);
 
         // At most Limit calls in flight; with a limiter, each request also holds one of its leases from before its first
         // attempt until its last attempt ends.
@@ -222,21 +227,22 @@ public sealed class FanOutPipeline
         }
     }
 
-    /// <summary>Calls the API for <paramref name="id"/>, retrying failed attempts; a request that fails every attempt is
-    /// a failed result, not an exception (so one bad id does not stop the fan-out). Only cancellation throws.</summary>
+    /// <summary>Calls the API for <paramref name="id"/>, retrying an attempt that may succeed when tried again (a 5xx
+    /// answer, a transport error, a timeout); another failure (a 4xx answer) ends it at once. A request that fails is a
+    /// failed result, not an exception (so one bad id does not stop the fan-out). Only cancellation throws.</summary>
     private async ValueTask<CallResult> CallWithRetriesAsync(int id, CancellationToken cancellationToken)
     {
         long start = _time.GetTimestamp();
         for (int attempt = 1; ; attempt++)
         {
-            string? error = await CallOnceAsync(id, attempt, cancellationToken);
+            (string? error, bool transient) = await CallOnceAsync(id, attempt, cancellationToken);
             if (error is null)
             {
                 Interlocked.Increment(ref _succeeded);
                 return new CallResult(id, true, attempt, _time.GetElapsedTime(start), null);
             }
 
-            if (attempt > _options.Retries)
+            if (!transient || attempt > _options.Retries)
             {
                 Interlocked.Increment(ref _failed);
                 return new CallResult(id, false, attempt, _time.GetElapsedTime(start), error);
@@ -250,8 +256,9 @@ public sealed class FanOutPipeline
         }
     }
 
-    /// <summary>One HTTP call; returns null on success, else why it failed.</summary>
-    private async ValueTask<string?> CallOnceAsync(int id, int attempt, CancellationToken cancellationToken)
+    /// <summary>One HTTP call: no error on success, else why it failed and whether trying again may succeed (a 5xx
+    /// answer, a transport error or a timeout may; a 4xx answer, or any other that is not 2xx, will not).</summary>
+    private async ValueTask<(string? Error, bool Transient)> CallOnceAsync(int id, int attempt, CancellationToken cancellationToken)
     {
         UpdatePeak(Interlocked.Increment(ref _inFlight));
         Interlocked.Increment(ref _attempts);
@@ -260,15 +267,16 @@ public sealed class FanOutPipeline
         {
             string path = string.Create(CultureInfo.InvariantCulture, $"items/{id}?attempt={attempt}");
             using HttpResponseMessage response = await _client.GetAsync(path, cancellationToken);
-            return response.IsSuccessStatusCode ? null : $"HTTP {(int)response.StatusCode}";
+            int status = (int)response.StatusCode;
+            return response.IsSuccessStatusCode ? (null, false) : ($"HTTP {status}", status >= 500);
         }
         catch (HttpRequestException e)
         {
-            return e.Message;
+            return (e.Message, true);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            return "timed out"; // HttpClient.Timeout, not ours
+            return ("timed out", true); // HttpClient.Timeout, not ours
         }
         finally
         {
@@ -299,9 +307,10 @@ public sealed class FanOutPipeline
     /// <summary>
     /// The ids until a stop: the source is read with the stop's token, so a source waiting for its next id (a get on an
     /// empty queue) is cancelled, and ends without an exception; an id already handed out is still yielded (it is called,
-    /// not lost). <see cref="Stopped"/>: whether the stop ended it before the source did.
+    /// not lost). <see cref="Stopped"/>: whether the stop ended it before the source did. An id outside [0,
+    /// <paramref name="count"/>) fails it (<see cref="ArgumentOutOfRangeException"/> naming <c>ids</c>) before it is handed out.
     /// </summary>
-    private sealed class IdsUntilStopped(IAsyncEnumerable<int> source, CancellationToken stop) : IAsyncEnumerable<int>
+    private sealed class IdsUntilStopped(IAsyncEnumerable<int> source, int count, CancellationToken stop) : IAsyncEnumerable<int>
     {
         private int _taken;
         private volatile bool _stopped;
@@ -338,8 +347,15 @@ public sealed class FanOutPipeline
                     yield break;
                 }
 
+                int id = ids.Current;
+                if ((uint)id >= (uint)count)
+                {
+                    throw new ArgumentOutOfRangeException(
+                        "ids", id, string.Create(CultureInfo.InvariantCulture, $"A request id must be in [0, {count}) (Count)."));
+                }
+
                 Interlocked.Increment(ref _taken);
-                yield return ids.Current;
+                yield return id;
             }
         }
     }

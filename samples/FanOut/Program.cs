@@ -19,7 +19,7 @@ Option<int> count = IntOption("--count", "Number of requests to make.", defaults
 Option<int> limit = IntOption("--limit", "Most requests in flight at once.", defaults.Limit, min: 1);
 Option<int> latencyMs = IntOption("--latency-ms", "Server latency per request, in milliseconds.", (int)serverDefaults.Latency.TotalMilliseconds, min: 0);
 Option<int> jitterMs = IntOption("--jitter-ms", "Random latency added or taken away, up to this many milliseconds.", (int)serverDefaults.Jitter.TotalMilliseconds, min: 0);
-Option<int> retries = IntOption("--retries", "Retries of a failed request before it counts as failed.", defaults.Retries, min: 0);
+Option<int> retries = IntOption("--retries", "Retries of a request after a 5xx answer, a transport error or a timeout, before it counts as failed (a 4xx answer fails at once).", defaults.Retries, min: 0);
 Option<int> batchSize = IntOption("--batch-size", "Most results per batch.", defaults.BatchSize, min: 1);
 Option<int> batchDelayMs = IntOption("--batch-delay-ms", "Longest a batch waits for more results, in milliseconds.", (int)defaults.BatchDelay.TotalMilliseconds, min: 1);
 Option<int> workers = IntOption("--workers", "Consumer workers taking batches off the queue.", defaults.Workers, min: 1);
@@ -54,7 +54,7 @@ root.Validators.Add(command =>
     }
     else if (command.GetValue(postgres) is { Length: > 0 } connectionString && ConnectionStringProblem(connectionString) is { } problem)
     {
-        command.AddError($"--postgres: not a connection string: {problem}");
+        command.AddError($"--postgres: {problem}");
     }
     else if (command.GetValue(killOne) && command.GetValue(instances) < 2)
     {
@@ -237,29 +237,50 @@ static Option<double> DoubleOption(string name, string description, double defau
     },
 };
 
-// Why a --postgres value is no connection string Npgsql can use, or null when it is one (checked as a data source is
-// made, without connecting: whether its server answers is seen by ServerProblemAsync).
+// Why a --postgres value is no connection string the demo can use, or null when it is one (checked as a data source is
+// made, without connecting: whether its server answers is seen by ServerProblemAsync). Besides what Npgsql refuses, the
+// settings under which the parent's coordinator or an instance's data source (ScaleOutWorker) would throw once the run
+// has started.
 static string? ConnectionStringProblem(string text)
 {
+    NpgsqlConnectionStringBuilder settings;
     try
     {
         using NpgsqlDataSource source = NpgsqlDataSource.Create(text);
-        return null;
+        settings = new NpgsqlConnectionStringBuilder(text);
     }
     catch (ArgumentException e)
     {
-        return e.Message;
+        return $"not a connection string: {e.Message}";
     }
+
+    if (settings.Multiplexing)
+    {
+        return "Multiplexing=true cannot be used: each PostgresCoordinator needs a connection of its own for LISTEN.";
+    }
+
+    if (settings.MinPoolSize > ScaleOutWorker.ConnectionsPerInstance)
+    {
+        return string.Create(CultureInfo.InvariantCulture,
+            $"Minimum Pool Size={settings.MinPoolSize} cannot be used: each instance opens at most {ScaleOutWorker.ConnectionsPerInstance} pooled connections (Maximum Pool Size).");
+    }
+
+    return null;
 }
 
-// Why the server of a connection string cannot be used (it does not answer, refuses the login, ...), or null.
+// Why the server of a connection string cannot be used (it does not answer, refuses the login, the role may not create
+// the run's schema, ...), or null.
 static async Task<string?> ServerProblemAsync(string connectionString, CancellationToken cancellationToken)
 {
     try
     {
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync(cancellationToken);
-        return null;
+        await using var canCreate = new NpgsqlCommand("SELECT has_database_privilege(current_database(), 'CREATE'), current_user, current_database()", connection);
+        await using NpgsqlDataReader reader = await canCreate.ExecuteReaderAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        return reader.GetBoolean(0) ? null
+            : $"the role {reader.GetString(1)} has no CREATE privilege on the database {reader.GetString(2)} (the run works in a schema of its own, which it creates).";
     }
     catch (NpgsqlException e)
     {

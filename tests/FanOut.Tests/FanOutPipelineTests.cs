@@ -1,3 +1,4 @@
+using System.Net;
 using System.Reflection;
 using System.Runtime.Versioning;
 using AsyncIterTools;
@@ -66,6 +67,43 @@ public sealed class FanOutPipelineTests
         Enumerable.Range(0, 40).Select(server.HitsFor).Should().OnlyContain(n => n == Retries + 1);
         result.ConsumedPerId.Should().OnlyContain(n => n == 1);
         server.PeakInFlight.Should().BeLessThanOrEqualTo(4);
+    }
+
+    /// <summary>FanOutOptions.Retries: a 5xx answer (like a transport error or a timeout) is retried; a 4xx answer
+    /// would fail again, so it fails at once, counted as failed.</summary>
+    [Theory]
+    [InlineData(HttpStatusCode.NotFound, 1)]
+    [InlineData(HttpStatusCode.BadRequest, 1)]
+    [InlineData(HttpStatusCode.InternalServerError, Retries + 1)]
+    [InlineData(HttpStatusCode.ServiceUnavailable, Retries + 1)]
+    public async Task RunAsync_RetriesA5xxAnswer_NotA4xxAnswer(HttpStatusCode status, int attempts)
+    {
+        var handler = new AnswerWith(status);
+        using var http = new HttpClient(handler) { BaseAddress = new Uri("http://127.0.0.1:9/") };
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 5, Limit = 2 });
+
+        FanOutResult result = await pipeline.RunAsync().WaitAsync(TestBound);
+
+        result.Failed.Should().Be(5);
+        result.Succeeded.Should().Be(0);
+        result.Attempts.Should().Be(5 * attempts, $"an HTTP {(int)status} answer is called {attempts} time(s) with Retries = {Retries}");
+        result.Retries.Should().Be(5 * (attempts - 1));
+        handler.Calls.Should().Be(5 * attempts);
+    }
+
+    /// <summary>The pipeline's <c>ids</c>: each in [0, Count). One outside is bad input, not a worker's failure: the
+    /// source fails with ArgumentOutOfRangeException naming <c>ids</c>, and that id is never called.</summary>
+    [Fact]
+    public async Task RunAsync_AnIdOutsideTheRange_FailsNamingIds_BeforeItIsCalled()
+    {
+        await using FlakyApiServer server = await InstantServerAsync();
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 3, Limit = 2 }, ids: new[] { 0, 1, 7 }.ToAsyncEnumerable());
+
+        (await FluentActions.Awaiting(() => pipeline.RunAsync().WaitAsync(TestBound)).Should().ThrowAsync<ArgumentOutOfRangeException>())
+            .Which.ParamName.Should().Be("ids");
+        server.HitsFor(7).Should().Be(0, "an id outside the range is not called");
+        pipeline.Snapshot().InFlight.Should().Be(0);
     }
 
     [Fact]
@@ -349,6 +387,20 @@ public sealed class FanOutPipelineTests
     /// <summary>The in-process API answering every call at once, successfully.</summary>
     private static Task<FlakyApiServer> InstantServerAsync() =>
         FlakyApiServer.StartAsync(new FlakyApiOptions { Latency = TimeSpan.Zero, Jitter = TimeSpan.Zero, ErrorRate = 0 });
+
+    /// <summary>A handler that answers every call with <paramref name="status"/>, and counts the calls.</summary>
+    private sealed class AnswerWith(HttpStatusCode status) : HttpMessageHandler
+    {
+        private int _calls;
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _calls);
+            return Task.FromResult(new HttpResponseMessage(status) { RequestMessage = request });
+        }
+    }
 
     private static FanOutOptions Options() => new()
     {

@@ -1,11 +1,13 @@
 using System.Diagnostics;
 using System.Text;
+using Npgsql;
 
 namespace FanOut.Tests;
 
 /// <summary>
-/// The program's promises where a run does not go as planned: a bad <c>--postgres</c> value is one clear error line
-/// (never a stack trace), a stop while the API starts exits as a stop and says so, a stop's report names the signal,
+/// The program's promises where a run does not go as planned: a bad <c>--postgres</c> value (a connection string the
+/// demo cannot use, or a server it cannot use, included) is one clear error line with exit code 2 (never a stack
+/// trace), a stop while the API starts exits as a stop and says so, a stop's report names the signal,
 /// and a <c>--kill-one</c> run that killed nothing says so. Bounded in time; each step waits for output, or for the
 /// program's listening socket.
 /// </summary>
@@ -26,6 +28,56 @@ public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : I
         errors.Should().Contain("--postgres", "the error names the option whose value is bad");
         errors.Should().NotContain("Unhandled exception").And.NotMatchRegex(@"\n\s+at \S", "a bad value is never a stack trace");
         output.Should().NotContain("Completed");
+    }
+
+    /// <summary>Settings Npgsql accepts but the demo cannot run with: the parent's PostgresCoordinator refuses
+    /// multiplexing, and each instance's data source (at most 16 pooled connections) refuses a larger minimum.</summary>
+    [PostgresTheory]
+    [InlineData("Multiplexing=true")]
+    [InlineData("Minimum Pool Size=20")]
+    public async Task Postgres_AConnectionStringTheDemoCannotUse_IsOneErrorNamingTheSetting_ExitCode2(string setting)
+    {
+        using Process run = ProgramRun.Start("--postgres", postgres.ConnectionString + ";" + setting, "--count", "10", "--instances", "2");
+        (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+        run.ExitCode.Should().Be(2, $"a bad --postgres value (stderr: '{errors}')");
+        errors.Should().NotContain("Unhandled exception").And.NotMatchRegex(@"\n\s+at \S", "a bad value is never a stack trace");
+        errors.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Contain(l => l.Contains("--postgres") && l.Contains(setting.Split('=')[0]),
+            "the error names the option and the setting the demo cannot use");
+        output.Should().NotContain("FanOut --postgres", "the run does not start");
+    }
+
+    /// <summary>docs/scale-out.md: with a connection string, the role needs CREATE on the database; a role without it
+    /// connects fine, but it is a server that cannot be used: one error line, exit code 2, before the run starts.</summary>
+    [PostgresFact]
+    public async Task Postgres_ARoleWithoutCreateOnTheDatabase_IsAServerThatCannotBeUsed_ExitCode2()
+    {
+        string role = "fanout_nocreate_" + Guid.NewGuid().ToString("N")[..8];
+        await ExecuteAsync($"CREATE ROLE {role} LOGIN PASSWORD 'pw'");
+        try
+        {
+            var connectionString = new NpgsqlConnectionStringBuilder(postgres.ConnectionString) { Username = role, Password = "pw" };
+            using Process run = ProgramRun.Start("--postgres", connectionString.ConnectionString, "--count", "10", "--instances", "2");
+            (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+            run.ExitCode.Should().Be(2, $"the server cannot be used with that role (stdout: '{output}', stderr: '{errors}')");
+            errors.Should().NotMatchRegex(@"\n\s+at \S", "a server that cannot be used is never a stack trace");
+            errors.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().ContainSingle()
+                .Which.Should().Contain("--postgres").And.Contain("CREATE");
+            output.Should().NotContain("FanOut --postgres", "the run does not start");
+        }
+        finally
+        {
+            await ExecuteAsync($"DROP ROLE IF EXISTS {role}");
+        }
+
+        async Task ExecuteAsync(string sql)
+        {
+            await using var admin = new NpgsqlConnection(postgres.ConnectionString);
+            await admin.OpenAsync();
+            await using var command = new NpgsqlCommand(sql, admin);
+            await command.ExecuteNonQueryAsync();
+        }
     }
 
     [LinuxFact]
@@ -132,6 +184,18 @@ public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : I
         return File.ReadLines("/proc/net/tcp").Skip(1)
             .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
             .Any(f => f.Length > 9 && f[3] == "0A" && inodes.Contains(f[9]));
+    }
+}
+
+/// <summary>A theory that needs a PostgreSQL server: skipped with <see cref="TestPostgres.SkipReason"/> where there is none.</summary>
+public sealed class PostgresTheoryAttribute : TheoryAttribute
+{
+    public PostgresTheoryAttribute()
+    {
+        if (TestPostgres.SkipReason is { } reason)
+        {
+            Skip = reason;
+        }
     }
 }
 

@@ -43,8 +43,9 @@ public sealed class ScaleOutDemoTests(ScaleOutDemoTests.Postgres postgres) : ICl
     public async Task RunAsync_WhenOneProcessIsKilled_ItsItemsAreDeliveredAgainAndNoneIsLost()
     {
         await using FlakyApiServer server = await StartServerAsync();
+        var progress = new List<ScaleOutProgress>();
 
-        ScaleOutResult result = await RunAsync(server, killOne: true);
+        ScaleOutResult result = await RunAsync(server, killOne: true, progress.Add);
 
         server.PeakInFlight.Should().BeInRange(1, GlobalLimit, "a killed holder's permits are freed, never duplicated");
         ShouldBeSeparateProcessesThatShared(result);
@@ -64,6 +65,12 @@ public sealed class ScaleOutDemoTests(ScaleOutDemoTests.Postgres postgres) : ICl
         result.Items.Should().OnlyContain(i => i.MaxAttempt <= 2, "one crash delivers an item at most once more");
         result.RecordedTwice.Should().BeLessThanOrEqualTo(result.DeliveredTwice);
         result.Instances.Sum(i => i.Recorded).Should().Be(Count + result.Items.Sum(i => i.Effects - 1));
+
+        // The progress counts requests recorded, each once: never past the total, where the instances' counts add up to
+        // more when a result was recorded twice.
+        progress.Should().NotBeEmpty();
+        progress.Should().OnlyContain(p => p.Total == Count && p.Recorded <= Count && p.Recorded <= p.RecordedPerInstance.Sum());
+        progress.Select(p => p.Recorded).Should().BeInAscendingOrder("a recorded request stays recorded");
     }
 
     private static void ShouldBeSeparateProcessesThatShared(ScaleOutResult result)
@@ -82,7 +89,7 @@ public sealed class ScaleOutDemoTests(ScaleOutDemoTests.Postgres postgres) : ICl
         ErrorRate = 0.05,
     });
 
-    private async Task<ScaleOutResult> RunAsync(FlakyApiServer server, bool killOne)
+    private async Task<ScaleOutResult> RunAsync(FlakyApiServer server, bool killOne, Action<ScaleOutProgress>? progress = null)
     {
         var options = new ScaleOutOptions
         {
@@ -94,7 +101,7 @@ public sealed class ScaleOutDemoTests(ScaleOutDemoTests.Postgres postgres) : ICl
             Timeout = s_bound,
         };
         var demo = new ScaleOutDemo(options, postgres.ConnectionString, server.BaseAddress);
-        return await demo.RunAsync().WaitAsync(s_bound * 2);
+        return await demo.RunAsync(progress).WaitAsync(s_bound * 2);
     }
 
     /// <summary>The PostgreSQL server of these tests: ASYNCTOOLS_POSTGRES, or a throwaway one.</summary>

@@ -41,7 +41,8 @@ public sealed class ScaleOutDemo
 
     /// <summary>Prepares a run.</summary>
     /// <param name="options">What to run.</param>
-    /// <param name="connectionString">The PostgreSQL server the instances share (the role needs CREATE on the database).</param>
+    /// <param name="connectionString">The PostgreSQL server the instances share (the role needs CREATE on the database;
+    /// no multiplexing, and a minimum pool size of at most <see cref="ScaleOutWorker.ConnectionsPerInstance"/>).</param>
     /// <param name="apiAddress">The flaky API the instances call.</param>
     /// <param name="command">How to start an instance; null for this sample's program (<see cref="WorkerCommand.ThisSample"/>).</param>
     /// <param name="timeProvider">The clock for timings and the progress interval.</param>
@@ -89,7 +90,7 @@ public sealed class ScaleOutDemo
             // The work is put once every instance waits for it, so they all start together (a process takes a while
             // to start), and the wall time is the work's.
             await WaitUntilReadyAsync(dataSource, schema, instances, launched, cancellationToken);
-            progress?.Invoke(new ScaleOutProgress(TimeSpan.Zero, _options.FanOut.Count, [], string.Format(
+            progress?.Invoke(new ScaleOutProgress(TimeSpan.Zero, _options.FanOut.Count, 0, [], string.Format(
                 CultureInfo.InvariantCulture, "{0} instances (pids {1}) ready {2:N1} s after they were started; putting the work",
                 instances.Count, string.Join(", ", instances.Select(i => i.ProcessId)), _time.GetElapsedTime(launched).TotalSeconds)));
             long start = _time.GetTimestamp();
@@ -176,7 +177,7 @@ public sealed class ScaleOutDemo
                     throw new InvalidOperationException($"Instance #{failed.Number} failed: {failed.Describe()}");
                 }
 
-                int[] recorded = await ReadRecordedPerInstanceAsync(dataSource, schema, cancellationToken);
+                (int distinct, int[] recorded) = await ReadRecordedAsync(dataSource, schema, cancellationToken);
                 string? happened = null;
                 Instance victim = instances[^1];
                 // Killed while items still wait to be delivered: the others are still taking items, and the get that
@@ -189,7 +190,7 @@ public sealed class ScaleOutDemo
                         "killed instance #{0} (pid {1}); the items it held go to the others", victim.Number, victim.ProcessId);
                 }
 
-                progress?.Invoke(new ScaleOutProgress(_time.GetElapsedTime(start), _options.FanOut.Count, recorded, happened));
+                progress?.Invoke(new ScaleOutProgress(_time.GetElapsedTime(start), _options.FanOut.Count, distinct, recorded, happened));
                 if (join.IsCompleted)
                 {
                     await join; // throws TimeoutException if the work took longer than the run's timeout
@@ -255,7 +256,7 @@ public sealed class ScaleOutDemo
             }
         }
 
-        int[] recorded = await ReadRecordedPerInstanceAsync(dataSource, schema, cancellationToken);
+        (_, int[] recorded) = await ReadRecordedAsync(dataSource, schema, cancellationToken);
         return new ScaleOutResult
         {
             Requested = _options.FanOut.Count,
@@ -272,17 +273,29 @@ public sealed class ScaleOutDemo
         };
     }
 
-    private async Task<int[]> ReadRecordedPerInstanceAsync(NpgsqlDataSource dataSource, string schema, CancellationToken cancellationToken)
+    /// <summary>The requests recorded so far, each counted once (a result recorded twice is one request), and the results
+    /// each instance recorded (index = instance number - 1), read in one statement (one snapshot).</summary>
+    private async Task<(int Distinct, int[] PerInstance)> ReadRecordedAsync(NpgsqlDataSource dataSource, string schema, CancellationToken cancellationToken)
     {
         var recorded = new int[_options.Instances];
-        await using NpgsqlCommand command = dataSource.CreateCommand($"SELECT instance, count(*)::int FROM {schema}.{EffectsTable} GROUP BY instance");
+        int distinct = 0;
+        await using NpgsqlCommand command = dataSource.CreateCommand(
+            $"SELECT instance, count(*)::int FROM {schema}.{EffectsTable} GROUP BY instance " +
+            $"UNION ALL SELECT 0, count(DISTINCT id)::int FROM {schema}.{EffectsTable}");
         await using NpgsqlDataReader reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            recorded[reader.GetInt32(0) - 1] = reader.GetInt32(1);
+            if (reader.GetInt32(0) == 0)
+            {
+                distinct = reader.GetInt32(1);
+            }
+            else
+            {
+                recorded[reader.GetInt32(0) - 1] = reader.GetInt32(1);
+            }
         }
 
-        return recorded;
+        return (distinct, recorded);
     }
 
     private static async Task ExecuteAsync(NpgsqlDataSource dataSource, string sql, CancellationToken cancellationToken)

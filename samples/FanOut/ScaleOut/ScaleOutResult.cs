@@ -3,9 +3,12 @@ namespace FanOut;
 /// <summary>A live view of a scale-out run, for progress output.</summary>
 /// <param name="Elapsed">Time since the instances were started.</param>
 /// <param name="Total">The number of requests in all.</param>
-/// <param name="RecordedPerInstance">Results each instance recorded so far (index = instance number - 1); empty before the work is put.</param>
+/// <param name="Recorded">Requests whose result some instance recorded so far, each counted once: at most
+/// <paramref name="Total"/>.</param>
+/// <param name="RecordedPerInstance">Results each instance recorded so far (index = instance number - 1); empty before the
+/// work is put. They add up to more than <paramref name="Recorded"/> when a result was recorded twice (a redelivery).</param>
 /// <param name="Event">What just happened (an instance killed), or null.</param>
-public readonly record struct ScaleOutProgress(TimeSpan Elapsed, int Total, IReadOnlyList<int> RecordedPerInstance, string? Event);
+public readonly record struct ScaleOutProgress(TimeSpan Elapsed, int Total, int Recorded, IReadOnlyList<int> RecordedPerInstance, string? Event);
 
 /// <summary>One instance of a scale-out run.</summary>
 /// <param name="Number">From 1.</param>
