@@ -173,7 +173,12 @@ public sealed class AsyncResult<T>
 
             _value = value;
             _error = error;
-            _faulted = error is null ? null : Task.FromException<T>(error.SourceException);
+            if (error is not null)
+            {
+                _faulted = Task.FromException<T>(error.SourceException);
+                _ = _faulted.Exception; // observed: made whether or not anyone gets it, so never reported as unobserved
+            }
+
             _isSet = true;
             if (error is null)
             {

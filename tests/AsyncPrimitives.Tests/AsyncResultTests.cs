@@ -148,6 +148,51 @@ public sealed class AsyncResultTests
     }
 
     [Fact]
+    public async Task SetException_AFailureEveryGetterObserved_NeverReachesUnobservedTaskException()
+    {
+        // A result failed while a getter waited; the getter observed the failure, and nobody got the result afterwards.
+        // Nothing the library made for the failure may then report it to TaskScheduler.UnobservedTaskException.
+        var unobserved = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        EventHandler<UnobservedTaskExceptionEventArgs> handler = (_, e) =>
+        {
+            foreach (Exception ex in e.Exception.InnerExceptions.OfType<ResultFailure>())
+            {
+                unobserved.Enqueue(ex);
+            }
+        };
+
+        TaskScheduler.UnobservedTaskException += handler;
+        try
+        {
+            await FailAResultItsWaiterObservesAsync();
+            await Task.Yield(); // collect on a fresh stack
+            for (int i = 0; i < 2; i++)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+            }
+        }
+        finally
+        {
+            TaskScheduler.UnobservedTaskException -= handler;
+        }
+
+        unobserved.Should().BeEmpty("the failure was observed by the getter it was given to; nothing else was asked for");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static async Task FailAResultItsWaiterObservesAsync()
+    {
+        var result = new AsyncResult<int>();
+        Task<int> waiter = result.GetAsync().AsTask();
+        result.SetException(new ResultFailure());
+        await ThrowsSoon<ResultFailure>(waiter);
+    }
+
+    /// <summary>The failure of <see cref="FailAResultItsWaiterObservesAsync"/>, told apart from other tests' exceptions.</summary>
+    private sealed class ResultFailure() : Exception("the result failed");
+
+    [Fact]
     public void SetException_Null_ThrowsArgumentNullWithParamName()
     {
         var result = new AsyncResult<int>();
