@@ -57,8 +57,8 @@ internal sealed class WaitNode<T> : IValueTaskSource<T>, IValueTaskSource
     private short _version;
 
     /// <summary>The error outcome, if the wait failed (canceled, timed out, shut down), captured once when it was
-    /// decided: waiters failed with one shared exception (a shutdown, a result set with an exception) each rethrow it
-    /// from that capture, so none sees another's frames. For a condition waiter that timed out or was cancelled it is
+    /// decided: waiters failed with one shared exception (a result set with an exception) each rethrow it from that one
+    /// capture, so none sees another's frames. For a condition waiter that timed out or was cancelled it is
     /// recorded before the lock is handed back, and delivered with it.</summary>
     private ExceptionDispatchInfo? _error;
 
