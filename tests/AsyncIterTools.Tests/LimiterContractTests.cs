@@ -1297,12 +1297,15 @@ public sealed class LimiterContractTests
     /// <summary>
     /// Call A ended before the null element was read (its lease still going back); call B ended only after it was read:
     /// the failure comes after A and before B, however their leases' releases interleave. AsCompleted never yields B's
-    /// value; GatherAsync throws the input failure, not B's ("the first failure wins").
+    /// value; GatherAsync throws the input failure, not B's ("the first failure wins"). With <paramref name="bBackFirst"/>,
+    /// B's lease is back (and B posted, while the failure is still held for A) before A's.
     /// </summary>
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task ACallThatEndedAfterANullElementWasRead_DoesNotOvertakeIt_WhileAnEarlierLeaseGoesBack(bool gather)
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public async Task ACallThatEndedAfterANullElementWasRead_DoesNotOvertakeIt_WhileAnEarlierLeaseGoesBack(bool gather, bool bBackFirst)
     {
         // On a single-threaded context the consumer's step that reads the null element (and posts its failure) runs to its
         // end before this body's next step, which the null element's read released: B then ends after the failure is
@@ -1311,7 +1314,9 @@ public sealed class LimiterContractTests
         await context.Run(async () =>
         {
             var firstRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var thirdRelease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            // Completed on the test's step, B's lease goes back and B is posted inside SetResult (the queue's bookkeeping
+            // awaits it with ConfigureAwait(false)): done before the test's next step.
+            var thirdRelease = new TaskCompletionSource();
             var thirdReleaseStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             int releases = 0;
             using var limiter = new CountingLimiter
@@ -1337,8 +1342,7 @@ public sealed class LimiterContractTests
                 await nullRead.WaitAsync(TestWork.Bound); // the null element is read (after C was taken)
                 b.SetException(new FormatException("B, failed after the null element was read"));
                 await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
-                firstRelease.SetResult();
-                thirdRelease.SetResult();
+                ReleaseLeases(firstRelease, thirdRelease, bBackFirst);
                 await FluentActions.Awaiting(() => gathered.WaitAsync(TestWork.Bound)).Should()
                     .ThrowAsync<ArgumentNullException>("the null element was read before B failed: the first failure wins");
             }
@@ -1358,8 +1362,7 @@ public sealed class LimiterContractTests
                     await nullRead.WaitAsync(TestWork.Bound);
                     b.SetResult(2); // B ends after the null element was read
                     await thirdReleaseStarted.Task.WaitAsync(TestWork.Bound);
-                    firstRelease.SetResult();
-                    thirdRelease.SetResult();
+                    ReleaseLeases(firstRelease, thirdRelease, bBackFirst);
                     await FluentActions.Awaiting(async () =>
                     {
                         bool more = await next.AsTask().WaitAsync(TestWork.Bound);
@@ -1382,6 +1385,12 @@ public sealed class LimiterContractTests
         {
             started.TrySetResult();
             return then;
+        }
+
+        static void ReleaseLeases(TaskCompletionSource a, TaskCompletionSource b, bool bFirst)
+        {
+            (bFirst ? b : a).SetResult();
+            (bFirst ? a : b).SetResult();
         }
     }
 
