@@ -627,35 +627,8 @@ public sealed class AsCompletedTests
         seen.Should().BeEmpty();
     }
 
-    /// <summary>Runs <paramref name="run"/> (which must not keep its tasks reachable), collects garbage, and returns the
-    /// <see cref="AbandonedWorkFailure"/>s that reached <see cref="TaskScheduler.UnobservedTaskException"/>.</summary>
-    private static async Task<List<Exception>> UnobservedFailuresAfterAsync(Func<Task> run)
-    {
-        var unobserved = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
-        EventHandler<UnobservedTaskExceptionEventArgs> handler = (_, e) =>
-        {
-            foreach (Exception ex in e.Exception.InnerExceptions.OfType<AbandonedWorkFailure>())
-            {
-                unobserved.Enqueue(ex);
-            }
-        };
-
-        TaskScheduler.UnobservedTaskException += handler;
-        try
-        {
-            await run();
-            await Task.Yield(); // collect on a fresh stack
-            GC.Collect();
-            GC.WaitForPendingFinalizers();
-            GC.Collect();
-            GC.WaitForPendingFinalizers();
-            return [.. unobserved];
-        }
-        finally
-        {
-            TaskScheduler.UnobservedTaskException -= handler;
-        }
-    }
+    private static Task<List<Exception>> UnobservedFailuresAfterAsync(Func<Task> run) =>
+        UnobservedFailures.AfterAsync<AbandonedWorkFailure>(run);
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private static async Task<int> BreakWhileWorkFailsAsync()

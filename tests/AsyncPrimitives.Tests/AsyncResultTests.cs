@@ -152,30 +152,7 @@ public sealed class AsyncResultTests
     {
         // A result failed while a getter waited; the getter observed the failure, and nobody got the result afterwards.
         // Nothing the library made for the failure may then report it to TaskScheduler.UnobservedTaskException.
-        var unobserved = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
-        EventHandler<UnobservedTaskExceptionEventArgs> handler = (_, e) =>
-        {
-            foreach (Exception ex in e.Exception.InnerExceptions.OfType<ResultFailure>())
-            {
-                unobserved.Enqueue(ex);
-            }
-        };
-
-        TaskScheduler.UnobservedTaskException += handler;
-        try
-        {
-            await FailAResultItsWaiterObservesAsync();
-            await Task.Yield(); // collect on a fresh stack
-            for (int i = 0; i < 2; i++)
-            {
-                GC.Collect();
-                GC.WaitForPendingFinalizers();
-            }
-        }
-        finally
-        {
-            TaskScheduler.UnobservedTaskException -= handler;
-        }
+        List<Exception> unobserved = await UnobservedFailures.AfterAsync<ResultFailure>(FailAResultItsWaiterObservesAsync);
 
         unobserved.Should().BeEmpty("the failure was observed by the getter it was given to; nothing else was asked for");
     }
