@@ -92,7 +92,7 @@ public sealed class ConsoleOutput
         {
             ("Requests", F("{0:N0}", result.Requested)),
             ("Succeeded", F("{0:N0}", result.Succeeded)),
-            ("Failed", F("{0:N0} (a 5xx answer, a transport error or a timeout after {1} retries; a 4xx answer at once)", result.Failed, options.Retries)),
+            ("Failed", F("{0:N0} (a 5xx, 408 or 429 answer, a transport error or a timeout after {1} retries; another 4xx answer at once)", result.Failed, options.Retries)),
             ("HTTP calls", F("{0:N0} ({1:N0} retries)", result.Attempts, result.Retries)),
             ("Batches", F("{0:N0} (≤ {1} results each)", result.Batches, options.BatchSize)),
             ("Wall time", F("{0:N2} s", result.WallTime.TotalSeconds)),
@@ -161,7 +161,7 @@ public sealed class ConsoleOutput
             ("Completed", completed),
             ("Per instance", string.Join(", ", result.Instances.Select(i => F("#{0} {1:N0}{2}", i.Number, i.Recorded, i.Killed ? " (killed)" : "")))),
             ("Delivered twice", twice),
-            ("Succeeded", F("{0:N0} ({1:N0} failed: a 5xx answer, a transport error or a timeout after {2} retries; a 4xx answer at once)", result.Succeeded, result.Completed - result.Succeeded, options.FanOut.Retries)),
+            ("Succeeded", F("{0:N0} ({1:N0} failed: a 5xx, 408 or 429 answer, a transport error or a timeout after {2} retries; another 4xx answer at once)", result.Succeeded, result.Completed - result.Succeeded, options.FanOut.Retries)),
             ("HTTP calls", F("{0:N0} behind the recorded results; {1:N0} received by the server", result.Calls, serverRequests)),
             ("Peak in flight", peak),
             ("Wall time", F("{0:N2} s (from putting the work, every instance ready, to the last completion)", result.WallTime.TotalSeconds)),

@@ -9,8 +9,9 @@ public sealed record FanOutOptions
     /// <summary>The most HTTP calls in flight at once (Map's <c>maxConcurrency</c>).</summary>
     public int Limit { get; init; } = 64;
 
-    /// <summary>Retries after a failed call that may succeed when tried again (a 5xx answer, a transport error or a
-    /// timeout); 0 means one attempt. Another answer that is not 2xx (a 4xx) is not retried: that request fails at once.</summary>
+    /// <summary>Retries after a failed call that may succeed when tried again (a 5xx, 408 or 429 answer, a transport error
+    /// or a timeout); 0 means one attempt. Another answer that is not 2xx (another 4xx) is not retried: that request fails
+    /// at once.</summary>
     public int Retries { get; init; } = 3;
 
     /// <summary>The pause before a retry, times the attempt number.</summary>

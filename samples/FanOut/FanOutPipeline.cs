@@ -9,8 +9,8 @@ namespace FanOut;
 
 /// <summary>
 /// The demo's pipeline: request ids fan out to HTTP calls with <see cref="AsyncIter.MapUnordered{T, TResult}"/> (at most
-/// <see cref="FanOutOptions.Limit"/> in flight, each retried up to <see cref="FanOutOptions.Retries"/> times after a 5xx
-/// answer, a transport error or a timeout), the
+/// <see cref="FanOutOptions.Limit"/> in flight, each retried up to <see cref="FanOutOptions.Retries"/> times after a 5xx,
+/// 408 or 429 answer, a transport error or a timeout), the
 /// results are grouped with <see cref="AsyncIter.Batch{T}(IAsyncEnumerable{T}, int, TimeSpan, TimeProvider?)"/>, and the
 /// batches go through a bounded <see cref="AsyncQueue{T}"/> to consumer workers that mark each one done
 /// (<c>TaskDone</c>/<c>JoinAsync</c>, then <c>Shutdown</c> ends the workers). With a <see cref="RateLimiter"/>, each
@@ -115,7 +115,8 @@ public sealed class FanOutPipeline
     /// <param name="cancellationToken">Stops the run early and gracefully; the result then reports what was done.</param>
     /// <exception cref="InvalidOperationException">The pipeline was already run.</exception>
     /// <exception cref="ArgumentOutOfRangeException">An id of the <c>ids</c> source is outside [0, Count) (<c>ParamName</c>
-    /// "ids"); it is not called, and the ids before it are processed first, as on any failure of the source.</exception>
+    /// "ids"); it is not called, and the run ends as on any failure of the source: the calls still in flight are
+    /// cancelled, and only the results already handed to the workers are processed.</exception>
     /// <remarks>The first failure of <c>processBatch</c>, else the ids source's failure, is thrown once every worker has
     /// ended.</remarks>
     public async Task<FanOutResult> RunAsync(CancellationToken cancellationToken = default)
@@ -227,9 +228,10 @@ public sealed class FanOutPipeline
         }
     }
 
-    /// <summary>Calls the API for <paramref name="id"/>, retrying an attempt that may succeed when tried again (a 5xx
-    /// answer, a transport error, a timeout); another failure (a 4xx answer) ends it at once. A request that fails is a
-    /// failed result, not an exception (so one bad id does not stop the fan-out). Only cancellation throws.</summary>
+    /// <summary>Calls the API for <paramref name="id"/>, retrying an attempt that may succeed when tried again (a 5xx,
+    /// 408 or 429 answer, a transport error, a timeout); another failure (another 4xx answer) ends it at once. A request
+    /// that fails is a failed result, not an exception (so one bad id does not stop the fan-out). Only cancellation
+    /// throws.</summary>
     private async ValueTask<CallResult> CallWithRetriesAsync(int id, CancellationToken cancellationToken)
     {
         long start = _time.GetTimestamp();
@@ -256,8 +258,9 @@ public sealed class FanOutPipeline
         }
     }
 
-    /// <summary>One HTTP call: no error on success, else why it failed and whether trying again may succeed (a 5xx
-    /// answer, a transport error or a timeout may; a 4xx answer, or any other that is not 2xx, will not).</summary>
+    /// <summary>One HTTP call: no error on success, else why it failed and whether trying again may succeed (a 5xx, 408
+    /// Request Timeout or 429 Too Many Requests answer, a transport error or a timeout may; another 4xx answer, or any
+    /// other that is not 2xx, will not).</summary>
     private async ValueTask<(string? Error, bool Transient)> CallOnceAsync(int id, int attempt, CancellationToken cancellationToken)
     {
         UpdatePeak(Interlocked.Increment(ref _inFlight));
@@ -268,7 +271,7 @@ public sealed class FanOutPipeline
             string path = string.Create(CultureInfo.InvariantCulture, $"items/{id}?attempt={attempt}");
             using HttpResponseMessage response = await _client.GetAsync(path, cancellationToken);
             int status = (int)response.StatusCode;
-            return response.IsSuccessStatusCode ? (null, false) : ($"HTTP {status}", status >= 500);
+            return response.IsSuccessStatusCode ? (null, false) : ($"HTTP {status}", status >= 500 || status is 408 or 429);
         }
         catch (HttpRequestException e)
         {

@@ -19,7 +19,7 @@ Option<int> count = IntOption("--count", "Number of requests to make.", defaults
 Option<int> limit = IntOption("--limit", "Most requests in flight at once.", defaults.Limit, min: 1);
 Option<int> latencyMs = IntOption("--latency-ms", "Server latency per request, in milliseconds.", (int)serverDefaults.Latency.TotalMilliseconds, min: 0);
 Option<int> jitterMs = IntOption("--jitter-ms", "Random latency added or taken away, up to this many milliseconds.", (int)serverDefaults.Jitter.TotalMilliseconds, min: 0);
-Option<int> retries = IntOption("--retries", "Retries of a request after a 5xx answer, a transport error or a timeout, before it counts as failed (a 4xx answer fails at once).", defaults.Retries, min: 0);
+Option<int> retries = IntOption("--retries", "Retries of a request after a 5xx, 408 or 429 answer, a transport error or a timeout, before it counts as failed (another 4xx answer fails at once).", defaults.Retries, min: 0);
 Option<int> batchSize = IntOption("--batch-size", "Most results per batch.", defaults.BatchSize, min: 1);
 Option<int> batchDelayMs = IntOption("--batch-delay-ms", "Longest a batch waits for more results, in milliseconds.", (int)defaults.BatchDelay.TotalMilliseconds, min: 1);
 Option<int> workers = IntOption("--workers", "Consumer workers taking batches off the queue.", defaults.Workers, min: 1);
@@ -240,7 +240,8 @@ static Option<double> DoubleOption(string name, string description, double defau
 // Why a --postgres value is no connection string the demo can use, or null when it is one (checked as a data source is
 // made, without connecting: whether its server answers is seen by ServerProblemAsync). Besides what Npgsql refuses, the
 // settings under which the parent's coordinator or an instance's data source (ScaleOutWorker) would throw once the run
-// has started.
+// has started, or under which its connections would not be pooled. (A Maximum Pool Size needs no check: the parent
+// and each instance replace it with their own.)
 static string? ConnectionStringProblem(string text)
 {
     NpgsqlConnectionStringBuilder settings;
@@ -259,6 +260,12 @@ static string? ConnectionStringProblem(string text)
         return "Multiplexing=true cannot be used: each PostgresCoordinator needs a connection of its own for LISTEN.";
     }
 
+    if (!settings.Pooling)
+    {
+        return string.Create(CultureInfo.InvariantCulture,
+            $"Pooling=false cannot be used: each process shares at most {ScaleOutWorker.ConnectionsPerInstance} pooled connections among its calls; without a pool every call opens a connection of its own.");
+    }
+
     if (settings.MinPoolSize > ScaleOutWorker.ConnectionsPerInstance)
     {
         return string.Create(CultureInfo.InvariantCulture,
@@ -269,16 +276,24 @@ static string? ConnectionStringProblem(string text)
 }
 
 // Why the server of a connection string cannot be used (it does not answer, refuses the login, the role may not create
-// the run's schema, ...), or null.
+// the run's schema, the session is read-only, ...), or null.
 static async Task<string?> ServerProblemAsync(string connectionString, CancellationToken cancellationToken)
 {
     try
     {
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync(cancellationToken);
-        await using var canCreate = new NpgsqlCommand("SELECT has_database_privilege(current_database(), 'CREATE'), current_user, current_database()", connection);
+        await using var canCreate = new NpgsqlCommand(
+            "SELECT has_database_privilege(current_database(), 'CREATE'), current_user, current_database(), " +
+            "pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'", connection);
         await using NpgsqlDataReader reader = await canCreate.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
+        if (reader.GetBoolean(3) || reader.GetBoolean(4))
+        {
+            // CREATE is granted on a standby too, and with default_transaction_read_only; neither can write.
+            return $"the session is read-only ({(reader.GetBoolean(3) ? "the server is a standby" : "default_transaction_read_only is on")}): the run creates a schema of its own and writes to it.";
+        }
+
         return reader.GetBoolean(0) ? null
             : $"the role {reader.GetString(1)} has no CREATE privilege on the database {reader.GetString(2)} (the run works in a schema of its own, which it creates).";
     }

@@ -69,14 +69,17 @@ public sealed class FanOutPipelineTests
         server.PeakInFlight.Should().BeLessThanOrEqualTo(4);
     }
 
-    /// <summary>FanOutOptions.Retries: a 5xx answer (like a transport error or a timeout) is retried; a 4xx answer
-    /// would fail again, so it fails at once, counted as failed.</summary>
+    /// <summary>FanOutOptions.Retries: a 5xx answer (like a transport error or a timeout) is retried, and so are 408
+    /// Request Timeout (a timeout) and 429 Too Many Requests (the server may take it later); another 4xx answer would
+    /// fail again, so it fails at once, counted as failed.</summary>
     [Theory]
     [InlineData(HttpStatusCode.NotFound, 1)]
     [InlineData(HttpStatusCode.BadRequest, 1)]
     [InlineData(HttpStatusCode.InternalServerError, Retries + 1)]
     [InlineData(HttpStatusCode.ServiceUnavailable, Retries + 1)]
-    public async Task RunAsync_RetriesA5xxAnswer_NotA4xxAnswer(HttpStatusCode status, int attempts)
+    [InlineData(HttpStatusCode.RequestTimeout, Retries + 1)]
+    [InlineData(HttpStatusCode.TooManyRequests, Retries + 1)]
+    public async Task RunAsync_RetriesA5xx408Or429Answer_NotAnother4xxAnswer(HttpStatusCode status, int attempts)
     {
         var handler = new AnswerWith(status);
         using var http = new HttpClient(handler) { BaseAddress = new Uri("http://127.0.0.1:9/") };

@@ -7,7 +7,8 @@ namespace FanOut.Tests;
 /// <summary>
 /// The program's promises where a run does not go as planned: a bad <c>--postgres</c> value (a connection string the
 /// demo cannot use, or a server it cannot use, included) is one clear error line with exit code 2 (never a stack
-/// trace), a stop while the API starts exits as a stop and says so, a stop's report names the signal,
+/// trace), while a small Maximum Pool Size and a plain role granted CREATE run, a stop while the API starts exits as a
+/// stop and says so, a stop's report names the signal,
 /// and a <c>--kill-one</c> run that killed nothing says so. Bounded in time; each step waits for output, or for the
 /// program's listening socket.
 /// </summary>
@@ -31,10 +32,13 @@ public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : I
     }
 
     /// <summary>Settings Npgsql accepts but the demo cannot run with: the parent's PostgresCoordinator refuses
-    /// multiplexing, and each instance's data source (at most 16 pooled connections) refuses a larger minimum.</summary>
+    /// multiplexing, each instance's data source (at most 16 pooled connections) refuses a larger minimum, and without
+    /// pooling every call of three instances opens a connection of its own (past max_connections, or waiting on each
+    /// other).</summary>
     [PostgresTheory]
     [InlineData("Multiplexing=true")]
     [InlineData("Minimum Pool Size=20")]
+    [InlineData("Pooling=false")]
     public async Task Postgres_AConnectionStringTheDemoCannotUse_IsOneErrorNamingTheSetting_ExitCode2(string setting)
     {
         using Process run = ProgramRun.Start("--postgres", postgres.ConnectionString + ";" + setting, "--count", "10", "--instances", "2");
@@ -45,6 +49,65 @@ public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : I
         errors.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Contain(l => l.Contains("--postgres") && l.Contains(setting.Split('=')[0]),
             "the error names the option and the setting the demo cannot use");
         output.Should().NotContain("FanOut --postgres", "the run does not start");
+    }
+
+    /// <summary>docs/scale-out.md: a Maximum Pool Size in the connection string is replaced by the parent's own pool,
+    /// as by each instance's: with 1 or 2 the parent's coordinator (its LISTEN connection) and its watch of the run
+    /// do not run out of connections once the run has started (a short Timeout makes a wait for one fail fast).</summary>
+    [PostgresTheory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Postgres_ASmallMaximumPoolSize_IsReplacedByTheParentsOwnPool_AndTheRunCompletes(int maxPoolSize)
+    {
+        using Process run = ProgramRun.Start(
+            "--postgres", postgres.ConnectionString + $";Maximum Pool Size={maxPoolSize};Timeout=3",
+            "--count", "10", "--instances", "2", "--latency-ms", "0", "--jitter-ms", "0");
+        (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+        run.ExitCode.Should().Be(0, $"the parent has a pool of its own (stdout: '{output}', stderr: '{errors}')");
+        output.Should().Contain("none lost");
+    }
+
+    /// <summary>docs/scale-out.md: the session must not be read-only. A read-only session (a standby, or
+    /// default_transaction_read_only) passes the CREATE check, but cannot create the run's schema: a server that cannot be
+    /// used, one error line, exit code 2, before the run starts.</summary>
+    [PostgresFact]
+    public async Task Postgres_AReadOnlySession_IsAServerThatCannotBeUsed_ExitCode2()
+    {
+        var connectionString = new NpgsqlConnectionStringBuilder(postgres.ConnectionString) { Options = "-c default_transaction_read_only=on" };
+        using Process run = ProgramRun.Start("--postgres", connectionString.ConnectionString, "--count", "10", "--instances", "2");
+        (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+        run.ExitCode.Should().Be(2, $"a server that cannot be used (stdout: '{output}', stderr: '{errors}')");
+        errors.Should().NotMatchRegex(@"\n\s+at \S", "a server that cannot be used is never a stack trace");
+        errors.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().ContainSingle()
+            .Which.Should().Contain("--postgres").And.Contain("read-only");
+        output.Should().NotContain("FanOut --postgres", "the run does not start");
+    }
+
+    /// <summary>docs/scale-out.md: the role needs CREATE on the database, and nothing more: a plain role granted it is
+    /// no server that cannot be used, and runs the demo.</summary>
+    [PostgresFact]
+    public async Task Postgres_APlainRoleGrantedCreateOnTheDatabase_Runs()
+    {
+        string role = "fanout_create_" + Guid.NewGuid().ToString("N")[..8];
+        string database = new NpgsqlConnectionStringBuilder(postgres.ConnectionString).Database!;
+        await ExecuteAsync($"CREATE ROLE {role} LOGIN PASSWORD 'pw'");
+        await ExecuteAsync($"GRANT CREATE ON DATABASE \"{database}\" TO {role}");
+        try
+        {
+            var connectionString = new NpgsqlConnectionStringBuilder(postgres.ConnectionString) { Username = role, Password = "pw" };
+            using Process run = ProgramRun.Start(
+                "--postgres", connectionString.ConnectionString, "--count", "50", "--instances", "2", "--latency-ms", "0", "--jitter-ms", "0");
+            (string output, string errors) = await ProgramRun.ReadToEndAsync(run, s_bound);
+
+            run.ExitCode.Should().Be(0, $"(stdout: '{output}', stderr: '{errors}')");
+        }
+        finally
+        {
+            await ExecuteAsync($"REVOKE ALL ON DATABASE \"{database}\" FROM {role}");
+            await ExecuteAsync($"DROP ROLE IF EXISTS {role}");
+        }
     }
 
     /// <summary>docs/scale-out.md: with a connection string, the role needs CREATE on the database; a role without it
@@ -69,14 +132,6 @@ public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : I
         finally
         {
             await ExecuteAsync($"DROP ROLE IF EXISTS {role}");
-        }
-
-        async Task ExecuteAsync(string sql)
-        {
-            await using var admin = new NpgsqlConnection(postgres.ConnectionString);
-            await admin.OpenAsync();
-            await using var command = new NpgsqlCommand(sql, admin);
-            await command.ExecuteNonQueryAsync();
         }
     }
 
@@ -184,6 +239,15 @@ public sealed class ProgramFailureTests(ScaleOutDemoTests.Postgres postgres) : I
         return File.ReadLines("/proc/net/tcp").Skip(1)
             .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
             .Any(f => f.Length > 9 && f[3] == "0A" && inodes.Contains(f[9]));
+    }
+
+    /// <summary>Runs <paramref name="sql"/> on the test server as its superuser.</summary>
+    private async Task ExecuteAsync(string sql)
+    {
+        await using var admin = new NpgsqlConnection(postgres.ConnectionString);
+        await admin.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, admin);
+        await command.ExecuteNonQueryAsync();
     }
 }
 

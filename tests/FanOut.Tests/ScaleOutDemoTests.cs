@@ -1,3 +1,5 @@
+using Npgsql;
+
 namespace FanOut.Tests;
 
 /// <summary>
@@ -71,6 +73,21 @@ public sealed class ScaleOutDemoTests(ScaleOutDemoTests.Postgres postgres) : ICl
         progress.Should().NotBeEmpty();
         progress.Should().OnlyContain(p => p.Total == Count && p.Recorded <= Count && p.Recorded <= p.RecordedPerInstance.Sum());
         progress.Select(p => p.Recorded).Should().BeInAscendingOrder("a recorded request stays recorded");
+    }
+
+    /// <summary>RunAsync's remarks: the run's schema is dropped however the run ends, and a drop that fails as well never
+    /// replaces the run's own failure. In a read-only session the schema cannot be made, nor dropped.</summary>
+    [PostgresFact]
+    public async Task RunAsync_WhenTheRunFails_AndTheSchemaCannotBeDroppedEither_ThrowsTheRunsOwnFailure()
+    {
+        await using FlakyApiServer server = await StartServerAsync();
+        var readOnly = new NpgsqlConnectionStringBuilder(postgres.ConnectionString) { Options = "-c default_transaction_read_only=on" };
+        var demo = new ScaleOutDemo(new ScaleOutOptions { FanOut = new FanOutOptions { Count = 10 }, Instances = 2, Timeout = s_bound },
+            readOnly.ConnectionString, server.BaseAddress);
+
+        Exception failure = (await FluentActions.Awaiting(() => demo.RunAsync().WaitAsync(s_bound)).Should().ThrowAsync<Exception>()).Which;
+
+        failure.ToString().Should().Contain("read-only").And.NotContain("DROP SCHEMA", "the run's own failure is thrown, not the clean-up's");
     }
 
     private static void ShouldBeSeparateProcessesThatShared(ScaleOutResult result)

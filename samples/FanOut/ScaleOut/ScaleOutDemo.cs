@@ -41,8 +41,10 @@ public sealed class ScaleOutDemo
 
     /// <summary>Prepares a run.</summary>
     /// <param name="options">What to run.</param>
-    /// <param name="connectionString">The PostgreSQL server the instances share (the role needs CREATE on the database;
-    /// no multiplexing, and a minimum pool size of at most <see cref="ScaleOutWorker.ConnectionsPerInstance"/>).</param>
+    /// <param name="connectionString">The PostgreSQL server the instances share (the role needs CREATE on the database,
+    /// in a session that is not read-only; no multiplexing, no <c>Pooling=false</c>, and a minimum pool size of at most
+    /// <see cref="ScaleOutWorker.ConnectionsPerInstance"/>; its maximum pool size is replaced by that number, which the
+    /// parent, like each instance, opens at most).</param>
     /// <param name="apiAddress">The flaky API the instances call.</param>
     /// <param name="command">How to start an instance; null for this sample's program (<see cref="WorkerCommand.ThisSample"/>).</param>
     /// <param name="timeProvider">The clock for timings and the progress interval.</param>
@@ -64,12 +66,22 @@ public sealed class ScaleOutDemo
     /// <param name="cancellationToken">Stops the run: the instances are killed and the schema dropped.</param>
     /// <exception cref="InvalidOperationException">An instance failed (its error output is in the message).</exception>
     /// <exception cref="TimeoutException">The work was not done within <see cref="ScaleOutOptions.Timeout"/>.</exception>
+    /// <remarks>The run's schema is dropped at the end, however the run ends. When the run failed or was stopped, that
+    /// failure is thrown even if the drop fails too (the schema may then be left behind); after a run that did not
+    /// fail, a failed drop is thrown.</remarks>
     public async Task<ScaleOutResult> RunAsync(Action<ScaleOutProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         string schema = "fanout_" + Guid.NewGuid().ToString("N")[..12];
-        var connection = new NpgsqlConnectionStringBuilder(_connectionString) { ApplicationName = "fanout-parent" };
+        var connection = new NpgsqlConnectionStringBuilder(_connectionString)
+        {
+            ApplicationName = "fanout-parent",
+            // The parent's own pool, as an instance has (ScaleOutWorker): its coordinator's LISTEN connection and the
+            // watch's queries beside each other never run out of connections under a smaller Maximum Pool Size given.
+            MaxPoolSize = ScaleOutWorker.ConnectionsPerInstance,
+        };
         await using NpgsqlDataSource dataSource = NpgsqlDataSource.Create(connection);
         var instances = new List<Instance>();
+        Exception? failure = null;
         try
         {
             await using var coordinator = new PostgresCoordinator(dataSource, new PostgresCoordinatorOptions { Schema = schema });
@@ -109,6 +121,11 @@ public sealed class ScaleOutDemo
 
             return await ReadResultAsync(queue, dataSource, schema, instances, wallTime, cancellationToken);
         }
+        catch (Exception e)
+        {
+            failure = e;
+            throw;
+        }
         finally
         {
             foreach (Instance instance in instances)
@@ -116,7 +133,15 @@ public sealed class ScaleOutDemo
                 instance.Dispose(); // kills it if it still runs (a failure or a stop)
             }
 
-            await ExecuteAsync(dataSource, $"DROP SCHEMA IF EXISTS {schema} CASCADE", CancellationToken.None);
+            try
+            {
+                await ExecuteAsync(dataSource, $"DROP SCHEMA IF EXISTS {schema} CASCADE", CancellationToken.None);
+            }
+            catch (Exception) when (failure is not null)
+            {
+                // The run's own failure (or stop) is what is thrown: the clean-up's failure, often the same cause (the
+                // server is gone, or the session is read-only), never replaces it. The schema may then be left behind.
+            }
         }
     }
 
