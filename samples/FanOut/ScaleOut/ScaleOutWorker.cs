@@ -25,7 +25,8 @@ public sealed record ScaleOutWorkerSettings(
 /// </summary>
 public static class ScaleOutWorker
 {
-    /// <summary>The most connections an instance opens (besides its coordinator's LISTEN connection).</summary>
+    /// <summary>The most connections an instance opens (its coordinator's LISTEN connection among them: the coordinator
+    /// takes it from the same pool).</summary>
     public const int ConnectionsPerInstance = 16;
 
     /// <summary>Runs the instance until the queue is shut down and drained.</summary>
