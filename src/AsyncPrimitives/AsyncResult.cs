@@ -37,18 +37,16 @@ public sealed class AsyncResult<T>
     /// <summary>Callers waiting for the result; empty once it is set.</summary>
     private readonly WaitQueue<T, Policy> _waiters;
 
-    /// <summary>The value, valid once <see cref="_isSet"/> is true and <see cref="_error"/> is null.</summary>
+    /// <summary>The value, valid once <see cref="_isSet"/> is true and <see cref="_faulted"/> is null.</summary>
     private T _value = default!;
 
-    /// <summary>The failure, if the result was set with an exception, captured once: every getter rethrows it from this
-    /// capture (the exception's trace as it was set, plus the getter's own frames, never another getter's).</summary>
-    private ExceptionDispatchInfo? _error;
-
-    /// <summary>The failure as one faulted task, made with <see cref="_error"/>: what a get after the failure returns.</summary>
+    /// <summary>The failure, if the result was set with an exception, as one faulted task made when it was set: a get
+    /// after the failure returns it, and <see cref="TryGet"/> throws from it, so every getter rethrows the exception as it
+    /// was set plus its own frames, never another getter's (waiters already in line rethrow it from one capture too).</summary>
     private Task<T>? _faulted;
 
-    /// <summary>Set last, under the lock, after <see cref="_value"/>/<see cref="_error"/>/<see cref="_faulted"/>: readers
-    /// that see true see them.</summary>
+    /// <summary>Set last, under the lock, after <see cref="_value"/>/<see cref="_faulted"/>: readers that see true see
+    /// them.</summary>
     private volatile bool _isSet;
 
     /// <summary>Creates an unset result.</summary>
@@ -124,7 +122,7 @@ public sealed class AsyncResult<T>
             return false;
         }
 
-        _error?.Throw();
+        _faulted?.GetAwaiter().GetResult(); // throws the failure
         value = _value;
         return true;
     }
@@ -172,7 +170,6 @@ public sealed class AsyncResult<T>
             }
 
             _value = value;
-            _error = error;
             if (error is not null)
             {
                 _faulted = Task.FromException<T>(error.SourceException);
@@ -203,7 +200,7 @@ public sealed class AsyncResult<T>
     public override string ToString() => Display.Format(
         "AsyncResult",
         Name,
-        !_isSet ? $"unset, waiters={_waiters.Count}" : _error is null ? $"value={_value}" : $"error={_error.SourceException.GetType().Name}");
+        !_isSet ? $"unset, waiters={_waiters.Count}" : _faulted is null ? $"value={_value}" : $"error={_faulted.Exception!.InnerException!.GetType().Name}");
 
     /// <summary>The engine's view: a caller is served (or fails) once the result is set, with or without the lock.</summary>
     private readonly struct Policy(AsyncResult<T> owner) : IWaitPolicy<T>
@@ -213,12 +210,12 @@ public sealed class AsyncResult<T>
         public bool TryAcquire(T offer, bool willWait, ref Completions<T> completions, out T result)
         {
             // _isSet first: it is written last, so once it reads true the value and error are visible.
-            bool served = owner._isSet && owner._error is null;
+            bool served = owner._isSet && owner._faulted is null;
             result = served ? owner._value : default!;
             return served;
         }
 
-        public Exception? Refusal() => owner._isSet ? owner._error!.SourceException : null;
+        public Exception? Refusal() => owner._isSet ? owner._faulted!.Exception!.InnerException : null;
 
         public void OnWaiterLeft(ref Completions<T> completions)
         {
