@@ -81,7 +81,7 @@ public sealed class ScaleOutDemo
         };
         await using NpgsqlDataSource dataSource = NpgsqlDataSource.Create(connection);
         var instances = new List<Instance>();
-        Exception? failure = null;
+        bool ranToItsEnd = false;
         try
         {
             await using var coordinator = new PostgresCoordinator(dataSource, new PostgresCoordinatorOptions { Schema = schema });
@@ -119,12 +119,9 @@ public sealed class ScaleOutDemo
             // Every item is completed: the instances' gets throw QueueShutDownException, and they exit.
             await WaitForExitAsync(instances, start, cancellationToken);
 
-            return await ReadResultAsync(queue, dataSource, schema, instances, wallTime, cancellationToken);
-        }
-        catch (Exception e)
-        {
-            failure = e;
-            throw;
+            ScaleOutResult result = await ReadResultAsync(queue, dataSource, schema, instances, wallTime, cancellationToken);
+            ranToItsEnd = true;
+            return result;
         }
         finally
         {
@@ -137,7 +134,7 @@ public sealed class ScaleOutDemo
             {
                 await ExecuteAsync(dataSource, $"DROP SCHEMA IF EXISTS {schema} CASCADE", CancellationToken.None);
             }
-            catch (Exception) when (failure is not null)
+            catch (Exception) when (!ranToItsEnd)
             {
                 // The run's own failure (or stop) is what is thrown: the clean-up's failure, often the same cause (the
                 // server is gone, or the session is read-only), never replaces it. The schema may then be left behind.
