@@ -460,6 +460,28 @@ public sealed class WaitMetricsTests : IDisposable
     }
 
     [Fact]
+    public async Task AListenerThatThrowsAsATimerEndsAWait_ThrowsOnTheTimersThread_AfterTheWaitTimedOut()
+    {
+        // observability.md: where no caller records (a timer that ends a timed wait), the exception is unhandled there,
+        // and the wait it recorded has its outcome first. A fake clock fires timers inside Advance, so "there" is Advance.
+        var clock = new FakeTimeProvider();
+        var semaphore = new AsyncSemaphore(1, timeProvider: clock) { Name = "throwing-as-timed-out" };
+        semaphore.TryAcquire().Should().BeTrue();
+        ValueTask<AsyncSemaphore.Releaser> timed;
+        using (ThrowingListener("throwing-as-timed-out", (instrument, _, outcome) => outcome == "timeout"))
+        {
+            timed = semaphore.AcquireAsync(TimeSpan.FromSeconds(1));
+            FluentActions.Invoking(() => clock.Advance(TimeSpan.FromSeconds(1)))
+                .Should().Throw<InvalidOperationException>("nothing is swallowed: the timer's callback throws it");
+        }
+
+        timed.IsCompleted.Should().BeTrue("the wait had its outcome before the listener was called");
+        await FluentActions.Awaiting(async () => await timed).Should().ThrowAsync<TimeoutException>();
+        semaphore.Release();
+        semaphore.CurrentCount.Should().Be(1, "the timed-out wait was given nothing");
+    }
+
+    [Fact]
     public async Task AListenerThatThrowsAsAKeyedWaitQueues_FailsThatWait_WhichLeavesTheLineHoldingNothing()
     {
         var keyed = new AsyncKeyedLock<string> { Name = "throwing-as-queued-keyed" };
