@@ -247,6 +247,46 @@ public sealed class BatchTests
         (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
     }
 
+    [Fact]
+    public async Task Timed_AConsumerAskingLate_GetsTheBatchMaxDelayAfterItsFirstItemWasRead_NotAfterItAsked()
+    {
+        var time = new CountingTimeProvider();
+        TaskCompletionSource[] asked = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // Code after a yield runs only when the read-ahead asks for the next item, i.e. after it stamped the previous one.
+        async IAsyncEnumerable<string> Source([EnumeratorCancellation] CancellationToken ct = default)
+        {
+            yield return "A";
+            asked[1].TrySetResult();
+            await release.Task.WaitAsync(ct);
+            yield return "B";
+            asked[2].TrySetResult();
+            await new TaskCompletionSource().Task.WaitAsync(ct); // stalls until the read-ahead stops
+        }
+
+        await using IAsyncEnumerator<string[]> e = Source().Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
+        ValueTask<bool> move = e.MoveNextAsync();
+        await asked[1].Task.WaitAsync(TestWork.Bound); // A read at t=0
+        await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(5));
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal("A");
+
+        // B is read at t=5 while the consumer is busy with [A]; it asks for the next batch at t=8.
+        release.SetResult();
+        await asked[2].Task.WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(3));
+        move = e.MoveNextAsync();
+        await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(1));
+        move.IsCompleted.Should().BeFalse("B's batch is due at t=10");
+
+        time.Advance(TimeSpan.FromSeconds(1));
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue("the batch is due maxDelay after B was read, not after the consumer asked");
+        e.Current.Should().Equal("B");
+    }
+
     // An item read exactly maxDelay after a batch's first item: the deadline has passed by then (it counts >= maxDelay),
     // so the item starts the next batch, for a consumer that waited for the batch and for one that asks late alike.
     private static async IAsyncEnumerable<string> ZThenAThenB(TaskCompletionSource[] asked, TaskCompletionSource[] release, [EnumeratorCancellation] CancellationToken ct = default)
