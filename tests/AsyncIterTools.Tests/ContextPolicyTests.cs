@@ -73,6 +73,96 @@ public sealed class ContextPolicyTests
         source.CalledOffTheContext.Should().BeEmpty("a source's members are called where the consumer runs");
     }
 
+    /// <summary>
+    /// The read-ahead of Prefetch and the timed Batch belongs to no caller's context, also once a source has completed a
+    /// move inline on the consumer's thread (an <c>IValueTaskSource</c> completed there runs the read-ahead there): its
+    /// next awaits must not capture that thread's context, or every later move would be posted to it.
+    /// </summary>
+    [Theory]
+    [InlineData("Prefetch")]
+    [InlineData("BatchTimed")]
+    public async Task UnderASingleThreadedContext_TheReadAheadResumedOnTheContextsThread_PostsNothingAfterwards(string op)
+    {
+        using var context = new SingleThreadedContext();
+        var source = new CompletedByTheTestSource();
+        (int posts, List<int> items) = await context.Run(async () =>
+        {
+            IAsyncEnumerable<int> sequence = op == "Prefetch"
+                ? source.Prefetch(10)
+                : source.Batch(10, Timeout.InfiniteTimeSpan).SelectMany(b => b.ToAsyncEnumerable());
+            await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator();
+            ValueTask<bool> first = e.MoveNextAsync(); // starts the read-ahead on the pool; it awaits the first move
+            await source.Awaited(1).WaitAsync(TestWork.Bound);
+
+            source.CompleteMove(true); // on the context's thread: the read-ahead runs on here, up to its second move
+            source.Awaited(2).IsCompleted.Should().BeTrue("the read-ahead ran inline up to its next move");
+
+            int before = context.Posts;
+            var completer = new Thread(() => source.CompleteMove(true)) { IsBackground = true }; // no context there
+            completer.Start();
+            completer.Join(TestWork.Bound).Should().BeTrue();
+            int posted = context.Posts - before;
+
+            await source.Awaited(3).WaitAsync(TestWork.Bound);
+            completer = new Thread(() => source.CompleteMove(false)) { IsBackground = true };
+            completer.Start();
+            completer.Join(TestWork.Bound).Should().BeTrue();
+            var read = new List<int>();
+            for (bool more = await first; more; more = await e.MoveNextAsync())
+            {
+                read.Add(e.Current);
+            }
+
+            return (posted, read);
+        }).WaitAsync(TestWork.Bound);
+
+        items.Should().Equal(1, 2);
+        posts.Should().Be(0, "the read-ahead's move completed off the context must not be posted to it");
+    }
+
+    /// <summary>A source whose moves complete only when the test calls <see cref="CompleteMove"/>, inline on the thread
+    /// that calls it (its continuations are not forced to run asynchronously).</summary>
+    private sealed class CompletedByTheTestSource : IAsyncEnumerable<int>, IAsyncEnumerator<int>, System.Threading.Tasks.Sources.IValueTaskSource<bool>
+    {
+        private readonly TaskCompletionSource[] _awaited = Enumerable.Range(0, 4).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<bool> _move;
+        private int _moves;
+
+        public int Current { get; private set; }
+
+        /// <summary>Completes once the <paramref name="move"/>-th move (from 1) is awaited.</summary>
+        public Task Awaited(int move) => _awaited[move].Task;
+
+        public void CompleteMove(bool more)
+        {
+            Current = more ? _moves : 0;
+            _move.SetResult(more);
+        }
+
+        public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+
+        public ValueTask<bool> MoveNextAsync()
+        {
+            _moves++;
+            _move.Reset();
+            return new ValueTask<bool>(this, _move.Version);
+        }
+
+        public ValueTask DisposeAsync() => default;
+
+        bool System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetResult(short token) => _move.GetResult(token);
+
+        System.Threading.Tasks.Sources.ValueTaskSourceStatus System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetStatus(short token) =>
+            _move.GetStatus(token);
+
+        void System.Threading.Tasks.Sources.IValueTaskSource<bool>.OnCompleted(
+            Action<object?> continuation, object? state, short token, System.Threading.Tasks.Sources.ValueTaskSourceOnCompletedFlags flags)
+        {
+            _move.OnCompleted(continuation, state, token, flags);
+            _awaited[_moves].TrySetResult();
+        }
+    }
+
     /// <summary>Runs <paramref name="op"/> on the context's thread; returns the posts after the gate opened and the results read.</summary>
     private static async Task<(int Posts, int Results)> RunAsync(string op, SingleThreadedContext context)
     {
