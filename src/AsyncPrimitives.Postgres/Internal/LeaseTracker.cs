@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace AsyncPrimitives.Postgres.Internal;
 
 /// <summary>
@@ -24,6 +26,8 @@ internal sealed class LeaseTracker
     private readonly ITimer _deadline;
     private int _state;
 
+    private readonly Func<long, ValueTask>? _giveBack;
+
     /// <summary>Calls in flight that end the lease (a completion, an abandonment); see <see cref="IsEnding"/>.</summary>
     private int _ending;
 
@@ -33,9 +37,12 @@ internal sealed class LeaseTracker
     /// <param name="duration">How long the lease lasts without renewal.</param>
     /// <param name="sentAt">The local timestamp at which the statement that granted it was sent.</param>
     /// <param name="wakeKey">The key to wake when the lease is lost (others may take it now).</param>
-    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey)
+    /// <param name="giveBack">Gives the lease back on the server (a permit's release; null for a delivery): for a lease
+    /// the server renewed after it was lost here (see <see cref="GiveBackAfterLossAsync"/>).</param>
+    public LeaseTracker(Session session, long id, long itemId, TimeSpan duration, long sentAt, string wakeKey, Func<long, ValueTask>? giveBack = null)
     {
         _session = session;
+        _giveBack = giveBack;
         _time = session.Time;
         Id = id;
         ItemId = itemId;
@@ -104,6 +111,18 @@ internal sealed class LeaseTracker
         {
             _deadline.Change(left, Timeout.InfiniteTimeSpan);
         }
+    }
+
+    /// <summary>
+    /// A lease lost here (by its deadline, while its renewal was held up at the server) that the renewal then renewed: the
+    /// server holds it for a whole new lease, for no one, since nothing here counts on it any more and its holder's
+    /// release does nothing. A permit is given back at once (as a grant answered late is); a delivery's item comes back
+    /// when that lease expires. Never throws.
+    /// </summary>
+    public ValueTask GiveBackAfterLossAsync()
+    {
+        Debug.Assert(IsLost, "Only a lease lost here is given back this way.");
+        return _giveBack?.Invoke(Id) ?? default;
     }
 
     /// <summary>Marks the lease released; false when it was already released or lost.</summary>

@@ -27,6 +27,9 @@ internal sealed class PermitSet
     private readonly PostgresCoordinator _coordinator;
     private readonly string _kind;
 
+    /// <summary><see cref="ReleaseAsync"/>, made once: how a lease of this set renewed after its loss is given back.</summary>
+    private readonly Func<long, ValueTask> _giveBack;
+
     /// <summary>The owner's type name, the <c>asynctools.kind</c> tag of its waits.</summary>
     private readonly string _typeName;
 
@@ -52,6 +55,7 @@ internal sealed class PermitSet
         Name = name;
         MaxCount = maxCount;
         WakeKey = kind + ":" + name;
+        _giveBack = ReleaseAsync;
     }
 
     public string Name { get; }
@@ -147,7 +151,7 @@ internal sealed class PermitSet
                 if (place is null)
                 {
                     // Its rank (its ticket) decides which of this process's waits a signal wakes first, and which poll.
-                    place = new WaitPlace(result.Ticket!.Value, wait.Wake);
+                    place = new WaitPlace(result.Ticket!.Value, WakeKey, wait.Wake);
                     wait.SetRank(place.Ticket);
                     _places[place.Ticket] = place;
                     placeRecorded = session.TryAdd(place);
@@ -163,7 +167,7 @@ internal sealed class PermitSet
                 {
                     // The place was given up (not renewed in time); the call queued again at the back.
                     Leave(session, place);
-                    place = new WaitPlace(result.Ticket!.Value, wait.Wake);
+                    place = new WaitPlace(result.Ticket!.Value, WakeKey, wait.Wake);
                     wait.SetRank(place.Ticket);
                     _places[place.Ticket] = place;
                     placeRecorded = session.TryAdd(place);
@@ -224,7 +228,7 @@ internal sealed class PermitSet
             place = null;
         }
 
-        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey);
+        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey, _giveBack);
         if (!session.TryAdd(tracker))
         {
             return null; // lost at birth (its deadline had passed by the time the answer was handled), or the session ended

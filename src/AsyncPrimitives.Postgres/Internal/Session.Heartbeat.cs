@@ -61,7 +61,8 @@ internal sealed partial class Session
         }
     }
 
-    /// <summary>One renewal: what the server renewed gets a new deadline, what it did not is lost. Never throws.</summary>
+    /// <summary>One renewal: what the server renewed gets a new deadline (a permit lost here meanwhile is given back),
+    /// what it did not is lost. Never throws.</summary>
     private async Task RenewAsync(LeaseTracker[] leases, long[] tickets)
     {
         long sentAt = _coordinator.Time.GetTimestamp(); // moved to when the statement is sent (not a wait for a connection)
@@ -103,6 +104,12 @@ internal sealed partial class Session
             if (renewed.Contains(lease.Id))
             {
                 lease.Renewed(sentAt);
+                if (lease.IsLost)
+                {
+                    // Lost here while this renewal was held up (or by the time it answered): the server has just renewed
+                    // it for no one.
+                    await lease.GiveBackAfterLossAsync().ConfigureAwait(false);
+                }
             }
             else if (lease.IsHeld && !lease.IsEnding)
             {
@@ -114,11 +121,15 @@ internal sealed partial class Session
 
 /// <summary>A wait's place in a wait line (its ticket), kept by the heartbeat while the wait lasts; and the permit a
 /// release in this process granted to it, until the wait takes it.</summary>
-internal sealed class WaitPlace(long ticket, Action wake)
+internal sealed class WaitPlace(long ticket, string wakeKey, Action wake)
 {
     private PermitGrant? _grant;
 
     public long Ticket { get; } = ticket;
+
+    /// <summary>The wake key of its set: when the session ends with the place in line, a release may have granted it a
+    /// permit this process never heard of, which the server then frees for the next waiter.</summary>
+    public string WakeKey { get; } = wakeKey;
 
     /// <summary>Hands over the permit granted to this place by a release, and wakes its wait (only it: the permit is
     /// its, and the other waits would find nothing new).</summary>

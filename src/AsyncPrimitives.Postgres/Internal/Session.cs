@@ -205,12 +205,13 @@ internal sealed partial class Session
     public void End(Exception reason) => AskOthersToLook(EndHere(reason));
 
     /// <summary>Ends the session in this process (once; see <see cref="End"/>); returns the wake keys of the leases
-    /// lost (and the join keys of the deliveries' queues), for the others to be asked to look again once the server has
-    /// freed them. The waits in progress fail now, or (<paramref name="failWaits"/> false) when the caller cancels
+    /// lost and of the places in line (a release may have granted a place a permit not claimed yet), and the join keys
+    /// of the deliveries' queues, for the others to be asked to look again once the server has freed them. The waits in progress fail now, or (<paramref name="failWaits"/> false) when the caller cancels
     /// <see cref="_ended"/>.</summary>
     private string[] EndHere(Exception reason, bool failWaits = true)
     {
         LeaseTracker[] lost;
+        WaitPlace[] places;
         lock (_sync)
         {
             if (_endReason is not null)
@@ -220,6 +221,7 @@ internal sealed partial class Session
 
             _endReason = reason;
             lost = [.. _leases];
+            places = [.. _places];
             _leases.Clear();
             _places.Clear();
         }
@@ -237,7 +239,13 @@ internal sealed partial class Session
         }
 
         // A delivery given back on its last attempt goes to the dead letters, which may leave nothing unfinished.
-        return [.. lost.Select(l => l.WakeKey).Concat(lost.Where(l => l.IsDelivery).Select(l => l.JoinKey)).Distinct(StringComparer.Ordinal)];
+        return
+        [
+            .. lost.Select(l => l.WakeKey)
+                .Concat(lost.Where(l => l.IsDelivery).Select(l => l.JoinKey))
+                .Concat(places.Select(p => p.WakeKey))
+                .Distinct(StringComparer.Ordinal),
+        ];
     }
 
     /// <summary>Asks the other processes' waits on <paramref name="keys"/> to look again.</summary>
