@@ -225,12 +225,7 @@ public sealed class BatchTests
         }
 
         await using IAsyncEnumerator<string[]> e = Source().Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
-        ValueTask<bool> move = e.MoveNextAsync();
-        await asked[1].Task.WaitAsync(TestWork.Bound); // A read at t=0
-        await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
-        time.Advance(TimeSpan.FromSeconds(5));
-        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
-        e.Current.Should().Equal("A");
+        await TakeTheBatchOfAAtItsDeadlineAsync(e, asked[1].Task, time);
 
         // While the consumer is busy with [A]: B is read at t=5, C at t=15, after B's batch was due (t=10).
         release[1].SetResult();
@@ -266,18 +261,13 @@ public sealed class BatchTests
         }
 
         await using IAsyncEnumerator<string[]> e = Source().Batch(10, TimeSpan.FromSeconds(5), time).GetAsyncEnumerator();
-        ValueTask<bool> move = e.MoveNextAsync();
-        await asked[1].Task.WaitAsync(TestWork.Bound); // A read at t=0
-        await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
-        time.Advance(TimeSpan.FromSeconds(5));
-        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
-        e.Current.Should().Equal("A");
+        await TakeTheBatchOfAAtItsDeadlineAsync(e, asked[1].Task, time);
 
         // B is read at t=5 while the consumer is busy with [A]; it asks for the next batch at t=8.
         release.SetResult();
         await asked[2].Task.WaitAsync(TestWork.Bound);
         time.Advance(TimeSpan.FromSeconds(3));
-        move = e.MoveNextAsync();
+        ValueTask<bool> move = e.MoveNextAsync();
         await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
         time.Advance(TimeSpan.FromSeconds(1));
         move.IsCompleted.Should().BeFalse("B's batch is due at t=10");
@@ -285,6 +275,18 @@ public sealed class BatchTests
         time.Advance(TimeSpan.FromSeconds(1));
         (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue("the batch is due maxDelay after B was read, not after the consumer asked");
         e.Current.Should().Equal("B");
+    }
+
+    /// <summary>Takes the first batch, of A alone, at its deadline: 5 s after A was read, at t=0 (<paramref name="aRead"/>
+    /// completes when the read-ahead asks for the item after A, which it does once it has stamped A).</summary>
+    private static async Task TakeTheBatchOfAAtItsDeadlineAsync(IAsyncEnumerator<string[]> e, Task aRead, CountingTimeProvider time)
+    {
+        ValueTask<bool> move = e.MoveNextAsync();
+        await aRead.WaitAsync(TestWork.Bound);
+        await time.WaitForArmedTimersAsync().WaitAsync(TestWork.Bound);
+        time.Advance(TimeSpan.FromSeconds(5));
+        (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Equal("A");
     }
 
     // An item read exactly maxDelay after a batch's first item: the deadline has passed by then (it counts >= maxDelay),

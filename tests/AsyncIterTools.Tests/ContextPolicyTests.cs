@@ -122,10 +122,9 @@ public sealed class ContextPolicyTests
 
     /// <summary>A source whose moves complete only when the test calls <see cref="CompleteMove"/>, inline on the thread
     /// that calls it (its continuations are not forced to run asynchronously).</summary>
-    private sealed class CompletedByTheTestSource : IAsyncEnumerable<int>, IAsyncEnumerator<int>, System.Threading.Tasks.Sources.IValueTaskSource<bool>
+    private sealed class CompletedByTheTestSource : ManualMoves, IAsyncEnumerable<int>, IAsyncEnumerator<int>
     {
         private readonly TaskCompletionSource[] _awaited = Enumerable.Range(0, 4).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
-        private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<bool> _move;
         private int _moves;
 
         public int Current { get; private set; }
@@ -136,7 +135,7 @@ public sealed class ContextPolicyTests
         public void CompleteMove(bool more)
         {
             Current = more ? _moves : 0;
-            _move.SetResult(more);
+            Move.SetResult(more);
         }
 
         public IAsyncEnumerator<int> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
@@ -144,22 +143,37 @@ public sealed class ContextPolicyTests
         public ValueTask<bool> MoveNextAsync()
         {
             _moves++;
-            _move.Reset();
-            return new ValueTask<bool>(this, _move.Version);
+            return NextMove();
         }
 
         public ValueTask DisposeAsync() => default;
 
-        bool System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetResult(short token) => _move.GetResult(token);
+        protected override void Awaited() => _awaited[_moves].TrySetResult();
+    }
 
-        System.Threading.Tasks.Sources.ValueTaskSourceStatus System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetStatus(short token) =>
-            _move.GetStatus(token);
+    /// <summary>Moves of an enumerator as one reusable <see cref="System.Threading.Tasks.Sources.IValueTaskSource{TResult}"/>
+    /// (no forced asynchronous continuations): what completes a move, and on which thread, is the subclass's.</summary>
+    private abstract class ManualMoves : System.Threading.Tasks.Sources.IValueTaskSource<bool>
+    {
+        protected System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<bool> Move;
 
-        void System.Threading.Tasks.Sources.IValueTaskSource<bool>.OnCompleted(
-            Action<object?> continuation, object? state, short token, System.Threading.Tasks.Sources.ValueTaskSourceOnCompletedFlags flags)
+        public bool GetResult(short token) => Move.GetResult(token);
+
+        public System.Threading.Tasks.Sources.ValueTaskSourceStatus GetStatus(short token) => Move.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, System.Threading.Tasks.Sources.ValueTaskSourceOnCompletedFlags flags)
         {
-            _move.OnCompleted(continuation, state, token, flags);
-            _awaited[_moves].TrySetResult();
+            Move.OnCompleted(continuation, state, token, flags);
+            Awaited();
+        }
+
+        /// <summary>A move was awaited (its continuation is registered).</summary>
+        protected abstract void Awaited();
+
+        protected ValueTask<bool> NextMove()
+        {
+            Move.Reset();
+            return new ValueTask<bool>(this, Move.Version);
         }
     }
 
@@ -267,9 +281,8 @@ public sealed class ContextPolicyTests
             }
         }
 
-        private sealed class Enumerator(MovesOffTheContextSource owner, int count) : IAsyncEnumerator<int>, System.Threading.Tasks.Sources.IValueTaskSource<bool>
+        private sealed class Enumerator(MovesOffTheContextSource owner, int count) : ManualMoves, IAsyncEnumerator<int>
         {
-            private System.Threading.Tasks.Sources.ManualResetValueTaskSourceCore<bool> _move;
             private int _position;
 
             public int Current
@@ -290,8 +303,7 @@ public sealed class ContextPolicyTests
                 }
 
                 _position++;
-                _move.Reset();
-                return new ValueTask<bool>(this, _move.Version);
+                return NextMove();
             }
 
             public ValueTask DisposeAsync()
@@ -300,18 +312,8 @@ public sealed class ContextPolicyTests
                 return default;
             }
 
-            bool System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetResult(short token) => _move.GetResult(token);
-
-            System.Threading.Tasks.Sources.ValueTaskSourceStatus System.Threading.Tasks.Sources.IValueTaskSource<bool>.GetStatus(short token) =>
-                _move.GetStatus(token);
-
             // Completes once awaited, from a thread of its own: never before the awaiter registered.
-            void System.Threading.Tasks.Sources.IValueTaskSource<bool>.OnCompleted(
-                Action<object?> continuation, object? state, short token, System.Threading.Tasks.Sources.ValueTaskSourceOnCompletedFlags flags)
-            {
-                _move.OnCompleted(continuation, state, token, flags);
-                new Thread(() => _move.SetResult(true)) { IsBackground = true }.Start();
-            }
+            protected override void Awaited() => new Thread(() => Move.SetResult(true)) { IsBackground = true }.Start();
         }
     }
 

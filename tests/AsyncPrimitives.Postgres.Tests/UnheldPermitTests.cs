@@ -34,41 +34,16 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
     [PostgresFact]
     public async Task DisposingACoordinator_WhoseWaitWasGrantedTheLockButHadNotClaimedIt_WakesTheNextWaiter_WithoutPolling()
     {
-        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
-        Member granted = await JoinAsync(o => o.PollInterval = s_noPolling, port: proxy.Port);
-        Member holder = await JoinAsync();
-        Member next = await JoinAsync(o => o.PollInterval = s_noPolling);
-        PostgresLease held = await holder.Coordinator.CreateLock("job").AcquireAsync(Bound);
-        Task<PostgresLease> grantedWait = granted.Coordinator.CreateLock("job").AcquireAsync().AsTask();
-        await WaitersAsync(1);
+        await using GrantedUnheard setup = await GrantTheLockToAWaitThatCannotHearItAsync(o => { });
 
-        Session session = await granted.Coordinator.GetSessionAsync(CancellationToken.None);
-        int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
-        proxy.HoldReplies(listenPort); // the release's notification does not reach the granted wait
-        try
-        {
-            await held.ReleaseAsync();
-            (await PermitRowsAsync()).Should().Be((1L, 0L), "the release granted the lock to the first waiter in line");
+        Task disposal = setup.Granted.Coordinator.DisposeAsync().AsTask();
+        await FluentActions.Awaiting(() => setup.GrantedWait.WaitAsync(Bound)).Should().ThrowAsync<ObjectDisposedException>();
+        await FreedAsync(setup.Granted, "the disposal freed the permit granted to its wait");
 
-            Task<PostgresLease> nextWait = next.Coordinator.CreateLock("job").AcquireAsync().AsTask();
-            await WaitersAsync(1);
-
-            Task disposal = granted.Coordinator.DisposeAsync().AsTask();
-            await FluentActions.Awaiting(() => grantedWait.WaitAsync(Bound)).Should().ThrowAsync<ObjectDisposedException>();
-            await EventuallyAsync(
-                async () => await ScalarAsync<long>(
-                    $"SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND owner = '{granted.Coordinator.Owner}'") == 0,
-                "the disposal freed the permit granted to its wait");
-
-            await using PostgresLease lease = await nextWait.WaitAsync(Bound);
-            lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
-            proxy.ReleaseReplies(listenPort);
-            await disposal.WaitAsync(Bound);
-        }
-        finally
-        {
-            proxy.ReleaseReplies(listenPort);
-        }
+        await using PostgresLease lease = await setup.NextWait.WaitAsync(Bound);
+        lease.FencingToken.Should().BeGreaterThan(setup.HeldToken);
+        setup.Proxy.ReleaseReplies(setup.ListenPort);
+        await disposal.WaitAsync(Bound);
     }
 
     /// <summary>
@@ -81,12 +56,26 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
     [PostgresFact]
     public async Task AListenConnectionThatStopsAnswering_WhileItsWaitWasGrantedTheLock_WakesTheNextWaiter_WithoutPolling()
     {
-        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        await using GrantedUnheard setup = await GrantTheLockToAWaitThatCannotHearItAsync(o => o.LeaseDuration = TimeSpan.FromSeconds(3));
+
+        // The held replies include the next ping's.
+        await FluentActions.Awaiting(() => setup.GrantedWait.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+        await FreedAsync(setup.Granted, "the ended session freed the permit granted to its wait");
+
+        await using PostgresLease lease = await setup.NextWait.WaitAsync(Bound);
+        lease.FencingToken.Should().BeGreaterThan(setup.HeldToken);
+    }
+
+    /// <summary>A lock held in one process, granted by its release to a wait in a second one whose LISTEN connection's
+    /// replies are held (it never hears of the grant), and a wait behind it in a third; neither waiting process polls.</summary>
+    private async Task<GrantedUnheard> GrantTheLockToAWaitThatCannotHearItAsync(Action<PostgresCoordinatorOptions> grantedOptions)
+    {
+        var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
         Member granted = await JoinAsync(
             o =>
             {
                 o.PollInterval = s_noPolling;
-                o.LeaseDuration = TimeSpan.FromSeconds(3);
+                grantedOptions(o);
             },
             port: proxy.Port);
         Member holder = await JoinAsync();
@@ -97,25 +86,27 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
 
         Session session = await granted.Coordinator.GetSessionAsync(CancellationToken.None);
         int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
-        proxy.HoldReplies(listenPort); // the notification is not heard, and the next ping gets no answer
-        try
-        {
-            await held.ReleaseAsync();
-            Task<PostgresLease> nextWait = next.Coordinator.CreateLock("job").AcquireAsync().AsTask();
-            await WaitersAsync(1);
+        proxy.HoldReplies(listenPort); // the release's notification does not reach the granted wait
+        await held.ReleaseAsync();
+        (await PermitRowsAsync()).Should().Be((1L, 0L), "the release granted the lock to the first waiter in line");
 
-            await FluentActions.Awaiting(() => grantedWait.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
-            await EventuallyAsync(
-                async () => await ScalarAsync<long>(
-                    $"SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND owner = '{granted.Coordinator.Owner}'") == 0,
-                "the ended session freed the permit granted to its wait");
+        Task<PostgresLease> nextWait = next.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await WaitersAsync(1);
+        return new GrantedUnheard(proxy, listenPort, granted, grantedWait, nextWait, held.FencingToken);
+    }
 
-            await using PostgresLease lease = await nextWait.WaitAsync(Bound);
-            lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
-        }
-        finally
+    private Task FreedAsync(Member granted, string because) => EventuallyAsync(
+        async () => await ScalarAsync<long>(
+            $"SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND owner = '{granted.Coordinator.Owner}'") == 0,
+        because);
+
+    private sealed record GrantedUnheard(
+        TcpProxy Proxy, int ListenPort, Member Granted, Task<PostgresLease> GrantedWait, Task<PostgresLease> NextWait, long HeldToken) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
         {
-            proxy.ReleaseReplies(listenPort);
+            Proxy.ReleaseReplies(ListenPort);
+            await Proxy.DisposeAsync();
         }
     }
 
