@@ -30,6 +30,18 @@ public sealed class LimiterContractTests
     /// <summary>The operators a consumer can break out of.</summary>
     public static TheoryData<LimitedOperator> Streaming => new() { LimitedOperator.Map, LimitedOperator.MapUnordered, LimitedOperator.AsCompleted };
 
+    public static TheoryData<LimitedOperator, bool> StreamingWithWhatFails()
+    {
+        var data = new TheoryData<LimitedOperator, bool>();
+        foreach (LimitedOperator op in Streaming)
+        {
+            data.Add(op, false);
+            data.Add(op, true);
+        }
+
+        return data;
+    }
+
     [Fact]
     public void NullLimiter_ThrowsAtTheCall()
     {
@@ -498,15 +510,25 @@ public sealed class LimiterContractTests
     }
 
     /// <summary>
-    /// "After a failure nothing new starts": a lease granted after a call failed starts nothing, also while the consumer
-    /// is still busy with an earlier item and has not taken the failure yet.
+    /// "After a failure nothing new starts": a lease granted after a call failed (or after the limiter failed for a call,
+    /// throwing at its acquire) starts nothing, also while the consumer is still busy with an earlier item and has not
+    /// taken the failure yet.
     /// </summary>
-    [Theory, MemberData(nameof(Streaming))]
-    public async Task LeaseGrantedAfterACallFailed_StartsNothing_WhileTheConsumerHasNotTakenTheFailure(LimitedOperator op)
+    [Theory, MemberData(nameof(StreamingWithWhatFails))]
+    public async Task LeaseGrantedAfterACallFailed_StartsNothing_WhileTheConsumerHasNotTakenTheFailure(LimitedOperator op, bool limiterFails)
     {
-        var failCall1 = new TaskCompletionSource(); // continuations inline: call 1 fails inside SetResult
+        var failCall1 = new TaskCompletionSource(); // continuations inline: call 1 (or its acquire) fails inside SetResult
         var grantLease2 = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var limiter = new CountingLimiter { Gate = (n, _) => n == 2 ? grantLease2.Task : Task.CompletedTask };
+        using var limiter = new CountingLimiter
+        {
+            Gate = (n, _) => n switch
+            {
+                1 when limiterFails => failCall1.Task.ContinueWith(
+                    _ => throw new InvalidDataException("the limiter, for call 1"), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default),
+                2 => grantLease2.Task,
+                _ => Task.CompletedTask,
+            },
+        };
         int started2 = 0;
         async Task<int> Work(int i, CancellationToken ct)
         {
@@ -525,13 +547,16 @@ public sealed class LimiterContractTests
         }
 
         await using IAsyncEnumerator<int> e = Stream(op, 3, Work, maxConcurrency: 3, limiter).GetAsyncEnumerator();
-        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+
+        // Started on the pool: the limiter's awaits (its gate) capture no context, so its failure runs on inline too.
+        (await Task.Run(() => e.MoveNextAsync().AsTask()).WaitAsync(TestWork.Bound)).Should().BeTrue();
         e.Current.Should().Be(0);
 
         TestWork.CompleteInline(failCall1.SetResult); // while the consumer is busy with 0
-        limiter.GrantedDisposed.Should().Be(2, "calls 0 and 1 have ended and given their leases back");
+        limiter.GrantedDisposed.Should().Be(limiterFails ? 1 : 2, "the calls that held a lease have ended and given it back");
         grantLease2.SetResult();
-        SpinWait.SpinUntil(() => limiter.Granted == 3 && limiter.Held == 0, TestWork.Bound).Should().BeTrue("the late lease goes back at once");
+        int granted = limiterFails ? 2 : 3;
+        SpinWait.SpinUntil(() => limiter.Granted == granted && limiter.Held == 0, TestWork.Bound).Should().BeTrue("the late lease goes back at once");
 
         await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>();
         limiter.ShouldHaveReturnedEveryLease();
