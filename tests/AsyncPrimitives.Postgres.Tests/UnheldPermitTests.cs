@@ -1,5 +1,6 @@
 using AsyncPrimitives.Postgres.Internal;
 using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
@@ -15,12 +16,15 @@ namespace AsyncPrimitives.Postgres.Tests;
 /// session; the next waiter in line, in a third process, must then be woken, as it is when a session ends with a lease
 /// held.</item>
 /// <item>A lease lost here (its local deadline passed) while its last renewal was held up at the server: once the
-/// renewal has run, the server holds the permit for a whole new lease for no one.</item>
+/// renewal has run, the server holds the permit for a whole new lease for no one. It is given back, apart from the
+/// renewal: the other leases that renewal renewed keep their new deadlines meanwhile.</item>
+/// <item>The waits of the process whose session ended, under its next session, are woken too (a coordinator ignores its
+/// own notifications).</item>
 /// </list>
 /// </summary>
 public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(server)
 {
-    /// <summary>Long enough that a test passing within it proves a wake-up came from a notification, not a poll.</summary>
+    /// <summary>Long enough that a test passing within it proves a wake-up came from a notification or a signal, not a poll.</summary>
     private static readonly TimeSpan s_noPolling = TimeSpan.FromHours(1);
 
     /// <summary>
@@ -64,6 +68,139 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
 
         await using PostgresLease lease = await setup.NextWait.WaitAsync(Bound);
         lease.FencingToken.Should().BeGreaterThan(setup.HeldToken);
+    }
+
+    /// <summary>
+    /// PostgresLease: "It is lost when the coordinator's session ends (...) or when no renewal succeeded for a lease
+    /// duration less a margin". Two locks are held; the heartbeat's renewal of both is held up at the server (a
+    /// transaction holds the first lock's turn) until the first lease's local deadline passes; then it renews both. The
+    /// second lease, taken later, still had time left: the renewal succeeded for it, so it is not lost. But the heartbeat
+    /// gives the first lease back (a release, which waits for that lock's turn: a second transaction holds it) before it
+    /// moves the second lease's deadline, and the second lease's old deadline passes meanwhile: it is lost though its
+    /// renewal succeeded, and its deadline counted from that renewal has not passed.
+    /// </summary>
+    [PostgresFact]
+    public async Task ALeaseTheRenewalRenewed_IsNotLost_WhileTheHeartbeatGivesBackAnotherLeaseLostBeforeTheRenewalAnswered()
+    {
+        var time = new CountingTimeProvider();
+        Member member = await JoinAsync(o =>
+        {
+            o.TimeProvider = time;
+            o.LeaseDuration = TimeSpan.FromMinutes(1); // a margin of 1 s: each lease's deadline is 59 s after its last renewal was sent
+        });
+        DateTimeOffset start = time.GetUtcNow();
+        PostgresLease first = await member.Coordinator.CreateLock("a").AcquireAsync(Bound);
+        time.Advance(TimeSpan.FromSeconds(10));
+        PostgresLease second = await member.Coordinator.CreateLock("b").AcquireAsync(Bound); // its deadline: start + 69 s
+
+        await using NpgsqlConnection firstConnection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction firstHold = await firstConnection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(firstHold, "SELECT @schema.permit_turn('l', 'a')");
+        await EventuallyAsync(
+            async () =>
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+                return await ScalarAsync<long>(
+                    $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1;
+            },
+            "the heartbeat's renewal of both leases waits for the first lock's turn");
+        // The renewal was sent at most a second ago: the second lease's deadline, once it is renewed, is at least 58 s
+        // from now.
+        DateTimeOffset renewedDeadline = time.GetUtcNow() + TimeSpan.FromSeconds(58);
+        await AdvanceUntilLostAsync(time, first.Lost);
+        second.Lost.IsCancellationRequested.Should().BeFalse("the second lease's deadline is 10 s after the first's");
+
+        // A second transaction queues for the first lock's turn behind the renewal: it gets it once the renewal has run,
+        // and holds up the give-back of the first lease.
+        await using NpgsqlConnection secondConnection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction secondHold = await secondConnection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        Task queued = ExecuteAsync(secondHold, "SELECT @schema.permit_turn('l', 'a')");
+        await EventuallyAsync(
+            async () => await ScalarAsync<long>(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'test-admin' AND wait_event_type = 'Lock'") == 1,
+            "the second transaction waits for the turn, behind the renewal");
+        await firstHold.CommitAsync();
+        await queued.WaitAsync(Bound); // the renewal, ahead of it, has run and committed
+        await WaitsForALockAsync(member, "the give-back of the first lease (lost here, renewed by the server) waits for the turn");
+
+        // Past the second lease's old deadline (start + 69 s), before its renewed one.
+        DateTimeOffset checkAt = start + TimeSpan.FromSeconds(72);
+        checkAt.Should().BeBefore(renewedDeadline);
+        while (time.GetUtcNow() < checkAt)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        await secondHold.CommitAsync();
+        await EventuallyAsync(
+            async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_slots WHERE name = 'a' AND token IS NOT NULL") == 0,
+            "the first lease, lost here, was given back");
+
+        second.Lost.IsCancellationRequested.Should().BeFalse(
+            "the renewal that answered renewed the second lease, whose deadline counted from it has not passed");
+        (await ScalarAsync<long>($"SELECT count(*) FROM @schema.permit_slots WHERE name = 'b' AND token = {second.FencingToken}"))
+            .Should().Be(1, "the second lease is still held on the server");
+        await second.ReleaseAsync();
+    }
+
+    /// <summary>
+    /// scale-out.md: "Waits are woken within milliseconds, from any process. | After (...) a session ends here with leases
+    /// held or waits in line, once the server has freed them), the coordinator sends a NOTIFY (...); every coordinator
+    /// (...) ignores the notifications it sent itself (it has woken its own waits already)"; PollInterval is "the
+    /// backstop for a wake-up notification that was missed". A coordinator's wait was granted the lock by a release in
+    /// another process, and its LISTEN connection stops answering: the session ends here, and the coordinator frees it
+    /// on the server (held up for a moment: a transaction holds the turn of another lock the session holds, which
+    /// end_session takes first). Meanwhile a new wait of the same coordinator, under its next session, queues behind
+    /// the permit granted to the old session. Once the server frees it, that wait must be woken: its own coordinator
+    /// ignores the NOTIFY it sent, so only a local signal can wake it, and it never polls.
+    /// </summary>
+    [PostgresFact]
+    public async Task AListenConnectionThatStopsAnswering_WhileItsWaitWasGrantedTheLock_WakesTheCoordinatorsOwnNextWait_WithoutPolling()
+    {
+        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member granted = await JoinAsync(
+            o =>
+            {
+                o.PollInterval = s_noPolling;
+                o.LeaseDuration = TimeSpan.FromSeconds(3); // its LISTEN connection is pinged every second
+                o.TimeProvider = new CountingTimeProvider(); // no heartbeat, no poll, no lease deadline: only pings (real time)
+            },
+            port: proxy.Port);
+        Member holder = await JoinAsync();
+        _ = await granted.Coordinator.CreateLock("a").AcquireAsync(Bound); // a set ordered before "job"
+        PostgresLease held = await holder.Coordinator.CreateLock("job").AcquireAsync(Bound);
+        Task<PostgresLease> grantedWait = granted.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await WaitersAsync(1);
+
+        Session session = await granted.Coordinator.GetSessionAsync(CancellationToken.None);
+        int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'a')");
+        proxy.HoldReplies(listenPort); // the notification is not heard, and the next ping gets no answer
+        try
+        {
+            await held.ReleaseAsync();
+            (await PermitRowsAsync()).Should().Be((2L, 0L), "the release granted the lock to the waiter in line");
+
+            // The ping timed out: the session ended here, and its end on the server waits for the turn of "a".
+            await WaitsForALockAsync(granted, "the coordinator frees its session on the server, after the turn of \"a\"");
+            Task<PostgresLease> ownWait = granted.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+            await WaitersAsync(1); // under a new session, behind the permit still granted to the old one
+            await hold.CommitAsync();
+
+            await FluentActions.Awaiting(() => grantedWait.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
+            await EventuallyAsync(
+                async () => await ScalarAsync<long>($"SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND session = {session.Key}") == 0,
+                "the ended session's permits are free on the server");
+
+            await using PostgresLease lease = await ownWait.WaitAsync(Bound);
+            lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
+        }
+        finally
+        {
+            proxy.ReleaseReplies(listenPort);
+        }
     }
 
     /// <summary>A lock held in one process, granted by its release to a wait in a second one whose LISTEN connection's

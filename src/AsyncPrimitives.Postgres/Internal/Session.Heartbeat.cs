@@ -3,6 +3,10 @@ namespace AsyncPrimitives.Postgres.Internal;
 // The heartbeat of a session: it keeps the leases and places in line taken under the session.
 internal sealed partial class Session
 {
+    /// <summary>The give-backs of permits the server renewed after they were lost here (see <see cref="RenewAsync"/>),
+    /// one after another; written only by the renewal (one at a time), awaited by <see cref="StopAsync"/>.</summary>
+    private volatile Task _givingBack = Task.CompletedTask;
+
     /// <summary>
     /// Renews, every third of the shortest lease in use (measured again when a shorter one comes into use), the leases
     /// and places this session still holds. A lease the server did not renew is lost (it expired or its session ended);
@@ -61,8 +65,8 @@ internal sealed partial class Session
         }
     }
 
-    /// <summary>One renewal: what the server renewed gets a new deadline (a permit lost here meanwhile is given back),
-    /// what it did not is lost. Never throws.</summary>
+    /// <summary>One renewal: what the server renewed gets a new deadline (a permit lost here meanwhile is given back, see
+    /// <see cref="_givingBack"/>), what it did not is lost. Never throws.</summary>
     private async Task RenewAsync(LeaseTracker[] leases, long[] tickets)
     {
         long sentAt = _coordinator.Time.GetTimestamp(); // moved to when the statement is sent (not a wait for a connection)
@@ -99,6 +103,7 @@ internal sealed partial class Session
         }
 
         var renewed = new HashSet<long>(rows);
+        List<LeaseTracker>? lostMeanwhile = null;
         foreach (LeaseTracker lease in leases)
         {
             if (renewed.Contains(lease.Id))
@@ -108,13 +113,33 @@ internal sealed partial class Session
                 {
                     // Lost here while this renewal was held up (or by the time it answered): the server has just renewed
                     // it for no one.
-                    await lease.GiveBackAfterLossAsync().ConfigureAwait(false);
+                    (lostMeanwhile ??= []).Add(lease);
                 }
             }
             else if (lease.IsHeld && !lease.IsEnding)
             {
                 lease.MarkLost();
             }
+        }
+
+        if (lostMeanwhile is not null && !IsEnded)
+        {
+            // Given back apart from the renewal, which the next beats wait for: a give-back held up at the server (up to
+            // the cleanup timeout, a lease duration) must not hold up the renewals of the leases still held. One after
+            // another (renewals run one at a time); awaited when the session stops. (A session that ended frees them
+            // on the server with the rest.)
+            Task before = _givingBack;
+            _givingBack = GiveBackAsync(before, lostMeanwhile);
+        }
+    }
+
+    /// <summary>Gives back, after <paramref name="before"/>, the leases the server renewed after they were lost here.</summary>
+    private static async Task GiveBackAsync(Task before, List<LeaseTracker> leases)
+    {
+        await before.ConfigureAwait(false);
+        foreach (LeaseTracker lease in leases)
+        {
+            await lease.GiveBackAfterLossAsync().ConfigureAwait(false);
         }
     }
 }

@@ -202,7 +202,7 @@ internal sealed partial class Session
     /// Ends the session (once): waits in progress fail with <paramref name="reason"/>, leases are lost, the others are
     /// asked to look again, and the LISTEN loop and heartbeat stop (the LISTEN loop closes the connection).
     /// </summary>
-    public void End(Exception reason) => AskOthersToLook(EndHere(reason));
+    public void End(Exception reason) => AskWaitsToLook(EndHere(reason));
 
     /// <summary>Ends the session in this process (once; see <see cref="End"/>); returns the wake keys of the leases
     /// lost and of the places in line (a release may have granted a place a permit not claimed yet), and the join keys
@@ -235,7 +235,6 @@ internal sealed partial class Session
         foreach (LeaseTracker lease in lost)
         {
             lease.MarkLost();
-            _coordinator.Signals.Signal(lease.WakeKey);
         }
 
         // A delivery given back on its last attempt goes to the dead letters, which may leave nothing unfinished.
@@ -248,11 +247,14 @@ internal sealed partial class Session
         ];
     }
 
-    /// <summary>Asks the other processes' waits on <paramref name="keys"/> to look again.</summary>
-    private void AskOthersToLook(string[] keys)
+    /// <summary>Asks the waits on <paramref name="keys"/> to look again, once the server has freed what they may take: the
+    /// other processes' (a notification), and this coordinator's own under its next session (it ignores its own
+    /// notifications).</summary>
+    private void AskWaitsToLook(string[] keys)
     {
         foreach (string key in keys)
         {
+            _coordinator.Signals.Signal(key);
             _coordinator.Notifier.Request(key);
         }
     }
@@ -263,6 +265,7 @@ internal sealed partial class Session
         End(reason);
         await _listening.ConfigureAwait(false);
         await _heartbeat.ConfigureAwait(false);
+        await _givingBack.ConfigureAwait(false);
     }
 
     /// <summary>
@@ -276,7 +279,7 @@ internal sealed partial class Session
         // If this cannot reach the server, the session's connection, closed below, frees its rows too.
         await EndOnServerAsync(_coordinator.CleanupTimeout).ConfigureAwait(false);
         // Only now: a wait woken before the rows were free would find nothing and sleep to its next poll.
-        AskOthersToLook(freed);
+        AskWaitsToLook(freed);
         await StopAsync(reason).ConfigureAwait(false);
     }
 
@@ -336,7 +339,7 @@ internal sealed partial class Session
                 failWaits: false);
             await EndOnServerAsync(s_closeTimeout).ConfigureAwait(false);
             _ended.Cancel();
-            AskOthersToLook(freed);
+            AskWaitsToLook(freed);
         }
     }
 
