@@ -61,6 +61,10 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
     /// Disposed once set.</summary>
     private Task? _disposal;
 
+    /// <summary>Cancelled as the disposal begins: a session being opened then (its connection waiting for the server) stops
+    /// opening, rather than the disposal waiting for it.</summary>
+    private readonly CancellationTokenSource _closing = new();
+
     /// <summary>Where the data source connects: a caller's transaction for a put must connect to the same.</summary>
     private readonly (string? Host, int Port, string? Database) _endpoint;
 
@@ -275,10 +279,12 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
 
         try
         {
+            _closing.Cancel();
             await CloseAsync().ConfigureAwait(false);
         }
         finally
         {
+            _closing.Dispose();
             first.SetResult();
         }
     }
@@ -295,15 +301,17 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
             _session = null;
         }
 
-        if (session is null && connecting is not null)
+        if (connecting is not null)
         {
+            // A first connect, or a reconnect after the session ended: it sees the disposal (its opening is cancelled)
+            // and stops the session it may have opened, so that nothing of it runs once the disposal has returned.
             try
             {
-                session = await connecting.ConfigureAwait(false);
+                await connecting.ConfigureAwait(false);
             }
-            catch (Exception e) when (e is PostgresCoordinationException or ObjectDisposedException)
+            catch (Exception e) when (e is PostgresCoordinationException or ObjectDisposedException or OperationCanceledException)
             {
-                // It never opened: nothing to close.
+                // It never opened, or stopped what it opened: nothing to close.
             }
         }
 
@@ -382,7 +390,18 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         Session session;
         try
         {
-            session = await Session.OpenAsync(this).ConfigureAwait(false);
+            session = await Session.OpenAsync(this, _closing.Token).ConfigureAwait(false);
+        }
+        catch (Exception) when (_closing.IsCancellationRequested)
+        {
+            lock (_sync)
+            {
+                _connecting = null;
+            }
+
+            // The disposal cancelled the opening (or came while it failed): the callers waiting for the session see the
+            // disposal.
+            throw new ObjectDisposedException(nameof(PostgresCoordinator));
         }
         catch
         {

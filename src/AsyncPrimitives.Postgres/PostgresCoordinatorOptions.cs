@@ -40,5 +40,9 @@ public sealed class PostgresCoordinatorOptions
 
     /// <summary>The local clock for timeouts, polling and heartbeats; <see cref="TimeProvider.System"/> when null.
     /// Lease expiry is decided by the server's clock.</summary>
+    /// <remarks>A provider is user code, and its failures lose nothing: a call whose timer (its timeout's, or a lease's it
+    /// was granted) cannot be created fails with the provider's exception and gives back what the server granted it; a
+    /// heartbeat whose timer cannot be created ends the session, as a failed LISTEN connection does (waits in progress
+    /// fail, leases are lost, the next call opens a new session).</remarks>
     public TimeProvider? TimeProvider { get; set; }
 }

@@ -204,6 +204,22 @@ public sealed partial class PostgresQueue<T>
         "WHERE q.id = $1 AND q.lease_token = $2 AND q.lease_owner = $3 RETURNING 1) " +
         "SELECT CASE WHEN EXISTS (SELECT 1 FROM r) THEN 'r' ELSE 'n' END";
 
+    /// <summary>Puts back in line, its attempt not counted, an item a get took but could not hand over before it had a
+    /// delivery (its lease's timer could not be created). Never throws: an item the server cannot be told about comes
+    /// back when its lease expires.</summary>
+    private async ValueTask ReturnUntrackedAsync(long id, long token)
+    {
+        (bool ran, string? outcome) = await _coordinator.Database.RunCleanupAsync(
+            ReturnSql,
+            [Database.Parameter(id), Database.Parameter(token), Database.Parameter(_coordinator.Owner)],
+            static r => r.GetString(0),
+            _coordinator.CleanupTimeout).ConfigureAwait(false);
+        if (ran && outcome == "r")
+        {
+            Wake(WakeKey);
+        }
+    }
+
     /// <summary>
     /// Gives a delivery back (see <see cref="PostgresDelivery{T}.AbandonAsync"/>); unless <paramref name="counted"/>, as
     /// an item its get never handed over because another item of its batch could not be read: back in line with its

@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Text.Json;
 using AsyncPrimitives.Postgres.Internal;
 
@@ -267,7 +268,8 @@ public sealed partial class PostgresQueue<T>
         $"The lease of item {id} was lost (it expired, or its session ended): the item was not completed, and may be with another consumer.";
 
     /// <summary>Turns leased rows into deliveries, in the queue's order, each with its lease in the session. When an
-    /// item cannot be read as <typeparamref name="T"/>, the whole batch is given back and the call fails.</summary>
+    /// item cannot be read as <typeparamref name="T"/>, or the clock cannot create a lease's timer, the whole batch is
+    /// given back and the call fails.</summary>
     private async ValueTask<List<PostgresDelivery<T>>> DeliverAsync(
         List<(long Id, long Token, int Attempt, int Priority, string? Payload, char Signal)> rows, Session session, long sentAt)
     {
@@ -283,9 +285,21 @@ public sealed partial class PostgresQueue<T>
         Exception? unreadable = null;
         long unreadableId = 0;
         List<PostgresDelivery<T>>? unread = null;
+        Exception? clockFailure = null;
         foreach ((long id, long token, int attempt, _, string? payload, _) in rows)
         {
-            var tracker = new LeaseTracker(session, token, id, LeaseDuration, sentAt, WakeKey);
+            LeaseTracker tracker;
+            try
+            {
+                tracker = new LeaseTracker(session, token, id, LeaseDuration, sentAt, WakeKey);
+            }
+            catch (Exception e)
+            {
+                // The clock could not create the lease's timer (a TimeProvider is user code): nothing is handed over.
+                clockFailure = e;
+                break;
+            }
+
             T item = default!;
             bool read = true;
             try
@@ -322,7 +336,15 @@ public sealed partial class PostgresQueue<T>
         // until they expire. The attempt counts, except for readable items given back only because another could not be
         // read: an unreadable item never takes its neighbours to the dead letters.
         Exception? failure = null;
-        if (late)
+        if (clockFailure is not null)
+        {
+            failure = clockFailure;
+            for (int i = deliveries.Count; i < rows.Count; i++)
+            {
+                await ReturnUntrackedAsync(rows[i].Id, rows[i].Token).ConfigureAwait(false);
+            }
+        }
+        else if (late)
         {
             failure = session.IsEnded
                 ? session.CreateEndException()
@@ -346,6 +368,11 @@ public sealed partial class PostgresQueue<T>
         foreach (PostgresDelivery<T> delivery in deliveries)
         {
             await delivery.GiveBackAsync(counted: late || unread?.Contains(delivery) == true).ConfigureAwait(false);
+        }
+
+        if (clockFailure is not null)
+        {
+            ExceptionDispatchInfo.Throw(clockFailure); // as thrown by the clock
         }
 
         throw failure;

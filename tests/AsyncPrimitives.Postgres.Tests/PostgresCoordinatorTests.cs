@@ -243,4 +243,122 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         await second!.WaitAsync(Bound);
         secondEndedFirst.Should().BeFalse("a DisposeAsync completes when the session is closed, which the first call was still doing");
     }
+
+    /// <summary>
+    /// The LISTEN connection dropped, and the next call is opening a new session (held up: the network does not answer
+    /// yet) when the coordinator is disposed. DisposeAsync must not leave that opening behind: once it has returned,
+    /// nothing of the coordinator runs, so no new LISTEN session may be opened on the server afterwards.
+    /// </summary>
+    [PostgresFact]
+    public async Task DisposeAsync_WhileTheNextCallReconnects_OpensNoListenSessionAfterItReturned()
+    {
+        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member a = await JoinAsync(
+            o => o.LeaseDuration = TimeSpan.FromSeconds(1), port: proxy.Port, connection: b => b.Timeout = 10);
+        Session first = await a.Coordinator.GetSessionAsync(CancellationToken.None);
+        proxy.Sever(); // the LISTEN connection drops: the session ends, and the next call opens a new one
+        await EventuallyAsync(() => Task.FromResult(first.Ended.IsCancellationRequested), "the session ended");
+        await a.Coordinator.EnsureSchemaAsync(); // gives the connections the coordinator kept back to the pool...
+        a.Source.Clear(); // ...which closes them: the next session needs a new connection
+
+        proxy.HoldNextConnection(); // the new session's connection gets no answer for now (the others do)
+        Task<PostgresLease> acquiring = a.Coordinator.CreateLock("job").AcquireAsync().AsTask();
+        await EventuallyAsync(() => Task.FromResult(proxy.HeldBack > 0), "the new session's connection is being opened");
+
+        await a.Coordinator.DisposeAsync().AsTask().WaitAsync(Bound);
+        proxy.ReleaseHeldConnection(); // it gets its answer, after DisposeAsync returned
+
+        // The call ends as every call of a disposed coordinator does; the opening it waited for has ended too.
+        await FluentActions.Awaiting(() => acquiring.WaitAsync(Bound)).Should().ThrowAsync<ObjectDisposedException>();
+        // A session's connection is the only one that LISTENs, and it sets idle_session_timeout back as it closes: its
+        // last statement says so (pg_stat_activity keeps it while the connection sits in the data source's pool).
+        long listenSessions = await ScalarAsync<long>(
+            $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{a.Application}' AND pid <> {first.Pid} " +
+            "AND (query LIKE '%LISTEN%' OR query LIKE '%idle_session_timeout%')");
+        listenSessions.Should().Be(0, "nothing of a disposed coordinator runs after DisposeAsync returned: no LISTEN session is opened");
+    }
+
+    /// <summary>
+    /// The clock (the TimeProvider option) is user code and cannot create a timer: an acquire may fail with its
+    /// exception, but the failure loses nothing. The permit the server granted the failed call must not stay held for
+    /// no one (it is not renewed, and held until it expires): another process finds the lock free.
+    /// </summary>
+    [PostgresFact]
+    public async Task AnAcquireWithAClockThatCannotCreateATimer_FailsWithItsException_AndLeavesTheLockFree()
+    {
+        var time = new MisbehavingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        Member b = await JoinAsync();
+        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
+        await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat (which never comes: the clock stands still)
+
+        time.CreateTimerThrows = true;
+        await FluentActions.Awaiting(async () => await a.Coordinator.CreateLock("job").TryAcquireAsync().AsTask().WaitAsync(Bound))
+            .Should().ThrowAsync<InvalidOperationException>("the call fails with the clock's exception");
+        time.CreateTimerThrows = false;
+
+        await using PostgresLease? taken = await b.Coordinator.CreateLock("job").TryAcquireAsync();
+        taken.Should().NotBeNull("a call that failed holds nothing: the lock is free for the others");
+    }
+
+    /// <summary>
+    /// The same for a get: the items its call took are not handed over when the clock cannot create their leases'
+    /// timers; they go back in line at once, their attempt not counted, rather than staying leased to no one until their
+    /// leases expire.
+    /// </summary>
+    [PostgresFact]
+    public async Task AGetWithAClockThatCannotCreateATimer_FailsWithItsException_AndTheItemIsBackInLine()
+    {
+        var time = new MisbehavingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        Member b = await JoinAsync();
+        PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutManyAsync([1, 2]);
+        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
+        await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat (which never comes: the clock stands still)
+
+        time.CreateTimerThrows = true;
+        await FluentActions.Awaiting(async () => await queue.GetManyAsync(2).AsTask().WaitAsync(Bound))
+            .Should().ThrowAsync<InvalidOperationException>("the call fails with the clock's exception");
+        time.CreateTimerThrows = false;
+
+        PostgresQueue<int> otherProcess = b.Coordinator.CreateQueue<int>("jobs");
+        IReadOnlyList<PostgresDelivery<int>> again = await otherProcess.GetManyAsync(2, TimeSpan.Zero);
+        again.Select(d => (d.Item, d.Attempt)).Should().Equal((1, 1), (2, 1));
+        await otherProcess.CompleteManyAsync(again);
+    }
+
+    /// <summary>
+    /// The heartbeat's clock could not create its timer (the clock is user code). DisposeAsync still closes the session
+    /// and completes: it does not throw what the heartbeat met in the background, long before.
+    /// </summary>
+    [PostgresFact]
+    public async Task DisposeAsync_AfterTheHeartbeatsClockFailedToCreateATimer_ClosesTheSessionWithoutThrowing()
+    {
+        var time = new TimerFailingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
+        await time.Failed.WaitAsync(Bound); // the heartbeat's first beat could not be timed
+
+        await FluentActions.Awaiting(() => a.Coordinator.DisposeAsync().AsTask().WaitAsync(Bound))
+            .Should().NotThrowAsync("DisposeAsync completes when the session is closed");
+        (await ScalarAsync<long>(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid " +
+            $"WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = '{a.Application}'"))
+            .Should().Be(0, "the session is closed");
+    }
+
+    /// <summary>A fake clock whose timers cannot be created; <see cref="Failed"/> completes at the first attempt.</summary>
+    private sealed class TimerFailingTimeProvider : Microsoft.Extensions.Time.Testing.FakeTimeProvider
+    {
+        public Task Failed => _failed.Task;
+
+        private readonly TaskCompletionSource _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            _failed.TrySetResult();
+            throw new InvalidOperationException("The clock cannot create a timer.");
+        }
+    }
 }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.ExceptionServices;
 using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Internal;
@@ -104,7 +105,8 @@ internal sealed class PermitSet
                 if (place?.TakeGrant() is { } grant)
                 {
                     // A release in this process granted the permit to this wait's place: no call needed.
-                    return Granted(session, ref place, grant.Token, grant.SentAt) ?? await GiveBackUnheldAsync(session, grant.Token).ConfigureAwait(false);
+                    return Granted(session, ref place, grant.Token, grant.SentAt, out Exception? clockFailure)
+                        ?? await GiveBackUnheldAsync(session, grant.Token, clockFailure).ConfigureAwait(false);
                 }
 
                 (long? Token, long? Ticket) result;
@@ -140,7 +142,8 @@ internal sealed class PermitSet
 
                 if (result.Token is long token)
                 {
-                    return Granted(session, ref place, token, wait.SentAt) ?? await GiveBackUnheldAsync(session, token).ConfigureAwait(false);
+                    return Granted(session, ref place, token, wait.SentAt, out Exception? clockFailure)
+                        ?? await GiveBackUnheldAsync(session, token, clockFailure).ConfigureAwait(false);
                 }
 
                 if (!wait.Waits)
@@ -219,16 +222,28 @@ internal sealed class PermitSet
 
     /// <summary>The wait got its permit (from its own call, or handed over by a release here): its place, if it had
     /// one, is left (the server removed it with the grant), and the lease is recorded in the session. Null when this
-    /// process cannot count on the grant (see <see cref="GiveBackUnheldAsync"/>).</summary>
-    private PostgresLease? Granted(Session session, ref WaitPlace? place, long token, long sentAt)
+    /// process cannot count on the grant (see <see cref="GiveBackUnheldAsync"/>), with <paramref name="clockFailure"/>
+    /// when that is because the clock could not create the lease's timer (a <see cref="TimeProvider"/> is user code).</summary>
+    private PostgresLease? Granted(Session session, ref WaitPlace? place, long token, long sentAt, out Exception? clockFailure)
     {
+        clockFailure = null;
         if (place is not null)
         {
             Leave(session, place);
             place = null;
         }
 
-        var tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey, _giveBack);
+        LeaseTracker tracker;
+        try
+        {
+            tracker = new LeaseTracker(session, token, 0, _coordinator.LeaseDuration, sentAt, WakeKey, _giveBack);
+        }
+        catch (Exception e)
+        {
+            clockFailure = e;
+            return null;
+        }
+
         if (!session.TryAdd(tracker))
         {
             return null; // lost at birth (its deadline had passed by the time the answer was handled), or the session ended
@@ -239,13 +254,19 @@ internal sealed class PermitSet
 
     /// <summary>
     /// A grant this process cannot count on: its answer came after its lease's local deadline (the call or the process
-    /// stalled for most of a lease), or the session ended here while the call ran (the server may still take it for a
+    /// stalled for most of a lease), its lease's timer could not be created (the clock's exception is thrown), or the
+    /// session ended here while the call ran (the server may still take it for a
     /// live one: a LISTEN connection that stopped answering keeps its backend). The server holds the permit for this
     /// process, so it is given back at once (not left held by no one until it expires), and the call fails.
     /// </summary>
-    private async Task<PostgresLease> GiveBackUnheldAsync(Session session, long token)
+    private async Task<PostgresLease> GiveBackUnheldAsync(Session session, long token, Exception? clockFailure)
     {
         await GiveBackAsync(token, ticket: null).ConfigureAwait(false);
+        if (clockFailure is not null)
+        {
+            ExceptionDispatchInfo.Throw(clockFailure);
+        }
+
         if (session.IsEnded)
         {
             throw session.CreateEndException();

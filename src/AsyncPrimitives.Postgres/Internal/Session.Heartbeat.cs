@@ -63,6 +63,16 @@ internal sealed partial class Session
         {
             // The session ended.
         }
+        catch (Exception e)
+        {
+            // The clock failed (a TimeProvider is user code: it could not create the beat's timer), or a data source was
+            // disposed before its coordinator. Without a heartbeat nothing is renewed, so the session ends with that
+            // failure, as it does when its connection fails: waits in progress fail, leases are lost, and the next call
+            // opens a new session.
+            End(new PostgresCoordinationException(
+                "The coordinator's heartbeat failed (see the inner exception): waits in progress fail, leases held are " +
+                "lost, and the coordinator reconnects on the next call.", e));
+        }
     }
 
     /// <summary>One renewal: what the server renewed gets a new deadline (a permit lost here meanwhile is given back, see

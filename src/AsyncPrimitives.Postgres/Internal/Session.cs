@@ -93,11 +93,11 @@ internal sealed partial class Session
     }
 
     /// <summary>Opens a session of <paramref name="coordinator"/>: a connection of its data source that LISTENs on the
-    /// channel.</summary>
-    public static async Task<Session> OpenAsync(PostgresCoordinator coordinator)
+    /// channel. <paramref name="closing"/> (the coordinator's disposal) cancels only the opening of the connection.</summary>
+    public static async Task<Session> OpenAsync(PostgresCoordinator coordinator, CancellationToken closing)
     {
         Database database = coordinator.Database;
-        NpgsqlConnection connection = await database.OpenAsync(CancellationToken.None).ConfigureAwait(false);
+        NpgsqlConnection connection = await database.OpenAsync(closing).ConfigureAwait(false);
         try
         {
             Session session;

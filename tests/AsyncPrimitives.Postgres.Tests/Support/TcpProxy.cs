@@ -7,7 +7,9 @@ namespace AsyncPrimitives.Postgres.Tests.Support;
 /// A TCP relay in front of the test server, to cut a client off without the server noticing: <see cref="Freeze"/>
 /// stops relaying bytes while every connection stays open (a network partition: the server still sees its sessions
 /// alive), <see cref="Thaw"/> resumes, <see cref="Sever"/> closes every connection at once (a dropped connection).
-/// <see cref="HoldReplies"/> holds back what the server sends on one connection (an answer that comes late).
+/// <see cref="HoldReplies"/> holds back what the server sends on one connection (an answer that comes late);
+/// <see cref="HoldNextConnection"/> holds back what the client sends on the next connection opened (an opening that
+/// gets no answer yet), and only on it.
 /// </summary>
 public sealed class TcpProxy : IAsyncDisposable
 {
@@ -20,6 +22,8 @@ public sealed class TcpProxy : IAsyncDisposable
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, TaskCompletionSource> _replyHolds = new();
     private TaskCompletionSource _open = NewOpenGate(opened: true);
     private int _heldBack;
+    private TaskCompletionSource? _nextConnectionHold;
+    private TaskCompletionSource? _connectionHold;
 
     public TcpProxy(string host, int port)
     {
@@ -85,9 +89,22 @@ public sealed class TcpProxy : IAsyncDisposable
         }
     }
 
+    /// <summary>Holds what the client sends on the next connection accepted (its opening does not reach the server)
+    /// until <see cref="ReleaseHeldConnection"/>; the connections after it are relayed as usual.</summary>
+    public void HoldNextConnection() =>
+        Volatile.Write(ref _nextConnectionHold, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+
+    /// <summary>Relays what <see cref="HoldNextConnection"/> held back, and what comes after it.</summary>
+    public void ReleaseHeldConnection()
+    {
+        Interlocked.Exchange(ref _nextConnectionHold, null)?.TrySetResult();
+        Volatile.Read(ref _connectionHold)?.TrySetResult();
+    }
+
     public async ValueTask DisposeAsync()
     {
         _stop.Cancel();
+        ReleaseHeldConnection();
         _listener.Stop();
         Thaw();
         foreach (int port in _replyHolds.Keys)
@@ -131,13 +148,21 @@ public sealed class TcpProxy : IAsyncDisposable
                 _sockets.Add(server);
             }
 
-            _ = PumpAsync(client, server, replyPort: null);
+            TaskCompletionSource? hold = Interlocked.Exchange(ref _nextConnectionHold, null);
+            if (hold is not null)
+            {
+                Volatile.Write(ref _connectionHold, hold);
+            }
+
+            _ = PumpAsync(client, server, replyPort: null, hold?.Task);
             _ = PumpAsync(server, client, ((IPEndPoint)server.LocalEndPoint!).Port);
         }
     }
 
     /// <param name="replyPort">For the server's side: the port the server sees the connection coming from.</param>
-    private async Task PumpAsync(Socket from, Socket to, int? replyPort)
+    /// <param name="hold">For the client's side of a connection held by <see cref="HoldNextConnection"/>: relays once
+    /// it completes.</param>
+    private async Task PumpAsync(Socket from, Socket to, int? replyPort, Task? hold = null)
     {
         byte[] buffer = new byte[16 * 1024];
         try
@@ -156,6 +181,19 @@ public sealed class TcpProxy : IAsyncDisposable
                     open = _open.Task;
                 }
 
+                if (hold is { IsCompleted: false })
+                {
+                    Interlocked.Increment(ref _heldBack);
+                    try
+                    {
+                        await hold.WaitAsync(_stop.Token);
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref _heldBack);
+                    }
+                }
+
                 if (!open.IsCompleted)
                 {
                     Interlocked.Increment(ref _heldBack);
@@ -169,9 +207,9 @@ public sealed class TcpProxy : IAsyncDisposable
                     }
                 }
 
-                if (replyPort is int port && _replyHolds.TryGetValue(port, out TaskCompletionSource? hold))
+                if (replyPort is int port && _replyHolds.TryGetValue(port, out TaskCompletionSource? replyHold))
                 {
-                    await hold.Task.WaitAsync(_stop.Token);
+                    await replyHold.Task.WaitAsync(_stop.Token);
                 }
 
                 await to.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, _stop.Token);
