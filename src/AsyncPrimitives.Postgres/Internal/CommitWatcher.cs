@@ -132,8 +132,26 @@ internal sealed class CommitWatcher
                 wait = _wait.Token;
             }
 
+            Task delay;
+            try
+            {
+                delay = Task.Delay(interval, _time, wait);
+            }
+            catch (Exception)
+            {
+                // The clock (user code) could not create the timer: this loop ends, and the next put in a caller's
+                // transaction starts another, which checks the ones pending here too; meanwhile the getters find the
+                // items at their next poll.
+                lock (_sync)
+                {
+                    _watching = false;
+                }
+
+                return;
+            }
+
             // Ended early by a new transaction; resumed on the pool, never inline in the put that ended it.
-            await Task.Delay(interval, _time, wait).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ForceYielding);
+            await delay.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ForceYielding);
             lock (_sync)
             {
                 ids = [.. _pending.Keys];
