@@ -445,6 +445,21 @@ public sealed class LimiterContractTests
     {
         var limiter = new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = 2, QueueLimit = 10 });
         limiter.Dispose(); // by its owner, while a gathering still uses it
+        await GatherSettledShouldFailAsAWholeAsync<ObjectDisposedException>(limiter);
+    }
+
+    /// <summary>The same for a limiter that throws <see cref="OperationCanceledException"/> of its own (not for the
+    /// gathering's token, which nobody cancelled): a failure of the limiter, not a cancellation, nor a piece's outcome.</summary>
+    [Fact]
+    public async Task GatherSettledAsync_ALimiterThatThrowsACancellationOfItsOwn_FailsTheGathering_NotEachPieceThatNeverRan()
+    {
+        using var limiter = new CountingLimiter { Gate = (_, _) => Task.FromCanceled(new CancellationToken(canceled: true)) };
+        await GatherSettledShouldFailAsAWholeAsync<OperationCanceledException>(limiter);
+    }
+
+    private static async Task GatherSettledShouldFailAsAWholeAsync<TException>(RateLimiter limiter)
+        where TException : Exception
+    {
         int started = 0;
         var work = Enumerable.Range(0, 5).Select(i => (Func<CancellationToken, Task<int>>)(_ =>
         {
@@ -453,7 +468,7 @@ public sealed class LimiterContractTests
         }));
 
         await FluentActions.Awaiting(() => AsyncIter.GatherSettledAsync(work, 2, limiter).WaitAsync(TestWork.Bound))
-            .Should().ThrowAsync<ObjectDisposedException>("the limiter cannot serve the gathering: no piece has an outcome of its own");
+            .Should().ThrowAsync<TException>("the limiter cannot serve the gathering: no piece has an outcome of its own");
         started.Should().Be(0);
     }
 
@@ -487,6 +502,30 @@ public sealed class LimiterContractTests
             (await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>())
                 .WithMessage("The lease of the rate limiter CountingLimiter(test) was lost while the call ran*")
                 .WithInnerException<OperationCanceledException>();
+        }
+
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    /// <summary>
+    /// A lease that can be lost but holds: a call that fails on its own fails as itself, not as a loss of its lease.
+    /// </summary>
+    [Theory, MemberData(nameof(Operators))]
+    public async Task ACallThatFailsWhileItsLeaseThatCanBeLostStillHolds_FailsAsItself(LimitedOperator op)
+    {
+        using var lost = new CancellationTokenSource(); // never cancelled
+        using var limiter = new CountingLimiter { LeaseLost = lost.Token };
+        Task<int> Work(int i, CancellationToken ct) => Task.FromException<int>(new InvalidDataException("call"));
+
+        Task<List<int>> run = RunAsync(op, 1, Work, maxConcurrency: 1, limiter);
+
+        if (op == LimitedOperator.GatherSettledAsync)
+        {
+            (await run.WaitAsync(TestWork.Bound)).Should().Equal(FailedOutcome);
+        }
+        else
+        {
+            await FluentActions.Awaiting(() => run.WaitAsync(TestWork.Bound)).Should().ThrowExactlyAsync<InvalidDataException>();
         }
 
         limiter.ShouldHaveReturnedEveryLease();

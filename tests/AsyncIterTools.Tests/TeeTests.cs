@@ -123,7 +123,8 @@ public sealed class TeeTests
     {
         IAsyncEnumerable<int>[] copies = Sources.Of(SourceMode.Synchronous, 1, 2).Tee();
         await using IAsyncEnumerator<int> e = copies[0].GetAsyncEnumerator();
-        FluentActions.Invoking(() => copies[0].GetAsyncEnumerator()).Should().Throw<InvalidOperationException>();
+        FluentActions.Invoking(() => copies[0].GetAsyncEnumerator()).Should().Throw<InvalidOperationException>()
+            .WithMessage("*enumerated only once*", "the message says what was wrong");
     }
 
     [Fact]
