@@ -410,26 +410,36 @@ public sealed class ContextPolicyTests
 
     /// <summary>
     /// docs/asynciter.md, Shared rules: "The concurrent operators' own bookkeeping (recording that a call completed) never
-    /// posts to your SynchronizationContext". Every call's lease is refused (no RetryAfter) and is IAsyncDisposable, its
-    /// release parked on the gate: the refused calls' ends must not post once per call.
+    /// posts to your SynchronizationContext". Every call's lease is IAsyncDisposable, its release parked on the gate, and
+    /// refused (no RetryAfter) or granted: the calls' ends, their leases going back, must not post once per call.
     /// </summary>
     [Theory]
-    [InlineData("GatherAsync(limiter)")]
-    [InlineData("AsCompleted(limiter)")]
-    public async Task UnderASingleThreadedContext_RefusedLeasesGoingBackAsynchronously_PostNothingPerCall(string op)
+    [InlineData("GatherAsync(limiter)", false)]
+    [InlineData("AsCompleted(limiter)", false)]
+    [InlineData("GatherAsync(limiter)", true)]
+    [InlineData("AsCompleted(limiter)", true)]
+    public async Task UnderASingleThreadedContext_LeasesGoingBackAsynchronously_PostNothingPerCall(string op, bool granted)
     {
         using var context = new SingleThreadedContext();
-        (int posts, Exception? failure) = await context.Run(() => RunRefusedAsync(op)).WaitAsync(TestWork.Bound);
+        (int posts, Exception? failure) = await context.Run(() => RunGatedReleaseAsync(op, granted)).WaitAsync(TestWork.Bound);
 
-        failure.Should().BeOfType<InvalidOperationException>();
+        if (granted)
+        {
+            failure.Should().BeNull();
+        }
+        else
+        {
+            failure.Should().BeOfType<InvalidOperationException>();
+        }
+
         posts.Should().BeLessThanOrEqualTo(AllowedPosts, "recording a completion must not post to the caller's context");
     }
 
-    private static async Task<(int Posts, Exception? Failure)> RunRefusedAsync(string op)
+    private static async Task<(int Posts, Exception? Failure)> RunGatedReleaseAsync(string op, bool granted)
     {
         var context = (SingleThreadedContext)SynchronizationContext.Current!;
         var gate = new TaskCompletionSource<int>(); // synchronous continuations
-        using var limiter = new RefusingLimiter(gate.Task);
+        using var limiter = new GatedReleaseLimiter(gate.Task, granted);
         IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat<Func<CancellationToken, Task<int>>>(_ => Task.FromResult(1), Calls);
         Task run = op == "GatherAsync(limiter)"
             ? AsyncIter.GatherAsync(work, Calls, limiter)
@@ -449,8 +459,9 @@ public sealed class ContextPolicyTests
         return (context.Posts - before, failure);
     }
 
-    /// <summary>Refuses every lease without a RetryAfter; each lease is IAsyncDisposable, its release waiting for the gate.</summary>
-    private sealed class RefusingLimiter(Task gate) : System.Threading.RateLimiting.RateLimiter
+    /// <summary>Grants every lease, or refuses it without a RetryAfter; each lease is IAsyncDisposable, its release waiting
+    /// for the gate.</summary>
+    private sealed class GatedReleaseLimiter(Task gate, bool grants) : System.Threading.RateLimiting.RateLimiter
     {
         public override TimeSpan? IdleDuration => null;
 
@@ -459,12 +470,12 @@ public sealed class ContextPolicyTests
         protected override System.Threading.RateLimiting.RateLimitLease AttemptAcquireCore(int permitCount) => throw new NotSupportedException();
 
         protected override ValueTask<System.Threading.RateLimiting.RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) =>
-            new(new RefusedLease(gate));
+            new(new GatedReleaseLease(gate, grants));
     }
 
-    private sealed class RefusedLease(Task gate) : System.Threading.RateLimiting.RateLimitLease, IAsyncDisposable
+    private sealed class GatedReleaseLease(Task gate, bool granted) : System.Threading.RateLimiting.RateLimitLease, IAsyncDisposable
     {
-        public override bool IsAcquired => false;
+        public override bool IsAcquired => granted;
 
         public override IEnumerable<string> MetadataNames => [];
 
