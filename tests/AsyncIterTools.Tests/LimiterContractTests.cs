@@ -1302,6 +1302,32 @@ public sealed class LimiterContractTests
     }
 
     /// <summary>
+    /// "After a failure nothing new starts", for a failure of the inputs too: a lease granted after a null element was
+    /// read starts nothing, also while the consumer is busy with an earlier result and has not taken the failure yet.
+    /// </summary>
+    [Fact]
+    public async Task ALeaseGrantedAfterANullElementWasRead_StartsNothing_WhileTheConsumerHasNotTakenTheFailure()
+    {
+        var grantLease1 = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var limiter = new CountingLimiter { Gate = (n, _) => n == 1 ? grantLease1.Task : Task.CompletedTask };
+        var work = new PiecesThenANull(2);
+        work.Pieces[0].SetResult(0);
+        work.Pieces[1].SetResult(1); // would end at once, if it started
+
+        await using IAsyncEnumerator<int> e = AsyncIter.AsCompleted(work.Work(), 3, limiter).GetAsyncEnumerator();
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+        await work.NullRead.Task.WaitAsync(TestWork.Bound);
+
+        grantLease1.SetResult(); // while the consumer is busy with 0
+        SpinWait.SpinUntil(() => limiter.Granted == 2 && limiter.Held == 0, TestWork.Bound).Should().BeTrue("the late lease goes back at once");
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<ArgumentNullException>();
+        work.LastStarted.Task.IsCompleted.Should().BeFalse("no call starts after the inputs failed");
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
+    /// <summary>
     /// A call that ended before a failure of the inputs was read comes before it, also while its lease is still going back
     /// (an <see cref="IAsyncDisposable"/> lease, as a <c>PostgresSemaphore</c>'s): AsCompleted yields its value first,
     /// and GatherAsync throws its failure, not the input failure read after it.
