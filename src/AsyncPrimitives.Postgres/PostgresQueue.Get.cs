@@ -367,7 +367,7 @@ public sealed partial class PostgresQueue<T>
 
         foreach (PostgresDelivery<T> delivery in deliveries)
         {
-            await delivery.GiveBackAsync(counted: late || unread?.Contains(delivery) == true).ConfigureAwait(false);
+            await delivery.GiveBackAsync(counted: clockFailure is null && (late || unread?.Contains(delivery) == true)).ConfigureAwait(false);
         }
 
         if (clockFailure is not null)

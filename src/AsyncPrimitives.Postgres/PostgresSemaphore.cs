@@ -190,7 +190,7 @@ public sealed class PostgresSemaphore
         protected override void Dispose(bool disposing)
         {
             _disposed = true;
-            _disposing.Cancel();
+            _disposing.CancelQuietly();
             base.Dispose(disposing);
         }
 

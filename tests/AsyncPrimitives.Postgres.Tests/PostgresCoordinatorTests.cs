@@ -348,6 +348,55 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
             .Should().Be(0, "the session is closed");
     }
 
+    /// <summary>
+    /// PostgresCoordinatorOptions.TimeProvider: "A provider is user code, and its failures lose nothing"; PostgresLease:
+    /// ReleaseAsync "Does not throw when the server cannot be reached" (scale-out.md: "PostgresLease.ReleaseAsync (and
+    /// disposing a lease) never throws"); primitives.md: "a timer whose Dispose throws is ignored". The clock's timers
+    /// throw from Dispose: releasing the lease must still give the permit back (another process finds the lock free), and
+    /// neither the release nor a second release may throw or hang.
+    /// </summary>
+    [PostgresFact]
+    public async Task ReleaseAsync_WithAClockWhoseTimersThrowFromDispose_DoesNotThrow_AndLeavesTheLockFree()
+    {
+        var time = new MisbehavingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        Member b = await JoinAsync();
+        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
+        await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat (which never comes: the clock stands still)
+        time.TimerDisposeThrows = true; // the lease's timer, created from now on
+        PostgresLease? lease = await a.Coordinator.CreateLock("job").TryAcquireAsync();
+        lease.Should().NotBeNull();
+
+        await FluentActions.Awaiting(() => lease!.ReleaseAsync().AsTask().WaitAsync(Bound))
+            .Should().NotThrowAsync("a release never throws: a timer whose Dispose throws is ignored");
+        await FluentActions.Awaiting(() => lease!.ReleaseAsync().AsTask().WaitAsync(Bound))
+            .Should().NotThrowAsync("a later release returns the first one's task, which completes");
+        await using PostgresLease? taken = await b.Coordinator.CreateLock("job").TryAcquireAsync();
+        taken.Should().NotBeNull("the released lock is free for the others");
+    }
+
+    /// <summary>
+    /// PostgresCoordinatorOptions.TimeProvider: "A provider is user code, and its failures lose nothing"; primitives.md: "a
+    /// timer whose Dispose throws is ignored"; DisposeAsync: "Ends the coordinator: its session ends (...) leases held are
+    /// lost and given back to the server" and returns "A task that completes when the session is closed" (no exception
+    /// listed). The heartbeat's timer throws from Dispose: DisposeAsync must still close the session and not throw.
+    /// </summary>
+    [PostgresFact]
+    public async Task DisposeAsync_WithAClockWhoseTimersThrowFromDispose_ClosesTheSessionWithoutThrowing()
+    {
+        var time = new MisbehavingTimeProvider { TimerDisposeThrows = true };
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
+        await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat, on a timer that throws from Dispose
+
+        await FluentActions.Awaiting(() => a.Coordinator.DisposeAsync().AsTask().WaitAsync(Bound))
+            .Should().NotThrowAsync("DisposeAsync completes when the session is closed");
+        (await ScalarAsync<long>(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid " +
+            $"WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = '{a.Application}'"))
+            .Should().Be(0, "the session is closed");
+    }
+
     /// <summary>A fake clock whose timers cannot be created; <see cref="Failed"/> completes at the first attempt.</summary>
     private sealed class TimerFailingTimeProvider : Microsoft.Extensions.Time.Testing.FakeTimeProvider
     {

@@ -67,11 +67,11 @@ internal sealed partial class Session
         {
             // The clock failed (a TimeProvider is user code: it could not create the beat's timer), or a data source was
             // disposed before its coordinator. Without a heartbeat nothing is renewed, so the session ends with that
-            // failure, as it does when its connection fails: waits in progress fail, leases are lost, and the next call
-            // opens a new session.
-            End(new PostgresCoordinationException(
+            // failure, as it does when its LISTEN connection fails: leases are lost, what the session holds on the
+            // server is freed, waits in progress fail, and the next call opens a new session.
+            await EndThenFreeAsync(new PostgresCoordinationException(
                 "The coordinator's heartbeat failed (see the inner exception): waits in progress fail, leases held are " +
-                "lost, and the coordinator reconnects on the next call.", e));
+                "lost, and the coordinator reconnects on the next call.", e)).ConfigureAwait(false);
         }
     }
 

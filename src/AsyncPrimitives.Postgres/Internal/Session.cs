@@ -228,10 +228,10 @@ internal sealed partial class Session
 
         if (failWaits)
         {
-            _ended.Cancel();
+            _ended.CancelQuietly();
         }
 
-        _stop.Cancel();
+        _stop.CancelQuietly();
         foreach (LeaseTracker lease in lost)
         {
             lease.MarkLost();
@@ -332,15 +332,21 @@ internal sealed partial class Session
             // it), and only then do the waits in progress fail: a place left would take the next permit released, and
             // keep it until it expired, after its wait had thrown.
             _coordinator.Database.ClearConnections();
-            string[] freed = EndHere(
-                new PostgresCoordinationException(
-                    $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are " +
-                    "lost, and the coordinator reconnects on the next call.", failure),
-                failWaits: false);
-            await EndOnServerAsync(s_closeTimeout).ConfigureAwait(false);
-            _ended.Cancel();
-            AskWaitsToLook(freed);
+            await EndThenFreeAsync(new PostgresCoordinationException(
+                $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are " +
+                "lost, and the coordinator reconnects on the next call.", failure)).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Ends the session here for a failure of its own (its LISTEN connection, its heartbeat) while the server may
+    /// still hold it: the leases are lost here first, then what the session holds there is freed, and only then do the
+    /// waits in progress fail and the others (this coordinator's next session's waits too) look again.</summary>
+    private async Task EndThenFreeAsync(Exception reason)
+    {
+        string[] freed = EndHere(reason, failWaits: false);
+        await EndOnServerAsync(s_closeTimeout).ConfigureAwait(false);
+        _ended.CancelQuietly();
+        AskWaitsToLook(freed);
     }
 
     private async Task PingAsync()
