@@ -107,7 +107,7 @@ public sealed partial class PostgresCoordinator : IAsyncDisposable
         LeaseDuration = options.LeaseDuration;
         PollInterval = options.PollInterval;
         Json = options.JsonSerializerOptions ?? JsonSerializerOptions.Default;
-        Time = options.TimeProvider ?? TimeProvider.System;
+        Time = QuietTimers.For(options.TimeProvider);
         _shortestLease = LeaseDuration;
         Signals = new WakeSignals(Time);
         Notifier = new Notifier(Database, Owner);

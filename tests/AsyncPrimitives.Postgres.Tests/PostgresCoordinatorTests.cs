@@ -397,6 +397,28 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
             .Should().Be(0, "the session is closed");
     }
 
+    /// <summary>
+    /// primitives.md: "a timer whose Dispose throws is ignored (the wait keeps what it got)". A timed wait for the lock is
+    /// woken by a release in its own process, which ends the wait's timer early (from the runtime's code, on the pool):
+    /// the release returns, the wait gets the lock, and nothing throws anywhere (an exception on the pool would end the
+    /// test host).
+    /// </summary>
+    [PostgresFact]
+    public async Task ATimedWaitWokenByARelease_WithAClockWhoseTimersThrowFromDispose_GetsTheLock()
+    {
+        var time = new MisbehavingTimeProvider();
+        Member a = await JoinAsync(o => o.TimeProvider = time);
+        PostgresLock jobLock = a.Coordinator.CreateLock("job");
+        PostgresLease held = await jobLock.AcquireAsync(Bound);
+        time.TimerDisposeThrows = true;
+        Task<PostgresLease> waiting = jobLock.AcquireAsync(TimeSpan.FromMinutes(5)).AsTask();
+        await WaitersAsync(1);
+
+        await FluentActions.Awaiting(() => held.ReleaseAsync().AsTask().WaitAsync(Bound)).Should().NotThrowAsync();
+        await using PostgresLease next = await waiting.WaitAsync(Bound);
+        next.FencingToken.Should().BeGreaterThan(held.FencingToken);
+    }
+
     /// <summary>A fake clock whose timers cannot be created; <see cref="Failed"/> completes at the first attempt.</summary>
     private sealed class TimerFailingTimeProvider : Microsoft.Extensions.Time.Testing.FakeTimeProvider
     {
