@@ -190,7 +190,7 @@ public sealed class PostgresSemaphore
         protected override void Dispose(bool disposing)
         {
             _disposed = true;
-            _disposing.CancelQuietly();
+            _disposing.Cancel();
             base.Dispose(disposing);
         }
 

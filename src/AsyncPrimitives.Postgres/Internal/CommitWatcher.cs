@@ -83,7 +83,7 @@ internal sealed class CommitWatcher
             }
         }
 
-        sooner?.CancelQuietly();
+        sooner?.Cancel();
     }
 
     /// <summary>Stops watching (the coordinator is disposed) and waits for the loop to end: after it, nothing of the
@@ -106,8 +106,8 @@ internal sealed class CommitWatcher
         }
 
         // Outside the lock: cancelling runs the registrations of a check in flight.
-        _stop.CancelQuietly();
-        wait?.CancelQuietly();
+        _stop.Cancel();
+        wait?.Cancel();
         await loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 

@@ -133,7 +133,7 @@ internal sealed class LeaseTracker
             return false;
         }
 
-        _deadline.DisposeQuietly();
+        _deadline.Dispose();
         _session.Remove(this);
         return true;
     }
@@ -146,7 +146,7 @@ internal sealed class LeaseTracker
             return;
         }
 
-        _deadline.DisposeQuietly();
+        _deadline.Dispose();
         _session.Remove(this);
         // The holder's callbacks run on the thread pool, not on the heartbeat's or the LISTEN loop's thread.
         ThreadPool.UnsafeQueueUserWorkItem(static cts => cts.Cancel(), _lost, preferLocal: false);

@@ -228,10 +228,10 @@ internal sealed partial class Session
 
         if (failWaits)
         {
-            _ended.CancelQuietly();
+            _ended.Cancel();
         }
 
-        _stop.CancelQuietly();
+        _stop.Cancel();
         foreach (LeaseTracker lease in lost)
         {
             lease.MarkLost();
@@ -345,7 +345,7 @@ internal sealed partial class Session
     {
         string[] freed = EndHere(reason, failWaits: false);
         await EndOnServerAsync(s_closeTimeout).ConfigureAwait(false);
-        _ended.CancelQuietly();
+        _ended.Cancel();
         AskWaitsToLook(freed);
     }
 
