@@ -340,12 +340,7 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
         await time.Failed.WaitAsync(Bound); // the heartbeat's first beat could not be timed
 
-        await FluentActions.Awaiting(() => a.Coordinator.DisposeAsync().AsTask().WaitAsync(Bound))
-            .Should().NotThrowAsync("DisposeAsync completes when the session is closed");
-        (await ScalarAsync<long>(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid " +
-            $"WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = '{a.Application}'"))
-            .Should().Be(0, "the session is closed");
+        await DisposeShouldCloseTheSessionWithoutThrowingAsync(a);
     }
 
     /// <summary>
@@ -389,12 +384,7 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
         await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat, on a timer that throws from Dispose
 
-        await FluentActions.Awaiting(() => a.Coordinator.DisposeAsync().AsTask().WaitAsync(Bound))
-            .Should().NotThrowAsync("DisposeAsync completes when the session is closed");
-        (await ScalarAsync<long>(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid " +
-            $"WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = '{a.Application}'"))
-            .Should().Be(0, "the session is closed");
+        await DisposeShouldCloseTheSessionWithoutThrowingAsync(a);
     }
 
     /// <summary>
@@ -417,6 +407,17 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         await FluentActions.Awaiting(() => held.ReleaseAsync().AsTask().WaitAsync(Bound)).Should().NotThrowAsync();
         await using PostgresLease next = await waiting.WaitAsync(Bound);
         next.FencingToken.Should().BeGreaterThan(held.FencingToken);
+    }
+
+    /// <summary>DisposeAsync completes without throwing, and the session's advisory lock is no longer held.</summary>
+    private async Task DisposeShouldCloseTheSessionWithoutThrowingAsync(Member member)
+    {
+        await FluentActions.Awaiting(() => member.Coordinator.DisposeAsync().AsTask().WaitAsync(Bound))
+            .Should().NotThrowAsync("DisposeAsync completes when the session is closed");
+        (await ScalarAsync<long>(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid " +
+            $"WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = '{member.Application}'"))
+            .Should().Be(0, "the session is closed");
     }
 
     /// <summary>A fake clock whose timers cannot be created; <see cref="Failed"/> completes at the first attempt.</summary>
