@@ -206,8 +206,8 @@ internal sealed partial class Session
 
     /// <summary>Ends the session in this process (once; see <see cref="End"/>); returns the wake keys of the leases
     /// lost and of the places in line (a release may have granted a place a permit not claimed yet), and the join keys
-    /// of the deliveries' queues, for the others to be asked to look again once the server has freed them. The waits in progress fail now, or (<paramref name="failWaits"/> false) when the caller cancels
-    /// <see cref="_ended"/>.</summary>
+    /// of the deliveries' queues, for the others to be asked to look again once the server has freed them. The waits in
+    /// progress fail now, or (<paramref name="failWaits"/> false) when the caller cancels <see cref="_ended"/>.</summary>
     private string[] EndHere(Exception reason, bool failWaits = true)
     {
         LeaseTracker[] lost;
