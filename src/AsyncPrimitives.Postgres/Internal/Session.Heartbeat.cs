@@ -71,7 +71,7 @@ internal sealed partial class Session
             // server is freed, waits in progress fail, and the next call opens a new session.
             await EndThenFreeAsync(new PostgresCoordinationException(
                 "The coordinator's heartbeat failed (see the inner exception): waits in progress fail, leases held are " +
-                "lost, and the coordinator reconnects on the next call.", e)).ConfigureAwait(false);
+                "lost, and the coordinator reconnects on the next call.", e), s_closeTimeout).ConfigureAwait(false);
         }
     }
 

@@ -275,11 +275,8 @@ internal sealed partial class Session
     /// </summary>
     public async Task CloseAsync(Exception reason)
     {
-        string[] freed = EndHere(reason);
         // If this cannot reach the server, the session's connection, closed below, frees its rows too.
-        await EndOnServerAsync(_coordinator.CleanupTimeout).ConfigureAwait(false);
-        // Only now: a wait woken before the rows were free would find nothing and sleep to its next poll.
-        AskWaitsToLook(freed);
+        await EndThenFreeAsync(reason, _coordinator.CleanupTimeout, failWaitsFirst: true).ConfigureAwait(false);
         await StopAsync(reason).ConfigureAwait(false);
     }
 
@@ -332,19 +329,24 @@ internal sealed partial class Session
             // it), and only then do the waits in progress fail: a place left would take the next permit released, and
             // keep it until it expired, after its wait had thrown.
             _coordinator.Database.ClearConnections();
-            await EndThenFreeAsync(new PostgresCoordinationException(
-                $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are " +
-                "lost, and the coordinator reconnects on the next call.", failure)).ConfigureAwait(false);
+            await EndThenFreeAsync(
+                new PostgresCoordinationException(
+                    $"The coordinator's LISTEN connection (backend {Pid}) failed: waits in progress fail, leases held are " +
+                    "lost, and the coordinator reconnects on the next call.", failure),
+                s_closeTimeout).ConfigureAwait(false);
         }
     }
 
-    /// <summary>Ends the session here for a failure of its own (its LISTEN connection, its heartbeat) while the server may
-    /// still hold it: the leases are lost here first, then what the session holds there is freed, and only then do the
-    /// waits in progress fail and the others (this coordinator's next session's waits too) look again.</summary>
-    private async Task EndThenFreeAsync(Exception reason)
+    /// <summary>Ends the session here while the server may still hold it (its coordinator is disposed, or its LISTEN
+    /// connection or heartbeat failed): the leases are lost here first, then what the session holds there is freed
+    /// (within <paramref name="timeout"/>), and only then do the waits in progress fail (unless
+    /// <paramref name="failWaitsFirst"/>: a disposal fails them at once) and the waits on what was freed (this
+    /// coordinator's next session's too) look again: one woken before the rows were free would find nothing and sleep to
+    /// its next poll.</summary>
+    private async Task EndThenFreeAsync(Exception reason, TimeSpan timeout, bool failWaitsFirst = false)
     {
-        string[] freed = EndHere(reason, failWaits: false);
-        await EndOnServerAsync(s_closeTimeout).ConfigureAwait(false);
+        string[] freed = EndHere(reason, failWaits: failWaitsFirst);
+        await EndOnServerAsync(timeout).ConfigureAwait(false);
         _ended.Cancel();
         AskWaitsToLook(freed);
     }
