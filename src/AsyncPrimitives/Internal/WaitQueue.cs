@@ -340,7 +340,8 @@ internal sealed partial class WaitQueue<T, TPolicy> : IWaitQueue<T>, IWaitLine
         }
         finally
         {
-            // Also when a priority queue's comparer threw after a waiting putter's item had moved in: that put completes.
+            // Also when the policy threw (a priority queue's comparer): what was decided before the throw is delivered. A
+            // take serves waiting putters only once it has succeeded, so a comparer that throws has completed none of them.
             completions.CompleteAll();
         }
     }
