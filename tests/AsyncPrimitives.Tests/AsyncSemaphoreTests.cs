@@ -440,13 +440,14 @@ public sealed class AsyncSemaphoreTests : LockContractTests<AsyncSemaphore, Asyn
     public async Task AcquireAsync_CancellationsRacingRelease_ConservePermits()
     {
         const int Permits = 2;
-        await Task.Run(async () =>
+        await StepLoop.RunAsync(async step =>
         {
             var semaphore = new AsyncSemaphore(0, maxCount: Permits);
             var random = new Random(2024);
             using var racer = new Racer();
             for (int i = 0; i < 2000; i++)
             {
+                step();
                 using var cts = new CancellationTokenSource();
                 ValueTask<AsyncSemaphore.Releaser>[] waiters =
                 [
@@ -493,20 +494,21 @@ public sealed class AsyncSemaphoreTests : LockContractTests<AsyncSemaphore, Asyn
                 semaphore.TryAcquire().Should().BeTrue();
                 semaphore.TryAcquire().Should().BeTrue();
             }
-        }).WaitAsync(TimeSpan.FromSeconds(60));
+        });
     }
 
     [Fact]
     public async Task AcquireAsync_ManualTimeoutsRacingRelease_ConservePermits()
     {
         var time = new CountingTimeProvider();
-        await Task.Run(async () =>
+        await StepLoop.RunAsync(async step =>
         {
             var semaphore = new AsyncSemaphore(0, maxCount: 2, timeProvider: time);
             var random = new Random(77);
             using var racer = new Racer();
             for (int i = 0; i < 2000; i++)
             {
+                step();
                 ValueTask<AsyncSemaphore.Releaser>[] waiters =
                 [
                     semaphore.AcquireAsync(TimeSpan.FromSeconds(1)),
@@ -546,7 +548,7 @@ public sealed class AsyncSemaphoreTests : LockContractTests<AsyncSemaphore, Asyn
                 semaphore.TryAcquire().Should().BeTrue();
                 semaphore.TryAcquire().Should().BeTrue();
             }
-        }).WaitAsync(TimeSpan.FromSeconds(60));
+        });
 
         time.ActiveTimers.Should().Be(0);
     }
