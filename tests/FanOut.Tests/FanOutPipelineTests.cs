@@ -211,9 +211,27 @@ public sealed class FanOutPipelineTests
         await using FlakyApiServer server = await InstantServerAsync();
         using var http = new HttpClient { BaseAddress = server.BaseAddress };
         var bothIn = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var firstThrown = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var productionStopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // Both ids, then no end: the production stops only when a failing worker stops it, after it has recorded its
+        // failure as the run's first. (A gate set by the first worker just before it throws would let the other
+        // worker's failure, resumed on another thread, be recorded first.)
+        async IAsyncEnumerable<int> Ids([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+        {
+            yield return 0;
+            yield return 1;
+            try
+            {
+                await Task.Delay(Timeout.Infinite, ct);
+            }
+            finally
+            {
+                productionStopped.TrySetResult();
+            }
+        }
+
         int entered = 0;
-        var pipeline = new FanOutPipeline(http, Options() with { Count = 2, Limit = 2, BatchSize = 1, Workers = 2 }, processBatch: async (_, _) =>
+        var pipeline = new FanOutPipeline(http, Options() with { Count = 2, Limit = 2, BatchSize = 1, Workers = 2 }, ids: Ids(), processBatch: async (_, _) =>
         {
             int n = Interlocked.Increment(ref entered);
             if (n == 2)
@@ -224,11 +242,10 @@ public sealed class FanOutPipelineTests
             await bothIn.Task;
             if (n == 2)
             {
-                firstThrown.TrySetResult(); // the worker that took the second batch fails first
-                throw new InvalidDataException("first");
+                throw new InvalidDataException("first"); // the worker that took the second batch fails first
             }
 
-            await firstThrown.Task;
+            await productionStopped.Task;
             throw new InvalidOperationException("second");
         });
 
