@@ -329,10 +329,10 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
     [PostgresFact]
     public async Task DisposeAsync_AfterTheHeartbeatsClockFailedToCreateATimer_ClosesTheSessionWithoutThrowing()
     {
-        var time = new TimerFailingTimeProvider();
+        var time = new MisbehavingTimeProvider { CreateTimerThrows = true };
         Member a = await JoinAsync(o => o.TimeProvider = time);
         _ = await a.Coordinator.GetSessionAsync(CancellationToken.None);
-        await time.Failed.WaitAsync(Bound); // the heartbeat's first beat could not be timed
+        await time.CreationFailed.WaitAsync(Bound); // the heartbeat's first beat could not be timed
 
         await DisposeShouldCloseTheSessionWithoutThrowingAsync(a);
     }
@@ -420,19 +420,5 @@ public sealed class PostgresCoordinatorTests(PostgresServer server) : PostgresTe
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid " +
             $"WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = '{member.Application}'"))
             .Should().Be(0, "the session is closed");
-    }
-
-    /// <summary>A fake clock whose timers cannot be created; <see cref="Failed"/> completes at the first attempt.</summary>
-    private sealed class TimerFailingTimeProvider : Microsoft.Extensions.Time.Testing.FakeTimeProvider
-    {
-        public Task Failed => _failed.Task;
-
-        private readonly TaskCompletionSource _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-        {
-            _failed.TrySetResult();
-            throw new InvalidOperationException("The clock cannot create a timer.");
-        }
     }
 }

@@ -194,47 +194,29 @@ public sealed class PostgresQueueTests(PostgresServer server) : PostgresTest(ser
     public async Task PutInTransaction_AfterTheCommitWatchersClockFailedToCreateATimer_StillWakesAGetterElsewhere()
     {
         // The clock is user code: its failure to time the watcher's check must not end the watching for good.
-        var time = new FirstTimerFailsTimeProvider();
+        var time = new MisbehavingTimeProvider { CreateTimerThrows = true };
         Member producer = await JoinAsync(o => { o.TimeProvider = time; o.PollInterval = s_noPolling; });
         Member consumer = await JoinAsync(o => o.PollInterval = s_noPolling);
         PostgresQueue<int> queue = producer.Coordinator.CreateQueue<int>("numbers");
         Task<PostgresDelivery<int>> waiting = consumer.Coordinator.CreateQueue<int>("numbers").GetAsync().AsTask();
 
-        foreach (int item in new[] { 1, 2 })
+        // The watcher's timers are the producer's only ones (it has no session).
+        await PutInTransactionAsync(1);
+        await time.CreationFailed.WaitAsync(Bound);
+        time.CreateTimerThrows = false;
+        await PutInTransactionAsync(2);
+        await time.FirstDueTime.WaitAsync(Bound);
+
+        time.Advance(TimeSpan.FromSeconds(1)); // the check after the second put
+        await using PostgresDelivery<int> delivery = await waiting.WaitAsync(Bound);
+        delivery.Item.Should().Be(1);
+
+        async Task PutInTransactionAsync(int item)
         {
             await using NpgsqlConnection connection = await producer.Source.OpenConnectionAsync();
             await using NpgsqlTransaction transaction = await connection.BeginTransactionAsync();
             await queue.PutAsync(item, transaction);
             await transaction.CommitAsync();
-            await (item == 1 ? time.Failed : time.Armed).WaitAsync(Bound); // the watcher's only timer (the producer has no session)
-        }
-
-        time.Advance(TimeSpan.FromSeconds(1)); // the check after the second put
-        await using PostgresDelivery<int> delivery = await waiting.WaitAsync(Bound);
-        delivery.Item.Should().Be(1);
-    }
-
-    /// <summary>A fake clock whose first timer cannot be created (<see cref="Failed"/> then completes); the later ones
-    /// can (<see cref="Armed"/> completes at the first of them).</summary>
-    private sealed class FirstTimerFailsTimeProvider : FakeTimeProvider
-    {
-        private readonly TaskCompletionSource _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private readonly TaskCompletionSource _armed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task Failed => _failed.Task;
-
-        public Task Armed => _armed.Task;
-
-        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
-        {
-            if (_failed.TrySetResult())
-            {
-                throw new InvalidOperationException("The clock cannot create a timer.");
-            }
-
-            ITimer timer = base.CreateTimer(callback, state, dueTime, period);
-            _armed.TrySetResult();
-            return timer;
         }
     }
 

@@ -8,6 +8,7 @@ namespace AsyncTools.Testing;
 public sealed class MisbehavingTimeProvider : FakeTimeProvider
 {
     private readonly TaskCompletionSource<TimeSpan> _firstDueTime = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _creationFailed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly long _firstReadingAhead;
     private int _readings;
 
@@ -31,6 +32,9 @@ public sealed class MisbehavingTimeProvider : FakeTimeProvider
     /// <summary>The due time of the first timer created.</summary>
     public Task<TimeSpan> FirstDueTime => _firstDueTime.Task;
 
+    /// <summary>Completes when <see cref="CreateTimer"/> has thrown for the first time (see <see cref="CreateTimerThrows"/>).</summary>
+    public Task CreationFailed => _creationFailed.Task;
+
     public override long GetTimestamp() =>
         base.GetTimestamp() + (Interlocked.Increment(ref _readings) == 1 ? _firstReadingAhead : 0);
 
@@ -38,6 +42,7 @@ public sealed class MisbehavingTimeProvider : FakeTimeProvider
     {
         if (CreateTimerThrows)
         {
+            _creationFailed.TrySetResult();
             throw new InvalidOperationException("The clock cannot create a timer.");
         }
 
