@@ -21,11 +21,14 @@ internal static class StepLoop
     {
         int steps = 0;
         Task running = start(() => Interlocked.Increment(ref steps));
-        for (int seen = -1; await Task.WhenAny(running, Task.Delay(StallBound)) != running;)
+        int seen = -1;
+        await running.WaitAsync(StallBound).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        while (!running.IsCompleted)
         {
             int now = Volatile.Read(ref steps);
             now.Should().NotBe(seen, "no step of the loop began for {0} (the loop hangs at step {1})", StallBound, now);
             seen = now;
+            await running.WaitAsync(StallBound).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         await running;
