@@ -181,8 +181,11 @@ public sealed class ContextPolicyTests
     /// <summary>Runs <paramref name="op"/> on the context's thread; returns the posts after the gates opened and the results read.</summary>
     private static async Task<(int Posts, int Results)> RunAsync(string op, SingleThreadedContext context)
     {
-        var gates = new Gates(Calls);
-        IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Range(0, Calls).Select(i => (Func<CancellationToken, Task<int>>)(_ => gates[i]));
+        // Every call (and a gated source) parks on a gate of its own.
+        var gates = new Gates(Calls + 1);
+        Func<CancellationToken, Task<int>> parkedWork = _ => gates.Next();
+        IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat(parkedWork, Calls);
+        Func<int, CancellationToken, ValueTask<int>> parked = (_, _) => new ValueTask<int>(gates.Next());
 
         // With a limiter that grants at once: the call runs after the lease, and what follows it is bookkeeping too.
         using var limiter = new CountingLimiter();
@@ -201,22 +204,21 @@ public sealed class ContextPolicyTests
             return (context.Posts - before, gatheredCount);
         }
 
-        // The source's gate is the one after the calls'.
-        var gated = new GatedSource(gates[Calls], Calls);
+        var gated = new GatedSource(gates.Next(), Calls);
         IAsyncEnumerable<int> sequence = op switch
         {
-            "Map" => Sources.From(Enumerable.Range(0, Calls)).Map((_, _) => new ValueTask<int>(gates.Next()), Calls),
-            "MapUnordered" => Sources.From(Enumerable.Range(0, Calls)).MapUnordered((_, _) => new ValueTask<int>(gates.Next()), Calls),
+            "Map" => Sources.From(Enumerable.Range(0, Calls)).Map(parked, Calls),
+            "MapUnordered" => Sources.From(Enumerable.Range(0, Calls)).MapUnordered(parked, Calls),
             // The source's first move waits for the gate: the operators hand it to their completion queue, whose signal
             // must not post either.
-            "Map(async source)" => gated.Map((_, _) => new ValueTask<int>(gates.Next()), Calls),
-            "MapUnordered(async source)" => gated.MapUnordered((_, _) => new ValueTask<int>(gates.Next()), Calls),
+            "Map(async source)" => gated.Map(parked, Calls),
+            "MapUnordered(async source)" => gated.MapUnordered(parked, Calls),
             "AsCompleted(work)" => AsyncIter.AsCompleted(work, Calls),
-            "Map(limiter)" => Sources.From(Enumerable.Range(0, Calls)).Map((_, _) => new ValueTask<int>(gates.Next()), Calls, limiter),
-            "MapUnordered(limiter)" => Sources.From(Enumerable.Range(0, Calls)).MapUnordered((_, _) => new ValueTask<int>(gates.Next()), Calls, limiter),
+            "Map(limiter)" => Sources.From(Enumerable.Range(0, Calls)).Map(parked, Calls, limiter),
+            "MapUnordered(limiter)" => Sources.From(Enumerable.Range(0, Calls)).MapUnordered(parked, Calls, limiter),
             "AsCompleted(limiter)" => AsyncIter.AsCompleted(work, Calls, limiter),
-            "AsCompleted(tasks)" => AsyncIter.AsCompleted(Enumerable.Range(0, Calls).Select(i => gates[i])),
-            "Merge" => AsyncIter.Merge(Enumerable.Range(0, Calls).Select(i => new GatedSource(gates[i], 1)).ToArray()),
+            "AsCompleted(tasks)" => AsyncIter.AsCompleted(Enumerable.Range(0, Calls).Select(_ => gates.Next())),
+            "Merge" => AsyncIter.Merge(Enumerable.Range(0, Calls).Select(_ => new GatedSource(gates.Next(), 1)).ToArray()),
             "Tee" => gated.Tee(2)[0],
             "Prefetch" => gated.Prefetch(Calls),
             "BatchTimed" => gated.Batch(Calls, Timeout.InfiniteTimeSpan).Select(b => b.Length),
@@ -255,13 +257,10 @@ public sealed class ContextPolicyTests
     /// </summary>
     private sealed class Gates(int count)
     {
-        private readonly TaskCompletionSource<int>[] _gates = Enumerable.Range(0, count + 1).Select(_ => new TaskCompletionSource<int>()).ToArray();
+        private readonly TaskCompletionSource<int>[] _gates = Enumerable.Range(0, count).Select(_ => new TaskCompletionSource<int>()).ToArray();
         private int _taken = -1;
 
-        /// <summary>Gate <paramref name="i"/>, from 0 to the count given (one more than the calls: the last is a source's).</summary>
-        public Task<int> this[int i] => _gates[i].Task;
-
-        /// <summary>The next gate not taken yet by this method (from 0), for calls that do not know their index.</summary>
+        /// <summary>The next gate, not taken before.</summary>
         public Task<int> Next() => _gates[Interlocked.Increment(ref _taken)].Task;
 
         /// <summary>
@@ -462,7 +461,7 @@ public sealed class ContextPolicyTests
     private static async Task<(int Posts, Exception? Failure)> RunGatedReleaseAsync(string op, bool granted)
     {
         var context = (SingleThreadedContext)SynchronizationContext.Current!;
-        var gates = new Gates(Calls);
+        var gates = new Gates(Calls); // one per lease
         using var limiter = new GatedReleaseLimiter(gates, granted);
         IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat<Func<CancellationToken, Task<int>>>(_ => Task.FromResult(1), Calls);
         Task run = op == "GatherAsync(limiter)"
