@@ -159,6 +159,25 @@ public sealed class TcpProxy : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits for <paramref name="gate"/> before relaying, counted in <see cref="HeldBack"/> while it waits.</summary>
+    private async Task HoldBackAsync(Task gate)
+    {
+        if (gate.IsCompleted)
+        {
+            return;
+        }
+
+        Interlocked.Increment(ref _heldBack);
+        try
+        {
+            await gate.WaitAsync(_stop.Token);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _heldBack);
+        }
+    }
+
     /// <param name="replyPort">For the server's side: the port the server sees the connection coming from.</param>
     /// <param name="hold">For the client's side of a connection held by <see cref="HoldNextConnection"/>: relays once
     /// it completes.</param>
@@ -181,31 +200,12 @@ public sealed class TcpProxy : IAsyncDisposable
                     open = _open.Task;
                 }
 
-                if (hold is { IsCompleted: false })
+                if (hold is not null)
                 {
-                    Interlocked.Increment(ref _heldBack);
-                    try
-                    {
-                        await hold.WaitAsync(_stop.Token);
-                    }
-                    finally
-                    {
-                        Interlocked.Decrement(ref _heldBack);
-                    }
+                    await HoldBackAsync(hold);
                 }
 
-                if (!open.IsCompleted)
-                {
-                    Interlocked.Increment(ref _heldBack);
-                    try
-                    {
-                        await open.WaitAsync(_stop.Token);
-                    }
-                    finally
-                    {
-                        Interlocked.Decrement(ref _heldBack);
-                    }
-                }
+                await HoldBackAsync(open);
 
                 if (replyPort is int port && _replyHolds.TryGetValue(port, out TaskCompletionSource? replyHold))
                 {
