@@ -168,7 +168,7 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
         _ = await granted.Coordinator.CreateLock("a").AcquireAsync(Bound); // a set ordered before "job"
         PostgresLease held = await holder.Coordinator.CreateLock("job").AcquireAsync(Bound);
         Task<PostgresLease> grantedWait = granted.Coordinator.CreateLock("job").AcquireAsync().AsTask();
-        await WaitersAsync(1);
+        await WaitersAsync(1, grantedWait);
 
         Session session = await granted.Coordinator.GetSessionAsync(CancellationToken.None);
         int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
@@ -184,7 +184,7 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
             // The ping timed out: the session ended here, and its end on the server waits for the turn of "a".
             await WaitsForALockAsync(granted, "the coordinator frees its session on the server, after the turn of \"a\"");
             Task<PostgresLease> ownWait = granted.Coordinator.CreateLock("job").AcquireAsync().AsTask();
-            await WaitersAsync(1); // under a new session, behind the permit still granted to the old one
+            await WaitersAsync(1, ownWait); // under a new session, behind the permit still granted to the old one
             await hold.CommitAsync();
 
             await FluentActions.Awaiting(() => grantedWait.WaitAsync(Bound)).Should().ThrowAsync<PostgresCoordinationException>();
@@ -216,7 +216,7 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
         Member next = await JoinAsync(o => o.PollInterval = s_noPolling);
         PostgresLease held = await holder.Coordinator.CreateLock("job").AcquireAsync(Bound);
         Task<PostgresLease> grantedWait = granted.Coordinator.CreateLock("job").AcquireAsync().AsTask();
-        await WaitersAsync(1);
+        await WaitersAsync(1, grantedWait);
 
         Session session = await granted.Coordinator.GetSessionAsync(CancellationToken.None);
         int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
@@ -225,7 +225,7 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
         (await PermitRowsAsync()).Should().Be((1L, 0L), "the release granted the lock to the first waiter in line");
 
         Task<PostgresLease> nextWait = next.Coordinator.CreateLock("job").AcquireAsync().AsTask();
-        await WaitersAsync(1);
+        await WaitersAsync(1, nextWait);
         return new GrantedUnheard(proxy, listenPort, granted, grantedWait, nextWait);
     }
 

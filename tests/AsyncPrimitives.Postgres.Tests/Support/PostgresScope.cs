@@ -136,6 +136,23 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
     public Task WaitersAsync(long count) =>
         EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters") == count, $"{count} waiters are in line");
 
+    /// <summary>
+    /// As <see cref="WaitersAsync(long)"/>, where the last of them is <paramref name="wait"/>: if it ends before the
+    /// count is reached, its own failure is thrown (or, if it succeeded, that it did not wait), not a time-out.
+    /// </summary>
+    public Task WaitersAsync(long count, Task wait) => EventuallyAsync(
+        async () =>
+        {
+            if (wait.IsCompleted)
+            {
+                await wait;
+                throw new InvalidOperationException($"The wait ended before it was in line ({count} waiters expected).");
+            }
+
+            return await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_waiters") == count;
+        },
+        $"{count} waiters are in line");
+
     /// <summary>Rows left in the lock and semaphore tables (holders, waiters).</summary>
     public async Task<(long Holders, long Waiters)> PermitRowsAsync() =>
         (await ScalarAsync<long>("SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL"),

@@ -42,6 +42,7 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
     protected static Task EventuallyAsync(Func<Task<bool>> condition, string because) => PostgresScope.EventuallyAsync(condition, because);
 
     protected Task WaitersAsync(long count) => Scope.WaitersAsync(count);
+    protected Task WaitersAsync(long count, Task wait) => Scope.WaitersAsync(count, wait);
 
     protected Task<(long Holders, long Waiters)> PermitRowsAsync() => Scope.PermitRowsAsync();
 
