@@ -490,11 +490,12 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
         int[] inside = new int[Keys];
         int overlaps = 0, acquired = 0, cancelled = 0, timedOut = 0, refused = 0;
 
-        Task[] workers = Enumerable.Range(0, Workers).Select(w => Task.Run(async () =>
+        await StepLoop.RunAsync(step => Task.WhenAll(Enumerable.Range(0, Workers).Select(w => Task.Run(async () =>
         {
             var random = new Random(w);
             for (int i = 0; i < Attempts; i++)
             {
+                step();
                 int key = random.Next(Keys);
                 using var cts = new CancellationTokenSource();
                 AsyncKeyedLock<int>.Releaser releaser;
@@ -552,9 +553,7 @@ public sealed class AsyncKeyedLockTests : LockContractTests<AsyncKeyedLockTests.
                 Interlocked.Decrement(ref inside[key]);
                 releaser.Dispose();
             }
-        })).ToArray();
-
-        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(60));
+        }))));
 
         overlaps.Should().Be(0);
         (acquired + cancelled + timedOut + refused).Should().Be(Workers * Attempts);

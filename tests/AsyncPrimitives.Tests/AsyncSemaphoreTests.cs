@@ -562,11 +562,12 @@ public sealed class AsyncSemaphoreTests : LockContractTests<AsyncSemaphore, Asyn
         var semaphore = new AsyncSemaphore(Permits, maxCount: Permits);
         int inside = 0, overBound = 0, acquired = 0, cancelled = 0, timedOut = 0, refused = 0;
 
-        Task[] workers = Enumerable.Range(0, Workers).Select(w => Task.Run(async () =>
+        await StepLoop.RunAsync(step => Task.WhenAll(Enumerable.Range(0, Workers).Select(w => Task.Run(async () =>
         {
             var random = new Random(100 + w);
             for (int i = 0; i < Attempts; i++)
             {
+                step();
                 using var cts = new CancellationTokenSource();
                 try
                 {
@@ -637,9 +638,7 @@ public sealed class AsyncSemaphoreTests : LockContractTests<AsyncSemaphore, Asyn
                 Interlocked.Add(ref inside, -held);
                 semaphore.Release(held);
             }
-        })).ToArray();
-
-        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(60));
+        }))));
 
         overBound.Should().Be(0);
         (acquired + cancelled + timedOut + refused).Should().Be(Workers * Attempts);

@@ -340,11 +340,12 @@ public sealed class AsyncThreadTests
         const int Calls = 500;
         int ran = 0, completed = 0, cancelled = 0;
 
-        await Task.WhenAll(Enumerable.Range(0, Callers).Select(c => Task.Run(async () =>
+        await StepLoop.RunAsync(step => Task.WhenAll(Enumerable.Range(0, Callers).Select(c => Task.Run(async () =>
         {
             var random = new Random(c);
             for (int i = 0; i < Calls; i++)
             {
+                step();
                 using var cts = new CancellationTokenSource();
                 Task<int> call = thread.RunAsync(() => Interlocked.Increment(ref ran), cts.Token);
                 if (random.Next(2) == 0)
@@ -362,7 +363,7 @@ public sealed class AsyncThreadTests
                     Interlocked.Increment(ref cancelled);
                 }
             }
-        }))).WaitAsync(TimeSpan.FromSeconds(60));
+        }))));
 
         (completed + cancelled).Should().Be(Callers * Calls);
         ran.Should().Be(completed, "a call ran exactly when its caller got a result");

@@ -841,11 +841,12 @@ public abstract class LockContractTests<TGate, TReleaser>
         TGate gate = Create();
         int inside = 0, overlaps = 0, acquired = 0, cancelled = 0, timedOut = 0, refused = 0;
 
-        Task[] workers = Enumerable.Range(0, Workers).Select(w => Task.Run(async () =>
+        await StepLoop.RunAsync(step => Task.WhenAll(Enumerable.Range(0, Workers).Select(w => Task.Run(async () =>
         {
             var random = new Random(w);
             for (int i = 0; i < Attempts; i++)
             {
+                step();
                 using var cts = new CancellationTokenSource();
                 try
                 {
@@ -909,9 +910,7 @@ public abstract class LockContractTests<TGate, TReleaser>
                 Interlocked.Decrement(ref inside);
                 Release(gate);
             }
-        })).ToArray();
-
-        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(60));
+        }))));
 
         overlaps.Should().Be(0);
         (acquired + cancelled + timedOut + refused).Should().Be(Workers * Attempts);

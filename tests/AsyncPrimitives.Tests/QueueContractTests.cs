@@ -161,23 +161,24 @@ public abstract class QueueContractTests
     {
         const int Items = 20_000;
         var queue = CreateQueue(16, resumeSize);
-        Task producer = Task.Run(async () =>
-        {
-            for (int i = 0; i < Items; i++)
-            {
-                await queue.PutAsync(i).ConfigureAwait(false);
-            }
-        });
         var got = new List<int>(Items);
-        Task consumer = Task.Run(async () =>
-        {
-            for (int i = 0; i < Items; i++)
+        await StepLoop.RunAsync(step => Task.WhenAll(
+            Task.Run(async () =>
             {
-                got.Add(await queue.GetAsync().ConfigureAwait(false));
-            }
-        });
-
-        await Task.WhenAll(producer, consumer).WaitAsync(TimeSpan.FromSeconds(60));
+                for (int i = 0; i < Items; i++)
+                {
+                    step();
+                    await queue.PutAsync(i).ConfigureAwait(false);
+                }
+            }),
+            Task.Run(async () =>
+            {
+                for (int i = 0; i < Items; i++)
+                {
+                    step();
+                    got.Add(await queue.GetAsync().ConfigureAwait(false));
+                }
+            })));
 
         got.Should().BeEquivalentTo(Enumerable.Range(0, Items));
         queue.Count.Should().Be(0);

@@ -1,8 +1,9 @@
 namespace AsyncPrimitives.Tests.Support;
 
 /// <summary>
-/// Runs a long loop of steps (a race loop) on the pool and waits for it, bounding each step rather than the whole loop:
-/// the wait fails only when no step has begun for <see cref="StallBound"/>. How long thousands of hand-offs between
+/// Runs a long loop of steps (a race loop, or several loops at once that count their steps together) on the pool and
+/// waits for it, bounding each step rather than the whole loop: the wait fails only when no step has begun for
+/// <see cref="StallBound"/>. How long thousands of hand-offs between
 /// threads take depends on the machine's load (a loaded 2-core host needs well over a minute for some of these loops),
 /// while a step that hangs leaves the count where it was.
 /// </summary>
