@@ -29,26 +29,43 @@ public sealed class WakeSignalsTests
         armed.Select(t => t.IsCompleted).Should().Equal(true, true, false);
     }
 
+    /// <summary>A permit wait whose first call has not answered may be first in the server's line, and the release the
+    /// signal announces may have granted it its permit: it is woken beyond the limit, so that it asks again once its
+    /// answer comes instead of sleeping until its next poll.</summary>
     [Fact]
-    public void Signal_WakesWaitsWithoutATicket_InTheOrderTheyEntered_AfterTheRankedOnes()
+    public void Signal_WakesTheFirstRankedWaits_AndEveryPermitWaitWithoutATicketYet()
     {
         var signals = new WakeSignals(TimeProvider.System);
         using WakeSignals.Waiter early = Enter(signals, "l:a"); // its first call, which will give it a ticket, still runs
         using WakeSignals.Waiter late = Enter(signals, "l:a");
-        using WakeSignals.Waiter ranked = Enter(signals, "l:a", rank: 5);
-        Task[] armed = [ranked.Arm(), early.Arm(), late.Arm()];
+        using WakeSignals.Waiter first = Enter(signals, "l:a", rank: 5);
+        using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 6);
+        Task[] armed = [first.Arm(), second.Arm(), early.Arm(), late.Arm()];
 
         signals.Signal("l:a");
-        signals.Signal("l:a");
 
-        armed.Select(t => t.IsCompleted).Should().Equal(true, true, false);
+        armed.Select(t => t.IsCompleted).Should().Equal(true, false, true, true);
+    }
+
+    /// <summary>Getters have no ticket: the limit alone bounds them, in the order they entered.</summary>
+    [Fact]
+    public void Signal_WakesGettersUpToTheLimit_InTheOrderTheyEntered()
+    {
+        var signals = new WakeSignals(TimeProvider.System);
+        using WakeSignals.Waiter early = Enter(signals, "q:a");
+        using WakeSignals.Waiter late = Enter(signals, "q:a");
+        Task[] armed = [early.Arm(), late.Arm()];
+
+        signals.Signal("q:a");
+
+        armed.Select(t => t.IsCompleted).Should().Equal(true, false);
     }
 
     [Fact]
     public void Signal_WakesUpToTheLimit_AndEveryWaitWithNoLimit()
     {
         var signals = new WakeSignals(TimeProvider.System);
-        WakeSignals.Waiter[] permits = [.. Enumerable.Range(0, 5).Select(_ => signals.Enter("s:a", wakeLimit: 3, WakeSignals.Polling.FirstInLine))];
+        WakeSignals.Waiter[] permits = [.. Enumerable.Range(0, 5).Select(i => Enter(signals, "s:a", rank: i + 1, wakeLimit: 3))];
         WakeSignals.Waiter[] joins = [.. Enumerable.Range(0, 5).Select(_ => Enter(signals, "j:a", wakeLimit: int.MaxValue))];
         Task[] permitTasks = [.. permits.Select(w => w.Arm())];
         Task[] joinTasks = [.. joins.Select(w => w.Arm())];

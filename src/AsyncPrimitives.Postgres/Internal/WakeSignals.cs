@@ -10,9 +10,11 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// with the lowest rank (a permit wait's ticket: its place in the server's line), then in the order they entered. So a
 /// notification of a lock's release wakes the one local wait that is first in line, and a put wakes one getter, instead
 /// of every wait asking the server at once and all but one finding nothing. (A release in this process knows which
-/// waits it granted, and wakes just those: <see cref="Waiter.Wake"/>.) A wait that got what it waited for and leaves
-/// something for the next (a getter that took items: more may be there) signals the key again; a wait that leaves
-/// holding a wake it did not use passes it on.</para>
+/// waits it granted, and wakes just those: <see cref="Waiter.Wake"/>.) A permit wait whose ticket is not known here yet
+/// (the call that takes its place has not answered) is woken too, beyond the limit: it may be ahead of every wait known
+/// here in the server's line, and the release may have granted it its permit; woken while it asks, it asks once more
+/// when the answer comes. A wait that got what it waited for and leaves something for the next (a getter that took
+/// items: more may be there) signals the key again; a wait that leaves holding a wake it did not use passes it on.</para>
 /// <para>A wait takes its next signal (<see cref="Waiter.Arm"/>) <em>before</em> it asks the server, so a signal that
 /// arrives while it asks is not missed: the task it then awaits has already completed.</para>
 /// <para><b>Polling.</b> Between signals the waits also ask the server on their own, every poll interval (the backstop
@@ -108,7 +110,9 @@ internal sealed class WakeSignals
                 if (line.Count > limit)
                 {
                     line.Sort(s_byPlace);
-                    line.RemoveRange(limit, line.Count - limit);
+                    int unranked = line[0].InLine ? line.FindIndex(limit, static w => w.Rank == long.MaxValue) : -1;
+                    int end = unranked < 0 ? line.Count : unranked; // those without a ticket sort last, and stay
+                    line.RemoveRange(limit, end - limit);
                 }
 
                 foreach (Waiter waiter in line)
@@ -201,6 +205,9 @@ internal sealed class WakeSignals
         private bool _left;
 
         internal int WakeLimit { get; } = wakeLimit;
+
+        /// <summary>Whether the key's waits are served in line by ticket (<see cref="Polling.FirstInLine"/>).</summary>
+        internal bool InLine => _polling == Polling.FirstInLine;
 
         /// <summary>The order in which the waits entered; guarded by the owner's lock.</summary>
         internal long Order { get; } = order;

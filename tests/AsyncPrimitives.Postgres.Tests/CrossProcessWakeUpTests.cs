@@ -1,0 +1,88 @@
+using AsyncPrimitives.Postgres.Tests.Support;
+using AsyncTools.Testing;
+using Npgsql;
+
+namespace AsyncPrimitives.Postgres.Tests;
+
+/// <summary>
+/// Wake-ups that come from another process (a NOTIFY) while a wait of this process is still asking the server.
+/// </summary>
+public sealed class CrossProcessWakeUpTests(PostgresServer server) : PostgresTest(server)
+{
+    /// <summary>
+    /// WakeSignals: "A wait takes its next signal before it asks the server, so a signal that arrives while it asks is
+    /// not missed"; scale-out.md: "A release hands the permit it frees to the first live waiter in line: ... one in
+    /// another process is woken and claims it", and PollInterval is "the backstop for a missed notification".
+    /// <para>Process B has two waits on a lock held by process A. The first joined the line first (its ticket is the
+    /// lower), but its call's answer is still on the wire; the second's call has answered (it knows its ticket). A's
+    /// release grants the lock to the first wait's ticket and notifies B. The notification arrives while the first wait is
+    /// still asking: it must reach that wait (the one the release granted), not only the second (which finds the lock
+    /// held and sleeps), or the lock stays held for no one until the first wait's next poll (here: never, the clock does
+    /// not move).</para>
+    /// </summary>
+    [PostgresFact]
+    public async Task ANotifiedGrantToAWaitWhoseCallIsStillAnswering_ReachesThatWait_NotTheWaitBehindIt()
+    {
+        await using TcpProxy proxy = new("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member a = await JoinAsync();
+        Member b = await JoinAsync(
+            o =>
+            {
+                o.TimeProvider = new CountingTimeProvider(); // no poll and no heartbeat unless the test moves it: a wake here is a signal
+                o.LeaseDuration = TimeSpan.FromMinutes(10);
+            },
+            port: proxy.Port,
+            connection: c => c.CancellationTimeout = -1);
+        PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync(Bound);
+        PostgresLease heldMarker = await a.Coordinator.CreateLock("marker").AcquireAsync(Bound);
+        PostgresLock jobB = b.Coordinator.CreateLock("job");
+
+        // The first wait of B joins the line; its answer is held on the wire.
+        Task<PostgresLease> first;
+        int port;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction holding = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(holding, "SELECT @schema.permit_turn('l', 'job')");
+            first = jobB.AcquireAsync().AsTask();
+            await WaitsForALockAsync(b, "the first wait's call waits for the set's turn");
+            port = await ScalarAsync<int>(
+                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{b.Application}' AND wait_event_type = 'Lock'");
+            proxy.HoldReplies(port); // the call runs (it joins the line), its answer is held
+            await holding.CommitAsync();
+        }
+
+        await WaitersAsync(1);
+        long firstTicket = await ScalarAsync<long>("SELECT min(ticket) FROM @schema.permit_waiters");
+
+        // The second wait of B joins the line behind it, and its call answers.
+        Task<PostgresLease> second = jobB.AcquireAsync().AsTask();
+        await WaitersAsync(2);
+        long secondTicket = await ScalarAsync<long>("SELECT max(ticket) FROM @schema.permit_waiters");
+        await EventuallyAsync(
+            () => Task.FromResult(b.Coordinator.Signals.RanksOf("l:job").Contains(secondTicket)), "the second wait has its place");
+
+        // A marker: a third wait of B, on another lock A holds, to know when B has heard A's notifications.
+        Task<PostgresLease> marker = b.Coordinator.CreateLock("marker").AcquireAsync().AsTask();
+        await WaitersAsync(3);
+
+        // A releases the job: the server grants it to the first wait's ticket, and A notifies B.
+        await held.ReleaseAsync();
+        await a.Coordinator.Notifier.FlushAsync().WaitAsync(Bound);
+        (await ScalarAsync<long>($"SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND ticket = {firstTicket}"))
+            .Should().Be(1, "the release granted the lock to the first wait's ticket");
+
+        // Then the marker, in a later notification: once the marker's wait has its lock, B has handled the job's.
+        await heldMarker.ReleaseAsync();
+        await (await marker.WaitAsync(Bound)).ReleaseAsync();
+
+        proxy.ReleaseReplies(port); // the first wait's answer arrives: its ticket, first in line
+
+        await using (PostgresLease lease = await first.WaitAsync(Bound))
+        {
+            lease.FencingToken.Should().BeGreaterThan(held.FencingToken);
+        }
+
+        await using PostgresLease next = await second.WaitAsync(Bound);
+    }
+}
