@@ -44,16 +44,19 @@ internal sealed class WaitCounter
     public void AddToTotal() => Interlocked.Add(ref s_total, _waits);
 }
 
-/// <summary>The process's counters at one moment: <see cref="Take"/> before a stretch, <see cref="Until"/> after it.</summary>
+/// <summary>The process's counters at one moment: <see cref="Take"/> before a stretch, <see cref="Until"/> after it. The
+/// clock is read last in <see cref="Take"/> and first in <see cref="Until"/>: the precise allocation count suspends every
+/// managed thread, which is not the stretch's time.</summary>
 internal readonly record struct Snapshot(long Timestamp, long Bytes, long WorkItems, long Waits, TimeSpan Cpu)
 {
-    public static Snapshot Take() =>
-        new(
-            Stopwatch.GetTimestamp(),
-            GC.GetTotalAllocatedBytes(precise: true),
-            ThreadPool.CompletedWorkItemCount,
-            WaitCounter.Total,
-            Environment.CpuUsage.TotalTime);
+    public static Snapshot Take()
+    {
+        long bytes = GC.GetTotalAllocatedBytes(precise: true);
+        long workItems = ThreadPool.CompletedWorkItemCount;
+        long waits = WaitCounter.Total;
+        TimeSpan cpu = Environment.CpuUsage.TotalTime;
+        return new(Stopwatch.GetTimestamp(), bytes, workItems, waits, cpu);
+    }
 
     public Totals Until(long ops) => new(
         ops,
