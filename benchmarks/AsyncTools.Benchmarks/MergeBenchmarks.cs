@@ -127,7 +127,7 @@ public static class MergeFairness
 {
     public static async Task ReportAsync(TextWriter output, int perSource = 10_000)
     {
-        output.WriteLine($"## Merge fairness: share of the first half of the output, 8 sources x {perSource} items");
+        output.WriteLine($"## Merge fairness: share of the first half of the output, 8 sources x {perSource} items ({perSource / 5} for the yielding sources)");
         output.WriteLine();
         output.WriteLine("| Merge | Sources | " + string.Join(" | ", Enumerable.Range(0, MergeBenchmarks.Sources).Select(s => $"s{s}")) + " | max/min |");
         output.WriteLine("|---|---|" + string.Concat(Enumerable.Repeat("---|", MergeBenchmarks.Sources)) + "---|");
