@@ -50,6 +50,12 @@ public sealed class BadInputTests
         string docs = File.ReadAllText(Path.Combine(RepoRoot(), "docs", "bad-input.md"));
         var missing = Cases.Select(Row).Where(row => !docs.Contains(row, StringComparison.Ordinal)).ToList();
         missing.Should().BeEmpty("docs/bad-input.md lists every case; regenerate the table with:\n" + string.Join("\n", Cases.Select(Row)));
+        var rows = Cases.Select(Row).ToHashSet(StringComparer.Ordinal);
+        var untested = docs.Split('\n')
+            .Select(line => line.TrimEnd('\r'))
+            .Where(line => line.StartsWith("| `", StringComparison.Ordinal) && !rows.Contains(line))
+            .ToList();
+        untested.Should().BeEmpty("every row of docs/bad-input.md is a case the test runs");
     }
 
     private static string Key(Case c) => $"{c.Member} | {c.Input}";
