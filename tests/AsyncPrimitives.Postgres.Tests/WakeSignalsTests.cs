@@ -30,21 +30,42 @@ public sealed class WakeSignalsTests
     }
 
     /// <summary>A permit wait whose first call has not answered may be first in the server's line, and the release the
-    /// signal announces may have granted it its permit: it is woken beyond the limit, so that it asks again once its
-    /// answer comes instead of sleeping until its next poll.</summary>
+    /// signal announces may have granted it its permit: once its ticket is known, a signal that passed it over wakes it
+    /// if it is among the first in line, so that it asks again instead of sleeping until its next poll.</summary>
     [Fact]
-    public void Signal_WakesTheFirstRankedWaits_AndEveryPermitWaitWithoutATicketYet()
+    public void ASignalThatPassedOverAWaitWithoutATicket_WakesIt_OnceItsTicketIsAmongTheFirst()
     {
         var signals = new WakeSignals(TimeProvider.System);
         using WakeSignals.Waiter early = Enter(signals, "l:a"); // its first call, which will give it a ticket, still runs
         using WakeSignals.Waiter late = Enter(signals, "l:a");
-        using WakeSignals.Waiter first = Enter(signals, "l:a", rank: 5);
-        using WakeSignals.Waiter second = Enter(signals, "l:a", rank: 6);
-        Task[] armed = [first.Arm(), second.Arm(), early.Arm(), late.Arm()];
+        using WakeSignals.Waiter known = Enter(signals, "l:a", rank: 5);
+        Task[] armed = [known.Arm(), early.Arm(), late.Arm()];
 
         signals.Signal("l:a");
 
-        armed.Select(t => t.IsCompleted).Should().Equal(true, false, true, true);
+        armed.Select(t => t.IsCompleted).Should().Equal(true, false, false);
+
+        early.SetRank(3); // ahead of the wait the signal woke: the release may have granted it the lock
+        late.SetRank(7);
+
+        armed.Select(t => t.IsCompleted).Should().Equal(true, true, false);
+    }
+
+    /// <summary>Only a signal that came while the wait was asking counts: a wait that gets its ticket with no signal
+    /// since it asked is not woken, first in line or not.</summary>
+    [Fact]
+    public void AWaitGettingItsTicket_WithNoSignalSinceItAsked_IsNotWoken()
+    {
+        var signals = new WakeSignals(TimeProvider.System);
+        using WakeSignals.Waiter known = Enter(signals, "l:a", rank: 5);
+        using WakeSignals.Waiter first = Enter(signals, "l:a");
+        _ = known.Arm();
+        signals.Signal("l:a"); // wakes the known wait; passes over the new one, which has not asked yet
+        Task firstWoken = first.Arm(); // it asks now: its call sees what the signal announced
+
+        first.SetRank(3);
+
+        firstWoken.IsCompleted.Should().BeFalse();
     }
 
     /// <summary>Getters have no ticket: the limit alone bounds them, in the order they entered.</summary>

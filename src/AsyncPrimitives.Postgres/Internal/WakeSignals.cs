@@ -11,10 +11,11 @@ namespace AsyncPrimitives.Postgres.Internal;
 /// notification of a lock's release wakes the one local wait that is first in line, and a put wakes one getter, instead
 /// of every wait asking the server at once and all but one finding nothing. (A release in this process knows which
 /// waits it granted, and wakes just those: <see cref="Waiter.Wake"/>.) A permit wait whose ticket is not known here yet
-/// (the call that takes its place has not answered) is woken too, beyond the limit: it may be ahead of every wait known
-/// here in the server's line, and the release may have granted it its permit; woken while it asks, it asks once more
-/// when the answer comes. A wait that got what it waited for and leaves something for the next (a getter that took
-/// items: more may be there) signals the key again; a wait that leaves holding a wake it did not use passes it on.</para>
+/// (the call that takes its place has not answered) may be ahead of every wait known here in the server's line, and the
+/// release may have granted it its permit: a signal that passes it over is decided again once its ticket is known
+/// (<see cref="Waiter.SetRank"/>), and wakes it then if it is among the first wake limit in line. A wait that got what it
+/// waited for and leaves something for the next (a getter that took items: more may be there) signals the key again; a
+/// wait that leaves holding a wake it did not use passes it on.</para>
 /// <para>A wait takes its next signal (<see cref="Waiter.Arm"/>) <em>before</em> it asks the server, so a signal that
 /// arrives while it asks is not missed: the task it then awaits has already completed.</para>
 /// <para><b>Polling.</b> Between signals the waits also ask the server on their own, every poll interval (the backstop
@@ -110,9 +111,12 @@ internal sealed class WakeSignals
                 if (line.Count > limit)
                 {
                     line.Sort(s_byPlace);
-                    int unranked = line[0].InLine ? line.FindIndex(limit, static w => w.Rank == long.MaxValue) : -1;
-                    int end = unranked < 0 ? line.Count : unranked; // those without a ticket sort last, and stay
-                    line.RemoveRange(limit, end - limit);
+                    for (int i = limit; i < line.Count; i++)
+                    {
+                        line[i].PassedOverWithoutRank = line[i].InLine && line[i].Rank == long.MaxValue;
+                    }
+
+                    line.RemoveRange(limit, line.Count - limit);
                 }
 
                 foreach (Waiter waiter in line)
@@ -222,6 +226,10 @@ internal sealed class WakeSignals
         /// <summary>Whether <see cref="Signal"/> fired and the wait has not asked the server since. Guarded by the owner's lock.</summary>
         internal bool IsWoken { get; set; }
 
+        /// <summary>A permit wait's: whether a signal since it last asked passed it over while its ticket was not known;
+        /// <see cref="SetRank"/> decides it again. Guarded by the owner's lock.</summary>
+        internal bool PassedOverWithoutRank { get; set; }
+
         /// <summary>A getter's (<see cref="Polling.ByTurns"/>): whether <see cref="Arm"/> used up a wake for a call that
         /// has not looked yet (<see cref="Looked"/>): a getter that leaves before its call looked (it was never sent, or
         /// never ran, or its answer was lost) passes the wake on, as one it never used. Guarded by the owner's lock.</summary>
@@ -244,6 +252,7 @@ internal sealed class WakeSignals
                     Signal = NewSignal();
                 }
 
+                PassedOverWithoutRank = false; // the call it is about to make sees what that signal announced
                 Promotion = null;
                 return Signal.Task;
             }
@@ -367,8 +376,10 @@ internal sealed class WakeSignals
             fired?.TrySetResult();
         }
 
-        /// <summary>Records the wait's place in line; a wait that queued again at the back may leave a wait that slept
-        /// without polling among the first, which asks the server at once and polls from then on.</summary>
+        /// <summary>Records the wait's place in line. A signal that passed the wait over while its place was not known
+        /// wakes it now if it is among the first wake limit in line (the release it announced may have granted it its
+        /// permit). A wait that queued again at the back may leave a wait that slept without polling among the first,
+        /// which asks the server at once and polls from then on.</summary>
         public void SetRank(long rank)
         {
             List<TaskCompletionSource>? promoted = null;
@@ -376,6 +387,16 @@ internal sealed class WakeSignals
             {
                 bool movedBack = rank > Rank && Rank != long.MaxValue;
                 Rank = rank;
+                if (PassedOverWithoutRank)
+                {
+                    PassedOverWithoutRank = false;
+                    if (!IsWoken && IsAmongFirst(_owner._entries[_key]))
+                    {
+                        IsWoken = true;
+                        (promoted = []).Add(Signal);
+                    }
+                }
+
                 if (movedBack)
                 {
                     promoted = PromoteNewlyFirst(_owner._entries[_key], askNow: true);
