@@ -295,6 +295,60 @@ public sealed class GatherAsyncTests
         (await gather.Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(disposal);
     }
 
+    /// <summary>The work's enumerator fails to dispose after its last element (a hand-written enumerator, whose
+    /// <c>MoveNext</c> has returned false; an iterator's <c>finally</c> would throw from <c>MoveNext</c> instead): with
+    /// nothing failing before it, that failure is the gathering's, as a <c>foreach</c> over the work would throw it.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AWorkEnumeratorThatFailsToDisposeAfterItsEnd_FailsTheGathering(bool settled)
+    {
+        var disposal = new ArithmeticException("the enumerator's disposal");
+        var work = new EnumeratorDisposingWithFailure(disposal, Const(1), Const(2));
+        Func<Task> gather = settled
+            ? () => AsyncIter.GatherSettledAsync(work, maxConcurrency: 1)
+            : () => AsyncIter.GatherAsync(work, maxConcurrency: 1);
+
+        (await FluentActions.Awaiting(() => gather().WaitAsync(TestWork.Bound)).Should().ThrowAsync<ArithmeticException>()).Which.Should().BeSameAs(disposal);
+        work.Disposals.Should().Be(1);
+    }
+
+    /// <summary>A sequence of work whose enumerator, not an iterator, throws <paramref name="disposal"/> from
+    /// <c>Dispose</c>, also after its end.</summary>
+    private sealed class EnumeratorDisposingWithFailure(Exception disposal, params Func<CancellationToken, Task<int>>[] work) : IEnumerable<Func<CancellationToken, Task<int>>>
+    {
+        private int _disposals;
+
+        public int Disposals => Volatile.Read(ref _disposals);
+
+        public IEnumerator<Func<CancellationToken, Task<int>>> GetEnumerator() => new Enumerator(this);
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+        private sealed class Enumerator(EnumeratorDisposingWithFailure owner) : IEnumerator<Func<CancellationToken, Task<int>>>
+        {
+            private int _index = -1;
+
+            public Func<CancellationToken, Task<int>> Current => owner.Work[_index];
+
+            object System.Collections.IEnumerator.Current => Current;
+
+            public bool MoveNext() => ++_index < owner.Work.Length;
+
+            public void Reset() => throw new NotSupportedException();
+
+            public void Dispose()
+            {
+                Interlocked.Increment(ref owner._disposals);
+                throw owner.Disposal;
+            }
+        }
+
+        private Func<CancellationToken, Task<int>>[] Work => work;
+
+        private Exception Disposal => disposal;
+    }
+
     [Fact]
     public async Task AWorkSequenceWhoseDisposalThrows_DoesNotHideTheCancellation()
     {
