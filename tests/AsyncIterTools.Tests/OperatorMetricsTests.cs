@@ -164,6 +164,57 @@ public sealed class OperatorMetricsTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A throwing listener never strands the operator, and nothing is left running when it throws: the call already
+    /// running when a later start's count throws is cancelled and awaited first (docs/asynciter.md, "Nothing is left
+    /// running").
+    /// </summary>
+    [Fact]
+    public async Task AListenerThatThrowsAsALaterCallStarts_FailsTheGathering_OnlyOnceTheRunningCallIsCancelledAndHasEnded()
+    {
+        var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var end = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        int starts = 0;
+        using (var listener = new MeterListener())
+        {
+            listener.InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "AsyncIterTools" && instrument.Name == "asynctools.operator.in_flight")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            };
+            listener.SetMeasurementEventCallback<long>((_, value, _, _) =>
+            {
+                if (s_throwHere.Value && value == 1 && Interlocked.Increment(ref starts) == 2)
+                {
+                    throw new InvalidOperationException("a faulty exporter");
+                }
+            });
+            listener.Start();
+
+            var work = new Func<CancellationToken, Task<int>>[]
+            {
+                ct =>
+                {
+                    // Watches its token, then ends only when the test lets it.
+                    _ = ct.Register(() => cancelled.TrySetResult());
+                    return end.Task;
+                },
+                _ => Task.FromResult(2),
+            };
+            s_throwHere.Value = true; // only this test's flow: the operator starts its calls on it
+            Task<int[]> gathering = AsyncIter.GatherAsync(work);
+            s_throwHere.Value = false;
+
+            await cancelled.Task.WaitAsync(TestWork.Bound);
+            gathering.IsCompleted.Should().BeFalse("the running call has not ended yet");
+            end.SetResult(1);
+            await FluentActions.Awaiting(() => gathering.WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidOperationException>()
+                .WithMessage("a faulty exporter");
+        }
+    }
+
     [Theory]
     [InlineData("GatherAsync")]
     [InlineData("Map")]
