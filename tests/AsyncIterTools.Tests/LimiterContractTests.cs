@@ -602,6 +602,36 @@ public sealed class LimiterContractTests
         started2.Should().Be(0, "no call starts after another failed");
     }
 
+    /// <summary>The limiter overloads keep their operator's order: Map's results in source order, MapUnordered's in
+    /// completion order. Call 1 ends before call 0.</summary>
+    [Theory]
+    [InlineData(LimitedOperator.Map)]
+    [InlineData(LimitedOperator.MapUnordered)]
+    public async Task WithALimiter_MapYieldsInSourceOrder_MapUnorderedInCompletionOrder(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter();
+        var calls = new[] { new TaskCompletionSource<int>(), new TaskCompletionSource<int>() }; // continuations inline
+        var bothStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int started = 0;
+        Task<int> Work(int i, CancellationToken ct)
+        {
+            if (Interlocked.Increment(ref started) == 2)
+            {
+                bothStarted.SetResult();
+            }
+
+            return calls[i].Task;
+        }
+
+        Task<List<int>> results = Task.Run(() => Stream(op, 2, Work, maxConcurrency: 2, limiter).ToListAsync().AsTask());
+        await bothStarted.Task.WaitAsync(TestWork.Bound);
+        TestWork.CompleteInline(() => calls[1].SetResult(1)); // call 1 ends, and is posted, first
+        TestWork.CompleteInline(() => calls[0].SetResult(0));
+
+        (await results.WaitAsync(TestWork.Bound)).Should().Equal(op == LimitedOperator.Map ? [0, 1] : [1, 0]);
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
     /// <summary>
     /// A failing call's lease goes back only once its failure is recorded: a limiter that hands a returned permit
     /// straight on (inline) does not start the next call. GatherSettledAsync, where a failure is one more outcome, runs it.
