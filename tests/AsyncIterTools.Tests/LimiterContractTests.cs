@@ -632,6 +632,39 @@ public sealed class LimiterContractTests
         limiter.ShouldHaveReturnedEveryLease();
     }
 
+    /// <summary>A source whose every move completes later, once the consumer waits for it (as most real sources' do): each
+    /// of those moves is a success, not a failure that would hold back the calls granted a lease after it.</summary>
+    [Theory]
+    [InlineData(LimitedOperator.Map)]
+    [InlineData(LimitedOperator.MapUnordered)]
+    public async Task OverASourceWhoseMovesCompleteLater_EveryElementIsMapped_EachCallHoldingALease(LimitedOperator op)
+    {
+        using var limiter = new CountingLimiter();
+        TaskCompletionSource[] moves = [.. Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource())]; // continuations inline
+        static async IAsyncEnumerable<int> Source(TaskCompletionSource[] moves)
+        {
+            for (int i = 0; i < moves.Length; i++)
+            {
+                await moves[i].Task;
+                yield return i;
+            }
+        }
+
+        Func<int, CancellationToken, ValueTask<int>> selector = (i, _) => new ValueTask<int>(i * 2);
+        await using IAsyncEnumerator<int> e = (op == LimitedOperator.Map ? Source(moves).Map(selector, 2, limiter) : Source(moves).MapUnordered(selector, 2, limiter)).GetAsyncEnumerator();
+        for (int i = 0; i < moves.Length; i++)
+        {
+            ValueTask<bool> move = e.MoveNextAsync(); // waits for the source's move, which is pending
+            TestWork.CompleteInline(moves[i].SetResult);
+            (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+            e.Current.Should().Be(i * 2);
+        }
+
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeFalse();
+        limiter.Granted.Should().Be(3);
+        limiter.ShouldHaveReturnedEveryLease();
+    }
+
     /// <summary>
     /// A failing call's lease goes back only once its failure is recorded: a limiter that hands a returned permit
     /// straight on (inline) does not start the next call. GatherSettledAsync, where a failure is one more outcome, runs it.
