@@ -666,6 +666,43 @@ public sealed class LimiterContractTests
     }
 
     /// <summary>
+    /// docs/asynciter.md, "Failures stop the work": after the source fails, nothing new starts, also a call whose lease
+    /// is granted before the consumer has taken that failure.
+    /// </summary>
+    [Theory]
+    [InlineData(LimitedOperator.Map)]
+    [InlineData(LimitedOperator.MapUnordered)]
+    public async Task LeaseGrantedAfterTheSourceFailed_StartsNothing_WhileTheConsumerHasNotTakenTheFailure(LimitedOperator op)
+    {
+        var grantLease1 = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var limiter = new CountingLimiter { Gate = (n, _) => n == 1 ? grantLease1.Task : Task.CompletedTask };
+        var source = new TestWork.GatedMoveSource(ready: 2); // items 0 and 1 at once; the move to item 2 waits
+        int started1 = 0;
+        Func<int, CancellationToken, ValueTask<int>> selector = (i, _) =>
+        {
+            if (i == 1)
+            {
+                Interlocked.Increment(ref started1);
+            }
+
+            return new ValueTask<int>(i);
+        };
+        await using IAsyncEnumerator<int> e = (op == LimitedOperator.Map ? source.Map(selector, 3, limiter) : source.MapUnordered(selector, 3, limiter)).GetAsyncEnumerator();
+
+        // Started on the pool: the limiter's awaits (its gate) capture no context.
+        (await Task.Run(() => e.MoveNextAsync().AsTask()).WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+
+        TestWork.CompleteInline(() => source.FailMove(new InvalidDataException("the source failed"))); // while the consumer is busy with 0
+        grantLease1.SetResult();
+        SpinWait.SpinUntil(() => limiter.Granted == 2 && limiter.Held == 0, TestWork.Bound).Should().BeTrue("the late lease goes back at once");
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<InvalidDataException>();
+        limiter.ShouldHaveReturnedEveryLease();
+        started1.Should().Be(0, "no call starts after the source failed");
+    }
+
+    /// <summary>
     /// A failing call's lease goes back only once its failure is recorded: a limiter that hands a returned permit
     /// straight on (inline) does not start the next call. GatherSettledAsync, where a failure is one more outcome, runs it.
     /// </summary>
