@@ -121,6 +121,55 @@ public sealed class ContextPolicyTests
         posts.Should().Be(0, "the read-ahead's move completed off the context must not be posted to it");
     }
 
+    /// <summary>
+    /// Map and MapUnordered hand the source's pending move to their completion queue: its completion is bookkeeping,
+    /// like a call's, and posts nothing to the caller's context when it comes off the context while the consumer is busy
+    /// with an item (the consumer then finds it queued, without waiting).
+    /// </summary>
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    public async Task UnderASingleThreadedContext_ASourceMoveCompletedOffTheContext_PostsNothing(string op)
+    {
+        using var context = new SingleThreadedContext();
+        var source = new CompletedByTheTestSource();
+        (int posts, List<int> items) = await context.Run(async () =>
+        {
+            Func<int, CancellationToken, ValueTask<int>> selector = (x, _) => new ValueTask<int>(x);
+            await using IAsyncEnumerator<int> e = (op == "Map" ? source.Map(selector, 2) : source.MapUnordered(selector, 2)).GetAsyncEnumerator();
+            ValueTask<bool> first = e.MoveNextAsync(); // the source's first move is pending
+            await source.Awaited(1).WaitAsync(TestWork.Bound);
+            source.CompleteMove(true);
+            var read = new List<int>();
+            (await first).Should().BeTrue();
+            read.Add(e.Current);
+            source.Awaited(2).IsCompleted.Should().BeTrue("the second move was asked for, and is pending, before item 1 was yielded");
+
+            int before = context.Posts;
+            var completer = new Thread(() => source.CompleteMove(true)) { IsBackground = true }; // no context there
+            completer.Start();
+            completer.Join(TestWork.Bound).Should().BeTrue();
+            int posted = context.Posts - before;
+
+            for (bool more = await e.MoveNextAsync(); more; more = await e.MoveNextAsync())
+            {
+                read.Add(e.Current);
+                if (read.Count == 2)
+                {
+                    await source.Awaited(3).WaitAsync(TestWork.Bound);
+                    completer = new Thread(() => source.CompleteMove(false)) { IsBackground = true };
+                    completer.Start();
+                    completer.Join(TestWork.Bound).Should().BeTrue();
+                }
+            }
+
+            return (posted, read);
+        }).WaitAsync(TestWork.Bound);
+
+        items.Should().Equal(1, 2);
+        posts.Should().Be(0, "the source's move completed off the context must not be posted to it");
+    }
+
     /// <summary>A source whose moves complete only when the test calls <see cref="CompleteMove"/>, inline on the thread
     /// that calls it (its continuations are not forced to run asynchronously).</summary>
     private sealed class CompletedByTheTestSource : ManualMoves, IAsyncEnumerable<int>, IAsyncEnumerator<int>
