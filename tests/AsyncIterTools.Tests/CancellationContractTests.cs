@@ -110,6 +110,36 @@ public sealed class CancellationContractTests
         source.Disposals.Should().Be(1);
     }
 
+    /// <summary>The token rule once items were yielded: cancelled while the consumer waits for the next item, an
+    /// enumeration whose source then ends (ignoring its token) ends as the cancellation, not as the end.</summary>
+    [Theory]
+    [InlineData("Merge")]
+    [InlineData("MergeLimited")]
+    public async Task CancelledWhileWaitingAfterAnItem_ASourceThatThenEnds_EndsAsTheCancellation(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var end = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        static async IAsyncEnumerable<int> OneThenEndsWhenLetGo(Task end, TaskCompletionSource waiting)
+        {
+            yield return 1;
+            waiting.TrySetResult();
+            await end; // ignores its token
+        }
+
+        IAsyncEnumerable<int> source = OneThenEndsWhenLetGo(end.Task, waiting);
+        IAsyncEnumerable<int> sequence = op == "Merge" ? AsyncIter.Merge(source) : AsyncIter.Merge(new[] { source }.AsEnumerable(), 1);
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        Task<bool> move = e.MoveNextAsync().AsTask();
+        await waiting.Task.WaitAsync(TestWork.Bound);
+
+        cts.Cancel();
+        end.SetResult();
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+    }
+
     [Theory, MemberData(nameof(SourceOperators))]
     public async Task LeftAtAYieldAfterTheCancellation_ASourceWhoseDisposalFails_DisposesWithoutThatFailure(string op)
     {
