@@ -10,6 +10,40 @@ public sealed class GatherSettledAsyncTests
             .Should().Throw<ArgumentOutOfRangeException>().WithParameterName("maxConcurrency");
     }
 
+    /// <summary>
+    /// docs/asynciter.md, <c>Outcome&lt;T&gt;</c>: a settled gather over a collection of work allocates one array and, once
+    /// its <c>maxConcurrency</c> window is full, nothing per success. Pieces that complete at once keep the whole gathering
+    /// on this thread, so this thread's allocations are all of it: per piece, no more than its outcome's slot in the array.
+    /// </summary>
+    [Fact]
+    public void OverACollectionOfWork_AllocatesNothingPerSuccessButItsOutcomesSlot()
+    {
+        Task<int> done = Task.FromResult(1);
+        Func<CancellationToken, Task<int>> piece = _ => done;
+        Func<CancellationToken, Task<int>>[] few = Enumerable.Repeat(piece, 100).ToArray();
+        Func<CancellationToken, Task<int>>[] many = Enumerable.Repeat(piece, 10_100).ToArray();
+
+        long Allocated(Func<CancellationToken, Task<int>>[] work)
+        {
+            long least = long.MaxValue;
+            for (int attempt = 0; attempt < 5; attempt++)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                Task<Outcome<int>[]> gathering = AsyncIter.GatherSettledAsync(work, maxConcurrency: 2);
+                least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+                gathering.IsCompletedSuccessfully.Should().BeTrue("every piece completes at once");
+                gathering.Result.Should().HaveCount(work.Length).And.OnlyContain(o => o.IsSuccess && o.Value == 1);
+            }
+
+            return least;
+        }
+
+        Allocated(many); // warm up
+        double perPiece = (double)(Allocated(many) - Allocated(few)) / (many.Length - few.Length);
+
+        perPiece.Should().BeLessThan(System.Runtime.CompilerServices.Unsafe.SizeOf<Outcome<int>>() + 4, "a success costs its outcome's slot in the one array, nothing more");
+    }
+
     [Fact]
     public async Task Empty_GivesEmpty()
     {
