@@ -371,6 +371,52 @@ public sealed class CancellationContractTests
         movesAfter.Should().Be(movesBefore, "no source is asked for an item after the token was cancelled (Map asks nothing)");
     }
 
+    /// <summary>
+    /// Once the token is cancelled nothing new starts (docs/architecture.md, the life of a call: "Stop"): the next move
+    /// neither asks the source for an item nor starts a selector call, whether the token was cancelled while the consumer
+    /// held an item or while it waited for a call that then completes (ignoring its token), with results still to take.
+    /// </summary>
+    [Theory]
+    [InlineData("Map", true)]
+    [InlineData("Map", false)]
+    [InlineData("MapUnordered", true)]
+    [InlineData("MapUnordered", false)]
+    public async Task CancelledWithResultsStillToTake_TheNextMoveStartsNothing_AndEndsAsTheCancellation(string op, bool atYield)
+    {
+        using var cts = new CancellationTokenSource();
+        var source = Sources.From(Enumerable.Range(0, 10));
+        var call1 = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        int started = 0;
+        Func<int, CancellationToken, ValueTask<int>> selector = (x, _) =>
+        {
+            Interlocked.Increment(ref started);
+            return x == 1 && !atYield ? new ValueTask<int>(call1.Task) : new ValueTask<int>(x);
+        };
+        IAsyncEnumerable<int> sequence = op == "Map" ? source.Map(selector, 1) : source.MapUnordered(selector, 1);
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+        int movesBefore = source.MoveNextCalls;
+        int startedBefore = started;
+
+        Task<bool> move;
+        if (atYield)
+        {
+            cts.Cancel(); // call 1 has completed: its result waits to be taken
+            move = e.MoveNextAsync().AsTask();
+        }
+        else
+        {
+            move = e.MoveNextAsync().AsTask(); // waits for call 1
+            cts.Cancel();
+            call1.SetResult(1);
+        }
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        source.MoveNextCalls.Should().Be(movesBefore, "the source is asked for nothing once the token is cancelled");
+        started.Should().Be(startedBefore, "no selector call starts once the token is cancelled");
+    }
+
     [Theory, MemberData(nameof(OverOperators))]
     public async Task BreakWithAnUncancelledToken_ASourceWhoseCleanupWatchesItsToken_DisposesWithoutCancellation(string op)
     {
