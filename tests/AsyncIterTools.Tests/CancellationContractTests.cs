@@ -417,6 +417,39 @@ public sealed class CancellationContractTests
         started.Should().Be(startedBefore, "no selector call starts once the token is cancelled");
     }
 
+    /// <summary>
+    /// As above, for Map's window: call 1 completed before call 0 and was taken into the window, where it waits for its
+    /// turn. Cancelled while the consumer holds item 0, the next move yields nothing, asks the source for nothing and
+    /// starts no selector call.
+    /// </summary>
+    [Fact]
+    public async Task Map_CancelledAtAYield_AResultWaitingInTheWindow_TheNextMoveStartsNothing()
+    {
+        using var cts = new CancellationTokenSource();
+        var source = Sources.From(Enumerable.Range(0, 10));
+        var calls = new[] { new TaskCompletionSource<int>(), new TaskCompletionSource<int>() }; // continuations inline
+        int started = 0;
+        Func<int, CancellationToken, ValueTask<int>> selector = (x, _) =>
+        {
+            Interlocked.Increment(ref started);
+            return x < 2 ? new ValueTask<int>(calls[x].Task) : new ValueTask<int>(x);
+        };
+        await using IAsyncEnumerator<int> e = source.Map(selector, 2).GetAsyncEnumerator(cts.Token);
+        ValueTask<bool> first = e.MoveNextAsync();
+        TestWork.CompleteInline(() => calls[1].SetResult(1)); // taken first, into the window behind call 0
+        TestWork.CompleteInline(() => calls[0].SetResult(0));
+        (await first.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        e.Current.Should().Be(0);
+        int movesBefore = source.MoveNextCalls;
+        int startedBefore = started;
+
+        cts.Cancel();
+
+        await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        source.MoveNextCalls.Should().Be(movesBefore, "the source is asked for nothing once the token is cancelled");
+        started.Should().Be(startedBefore, "no selector call starts once the token is cancelled");
+    }
+
     [Theory, MemberData(nameof(OverOperators))]
     public async Task BreakWithAnUncancelledToken_ASourceWhoseCleanupWatchesItsToken_DisposesWithoutCancellation(string op)
     {
