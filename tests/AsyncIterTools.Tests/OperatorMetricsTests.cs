@@ -215,6 +215,67 @@ public sealed class OperatorMetricsTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// docs/observability.md: whether a call is counted is decided as it starts, by whether anyone listens then. A call
+    /// started while nobody listened is not counted down when it completes, not even by a listener started meanwhile,
+    /// also when its bookkeeping was used before by a call that was counted.
+    /// </summary>
+    [Fact]
+    public async Task ACallStartedWhileNobodyListened_IsNotCountedDown_ByAListenerStartedBeforeItCompletes()
+    {
+        _inFlight.Dispose(); // this test needs a moment when nobody listens
+        static MeterListener Listen(Action<long> measured)
+        {
+            var listener = new MeterListener
+            {
+                InstrumentPublished = (instrument, l) =>
+                {
+                    if (instrument.Meter.Name == "AsyncIterTools" && instrument.Name == "asynctools.operator.in_flight")
+                    {
+                        l.EnableMeasurementEvents(instrument);
+                    }
+                },
+            };
+            listener.SetMeasurementEventCallback<long>((_, value, _, _) => measured(value));
+            listener.Start();
+            return listener;
+        }
+
+        var source = new TestWork.GatedMoveSource(ready: 1); // item 0 at once; the move to item 1 waits
+        var call1 = new TaskCompletionSource<int>(); // continuations inline
+        Func<int, CancellationToken, ValueTask<int>> selector = (x, _) => x == 0 ? new ValueTask<int>(0) : new ValueTask<int>(call1.Task);
+        await using IAsyncEnumerator<int> e = source.Map(selector, 1).GetAsyncEnumerator();
+
+        using (Listen(_ => { }))
+        {
+            // Call 0 starts and completes, counted up and down.
+            (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+            e.Current.Should().Be(0);
+        }
+
+        TestWork.CompleteInline(source.ReleaseMove); // item 1 is read, as nobody listens
+        ValueTask<bool> move = e.MoveNextAsync(); // call 1 starts, uncounted, and waits
+        move.IsCompleted.Should().BeFalse("call 1 is running");
+
+        long countedHere = 0;
+        using (Listen(value =>
+        {
+            if (s_throwHere.Value)
+            {
+                countedHere += value;
+            }
+        }))
+        {
+            s_throwHere.Value = true; // only this test's flow: call 1 completes inline, on it
+            TestWork.CompleteInline(() => call1.SetResult(1));
+            s_throwHere.Value = false;
+            (await move.AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+            e.Current.Should().Be(1);
+        }
+
+        countedHere.Should().Be(0, "call 1 started while nobody listened: it is counted neither up nor down");
+    }
+
     [Theory]
     [InlineData("GatherAsync")]
     [InlineData("Map")]
