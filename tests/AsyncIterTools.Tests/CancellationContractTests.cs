@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Threading.RateLimiting;
 using System.Runtime.CompilerServices;
 
@@ -448,6 +449,35 @@ public sealed class CancellationContractTests
         await FluentActions.Awaiting(() => e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
         source.MoveNextCalls.Should().Be(movesBefore, "the source is asked for nothing once the token is cancelled");
         started.Should().Be(startedBefore, "no selector call starts once the token is cancelled");
+    }
+
+    /// <summary>
+    /// As above, while the consumer waits for the source's next item: cancelled then, an item the source hands out
+    /// afterwards (it ignores its token) gets no selector call, and the move ends as the cancellation.
+    /// </summary>
+    [Theory]
+    [InlineData("Map")]
+    [InlineData("MapUnordered")]
+    public async Task CancelledWhileWaitingForTheSourcesItem_AnItemThatThenArrives_StartsNoSelectorCall(string op)
+    {
+        using var cts = new CancellationTokenSource();
+        var source = new TestWork.GatedMoveSource(ready: 1); // item 0 at once; the move to item 1 waits, ignoring the token
+        var selected = new ConcurrentQueue<int>();
+        Func<int, CancellationToken, ValueTask<int>> selector = (x, _) =>
+        {
+            selected.Enqueue(x);
+            return new ValueTask<int>(x);
+        };
+        IAsyncEnumerable<int> sequence = op == "Map" ? source.Map(selector, 2) : source.MapUnordered(selector, 2);
+        await using IAsyncEnumerator<int> e = sequence.GetAsyncEnumerator(cts.Token);
+        (await e.MoveNextAsync().AsTask().WaitAsync(TestWork.Bound)).Should().BeTrue();
+        Task<bool> move = e.MoveNextAsync().AsTask(); // waits for the source's item 1
+
+        cts.Cancel();
+        TestWork.CompleteInline(source.ReleaseMove);
+
+        await FluentActions.Awaiting(() => move.WaitAsync(TestWork.Bound)).Should().ThrowAsync<OperationCanceledException>();
+        selected.Should().Equal([0], "item 1 arrived after the token was cancelled: no selector call starts for it");
     }
 
     [Theory, MemberData(nameof(OverOperators))]
