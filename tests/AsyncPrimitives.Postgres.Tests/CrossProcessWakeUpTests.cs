@@ -85,4 +85,90 @@ public sealed class CrossProcessWakeUpTests(PostgresServer server) : PostgresTes
 
         await using PostgresLease next = await second.WaitAsync(Bound);
     }
+
+    /// <summary>
+    /// The semaphore's case of <see cref="ANotifiedGrantToAWaitWhoseCallIsStillAnswering_ReachesThatWait_NotTheWaitBehindIt"/>:
+    /// a notification wakes the first maxCount waits of this process in line, and a wait whose ticket is not known yet
+    /// sorts last.
+    /// <para>Process A holds both permits of a semaphore of maxCount 2. Process B has three waits on it: the first joined
+    /// the line first (its ticket is the lowest), but its call's answer is still on the wire; the other two know their
+    /// tickets. A releases one permit: the server grants it to the first wait's ticket, and A notifies B. The notification
+    /// wakes B's two waits with known tickets (which find nothing); it must also reach the first wait once its ticket is
+    /// known, or the permit stays held for no one until that wait's next poll (here: never, the clock does not move).</para>
+    /// </summary>
+    [PostgresFact]
+    public async Task ANotifiedGrantOfASemaphorePermit_ToAWaitWhoseCallIsStillAnswering_ReachesThatWait_NotTheWaitsBehindIt()
+    {
+        await using TcpProxy proxy = new("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        Member a = await JoinAsync();
+        Member b = await JoinAsync(
+            o =>
+            {
+                o.TimeProvider = new CountingTimeProvider(); // no poll and no heartbeat unless the test moves it: a wake here is a signal
+                o.LeaseDuration = TimeSpan.FromMinutes(10);
+            },
+            port: proxy.Port,
+            connection: c => c.CancellationTimeout = -1);
+        PostgresSemaphore poolA = a.Coordinator.CreateSemaphore("pool", 2);
+        PostgresLease heldOne = await poolA.AcquireAsync(Bound);
+        PostgresLease heldTwo = await poolA.AcquireAsync(Bound);
+        PostgresLease heldMarker = await a.Coordinator.CreateLock("marker").AcquireAsync(Bound);
+        PostgresSemaphore poolB = b.Coordinator.CreateSemaphore("pool", 2);
+
+        // The first wait of B joins the line; its answer is held on the wire.
+        Task<PostgresLease> first;
+        int port;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction holding = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(holding, "SELECT @schema.permit_turn('s', 'pool')");
+            first = poolB.AcquireAsync().AsTask();
+            await WaitsForALockAsync(b, "the first wait's call waits for the set's turn");
+            port = await ScalarAsync<int>(
+                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{b.Application}' AND wait_event_type = 'Lock'");
+            proxy.HoldReplies(port); // the call runs (it joins the line), its answer is held
+            await holding.CommitAsync();
+        }
+
+        await WaitersAsync(1);
+        long firstTicket = await ScalarAsync<long>("SELECT min(ticket) FROM @schema.permit_waiters WHERE name = 'pool'");
+
+        // Two more waits of B join the line behind it, and their calls answer: the first maxCount with known tickets.
+        Task<PostgresLease> second = poolB.AcquireAsync().AsTask();
+        await WaitersAsync(2);
+        Task<PostgresLease> third = poolB.AcquireAsync().AsTask();
+        await WaitersAsync(3);
+        long[] known = [.. (await ScalarAsync<long[]>(
+            $"SELECT array_agg(ticket ORDER BY ticket) FROM @schema.permit_waiters WHERE name = 'pool' AND ticket > {firstTicket}"))];
+        known.Should().HaveCount(2);
+        await EventuallyAsync(
+            () => Task.FromResult(known.All(b.Coordinator.Signals.RanksOf("s:pool").Contains)), "the two waits behind have their places");
+
+        // A marker: a wait of B on a lock A holds, to know when B has heard A's notifications.
+        Task<PostgresLease> marker = b.Coordinator.CreateLock("marker").AcquireAsync().AsTask();
+        await WaitersAsync(4);
+
+        // A releases one permit: the server grants it to the first wait's ticket, and A notifies B.
+        await heldOne.ReleaseAsync();
+        await a.Coordinator.Notifier.FlushAsync().WaitAsync(Bound);
+        (await ScalarAsync<long>($"SELECT count(*) FROM @schema.permit_slots WHERE token IS NOT NULL AND ticket = {firstTicket}"))
+            .Should().Be(1, "the release granted the permit to the first wait's ticket");
+
+        // Then the marker, in a later notification: once the marker's wait has its lock, B has handled the pool's.
+        await heldMarker.ReleaseAsync();
+        await (await marker.WaitAsync(Bound)).ReleaseAsync();
+        second.IsCompleted.Should().BeFalse("the permit was granted to the first wait");
+        third.IsCompleted.Should().BeFalse();
+
+        proxy.ReleaseReplies(port); // the first wait's answer arrives: its ticket, first in line
+
+        PostgresLease granted = await first.WaitAsync(Bound);
+        granted.FencingToken.Should().BeGreaterThan(heldTwo.FencingToken);
+
+        // The rest go on in line: the first's permit to the second (released here), A's last one to the third (notified).
+        await granted.ReleaseAsync();
+        await using PostgresLease next = await second.WaitAsync(Bound);
+        await heldTwo.ReleaseAsync();
+        await using PostgresLease last = await third.WaitAsync(Bound);
+    }
 }
