@@ -189,20 +189,27 @@ public sealed class FanOutPipelineTests
         sourceSawTheFailure.Should().BeTrue("a failing worker stops the production, the source's wait included");
     }
 
+    /// <summary>
+    /// From the handler's failure on, no answer comes back (the calls still out are held until the pipeline cancels
+    /// them), so no slot of the limit frees but those of answers already on their way back: at most one request per
+    /// slot may start after the failure, and none once the failure has stopped the production.
+    /// </summary>
     [Fact]
     public async Task RunAsync_WhenProcessingABatchFails_StartsNoNewRequest()
     {
         await using FlakyApiServer server = await InstantServerAsync();
-        using var http = new HttpClient { BaseAddress = server.BaseAddress };
-        long requestsAtTheFailure = -1;
+        using var client = new HoldingAnswers();
+        using var http = new HttpClient(client) { BaseAddress = server.BaseAddress };
+        long startedAtTheFailure = -1;
         var pipeline = new FanOutPipeline(http, Options() with { Count = 1_000, Limit = 8, BatchSize = 200, BatchDelay = TimeSpan.FromSeconds(30), Workers = 1, QueueCapacity = 1 }, processBatch: (_, _) =>
         {
-            Interlocked.CompareExchange(ref requestsAtTheFailure, server.Requests, -1);
+            client.Hold();
+            Interlocked.CompareExchange(ref startedAtTheFailure, client.Started, -1);
             return ValueTask.FromException(new InvalidDataException("the store is down"));
         });
 
         await FluentActions.Awaiting(() => pipeline.RunAsync().WaitAsync(TestBound)).Should().ThrowAsync<InvalidDataException>();
-        (server.Requests - requestsAtTheFailure).Should().BeLessThanOrEqualTo(8, "at most the calls already under way when the handler failed reach the server after it");
+        (client.Started - startedAtTheFailure).Should().BeLessThanOrEqualTo(8, "after the failure, a request starts only in a slot an answer already back freed, each once");
     }
 
     [Fact]
@@ -419,6 +426,31 @@ public sealed class FanOutPipelineTests
         {
             Interlocked.Increment(ref _calls);
             return Task.FromResult(new HttpResponseMessage(status) { RequestMessage = request });
+        }
+    }
+
+    /// <summary>Sends calls to the server and counts them; once <see cref="Hold"/> is called, holds every answer until
+    /// its call is cancelled, so that no call ends after that moment.</summary>
+    private sealed class HoldingAnswers() : DelegatingHandler(new SocketsHttpHandler())
+    {
+        private long _started;
+        private volatile bool _holding;
+
+        public long Started => Interlocked.Read(ref _started);
+
+        public void Hold() => _holding = true;
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _started);
+            HttpResponseMessage answer = await base.SendAsync(request, cancellationToken);
+            if (_holding)
+            {
+                answer.Dispose();
+                await Task.Delay(Timeout.Infinite, cancellationToken); // until the pipeline cancels the call
+            }
+
+            return answer;
         }
     }
 
