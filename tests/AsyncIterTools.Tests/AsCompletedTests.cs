@@ -819,6 +819,63 @@ public sealed class AsCompletedTests
         (await read.Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(failure);
     }
 
+    /// <summary>
+    /// docs/asynciter.md, Shared rules: a sequence whose disposal throws makes the enumeration throw that exception from
+    /// <c>MoveNextAsync</c> at the end, as a hand-written loop over it would (a hand-written enumerator, whose
+    /// <c>MoveNext</c> has returned false; an iterator's <c>finally</c> would throw from <c>MoveNext</c> instead).
+    /// </summary>
+    [Fact]
+    public async Task AWorkEnumeratorThatFailsToDisposeAfterItsEnd_ThrowsThatFromTheLastMoveNext()
+    {
+        var disposal = new ArithmeticException("the enumerator's disposal");
+        var work = new EnumeratorDisposingWithFailure(disposal, _ => Task.FromResult(1), _ => Task.FromResult(2));
+        var seen = new List<int>();
+        Func<Task> read = async () =>
+        {
+            await foreach (int value in AsyncIter.AsCompleted(work, maxConcurrency: 1))
+            {
+                seen.Add(value);
+            }
+        };
+        (await FluentActions.Awaiting(() => read().WaitAsync(TestWork.Bound)).Should().ThrowAsync<ArithmeticException>()).Which.Should().BeSameAs(disposal);
+        seen.Should().Equal(1, 2);
+        work.Disposals.Should().Be(1);
+    }
+
+    /// <summary>
+    /// docs/asynciter.md, Shared rules: the first failure is surfaced instead of the sequence's disposal failure, also
+    /// when results were yielded before it (the consumer was at a yield before, not when the failure is reached).
+    /// </summary>
+    [Fact]
+    public async Task AWorkSequenceWhoseDisposalThrows_DoesNotHideAFailureThatCameAfterAYieldedResult()
+    {
+        var failure = new FormatException("the second piece's failure");
+        var disposal = new ArithmeticException("the sequence's disposal");
+        IEnumerable<Func<CancellationToken, Task<int>>> Work()
+        {
+            try
+            {
+                yield return _ => Task.FromResult(1);
+                yield return _ => Task.FromException<int>(failure);
+            }
+            finally
+            {
+                throw disposal;
+            }
+        }
+
+        var seen = new List<int>();
+        Func<Task> read = async () =>
+        {
+            await foreach (int value in AsyncIter.AsCompleted(Work(), maxConcurrency: 1))
+            {
+                seen.Add(value);
+            }
+        };
+        (await FluentActions.Awaiting(() => read().WaitAsync(TestWork.Bound)).Should().ThrowAsync<Exception>()).Which.Should().BeSameAs(failure);
+        seen.Should().Equal(1);
+    }
+
     [Fact]
     public async Task AWorkSequenceWhoseDisposalThrows_AfterABreak_ThrowsFromDisposeAsync()
     {

@@ -313,42 +313,6 @@ public sealed class GatherAsyncTests
         work.Disposals.Should().Be(1);
     }
 
-    /// <summary>A sequence of work whose enumerator, not an iterator, throws <paramref name="disposal"/> from
-    /// <c>Dispose</c>, also after its end.</summary>
-    private sealed class EnumeratorDisposingWithFailure(Exception disposal, params Func<CancellationToken, Task<int>>[] work) : IEnumerable<Func<CancellationToken, Task<int>>>
-    {
-        private int _disposals;
-
-        public int Disposals => Volatile.Read(ref _disposals);
-
-        public IEnumerator<Func<CancellationToken, Task<int>>> GetEnumerator() => new Enumerator(this);
-
-        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
-
-        private sealed class Enumerator(EnumeratorDisposingWithFailure owner) : IEnumerator<Func<CancellationToken, Task<int>>>
-        {
-            private int _index = -1;
-
-            public Func<CancellationToken, Task<int>> Current => owner.Work[_index];
-
-            object System.Collections.IEnumerator.Current => Current;
-
-            public bool MoveNext() => ++_index < owner.Work.Length;
-
-            public void Reset() => throw new NotSupportedException();
-
-            public void Dispose()
-            {
-                Interlocked.Increment(ref owner._disposals);
-                throw owner.Disposal;
-            }
-        }
-
-        private Func<CancellationToken, Task<int>>[] Work => work;
-
-        private Exception Disposal => disposal;
-    }
-
     [Fact]
     public async Task AWorkSequenceWhoseDisposalThrows_DoesNotHideTheCancellation()
     {
