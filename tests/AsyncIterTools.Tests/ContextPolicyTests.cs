@@ -531,6 +531,63 @@ public sealed class ContextPolicyTests
         return (context.Posts - before, failure);
     }
 
+    /// <summary>
+    /// docs/asynciter.md, Shared rules: bookkeeping never posts to your context, also for a call that failed:
+    /// <c>GatherSettledAsync</c> goes on after each failure, and every failed call's lease goes back asynchronously
+    /// (parked on a gate of its own). Giving those leases back must not post once per call.
+    /// </summary>
+    [Fact]
+    public async Task UnderASingleThreadedContext_LeasesOfFailedCallsGoingBackAsynchronously_PostNothingPerCall()
+    {
+        using var context = new SingleThreadedContext();
+        (int posts, Outcome<int>[] outcomes) = await context.Run(async () =>
+        {
+            var gates = new Gates(Calls); // one per lease
+            using var limiter = new GatedReleaseLimiter(gates, grants: true);
+            var failure = new FormatException("the call's failure");
+            IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat<Func<CancellationToken, Task<int>>>(_ => Task.FromException<int>(failure), Calls);
+            Task<Outcome<int>[]> run = AsyncIter.GatherSettledAsync(work, Calls, limiter);
+            int before = context.Posts;
+            gates.Open();
+            Outcome<int>[] outcomes = await run;
+            return (context.Posts - before, outcomes);
+        }).WaitAsync(TestWork.Bound);
+
+        outcomes.Should().HaveCount(Calls).And.OnlyContain(o => o.Exception is FormatException);
+        posts.Should().BeLessThanOrEqualTo(AllowedPosts, "giving back a failed call's lease must not post to the caller's context");
+    }
+
+    /// <summary>
+    /// docs/asynciter.md, Shared rules: bookkeeping never posts to your context, also under a lease that can be lost
+    /// (<c>LEASE_LOST</c> metadata, whose token is linked into the call's): every call is parked on a gate of its own, and
+    /// what follows a call's end must not post once per call.
+    /// </summary>
+    [Theory]
+    [InlineData("GatherAsync(limiter)")]
+    [InlineData("AsCompleted(limiter)")]
+    public async Task UnderASingleThreadedContext_CallsUnderLeasesThatCanBeLost_PostNothingPerCall(string op)
+    {
+        using var context = new SingleThreadedContext();
+        using var lost = new CancellationTokenSource(); // never cancelled: no lease is lost
+        (int posts, int sum) = await context.Run(async () =>
+        {
+            var gates = new Gates(Calls); // one per call
+            using var limiter = new CountingLimiter { LeaseLost = lost.Token };
+            IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Repeat<Func<CancellationToken, Task<int>>>(_ => gates.Next(), Calls);
+            Task<int> run = op == "GatherAsync(limiter)"
+                ? AsyncIter.GatherAsync(work, Calls, limiter).ContinueWith(t => t.Result.Sum(), TaskScheduler.Default)
+                : AsyncIter.AsCompleted(work, Calls, limiter).SumAsync().AsTask();
+            int before = context.Posts;
+            gates.Open();
+            int sum = await run;
+            limiter.ShouldHaveReturnedEveryLease();
+            return (context.Posts - before, sum);
+        }).WaitAsync(TestWork.Bound);
+
+        sum.Should().Be(Calls);
+        posts.Should().BeLessThanOrEqualTo(AllowedPosts, "recording a completion must not post to the caller's context");
+    }
+
     /// <summary>Grants every lease, or refuses it without a RetryAfter; each lease is IAsyncDisposable, its release waiting
     /// for a gate of its own.</summary>
     private sealed class GatedReleaseLimiter(Gates gates, bool grants) : System.Threading.RateLimiting.RateLimiter
