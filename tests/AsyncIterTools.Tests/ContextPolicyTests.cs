@@ -588,6 +588,137 @@ public sealed class ContextPolicyTests
         posts.Should().BeLessThanOrEqualTo(AllowedPosts, "recording a completion must not post to the caller's context");
     }
 
+    /// <summary>
+    /// docs/asynciter.md, AsCompleted: once the deadline passes (or the caller cancels), running work is cancelled and
+    /// awaited, then the enumeration throws. Work is user code and runs on the caller's context (docs/architecture.md,
+    /// "Context policy"): under a single-threaded context, work that resumes there once cancelled must be able to end,
+    /// so the consumer awaits it without holding that context's thread, and the enumeration ends as the timeout (or the
+    /// cancellation).
+    /// </summary>
+    [Theory]
+    [InlineData("deadline")]
+    [InlineData("cancellation")]
+    public async Task UnderASingleThreadedContext_AsCompletedStopped_AwaitsWorkThatEndsOnTheContext_ThenThrows(string howItEnds)
+    {
+        using var context = new SingleThreadedContext();
+        var time = new CountingTimeProvider();
+        using var cts = new CancellationTokenSource();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IEnumerable<Func<CancellationToken, Task<int>>> work =
+        [
+            async ct =>
+            {
+                started.TrySetResult();
+                try
+                {
+                    await new TaskCompletionSource().Task.WaitAsync(ct); // resumes on the context once cancelled
+                    return 1;
+                }
+                finally
+                {
+                    ended.TrySetResult();
+                }
+            },
+        ];
+
+        Task<Exception?> run = context.Run(async () =>
+        {
+            try
+            {
+                await foreach (int _ in AsyncIter.AsCompleted(work, 1, TimeSpan.FromSeconds(10), time).WithCancellation(cts.Token))
+                {
+                }
+
+                return null;
+            }
+            catch (Exception ex)
+            {
+                return ex;
+            }
+        });
+
+        await started.Task.WaitAsync(TestWork.Bound);
+        if (howItEnds == "deadline")
+        {
+            time.Advance(TimeSpan.FromSeconds(10));
+        }
+        else
+        {
+            await cts.CancelAsync();
+        }
+
+        Exception? failure = await run.WaitAsync(TestWork.Bound);
+        ended.Task.IsCompleted.Should().BeTrue("the work is awaited before the enumeration throws");
+        if (howItEnds == "deadline")
+        {
+            failure.Should().BeOfType<TimeoutException>();
+        }
+        else
+        {
+            failure.Should().BeAssignableTo<OperationCanceledException>();
+        }
+    }
+
+    /// <summary>
+    /// docs/asynciter.md, Shared rules: under a UI context the only posts are the consumer's own resumptions, once per
+    /// time it waits. After the caller cancels <c>AsCompleted</c>, the consumer waits once for the cancelled work: work
+    /// that then resumes on the context <see cref="Calls"/> times before it ends must not find the consumer resuming
+    /// alongside it (a consumer that kept polling would post about once per post of the work's).
+    /// </summary>
+    [Fact]
+    public async Task UnderASingleThreadedContext_AsCompletedCancelled_WaitsOnceForTheCancelledWork_NotOncePerPostOfIt()
+    {
+        using var context = new SingleThreadedContext();
+        using var cts = new CancellationTokenSource();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        IEnumerable<Func<CancellationToken, Task<int>>> work =
+        [
+            async ct =>
+            {
+                started.TrySetResult();
+                try
+                {
+                    await new TaskCompletionSource().Task.WaitAsync(ct); // resumes on the context once cancelled
+                }
+                catch (OperationCanceledException)
+                {
+                    for (int i = 0; i < Calls; i++)
+                    {
+                        await Task.Yield(); // a post of the work's own
+                    }
+
+                    throw;
+                }
+
+                return 1;
+            },
+        ];
+
+        int before = context.Posts;
+        Task<Exception?> run = context.Run(async () =>
+        {
+            try
+            {
+                await foreach (int _ in AsyncIter.AsCompleted(work, 1).WithCancellation(cts.Token))
+                {
+                }
+
+                return null;
+            }
+            catch (Exception ex)
+            {
+                return ex;
+            }
+        });
+
+        await started.Task.WaitAsync(TestWork.Bound);
+        await cts.CancelAsync();
+        Exception? failure = await run.WaitAsync(TestWork.Bound);
+        failure.Should().BeAssignableTo<OperationCanceledException>();
+        (context.Posts - before).Should().BeLessThanOrEqualTo(Calls + AllowedPosts, "the consumer waits for the cancelled work, it does not poll for it");
+    }
+
     /// <summary>Grants every lease, or refuses it without a RetryAfter; each lease is IAsyncDisposable, its release waiting
     /// for a gate of its own.</summary>
     private sealed class GatedReleaseLimiter(Gates gates, bool grants) : System.Threading.RateLimiting.RateLimiter
