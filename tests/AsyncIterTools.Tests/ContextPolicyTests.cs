@@ -719,6 +719,86 @@ public sealed class ContextPolicyTests
         (context.Posts - before).Should().BeLessThanOrEqualTo(Calls + AllowedPosts, "the consumer waits for the cancelled work, it does not poll for it");
     }
 
+    /// <summary>
+    /// docs/asynciter.md, Shared rules: bookkeeping never posts to your context, also for calls held back by a failure
+    /// (docs/asynciter.md, Limiters: "Granted after the operator ... failed: disposed at once; the call does not start,
+    /// also while a failed call waits to be taken"). <c>GatherAsync</c>'s first call fails while its lease goes back;
+    /// the others' leases are granted then, on the context, and each goes back (asynchronously, each parked on a gate of
+    /// its own, or at once) while they wait for the failure to be posted. None of that may post once per call.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task UnderASingleThreadedContext_CallsHeldBackByAFailure_PostNothingPerCall(bool asyncRelease)
+    {
+        using var context = new SingleThreadedContext();
+        var failure = new FormatException("the first call's failure");
+        var releaseFirst = new TaskCompletionSource(); // continuations inline: the failing call ends inside SetResult
+        var grants = Enumerable.Range(0, Calls).Select(_ => new TaskCompletionSource<System.Threading.RateLimiting.RateLimitLease>()).ToArray(); // inline
+        var releases = new Gates(Calls); // one per held-back lease
+        int ran = 0;
+        using var limiter = new ScriptedGrantLimiter(n => n == 0
+            ? new(new GatedReleaseLease(releaseFirst.Task, granted: true))
+            : new(grants[n - 1].Task));
+        IEnumerable<Func<CancellationToken, Task<int>>> work = Enumerable.Range(0, Calls + 1).Select<int, Func<CancellationToken, Task<int>>>(i => i == 0
+            ? _ => Task.FromException<int>(failure)
+            : _ =>
+            {
+                Interlocked.Increment(ref ran);
+                return Task.FromResult(i);
+            });
+
+        (int posts, Exception? thrown) = await context.Run(async () =>
+        {
+            Task<int[]> gathered = AsyncIter.GatherAsync(work, Calls + 1, limiter);
+            foreach (TaskCompletionSource<System.Threading.RateLimiting.RateLimitLease> grant in grants)
+            {
+                grant.SetResult(new GatedReleaseLease(asyncRelease ? releases.Next() : Task.CompletedTask, granted: true)); // granted on the context
+            }
+
+            await Task.Yield(); // whatever the grants queued on the context has run
+            int before = context.Posts;
+            if (asyncRelease)
+            {
+                releases.Open();
+            }
+
+            var opener = new Thread(releaseFirst.SetResult) { IsBackground = true }; // off the context: the failure is posted there
+            opener.Start();
+            opener.Join(TestWork.Bound).Should().BeTrue();
+            Exception? thrown = null;
+            try
+            {
+                await gathered;
+            }
+            catch (Exception ex)
+            {
+                thrown = ex;
+            }
+
+            return (context.Posts - before, thrown);
+        }).WaitAsync(TestWork.Bound);
+
+        thrown.Should().BeSameAs(failure);
+        ran.Should().Be(0, "no call starts after another failed");
+        posts.Should().BeLessThanOrEqualTo(AllowedPosts, "a held-back call's lease going back must not post to the caller's context");
+    }
+
+    /// <summary>Hands out, for request n (0 for the first), the lease <c>script</c> returns.</summary>
+    private sealed class ScriptedGrantLimiter(Func<int, ValueTask<System.Threading.RateLimiting.RateLimitLease>> script) : System.Threading.RateLimiting.RateLimiter
+    {
+        private int _requests = -1;
+
+        public override TimeSpan? IdleDuration => null;
+
+        public override System.Threading.RateLimiting.RateLimiterStatistics? GetStatistics() => null;
+
+        protected override System.Threading.RateLimiting.RateLimitLease AttemptAcquireCore(int permitCount) => throw new NotSupportedException();
+
+        protected override ValueTask<System.Threading.RateLimiting.RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) =>
+            script(Interlocked.Increment(ref _requests));
+    }
+
     /// <summary>Grants every lease, or refuses it without a RetryAfter; each lease is IAsyncDisposable, its release waiting
     /// for a gate of its own.</summary>
     private sealed class GatedReleaseLimiter(Gates gates, bool grants) : System.Threading.RateLimiting.RateLimiter
