@@ -604,16 +604,23 @@ public sealed class ContextPolicyTests
         var time = new CountingTimeProvider();
         using var cts = new CancellationTokenSource();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var finish = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         IEnumerable<Func<CancellationToken, Task<int>>> work =
         [
             async ct =>
             {
-                started.TrySetResult();
+                // Signalled from the context's queue: by then the consumer, which started this work, waits for it.
+                SynchronizationContext.Current!.Post(_ => started.TrySetResult(), null);
                 try
                 {
                     await new TaskCompletionSource().Task.WaitAsync(ct); // resumes on the context once cancelled
                     return 1;
+                }
+                catch (OperationCanceledException)
+                {
+                    await finish.Task; // and again, to end
+                    throw;
                 }
                 finally
                 {
@@ -639,6 +646,7 @@ public sealed class ContextPolicyTests
         });
 
         await started.Task.WaitAsync(TestWork.Bound);
+        int before = context.Posts;
         if (howItEnds == "deadline")
         {
             time.Advance(TimeSpan.FromSeconds(10));
@@ -647,6 +655,12 @@ public sealed class ContextPolicyTests
         {
             await cts.CancelAsync();
         }
+
+        // The work resumed (cancelled) on the context, and, at the deadline, so did the consumer (its wait for a
+        // completion ends there): those posts are in; then the work's last resumption, which needs the context's thread.
+        int resumptions = howItEnds == "deadline" ? 2 : 1;
+        SpinWait.SpinUntil(() => context.Posts >= before + resumptions, TestWork.Bound).Should().BeTrue();
+        finish.SetResult();
 
         Exception? failure = await run.WaitAsync(TestWork.Bound);
         ended.Task.IsCompleted.Should().BeTrue("the work is awaited before the enumeration throws");
