@@ -25,35 +25,14 @@ public sealed class CrossProcessWakeUpTests(PostgresServer server) : PostgresTes
     {
         await using TcpProxy proxy = new("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
         Member a = await JoinAsync();
-        Member b = await JoinAsync(
-            o =>
-            {
-                o.TimeProvider = new CountingTimeProvider(); // no poll and no heartbeat unless the test moves it: a wake here is a signal
-                o.LeaseDuration = TimeSpan.FromMinutes(10);
-            },
-            port: proxy.Port,
-            connection: c => c.CancellationTimeout = -1);
+        Member b = await JoinUnpolledAsync(proxy);
         PostgresLease held = await a.Coordinator.CreateLock("job").AcquireAsync(Bound);
         PostgresLease heldMarker = await a.Coordinator.CreateLock("marker").AcquireAsync(Bound);
         PostgresLock jobB = b.Coordinator.CreateLock("job");
 
         // The first wait of B joins the line; its answer is held on the wire.
-        Task<PostgresLease> first;
-        int port;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction holding = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(holding, "SELECT @schema.permit_turn('l', 'job')");
-            first = jobB.AcquireAsync().AsTask();
-            await WaitsForALockAsync(b, "the first wait's call waits for the set's turn");
-            port = await ScalarAsync<int>(
-                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{b.Application}' AND wait_event_type = 'Lock'");
-            proxy.HoldReplies(port); // the call runs (it joins the line), its answer is held
-            await holding.CommitAsync();
-        }
-
-        await WaitersAsync(1);
-        long firstTicket = await ScalarAsync<long>("SELECT min(ticket) FROM @schema.permit_waiters");
+        (Task<PostgresLease> first, int port, long firstTicket) =
+            await StartAWaitWhoseAnswerIsHeldAsync(proxy, b, "l", "job", jobB.AcquireAsync);
 
         // The second wait of B joins the line behind it, and its call answers.
         Task<PostgresLease> second = jobB.AcquireAsync().AsTask();
@@ -101,14 +80,7 @@ public sealed class CrossProcessWakeUpTests(PostgresServer server) : PostgresTes
     {
         await using TcpProxy proxy = new("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
         Member a = await JoinAsync();
-        Member b = await JoinAsync(
-            o =>
-            {
-                o.TimeProvider = new CountingTimeProvider(); // no poll and no heartbeat unless the test moves it: a wake here is a signal
-                o.LeaseDuration = TimeSpan.FromMinutes(10);
-            },
-            port: proxy.Port,
-            connection: c => c.CancellationTimeout = -1);
+        Member b = await JoinUnpolledAsync(proxy);
         PostgresSemaphore poolA = a.Coordinator.CreateSemaphore("pool", 2);
         PostgresLease heldOne = await poolA.AcquireAsync(Bound);
         PostgresLease heldTwo = await poolA.AcquireAsync(Bound);
@@ -116,22 +88,8 @@ public sealed class CrossProcessWakeUpTests(PostgresServer server) : PostgresTes
         PostgresSemaphore poolB = b.Coordinator.CreateSemaphore("pool", 2);
 
         // The first wait of B joins the line; its answer is held on the wire.
-        Task<PostgresLease> first;
-        int port;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction holding = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(holding, "SELECT @schema.permit_turn('s', 'pool')");
-            first = poolB.AcquireAsync().AsTask();
-            await WaitsForALockAsync(b, "the first wait's call waits for the set's turn");
-            port = await ScalarAsync<int>(
-                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{b.Application}' AND wait_event_type = 'Lock'");
-            proxy.HoldReplies(port); // the call runs (it joins the line), its answer is held
-            await holding.CommitAsync();
-        }
-
-        await WaitersAsync(1);
-        long firstTicket = await ScalarAsync<long>("SELECT min(ticket) FROM @schema.permit_waiters WHERE name = 'pool'");
+        (Task<PostgresLease> first, int port, long firstTicket) =
+            await StartAWaitWhoseAnswerIsHeldAsync(proxy, b, "s", "pool", poolB.AcquireAsync);
 
         // Two more waits of B join the line behind it, and their calls answer: the first maxCount with known tickets.
         Task<PostgresLease> second = poolB.AcquireAsync().AsTask();
@@ -170,5 +128,42 @@ public sealed class CrossProcessWakeUpTests(PostgresServer server) : PostgresTes
         await using PostgresLease next = await second.WaitAsync(Bound);
         await heldTwo.ReleaseAsync();
         await using PostgresLease last = await third.WaitAsync(Bound);
+    }
+
+    /// <summary>A coordinator behind <paramref name="proxy"/> that neither polls nor renews unless the test moves its
+    /// clock: a wake-up there is a signal.</summary>
+    private Task<Member> JoinUnpolledAsync(TcpProxy proxy) => JoinAsync(
+        o =>
+        {
+            o.TimeProvider = new CountingTimeProvider();
+            o.LeaseDuration = TimeSpan.FromMinutes(10);
+        },
+        port: proxy.Port,
+        connection: c => c.CancellationTimeout = -1);
+
+    /// <summary>
+    /// Starts a wait of <paramref name="member"/> (kind <paramref name="kind"/>, name <paramref name="name"/>) on an
+    /// empty line whose call runs on the server (it joins the line, first) while its answer is held on the wire; returns
+    /// it, the port its answer is held on, and its ticket.
+    /// </summary>
+    private async Task<(Task<PostgresLease> Wait, int Port, long Ticket)> StartAWaitWhoseAnswerIsHeldAsync(
+        TcpProxy proxy, Member member, string kind, string name, Func<CancellationToken, ValueTask<PostgresLease>> acquire)
+    {
+        Task<PostgresLease> wait;
+        int port;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction holding = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(holding, $"SELECT @schema.permit_turn('{kind}', '{name}')");
+            wait = acquire(CancellationToken.None).AsTask();
+            await WaitsForALockAsync(member, "the wait's call waits for the set's turn");
+            port = await ScalarAsync<int>(
+                $"SELECT client_port FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'");
+            proxy.HoldReplies(port); // the call runs (it joins the line), its answer is held
+            await holding.CommitAsync();
+        }
+
+        await WaitersAsync(1, wait);
+        return (wait, port, await ScalarAsync<long>($"SELECT min(ticket) FROM @schema.permit_waiters WHERE name = '{name}'"));
     }
 }
