@@ -172,14 +172,14 @@ public sealed class FanOutPipelineTests
                 yield return i;
             }
 
-            var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            using (ct.Register(() => cancelled.TrySetResult()))
+            try
             {
-                await cancelled.Task;
+                await UntilCancelledAsync(ct);
             }
-
-            sourceSawTheFailure = true;
-            ct.ThrowIfCancellationRequested();
+            finally
+            {
+                sourceSawTheFailure = true;
+            }
         }
 
         var pipeline = new FanOutPipeline(http, Options() with { Count = 5 }, processBatch: (_, _) =>
@@ -229,7 +229,7 @@ public sealed class FanOutPipelineTests
             yield return 1;
             try
             {
-                await Task.Delay(Timeout.Infinite, ct);
+                await UntilCancelledAsync(ct);
             }
             finally
             {
@@ -429,6 +429,10 @@ public sealed class FanOutPipelineTests
         }
     }
 
+    /// <summary>Completes, as cancelled, only when <paramref name="cancellationToken"/> is cancelled.</summary>
+    private static Task UntilCancelledAsync(CancellationToken cancellationToken) =>
+        new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously).Task.WaitAsync(cancellationToken);
+
     /// <summary>Sends calls to the server and counts them; once <see cref="Hold"/> is called, holds every answer until
     /// its call is cancelled, so that no call ends after that moment.</summary>
     private sealed class HoldingAnswers() : DelegatingHandler(new SocketsHttpHandler())
@@ -447,7 +451,7 @@ public sealed class FanOutPipelineTests
             if (_holding)
             {
                 answer.Dispose();
-                await Task.Delay(Timeout.Infinite, cancellationToken); // until the pipeline cancels the call
+                await UntilCancelledAsync(cancellationToken); // until the pipeline cancels the call
             }
 
             return answer;
