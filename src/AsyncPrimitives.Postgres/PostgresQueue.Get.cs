@@ -183,7 +183,7 @@ public sealed partial class PostgresQueue<T>
 
                 bool shutDown = TakeSignals(rows, completing); // throws, having looked for nothing, when the lease was lost
                 wait.Looked();
-                if (shutDown)
+                if (shutDown && rows.Count == 0)
                 {
                     _coordinator.Signals.Signal(WakeKey); // the next getter here sees the shutdown too
                     throw new QueueShutDownException($"The queue '{Name}' is shut down and empty.");
@@ -193,7 +193,14 @@ public sealed partial class PostgresQueue<T>
 
                 if (rows.Count > 0)
                 {
-                    if (rows.Count == maxCount)
+                    if (shutDown)
+                    {
+                        // A getter that looked while these items were being taken (or given back by this call) found
+                        // nothing, and waits: the next getter here and in the other processes looks, and takes what is
+                        // left or learns of the shutdown.
+                        Wake(WakeKey);
+                    }
+                    else if (rows.Count == maxCount)
                     {
                         // More may be waiting (a notification may stand for several puts): the next getter here looks.
                         _coordinator.Signals.Signal(WakeKey);
@@ -226,7 +233,8 @@ public sealed partial class PostgresQueue<T>
     /// After a call of queue_take: takes the rows without an item out of <paramref name="rows"/> and acts on what they
     /// say. With <paramref name="completed"/> (the delivery the call completed): its lease was lost ('l':
     /// <see cref="PostgresLeaseLostException"/>, nothing was taken), else it is completed, and the joins are woken when
-    /// the completion left nothing unfinished ('d'). Returns true when the queue is shut down and nothing waits ('s').
+    /// the completion left nothing unfinished ('d'). Returns true when the queue is shut down: with no item, nothing
+    /// waits ('s'); with items, they were taken ('S').
     /// </summary>
     private bool TakeSignals(List<(long Id, long Token, int Attempt, int Priority, string? Payload, char Signal)> rows, PostgresDelivery<T>? completed)
     {
@@ -261,7 +269,7 @@ public sealed partial class PostgresQueue<T>
             completed.MarkFinished(PostgresDelivery<T>.Completed);
         }
 
-        return signal == 's';
+        return signal is 's' or 'S';
     }
 
     private static string LeaseLostMessage(long id) =>

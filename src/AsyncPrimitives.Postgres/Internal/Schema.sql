@@ -499,7 +499,8 @@ $$;
 -- item and takes the next in one call. When the caller no longer held that lease, it takes nothing.
 -- Besides the items, a row with no item may say something ("signal"): 'l' the lease of p_id was lost; 'd' the
 -- completion left nothing unfinished while a join waits; 's' the queue is shut down and nothing waits (a row, not an
--- error, which would undo the completion).
+-- error, which would undo the completion); 'S' the queue is shut down, with the items taken (the caller wakes the other
+-- getters: one that looked while these items were being taken or given back found nothing, and waits).
 CREATE OR REPLACE FUNCTION __schema__.queue_take(
     p_queue text, p_order "char", p_count int, p_owner uuid, p_session bigint, p_lease interval,
     p_max_attempts int, p_id bigint, p_token bigint)
@@ -511,6 +512,7 @@ DECLARE
     v_ids bigint[];
     v_done record;
 BEGIN
+    v_ok := __schema__.require_session(p_session);
     -- A signal row: signal set, the item columns never assigned (null).
     IF p_id IS NOT NULL THEN
         SELECT * INTO v_done FROM __schema__.queue_complete(p_queue, ARRAY[p_id], ARRAY[p_token], p_owner);
@@ -524,7 +526,6 @@ BEGIN
             RETURN NEXT;
         END IF;
     END IF;
-    v_ok := __schema__.require_session(p_session);
     IF EXISTS (SELECT 1 FROM __schema__.queue_items q
                WHERE q.queue = p_queue AND q.leased_until <= now()) THEN
         PERFORM __schema__.queue_reclaim(p_queue, false);
@@ -549,7 +550,6 @@ BEGIN
                     session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
                 WHERE q.id = v_ids[1]
                 RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload, NULL::"char";
-            RETURN;
         ELSIF cardinality(v_ids) > 1 THEN
             RETURN QUERY
                 UPDATE __schema__.queue_items q
@@ -557,12 +557,22 @@ BEGIN
                     session = p_session, lease = p_lease, leased_until = now() + p_lease, max_attempts = p_max_attempts
                 WHERE q.id = ANY (v_ids)
                 RETURNING q.id, q.lease_token, q.attempts, q.priority, q.payload, NULL::"char";
+        END IF;
+        IF cardinality(v_ids) > 0 THEN
+            IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
+                signal := 'S';
+                RETURN NEXT;
+            END IF;
             RETURN;
         END IF;
         -- Nothing waits: end the deliveries of dead sessions, and look again if any came back.
         EXIT WHEN v_round = 2 OR __schema__.queue_reclaim(p_queue, true) = 0;
     END LOOP;
-    IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue) THEN
+    -- Shut down and nothing left to deliver; not while an item this call skipped waits, or an expired one is being
+    -- given back by another call (its row locked, not yet committed): then the caller waits and looks again.
+    IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue)
+       AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
+       AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until <= now()) THEN
         signal := 's';
         RETURN NEXT;
     END IF;
@@ -581,7 +591,8 @@ BEGIN
 END
 $$;
 
--- Completes deliveries: deletes the items whose lease the caller still holds and has not expired. Returns the ids
+-- Completes deliveries: deletes the items whose lease the caller still holds, has not expired and was taken by a
+-- session that has not ended (the others count a dead session's delivery as ended: see queue_counts). Returns the ids
 -- completed, counting as completed those an immediate shutdown dropped (nothing is left to do for them), and whether
 -- the queue now has nothing unfinished and a join waits for that. The shutdown is looked up only when some item was
 -- not completed; an item gone otherwise was completed by a later delivery, and is not counted.
@@ -595,13 +606,14 @@ BEGIN
         -- One item: scalars, for one plan for the connection's life (see queue_take).
         DELETE FROM __schema__.queue_items q
         WHERE q.id = p_ids[1] AND q.lease_token = p_tokens[1] AND q.lease_owner = p_owner
-          AND coalesce(q.leased_until, '-infinity') > now();
+          AND coalesce(q.leased_until, '-infinity') > now() AND __schema__.session_alive(q.session);
         completed := CASE WHEN FOUND THEN p_ids ELSE '{}' END;
     ELSE
         v_ok := __schema__.queue_lock_items(p_ids, p_owner);
         WITH done AS (
             DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
             WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
+              AND __schema__.session_alive(q.session)
             RETURNING q.id
         )
         SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
