@@ -6,8 +6,8 @@ namespace AsyncTools.Benchmarks;
 
 /// <summary>
 /// Interleaved report (<c>--interleaved</c>): the rows of the classes whose time BenchmarkDotNet gives no stable verdict
-/// for on a small machine (8 tasks contending through the thread pool, or producers and consumers streaming through a
-/// queue: each row runs in a process of its own, and how that process's pool interleaves the tasks moves a row by up
+/// for on a small machine (8 tasks contending through the thread pool, producers and consumers streaming through a
+/// queue, or 64 calls in flight that each yield the thread: each row runs in a process of its own, and how that process's pool interleaves the tasks moves a row by up
 /// to 3 times between runs). Here every row runs in one
 /// process, in rounds, once per round in a random order, so the pool's state and the machine's load hit every row alike.
 /// Per row: the median time per operation, the median and quartiles of its per-round ratio to the class's baseline, and
@@ -29,6 +29,8 @@ public static class InterleavedReport
         (typeof(QueueSpscBenchmarks), 1),
         (typeof(QueueSpscTryBenchmarks), 1),
         (typeof(QueueMpmcBenchmarks), 1),
+        (typeof(GatherMapBenchmarks), 5),
+        (typeof(AsyncSourceMapBenchmarks), 5),
     ];
 
     private sealed record Row(string Name, Func<Task> Run, bool Baseline, int OperationsPerInvoke)
@@ -109,11 +111,13 @@ public static class InterleavedReport
             .ToList();
     }
 
-    /// <summary>A row's run as a delegate: a benchmark returns a <see cref="Task"/> or a <see cref="Task{TResult}"/> of a sum.</summary>
+    /// <summary>A row's run as a delegate: a benchmark returns a <see cref="Task"/>, or a <see cref="Task{TResult}"/> of a
+    /// sum or a count.</summary>
     private static Func<Task> Runner(MethodInfo method, object instance) =>
         method.ReturnType == typeof(Task) ? method.CreateDelegate<Func<Task>>(instance)
         : method.ReturnType == typeof(Task<long>) ? method.CreateDelegate<Func<Task<long>>>(instance)
-        : throw new NotSupportedException($"{method.Name}: an interleaved row returns Task or Task<long>, not {method.ReturnType}.");
+        : method.ReturnType == typeof(Task<int>) ? method.CreateDelegate<Func<Task<int>>>(instance)
+        : throw new NotSupportedException($"{method.Name}: an interleaved row returns Task, Task<long> or Task<int>, not {method.ReturnType}.");
 
     private static async Task MeasureAsync(Row row, int invokes)
     {

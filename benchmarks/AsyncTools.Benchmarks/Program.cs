@@ -12,7 +12,7 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // Reports that BenchmarkDotNet's per-operation numbers cannot show (no --filter needed):
 //   --fairness   each Merge source's share of the first half of the output
 //   --memory     GatherAsync(64) vs WhenAll over 1,000,000 items: bytes allocated, peak heap, max live work tasks
-//   --interleaved  the contended lock classes and the streaming queue classes, every row in one process in rounds (a
+//   --interleaved  the contended lock, streaming queue and bounded gather/map classes, every row in one process in rounds (a
 //                stable verdict where one process per row gives none); --only NAME: just the classes whose name contains NAME
 //   postgres     AsyncPrimitives.Postgres vs DistributedLock.Postgres and a naive queue, on a throwaway PostgreSQL server
 //                (ASYNCTOOLS_POSTGRES names another; skipped with a message where there is none)
