@@ -146,4 +146,227 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
             proxy.ReleaseReplies(listenPort);
         }
     }
+
+    /// <summary>
+    /// "gets throw [QueueShutDownException] once nothing is left to deliver" (PostgresQueue); "The items waiting to be
+    /// delivered ... deliveries that expired, or whose holder's session has ended, included when they have an attempt
+    /// left, as they will be delivered again" (PostgresQueue.CountAsync). The delivery of a consumer whose session ended
+    /// is left to deliver, as an expired one is, also while another call holds its row to give it back (a get in another
+    /// process, which gives back every dead session's delivery and may take fewer than it gives back). A get on a
+    /// shut-down queue that finds that row locked must wait and look again, not end while the item is about to wait in
+    /// line again with no getter left.
+    /// </summary>
+    [PostgresFact]
+    public async Task AGet_OnAShutDownQueue_DoesNotEnd_WhileADeadSessionsDeliveryIsBeingGivenBack()
+    {
+        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        // The holder's process crashes: it will not hear of its session's end, nor give its delivery back itself.
+        var holderTime = new CountingTimeProvider();
+        Member holder = await JoinAsync(o => { o.TimeProvider = holderTime; o.LeaseDuration = TimeSpan.FromMinutes(1); }, port: proxy.Port);
+        var time = new CountingTimeProvider(); // its get's poll comes when the test says
+        Member b = await JoinAsync(o => { o.TimeProvider = time; o.PollInterval = TimeSpan.FromSeconds(1); });
+        PostgresQueue<int> queueA = holder.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        await queueA.PutAsync(1);
+        PostgresDelivery<int> held = await queueA.GetAsync(Bound);
+        await queueA.ShutdownAsync();
+
+        Session session = await holder.Coordinator.GetSessionAsync(CancellationToken.None);
+        int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
+        proxy.HoldReplies(listenPort); // the holder does not hear its LISTEN connection end
+        try
+        {
+            (await ScalarAsync<bool>($"SELECT pg_terminate_backend({session.Pid})")).Should().BeTrue();
+            await EventuallyAsync(
+                async () => await ScalarAsync<bool>($"SELECT pg_try_advisory_xact_lock_shared({session.Key})"), "the server has seen the session end");
+            (await queueB.CountAsync()).Should().Be(1, "the dead session's delivery will be delivered again");
+
+            Task<PostgresDelivery<int>> get;
+            await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+            await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+            {
+                await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR UPDATE"); // as a get giving it back holds it
+                get = queueB.GetAsync().AsTask();
+                // It looked, found the row locked, and sleeps until its poll (its timer and the session's heartbeat), or it ended.
+                await Task.WhenAny(get, time.WaitForArmedTimersAsync(2)).WaitAsync(Bound);
+                get.IsCompleted.Should().BeFalse("a dead session's delivery is being given back: something is left to deliver");
+                await hold.RollbackAsync();
+            }
+
+            time.Advance(TimeSpan.FromSeconds(1)); // its poll: the dead session's delivery comes back, and this get takes it
+            PostgresDelivery<int> delivery = await get.WaitAsync(Bound);
+            delivery.Item.Should().Be(1);
+            await delivery.CompleteAsync();
+        }
+        finally
+        {
+            proxy.ReleaseReplies(listenPort);
+        }
+
+        GC.KeepAlive(held);
+    }
+
+    /// <summary>
+    /// "Shuts the queue down for every process: later puts throw QueueShutDownException, and so do gets once nothing is
+    /// left to deliver; waiting gets and joins are woken" (PostgresQueue.ShutdownAsync). A get in one process takes the
+    /// last item, and looks for the shutdown before the shutdown commits. A get in another process that looks after the
+    /// shutdown, while that take is in flight, would find the item still waiting (its row locked) and sleep, and the
+    /// take, having seen no shutdown, would wake nobody. Once the take has committed nothing is left to deliver: that get
+    /// must end, not sleep until its poll (which never comes here). The take is played by the test, step by step as
+    /// queue_take runs them: take the queue's take turn, lock the waiting item, lease it (to a coordinator's live
+    /// session), look for the shutdown; then commit.
+    /// </summary>
+    [PostgresFact]
+    public async Task AGet_OnAShutDownQueue_Ends_WhenATakeThatLookedBeforeTheShutdownCommitsAfterIt()
+    {
+        Member a = await JoinAsync(o => o.LeaseDuration = TimeSpan.FromMinutes(1));
+        var time = new CountingTimeProvider(); // the getter's polls never come: only wake-ups can reach it
+        Member b = await JoinAsync(o => { o.TimeProvider = time; o.PollInterval = s_noPolling; });
+        PostgresQueue<int> queueA = a.Coordinator.CreateQueue<int>("numbers");
+        PostgresQueue<int> queueB = b.Coordinator.CreateQueue<int>("numbers");
+        await queueA.PutAsync(1);
+        Session session = await a.Coordinator.GetSessionAsync(CancellationToken.None);
+
+        Task shutdown;
+        Task<PostgresDelivery<int>> get;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction take = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(take, "SELECT @schema.queue_take_turn('numbers', false)");
+            await ExecuteAsync(take, "SELECT 1 FROM @schema.queue_items WHERE lease_token IS NULL FOR UPDATE SKIP LOCKED");
+            await ExecuteAsync(
+                take,
+                "UPDATE @schema.queue_items SET lease_token = nextval('@schema.ids'), attempts = attempts + 1, " +
+                $"lease_owner = '{a.Coordinator.Owner}', session = {session.Key}, lease = interval '1 minute', " +
+                "leased_until = now() + interval '1 minute', max_attempts = 5");
+            (await ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM @schema.queues)")).Should().BeFalse("the take looks before the shutdown");
+
+            shutdown = queueA.ShutdownAsync().AsTask();
+            // The shutdown commits now, or waits for the take in flight.
+            await Task.WhenAny(shutdown, WaitsForALockAsync(a, "the shutdown waits for the take")).WaitAsync(Bound);
+            get = queueB.GetAsync().AsTask();
+            // It looked: it sleeps (its sleep and the session's heartbeat are b's timers), or it waits at the server, or
+            // it ended.
+            await EventuallyAsync(
+                async () => get.IsCompleted || time.ArmedTimers >= 2 ||
+                    await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{b.Application}' AND wait_event_type = 'Lock'") > 0,
+                "the get has looked");
+            get.IsCompleted.Should().BeFalse("the item still waited when it looked");
+            await take.CommitAsync();
+        }
+
+        await shutdown.WaitAsync(Bound);
+        await FluentActions.Awaiting(() => get.WaitAsync(Bound)).Should().ThrowAsync<QueueShutDownException>(
+            "the queue is shut down and nothing is left to deliver: the last item was taken");
+    }
+
+    /// <summary>
+    /// "A completion that comes too late is refused with PostgresLeaseLostException, never silently applied"
+    /// (PostgresQueue); on its last attempt, an item whose delivery expired is a dead letter for the other processes
+    /// ("DeadLetterCountAsync: ... and those whose last delivery expired"), and their joins see nothing unfinished. A
+    /// completion whose statement started before the lease's expiry but reached the item's row after it (it waited for
+    /// the row's lock: a renewal, a give-back, any statement holding it) must not turn that dead letter, which the joins
+    /// already counted as finished, into a completion. The expiry is played by the test: while the completion waits, the
+    /// lease is made to end at the server's present moment (later than the completion's start), which the others see
+    /// as expired.
+    /// </summary>
+    [PostgresFact]
+    public async Task ACompletion_ReachingItsItemAfterTheLeaseExpired_IsRefused_NotAppliedToTheItemOthersCountAsDead()
+    {
+        var time = new CountingTimeProvider(); // no heartbeat, no local deadline: the server alone decides
+        Member holder = await JoinAsync(o => { o.TimeProvider = time; o.LeaseDuration = TimeSpan.FromMinutes(1); });
+        Member other = await JoinAsync();
+        PostgresQueue<int> held = holder.Coordinator.CreateQueue<int>("jobs", new PostgresQueueOptions { MaxAttempts = 1 });
+        PostgresQueue<int> queue = other.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await held.GetAsync(Bound);
+
+        Task completion;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            // A lock that holds off the completion's delete but not an update of the lease's expiry.
+            await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR KEY SHARE");
+            completion = delivery.CompleteAsync().AsTask();
+            await WaitsForALockAsync(holder, "the completion waits for the item's row");
+
+            // Time passes at the server: the lease ends now, after the completion's statement started.
+            await ScalarAsync<int>("UPDATE @schema.queue_items SET leased_until = clock_timestamp(); SELECT 1").WaitAsync(Bound);
+            (await queue.DeadLetterCountAsync()).Should().Be(1, "the last delivery expired");
+            (await queue.UnfinishedAsync()).Should().Be(0);
+            await queue.JoinAsync(TimeSpan.Zero); // nothing unfinished: a join completes
+            completion.IsCompleted.Should().BeFalse("the completion still waits for the row");
+            await hold.CommitAsync();
+        }
+
+        await FluentActions.Awaiting(() => completion.WaitAsync(Bound)).Should().ThrowAsync<PostgresLeaseLostException>(
+            "the lease had expired when the completion reached the item");
+        (await queue.DeadLetterCountAsync()).Should().Be(1, "a dead letter the joins counted as finished stays one");
+    }
+
+    /// <summary>
+    /// "Waits until nothing is unfinished: every item put has been completed (or dead-lettered ...)" (PostgresQueue.JoinAsync);
+    /// "DeadLetterCountAsync: ... and those whose last delivery expired ... (a get moves them: the next one for an expired
+    /// delivery ...)"; "A completion that comes too late is refused ..., never silently applied" (PostgresQueue). The
+    /// heartbeat's renewal, sent as the heartbeat sends it, starts before the leases' expiry but reaches the items' rows
+    /// after it (it waited for a row's lock). The others already counted the items as dead letters and a join
+    /// completed: the renewal must not bring the expired leases back to life, so that the next get moves the items to
+    /// the dead letters and the holder's completion is refused.
+    /// </summary>
+    [PostgresFact]
+    public async Task ARenewal_ReachingTheItemsAfterTheirLeasesExpired_DoesNotReviveWhatOthersCountAsDead()
+    {
+        var time = new CountingTimeProvider(); // the heartbeat's own renewals never come: the test sends one
+        Member holder = await JoinAsync(o => { o.TimeProvider = time; o.LeaseDuration = TimeSpan.FromMinutes(1); });
+        Member other = await JoinAsync();
+        PostgresQueue<int> held = holder.Coordinator.CreateQueue<int>("jobs", new PostgresQueueOptions { MaxAttempts = 1 });
+        PostgresQueue<int> queue = other.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutManyAsync([1, 2]);
+        IReadOnlyList<PostgresDelivery<int>> deliveries = await held.GetManyAsync(2, Bound);
+        deliveries.Should().HaveCount(2);
+        Session session = await holder.Coordinator.GetSessionAsync(CancellationToken.None);
+
+        await using NpgsqlConnection renewer = await holder.Source.OpenConnectionAsync();
+        await using (var set = new NpgsqlCommand("SET default_transaction_isolation = 'read committed'", renewer))
+        {
+            await set.ExecuteNonQueryAsync();
+        }
+
+        Task renewal;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            // A lock that holds off the renewal's locking of the rows but not an update of the leases' expiry.
+            await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR KEY SHARE");
+            renewal = RenewAsync(renewer, holder.Coordinator.Owner, session.Key, [.. deliveries]);
+            await WaitsForALockAsync(holder, "the renewal waits for the items' rows");
+
+            // Time passes at the server: the leases end now, after the renewal's statement started.
+            await ScalarAsync<int>("UPDATE @schema.queue_items SET leased_until = clock_timestamp(); SELECT 1").WaitAsync(Bound);
+            (await queue.DeadLetterCountAsync()).Should().Be(2, "the last deliveries expired");
+            await queue.JoinAsync(TimeSpan.Zero); // nothing unfinished: a join completes
+            await hold.CommitAsync();
+        }
+
+        await renewal.WaitAsync(Bound);
+        (await queue.TryGetAsync()).Should().BeNull("nothing waits: the expired deliveries were on their last attempt");
+        (await queue.DeadLetterCountAsync()).Should().Be(2, "a get moved the expired deliveries to the dead letters");
+        (await queue.UnfinishedAsync()).Should().Be(0, "the join counted them as finished");
+        await FluentActions.Awaiting(async () => await held.CompleteManyAsync(deliveries)).Should().ThrowAsync<PostgresLeaseLostException>(
+            "their leases expired before the completion");
+    }
+
+    /// <summary>The heartbeat's call (<c>renew</c>), for the given deliveries only.</summary>
+    private async Task RenewAsync(NpgsqlConnection connection, Guid owner, long session, PostgresDelivery<int>[] deliveries)
+    {
+        await using NpgsqlCommand renew = new(
+            $"SELECT \"{Schema}\".renew($1, $2, '{{}}'::\"char\"[], '{{}}'::text[], '{{}}'::bigint[], '{{}}'::bigint[], $3, $4, $5)",
+            connection);
+        renew.Parameters.Add(new NpgsqlParameter { Value = owner });
+        renew.Parameters.Add(new NpgsqlParameter { Value = session });
+        renew.Parameters.Add(new NpgsqlParameter { Value = TimeSpan.FromMinutes(1) });
+        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Id).ToArray() });
+        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Tracker.Id).ToArray() });
+        await renew.ExecuteNonQueryAsync();
+    }
 }

@@ -344,9 +344,9 @@ SELECT __schema__.create_index('__schema__.queue_items_ready',
 SELECT __schema__.create_index('__schema__.queue_items_ready_priority',
     'CREATE INDEX queue_items_ready_priority ON __schema__.queue_items (queue, priority, id) WHERE lease_token IS NULL');
 -- The deliveries, by expiry (leased_until is set exactly while lease_token is). A statement that looks an item up by
--- its id writes its expiry check as coalesce(leased_until, '-infinity') > now(), which does not imply this index's
--- predicate: otherwise the planner, which sees this index nearly empty whenever the table was analyzed, scans it whole
--- (with every entry that ended deliveries left in it) instead of probing the primary key.
+-- its id writes its expiry check as coalesce(leased_until, '-infinity') > clock_timestamp(), which does not imply this
+-- index's predicate: otherwise the planner, which sees this index nearly empty whenever the table was analyzed, scans
+-- it whole (with every entry that ended deliveries left in it) instead of probing the primary key.
 SELECT __schema__.create_index('__schema__.queue_items_leased',
     'CREATE INDEX queue_items_leased ON __schema__.queue_items (queue, leased_until) WHERE leased_until IS NOT NULL');
 
@@ -385,6 +385,27 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue ' || p_queue, 0);
+BEGIN
+    IF p_exclusive THEN
+        PERFORM pg_advisory_xact_lock(v_key);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(v_key);
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- The turn of takes and shutdowns of one queue (another transaction-level advisory lock on a hash of its name): a take
+-- holds it shared until it commits, a shutdown exclusively once it has the put turn (so a shutdown waiting for a
+-- caller's open transaction holds up no get). A take that ran before a shutdown has committed when the shutdown does,
+-- and one that runs after sees it: so no take leases the last items without seeing a shutdown that a get looking at
+-- that moment already sees (that get, finding those items still waiting, waits for the take to wake it: see
+-- queue_take).
+CREATE OR REPLACE FUNCTION __schema__.queue_take_turn(p_queue text, p_exclusive boolean)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue takes ' || p_queue, 0);
 BEGIN
     IF p_exclusive THEN
         PERFORM pg_advisory_xact_lock(v_key);
@@ -513,6 +534,7 @@ DECLARE
     v_done record;
 BEGIN
     v_ok := __schema__.require_session(p_session);
+    v_ok := __schema__.queue_take_turn(p_queue, false);
     -- A signal row: signal set, the item columns never assigned (null).
     IF p_id IS NOT NULL THEN
         SELECT * INTO v_done FROM __schema__.queue_complete(p_queue, ARRAY[p_id], ARRAY[p_token], p_owner);
@@ -568,11 +590,14 @@ BEGIN
         -- Nothing waits: end the deliveries of dead sessions, and look again if any came back.
         EXIT WHEN v_round = 2 OR __schema__.queue_reclaim(p_queue, true) = 0;
     END LOOP;
-    -- Shut down and nothing left to deliver; not while an item this call skipped waits, or an expired one is being
-    -- given back by another call (its row locked, not yet committed): then the caller waits and looks again.
+    -- Shut down and nothing left to deliver; not while an item this call skipped waits, or an expired delivery or one
+    -- of a dead session is being given back by another call (its row locked, not yet committed): then the caller waits
+    -- and looks again, and the call that takes those items wakes it.
     IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue)
        AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
-       AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until <= now()) THEN
+       AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q
+                       WHERE q.queue = p_queue AND q.leased_until IS NOT NULL
+                         AND (q.leased_until <= now() OR NOT __schema__.session_alive(q.session))) THEN
         signal := 's';
         RETURN NEXT;
     END IF;
@@ -592,10 +617,12 @@ END
 $$;
 
 -- Completes deliveries: deletes the items whose lease the caller still holds, has not expired and was taken by a
--- session that has not ended (the others count a dead session's delivery as ended: see queue_counts). Returns the ids
+-- session that has not ended (the others count a dead session's delivery as ended: see queue_counts). The expiry is
+-- checked against the clock when the row is reached (clock_timestamp), not the transaction's start (now): a statement
+-- that waited for a row's lock past the expiry must not complete what the others counted as expired. Returns the ids
 -- completed, counting as completed those an immediate shutdown dropped (nothing is left to do for them), and whether
--- the queue now has nothing unfinished and a join waits for that. The shutdown is looked up only when some item was
--- not completed; an item gone otherwise was completed by a later delivery, and is not counted.
+-- the queue now has nothing unfinished and a join waits for that. The shutdown is looked up only when some item was not
+-- completed; an item gone otherwise was completed by a later delivery, and is not counted.
 CREATE OR REPLACE FUNCTION __schema__.queue_complete(p_queue text, p_ids bigint[], p_tokens bigint[], p_owner uuid,
     OUT completed bigint[], OUT drained boolean)
 LANGUAGE plpgsql AS $$
@@ -606,14 +633,14 @@ BEGIN
         -- One item: scalars, for one plan for the connection's life (see queue_take).
         DELETE FROM __schema__.queue_items q
         WHERE q.id = p_ids[1] AND q.lease_token = p_tokens[1] AND q.lease_owner = p_owner
-          AND coalesce(q.leased_until, '-infinity') > now() AND __schema__.session_alive(q.session);
+          AND coalesce(q.leased_until, '-infinity') > clock_timestamp() AND __schema__.session_alive(q.session);
         completed := CASE WHEN FOUND THEN p_ids ELSE '{}' END;
     ELSE
         v_ok := __schema__.queue_lock_items(p_ids, p_owner);
         WITH done AS (
             DELETE FROM __schema__.queue_items q USING unnest(p_ids, p_tokens) AS r(id, token)
-            WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
-              AND __schema__.session_alive(q.session)
+            WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner
+              AND coalesce(q.leased_until, '-infinity') > clock_timestamp() AND __schema__.session_alive(q.session)
             RETURNING q.id
         )
         SELECT coalesce(array_agg(d.id), '{}') INTO completed FROM done d;
@@ -647,11 +674,11 @@ BEGIN
 END
 $$;
 
--- Shuts a queue down (once; a later immediate shutdown still drops what is left). Immediate drops every item,
--- waiting or delivered. The queue's put turn, taken exclusively, waits for puts in flight and holds off new ones until
--- this commits (see queue_put). An immediate shutdown locks the queue's items in the order of their ids before it
--- deletes them, as every statement that locks several items does (see queue_lock_items), so that it never waits for a
--- completion or a renewal in a cycle.
+-- Shuts a queue down (once; a later immediate shutdown still drops what is left). Immediate drops every item, waiting
+-- or delivered. The queue's put turn, taken exclusively, waits for puts in flight and holds off new ones until this
+-- commits (see queue_put); then its take turn, for the takes in flight (see queue_take_turn). An immediate shutdown
+-- locks the queue's items in the order of their ids before it deletes them, as every statement that locks several items
+-- does (see queue_lock_items), so that it never waits for a completion or a renewal in a cycle.
 CREATE OR REPLACE FUNCTION __schema__.queue_shutdown(p_queue text, p_immediate boolean)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -659,6 +686,7 @@ DECLARE
     v_ok boolean;
 BEGIN
     v_ok := __schema__.queue_put_turn(p_queue, true);
+    v_ok := __schema__.queue_take_turn(p_queue, true);
     INSERT INTO __schema__.queues (name, shut_down_at, immediate) VALUES (p_queue, now(), p_immediate)
     ON CONFLICT (name) DO UPDATE SET immediate = __schema__.queues.immediate OR excluded.immediate;
     IF p_immediate THEN
@@ -761,7 +789,8 @@ BEGIN
     RETURN QUERY
         UPDATE __schema__.queue_items q SET leased_until = now() + q.lease
         FROM unnest(p_items, p_item_tokens) AS r(id, token)
-        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner AND coalesce(q.leased_until, '-infinity') > now()
+        WHERE q.id = r.id AND q.lease_token = r.token AND q.lease_owner = p_owner
+          AND coalesce(q.leased_until, '-infinity') > clock_timestamp()
         RETURNING q.lease_token;
 END
 $$;
