@@ -395,7 +395,8 @@ BEGIN
 END
 $$;
 
--- The turn of takes and shutdowns of one queue (another transaction-level advisory lock on a hash of its name): a take
+-- The turn of takes and shutdowns of one queue (another transaction-level advisory lock on a hash of its name, under a
+-- prefix no put turn's key can have, whatever the queue's name): a take
 -- holds it shared until it commits, a shutdown exclusively once it has the put turn (so a shutdown waiting for a
 -- caller's open transaction holds up no get). A take that ran before a shutdown has committed when the shutdown does,
 -- and one that runs after sees it: so no take leases the last items without seeing a shutdown that a get looking at
@@ -405,7 +406,7 @@ CREATE OR REPLACE FUNCTION __schema__.queue_take_turn(p_queue text, p_exclusive 
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue takes ' || p_queue, 0);
+    v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue-takes ' || p_queue, 0);
 BEGIN
     IF p_exclusive THEN
         PERFORM pg_advisory_xact_lock(v_key);
@@ -496,12 +497,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ids bigint[];
     v_reasons text[];
+    v_now timestamptz := clock_timestamp(); -- not the transaction's start: a take may have waited for its turn
 BEGIN
     SELECT array_agg(e.id), array_agg(e.reason) INTO v_ids, v_reasons
-    FROM (SELECT q.id, CASE WHEN q.leased_until <= now() THEN 'expired' ELSE 'session ended' END AS reason
+    FROM (SELECT q.id, CASE WHEN q.leased_until <= v_now THEN 'expired' ELSE 'session ended' END AS reason
           FROM __schema__.queue_items q
           WHERE q.queue = p_queue AND q.leased_until IS NOT NULL
-            AND (q.leased_until <= now()
+            AND (q.leased_until <= v_now
                  OR (p_check_sessions AND NOT __schema__.session_alive(q.session)))
           FOR UPDATE SKIP LOCKED) e;
     IF v_ids IS NULL THEN
@@ -532,9 +534,11 @@ DECLARE
     v_ok boolean;
     v_ids bigint[];
     v_done record;
+    v_now timestamptz;
 BEGIN
     v_ok := __schema__.require_session(p_session);
     v_ok := __schema__.queue_take_turn(p_queue, false);
+    v_now := clock_timestamp(); -- expiries are judged from here, after the wait for the turn (not the call's start)
     -- A signal row: signal set, the item columns never assigned (null).
     IF p_id IS NOT NULL THEN
         SELECT * INTO v_done FROM __schema__.queue_complete(p_queue, ARRAY[p_id], ARRAY[p_token], p_owner);
@@ -549,7 +553,7 @@ BEGIN
         END IF;
     END IF;
     IF EXISTS (SELECT 1 FROM __schema__.queue_items q
-               WHERE q.queue = p_queue AND q.leased_until <= now()) THEN
+               WHERE q.queue = p_queue AND q.leased_until <= v_now) THEN
         PERFORM __schema__.queue_reclaim(p_queue, false);
     END IF;
     FOR v_round IN 1..3 LOOP
@@ -597,7 +601,7 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
        AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q
                        WHERE q.queue = p_queue AND q.leased_until IS NOT NULL
-                         AND (q.leased_until <= now() OR NOT __schema__.session_alive(q.session))) THEN
+                         AND (q.leased_until <= v_now OR NOT __schema__.session_alive(q.session))) THEN
         signal := 's';
         RETURN NEXT;
     END IF;
