@@ -81,20 +81,7 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
         await queueA.ShutdownAsync();
         await ScalarAsync<int>("UPDATE @schema.queue_items SET leased_until = now() - interval '1 second'; SELECT 1");
 
-        Task<PostgresDelivery<int>> get;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR UPDATE"); // as a get giving it back holds it
-            get = queueB.GetAsync().AsTask();
-            // It looked, found the row locked, and sleeps until its poll (its timer and the session's heartbeat), or it ended.
-            await Task.WhenAny(get, time.WaitForArmedTimersAsync(2)).WaitAsync(Bound);
-            get.IsCompleted.Should().BeFalse("an item is being given back: something is left to deliver");
-            await hold.RollbackAsync();
-        }
-
-        time.Advance(TimeSpan.FromSeconds(1)); // its poll: the expired delivery comes back, and this get takes it
-        PostgresDelivery<int> delivery = await get.WaitAsync(Bound);
+        PostgresDelivery<int> delivery = await GetWhileTheItemsAreHeldAsync(queueB, time, "an expired delivery is being given back");
         delivery.Item.Should().Be(1);
         await delivery.CompleteAsync();
         GC.KeepAlive(held);
@@ -181,20 +168,7 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
                 async () => await ScalarAsync<bool>($"SELECT pg_try_advisory_xact_lock_shared({session.Key})"), "the server has seen the session end");
             (await queueB.CountAsync()).Should().Be(1, "the dead session's delivery will be delivered again");
 
-            Task<PostgresDelivery<int>> get;
-            await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-            await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-            {
-                await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR UPDATE"); // as a get giving it back holds it
-                get = queueB.GetAsync().AsTask();
-                // It looked, found the row locked, and sleeps until its poll (its timer and the session's heartbeat), or it ended.
-                await Task.WhenAny(get, time.WaitForArmedTimersAsync(2)).WaitAsync(Bound);
-                get.IsCompleted.Should().BeFalse("a dead session's delivery is being given back: something is left to deliver");
-                await hold.RollbackAsync();
-            }
-
-            time.Advance(TimeSpan.FromSeconds(1)); // its poll: the dead session's delivery comes back, and this get takes it
-            PostgresDelivery<int> delivery = await get.WaitAsync(Bound);
+            PostgresDelivery<int> delivery = await GetWhileTheItemsAreHeldAsync(queueB, time, "a dead session's delivery is being given back");
             delivery.Item.Should().Be(1);
             await delivery.CompleteAsync();
         }
@@ -232,7 +206,7 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
         await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
         await using (NpgsqlTransaction take = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
-            await ExecuteAsync(take, "SELECT @schema.queue_take_turn('numbers', false)");
+            await ExecuteAsync(take, "SELECT @schema.queue_turn('numbers', true, false)");
             await ExecuteAsync(take, "SELECT 1 FROM @schema.queue_items WHERE lease_token IS NULL FOR UPDATE SKIP LOCKED");
             await ExecuteAsync(
                 take,
@@ -338,7 +312,7 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
         {
             // A lock that holds off the renewal's locking of the rows but not an update of the leases' expiry.
             await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR KEY SHARE");
-            renewal = RenewAsync(renewer, holder.Coordinator.Owner, session.Key, [.. deliveries]);
+            renewal = RenewDeliveriesAsync(renewer, holder.Coordinator.Owner, session.Key, [.. deliveries], TimeSpan.FromMinutes(1));
             await WaitsForALockAsync(holder, "the renewal waits for the items' rows");
 
             // Time passes at the server: the leases end now, after the renewal's statement started.
@@ -356,17 +330,26 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
             "their leases expired before the completion");
     }
 
-    /// <summary>The heartbeat's call (<c>renew</c>), for the given deliveries only.</summary>
-    private async Task RenewAsync(NpgsqlConnection connection, Guid owner, long session, PostgresDelivery<int>[] deliveries)
+    /// <summary>
+    /// Gets from <paramref name="queue"/>, a shut-down queue, while a transaction holds every item's row, as another get
+    /// giving an item back does: the get must not end (<paramref name="why"/> something is left to deliver) but look,
+    /// find the rows locked, and sleep until its poll (its timer and the session's heartbeat are the coordinator's
+    /// timers on <paramref name="time"/>). Then the rows are let go and the poll comes: returns what the get takes.
+    /// </summary>
+    private async Task<PostgresDelivery<int>> GetWhileTheItemsAreHeldAsync(PostgresQueue<int> queue, CountingTimeProvider time, string why)
     {
-        await using NpgsqlCommand renew = new(
-            $"SELECT \"{Schema}\".renew($1, $2, '{{}}'::\"char\"[], '{{}}'::text[], '{{}}'::bigint[], '{{}}'::bigint[], $3, $4, $5)",
-            connection);
-        renew.Parameters.Add(new NpgsqlParameter { Value = owner });
-        renew.Parameters.Add(new NpgsqlParameter { Value = session });
-        renew.Parameters.Add(new NpgsqlParameter { Value = TimeSpan.FromMinutes(1) });
-        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Id).ToArray() });
-        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Tracker.Id).ToArray() });
-        await renew.ExecuteNonQueryAsync();
+        Task<PostgresDelivery<int>> get;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR UPDATE");
+            get = queue.GetAsync().AsTask();
+            await Task.WhenAny(get, time.WaitForArmedTimersAsync(2)).WaitAsync(Bound);
+            get.IsCompleted.Should().BeFalse(why + ": something is left to deliver");
+            await hold.RollbackAsync();
+        }
+
+        time.Advance(TimeSpan.FromSeconds(1)); // its poll: the item comes back, and this get takes it
+        return await get.WaitAsync(Bound);
     }
 }

@@ -102,7 +102,7 @@ public sealed class QueueTakeTurnTests(PostgresServer server) : PostgresTest(ser
         await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
         await using (NpgsqlTransaction take = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
-            await ExecuteAsync(take, "SELECT @schema.queue_take_turn('jobs', false)"); // a take in flight
+            await ExecuteAsync(take, "SELECT @schema.queue_turn('jobs', true, false)"); // a take in flight
             shutdown = queueA.ShutdownAsync().AsTask();
             await WaitsForALockAsync(a, "the shutdown waits for the take in flight");
             get = queueB.GetAsync().AsTask();

@@ -37,7 +37,7 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
             Task renewal = Task.Run(async () =>
             {
                 await start.Task;
-                await RenewAsync(renewer, member.Coordinator.Owner, session.Key, ascending);
+                await RenewDeliveriesAsync(renewer, member.Coordinator.Owner, session.Key, ascending, TimeSpan.FromSeconds(30));
             });
             Task completion = Task.Run(async () =>
             {
@@ -165,20 +165,6 @@ public sealed class RenewalRaceTests(PostgresServer server) : PostgresTest(serve
         renew.Parameters.Add(new NpgsqlParameter { Value = new[] { token } });
         renew.Parameters.Add(new NpgsqlParameter { Value = new[] { ticket } });
         renew.Parameters.Add(new NpgsqlParameter { Value = TimeSpan.FromSeconds(30) });
-        await renew.ExecuteNonQueryAsync();
-    }
-
-    /// <summary>The heartbeat's call (<c>renew</c>), for the given deliveries only.</summary>
-    private async Task RenewAsync(NpgsqlConnection connection, Guid owner, long session, PostgresDelivery<int>[] deliveries)
-    {
-        await using NpgsqlCommand renew = new(
-            $"SELECT \"{Schema}\".renew($1, $2, '{{}}'::\"char\"[], '{{}}'::text[], '{{}}'::bigint[], '{{}}'::bigint[], $3, $4, $5)",
-            connection);
-        renew.Parameters.Add(new NpgsqlParameter { Value = owner });
-        renew.Parameters.Add(new NpgsqlParameter { Value = session });
-        renew.Parameters.Add(new NpgsqlParameter { Value = TimeSpan.FromSeconds(30) });
-        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Id).ToArray() });
-        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Tracker.Id).ToArray() });
         await renew.ExecuteNonQueryAsync();
     }
 }

@@ -377,36 +377,20 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.queue_joins (
 SELECT __schema__.create_index('__schema__.queue_joins_queue',
     'CREATE INDEX queue_joins_queue ON __schema__.queue_joins (queue)');
 
--- The turn of puts and shutdowns of one queue (a transaction-level advisory lock on a hash of its name): a put holds
--- it shared until its transaction ends, a shutdown exclusively. Only that queue's puts and shutdowns take it, so a
--- shutdown waiting for a caller's open transaction that put an item holds up no other queue, and nothing else.
-CREATE OR REPLACE FUNCTION __schema__.queue_put_turn(p_queue text, p_exclusive boolean)
+-- The turns of one queue, each a transaction-level advisory lock on a hash of its name: the put turn (p_takes false),
+-- which a put holds shared until its transaction ends and a shutdown exclusively, and the take turn (p_takes true,
+-- under a prefix no put turn's key can have, whatever the queue's name), which a take holds shared until it commits and
+-- a shutdown exclusively once it has the put turn. Only that queue's calls take them, so a shutdown waiting for a
+-- caller's open transaction that put an item holds up no other queue and no get. A take that ran before a shutdown has
+-- committed when the shutdown does, and one that runs after sees it: so no take leases the last items without seeing
+-- a shutdown that a get looking at that moment already sees (that get, finding those items still waiting, waits for
+-- the take to wake it: see queue_take).
+CREATE OR REPLACE FUNCTION __schema__.queue_turn(p_queue text, p_takes boolean, p_exclusive boolean)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue ' || p_queue, 0);
-BEGIN
-    IF p_exclusive THEN
-        PERFORM pg_advisory_xact_lock(v_key);
-    ELSE
-        PERFORM pg_advisory_xact_lock_shared(v_key);
-    END IF;
-    RETURN true;
-END
-$$;
-
--- The turn of takes and shutdowns of one queue (another transaction-level advisory lock on a hash of its name, under a
--- prefix no put turn's key can have, whatever the queue's name): a take
--- holds it shared until it commits, a shutdown exclusively once it has the put turn (so a shutdown waiting for a
--- caller's open transaction holds up no get). A take that ran before a shutdown has committed when the shutdown does,
--- and one that runs after sees it: so no take leases the last items without seeing a shutdown that a get looking at
--- that moment already sees (that get, finding those items still waiting, waits for the take to wake it: see
--- queue_take).
-CREATE OR REPLACE FUNCTION __schema__.queue_take_turn(p_queue text, p_exclusive boolean)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue-takes ' || p_queue, 0);
+    v_key bigint := hashtextextended(
+        'AsyncPrimitives.Postgres __schema__ ' || CASE WHEN p_takes THEN 'queue-takes ' ELSE 'queue ' END || p_queue, 0);
 BEGIN
     IF p_exclusive THEN
         PERFORM pg_advisory_xact_lock(v_key);
@@ -430,7 +414,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ok boolean;
 BEGIN
-    v_ok := __schema__.queue_put_turn(p_queue, false);
+    v_ok := __schema__.queue_turn(p_queue, false, false);
     IF cardinality(p_payloads) = 1 THEN
         -- One item: a plain insert (no set to unnest and sort).
         INSERT INTO __schema__.queue_items (queue, priority, payload) VALUES (p_queue, p_priorities[1], p_payloads[1]);
@@ -537,7 +521,7 @@ DECLARE
     v_now timestamptz;
 BEGIN
     v_ok := __schema__.require_session(p_session);
-    v_ok := __schema__.queue_take_turn(p_queue, false);
+    v_ok := __schema__.queue_turn(p_queue, true, false);
     v_now := clock_timestamp(); -- expiries are judged from here, after the wait for the turn (not the call's start)
     -- A signal row: signal set, the item columns never assigned (null).
     IF p_id IS NOT NULL THEN
@@ -680,7 +664,7 @@ $$;
 
 -- Shuts a queue down (once; a later immediate shutdown still drops what is left). Immediate drops every item, waiting
 -- or delivered. The queue's put turn, taken exclusively, waits for puts in flight and holds off new ones until this
--- commits (see queue_put); then its take turn, for the takes in flight (see queue_take_turn). An immediate shutdown
+-- commits (see queue_put); then its take turn, for the takes in flight (see queue_turn). An immediate shutdown
 -- locks the queue's items in the order of their ids before it deletes them, as every statement that locks several items
 -- does (see queue_lock_items), so that it never waits for a completion or a renewal in a cycle.
 CREATE OR REPLACE FUNCTION __schema__.queue_shutdown(p_queue text, p_immediate boolean)
@@ -689,8 +673,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ok boolean;
 BEGIN
-    v_ok := __schema__.queue_put_turn(p_queue, true);
-    v_ok := __schema__.queue_take_turn(p_queue, true);
+    v_ok := __schema__.queue_turn(p_queue, false, true);
+    v_ok := __schema__.queue_turn(p_queue, true, true);
     INSERT INTO __schema__.queues (name, shut_down_at, immediate) VALUES (p_queue, now(), p_immediate)
     ON CONFLICT (name) DO UPDATE SET immediate = __schema__.queues.immediate OR excluded.immediate;
     IF p_immediate THEN

@@ -46,6 +46,23 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
 
     protected Task<(long Holders, long Waiters)> PermitRowsAsync() => Scope.PermitRowsAsync();
 
+    /// <summary>Sends the heartbeat's call (<c>renew</c>) for <paramref name="deliveries"/> only, on
+    /// <paramref name="connection"/>, as the coordinator <paramref name="owner"/> in its session <paramref name="session"/>
+    /// would, with a lease of <paramref name="lease"/>.</summary>
+    protected async Task RenewDeliveriesAsync(
+        NpgsqlConnection connection, Guid owner, long session, PostgresDelivery<int>[] deliveries, TimeSpan lease)
+    {
+        await using NpgsqlCommand renew = new(
+            $"SELECT \"{Schema}\".renew($1, $2, '{{}}'::\"char\"[], '{{}}'::text[], '{{}}'::bigint[], '{{}}'::bigint[], $3, $4, $5)",
+            connection);
+        renew.Parameters.Add(new NpgsqlParameter { Value = owner });
+        renew.Parameters.Add(new NpgsqlParameter { Value = session });
+        renew.Parameters.Add(new NpgsqlParameter { Value = lease });
+        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Id).ToArray() });
+        renew.Parameters.Add(new NpgsqlParameter { Value = deliveries.Select(d => d.Tracker.Id).ToArray() });
+        await renew.ExecuteNonQueryAsync();
+    }
+
     /// <summary>Waits (at most <see cref="Bound"/>) until <paramref name="lost"/>, a lease's or a delivery's <c>Lost</c>, fires.</summary>
     protected static async Task WaitForLostAsync(CancellationToken lost)
     {
