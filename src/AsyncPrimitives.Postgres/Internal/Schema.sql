@@ -522,7 +522,6 @@ DECLARE
 BEGIN
     v_ok := __schema__.require_session(p_session);
     v_ok := __schema__.queue_turn(p_queue, true, false);
-    v_now := clock_timestamp(); -- expiries are judged from here, after the wait for the turn (not the call's start)
     -- A signal row: signal set, the item columns never assigned (null).
     IF p_id IS NOT NULL THEN
         SELECT * INTO v_done FROM __schema__.queue_complete(p_queue, ARRAY[p_id], ARRAY[p_token], p_owner);
@@ -536,6 +535,8 @@ BEGIN
             RETURN NEXT;
         END IF;
     END IF;
+    -- Expiries are judged from here, after the waits for the turn and for the completion's row (not the call's start).
+    v_now := clock_timestamp();
     IF EXISTS (SELECT 1 FROM __schema__.queue_items q
                WHERE q.queue = p_queue AND q.leased_until <= v_now) THEN
         PERFORM __schema__.queue_reclaim(p_queue, false);
@@ -719,12 +720,13 @@ LANGUAGE sql VOLATILE AS $$
     FROM (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL) r,
          (SELECT count(*) AS n FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.leased_until IS NOT NULL) l,
          -- Expired deliveries and those of dead sessions, counted where a get's reclaim will move them (see
-         -- queue_reclaim and queue_end_deliveries).
+         -- queue_reclaim and queue_end_deliveries); expired by the clock now, as the others judge it (a completion
+         -- counts after it may have waited for a row).
          (SELECT count(*) FILTER (WHERE q.attempts < q.max_attempts) AS back,
                  count(*) FILTER (WHERE q.attempts >= q.max_attempts) AS dead
           FROM __schema__.queue_items q
           WHERE q.queue = p_queue AND q.leased_until IS NOT NULL
-            AND (q.leased_until <= now() OR NOT __schema__.session_alive(q.session))) x,
+            AND (q.leased_until <= clock_timestamp() OR NOT __schema__.session_alive(q.session))) x,
          (SELECT count(*) AS n FROM __schema__.queue_dead_letters d WHERE d.queue = p_queue) d
 $$;
 
