@@ -194,14 +194,17 @@ public sealed partial class PostgresQueue<T>
     }
 
     /// <summary>
-    /// Puts an item back in line as if its get had not taken it (its attempt not counted), when the caller still holds it:
-    /// 'r', or 'n'. A statement on the table rather than a function, so that it works on a schema whose functions are of
-    /// an earlier revision of its version (see <see cref="Database.Revision"/>).
+    /// Puts an item back in line as if its get had not taken it (its attempt not counted), when the caller still holds it,
+    /// its lease unexpired and its session alive: 'r', or 'n' (an expired delivery, or one of a dead session, which the
+    /// other processes already count as ended, is left to the reclaim, which ends it counted). A statement on the table
+    /// rather than a function, so that it works on a schema whose functions are of an earlier revision of its version
+    /// (see <see cref="Database.Revision"/>).
     /// </summary>
     private const string ReturnSql =
         "WITH r AS (UPDATE __schema__.queue_items q SET lease_token = NULL, lease_owner = NULL, session = NULL, lease = NULL, " +
         "leased_until = NULL, max_attempts = NULL, attempts = q.attempts - 1 " +
-        "WHERE q.id = $1 AND q.lease_token = $2 AND q.lease_owner = $3 RETURNING 1) " +
+        "WHERE q.id = $1 AND q.lease_token = $2 AND q.lease_owner = $3 " +
+        "AND coalesce(q.leased_until, '-infinity') > clock_timestamp() AND __schema__.session_alive(q.session) RETURNING 1) " +
         "SELECT CASE WHEN EXISTS (SELECT 1 FROM r) THEN 'r' ELSE 'n' END";
 
     /// <summary>Puts back in line, its attempt not counted, an item a get took but could not hand over before it had a
