@@ -39,21 +39,18 @@ public sealed class QueueClockTests(PostgresServer server) : PostgresTest(server
         await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join is recorded");
         joined.IsCompleted.Should().BeFalse("two items are unfinished");
 
-        Task completion;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            // A lock that holds off the completion's delete but not an update of the other lease's expiry.
-            await ExecuteAsync(hold, $"SELECT 1 FROM @schema.queue_items WHERE id = {completed.Id} FOR KEY SHARE");
-            completion = completed.CompleteAsync().AsTask();
-            await WaitsForALockAsync(holder, "the completion waits for its item's row");
-
-            // Time passes at the server: the first lease ends now, after the completion's statement started.
-            await ScalarAsync<int>($"UPDATE @schema.queue_items SET leased_until = clock_timestamp() WHERE id = {expiring.Id}; SELECT 1").WaitAsync(Bound);
-            (await queue.DeadLetterCountAsync()).Should().Be(1, "the first item's last delivery expired");
-            (await queue.UnfinishedAsync()).Should().Be(1, "only the item being completed is unfinished");
-            await hold.CommitAsync();
-        }
+        // A lock that holds off the completion's delete but not an update of the other lease's expiry.
+        Task completion = await CallHeldAtTheServerAsync(
+            $"SELECT 1 FROM @schema.queue_items WHERE id = {completed.Id} FOR KEY SHARE",
+            holder,
+            () => completed.CompleteAsync().AsTask(),
+            async _ =>
+            {
+                // Time passes at the server: the first lease ends now, after the completion's statement started.
+                await ExpireLeasesNowAsync(expiring.Id);
+                (await queue.DeadLetterCountAsync()).Should().Be(1, "the first item's last delivery expired");
+                (await queue.UnfinishedAsync()).Should().Be(1, "only the item being completed is unfinished");
+            });
 
         await completion.WaitAsync(Bound);
         (await queue.UnfinishedAsync()).Should().Be(0, "the last unfinished item was completed");
@@ -107,7 +104,7 @@ public sealed class QueueClockTests(PostgresServer server) : PostgresTest(server
 
             // Time passes at the server: the other lease ends now, after the loop's statement started; then a call giving
             // it back holds its row.
-            await ScalarAsync<int>($"UPDATE @schema.queue_items SET leased_until = clock_timestamp() WHERE id = {expiring.Id}; SELECT 1").WaitAsync(Bound);
+            await ExpireLeasesNowAsync(expiring.Id);
             (await queueH.CountAsync()).Should().Be(1, "the expired delivery will be delivered again");
             await ExecuteAsync(givingBack, $"SELECT 1 FROM @schema.queue_items WHERE id = {expiring.Id} FOR UPDATE");
             await hold.CommitAsync();

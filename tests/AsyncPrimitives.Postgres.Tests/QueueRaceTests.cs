@@ -255,23 +255,20 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
         await queue.PutAsync(1);
         PostgresDelivery<int> delivery = await held.GetAsync(Bound);
 
-        Task completion;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            // A lock that holds off the completion's delete but not an update of the lease's expiry.
-            await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR KEY SHARE");
-            completion = delivery.CompleteAsync().AsTask();
-            await WaitsForALockAsync(holder, "the completion waits for the item's row");
-
-            // Time passes at the server: the lease ends now, after the completion's statement started.
-            await ScalarAsync<int>("UPDATE @schema.queue_items SET leased_until = clock_timestamp(); SELECT 1").WaitAsync(Bound);
-            (await queue.DeadLetterCountAsync()).Should().Be(1, "the last delivery expired");
-            (await queue.UnfinishedAsync()).Should().Be(0);
-            await queue.JoinAsync(TimeSpan.Zero); // nothing unfinished: a join completes
-            completion.IsCompleted.Should().BeFalse("the completion still waits for the row");
-            await hold.CommitAsync();
-        }
+        // A lock that holds off the completion's delete but not an update of the lease's expiry.
+        Task completion = await CallHeldAtTheServerAsync(
+            "SELECT 1 FROM @schema.queue_items FOR KEY SHARE",
+            holder,
+            () => delivery.CompleteAsync().AsTask(),
+            async completing =>
+            {
+                // Time passes at the server: the lease ends now, after the completion's statement started.
+                await ExpireLeasesNowAsync();
+                (await queue.DeadLetterCountAsync()).Should().Be(1, "the last delivery expired");
+                (await queue.UnfinishedAsync()).Should().Be(0);
+                await queue.JoinAsync(TimeSpan.Zero); // nothing unfinished: a join completes
+                completing.IsCompleted.Should().BeFalse("the completion still waits for the row");
+            });
 
         await FluentActions.Awaiting(() => completion.WaitAsync(Bound)).Should().ThrowAsync<PostgresLeaseLostException>(
             "the lease had expired when the completion reached the item");
@@ -306,21 +303,18 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
             await set.ExecuteNonQueryAsync();
         }
 
-        Task renewal;
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            // A lock that holds off the renewal's locking of the rows but not an update of the leases' expiry.
-            await ExecuteAsync(hold, "SELECT 1 FROM @schema.queue_items FOR KEY SHARE");
-            renewal = RenewDeliveriesAsync(renewer, holder.Coordinator.Owner, session.Key, [.. deliveries], TimeSpan.FromMinutes(1));
-            await WaitsForALockAsync(holder, "the renewal waits for the items' rows");
-
-            // Time passes at the server: the leases end now, after the renewal's statement started.
-            await ScalarAsync<int>("UPDATE @schema.queue_items SET leased_until = clock_timestamp(); SELECT 1").WaitAsync(Bound);
-            (await queue.DeadLetterCountAsync()).Should().Be(2, "the last deliveries expired");
-            await queue.JoinAsync(TimeSpan.Zero); // nothing unfinished: a join completes
-            await hold.CommitAsync();
-        }
+        // A lock that holds off the renewal's locking of the rows but not an update of the leases' expiry.
+        Task renewal = await CallHeldAtTheServerAsync(
+            "SELECT 1 FROM @schema.queue_items FOR KEY SHARE",
+            holder,
+            () => RenewDeliveriesAsync(renewer, holder.Coordinator.Owner, session.Key, [.. deliveries], TimeSpan.FromMinutes(1)),
+            async _ =>
+            {
+                // Time passes at the server: the leases end now, after the renewal's statement started.
+                await ExpireLeasesNowAsync();
+                (await queue.DeadLetterCountAsync()).Should().Be(2, "the last deliveries expired");
+                await queue.JoinAsync(TimeSpan.Zero); // nothing unfinished: a join completes
+            });
 
         await renewal.WaitAsync(Bound);
         (await queue.TryGetAsync()).Should().BeNull("nothing waits: the expired deliveries were on their last attempt");

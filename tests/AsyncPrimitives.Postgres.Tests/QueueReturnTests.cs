@@ -44,7 +44,7 @@ public sealed class QueueReturnTests(PostgresServer server) : PostgresTest(serve
             await WaitsForALockAsync(member, "the unreadable item's give-back waits for its dead letter's key");
 
             // Time passes at the server: the readable item's lease, on its last attempt, ends now.
-            await ScalarAsync<int>($"UPDATE @schema.queue_items SET leased_until = clock_timestamp() WHERE id = {readable}; SELECT 1").WaitAsync(Bound);
+            await ExpireLeasesNowAsync(readable);
             (await ints.DeadLetterCountAsync()).Should().Be(1, "the readable item's last delivery expired");
             (await ints.CountAsync()).Should().Be(0, "nothing waits");
             await hold.RollbackAsync();

@@ -109,7 +109,7 @@ public sealed class QueueTakeTurnTests(PostgresServer server) : PostgresTest(ser
             await WaitsForALockAsync(b, "the get waits for the take turn, behind the shutdown");
 
             // Time passes at the server: the lease ends now, after the get's statement started, before the shutdown.
-            await ScalarAsync<int>("UPDATE @schema.queue_items SET leased_until = clock_timestamp(); SELECT 1").WaitAsync(Bound);
+            await ExpireLeasesNowAsync();
             (await queueA.CountAsync()).Should().Be(1, "the expired delivery will be delivered again");
             shutdown.IsCompleted.Should().BeFalse();
             await take.CommitAsync();

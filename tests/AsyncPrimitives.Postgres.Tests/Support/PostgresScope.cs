@@ -99,6 +99,23 @@ public sealed class PostgresScope(PostgresServer server) : IAsyncDisposable
         return started;
     }
 
+    /// <summary>
+    /// As <see cref="CallHeldAtTheServerAsync{T}"/>, with steps of its own while the call waits: once a backend of
+    /// <paramref name="member"/> waits for what <paramref name="holdSql"/> locks, runs <paramref name="whileWaiting"/>
+    /// (given the call), then commits. Returns the call.
+    /// </summary>
+    public async Task<Task> CallHeldAtTheServerAsync(string holdSql, Member member, Func<Task> call, Func<Task, Task> whileWaiting)
+    {
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(hold, holdSql);
+        Task started = call();
+        await WaitsForALockAsync(member, "the call waits for what the transaction holds");
+        await whileWaiting(started);
+        await hold.CommitAsync();
+        return started;
+    }
+
     /// <summary>Waits (bounded) until <paramref name="count"/> backends of <paramref name="member"/> wait for a lock.</summary>
     public Task WaitsForALockAsync(Member member, string because, int count = 1) =>
         WaitsForALockAsync($"application_name = '{member.Application}'", because, count);

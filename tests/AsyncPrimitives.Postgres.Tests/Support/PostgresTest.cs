@@ -35,6 +35,9 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
     protected Task<Task<T>> CallHeldAtTheServerAsync<T>(string holdSql, Member member, Func<Task<T>> call, Action whileWaiting) =>
         Scope.CallHeldAtTheServerAsync(holdSql, member, call, whileWaiting);
 
+    protected Task<Task> CallHeldAtTheServerAsync(string holdSql, Member member, Func<Task> call, Func<Task, Task> whileWaiting) =>
+        Scope.CallHeldAtTheServerAsync(holdSql, member, call, whileWaiting);
+
     protected Task WaitsForALockAsync(int pid, string because) => Scope.WaitsForALockAsync(pid, because);
 
     protected Task<long> TerminateAsync(Member member) => Scope.TerminateAsync(member);
@@ -45,6 +48,11 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
     protected Task WaitersAsync(long count, Task wait) => Scope.WaitersAsync(count, wait);
 
     protected Task<(long Holders, long Waiters)> PermitRowsAsync() => Scope.PermitRowsAsync();
+
+    /// <summary>Ends the leases of every queue item, or of the item <paramref name="id"/>, at the server's present moment
+    /// (<c>clock_timestamp()</c>, later than the start of any statement waiting meanwhile), as time passing would.</summary>
+    protected Task ExpireLeasesNowAsync(long? id = null) => ScalarAsync<int>(
+        "UPDATE @schema.queue_items SET leased_until = clock_timestamp()" + (id is long one ? $" WHERE id = {one}" : "") + "; SELECT 1").WaitAsync(Bound);
 
     /// <summary>Sends the heartbeat's call (<c>renew</c>) for <paramref name="deliveries"/> only, on
     /// <paramref name="connection"/>, as the coordinator <paramref name="owner"/> in its session <paramref name="session"/>
