@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -36,7 +38,9 @@ public sealed record FlakyApiOptions
 /// <summary>
 /// A slow, flaky HTTP API on 127.0.0.1 (a free port), in-process: <c>GET /items/{id}</c> answers after the configured
 /// latency, or fails with 503 at the configured rate. It counts the requests it is serving (current and peak) and
-/// how often it saw each id, so a client's concurrency bound can be checked from the server's side.
+/// how often it saw each id, so a client's concurrency bound can be checked from the server's side. The peak counts
+/// only requests whose client is still there: a request of a client process that was killed is not in flight, even
+/// before the server has noticed the closed connection and ended it.
 /// </summary>
 public sealed class FlakyApiServer : IAsyncDisposable
 {
@@ -44,9 +48,9 @@ public sealed class FlakyApiServer : IAsyncDisposable
     private readonly FlakyApiOptions _options;
 
     /// <summary>Requests received whose response has not been started.</summary>
-    private int _inFlight;
+    private readonly ConcurrentDictionary<Request, byte> _inFlight = new();
 
-    /// <summary>The largest value <see cref="_inFlight"/> ever had.</summary>
+    /// <summary>The most requests in flight whose clients were still connected, as counted when each request arrived.</summary>
     private int _peakInFlight;
 
     private long _requests;
@@ -65,7 +69,7 @@ public sealed class FlakyApiServer : IAsyncDisposable
     /// <summary>Where the server listens, e.g. <c>http://127.0.0.1:41234/</c>.</summary>
     public Uri BaseAddress { get; private set; }
 
-    public int InFlight => Volatile.Read(ref _inFlight);
+    public int InFlight => _inFlight.Count;
 
     public int PeakInFlight => Volatile.Read(ref _peakInFlight);
 
@@ -102,8 +106,9 @@ public sealed class FlakyApiServer : IAsyncDisposable
 
     private async Task HandleAsync(int id, HttpContext context)
     {
-        int current = Interlocked.Increment(ref _inFlight);
-        UpdatePeak(current);
+        var request = new Request(context.RequestAborted, context.Features.Get<IConnectionSocketFeature>()?.Socket);
+        _inFlight.TryAdd(request, 0);
+        UpdatePeak(_inFlight.Keys.Count(r => !r.ClientLeft));
         Interlocked.Increment(ref _requests);
         _hits.AddOrUpdate(id, 1, static (_, n) => n + 1);
 
@@ -121,7 +126,7 @@ public sealed class FlakyApiServer : IAsyncDisposable
         {
             // Leave the count before the first byte of the response goes out: the client starts its next request as
             // soon as it has read this response, and that request must not be counted alongside this one.
-            Interlocked.Decrement(ref _inFlight);
+            _inFlight.TryRemove(request, out _);
         }
 
         if (fail)
@@ -153,6 +158,35 @@ public sealed class FlakyApiServer : IAsyncDisposable
             }
 
             peak = seen;
+        }
+    }
+
+    /// <summary>A request in flight: whether its client is still there. When a client process dies, the kernel closes its
+    /// connections at once, but the server ends the request only once it has read the end of the connection and the
+    /// handler's continuation has run, which on a loaded machine can come after the dead client's permit (freed by the
+    /// database as it sees the process's session end) has let another request in.</summary>
+    private sealed class Request(CancellationToken aborted, Socket? socket)
+    {
+        public bool ClientLeft
+        {
+            get
+            {
+                if (aborted.IsCancellationRequested)
+                {
+                    return true;
+                }
+
+                try
+                {
+                    // Readable with nothing to read: the client closed the connection (a live HTTP/1.1 client sends
+                    // nothing more while it waits for the response).
+                    return socket is not null && socket.Poll(0, SelectMode.SelectRead) && socket.Available == 0;
+                }
+                catch (Exception e) when (e is ObjectDisposedException or SocketException)
+                {
+                    return true; // the server has closed it already
+                }
+            }
         }
     }
 
