@@ -1,3 +1,4 @@
+using AsyncPrimitives.Postgres.Internal;
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
 using Npgsql;
@@ -128,6 +129,86 @@ public sealed class QueueClockTests(PostgresServer server) : PostgresTest(server
         loop.Current.Item.Should().Be(1);
         loop.Current.Attempt.Should().Be(2);
         await loop.Current.CompleteAsync();
+        GC.KeepAlive(expiring);
+    }
+
+    /// <summary>
+    /// "Gets after a graceful shutdown end when nothing waits. (An expired delivery that another get is giving back at
+    /// that moment counts as waiting.)" (docs/scale-out.md); "gets throw [QueueShutDownException] once nothing is left to
+    /// deliver" (PostgresQueue.GetAsync); "The items waiting to be delivered ... deliveries that expired ... included when
+    /// they have an attempt left, as they will be delivered again" (PostgresQueue.CountAsync). On a shut-down queue, a get
+    /// finds nothing waiting and gives back the delivery of a consumer whose session ended (its process crashed), on its
+    /// last attempt: that give-back (the move to the dead letters) waits for its dead letter's key (held by the test: any
+    /// wait, or just time, between the give-back's look at the clock and the get's last look). Meanwhile another
+    /// consumer's delivery expires (played by the test: it ends at the server's present moment). When the get then looks
+    /// whether anything is left, that expired delivery is: the get must take it (or wait and look again), not end saying
+    /// that nothing is left to deliver, judging the expiry by the clock it read when it started.
+    /// </summary>
+    [PostgresFact]
+    public async Task AGet_OnAShutDownQueue_DoesNotEnd_WhenADeliveryExpiredWhileItsGiveBackOfADeadSessionsDeliveryWaited()
+    {
+        await using var proxy = new TcpProxy("127.0.0.1", new NpgsqlConnectionStringBuilder(Server.ConnectionString).Port);
+        // The crashed consumer: it will not hear of its session's end, nor give its delivery back itself.
+        var crashedTime = new CountingTimeProvider();
+        Member crashed = await JoinAsync(o => { o.TimeProvider = crashedTime; o.LeaseDuration = TimeSpan.FromMinutes(1); }, port: proxy.Port);
+        var holderTime = new CountingTimeProvider(); // no heartbeat: the server alone decides
+        Member holder = await JoinAsync(o => { o.TimeProvider = holderTime; o.LeaseDuration = TimeSpan.FromMinutes(1); });
+        var time = new CountingTimeProvider(); // the getter's poll comes when the test says
+        Member getter = await JoinAsync(o => { o.TimeProvider = time; o.PollInterval = TimeSpan.FromSeconds(1); });
+        PostgresQueue<int> queueC = crashed.Coordinator.CreateQueue<int>("jobs", new PostgresQueueOptions { MaxAttempts = 1 });
+        PostgresQueue<int> queueH = holder.Coordinator.CreateQueue<int>("jobs");
+        PostgresQueue<int> queue = getter.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutManyAsync([1, 2]);
+        PostgresDelivery<int> dead = await queueC.GetAsync(Bound);
+        dead.Item.Should().Be(1);
+        PostgresDelivery<int> expiring = await queueH.GetAsync(Bound);
+        expiring.Item.Should().Be(2);
+        (await queue.TryGetAsync()).Should().BeNull("both items are delivered"); // the getter's session is open
+        await queue.ShutdownAsync();
+
+        Session session = await crashed.Coordinator.GetSessionAsync(CancellationToken.None);
+        int listenPort = await ScalarAsync<int>($"SELECT client_port FROM pg_stat_activity WHERE pid = {session.Pid}");
+        proxy.HoldReplies(listenPort); // the crashed consumer does not hear its LISTEN connection end
+        Task<PostgresDelivery<int>> get;
+        try
+        {
+            (await ScalarAsync<bool>($"SELECT pg_terminate_backend({session.Pid})")).Should().BeTrue();
+            await EventuallyAsync(
+                async () => await ScalarAsync<bool>($"SELECT pg_try_advisory_xact_lock_shared({session.Key})"), "the server has seen the session end");
+            (await queue.DeadLetterCountAsync()).Should().Be(1, "the last delivery's session has ended");
+            (await queue.CountAsync()).Should().Be(0, "nothing waits");
+
+            await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+            await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+            // Holds off the dead session's item's move to the dead letters (its key is taken, not yet committed).
+            await ExecuteAsync(hold,
+                "INSERT INTO @schema.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason) " +
+                $"VALUES ({dead.Id}, 'elsewhere', 0, '0', now(), 1, 'held')");
+            get = queue.GetAsync().AsTask();
+            await WaitsForALockAsync(getter, "the get's give-back of the dead session's delivery waits for its dead letter's key");
+
+            // Time passes at the server: the other lease ends now, after the get's statement started.
+            await ExpireLeasesNowAsync(expiring.Id);
+            (await queue.CountAsync()).Should().Be(1, "the expired delivery will be delivered again");
+            await hold.RollbackAsync();
+        }
+        finally
+        {
+            proxy.ReleaseReplies(listenPort);
+        }
+
+        // Its poll (a second at a time, until it has answered): the expired item comes back, and the get takes it.
+        await EventuallyAsync(
+            () =>
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+                return Task.FromResult(get.IsCompleted);
+            },
+            "the get has answered");
+        PostgresDelivery<int> delivery = await get; // QueueShutDownException: nothing left, it says
+        delivery.Item.Should().Be(2);
+        delivery.Attempt.Should().Be(2);
+        await delivery.CompleteAsync();
         GC.KeepAlive(expiring);
     }
 }

@@ -325,6 +325,81 @@ public sealed class QueueRaceTests(PostgresServer server) : PostgresTest(server)
     }
 
     /// <summary>
+    /// "`JoinAsync` waits until that is zero (woken by the completion of the last one, in any process; a join that
+    /// starts in the same instant as that completion sees it at its next poll)" (docs/scale-out.md); "Waits are woken
+    /// within milliseconds, from any process. | After ... a completion that empties a queue a join waits for"
+    /// (docs/scale-out.md, the guarantees' table). A join waits in a third process for the last two items, held by two
+    /// consumers in two other processes, which complete them at the same time: a read loop's call, which completes its
+    /// item and then goes on to look for the next (here its give-back of an expired delivery waits for the key of its
+    /// dead letter, held by the test: any step after the completion's count, or just the time the rest of the call takes
+    /// before it commits), and a plain completion in the other process meanwhile. Each completion counts before the
+    /// other has committed, so each sees the other's item still unfinished. Once both have committed nothing is
+    /// unfinished, and the join, which waited well before either started, must be woken; its polls never come here.
+    /// </summary>
+    [PostgresFact]
+    public async Task TwoCompletionsOfTheLastItems_AtTheSameTime_WakeTheJoin()
+    {
+        var readerTime = new CountingTimeProvider(); // no heartbeat: the server alone decides
+        Member reader = await JoinAsync(o => { o.TimeProvider = readerTime; o.LeaseDuration = TimeSpan.FromMinutes(1); });
+        var holderTime = new CountingTimeProvider();
+        Member holder = await JoinAsync(o => { o.TimeProvider = holderTime; o.LeaseDuration = TimeSpan.FromMinutes(1); });
+        var time = new CountingTimeProvider(); // the join's polls never come: only a wake-up can reach it
+        Member other = await JoinAsync(o => { o.TimeProvider = time; o.PollInterval = s_noPolling; });
+        PostgresQueue<int> queueR = reader.Coordinator.CreateQueue<int>("jobs");
+        PostgresQueue<int> queueH = holder.Coordinator.CreateQueue<int>("jobs", new PostgresQueueOptions { MaxAttempts = 1 });
+        PostgresQueue<int> queue = other.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutManyAsync([1, 2, 3]);
+
+        await using IAsyncEnumerator<PostgresDelivery<int>> loop = queueR.ReadAllAsync().GetAsyncEnumerator();
+        (await loop.MoveNextAsync().AsTask().WaitAsync(Bound)).Should().BeTrue();
+        loop.Current.Item.Should().Be(1);
+        IReadOnlyList<PostgresDelivery<int>> held = await queueH.GetManyAsync(2, Bound);
+        held.Select(d => d.Item).Should().Equal(2, 3);
+        PostgresDelivery<int> completed = held[0];
+        PostgresDelivery<int> expired = held[1];
+        await ExpireLeasesNowAsync(expired.Id); // its last attempt: a dead letter for everyone from now on
+        (await queue.UnfinishedAsync()).Should().Be(2);
+
+        Task joined = queue.JoinAsync().AsTask();
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join is recorded");
+        joined.IsCompleted.Should().BeFalse("two items are unfinished");
+
+        Task<bool> next;
+        Task completion;
+        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
+        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
+        {
+            // Holds off the expired item's move to the dead letters (its key is taken, not yet committed).
+            await ExecuteAsync(hold,
+                "INSERT INTO @schema.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason) " +
+                $"VALUES ({expired.Id}, 'elsewhere', 0, '0', now(), 1, 'held')");
+            next = loop.MoveNextAsync().AsTask(); // completes item 1 (and counts), then gives the expired one back
+            await WaitsForALockAsync(reader, "the loop's call, past its completion, waits for the dead letter's key");
+
+            // Meanwhile, in another process, the other item is completed: it commits, or it waits at the server.
+            completion = completed.CompleteAsync().AsTask();
+            await Task.WhenAny(completion, WaitsForALockAsync(holder, "the completion waits at the server")).WaitAsync(Bound);
+            await hold.RollbackAsync();
+        }
+
+        await completion.WaitAsync(Bound);
+
+        try
+        {
+            await EventuallyAsync(
+                async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items") == 0, "the loop's call has committed");
+            next.IsCompleted.Should().BeFalse("nothing is left to take, and the queue is not shut down: the loop waits");
+            (await queue.UnfinishedAsync()).Should().Be(0, "both items were completed, and the third is a dead letter");
+            await joined.WaitAsync(Bound); // the completion of the last one wakes the join
+        }
+        finally
+        {
+            await queue.ShutdownAsync(); // the loop ends (it waits for its next item), and can be disposed
+            (await next.WaitAsync(Bound)).Should().BeFalse();
+        }
+    }
+
+    /// <summary>
     /// Gets from <paramref name="queue"/>, a shut-down queue, while a transaction holds every item's row, as another get
     /// giving an item back does: the get must not end (<paramref name="why"/> something is left to deliver) but look,
     /// find the rows locked, and sleep until its poll (its timer and the session's heartbeat are the coordinator's

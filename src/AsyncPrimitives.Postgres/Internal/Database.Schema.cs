@@ -22,7 +22,7 @@ internal sealed partial class Database
     /// already installed. Bodies of one version are interchangeable: an instance of an older revision works with newer
     /// ones. (A test pins the script's hash to this number.)
     /// </summary>
-    public const int Revision = 7;
+    public const int Revision = 8;
 
     /// <summary>The first revision whose grants move the token sequence ahead after a crash (see ids_jump).</summary>
     private const int TokensJumpAfterACrashSince = 5;

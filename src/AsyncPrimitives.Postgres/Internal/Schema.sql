@@ -127,15 +127,16 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_token bigint;
     v_slot int;
+    v_now timestamptz := clock_timestamp(); -- at or after the caller's clock: a slot it counted as free is free here
 BEGIN
     SELECT h.slot INTO v_slot FROM __schema__.permit_slots h
-    WHERE h.kind = p_kind AND h.name = p_name AND (h.token IS NULL OR h.expires_at <= now())
+    WHERE h.kind = p_kind AND h.name = p_name AND (h.token IS NULL OR h.expires_at <= v_now)
     ORDER BY h.slot LIMIT 1;
     IF FOUND THEN
         v_token := nextval('__schema__.ids');
         UPDATE __schema__.permit_slots h
         SET token = v_token, ticket = p_ticket, owner = p_owner, session = p_session, lease = p_lease,
-            acquired_at = now(), expires_at = now() + p_lease
+            acquired_at = v_now, expires_at = v_now + p_lease
         WHERE h.kind = p_kind AND h.name = p_name AND h.slot = v_slot;
     ELSE
         -- A new slot. No slot at all means the table is new, or a crash emptied it (it is unlogged; a clean restart
@@ -148,7 +149,7 @@ BEGIN
         END IF;
         v_token := nextval('__schema__.ids');
         INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
-        SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease, now(), now() + p_lease
+        SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease, v_now, v_now + p_lease
         FROM __schema__.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;
     END IF;
     RETURN v_token;
@@ -170,37 +171,39 @@ DECLARE
     v_ticket bigint := p_ticket;
     v_held bigint;
     v_ahead bigint;
+    v_now timestamptz;
 BEGIN
     v_ok := __schema__.require_session(p_session);
     v_ok := __schema__.permit_turn(p_kind, p_name);
+    v_now := clock_timestamp(); -- expiries are judged from here, after the wait for the turn (see renew)
 
     IF v_ticket IS NULL THEN
         UPDATE __schema__.permit_slots h
         SET token = nextval('__schema__.ids'), ticket = NULL, owner = p_owner, session = p_session, lease = p_lease,
-            acquired_at = now(), expires_at = now() + p_lease
+            acquired_at = v_now, expires_at = v_now + p_lease
         WHERE h.kind = p_kind AND h.name = p_name
           AND h.slot = (SELECT f.slot FROM __schema__.permit_slots f
-                        WHERE f.kind = p_kind AND f.name = p_name AND (f.token IS NULL OR f.expires_at <= now())
+                        WHERE f.kind = p_kind AND f.name = p_name AND (f.token IS NULL OR f.expires_at <= v_now)
                         ORDER BY f.slot LIMIT 1)
           AND NOT EXISTS (SELECT 1 FROM __schema__.permit_waiters w
-                          WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now())
+                          WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > v_now)
           AND (SELECT count(*) FROM __schema__.permit_slots c
-               WHERE c.kind = p_kind AND c.name = p_name AND c.token IS NOT NULL AND c.expires_at > now()) < p_max
+               WHERE c.kind = p_kind AND c.name = p_name AND c.token IS NOT NULL AND c.expires_at > v_now) < p_max
         RETURNING h.token INTO granted_token;
         IF FOUND THEN
             RETURN;
         END IF;
     ELSE
         -- Granted to this ticket by a release? Claimed now: its expiry counts from this call.
-        UPDATE __schema__.permit_slots h SET expires_at = now() + h.lease
-        WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = v_ticket AND h.owner = p_owner AND h.expires_at > now()
+        UPDATE __schema__.permit_slots h SET expires_at = v_now + h.lease
+        WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = v_ticket AND h.owner = p_owner AND h.expires_at > v_now
         RETURNING h.token INTO granted_token;
         IF FOUND THEN
             RETURN;
         END IF;
         -- Still in line? (A place not renewed in time was given up; the caller queues again at the back.)
-        UPDATE __schema__.permit_waiters w SET expires_at = now() + p_lease
-        WHERE w.ticket = v_ticket AND w.owner = p_owner AND w.expires_at > now();
+        UPDATE __schema__.permit_waiters w SET expires_at = v_now + p_lease
+        WHERE w.ticket = v_ticket AND w.owner = p_owner AND w.expires_at > v_now;
         IF NOT FOUND THEN
             v_ticket := NULL;
         END IF;
@@ -213,21 +216,21 @@ BEGIN
     -- in every transaction: a plpgsql statement keeps its plan for the connection's life.)
     FOR v_round IN 1..3 LOOP
         SELECT count(*) INTO v_held FROM __schema__.permit_slots h
-        WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > now();
+        WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > v_now;
         v_ahead := 0;
         IF v_held < p_max THEN
             SELECT count(*) INTO v_ahead FROM __schema__.permit_waiters w
-            WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now() AND (v_ticket IS NULL OR w.ticket < v_ticket);
+            WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > v_now AND (v_ticket IS NULL OR w.ticket < v_ticket);
         END IF;
         EXIT WHEN v_held + v_ahead < p_max OR v_round = 3;
         IF v_held >= p_max THEN
             UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
             WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL
-              AND (h.expires_at <= now() OR NOT __schema__.session_alive(h.session));
+              AND (h.expires_at <= v_now OR NOT __schema__.session_alive(h.session));
         ELSE
             DELETE FROM __schema__.permit_waiters w
             WHERE w.kind = p_kind AND w.name = p_name AND w.ticket IS DISTINCT FROM v_ticket
-              AND (w.expires_at <= now() OR NOT __schema__.session_alive(w.session));
+              AND (w.expires_at <= v_now OR NOT __schema__.session_alive(w.session));
         END IF;
         EXIT WHEN NOT FOUND;
     END LOOP;
@@ -242,7 +245,7 @@ BEGIN
     ELSIF p_wait THEN
         waiting_ticket := nextval('__schema__.ids');
         INSERT INTO __schema__.permit_waiters (ticket, kind, name, owner, session, lease, expires_at)
-        VALUES (waiting_ticket, p_kind, p_name, p_owner, p_session, p_lease, now() + p_lease);
+        VALUES (waiting_ticket, p_kind, p_name, p_owner, p_session, p_lease, v_now + p_lease);
     END IF;
 END
 $$;
@@ -262,9 +265,11 @@ DECLARE
     v_free bigint;
     v_waiter record;
     v_token bigint;
+    v_now timestamptz;
 BEGIN
     -- Taking turns with acquire: a waiter that has just queued is visible here, so it is served or woken.
     v_ok := __schema__.permit_turn(p_kind, p_name);
+    v_now := clock_timestamp(); -- expiries are judged from here, after the wait for the turn (see renew)
     IF p_token IS NOT NULL THEN
         UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
         WHERE h.kind = p_kind AND h.name = p_name AND h.token = p_token AND h.owner = p_owner;
@@ -277,12 +282,12 @@ BEGIN
 
     others_wait := false;
     IF EXISTS (SELECT 1 FROM __schema__.permit_waiters w
-               WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now()) THEN
+               WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > v_now) THEN
         v_free := p_max - (SELECT count(*) FROM __schema__.permit_slots h
-                           WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > now());
+                           WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > v_now);
         FOR v_waiter IN
             SELECT w.ticket, w.owner, w.session, w.lease FROM __schema__.permit_waiters w
-            WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > now() AND __schema__.session_alive(w.session)
+            WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > v_now AND __schema__.session_alive(w.session)
             ORDER BY w.ticket
             LIMIT greatest(v_free, 0)
         LOOP
@@ -297,7 +302,7 @@ BEGIN
         END LOOP;
         others_wait := others_wait OR EXISTS (
             SELECT 1 FROM __schema__.permit_waiters w
-            WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > now());
+            WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > v_now);
     END IF;
 END
 $$;
@@ -581,12 +586,13 @@ BEGIN
     END LOOP;
     -- Shut down and nothing left to deliver; not while an item this call skipped waits, or an expired delivery or one
     -- of a dead session is being given back by another call (its row locked, not yet committed): then the caller waits
-    -- and looks again, and the call that takes those items wakes it.
+    -- and looks again, and the call that takes those items wakes it. Expired by the clock now: the reclaims above may
+    -- have waited (for a dead letter's key), and a lease that ended meanwhile is left to deliver.
     IF EXISTS (SELECT 1 FROM __schema__.queues s WHERE s.name = p_queue)
        AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.queue = p_queue AND q.lease_token IS NULL)
        AND NOT EXISTS (SELECT 1 FROM __schema__.queue_items q
                        WHERE q.queue = p_queue AND q.leased_until IS NOT NULL
-                         AND (q.leased_until <= v_now OR NOT __schema__.session_alive(q.session))) THEN
+                         AND (q.leased_until <= clock_timestamp() OR NOT __schema__.session_alive(q.session))) THEN
         signal := 's';
         RETURN NEXT;
     END IF;
@@ -639,9 +645,14 @@ BEGIN
         SELECT coalesce(array_agg(r.id), '{}') INTO completed FROM unnest(p_ids) AS r(id)
         WHERE r.id = ANY (completed) OR NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id);
     END IF;
-    -- Looked up only while a join waits (see queue_joins), with the join's own count.
+    -- Looked up only while a join waits (see queue_joins), with the join's own count. Two completions of the last
+    -- items at the same moment would each count the other's item as unfinished (neither has committed) and neither
+    -- would wake the join: so they count in turn, each holding the queue's join-count lock (an advisory lock under a
+    -- prefix no turn's key has) until it commits, and the second counts after the first committed. Taken after the
+    -- deletes, and nothing that holds it waits for an item's row afterwards (a take skips locked rows).
     drained := false;
     IF EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue) THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ queue-joins ' || p_queue, 0));
         drained := (SELECT c.unfinished FROM __schema__.queue_counts(p_queue) c) = 0;
     END IF;
 END
@@ -742,6 +753,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ok boolean;
     v_set record;
+    v_now timestamptz;
 BEGIN
     v_ok := __schema__.require_session(p_session);
     -- The turn of every permit set whose rows this touches, first and in one order (as end_session, the other call that
@@ -761,17 +773,21 @@ BEGIN
     LOOP
         v_ok := __schema__.permit_turn(v_set.kind, v_set.name);
     END LOOP;
+    -- Expiries are judged by the clock after the turns, not the transaction's start: a renewal that waited for a turn
+    -- past an expiry must not revive what the others, judging by the clock, already count as free (a permit) or gone
+    -- (a place in line). The same in every function that takes a turn.
+    v_now := clock_timestamp();
     IF cardinality(p_tickets) > 0 THEN
-        UPDATE __schema__.permit_waiters w SET expires_at = now() + p_lease
-        WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner AND w.expires_at > now();
+        UPDATE __schema__.permit_waiters w SET expires_at = v_now + p_lease
+        WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner AND w.expires_at > v_now;
         -- A permit granted to a waiter that has not claimed it yet is kept for it, as its place was.
-        UPDATE __schema__.permit_slots h SET expires_at = now() + h.lease
-        WHERE h.ticket = ANY (p_tickets) AND h.owner = p_owner AND h.expires_at > now();
+        UPDATE __schema__.permit_slots h SET expires_at = v_now + h.lease
+        WHERE h.ticket = ANY (p_tickets) AND h.owner = p_owner AND h.expires_at > v_now;
     END IF;
     RETURN QUERY
-        UPDATE __schema__.permit_slots h SET expires_at = now() + h.lease
+        UPDATE __schema__.permit_slots h SET expires_at = v_now + h.lease
         FROM unnest(p_kinds, p_names, p_tokens) AS r(kind, name, token)
-        WHERE h.kind = r.kind AND h.name = r.name AND h.token = r.token AND h.owner = p_owner AND h.expires_at > now()
+        WHERE h.kind = r.kind AND h.name = r.name AND h.token = r.token AND h.owner = p_owner AND h.expires_at > v_now
         RETURNING h.token;
     IF cardinality(p_items) > 1 THEN
         v_ok := __schema__.queue_lock_items(p_items, p_owner);
