@@ -276,10 +276,11 @@ public sealed class PermitFailureTests(PostgresServer server) : PostgresTest(ser
         },
         ("wal_writer_delay", "10s"));
 
-    /// <summary>permit_grant as revision 4 had it: the token taken first, no jump after a crash.</summary>
+    /// <summary>permit_grant as revision 4 had it: the token taken first, no jump after a crash (under the parameters
+    /// the functions that call it pass now; revision 8 added p_claimed).</summary>
     private const string Revision4Grant = """
         CREATE OR REPLACE FUNCTION @schema.permit_grant(
-            p_kind "char", p_name text, p_ticket bigint, p_owner uuid, p_session bigint, p_lease interval)
+            p_kind "char", p_name text, p_ticket bigint, p_owner uuid, p_session bigint, p_lease interval, p_claimed boolean)
         RETURNS bigint
         LANGUAGE plpgsql AS $$
         DECLARE

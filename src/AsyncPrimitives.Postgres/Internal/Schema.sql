@@ -93,7 +93,7 @@ CREATE UNLOGGED TABLE IF NOT EXISTS __schema__.permit_slots (
     owner uuid,                             -- the coordinator
     session bigint,
     lease interval,
-    acquired_at timestamptz,
+    acquired_at timestamptz,                -- null while a permit granted to a place in line is not claimed yet
     expires_at timestamptz,
     PRIMARY KEY (kind, name, slot)
 ) WITH (fillfactor = 50);
@@ -119,9 +119,12 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- Grants a permit of the set (the caller has its turn and has checked that one is free): a new fencing token in a
--- free slot (one whose holder released it or expired), or in a new slot. Returns the token.
+-- free slot (one whose holder released it or expired), or in a new slot. Returns the token. A permit granted to a place
+-- in line whose wait is in another process (not p_claimed) is not claimed yet: its acquired_at stays null until that
+-- wait's call claims it (see renew). (Revision 8 added p_claimed; a schema upgraded from an earlier revision keeps the
+-- six-parameter function, unused.)
 CREATE OR REPLACE FUNCTION __schema__.permit_grant(
-    p_kind "char", p_name text, p_ticket bigint, p_owner uuid, p_session bigint, p_lease interval)
+    p_kind "char", p_name text, p_ticket bigint, p_owner uuid, p_session bigint, p_lease interval, p_claimed boolean)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -136,7 +139,7 @@ BEGIN
         v_token := nextval('__schema__.ids');
         UPDATE __schema__.permit_slots h
         SET token = v_token, ticket = p_ticket, owner = p_owner, session = p_session, lease = p_lease,
-            acquired_at = v_now, expires_at = v_now + p_lease
+            acquired_at = CASE WHEN p_claimed THEN v_now END, expires_at = v_now + p_lease
         WHERE h.kind = p_kind AND h.name = p_name AND h.slot = v_slot;
     ELSE
         -- A new slot. No slot at all means the table is new, or a crash emptied it (it is unlogged; a clean restart
@@ -149,7 +152,8 @@ BEGIN
         END IF;
         v_token := nextval('__schema__.ids');
         INSERT INTO __schema__.permit_slots (kind, name, slot, token, ticket, owner, session, lease, acquired_at, expires_at)
-        SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease, v_now, v_now + p_lease
+        SELECT p_kind, p_name, coalesce(max(h.slot) + 1, 0), v_token, p_ticket, p_owner, p_session, p_lease,
+               CASE WHEN p_claimed THEN v_now END, v_now + p_lease
         FROM __schema__.permit_slots h WHERE h.kind = p_kind AND h.name = p_name;
     END IF;
     RETURN v_token;
@@ -194,8 +198,9 @@ BEGIN
             RETURN;
         END IF;
     ELSE
-        -- Granted to this ticket by a release? Claimed now: its expiry counts from this call.
-        UPDATE __schema__.permit_slots h SET expires_at = v_now + h.lease
+        -- Granted to this ticket by a release? Claimed now: its expiry counts from this call. (A repeated claim, whose
+        -- first answer was lost, finds it claimed.)
+        UPDATE __schema__.permit_slots h SET expires_at = v_now + h.lease, acquired_at = coalesce(h.acquired_at, v_now)
         WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = v_ticket AND h.owner = p_owner AND h.expires_at > v_now
         RETURNING h.token INTO granted_token;
         IF FOUND THEN
@@ -205,6 +210,7 @@ BEGIN
         UPDATE __schema__.permit_waiters w SET expires_at = v_now + p_lease
         WHERE w.ticket = v_ticket AND w.owner = p_owner AND w.expires_at > v_now;
         IF NOT FOUND THEN
+            DELETE FROM __schema__.permit_waiters w WHERE w.ticket = v_ticket AND w.owner = p_owner;
             v_ticket := NULL;
         END IF;
     END IF;
@@ -236,7 +242,7 @@ BEGIN
     END LOOP;
 
     IF v_held + v_ahead < p_max THEN
-        granted_token := __schema__.permit_grant(p_kind, p_name, v_ticket, p_owner, p_session, p_lease);
+        granted_token := __schema__.permit_grant(p_kind, p_name, v_ticket, p_owner, p_session, p_lease, true);
         IF v_ticket IS NOT NULL THEN
             DELETE FROM __schema__.permit_waiters w WHERE w.ticket = v_ticket;
         END IF;
@@ -281,8 +287,7 @@ BEGIN
     END IF;
 
     others_wait := false;
-    IF EXISTS (SELECT 1 FROM __schema__.permit_waiters w
-               WHERE w.kind = p_kind AND w.name = p_name AND w.expires_at > v_now) THEN
+    IF EXISTS (SELECT 1 FROM __schema__.permit_waiters w WHERE w.kind = p_kind AND w.name = p_name) THEN
         v_free := p_max - (SELECT count(*) FROM __schema__.permit_slots h
                            WHERE h.kind = p_kind AND h.name = p_name AND h.token IS NOT NULL AND h.expires_at > v_now);
         FOR v_waiter IN
@@ -291,7 +296,10 @@ BEGIN
             ORDER BY w.ticket
             LIMIT greatest(v_free, 0)
         LOOP
-            v_token := __schema__.permit_grant(p_kind, p_name, v_waiter.ticket, v_waiter.owner, v_waiter.session, v_waiter.lease);
+            -- Claimed at once when the caller hands it to its own wait (which makes no call for it); another process's
+            -- wait claims it with its next call.
+            v_token := __schema__.permit_grant(
+                p_kind, p_name, v_waiter.ticket, v_waiter.owner, v_waiter.session, v_waiter.lease, v_waiter.owner = p_owner);
             DELETE FROM __schema__.permit_waiters w WHERE w.ticket = v_waiter.ticket;
             IF v_waiter.owner = p_owner THEN
                 granted_tickets := granted_tickets || v_waiter.ticket;
@@ -300,9 +308,13 @@ BEGIN
                 others_wait := true;
             END IF;
         END LOOP;
+        -- Other processes' waits still in line; and one whose place expired while its process lives (its renewals did
+        -- not reach the server in time): it is still waiting, and queues again when it next asks, which only a wake-up
+        -- brings before its poll.
         others_wait := others_wait OR EXISTS (
             SELECT 1 FROM __schema__.permit_waiters w
-            WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner AND w.expires_at > v_now);
+            WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner
+              AND (w.expires_at > v_now OR __schema__.session_alive(w.session)));
     END IF;
 END
 $$;
@@ -403,6 +415,24 @@ BEGIN
         PERFORM pg_advisory_xact_lock_shared(v_key);
     END IF;
     RETURN true;
+END
+$$;
+
+-- The queue's count turn, while a join waits: a statement that ends an item (a completion, or a move to the dead
+-- letters) takes it after it has done so and holds it until it commits, and a completion counts what is unfinished only
+-- once it has it (see queue_complete). Without it, two of them ending the last items at the same moment would each see
+-- the other's item unfinished (neither has committed), and neither would wake the join. A transaction-level advisory
+-- lock under a prefix no turn's key has; whoever holds it waits for no item's row afterwards (a take skips locked rows),
+-- so taking it after locking rows makes no cycle.
+CREATE OR REPLACE FUNCTION __schema__.queue_count_turn(p_queue text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue) THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ queue-joins ' || p_queue, 0));
+        RETURN true;
+    END IF;
+    RETURN false;
 END
 $$;
 
@@ -645,32 +675,36 @@ BEGIN
         SELECT coalesce(array_agg(r.id), '{}') INTO completed FROM unnest(p_ids) AS r(id)
         WHERE r.id = ANY (completed) OR NOT EXISTS (SELECT 1 FROM __schema__.queue_items q WHERE q.id = r.id);
     END IF;
-    -- Looked up only while a join waits (see queue_joins), with the join's own count. Two completions of the last
-    -- items at the same moment would each count the other's item as unfinished (neither has committed) and neither
-    -- would wake the join: so they count in turn, each holding the queue's join-count lock (an advisory lock under a
-    -- prefix no turn's key has) until it commits, and the second counts after the first committed. Taken after the
-    -- deletes, and nothing that holds it waits for an item's row afterwards (a take skips locked rows).
+    -- Looked up only while a join waits (see queue_joins), with the join's own count, in the queue's count turn (see
+    -- queue_count_turn): after every other completion or move to the dead letters that holds it has committed.
     drained := false;
-    IF EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue) THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ queue-joins ' || p_queue, 0));
+    IF __schema__.queue_count_turn(p_queue) THEN
         drained := (SELECT c.unfinished FROM __schema__.queue_counts(p_queue) c) = 0;
     END IF;
 END
 $$;
 
 -- Gives a delivery back: the item goes back in line now, or to the dead letters when it has had max_attempts
--- deliveries. Returns 'r' (back in line), 'd' (dead letter) or 'n' (the caller no longer held it).
+-- deliveries. Returns 'r' (back in line), 'd' (dead letter: the caller wakes the joins once this has committed, in the
+-- queue's count turn) or 'n' (the caller no longer held it).
 CREATE OR REPLACE FUNCTION __schema__.queue_abandon(p_id bigint, p_token bigint, p_owner uuid)
 RETURNS "char"
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_queue text;
+    v_ok boolean;
 BEGIN
-    PERFORM 1 FROM __schema__.queue_items q
+    SELECT q.queue INTO v_queue FROM __schema__.queue_items q
     WHERE q.id = p_id AND q.lease_token = p_token AND q.lease_owner = p_owner
     FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'n';
     END IF;
-    RETURN CASE WHEN __schema__.queue_end_deliveries(ARRAY[p_id], ARRAY['abandoned']) > 0 THEN 'r' ELSE 'd' END;
+    IF __schema__.queue_end_deliveries(ARRAY[p_id], ARRAY['abandoned']) > 0 THEN
+        RETURN 'r';
+    END IF;
+    v_ok := __schema__.queue_count_turn(v_queue);
+    RETURN 'd';
 END
 $$;
 
@@ -780,9 +814,10 @@ BEGIN
     IF cardinality(p_tickets) > 0 THEN
         UPDATE __schema__.permit_waiters w SET expires_at = v_now + p_lease
         WHERE w.ticket = ANY (p_tickets) AND w.owner = p_owner AND w.expires_at > v_now;
-        -- A permit granted to a waiter that has not claimed it yet is kept for it, as its place was.
+        -- A permit granted to a waiter that has not claimed it yet is kept for it, as its place was. Not one it has
+        -- claimed (a renewal sent while it still waited): that lease is renewed by its token, or lost.
         UPDATE __schema__.permit_slots h SET expires_at = v_now + h.lease
-        WHERE h.ticket = ANY (p_tickets) AND h.owner = p_owner AND h.expires_at > v_now;
+        WHERE h.ticket = ANY (p_tickets) AND h.owner = p_owner AND h.acquired_at IS NULL AND h.expires_at > v_now;
     END IF;
     RETURN QUERY
         UPDATE __schema__.permit_slots h SET expires_at = v_now + h.lease
@@ -809,6 +844,8 @@ DECLARE
     v_ok boolean;
     v_set record;
     v_item record;
+    v_dead text[] := '{}';
+    v_queue text;
 BEGIN
     -- The turn of every permit set the session has a row in, first and in one order, as renew takes them: a renewal
     -- still running locks a place in line, then a permit, which this would otherwise lock the other way round.
@@ -826,12 +863,19 @@ BEGIN
     DELETE FROM __schema__.queue_joins j WHERE j.owner = p_owner AND j.session = p_session;
     -- One by one, locked in the order of their ids (see queue_lock_items), each checked again under its lock.
     FOR v_item IN
-        SELECT q.id FROM __schema__.queue_items q
+        SELECT q.id, q.queue FROM __schema__.queue_items q
         WHERE q.lease_token IS NOT NULL AND q.lease_owner = p_owner AND q.session = p_session
         ORDER BY q.id
         FOR UPDATE
     LOOP
-        PERFORM __schema__.queue_end_deliveries(ARRAY[v_item.id], ARRAY['session ended']);
+        IF __schema__.queue_end_deliveries(ARRAY[v_item.id], ARRAY['session ended']) = 0 THEN
+            v_dead := v_dead || v_item.queue;
+        END IF;
+    END LOOP;
+    -- Dead letters end items: in each such queue's count turn (the caller wakes the joins once this has committed), taken
+    -- after every row is locked and in one order.
+    FOR v_queue IN SELECT DISTINCT d.queue FROM unnest(v_dead) AS d(queue) ORDER BY 1 LOOP
+        PERFORM __schema__.queue_count_turn(v_queue);
     END LOOP;
 END
 $$;
