@@ -54,14 +54,7 @@ public sealed class ClaimedPermitRenewalTests(PostgresServer server) : PostgresT
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
             await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'a')");
-            await EventuallyAsync(
-                async () =>
-                {
-                    time.Advance(TimeSpan.FromSeconds(1));
-                    return await ScalarAsync<long>(
-                        $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{waiter.Application}' AND wait_event_type = 'Lock'") == 1;
-                },
-                "the heartbeat's renewal (lock a, and the place in job's line) waits for a's turn");
+            await BeatUntilTheRenewalWaitsAsync(waiter, time, "the heartbeat's renewal (lock a, and the place in job's line) waits for a's turn");
 
             // The holder releases: the lock is granted to the waiter's place; the waiter is woken and claims it.
             await held.ReleaseAsync().AsTask().WaitAsync(Bound);

@@ -44,14 +44,7 @@ public sealed class ExpiredPlaceWakeTests(PostgresServer server) : PostgresTest(
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
             await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'job')");
-            await EventuallyAsync(
-                async () =>
-                {
-                    waiterTime.Advance(TimeSpan.FromSeconds(1));
-                    return await ScalarAsync<long>(
-                        $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{waiter.Application}' AND wait_event_type = 'Lock'") == 1;
-                },
-                "the heartbeat's renewal of the place waits for the lock's turn");
+            await BeatUntilTheRenewalWaitsAsync(waiter, waiterTime, "the heartbeat's renewal of the place waits for the lock's turn");
 
             // Time passes at the server: the place ends now, after the renewal's statement started.
             await ScalarAsync<int>(

@@ -41,14 +41,7 @@ public sealed class PermitClockTests(PostgresServer server) : PostgresTest(serve
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
             await ExecuteAsync(hold, "SELECT @schema.permit_turn('s', 'job')");
-            await EventuallyAsync(
-                async () =>
-                {
-                    holderTime.Advance(TimeSpan.FromSeconds(1));
-                    return await ScalarAsync<long>(
-                        $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{holder.Application}' AND wait_event_type = 'Lock'") == 1;
-                },
-                "the heartbeat's renewal waits for the semaphore's turn");
+            await BeatUntilTheRenewalWaitsAsync(holder, holderTime, "the heartbeat's renewal waits for the semaphore's turn");
 
             // Time passes at the server: the lease ends now, after the renewal's statement started.
             await ScalarAsync<int>(
@@ -150,14 +143,7 @@ public sealed class PermitClockTests(PostgresServer server) : PostgresTest(serve
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
             await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'job')");
-            await EventuallyAsync(
-                async () =>
-                {
-                    waiterTime.Advance(TimeSpan.FromSeconds(1));
-                    return await ScalarAsync<long>(
-                        $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{renewing.Application}' AND wait_event_type = 'Lock'") == 1;
-                },
-                "the heartbeat's renewal of the place waits for the lock's turn");
+            await BeatUntilTheRenewalWaitsAsync(renewing, waiterTime, "the heartbeat's renewal of the place waits for the lock's turn");
 
             // Time passes at the server: the place ends now, after the renewal's statement started.
             await ScalarAsync<int>(

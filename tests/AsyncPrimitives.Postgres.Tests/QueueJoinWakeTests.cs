@@ -6,42 +6,52 @@ namespace AsyncPrimitives.Postgres.Tests;
 
 /// <summary>
 /// A join waiting in one process must be woken when the last unfinished items go away in others at the same moment,
-/// whichever way each goes: a completion, or a move to the dead letters.
+/// whichever way each goes: a completion, or a move to the dead letters. "Waits until nothing is unfinished: every item
+/// put has been completed (or dead-lettered, or dropped by an immediate shutdown), by any process"
+/// (PostgresQueue.JoinAsync); "`JoinAsync` waits until that is zero (woken by the completion of the last one, or its
+/// move to the dead letters by an abandonment or a coordinator's end, in any process, even when several end the last
+/// items at once; a join that starts while that completion is at the server, not yet committed, sees it at its next
+/// poll)" and "Waits are woken within milliseconds, from any process. | After ... a completion that empties a queue a
+/// join waits for" (docs/scale-out.md). In each test a read loop completes item 1 in a call that then goes on (held,
+/// not committed, by a give-back of an expired item whose dead letter's key the test holds: any step after the
+/// completion's count, or just the time the rest of the call takes before it commits), while another process ends
+/// item 2, the other last item. Once both have committed nothing is unfinished, and the join, whose polls never come
+/// here, must be woken.
 /// </summary>
 public sealed class QueueJoinWakeTests(PostgresServer server) : PostgresTest(server)
 {
-    /// <summary>
-    /// "Waits until nothing is unfinished: every item put has been completed (or dead-lettered, or dropped by an
-    /// immediate shutdown), by any process" (PostgresQueue.JoinAsync); "`JoinAsync` waits until that is zero (woken by the
-    /// completion of the last one, in any process; a join that starts in the same instant as that completion sees it at
-    /// its next poll)" (docs/scale-out.md); "Waits are woken within milliseconds, from any process. | After ... a
-    /// completion that empties a queue a join waits for" (docs/scale-out.md, the guarantees' table); AbandonAsync: "moves
-    /// to the dead letters if this was its MaxAttempts-th delivery" (PostgresDelivery). A join waits in a third process
-    /// for the last two items: a read loop in one process completes its item (its call then goes on, here held after its
-    /// count by a give-back that waits for a dead letter's key, as in QueueRaceTests), and meanwhile a consumer in another
-    /// process abandons the other item on its last attempt, which moves it to the dead letters, commits, and wakes the
-    /// join. The join looks again while the loop's completion has not committed (so it still counts that item) and
-    /// sleeps. When the loop's call commits, the completion of the last unfinished item has happened, well after the join
-    /// started: the join must be woken; its polls never come here. (The completion counted before the abandonment had
-    /// committed, and an abandonment does not count in turn with completions.)
-    /// </summary>
+    /// <summary>Two completions at the same time: each counts before the other has committed, so each would see the
+    /// other's item unfinished if they did not count in turn.</summary>
+    [PostgresFact]
+    public Task TwoCompletionsOfTheLastItems_AtTheSameTime_WakeTheJoin() =>
+        LastItemsEndedAtOnceAsync((_, delivery) => delivery.CompleteAsync().AsTask(), endWakesTheJoin: false);
+
+    /// <summary>The other item is abandoned on its last attempt ("moves to the dead letters if this was its
+    /// MaxAttempts-th delivery", PostgresDelivery.AbandonAsync), which wakes the join once committed: the join must not
+    /// look again before the loop's completion has committed and then sleep.</summary>
     [PostgresFact]
     public Task ACompletionAndAnAbandonmentToTheDeadLetters_OfTheLastItems_AtTheSameTime_WakeTheJoin() =>
-        CompletionAndDeadLetterOfTheLastItemsAsync((_, delivery) => delivery.AbandonAsync().AsTask());
+        LastItemsEndedAtOnceAsync((_, delivery) => delivery.AbandonAsync().AsTask(), endWakesTheJoin: true);
 
-    /// <summary>
-    /// The same when the other item goes to the dead letters because its holder's coordinator is disposed (its session
-    /// ends, and the server moves its delivery on its last attempt to the dead letters: "or dead-lettered", as
-    /// JoinAsync says) while the read loop's completion has not committed: the disposal wakes the join, which looks
-    /// again too early, and the loop's commit must then wake it.
-    /// </summary>
+    /// <summary>The other item goes to the dead letters because its holder's coordinator is disposed (its session
+    /// ends, and the server moves its delivery on its last attempt to the dead letters), which wakes the join once
+    /// committed.</summary>
     [PostgresFact]
     public Task ACompletionAndADisposalThatDeadLettersTheLastItems_AtTheSameTime_WakeTheJoin() =>
-        CompletionAndDeadLetterOfTheLastItemsAsync((holder, _) => holder.Coordinator.DisposeAsync().AsTask());
+        LastItemsEndedAtOnceAsync((holder, _) => holder.Coordinator.DisposeAsync().AsTask(), endWakesTheJoin: true);
 
-    /// <summary>The scenario of the test above; <paramref name="deadLetter"/> moves the holder's delivery (on its last
-    /// attempt) to the dead letters.</summary>
-    private async Task CompletionAndDeadLetterOfTheLastItemsAsync(Func<Member, PostgresDelivery<int>, Task> deadLetter)
+    /// <summary>The join starts after the loop's completion (which saw no join) and before the other completion
+    /// (which sees it, and counts): the later completion began well after the join was recorded, so it must count
+    /// after the earlier one has committed.</summary>
+    [PostgresFact]
+    public Task TwoCompletionsOfTheLastItems_TheSecondAfterTheJoinIsRecorded_WakeTheJoin() =>
+        LastItemsEndedAtOnceAsync((_, delivery) => delivery.CompleteAsync().AsTask(), endWakesTheJoin: false, joinAfterTheLoopsCompletion: true);
+
+    /// <summary>The scenario of the tests above. <paramref name="end"/> ends item 2 (held, on its last attempt, by the
+    /// member given); <paramref name="endWakesTheJoin"/>: it wakes the join itself once committed (a move to the dead
+    /// letters), so that, were it to commit before the loop's completion, the join would look again too early.</summary>
+    private async Task LastItemsEndedAtOnceAsync(
+        Func<Member, PostgresDelivery<int>, Task> end, bool endWakesTheJoin, bool joinAfterTheLoopsCompletion = false)
     {
         var readerTime = new CountingTimeProvider(); // no heartbeat: the server alone decides
         Member reader = await JoinAsync(o => { o.TimeProvider = readerTime; o.LeaseDuration = TimeSpan.FromMinutes(1); });
@@ -69,12 +79,14 @@ public sealed class QueueJoinWakeTests(PostgresServer server) : PostgresTest(ser
         await ExpireLeasesNowAsync(expired.Id); // its last attempt: a dead letter for everyone from now on
         (await queue.UnfinishedAsync()).Should().Be(2);
 
-        Task joined = queue.JoinAsync().AsTask();
-        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join is recorded");
-        joined.IsCompleted.Should().BeFalse("two items are unfinished");
+        Task? joined = null;
+        if (!joinAfterTheLoopsCompletion)
+        {
+            joined = await StartJoinAsync(queue);
+        }
 
         Task<bool> next;
-        Task deadLettering;
+        Task ending;
         await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
@@ -82,17 +94,18 @@ public sealed class QueueJoinWakeTests(PostgresServer server) : PostgresTest(ser
             await ExecuteAsync(hold,
                 "INSERT INTO @schema.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason) " +
                 $"VALUES ({expired.Id}, 'elsewhere', 0, '0', now(), 1, 'held')");
-            next = loop.MoveNextAsync().AsTask(); // completes item 1 (and counts), then gives the expired one back
+            next = loop.MoveNextAsync().AsTask(); // completes item 1, then gives the expired one back
             await WaitsForALockAsync(reader, "the loop's call, past its completion, waits for the dead letter's key");
+            joined ??= await StartJoinAsync(queue); // counts two items: the loop's completion has not committed
 
-            // Meanwhile, in another process, the other item goes to the dead letters (its last attempt): it commits,
-            // or it waits at the server (for the loop's call, were the two to take turns).
+            // Meanwhile, in another process, the other item ends: it commits, or it waits at the server (for the loop's
+            // call, were the two to take turns).
             string before = await ScalarAsync<string>("SELECT clock_timestamp()::text");
-            deadLettering = deadLetter(holder, lastHeld);
-            await Task.WhenAny(deadLettering, WaitsForALockAsync(holder, "the move to the dead letters waits at the server")).WaitAsync(Bound);
-            if (deadLettering.IsCompleted)
+            ending = end(holder, lastHeld);
+            await Task.WhenAny(ending, WaitsForALockAsync(holder, "the other item's end waits at the server")).WaitAsync(Bound);
+            if (ending.IsCompleted && endWakesTheJoin)
             {
-                await deadLettering;
+                await ending;
                 (await ScalarAsync<long>($"SELECT count(*) FROM @schema.queue_dead_letters WHERE id = {lastHeld.Id}")).Should().Be(1);
 
                 // It woke the join, which looks again (the loop's completion not committed yet) and sleeps.
@@ -108,19 +121,28 @@ public sealed class QueueJoinWakeTests(PostgresServer server) : PostgresTest(ser
             await hold.RollbackAsync();
         }
 
-        await deadLettering.WaitAsync(Bound);
+        await ending.WaitAsync(Bound);
         try
         {
             await EventuallyAsync(
                 async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_items") == 0, "the loop's call has committed");
             next.IsCompleted.Should().BeFalse("nothing is left to take, and the queue is not shut down: the loop waits");
-            (await queue.UnfinishedAsync()).Should().Be(0, "one item was completed, and the others are dead letters");
-            await joined.WaitAsync(Bound); // the completion of the last one wakes the join
+            (await queue.UnfinishedAsync()).Should().Be(0, "items 1 and 2 ended, and item 3 is a dead letter");
+            await joined.WaitAsync(Bound); // the last end woke the join
         }
         finally
         {
             await queue.ShutdownAsync(); // the loop ends (it waits for its next item), and can be disposed
             (await next.WaitAsync(Bound)).Should().BeFalse();
         }
+    }
+
+    /// <summary>Starts a join of <paramref name="queue"/> and returns it once it is recorded (and has counted).</summary>
+    private async Task<Task> StartJoinAsync(PostgresQueue<int> queue)
+    {
+        Task joined = queue.JoinAsync().AsTask();
+        await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM @schema.queue_joins") == 1, "the join is recorded");
+        joined.IsCompleted.Should().BeFalse("two items are unfinished");
+        return joined;
     }
 }

@@ -94,14 +94,7 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
         await using NpgsqlConnection firstConnection = await Admin.OpenConnectionAsync();
         await using NpgsqlTransaction firstHold = await firstConnection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
         await ExecuteAsync(firstHold, "SELECT @schema.permit_turn('l', 'a')");
-        await EventuallyAsync(
-            async () =>
-            {
-                time.Advance(TimeSpan.FromSeconds(1));
-                return await ScalarAsync<long>(
-                    $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1;
-            },
-            "the heartbeat's renewal of both leases waits for the first lock's turn");
+        await BeatUntilTheRenewalWaitsAsync(member, time, "the heartbeat's renewal of both leases waits for the first lock's turn");
         // The renewal was sent at most a second ago: the second lease's deadline, once it is renewed, is at least 58 s
         // from now.
         DateTimeOffset renewedDeadline = time.GetUtcNow() + TimeSpan.FromSeconds(58);
@@ -270,14 +263,7 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
             await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'late')");
-            await EventuallyAsync(
-                async () =>
-                {
-                    time.Advance(TimeSpan.FromSeconds(1));
-                    return await ScalarAsync<long>(
-                        $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1;
-                },
-                "the heartbeat's renewal waits for the lock's turn");
+            await BeatUntilTheRenewalWaitsAsync(member, time, "the heartbeat's renewal waits for the lock's turn");
             await AdvanceUntilLostAsync(time, lease.Lost);
             await hold.CommitAsync();
         }

@@ -272,6 +272,7 @@ DECLARE
     v_waiter record;
     v_token bigint;
     v_now timestamptz;
+    v_freed boolean := false;
 BEGIN
     -- Taking turns with acquire: a waiter that has just queued is visible here, so it is served or woken.
     v_ok := __schema__.permit_turn(p_kind, p_name);
@@ -279,11 +280,14 @@ BEGIN
     IF p_token IS NOT NULL THEN
         UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
         WHERE h.kind = p_kind AND h.name = p_name AND h.token = p_token AND h.owner = p_owner;
+        v_freed := FOUND;
     END IF;
     IF p_ticket IS NOT NULL THEN
         DELETE FROM __schema__.permit_waiters w WHERE w.ticket = p_ticket AND w.owner = p_owner;
+        v_freed := v_freed OR FOUND;
         UPDATE __schema__.permit_slots h SET token = NULL, ticket = NULL, owner = NULL, session = NULL
         WHERE h.kind = p_kind AND h.name = p_name AND h.ticket = p_ticket AND h.owner = p_owner;
+        v_freed := v_freed OR FOUND;
     END IF;
 
     others_wait := false;
@@ -315,6 +319,14 @@ BEGIN
             SELECT 1 FROM __schema__.permit_waiters w
             WHERE w.kind = p_kind AND w.name = p_name AND w.owner <> p_owner
               AND (w.expires_at > v_now OR __schema__.session_alive(w.session)));
+    END IF;
+    -- Nothing to free: perhaps a repeat of a release whose answer was lost, whose first run granted the permit to a wait
+    -- in another process. That wait is woken only by this answer: so is any wait elsewhere with an unclaimed grant.
+    IF NOT v_freed AND NOT others_wait THEN
+        others_wait := EXISTS (
+            SELECT 1 FROM __schema__.permit_slots h
+            WHERE h.kind = p_kind AND h.name = p_name AND h.owner <> p_owner AND h.token IS NOT NULL
+              AND h.acquired_at IS NULL AND h.expires_at > v_now);
     END IF;
 END
 $$;
@@ -418,20 +430,25 @@ BEGIN
 END
 $$;
 
--- The queue's count turn, while a join waits: a statement that ends an item (a completion, or a move to the dead
--- letters) takes it after it has done so and holds it until it commits, and a completion counts what is unfinished only
--- once it has it (see queue_complete). Without it, two of them ending the last items at the same moment would each see
--- the other's item unfinished (neither has committed), and neither would wake the join. A transaction-level advisory
--- lock under a prefix no turn's key has; whoever holds it waits for no item's row afterwards (a take skips locked rows),
--- so taking it after locking rows makes no cycle.
+-- The queue's count turn: a statement that ends an item (a completion, or a move to the dead letters) takes it after it
+-- has done so and holds it until it commits; exclusively while a join waits (true: a completion then counts what is
+-- unfinished, see queue_complete), shared otherwise. So a completion that counts for a join does so after every other
+-- statement that ended an item before it has committed, whether or not that one saw the join: without the turn, two
+-- of them ending the last items at the same moment would each see the other's item unfinished (neither has
+-- committed), and neither would wake the join. A transaction-level advisory lock under a prefix no turn's key has, taken
+-- once per queue by a transaction (never both ways); whoever holds it waits for no item's row afterwards (a take skips
+-- locked rows), so taking it after locking rows makes no cycle.
 CREATE OR REPLACE FUNCTION __schema__.queue_count_turn(p_queue text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue-joins ' || p_queue, 0);
 BEGIN
     IF EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue) THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended('AsyncPrimitives.Postgres __schema__ queue-joins ' || p_queue, 0));
+        PERFORM pg_advisory_xact_lock(v_key);
         RETURN true;
     END IF;
+    PERFORM pg_advisory_xact_lock_shared(v_key);
     RETURN false;
 END
 $$;

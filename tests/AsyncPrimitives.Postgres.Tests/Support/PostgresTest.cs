@@ -88,4 +88,16 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
             return Task.FromResult(lost.IsCancellationRequested);
         },
         "the heartbeat finds the lease gone");
+
+    /// <summary>Moves <paramref name="time"/> (the clock of <paramref name="member"/>, whose heartbeat beats on it) on, a
+    /// second at a time, until a backend of <paramref name="member"/> waits for a lock: its renewal, held up by what the
+    /// test holds.</summary>
+    protected Task BeatUntilTheRenewalWaitsAsync(Member member, AsyncTools.Testing.CountingTimeProvider time, string because) => EventuallyAsync(
+        async () =>
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            return await ScalarAsync<long>(
+                $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1;
+        },
+        because);
 }
