@@ -47,6 +47,35 @@ public sealed class QueueJoinWakeTests(PostgresServer server) : PostgresTest(ser
     public Task TwoCompletionsOfTheLastItems_TheSecondAfterTheJoinIsRecorded_WakeTheJoin() =>
         LastItemsEndedAtOnceAsync((_, delivery) => delivery.CompleteAsync().AsTask(), endWakesTheJoin: false, joinAfterTheLoopsCompletion: true);
 
+    /// <summary>
+    /// "A waiting join is recorded on the server: only while one waits does a completion look whether it emptied the
+    /// queue" (docs/scale-out.md). A join of a session that ended (its process crashed, so nothing removed its row) waits
+    /// for nothing: a completion must not count in the exclusive turn for it, which would make every completion of the
+    /// queue wait for the one before it to commit until another join removes the row. Here the test holds the count turn
+    /// shared, as a completion in flight does: the completion goes ahead.
+    /// </summary>
+    [PostgresFact]
+    public async Task ACompletion_WithOnlyAJoinOfAnEndedSessionRecorded_DoesNotWaitForTheCompletionsInFlight()
+    {
+        Member member = await JoinAsync();
+        PostgresQueue<int> queue = member.Coordinator.CreateQueue<int>("jobs");
+        await queue.PutAsync(1);
+        PostgresDelivery<int> delivery = await queue.GetAsync(Bound);
+        // A session key no connection holds: the session of a crashed process.
+        await ScalarAsync<int>(
+            "INSERT INTO @schema.queue_joins (id, queue, owner, session) " +
+            $"VALUES (nextval('@schema.ids'), 'jobs', gen_random_uuid(), {Random.Shared.NextInt64(1, long.MaxValue)}); SELECT 1");
+
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(hold, "SELECT pg_advisory_xact_lock_shared(hashtextextended('AsyncPrimitives.Postgres @schema queue-joins jobs', 0))");
+        Task completion = delivery.CompleteAsync().AsTask();
+        await Task.WhenAny(completion, WaitsForALockAsync(member, "the completion waits for the count turn")).WaitAsync(Bound);
+        completion.IsCompleted.Should().BeTrue("no join waits: the completion counts nothing, and need not wait for another");
+        await completion;
+        (await queue.UnfinishedAsync()).Should().Be(0);
+    }
+
     /// <summary>The scenario of the tests above. <paramref name="end"/> ends item 2 (held, on its last attempt, by the
     /// member given); <paramref name="endWakesTheJoin"/>: it wakes the join itself once committed (a move to the dead
     /// letters), so that, were it to commit before the loop's completion, the join would look again too early.</summary>

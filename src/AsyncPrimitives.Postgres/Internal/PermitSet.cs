@@ -358,8 +358,8 @@ internal sealed class PermitSet
     /// <summary>
     /// Drops the grants older than a lease. A grant waits here only for the wait it was made to, which records its place
     /// within one round trip; one to a wait that left in the same instant is never taken (the wait gave the permit back
-    /// with its place). Dropping one still awaited costs its wait a round trip, never the permit: the wait asks the
-    /// server, which answers with the same grant.
+    /// with its place). One still awaited after a lease has expired on the server too (a grant handed over here counts
+    /// as claimed, and is not kept by the place's ticket): its wait, asking the server, queues again.
     /// </summary>
     private void DropStaleGrants()
     {

@@ -444,7 +444,8 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_key bigint := hashtextextended('AsyncPrimitives.Postgres __schema__ queue-joins ' || p_queue, 0);
 BEGIN
-    IF EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue) THEN
+    -- A join of a session that ended (its process crashed: nothing removed its row) waits for nothing.
+    IF EXISTS (SELECT 1 FROM __schema__.queue_joins j WHERE j.queue = p_queue AND __schema__.session_alive(j.session)) THEN
         PERFORM pg_advisory_xact_lock(v_key);
         RETURN true;
     END IF;
