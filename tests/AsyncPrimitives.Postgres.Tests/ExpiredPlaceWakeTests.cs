@@ -1,6 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
-using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -40,17 +39,13 @@ public sealed class ExpiredPlaceWakeTests(PostgresServer server) : PostgresTest(
         Task<PostgresLease> waiting = waiter.Coordinator.CreateLock("job").AcquireAsync().AsTask();
         await WaitersAsync(1, waiting);
 
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'job')");
-            await BeatUntilTheRenewalWaitsAsync(waiter, waiterTime, "the heartbeat's renewal of the place waits for the lock's turn");
-
-            // Time passes at the server: the place ends now, after the renewal's statement started.
-            await ScalarAsync<int>(
-                $"UPDATE @schema.permit_waiters SET expires_at = clock_timestamp() WHERE owner = '{waiter.Coordinator.Owner}'; SELECT 1").WaitAsync(Bound);
-            await hold.CommitAsync();
-        }
+        await RenewalHeldAtTheServerAsync(
+            "SELECT @schema.permit_turn('l', 'job')", waiter, waiterTime, "the heartbeat's renewal of the place waits for the lock's turn",
+            async () =>
+            {
+                // Time passes at the server: the place ends now, after the renewal's statement started.
+                await ExpirePermitRowsNowAsync("permit_waiters", $"owner = '{waiter.Coordinator.Owner}'");
+            });
 
         // Queued for the turn behind the renewal: the release runs once the renewal has committed.
         await held.ReleaseAsync().AsTask().WaitAsync(Bound);

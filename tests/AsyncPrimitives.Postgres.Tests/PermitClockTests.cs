@@ -1,6 +1,5 @@
 using AsyncPrimitives.Postgres.Tests.Support;
 using AsyncTools.Testing;
-using Npgsql;
 
 namespace AsyncPrimitives.Postgres.Tests;
 
@@ -37,18 +36,14 @@ public sealed class PermitClockTests(PostgresServer server) : PostgresTest(serve
         PostgresSemaphore semaphore = other.Coordinator.CreateSemaphore("job", 1);
         (await semaphore.GetCurrentCountAsync()).Should().Be(0, "the holder has the only permit");
 
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, "SELECT @schema.permit_turn('s', 'job')");
-            await BeatUntilTheRenewalWaitsAsync(holder, holderTime, "the heartbeat's renewal waits for the semaphore's turn");
-
-            // Time passes at the server: the lease ends now, after the renewal's statement started.
-            await ScalarAsync<int>(
-                $"UPDATE @schema.permit_slots SET expires_at = clock_timestamp() WHERE token = {lease.FencingToken}; SELECT 1").WaitAsync(Bound);
-            (await semaphore.GetCurrentCountAsync()).Should().Be(1, "the holder's lease has expired: its permit is free for the others");
-            await hold.CommitAsync();
-        }
+        await RenewalHeldAtTheServerAsync(
+            "SELECT @schema.permit_turn('s', 'job')", holder, holderTime, "the heartbeat's renewal waits for the semaphore's turn",
+            async () =>
+            {
+                // Time passes at the server: the lease ends now, after the renewal's statement started.
+                await ExpirePermitRowsNowAsync("permit_slots", $"token = {lease.FencingToken}");
+                (await semaphore.GetCurrentCountAsync()).Should().Be(1, "the holder's lease has expired: its permit is free for the others");
+            });
 
         // Queued for the turn behind the renewal, which has it now: this runs once the renewal has committed.
         PostgresLease? taken = await semaphore.TryAcquireAsync().AsTask().WaitAsync(Bound);
@@ -100,8 +95,7 @@ public sealed class PermitClockTests(PostgresServer server) : PostgresTest(serve
             async _ =>
             {
                 // Time passes at the server: the first waiter's place ends now, after the release's statement started.
-                await ScalarAsync<int>(
-                    $"UPDATE @schema.permit_waiters SET expires_at = clock_timestamp() WHERE ticket = {expiring}; SELECT 1").WaitAsync(Bound);
+                await ExpirePermitRowsNowAsync("permit_waiters", $"ticket = {expiring}");
             });
         await release.WaitAsync(Bound);
 
@@ -139,17 +133,13 @@ public sealed class PermitClockTests(PostgresServer server) : PostgresTest(serve
         await WaitersAsync(2, second);
         long expiring = await ScalarAsync<long>($"SELECT ticket FROM @schema.permit_waiters WHERE owner = '{renewing.Coordinator.Owner}'");
 
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'job')");
-            await BeatUntilTheRenewalWaitsAsync(renewing, waiterTime, "the heartbeat's renewal of the place waits for the lock's turn");
-
-            // Time passes at the server: the place ends now, after the renewal's statement started.
-            await ScalarAsync<int>(
-                $"UPDATE @schema.permit_waiters SET expires_at = clock_timestamp() WHERE ticket = {expiring}; SELECT 1").WaitAsync(Bound);
-            await hold.CommitAsync();
-        }
+        await RenewalHeldAtTheServerAsync(
+            "SELECT @schema.permit_turn('l', 'job')", renewing, waiterTime, "the heartbeat's renewal of the place waits for the lock's turn",
+            async () =>
+            {
+                // Time passes at the server: the place ends now, after the renewal's statement started.
+                await ExpirePermitRowsNowAsync("permit_waiters", $"ticket = {expiring}");
+            });
 
         // Queued for the turn behind the renewal: the release runs once the renewal has committed.
         await held.ReleaseAsync().AsTask().WaitAsync(Bound);

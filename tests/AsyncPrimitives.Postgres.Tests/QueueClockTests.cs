@@ -181,9 +181,7 @@ public sealed class QueueClockTests(PostgresServer server) : PostgresTest(server
             await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
             await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
             // Holds off the dead session's item's move to the dead letters (its key is taken, not yet committed).
-            await ExecuteAsync(hold,
-                "INSERT INTO @schema.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason) " +
-                $"VALUES ({dead.Id}, 'elsewhere', 0, '0', now(), 1, 'held')");
+            await HoldDeadLetterKeyAsync(hold, dead.Id);
             get = queue.GetAsync().AsTask();
             await WaitsForALockAsync(getter, "the get's give-back of the dead session's delivery waits for its dead letter's key");
 

@@ -120,9 +120,7 @@ public sealed class QueueJoinWakeTests(PostgresServer server) : PostgresTest(ser
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
             // Holds off the expired item's move to the dead letters (its key is taken, not yet committed).
-            await ExecuteAsync(hold,
-                "INSERT INTO @schema.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason) " +
-                $"VALUES ({expired.Id}, 'elsewhere', 0, '0', now(), 1, 'held')");
+            await HoldDeadLetterKeyAsync(hold, expired.Id);
             next = loop.MoveNextAsync().AsTask(); // completes item 1, then gives the expired one back
             await WaitsForALockAsync(reader, "the loop's call, past its completion, waits for the dead letter's key");
             joined ??= await StartJoinAsync(queue); // counts two items: the loop's completion has not committed

@@ -37,9 +37,7 @@ public sealed class QueueReturnTests(PostgresServer server) : PostgresTest(serve
         await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
         {
             // Holds off the unreadable item's move to the dead letters (its key is taken, not yet committed).
-            await ExecuteAsync(hold,
-                "INSERT INTO @schema.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason) " +
-                $"VALUES ({unreadable}, 'elsewhere', 0, '0', now(), 1, 'held')");
+            await HoldDeadLetterKeyAsync(hold, unreadable);
             get = ints.GetManyAsync(2, Bound).AsTask();
             await WaitsForALockAsync(member, "the unreadable item's give-back waits for its dead letter's key");
 

@@ -259,14 +259,12 @@ public sealed class UnheldPermitTests(PostgresServer server) : PostgresTest(serv
         PostgresLease lease = await member.Coordinator.CreateLock("late").AcquireAsync(Bound);
         string expiresAt = await ScalarAsync<string>("SELECT expires_at::text FROM @schema.permit_slots WHERE token IS NOT NULL");
 
-        await using (NpgsqlConnection connection = await Admin.OpenConnectionAsync())
-        await using (NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted))
-        {
-            await ExecuteAsync(hold, "SELECT @schema.permit_turn('l', 'late')");
-            await BeatUntilTheRenewalWaitsAsync(member, time, "the heartbeat's renewal waits for the lock's turn");
-            await AdvanceUntilLostAsync(time, lease.Lost);
-            await hold.CommitAsync();
-        }
+        await RenewalHeldAtTheServerAsync(
+            "SELECT @schema.permit_turn('l', 'late')", member, time, "the heartbeat's renewal waits for the lock's turn",
+            async () =>
+            {
+                await AdvanceUntilLostAsync(time, lease.Lost);
+            });
 
         await EventuallyAsync(
             async () => await ScalarAsync<long>(

@@ -54,6 +54,17 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
     protected Task ExpireLeasesNowAsync(long? id = null) => ScalarAsync<int>(
         "UPDATE @schema.queue_items SET leased_until = clock_timestamp()" + (id is long one ? $" WHERE id = {one}" : "") + "; SELECT 1").WaitAsync(Bound);
 
+    /// <summary>Ends, at the server's present moment, the rows of <paramref name="table"/> (<c>permit_slots</c>: permits;
+    /// <c>permit_waiters</c>: places in line) where <paramref name="condition"/> holds.</summary>
+    protected Task ExpirePermitRowsNowAsync(string table, string condition) => ScalarAsync<int>(
+        $"UPDATE @schema.{table} SET expires_at = clock_timestamp() WHERE {condition}; SELECT 1").WaitAsync(Bound);
+
+    /// <summary>In <paramref name="hold"/>, takes the dead-letter key of item <paramref name="id"/> (a row under another
+    /// queue, not committed): a move of that item to the dead letters waits for <paramref name="hold"/> to end.</summary>
+    protected Task HoldDeadLetterKeyAsync(NpgsqlTransaction hold, long id) => ExecuteAsync(hold,
+        "INSERT INTO @schema.queue_dead_letters (id, queue, priority, payload, enqueued_at, attempts, reason) " +
+        $"VALUES ({id}, 'elsewhere', 0, '0', now(), 1, 'held')");
+
     /// <summary>Sends the heartbeat's call (<c>renew</c>) for <paramref name="deliveries"/> only, on
     /// <paramref name="connection"/>, as the coordinator <paramref name="owner"/> in its session <paramref name="session"/>
     /// would, with a lease of <paramref name="lease"/>.</summary>
@@ -100,4 +111,19 @@ public abstract class PostgresTest(PostgresServer server) : IAsyncLifetime
                 $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{member.Application}' AND wait_event_type = 'Lock'") == 1;
         },
         because);
+
+    /// <summary>Holds what <paramref name="holdSql"/> locks in a transaction of its own, moves <paramref name="time"/> on
+    /// until the heartbeat's renewal of <paramref name="member"/> waits for it (see
+    /// <see cref="BeatUntilTheRenewalWaitsAsync"/>), runs <paramref name="whileWaiting"/>, then commits: the renewal
+    /// runs after that.</summary>
+    protected async Task RenewalHeldAtTheServerAsync(
+        string holdSql, Member member, AsyncTools.Testing.CountingTimeProvider time, string because, Func<Task> whileWaiting)
+    {
+        await using NpgsqlConnection connection = await Admin.OpenConnectionAsync();
+        await using NpgsqlTransaction hold = await connection.BeginTransactionAsync(System.Data.IsolationLevel.ReadCommitted);
+        await ExecuteAsync(hold, holdSql);
+        await BeatUntilTheRenewalWaitsAsync(member, time, because);
+        await whileWaiting();
+        await hold.CommitAsync();
+    }
 }
